@@ -1,0 +1,1 @@
+"""Deployments of wheelflow's flows (see prefect.yaml at the top level)."""

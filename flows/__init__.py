@@ -1,0 +1,1 @@
+"""Prefect flows: each reads as a release recipe, top to bottom."""

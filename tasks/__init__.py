@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers that carry the retry policy around wheelflow's plain functions."""

@@ -1,0 +1,36 @@
+"""Tasks that decide what is released: the version and the built files."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from wheelflow.building import BuildResult, build_distributions
+from wheelflow.localindex import wheelflow_home
+from wheelflow.spec import ReleaseSpec
+from wheelflow.versioning import ResolvedVersion, resolve_version
+
+
+@task(name="resolve-version", retries=0)  # a mismatch is a decision, not a fault: never retried
+def resolve_release_version(spec: ReleaseSpec, requested: str | None) -> ResolvedVersion:
+    resolved = resolve_version(spec, requested)
+    get_run_logger().info("release version %s (%s)", resolved.version,
+                          ", ".join(f"{k}: {v}" for k, v in resolved.sources.items()))
+    return resolved
+
+
+@task(name="build-distributions", retries=0)  # compile errors are deterministic: never retried
+def build_release_files(spec: ReleaseSpec, resolved: ResolvedVersion) -> BuildResult:
+    logger = get_run_logger()
+    result = build_distributions(
+        spec.project_dir,
+        name=spec.name,
+        version=resolved.version,
+        artifacts=spec.artifacts,
+        env=spec.build_env,
+        home=wheelflow_home(),
+        log=logger.info,
+        source_date_epoch=resolved.commit_time,
+    )
+    for dist in result.dists:
+        logger.info("%s %s sha256=%s%s", dist.kind, dist.filename, dist.sha256, " (cached)" if result.cached else "")
+    return result

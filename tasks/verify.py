@@ -1,0 +1,57 @@
+"""Prove the release is served: listing with sha256, then install and smoke test."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+import httpx
+
+from wheelflow.tasks.upload import READ_TIMEOUT
+from wheelflow.distributions import Distribution
+from wheelflow.errors import HashMismatchError, VerificationError
+from wheelflow.indexes import Endpoints
+from wheelflow.localindex import wheelflow_home
+from wheelflow.simple_api import ServedFile
+from wheelflow.verification import HASH_MISMATCH, VERIFIED, FileStatus, install_and_smoke, poll_until_served, read_served
+
+
+class ServedCheckFailed(VerificationError):
+    def __init__(self, message: str, statuses: list[FileStatus]) -> None:
+        self.statuses = statuses
+        super().__init__(message)
+
+
+class HashMismatchFailed(ServedCheckFailed, HashMismatchError):
+    pass
+
+
+@task(name="verify-served", task_run_name="verify-served[{endpoints.name}]", retries=0)  # polls to its own deadline
+def verify_served(endpoints: Endpoints, name: str, version: str, dists: list[Distribution]) -> list[ServedFile]:
+    logger = get_run_logger()
+    expected = {d.filename: d.sha256 for d in dists}
+    with httpx.Client(timeout=READ_TIMEOUT) as client:
+        statuses, served = poll_until_served(
+            lambda: read_served(client, endpoints.simple_url, name, version),
+            expected, endpoints.verify_timeout, on_wait=logger.info,
+        )
+    for status in statuses:
+        (logger.info if status.status == VERIFIED else logger.error)("%s: %s", endpoints.name, status.describe())
+    bad = [s for s in statuses if s.status != VERIFIED]
+    if bad:
+        error = HashMismatchFailed if any(s.status == HASH_MISMATCH for s in bad) else ServedCheckFailed
+        raise error(f"{endpoints.name}: " + "; ".join(s.describe() for s in bad), statuses)
+    return served
+
+
+@task(name="install-and-smoke", task_run_name="install-and-smoke[{endpoints.name}]", retries=0)
+def install_and_smoke_test(endpoints: Endpoints, name: str, version: str, served: list[ServedFile], smoke: str | None) -> str:
+    logger = get_run_logger()
+    work = wheelflow_home() / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    result = install_and_smoke(name, version, endpoints.simple_url, served, smoke=smoke, workdir=work, log=logger.info)
+    if not result.ok:
+        if result.output_tail:
+            logger.error(result.output_tail)
+        raise VerificationError(f"{endpoints.name}: {result.message}")
+    logger.info(result.message)
+    return result.message

@@ -1,0 +1,192 @@
+"""``wheelflow``: release a package and prove it is served; verify any index, read-only."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from rich.console import Console
+from rich.table import Table
+
+from .distributions import sha256_of
+from .errors import SpecError, WheelflowError
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wheelflow", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    rel = commands.add_parser("release", help="build, check, upload and verify a release (a Prefect flow run)")
+    rel.add_argument("path", help="the project to release")
+    rel.add_argument("--spec", help="standalone spec TOML (default: [tool.wheelflow] in PATH/pyproject.toml)")
+    rel.add_argument("--version", help="the version to release (must agree with the tag and version file)")
+    rel.add_argument("--to", action="append", metavar="TARGET", help="target name or index alias (repeatable)")
+    rel.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+
+    ver = commands.add_parser("verify", help="check that an index serves a release (read-only)")
+    ver.add_argument("requirement", metavar="NAME==VERSION")
+    ver.add_argument("--index", required=True, help="local, pypi, testpypi, a target from the spec, or a Simple API URL")
+    ver.add_argument("--expect", action="append", default=[], metavar="FILENAME",
+                     help="a file that must be served; a path to a local file also checks its sha256 (repeatable)")
+    ver.add_argument("--no-install", action="store_true", help="skip the install into a fresh virtualenv")
+    ver.add_argument("--smoke", help="command run in the virtualenv after installing")
+    ver.add_argument("--timeout", type=float, help="seconds to wait for files to appear (default: per index)")
+    ver.add_argument("--spec", help="spec TOML naming targets (default: ./pyproject.toml when it has one)")
+    ver.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "release":
+            return cmd_release(args)
+        return cmd_verify(args)
+    except WheelflowError as exc:
+        err_console.print(f"wheelflow: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2 if isinstance(exc, SpecError) else 1
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from .localindex import wheelflow_home
+    from .spec import load_spec
+
+    spec = load_spec(args.path, args.spec)  # validated up front: a bad spec never starts a flow run
+    for name in args.to or []:
+        spec.target(name)
+
+    from wheelflow.flows.release import release
+
+    state = release(project=str(Path(args.path).absolute()), spec_file=args.spec, version=args.version,
+                    to=args.to, return_state=True)
+    flow_run_id = str(state.state_details.flow_run_id)
+    report_path = wheelflow_home() / "reports" / f"{flow_run_id}.json"
+    if report_path.exists():
+        report: dict[str, Any] = json.loads(report_path.read_text())
+    else:  # the flow crashed before it could write its report
+        report = {"ok": False, "name": spec.name, "version": args.version, "files": [], "flow_run_id": flow_run_id,
+                  "checks": [], "error": state.message}
+    report["ok"] = bool(report.get("ok")) and state.is_completed()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_release(report)
+    if not report["ok"]:
+        err_console.print(f"wheelflow: release failed: {report.get('error') or state.message}", markup=False,
+                          highlight=False, soft_wrap=True)
+        return 1
+    return 0
+
+
+def _print_release(report: dict[str, Any]) -> None:
+    table = Table(title=f"{report.get('name')} {report.get('version')} (flow run {report.get('flow_run_id')})")
+    for column in ("file", "target", "sha256", "upload", "served"):
+        table.add_column(column)
+    for f in report["files"]:
+        table.add_row(f["filename"], f["target"], f["sha256"][:16] + "…", f["upload"], f["status"])
+    out_console.print(table)
+    checks = Table(title="checks")
+    for column in ("check", "status", "detail"):
+        checks.add_column(column)
+    for c in report["checks"]:
+        checks.add_row(c["check"], c["status"], c["detail"])
+    out_console.print(checks)
+    verdict = "[green]released and verified[/green]" if report["ok"] else "[red]FAILED[/red]"
+    out_console.print(verdict)
+
+
+def parse_pin(text: str) -> tuple[str, str]:
+    try:
+        req = Requirement(text)
+    except InvalidRequirement:
+        req = None
+    specs = list(req.specifier) if req else []
+    if req is None or len(specs) != 1 or specs[0].operator not in ("==", "===") or "*" in specs[0].version:
+        raise SpecError("NAME==VERSION", f"{text!r} does not pin one version", "write it as name==1.2.3")
+    return req.name, specs[0].version
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import httpx
+
+    from .indexes import resolve_endpoints
+    from .localindex import LocalIndex
+    from .spec import INDEX_ALIASES, load_spec
+    from .verification import MISSING, SERVED, VERIFIED, install_and_smoke, poll_until_served, read_served
+    from .versioning import parse_version
+
+    name, raw_version = parse_pin(args.requirement)
+    version = str(parse_version(raw_version, "NAME==VERSION"))
+    expected: dict[str, str | None] = {}
+    for item in args.expect:
+        path = Path(item)
+        expected[path.name] = sha256_of(path) if path.is_file() else None
+
+    if args.index == "local":
+        endpoints_cm: Any = LocalIndex()
+    elif args.index in INDEX_ALIASES or "://" in args.index:
+        endpoints_cm = contextlib.nullcontext(resolve_endpoints(args.index))
+    else:  # a target named in the spec
+        from .indexes import endpoints_for_target
+
+        spec_path = Path(args.spec) if args.spec else None
+        spec = load_spec(Path.cwd() if spec_path is None else spec_path.parent, spec_path)
+        target = spec.target(args.index)
+        endpoints_cm = LocalIndex() if target.index == "local" else contextlib.nullcontext(endpoints_for_target(target))
+
+    with endpoints_cm as endpoints:
+        timeout = args.timeout if args.timeout is not None else endpoints.verify_timeout
+        progress = (lambda message: None) if args.json else (lambda message: err_console.print(message, markup=False))
+        with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)) as client:
+            statuses, served = poll_until_served(lambda: read_served(client, endpoints.simple_url, name, version),
+                                                 expected, timeout, on_wait=progress)
+        if not expected:
+            from .verification import FileStatus
+
+            statuses = [FileStatus(s.filename, s.sha256, SERVED, s.sha256) for s in served]
+        ok = bool(statuses) and all(s.status in (VERIFIED, SERVED) for s in statuses)
+        install: dict[str, Any] | None = None
+        if ok and not args.no_install:
+            result = install_and_smoke(name, version, endpoints.simple_url, served, smoke=args.smoke,
+                                       log=progress)
+            install = {"ok": result.ok, "installed": result.installed, "message": result.message}
+            ok = result.ok
+
+    result_json = {
+        "ok": ok,
+        "name": canonicalize_name(name),
+        "version": version,
+        "index": endpoints.name,
+        "files": [{"filename": s.filename, "sha256": s.served_sha256 or s.sha256, "status": s.status} for s in statuses],
+        "install": install,
+    }
+    if args.json:
+        print(json.dumps(result_json, indent=2))
+    else:
+        table = Table(title=f"{name} {version} on {endpoints.name}")
+        for column in ("file", "sha256", "status"):
+            table.add_column(column)
+        for f in result_json["files"]:
+            table.add_row(f["filename"], f["sha256"] or "", f["status"])
+        out_console.print(table)
+        if install:
+            out_console.print(install["message"], markup=False)
+    if not statuses:
+        err_console.print(f"wheelflow: verify failed: {name} {version}: no file is served on {endpoints.name}",
+                          markup=False, highlight=False)
+    for s in statuses:
+        if s.status not in (VERIFIED, SERVED):
+            err_console.print(f"wheelflow: verify failed: {s.describe()}", markup=False, highlight=False)
+    if install and not install["ok"]:
+        err_console.print(f"wheelflow: verify failed: {install['message']}", markup=False, highlight=False)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

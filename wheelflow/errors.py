@@ -1,0 +1,68 @@
+"""Errors written for the person running the release.
+
+Every message is one line that names what is wrong and how to fix it. ``transient`` tells the
+retry policies whether trying again can help (network trouble) or cannot (bad input, a compile
+error, a hash mismatch).
+"""
+
+from __future__ import annotations
+
+
+class WheelflowError(Exception):
+    """Base class: ``str(err)`` is the one-line message shown to the user."""
+
+    transient = False
+
+
+class SpecError(WheelflowError):
+    """The release spec is invalid: names the key, the bad value and the fix."""
+
+    def __init__(self, key: str, problem: str, fix: str | None = None) -> None:
+        self.key = key
+        message = f"spec error: {key}: {problem}"
+        if fix:
+            message += f"; fix: {fix}"
+        super().__init__(message)
+
+
+class VersionError(WheelflowError):
+    """The release version cannot be determined, or its sources disagree."""
+
+
+class BuildError(WheelflowError):
+    """Building a distribution failed (deterministic: never retried)."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        self.log_tail = log_tail
+        super().__init__(message)
+
+
+class CheckError(WheelflowError):
+    """A built file failed validation before upload."""
+
+
+class CredentialsError(WheelflowError):
+    """A target's credentials are missing or malformed."""
+
+
+class IndexReadError(WheelflowError):
+    """An index could not be read (base for transient read failures)."""
+
+    transient = True
+
+
+class UploadError(WheelflowError):
+    """An upload failed. ``transient`` says whether retrying may help."""
+
+    def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
+        self.transient = transient
+        self.status = status
+        super().__init__(message)
+
+
+class VerificationError(WheelflowError):
+    """What the index serves is not what was released."""
+
+
+class HashMismatchError(VerificationError):
+    """The index serves a file under the expected name with other bytes."""

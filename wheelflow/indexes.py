@@ -1,0 +1,116 @@
+"""Where files go and where they are read back: index aliases, endpoints and credentials.
+
+The public index's URLs are never written here: they come from pip's and twine's own defaults
+at run time, so wheelflow follows those tools wherever they point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from .errors import CredentialsError, SpecError
+from .spec import Target, env_prefix, redact_url
+
+#: Default verification deadlines (seconds). The public index's Simple API sits behind a CDN that
+#: caches pages for about ten minutes, so reading a fresh upload back can take that long.
+PUBLIC_VERIFY_TIMEOUT = 1800.0
+PRIVATE_VERIFY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    name: str
+    simple_url: str
+    upload_url: str | None
+    public: bool  # the public index or its test instance
+    verify_timeout: float
+
+
+def public_index(test_instance: bool = False) -> tuple[str, str]:
+    """(Simple API URL, upload URL) of the public index (or its test instance), from pip and twine."""
+    from pip._internal.models.index import PyPI, TestPyPI
+    from twine.utils import DEFAULT_REPOSITORY, TEST_REPOSITORY
+
+    if test_instance:
+        return TestPyPI.simple_url + "/", TEST_REPOSITORY
+    return PyPI.simple_url + "/", DEFAULT_REPOSITORY
+
+
+def derive_upload_url(simple_url: str) -> str | None:
+    """pypiserver serves uploads at the root beside /simple/; devpi at the index beside /+simple/."""
+    path = urlsplit(simple_url).path.rstrip("/")
+    for suffix in ("/+simple", "/simple"):
+        if path.endswith(suffix):
+            return simple_url.rstrip("/")[: -len(suffix)] + "/"
+    return None
+
+
+def resolve_endpoints(index: str, *, upload_url: str | None = None, verify_timeout: float | None = None,
+                      name: str | None = None) -> Endpoints:
+    """Endpoints for an alias (pypi, testpypi) or a Simple API URL. ``local`` is started by LocalIndex."""
+    if index in ("pypi", "testpypi"):
+        simple, upload = public_index(test_instance=index == "testpypi")
+        return Endpoints(name or index, simple, upload_url or upload, True, verify_timeout or PUBLIC_VERIFY_TIMEOUT)
+    if index == "local":
+        raise ValueError("the local index has no fixed endpoints: start it with LocalIndex")
+    parts = urlsplit(index)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SpecError("--index", f"{redact_url(index)!r} is neither an index alias nor a Simple API URL",
+                        "use local, pypi, testpypi, a target name from the spec, or an http(s) URL")
+    if parts.username or parts.password:
+        raise SpecError("--index", f"{redact_url(index)!r} embeds credentials",
+                        "remove them from the URL and use the target's credentials source")
+    simple = index if index.endswith("/") else index + "/"
+    return Endpoints(name or index, simple, upload_url or derive_upload_url(simple), False,
+                     verify_timeout or PRIVATE_VERIFY_TIMEOUT)
+
+
+def endpoints_for_target(target: Target) -> Endpoints:
+    return resolve_endpoints(target.index, upload_url=target.upload_url, verify_timeout=target.verify_timeout,
+                             name=target.name)
+
+
+def load_credentials(target: Target) -> Credentials | None:
+    """The target's credentials from their declared source; never from the spec itself."""
+    source = target.credentials
+    if source == "none":
+        return None
+    prefix = env_prefix(target.name)
+    if source == "env":
+        password = os.environ.get(f"{prefix}_PASSWORD")
+        if not password:
+            raise CredentialsError(
+                f"target {target.name!r}: no credentials: {prefix}_PASSWORD is not set; "
+                f"fix: export {prefix}_PASSWORD (and {prefix}_USERNAME unless it is an API token)"
+            )
+        return Credentials(os.environ.get(f"{prefix}_USERNAME", "__token__"), password)
+    block = source.split(":", 1)[1]
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(block).get()
+    except ValueError:
+        raise CredentialsError(
+            f"target {target.name!r}: Prefect Secret block {block!r} not found; "
+            f"fix: create it (prefect block create secret) or use credentials = \"env\""
+        ) from None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return Credentials("__token__", value)
+    if isinstance(value, dict) and value.get("password"):
+        return Credentials(str(value.get("username", "__token__")), str(value["password"]))
+    raise CredentialsError(
+        f"target {target.name!r}: Secret block {block!r} must hold a token or "
+        '{"username": ..., "password": ...}; fix: store it in one of those forms'
+    )

@@ -1,0 +1,119 @@
+"""Resolve the release version from the git tag, the version file and the command line.
+
+All sources that are present must agree; a mismatch is refused before anything is built.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from .errors import VersionError
+from .spec import ReleaseSpec
+
+_ASSIGNMENT_RE = re.compile(r"""^\s*(?:__version__|version|VERSION)\s*[:=]\s*["']([^"']+)["']""", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class ResolvedVersion:
+    version: str  # normalised PEP 440 form, as it appears in filenames
+    tag: str | None  # the git tag at HEAD that names this version, if any
+    sources: dict[str, str]  # where each agreeing value came from, e.g. {"tag v1.0": "1.0"}
+    commit_time: int | None  # HEAD's commit time (seconds), used as SOURCE_DATE_EPOCH
+
+
+def parse_version(value: str, where: str) -> Version:
+    try:
+        return Version(value)
+    except InvalidVersion:
+        raise VersionError(
+            f"{where}: {value!r} is not a PEP 440 version; fix: use a form like 1.2.3, 1.2.3rc1 or 1.2.3.post1"
+        ) from None
+
+
+def tag_pattern_regex(pattern: str) -> re.Pattern[str]:
+    before, after = pattern.split("{version}")
+    return re.compile("^" + re.escape(before) + r"(?P<version>.+)" + re.escape(after) + "$")
+
+
+def version_from_file(path: Path) -> str:
+    """The version written in ``path``: [project].version of a pyproject.toml, or ``__version__ = "..."``."""
+    text = path.read_text(encoding="utf-8")
+    if path.name == "pyproject.toml":
+        version = tomllib.loads(text).get("project", {}).get("version")
+        if version is None:
+            raise VersionError(f"{path}: no [project].version; fix: set it, or point version.file at the file that holds it")
+        return str(version)
+    match = _ASSIGNMENT_RE.search(text)
+    if match is None:
+        raise VersionError(f'{path}: no __version__ = "..." assignment found; fix: add one or change version.file')
+    return match.group(1)
+
+
+def _git(project: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(project), *args], capture_output=True, text=True, check=True)
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return None
+    return out.stdout
+
+
+def resolve_version(spec: ReleaseSpec, requested: str | None = None) -> ResolvedVersion:
+    """Agree the version among ``--version``, the tag at HEAD and the version file, or refuse."""
+    project = spec.project_dir
+    candidates: dict[str, Version] = {}
+    if requested is not None:
+        candidates["--version"] = parse_version(requested, "--version")
+
+    head_tag = None
+    tag_regex = tag_pattern_regex(spec.version.tag) if spec.version.tag else None
+    if tag_regex is not None:
+        head_tags = (_git(project, "tag", "--points-at", "HEAD") or "").split()
+        for tag in sorted(head_tags):
+            match = tag_regex.match(tag)
+            if match:
+                candidates[f"tag {tag}"] = parse_version(match.group("version"), f"tag {tag}")
+                head_tag = tag
+
+    if spec.version.file:
+        path = project / spec.version.file
+        candidates[spec.version.file] = parse_version(version_from_file(path), str(spec.version.file))
+
+    if not candidates:
+        raise VersionError(
+            "no release version: HEAD has no tag matching "
+            f"{spec.version.tag!r} and no version file is set; fix: pass --version, tag HEAD, or set version.file"
+        )
+
+    (first_source, first), *rest = candidates.items()
+    for source, value in rest:
+        if value != first:
+            raise VersionError(
+                f"version mismatch: {first_source} says {first} but {source} says {value}; "
+                "fix: make the tag, the version file and --version agree before releasing"
+            )
+
+    version = str(first)
+    if spec.version.tag and head_tag is None:
+        # A tag for this version that exists but points elsewhere means HEAD is not what was tagged.
+        expected_tag = spec.version.tag.format(version=version)
+        tagged = _git(project, "rev-list", "-n", "1", f"refs/tags/{expected_tag}")
+        head = _git(project, "rev-parse", "HEAD")
+        if tagged and head and tagged.strip() != head.strip():
+            raise VersionError(
+                f"version mismatch: tag {expected_tag} points at {tagged.strip()[:12]}, not at HEAD {head.strip()[:12]}; "
+                "fix: check out the tagged commit, or release another version"
+            )
+
+    commit_time = _git(project, "log", "-1", "--format=%ct", "HEAD")
+    return ResolvedVersion(
+        version=version,
+        tag=head_tag,
+        sources={source: str(value) for source, value in candidates.items()},
+        commit_time=int(commit_time) if commit_time and commit_time.strip().isdigit() else None,
+    )
