@@ -21,6 +21,11 @@ err_console = Console(stderr=True)
 out_console = Console()
 
 
+def say(line: str) -> None:
+    """One line on stderr, never wrapped: errors must be greppable and copyable."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wheelflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -49,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_release(args)
         return cmd_verify(args)
     except WheelflowError as exc:
-        err_console.print(f"wheelflow: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        say(f"wheelflow: error: {exc}")
         return 2 if isinstance(exc, SpecError) else 1
 
 
@@ -78,8 +83,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     else:
         _print_release(report)
     if not report["ok"]:
-        err_console.print(f"wheelflow: release failed: {report.get('error') or state.message}", markup=False,
-                          highlight=False, soft_wrap=True)
+        say(f"wheelflow: release failed: {report.get('error') or state.message}")
         return 1
     return 0
 
@@ -178,13 +182,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if install:
             out_console.print(install["message"], markup=False)
     if not statuses:
-        err_console.print(f"wheelflow: verify failed: {name} {version}: no file is served on {endpoints.name}",
-                          markup=False, highlight=False)
+        say(f"wheelflow: verify failed: {name} {version}: no file is served on {endpoints.name}")
     for s in statuses:
         if s.status not in (VERIFIED, SERVED):
-            err_console.print(f"wheelflow: verify failed: {s.describe()}", markup=False, highlight=False)
+            say(f"wheelflow: verify failed: {s.describe()}")
     if install and not install["ok"]:
-        err_console.print(f"wheelflow: verify failed: {install['message']}", markup=False, highlight=False)
+        say(f"wheelflow: verify failed: {install['message']}")
     return 0 if ok else 1
 
 

@@ -61,7 +61,8 @@ class PypiServer:
 
     def start(self, timeout: float = 30.0) -> "PypiServer":
         self.packages.mkdir(parents=True, exist_ok=True)
-        executable = shutil.which("pypi-server") or str(Path(sys.executable).with_name("pypi-server"))
+        sibling = Path(sys.executable).with_name("pypi-server")  # the one installed with wheelflow
+        executable = str(sibling) if sibling.exists() else shutil.which("pypi-server") or "pypi-server"
         auth = ["-P", str(self.htpasswd), "-a", "update"] if self.htpasswd else ["-P", ".", "-a", "."]
         cmd = [executable, "run", "-p", str(self.port), "-i", "127.0.0.1", *auth,
                # simple-dir re-reads the directory on every request: what is on disk is what is served.

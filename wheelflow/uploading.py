@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -15,7 +16,6 @@ from .indexes import Credentials
 from .simple_api import ServedFile
 from .spec import redact_url
 
-_HTTP_ERROR_RE = re.compile(r"HTTPError:\s*(\d{3})\s+(.*?)\s+from\s+\S+\s*(.*)", re.DOTALL)
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -32,44 +32,35 @@ def redact(text: str, secrets: list[str]) -> str:
     return text
 
 
-def parse_twine_output(output: str) -> UploadAnswer:
-    """Status and reason from twine's error output (``HTTPError: 400 Bad Request from URL``)."""
-    clean = " ".join(_ANSI_RE.sub("", output).split())
-    match = _HTTP_ERROR_RE.search(clean)
-    if match:
-        status, phrase, rest = int(match.group(1)), match.group(2), match.group(3)
-        rest = rest.replace("Retry with the --verbose option for more details.", "").strip()
-        return UploadAnswer(status, f"{phrase} {rest}".strip() if rest and rest != phrase else phrase)
-    last_error = next((l for l in reversed(_ANSI_RE.sub("", output).splitlines()) if "ERROR" in l or "Error" in l), "")
-    return UploadAnswer(None, last_error.replace("ERROR", "").strip() or "no answer from the index")
-
-
 def is_transient(answer: UploadAnswer) -> bool:
     """5xx, 429 and no answer at all may succeed on a retry; every other answer will not."""
     return answer.status is None or answer.status >= 500 or answer.status in (408, 429)
 
 
 def run_twine_upload(path: Path, upload_url: str, credentials: Credentials | None, timeout: float = 900) -> UploadAnswer | None:
-    """Upload ``path``; None on success, else the index's answer. Credentials travel in the environment."""
+    """One upload attempt; None on success, else the index's answer. Credentials travel in the environment."""
     env = {
         **os.environ,
         "TWINE_USERNAME": credentials.username if credentials else "wheelflow",
         "TWINE_PASSWORD": credentials.password if credentials else "unused",
-        "TWINE_NON_INTERACTIVE": "1",
-        "NO_COLOR": "1",
-        "COLUMNS": "400",
     }
-    cmd = [sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
-           "--repository-url", upload_url, str(path)]
     secrets = [credentials.password] if credentials else []
+    cmd = [sys.executable, "-m", "wheelflow._twine_upload", str(path), upload_url]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return UploadAnswer(None, f"no answer within {timeout:.0f} s")
-    if proc.returncode == 0:
+    marker = next((l for l in reversed(proc.stdout.splitlines()) if l.startswith("WHEELFLOW-ANSWER ")), None)
+    if marker is None:  # twine failed before talking to the index (unreadable file or metadata)
+        last = next((l for l in reversed((proc.stdout + proc.stderr).splitlines()) if l.strip()), "twine failed")
+        raise UploadError(f"upload of {path.name}: twine could not prepare it: {redact(_ANSI_RE.sub('', last).strip(), secrets)}",
+                          transient=False)
+    answer = json.loads(marker.split(" ", 1)[1])
+    if answer["status"] == 200:
         return None
-    answer = parse_twine_output(proc.stdout + "\n" + proc.stderr)
-    return UploadAnswer(answer.status, redact(answer.reason, secrets))
+    text_lines = answer["text"].strip().splitlines()
+    reason = answer["reason"] or (text_lines[0] if text_lines else "no reason given")
+    return UploadAnswer(answer["status"], redact(reason, secrets))
 
 
 def upload_failure(filename: str, upload_url: str, answer: UploadAnswer) -> UploadError:

@@ -1,0 +1,128 @@
+"""Shared fixtures: a real Prefect server, real pypiserver indexes, real projects to release."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from wheelflow.localindex import PypiServer, ensure_htpasswd, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+INDEX_USER, INDEX_PASSWORD = "releaser", "s3cret-index-password-for-tests"
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """One real `prefect server` process (SQLite) for the whole session."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": ""}
+    log = open(home / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)  # waiting for a separate process to open its socket
+    os.environ["PREFECT_API_URL"] = url  # for the wheelflow CLI in subprocesses
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh $WHEELFLOW_HOME per test."""
+    path = tmp_path / "wheelflow-home"
+    monkeypatch.setenv("WHEELFLOW_HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def index(tmp_path: Path):
+    """A real pypiserver on loopback; uploads need the htpasswd user."""
+    htpasswd = tmp_path / "htpasswd"
+    ensure_htpasswd(htpasswd, INDEX_USER, INDEX_PASSWORD)
+    with PypiServer(tmp_path / "served", htpasswd, log_file=tmp_path / "pypiserver.log") as server:
+        yield server
+
+
+@pytest.fixture
+def index_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WHEELFLOW_STAGING_USERNAME", INDEX_USER)
+    monkeypatch.setenv("WHEELFLOW_STAGING_PASSWORD", INDEX_PASSWORD)
+
+
+def make_project(root: Path, name: str = "tiny-pkg", version: str = "1.0.0", *, index_url: str | None = None,
+                 extra: str = "") -> Path:
+    """A small pure-Python project with a [tool.wheelflow] spec (fast to build)."""
+    module = name.replace("-", "_")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "src" / module).mkdir(parents=True, exist_ok=True)
+    (root / "src" / module / "__init__.py").write_text(f'__version__ = "{version}"\n\ndef answer():\n    return 42\n')
+    (root / "README.md").write_text(f"# {name}\n\nA package released by wheelflow's tests.\n")
+    target = ""
+    if index_url:
+        target = textwrap.dedent(f"""
+            [tool.wheelflow.targets.staging]
+            index = "{index_url}"
+            verify-timeout = 5
+            """)
+    (root / "pyproject.toml").write_text(textwrap.dedent(f"""
+        [build-system]
+        requires = ["setuptools>=69"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "{name}"
+        version = "{version}"
+        description = "test package"
+        readme = "README.md"
+
+        [tool.setuptools.packages.find]
+        where = ["src"]
+
+        [tool.wheelflow]
+        smoke = "python -c 'import {module}; assert {module}.answer() == 42'"
+
+        [tool.wheelflow.version]
+        tag = "v{{version}}"
+        file = "pyproject.toml"
+        """) + target + extra)
+    return root
+
+
+def git(repo: Path, *args: str, date: str | None = None) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    if date:
+        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = date
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The installed `wheelflow` command, as a user runs it."""
+    sibling = Path(sys.executable).with_name("wheelflow")  # this interpreter's, even in an unactivated venv
+    exe = str(sibling) if sibling.exists() else shutil.which("wheelflow") or "wheelflow"
+    return subprocess.run([exe, *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=timeout)

@@ -1,0 +1,81 @@
+"""A fault-injecting HTTP proxy on loopback, in front of a real index server.
+
+Real sockets both ways: requests are forwarded to the upstream server unless a rule says to fail
+them. Rules are consumed in order, so "fail the first upload with 503" is exactly that.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+
+
+@dataclass
+class Rule:
+    method: str  # "POST" for uploads, "GET" for listings
+    status: int
+    body: str = ""
+    times: int = 1
+    forward_first: bool = False  # forward to upstream (so the file lands), then answer with the fault
+
+
+class FaultProxy:
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.rules: list[Rule] = []
+        self.seen: list[tuple[str, str, int]] = []  # (method, path, status answered)
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                rule = proxy._take(self.command)
+                if rule is None or rule.forward_first:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                    upstream = httpx.request(self.command, proxy.upstream + self.path, content=body, headers=headers,
+                                             timeout=30)
+                if rule is not None:
+                    status, payload, ctype = rule.status, rule.body.encode(), "text/plain"
+                else:
+                    status, payload = upstream.status_code, upstream.content
+                    ctype = upstream.headers.get("content-type", "text/plain")
+                with proxy._lock:
+                    proxy.seen.append((self.command, self.path, status))
+                self.send_response(status, rule.body if rule and rule.body else None)
+                self.send_header("content-type", ctype)
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _take(self, method: str) -> Rule | None:
+        with self._lock:
+            for rule in self.rules:
+                if rule.method == method and rule.times > 0:
+                    rule.times -= 1
+                    return rule
+        return None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/"
+
+    def __enter__(self) -> "FaultProxy":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

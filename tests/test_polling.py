@@ -1,0 +1,47 @@
+"""Polling the listing until files appear: backoff, deadline, and mismatches that end it at once."""
+
+from __future__ import annotations
+
+from wheelflow.simple_api import ServedFile
+from wheelflow.verification import poll_until_served
+
+A = ServedFile("a-1.0-py3-none-any.whl", "u", "aaa")
+B = ServedFile("a-1.0.tar.gz", "u", "bbb")
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_waits_with_backoff_until_the_lagging_file_appears() -> None:
+    time = FakeTime()
+    listings = iter([[A], [A], [A], [A, B]])
+    statuses, _ = poll_until_served(lambda: next(listings), {A.filename: "aaa", B.filename: "bbb"}, 60,
+                                    clock=time.clock, sleep=time.sleep)
+    assert [s.status for s in statuses] == ["verified", "verified"]
+    assert time.sleeps == [0.25, 0.5, 1.0]
+
+
+def test_gives_up_at_the_deadline_naming_the_missing_file() -> None:
+    time = FakeTime()
+    statuses, _ = poll_until_served(lambda: [A], {A.filename: "aaa", B.filename: "bbb"}, 10,
+                                    clock=time.clock, sleep=time.sleep)
+    assert {s.filename: s.status for s in statuses} == {A.filename: "verified", B.filename: "missing"}
+    assert time.now == 10  # the last sleep is cut to the deadline, never past it
+
+
+def test_hash_mismatch_ends_the_wait_at_once() -> None:
+    time = FakeTime()
+    statuses, _ = poll_until_served(lambda: [ServedFile(A.filename, "u", "other")], {A.filename: "aaa", B.filename: "bbb"},
+                                    600, clock=time.clock, sleep=time.sleep)
+    assert statuses[0].status == "hash-mismatch" and statuses[0].served_sha256 == "other"
+    assert time.sleeps == []

@@ -1,0 +1,164 @@
+"""End to end against real parts: Prefect server, pypiserver with htpasswd, twine, pip."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import zipfile
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from conftest import REPO, git, make_project, run_cli
+from faultproxy import FaultProxy, Rule
+from wheelflow.distributions import sha256_of
+
+WHEEL = "tiny_pkg-1.0.0-py3-none-any.whl"
+SDIST = "tiny_pkg-1.0.0.tar.gz"
+
+
+def release_json(*args: str) -> tuple[int, dict, str]:
+    result = run_cli("release", *args, "--json")
+    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
+
+
+def test_release_uploads_each_file_once_and_a_rerun_changes_nothing(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api
+) -> None:
+    with FaultProxy(index.url) as proxy:  # no faults: it only counts what reaches the index
+        project = make_project(tmp_path / "proj", index_url=proxy.url + "simple/")
+        code, report, stderr = release_json(str(project))
+        assert code == 0, stderr[-3000:]
+        assert report["ok"] and report["name"] == "tiny-pkg" and report["version"] == "1.0.0"
+        assert UUID(report["flow_run_id"])
+        files = {f["filename"]: f for f in report["files"]}
+        assert set(files) == {WHEEL, SDIST}
+        for filename, entry in files.items():
+            assert (entry["upload"], entry["status"]) == ("uploaded", "verified")
+            assert sha256_of(index.packages / filename) == entry["sha256"]  # the bytes built are the bytes served
+        assert {c["check"]: c["status"] for c in report["checks"]}["install + smoke on staging"] == "passed"
+        uploads = [s for s in proxy.seen if s[0] == "POST"]
+        assert len(uploads) == 2
+
+        code, again, stderr = release_json(str(project))
+        assert code == 0, stderr[-3000:]
+        assert [(f["upload"], f["status"]) for f in again["files"]] == [("already present", "verified")] * 2
+        assert [s for s in proxy.seen if s[0] == "POST"] == uploads  # nothing was uploaded again
+        assert again["checks"][-1]["check"] == "nothing to upload"
+
+
+def test_missing_credentials_stop_the_release_before_the_build(tmp_path: Path, home: Path, index, prefect_api) -> None:
+    project = make_project(tmp_path / "proj", index_url=index.simple_url)
+    code, report, stderr = release_json(str(project))
+    assert code == 1
+    assert report["error"] == (
+        "target 'staging': no credentials: WHEELFLOW_STAGING_PASSWORD is not set; "
+        "fix: export WHEELFLOW_STAGING_PASSWORD (and WHEELFLOW_STAGING_USERNAME unless it is an API token)"
+    )
+    assert not (home / "builds").exists()
+    assert list(index.packages.iterdir()) == []
+
+
+def test_tag_version_mismatch_is_refused_before_anything_is_built(tmp_path: Path, home: Path, prefect_api) -> None:
+    project = make_project(tmp_path / "proj", version="1.2.0")
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "release")
+    git(project, "tag", "v1.3.0")
+    code, report, stderr = release_json(str(project))
+    assert code == 1
+    assert report["error"].startswith("version mismatch: tag v1.3.0 says 1.3.0 but pyproject.toml says 1.2.0")
+    assert "wheelflow: release failed: version mismatch" in stderr
+    assert not (home / "builds").exists()
+
+
+def test_verify_names_the_file_the_index_does_not_serve(tmp_path: Path, home: Path, index, index_credentials, prefect_api) -> None:
+    project = make_project(tmp_path / "proj", index_url=index.simple_url)
+    assert release_json(str(project))[0] == 0
+    (index.packages / WHEEL).unlink()  # the index lost a file after the release
+
+    result = run_cli("verify", "tiny-pkg==1.0.0", "--index", index.simple_url, "--expect", WHEEL, "--expect", SDIST,
+                     "--no-install", "--timeout", "1", "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert not report["ok"]
+    assert {f["filename"]: f["status"] for f in report["files"]} == {WHEEL: "missing", SDIST: "served"}
+    assert f"wheelflow: verify failed: {WHEEL} is not served" in result.stderr
+
+
+def test_served_bytes_that_differ_from_the_build_are_a_named_hash_mismatch(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api
+) -> None:
+    project = make_project(tmp_path / "proj", index_url=index.simple_url)
+    code, report, _ = release_json(str(project))
+    assert code == 0
+    built_sdist = next(home.glob(f"builds/tiny-pkg/1.0.0/*/{SDIST}"))
+    (index.packages / SDIST).write_bytes(b"not the bytes that were built")
+    served_sha = sha256_of(index.packages / SDIST)
+
+    result = run_cli("verify", "tiny-pkg==1.0.0", "--index", index.simple_url, "--expect", str(built_sdist),
+                     "--no-install", "--json")
+    assert result.returncode == 1
+    (entry,) = json.loads(result.stdout)["files"]
+    assert (entry["filename"], entry["status"], entry["sha256"]) == (SDIST, "hash-mismatch", served_sha)
+    assert f"{SDIST} is served with sha256 {served_sha}, the built file has {sha256_of(built_sdist)}" in result.stderr
+
+    # Re-releasing refuses before any upload: an index never replaces a file.
+    code, again, _ = release_json(str(project))
+    assert code == 1
+    assert again["error"].startswith(f"staging: {SDIST} is served with sha256 {served_sha}")
+    assert "release a new version" in again["error"]
+
+
+def test_failed_upload_attempts_show_in_the_task_run_state_history(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from wheelflow.flows.release import release
+
+    with FaultProxy(index.url) as proxy:
+        proxy.rules.append(Rule("POST", 503, "Service Unavailable", times=2))
+        project = make_project(tmp_path / "proj", index_url=proxy.url + "simple/")
+        text = (project / "pyproject.toml").read_text().replace('smoke = ', 'artifacts = ["wheel"]\nsmoke = ')
+        (project / "pyproject.toml").write_text(text)
+        state = release(project=str(project), return_state=True)
+    assert state.is_completed(), state.message
+    assert [s for s in proxy.seen if s[0] == "POST"] == [("POST", "/", 503)] * 2 + [("POST", "/", 200)]
+
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        (upload,) = [t for t in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+                     if t.name.startswith("upload[")]
+        assert upload.name == f"upload[{WHEEL}→staging]"
+        deadline = time.monotonic() + 30
+        while True:  # task states are written by a server service from events: eventually consistent
+            names = [s.name for s in client.read_task_run_states(upload.id)]
+            if names.count("AwaitingRetry") == 2 and names[-1] == "Completed" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        run_count = client.read_task_run(upload.id).run_count
+    assert names.count("AwaitingRetry") == 2, names
+    assert names[-1] == "Completed", names
+    assert run_count == 3
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists(),
+                    reason="no CUDA toolkit on this machine: the kernel cannot be compiled")
+def test_readme_main_command_releases_hello_cuda_with_its_kernel(home: Path, prefect_api) -> None:
+    code, report, stderr = release_json(str(REPO / "examples" / "hello-cuda"))
+    assert code == 0, stderr[-3000:]
+    assert report["ok"]
+    by_kind = {f["kind"]: f for f in report["files"]}
+    assert set(by_kind) == {"sdist", "wheel"}
+    assert all(f["status"] == "verified" and f["target"] == "local" for f in report["files"])
+    wheel = home / "index" / "packages" / by_kind["wheel"]["filename"]
+    with zipfile.ZipFile(wheel) as zf:
+        (ext,) = [n for n in zf.namelist() if n.startswith("hello_cuda/_core") and n.endswith(".so")]
+        # nvcc embeds the kernel's (mangled) name and the SM architectures in the device code.
+        assert b"saxpy_kernel" in zf.read(ext) and b"sm_90" in zf.read(ext)
+    smoke = next(c for c in report["checks"] if c["check"] == "install + smoke on local")
+    assert smoke["status"] == "passed"
