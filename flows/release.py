@@ -3,24 +3,47 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_UI_URL
+
+from wheelflow.alerts import Alert, send_alert
 
 from wheelflow.distributions import Distribution
-from wheelflow.errors import HashMismatchError, WheelflowError
+from wheelflow.errors import HashMismatchError, PublishError, WheelflowError
 from wheelflow.localindex import credentials_for, open_endpoints, wheelflow_home
 from wheelflow.report import FileReport, ReleaseReport
 from wheelflow.spec import ReleaseSpec, Target, load_spec
 from wheelflow.tasks.build import build_release_files, resolve_release_version
-from wheelflow.tasks.check import check_release_files
+from wheelflow.tasks.check import check_release_files, check_target_rules
 from wheelflow.tasks.upload import read_served_files, upload_file
 from wheelflow.tasks.verify import ServedCheckFailed, install_and_smoke_test, verify_served
 from wheelflow.verification import HASH_MISMATCH, VERIFIED, compare
 
 
-@flow(name="release", log_prints=False)
+def alert_release_problem(flow, flow_run, state) -> None:
+    """on_failure / on_crashed / on_cancellation: tell people, with the report's failing step."""
+    report_path = wheelflow_home() / "reports" / f"{flow_run.id}.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    failed = [c for c in report.get("checks", []) if c["status"] == "failed"]
+    project = report.get("name") or str(flow_run.parameters.get("project"))
+    error = report.get("error") or state.message or state.name
+    summary = f"release of {project} {report.get('version') or ''} {state.name.lower()}: {error}"
+    ui = PREFECT_UI_URL.value()
+    send_alert(
+        Alert(event="release-failed", project=project, version=report.get("version"), summary=" ".join(summary.split()),
+              flow_run_id=str(flow_run.id), flow_run_url=f"{ui}/runs/flow-run/{flow_run.id}" if ui else None,
+              details={"state": state.name, "failed_checks": failed, "files": report.get("files", [])}),
+        log=logging.getLogger("wheelflow.alerts").warning,
+    )
+
+
+@flow(name="release", log_prints=False, on_failure=[alert_release_problem], on_crashed=[alert_release_problem],
+      on_cancellation=[alert_release_problem])
 def release(
     project: str,
     spec_file: str | None = None,
@@ -50,6 +73,7 @@ def release(
         built = build_release_files(spec, resolved)
         report.add("built", True, ("reused from cache: " if built.cached else "") + ", ".join(d.filename for d in built.dists))
         report.files = [FileReport(d.filename, d.sha256, t.name, d.kind) for t in targets for d in routed(built.dists, t)]
+        refuse_unrouted(built.dists, targets)
 
         check_release_files(built.dists, spec.name, resolved.version, spec.artifacts)
         report.add("checked", True, "filenames, versions, twine check --strict")
@@ -60,6 +84,7 @@ def release(
             for target in targets:
                 publish(spec, resolved.version, target, endpoints[target.name], routed(built.dists, target),
                         present[target.name], report)
+        confirm_published(built.dists, report)
         report.ok = True
         if all(f.upload == "already present" for f in report.files):
             report.add("nothing to upload", True, "every file was already served with the same sha256; re-verified")
@@ -76,12 +101,34 @@ def routed(dists: list[Distribution], target: Target) -> list[Distribution]:
     return [d for d in dists if d.kind in target.artifacts]
 
 
+def refuse_unrouted(dists: list[Distribution], targets: list[Target]) -> None:
+    """A built file that no target takes would be built but never published: refuse up front."""
+    for dist in dists:
+        if not any(dist in routed(dists, t) for t in targets):
+            raise PublishError(
+                f"built but not published: {dist.filename} is routed to no target ({', '.join(t.name for t in targets)}); "
+                f"fix: add \"{dist.kind}\" to a target's artifacts, or stop building it"
+            )
+
+
+def confirm_published(dists: list[Distribution], report: ReleaseReport) -> None:
+    """The last word: every built file was uploaded (or already there) and verified on every target it was routed to."""
+    for entry in report.files:
+        if entry.upload not in ("uploaded", "already present") or entry.status != VERIFIED:
+            raise PublishError(f"built but not published: {entry.filename} on {entry.target} "
+                               f"(upload: {entry.upload}, served: {entry.status})")
+    for dist in dists:
+        if not any(f.filename == dist.filename for f in report.files):
+            raise PublishError(f"built but not published: {dist.filename} reached no target")
+
+
 def read_present_files(spec, version, targets, endpoints, dists, report) -> dict[str, set[str]]:
-    """What each target already serves with our bytes; other bytes under one of our names stops
-    the release before the first upload anywhere."""
+    """What each target already serves with our bytes. Other bytes under one of our names, or a
+    target rule broken, stops the release before the first upload anywhere."""
     present: dict[str, set[str]] = {}
     for target in targets:
         served = read_served_files(endpoints[target.name], spec.name, version)
+        check_target_rules(routed(dists, target), target, served)
         expected = {d.filename: d.sha256 for d in routed(dists, target)}
         statuses = compare(expected, served)
         present[target.name] = {s.filename for s in statuses if s.status == VERIFIED}

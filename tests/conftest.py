@@ -126,3 +126,47 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600)
     exe = str(sibling) if sibling.exists() else shutil.which("wheelflow") or "wheelflow"
     return subprocess.run([exe, *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
                           timeout=timeout)
+
+
+class WebhookReceiver:
+    """A real HTTP endpoint on loopback that records every JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[dict] = []
+        self.fail_next: list[int] = []  # statuses to answer before accepting
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                status = receiver.fail_next.pop(0) if receiver.fail_next else 200
+                if status == 200:
+                    receiver.received.append(json.loads(body))
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        # A token in the path, as real webhook URLs carry: it must never be logged.
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks/T0KEN-w3bh00k-s3cret"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch):
+    receiver = WebhookReceiver()
+    monkeypatch.setenv("WHEELFLOW_ALERT_WEBHOOK", receiver.url)
+    yield receiver
+    receiver.close()

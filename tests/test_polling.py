@@ -45,3 +45,18 @@ def test_hash_mismatch_ends_the_wait_at_once() -> None:
                                     600, clock=time.clock, sleep=time.sleep)
     assert statuses[0].status == "hash-mismatch" and statuses[0].served_sha256 == "other"
     assert time.sleeps == []
+
+
+def test_the_public_index_gets_a_deadline_past_its_cdn_cache_and_local_indexes_seconds() -> None:
+    from wheelflow.indexes import resolve_endpoints
+
+    # The public index's Simple API pages are cached ~10 minutes at its CDN: 30 minutes covers a purge lag.
+    assert resolve_endpoints("pypi").verify_timeout == 1800
+    assert resolve_endpoints("testpypi").verify_timeout == 1800
+    assert resolve_endpoints("http://127.0.0.1:8080/simple/").verify_timeout == 60
+
+
+def test_polls_back_off_to_a_ceiling_over_a_long_deadline() -> None:
+    time = FakeTime()
+    poll_until_served(lambda: [], {A.filename: "aaa"}, 1800, clock=time.clock, sleep=time.sleep)
+    assert max(time.sleeps) == 15.0 and len(time.sleeps) < 130  # ~125 reads over 30 minutes, not thousands

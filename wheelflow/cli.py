@@ -48,10 +48,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ver.add_argument("--spec", help="spec TOML naming targets (default: ./pyproject.toml when it has one)")
     ver.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
 
+    chk = commands.add_parser("check", help="audit built files without uploading (the release flow's own checks)")
+    chk.add_argument("files", nargs="+", metavar="FILE")
+    chk.add_argument("--spec", help="spec TOML (a pyproject.toml with [tool.wheelflow] or a standalone file)")
+    chk.add_argument("--target", help="also apply this target's rules (size limit, budget, local versions, platform tags)")
+    chk.add_argument("--cell", action="append", default=[], metavar="AXIS=VALUE",
+                     help="the matrix cell that built the files, e.g. python=3.11 torch=2.5.1 (repeatable)")
+    chk.add_argument("--json", action="store_true", help="print the findings as one JSON object on stdout")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "release":
             return cmd_release(args)
+        if args.command == "check":
+            return cmd_check(args)
         return cmd_verify(args)
     except WheelflowError as exc:
         say(f"wheelflow: error: {exc}")
@@ -103,6 +113,48 @@ def _print_release(report: dict[str, Any]) -> None:
     out_console.print(checks)
     verdict = "[green]released and verified[/green]" if report["ok"] else "[red]FAILED[/red]"
     out_console.print(verdict)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .audits import audit_files, audit_target, preflight
+    from .distributions import describe, kind_of
+    from .indexes import limits_for
+    from .spec import INDEX_ALIASES, Target, load_spec
+
+    cell: dict[str, str] = {}
+    for item in args.cell:
+        axis, sep, value = item.partition("=")
+        if not sep or not axis or not value:
+            raise SpecError("--cell", f"{item!r} is not AXIS=VALUE", "write e.g. --cell torch=2.5.1")
+        cell[axis] = value
+    paths = [Path(f) for f in args.files]
+    for path in paths:
+        if not path.is_file():
+            raise SpecError("FILE", f"{str(path)!r} does not exist", "pass the paths of built wheels and sdists")
+    spec = load_spec(Path(args.spec).absolute().parent, args.spec) if args.spec else None
+    dists = [describe(p) for p in paths if kind_of(p.name)]
+    findings = preflight(dists, name=spec.name if spec else None, cell=cell)
+    findings += audit_files([p for p in paths if not kind_of(p.name)])  # names the files that are no distribution
+    if args.target:
+        if spec is not None:
+            target = spec.target(args.target)
+        elif args.target in INDEX_ALIASES:
+            target = Target(name=args.target, index=args.target)
+        else:
+            raise SpecError("--target", f"unknown target {args.target!r} without --spec",
+                            f"pass --spec, or use one of {', '.join(INDEX_ALIASES)}")
+        findings += audit_target(dists, limits_for(target), target.name)
+    if args.json:
+        print(json.dumps({
+            "ok": not findings,
+            "files": [{"filename": d.filename, "sha256": d.sha256, "size": d.path.stat().st_size} for d in dists],
+            "findings": [{"filename": f.filename, "rule": f.rule, "message": f.message} for f in findings],
+        }, indent=2))
+    for finding in findings:
+        say(f"wheelflow: check: {finding}")
+    if not args.json and not findings:
+        out_console.print(f"[green]{len(dists)} file(s) pass every check[/green]")
+    return 1 if findings else 0
 
 
 def parse_pin(text: str) -> tuple[str, str]:

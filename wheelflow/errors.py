@@ -66,3 +66,7 @@ class VerificationError(WheelflowError):
 
 class HashMismatchError(VerificationError):
     """The index serves a file under the expected name with other bytes."""
+
+
+class PublishError(WheelflowError):
+    """A built file was not published and verified everywhere it was routed."""

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .audits import Limits
 from .errors import CredentialsError, SpecError
 from .spec import Target, env_prefix, redact_url
 
@@ -77,6 +78,21 @@ def resolve_endpoints(index: str, *, upload_url: str | None = None, verify_timeo
 def endpoints_for_target(target: Target) -> Endpoints:
     return resolve_endpoints(target.index, upload_url=target.upload_url, verify_timeout=target.verify_timeout,
                              name=target.name)
+
+
+#: The public index's per-file upload limit, unless the project was granted more.
+PUBLIC_MAX_FILE_SIZE = 100 * 10**6
+
+
+def limits_for(target: Target) -> Limits:
+    """The target's rules, with the public index's own as defaults for pypi and testpypi."""
+    public = target.index in ("pypi", "testpypi")
+    return Limits(
+        max_file_size=target.max_file_size or (PUBLIC_MAX_FILE_SIZE if public else None),
+        project_budget=target.project_budget,
+        allow_local_versions=target.allow_local_versions if target.allow_local_versions is not None else not public,
+        manylinux_only=target.manylinux_only if target.manylinux_only is not None else public,
+    )
 
 
 def load_credentials(target: Target) -> Credentials | None:

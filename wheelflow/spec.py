@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from packaging.utils import canonicalize_name
 
+from .audits import parse_size
 from .errors import SpecError
 
 ARTIFACT_KINDS = ("sdist", "wheel")
@@ -43,6 +44,11 @@ class Target:
     credentials: str = "env"  # "env", "none", or "prefect-secret:BLOCK"
     artifacts: tuple[str, ...] = ARTIFACT_KINDS
     verify_timeout: float | None = None
+    # None: the index's default (see wheelflow.indexes.limits_for)
+    max_file_size: int | None = None
+    project_budget: int | None = None
+    allow_local_versions: bool | None = None
+    manylinux_only: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +162,8 @@ def _parse_target(name: str, table: Any, key: str) -> Target:
             "credentials never go in the spec",
             f'remove it and set {env}_USERNAME/{env}_PASSWORD, or credentials = "prefect-secret:BLOCK"',
         )
-    _reject_unknown(table, {"index", "upload-url", "credentials", "artifacts", "verify-timeout"}, key)
+    _reject_unknown(table, {"index", "upload-url", "credentials", "artifacts", "verify-timeout", "max-file-size",
+                            "project-budget", "allow-local-versions", "manylinux-only"}, key)
     index = table.get("index")
     if index is None:
         raise SpecError(f"{key}.index", "missing", f'set index = "local", "pypi", "testpypi" or a Simple API URL')
@@ -182,8 +189,23 @@ def _parse_target(name: str, table: Any, key: str) -> Target:
     timeout = table.get("verify-timeout")
     if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
         raise SpecError(f"{key}.verify-timeout", f"{timeout!r} is not a positive number of seconds", "write e.g. verify-timeout = 120")
+    sizes = {}
+    for size_key in ("max-file-size", "project-budget"):
+        if size_key in table:
+            try:
+                sizes[size_key] = parse_size(table[size_key])
+            except ValueError:
+                raise SpecError(f"{key}.{size_key}", f"{table[size_key]!r} is not a size", 'write bytes or e.g. "100MB", "10GiB"') from None
+    flags = {}
+    for flag in ("allow-local-versions", "manylinux-only"):
+        if flag in table:
+            if not isinstance(table[flag], bool):
+                raise SpecError(f"{key}.{flag}", f"{table[flag]!r} is not true or false", f"write {flag} = true or false")
+            flags[flag] = table[flag]
     return Target(name=name, index=index, upload_url=upload_url, credentials=credentials, artifacts=artifacts,
-                  verify_timeout=float(timeout) if timeout is not None else None)
+                  verify_timeout=float(timeout) if timeout is not None else None,
+                  max_file_size=sizes.get("max-file-size"), project_budget=sizes.get("project-budget"),
+                  allow_local_versions=flags.get("allow-local-versions"), manylinux_only=flags.get("manylinux-only"))
 
 
 def env_prefix(target_name: str) -> str:

@@ -32,9 +32,34 @@ def redact(text: str, secrets: list[str]) -> str:
     return text
 
 
-def is_transient(answer: UploadAnswer) -> bool:
-    """5xx, 429 and no answer at all may succeed on a retry; every other answer will not."""
-    return answer.status is None or answer.status >= 500 or answer.status in (408, 429)
+HARD = "hard error"  # the index refused for a reason a retry cannot change
+CHECK_THEN_RETRY = "read the index, then retry"  # the file may have landed despite the answer
+CHECK_THEN_FAIL = "read the index, then fail"  # e.g. "already exists": same bytes means done
+
+# (substring of the index's answer, fix) for answers that no retry can change.
+_HARD_REASONS = (
+    ("local version", "drop the local version label (+...) for this index, or route the file to an index that accepts it"),
+    ("project size too large", "delete old releases or files, or ask the index for a larger project limit"),
+    ("file too large", "shrink the file (strip symbols, fewer CUDA architectures) or ask the index for a larger file limit"),
+    ("only one sdist", "upload a single sdist per release; this release already has one on the index"),
+)
+
+
+def classify(answer: UploadAnswer) -> tuple[str, str]:
+    """The one action for an index's answer to an upload, and the fix shown to the user."""
+    reason = answer.reason.lower()
+    if answer.status in (401, 403):
+        return HARD, "check the target's credentials and that they may upload this project"
+    for fragment, fix in _HARD_REASONS:
+        if fragment in reason:
+            return HARD, fix
+    if answer.status == 413:
+        return HARD, _HARD_REASONS[2][1]
+    if answer.status is None or answer.status >= 500 or answer.status in (408, 429):
+        return CHECK_THEN_RETRY, "the index had trouble; wheelflow reads it and retries with backoff"
+    if "already exists" in reason:
+        return CHECK_THEN_FAIL, "indexes never replace a file: release a new version (e.g. a .post1)"
+    return CHECK_THEN_FAIL, "see the index's answer"
 
 
 def run_twine_upload(path: Path, upload_url: str, credentials: Credentials | None, timeout: float = 900) -> UploadAnswer | None:
@@ -64,20 +89,10 @@ def run_twine_upload(path: Path, upload_url: str, credentials: Credentials | Non
 
 
 def upload_failure(filename: str, upload_url: str, answer: UploadAnswer) -> UploadError:
-    where = redact_url(upload_url)
+    action, fix = classify(answer)
     status = f"HTTP {answer.status} " if answer.status else ""
-    if answer.status in (401, 403):
-        fix = "check the target's credentials and that they may upload this project"
-    elif answer.status == 413 or "too large" in answer.reason.lower():
-        fix = "shrink the file or ask the index for a larger limit"
-    elif "local version" in answer.reason.lower():
-        fix = "drop the local version label (+...) for this index, or route the file to an index that accepts it"
-    elif is_transient(answer):
-        fix = "the index had trouble; wheelflow retries this upload"
-    else:
-        fix = "see the index's answer"
-    return UploadError(f"upload of {filename} to {where} failed: {status}{answer.reason}; fix: {fix}",
-                       transient=is_transient(answer), status=answer.status)
+    return UploadError(f"upload of {filename} to {redact_url(upload_url)} failed: {status}{answer.reason}; fix: {fix}",
+                       transient=action == CHECK_THEN_RETRY, status=answer.status)
 
 
 def publish_file(
@@ -98,7 +113,7 @@ def publish_file(
     if answer is None:
         return "uploaded"
     failure = upload_failure(path.name, upload_url, answer)
-    if answer.status in (401, 403, 413):
+    if classify(answer)[0] == HARD:
         raise failure
     try:
         served = {s.filename: s for s in read_served()}
@@ -106,8 +121,10 @@ def publish_file(
         served = {}
     found = served.get(path.name)
     if found is not None and found.sha256 == sha256:
-        log(f"{path.name}: index answered {answer.status or 'nothing'} but serves the same bytes: already present")
-        return "already present"
+        # Only files absent before this upload reach here (the flow skips the others), so the bytes
+        # the index now serves were stored by this attempt or an earlier one of this run.
+        log(f"{path.name}: index answered {answer.status or 'nothing'} ({answer.reason}) but serves the same bytes: uploaded")
+        return "uploaded"
     if found is not None:
         raise HashMismatchError(
             f"{path.name} is already served with sha256 {found.sha256}, the built file has {sha256}; "

@@ -1,0 +1,109 @@
+"""`wheelflow check`: one-line findings for each crafted mismatch, exit non-zero, nothing uploaded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from wheelcraft import make_sdist, make_wheel
+from wheelflow.audits import parse_size
+
+
+def check(*args: str) -> tuple[int, list[str], dict]:
+    result = run_cli("check", *args, "--json")
+    return result.returncode, result.stderr.strip().splitlines(), json.loads(result.stdout)
+
+
+def test_good_files_pass(tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, tag="cp311-cp311-manylinux_2_28_x86_64", requires=["torch==2.5.1"])
+    code, lines, report = check(str(wheel), str(make_sdist(tmp_path)), "--cell", "python=3.11", "--cell", "torch=2.5.1+cu124")
+    assert (code, lines, report["findings"], report["ok"]) == (0, [], [], True)
+
+
+def test_a_wheel_renamed_to_a_variant_keeps_its_old_metadata_version(tmp_path: Path) -> None:
+    built = make_wheel(tmp_path)
+    renamed = tmp_path / "tiny_pkg-1.0.0+cu130-py3-none-any.whl"
+    shutil.move(built, renamed)
+    code, lines, report = check(str(renamed))
+    assert code == 1
+    assert lines == [
+        "wheelflow: check: tiny_pkg-1.0.0+cu130-py3-none-any.whl: [metadata-version] METADATA says Version '1.0.0', "
+        "the filename says 1.0.0+cu130; pip rejects it as an inconsistent version; fix: rebuild with the version set "
+        "(e.g. the local suffix) instead of renaming"
+    ]
+    assert [f["rule"] for f in report["findings"]] == ["metadata-version"]
+
+
+def test_a_torch_pin_other_than_the_cells_torch(tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, requires=["torch==2.4.0", "numpy>=1.24"])
+    code, lines, _ = check(str(wheel), "--cell", "torch=2.5.1")
+    assert code == 1
+    assert lines == [
+        "wheelflow: check: tiny_pkg-1.0.0-py3-none-any.whl: [axis-pin] Requires-Dist 'torch==2.4.0' but the cell built "
+        "it against torch 2.5.1; users get ABI errors at import; fix: derive the pin from the build environment"
+    ]
+
+
+def test_a_wheel_tagged_for_another_interpreter_than_the_cells(tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, tag="cp310-cp310-manylinux_2_28_x86_64")
+    code, lines, _ = check(str(wheel), "--cell", "python=3.11")
+    assert code == 1
+    assert lines == [
+        "wheelflow: check: tiny_pkg-1.0.0-cp310-cp310-manylinux_2_28_x86_64.whl: [python-tag] tags cp310-cp310 do not "
+        "match the cell's Python 3.11; fix: build it with that interpreter"
+    ]
+
+
+def test_a_wheel_edited_after_its_record_was_written(tmp_path: Path) -> None:
+    code, lines, _ = check(str(make_wheel(tmp_path, tamper=True)))
+    assert code == 1
+    assert lines == [
+        "wheelflow: check: tiny_pkg-1.0.0-py3-none-any.whl: [record] tiny_pkg/__init__.py does not match its RECORD "
+        "hash; fix: rebuild instead of editing the wheel"
+    ]
+
+
+def test_a_second_sdist_for_the_same_release(tmp_path: Path) -> None:
+    first = make_sdist(tmp_path)
+    second = make_sdist(tmp_path, filename="tiny-pkg-1.0.0.tar.gz")
+    code, lines, _ = check(str(first), str(second))
+    assert code == 1
+    assert lines == [
+        "wheelflow: check: tiny-pkg-1.0.0.tar.gz: [one-sdist] a second sdist for this version; "
+        "indexes accept only one per release"
+    ]
+
+
+def test_public_target_rules_local_version_and_plain_linux_tag(tmp_path: Path) -> None:
+    variant = make_wheel(tmp_path, version="1.0.0+cu130", tag="cp311-cp311-linux_x86_64")
+    code, lines, _ = check(str(variant), "--target", "pypi")
+    assert code == 1
+    assert [line.split("[")[1].split("]")[0] for line in lines] == ["local-version", "platform-tag"]
+    assert "auditwheel repair" in lines[1]
+
+
+def test_project_budget_counts_every_file_of_the_release(tmp_path: Path) -> None:
+    spec = tmp_path / "release.toml"
+    spec.write_text('name = "tiny-pkg"\n[targets.staging]\nindex = "http://127.0.0.1:1/simple/"\nproject-budget = "50kB"\n')
+    files = [make_wheel(tmp_path, tag=f"cp3{m}-cp3{m}-manylinux_2_28_x86_64", payload_size=20_000) for m in (10, 11, 12)]
+    code, lines, _ = check(*map(str, files), "--spec", str(spec), "--target", "staging")
+    assert code == 1
+    assert len(lines) == 1 and "[project-budget] this release adds" in lines[0] and "over staging's project budget of 50.0 kB" in lines[0]
+
+
+def test_file_size_limit(tmp_path: Path) -> None:
+    spec = tmp_path / "release.toml"
+    spec.write_text('name = "tiny-pkg"\n[targets.prod]\nindex = "pypi"\nmax-file-size = "10kB"\n')
+    code, lines, _ = check(str(make_wheel(tmp_path, payload_size=50_000)), "--spec", str(spec), "--target", "prod")
+    assert code == 1
+    assert lines == ["wheelflow: check: tiny_pkg-1.0.0-py3-none-any.whl: [file-size] 51.3 kB exceeds prod's limit of "
+                     "10.0 kB; fix: strip debug symbols, trim CUDA architectures, or ask the index for a larger limit"]
+
+
+@pytest.mark.parametrize(("text", "size"), [("100MB", 100 * 10**6), ("1 GiB", 2**30), ("512", 512), (2048, 2048)])
+def test_sizes_are_read_as_users_write_them(text, size) -> None:
+    assert parse_size(text) == size
