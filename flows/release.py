@@ -10,19 +10,26 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from wheelflow.alerts import Alert, send_alert
-
+from wheelflow.builders import Builder, CellUnbuildable, InfrastructureError
+from wheelflow.builders.docker import RUN_LABEL, DockerBuilder, daemon_answers, remove_containers
+from wheelflow.builders.local import LocalBuilder
+from wheelflow.building import source_digest
+from wheelflow.cells import expected_version
 from wheelflow.distributions import Distribution
-from wheelflow.errors import HashMismatchError, PublishError, WheelflowError
+from wheelflow.errors import BuildError, CheckError, HashMismatchError, PublishError, SpecError, WheelflowError
 from wheelflow.localindex import credentials_for, open_endpoints, wheelflow_home
-from wheelflow.report import FileReport, ReleaseReport
-from wheelflow.spec import ReleaseSpec, Target, load_spec
+from wheelflow.report import CellReport, FileReport, ReleaseReport
+from wheelflow.spec import BUILDERS, ReleaseSpec, Target, load_spec
 from wheelflow.tasks.build import build_release_files, resolve_release_version
 from wheelflow.tasks.check import check_release_files, check_target_rules
+from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 from wheelflow.tasks.upload import read_served_files, upload_file
 from wheelflow.tasks.verify import ServedCheckFailed, install_and_smoke_test, verify_served
 from wheelflow.verification import HASH_MISMATCH, VERIFIED, compare
+from wheelflow.versioning import ResolvedVersion
 
 
 def alert_release_problem(flow, flow_run, state) -> None:
@@ -37,7 +44,8 @@ def alert_release_problem(flow, flow_run, state) -> None:
     send_alert(
         Alert(event="release-failed", project=project, version=report.get("version"), summary=" ".join(summary.split()),
               flow_run_id=str(flow_run.id), flow_run_url=f"{ui}/runs/flow-run/{flow_run.id}" if ui else None,
-              details={"state": state.name, "failed_checks": failed, "files": report.get("files", [])}),
+              details={"state": state.name, "failed_checks": failed, "files": report.get("files", []),
+                       "failed_cells": [c for c in report.get("cells", []) if c["state"] == "failed"]}),
         log=logging.getLogger("wheelflow.alerts").warning,
     )
 
@@ -49,6 +57,7 @@ def release(
     spec_file: str | None = None,
     version: str | None = None,
     to: list[str] | None = None,
+    builder: str | None = None,
 ) -> dict:
     """Release the project at ``project`` to its targets and prove every file is served.
 
@@ -57,6 +66,7 @@ def release(
         spec_file: a standalone spec TOML, for projects whose repository you don't control.
         version: the version to release; must agree with the tag at HEAD and the version file.
         to: target names (default: the spec's targets, or the embedded local index).
+        builder: "docker" or "local" for the wheel matrix (default: the spec's, else docker when a daemon answers).
     """
     report = ReleaseReport(project=project, flow_run_id=flow_run.get_id())
     try:
@@ -70,21 +80,20 @@ def release(
         for target in targets:
             credentials_for(target, wheelflow_home())  # missing credentials stop us before the build
 
-        built = build_release_files(spec, resolved)
-        report.add("built", True, ("reused from cache: " if built.cached else "") + ", ".join(d.filename for d in built.dists))
-        report.files = [FileReport(d.filename, d.sha256, t.name, d.kind) for t in targets for d in routed(built.dists, t)]
-        refuse_unrouted(built.dists, targets)
+        dists, versions = build_everything(spec, resolved, builder, report)
+        report.files = [FileReport(d.filename, d.sha256, t.name, d.kind) for t in targets for d in routed(dists, t)]
+        refuse_unrouted(dists, targets)
 
-        check_release_files(built.dists, spec.name, resolved.version, spec.artifacts)
-        report.add("checked", True, "filenames, versions, twine check --strict")
+        check_release_files(dists, spec.name, versions, spec.artifacts)
+        report.add("checked", True, "filenames, versions, METADATA, RECORD, twine check --strict")
 
         with contextlib.ExitStack() as stack:
             endpoints = {t.name: stack.enter_context(open_endpoints(t, wheelflow_home())) for t in targets}
-            present = read_present_files(spec, resolved.version, targets, endpoints, built.dists, report)
+            present = read_present_files(spec, resolved.version, targets, endpoints, dists, report)
             for target in targets:
-                publish(spec, resolved.version, target, endpoints[target.name], routed(built.dists, target),
+                publish(spec, resolved.version, target, endpoints[target.name], routed(dists, target),
                         present[target.name], report)
-        confirm_published(built.dists, report)
+        confirm_published(dists, report)
         report.ok = True
         if all(f.upload == "already present" for f in report.files):
             report.add("nothing to upload", True, "every file was already served with the same sha256; re-verified")
@@ -93,8 +102,103 @@ def release(
         get_run_logger().error(str(exc))
         raise
     finally:
+        if report.builder == "docker":
+            remove_containers({RUN_LABEL: str(report.flow_run_id)})  # whatever a timeout or cancellation left
         publish_report(report)
     return report.to_json()
+
+
+def build_everything(spec: ReleaseSpec, resolved: ResolvedVersion, builder_name: str | None,
+                     report: ReleaseReport) -> tuple[list[Distribution], dict[str, str]]:
+    """The release's files and the version each must carry (variant wheels carry their cell's label)."""
+    if spec.matrix is None:
+        built = build_release_files(spec, resolved)
+        report.add("built", True, ("reused from cache: " if built.cached else "") + ", ".join(d.filename for d in built.dists))
+        return built.dists, {d.filename: resolved.version for d in built.dists}
+
+    dists: list[Distribution] = []
+    if "sdist" in spec.artifacts:
+        sdist = build_release_files(spec, resolved, kinds=("sdist",))
+        report.add("built sdist", True, ("reused from cache: " if sdist.cached else "") + sdist.dists[0].filename)
+        dists += sdist.dists
+    versions = {d.filename: resolved.version for d in dists}
+    if "wheel" in spec.artifacts:
+        for build in build_wheel_matrix(spec, resolved, choose_builder(spec, builder_name), report):
+            dists.append(build.wheel)
+            versions[build.wheel.filename] = expected_version(resolved.version, next(
+                c for c in spec.matrix.cells if c.name == build.cell))
+    return dists, versions
+
+
+def choose_builder(spec: ReleaseSpec, requested: str | None) -> Builder:
+    name = requested or spec.builder
+    if name is not None and name not in BUILDERS:
+        raise SpecError("--builder", f"unknown builder {name!r}", 'use "docker" or "local"')
+    if name is None:
+        name = "docker" if daemon_answers() else "local"
+    return DockerBuilder(spec.docker) if name == "docker" else LocalBuilder()
+
+
+def build_wheel_matrix(spec: ReleaseSpec, resolved: ResolvedVersion, builder: Builder, report: ReleaseReport):
+    """One build[cell] task run per cell, in parallel under the matrix's concurrency; then a smoke test of each."""
+    matrix = spec.matrix
+    report.builder = builder.kind
+    report.cells = [CellReport(c.name, image=c.image if builder.kind == "docker" else None) for c in matrix.cells]
+    rows = {row.cell: row for row in report.cells}
+    for cell in matrix.cells:  # a cell this runner cannot build stops the release before any build
+        try:
+            builder.preflight(cell)
+        except (CellUnbuildable, InfrastructureError) as exc:
+            rows[cell.name].state, rows[cell.name].error = "failed", str(exc)
+            raise BuildError(f"cell {cell.name} cannot be built by the {builder.kind} builder: {exc}") from None
+
+    job = CellJob(project=str(spec.project_dir), source_digest=source_digest(spec.project_dir), name=spec.name,
+                  version=resolved.version, build_env=dict(spec.build_env), home=str(wheelflow_home()),
+                  run_label=str(report.flow_run_id), source_date_epoch=resolved.commit_time)
+    with ThreadPoolTaskRunner(max_workers=matrix.concurrency) as runner:
+        futures = {cell.name: runner.submit(build_matrix_cell, {"builder": builder, "cell": cell, "job": job})
+                   for cell in matrix.cells}
+        builds = {}
+        for cell in matrix.cells:
+            futures[cell.name].wait()
+            row, state = rows[cell.name], futures[cell.name].state
+            outcome = state.result(raise_on_failure=False)
+            if isinstance(outcome, BaseException) or not state.is_completed():
+                row.state, row.error = "failed", str(outcome) if isinstance(outcome, BaseException) else state.message
+                row.attempts = _attempts(futures[cell.name])
+                continue
+            build, attempts = outcome
+            builds[cell.name] = build
+            row.wheel, row.sha256, row.size = build.wheel.filename, build.wheel.sha256, build.wheel.path.stat().st_size
+            row.cached, row.state, row.attempts, row.duration = build.cached, "built", attempts, build.duration
+        failed = [r for r in report.cells if r.state == "failed"]
+        report.add("built wheel matrix", not failed,
+                   f"{len(builds)} of {len(matrix.cells)} cells by the {builder.kind} builder"
+                   + (f" ({sum(r.cached for r in report.cells)} cached)" if builds else ""))
+        if failed:
+            raise BuildError(f"{len(failed)} of {len(matrix.cells)} cells failed: "
+                             + "; ".join(f"{r.cell}: {r.error}" for r in failed))
+
+        smokes = {cell.name: runner.submit(smoke_matrix_cell, {"builder": builder, "cell": cell, "build": builds[cell.name],
+                                                               "smoke": spec.smoke, "run_label": job.run_label})
+                  for cell in matrix.cells}
+        for cell in matrix.cells:
+            result = smokes[cell.name].result()
+            rows[cell.name].smoke = result.message if result.state == "skipped" else result.state
+            if result.state == "failed":
+                rows[cell.name].error = result.message
+    bad = [r for r in report.cells if r.smoke == "failed"]
+    report.add("smoke test of every wheel", not bad, "; ".join(f"{r.cell}: {r.smoke}" for r in report.cells))
+    if bad:
+        raise CheckError(f"smoke test failed for cell {bad[0].cell}: {bad[0].error}")
+    return [builds[cell.name] for cell in matrix.cells]
+
+
+def _attempts(future) -> int:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_run(future.task_run_id).run_count
 
 
 def routed(dists: list[Distribution], target: Target) -> list[Distribution]:
@@ -185,5 +289,8 @@ def publish_report(report: ReleaseReport) -> None:
         report.add("release", False, report.error)
     key = f"release-{report.name or 'unknown'}".lower().replace("_", "-").replace(".", "-")
     create_table_artifact(key=key, table=report.table_rows(), description=f"Release checklist: {report.name} {report.version}")
+    if report.cells:
+        create_table_artifact(key=f"{key}-cells", table=[c.table_row() for c in report.cells],
+                              description=f"Wheel matrix ({report.builder} builder)")
     create_markdown_artifact(key=f"{key}-summary", markdown=report.markdown(), description="Release summary")
     report.save(wheelflow_home() / "reports")

@@ -19,13 +19,14 @@ def resolve_release_version(spec: ReleaseSpec, requested: str | None) -> Resolve
 
 
 @task(name="build-distributions", retries=0)  # compile errors are deterministic: never retried
-def build_release_files(spec: ReleaseSpec, resolved: ResolvedVersion) -> BuildResult:
+def build_release_files(spec: ReleaseSpec, resolved: ResolvedVersion, kinds: tuple[str, ...] | None = None) -> BuildResult:
+    """The spec's artifacts built on this machine (``kinds``: only these, e.g. the sdist beside a matrix)."""
     logger = get_run_logger()
     result = build_distributions(
         spec.project_dir,
         name=spec.name,
         version=resolved.version,
-        artifacts=spec.artifacts,
+        artifacts=kinds or spec.artifacts,
         env=spec.build_env,
         home=wheelflow_home(),
         log=logger.info,

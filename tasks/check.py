@@ -22,8 +22,9 @@ def _raise_on(findings: list[Finding], what: str) -> None:
 
 
 @task(name="check-distributions", retries=0)  # bad metadata does not fix itself: never retried
-def check_release_files(dists: list[Distribution], name: str, version: str, artifacts: tuple[str, ...]) -> None:
-    findings = preflight(dists, name=name, version=version, artifacts=artifacts)
+def check_release_files(dists: list[Distribution], name: str, versions: dict[str, str], artifacts: tuple[str, ...]) -> None:
+    """``versions``: the version each file must carry (variant wheels carry their cell's local label)."""
+    findings = preflight(dists, name=name, version=versions, artifacts=artifacts)
     _raise_on(findings, "built files fail their checks")
     get_run_logger().info("checked %d file(s): filenames, METADATA, RECORD, twine check", len(dists))
 

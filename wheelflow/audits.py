@@ -231,7 +231,7 @@ def audit_files(paths: Iterable[Path], cell: Mapping[str, str] | None = None) ->
     return findings
 
 
-def preflight(dists: list[Distribution], *, name: str | None = None, version: str | None = None,
+def preflight(dists: list[Distribution], *, name: str | None = None, version: str | Mapping[str, str] | None = None,
               artifacts: tuple[str, ...] = (), cell: Mapping[str, str] | None = None) -> list[Finding]:
     """Everything checked before any upload, per file: `wheelflow check` and the release flow both run this.
 
@@ -243,14 +243,19 @@ def preflight(dists: list[Distribution], *, name: str | None = None, version: st
     groups: dict[tuple[str, str], list[Distribution]] = {}
     for dist in dists:
         parsed = parse_filename(dist.filename)
-        key = (name or (parsed[0] if parsed else dist.filename), version or (str(parsed[1]) if parsed else "?"))
+        file_version = str(parsed[1]) if parsed else "?"
+        wanted = version if isinstance(version, str) else (version or {}).get(dist.filename, file_version)
+        key = (name or (parsed[0] if parsed else dist.filename), wanted)
         groups.setdefault(key, []).append(dist)
     findings: list[Finding] = []
     for (group_name, group_version), group in groups.items():
         try:
-            findings += check_filenames(group, group_name, group_version, artifacts)
+            findings += check_filenames(group, group_name, group_version, ())
         except InvalidVersion:
             findings.append(Finding(group[0].filename, "version", f"{group_version!r} is not a PEP 440 version"))
+    for kind in artifacts:  # across the release: the sdist and the variant wheels differ in version
+        if not any(d.kind == kind for d in dists):
+            findings.append(Finding(f"<{kind}>", "missing-artifact", f"the spec asks for a {kind} but none was built; fix: check the build log"))
     findings += audit_files([d.path for d in dists], cell)
     findings += twine_check([d.path for d in dists if kind_of(d.filename)])
     return findings

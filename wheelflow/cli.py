@@ -35,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rel.add_argument("--spec", help="standalone spec TOML (default: [tool.wheelflow] in PATH/pyproject.toml)")
     rel.add_argument("--version", help="the version to release (must agree with the tag and version file)")
     rel.add_argument("--to", action="append", metavar="TARGET", help="target name or index alias (repeatable)")
+    rel.add_argument("--builder", choices=["docker", "local"],
+                     help="how the wheel matrix is built (default: the spec's, else docker when a daemon answers)")
     rel.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
 
     ver = commands.add_parser("verify", help="check that an index serves a release (read-only)")
@@ -56,8 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="the matrix cell that built the files, e.g. python=3.11 torch=2.5.1 (repeatable)")
     chk.add_argument("--json", action="store_true", help="print the findings as one JSON object on stdout")
 
+    img = commands.add_parser("images", help="build the builder and runtime images offline (debootstrap + docker import)")
+    img.add_argument("--mirror", help="Debian archive URL (default: the one this machine's apt uses)")
+
     args = parser.parse_args(argv)
     try:
+        if args.command == "images":
+            return cmd_images(args)
         if args.command == "release":
             return cmd_release(args)
         if args.command == "check":
@@ -79,7 +86,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     from wheelflow.flows.release import release
 
     state = release(project=str(Path(args.path).absolute()), spec_file=args.spec, version=args.version,
-                    to=args.to, return_state=True)
+                    to=args.to, builder=args.builder, return_state=True)
     flow_run_id = str(state.state_details.flow_run_id)
     report_path = wheelflow_home() / "reports" / f"{flow_run_id}.json"
     if report_path.exists():
@@ -98,6 +105,24 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_images(args: argparse.Namespace) -> int:
+    from .builders.docker import docker_client
+    from .images import ensure_images
+    from .localindex import wheelflow_home
+
+    client = docker_client()
+    with err_console.status("making images (debootstrap takes about a minute per base image)…"):
+        outcome = ensure_images(client, mirror=args.mirror, cache=wheelflow_home() / "debootstrap-cache",
+                                log=lambda line: err_console.print(line, markup=False, highlight=False))
+    table = Table(title="wheelflow images")
+    table.add_column("image")
+    table.add_column("")
+    for tag, what in outcome.items():
+        table.add_row(tag, what)
+    out_console.print(table)
+    return 0
+
+
 def _print_release(report: dict[str, Any]) -> None:
     table = Table(title=f"{report.get('name')} {report.get('version')} (flow run {report.get('flow_run_id')})")
     for column in ("file", "target", "sha256", "upload", "served"):
@@ -111,6 +136,13 @@ def _print_release(report: dict[str, Any]) -> None:
     for c in report["checks"]:
         checks.add_row(c["check"], c["status"], c["detail"])
     out_console.print(checks)
+    if report.get("cells"):
+        cells = Table(title=f"wheel matrix ({report.get('builder')} builder)")
+        for column in ("cell", "wheel", "state", "smoke"):
+            cells.add_column(column)
+        for c in report["cells"]:
+            cells.add_row(c["cell"], c["wheel"] or "", c["state"] + (" (cached)" if c["cached"] else ""), c["smoke"])
+        out_console.print(cells)
     verdict = "[green]released and verified[/green]" if report["ok"] else "[red]FAILED[/red]"
     out_console.print(verdict)
 

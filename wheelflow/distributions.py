@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -76,11 +77,15 @@ def describe(path: Path) -> Distribution:
     return Distribution(path=path, kind=kind, sha256=sha256_of(path))
 
 
-def check_filenames(dists: list[Distribution], name: str, version: str, artifacts: tuple[str, ...]) -> list[Finding]:
-    """Every filename parses, names this project and version, appears once; every asked kind was built."""
+def check_filenames(dists: list[Distribution], name: str, version: str | Mapping[str, str],
+                    artifacts: tuple[str, ...]) -> list[Finding]:
+    """Every filename parses, names this project and version, appears once; every asked kind was built.
+
+    ``version`` is the release version, or per filename the version expected (a matrix cell's
+    variant wheel carries the cell's local label: 1.0+cu130).
+    """
     findings: list[Finding] = []
     wanted_name = canonicalize_name(name)
-    wanted_version = Version(version)
     seen: set[str] = set()
     for dist in dists:
         if dist.filename in seen:
@@ -91,6 +96,7 @@ def check_filenames(dists: list[Distribution], name: str, version: str, artifact
             findings.append(Finding(dist.filename, "filename", "does not parse as a wheel or sdist filename (PEP 427/625); fix: let the build backend name it"))
             continue
         file_name, file_version = parsed
+        wanted_version = Version(version if isinstance(version, str) else version.get(dist.filename, str(file_version)))
         if file_name != wanted_name:
             findings.append(Finding(dist.filename, "name", f"names project {file_name!r}, the release is {wanted_name!r}; fix: set the spec's name to the distribution name"))
         if file_version != wanted_version:

@@ -29,6 +29,32 @@ class FileReport:
 
 
 @dataclass
+class CellReport:
+    cell: str
+    image: str | None = None
+    wheel: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    cached: bool = False
+    state: str = NOT_RUN  # built, failed, not run
+    attempts: int = 0
+    duration: float = 0.0
+    smoke: str = NOT_RUN  # passed, failed, skipped: <why>, not run
+    error: str | None = None
+
+    def json(self) -> dict[str, Any]:
+        return {"cell": self.cell, "wheel": self.wheel, "sha256": self.sha256, "cached": self.cached,
+                "state": self.state, "smoke": self.smoke, "image": self.image, "size": self.size,
+                "attempts": self.attempts, "duration": round(self.duration, 2), "error": self.error}
+
+    def table_row(self) -> dict[str, Any]:
+        return {"cell": self.cell, "image": self.image or "local", "duration": f"{self.duration:.1f} s",
+                "wheel": self.wheel or "", "size": self.size or 0, "sha256": self.sha256 or "",
+                "state": f"{self.state} (cached)" if self.cached else self.state, "attempts": self.attempts,
+                "smoke": self.smoke}
+
+
+@dataclass
 class ReleaseReport:
     project: str
     name: str | None = None
@@ -38,6 +64,8 @@ class ReleaseReport:
     error: str | None = None
     checks: list[Check] = field(default_factory=list)
     files: list[FileReport] = field(default_factory=list)
+    builder: str | None = None
+    cells: list[CellReport] = field(default_factory=list)
 
     def add(self, check: str, passed: bool, detail: str = "") -> None:
         self.checks.append(Check(check, PASSED if passed else FAILED, detail))
@@ -54,6 +82,8 @@ class ReleaseReport:
             "flow_run_id": self.flow_run_id,
             "checks": [asdict(c) for c in self.checks],
             "error": self.error,
+            "builder": self.builder,
+            "cells": [c.json() for c in self.cells],
         }
 
     def table_rows(self) -> list[dict[str, str]]:
@@ -65,6 +95,11 @@ class ReleaseReport:
         lines = [f"# Release {title}: {verdict}", "", "| file | target | sha256 | upload | served |", "|---|---|---|---|---|"]
         for f in self.files:
             lines.append(f"| `{f.filename}` | {f.target} | `{f.sha256[:16]}…` | {f.upload} | {f.status} |")
+        if self.cells:
+            lines += ["", f"Built by the **{self.builder}** builder:", "",
+                      "| cell | wheel | state | smoke |", "|---|---|---|---|"]
+            lines += [f"| {c.cell} | `{c.wheel or '-'}` | {c.state}{' (cached)' if c.cached else ''} | {c.smoke} |"
+                      for c in self.cells]
         lines += ["", "| check | result | detail |", "|---|---|---|"]
         lines += [f"| {c.check} | {_ICON[c.status]} {c.status} | {c.detail} |" for c in self.checks]
         return "\n".join(lines) + "\n"

@@ -116,14 +116,19 @@ def list_project_files(client: httpx.Client, simple_url: str, name: str) -> list
 
 
 def files_for_version(files: list[ServedFile], name: str, version: str) -> list[ServedFile]:
-    """The listed files whose filename names this project and version."""
+    """The listed files of this project and version; a version without a local label also selects
+    its variant wheels (1.0 selects 1.0+cu130), as ``pip install name==1.0`` would."""
+    from packaging.version import Version
+
     from .distributions import parse_filename  # local import: distributions imports this module's types
 
-    wanted = canonicalize_name(name)
+    wanted_name, wanted = canonicalize_name(name), Version(version)
     selected = []
     for served in files:
         parsed = parse_filename(served.filename)
-        if parsed is not None and parsed[0] == wanted and str(parsed[1]) == version:
+        if parsed is None or parsed[0] != wanted_name:
+            continue
+        if parsed[1] == wanted or (not wanted.local and parsed[1].public == wanted.public):
             selected.append(served)
     return selected
 

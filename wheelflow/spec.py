@@ -17,9 +17,12 @@ from urllib.parse import urlsplit
 from packaging.utils import canonicalize_name
 
 from .audits import parse_size
+from .builders.docker import DockerOptions
 from .errors import SpecError
+from .matrix import Matrix, parse_matrix
 
 ARTIFACT_KINDS = ("sdist", "wheel")
+BUILDERS = ("docker", "local")
 INDEX_ALIASES = ("local", "pypi", "testpypi")
 _NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _TARGET_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -60,6 +63,9 @@ class ReleaseSpec:
     build_env: Mapping[str, str] = field(default_factory=dict)
     smoke: str | None = None
     targets: tuple[Target, ...] = ()
+    matrix: Matrix | None = None
+    builder: str | None = None  # "docker", "local", or None: docker when a daemon answers
+    docker: DockerOptions = field(default_factory=DockerOptions)
 
     def target(self, name: str) -> Target:
         for target in self.targets:
@@ -97,7 +103,8 @@ def load_spec(project_dir: str | Path, spec_file: str | Path | None = None) -> R
 def parse_spec(
     table: Mapping[str, Any], project_dir: Path, *, default_name: str | None = None, prefix: str = "tool.wheelflow"
 ) -> ReleaseSpec:
-    _reject_unknown(table, {"name", "artifacts", "smoke", "version", "build", "targets"}, prefix)
+    _reject_unknown(table, {"name", "artifacts", "smoke", "version", "build", "targets", "matrix", "builder", "docker"},
+                    prefix)
 
     name = table.get("name", default_name)
     if name is None:
@@ -139,6 +146,10 @@ def parse_spec(
     _require_type(targets_table, dict, f"{prefix}.targets")
     targets = tuple(_parse_target(n, t, f"{prefix}.targets.{n}") for n, t in targets_table.items())
 
+    matrix = parse_matrix(table["matrix"], f"{prefix}.matrix") if "matrix" in table else None
+    builder = table.get("builder")
+    if builder is not None and builder not in BUILDERS:
+        raise SpecError(f"{prefix}.builder", f"unknown builder {builder!r}", 'use "docker" or "local"')
     return ReleaseSpec(
         project_dir=project_dir,
         name=name,
@@ -147,6 +158,39 @@ def parse_spec(
         build_env=dict(build_env),
         smoke=smoke,
         targets=targets,
+        matrix=matrix,
+        builder=builder,
+        docker=_parse_docker(table.get("docker", {}), f"{prefix}.docker"),
+    )
+
+
+def _parse_docker(table: Any, key: str) -> DockerOptions:
+    _require_type(table, dict, key)
+    _reject_unknown(table, {"cuda-home", "ca-bundle", "pip-cache", "ccache", "mounts", "env"}, key)
+    defaults = DockerOptions()
+    for name in ("cuda-home", "ca-bundle"):
+        if name in table and table[name] is not False:
+            _require_type(table[name], str, f"{key}.{name}")
+    mounts = table.get("mounts", [])
+    if not isinstance(mounts, list) or not all(isinstance(m, str) and m.count(":") in (1, 2) for m in mounts):
+        raise SpecError(f"{key}.mounts", f"{mounts!r} is not a list of HOST:CONTAINER[:ro] strings",
+                        'write mounts = ["/data:/data:ro"]')
+    env = table.get("env", {})
+    _require_type(env, dict, f"{key}.env")
+
+    def volume(name: str, default: str | None) -> str | None:
+        value = table.get(name, True)
+        if not isinstance(value, bool):
+            raise SpecError(f"{key}.{name}", f"{value!r} is not true or false", f"write {name} = true or false")
+        return default if value else None
+
+    return DockerOptions(
+        cuda_home=table.get("cuda-home", defaults.cuda_home) or None,
+        ca_bundle=table.get("ca-bundle", defaults.ca_bundle) or None,
+        pip_cache_volume=volume("pip-cache", defaults.pip_cache_volume),
+        ccache_volume=volume("ccache", defaults.ccache_volume),
+        mounts=tuple(mounts),
+        env={str(k): str(v) for k, v in env.items()},
     )
 
 

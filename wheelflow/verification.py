@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
+from urllib.parse import unquote
 
 import httpx
 from packaging.utils import canonicalize_name
@@ -185,7 +186,7 @@ def _installed_file(report_path: Path, name: str) -> tuple[str, str | None] | No
         if canonicalize_name(item.get("metadata", {}).get("name", "")) != wanted:
             continue
         info = item.get("download_info", {})
-        filename = info.get("url", "").split("#")[0].rsplit("/", 1)[-1]
+        filename = unquote(info.get("url", "").split("#")[0].rsplit("/", 1)[-1])  # "+" arrives as %2B
         archive = info.get("archive_info", {})
         sha256 = (archive.get("hashes") or {}).get("sha256")
         if sha256 is None and str(archive.get("hash", "")).startswith("sha256="):

@@ -4,6 +4,7 @@ Environment:
   CUDA_HOME              toolkit root (default: /usr/local/cuda, then the toolkit of `nvcc` on PATH)
   HELLO_CUDA_ARCHS       semicolon-separated SM versions to compile for (default "80;90")
   HELLO_CUDA_FORCE_CPU   "1" builds the C fallback even when nvcc is present
+  WHEELFLOW_LOCAL_VERSION  a local version label for variant wheels (e.g. "sm90" -> 0.1.0+sm90)
 """
 
 from __future__ import annotations
@@ -69,7 +70,15 @@ class BuildWithOptionalCuda(build_ext):
         ext.define_macros.append(("HELLO_CUDA_WITH_CUDA", "1"))
 
 
+def version() -> str:
+    text = Path("src/hello_cuda/_version.py").read_text()
+    base = text.split("=", 1)[1].strip().strip("\"'")
+    local = os.environ.get("WHEELFLOW_LOCAL_VERSION")
+    return f"{base}+{local}" if local else base
+
+
 setup(
+    version=version(),
     ext_modules=[Extension("hello_cuda._core", sources=["csrc/_core.c"], include_dirs=["csrc"])],
     cmdclass={"build_ext": BuildWithOptionalCuda},
 )

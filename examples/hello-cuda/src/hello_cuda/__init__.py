@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from . import _core
+from ._version import __version__
 
-__all__ = ["WITH_CUDA", "saxpy", "selftest"]
+__all__ = ["WITH_CUDA", "__version__", "saxpy", "selftest"]
 
 #: True when this build compiled the CUDA kernel with nvcc.
 WITH_CUDA: bool = bool(_core.WITH_CUDA)

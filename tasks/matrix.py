@@ -1,0 +1,54 @@
+"""Matrix tasks: one build task run and one smoke task run per cell, named after the cell."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import get_run_logger, task
+from prefect.runtime import task_run
+
+from wheelflow.builders import Builder, SmokeResult
+from wheelflow.cells import CellBuild, build_cell
+from wheelflow.matrix import Cell
+from wheelflow.tasks.retry import only_transient
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """What every cell of one release shares."""
+
+    project: str
+    source_digest: str
+    name: str
+    version: str
+    build_env: dict[str, str]
+    home: str
+    run_label: str
+    source_date_epoch: int | None
+
+
+# Compile errors never retry; infrastructure errors (daemon away, image missing) do, twice.
+@task(name="build-cell", task_run_name="build[{cell.name}]", retries=2, retry_delay_seconds=[5, 20],
+      retry_condition_fn=only_transient)
+def build_matrix_cell(builder: Builder, cell: Cell, job: CellJob) -> tuple[CellBuild, int]:
+    from pathlib import Path
+
+    from wheelflow.builders.docker import RUN_LABEL
+
+    logger = get_run_logger()
+    result = build_cell(builder, cell, project=Path(job.project), source_digest=job.source_digest, name=job.name,
+                        version=job.version, build_env=job.build_env, home=Path(job.home), log=logger.info,
+                        labels={RUN_LABEL: job.run_label}, source_date_epoch=job.source_date_epoch)
+    logger.info("cell %s: %s sha256=%s%s", cell.name, result.wheel.filename, result.wheel.sha256,
+                " (cached)" if result.cached else "")
+    return result, task_run.run_count
+
+
+@task(name="smoke-cell", task_run_name="smoke[{cell.name}]", retries=0)
+def smoke_matrix_cell(builder: Builder, cell: Cell, build: CellBuild, smoke: str | None, run_label: str) -> SmokeResult:
+    from wheelflow.builders.docker import RUN_LABEL
+
+    logger = get_run_logger()
+    result = builder.smoke(cell, build.wheel.path, smoke, logger.info, {RUN_LABEL: run_label})
+    (logger.warning if result.state != "passed" else logger.info)("cell %s: %s", cell.name, result.message)
+    return result

@@ -1,0 +1,61 @@
+"""Builders: how one matrix cell becomes one wheel, and how a wheel is smoke-tested.
+
+Both builders have the same interface; the release flow picks one with ``--builder`` (or the
+spec), defaulting to Docker when a daemon answers and local otherwise.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Protocol
+
+from ..errors import WheelflowError
+from ..matrix import Cell
+
+Log = Callable[[str], None]
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+
+
+class InfrastructureError(WheelflowError):
+    """The runner, not the code: daemon unreachable, image missing. Retried."""
+
+    transient = True
+
+
+class CellUnbuildable(WheelflowError):
+    """This builder cannot build this cell on this runner (e.g. no such interpreter)."""
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    state: str  # passed, failed, skipped
+    message: str  # one line
+
+
+class Builder(Protocol):
+    kind: str
+
+    def preflight(self, cell: Cell) -> None:
+        """Raise CellUnbuildable or InfrastructureError before anything is built."""
+
+    def identity(self, cell: Cell) -> str:
+        """What the build environment is (image id, interpreter): part of the cell's cache key."""
+
+    def build(self, cell: Cell, source: Path, out: Path, env: Mapping[str, str], log: Log, labels: Mapping[str, str]) -> None:
+        """Build the cell's wheel into ``out``; raise BuildError on a failed build."""
+
+    def smoke(self, cell: Cell, wheel: Path, smoke: str | None, log: Log, labels: Mapping[str, str]) -> SmokeResult:
+        """Install ``wheel`` in a fresh environment and run the smoke command there."""
+
+
+def copy_source(source: Path, files: list[Path]) -> Path:
+    """A private copy of the source tree for one build (builds write build/ and *.egg-info/)."""
+    root = Path(tempfile.mkdtemp(prefix="wheelflow-src-"))
+    for path in files:
+        target = root / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    return root

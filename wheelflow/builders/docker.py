@@ -1,0 +1,217 @@
+"""The Docker builder: one container per cell, from the cell's pinned image, with the Docker SDK.
+
+The source is mounted read-only and copied inside; the wheel comes out through a bind mount;
+container output is streamed line by line to the task log. Every container carries wheelflow's
+labels, is removed after success, failure or timeout, and ``remove_containers`` clears whatever a
+cancelled run left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..building import first_error_line
+from ..errors import BuildError
+from ..matrix import Cell
+from . import FAILED, PASSED, SKIPPED, InfrastructureError, Log, SmokeResult
+
+MANAGED_LABEL = "org.wheelflow.managed"
+RUN_LABEL = "org.wheelflow.run"
+CELL_LABEL = "org.wheelflow.cell"
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+CONTAINER_CUDA = "/usr/local/cuda"
+
+
+@dataclass(frozen=True)
+class DockerOptions:
+    """Mounts and caches for build containers (``[tool.wheelflow.docker]``)."""
+
+    cuda_home: str | None = "/usr/local/cuda"  # host toolkit mounted read-only at /usr/local/cuda
+    ca_bundle: str | None = HOST_CA_BUNDLE  # so pip in the container trusts what the host trusts
+    pip_cache_volume: str | None = "wheelflow-pip-cache"
+    ccache_volume: str | None = "wheelflow-ccache"
+    mounts: tuple[str, ...] = ()  # extra "HOST:CONTAINER[:ro]" bind mounts
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def docker_client(timeout: float = 30.0) -> Any:
+    """A client for the local daemon, or InfrastructureError saying how to get one."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client
+    except docker.errors.DockerException as exc:
+        raise InfrastructureError(
+            f"the Docker daemon does not answer ({type(exc).__name__}); fix: start dockerd (or set DOCKER_HOST), "
+            "or use --builder local"
+        ) from None
+
+
+def daemon_answers() -> bool:
+    try:
+        docker_client(timeout=5).close()
+        return True
+    except InfrastructureError:
+        return False
+
+
+def remove_containers(labels: Mapping[str, str]) -> int:
+    """Remove every container carrying these labels (a run's, after cancellation or a crash)."""
+    try:
+        client = docker_client()
+    except InfrastructureError:
+        return 0
+    selectors = [f"{k}={v}" for k, v in labels.items()]
+    containers = client.containers.list(all=True, filters={"label": selectors})
+    for container in containers:
+        container.remove(force=True)
+    client.close()
+    return len(containers)
+
+
+class DockerBuilder:
+    kind = "docker"
+
+    def __init__(self, options: DockerOptions | None = None) -> None:
+        self.options = options or DockerOptions()
+
+    def _image(self, client: Any, cell: Cell, which: str = "image") -> Any:
+        import docker
+
+        name = cell.image if which == "image" else cell.runtime_image
+        if not name:
+            raise BuildError(f"cell {cell.name}: no {which.replace('_', '-')} in the matrix; fix: set matrix.{which.replace('_', '-')}")
+        try:
+            return client.images.get(name)
+        except docker.errors.ImageNotFound:
+            raise InfrastructureError(
+                f"cell {cell.name}: image {name} is not on this runner; fix: run `wheelflow images`, "
+                "or build/pull that image"
+            ) from None
+
+    def preflight(self, cell: Cell) -> None:
+        client = docker_client()
+        try:
+            self._image(client, cell)
+        finally:
+            client.close()
+
+    def identity(self, cell: Cell) -> str:
+        client = docker_client()
+        try:
+            return f"docker:{self._image(client, cell).id}"
+        finally:
+            client.close()
+
+    def _volumes(self, extra: dict[str, dict[str, str]], *, cuda: bool) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+        volumes, env = dict(extra), dict(self.options.env)
+        opts = self.options
+        if opts.ca_bundle and Path(opts.ca_bundle).is_file():
+            volumes[opts.ca_bundle] = {"bind": HOST_CA_BUNDLE, "mode": "ro"}
+            env.update(PIP_CERT=HOST_CA_BUNDLE, SSL_CERT_FILE=HOST_CA_BUNDLE)
+        if cuda and opts.cuda_home and Path(opts.cuda_home).is_dir():
+            volumes[str(Path(opts.cuda_home).resolve())] = {"bind": CONTAINER_CUDA, "mode": "ro"}
+        if opts.pip_cache_volume:
+            volumes[opts.pip_cache_volume] = {"bind": "/root/.cache/pip", "mode": "rw"}
+        if opts.ccache_volume:
+            volumes[opts.ccache_volume] = {"bind": "/root/.ccache", "mode": "rw"}
+            env["CCACHE_DIR"] = "/root/.ccache"
+        for mount in opts.mounts:
+            host, _, rest = mount.partition(":")
+            target, _, mode = rest.partition(":")
+            volumes[host] = {"bind": target, "mode": mode or "rw"}
+        return volumes, env
+
+    def _run(self, client: Any, cell: Cell, image: Any, command: list[str], volumes: dict, env: Mapping[str, str],
+             labels: Mapping[str, str], log: Log, gpu: bool) -> tuple[int | None, deque[str]]:
+        """Run a container to completion (None: stopped by the timeout); it is always removed."""
+        import docker
+        import requests
+
+        device_requests = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None
+        container = client.containers.create(
+            image.id, command=command, volumes=volumes, environment=dict(env), device_requests=device_requests,
+            labels={MANAGED_LABEL: "true", CELL_LABEL: cell.name, **labels}, network_mode="bridge",
+        )
+        tail: deque[str] = deque(maxlen=40)
+
+        def pump() -> None:
+            buffer = b""
+            for chunk in container.logs(stream=True, follow=True):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    text = line.decode(errors="replace").rstrip()
+                    tail.append(text)
+                    log(text)
+            if buffer:
+                tail.append(buffer.decode(errors="replace"))
+                log(tail[-1])
+
+        try:
+            container.start()
+            reader = threading.Thread(target=pump, daemon=True)
+            reader.start()
+            try:
+                status = container.wait(timeout=cell.timeout)
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                container.stop(timeout=5)
+                return None, tail
+            reader.join(10)
+            return int(status.get("StatusCode", 1)), tail
+        finally:
+            container.remove(force=True)
+
+    def build(self, cell: Cell, source: Path, out: Path, env: Mapping[str, str], log: Log, labels: Mapping[str, str]) -> None:
+        client = docker_client(timeout=max(60.0, cell.timeout + 30))
+        try:
+            image = self._image(client, cell)
+            volumes, container_env = self._volumes({str(source.resolve()): {"bind": "/src", "mode": "ro"},
+                                                    str(out.resolve()): {"bind": "/out", "mode": "rw"}}, cuda=True)
+            container_env.update(env)
+            if "PIP_CONSTRAINT" in container_env:  # written by the task into out/
+                container_env["PIP_CONSTRAINT"] = "/out/" + Path(container_env["PIP_CONSTRAINT"]).name
+            log(f"cell {cell.name}: building in {cell.image} ({image.short_id})")
+            code, tail = self._run(client, cell, image, ["wheelflow-build-cell"], volumes, container_env, labels, log,
+                                   gpu=cell.gpu)
+        finally:
+            client.close()
+        if code is None:
+            raise BuildError(f"cell {cell.name}: build stopped by its {cell.timeout:.0f} s timeout and its container "
+                             "removed; fix: raise matrix.timeout")
+        if code != 0:
+            raise BuildError(f"cell {cell.name}: build failed (exit {code}): {first_error_line(tail)[:200]}",
+                             log_tail="\n".join(tail))
+
+    def smoke(self, cell: Cell, wheel: Path, smoke: str | None, log: Log, labels: Mapping[str, str]) -> SmokeResult:
+        client = docker_client(timeout=max(60.0, cell.timeout + 30))
+        try:
+            if cell.gpu and not gpu_on_runner(client):
+                return SmokeResult(SKIPPED, "skipped: no GPU on this runner")
+            image = self._image(client, cell, "runtime_image")
+            # The runtime image gets no toolkit: the wheel must work with what it carries.
+            volumes, env = self._volumes({str(wheel.parent.resolve()): {"bind": "/wheels", "mode": "ro"}}, cuda=False)
+            env["WHEELFLOW_SMOKE"] = smoke or "python -c pass"
+            log(f"cell {cell.name}: smoke test of {wheel.name} in {cell.runtime_image}")
+            code, tail = self._run(client, cell, image, ["wheelflow-smoke", wheel.name], volumes, env, labels, log,
+                                   gpu=cell.gpu)
+        finally:
+            client.close()
+        if code is None:
+            return SmokeResult(FAILED, f"smoke test of {wheel.name} stopped by its {cell.timeout:.0f} s timeout")
+        if code != 0:
+            return SmokeResult(FAILED, f"smoke test of {wheel.name} failed (exit {code}): {(tail[-1] if tail else '')[:200]}")
+        return SmokeResult(PASSED, f"installed {wheel.name} in {cell.runtime_image}; smoke ok")
+
+
+def gpu_on_runner(client: Any) -> bool:
+    """A GPU can be handed to containers: the NVIDIA runtime is registered and a device node exists."""
+    runtimes = client.info().get("Runtimes", {})
+    return "nvidia" in runtimes and Path("/dev/nvidiactl").exists()

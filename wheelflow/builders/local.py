@@ -1,0 +1,97 @@
+"""The local builder: each cell built by a subprocess on this machine, for machines without Docker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import deque
+from pathlib import Path
+from typing import Mapping
+
+from ..building import _source_files, first_error_line
+from ..errors import BuildError
+from ..matrix import Cell
+from . import FAILED, PASSED, SKIPPED, CellUnbuildable, Log, SmokeResult, copy_source
+
+
+def find_interpreter(python: str | None) -> str:
+    """The interpreter for a cell's python axis value: this one if it matches, else pythonX.Y on PATH."""
+    current = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if python is None or python == current:
+        return sys.executable
+    found = shutil.which(f"python{python}")
+    if found is None:
+        raise CellUnbuildable(f"no python{python} on this runner; fix: use --builder docker, or install Python {python}")
+    return found
+
+
+def gpu_answers() -> bool:
+    smi = shutil.which("nvidia-smi")
+    return bool(smi) and subprocess.run([smi, "-L"], capture_output=True).returncode == 0
+
+
+def _stream(cmd: list[str], env: Mapping[str, str], cwd: Path, log: Log, timeout: float) -> tuple[int, deque[str]]:
+    tail: deque[str] = deque(maxlen=40)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env), cwd=cwd, text=True,
+                            errors="replace")
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            tail.append(line.rstrip())
+            log(line.rstrip())
+        return proc.wait(timeout), tail
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return -9, tail
+
+
+class LocalBuilder:
+    kind = "local"
+
+    def preflight(self, cell: Cell) -> None:
+        interpreter = find_interpreter(cell.values.get("python"))
+        if subprocess.run([interpreter, "-c", "import build"], capture_output=True).returncode != 0:
+            raise CellUnbuildable(f"{interpreter} cannot import 'build'; fix: {interpreter} -m pip install build")
+
+    def identity(self, cell: Cell) -> str:
+        interpreter = find_interpreter(cell.values.get("python"))
+        out = subprocess.run([interpreter, "-c", "import sys, sysconfig; print(sys.version, sysconfig.get_platform())"],
+                             capture_output=True, text=True)
+        return f"local:{out.stdout.strip()}"
+
+    def build(self, cell: Cell, source: Path, out: Path, env: Mapping[str, str], log: Log, labels: Mapping[str, str]) -> None:
+        interpreter = find_interpreter(cell.values.get("python"))
+        copy = copy_source(source, _source_files(source))
+        try:
+            code, tail = _stream([interpreter, "-m", "build", "--wheel", "--outdir", str(out), str(copy)],
+                                 {**os.environ, **env}, copy, log, cell.timeout)
+        finally:
+            shutil.rmtree(copy, ignore_errors=True)
+        if code == -9:
+            raise BuildError(f"cell {cell.name}: build stopped by its {cell.timeout:.0f} s timeout; fix: raise matrix.timeout")
+        if code != 0:
+            raise BuildError(f"cell {cell.name}: build failed (exit {code}): {first_error_line(tail)[:200]}",
+                             log_tail="\n".join(tail))
+
+    def smoke(self, cell: Cell, wheel: Path, smoke: str | None, log: Log, labels: Mapping[str, str]) -> SmokeResult:
+        if cell.gpu and not gpu_answers():
+            return SmokeResult(SKIPPED, "skipped: no GPU on this runner")
+        interpreter = find_interpreter(cell.values.get("python"))
+        with tempfile.TemporaryDirectory(prefix="wheelflow-smoke-") as root:
+            venv = Path(root) / "venv"
+            subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, capture_output=True)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") and k != "PYTHONPATH"}
+            env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1",
+                       PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv))
+            code, tail = _stream([str(venv / "bin" / "pip"), "install", "--no-cache-dir", "--quiet", str(wheel)],
+                                 env, Path(root), log, cell.timeout)
+            if code != 0:
+                return SmokeResult(FAILED, f"pip install {wheel.name} failed: {first_error_line(tail)[:200]}")
+            code, tail = _stream(["/bin/sh", "-c", smoke or "python -c pass"], env, Path(root), log, cell.timeout)
+        if code != 0:
+            return SmokeResult(FAILED, f"smoke command failed on {wheel.name} (exit {code}): {(tail[-1] if tail else '')[:200]}")
+        return SmokeResult(PASSED, f"installed {wheel.name}; smoke ok")

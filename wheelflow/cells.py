@@ -1,0 +1,113 @@
+"""Build one matrix cell into one wheel, reusing it when the cell's inputs are unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from . import __version__
+from .builders import Builder, Log
+from .distributions import Distribution, describe, parse_filename
+from .errors import BuildError
+from .matrix import Cell
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class CellBuild:
+    cell: str
+    wheel: Distribution
+    cached: bool
+    duration: float
+    identity: str
+
+
+def expected_version(version: str, cell: Cell) -> str:
+    return f"{version}+{cell.local_version}" if cell.local_version else version
+
+
+def cell_key(source_digest: str, cell: Cell, identity: str, build_env: Mapping[str, str], version: str) -> str:
+    inputs = {
+        "source": source_digest,
+        "cell": dict(cell.values),
+        "identity": identity,  # the image id or the interpreter: a rebuilt image is a new cell
+        "env": dict(sorted({**build_env, **cell.env}.items())),
+        "build_requires": list(cell.build_requires),
+        "version": expected_version(version, cell),
+        "wheelflow": __version__,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def build_cell(
+    builder: Builder,
+    cell: Cell,
+    *,
+    project: Path,
+    source_digest: str,
+    name: str,
+    version: str,
+    build_env: Mapping[str, str],
+    home: Path,
+    log: Log,
+    labels: Mapping[str, str],
+    source_date_epoch: int | None = None,
+) -> CellBuild:
+    started = time.monotonic()
+    identity = builder.identity(cell)
+    key = cell_key(source_digest, cell, identity, build_env, version)
+    directory = home / "builds" / canonicalize_name(name) / version / "cells" / cell.name / key[:16]
+    manifest = directory / MANIFEST
+    if manifest.is_file():
+        recorded = json.loads(manifest.read_text())
+        wheel = directory / recorded["wheel"]
+        if wheel.is_file() and describe(wheel).sha256 == recorded["sha256"]:
+            log(f"cell {cell.name}: inputs unchanged (key {key[:16]}): reusing {wheel.name}, no build started")
+            return CellBuild(cell.name, describe(wheel), True, time.monotonic() - started, identity)
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=directory.parent))
+    try:
+        env = {**build_env, **cell.env, "WHEELFLOW_VERSION": expected_version(version, cell)}
+        if cell.local_version:
+            env["WHEELFLOW_LOCAL_VERSION"] = cell.local_version
+        if source_date_epoch is not None:
+            env.setdefault("SOURCE_DATE_EPOCH", str(source_date_epoch))
+        if cell.build_requires:
+            constraints = staging / ".wheelflow-constraints.txt"
+            constraints.write_text("\n".join(cell.build_requires) + "\n")
+            env["PIP_CONSTRAINT"] = env["PIP_BUILD_CONSTRAINT"] = str(constraints)
+        builder.build(cell, project, staging, env, log, labels)
+        wheels = sorted(staging.glob("*.whl"))
+        if len(wheels) != 1:
+            raise BuildError(f"cell {cell.name}: the build left {len(wheels)} wheels, expected one; fix: build one wheel per cell")
+        parsed = parse_filename(wheels[0].name)
+        wanted = expected_version(version, cell)
+        if parsed is None or parsed[1] != Version(wanted):
+            got = parsed[1] if parsed else wheels[0].name
+            raise BuildError(f"cell {cell.name}: built version {got}, the cell's is {wanted}; fix: make the build read "
+                             "WHEELFLOW_VERSION / WHEELFLOW_LOCAL_VERSION")
+        dist = describe(wheels[0])
+        for leftover in staging.iterdir():
+            if leftover != wheels[0]:
+                leftover.unlink()
+        (staging / MANIFEST).write_text(json.dumps({"cell": cell.name, "values": dict(cell.values), "identity": identity,
+                                                    "wheel": dist.filename, "sha256": dist.sha256}, indent=2))
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return CellBuild(cell.name, describe(directory / dist.filename), False, time.monotonic() - started, identity)
