@@ -170,3 +170,19 @@ def webhook(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("WHEELFLOW_ALERT_WEBHOOK", receiver.url)
     yield receiver
     receiver.close()
+
+
+@pytest.fixture(scope="session")
+def docker_images():
+    """The builder and runtime images, made by `wheelflow images` (idempotent) on the real daemon."""
+    from wheelflow.builders.docker import daemon_answers
+
+    if not daemon_answers():
+        pytest.skip("no Docker daemon answers: .ci/run installs and starts dockerd before the suite")
+    result = run_cli("images", timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import docker
+
+    client = docker.from_env()
+    yield client
+    client.close()

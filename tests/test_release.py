@@ -146,19 +146,44 @@ def test_failed_upload_attempts_show_in_the_task_run_state_history(
     assert run_count == 3
 
 
+@pytest.fixture
+def default_builder(request) -> str:
+    """The builder `wheelflow release` picks by itself: docker when a daemon answers (then it needs the images)."""
+    from wheelflow.builders.docker import daemon_answers
+
+    if daemon_answers():
+        request.getfixturevalue("docker_images")
+        return "docker"
+    return "local"
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists(),
                     reason="no CUDA toolkit on this machine: the kernel cannot be compiled")
-def test_readme_main_command_releases_hello_cuda_with_its_kernel(home: Path, prefect_api) -> None:
+def test_readme_main_command_releases_hello_cuda_with_its_kernels(home: Path, prefect_api, default_builder: str) -> None:
     code, report, stderr = release_json(str(REPO / "examples" / "hello-cuda"))
     assert code == 0, stderr[-3000:]
-    assert report["ok"]
-    by_kind = {f["kind"]: f for f in report["files"]}
-    assert set(by_kind) == {"sdist", "wheel"}
+    assert report["ok"] and report["builder"] == default_builder
+    assert sorted(f["filename"] for f in report["files"]) == [
+        "hello_cuda-0.1.0+sm80-cp311-cp311-linux_x86_64.whl",
+        "hello_cuda-0.1.0+sm90-cp311-cp311-linux_x86_64.whl",
+        "hello_cuda-0.1.0.tar.gz",
+    ]
     assert all(f["status"] == "verified" and f["target"] == "local" for f in report["files"])
-    wheel = home / "index" / "packages" / by_kind["wheel"]["filename"]
-    with zipfile.ZipFile(wheel) as zf:
-        (ext,) = [n for n in zf.namelist() if n.startswith("hello_cuda/_core") and n.endswith(".so")]
-        # nvcc embeds the kernel's (mangled) name and the SM architectures in the device code.
-        assert b"saxpy_kernel" in zf.read(ext) and b"sm_90" in zf.read(ext)
+    for cell, arch in zip(report["cells"], ("sm_80", "sm_90")):
+        assert (cell["state"], cell["smoke"]) == ("built", "passed")
+        with zipfile.ZipFile(home / "index" / "packages" / cell["wheel"]) as zf:
+            (ext,) = [n for n in zf.namelist() if n.startswith("hello_cuda/_core") and n.endswith(".so")]
+            # nvcc embeds the kernel's (mangled) name and the SM architecture in the device code.
+            assert b"saxpy_kernel" in zf.read(ext) and arch.encode() in zf.read(ext)
     smoke = next(c for c in report["checks"] if c["check"] == "install + smoke on local")
     assert smoke["status"] == "passed"
+
+
+def test_hello_cuda_with_the_local_builder_then_again_all_cached(home: Path, prefect_api) -> None:
+    code, report, stderr = release_json(str(REPO / "examples" / "hello-cuda"), "--builder", "local")
+    assert code == 0, stderr[-3000:]
+    assert report["builder"] == "local" and [c["state"] for c in report["cells"]] == ["built", "built"]
+    code, again, stderr = release_json(str(REPO / "examples" / "hello-cuda"), "--builder", "local")
+    assert code == 0, stderr[-3000:]
+    assert [(c["cached"], c["sha256"]) for c in again["cells"]] == [(True, c["sha256"]) for c in report["cells"]]
+    assert [f["upload"] for f in again["files"]] == ["already present"] * 3

@@ -23,6 +23,7 @@ from . import FAILED, PASSED, SKIPPED, InfrastructureError, Log, SmokeResult
 MANAGED_LABEL = "org.wheelflow.managed"
 RUN_LABEL = "org.wheelflow.run"
 CELL_LABEL = "org.wheelflow.cell"
+ROLE_LABEL = "org.wheelflow.role"  # "build" or "smoke"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 CONTAINER_CUDA = "/usr/local/cuda"
 
@@ -97,11 +98,8 @@ class DockerBuilder:
             ) from None
 
     def preflight(self, cell: Cell) -> None:
-        client = docker_client()
-        try:
-            self._image(client, cell)
-        finally:
-            client.close()
+        """Nothing up front: a daemon that is away or an image that is missing is an infrastructure
+        error, raised by the build task, which retries it."""
 
     def identity(self, cell: Cell) -> str:
         client = docker_client()
@@ -130,7 +128,7 @@ class DockerBuilder:
         return volumes, env
 
     def _run(self, client: Any, cell: Cell, image: Any, command: list[str], volumes: dict, env: Mapping[str, str],
-             labels: Mapping[str, str], log: Log, gpu: bool) -> tuple[int | None, deque[str]]:
+             labels: Mapping[str, str], log: Log, gpu: bool, role: str) -> tuple[int | None, deque[str]]:
         """Run a container to completion (None: stopped by the timeout); it is always removed."""
         import docker
         import requests
@@ -138,7 +136,7 @@ class DockerBuilder:
         device_requests = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None
         container = client.containers.create(
             image.id, command=command, volumes=volumes, environment=dict(env), device_requests=device_requests,
-            labels={MANAGED_LABEL: "true", CELL_LABEL: cell.name, **labels}, network_mode="bridge",
+            labels={MANAGED_LABEL: "true", CELL_LABEL: cell.name, ROLE_LABEL: role, **labels}, network_mode="bridge",
         )
         tail: deque[str] = deque(maxlen=40)
 
@@ -178,9 +176,11 @@ class DockerBuilder:
             container_env.update(env)
             if "PIP_CONSTRAINT" in container_env:  # written by the task into out/
                 container_env["PIP_CONSTRAINT"] = "/out/" + Path(container_env["PIP_CONSTRAINT"]).name
-            log(f"cell {cell.name}: building in {cell.image} ({image.short_id})")
+            # Compiling needs no GPU: ask for one only where the runner has it.
+            gpu = cell.gpu and gpu_on_runner(client)
+            log(f"cell {cell.name}: building in {cell.image} ({image.short_id}){' with a GPU' if gpu else ''}")
             code, tail = self._run(client, cell, image, ["wheelflow-build-cell"], volumes, container_env, labels, log,
-                                   gpu=cell.gpu)
+                                   gpu=gpu, role="build")
         finally:
             client.close()
         if code is None:
@@ -201,7 +201,7 @@ class DockerBuilder:
             env["WHEELFLOW_SMOKE"] = smoke or "python -c pass"
             log(f"cell {cell.name}: smoke test of {wheel.name} in {cell.runtime_image}")
             code, tail = self._run(client, cell, image, ["wheelflow-smoke", wheel.name], volumes, env, labels, log,
-                                   gpu=cell.gpu)
+                                   gpu=cell.gpu, role="smoke")
         finally:
             client.close()
         if code is None:

@@ -1,0 +1,145 @@
+"""The wheel matrix built in Docker: a real dockerd, images from `wheelflow images`, nvcc mounted in."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+from wheelflow.builders import InfrastructureError
+from wheelflow.builders.docker import MANAGED_LABEL, ROLE_LABEL, DockerBuilder, gpu_on_runner
+from wheelflow.matrix import Cell
+
+HELLO = REPO / "examples" / "hello-cuda"
+pytestmark = pytest.mark.skipif(not Path("/usr/local/cuda/bin/nvcc").exists(),
+                                reason="no CUDA toolkit at /usr/local/cuda to mount into the build containers")
+
+
+def hello_spec(tmp_path: Path, *, pythons: list[str], archs: list[str], extra: str = "") -> Path:
+    """hello-cuda's own spec with another matrix (a standalone spec, as for a project you don't control)."""
+    path = tmp_path / "hello-matrix.toml"
+    path.write_text(textwrap.dedent(f"""
+        name = "hello-cuda"
+        artifacts = ["sdist", "wheel"]
+        smoke = "python -c \\"import hello_cuda, sys; r = hello_cuda.selftest(); print(r); sys.exit(0 if r['ok'] and r['with_cuda'] else 1)\\""
+
+        [version]
+        tag = "hello-cuda-v{{version}}"
+        file = "src/hello_cuda/_version.py"
+
+        [matrix]
+        axes = {{ python = {json.dumps(pythons)}, arch = {json.dumps(archs)} }}
+        image = "wheelflow/builder:py{{python}}"
+        runtime-image = "wheelflow/runtime:py{{python}}"
+        env = {{ HELLO_CUDA_ARCHS = "{{arch}}" }}
+        local-version = "sm{{arch}}"
+        """) + textwrap.dedent(extra))
+    return path
+
+
+def release(spec: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[int, dict, str]:
+    result = run_cli("release", str(HELLO), "--spec", str(spec), "--builder", "docker", *extra, "--json", env=env)
+    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
+
+
+def leftover_containers(client) -> list:
+    return client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=true"})
+
+
+def test_two_pythons_build_in_containers_with_the_kernel_and_a_rerun_is_all_cached(
+    tmp_path: Path, home: Path, prefect_api, docker_images
+) -> None:
+    spec = hello_spec(tmp_path, pythons=["3.11", "3.13"], archs=["90"])
+    code, report, stderr = release(spec)
+    assert code == 0, stderr[-4000:]
+    assert report["builder"] == "docker"
+    cells = {c["cell"]: c for c in report["cells"]}
+    assert set(cells) == {"py3.11-arch90", "py3.13-arch90"}
+    for name, cell in cells.items():
+        assert (cell["state"], cell["cached"], cell["smoke"], cell["attempts"]) == ("built", False, "passed", 1), name
+    assert cells["py3.11-arch90"]["wheel"] == "hello_cuda-0.1.0+sm90-cp311-cp311-linux_x86_64.whl"
+    assert cells["py3.13-arch90"]["wheel"] == "hello_cuda-0.1.0+sm90-cp313-cp313-linux_x86_64.whl"
+    for cell in cells.values():
+        with zipfile.ZipFile(home / "index" / "packages" / cell["wheel"]) as zf:
+            (ext,) = [n for n in zf.namelist() if n.endswith(".so")]
+            device_code = zf.read(ext)
+        assert b"saxpy_kernel" in device_code and b"sm_90" in device_code  # compiled by nvcc in the container
+    assert all(f["status"] == "verified" for f in report["files"]) and len(report["files"]) == 3
+    assert leftover_containers(docker_images) == []
+
+    since = int(time.time()) - 1
+    code, again, stderr = release(spec)
+    until = int(time.time()) + 1
+    assert code == 0, stderr[-4000:]
+    assert [(c["cell"], c["cached"], c["sha256"]) for c in again["cells"]] == [
+        (c["cell"], True, c["sha256"]) for c in report["cells"]]
+    builds = list(docker_images.events(since=since, until=until, decode=True, filters={
+        "type": "container", "event": "create", "label": [f"{ROLE_LABEL}=build"]}))
+    assert builds == []  # cached cells start no build container
+    assert leftover_containers(docker_images) == []
+
+
+def test_a_failing_cell_fails_the_release_by_name_while_the_other_completes(
+    tmp_path: Path, home: Path, prefect_api, docker_images
+) -> None:
+    spec = hello_spec(tmp_path, pythons=["3.11"], archs=["90", "bogus"])  # nvcc rejects compute_bogus
+    code, report, _ = release(spec)
+    assert code == 1
+    cells = {c["cell"]: c for c in report["cells"]}
+    assert cells["py3.11-arch90"]["state"] == "built" and cells["py3.11-arch90"]["wheel"]
+    failed = cells["py3.11-archbogus"]
+    assert failed["state"] == "failed" and failed["attempts"] == 1  # a compile error is not retried
+    assert "cell py3.11-archbogus: build failed (exit 1)" in failed["error"]
+    assert report["error"].startswith("1 of 2 cells failed: py3.11-archbogus: cell py3.11-archbogus: build failed")
+    assert not (home / "index" / "packages").exists() or not any((home / "index" / "packages").iterdir())
+    assert leftover_containers(docker_images) == []
+
+
+def test_a_build_stopped_by_its_timeout_leaves_no_container(tmp_path: Path, home: Path, prefect_api, docker_images) -> None:
+    spec = hello_spec(tmp_path, pythons=["3.11"], archs=["90"], extra="timeout = 2\n")
+    code, report, _ = release(spec)
+    assert code == 1
+    (cell,) = report["cells"]
+    assert cell["state"] == "failed"
+    assert cell["error"] == ("cell py3.11-arch90: build stopped by its 2 s timeout and its container removed; "
+                             "fix: raise matrix.timeout")
+    assert leftover_containers(docker_images) == []
+
+
+def test_a_stopped_daemon_is_a_clear_error_after_retries_and_no_success(
+    tmp_path: Path, home: Path, prefect_api, docker_images
+) -> None:
+    # The client sees a stopped daemon exactly as a socket nobody listens on; stopping the real
+    # dockerd here would take it from the tests that run beside this one.
+    spec = hello_spec(tmp_path, pythons=["3.11"], archs=["90"])
+    code, report, _ = release(spec, env={"DOCKER_HOST": f"unix://{tmp_path}/stopped-dockerd.sock"})
+    assert code == 1 and not report["ok"]
+    (cell,) = report["cells"]
+    assert cell["state"] == "failed" and cell["attempts"] == 3  # infrastructure errors are retried
+    assert "the Docker daemon does not answer" in cell["error"]
+    assert "fix: start dockerd (or set DOCKER_HOST), or use --builder local" in cell["error"]
+
+
+def test_a_missing_image_says_how_to_get_it(docker_images) -> None:
+    cell = Cell(name="py9.9", values={"python": "9.9"}, image="wheelflow/builder:py9.9")
+    with pytest.raises(InfrastructureError) as err:
+        DockerBuilder().identity(cell)
+    assert str(err.value) == ("cell py9.9: image wheelflow/builder:py9.9 is not on this runner; "
+                              "fix: run `wheelflow images`, or build/pull that image")
+    assert err.value.transient
+
+
+def test_gpu_cells_smoke_with_a_gpu_or_say_they_were_skipped(tmp_path: Path, home: Path, prefect_api, docker_images) -> None:
+    spec = hello_spec(tmp_path, pythons=["3.11"], archs=["90"], extra="gpu = true\n")
+    code, report, stderr = release(spec)
+    assert code == 0, stderr[-3000:]
+    (cell,) = report["cells"]
+    expected = "passed" if gpu_on_runner(docker_images) else "skipped: no GPU on this runner"
+    assert cell["smoke"] == expected
+    smoke_check = next(c for c in report["checks"] if c["check"] == "smoke test of every wheel")
+    assert expected in smoke_check["detail"]

@@ -1,0 +1,73 @@
+"""Matrix expansion: deterministic, validated, with clear errors for bad templates and empty matrices."""
+
+from __future__ import annotations
+
+import pytest
+
+from wheelflow.errors import SpecError
+from wheelflow.matrix import parse_matrix
+
+
+def test_product_minus_excludes_plus_includes_in_a_stable_order() -> None:
+    matrix = parse_matrix({
+        "axes": {"python": ["3.11", "3.13"], "cuda": ["12.8", "13.0"]},
+        "exclude": [{"python": "3.13", "cuda": "12.8"}],
+        "include": [{"python": "3.12", "cuda": "13.0"}],
+        "image": "wheelflow/builder:py{python}",
+        "env": {"TORCH_CUDA_ARCH_LIST": "9.0", "CUDA_TAG": "cu{cuda_nodot}"},
+        "build-requires": ["torch==2.9.1+cu{cuda_nodot}"],
+        "local-version": "cu{cuda_nodot}",
+    })
+    assert [c.name for c in matrix.cells] == ["py3.11-cu12.8", "py3.11-cu13.0", "py3.13-cu13.0", "py3.12-cu13.0"]
+    last = matrix.cells[-1]
+    assert last.image == "wheelflow/builder:py3.12"
+    assert last.env == {"TORCH_CUDA_ARCH_LIST": "9.0", "CUDA_TAG": "cu130"}
+    assert last.build_requires == ("torch==2.9.1+cu130",)
+    assert last.local_version == "cu130"
+    assert parse_matrix({"axes": {"python": ["3.11", "3.13"], "cuda": ["12.8", "13.0"]}}).cells == parse_matrix(
+        {"axes": {"python": ["3.11", "3.13"], "cuda": ["12.8", "13.0"]}}).cells
+
+
+def test_a_template_naming_an_unknown_axis_is_refused() -> None:
+    with pytest.raises(SpecError) as err:
+        parse_matrix({"axes": {"python": ["3.11"], "cuda": ["13.0"]}, "image": "builder:cu{cudaa}"})
+    assert str(err.value) == ("spec error: tool.wheelflow.matrix.image: template 'builder:cu{cudaa}' names unknown axis "
+                              "'cudaa'; fix: use one of python, cuda (or AXIS_nodot)")
+
+
+def test_an_empty_matrix_is_refused() -> None:
+    with pytest.raises(SpecError) as err:
+        parse_matrix({"axes": {"python": ["3.11"]}, "exclude": [{"python": "3.11"}]})
+    assert str(err.value) == ("spec error: tool.wheelflow.matrix: the matrix is empty (every cell is excluded); "
+                              "fix: remove an exclude row or add an include row")
+    with pytest.raises(SpecError, match=r"^spec error: tool\.wheelflow\.matrix\.axes: the matrix has no axes"):
+        parse_matrix({"axes": {}})
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"axes": {"python": ["3.11"]}, "exclude": [{"pyhton": "3.11"}]},
+         "spec error: tool.wheelflow.matrix.exclude: row {'pyhton': '3.11'} names unknown axis 'pyhton'; fix: use one of python"),
+        ({"axes": {"python": ["3.11"], "cuda": ["13.0"]}, "include": [{"python": "3.12"}]},
+         "spec error: tool.wheelflow.matrix.include: row {'python': '3.12'} lacks cuda; fix: give every axis a value in an included row"),
+        ({"axes": {"python": ["3.11"]}, "local-version": "py+{python}"},
+         "spec error: tool.wheelflow.matrix.local-version: renders to 'py+3.11' for py3.11, not a PEP 440 local label; "
+         "fix: use letters, digits and dots, e.g. cu{cuda_nodot}"),
+        ({"axes": {"python": ["3.11"]}, "concurency": 2},
+         "spec error: tool.wheelflow.matrix.concurency: unknown key; fix: did you mean 'concurrency'?"),
+    ],
+)
+def test_bad_rows_and_keys_are_one_line_errors(table, message) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_matrix(table)
+    assert str(err.value) == message
+
+
+def test_hello_cuda_matrix_has_a_variant_wheel_per_architecture() -> None:
+    from conftest import REPO
+    from wheelflow.spec import load_spec
+
+    matrix = load_spec(REPO / "examples" / "hello-cuda").matrix
+    assert [(c.name, c.local_version, c.env["HELLO_CUDA_ARCHS"]) for c in matrix.cells] == [
+        ("py3.11-arch80", "sm80", "80"), ("py3.11-arch90", "sm90", "90")]
