@@ -16,7 +16,7 @@ def test_hello_cuda_spec_reads_from_pyproject() -> None:
     assert spec.name == "hello-cuda"
     assert spec.artifacts == ("sdist", "wheel")
     assert spec.version.tag == "hello-cuda-v{version}"
-    assert spec.version.file == "pyproject.toml"
+    assert spec.version.file == "src/hello_cuda/_version.py"
     assert "selftest" in spec.smoke
     assert spec.target("local").index == "local"
 
