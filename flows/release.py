@@ -21,6 +21,7 @@ from wheelflow.cells import expected_version
 from wheelflow.distributions import Distribution
 from wheelflow.errors import BuildError, CheckError, HashMismatchError, PublishError, SpecError, WheelflowError
 from wheelflow.localindex import credentials_for, open_endpoints, wheelflow_home
+from wheelflow.monitor import write_manifest
 from wheelflow.report import CellReport, FileReport, ReleaseReport
 from wheelflow.spec import BUILDERS, ReleaseSpec, Target, load_spec
 from wheelflow.tasks.build import build_release_files, resolve_release_version
@@ -32,20 +33,52 @@ from wheelflow.verification import HASH_MISMATCH, VERIFIED, compare
 from wheelflow.versioning import ResolvedVersion
 
 
+def failed_task_attempts(flow_run_id) -> tuple[list[str], list[dict]]:
+    """The failed tasks of this run with each attempt (time and error), read back from the Prefect API."""
+    from prefect.client.orchestration import get_client
+
+    from wheelflow.runhistory import describe_attempts, task_histories
+
+    from prefect.logging.handlers import APILogWorker
+
+    try:
+        APILogWorker.drain_all(timeout=5)  # the retried attempts' errors are in this run's logs, maybe still queued
+        with get_client(sync_client=True) as client:
+            histories = task_histories(client, flow_run_id, settle=10.0)
+    except Exception as exc:  # the alert must go out even when the API cannot be read
+        return [f"(retry history unavailable: {type(exc).__name__})"], []
+    lines, failed = [], []
+    for history in histories:
+        if history.state in ("Failed", "Crashed", "TimedOut") or history.attempts > 1:
+            lines.append(f"{history.name}: {history.state} after {history.attempts} attempt(s)")
+            lines += [f"  {line}" for line in describe_attempts(history)]
+            failed.append(history.json())
+    return lines, failed
+
+
 def alert_release_problem(flow, flow_run, state) -> None:
-    """on_failure / on_crashed / on_cancellation: tell people, with the report's failing step."""
+    """on_failure / on_crashed / on_cancellation: tell people the failing step and cell, with the
+    retry history of what failed, and the rollback runbook when there is one."""
     report_path = wheelflow_home() / "reports" / f"{flow_run.id}.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     failed = [c for c in report.get("checks", []) if c["status"] == "failed"]
+    failed_cells = [c for c in report.get("cells", []) if c["state"] == "failed"]
     project = report.get("name") or str(flow_run.parameters.get("project"))
     error = report.get("error") or state.message or state.name
     summary = f"release of {project} {report.get('version') or ''} {state.name.lower()}: {error}"
+    attempt_lines, task_runs = failed_task_attempts(flow_run.id)
+    lines = [f"failed step: {c['check']}: {c['detail']}" for c in failed]
+    lines += [f"failed cell: {c['cell']}" for c in failed_cells]
+    lines += attempt_lines
+    if report.get("runbook"):
+        lines += ["rollback runbook:", *report["runbook"]]
     ui = PREFECT_UI_URL.value()
     send_alert(
         Alert(event="release-failed", project=project, version=report.get("version"), summary=" ".join(summary.split()),
               flow_run_id=str(flow_run.id), flow_run_url=f"{ui}/runs/flow-run/{flow_run.id}" if ui else None,
               details={"state": state.name, "failed_checks": failed, "files": report.get("files", []),
-                       "failed_cells": [c for c in report.get("cells", []) if c["state"] == "failed"]}),
+                       "failed_cells": failed_cells, "task_runs": task_runs},
+              lines=tuple(lines)),
         log=logging.getLogger("wheelflow.alerts").warning,
     )
 
@@ -94,6 +127,7 @@ def release(
                 publish(spec, resolved.version, target, endpoints[target.name], routed(dists, target),
                         present[target.name], report)
         confirm_published(dists, report)
+        write_manifest(wheelflow_home(), spec.name, resolved.version, {d.filename: d.sha256 for d in dists})
         report.ok = True
         if all(f.upload == "already present" for f in report.files):
             report.add("nothing to upload", True, "every file was already served with the same sha256; re-verified")

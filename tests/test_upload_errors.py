@@ -111,3 +111,22 @@ def test_a_skipped_publish_step_fails_the_release_and_alerts(
     assert alert["event"] == "release-failed" and alert["project"] == "tiny-pkg" and alert["version"] == "1.0.0"
     assert "built but not published" in alert["summary"] and alert["flow_run_id"] == report["flow_run_id"]
     assert "T0KEN-w3bh00k-s3cret" not in stderr + json.dumps(report)
+
+
+def test_a_failed_release_alert_carries_the_retry_history_of_the_failed_task(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api, webhook
+) -> None:
+    with FaultProxy(index.url) as proxy:
+        proxy.rules += [Rule("POST", 503, "Service Unavailable"),
+                        Rule("POST", 403, "Invalid or non-existent authentication information.")]
+        code, report, _ = _release(make_project(tmp_path / "p", index_url=proxy.url + "simple/"))
+    assert code == 1 and _posts(proxy) == [503, 403]
+    (alert,) = webhook.received
+    task = f"upload[{WHEEL}→staging]"
+    (failed,) = [t for t in alert["details"]["task_runs"] if t["name"] == task]
+    assert (failed["state"], failed["attempts"]) == ("Failed", 2)
+    lines = alert["lines"]
+    start = lines.index(f"{task}: Failed after 2 attempt(s)")
+    first, second = lines[start + 1:start + 3]
+    assert first.startswith("  attempt 1 at ") and "AwaitingRetry" in first and "HTTP 503 Service Unavailable" in first
+    assert second.startswith("  attempt 2 at ") and "HTTP 403 Invalid or non-existent authentication" in second

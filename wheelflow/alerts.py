@@ -1,39 +1,99 @@
-"""Alerts: a JSON POST to each configured webhook, retried with backoff.
+"""Alerts: generic JSON, Slack- and Discord-compatible webhooks, and email over SMTP.
 
-Webhook URLs are secrets (they carry their own tokens): they come from the environment
-(``WHEELFLOW_ALERT_WEBHOOK``, comma-separated) and never appear in logs, reports or exceptions.
+Every destination is a secret (webhook URLs carry their own tokens; SMTP has a password), so they
+come from the environment, or from a Prefect Secret block when the variable's value is
+``prefect-secret:BLOCK``. They never appear in logs, reports or exceptions.
+
+- ``WHEELFLOW_ALERT_WEBHOOK``: generic JSON webhooks, comma-separated (the whole Alert as JSON,
+  plus a ``text`` line so simple receivers can show it);
+- ``WHEELFLOW_ALERT_SLACK_WEBHOOK`` / ``WHEELFLOW_ALERT_DISCORD_WEBHOOK``: incoming webhooks;
+- ``WHEELFLOW_ALERT_EMAIL_TO`` (comma-separated) with ``WHEELFLOW_SMTP_HOST`` and optionally
+  ``WHEELFLOW_SMTP_PORT`` (25), ``WHEELFLOW_SMTP_FROM``, ``WHEELFLOW_SMTP_USERNAME``,
+  ``WHEELFLOW_SMTP_PASSWORD``, ``WHEELFLOW_SMTP_STARTTLS`` (1 to upgrade the connection).
 """
 
 from __future__ import annotations
 
+import email.policy
 import os
 import random
+import smtplib
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from email.message import EmailMessage
+from typing import Any, Callable, Mapping
 
 import httpx
 
 WEBHOOK_ENV = "WHEELFLOW_ALERT_WEBHOOK"
+SLACK_ENV = "WHEELFLOW_ALERT_SLACK_WEBHOOK"
+DISCORD_ENV = "WHEELFLOW_ALERT_DISCORD_WEBHOOK"
+EMAIL_TO_ENV = "WHEELFLOW_ALERT_EMAIL_TO"
+SECRET_PREFIX = "prefect-secret:"
 
 
 @dataclass(frozen=True)
 class Alert:
-    event: str  # e.g. "release-failed"
+    event: str  # release-failed, incident-opened, incident-reminder, incident-resolved, ...
     project: str
     version: str | None
     summary: str  # one line
     flow_run_id: str | None = None
     flow_run_url: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    lines: tuple[str, ...] = ()  # the message body, one fact per line
+
+    def text(self) -> str:
+        body = [f"[wheelflow] {self.summary}", *self.lines]
+        if self.flow_run_url:
+            body.append(f"flow run: {self.flow_run_url}")
+        return "\n".join(body)
 
     def payload(self) -> dict[str, Any]:
-        # "text" makes the same payload readable by Slack- and Discord-style receivers too.
-        return {**asdict(self), "text": f"[wheelflow] {self.summary}"}
+        # "text" makes the same payload readable by simple receivers too.
+        return {**asdict(self), "lines": list(self.lines), "text": self.text()}
+
+
+@dataclass(frozen=True)
+class Channel:
+    kind: str  # webhook, slack, discord, email
+    target: str = field(repr=False)  # a URL or the recipients: secret, never printed
+    smtp: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __str__(self) -> str:
+        return self.kind
+
+
+def _resolve(value: str) -> str:
+    if not value.startswith(SECRET_PREFIX):
+        return value
+    from prefect.blocks.system import Secret
+
+    return str(Secret.load(value[len(SECRET_PREFIX):]).get())
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def configured_channels(env: Mapping[str, str] | None = None) -> list[Channel]:
+    env = os.environ if env is None else env
+    channels = [Channel("webhook", url) for url in _split(_resolve(env.get(WEBHOOK_ENV, "")))]
+    if env.get(SLACK_ENV):
+        channels += [Channel("slack", url) for url in _split(_resolve(env[SLACK_ENV]))]
+    if env.get(DISCORD_ENV):
+        channels += [Channel("discord", url) for url in _split(_resolve(env[DISCORD_ENV]))]
+    if env.get(EMAIL_TO_ENV) and env.get("WHEELFLOW_SMTP_HOST"):
+        smtp = {key: env[f"WHEELFLOW_SMTP_{key.upper()}"] for key in
+                ("host", "port", "from", "username", "password", "starttls") if env.get(f"WHEELFLOW_SMTP_{key.upper()}")}
+        if "password" in smtp:
+            smtp["password"] = _resolve(smtp["password"])
+        channels.append(Channel("email", env[EMAIL_TO_ENV], smtp))
+    return channels
 
 
 def webhook_urls() -> list[str]:
-    return [u.strip() for u in os.environ.get(WEBHOOK_ENV, "").split(",") if u.strip()]
+    return [c.target for c in configured_channels() if c.kind == "webhook"]
 
 
 def post_json(url: str, payload: dict[str, Any], *, attempts: int = 4, first_delay: float = 0.5,
@@ -56,10 +116,48 @@ def post_json(url: str, payload: dict[str, Any], *, attempts: int = 4, first_del
     return False
 
 
-def send_alert(alert: Alert, log: Callable[[str], None] = print) -> int:
-    """Send to every configured webhook; returns how many accepted it. Never logs a URL."""
-    urls = webhook_urls()
-    delivered = sum(post_json(url, alert.payload()) for url in urls)
-    if urls:
-        log(f"alert {alert.event!r} delivered to {delivered} of {len(urls)} webhook(s)")
-    return delivered
+def send_email(channel: Channel, alert: Alert, *, attempts: int = 3, sleep: Callable[[float], None] = time.sleep,
+               timeout: float = 10.0) -> bool:
+    smtp = channel.smtp
+    # RFC 5322's hard line limit: a subject with a long index URL stays on one line, unfolded.
+    message = EmailMessage(policy=email.policy.SMTP.clone(max_line_length=998))
+    message["Subject"] = f"[wheelflow] {alert.summary}"
+    message["From"] = smtp.get("from", "wheelflow@localhost")
+    message["To"] = ", ".join(_split(channel.target))
+    message.set_content(alert.text())
+    delay = 1.0
+    for attempt in range(attempts):
+        try:
+            with smtplib.SMTP(smtp["host"], int(smtp.get("port", "25")), timeout=timeout) as server:
+                if smtp.get("starttls") in ("1", "true", "yes"):
+                    server.starttls()
+                if smtp.get("username"):
+                    server.login(smtp["username"], smtp.get("password", ""))
+                server.send_message(message)
+            return True
+        except (OSError, smtplib.SMTPException):
+            if attempt + 1 < attempts:
+                sleep(delay * (1 + random.random() * 0.5))
+                delay *= 2
+    return False
+
+
+def deliver(channel: Channel, alert: Alert) -> bool:
+    if channel.kind == "email":
+        return send_email(channel, alert)
+    if channel.kind == "slack":
+        return post_json(channel.target, {"text": alert.text()})
+    if channel.kind == "discord":
+        return post_json(channel.target, {"content": alert.text()[:2000]})  # Discord's message limit
+    return post_json(channel.target, alert.payload())
+
+
+def send_alert(alert: Alert, log: Callable[[str], None] = print, channels: list[Channel] | None = None) -> int:
+    """Send to every configured channel; returns how many accepted it. Names channels by kind only."""
+    channels = configured_channels() if channels is None else channels
+    delivered = [channel.kind for channel in channels if deliver(channel, alert)]
+    if channels:
+        failed = len(channels) - len(delivered)
+        log(f"alert {alert.event!r} delivered to {len(delivered)} of {len(channels)} channel(s)"
+            + (f" ({', '.join(delivered)})" if delivered else "") + (f"; {failed} failed" if failed else ""))
+    return len(delivered)

@@ -61,8 +61,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     img = commands.add_parser("images", help="build the builder and runtime images offline (debootstrap + docker import)")
     img.add_argument("--mirror", help="Debian archive URL (default: the one this machine's apt uses)")
 
+    mon = commands.add_parser("monitor", help="compare a repository's release tags with what an index serves")
+    mon.add_argument("--repo", required=True, help="git URL or local path whose tags are the releases")
+    mon.add_argument("--project", required=True, help="distribution name on the index")
+    mon.add_argument("--index", action="append", required=True,
+                     help="pypi, testpypi, local, or a Simple API URL (repeatable)")
+    mon.add_argument("--expect", action="append", default=[], metavar="PATTERN",
+                     help="an expected file, e.g. {name}-{version}-py3-none-any.whl (repeatable; default: "
+                          "the spec's artifacts with --spec, else at least one file)")
+    mon.add_argument("--spec", help="a release spec (project directory or TOML) for the expected files and tag pattern")
+    mon.add_argument("--tag-pattern", action="append", default=[], metavar="PATTERN",
+                     help="release tag pattern (repeatable; default: v{version} and {version})")
+    mon.add_argument("--grace", type=float, default=24.0, metavar="HOURS",
+                     help="how long after its tag a version may still be missing (default: 24)")
+    mon.add_argument("--as-of", metavar="ISO8601", help="replay: count only tags and uploads at or before this instant")
+    mon.add_argument("--json", action="store_true", help="print a JSON list, one record per version and index")
+
     args = parser.parse_args(argv)
     try:
+        if args.command == "monitor":
+            return cmd_monitor(args)
         if args.command == "images":
             return cmd_images(args)
         if args.command == "release":
@@ -73,6 +91,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WheelflowError as exc:
         say(f"wheelflow: error: {exc}")
         return 2 if isinstance(exc, SpecError) else 1
+
+
+def parse_instant(text: str, option: str) -> "datetime":
+    from datetime import datetime, timezone
+
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SpecError(option, f"{text!r} is not an ISO 8601 time", "write e.g. 2024-05-01T12:00:00Z") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from datetime import datetime, timedelta, timezone
+
+    from .gittags import DEFAULT_TAG_PATTERNS
+    from .localindex import wheelflow_home
+    from .monitor import DEFAULT_EXPECT, expectations_from_spec, table_rows
+    from .tasks.monitor import check_one_index, read_tags
+
+    as_of = parse_instant(args.as_of, "--as-of") if args.as_of else datetime.now(timezone.utc)
+    if args.grace < 0:
+        raise SpecError("--grace", f"{args.grace} is negative", "give the grace period in hours, 0 or more")
+    patterns, expect = tuple(args.tag_pattern), tuple(args.expect)
+    if args.spec:
+        spec = _load_spec_arg(args.spec)
+        patterns = patterns or ((spec.version.tag,) if spec.version.tag else ())
+        local = [c.local_version for c in spec.matrix.cells] if spec.matrix else []
+        expect = expect or expectations_from_spec(spec.artifacts, [v for v in local if v])
+    for pattern in patterns:
+        if pattern.count("{version}") != 1:
+            raise SpecError("--tag-pattern", f"{pattern!r} must contain {{version}} once", "write e.g. v{version}")
+    from .indexes import resolve_endpoints
+
+    for index in args.index:
+        if index != "local":
+            resolve_endpoints(index)  # a bad --index is refused before anything is read
+    home = wheelflow_home()
+    tags = read_tags(args.repo, patterns or DEFAULT_TAG_PATTERNS, home)
+    results = []
+    for index in args.index:
+        results += check_one_index(args.project, index, tags, expect or DEFAULT_EXPECT, as_of,
+                                   timedelta(hours=args.grace), home)
+    if args.json:
+        keys = ("version", "tag", "tag_time", "first_upload_time", "lag_hours", "status", "missing")
+        print(json.dumps([{**{k: r.json()[k] for k in keys}, "index": r.index, "overdue": r.overdue,
+                           "mismatched": r.mismatched} for r in results], indent=2))
+    else:
+        rows = table_rows(results)
+        table = Table(title=f"{args.project}: {len(tags)} release tag(s) as of {as_of.isoformat(timespec='seconds')}")
+        for column in ("version", "index", "status", "lag (h)", "missing"):
+            table.add_column(column)
+        for row in rows:
+            style = "red" if "overdue" in row["status"] or "mismatch" in row["status"] else (
+                "yellow" if row["status"] != "ok" else None)
+            table.add_row(*(row[c] for c in ("version", "index", "status", "lag (h)", "missing")), style=style)
+        out_console.print(table)
+    problems = [r for r in results if r.problem]
+    if problems:
+        say(f"wheelflow: {len(problems)} version(s) missing, incomplete or changed beyond the grace period: "
+            + ", ".join(f"{r.version}@{r.index}" for r in problems[:10]) + (" ..." if len(problems) > 10 else ""))
+        return 1
+    return 0
+
+
+def _load_spec_arg(path_text: str):
+    from .spec import load_spec
+
+    path = Path(path_text)
+    return load_spec(path) if path.is_dir() else load_spec(path.parent, path)
 
 
 def cmd_release(args: argparse.Namespace) -> int:

@@ -1,0 +1,117 @@
+"""The sync monitor: for each project, compare its release tags with what each index serves,
+alert once per incident (then reminders, then a resolved message), optionally start a release."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
+from prefect.settings import PREFECT_UI_URL
+from pydantic import BaseModel, Field
+
+from wheelflow.alerts import Alert
+from wheelflow.errors import WheelflowError
+from wheelflow.gittags import DEFAULT_TAG_PATTERNS
+from wheelflow.incidents import OPENED, RESOLVED, Notice, PrefectVariableStore, plan_notices
+from wheelflow.monitor import DEFAULT_EXPECT, VersionStatus, table_rows
+from wheelflow.spec import redact_url
+from wheelflow.tasks.monitor import check_served, deliver_alert, list_release_tags, trigger_release
+
+
+class MonitoredProject(BaseModel):
+    """One project to watch (a form section in the Prefect UI)."""
+
+    name: str = Field(description="Distribution name on the index")
+    repo: str = Field(description="Git URL or local path whose tags are the releases")
+    indexes: list[str] = Field(default=["pypi"], description="Index aliases (pypi, testpypi, local) or Simple API URLs")
+    expect: list[str] = Field(default_factory=list, description="Expected file patterns, e.g. "
+                              "{name}-{version}-py3-none-any.whl; empty: at least one file per version")
+    tag_patterns: list[str] = Field(default=list(DEFAULT_TAG_PATTERNS), description="Release tag patterns")
+    grace_hours: float = Field(default=24.0, ge=0, description="How long after the tag files may still be missing")
+    release_deployment: str | None = Field(default=None, description="FLOW/DEPLOYMENT started to remediate a "
+                                           "missing version (with remediate=true)")
+    release_parameters: dict[str, Any] = Field(default_factory=dict, description="Parameters for that deployment; "
+                                               "version is added")
+
+
+class MonitorFoundProblems(WheelflowError):
+    transient = False
+
+
+def notice_alert(notice: Notice, run_url: str | None) -> Alert:
+    incident, result = notice.incident, notice.status
+    where = f"{incident.project} {incident.version} on {incident.index}"
+    if notice.kind == RESOLVED:
+        summary = f"resolved: {where} is served" + (f" ({result.status}, lag {result.lag_hours} h)"
+                                                   if result and result.lag_hours is not None else "")
+    else:
+        summary = f"{incident.status}: {where}" + (" (reminder)" if notice.kind != OPENED else "")
+    lines = [f"project: {incident.project}", f"version: {incident.version}", f"index: {incident.index}"]
+    if result:
+        lines.append(f"tagged: {result.tag} at {result.tag_time}")
+    lines.append(f"incident open since: {incident.opened_at}")
+    if notice.kind != RESOLVED and incident.missing:
+        lines.append("missing: " + ", ".join(incident.missing))
+    if notice.kind != RESOLVED and result and result.mismatched:
+        lines.append("sha256 differs from the release manifest: " + ", ".join(result.mismatched))
+    return Alert(event=f"incident-{notice.kind}", project=incident.project, version=incident.version,
+                 summary=summary, flow_run_id=str(flow_run.get_id()), flow_run_url=run_url, lines=tuple(lines),
+                 details={"index": incident.index, "status": incident.status, "missing": list(incident.missing),
+                          "opened_at": incident.opened_at})
+
+
+@flow(name="sync-monitor", log_prints=False)
+def sync_monitor(
+    projects: list[MonitoredProject],
+    reminder_hours: float = 24.0,
+    remediate: bool = False,
+    as_of: datetime | None = None,
+) -> list[dict]:
+    """Compare git tags with what the indexes serve; alert once per incident; optionally re-release.
+
+    Args:
+        projects: the projects to watch.
+        reminder_hours: how often an open incident is re-announced.
+        remediate: start each project's release deployment once per incident of a missing version.
+        as_of: replay history: only tags and uploads at or before this instant count (default: now).
+    """
+    logger = get_run_logger()
+    seen_at = as_of or datetime.now(timezone.utc)
+    results: list[VersionStatus] = []
+    for project in projects:
+        tags = list_release_tags(project.repo, tuple(project.tag_patterns))
+        for index in project.indexes:
+            results += check_served(project.name, index, tags, tuple(project.expect) or DEFAULT_EXPECT,
+                                    seen_at, project.grace_hours)
+
+    ui = PREFECT_UI_URL.value()
+    run_url = f"{ui}/runs/flow-run/{flow_run.get_id()}" if ui else None
+    store = PrefectVariableStore()
+    still_open, notices = plan_notices(store.load(), results, datetime.now(timezone.utc),
+                                       timedelta(hours=reminder_hours))
+    for notice in notices:
+        deliver_alert(notice_alert(notice, run_url))
+
+    if remediate:
+        by_name = {p.name: p for p in projects}
+        for key, incident in still_open.items():
+            project = by_name.get(incident.project)
+            if incident.status == "missing" and incident.remediation_run is None and project and project.release_deployment:
+                run_id = trigger_release(project.release_deployment, project.release_parameters, incident.version)
+                still_open[key] = replace(incident, remediation_run=run_id)
+                logger.info("remediation for %s %s: release flow run %s", incident.project, incident.version, run_id)
+    store.save(still_open)
+
+    create_table_artifact(key="sync-monitor", table=table_rows(results),
+                          description=f"Release sync as of {seen_at.isoformat()}: versions × indexes")
+    problems = [r for r in results if r.problem]
+    if problems:
+        listed = ", ".join(f"{r.project} {r.version}@{redact_url(r.index)} {r.status}" for r in problems[:10])
+        logger.error("%d problem(s): %s", len(problems), listed)
+        raise MonitorFoundProblems(f"{len(problems)} version(s) not served as expected: {listed}")
+    logger.info("%d version × index pair(s) checked, none overdue", len(results))
+    return [r.json() for r in results]
