@@ -29,6 +29,7 @@ from typing import Any, Iterable
 
 import httpx
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from .errors import SpecError
 from .gittags import ReleaseTag
@@ -253,11 +254,13 @@ def check_index(
     as_of = as_of or datetime.now(timezone.utc)
     upload_times = upload_times or UploadTimes()
     listing = list_project_files(client, simple_url, project)  # the only listing request
+    by_release = _group_by_public_version(listing)
     results = []
     for tag in tags:
         if tag.time > as_of:
             continue
-        served = files_for_version(listing, project, tag.version)  # yanked files were published too
+        # yanked files were published too: they count as served
+        served = files_for_version(by_release.get(Version(tag.version).public, []), project, tag.version)
         times = {f.filename: upload_times.lookup(client, simple_url, f) for f in served}
         manifest = read_manifest(manifest_home, project, tag.version) if manifest_home else None
         if manifest:  # a listing without hashes: hash what is served, for the files we know bytes of
@@ -267,6 +270,18 @@ def check_index(
                               expect=expect, manifest=manifest, as_of=as_of, grace=grace))
     upload_times.save()
     return results
+
+
+def _group_by_public_version(listing: list[ServedFile]) -> dict[str, list[ServedFile]]:
+    """Files by public version (1.0+cu121 under 1.0), so each tag looks at its own few files."""
+    from .distributions import parse_filename
+
+    groups: dict[str, list[ServedFile]] = {}
+    for served in listing:
+        parsed = parse_filename(served.filename)
+        if parsed is not None:
+            groups.setdefault(parsed[1].public, []).append(served)
+    return groups
 
 
 def table_rows(results: list[VersionStatus]) -> list[dict[str, str]]:
