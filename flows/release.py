@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
+from dataclasses import dataclass
+from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -20,6 +23,10 @@ from wheelflow.building import source_digest
 from wheelflow.cells import expected_version
 from wheelflow.distributions import Distribution
 from wheelflow.errors import BuildError, CheckError, HashMismatchError, PublishError, SpecError, WheelflowError
+from wheelflow import artifactstore
+from wheelflow.artifactstore import default_store
+from wheelflow.checkout import checkout
+from wheelflow.distributions import describe
 from wheelflow.localindex import credentials_for, open_endpoints, wheelflow_home
 from wheelflow.monitor import write_manifest
 from wheelflow.report import CellReport, FileReport, ReleaseReport
@@ -90,19 +97,27 @@ def release(
     spec_file: str | None = None,
     version: str | None = None,
     to: list[str] | None = None,
-    builder: str | None = None,
+    builder: Literal["docker", "local"] | None = None,
+    ref: str | None = None,
+    cell_deployment: str | None = None,
+    artifact_store: str | None = None,
 ) -> dict:
     """Release the project at ``project`` to its targets and prove every file is served.
 
     Args:
-        project: path of the project to release (its pyproject.toml holds [tool.wheelflow]).
+        project: path of the project to release (its pyproject.toml holds [tool.wheelflow]), or a git URL.
         spec_file: a standalone spec TOML, for projects whose repository you don't control.
         version: the version to release; must agree with the tag at HEAD and the version file.
         to: target names (default: the spec's targets, or the embedded local index).
         builder: "docker" or "local" for the wheel matrix (default: the spec's, else docker when a daemon answers).
+        ref: the git ref (tag, branch, commit) to release when project is a git URL or repository.
+        cell_deployment: FLOW/DEPLOYMENT that builds one matrix cell (build-cell/build-cell) on a GPU work
+            pool; default: cells build in this flow run.
+        artifact_store: fsspec URL where remote cells leave their wheels (default: $WHEELFLOW_HOME/artifacts).
     """
     report = ReleaseReport(project=project, flow_run_id=flow_run.get_id())
     try:
+        project = str(checkout(project, ref, wheelflow_home()))
         spec = load_spec(project, spec_file)
         report.name = spec.name
         targets = [spec.target(name) for name in (to or [t.name for t in spec.targets] or ["local"])]
@@ -113,7 +128,9 @@ def release(
         for target in targets:
             credentials_for(target, wheelflow_home())  # missing credentials stop us before the build
 
-        dists, versions = build_everything(spec, resolved, builder, report)
+        remote = RemoteCells(cell_deployment, artifact_store or default_store(wheelflow_home()),
+                             spec_file) if cell_deployment else None
+        dists, versions = build_everything(spec, resolved, builder, report, remote)
         report.files = [FileReport(d.filename, d.sha256, t.name, d.kind) for t in targets for d in routed(dists, t)]
         refuse_unrouted(dists, targets)
 
@@ -143,7 +160,7 @@ def release(
 
 
 def build_everything(spec: ReleaseSpec, resolved: ResolvedVersion, builder_name: str | None,
-                     report: ReleaseReport) -> tuple[list[Distribution], dict[str, str]]:
+                     report: ReleaseReport, remote: "RemoteCells | None" = None) -> tuple[list[Distribution], dict[str, str]]:
     """The release's files and the version each must carry (variant wheels carry their cell's label)."""
     if spec.matrix is None:
         built = build_release_files(spec, resolved)
@@ -156,12 +173,74 @@ def build_everything(spec: ReleaseSpec, resolved: ResolvedVersion, builder_name:
         report.add("built sdist", True, ("reused from cache: " if sdist.cached else "") + sdist.dists[0].filename)
         dists += sdist.dists
     versions = {d.filename: resolved.version for d in dists}
-    if "wheel" in spec.artifacts:
+    if "wheel" in spec.artifacts and remote is not None:
+        for cell_name, wheel in build_cells_on_runners(spec, resolved, builder_name, remote, report):
+            dists.append(wheel)
+            versions[wheel.filename] = expected_version(resolved.version, next(
+                c for c in spec.matrix.cells if c.name == cell_name))
+    elif "wheel" in spec.artifacts:
         for build in build_wheel_matrix(spec, resolved, choose_builder(spec, builder_name), report):
             dists.append(build.wheel)
             versions[build.wheel.filename] = expected_version(resolved.version, next(
                 c for c in spec.matrix.cells if c.name == build.cell))
     return dists, versions
+
+
+@dataclass(frozen=True)
+class RemoteCells:
+    deployment: str
+    store: str
+    spec_file: str | None
+
+
+def build_cells_on_runners(spec: ReleaseSpec, resolved: ResolvedVersion, builder_name: str | None,
+                           remote: RemoteCells, report: ReleaseReport) -> list[tuple[str, Distribution]]:
+    """One flow run of the build-cell deployment per cell, taken by whichever GPU worker is free;
+    the wheels come back through the artifact store, checked against the sha256 the runner reported."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect.deployments import run_deployment
+
+    matrix = spec.matrix
+    report.builder = f"{builder_name or spec.builder or 'default'} on {remote.deployment}"
+    report.cells = [CellReport(c.name, image=c.image) for c in matrix.cells]
+    rows = {row.cell: row for row in report.cells}
+    parameters = {"project": str(spec.project_dir), "version": resolved.version, "artifact_store": remote.store,
+                  "spec_file": remote.spec_file, "builder": builder_name, "source_date_epoch": resolved.commit_time}
+
+    def run_cell(cell):
+        return cell, run_deployment(remote.deployment, parameters={**parameters, "cell": cell.name},
+                                    timeout=cell.timeout + 600, as_subflow=True)
+
+    wheels: list[tuple[str, Distribution]] = []
+    # Each thread runs in a copy of this context: the flow run (parent of the subflow runs) and settings.
+    parent = contextvars.copy_context()
+    with ThreadPoolExecutor(max_workers=len(matrix.cells)) as pool:
+        futures = [pool.submit(parent.copy().run, run_cell, cell) for cell in matrix.cells]
+        for cell, run in (f.result() for f in futures):
+            row = rows[cell.name]
+            if run.state is None or not run.state.is_completed():
+                row.state, row.error = "failed", f"flow run {run.name}: {run.state.name if run.state else 'no state'}: " \
+                                                 f"{run.state.message if run.state else ''}"
+                continue
+            result = artifactstore.get_run_record(remote.store, str(run.id))
+            directory = wheelflow_home() / "builds" / "remote" / str(report.flow_run_id)
+            wheel = describe(artifactstore.get(result["url"], directory, result["sha256"]))
+            row.wheel, row.sha256, row.size, row.cached = wheel.filename, wheel.sha256, result["size"], result["cached"]
+            row.state, row.attempts, row.duration = "built", result["attempts"], result["duration"]
+            row.smoke, row.runner = result["smoke"] if result["smoke"] != "skipped" else result["smoke_message"], result["runner"]
+            wheels.append((cell.name, wheel))
+    failed = [r for r in report.cells if r.state == "failed"]
+    report.add("built wheel matrix", not failed, f"{len(wheels)} of {len(matrix.cells)} cells on "
+               f"{len({r.runner for r in report.cells if r.runner})} runner(s) via {remote.deployment}")
+    if failed:
+        raise BuildError(f"{len(failed)} of {len(matrix.cells)} cells failed: "
+                         + "; ".join(f"{r.cell}: {r.error}" for r in failed))
+    bad = [r for r in report.cells if r.smoke == "failed"]
+    report.add("smoke test of every wheel", not bad, "; ".join(f"{r.cell}: {r.smoke}" for r in report.cells))
+    if bad:
+        raise BuildError(f"smoke test failed for {', '.join(r.cell for r in bad)}")
+    return wheels
 
 
 def choose_builder(spec: ReleaseSpec, requested: str | None) -> Builder:

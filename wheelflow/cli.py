@@ -77,8 +77,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     mon.add_argument("--as-of", metavar="ISO8601", help="replay: count only tags and uploads at or before this instant")
     mon.add_argument("--json", action="store_true", help="print a JSON list, one record per version and index")
 
+    trg = commands.add_parser("trigger", help="start a deployment's flow run through the Prefect API (for CI)")
+    trg.add_argument("deployment", help="DEPLOYMENT or FLOW/DEPLOYMENT, e.g. release")
+    trg.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="a flow parameter; JSON values (numbers, lists, true) are read as JSON (repeatable)")
+    trg.add_argument("--wait", action="store_true",
+                     help="follow the run; exit 0 on Completed, 1 Failed, 3 Cancelled/Crashed, 4 timeout")
+    trg.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long")
+    trg.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
+
+    sts = commands.add_parser("status", help="every task run of a flow run with its full state history")
+    sts.add_argument("run_id", metavar="RUN_ID")
+    sts.add_argument("--json", action="store_true", help="print a JSON list, one object per task run")
+
+    srv = commands.add_parser("serve", help="serve every deployment of prefect.yaml from this process, schedules included")
+    srv.add_argument("--prefect-yaml", default="prefect.yaml", help="the project file (default: ./prefect.yaml)")
+
     args = parser.parse_args(argv)
     try:
+        if args.command == "trigger":
+            return cmd_trigger(args)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "serve":
+            return cmd_serve(args)
         if args.command == "monitor":
             return cmd_monitor(args)
         if args.command == "images":
@@ -153,6 +175,75 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         say(f"wheelflow: {len(problems)} version(s) missing, incomplete or changed beyond the grace period: "
             + ", ".join(f"{r.version}@{r.index}" for r in problems[:10]) + (" ..." if len(problems) > 10 else ""))
         return 1
+    return 0
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from prefect.client.orchestration import get_client
+
+    from .orchestration import RunOutcome, follow_run, parse_params, start_run, ui_url
+
+    parameters = parse_params(args.param)
+    with get_client(sync_client=True) as client:
+        deployment, run = start_run(client, args.deployment, parameters)
+        url = ui_url(str(run.id))
+        say(f"wheelflow: started {run.name} ({run.id}) of {args.deployment}" + (f": {url}" if url else ""))
+        state, timed_out = run.state, False
+        if args.wait:
+            def on_state(name: str, message: str | None) -> None:
+                say(f"wheelflow: {run.name}: {name}" + (f": {' '.join(message.split())}" if message else ""))
+
+            state, timed_out = follow_run(client, run.id, timeout=args.timeout, on_state=on_state)
+    outcome = RunOutcome(str(run.id), args.deployment, state.name if state else "Unknown",
+                         state.type.value if state else "UNKNOWN", url, timed_out)
+    if args.json:
+        print(json.dumps(outcome.json(), indent=2))
+    if not args.wait:
+        return 0
+    if timed_out:
+        say(f"wheelflow: gave up after {args.timeout:g} s; the run goes on: {run.id}")
+    return outcome.exit_code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from .runhistory import task_histories
+
+    try:
+        run_id = UUID(args.run_id)
+    except ValueError:
+        raise SpecError("RUN_ID", f"{args.run_id!r} is not a flow run id", "pass the id that trigger printed") from None
+    with get_client(sync_client=True) as client:
+        try:
+            flow_run = client.read_flow_run(run_id)
+        except ObjectNotFound:
+            raise SpecError("RUN_ID", f"no flow run {run_id} on this Prefect server", "check PREFECT_API_URL") from None
+        histories = task_histories(client, run_id)
+    if args.json:
+        print(json.dumps([h.json() for h in histories], indent=2))
+        return 0
+    # Plain lines, not a table: CI logs are narrow and error messages must stay whole.
+    print(f"flow run {flow_run.name} ({run_id}): {flow_run.state.name if flow_run.state else 'Unknown'}")
+    for h in histories:
+        duration = "" if h.duration_s is None else f", {h.duration_s:.1f} s"
+        print(f"{h.name} [{h.flow_run}]: {h.state}, {h.attempts} attempt(s){duration}")
+        for e in h.history:
+            print(f"    {e.time[:19].replace('T', ' ')} {e.name}" + (f": {' '.join(e.message.split())}" if e.message else ""))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from prefect import serve
+
+    from .orchestration import load_project_deployments
+
+    deployments = load_project_deployments(Path(args.prefect_yaml))
+    say(f"wheelflow: serving {', '.join(d.name for d in deployments)} (Ctrl-C to stop)")
+    serve(*deployments)
     return 0
 
 

@@ -41,11 +41,13 @@ class CellReport:
     duration: float = 0.0
     smoke: str = NOT_RUN  # passed, failed, skipped: <why>, not run
     error: str | None = None
+    runner: str | None = None  # WHEELFLOW_RUNNER_NAME (or host) of the worker that built it, on a work pool
 
     def json(self) -> dict[str, Any]:
         return {"cell": self.cell, "wheel": self.wheel, "sha256": self.sha256, "cached": self.cached,
                 "state": self.state, "smoke": self.smoke, "image": self.image, "size": self.size,
-                "attempts": self.attempts, "duration": round(self.duration, 2), "error": self.error}
+                "attempts": self.attempts, "duration": round(self.duration, 2), "error": self.error,
+                "runner": self.runner}
 
     def table_row(self) -> dict[str, Any]:
         return {"cell": self.cell, "image": self.image or "local", "duration": f"{self.duration:.1f} s",

@@ -1,0 +1,70 @@
+"""One matrix cell on a GPU runner: build, smoke-test, and put the wheel in the artifact store.
+
+The release flow starts one run of this deployment per cell (``cell_deployment``) when the matrix is
+spread over a work pool of GPU machines; whichever worker takes a run builds that cell.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
+
+from wheelflow import artifactstore
+from wheelflow.building import source_digest
+from wheelflow.errors import SpecError
+from wheelflow.localindex import wheelflow_home
+from wheelflow.spec import load_spec
+from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
+
+
+@flow(name="build-cell", flow_run_name="build-cell[{cell}]")
+def build_cell(
+    project: str,
+    cell: str,
+    version: str,
+    artifact_store: str,
+    spec_file: str | None = None,
+    builder: str | None = None,
+    source_date_epoch: int | None = None,
+) -> dict:
+    """Build one cell of the project's wheel matrix and store the wheel.
+
+    Args:
+        project: path of the project on this runner (a shared checkout, or the release's own).
+        cell: the cell's name, e.g. py3.11-cu13.0.
+        version: the release version (already resolved and checked by the release flow).
+        artifact_store: fsspec URL of the store the release flow reads the wheel from.
+        spec_file: a standalone spec TOML, when the project's pyproject.toml has none.
+        builder: docker or local (default: the spec's, else docker when a daemon answers).
+        source_date_epoch: the release commit's time, for reproducible builds.
+    """
+    from wheelflow.flows.release import choose_builder
+
+    spec = load_spec(project, spec_file)
+    cells = {c.name: c for c in (spec.matrix.cells if spec.matrix else ())}
+    if cell not in cells:
+        raise SpecError("cell", f"{spec.name} has no matrix cell {cell!r}", f"use one of: {', '.join(cells) or 'none'}")
+    chosen = choose_builder(spec, builder)
+    run_label = str(flow_run.get_id())
+    job = CellJob(project=str(spec.project_dir), source_digest=source_digest(spec.project_dir), name=spec.name,
+                  version=version, build_env=dict(spec.build_env), home=str(wheelflow_home()), run_label=run_label,
+                  source_date_epoch=source_date_epoch)
+    build, attempts = build_matrix_cell(chosen, cells[cell], job)
+    smoke = smoke_matrix_cell(chosen, cells[cell], build, spec.smoke, run_label)
+    url = artifactstore.put(artifact_store, build.wheel.path, build.wheel.sha256)
+    # Each flow run is a fresh process, so the runner is named by its worker's environment (or host).
+    runner = os.environ.get("WHEELFLOW_RUNNER_NAME") or socket.gethostname()
+    get_run_logger().info("cell %s built on %s: %s → %s", cell, runner, build.wheel.filename, url)
+    record = {"cell": cell, "wheel": build.wheel.filename, "sha256": build.wheel.sha256, "url": url,
+              "size": Path(build.wheel.path).stat().st_size, "cached": build.cached, "attempts": attempts,
+              "duration": build.duration, "builder": chosen.kind, "smoke": smoke.state, "smoke_message": smoke.message,
+              "runner": runner}
+    artifactstore.put_run_record(artifact_store, run_label, record)  # the release flow reads it there
+    create_table_artifact(key="build-cell", table=[{k: str(v) for k, v in record.items()}],
+                          description=f"Cell {cell} of {spec.name} {version}")
+    return record

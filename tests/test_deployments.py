@@ -1,0 +1,210 @@
+"""Deployments against a real `prefect server`: prefect deploy --all, wheelflow serve, trigger, status,
+a schedule firing on its own, and two worker processes sharing a matrix."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import INDEX_PASSWORD, INDEX_USER, REPO, make_project, run_cli
+from faultproxy import FaultProxy, Rule
+from wheelflow.localindex import PypiServer, ensure_htpasswd
+
+sys.path.insert(0, str(REPO / "bench"))
+from bench_matrix import make_project as make_matrix_project  # noqa: E402
+
+WHEEL = "tiny_pkg-1.0.0-py3-none-any.whl"
+
+
+def _wait_for(condition, timeout: float, what: str):
+    """Poll the Prefect API (or a process) until ``condition()`` returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)  # polling an external process's progress, bounded by the deadline
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_prefect_deploy_all_registers_the_four_deployments(prefect_api) -> None:
+    from prefect.client.orchestration import get_client
+
+    for pool in ("wheelflow-control", "wheelflow-gpu"):
+        subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", pool, "--type", "process",
+                        "--overwrite"], check=True, capture_output=True, cwd=REPO)
+    deploy = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+    names = ["release/release", "release/nightly", "sync-monitor/sync-monitor", "build-cell/build-cell"]
+    with get_client(sync_client=True) as client:
+        deployments = {name: client.read_deployment_by_name(name) for name in names}
+        try:
+            pools = {name: d.work_pool_name for name, d in deployments.items()}
+            assert pools == {"release/release": "wheelflow-control", "release/nightly": "wheelflow-control",
+                             "sync-monitor/sync-monitor": "wheelflow-control", "build-cell/build-cell": "wheelflow-gpu"}
+            crons = {name: [s.schedule.cron for s in d.schedules] for name, d in deployments.items()}
+            assert crons["sync-monitor/sync-monitor"] == ["*/15 * * * *"] and crons["release/nightly"] == ["0 3 * * *"]
+            assert deployments["release/nightly"].parameters["to"] == ["staging"]
+            # The UI form: typed and described parameters.
+            schema = deployments["release/release"].parameter_openapi_schema["properties"]
+            assert schema["project"]["type"] == "string" and "git URL" in schema["project"]["description"]
+            assert "version" in schema and "to" in schema and "ref" in schema
+        finally:  # the served deployments below reuse these names
+            for deployment in deployments.values():
+                client.delete_deployment(deployment.id)
+
+
+# -- one `wheelflow serve` process for the module -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def staging(tmp_path_factory):
+    root = tmp_path_factory.mktemp("staging")
+    ensure_htpasswd(root / "htpasswd", INDEX_USER, INDEX_PASSWORD)
+    with PypiServer(root / "served", root / "htpasswd", log_file=root / "pypiserver.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def served(prefect_api, staging, tmp_path_factory):
+    """`wheelflow serve` on a prefect.yaml whose sync-monitor runs every 5 s (the shipped one: 15 min)."""
+    root = tmp_path_factory.mktemp("serve")
+    repo = root / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    config = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    by_name = {d["name"]: d for d in config["deployments"]}
+    release, monitor = by_name["release"], by_name["sync-monitor"]
+    release["entrypoint"] = str(REPO / release["entrypoint"])
+    monitor["entrypoint"] = str(REPO / monitor["entrypoint"])
+    monitor["schedules"] = [{"interval": 5}]
+    monitor["parameters"] = {"projects": [{"name": "nothing-tagged", "repo": str(repo), "indexes": [staging.simple_url]}]}
+    config["deployments"] = [release, monitor]
+    (root / "prefect.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "WHEELFLOW_HOME": str(root / "home"), "WHEELFLOW_STAGING_USERNAME": INDEX_USER,
+           "WHEELFLOW_STAGING_PASSWORD": INDEX_PASSWORD, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    log = open(root / "serve.log", "wb")
+    exe = str(Path(sys.executable).with_name("wheelflow"))
+    proc = subprocess.Popen([exe, "serve", "--prefect-yaml", str(root / "prefect.yaml")], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=root)
+    from prefect.client.orchestration import get_client
+
+    def registered():
+        if proc.poll() is not None:
+            pytest.fail(f"wheelflow serve exited: {(root / 'serve.log').read_text()[-3000:]}")
+        with get_client(sync_client=True) as client:
+            return len(client.read_deployments()) >= 2 and client.read_deployment_by_name("release/release")
+
+    _wait_for(registered, 60, "wheelflow serve to register its deployments")
+    yield root
+    proc.terminate()
+    proc.wait(30)
+
+
+def _trigger(*args: str) -> tuple[int, dict, str]:
+    result = run_cli("trigger", "release", "--wait", "--timeout", "300", "--json", *args)
+    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
+
+
+def test_trigger_wait_exits_0_and_status_shows_each_retry(served, staging, tmp_path: Path) -> None:
+    with FaultProxy(staging.url) as proxy:
+        proxy.rules.append(Rule("POST", 503, "Service Unavailable", times=2))  # the first two uploads fail
+        project = make_project(tmp_path / "good", index_url=proxy.url + "simple/")
+        code, outcome, stderr = _trigger("--param", f"project={project}")
+    assert code == 0, stderr[-3000:]
+    assert outcome["state"] == "Completed" and outcome["url"].endswith(f"/runs/flow-run/{outcome['flow_run_id']}")
+    assert "wheelflow: started " in stderr and ": Running" in stderr and ": Completed" in stderr
+
+    status = run_cli("status", outcome["flow_run_id"], "--json")
+    assert status.returncode == 0, status.stderr
+    tasks = {t["name"]: t for t in json.loads(status.stdout)}
+    upload = tasks[f"upload[{WHEEL}→staging]"]
+    assert (upload["state"], upload["attempts"]) == ("Completed", 3)
+    retries = [s for s in upload["history"] if s["name"] == "AwaitingRetry"]
+    assert len(retries) == 2 and all("HTTP 503 Service Unavailable" in s["message"] for s in retries)
+    assert [s["name"] for s in upload["history"]][-1] == "Completed"
+    assert tasks["verify-served[staging]"]["state"] == "Completed"
+
+    table = run_cli("status", outcome["flow_run_id"])
+    assert table.returncode == 0 and "AwaitingRetry" in table.stdout
+
+
+def test_trigger_wait_fails_when_verification_fails(served, staging, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "bad", index_url=staging.simple_url)
+    text = (project / "pyproject.toml").read_text().replace("answer() == 42", "answer() == 41")
+    (project / "pyproject.toml").write_text(text)  # the smoke test of the installed package fails
+    code, outcome, stderr = _trigger("--param", f"project={project}")
+    assert code == 1 and outcome["state"] == "Failed"
+    assert ": Failed" in stderr.splitlines()[-1] or any(": Failed" in line for line in stderr.splitlines())
+
+
+def test_trigger_names_a_missing_deployment_and_the_fix(prefect_api) -> None:
+    result = run_cli("trigger", "relaese")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "wheelflow: error: no deployment named 'relaese' on this Prefect server; fix: run `prefect deploy --all` "
+        "or `wheelflow serve`, or check PREFECT_API_URL")
+
+
+def test_the_scheduled_sync_monitor_fires_on_its_own(served) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    def completed_run():
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["sync-monitor"])))
+            return [r for r in runs if r.state and r.state.is_completed() and r.auto_scheduled]
+
+    (run, *_) = _wait_for(completed_run, 120, "a scheduled sync-monitor run to complete")
+    assert run.parameters["projects"][0]["name"] == "nothing-tagged"
+
+
+# -- two workers, one matrix ----------------------------------------------------------------------
+
+def test_two_workers_share_an_eight_cell_matrix(prefect_api, tmp_path: Path, monkeypatch) -> None:
+    from flows.release import release
+
+    pool = "wheelflow-gpu-under-test"
+    subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", pool, "--type", "process", "--overwrite"],
+                   check=True, capture_output=True)
+    # Deployed from a separate process, as an operator would (`deploy` runs its own event loop thread,
+    # which sees Prefect's settings from the environment, not this test session's temporary ones).
+    subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        from prefect import flow
+        flow.from_source(source={str(REPO)!r}, entrypoint="flows/build_cell.py:build_cell").deploy(
+            name="cells-under-test", work_pool_name={pool!r}, print_next_steps=False)
+        """)], check=True, capture_output=True, cwd=REPO)
+    home = tmp_path / "home"
+    monkeypatch.setenv("WHEELFLOW_HOME", str(home))
+    workers = []
+    for n in range(2):
+        log = open(tmp_path / f"worker{n}.log", "wb")
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--limit", "4"],
+            env={**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "2", "WHEELFLOW_RUNNER_NAME": f"gpu-runner-{n}",
+                 "WHEELFLOW_HOME": str(tmp_path / f"runner{n}-home")},  # two machines' own caches
+            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path))
+    try:
+        project = make_matrix_project(tmp_path / "matrix", cells=8, concurrency=8, seconds=3)
+        state = release(project=str(project), version="1.0.0", builder="local", to=["local"],
+                        cell_deployment="build-cell/cells-under-test", artifact_store=(tmp_path / "store").as_uri(),
+                        return_state=True)
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.wait(30)
+    report = json.loads((home / "reports" / f"{state.state_details.flow_run_id}.json").read_text())
+    assert state.is_completed(), report.get("error")
+    cells = report["cells"]
+    assert len(cells) == 8 and all(c["state"] == "built" and c["smoke"] == "passed" for c in cells)
+    assert {c["runner"] for c in cells} == {"gpu-runner-0", "gpu-runner-1"}  # each worker built at least one cell
+    assert sorted(c["wheel"] for c in cells) == sorted(f"bench_cell-1.0.0+c{n}-py3-none-any.whl" for n in range(1, 9))
+    assert all(f["status"] == "verified" for f in report["files"])

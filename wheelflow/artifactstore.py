@@ -1,0 +1,84 @@
+"""Where wheels built on one machine are picked up by another: a store addressed by URL (fsspec).
+
+The default is a directory under $WHEELFLOW_HOME (a shared mount serves several machines); a team
+points ``artifact_store`` at object storage (``s3://...``, ``gs://...``) with the fsspec backend
+for it installed. Objects are content-addressed by their sha256, so a re-upload is a no-op and a
+reader checks what it got.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import fsspec
+
+from .errors import HashMismatchError, WheelflowError
+
+
+class ArtifactStoreError(WheelflowError):
+    transient = True  # a store that did not answer may answer on the next attempt
+
+
+def default_store(home: Path) -> str:
+    return (home / "artifacts").resolve().as_uri()
+
+
+def object_url(store: str, sha256: str, filename: str) -> str:
+    return f"{store.rstrip('/')}/{sha256[:2]}/{sha256}/{filename}"
+
+
+def put(store: str, path: Path, sha256: str) -> str:
+    url = object_url(store, sha256, path.name)
+    fs, target = fsspec.core.url_to_fs(url)
+    if fs.exists(target):
+        return url
+    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+    fs.put_file(str(path), target + ".partial")
+    fs.mv(target + ".partial", target)  # readers never see half a wheel
+    return url
+
+
+def get(url: str, directory: Path, sha256: str) -> Path:
+    """Fetch into ``directory`` and check the bytes; a different sha256 is an error naming the URL."""
+    directory.mkdir(parents=True, exist_ok=True)
+    local = directory / url.rsplit("/", 1)[-1]
+    digest = hashlib.sha256()
+    try:
+        with fsspec.open(url, "rb") as source, open(local, "wb") as sink:
+            for chunk in iter(lambda: source.read(1 << 20), b""):
+                digest.update(chunk)
+                sink.write(chunk)
+    except FileNotFoundError:
+        raise ArtifactStoreError(f"{url} is not in the artifact store; fix: check that the builder and the "
+                                 "release use the same artifact_store") from None
+    if digest.hexdigest() != sha256:
+        local.unlink()
+        raise HashMismatchError(f"{url} has sha256 {digest.hexdigest()}, the builder reported {sha256}; "
+                                "fix: the store changed the bytes: check it, then re-run the release")
+    return local
+
+
+def run_record_url(store: str, flow_run_id: str) -> str:
+    return f"{store.rstrip('/')}/runs/{flow_run_id}.json"
+
+
+def put_run_record(store: str, flow_run_id: str, record: dict) -> str:
+    """What a remote run produced, where its caller finds it without Prefect result storage."""
+    url = run_record_url(store, flow_run_id)
+    fs, target = fsspec.core.url_to_fs(url)
+    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(target, "w") as sink:
+        sink.write(json.dumps(record))
+    return url
+
+
+def get_run_record(store: str, flow_run_id: str) -> dict:
+    url = run_record_url(store, flow_run_id)
+    try:
+        with fsspec.open(url, "r") as source:
+            return json.loads(source.read())
+    except FileNotFoundError:
+        raise ArtifactStoreError(f"flow run {flow_run_id} left no record at {url}; fix: check that the runner "
+                                 "and the release use the same artifact_store") from None

@@ -1,0 +1,39 @@
+"""The source to release: a local project as it is, or a git URL (or repository) at a ref."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .gittags import GitError, _git
+from .spec import redact_url
+
+
+def is_git_url(project: str) -> bool:
+    return "://" in project or project.startswith("git@")
+
+
+def checkout(project: str, ref: str | None, home: Path) -> Path:
+    """``project`` itself when it is a local path and no ref is asked for; otherwise a clone under
+    $WHEELFLOW_HOME/checkouts (reused across runs: fetched, then checked out at ``ref``)."""
+    if not is_git_url(project) and ref is None:
+        return Path(project)
+    clone = home / "checkouts" / hashlib.sha256(project.encode()).hexdigest()[:16]
+    if not (clone / ".git").exists():
+        clone.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _git("clone", "--quiet", project, str(clone))
+        except GitError:
+            raise GitError(f"cannot clone {redact_url(project)}; fix: check the URL and that this runner can "
+                           "reach it") from None
+    else:
+        _git("fetch", "--quiet", "--tags", "--force", "origin", cwd=clone)
+    target = ref or "origin/HEAD"
+    try:
+        _git("checkout", "--quiet", "--force", "--detach", target, cwd=clone)
+    except GitError:
+        error = GitError(f"ref {target!r} is not in {redact_url(project)}; fix: push the tag or pass an existing ref")
+        error.transient = False
+        raise error from None
+    _git("clean", "-xdfq", cwd=clone)
+    return clone
