@@ -9,12 +9,13 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import INDEX_PASSWORD, INDEX_USER, REPO, make_project, run_cli
+from conftest import INDEX_PASSWORD, INDEX_USER, REPO, make_project, run_cli, start_prefect_server
 from faultproxy import FaultProxy, Rule
 from wheelflow.localindex import PypiServer, ensure_htpasswd
 
@@ -208,3 +209,34 @@ def test_two_workers_share_an_eight_cell_matrix(prefect_api, tmp_path: Path, mon
     assert {c["runner"] for c in cells} == {"gpu-runner-0", "gpu-runner-1"}  # each worker built at least one cell
     assert sorted(c["wheel"] for c in cells) == sorted(f"bench_cell-1.0.0+c{n}-py3-none-any.whl" for n in range(1, 9))
     assert all(f["status"] == "verified" for f in report["files"])
+
+
+def test_a_release_on_a_postgresql_backed_prefect_server(postgres_url, tmp_path: Path, home: Path, index,
+                                                        index_credentials) -> None:
+    import asyncio
+
+    import asyncpg
+
+    server_home = tmp_path / "prefect-pg"
+    server_home.mkdir()
+    proc, url = start_prefect_server(server_home, {"PREFECT_API_DATABASE_CONNECTION_URL": postgres_url})
+    try:
+        project = make_project(tmp_path / "p", index_url=index.simple_url)
+        result = run_cli("release", str(project), "--json", env={"PREFECT_API_URL": url})
+        assert result.returncode == 0, result.stderr[-3000:]
+        run_id = json.loads(result.stdout)["flow_run_id"]
+        status = run_cli("status", run_id, "--json", env={"PREFECT_API_URL": url})
+        names = {t["name"]: t["state"] for t in json.loads(status.stdout)}
+        assert names[f"upload[{WHEEL}→staging]"] == "Completed" and names["verify-served[staging]"] == "Completed"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+    async def stored_state() -> str:
+        connection = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            return await connection.fetchval("select state_name from flow_run where id = $1", uuid.UUID(run_id))
+        finally:
+            await connection.close()
+
+    assert asyncio.run(stored_state()) == "Completed"  # the run lives in PostgreSQL, not SQLite
