@@ -11,30 +11,34 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.transactions import transaction
 
+from wheelflow import artifactstore
 from wheelflow.alerts import Alert, send_alert
+from wheelflow.approval import ApprovalError, Decision, approval_key, needs_person
+from wheelflow.artifactstore import default_store
 from wheelflow.builders import Builder, CellUnbuildable, InfrastructureError
 from wheelflow.builders.docker import RUN_LABEL, DockerBuilder, daemon_answers, remove_containers
 from wheelflow.builders.local import LocalBuilder
 from wheelflow.building import source_digest
 from wheelflow.cells import expected_version
-from wheelflow.distributions import Distribution
-from wheelflow.errors import BuildError, CheckError, HashMismatchError, PublishError, SpecError, WheelflowError
-from wheelflow import artifactstore
-from wheelflow.artifactstore import default_store
 from wheelflow.checkout import checkout
-from wheelflow.distributions import describe
+from wheelflow.distributions import Distribution, describe
+from wheelflow.errors import BuildError, CheckError, HashMismatchError, PublishError, SpecError, WheelflowError
 from wheelflow.localindex import credentials_for, open_endpoints, wheelflow_home
 from wheelflow.monitor import write_manifest
+from wheelflow.removal import runbook as rollback_runbook
 from wheelflow.report import CellReport, FileReport, ReleaseReport
 from wheelflow.spec import BUILDERS, ReleaseSpec, Target, load_spec
 from wheelflow.tasks.build import build_release_files, resolve_release_version
 from wheelflow.tasks.check import check_release_files, check_target_rules
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
-from wheelflow.tasks.upload import read_served_files, upload_file
+from wheelflow.tasks.upload import read_served_files, read_target, upload_file
 from wheelflow.tasks.verify import ServedCheckFailed, install_and_smoke_test, verify_served
 from wheelflow.verification import HASH_MISMATCH, VERIFIED, compare
 from wheelflow.versioning import ResolvedVersion
@@ -101,6 +105,7 @@ def release(
     ref: str | None = None,
     cell_deployment: str | None = None,
     artifact_store: str | None = None,
+    approval: Literal["manual", "auto", "auto-if-staging-verified"] | None = None,
 ) -> dict:
     """Release the project at ``project`` to its targets and prove every file is served.
 
@@ -114,6 +119,8 @@ def release(
         cell_deployment: FLOW/DEPLOYMENT that builds one matrix cell (build-cell/build-cell) on a GPU work
             pool; default: cells build in this flow run.
         artifact_store: fsspec URL where remote cells leave their wheels (default: $WHEELFLOW_HOME/artifacts).
+        approval: who decides before each target after the first: manual, auto, or auto-if-staging-verified
+            (default: the spec's approval, else auto).
     """
     report = ReleaseReport(project=project, flow_run_id=flow_run.get_id())
     try:
@@ -140,10 +147,22 @@ def release(
         with contextlib.ExitStack() as stack:
             endpoints = {t.name: stack.enter_context(open_endpoints(t, wheelflow_home())) for t in targets}
             present = read_present_files(spec, resolved.version, targets, endpoints, dists, report)
-            for target in targets:
-                publish(spec, resolved.version, target, endpoints[target.name], routed(dists, target),
-                        present[target.name], report)
-        confirm_published(dists, report)
+            # All targets in one Prefect transaction: a failure after uploads (verification, a
+            # rejected approval) runs each upload's rollback hook, newest first.
+            try:
+                with transaction() as txn:
+                    txn.set("release", {"name": spec.name, "present": {k: sorted(v) for k, v in present.items()}})
+                    for position, target in enumerate(targets):
+                        to_publish = [d for d in routed(dists, target) if d.filename not in present[target.name]]
+                        if position and to_publish:  # a target that already serves everything needs no decision
+                            await_approval(approval or spec.approval, spec.approval_timeout, target, targets[:position],
+                                           report)
+                        publish(spec, resolved.version, target, endpoints[target.name], routed(dists, target),
+                                present[target.name], report)
+                    confirm_published(dists, report)
+            except WheelflowError:
+                account_for_rollback(spec, resolved.version, targets, endpoints, report)
+                raise
         write_manifest(wheelflow_home(), spec.name, resolved.version, {d.filename: d.sha256 for d in dists})
         report.ok = True
         if all(f.upload == "already present" for f in report.files):
@@ -394,6 +413,57 @@ def publish(spec: ReleaseSpec, version: str, target: Target, endpoints, dists: l
         report.add(f"install + smoke on {target.name}", False, str(exc))
         raise
     report.add(f"install + smoke on {target.name}", True, message)
+
+
+def await_approval(policy: str, timeout: int, target: Target, earlier: list[Target], report: ReleaseReport) -> None:
+    """The gate before ``target``: pass by policy, or pause for a person's Decision."""
+    names = {t.name for t in earlier}
+    earlier_verified = all(f.status == VERIFIED for f in report.files if f.target in names)
+    check = f"approval to publish to {target.name}"
+    if not needs_person(policy, earlier_verified):
+        report.add(check, True, f"policy {policy}" + (": earlier targets verified" if policy != "auto" else ""))
+        return
+    logger = get_run_logger()
+    run_id = flow_run.get_id()
+    logger.warning("waiting up to %d s for a decision to publish to %s: approve in the Prefect UI, or run "
+                   "`wheelflow approve %s` (or `--reject --reason ...`)", timeout, target.name, run_id)
+    form = Decision.with_initial_data(
+        description=f"Publish {report.name} {report.version} to **{target.name}**? "
+                    f"Verified so far on {', '.join(sorted(names))}.", approve=False)
+    try:
+        decision = pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=2, key=approval_key(target.name))
+    except FlowPauseTimeout:
+        report.add(check, False, f"no decision within {timeout} s")
+        raise ApprovalError(f"no decision to publish to {target.name} within {timeout} s: nothing was published to "
+                            f"{target.name}; fix: re-run the release and answer with `wheelflow approve RUN_ID`") from None
+    if not decision.approve:
+        report.add(check, False, f"rejected: {decision.reason or 'no reason given'}")
+        raise ApprovalError(f"publishing to {target.name} was rejected: {decision.reason or 'no reason given'}; "
+                            f"nothing was published to {target.name}")
+    report.add(check, True, f"approved: {decision.reason or 'no reason given'}")
+
+
+def account_for_rollback(spec: ReleaseSpec, version: str, targets: list[Target], endpoints, report: ReleaseReport) -> None:
+    """After the rollback hooks ran: read each target back, and write a runbook for what stayed."""
+    runbook: list[str] = []
+    for target in targets:
+        uploaded = [f.filename for f in report.files if f.target == target.name and f.upload == "uploaded"]
+        if not uploaded:
+            continue
+        try:
+            still = {s.filename for s in read_target(endpoints[target.name], spec.name, version)}
+        except WheelflowError:
+            still = set(uploaded)  # unknown: assume the worst
+        stayed = [f for f in uploaded if f in still]
+        removed = [f for f in uploaded if f not in still]
+        for filename in removed:
+            report.file(filename, target.name).upload = "rolled back"
+        if removed:
+            report.add(f"rolled back {target.name}", True, "removed " + ", ".join(removed))
+        if stayed:
+            report.add(f"rolled back {target.name}", False, "still served: " + ", ".join(stayed))
+            runbook += rollback_runbook(spec.name, version, target.name, stayed, endpoints[target.name].public)
+    report.runbook = runbook
 
 
 def publish_report(report: ReleaseReport) -> None:

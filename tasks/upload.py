@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from prefect import get_run_logger, task
+from prefect.transactions import get_transaction
 
 import httpx
 
 from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
-from wheelflow.distributions import Distribution
+from wheelflow.distributions import Distribution, parse_filename
+from wheelflow.removal import remove_version
 from wheelflow.indexes import Endpoints
 from wheelflow.localindex import credentials_for, wheelflow_home
 from wheelflow.simple_api import ServedFile
@@ -45,4 +49,27 @@ def upload_file(dist: Distribution, target: Target, endpoints: Endpoints, name: 
         read_served=lambda: read_target(endpoints, name, version), log=logger.info,
     )
     logger.info("%s → %s: %s", dist.filename, target.name, outcome)
+    transaction = get_transaction()
+    if transaction is not None:  # what the rollback hook needs to take it back; no credentials
+        transaction.set("upload", {"target": target, "endpoints": endpoints, "name": name,
+                                   "filename": dist.filename, "file_version": str(parse_filename(dist.filename)[1])})
     return outcome
+
+
+@upload_file.on_rollback
+def remove_uploaded_file(transaction) -> None:
+    """Rollback hook: remove this run's upload, unless files of that version were served before this
+    run (the index removes whole versions: those must stay, and the release's runbook lists them)."""
+    upload = transaction.get("upload", None)
+    if upload is None:
+        return
+    logger = logging.getLogger("wheelflow.rollback")
+    target, endpoints = upload["target"], upload["endpoints"]
+    present = transaction.get("release", {}).get("present", {}).get(target.name, [])
+    if any(str(parse_filename(f)[1]) == upload["file_version"] for f in present):
+        logger.warning("rollback: %s stays on %s: version %s was served there before this run",
+                       upload["filename"], target.name, upload["file_version"])
+        return
+    removal = remove_version(endpoints, credentials_for(target, wheelflow_home()), upload["name"], upload["file_version"])
+    logger.warning("rollback: %s %s on %s: %s%s", upload["name"], upload["file_version"], target.name, removal.outcome,
+                   f" ({removal.detail})" if removal.detail else "")

@@ -90,6 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sts.add_argument("run_id", metavar="RUN_ID")
     sts.add_argument("--json", action="store_true", help="print a JSON list, one object per task run")
 
+    apr = commands.add_parser("approve", help="answer a release waiting for approval (resumes its flow run)")
+    apr.add_argument("run_id", metavar="RUN_ID")
+    apr.add_argument("--reject", action="store_true", help="refuse: the release fails and the next target gets nothing")
+    apr.add_argument("--reason", default="", help="why; recorded in the report and alert")
+
     srv = commands.add_parser("serve", help="serve every deployment of prefect.yaml from this process, schedules included")
     srv.add_argument("--prefect-yaml", default="prefect.yaml", help="the project file (default: ./prefect.yaml)")
 
@@ -101,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_status(args)
         if args.command == "serve":
             return cmd_serve(args)
+        if args.command == "approve":
+            return cmd_approve(args)
         if args.command == "monitor":
             return cmd_monitor(args)
         if args.command == "images":
@@ -233,6 +240,35 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{h.name} [{h.flow_run}]: {h.state}, {h.attempts} attempt(s){duration}")
         for e in h.history:
             print(f"    {e.time[:19].replace('T', ' ')} {e.name}" + (f": {' '.join(e.message.split())}" if e.message else ""))
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError, ObjectNotFound
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        run_id = UUID(args.run_id)
+    except ValueError:
+        raise SpecError("RUN_ID", f"{args.run_id!r} is not a flow run id", "pass the id the release logged") from None
+    with get_client(sync_client=True) as client:
+        try:
+            state = client.read_flow_run(run_id).state
+        except ObjectNotFound:
+            raise SpecError("RUN_ID", f"no flow run {run_id} on this Prefect server", "check PREFECT_API_URL") from None
+    try:
+        resume_flow_run(run_id, run_input={"approve": not args.reject, "reason": args.reason})
+    except NotPausedError:
+        raise SpecError("RUN_ID", f"flow run {run_id} is not waiting for approval (it is {state.name if state else 'unknown'})",
+                        "approve a run while the Prefect UI shows it Paused") from None
+    except FlowPauseTimeout:
+        raise SpecError("RUN_ID", f"flow run {run_id} waited too long and can no longer be approved",
+                        "re-run the release") from None
+    say(f"wheelflow: {'rejected' if args.reject else 'approved'} flow run {run_id}"
+        + (f": {args.reason}" if args.reason else ""))
     return 0
 
 

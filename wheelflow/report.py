@@ -68,6 +68,7 @@ class ReleaseReport:
     files: list[FileReport] = field(default_factory=list)
     builder: str | None = None
     cells: list[CellReport] = field(default_factory=list)
+    runbook: list[str] = field(default_factory=list)  # what a person must do for files that stayed published
 
     def add(self, check: str, passed: bool, detail: str = "") -> None:
         self.checks.append(Check(check, PASSED if passed else FAILED, detail))
@@ -86,6 +87,7 @@ class ReleaseReport:
             "error": self.error,
             "builder": self.builder,
             "cells": [c.json() for c in self.cells],
+            "runbook": self.runbook,
         }
 
     def table_rows(self) -> list[dict[str, str]]:
@@ -102,6 +104,8 @@ class ReleaseReport:
                       "| cell | wheel | state | smoke |", "|---|---|---|---|"]
             lines += [f"| {c.cell} | `{c.wheel or '-'}` | {c.state}{' (cached)' if c.cached else ''} | {c.smoke} |"
                       for c in self.cells]
+        if self.runbook:
+            lines += ["", "## Rollback runbook", "", "```", *self.runbook, "```"]
         lines += ["", "| check | result | detail |", "|---|---|---|"]
         lines += [f"| {c.check} | {_ICON[c.status]} {c.status} | {c.detail} |" for c in self.checks]
         return "\n".join(lines) + "\n"

@@ -23,6 +23,7 @@ from .matrix import Matrix, parse_matrix
 
 ARTIFACT_KINDS = ("sdist", "wheel")
 BUILDERS = ("docker", "local")
+APPROVAL_POLICIES = ("manual", "auto", "auto-if-staging-verified")
 INDEX_ALIASES = ("local", "pypi", "testpypi")
 _NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _TARGET_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -66,6 +67,9 @@ class ReleaseSpec:
     matrix: Matrix | None = None
     builder: str | None = None  # "docker", "local", or None: docker when a daemon answers
     docker: DockerOptions = field(default_factory=DockerOptions)
+    # A person's decision before each target after the first (staging → production).
+    approval: str = "auto"  # one of APPROVAL_POLICIES
+    approval_timeout: int = 3600  # seconds; no decision by then fails the release
 
     def target(self, name: str) -> Target:
         for target in self.targets:
@@ -103,8 +107,8 @@ def load_spec(project_dir: str | Path, spec_file: str | Path | None = None) -> R
 def parse_spec(
     table: Mapping[str, Any], project_dir: Path, *, default_name: str | None = None, prefix: str = "tool.wheelflow"
 ) -> ReleaseSpec:
-    _reject_unknown(table, {"name", "artifacts", "smoke", "version", "build", "targets", "matrix", "builder", "docker"},
-                    prefix)
+    _reject_unknown(table, {"name", "artifacts", "smoke", "version", "build", "targets", "matrix", "builder", "docker",
+                            "approval", "approval-timeout"}, prefix)
 
     name = table.get("name", default_name)
     if name is None:
@@ -150,7 +154,16 @@ def parse_spec(
     builder = table.get("builder")
     if builder is not None and builder not in BUILDERS:
         raise SpecError(f"{prefix}.builder", f"unknown builder {builder!r}", 'use "docker" or "local"')
+    approval = table.get("approval", "auto")
+    if approval not in APPROVAL_POLICIES:
+        raise SpecError(f"{prefix}.approval", f"unknown policy {approval!r}", f"use one of: {', '.join(APPROVAL_POLICIES)}")
+    approval_timeout = table.get("approval-timeout", 3600)
+    if not isinstance(approval_timeout, int) or isinstance(approval_timeout, bool) or approval_timeout <= 0:
+        raise SpecError(f"{prefix}.approval-timeout", f"{approval_timeout!r} is not a positive number of seconds",
+                        "write e.g. approval-timeout = 3600")
     return ReleaseSpec(
+        approval=approval,
+        approval_timeout=approval_timeout,
         project_dir=project_dir,
         name=name,
         version=VersionSource(tag=tag, file=version_file),
