@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,16 +29,18 @@ from wheelflow.building import source_digest
 from wheelflow.cells import expected_version
 from wheelflow.checkout import checkout
 from wheelflow.distributions import Distribution, describe
-from wheelflow.errors import BuildError, CheckError, HashMismatchError, PublishError, SpecError, WheelflowError
+from wheelflow.errors import (BuildError, CheckError, HashMismatchError, PublishError, SpecError, UploadError,
+                              WheelflowError)
 from wheelflow.localindex import credentials_for, open_endpoints, wheelflow_home
 from wheelflow.monitor import write_manifest
 from wheelflow.removal import runbook as rollback_runbook
 from wheelflow.report import CellReport, FileReport, ReleaseReport
+from wheelflow.routing import routed
 from wheelflow.spec import BUILDERS, ReleaseSpec, Target, load_spec
-from wheelflow.tasks.build import build_release_files, resolve_release_version
+from wheelflow.tasks.build import build_release_files, resolve_development_version, resolve_release_version
 from wheelflow.tasks.check import check_release_files, check_target_rules
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
-from wheelflow.tasks.upload import read_served_files, read_target, upload_file
+from wheelflow.tasks.upload import UploadInProgress, read_served_files, read_target, rollback_hook, upload_file
 from wheelflow.tasks.verify import ServedCheckFailed, install_and_smoke_test, verify_served
 from wheelflow.verification import HASH_MISMATCH, VERIFIED, compare
 from wheelflow.versioning import ResolvedVersion
@@ -106,6 +108,7 @@ def release(
     cell_deployment: str | None = None,
     artifact_store: str | None = None,
     approval: Literal["manual", "auto", "auto-if-staging-verified"] | None = None,
+    dev: bool = False,
 ) -> dict:
     """Release the project at ``project`` to its targets and prove every file is served.
 
@@ -121,6 +124,8 @@ def release(
         artifact_store: fsspec URL where remote cells leave their wheels (default: $WHEELFLOW_HOME/artifacts).
         approval: who decides before each target after the first: manual, auto, or auto-if-staging-verified
             (default: the spec's approval, else auto).
+        dev: a development build (nightly): version = next micro + .devYYYYMMDDHHMM of the checked-out commit,
+            stamped through WHEELFLOW_RELEASE_VERSION; tags are not required; published to the first target only.
     """
     report = ReleaseReport(project=project, flow_run_id=flow_run.get_id())
     try:
@@ -128,10 +133,15 @@ def release(
         spec = load_spec(project, spec_file)
         report.name = spec.name
         targets = [spec.target(name) for name in (to or [t.name for t in spec.targets] or ["local"])]
+        if dev:
+            targets = targets[:1]  # a development build goes to the first target (staging), never further
 
-        resolved = resolve_release_version(spec, version)
+        if dev and version:
+            raise SpecError("version", "a development build computes its own version", "drop version, or dev")
+        resolved = resolve_development_version(spec) if dev else resolve_release_version(spec, version)
         report.version = resolved.version
-        report.add("tag/version match", True, ", ".join(f"{k}: {v}" for k, v in resolved.sources.items()))
+        report.add("development version" if dev else "tag/version match", True,
+                   ", ".join(f"{k}: {v}" for k, v in resolved.sources.items()))
         for target in targets:
             credentials_for(target, wheelflow_home())  # missing credentials stop us before the build
 
@@ -149,20 +159,30 @@ def release(
             present = read_present_files(spec, resolved.version, targets, endpoints, dists, report)
             # All targets in one Prefect transaction: a failure after uploads (verification, a
             # rejected approval) runs each upload's rollback hook, newest first.
+            upload_failure: UploadError | None = None
             try:
                 with transaction() as txn:
-                    txn.set("release", {"name": spec.name, "present": {k: sorted(v) for k, v in present.items()}})
-                    for position, target in enumerate(targets):
-                        to_publish = [d for d in routed(dists, target) if d.filename not in present[target.name]]
-                        if position and to_publish:  # a target that already serves everything needs no decision
-                            await_approval(approval or spec.approval, spec.approval_timeout, target, targets[:position],
-                                           report)
-                        publish(spec, resolved.version, target, endpoints[target.name], routed(dists, target),
-                                present[target.name], report)
-                    confirm_published(dists, report)
+                    uploading = UploadInProgress()
+                    try:
+                        for position, target in enumerate(targets):
+                            to_publish = [d for d in routed(dists, target) if d.filename not in present[target.name]]
+                            if position and to_publish:  # a target that already serves everything needs no decision
+                                await_approval(approval or spec.approval, spec.approval_timeout, target,
+                                               targets[:position], report)
+                            publish(spec, resolved.version, target, endpoints[target.name], routed(dists, target),
+                                    present[target.name], report, txn, uploading)
+                        confirm_published(dists, report)
+                    except UploadError as exc:
+                        # The index refused or did not answer: what landed stays, so that a re-run
+                        # finishes the release with each file uploaded exactly once.
+                        upload_failure = exc
             except WheelflowError:
                 account_for_rollback(spec, resolved.version, targets, endpoints, report)
                 raise
+            if upload_failure is not None:
+                report.add("kept uploaded files", True, "an upload failed: files already uploaded stay; "
+                           "re-run the release to upload the rest")
+                raise upload_failure
         write_manifest(wheelflow_home(), spec.name, resolved.version, {d.filename: d.sha256 for d in dists})
         report.ok = True
         if all(f.upload == "already present" for f in report.files):
@@ -216,8 +236,6 @@ def build_cells_on_runners(spec: ReleaseSpec, resolved: ResolvedVersion, builder
                            remote: RemoteCells, report: ReleaseReport) -> list[tuple[str, Distribution]]:
     """One flow run of the build-cell deployment per cell, taken by whichever GPU worker is free;
     the wheels come back through the artifact store, checked against the sha256 the runner reported."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from prefect.deployments import run_deployment
 
     matrix = spec.matrix
@@ -227,28 +245,28 @@ def build_cells_on_runners(spec: ReleaseSpec, resolved: ResolvedVersion, builder
     parameters = {"project": str(spec.project_dir), "version": resolved.version, "artifact_store": remote.store,
                   "spec_file": remote.spec_file, "builder": builder_name, "source_date_epoch": resolved.commit_time}
 
-    def run_cell(cell):
-        return cell, run_deployment(remote.deployment, parameters={**parameters, "cell": cell.name},
-                                    timeout=cell.timeout + 600, as_subflow=True)
+    # Runs are created one after another (a SQLite-backed server handles that best) and then
+    # followed together: the workers build them in parallel.
+    started = {cell.name: run_deployment(remote.deployment, parameters={**parameters, "cell": cell.name},
+                                         timeout=0, as_subflow=True) for cell in matrix.cells}
+    final = follow_cell_runs(started, deadline=time.monotonic() + max(c.timeout for c in matrix.cells) + 600)
 
     wheels: list[tuple[str, Distribution]] = []
-    # Each thread runs in a copy of this context: the flow run (parent of the subflow runs) and settings.
-    parent = contextvars.copy_context()
-    with ThreadPoolExecutor(max_workers=len(matrix.cells)) as pool:
-        futures = [pool.submit(parent.copy().run, run_cell, cell) for cell in matrix.cells]
-        for cell, run in (f.result() for f in futures):
-            row = rows[cell.name]
-            if run.state is None or not run.state.is_completed():
-                row.state, row.error = "failed", f"flow run {run.name}: {run.state.name if run.state else 'no state'}: " \
-                                                 f"{run.state.message if run.state else ''}"
-                continue
-            result = artifactstore.get_run_record(remote.store, str(run.id))
-            directory = wheelflow_home() / "builds" / "remote" / str(report.flow_run_id)
-            wheel = describe(artifactstore.get(result["url"], directory, result["sha256"]))
-            row.wheel, row.sha256, row.size, row.cached = wheel.filename, wheel.sha256, result["size"], result["cached"]
-            row.state, row.attempts, row.duration = "built", result["attempts"], result["duration"]
-            row.smoke, row.runner = result["smoke"] if result["smoke"] != "skipped" else result["smoke_message"], result["runner"]
-            wheels.append((cell.name, wheel))
+    for cell in matrix.cells:
+        run = final[cell.name]
+        row = rows[cell.name]
+        if run.state is None or not run.state.is_completed():
+            row.state = "failed"
+            row.error = (f"flow run {run.name}: {run.state.name if run.state else 'no state'}: "
+                         f"{run.state.message if run.state else ''}").strip(": ")
+            continue
+        result = artifactstore.get_run_record(remote.store, str(run.id))
+        directory = wheelflow_home() / "builds" / "remote" / str(report.flow_run_id)
+        wheel = describe(artifactstore.get(result["url"], directory, result["sha256"]))
+        row.wheel, row.sha256, row.size, row.cached = wheel.filename, wheel.sha256, result["size"], result["cached"]
+        row.state, row.attempts, row.duration = "built", result["attempts"], result["duration"]
+        row.smoke, row.runner = result["smoke"] if result["smoke"] != "skipped" else result["smoke_message"], result["runner"]
+        wheels.append((cell.name, wheel))
     failed = [r for r in report.cells if r.state == "failed"]
     report.add("built wheel matrix", not failed, f"{len(wheels)} of {len(matrix.cells)} cells on "
                f"{len({r.runner for r in report.cells if r.runner})} runner(s) via {remote.deployment}")
@@ -260,6 +278,21 @@ def build_cells_on_runners(spec: ReleaseSpec, resolved: ResolvedVersion, builder
     if bad:
         raise BuildError(f"smoke test failed for {', '.join(r.cell for r in bad)}")
     return wheels
+
+
+def follow_cell_runs(runs: dict, deadline: float) -> dict:
+    """Poll the cells' flow runs until each is final (or the deadline passes); the latest read of each."""
+    from prefect.client.orchestration import get_client
+
+    latest = dict(runs)
+    with get_client(sync_client=True) as client:
+        while True:
+            pending = [name for name, run in latest.items() if not (run.state and run.state.is_final())]
+            if not pending or time.monotonic() > deadline:
+                return latest
+            for name in pending:
+                latest[name] = client.read_flow_run(latest[name].id)
+            time.sleep(2)  # the API offers no push to a flow run; poll it
 
 
 def choose_builder(spec: ReleaseSpec, requested: str | None) -> Builder:
@@ -333,10 +366,6 @@ def _attempts(future) -> int:
         return client.read_task_run(future.task_run_id).run_count
 
 
-def routed(dists: list[Distribution], target: Target) -> list[Distribution]:
-    return [d for d in dists if d.kind in target.artifacts]
-
-
 def refuse_unrouted(dists: list[Distribution], targets: list[Target]) -> None:
     """A built file that no target takes would be built but never published: refuse up front."""
     for dist in dists:
@@ -380,21 +409,29 @@ def read_present_files(spec, version, targets, endpoints, dists, report) -> dict
 
 
 def publish(spec: ReleaseSpec, version: str, target: Target, endpoints, dists: list[Distribution],
-            present: set[str], report: ReleaseReport) -> None:
-    """Upload what the target lacks, then prove every routed file is served and installs."""
+            present: set[str], report: ReleaseReport, txn=None, uploading: UploadInProgress | None = None) -> None:
+    """Upload what the target lacks, then prove every routed file is served and installs. Each upload
+    adds a rollback hook to the release's transaction ``txn``."""
     for dist in dists:
         entry = report.file(dist.filename, target.name)
         if dist.filename in present:
             entry.upload = "already present"
             report.add(f"uploaded {dist.filename} to {target.name}", True, "already present: not uploaded again")
             continue
+        uploading = uploading or UploadInProgress()
+        uploading.active = True
         try:
             entry.upload = upload_file(dist, target, endpoints, spec.name, version)
         except WheelflowError:
             entry.upload = "failed"
             report.add(f"uploaded {dist.filename} to {target.name}", False)
             raise
+        finally:
+            uploading.active = False
         report.add(f"uploaded {dist.filename} to {target.name}", True, entry.upload)
+        if txn is not None:
+            txn.on_rollback_hooks.append(rollback_hook(target, endpoints, spec.name, dist.filename, sorted(present),
+                                                       uploading))
 
     try:
         served = verify_served(endpoints, spec.name, version, dists)

@@ -7,7 +7,7 @@ from prefect import get_run_logger, task
 from wheelflow.building import BuildResult, build_distributions
 from wheelflow.localindex import wheelflow_home
 from wheelflow.spec import ReleaseSpec
-from wheelflow.versioning import ResolvedVersion, resolve_version
+from wheelflow.versioning import ResolvedVersion, development_version, resolve_version
 
 
 @task(name="resolve-version", retries=0)  # a mismatch is a decision, not a fault: never retried
@@ -15,6 +15,15 @@ def resolve_release_version(spec: ReleaseSpec, requested: str | None) -> Resolve
     resolved = resolve_version(spec, requested)
     get_run_logger().info("release version %s (%s)", resolved.version,
                           ", ".join(f"{k}: {v}" for k, v in resolved.sources.items()))
+    return resolved
+
+
+@task(name="development-version", retries=0)
+def resolve_development_version(spec: ReleaseSpec) -> ResolvedVersion:
+    from datetime import datetime, timezone
+
+    resolved = development_version(spec, datetime.now(timezone.utc))
+    get_run_logger().info("development build %s (%s)", resolved.version, resolved.sources["development build"])
     return resolved
 
 
@@ -27,7 +36,8 @@ def build_release_files(spec: ReleaseSpec, resolved: ResolvedVersion, kinds: tup
         name=spec.name,
         version=resolved.version,
         artifacts=kinds or spec.artifacts,
-        env=spec.build_env,
+        # The build reads the version to stamp from here (a nightly's differs from the version file).
+        env={**spec.build_env, "WHEELFLOW_RELEASE_VERSION": resolved.version},
         home=wheelflow_home(),
         log=logger.info,
         source_date_epoch=resolved.commit_time,

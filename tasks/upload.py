@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from prefect import get_run_logger, task
-from prefect.transactions import get_transaction
 
 import httpx
 
@@ -49,27 +48,38 @@ def upload_file(dist: Distribution, target: Target, endpoints: Endpoints, name: 
         read_served=lambda: read_target(endpoints, name, version), log=logger.info,
     )
     logger.info("%s → %s: %s", dist.filename, target.name, outcome)
-    transaction = get_transaction()
-    if transaction is not None:  # what the rollback hook needs to take it back; no credentials
-        transaction.set("upload", {"target": target, "endpoints": endpoints, "name": name,
-                                   "filename": dist.filename, "file_version": str(parse_filename(dist.filename)[1])})
     return outcome
 
 
-@upload_file.on_rollback
-def remove_uploaded_file(transaction) -> None:
-    """Rollback hook: remove this run's upload, unless files of that version were served before this
-    run (the index removes whole versions: those must stay, and the release's runbook lists them)."""
-    upload = transaction.get("upload", None)
-    if upload is None:
-        return
-    logger = logging.getLogger("wheelflow.rollback")
-    target, endpoints = upload["target"], upload["endpoints"]
-    present = transaction.get("release", {}).get("present", {}).get(target.name, [])
-    if any(str(parse_filename(f)[1]) == upload["file_version"] for f in present):
-        logger.warning("rollback: %s stays on %s: version %s was served there before this run",
-                       upload["filename"], target.name, upload["file_version"])
-        return
-    removal = remove_version(endpoints, credentials_for(target, wheelflow_home()), upload["name"], upload["file_version"])
-    logger.warning("rollback: %s %s on %s: %s%s", upload["name"], upload["file_version"], target.name, removal.outcome,
-                   f" ({removal.detail})" if removal.detail else "")
+class UploadInProgress:
+    """Set while an upload task runs. Prefect rolls a transaction back as soon as a task inside it
+    fails; when that task is an upload, this run's files stay, so that a re-run finishes the
+    release with each file uploaded exactly once."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+
+def rollback_hook(target: Target, endpoints: Endpoints, name: str, filename: str, present_before: list[str],
+                  uploading: UploadInProgress):
+    """A rollback hook for the release's transaction: remove this run's upload of ``filename``, unless
+    an upload is what failed, or files of that version were served before this run (indexes remove
+    whole versions: those must stay, and the release's runbook lists them). Credentials are read
+    when it runs, never kept."""
+    file_version = str(parse_filename(filename)[1])
+
+    def remove_uploaded_file(transaction) -> None:
+        logger = logging.getLogger("wheelflow.rollback")
+        if uploading.active:
+            logger.warning("rollback: %s stays on %s: an upload failed, re-run the release to finish it",
+                           filename, target.name)
+            return
+        if any(str(parse_filename(f)[1]) == file_version for f in present_before):
+            logger.warning("rollback: %s stays on %s: version %s was served there before this run",
+                           filename, target.name, file_version)
+            return
+        removal = remove_version(endpoints, credentials_for(target, wheelflow_home()), name, file_version)
+        logger.warning("rollback: %s %s on %s: %s%s", name, file_version, target.name, removal.outcome,
+                       f" ({removal.detail})" if removal.detail else "")
+
+    return remove_uploaded_file

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -19,8 +18,6 @@ from conftest import INDEX_PASSWORD, INDEX_USER, REPO, make_project, run_cli, st
 from faultproxy import FaultProxy, Rule
 from wheelflow.localindex import PypiServer, ensure_htpasswd
 
-sys.path.insert(0, str(REPO / "bench"))
-from bench_matrix import make_project as make_matrix_project  # noqa: E402
 
 WHEEL = "tiny_pkg-1.0.0-py3-none-any.whl"
 
@@ -54,7 +51,7 @@ def test_prefect_deploy_all_registers_the_four_deployments(prefect_api) -> None:
                              "sync-monitor/sync-monitor": "wheelflow-control", "build-cell/build-cell": "wheelflow-gpu"}
             crons = {name: [s.schedule.cron for s in d.schedules] for name, d in deployments.items()}
             assert crons["sync-monitor/sync-monitor"] == ["*/15 * * * *"] and crons["release/nightly"] == ["0 3 * * *"]
-            assert deployments["release/nightly"].parameters["to"] == ["staging"]
+            assert deployments["release/nightly"].parameters["dev"] is True
             # The UI form: typed and described parameters.
             schema = deployments["release/release"].parameter_openapi_schema["properties"]
             assert schema["project"]["type"] == "string" and "git URL" in schema["project"]["description"]
@@ -166,49 +163,6 @@ def test_the_scheduled_sync_monitor_fires_on_its_own(served) -> None:
 
     (run, *_) = _wait_for(completed_run, 120, "a scheduled sync-monitor run to complete")
     assert run.parameters["projects"][0]["name"] == "nothing-tagged"
-
-
-# -- two workers, one matrix ----------------------------------------------------------------------
-
-def test_two_workers_share_an_eight_cell_matrix(prefect_api, tmp_path: Path, monkeypatch) -> None:
-    from flows.release import release
-
-    pool = "wheelflow-gpu-under-test"
-    subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", pool, "--type", "process", "--overwrite"],
-                   check=True, capture_output=True)
-    # Deployed from a separate process, as an operator would (`deploy` runs its own event loop thread,
-    # which sees Prefect's settings from the environment, not this test session's temporary ones).
-    subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
-        from prefect import flow
-        flow.from_source(source={str(REPO)!r}, entrypoint="flows/build_cell.py:build_cell").deploy(
-            name="cells-under-test", work_pool_name={pool!r}, print_next_steps=False)
-        """)], check=True, capture_output=True, cwd=REPO)
-    home = tmp_path / "home"
-    monkeypatch.setenv("WHEELFLOW_HOME", str(home))
-    workers = []
-    for n in range(2):
-        log = open(tmp_path / f"worker{n}.log", "wb")
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--limit", "4"],
-            env={**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "2", "WHEELFLOW_RUNNER_NAME": f"gpu-runner-{n}",
-                 "WHEELFLOW_HOME": str(tmp_path / f"runner{n}-home")},  # two machines' own caches
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path))
-    try:
-        project = make_matrix_project(tmp_path / "matrix", cells=8, concurrency=8, seconds=3)
-        state = release(project=str(project), version="1.0.0", builder="local", to=["local"],
-                        cell_deployment="build-cell/cells-under-test", artifact_store=(tmp_path / "store").as_uri(),
-                        return_state=True)
-    finally:
-        for worker in workers:
-            worker.terminate()
-            worker.wait(30)
-    report = json.loads((home / "reports" / f"{state.state_details.flow_run_id}.json").read_text())
-    assert state.is_completed(), report.get("error")
-    cells = report["cells"]
-    assert len(cells) == 8 and all(c["state"] == "built" and c["smoke"] == "passed" for c in cells)
-    assert {c["runner"] for c in cells} == {"gpu-runner-0", "gpu-runner-1"}  # each worker built at least one cell
-    assert sorted(c["wheel"] for c in cells) == sorted(f"bench_cell-1.0.0+c{n}-py3-none-any.whl" for n in range(1, 9))
-    assert all(f["status"] == "verified" for f in report["files"])
 
 
 def test_a_release_on_a_postgresql_backed_prefect_server(postgres_url, tmp_path: Path, home: Path, index,

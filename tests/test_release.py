@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import textwrap
 import time
 import zipfile
 from pathlib import Path
@@ -187,3 +189,53 @@ def test_hello_cuda_with_the_local_builder_then_again_all_cached(home: Path, pre
     assert code == 0, stderr[-3000:]
     assert [(c["cached"], c["sha256"]) for c in again["cells"]] == [(True, c["sha256"]) for c in report["cells"]]
     assert [f["upload"] for f in again["files"]] == ["already present"] * 3
+
+
+def test_a_development_build_stamps_a_dev_version_and_publishes_to_the_first_target_only(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api
+) -> None:
+    project = tmp_path / "nightly"
+    (project / "src" / "tiny_pkg").mkdir(parents=True)
+    (project / "src" / "tiny_pkg" / "__init__.py").write_text("def answer():\n    return 42\n")
+    (project / "src" / "tiny_pkg" / "_version.py").write_text('__version__ = "1.0.0"\n')
+    (project / "README.md").write_text("# tiny-pkg\n\nA nightly build.\n")
+    (project / "setup.py").write_text(textwrap.dedent("""
+        import os
+        from setuptools import setup
+        base = open("src/tiny_pkg/_version.py").read().split("=")[1].strip().strip('"')
+        setup(version=os.environ.get("WHEELFLOW_RELEASE_VERSION") or base)
+        """))
+    (project / "pyproject.toml").write_text(textwrap.dedent(f"""
+        [build-system]
+        requires = ["setuptools>=69"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "tiny-pkg"
+        dynamic = ["version"]
+        description = "nightly test package"
+        readme = "README.md"
+
+        [tool.setuptools.packages.find]
+        where = ["src"]
+
+        [tool.wheelflow]
+        smoke = "python -c 'import tiny_pkg; assert tiny_pkg.answer() == 42'"
+
+        [tool.wheelflow.version]
+        file = "src/tiny_pkg/_version.py"
+
+        [tool.wheelflow.targets.staging]
+        index = "{index.simple_url}"
+        verify-timeout = 5
+
+        [tool.wheelflow.targets.production]
+        index = "http://127.0.0.1:9/simple/"
+        """))
+    result = run_cli("release", str(project), "--dev", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert re.fullmatch(r"1\.0\.1\.dev\d{12}", report["version"])
+    assert sorted((f["target"], f["filename"], f["status"]) for f in report["files"]) == [
+        ("staging", f"tiny_pkg-{report['version']}-py3-none-any.whl", "verified"),
+        ("staging", f"tiny_pkg-{report['version']}.tar.gz", "verified")]

@@ -35,7 +35,7 @@ def test_standalone_spec_file_for_a_project_you_do_not_control(tmp_path: Path) -
     ("extra", "message"),
     [
         ('artefacts = ["wheel"]\n', "spec error: tool.wheelflow.artefacts: unknown key; fix: did you mean 'artifacts'?"),
-        ('artifacts = ["egg"]\n', "spec error: tool.wheelflow.artifacts: unknown artifact kind 'egg'; fix: use \"sdist\" and/or \"wheel\""),
+        ('artifacts = ["egg"]\n', "spec error: tool.wheelflow.artifacts: unknown artifact kind 'egg'; fix: use \"sdist\", \"wheel\""),
         ("name = 3\n", "spec error: tool.wheelflow.name: 3 is not a string; fix: write it as a string"),
         ('[tool.wheelflow.targets.prod]\nindex = "ftp://host/simple"\n',
          "spec error: tool.wheelflow.targets.prod.index: 'ftp://host/simple' is neither an index alias nor an http(s) URL; "

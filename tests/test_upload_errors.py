@@ -7,6 +7,7 @@ reached from here, so a fault proxy in front of a real pypiserver speaks them.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,28 @@ def test_a_failed_release_alert_carries_the_retry_history_of_the_failed_task(
     first, second = lines[start + 1:start + 3]
     assert first.startswith("  attempt 1 at ") and "AwaitingRetry" in first and "HTTP 503 Service Unavailable" in first
     assert second.startswith("  attempt 2 at ") and "HTTP 403 Invalid or non-existent authentication" in second
+
+
+def test_a_rerun_after_the_index_refused_the_second_file_completes_with_each_file_uploaded_once(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api
+) -> None:
+    project = make_project(tmp_path / "p")
+    with FaultProxy(index.url) as proxy:
+        text = (project / "pyproject.toml").read_text() + textwrap.dedent(f"""
+            [tool.wheelflow.targets.staging]
+            index = "{proxy.url}simple/"
+            verify-timeout = 5
+            """)
+        (project / "pyproject.toml").write_text(text)
+        proxy.rules += [Rule("POST", 200, forward_first=True),  # the wheel goes through
+                        Rule("POST", 403, "Invalid or non-existent authentication information.")]
+        code, report, _ = _release(project)
+        assert code == 1 and _posts(proxy) == [200, 403]
+        assert [f["upload"] for f in report["files"]] == ["uploaded", "failed"]
+        assert [p.name for p in index.packages.iterdir()] == [WHEEL]  # kept for the re-run, not rolled back
+
+        code, report, stderr = _release(project)
+    assert code == 0, stderr[-3000:]
+    assert [(f["filename"], f["upload"], f["status"]) for f in report["files"]] == [
+        (WHEEL, "already present", "verified"), (SDIST, "uploaded", "verified")]
+    assert _posts(proxy) == [200, 403, 200]  # over both runs: each file uploaded once

@@ -79,7 +79,8 @@ def build_cell(
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=directory.parent))
     try:
-        env = {**build_env, **cell.env, "WHEELFLOW_VERSION": expected_version(version, cell)}
+        env = {**build_env, **cell.env, "WHEELFLOW_VERSION": expected_version(version, cell),
+               "WHEELFLOW_RELEASE_VERSION": version}
         if cell.local_version:
             env["WHEELFLOW_LOCAL_VERSION"] = cell.local_version
         if source_date_epoch is not None:
@@ -97,7 +98,7 @@ def build_cell(
         if parsed is None or parsed[1] != Version(wanted):
             got = parsed[1] if parsed else wheels[0].name
             raise BuildError(f"cell {cell.name}: built version {got}, the cell's is {wanted}; fix: make the build read "
-                             "WHEELFLOW_VERSION / WHEELFLOW_LOCAL_VERSION")
+                             "WHEELFLOW_RELEASE_VERSION / WHEELFLOW_LOCAL_VERSION")
         dist = describe(wheels[0])
         for leftover in staging.iterdir():
             if leftover != wheels[0]:

@@ -37,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rel.add_argument("--to", action="append", metavar="TARGET", help="target name or index alias (repeatable)")
     rel.add_argument("--builder", choices=["docker", "local"],
                      help="how the wheel matrix is built (default: the spec's, else docker when a daemon answers)")
+    rel.add_argument("--dev", action="store_true",
+                     help="a development build: next micro version + .devYYYYMMDDHHMM (for nightlies; no tag needed)")
+    rel.add_argument("--approval", choices=["manual", "auto", "auto-if-staging-verified"],
+                     help="who decides before each target after the first (default: the spec's, else auto)")
     rel.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
 
     ver = commands.add_parser("verify", help="check that an index serves a release (read-only)")
@@ -301,7 +305,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     from wheelflow.flows.release import release
 
     state = release(project=str(Path(args.path).absolute()), spec_file=args.spec, version=args.version,
-                    to=args.to, builder=args.builder, return_state=True)
+                    to=args.to, builder=args.builder, approval=args.approval, dev=args.dev, return_state=True)
     flow_run_id = str(state.state_details.flow_run_id)
     report_path = wheelflow_home() / "reports" / f"{flow_run_id}.json"
     if report_path.exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -119,6 +120,8 @@ def twine_check(paths: list[Path]) -> list[Finding]:
             capture_output=True, text=True,
         )
         if proc.returncode != 0:
-            detail = " ".join(line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip() and "Checking" not in line)
+            text = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # twine colours its output
+            text = text.replace(str(path), path.name)
+            detail = " ".join(line.strip() for line in text.splitlines() if line.strip() and "Checking" not in line)
             findings.append(Finding(path.name, "twine-check", f"{detail[:300]}; fix: correct the package metadata"))
     return findings

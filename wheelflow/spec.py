@@ -22,6 +22,8 @@ from .errors import SpecError
 from .matrix import Matrix, parse_matrix
 
 ARTIFACT_KINDS = ("sdist", "wheel")
+# What a target receives: plain wheels carry no local version label, variant wheels do (+cu130...).
+ROUTABLE_KINDS = ("sdist", "wheel", "plain-wheel", "variant-wheel")
 BUILDERS = ("docker", "local")
 APPROVAL_POLICIES = ("manual", "auto", "auto-if-staging-verified")
 INDEX_ALIASES = ("local", "pypi", "testpypi")
@@ -53,6 +55,8 @@ class Target:
     project_budget: int | None = None
     allow_local_versions: bool | None = None
     manylinux_only: bool | None = None
+    # Variant wheels routed here, by local version label pattern (e.g. "cu130*" for a per-CUDA index).
+    local_versions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -219,8 +223,8 @@ def _parse_target(name: str, table: Any, key: str) -> Target:
             "credentials never go in the spec",
             f'remove it and set {env}_USERNAME/{env}_PASSWORD, or credentials = "prefect-secret:BLOCK"',
         )
-    _reject_unknown(table, {"index", "upload-url", "credentials", "artifacts", "verify-timeout", "max-file-size",
-                            "project-budget", "allow-local-versions", "manylinux-only"}, key)
+    _reject_unknown(table, {"index", "upload-url", "credentials", "artifacts", "local-versions", "verify-timeout",
+                            "max-file-size", "project-budget", "allow-local-versions", "manylinux-only"}, key)
     index = table.get("index")
     if index is None:
         raise SpecError(f"{key}.index", "missing", f'set index = "local", "pypi", "testpypi" or a Simple API URL')
@@ -242,7 +246,11 @@ def _parse_target(name: str, table: Any, key: str) -> Target:
             f"{credentials!r} is not a credentials source",
             f'use "env" ({env}_USERNAME/{env}_PASSWORD), "prefect-secret:BLOCK" or "none"',
         )
-    artifacts = _parse_artifacts(table.get("artifacts", list(ARTIFACT_KINDS)), f"{key}.artifacts")
+    artifacts = _parse_artifacts(table.get("artifacts", list(ARTIFACT_KINDS)), f"{key}.artifacts", ROUTABLE_KINDS)
+    local_versions = table.get("local-versions", [])
+    if not isinstance(local_versions, list) or not all(isinstance(v, str) and v for v in local_versions):
+        raise SpecError(f"{key}.local-versions", f"{local_versions!r} is not a list of label patterns",
+                        'write e.g. local-versions = ["cu130*"]')
     timeout = table.get("verify-timeout")
     if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
         raise SpecError(f"{key}.verify-timeout", f"{timeout!r} is not a positive number of seconds", "write e.g. verify-timeout = 120")
@@ -262,7 +270,8 @@ def _parse_target(name: str, table: Any, key: str) -> Target:
     return Target(name=name, index=index, upload_url=upload_url, credentials=credentials, artifacts=artifacts,
                   verify_timeout=float(timeout) if timeout is not None else None,
                   max_file_size=sizes.get("max-file-size"), project_budget=sizes.get("project-budget"),
-                  allow_local_versions=flags.get("allow-local-versions"), manylinux_only=flags.get("manylinux-only"))
+                  allow_local_versions=flags.get("allow-local-versions"), manylinux_only=flags.get("manylinux-only"),
+                  local_versions=tuple(local_versions))
 
 
 def env_prefix(target_name: str) -> str:
@@ -270,14 +279,14 @@ def env_prefix(target_name: str) -> str:
     return "WHEELFLOW_" + re.sub(r"[^A-Z0-9]", "_", target_name.upper())
 
 
-def _parse_artifacts(value: Any, key: str) -> tuple[str, ...]:
+def _parse_artifacts(value: Any, key: str, allowed: tuple[str, ...] = ARTIFACT_KINDS) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value:
         raise SpecError(key, f"{value!r} is not a list of artifact kinds", 'write e.g. artifacts = ["sdist", "wheel"]')
     for kind in value:
-        if kind not in ARTIFACT_KINDS:
-            raise SpecError(key, f"unknown artifact kind {kind!r}", 'use "sdist" and/or "wheel"')
+        if kind not in allowed:
+            raise SpecError(key, f"unknown artifact kind {kind!r}", "use " + ", ".join(f'"{k}"' for k in allowed))
     return tuple(dict.fromkeys(value))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tomllib
+from datetime import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,5 +116,24 @@ def resolve_version(spec: ReleaseSpec, requested: str | None = None) -> Resolved
         version=version,
         tag=head_tag,
         sources={source: str(value) for source, value in candidates.items()},
+        commit_time=int(commit_time) if commit_time and commit_time.strip().isdigit() else None,
+    )
+
+
+def development_version(spec: ReleaseSpec, now: datetime) -> ResolvedVersion:
+    """A nightly's version: the next micro release after the version file's, as a dated dev release
+    (0.1.0 → 0.1.1.dev202611250300), so it sorts after the last release and before the next one.
+    Tags are not consulted: a nightly builds whatever commit is checked out."""
+    if not spec.version.file:
+        raise VersionError("a development build needs version.file in the spec to know the current version; "
+                           "fix: set [tool.wheelflow.version] file")
+    base = parse_version(version_from_file(spec.project_dir / spec.version.file), str(spec.version.file))
+    major, minor, micro = (list(base.release) + [0, 0])[:3]
+    version = str(Version(f"{major}.{minor}.{micro + 1}.dev{now.strftime('%Y%m%d%H%M')}"))
+    commit_time = _git(spec.project_dir, "log", "-1", "--format=%ct", "HEAD")
+    return ResolvedVersion(
+        version=version,
+        tag=None,
+        sources={"development build": f"{base} → {version}"},
         commit_time=int(commit_time) if commit_time and commit_time.strip().isdigit() else None,
     )

@@ -4,6 +4,7 @@ Environment:
   CUDA_HOME              toolkit root (default: /usr/local/cuda, then the toolkit of `nvcc` on PATH)
   HELLO_CUDA_ARCHS       semicolon-separated SM versions to compile for (default "80;90")
   HELLO_CUDA_FORCE_CPU   "1" builds the C fallback even when nvcc is present
+  WHEELFLOW_RELEASE_VERSION  the version to stamp (a nightly's 0.1.1.dev...); default: _version.py
   WHEELFLOW_LOCAL_VERSION  a local version label for variant wheels (e.g. "sm90" -> 0.1.0+sm90)
 """
 
@@ -72,7 +73,7 @@ class BuildWithOptionalCuda(build_ext):
 
 def version() -> str:
     text = Path("src/hello_cuda/_version.py").read_text()
-    base = text.split("=", 1)[1].strip().strip("\"'")
+    base = os.environ.get("WHEELFLOW_RELEASE_VERSION") or text.split("=", 1)[1].strip().strip("\"'")
     local = os.environ.get("WHEELFLOW_LOCAL_VERSION")
     return f"{base}+{local}" if local else base
 
