@@ -1,0 +1,72 @@
+"""Secrets never leak: a release that succeeds, one that fails and alerts, and a monitor run, all with
+a known index password and webhook token; then every log line, artifact, report, state message and
+file wheelflow wrote is searched for them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import INDEX_PASSWORD, git, make_project, run_cli
+from faultproxy import FaultProxy, Rule
+
+WEBHOOK_TOKEN = "T0KEN-w3bh00k-s3cret"  # in the webhook fixture's URL
+
+
+def _everything_prefect_recorded(flow_run_ids: list[str]) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+
+    from wheelflow.runhistory import task_histories
+
+    texts: list[str] = []
+    with get_client(sync_client=True) as client:
+        for run_id in flow_run_ids:
+            run = client.read_flow_run(run_id)
+            texts += [json.dumps(run.parameters), run.state.message or ""]
+            texts += [log.message for log in client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))]
+            texts += [json.dumps(a.data) + (a.description or "") for a in client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))]
+            texts += [json.dumps(h.json()) for h in task_histories(client, run.id)]
+    return texts
+
+
+def test_no_secret_in_any_log_artifact_report_state_or_file(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api, webhook
+) -> None:
+    from flows.monitor import MonitoredProject, sync_monitor
+
+    outputs: list[str] = []
+    runs: list[str] = []
+    good = make_project(tmp_path / "good", index_url=index.simple_url)
+    result = run_cli("release", str(good), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs += [result.stdout, result.stderr]
+    runs.append(json.loads(result.stdout)["flow_run_id"])
+
+    with FaultProxy(index.url) as proxy:  # an upload refused: the error path, its retries and the alert
+        proxy.rules += [Rule("POST", 503, "Service Unavailable"),
+                        Rule("POST", 403, "Invalid or non-existent authentication information.")]
+        bad = make_project(tmp_path / "bad", version="2.0.0", index_url=proxy.url + "simple/")
+        result = run_cli("release", str(bad), "--json")
+    assert result.returncode == 1
+    outputs += [result.stdout, result.stderr]
+    runs.append(json.loads(result.stdout)["flow_run_id"])
+    assert len(webhook.received) == 1  # the alert went out: the token was used, and must not show
+
+    git(good, "init", "-q")
+    git(good, "add", ".")
+    git(good, "commit", "-q", "-m", "release")
+    git(good, "tag", "v1.0.0")
+    state = sync_monitor(projects=[MonitoredProject(name="tiny-pkg", repo=str(good), indexes=[index.simple_url])],
+                         return_state=True)
+    runs.append(str(state.state_details.flow_run_id))
+
+    texts = outputs + _everything_prefect_recorded(runs)
+    texts += [p.read_text(errors="replace") for p in home.rglob("*") if p.is_file() and p.stat().st_size < 10**6
+              and p.suffix not in (".whl", ".gz")]
+    assert len(texts) > 50  # logs, artifacts, reports and states were all read
+    for secret in (INDEX_PASSWORD, WEBHOOK_TOKEN):
+        leaks = [t[max(0, t.find(secret) - 80):t.find(secret) + 80] for t in texts if secret in t]
+        assert leaks == [], f"{secret[:6]}… leaked: {leaks[:3]}"
