@@ -153,6 +153,9 @@ def release(
 
         check_release_files(dists, spec.name, versions, spec.artifacts)
         report.add("checked", True, "filenames, versions, METADATA, RECORD, twine check --strict")
+        create_table_artifact(key=f"{artifact_key(spec.name)}-sha256", description="sha256 of every built file: "
+                              "checked again before each upload and against what each index serves",
+                              table=[{"file": d.filename, "sha256": d.sha256, "size": d.path.stat().st_size} for d in dists])
 
         with contextlib.ExitStack() as stack:
             endpoints = {t.name: stack.enter_context(open_endpoints(t, wheelflow_home())) for t in targets}
@@ -503,11 +506,15 @@ def account_for_rollback(spec: ReleaseSpec, version: str, targets: list[Target],
     report.runbook = runbook
 
 
+def artifact_key(name: str) -> str:
+    return f"release-{name}".lower().replace("_", "-").replace(".", "-")
+
+
 def publish_report(report: ReleaseReport) -> None:
     """The checklist table and markdown summary as Prefect artifacts, and the JSON under $WHEELFLOW_HOME."""
     if report.error and not any(c.status == "failed" for c in report.checks):
         report.add("release", False, report.error)
-    key = f"release-{report.name or 'unknown'}".lower().replace("_", "-").replace(".", "-")
+    key = artifact_key(report.name or "unknown")
     create_table_artifact(key=key, table=report.table_rows(), description=f"Release checklist: {report.name} {report.version}")
     if report.cells:
         create_table_artifact(key=f"{key}-cells", table=[c.table_row() for c in report.cells],

@@ -9,7 +9,8 @@ from prefect import get_run_logger, task
 import httpx
 
 from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
-from wheelflow.distributions import Distribution, parse_filename
+from wheelflow.distributions import Distribution, parse_filename, sha256_of
+from wheelflow.errors import HashMismatchError
 from wheelflow.removal import remove_version
 from wheelflow.indexes import Endpoints
 from wheelflow.localindex import credentials_for, wheelflow_home
@@ -43,6 +44,9 @@ def upload_file(dist: Distribution, target: Target, endpoints: Endpoints, name: 
         from wheelflow.errors import UploadError
 
         raise UploadError(f"target {target.name!r} has no upload URL; fix: set upload-url in the spec", transient=False)
+    if sha256_of(dist.path) != dist.sha256:  # the bytes uploaded are the bytes built and checked
+        raise HashMismatchError(f"{dist.filename} changed since it was built (sha256 {dist.sha256[:16]}… at build "
+                                "time); fix: re-run the release so that it is built and checked again")
     outcome = publish_file(
         dist.path, dist.sha256, endpoints.upload_url, credentials_for(target, wheelflow_home()),
         read_served=lambda: read_target(endpoints, name, version), log=logger.info,

@@ -9,7 +9,7 @@ import httpx
 from wheelflow.tasks.upload import READ_TIMEOUT
 from wheelflow.distributions import Distribution
 from wheelflow.errors import HashMismatchError, VerificationError
-from wheelflow.indexes import Endpoints
+from wheelflow.indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP, Endpoints
 from wheelflow.localindex import wheelflow_home
 from wheelflow.simple_api import ServedFile
 from wheelflow.verification import HASH_MISMATCH, VERIFIED, FileStatus, install_and_smoke, poll_until_served, read_served
@@ -33,6 +33,7 @@ def verify_served(endpoints: Endpoints, name: str, version: str, dists: list[Dis
         statuses, served = poll_until_served(
             lambda: read_served(client, endpoints.simple_url, name, version),
             expected, endpoints.verify_timeout, on_wait=logger.info,
+            max_delay=PUBLIC_POLL_CAP if endpoints.public else PRIVATE_POLL_CAP,
         )
     for status in statuses:
         (logger.info if status.status == VERIFIED else logger.error)("%s: %s", endpoints.name, status.describe())

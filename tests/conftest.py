@@ -219,3 +219,36 @@ def postgres_url():
     finally:
         subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+# -- the table of faults and bad inputs in README.md, generated from a test run ---------------------
+
+CASES_FILE = REPO / ".wheelflow-cases.json"  # written by a test run; tools/case_table.py renders it
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "case(kind, what, expected): a fault or bad input listed in README's table")
+    config._wheelflow_cases = {}  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("case")
+    if marker is None or (report.when != "call" and not report.skipped):
+        return
+    kind, what, expected = marker.args
+    if getattr(item, "callspec", None) is not None:
+        what = f"{what} [{item.callspec.id}]"
+    cases = item.config._wheelflow_cases  # type: ignore[attr-defined]
+    cases[item.nodeid] = {"kind": kind, "case": what, "expected": expected, "test": item.nodeid,
+                          "result": "skipped" if report.skipped else report.outcome}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    cases = getattr(session.config, "_wheelflow_cases", {})
+    if cases:
+        import json
+
+        CASES_FILE.write_text(json.dumps(cases, indent=1, sort_keys=True))

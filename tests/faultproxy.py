@@ -6,7 +6,9 @@ them. Rules are consumed in order, so "fail the first upload with 503" is exactl
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -27,6 +29,9 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.rules: list[Rule] = []
         self.seen: list[tuple[str, str, int]] = []  # (method, path, status answered)
+        # Cache lag: a file stays out of listings for this many seconds after its upload passed through.
+        self.lag: dict[str, float] = {}
+        self._uploaded_at: dict[str, float] = {}
         self._lock = threading.Lock()
         proxy = self
 
@@ -47,6 +52,12 @@ class FaultProxy:
                 else:
                     status, payload = upstream.status_code, upstream.content
                     ctype = upstream.headers.get("content-type", "text/plain")
+                    if self.command == "POST":
+                        for filename in proxy.lag:
+                            if filename.encode() in body:
+                                proxy._uploaded_at.setdefault(filename, time.monotonic())
+                    elif "/simple/" in self.path:
+                        payload = proxy._hide_lagging(payload)
                 with proxy._lock:
                     proxy.seen.append((self.command, self.path, status))
                 self.send_response(status, rule.body if rule and rule.body else None)
@@ -59,6 +70,14 @@ class FaultProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _hide_lagging(self, payload: bytes) -> bytes:
+        text = payload.decode()
+        for filename, seconds in self.lag.items():
+            uploaded = self._uploaded_at.get(filename)
+            if uploaded is not None and time.monotonic() < uploaded + seconds:
+                text = re.sub(r"<a [^>]*>" + re.escape(filename) + r"</a>(<br\s*/?>)?", "", text)
+        return text.encode()
 
     def _take(self, method: str) -> Rule | None:
         with self._lock:

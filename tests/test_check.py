@@ -24,6 +24,8 @@ def test_good_files_pass(tmp_path: Path) -> None:
     assert (code, lines, report["findings"], report["ok"]) == (0, [], [], True)
 
 
+@pytest.mark.case("bad input", "a wheel whose filename version differs from its metadata",
+                  "refused naming the file")
 def test_a_wheel_renamed_to_a_variant_keeps_its_old_metadata_version(tmp_path: Path) -> None:
     built = make_wheel(tmp_path)
     renamed = tmp_path / "tiny_pkg-1.0.0+cu130-py3-none-any.whl"
@@ -78,6 +80,8 @@ def test_a_second_sdist_for_the_same_release(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.case("bad input", "a +local version or a plain linux_x86_64 wheel for the public index",
+                  "refused before any upload, with the auditwheel hint")
 def test_public_target_rules_local_version_and_plain_linux_tag(tmp_path: Path) -> None:
     variant = make_wheel(tmp_path, version="1.0.0+cu130", tag="cp311-cp311-linux_x86_64")
     code, lines, _ = check(str(variant), "--target", "pypi")
@@ -95,6 +99,8 @@ def test_project_budget_counts_every_file_of_the_release(tmp_path: Path) -> None
     assert len(lines) == 1 and "[project-budget] this release adds" in lines[0] and "over staging's project budget of 50.0 kB" in lines[0]
 
 
+@pytest.mark.case("bad input", "a file over the target's size limit",
+                  "refused naming the file and the limit")
 def test_file_size_limit(tmp_path: Path) -> None:
     spec = tmp_path / "release.toml"
     spec.write_text('name = "tiny-pkg"\n[targets.prod]\nindex = "pypi"\nmax-file-size = "10kB"\n')

@@ -112,6 +112,8 @@ def _trigger(*args: str) -> tuple[int, dict, str]:
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
 
 
+@pytest.mark.case("fault", "the index answers 503 to the first two uploads",
+                  "retried with backoff: uploaded once, Completed, 3 attempts in the history")
 def test_trigger_wait_exits_0_and_status_shows_each_retry(served, staging, tmp_path: Path) -> None:
     with FaultProxy(staging.url) as proxy:
         proxy.rules.append(Rule("POST", 503, "Service Unavailable", times=2))  # the first two uploads fail
@@ -135,6 +137,8 @@ def test_trigger_wait_exits_0_and_status_shows_each_retry(served, staging, tmp_p
     assert table.returncode == 0 and "AwaitingRetry" in table.stdout
 
 
+@pytest.mark.case("fault", "the installed package fails its smoke test",
+                  "trigger --wait exits 1")
 def test_trigger_wait_fails_when_verification_fails(served, staging, tmp_path: Path) -> None:
     project = make_project(tmp_path / "bad", index_url=staging.simple_url)
     text = (project / "pyproject.toml").read_text().replace("answer() == 42", "answer() == 41")
@@ -144,6 +148,8 @@ def test_trigger_wait_fails_when_verification_fails(served, staging, tmp_path: P
     assert ": Failed" in stderr.splitlines()[-1] or any(": Failed" in line for line in stderr.splitlines())
 
 
+@pytest.mark.case("bad input", "trigger: a deployment that does not exist",
+                  "one line naming it and the fix")
 def test_trigger_names_a_missing_deployment_and_the_fix(prefect_api) -> None:
     result = run_cli("trigger", "relaese")
     assert result.returncode == 1

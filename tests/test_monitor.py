@@ -205,6 +205,8 @@ def test_a_served_file_differing_from_the_release_manifest_is_a_hash_mismatch(
     assert records["1.0.0"]["mismatched"] == ["tiny_pkg-1.0.0-py3-none-any.whl", "tiny_pkg-1.0.0.tar.gz"]
 
 
+@pytest.mark.case("bad input", "monitor: a time that is not ISO 8601, an index that is not a URL",
+                  "exit 2, one line naming the option")
 def test_bad_monitor_input_is_one_line_naming_the_option(tmp_path: Path, home: Path) -> None:
     result = run_cli("monitor", "--repo", str(tmp_path), "--project", "x", "--index", "pypi", "--as-of", "yesterday")
     assert (result.returncode, result.stderr.strip()) == (

@@ -58,5 +58,22 @@ def test_the_public_index_gets_a_deadline_past_its_cdn_cache_and_local_indexes_s
 
 def test_polls_back_off_to_a_ceiling_over_a_long_deadline() -> None:
     time = FakeTime()
-    poll_until_served(lambda: [], {A.filename: "aaa"}, 1800, clock=time.clock, sleep=time.sleep)
-    assert max(time.sleeps) == 15.0 and len(time.sleeps) < 130  # ~125 reads over 30 minutes, not thousands
+    # The public index's cap (wheelflow.indexes.PUBLIC_POLL_CAP): gentle on its CDN over 30 minutes.
+    poll_until_served(lambda: [], {A.filename: "aaa"}, 1800, clock=time.clock, sleep=time.sleep, max_delay=10.0)
+    assert max(time.sleeps) == 10.0 and len(time.sleeps) < 190  # ~185 reads over 30 minutes, not thousands
+
+
+def test_a_file_that_appears_after_a_10_s_lag_is_seen_within_2_s() -> None:
+    time = FakeTime()
+    visible_at = 10.0
+    reads: list[float] = []
+
+    def listing() -> list[ServedFile]:
+        reads.append(time.now)
+        return [A, B] if time.now >= visible_at else [A]
+
+    statuses, _ = poll_until_served(listing, {A.filename: "aaa", B.filename: "bbb"}, 60, clock=time.clock,
+                                    sleep=time.sleep)
+    assert [s.status for s in statuses] == ["verified", "verified"]
+    assert visible_at <= reads[-1] <= visible_at + 2.0
+    assert max(time.sleeps) == 2.0  # the backoff is capped: never a long blind wait

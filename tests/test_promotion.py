@@ -140,6 +140,8 @@ def test_an_approval_given_through_the_prefect_api(tmp_path: Path, home: Path, p
 
 
 @pytest.mark.parametrize("staging_server", ["pypiserver", "devpi"])
+@pytest.mark.case("fault", "an approval rejected",
+                  "fails with the reason; staging files removed; production untouched")
 def test_a_rejection_leaves_production_untouched_and_rolls_back_staging(
     tmp_path: Path, home: Path, prefect_api, index, devpi, credentials, staging_server: str, webhook
 ) -> None:
@@ -173,6 +175,8 @@ def test_a_rejection_leaves_production_untouched_and_rolls_back_staging(
     assert "rejected: changelog is wrong" in alert["summary"]
 
 
+@pytest.mark.case("fault", "an approval nobody gives",
+                  "timeout fails the release; production gets nothing")
 def test_an_approval_nobody_gives_times_out_and_publishes_nothing_to_production(
     tmp_path: Path, home: Path, prefect_api, index, devpi, credentials
 ) -> None:

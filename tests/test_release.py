@@ -51,6 +51,8 @@ def test_release_uploads_each_file_once_and_a_rerun_changes_nothing(
         assert again["checks"][-1]["check"] == "nothing to upload"
 
 
+@pytest.mark.case("bad input", "missing credentials",
+                  "stopped before the build, naming the variables to set")
 def test_missing_credentials_stop_the_release_before_the_build(tmp_path: Path, home: Path, index, prefect_api) -> None:
     project = make_project(tmp_path / "proj", index_url=index.simple_url)
     code, report, stderr = release_json(str(project))
@@ -63,6 +65,8 @@ def test_missing_credentials_stop_the_release_before_the_build(tmp_path: Path, h
     assert list(index.packages.iterdir()) == []
 
 
+@pytest.mark.case("bad input", "the tag and the version file disagree",
+                  "refused before anything is built")
 def test_tag_version_mismatch_is_refused_before_anything_is_built(tmp_path: Path, home: Path, prefect_api) -> None:
     project = make_project(tmp_path / "proj", version="1.2.0")
     git(project, "init", "-q")
@@ -76,6 +80,8 @@ def test_tag_version_mismatch_is_refused_before_anything_is_built(tmp_path: Path
     assert not (home / "builds").exists()
 
 
+@pytest.mark.case("fault", "a file is never served",
+                  "verification fails naming the file")
 def test_verify_names_the_file_the_index_does_not_serve(tmp_path: Path, home: Path, index, index_credentials, prefect_api) -> None:
     project = make_project(tmp_path / "proj", index_url=index.simple_url)
     assert release_json(str(project))[0] == 0
@@ -90,6 +96,8 @@ def test_verify_names_the_file_the_index_does_not_serve(tmp_path: Path, home: Pa
     assert f"wheelflow: verify failed: {WHEEL} is not served" in result.stderr
 
 
+@pytest.mark.case("fault", "the index serves other bytes under the release's file name",
+                  "hash mismatch named; nothing uploaded")
 def test_served_bytes_that_differ_from_the_build_are_a_named_hash_mismatch(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api
 ) -> None:

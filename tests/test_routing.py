@@ -35,6 +35,8 @@ def test_each_file_goes_where_the_targets_route_it(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.case("bad input", "an unknown artifact kind in a target's routing",
+                  "one line naming the known kinds")
 def test_an_unknown_routing_kind_names_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         parse_spec({"name": "x", "targets": {"t": {"index": "pypi", "artifacts": ["pure-wheel"]}}}, tmp_path)

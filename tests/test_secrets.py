@@ -4,6 +4,8 @@ file wheelflow wrote is searched for them."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -32,6 +34,8 @@ def _everything_prefect_recorded(flow_run_ids: list[str]) -> list[str]:
     return texts
 
 
+@pytest.mark.case("secret", "an index password and a webhook token, through a release, a failed release with its alert, and a monitor run",
+                  "found in no log line, artifact, report, state message or file")
 def test_no_secret_in_any_log_artifact_report_state_or_file(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api, webhook
 ) -> None:

@@ -31,6 +31,8 @@ def test_standalone_spec_file_for_a_project_you_do_not_control(tmp_path: Path) -
     assert spec.targets[0].upload_url is None and spec.targets[0].credentials == "env"
 
 
+@pytest.mark.case("bad input", "a malformed spec",
+                  "one line naming the key and the fix")
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -64,6 +66,8 @@ def test_tag_pattern_must_hold_the_version(tmp_path: Path) -> None:
         load_spec(project)
 
 
+@pytest.mark.case("bad input", "a password written in the spec",
+                  "refused without echoing it")
 def test_credentials_in_the_spec_are_refused_without_echoing_them(tmp_path: Path) -> None:
     project = make_project(tmp_path / "p", extra='\n[tool.wheelflow.targets.prod]\nindex = "pypi"\npassword = "pypi-AgEtopsecret"\n')
     with pytest.raises(SpecError) as err:
@@ -73,6 +77,8 @@ def test_credentials_in_the_spec_are_refused_without_echoing_them(tmp_path: Path
     assert "topsecret" not in str(err.value)
 
 
+@pytest.mark.case("bad input", "an index URL with embedded credentials",
+                  "refused, the credentials redacted")
 def test_index_url_with_embedded_credentials_is_refused_and_redacted(tmp_path: Path) -> None:
     project = make_project(tmp_path / "p", extra='\n[tool.wheelflow.targets.prod]\nindex = "https://bob:tok3n@idx.example/simple/"\n')
     with pytest.raises(SpecError) as err:

@@ -50,6 +50,8 @@ def _posts(proxy: FaultProxy) -> list[int]:
 
 
 @pytest.mark.parametrize(("status", "reason"), [(503, "Service Unavailable"), (400, "File already exists.")])
+@pytest.mark.case("fault", "the index answers with an error after storing the file",
+                  "read back: counted as uploaded once, release verified")
 def test_an_error_answer_after_the_file_landed_ends_verified_with_one_upload(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api, status: int, reason: str
 ) -> None:
@@ -63,6 +65,8 @@ def test_an_error_answer_after_the_file_landed_ends_verified_with_one_upload(
     assert sorted(p.name for p in index.packages.iterdir()) == sorted([SDIST, WHEEL])
 
 
+@pytest.mark.case("fault", "the index refuses an upload for good",
+                  "no retry, the fix named, nothing more uploaded")
 @pytest.mark.parametrize(
     ("status", "reason", "fix"),
     [
@@ -82,6 +86,8 @@ def test_hard_answers_are_not_retried_and_name_the_fix(
     assert list(index.packages.iterdir()) == []
 
 
+@pytest.mark.case("bad input", "a release larger than the project's budget",
+                  "refused before the first upload")
 def test_a_budget_smaller_than_the_release_is_refused_before_the_first_upload(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api
 ) -> None:
@@ -114,6 +120,8 @@ def test_a_skipped_publish_step_fails_the_release_and_alerts(
     assert "T0KEN-w3bh00k-s3cret" not in stderr + json.dumps(report)
 
 
+@pytest.mark.case("fault", "an upload answered 503, then 403",
+                  "the alert lists each attempt with its time and error")
 def test_a_failed_release_alert_carries_the_retry_history_of_the_failed_task(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api, webhook
 ) -> None:
@@ -133,6 +141,8 @@ def test_a_failed_release_alert_carries_the_retry_history_of_the_failed_task(
     assert second.startswith("  attempt 2 at ") and "HTTP 403 Invalid or non-existent authentication" in second
 
 
+@pytest.mark.case("fault", "the index refuses the second file once",
+                  "the re-run completes: each file uploaded once over both runs")
 def test_a_rerun_after_the_index_refused_the_second_file_completes_with_each_file_uploaded_once(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api
 ) -> None:

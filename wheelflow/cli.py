@@ -420,6 +420,8 @@ def parse_pin(text: str) -> tuple[str, str]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from .indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP
+
     import httpx
 
     from .indexes import resolve_endpoints
@@ -452,7 +454,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         progress = (lambda message: None) if args.json else (lambda message: err_console.print(message, markup=False))
         with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)) as client:
             statuses, served = poll_until_served(lambda: read_served(client, endpoints.simple_url, name, version),
-                                                 expected, timeout, on_wait=progress)
+                                                 expected, timeout, on_wait=progress,
+                                                 max_delay=PUBLIC_POLL_CAP if endpoints.public else PRIVATE_POLL_CAP)
         if not expected:
             from .verification import FileStatus
 

@@ -19,6 +19,10 @@ from .spec import Target, env_prefix, redact_url
 #: caches pages for about ten minutes, so reading a fresh upload back can take that long.
 PUBLIC_VERIFY_TIMEOUT = 1800.0
 PRIVATE_VERIFY_TIMEOUT = 60.0
+#: Longest pause between two reads of a listing while waiting for a file: a file is seen at most this
+#: long after it appears. The public index's CDN is read more gently.
+PRIVATE_POLL_CAP = 2.0
+PUBLIC_POLL_CAP = 10.0
 
 
 @dataclass(frozen=True)

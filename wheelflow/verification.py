@@ -75,12 +75,13 @@ def poll_until_served(
     sleep: Callable[[float], None] = time.sleep,
     on_wait: Callable[[str], None] = lambda message: None,
     first_delay: float = 0.25,
-    max_delay: float = 15.0,
+    max_delay: float = 2.0,
 ) -> tuple[list[FileStatus], list[ServedFile]]:
     """Read the listing until every expected file is there, a hash mismatch shows, or the deadline passes.
 
-    Index caches lag behind uploads, so a missing file is re-read with exponential backoff; a
-    mismatching hash is final at once (a served filename never changes its bytes).
+    Index caches lag behind uploads, so a missing file is re-read with exponential backoff capped at
+    ``max_delay`` (a file is seen at most that long after it appears); a mismatching hash is final at
+    once (a served filename never changes its bytes).
     """
     deadline = clock() + timeout
     delay = first_delay
