@@ -497,7 +497,8 @@ def account_for_rollback(spec: ReleaseSpec, version: str, targets: list[Target],
         stayed = [f for f in uploaded if f in still]
         removed = [f for f in uploaded if f not in still]
         for filename in removed:
-            report.file(filename, target.name).upload = "rolled back"
+            entry = report.file(filename, target.name)
+            entry.upload, entry.status = "rolled back", "removed"
         if removed:
             report.add(f"rolled back {target.name}", True, "removed " + ", ".join(removed))
         if stayed:

@@ -240,10 +240,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return
     kind, what, expected = marker.args
     if getattr(item, "callspec", None) is not None:
-        what = f"{what} [{item.callspec.id}]"
+        what = f"{what}: " + ", ".join(_short(v) for v in item.callspec.params.values() if _short(v))
     cases = item.config._wheelflow_cases  # type: ignore[attr-defined]
     cases[item.nodeid] = {"kind": kind, "case": what, "expected": expected, "test": item.nodeid,
                           "result": "skipped" if report.skipped else report.outcome}
+
+
+def _short(value: object) -> str:
+    """A parameter as a table cell: its last line, if short enough to read there."""
+    text = str(value).strip().splitlines()[-1].strip() if str(value).strip() else ""
+    return text.replace("|", "\\|") if len(text) <= 60 else ""
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -251,4 +257,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if cases:
         import json
 
-        CASES_FILE.write_text(json.dumps(cases, indent=1, sort_keys=True))
+        # Merged with earlier runs, so that running one module keeps the others' rows; a full run
+        # refreshes every row.
+        previous = json.loads(CASES_FILE.read_text()) if CASES_FILE.exists() else {}
+        CASES_FILE.write_text(json.dumps({**previous, **cases}, indent=1, sort_keys=True))

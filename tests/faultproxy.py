@@ -7,6 +7,7 @@ them. Rules are consumed in order, so "fail the first upload with 503" is exactl
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ class Rule:
     body: str = ""
     times: int = 1
     forward_first: bool = False  # forward to upstream (so the file lands), then answer with the fault
+    reset: bool = False  # close the connection without an answer (after forwarding, with forward_first)
+    truncate: bool = False  # forward, then answer upstream's status with the first half of its body
+    path_prefix: str = ""  # only requests whose path starts with this
 
 
 class FaultProxy:
@@ -42,12 +46,22 @@ class FaultProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
-                rule = proxy._take(self.command)
-                if rule is None or rule.forward_first:
+                rule = proxy._take(self.command, self.path)
+                if rule is None or rule.forward_first or rule.truncate:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                     upstream = httpx.request(self.command, proxy.upstream + self.path, content=body, headers=headers,
                                              timeout=30)
-                if rule is not None:
+                if rule is not None and rule.reset:
+                    with proxy._lock:
+                        proxy.seen.append((self.command, self.path, 0))
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)  # the peer sees a reset, not an answer
+                    return
+                if rule is not None and rule.truncate:
+                    status, payload = upstream.status_code, upstream.content[: len(upstream.content) // 2]
+                    ctype = upstream.headers.get("content-type", "application/octet-stream")
+                    rule = None
+                elif rule is not None:
                     status, payload, ctype = rule.status, rule.body.encode(), "text/plain"
                 else:
                     status, payload = upstream.status_code, upstream.content
@@ -79,10 +93,10 @@ class FaultProxy:
                 text = re.sub(r"<a [^>]*>" + re.escape(filename) + r"</a>(<br\s*/?>)?", "", text)
         return text.encode()
 
-    def _take(self, method: str) -> Rule | None:
+    def _take(self, method: str, path: str) -> Rule | None:
         with self._lock:
             for rule in self.rules:
-                if rule.method == method and rule.times > 0:
+                if rule.method == method and rule.times > 0 and path.startswith(rule.path_prefix):
                     rule.times -= 1
                     return rule
         return None

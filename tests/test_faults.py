@@ -33,3 +33,89 @@ def test_a_listing_that_lags_10_s_behind_the_upload_is_waited_for(
     first_upload = next(i for i, (method, _, _) in enumerate(proxy.seen) if method == "POST")
     listings_after = [p for m, p, _ in proxy.seen[first_upload:] if m == "GET" and p.startswith("/simple/")]
     assert len(listings_after) >= 5  # it kept reading while the file was hidden (about 10 s at ≤ 2 s apart)
+
+
+def _release_through(proxy: FaultProxy, project: Path) -> tuple[int, dict, str]:
+    (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text() + textwrap.dedent(f"""
+        [tool.wheelflow.targets.staging]
+        index = "{proxy.url}simple/"
+        verify-timeout = 30
+        """))
+    result = run_cli("release", str(project), "--json")
+    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
+
+
+def _posts(proxy: FaultProxy) -> list[int]:
+    return [status for method, _path, status in proxy.seen if method == "POST"]
+
+
+@pytest.mark.case("fault", "the connection is reset during an upload",
+                  "read back, retried where needed: each file uploaded once, release verified")
+@pytest.mark.parametrize("when", ["before the file landed", "after the file landed"])
+def test_a_connection_reset_during_upload_ends_with_each_file_uploaded_once(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api, when: str
+) -> None:
+    from faultproxy import Rule
+
+    landed = when.startswith("after")
+
+    with FaultProxy(index.url) as proxy:
+        proxy.rules.append(Rule("POST", 0, reset=True, forward_first=landed))
+        code, report, stderr = _release_through(proxy, make_project(tmp_path / "p"))
+    assert code == 0, stderr[-3000:]
+    assert [(f["upload"], f["status"]) for f in report["files"]] == [("uploaded", "verified")] * 2
+    assert _posts(proxy) == ([0, 200] if landed else [0, 200, 200])  # a landed file is not sent again
+    assert sorted(p.name for p in index.packages.iterdir()) == sorted([WHEEL, "tiny_pkg-1.0.0.tar.gz"])
+
+
+@pytest.mark.case("fault", "the index serves a truncated file to the installer",
+                  "the install fails on the sha256 check and the release fails: never a false success")
+def test_a_truncated_download_fails_the_install_and_the_release(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api
+) -> None:
+    from faultproxy import Rule
+
+    with FaultProxy(index.url) as proxy:
+        proxy.rules.append(Rule("GET", 200, truncate=True, path_prefix="/packages/", times=100))
+        code, report, _ = _release_through(proxy, make_project(tmp_path / "p"))
+    assert code == 1 and report["ok"] is False
+    failed = [c for c in report["checks"] if c["status"] == "failed"]
+    assert failed[0]["check"] == "install + smoke on staging"
+    assert f"the downloaded {WHEEL} does not match the sha256 the index lists" in failed[0]["detail"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 256 KiB tmpfs: a real full disk for $WHEELFLOW_HOME."""
+    import subprocess
+
+    mountpoint = tmp_path / "small-disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mountpoint)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], capture_output=True)
+
+
+@pytest.mark.case("fault", "the artifact directory is full",
+                  "the build fails naming the disk and the fix; nothing is uploaded")
+def test_a_full_artifact_directory_fails_clearly_and_uploads_nothing(
+    tmp_path: Path, index, index_credentials, prefect_api, small_disk: Path, monkeypatch
+) -> None:
+    import os
+
+    monkeypatch.setenv("WHEELFLOW_HOME", str(small_disk / "home"))
+    project = make_project(tmp_path / "p", index_url=index.simple_url)
+    (project / "src" / "tiny_pkg" / "blob.bin").write_bytes(os.urandom(400_000))  # more than the disk holds
+    text = (project / "pyproject.toml").read_text().replace(
+        "[tool.setuptools.packages.find]", '[tool.setuptools.package-data]\ntiny_pkg = ["*.bin"]\n\n[tool.setuptools.packages.find]')
+    (project / "pyproject.toml").write_text(text)
+    result = run_cli("release", str(project), "--json")
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert "No space left on device" in error
+    assert f"fix: free space on the disk of {small_disk / 'home'}" in error
+    assert list(index.packages.iterdir()) == []

@@ -98,6 +98,12 @@ def first_error_line(lines: "deque[str] | list[str]") -> str:
     return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
+def build_fix(tail: "deque[str] | list[str]", home: Path) -> str:
+    if any("No space left on device" in line or "Errno 28" in line for line in tail):
+        return f"free space on the disk of {home} (its builds/ cache can be deleted) or set WHEELFLOW_HOME to a larger disk"
+    return "see the build log above"
+
+
 def build_distributions(
     project: Path,
     *,
@@ -138,7 +144,7 @@ def build_distributions(
         shutil.rmtree(staging, ignore_errors=True)
         raise BuildError(
             f"build of {name} {version} failed (exit {proc.returncode}): {first_error_line(tail)[:200]}; "
-            "fix: see the build log above",
+            f"fix: {build_fix(tail, home)}",
             log_tail="\n".join(tail),
         )
     dists = sorted((describe(p) for p in staging.iterdir() if p.is_file()), key=lambda d: d.filename)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,19 @@ def _clean_pip_env() -> dict[str, str]:
     return env
 
 
+def pip_failure(output: str) -> str:
+    """The line of pip's output that says what went wrong (its last line is often a bare hash)."""
+    if "DO NOT MATCH THE HASHES" in output:
+        found = re.findall(r"/([^/\s#]+\.(?:whl|tar\.gz))(?:[#:\s]|$)", output) or ["file"]
+        expected = re.search(r"Expected sha256 ([0-9a-f]{64})", output)
+        got = re.search(r"Got\s+([0-9a-f]{64})", output)
+        detail = f" (listed sha256 {expected.group(1)[:16]}…, downloaded {got.group(1)[:16]}…)" if expected and got else ""
+        return f"the downloaded {found[0]} does not match the sha256 the index lists{detail}: the index or a proxy served damaged bytes"
+    errors = [line.strip() for line in output.splitlines() if line.strip().startswith("ERROR:")]
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return errors[0] if errors else (lines[-1] if lines else "no output")
+
+
 def install_and_smoke(
     name: str,
     version: str,
@@ -150,8 +164,8 @@ def install_and_smoke(
             return InstallResult(False, None, f"pip install {name}=={version} did not finish within {timeout:.0f} s")
         output = (proc.stdout + proc.stderr).strip()
         if proc.returncode != 0:
-            last = output.splitlines()[-1] if output else ""
-            return InstallResult(False, None, f"pip install {name}=={version} failed: {last[:300]}", output[-3000:])
+            return InstallResult(False, None, f"pip install {name}=={version} failed: {pip_failure(output)[:300]}",
+                                 output[-3000:])
         installed = _installed_file(report_path, name)
         by_name = {s.filename: s for s in served}
         if installed is None or installed[0] not in by_name:
