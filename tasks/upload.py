@@ -8,14 +8,14 @@ from prefect import get_run_logger, task
 
 import httpx
 
-from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
 from wheelflow.distributions import Distribution, parse_filename, sha256_of
-from wheelflow.errors import HashMismatchError
-from wheelflow.removal import remove_version
+from wheelflow.errors import HashMismatchError, UploadError
 from wheelflow.indexes import Endpoints
 from wheelflow.localindex import credentials_for, wheelflow_home
+from wheelflow.removal import remove_version
 from wheelflow.simple_api import ServedFile
 from wheelflow.spec import Target
+from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
 from wheelflow.uploading import publish_file
 from wheelflow.verification import read_served
 
@@ -41,8 +41,6 @@ def upload_file(dist: Distribution, target: Target, endpoints: Endpoints, name: 
     """Returns "uploaded" or "already present". Credentials are read here, never passed around."""
     logger = get_run_logger()
     if endpoints.upload_url is None:
-        from wheelflow.errors import UploadError
-
         raise UploadError(f"target {target.name!r} has no upload URL; fix: set upload-url in the spec", transient=False)
     if sha256_of(dist.path) != dist.sha256:  # the bytes uploaded are the bytes built and checked
         raise HashMismatchError(f"{dist.filename} changed since it was built (sha256 {dist.sha256[:16]}… at build "

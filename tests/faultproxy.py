@@ -85,6 +85,11 @@ class FaultProxy:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    def statuses(self, method: str) -> list[int]:
+        """What the proxy answered to each request of ``method`` (0: connection reset), in order."""
+        with self._lock:
+            return [status for seen_method, _path, status in self.seen if seen_method == method]
+
     def _hide_lagging(self, payload: bytes) -> bytes:
         text = payload.decode()
         for filename, seconds in self.lag.items():

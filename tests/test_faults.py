@@ -45,10 +45,6 @@ def _release_through(proxy: FaultProxy, project: Path) -> tuple[int, dict, str]:
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
 
 
-def _posts(proxy: FaultProxy) -> list[int]:
-    return [status for method, _path, status in proxy.seen if method == "POST"]
-
-
 @pytest.mark.case("fault", "the connection is reset during an upload",
                   "read back, retried where needed: each file uploaded once, release verified")
 @pytest.mark.parametrize("when", ["before the file landed", "after the file landed"])
@@ -64,7 +60,7 @@ def test_a_connection_reset_during_upload_ends_with_each_file_uploaded_once(
         code, report, stderr = _release_through(proxy, make_project(tmp_path / "p"))
     assert code == 0, stderr[-3000:]
     assert [(f["upload"], f["status"]) for f in report["files"]] == [("uploaded", "verified")] * 2
-    assert _posts(proxy) == ([0, 200] if landed else [0, 200, 200])  # a landed file is not sent again
+    assert proxy.statuses("POST") == ([0, 200] if landed else [0, 200, 200])  # a landed file is not sent again
     assert sorted(p.name for p in index.packages.iterdir()) == sorted([WHEEL, "tiny_pkg-1.0.0.tar.gz"])
 
 

@@ -45,10 +45,6 @@ def _release(project: Path) -> tuple[int, dict, str]:
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
 
 
-def _posts(proxy: FaultProxy) -> list[int]:
-    return [status for method, _path, status in proxy.seen if method == "POST"]
-
-
 @pytest.mark.parametrize(("status", "reason"), [(503, "Service Unavailable"), (400, "File already exists.")])
 @pytest.mark.case("fault", "the index answers with an error after storing the file",
                   "read back: counted as uploaded once, release verified")
@@ -61,7 +57,7 @@ def test_an_error_answer_after_the_file_landed_ends_verified_with_one_upload(
     assert code == 0, stderr[-3000:]
     assert [(f["filename"], f["upload"], f["status"]) for f in report["files"]] == [
         (WHEEL, "uploaded", "verified"), (SDIST, "uploaded", "verified")]
-    assert _posts(proxy) == [status, 200]  # the landed file was read back, not uploaded again
+    assert proxy.statuses("POST") == [status, 200]  # the landed file was read back, not uploaded again
     assert sorted(p.name for p in index.packages.iterdir()) == sorted([SDIST, WHEEL])
 
 
@@ -82,7 +78,7 @@ def test_hard_answers_are_not_retried_and_name_the_fix(
         code, report, stderr = _release(make_project(tmp_path / "p", index_url=proxy.url + "simple/"))
     assert code == 1
     assert report["error"].startswith(f"upload of {WHEEL} to {proxy.url} failed: HTTP {status} {reason}; fix: {fix}")
-    assert _posts(proxy) == [status]  # one attempt, no retry, and the release stopped there
+    assert proxy.statuses("POST") == [status]  # one attempt, no retry, and the release stopped there
     assert list(index.packages.iterdir()) == []
 
 
@@ -98,7 +94,7 @@ def test_a_budget_smaller_than_the_release_is_refused_before_the_first_upload(
         code, report, _ = _release(project)
     assert code == 1
     assert "[project-budget] this release adds" in report["error"] and "nothing was uploaded" in report["error"]
-    assert _posts(proxy) == []
+    assert proxy.statuses("POST") == []
 
 
 def test_a_skipped_publish_step_fails_the_release_and_alerts(
@@ -129,7 +125,7 @@ def test_a_failed_release_alert_carries_the_retry_history_of_the_failed_task(
         proxy.rules += [Rule("POST", 503, "Service Unavailable"),
                         Rule("POST", 403, "Invalid or non-existent authentication information.")]
         code, report, _ = _release(make_project(tmp_path / "p", index_url=proxy.url + "simple/"))
-    assert code == 1 and _posts(proxy) == [503, 403]
+    assert code == 1 and proxy.statuses("POST") == [503, 403]
     (alert,) = webhook.received
     task = f"upload[{WHEEL}→staging]"
     (failed,) = [t for t in alert["details"]["task_runs"] if t["name"] == task]
@@ -157,7 +153,7 @@ def test_a_rerun_after_the_index_refused_the_second_file_completes_with_each_fil
         proxy.rules += [Rule("POST", 200, forward_first=True),  # the wheel goes through
                         Rule("POST", 403, "Invalid or non-existent authentication information.")]
         code, report, _ = _release(project)
-        assert code == 1 and _posts(proxy) == [200, 403]
+        assert code == 1 and proxy.statuses("POST") == [200, 403]
         assert [f["upload"] for f in report["files"]] == ["uploaded", "failed"]
         assert [p.name for p in index.packages.iterdir()] == [WHEEL]  # kept for the re-run, not rolled back
 
@@ -165,4 +161,4 @@ def test_a_rerun_after_the_index_refused_the_second_file_completes_with_each_fil
     assert code == 0, stderr[-3000:]
     assert [(f["filename"], f["upload"], f["status"]) for f in report["files"]] == [
         (WHEEL, "already present", "verified"), (SDIST, "uploaded", "verified")]
-    assert _posts(proxy) == [200, 403, 200]  # over both runs: each file uploaded once
+    assert proxy.statuses("POST") == [200, 403, 200]  # over both runs: each file uploaded once
