@@ -115,3 +115,82 @@ def test_a_full_artifact_directory_fails_clearly_and_uploads_nothing(
     assert "No space left on device" in error
     assert f"fix: free space on the disk of {small_disk / 'home'}" in error
     assert list(index.packages.iterdir()) == []
+
+
+@pytest.mark.case("fault", "the release process is killed mid-matrix (a runner dies)",
+                  "a re-run resumes: finished cells come from the cache, the rest build, the release verifies")
+def test_a_release_killed_mid_matrix_resumes_with_finished_cells_cached(
+    tmp_path: Path, home: Path, prefect_api
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    hold = tmp_path / "hold-the-slow-cell"
+    hold.touch()
+    project = tmp_path / "matrix"
+    (project / "src" / "cellpkg").mkdir(parents=True)
+    (project / "src" / "cellpkg" / "__init__.py").write_text("")
+    (project / "README.md").write_text("# cellpkg\n\nA two-cell matrix.\n")
+    (project / "setup.py").write_text(textwrap.dedent("""
+        import os, time
+        from setuptools import setup
+        from setuptools.command.build_py import build_py
+
+        class Hold(build_py):
+            def run(self):
+                # the "slow" cell blocks while the hold file exists: the runner dies meanwhile
+                while os.environ.get("CELL") == "slow" and os.path.exists(os.environ["HOLD_FILE"]):
+                    time.sleep(0.2)
+                super().run()
+
+        local = os.environ.get("WHEELFLOW_LOCAL_VERSION")
+        setup(version="1.0.0" + (f"+{local}" if local else ""), cmdclass={"build_py": Hold})
+        """))
+    (project / "pyproject.toml").write_text(textwrap.dedent(f"""
+        [build-system]
+        requires = ["setuptools>=69"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "cellpkg"
+        dynamic = ["version"]
+        readme = "README.md"
+        description = "two cells"
+
+        [tool.setuptools.packages.find]
+        where = ["src"]
+
+        [tool.wheelflow]
+        artifacts = ["wheel"]
+        builder = "local"
+        smoke = "python -c 'import cellpkg'"
+
+        [tool.wheelflow.version]
+        tag = "v{{version}}"
+
+        [tool.wheelflow.matrix]
+        axes = {{ python = ["3.11"], speed = ["fast", "slow"] }}
+        env = {{ CELL = "{{speed}}", HOLD_FILE = "{hold}" }}
+        local-version = "{{speed}}"
+        concurrency = 2
+        """))
+    exe = str(Path(sys.executable).with_name("wheelflow"))
+    first = subprocess.Popen([exe, "release", str(project), "--version", "1.0.0", "--json"], start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cells = home / "builds" / "cellpkg" / "1.0.0" / "cells"
+    deadline = time.monotonic() + 300
+    while not list(cells.glob("py3.11-speedfast/*/manifest.json")):
+        assert first.poll() is None and time.monotonic() < deadline, "the fast cell never finished"
+        time.sleep(0.5)  # polling the build cache for the finished cell, bounded by the deadline
+    os.killpg(first.pid, signal.SIGKILL)  # the runner dies: flow process, builder and build together
+    first.wait()
+
+    hold.unlink()
+    result = run_cli("release", str(project), "--version", "1.0.0", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert {c["cell"]: c["cached"] for c in report["cells"]} == {"py3.11-speedfast": True, "py3.11-speedslow": False}
+    assert {f["status"] for f in report["files"]} == {"verified"}
