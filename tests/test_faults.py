@@ -194,3 +194,23 @@ def test_a_release_killed_mid_matrix_resumes_with_finished_cells_cached(
     report = json.loads(result.stdout)
     assert {c["cell"]: c["cached"] for c in report["cells"]} == {"py3.11-speedfast": True, "py3.11-speedslow": False}
     assert {f["status"] for f in report["files"]} == {"verified"}
+
+
+@pytest.mark.case("bad input", "path-traversing names: a version file outside the project, an artifact named '..'",
+                  "refused with one line naming the key or the name; nothing is read or written outside")
+def test_path_traversing_names_are_refused(tmp_path: Path) -> None:
+    from wheelflow import artifactstore
+    from wheelflow.errors import SpecError
+    from wheelflow.spec import parse_spec
+
+    (tmp_path / "secret.txt").write_text('__version__ = "6.6.6"\n')
+    project = tmp_path / "project"
+    project.mkdir()
+    with pytest.raises(SpecError) as err:
+        parse_spec({"name": "x", "version": {"file": "../secret.txt"}}, project)
+    assert str(err.value) == ("spec error: tool.wheelflow.version.file: '../secret.txt' points outside the project; "
+                              "fix: give a path inside the project, relative to it")
+    with pytest.raises(artifactstore.ArtifactStoreError) as err:
+        artifactstore.get((tmp_path / "store").as_uri() + "/ab/abc/..", tmp_path / "into", "0" * 64)
+    assert str(err.value).startswith("refusing artifact name '..' from ")
+    assert not err.value.transient and not (tmp_path / "into").exists()

@@ -14,11 +14,14 @@ from pathlib import Path
 
 import fsspec
 
+from .distributions import parse_filename
 from .errors import HashMismatchError, WheelflowError
 
 
 class ArtifactStoreError(WheelflowError):
-    transient = True  # a store that did not answer may answer on the next attempt
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient  # a store that did not answer may answer on the next attempt
 
 
 def default_store(home: Path) -> str:
@@ -42,8 +45,12 @@ def put(store: str, path: Path, sha256: str) -> str:
 
 def get(url: str, directory: Path, sha256: str) -> Path:
     """Fetch into ``directory`` and check the bytes; a different sha256 is an error naming the URL."""
+    filename = url.rsplit("/", 1)[-1]
+    if "\\" in filename or parse_filename(filename) is None:
+        raise ArtifactStoreError(f"refusing artifact name {filename!r} from {url}: not a wheel or sdist file name; "
+                                 "fix: check what wrote the run record", transient=False)
     directory.mkdir(parents=True, exist_ok=True)
-    local = directory / url.rsplit("/", 1)[-1]
+    local = directory / filename
     digest = hashlib.sha256()
     try:
         with fsspec.open(url, "rb") as source, open(local, "wb") as sink:

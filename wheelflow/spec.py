@@ -138,6 +138,9 @@ def parse_spec(
     version_file = version_table.get("file")
     if version_file is not None:
         _require_type(version_file, str, f"{prefix}.version.file")
+        if not (project_dir / version_file).resolve().is_relative_to(project_dir.resolve()):
+            raise SpecError(f"{prefix}.version.file", f"{version_file!r} points outside the project",
+                            "give a path inside the project, relative to it")
         if not (project_dir / version_file).is_file():
             raise SpecError(f"{prefix}.version.file", f"{version_file!r} does not exist in {project_dir}", "give a path relative to the project")
 
