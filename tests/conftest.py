@@ -171,12 +171,14 @@ def docker_images():
     client.close()
 
 
-def start_prefect_server(home: Path, env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """A `prefect server` process on a free loopback port; returns (process, API URL) once it answers."""
-    port = free_port()
+def start_prefect_server(home: Path, env_extra: dict[str, str] | None = None,
+                         port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A `prefect server` process on loopback (a free port unless given); returns (process, API URL)
+    once it answers."""
+    port = port or free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_API_URL": "", **(env_extra or {})}
-    log = open(home / "server.log", "wb")
+    log = open(home / "server.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                              "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/api"

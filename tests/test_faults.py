@@ -214,3 +214,54 @@ def test_path_traversing_names_are_refused(tmp_path: Path) -> None:
         artifactstore.get((tmp_path / "store").as_uri() + "/ab/abc/..", tmp_path / "into", "0" * 64)
     assert str(err.value).startswith("refusing artifact name '..' from ")
     assert not err.value.transient and not (tmp_path / "into").exists()
+
+
+@pytest.mark.case("fault", "the Prefect server is restarted while a release runs",
+                  "the run carries on once the server is back, and ends verified, or fails clearly: never a "
+                  "success without verification")
+def test_a_prefect_server_restart_mid_release_never_ends_in_an_unverified_success(
+    tmp_path: Path, home: Path, index, index_credentials
+) -> None:
+    import subprocess
+    import sys
+    import time
+    from urllib.parse import urlsplit
+
+    from conftest import start_prefect_server
+
+    hold = tmp_path / "hold-the-build"
+    hold.touch()
+    project = make_project(tmp_path / "p", index_url=index.simple_url)
+    (project / "setup.py").write_text(textwrap.dedent(f"""
+        import os, time
+        from setuptools import setup
+        while os.path.exists({str(hold)!r}):  # the build waits while the server restarts
+            time.sleep(0.2)
+        setup()
+        """))
+    server_home = tmp_path / "prefect-home"
+    server_home.mkdir()
+    server, api = start_prefect_server(server_home)
+    exe = str(Path(sys.executable).with_name("wheelflow"))
+    release = subprocess.Popen([exe, "release", str(project), "--json"], env={**__import__("os").environ,
+                               "PREFECT_API_URL": api}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (home / "builds").exists():  # the release reached its build step
+            assert release.poll() is None and time.monotonic() < deadline, "the release never started building"
+            time.sleep(0.2)  # polling for the build directory, bounded by the deadline
+        server.terminate()
+        server.wait(30)
+        server, _ = start_prefect_server(server_home, port=urlsplit(api).port)  # same database, same address
+        hold.unlink()
+        out, err = release.communicate(timeout=300)
+    finally:
+        server.terminate()
+        server.wait(30)
+    report = json.loads(out) if out.strip() else {}
+    if release.returncode == 0:  # it carried on: then everything must have been verified
+        assert report["ok"] and {f["status"] for f in report["files"]} == {"verified"}
+        assert sorted(p.name for p in index.packages.iterdir()) == sorted(f["filename"] for f in report["files"])
+    else:  # it failed: clearly, in one line, and not as a success
+        assert not report.get("ok")
+        assert err.strip().splitlines()[-1].startswith("wheelflow: ")
