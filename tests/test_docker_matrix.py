@@ -143,3 +143,42 @@ def test_gpu_cells_smoke_with_a_gpu_or_say_they_were_skipped(tmp_path: Path, hom
     assert cell["smoke"] == expected
     smoke_check = next(c for c in report["checks"] if c["check"] == "smoke test of every wheel")
     assert expected in smoke_check["detail"]
+
+
+@pytest.mark.case("fault", "the Docker daemon stops answering in the middle of a cell's build",
+                  "the cell fails after its retries with the daemon named and the fix; the release fails, "
+                  "nothing is uploaded")
+def test_a_daemon_lost_mid_build_fails_the_release_clearly(
+    tmp_path: Path, home: Path, prefect_api, docker_images
+) -> None:
+    import subprocess
+    import sys
+    import uuid
+
+    from faultproxy import UnixSocketRelay
+
+    # The release talks to the real dockerd through a relay that is cut mid-build: to the client it
+    # is the daemon going away, while the real one stays up for the other tests.
+    relay = UnixSocketRelay(str(tmp_path / "dockerd.sock"), "/var/run/docker.sock")
+    spec = hello_spec(tmp_path, pythons=["3.11"], archs=["90"],
+                      extra=f'\n[build]\nenv = {{ NONCE = "{uuid.uuid4().hex}" }}\n')  # no cached cell
+    exe = str(Path(sys.executable).with_name("wheelflow"))
+    proc = subprocess.Popen([exe, "release", str(HELLO), "--spec", str(spec), "--builder", "docker", "--json"],
+                            env={**__import__("os").environ, "DOCKER_HOST": f"unix://{relay.path}"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not docker_images.containers.list(filters={"label": [f"{MANAGED_LABEL}=true", f"{ROLE_LABEL}=build"]}):
+            assert proc.poll() is None and time.monotonic() < deadline, "no build container started"
+            time.sleep(0.2)  # polling the real daemon for the build container, bounded by the deadline
+        relay.cut()
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        for container in leftover_containers(docker_images):  # the cut-off release could not remove it
+            container.remove(force=True)
+    report = json.loads(out)
+    assert proc.returncode == 1 and not report["ok"]
+    (cell,) = report["cells"]
+    assert cell["state"] == "failed" and cell["attempts"] == 3
+    assert "the Docker daemon does not answer" in cell["error"]
+    assert all(f["upload"] == "not run" for f in report["files"])
