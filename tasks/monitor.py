@@ -15,10 +15,9 @@ from wheelflow.gittags import ReleaseTag, local_repository, release_tags
 from wheelflow.indexes import resolve_endpoints
 from wheelflow.localindex import LocalIndex, wheelflow_home
 from wheelflow.monitor import UploadTimes, VersionStatus, check_index
+from wheelflow.simple_api import READ_TIMEOUT
 from wheelflow.spec import redact_url
 from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
-
-READ_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
 @contextlib.contextmanager

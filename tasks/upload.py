@@ -13,13 +13,11 @@ from wheelflow.errors import HashMismatchError, UploadError
 from wheelflow.indexes import Endpoints
 from wheelflow.localindex import credentials_for, wheelflow_home
 from wheelflow.removal import remove_version
-from wheelflow.simple_api import ServedFile
+from wheelflow.simple_api import READ_TIMEOUT, ServedFile
 from wheelflow.spec import Target
 from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
 from wheelflow.uploading import publish_file
 from wheelflow.verification import read_served
-
-READ_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
 def read_target(endpoints: Endpoints, name: str, version: str) -> list[ServedFile]:

@@ -6,12 +6,11 @@ from prefect import get_run_logger, task
 
 import httpx
 
-from wheelflow.tasks.upload import READ_TIMEOUT
 from wheelflow.distributions import Distribution
 from wheelflow.errors import HashMismatchError, VerificationError
 from wheelflow.indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP, Endpoints
 from wheelflow.localindex import wheelflow_home
-from wheelflow.simple_api import ServedFile
+from wheelflow.simple_api import READ_TIMEOUT, ServedFile
 from wheelflow.verification import HASH_MISMATCH, VERIFIED, FileStatus, install_and_smoke, poll_until_served, read_served
 
 

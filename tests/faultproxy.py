@@ -26,6 +26,7 @@ class Rule:
     reset: bool = False  # close the connection without an answer (after forwarding, with forward_first)
     truncate: bool = False  # forward, then answer upstream's status with the first half of its body
     path_prefix: str = ""  # only requests whose path starts with this
+    delay: float = 0.0  # forward, but answer only after this many seconds (a slow index)
 
 
 class FaultProxy:
@@ -47,6 +48,9 @@ class FaultProxy:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
                 rule = proxy._take(self.command, self.path)
+                if rule is not None and rule.delay:
+                    time.sleep(rule.delay)  # the fault itself: an answer later than the client waits
+                    rule = None
                 if rule is None or rule.forward_first or rule.truncate:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                     upstream = httpx.request(self.command, proxy.upstream + self.path, content=body, headers=headers,

@@ -265,3 +265,45 @@ def test_a_prefect_server_restart_mid_release_never_ends_in_an_unverified_succes
     else:  # it failed: clearly, in one line, and not as a success
         assert not report.get("ok")
         assert err.strip().splitlines()[-1].startswith("wheelflow: ")
+
+
+@pytest.mark.case("fault", "the index answers 'File already exists' for a file it does not serve",
+                  "read back, not found: the release fails naming the file and the answer; nothing is "
+                  "reported uploaded")
+def test_already_exists_for_a_file_that_is_not_served_fails_clearly(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api
+) -> None:
+    from faultproxy import Rule
+
+    with FaultProxy(index.url) as proxy:
+        proxy.rules.append(Rule("POST", 400, "File already exists."))  # answered without storing anything
+        code, report, _ = _release_through(proxy, make_project(tmp_path / "p"))
+    assert code == 1 and not report["ok"]
+    assert report["error"].startswith(f"upload of {WHEEL} to {proxy.url} failed: HTTP 400 File already exists.; fix: ")
+    assert [f["upload"] for f in report["files"]] == ["failed", "not run"]
+    assert list(index.packages.iterdir()) == []
+
+
+@pytest.mark.case("bad input", "a target the spec does not name",
+                  "refused before anything runs, listing the known targets")
+def test_an_unknown_target_is_refused_naming_the_known_ones(tmp_path: Path, home: Path) -> None:
+    project = make_project(tmp_path / "p", index_url="http://127.0.0.1:9/simple/")
+    result = run_cli("release", str(project), "--to", "prodution")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "wheelflow: error: spec error: --to: unknown target 'prodution'; fix: use one of: staging, local, pypi, testpypi")
+
+
+@pytest.mark.case("fault", "the index answers a listing later than the client waits (35 s > 30 s)",
+                  "the read times out, is retried with backoff, and the release completes")
+def test_a_listing_slower_than_the_client_timeout_is_retried(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api
+) -> None:
+    from faultproxy import Rule
+
+    with FaultProxy(index.url) as proxy:
+        proxy.rules.append(Rule("GET", 200, delay=35.0, path_prefix="/simple/"))  # the first read, before uploads
+        code, report, stderr = _release_through(proxy, make_project(tmp_path / "p"))
+    assert code == 0, stderr[-3000:]
+    assert {f["status"] for f in report["files"]} == {"verified"}
+    assert "ReadTimeout" in stderr  # the timed-out attempt is in the run's log, then the retry

@@ -199,3 +199,25 @@ def test_the_runbook_for_the_public_index_names_the_files_and_the_management_pag
                          f"  - {FILES[0]}", f"  - {FILES[1]}"]
     assert lines[3].startswith(f"  1. open {base}/manage/project/tiny-pkg/release/1.0.0/ and yank 1.0.0")
     assert "1.0.0.post1" in lines[4]
+
+
+@pytest.mark.case("fault", "a built file is changed on disk while the release waits for approval",
+                  "refused before its production upload (sha256 differs from build time); production gets nothing")
+def test_a_file_changed_after_its_build_is_not_uploaded(tmp_path: Path, home: Path, prefect_api, index, devpi,
+                                                       credentials) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    credentials("staging", INDEX_USER, INDEX_PASSWORD)
+    credentials("production", DEVPI_USER, DEVPI_PASSWORD)
+    project = promotion_project(tmp_path / "p", (index.simple_url, index.url),
+                                (devpi.simple_url("production"), devpi.upload_url("production")))
+    proc = start_release(project)
+    run_id = paused_run(project, proc)
+    (wheel,) = home.glob(f"builds/tiny-pkg/1.0.0/*/{FILES[0]}")
+    with open(wheel, "ab") as tampered:
+        tampered.write(b"\0")  # the bytes differ from those built, checked and verified on staging
+    resume_flow_run(run_id, run_input={"approve": True, "reason": "looks fine"})
+    code, report, _ = finish(proc)
+    assert code == 1
+    assert report["error"].startswith(f"{FILES[0]} changed since it was built (sha256 ")
+    assert devpi.files("production", "tiny-pkg") == []

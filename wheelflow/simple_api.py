@@ -15,6 +15,8 @@ from .errors import IndexReadError
 from .spec import redact_url
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
+#: How long a read of an index may take: slower answers count as no answer (retried by the caller).
+READ_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 # pip's own preference order (PEP 691): JSON, then the versioned HTML, then legacy HTML.
 ACCEPT = f"{JSON_V1}, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 
