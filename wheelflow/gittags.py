@@ -75,7 +75,7 @@ def release_tags(repository: Path, patterns: tuple[str, ...] = DEFAULT_TAG_PATTE
                 version = str(Version(match.group("version")))
             except InvalidVersion:
                 continue
-            when = datetime.fromisoformat(tagger or peeled_commit or commit)
+            when = datetime.fromisoformat((tagger or peeled_commit or commit).replace("Z", "+00:00"))
             # v1.0 and 1.0 both tagged: the earlier tag is when the release was announced.
             if version not in found or when < found[version].time:
                 found[version] = ReleaseTag(name, version, when)
