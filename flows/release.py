@@ -333,7 +333,7 @@ def build_wheel_matrix(spec: ReleaseSpec, resolved: ResolvedVersion, builder: Bu
             outcome = state.result(raise_on_failure=False)
             if isinstance(outcome, BaseException) or not state.is_completed():
                 row.state, row.error = "failed", str(outcome) if isinstance(outcome, BaseException) else state.message
-                row.attempts = _attempts(futures[cell.name])
+                row.attempts = getattr(outcome, "attempts", None) or _attempts(futures[cell.name])
                 continue
             build, attempts = outcome
             builds[cell.name] = build

@@ -36,9 +36,15 @@ def build_matrix_cell(builder: Builder, cell: Cell, job: CellJob) -> tuple[CellB
     from wheelflow.builders.docker import RUN_LABEL
 
     logger = get_run_logger()
-    result = build_cell(builder, cell, project=Path(job.project), source_digest=job.source_digest, name=job.name,
-                        version=job.version, build_env=job.build_env, home=Path(job.home), log=logger.info,
-                        labels={RUN_LABEL: job.run_label}, source_date_epoch=job.source_date_epoch)
+    try:
+        result = build_cell(builder, cell, project=Path(job.project), source_digest=job.source_digest, name=job.name,
+                            version=job.version, build_env=job.build_env, home=Path(job.home), log=logger.info,
+                            labels={RUN_LABEL: job.run_label}, source_date_epoch=job.source_date_epoch)
+    except Exception as exc:
+        # The attempt count travels with the error: the API records task states asynchronously, so
+        # reading run_count back from the server right after the failure may miss the last attempt.
+        exc.attempts = task_run.run_count  # type: ignore[attr-defined]
+        raise
     logger.info("cell %s: %s sha256=%s%s", cell.name, result.wheel.filename, result.wheel.sha256,
                 " (cached)" if result.cached else "")
     return result, task_run.run_count
