@@ -29,8 +29,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     os.environ["PREFECT_API_URL"] = url  # for the wheelflow CLI in subprocesses
     with temporary_settings(updates={PREFECT_API_URL: url}):
         yield url
-    proc.terminate()
-    proc.wait(30)
+    stop_processes(proc)
 
 
 @pytest.fixture
@@ -169,6 +168,23 @@ def docker_images():
     client = docker.from_env()
     yield client
     client.close()
+
+
+def stop_processes(*procs: subprocess.Popen, grace: float = 30) -> None:
+    """Stop Prefect processes the way Prefect asks: SIGTERM for a graceful stop, a second SIGTERM
+    (which its signal handlers turn into SIGKILL) when the graceful one has not ended within ``grace``."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def start_prefect_server(home: Path, env_extra: dict[str, str] | None = None,

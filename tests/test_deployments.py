@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import INDEX_PASSWORD, INDEX_USER, REPO, make_project, run_cli, start_prefect_server
+from conftest import INDEX_PASSWORD, INDEX_USER, REPO, make_project, run_cli, start_prefect_server, stop_processes
 from faultproxy import FaultProxy, Rule
 from wheelflow.localindex import PypiServer, ensure_htpasswd
 
@@ -103,8 +103,7 @@ def served(prefect_api, staging, tmp_path_factory):
 
     _wait_for(registered, 60, "wheelflow serve to register its deployments")
     yield root
-    proc.terminate()
-    proc.wait(30)
+    stop_processes(proc)
 
 
 def _trigger(*args: str) -> tuple[int, dict, str]:
@@ -189,8 +188,7 @@ def test_a_release_on_a_postgresql_backed_prefect_server(postgres_url, tmp_path:
         names = {t["name"]: t["state"] for t in json.loads(status.stdout)}
         assert names[f"upload[{WHEEL}→staging]"] == "Completed" and names["verify-served[staging]"] == "Completed"
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_processes(proc)
 
     async def stored_state() -> str:
         connection = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import REPO
+from conftest import REPO, stop_processes
 
 sys.path.insert(0, str(REPO / "bench"))
 from bench_matrix import make_project as make_matrix_project  # noqa: E402
@@ -44,9 +44,7 @@ def test_two_workers_share_an_eight_cell_matrix(prefect_api, tmp_path: Path, mon
                         cell_deployment="build-cell/cells-under-test", artifact_store=(tmp_path / "store").as_uri(),
                         return_state=True)
     finally:
-        for worker in workers:
-            worker.terminate()
-            worker.wait(30)
+        stop_processes(*workers)
     report = json.loads((home / "reports" / f"{state.state_details.flow_run_id}.json").read_text())
     assert state.is_completed(), report.get("error")
     cells = report["cells"]
