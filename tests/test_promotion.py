@@ -61,6 +61,14 @@ def credentials(monkeypatch: pytest.MonkeyPatch):
     return use
 
 
+def pypiserver_then_devpi(root: Path, index, devpi: DevpiServer, credentials, timeout: int = 300) -> Path:
+    """The usual pair: staging on the pypiserver, production on devpi's non-volatile index."""
+    credentials("staging", INDEX_USER, INDEX_PASSWORD)
+    credentials("production", DEVPI_USER, DEVPI_PASSWORD)
+    return promotion_project(root, (index.simple_url, index.url),
+                             (devpi.simple_url("production"), devpi.upload_url("production")), timeout=timeout)
+
+
 def start_release(project: Path) -> subprocess.Popen[str]:
     exe = str(Path(sys.executable).with_name("wheelflow"))
     return subprocess.Popen([exe, "release", str(project), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -128,10 +136,7 @@ def test_an_approval_given_through_the_prefect_api(tmp_path: Path, home: Path, p
                                                    credentials) -> None:
     from prefect.flow_runs import resume_flow_run
 
-    credentials("staging", INDEX_USER, INDEX_PASSWORD)
-    credentials("production", DEVPI_USER, DEVPI_PASSWORD)
-    project = promotion_project(tmp_path / "p", (index.simple_url, index.url),
-                                (devpi.simple_url("production"), devpi.upload_url("production")))
+    project = pypiserver_then_devpi(tmp_path / "p", index, devpi, credentials)
     proc = start_release(project)
     resume_flow_run(paused_run(project, proc), run_input={"approve": True, "reason": "via the API"})
     code, report, stderr = finish(proc)
@@ -150,12 +155,9 @@ def test_a_rejection_leaves_production_untouched_and_rolls_back_staging(
         credentials("production", INDEX_USER, INDEX_PASSWORD)
         staging = (devpi.simple_url("staging"), devpi.upload_url("staging"))
         production = (index.simple_url, index.url)
+        project = promotion_project(tmp_path / "p", staging, production)
     else:
-        credentials("staging", INDEX_USER, INDEX_PASSWORD)
-        credentials("production", DEVPI_USER, DEVPI_PASSWORD)
-        staging = (index.simple_url, index.url)
-        production = (devpi.simple_url("production"), devpi.upload_url("production"))
-    project = promotion_project(tmp_path / "p", staging, production)
+        project = pypiserver_then_devpi(tmp_path / "p", index, devpi, credentials)
     proc = start_release(project)
     run_id = paused_run(project, proc)
     staged = devpi.files("staging", "tiny-pkg") if staging_server == "devpi" else sorted(
@@ -180,10 +182,7 @@ def test_a_rejection_leaves_production_untouched_and_rolls_back_staging(
 def test_an_approval_nobody_gives_times_out_and_publishes_nothing_to_production(
     tmp_path: Path, home: Path, prefect_api, index, devpi, credentials
 ) -> None:
-    credentials("staging", INDEX_USER, INDEX_PASSWORD)
-    credentials("production", DEVPI_USER, DEVPI_PASSWORD)
-    project = promotion_project(tmp_path / "p", (index.simple_url, index.url),
-                                (devpi.simple_url("production"), devpi.upload_url("production")), timeout=3)
+    project = pypiserver_then_devpi(tmp_path / "p", index, devpi, credentials, timeout=3)
     result = run_cli("release", str(project), "--json")
     report = json.loads(result.stdout)
     assert result.returncode == 1
@@ -207,10 +206,7 @@ def test_a_file_changed_after_its_build_is_not_uploaded(tmp_path: Path, home: Pa
                                                        credentials) -> None:
     from prefect.flow_runs import resume_flow_run
 
-    credentials("staging", INDEX_USER, INDEX_PASSWORD)
-    credentials("production", DEVPI_USER, DEVPI_PASSWORD)
-    project = promotion_project(tmp_path / "p", (index.simple_url, index.url),
-                                (devpi.simple_url("production"), devpi.upload_url("production")))
+    project = pypiserver_then_devpi(tmp_path / "p", index, devpi, credentials)
     proc = start_release(project)
     run_id = paused_run(project, proc)
     (wheel,) = home.glob(f"builds/tiny-pkg/1.0.0/*/{FILES[0]}")
