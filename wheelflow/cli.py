@@ -233,7 +233,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             flow_run = client.read_flow_run(run_id)
         except ObjectNotFound:
             raise SpecError("RUN_ID", f"no flow run {run_id} on this Prefect server", "check PREFECT_API_URL") from None
-        histories = task_histories(client, run_id)
+        # A finished flow run's last task states reach the API a moment after it ends: let them settle.
+        finished = flow_run.state is not None and flow_run.state.is_final()
+        histories = task_histories(client, run_id, settle=10.0 if finished else 0.0)
     if args.json:
         print(json.dumps([h.json() for h in histories], indent=2))
         return 0
