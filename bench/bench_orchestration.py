@@ -50,7 +50,7 @@ def main() -> None:
         home = tmp / "home"
         env = {**os.environ, "PREFECT_API_URL": api, "WHEELFLOW_HOME": str(home), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
                "WHEELFLOW_STAGING_USERNAME": INDEX_USER, "WHEELFLOW_STAGING_PASSWORD": INDEX_PASSWORD}
-        serve = subprocess.Popen([wheelflow, "serve", "--prefect-yaml", str(REPO / "prefect.yaml")], env=env,
+        serve = subprocess.Popen([wheelflow, "serve", "--only", "release"], env=env,
                                  stdout=open(tmp / "serve.log", "wb"), stderr=subprocess.STDOUT, cwd=REPO)
         times: dict[str, list[float]] = {"script": [], "wheelflow": []}
         try:

@@ -1,1 +1,49 @@
-"""Deployments of wheelflow's flows (see prefect.yaml at the top level)."""
+"""wheelflow's deployments as code: what ``wheelflow serve`` serves, and what ``prefect deploy --all``
+registers from prefect.yaml (a test keeps the two equal: names, entrypoints, pools, schedules,
+parameters).
+
+Work pools: ``wheelflow-control`` (process pool: release, nightly and sync-monitor orchestrate and
+upload; they need git, Docker access and index credentials, no GPU) and ``wheelflow-gpu`` (one
+worker per GPU machine: build-cell runs a matrix cell where the GPU is).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CONTROL_POOL = "wheelflow-control"
+GPU_POOL = "wheelflow-gpu"
+DEMO_PROJECT = "examples/hello-cuda"
+NIGHTLY_CRON = "0 3 * * *"
+MONITOR_CRON = "*/15 * * * *"
+
+
+def project_deployments(*, monitored: list[dict[str, Any]] | None = None,
+                        monitor_interval: float | None = None) -> list[Any]:
+    """RunnerDeployments of release, nightly, sync-monitor and build-cell. ``monitored`` gives the
+    sync monitor its projects (default: none, so it reads the Prefect Variable wheelflow-monitor-projects,
+    and fails saying what to configure while that is unset); ``monitor_interval`` (seconds) replaces
+    its cron schedule."""
+    from prefect.schedules import Cron, Interval
+
+    from wheelflow.flows.build_cell import build_cell
+    from wheelflow.flows.monitor import sync_monitor
+    from wheelflow.flows.release import release
+
+    monitor_schedule = Interval(monitor_interval) if monitor_interval else Cron(MONITOR_CRON, timezone="UTC")
+    return [
+        release.to_deployment(
+            name="release", work_pool_name=CONTROL_POOL, parameters={"project": DEMO_PROJECT},
+            description="Build, check, upload and verify a release; parameters are typed in the run form."),
+        release.to_deployment(
+            name="nightly", work_pool_name=CONTROL_POOL, parameters={"project": DEMO_PROJECT, "dev": True},
+            schedules=[Cron(NIGHTLY_CRON, timezone="UTC")],
+            description="Nightly development build (next micro + .devYYYYMMDDHHMM), published to the first target only."),
+        sync_monitor.to_deployment(
+            name="sync-monitor", work_pool_name=CONTROL_POOL, schedules=[monitor_schedule],
+            parameters={} if monitored is None else {"projects": monitored},
+            description="Compare release tags with what the indexes serve; alert once per incident."),
+        build_cell.to_deployment(
+            name="build-cell", work_pool_name=GPU_POOL,
+            description="Build and smoke-test one matrix cell on a GPU runner; the wheel goes to the artifact store."),
+    ]

@@ -15,6 +15,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from wheelflow import artifactstore
+from wheelflow.builders.choose import choose_builder
 from wheelflow.building import source_digest
 from wheelflow.errors import SpecError
 from wheelflow.localindex import wheelflow_home
@@ -43,8 +44,6 @@ def build_cell(
         builder: docker or local (default: the spec's, else docker when a daemon answers).
         source_date_epoch: the release commit's time, for reproducible builds.
     """
-    from wheelflow.flows.release import choose_builder
-
     spec = load_spec(project, spec_file)
     cells = {c.name: c for c in (spec.matrix.cells if spec.matrix else ())}
     if cell not in cells:
@@ -55,7 +54,7 @@ def build_cell(
                   version=version, build_env=dict(spec.build_env), home=str(wheelflow_home()), run_label=run_label,
                   source_date_epoch=source_date_epoch)
     build, attempts = build_matrix_cell(chosen, cells[cell], job)
-    smoke = smoke_matrix_cell(chosen, cells[cell], build, spec.smoke, run_label)
+    smoke = smoke_matrix_cell(chosen, cells[cell], build.wheel, spec.smoke, run_label)
     url = artifactstore.put(artifact_store, build.wheel.path, build.wheel.sha256)
     # Each flow run is a fresh process, so the runner is named by its worker's environment (or host).
     runner = os.environ.get("WHEELFLOW_RUNNER_NAME") or socket.gethostname()

@@ -9,6 +9,7 @@ from prefect.runtime import task_run
 
 from wheelflow.builders import Builder, SmokeResult
 from wheelflow.cells import CellBuild, build_cell
+from wheelflow.distributions import Distribution
 from wheelflow.matrix import Cell
 from wheelflow.tasks.retry import only_transient
 
@@ -51,10 +52,10 @@ def build_matrix_cell(builder: Builder, cell: Cell, job: CellJob) -> tuple[CellB
 
 
 @task(name="smoke-cell", task_run_name="smoke[{cell.name}]", retries=0)
-def smoke_matrix_cell(builder: Builder, cell: Cell, build: CellBuild, smoke: str | None, run_label: str) -> SmokeResult:
+def smoke_matrix_cell(builder: Builder, cell: Cell, wheel: Distribution, smoke: str | None, run_label: str) -> SmokeResult:
     from wheelflow.builders.docker import RUN_LABEL
 
     logger = get_run_logger()
-    result = builder.smoke(cell, build.wheel.path, smoke, logger.info, {RUN_LABEL: run_label})
+    result = builder.smoke(cell, wheel.path, smoke, logger.info, {RUN_LABEL: run_label})
     (logger.warning if result.state != "passed" else logger.info)("cell %s: %s", cell.name, result.message)
     return result

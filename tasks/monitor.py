@@ -2,49 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Iterator
 
-import httpx
 from prefect import get_run_logger, task
 
-from wheelflow.alerts import Alert, send_alert
-from wheelflow.gittags import ReleaseTag, local_repository, release_tags
-from wheelflow.indexes import resolve_endpoints
-from wheelflow.localindex import LocalIndex, wheelflow_home
-from wheelflow.monitor import UploadTimes, VersionStatus, check_index
-from wheelflow.simple_api import READ_TIMEOUT
+from wheelflow.alerts import Alert, configured_channels, send_alert
+from wheelflow.gittags import ReleaseTag
+from wheelflow.localindex import wheelflow_home
+from wheelflow.monitor import VersionStatus, check_one_index, read_tags
+from wheelflow.prefect_api import read_secret
 from wheelflow.spec import redact_url
 from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
 
 
-@contextlib.contextmanager
-def index_simple_url(index: str, home: Path) -> Iterator[str]:
-    """The Simple API URL of an alias or URL; ``local`` starts the embedded index for the duration."""
-    if index == "local":
-        with LocalIndex(home) as endpoints:
-            yield endpoints.simple_url
-    else:
-        yield resolve_endpoints(index).simple_url
-
-
-def read_tags(repo: str, patterns: tuple[str, ...], home: Path) -> list[ReleaseTag]:
-    return release_tags(local_repository(repo, home / "git"), patterns)
-
-
-def check_one_index(project: str, index: str, tags: list[ReleaseTag], expect: tuple[str, ...], as_of: datetime,
-                    grace: timedelta, home: Path, client: httpx.Client | None = None) -> list[VersionStatus]:
-    with contextlib.ExitStack() as stack:
-        client = client or stack.enter_context(httpx.Client(timeout=READ_TIMEOUT))
-        simple_url = stack.enter_context(index_simple_url(index, home))
-        return check_index(client, project=project, index_label=index, simple_url=simple_url, tags=tags,
-                           expect=expect, manifest_home=home, as_of=as_of, grace=grace,
-                           upload_times=UploadTimes(home / "monitor" / "upload-times.json"))
-
-
-@task(name="list-release-tags", retries=NETWORK_RETRIES,
+@task(name="list-release-tags", task_run_name="list-release-tags", retries=NETWORK_RETRIES,
       retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=NETWORK_JITTER, retry_condition_fn=only_transient)
 def list_release_tags(repo: str, patterns: tuple[str, ...]) -> list[ReleaseTag]:
     tags = read_tags(repo, patterns, wheelflow_home())
@@ -69,7 +40,7 @@ def check_served(project: str, index: str, tags: list[ReleaseTag], expect: tuple
 @task(name="send-alert", task_run_name="alert[{alert.event}:{alert.project}]")
 def deliver_alert(alert: Alert) -> int:
     """Each channel retries on its own (webhooks with backoff, SMTP); the task itself never re-sends."""
-    return send_alert(alert, log=get_run_logger().info)
+    return send_alert(alert, configured_channels(read_secret=read_secret), log=get_run_logger().info)
 
 
 @task(name="trigger-release", task_run_name="remediate[{deployment}:{version}]", retries=2, retry_delay_seconds=10)

@@ -12,6 +12,7 @@ from wheelflow.distributions import Distribution, parse_filename, sha256_of
 from wheelflow.errors import HashMismatchError, UploadError
 from wheelflow.indexes import Endpoints
 from wheelflow.localindex import credentials_for, wheelflow_home
+from wheelflow.prefect_api import read_secret
 from wheelflow.removal import remove_version
 from wheelflow.simple_api import READ_TIMEOUT, ServedFile
 from wheelflow.spec import Target
@@ -44,7 +45,7 @@ def upload_file(dist: Distribution, target: Target, endpoints: Endpoints, name: 
         raise HashMismatchError(f"{dist.filename} changed since it was built (sha256 {dist.sha256[:16]}… at build "
                                 "time); fix: re-run the release so that it is built and checked again")
     outcome = publish_file(
-        dist.path, dist.sha256, endpoints.upload_url, credentials_for(target, wheelflow_home()),
+        dist.path, dist.sha256, endpoints.upload_url, credentials_for(target, wheelflow_home(), read_secret),
         read_served=lambda: read_target(endpoints, name, version), log=logger.info,
     )
     logger.info("%s → %s: %s", dist.filename, target.name, outcome)
@@ -78,7 +79,7 @@ def rollback_hook(target: Target, endpoints: Endpoints, name: str, filename: str
             logger.warning("rollback: %s stays on %s: version %s was served there before this run",
                            filename, target.name, file_version)
             return
-        removal = remove_version(endpoints, credentials_for(target, wheelflow_home()), name, file_version)
+        removal = remove_version(endpoints, credentials_for(target, wheelflow_home(), read_secret), name, file_version)
         logger.warning("rollback: %s %s on %s: %s%s", name, file_version, target.name, removal.outcome,
                        f" ({removal.detail})" if removal.detail else "")
 

@@ -12,9 +12,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import INDEX_PASSWORD, INDEX_USER, REPO, make_project, run_cli, start_prefect_server, stop_processes
+from conftest import (INDEX_PASSWORD, INDEX_USER, REPO, git, make_project, run_cli, start_prefect_server,
+                      stop_processes)
 from faultproxy import FaultProxy, Rule
 from wheelflow.localindex import PypiServer, ensure_htpasswd
 
@@ -33,8 +33,11 @@ def _wait_for(condition, timeout: float, what: str):
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def test_prefect_deploy_all_registers_the_four_deployments(prefect_api) -> None:
+def test_prefect_deploy_all_registers_the_four_deployments_as_deployments_code_defines_them(
+        prefect_api, monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.client.orchestration import get_client
+
+    from wheelflow.deployments import project_deployments
 
     for pool in ("wheelflow-control", "wheelflow-gpu"):
         subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", pool, "--type", "process",
@@ -56,6 +59,19 @@ def test_prefect_deploy_all_registers_the_four_deployments(prefect_api) -> None:
             schema = deployments["release/release"].parameter_openapi_schema["properties"]
             assert schema["project"]["type"] == "string" and "git URL" in schema["project"]["description"]
             assert "version" in schema and "to" in schema and "ref" in schema
+
+            # What `wheelflow serve` serves (deployments/ as code) is what prefect.yaml registers.
+            monkeypatch.chdir(REPO)  # entrypoints are paths relative to the project root, as prefect deploy writes them
+
+            def schedules(items):
+                return [(s.schedule.cron, s.schedule.timezone) for s in items]
+
+            for code in project_deployments():
+                registered = deployments[f"{code.flow_name}/{code.name}"]
+                assert (code.entrypoint, code.work_pool_name, code.parameters, code.description) == (
+                    registered.entrypoint, registered.work_pool_name, registered.parameters, registered.description)
+                assert schedules(code.schedules) == schedules(registered.schedules), code.name
+            assert len(project_deployments()) == len(names)
         finally:  # the served deployments below reuse these names
             for deployment in deployments.values():
                 client.delete_deployment(deployment.id)
@@ -73,26 +89,22 @@ def staging(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(prefect_api, staging, tmp_path_factory):
-    """`wheelflow serve` on a prefect.yaml whose sync-monitor runs every 5 s (the shipped one: 15 min)."""
+    """`wheelflow serve` of release and a sync-monitor that runs every 5 s (the shipped one: every 15 min)."""
     root = tmp_path_factory.mktemp("serve")
     repo = root / "repo"
     repo.mkdir()
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    config = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    by_name = {d["name"]: d for d in config["deployments"]}
-    release, monitor = by_name["release"], by_name["sync-monitor"]
-    release["entrypoint"] = str(REPO / release["entrypoint"])
-    monitor["entrypoint"] = str(REPO / monitor["entrypoint"])
-    monitor["schedules"] = [{"interval": 5}]
-    monitor["parameters"] = {"projects": [{"name": "nothing-tagged", "repo": str(repo), "indexes": [staging.simple_url]}]}
-    config["deployments"] = [release, monitor]
-    (root / "prefect.yaml").write_text(yaml.safe_dump(config))
+    git(repo, "commit", "-q", "--allow-empty", "-m", "first")
+    git(repo, "tag", "v0.1.0")  # tagged now: not served yet, but within its grace period
+    projects = root / "monitored.json"
+    projects.write_text(json.dumps([{"name": "just-tagged", "repo": str(repo), "indexes": [staging.simple_url]}]))
     env = {**os.environ, "WHEELFLOW_HOME": str(root / "home"), "WHEELFLOW_STAGING_USERNAME": INDEX_USER,
            "WHEELFLOW_STAGING_PASSWORD": INDEX_PASSWORD, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
     log = open(root / "serve.log", "wb")
     exe = str(Path(sys.executable).with_name("wheelflow"))
-    proc = subprocess.Popen([exe, "serve", "--prefect-yaml", str(root / "prefect.yaml")], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=root)
+    proc = subprocess.Popen([exe, "serve", "--only", "release", "--only", "sync-monitor", "--monitor-projects",
+                             str(projects), "--monitor-interval", "5"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            cwd=root)
     from prefect.client.orchestration import get_client
 
     def registered():
@@ -167,7 +179,7 @@ def test_the_scheduled_sync_monitor_fires_on_its_own(served) -> None:
             return [r for r in runs if r.state and r.state.is_completed() and r.auto_scheduled]
 
     (run, *_) = _wait_for(completed_run, 120, "a scheduled sync-monitor run to complete")
-    assert run.parameters["projects"][0]["name"] == "nothing-tagged"
+    assert run.parameters["projects"][0]["name"] == "just-tagged"
 
 
 def test_a_release_on_a_postgresql_backed_prefect_server(postgres_url, tmp_path: Path, home: Path, index,

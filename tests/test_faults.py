@@ -217,9 +217,8 @@ def test_path_traversing_names_are_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.case("fault", "the Prefect server is restarted while a release runs",
-                  "the run carries on once the server is back, and ends verified, or fails clearly: never a "
-                  "success without verification")
-def test_a_prefect_server_restart_mid_release_never_ends_in_an_unverified_success(
+                  "the run carries on once the server is back and ends verified")
+def test_a_prefect_server_restart_mid_release_carries_on_and_ends_verified(
     tmp_path: Path, home: Path, index, index_credentials
 ) -> None:
     import subprocess
@@ -258,13 +257,11 @@ def test_a_prefect_server_restart_mid_release_never_ends_in_an_unverified_succes
     finally:
         server.terminate()
         server.wait(30)
-    report = json.loads(out) if out.strip() else {}
-    if release.returncode == 0:  # it carried on: then everything must have been verified
-        assert report["ok"] and {f["status"] for f in report["files"]} == {"verified"}
-        assert sorted(p.name for p in index.packages.iterdir()) == sorted(f["filename"] for f in report["files"])
-    else:  # it failed: clearly, in one line, and not as a success
-        assert not report.get("ok")
-        assert err.strip().splitlines()[-1].startswith("wheelflow: ")
+    # The client retries the API while the server is away: the run carries on and proves everything.
+    assert release.returncode == 0, err[-3000:]
+    report = json.loads(out)
+    assert report["ok"] and {f["status"] for f in report["files"]} == {"verified"}
+    assert sorted(p.name for p in index.packages.iterdir()) == sorted(f["filename"] for f in report["files"])
 
 
 @pytest.mark.case("fault", "the index answers 'File already exists' for a file it does not serve",

@@ -64,36 +64,37 @@ class Channel:
         return self.kind
 
 
-def _resolve(value: str) -> str:
+SecretReader = Callable[[str], Any]
+
+
+def _resolve(value: str, read_secret: SecretReader | None) -> str:
     if not value.startswith(SECRET_PREFIX):
         return value
-    from prefect.blocks.system import Secret
-
-    return str(Secret.load(value[len(SECRET_PREFIX):]).get())
+    if read_secret is None:
+        raise ValueError(f"{value.split(':')[0]}: a Prefect Secret reference needs a Prefect API to read it")
+    return str(read_secret(value[len(SECRET_PREFIX):]))
 
 
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def configured_channels(env: Mapping[str, str] | None = None) -> list[Channel]:
+def configured_channels(env: Mapping[str, str] | None = None, read_secret: SecretReader | None = None) -> list[Channel]:
+    """The destinations named in ``env`` (default: the environment); ``read_secret`` resolves
+    ``prefect-secret:BLOCK`` values (see :func:`wheelflow.prefect_api.read_secret`)."""
     env = os.environ if env is None else env
-    channels = [Channel("webhook", url) for url in _split(_resolve(env.get(WEBHOOK_ENV, "")))]
+    channels = [Channel("webhook", url) for url in _split(_resolve(env.get(WEBHOOK_ENV, ""), read_secret))]
     if env.get(SLACK_ENV):
-        channels += [Channel("slack", url) for url in _split(_resolve(env[SLACK_ENV]))]
+        channels += [Channel("slack", url) for url in _split(_resolve(env[SLACK_ENV], read_secret))]
     if env.get(DISCORD_ENV):
-        channels += [Channel("discord", url) for url in _split(_resolve(env[DISCORD_ENV]))]
+        channels += [Channel("discord", url) for url in _split(_resolve(env[DISCORD_ENV], read_secret))]
     if env.get(EMAIL_TO_ENV) and env.get("WHEELFLOW_SMTP_HOST"):
         smtp = {key: env[f"WHEELFLOW_SMTP_{key.upper()}"] for key in
                 ("host", "port", "from", "username", "password", "starttls") if env.get(f"WHEELFLOW_SMTP_{key.upper()}")}
         if "password" in smtp:
-            smtp["password"] = _resolve(smtp["password"])
+            smtp["password"] = _resolve(smtp["password"], read_secret)
         channels.append(Channel("email", env[EMAIL_TO_ENV], smtp))
     return channels
-
-
-def webhook_urls() -> list[str]:
-    return [c.target for c in configured_channels() if c.kind == "webhook"]
 
 
 def post_json(url: str, payload: dict[str, Any], *, attempts: int = 4, first_delay: float = 0.5,
@@ -152,9 +153,9 @@ def deliver(channel: Channel, alert: Alert) -> bool:
     return post_json(channel.target, alert.payload())
 
 
-def send_alert(alert: Alert, log: Callable[[str], None] = print, channels: list[Channel] | None = None) -> int:
-    """Send to every configured channel; returns how many accepted it. Names channels by kind only."""
-    channels = configured_channels() if channels is None else channels
+def send_alert(alert: Alert, channels: list[Channel], log: Callable[[str], None] = print) -> int:
+    """Send to every channel (see :func:`configured_channels`); returns how many accepted it.
+    Names channels by kind only."""
     delivered = [channel.kind for channel in channels if deliver(channel, alert)]
     if channels:
         failed = len(channels) - len(delivered)

@@ -3,20 +3,12 @@
 Policies: ``manual`` always asks; ``auto`` never does; ``auto-if-staging-verified`` goes on by itself
 when every file of the earlier targets was verified (served with its sha256, installed, smoke-tested)
 and asks otherwise. The question is a Prefect pause with an input form (``Decision``) that the UI
-shows; ``wheelflow approve RUN_ID`` answers it from a terminal or CI.
+shows (:class:`wheelflow.prefect_api.Decision`); ``wheelflow approve RUN_ID`` answers it from a terminal or CI.
 """
 
 from __future__ import annotations
 
-from prefect.input import RunInput
-from pydantic import Field
-
 from .errors import WheelflowError
-
-
-class Decision(RunInput):
-    approve: bool = Field(description="Publish this release to the next target?")
-    reason: str = Field(default="", description="Why: recorded in the release report and alert")
 
 
 class ApprovalError(WheelflowError):

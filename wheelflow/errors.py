@@ -9,13 +9,17 @@ from __future__ import annotations
 
 
 class WheelflowError(Exception):
-    """Base class: ``str(err)`` is the one-line message shown to the user."""
+    """Base class: ``str(err)`` is the one-line message shown to the user; ``exit_code`` is what
+    the CLI exits with (1: the release or check failed; 2: bad input, nothing was done)."""
 
     transient = False
+    exit_code = 1
 
 
 class SpecError(WheelflowError):
-    """The release spec is invalid: names the key, the bad value and the fix."""
+    """The release spec (or a command-line value) is invalid: names the key, the bad value and the fix."""
+
+    exit_code = 2
 
     def __init__(self, key: str, problem: str, fix: str | None = None) -> None:
         self.key = key

@@ -101,42 +101,6 @@ def variable_name(key: str) -> str:
     return VARIABLE_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-class PrefectVariableStore:
-    """Each open incident is a Prefect Variable ``wheelflow-incident-<hash>`` holding its JSON."""
-
-    def __init__(self) -> None:
-        self._loaded: set[str] = set()
-
-    def load(self) -> dict[str, Incident]:
-        from prefect.client.orchestration import get_client
-
-        incidents: dict[str, Incident] = {}
-        with get_client(sync_client=True) as client:
-            offset = 0
-            while True:
-                page = client.request("POST", "/variables/filter", json={
-                    "variables": {"name": {"like_": VARIABLE_PREFIX}}, "offset": offset, "limit": 200,
-                }).json()
-                for variable in page:
-                    if variable["name"].startswith(VARIABLE_PREFIX) and isinstance(variable["value"], dict):
-                        incident = Incident.from_json(variable["value"])
-                        incidents[incident.key] = incident
-                if len(page) < 200:
-                    break
-                offset += 200
-        self._loaded = set(incidents)
-        return incidents
-
-    def save(self, incidents: dict[str, Incident]) -> None:
-        from prefect.variables import Variable
-
-        for key, incident in incidents.items():
-            Variable.set(variable_name(key), incident.json(), tags=["wheelflow-incident"], overwrite=True)
-        for key in self._loaded - set(incidents):
-            Variable.unset(variable_name(key))
-        self._loaded = set(incidents)
-
-
 class MemoryStore:
     """For callers without a Prefect API (and for tests of the planning around a store)."""
 

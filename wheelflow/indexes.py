@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from .audits import Limits
@@ -99,8 +100,9 @@ def limits_for(target: Target) -> Limits:
     )
 
 
-def load_credentials(target: Target) -> Credentials | None:
-    """The target's credentials from their declared source; never from the spec itself."""
+def load_credentials(target: Target, read_secret: Callable[[str], Any] | None = None) -> Credentials | None:
+    """The target's credentials from their declared source; never from the spec itself.
+    ``read_secret`` reads a Prefect Secret block (see :func:`wheelflow.prefect_api.read_secret`)."""
     source = target.credentials
     if source == "none":
         return None
@@ -114,15 +116,13 @@ def load_credentials(target: Target) -> Credentials | None:
             )
         return Credentials(os.environ.get(f"{prefix}_USERNAME", "__token__"), password)
     block = source.split(":", 1)[1]
-    from prefect.blocks.system import Secret
-
+    if read_secret is None:
+        raise CredentialsError(f"target {target.name!r}: credentials in Prefect Secret block {block!r} need a "
+                               'Prefect API; fix: set PREFECT_API_URL, or use credentials = "env"')
     try:
-        value = Secret.load(block).get()
-    except ValueError:
-        raise CredentialsError(
-            f"target {target.name!r}: Prefect Secret block {block!r} not found; "
-            f"fix: create it (prefect block create secret) or use credentials = \"env\""
-        ) from None
+        value = read_secret(block)
+    except CredentialsError as exc:
+        raise CredentialsError(f"target {target.name!r}: {exc}") from None
     if isinstance(value, str):
         try:
             value = json.loads(value)

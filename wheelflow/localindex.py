@@ -13,10 +13,12 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Callable
 
 import httpx
 
-from .indexes import PRIVATE_VERIFY_TIMEOUT, Credentials, Endpoints, endpoints_for_target, load_credentials
+from .indexes import (PRIVATE_VERIFY_TIMEOUT, Credentials, Endpoints, endpoints_for_target, load_credentials,
+                      resolve_endpoints)
 from .spec import Target
 
 
@@ -137,15 +139,18 @@ class LocalIndex:
             self._server = None
 
 
-def credentials_for(target: Target, home: Path | None = None) -> Credentials | None:
+def credentials_for(target: Target, home: Path | None = None,
+                    read_secret: Callable[[str], Any] | None = None) -> Credentials | None:
     """Credentials of a target; the embedded index's own are generated under $WHEELFLOW_HOME."""
     if target.index == "local":
         return LocalIndex(home).credentials()
-    return load_credentials(target)
+    return load_credentials(target, read_secret)
 
 
-def open_endpoints(target: Target, home: Path | None = None) -> contextlib.AbstractContextManager[Endpoints]:
-    """A context that yields the target's endpoints, running the embedded index while it is open."""
-    if target.index == "local":
+def open_index(index: str | Target, home: Path | None = None) -> contextlib.AbstractContextManager[Endpoints]:
+    """The endpoints of an index alias, a Simple API URL or a spec's target, as a context: the
+    embedded index (``local``) runs while it is open."""
+    target = index if isinstance(index, Target) else None
+    if (target.index if target else index) == "local":
         return LocalIndex(home)
-    return contextlib.nullcontext(endpoints_for_target(target))
+    return contextlib.nullcontext(endpoints_for_target(target) if target else resolve_endpoints(index))

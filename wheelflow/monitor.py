@@ -18,6 +18,7 @@ the file's ``Last-Modified`` header, read once and cached under $WHEELFLOW_HOME 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import string
@@ -32,8 +33,9 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from .errors import SpecError
-from .gittags import ReleaseTag
-from .simple_api import ServedFile, download_sha256, files_for_version, list_project_files
+from .gittags import ReleaseTag, local_repository, release_tags
+from .localindex import open_index
+from .simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
 from .spec import redact_url
 
 OK, LATE, MISSING, INCOMPLETE, HASH_MISMATCH = "ok", "late", "missing", "incomplete", "hash-mismatch"
@@ -291,3 +293,17 @@ def table_rows(results: list[VersionStatus]) -> list[dict[str, str]]:
          "missing": ", ".join(r.missing + [f"{m} (sha256 differs)" for m in r.mismatched])}
         for r in results
     ]
+
+
+def read_tags(repo: str, patterns: tuple[str, ...], home: Path) -> list[ReleaseTag]:
+    return release_tags(local_repository(repo, home / "git"), patterns)
+
+
+def check_one_index(project: str, index: str, tags: list[ReleaseTag], expect: tuple[str, ...], as_of: datetime,
+                    grace: timedelta, home: Path, client: httpx.Client | None = None) -> list[VersionStatus]:
+    with contextlib.ExitStack() as stack:
+        client = client or stack.enter_context(httpx.Client(timeout=READ_TIMEOUT))
+        simple_url = stack.enter_context(open_index(index, home)).simple_url
+        return check_index(client, project=project, index_label=index, simple_url=simple_url, tags=tags,
+                           expect=expect, manifest_home=home, as_of=as_of, grace=grace,
+                           upload_times=UploadTimes(home / "monitor" / "upload-times.json"))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 PASSED, FAILED, NOT_RUN = "passed", "failed", "not run"
 _ICON = {PASSED: "✅", FAILED: "❌", NOT_RUN: "➖"}
@@ -72,6 +73,19 @@ class ReleaseReport:
 
     def add(self, check: str, passed: bool, detail: str = "") -> None:
         self.checks.append(Check(check, PASSED if passed else FAILED, detail))
+
+    @contextlib.contextmanager
+    def step(self, check: str, detail: str = "") -> Iterator[Check]:
+        """Record one step of the release: passed when the block ends, failed (with the error as its
+        detail, unless the block set one) when it raises. The block may set ``.detail``."""
+        entry = Check(check, NOT_RUN, detail)
+        self.checks.append(entry)
+        try:
+            yield entry
+        except Exception as exc:
+            entry.status, entry.detail = FAILED, entry.detail or str(exc)
+            raise
+        entry.status = PASSED
 
     def file(self, filename: str, target: str) -> FileReport | None:
         return next((f for f in self.files if f.filename == filename and f.target == target), None)

@@ -1,0 +1,63 @@
+"""What one release run knows once it has started: the spec, the version, the targets, the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from wheelflow.artifactstore import default_store
+from wheelflow.checkout import checkout
+from wheelflow.errors import SpecError
+from wheelflow.localindex import credentials_for
+from wheelflow.prefect_api import read_secret
+from wheelflow.report import ReleaseReport
+from wheelflow.spec import ReleaseSpec, Target, load_spec
+from wheelflow.tasks.build import resolve_development_version, resolve_release_version
+from wheelflow.versioning import ResolvedVersion
+
+
+@dataclass(frozen=True)
+class RemoteCells:
+    """Matrix cells built by runs of a build-cell deployment, their wheels left in an artifact store."""
+
+    deployment: str
+    store: str
+    spec_file: str | None
+
+
+@dataclass(frozen=True)
+class ReleaseContext:
+    spec: ReleaseSpec
+    resolved: ResolvedVersion
+    targets: tuple[Target, ...]
+    home: Path
+    report: ReleaseReport
+    builder: str | None  # "docker", "local", or None: the spec's, else docker when a daemon answers
+    approval: str  # the gate's policy before each target after the first
+    remote: RemoteCells | None = None  # None: cells build in this flow run
+
+    @property
+    def version(self) -> str:
+        return self.resolved.version
+
+
+def prepare(report: ReleaseReport, home: Path, *, project: str, spec_file: str | None, version: str | None,
+            to: list[str] | None, ref: str | None, dev: bool, builder: str | None, approval: str | None,
+            cell_deployment: str | None, artifact_store: str | None) -> ReleaseContext:
+    """Check out the project, read its spec, resolve the version and the targets; stop before any
+    build when the version's sources disagree or a target's credentials are missing."""
+    spec = load_spec(checkout(project, ref, home), spec_file)
+    report.name = spec.name
+    targets = tuple(spec.target(name) for name in (to or [t.name for t in spec.targets] or ["local"]))
+    if dev:
+        targets = targets[:1]  # a development build goes to the first target (staging), never further
+        if version:
+            raise SpecError("version", "a development build computes its own version", "drop version, or dev")
+    with report.step("development version" if dev else "tag/version match") as step:
+        resolved = resolve_development_version(spec) if dev else resolve_release_version(spec, version)
+        step.detail = ", ".join(f"{k}: {v}" for k, v in resolved.sources.items())
+    report.version = resolved.version
+    for target in targets:
+        credentials_for(target, home, read_secret)  # missing credentials stop us before the build
+    remote = RemoteCells(cell_deployment, artifact_store or default_store(home), spec_file) if cell_deployment else None
+    return ReleaseContext(spec, resolved, targets, home, report, builder, approval or spec.approval, remote)

@@ -1,0 +1,53 @@
+"""What a failed, crashed or cancelled release tells people: the failing step and cell, each failed
+task's attempts with time and error, and the rollback runbook when files stayed published."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from prefect.logging.handlers import APILogWorker
+
+from wheelflow.alerts import Alert, configured_channels, send_alert
+from wheelflow.localindex import wheelflow_home
+from wheelflow.prefect_api import read_secret, run_histories, ui_url
+from wheelflow.runhistory import describe_attempts
+
+
+def failed_task_attempts(flow_run_id) -> tuple[list[str], list[dict]]:
+    """The failed tasks of this run with each attempt (time and error), read back from the Prefect API."""
+    try:
+        APILogWorker.drain_all(timeout=5)  # the retried attempts' errors are in this run's logs, maybe still queued
+        histories = run_histories(flow_run_id, settle=10.0)
+    except Exception as exc:  # the alert must go out even when the API cannot be read
+        return [f"(retry history unavailable: {type(exc).__name__})"], []
+    lines, failed = [], []
+    for history in histories:
+        if history.state in ("Failed", "Crashed", "TimedOut") or history.attempts > 1:
+            lines.append(f"{history.name}: {history.state} after {history.attempts} attempt(s)")
+            lines += [f"  {line}" for line in describe_attempts(history)]
+            failed.append(history.json())
+    return lines, failed
+
+
+def alert_release_problem(flow, flow_run, state) -> None:
+    """on_failure / on_crashed / on_cancellation hook of the release flow."""
+    report_path = wheelflow_home() / "reports" / f"{flow_run.id}.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    failed = [c for c in report.get("checks", []) if c["status"] == "failed"]
+    failed_cells = [c for c in report.get("cells", []) if c["state"] == "failed"]
+    project = report.get("name") or str(flow_run.parameters.get("project"))
+    error = report.get("error") or state.message or state.name
+    summary = f"release of {project} {report.get('version') or ''} {state.name.lower()}: {error}"
+    attempt_lines, task_runs = failed_task_attempts(flow_run.id)
+    lines = [f"failed step: {c['check']}: {c['detail']}" for c in failed]
+    lines += [f"failed cell: {c['cell']}" for c in failed_cells]
+    lines += attempt_lines
+    if report.get("runbook"):
+        lines += ["rollback runbook:", *report["runbook"]]
+    alert = Alert(event="release-failed", project=project, version=report.get("version"),
+                  summary=" ".join(summary.split()), flow_run_id=str(flow_run.id), flow_run_url=ui_url(str(flow_run.id)),
+                  details={"state": state.name, "failed_checks": failed, "files": report.get("files", []),
+                           "failed_cells": failed_cells, "task_runs": task_runs},
+                  lines=tuple(lines))
+    send_alert(alert, configured_channels(read_secret=read_secret), log=logging.getLogger("wheelflow.alerts").warning)

@@ -1,0 +1,182 @@
+"""The build step: the sdist, then the wheel matrix, cell by cell, here or on GPU runners.
+
+Both ways of building cells (task runs in this flow run, or runs of the build-cell deployment on a
+work pool) yield the same :class:`CellOutcome` list; :func:`judge_cells` turns it into the report's
+cell rows and the pass/fail decision.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from wheelflow import artifactstore
+from wheelflow.builders import Builder, CellUnbuildable, InfrastructureError, SmokeResult
+from wheelflow.builders.choose import choose_builder
+from wheelflow.building import source_digest
+from wheelflow.cells import expected_version
+from wheelflow.distributions import Distribution, describe
+from wheelflow.errors import BuildError, CheckError
+from wheelflow.matrix import Cell
+from wheelflow.report import CellReport
+from wheelflow.tasks.build import build_release_files
+from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
+
+from wheelflow.flows.context import ReleaseContext, RemoteCells
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    cell: Cell
+    wheel: Distribution | None = None  # None: the build failed (``error`` says why)
+    error: str | None = None
+    cached: bool = False
+    attempts: int = 0
+    duration: float = 0.0
+    smoke: SmokeResult | None = None  # None: not run (a build failed)
+    runner: str | None = None  # the worker that built it, on a work pool
+    image: str | None = None  # the build image, for containers
+
+
+def build(ctx: ReleaseContext) -> tuple[list[Distribution], dict[str, str]]:
+    """The release's files, and the version each must carry (variant wheels carry their cell's label)."""
+    spec, report = ctx.spec, ctx.report
+    kinds = spec.artifacts if spec.matrix is None else tuple(k for k in spec.artifacts if k == "sdist")
+    dists: list[Distribution] = []
+    if kinds:
+        with report.step("built" if spec.matrix is None else "built sdist") as step:
+            built = build_release_files(spec, ctx.resolved, kinds=kinds)
+            step.detail = ("reused from cache: " if built.cached else "") + ", ".join(d.filename for d in built.dists)
+        dists += built.dists
+    versions = {d.filename: ctx.version for d in dists}
+    if spec.matrix is not None and "wheel" in spec.artifacts:
+        outcomes = build_cells_remotely(ctx, ctx.remote) if ctx.remote else build_cells_here(ctx)
+        for outcome in judge_cells(ctx, outcomes):
+            dists.append(outcome.wheel)
+            versions[outcome.wheel.filename] = expected_version(ctx.version, outcome.cell)
+    return dists, versions
+
+
+def judge_cells(ctx: ReleaseContext, outcomes: list[CellOutcome]) -> list[CellOutcome]:
+    """The report's cell rows from the outcomes; a failed build, then a failed smoke test, fails the release."""
+    report, total = ctx.report, len(outcomes)
+    report.cells = [cell_row(o) for o in outcomes]
+    built = [o for o in outcomes if o.wheel is not None]
+    failed = [o for o in outcomes if o.wheel is None]
+    runners = {o.runner for o in outcomes if o.runner}
+    where = (f"on {len(runners)} runner(s) via {ctx.remote.deployment}" if ctx.remote
+             else f"by the {report.builder} builder" + (f" ({sum(o.cached for o in built)} cached)" if built else ""))
+    report.add("built wheel matrix", not failed, f"{len(built)} of {total} cells {where}")
+    if failed:
+        raise BuildError(f"{len(failed)} of {total} cells failed: " + "; ".join(f"{o.cell.name}: {o.error}" for o in failed))
+    bad = [o for o in outcomes if o.smoke is not None and o.smoke.state == "failed"]
+    report.add("smoke test of every wheel", not bad, "; ".join(f"{r.cell}: {r.smoke}" for r in report.cells))
+    if bad:
+        raise CheckError(f"smoke test failed for cell {bad[0].cell.name}: {bad[0].smoke.message}")
+    return outcomes
+
+
+def cell_row(outcome: CellOutcome) -> CellReport:
+    row = CellReport(outcome.cell.name, image=outcome.image, attempts=outcome.attempts, duration=outcome.duration,
+                     cached=outcome.cached, runner=outcome.runner)
+    if outcome.wheel is None:
+        row.state, row.error = "failed", outcome.error
+        return row
+    row.state, row.wheel, row.sha256 = "built", outcome.wheel.filename, outcome.wheel.sha256
+    row.size = outcome.wheel.path.stat().st_size
+    if outcome.smoke is not None:
+        row.smoke = outcome.smoke.message if outcome.smoke.state == "skipped" else outcome.smoke.state
+        if outcome.smoke.state == "failed":
+            row.error = outcome.smoke.message
+    return row
+
+
+def build_cells_here(ctx: ReleaseContext) -> list[CellOutcome]:
+    """One build[cell] task run per cell, in parallel under the matrix's concurrency; then a smoke test of each."""
+    spec, matrix = ctx.spec, ctx.spec.matrix
+    builder = choose_builder(spec, ctx.builder)
+    ctx.report.builder = builder.kind
+    image = (lambda cell: cell.image) if builder.kind == "docker" else (lambda cell: None)
+    preflight(builder, matrix.cells, ctx, image)
+    job = CellJob(project=str(spec.project_dir), source_digest=source_digest(spec.project_dir), name=spec.name,
+                  version=ctx.version, build_env=dict(spec.build_env), home=str(ctx.home),
+                  run_label=str(ctx.report.flow_run_id), source_date_epoch=ctx.resolved.commit_time)
+    with ThreadPoolTaskRunner(max_workers=matrix.concurrency) as runner:
+        futures = [runner.submit(build_matrix_cell, {"builder": builder, "cell": cell, "job": job})
+                   for cell in matrix.cells]
+        outcomes = [built_outcome(cell, future, image(cell)) for cell, future in zip(matrix.cells, futures)]
+        if any(o.wheel is None for o in outcomes):
+            return outcomes  # no smoke test of a matrix that failed to build
+        smokes = [runner.submit(smoke_matrix_cell, {"builder": builder, "cell": o.cell, "wheel": o.wheel,
+                                                    "smoke": spec.smoke, "run_label": job.run_label})
+                  for o in outcomes]
+        return [replace(o, smoke=s.result()) for o, s in zip(outcomes, smokes)]
+
+
+def preflight(builder: Builder, cells: tuple[Cell, ...], ctx: ReleaseContext, image) -> None:
+    """A cell this runner cannot build stops the release before any build."""
+    for cell in cells:
+        try:
+            builder.preflight(cell)
+        except (CellUnbuildable, InfrastructureError) as exc:
+            ctx.report.cells = [CellReport(c.name, image=image(c)) for c in cells]
+            ctx.report.cells[cells.index(cell)].state, ctx.report.cells[cells.index(cell)].error = "failed", str(exc)
+            raise BuildError(f"cell {cell.name} cannot be built by the {builder.kind} builder: {exc}") from None
+
+
+def built_outcome(cell: Cell, future: Any, image: str | None) -> CellOutcome:
+    future.wait()
+    state = future.state
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, BaseException) or not state.is_completed():
+        error = str(outcome) if isinstance(outcome, BaseException) else state.message
+        # The attempt count travels with the error: the server records task states a moment later.
+        return CellOutcome(cell, error=error, attempts=getattr(outcome, "attempts", None) or 1, image=image)
+    build, attempts = outcome
+    return CellOutcome(cell, build.wheel, cached=build.cached, attempts=attempts, duration=build.duration, image=image)
+
+
+def build_cells_remotely(ctx: ReleaseContext, remote: RemoteCells) -> list[CellOutcome]:
+    """One flow run of the build-cell deployment per cell, taken by whichever GPU worker is free;
+    the wheels come back through the artifact store, checked against the sha256 the runner reported."""
+    spec, matrix = ctx.spec, ctx.spec.matrix
+    ctx.report.builder = f"{ctx.builder or spec.builder or 'default'} on {remote.deployment}"
+    parameters = {"project": str(spec.project_dir), "version": ctx.version, "artifact_store": remote.store,
+                  "spec_file": remote.spec_file, "builder": ctx.builder, "source_date_epoch": ctx.resolved.commit_time}
+    # Runs are created one after another (a SQLite-backed server handles that best) and then
+    # followed together: the workers build them in parallel.
+    started = {cell.name: run_deployment(remote.deployment, parameters={**parameters, "cell": cell.name},
+                                         timeout=0, as_subflow=True) for cell in matrix.cells}
+    final = follow_cell_runs(started, deadline=time.monotonic() + max(c.timeout for c in matrix.cells) + 600)
+    directory = ctx.home / "builds" / "remote" / str(ctx.report.flow_run_id)
+    return [fetched_outcome(cell, final[cell.name], remote.store, directory) for cell in matrix.cells]
+
+
+def fetched_outcome(cell: Cell, run: Any, store: str, directory) -> CellOutcome:
+    if run.state is None or not run.state.is_completed():
+        error = (f"flow run {run.name}: {run.state.name if run.state else 'no state'}: "
+                 f"{run.state.message if run.state else ''}").strip(": ")
+        return CellOutcome(cell, error=error, image=cell.image)
+    record = artifactstore.get_run_record(store, str(run.id))
+    wheel = describe(artifactstore.get(record["url"], directory, record["sha256"]))
+    return CellOutcome(cell, wheel, cached=record["cached"], attempts=record["attempts"], duration=record["duration"],
+                       smoke=SmokeResult(record["smoke"], record["smoke_message"]), runner=record["runner"],
+                       image=cell.image)
+
+
+def follow_cell_runs(runs: dict, deadline: float) -> dict:
+    """Poll the cells' flow runs until each is final (or the deadline passes); the latest read of each."""
+    latest = dict(runs)
+    with get_client(sync_client=True) as client:
+        while True:
+            pending = [name for name, run in latest.items() if not (run.state and run.state.is_final())]
+            if not pending or time.monotonic() > deadline:
+                return latest
+            for name in pending:
+                latest[name] = client.read_flow_run(latest[name].id)
+            time.sleep(2)  # the API offers no push to a flow run; poll it

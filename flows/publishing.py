@@ -1,0 +1,215 @@
+"""Publishing, stage by stage: what each target already serves, the approval gate, uploads with
+their rollback hooks, and the proof that every file is served and installs.
+
+All targets share one Prefect transaction: a failure after uploads (a file not served, a rejected
+approval) runs each upload's rollback hook, newest first. A failed *upload* keeps what landed, so
+that a re-run finishes the release with each file uploaded exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from prefect import get_run_logger
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.runtime import flow_run
+from prefect.transactions import Transaction, transaction
+
+from wheelflow.approval import ApprovalError, approval_key, needs_person
+from wheelflow.distributions import Distribution
+from wheelflow.errors import HashMismatchError, PublishError, UploadError, WheelflowError
+from wheelflow.indexes import Endpoints
+from wheelflow.localindex import open_index
+from wheelflow.prefect_api import Decision
+from wheelflow.removal import runbook as rollback_runbook
+from wheelflow.report import FileReport
+from wheelflow.routing import routed
+from wheelflow.spec import Target
+from wheelflow.tasks.check import check_target_rules
+from wheelflow.tasks.upload import UploadInProgress, read_served_files, read_target, rollback_hook, upload_file
+from wheelflow.tasks.verify import ServedCheckFailed, install_and_smoke_test, verify_served
+from wheelflow.verification import HASH_MISMATCH, VERIFIED, compare
+
+from wheelflow.flows.context import ReleaseContext
+
+
+@dataclass
+class Stage:
+    """One target of the release: the files routed to it and those it already serves with our bytes."""
+
+    position: int
+    target: Target
+    endpoints: Endpoints
+    files: list[Distribution]
+    present: set[str] = field(default_factory=set)
+
+    @property
+    def missing(self) -> list[Distribution]:
+        return [d for d in self.files if d.filename not in self.present]
+
+
+@dataclass
+class Publication:
+    stages: list[Stage]
+    transaction: Transaction
+    uploading: UploadInProgress = field(default_factory=UploadInProgress)
+
+
+@contextlib.contextmanager
+def publishing(ctx: ReleaseContext, dists: list[Distribution]) -> Iterator[Publication]:
+    """Open every target (the embedded index runs while open), read what each already serves, and
+    hold the release's transaction around the stages; afterwards, every file must be published."""
+    report = ctx.report
+    report.files = [FileReport(d.filename, d.sha256, t.name, d.kind) for t in ctx.targets for d in routed(dists, t)]
+    with contextlib.ExitStack() as targets:
+        stages = [Stage(position, target, targets.enter_context(open_index(target, ctx.home)), routed(dists, target))
+                  for position, target in enumerate(ctx.targets)]
+        for stage in stages:  # a clash anywhere stops the release before the first upload anywhere
+            stage.present = read_present(ctx, stage)
+        upload_failure: UploadError | None = None
+        try:
+            with transaction() as txn:
+                try:
+                    yield Publication(stages, txn)
+                    confirm_published(ctx, dists)
+                except UploadError as exc:
+                    upload_failure = exc  # the index refused or did not answer: what landed stays
+        except WheelflowError:
+            account_for_rollback(ctx, stages)
+            raise
+        if upload_failure is not None:
+            report.add("kept uploaded files", True, "an upload failed: files already uploaded stay; "
+                       "re-run the release to upload the rest")
+            raise upload_failure
+
+
+def read_present(ctx: ReleaseContext, stage: Stage) -> set[str]:
+    """What the target already serves with our bytes. Other bytes under one of our names, or a
+    target rule broken, is refused."""
+    served = read_served_files(stage.endpoints, ctx.spec.name, ctx.version)
+    check_target_rules(stage.files, stage.target, served)
+    statuses = compare({d.filename: d.sha256 for d in stage.files}, served)
+    clashes = [s for s in statuses if s.status == HASH_MISMATCH]
+    for clash in clashes:
+        ctx.report.file(clash.filename, stage.target.name).status = HASH_MISMATCH
+    if clashes:
+        ctx.report.add(f"no conflicting files on {stage.target.name}", False, clashes[0].describe())
+        raise HashMismatchError(f"{stage.target.name}: {clashes[0].describe()}; fix: indexes never replace a file: "
+                                "release a new version (e.g. a .post1)")
+    return {s.filename for s in statuses if s.status == VERIFIED}
+
+
+def gate(ctx: ReleaseContext, stage: Stage) -> None:
+    """Before each target after the first that lacks files: pass by policy, or pause for a person's Decision."""
+    if not stage.position or not stage.missing:
+        return  # the first target needs no decision, nor one that already serves everything
+    earlier = {t.name for t in ctx.targets[:stage.position]}
+    earlier_verified = all(f.status == VERIFIED for f in ctx.report.files if f.target in earlier)
+    target, policy, timeout = stage.target.name, ctx.approval, ctx.spec.approval_timeout
+    with ctx.report.step(f"approval to publish to {target}") as step:
+        if not needs_person(policy, earlier_verified):
+            step.detail = f"policy {policy}" + (": earlier targets verified" if policy != "auto" else "")
+            return
+        run_id = flow_run.get_id()
+        get_run_logger().warning("waiting up to %d s for a decision to publish to %s: approve in the Prefect UI, or "
+                                 "run `wheelflow approve %s` (or `--reject --reason ...`)", timeout, target, run_id)
+        form = Decision.with_initial_data(description=f"Publish {ctx.spec.name} {ctx.version} to **{target}**? "
+                                                      f"Verified so far on {', '.join(sorted(earlier))}.", approve=False)
+        try:
+            decision = pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=2, key=approval_key(target))
+        except FlowPauseTimeout:
+            step.detail = f"no decision within {timeout} s"
+            raise ApprovalError(f"no decision to publish to {target} within {timeout} s: nothing was published to "
+                                f"{target}; fix: re-run the release and answer with `wheelflow approve RUN_ID`") from None
+        reason = decision.reason or "no reason given"
+        if not decision.approve:
+            step.detail = f"rejected: {reason}"
+            raise ApprovalError(f"publishing to {target} was rejected: {reason}; nothing was published to {target}")
+        step.detail = f"approved: {reason}"
+
+
+def upload(ctx: ReleaseContext, publication: Publication, stage: Stage) -> None:
+    """Upload what the target lacks; each upload adds its rollback hook to the release's transaction."""
+    target = stage.target.name
+    for dist in stage.files:
+        entry = ctx.report.file(dist.filename, target)
+        with ctx.report.step(f"uploaded {dist.filename} to {target}") as step:
+            if dist.filename in stage.present:
+                entry.upload, step.detail = "already present", "already present: not uploaded again"
+                continue
+            publication.uploading.active = True
+            try:
+                entry.upload = step.detail = upload_file(dist, stage.target, stage.endpoints, ctx.spec.name, ctx.version)
+            except WheelflowError:
+                entry.upload = "failed"
+                raise
+            finally:
+                publication.uploading.active = False
+        publication.transaction.on_rollback_hooks.append(rollback_hook(
+            stage.target, stage.endpoints, ctx.spec.name, dist.filename, sorted(stage.present), publication.uploading))
+
+
+def prove(ctx: ReleaseContext, stage: Stage) -> None:
+    """Every routed file is served with its sha256, then installs from the target and passes the smoke test."""
+    report, target = ctx.report, stage.target.name
+    try:
+        served = verify_served(stage.endpoints, ctx.spec.name, ctx.version, stage.files)
+    except ServedCheckFailed as exc:
+        for status in exc.statuses:
+            report.file(status.filename, target).status = status.status
+            report.add(f"served {status.filename} on {target}", status.status == VERIFIED, status.describe())
+        raise
+    for dist in stage.files:
+        report.file(dist.filename, target).status = VERIFIED
+        report.add(f"served {dist.filename} on {target}", True, f"sha256 {dist.sha256[:16]}… matches")
+    with report.step(f"install + smoke on {target}") as step:
+        step.detail = install_and_smoke_test(stage.endpoints, ctx.spec.name, ctx.version, served, ctx.spec.smoke)
+
+
+def refuse_unrouted(ctx: ReleaseContext, dists: list[Distribution]) -> None:
+    """A built file that no target takes would be built but never published: refuse up front."""
+    for dist in dists:
+        if not any(dist in routed(dists, t) for t in ctx.targets):
+            raise PublishError(
+                f"built but not published: {dist.filename} is routed to no target "
+                f"({', '.join(t.name for t in ctx.targets)}); fix: add \"{dist.kind}\" to a target's artifacts, "
+                "or stop building it"
+            )
+
+
+def confirm_published(ctx: ReleaseContext, dists: list[Distribution]) -> None:
+    """The last word: every built file was uploaded (or already there) and verified on every target it was routed to."""
+    for entry in ctx.report.files:
+        if entry.upload not in ("uploaded", "already present") or entry.status != VERIFIED:
+            raise PublishError(f"built but not published: {entry.filename} on {entry.target} "
+                               f"(upload: {entry.upload}, served: {entry.status})")
+    for dist in dists:
+        if not any(f.filename == dist.filename for f in ctx.report.files):
+            raise PublishError(f"built but not published: {dist.filename} reached no target")
+
+
+def account_for_rollback(ctx: ReleaseContext, stages: list[Stage]) -> None:
+    """After the rollback hooks ran: read each target back, and write a runbook for what stayed."""
+    report = ctx.report
+    for stage in stages:
+        target = stage.target.name
+        uploaded = [f.filename for f in report.files if f.target == target and f.upload == "uploaded"]
+        if not uploaded:
+            continue
+        try:
+            still = {s.filename for s in read_target(stage.endpoints, ctx.spec.name, ctx.version)}
+        except WheelflowError:
+            still = set(uploaded)  # unknown: assume the worst
+        removed = [f for f in uploaded if f not in still]
+        stayed = [f for f in uploaded if f in still]
+        for filename in removed:
+            entry = report.file(filename, target)
+            entry.upload, entry.status = "rolled back", "removed"
+        if removed:
+            report.add(f"rolled back {target}", True, "removed " + ", ".join(removed))
+        if stayed:
+            report.add(f"rolled back {target}", False, "still served: " + ", ".join(stayed))
+            report.runbook += rollback_runbook(ctx.spec.name, ctx.version, target, stayed, stage.endpoints.public)

@@ -1,0 +1,42 @@
+"""``wheelflow``: release a package and prove it is served; verify any index, read-only.
+
+Each command is a module of this package with ``add_parser(commands)`` and ``run(args) -> int``.
+Errors a user can cause are :class:`~wheelflow.errors.WheelflowError`: one line on stderr (or, with
+``--json``, one JSON object on stdout) and the error's ``exit_code``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from ..errors import WheelflowError
+from . import approve, check, images, monitor, release, schema, serve, status, trigger, verify
+from .common import say
+
+COMMANDS = (release, verify, check, images, monitor, trigger, status, approve, serve, schema)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wheelflow", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(commands).set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except WheelflowError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": False, "error": str(exc)}, indent=2))
+        say(f"wheelflow: error: {exc}")
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""What every command shares: one-line messages, consoles, the --json and --spec options."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from ..errors import SpecError
+from ..spec import ReleaseSpec, load_spec
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+def say(line: str) -> None:
+    """One line on stderr, never wrapped: errors must be greppable and copyable."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def add_json(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON on stdout")
+
+
+def add_spec(parser: argparse.ArgumentParser, *, project_option: bool = True) -> None:
+    """``--spec FILE`` means the same everywhere: a standalone spec TOML (or a pyproject.toml with
+    [tool.wheelflow]); paths in it are relative to the project, not to the file."""
+    parser.add_argument("--spec", metavar="FILE", help="a standalone spec TOML, or a pyproject.toml with "
+                        "[tool.wheelflow] (default: the project's pyproject.toml); paths in it are relative to the project")
+    if project_option:
+        parser.add_argument("--project", metavar="DIR", help="the project the spec describes (default: the folder of "
+                            "a pyproject.toml given as --spec, else the current directory)")
+
+
+def load_spec_arg(spec: str | None, project: str | None) -> ReleaseSpec:
+    """The spec named by ``--spec``/``--project``: see :func:`add_spec`."""
+    spec_path = Path(spec) if spec else None
+    if spec_path is not None and spec_path.is_dir():
+        spec_path = spec_path / "pyproject.toml"
+    if project is not None:
+        return load_spec(Path(project), spec_path)
+    if spec_path is not None and spec_path.name == "pyproject.toml":
+        return load_spec(spec_path.absolute().parent)
+    return load_spec(Path.cwd(), spec_path)
+
+
+def parse_pairs(items: list[str], option: str, example: str) -> dict[str, str]:
+    """Repeated ``KEY=VALUE`` options as a mapping; anything else is refused naming the option."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpecError(option, f"{item!r} is not KEY=VALUE", f"write e.g. {option} {example}")
+        pairs[key] = value
+    return pairs

@@ -1,0 +1,89 @@
+"""``wheelflow monitor``: compare a repository's release tags with what an index serves."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from rich.table import Table
+
+from ..errors import SpecError
+from ..gittags import DEFAULT_TAG_PATTERNS
+from ..indexes import resolve_endpoints
+from ..localindex import wheelflow_home
+from ..monitor import DEFAULT_EXPECT, check_one_index, expectations_from_spec, read_tags, table_rows
+from .common import add_json, load_spec_arg, out_console, say
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    parser = commands.add_parser("monitor", help="compare a repository's release tags with what an index serves")
+    parser.add_argument("--repo", required=True, help="git URL or local path whose tags are the releases")
+    parser.add_argument("--project", required=True, help="distribution name on the index")
+    parser.add_argument("--index", action="append", required=True,
+                        help="pypi, testpypi, local, or a Simple API URL (repeatable)")
+    parser.add_argument("--expect", action="append", default=[], metavar="PATTERN",
+                        help="an expected file, e.g. {name}-{version}-py3-none-any.whl (repeatable; default: "
+                             "the spec's artifacts with --spec, else at least one file)")
+    parser.add_argument("--spec", metavar="FILE", help="a spec TOML (or a project's pyproject.toml) for the expected "
+                        "files and tag pattern; paths in it are relative to the current directory")
+    parser.add_argument("--tag-pattern", action="append", default=[], metavar="PATTERN",
+                        help="release tag pattern (repeatable; default: v{version} and {version})")
+    parser.add_argument("--grace", type=float, default=24.0, metavar="HOURS",
+                        help="how long after its tag a version may still be missing (default: 24)")
+    parser.add_argument("--as-of", metavar="ISO8601", help="replay: count only tags and uploads at or before this instant")
+    add_json(parser, "a list, one record per version and index,")
+    return parser
+
+
+def parse_instant(text: str, option: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SpecError(option, f"{text!r} is not an ISO 8601 time", "write e.g. 2024-05-01T12:00:00Z") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def run(args: argparse.Namespace) -> int:
+    as_of = parse_instant(args.as_of, "--as-of") if args.as_of else datetime.now(timezone.utc)
+    if args.grace < 0:
+        raise SpecError("--grace", f"{args.grace} is negative", "give the grace period in hours, 0 or more")
+    patterns, expect = tuple(args.tag_pattern), tuple(args.expect)
+    if args.spec:
+        spec = load_spec_arg(args.spec, None)
+        patterns = patterns or ((spec.version.tag,) if spec.version.tag else ())
+        local = [c.local_version for c in spec.matrix.cells] if spec.matrix else []
+        expect = expect or expectations_from_spec(spec.artifacts, [v for v in local if v])
+    for pattern in patterns:
+        if pattern.count("{version}") != 1:
+            raise SpecError("--tag-pattern", f"{pattern!r} must contain {{version}} once", "write e.g. v{version}")
+    for index in args.index:
+        if index != "local":
+            resolve_endpoints(index)  # a bad --index is refused before anything is read
+    home = wheelflow_home()
+    tags = read_tags(args.repo, patterns or DEFAULT_TAG_PATTERNS, home)
+    results = []
+    for index in args.index:
+        results += check_one_index(args.project, index, tags, expect or DEFAULT_EXPECT, as_of,
+                                   timedelta(hours=args.grace), home)
+    if args.json:
+        keys = ("version", "tag", "tag_time", "first_upload_time", "lag_hours", "status", "missing")
+        print(json.dumps([{**{k: r.json()[k] for k in keys}, "index": r.index, "overdue": r.overdue,
+                           "mismatched": r.mismatched} for r in results], indent=2))
+    else:
+        table = Table(title=f"{args.project}: {len(tags)} release tag(s) as of {as_of.isoformat(timespec='seconds')}")
+        columns = ("version", "index", "status", "lag (h)", "missing")
+        for column in columns:
+            table.add_column(column)
+        for row in table_rows(results):
+            style = "red" if "overdue" in row["status"] or "mismatch" in row["status"] else (
+                "yellow" if row["status"] != "ok" else None)
+            table.add_row(*(row[c] for c in columns), style=style)
+        out_console.print(table)
+    problems = [r for r in results if r.problem]
+    if problems:
+        say(f"wheelflow: {len(problems)} version(s) missing, incomplete or changed beyond the grace period: "
+            + ", ".join(f"{r.version}@{r.index}" for r in problems[:10]) + (" ..." if len(problems) > 10 else ""))
+        return 1
+    return 0

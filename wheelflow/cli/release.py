@@ -1,0 +1,82 @@
+"""``wheelflow release PATH``: build, check, upload and verify a release (a Prefect flow run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from ..localindex import wheelflow_home
+from ..spec import load_spec
+from .common import add_json, out_console, say
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    parser = commands.add_parser("release", help="build, check, upload and verify a release (a Prefect flow run)")
+    parser.add_argument("path", help="the project to release")
+    parser.add_argument("--spec", metavar="FILE", help="a standalone spec TOML (default: [tool.wheelflow] in "
+                        "PATH/pyproject.toml); paths in it are relative to PATH")
+    parser.add_argument("--version", help="the version to release (must agree with the tag and version file)")
+    parser.add_argument("--to", action="append", metavar="TARGET", help="target name or index alias (repeatable)")
+    parser.add_argument("--builder", choices=["docker", "local"],
+                        help="how the wheel matrix is built (default: the spec's, else docker when a daemon answers)")
+    parser.add_argument("--dev", action="store_true",
+                        help="a development build: next micro version + .devYYYYMMDDHHMM (for nightlies; no tag needed)")
+    parser.add_argument("--approval", choices=["manual", "auto", "auto-if-staging-verified"],
+                        help="who decides before each target after the first (default: the spec's, else auto)")
+    add_json(parser, "the report")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.path, args.spec)  # validated up front: a bad spec never starts a flow run
+    for name in args.to or []:
+        spec.target(name)
+
+    from ..flows.release import release
+
+    state = release(project=str(Path(args.path).absolute()), spec_file=args.spec, version=args.version,
+                    to=args.to, builder=args.builder, approval=args.approval, dev=args.dev, return_state=True)
+    flow_run_id = str(state.state_details.flow_run_id)
+    report_path = wheelflow_home() / "reports" / f"{flow_run_id}.json"
+    if report_path.exists():
+        report: dict[str, Any] = json.loads(report_path.read_text())
+    else:  # the flow crashed before it could write its report
+        report = {"ok": False, "name": spec.name, "version": args.version, "files": [], "flow_run_id": flow_run_id,
+                  "checks": [], "error": state.message}
+    report["ok"] = bool(report.get("ok")) and state.is_completed()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    if not report["ok"]:
+        say(f"wheelflow: release failed: {report.get('error') or state.message}")
+        return 1
+    return 0
+
+
+def print_report(report: dict[str, Any]) -> None:
+    table = Table(title=f"{report.get('name')} {report.get('version')} (flow run {report.get('flow_run_id')})")
+    for column in ("file", "target", "sha256", "upload", "served"):
+        table.add_column(column)
+    for f in report["files"]:
+        table.add_row(f["filename"], f["target"], f["sha256"][:16] + "…", f["upload"], f["status"])
+    out_console.print(table)
+    checks = Table(title="checks")
+    for column in ("check", "status", "detail"):
+        checks.add_column(column)
+    for c in report["checks"]:
+        checks.add_row(c["check"], c["status"], c["detail"])
+    out_console.print(checks)
+    if report.get("cells"):
+        cells = Table(title=f"wheel matrix ({report.get('builder')} builder)")
+        for column in ("cell", "wheel", "state", "smoke"):
+            cells.add_column(column)
+        for c in report["cells"]:
+            cells.add_row(c["cell"], c["wheel"] or "", c["state"] + (" (cached)" if c["cached"] else ""), c["smoke"])
+        out_console.print(cells)
+    verdict = "[green]released and verified[/green]" if report["ok"] else "[red]FAILED[/red]"
+    out_console.print(verdict)

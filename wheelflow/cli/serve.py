@@ -1,0 +1,45 @@
+"""``wheelflow serve``: serve wheelflow's deployments (deployments/) from this process, schedules included."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import SpecError
+from .common import say
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    parser = commands.add_parser("serve", help="serve wheelflow's deployments from this process, schedules included")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="serve only this deployment (repeatable; default: all of them)")
+    parser.add_argument("--monitor-projects", metavar="FILE",
+                        help="JSON list of the projects sync-monitor watches (default: the hello-cuda demo)")
+    parser.add_argument("--monitor-interval", type=float, metavar="SECONDS",
+                        help="run sync-monitor every SECONDS instead of every 15 minutes")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from prefect import serve
+
+    from ..deployments import project_deployments
+
+    monitored = None
+    if args.monitor_projects:
+        try:
+            monitored = json.loads(Path(args.monitor_projects).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SpecError("--monitor-projects", f"cannot read a JSON list from {args.monitor_projects} "
+                            f"({type(exc).__name__})", "give a file holding a JSON list of projects") from None
+    deployments = project_deployments(monitored=monitored, monitor_interval=args.monitor_interval)
+    known = [d.name for d in deployments]
+    for name in args.only or []:
+        if name not in known:
+            raise SpecError("--only", f"no deployment {name!r}", f"use one of: {', '.join(known)}")
+    deployments = [d for d in deployments if not args.only or d.name in args.only]
+    say(f"wheelflow: serving {', '.join(d.name for d in deployments)} (Ctrl-C to stop)")
+    serve(*deployments)
+    return 0

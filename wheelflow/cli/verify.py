@@ -1,0 +1,109 @@
+"""``wheelflow verify NAME==VERSION --index INDEX``: check that an index serves a release (read-only)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from rich.table import Table
+
+from ..distributions import sha256_of
+from ..errors import SpecError
+from ..indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP
+from ..localindex import open_index
+from ..spec import INDEX_ALIASES
+from ..verification import SERVED, VERIFIED, FileStatus, install_and_smoke, poll_until_served, read_served
+from ..versioning import parse_version
+from .common import add_json, add_spec, err_console, load_spec_arg, out_console, say
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    parser = commands.add_parser("verify", help="check that an index serves a release (read-only)")
+    parser.add_argument("requirement", metavar="NAME==VERSION")
+    parser.add_argument("--index", required=True,
+                        help="local, pypi, testpypi, a target from the spec, or a Simple API URL")
+    parser.add_argument("--expect", action="append", default=[], metavar="FILENAME",
+                        help="a file that must be served; a path to a local file also checks its sha256 (repeatable)")
+    parser.add_argument("--no-install", action="store_true", help="skip the install into a fresh virtualenv")
+    parser.add_argument("--smoke", help="command run in the virtualenv after installing")
+    parser.add_argument("--timeout", type=float, help="seconds to wait for files to appear (default: per index)")
+    add_spec(parser)
+    add_json(parser)
+    return parser
+
+
+def parse_pin(text: str) -> tuple[str, str]:
+    try:
+        req = Requirement(text)
+    except InvalidRequirement:
+        req = None
+    specs = list(req.specifier) if req else []
+    if req is None or len(specs) != 1 or specs[0].operator not in ("==", "===") or "*" in specs[0].version:
+        raise SpecError("NAME==VERSION", f"{text!r} does not pin one version", "write it as name==1.2.3")
+    return req.name, specs[0].version
+
+
+def index_endpoints(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The index to read: an alias, a URL, or a target of the spec (the embedded one runs while open)."""
+    if args.index in INDEX_ALIASES or "://" in args.index:
+        return open_index(args.index)
+    return open_index(load_spec_arg(args.spec, args.project).target(args.index))
+
+
+def run(args: argparse.Namespace) -> int:
+    name, raw_version = parse_pin(args.requirement)
+    version = str(parse_version(raw_version, "NAME==VERSION"))
+    expected: dict[str, str | None] = {}
+    for item in args.expect:
+        path = Path(item)
+        expected[path.name] = sha256_of(path) if path.is_file() else None
+
+    with index_endpoints(args) as endpoints:
+        timeout = args.timeout if args.timeout is not None else endpoints.verify_timeout
+        progress = (lambda message: None) if args.json else (lambda message: err_console.print(message, markup=False))
+        with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)) as client:
+            statuses, served = poll_until_served(lambda: read_served(client, endpoints.simple_url, name, version),
+                                                 expected, timeout, on_wait=progress,
+                                                 max_delay=PUBLIC_POLL_CAP if endpoints.public else PRIVATE_POLL_CAP)
+        if not expected:
+            statuses = [FileStatus(s.filename, s.sha256, SERVED, s.sha256) for s in served]
+        ok = bool(statuses) and all(s.status in (VERIFIED, SERVED) for s in statuses)
+        install: dict[str, Any] | None = None
+        if ok and not args.no_install:
+            result = install_and_smoke(name, version, endpoints.simple_url, served, smoke=args.smoke, log=progress)
+            install = {"ok": result.ok, "installed": result.installed, "message": result.message}
+            ok = result.ok
+
+    result_json = {
+        "ok": ok,
+        "name": canonicalize_name(name),
+        "version": version,
+        "index": endpoints.name,
+        "files": [{"filename": s.filename, "sha256": s.served_sha256 or s.sha256, "status": s.status} for s in statuses],
+        "install": install,
+    }
+    if args.json:
+        print(json.dumps(result_json, indent=2))
+    else:
+        table = Table(title=f"{name} {version} on {endpoints.name}")
+        for column in ("file", "sha256", "status"):
+            table.add_column(column)
+        for f in result_json["files"]:
+            table.add_row(f["filename"], f["sha256"] or "", f["status"])
+        out_console.print(table)
+        if install:
+            out_console.print(install["message"], markup=False)
+    if not statuses:
+        say(f"wheelflow: verify failed: {name} {version}: no file is served on {endpoints.name}")
+    for s in statuses:
+        if s.status not in (VERIFIED, SERVED):
+            say(f"wheelflow: verify failed: {s.describe()}")
+    if install and not install["ok"]:
+        say(f"wheelflow: verify failed: {install['message']}")
+    return 0 if ok else 1

@@ -1,0 +1,260 @@
+"""Everything wheelflow asks of Prefect outside flows and tasks: Secret blocks, Variables, run
+history, the approval form, and starting and following deployment runs.
+
+This is the one module of the ``wheelflow`` package that imports Prefect; the domain modules take
+what they need from here as plain callables (e.g. ``read_secret``), so they stay testable without a
+Prefect server. ``PREFECT_API_URL`` and ``PREFECT_API_KEY`` name the server, as for Prefect's own CLI.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.input import RunInput
+from pydantic import Field
+
+from .errors import CredentialsError, SpecError
+from .incidents import VARIABLE_PREFIX, Incident, variable_name
+from .orchestration import OrchestrationError
+from .runhistory import TaskHistory, entry_from_state, retry_errors
+
+# -- Secret blocks ---------------------------------------------------------------------------------
+
+
+def read_secret(block: str) -> Any:
+    """The value of the Prefect Secret block ``block`` (a string or a JSON object)."""
+    from prefect.blocks.system import Secret
+
+    try:
+        return Secret.load(block).get()
+    except ValueError:
+        raise CredentialsError(f"Prefect Secret block {block!r} not found; fix: create it "
+                               "(prefect block create secret) or use the environment instead") from None
+
+
+# -- Variables -------------------------------------------------------------------------------------
+
+
+def read_variable(name: str) -> Any:
+    """A Prefect Variable's value (JSON), or None when it is not set."""
+    from prefect.variables import Variable
+
+    return Variable.get(name, default=None)
+
+
+# -- the approval form -----------------------------------------------------------------------------
+
+
+class Decision(RunInput):
+    """What a person answers when a release pauses before a gated target."""
+
+    approve: bool = Field(description="Publish this release to the next target?")
+    reason: str = Field(default="", description="Why: recorded in the release report and alert")
+
+
+# -- incidents as Prefect Variables ----------------------------------------------------------------
+
+
+class PrefectVariableStore:
+    """Each open incident is a Prefect Variable ``wheelflow-incident-<hash>`` holding its JSON."""
+
+    def __init__(self) -> None:
+        self._loaded: set[str] = set()
+
+    def load(self) -> dict[str, Incident]:
+        incidents: dict[str, Incident] = {}
+        with get_client(sync_client=True) as client:
+            offset = 0
+            while True:
+                page = client.request("POST", "/variables/filter", json={
+                    "variables": {"name": {"like_": VARIABLE_PREFIX}}, "offset": offset, "limit": 200,
+                }).json()
+                for variable in page:
+                    if variable["name"].startswith(VARIABLE_PREFIX) and isinstance(variable["value"], dict):
+                        incident = Incident.from_json(variable["value"])
+                        incidents[incident.key] = incident
+                if len(page) < 200:
+                    break
+                offset += 200
+        self._loaded = set(incidents)
+        return incidents
+
+    def save(self, incidents: dict[str, Incident]) -> None:
+        from prefect.variables import Variable
+
+        for key, incident in incidents.items():
+            Variable.set(variable_name(key), incident.json(), tags=["wheelflow-incident"], overwrite=True)
+        for key in self._loaded - set(incidents):
+            Variable.unset(variable_name(key))
+        self._loaded = set(incidents)
+
+
+# -- run history -----------------------------------------------------------------------------------
+
+
+def _retry_logs(client: Any, task_run_ids: list[UUID]) -> dict[UUID, list[str]]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    if not task_run_ids:
+        return {}
+    found: dict[UUID, list[str]] = {}
+    for log in client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=task_run_ids)),
+                                sort=LogSort.TIMESTAMP_ASC):
+        found.setdefault(log.task_run_id, []).append(log.message)
+    return found
+
+
+def flow_run_tree(client: Any, flow_run_id: UUID) -> list[Any]:
+    """The flow run and its subflow runs, depth first."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    runs = [client.read_flow_run(flow_run_id)]
+    children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+    for child in children:
+        runs += flow_run_tree(client, child.id)
+    return runs
+
+
+def task_histories(client: Any, flow_run_id: UUID | str, *, settle: float = 0.0) -> list[TaskHistory]:
+    """Every task run of the flow run and its subflows, oldest first.
+
+    With ``settle`` > 0, re-read (up to that many seconds) until no task run is left in a
+    non-final state: the server records states from events a moment after they happen.
+    """
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    deadline = time.monotonic() + settle
+    while True:
+        runs = flow_run_tree(client, UUID(str(flow_run_id)))
+        names = {run.id: run.name for run in runs}
+        task_runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=list(names))),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+        )
+        unsettled = [t for t in task_runs if t.state is None or not t.state.is_final()]
+        if not unsettled or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)  # polling the API for a recorded state, bounded by ``settle``
+    states_of = {t.id: sorted(client.read_task_run_states(t.id), key=lambda s: s.timestamp) for t in task_runs}
+    retried = [t.id for t in task_runs if any(s.name == "AwaitingRetry" for s in states_of[t.id])]
+    logs = _retry_logs(client, retried)
+    histories = []
+    for task_run in task_runs:
+        states = states_of[task_run.id]
+        errors = iter(retry_errors(logs.get(task_run.id, [])))
+        entries = [entry_from_state(s, next(errors, None) if s.name == "AwaitingRetry" else None) for s in states]
+        duration = task_run.total_run_time.total_seconds() if task_run.total_run_time else None
+        histories.append(TaskHistory(
+            name=task_run.name,
+            flow_run=names.get(task_run.flow_run_id, str(task_run.flow_run_id)),
+            state=task_run.state.name if task_run.state else "Unknown",
+            duration_s=duration,
+            attempts=max(1, sum(1 for s in states if s.type.value == "RUNNING")),
+            history=entries,
+        ))
+    return histories
+
+
+def run_histories(flow_run_id: UUID | str, *, settle: float = 0.0) -> list[TaskHistory]:
+    """``task_histories`` with a client of its own."""
+    with get_client(sync_client=True) as client:
+        return task_histories(client, flow_run_id, settle=settle)
+
+
+def read_flow_run(run_id: UUID) -> Any:
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_flow_run(run_id)
+        except ObjectNotFound:
+            raise SpecError("RUN_ID", f"no flow run {run_id} on this Prefect server", "check PREFECT_API_URL") from None
+
+
+# -- starting and following deployment runs --------------------------------------------------------
+
+
+def ui_url(flow_run_id: str) -> str | None:
+    from prefect.settings import PREFECT_UI_URL
+
+    base = PREFECT_UI_URL.value()
+    return f"{base}/runs/flow-run/{flow_run_id}" if base else None
+
+
+def find_deployment(client: Any, name: str) -> Any:
+    """``FLOW/DEPLOYMENT``, or a deployment name alone when exactly one flow has it."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.exceptions import ObjectNotFound
+
+    if "/" in name:
+        try:
+            return client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            raise OrchestrationError(f"no deployment {name!r} on this Prefect server; fix: run `prefect deploy --all` "
+                                     "or `wheelflow serve`, or check PREFECT_API_URL") from None
+    found = client.read_deployments(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name])))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise OrchestrationError(f"no deployment named {name!r} on this Prefect server; fix: run `prefect deploy "
+                                 "--all` or `wheelflow serve`, or check PREFECT_API_URL")
+    raise OrchestrationError(f"{len(found)} deployments are named {name!r}; fix: name one as FLOW/{name}")
+
+
+def start_run(client: Any, deployment_name: str, parameters: dict[str, Any]) -> tuple[Any, Any]:
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    deployment = find_deployment(client, deployment_name)
+    try:
+        run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+    except PrefectHTTPStatusError as exc:
+        detail = exc.response.json().get("detail", "") if exc.response.content else ""
+        raise SpecError("--param", f"deployment {deployment_name!r} refused the parameters: {' '.join(str(detail).split())}",
+                        "pass the deployment's parameters by name (see its form in the Prefect UI)") from None
+    return deployment, run
+
+
+def follow_run(
+    client: Any,
+    flow_run_id: UUID,
+    *,
+    timeout: float | None,
+    on_state: Callable[[str, str | None], None],
+    poll: float = 1.0,
+) -> tuple[Any, bool]:
+    """Report each new state until the run is final (paused runs are waited for); (state, timed_out)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = None
+    while True:
+        run = client.read_flow_run(flow_run_id)
+        state = run.state
+        if state is not None and (state.name, state.message) != last:
+            last = (state.name, state.message)
+            on_state(state.name, state.message)
+        if state is not None and state.is_final():
+            return state, False
+        if deadline is not None and time.monotonic() >= deadline:
+            return state, True
+        time.sleep(poll)  # the API has no push channel for a CLI; poll it
+
+
+def resume_with_decision(run_id: UUID, approve: bool, reason: str) -> None:
+    """Answer a release paused for approval, as the Prefect UI's form does."""
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError
+    from prefect.flow_runs import resume_flow_run
+
+    state = read_flow_run(run_id).state
+    try:
+        resume_flow_run(run_id, run_input={"approve": approve, "reason": reason})
+    except NotPausedError:
+        raise SpecError("RUN_ID", f"flow run {run_id} is not waiting for approval (it is {state.name if state else 'unknown'})",
+                        "approve a run while the Prefect UI shows it Paused") from None
+    except FlowPauseTimeout:
+        raise SpecError("RUN_ID", f"flow run {run_id} waited too long and can no longer be approved",
+                        "re-run the release") from None
