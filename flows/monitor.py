@@ -10,14 +10,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
-from prefect.settings import PREFECT_UI_URL
 from pydantic import BaseModel, Field
 
 from wheelflow.alerts import Alert
 from wheelflow.errors import WheelflowError
 from wheelflow.gittags import DEFAULT_TAG_PATTERNS
-from wheelflow.incidents import OPENED, RESOLVED, Notice, PrefectVariableStore, plan_notices
+from wheelflow.incidents import OPENED, RESOLVED, Notice, plan_notices
 from wheelflow.monitor import DEFAULT_EXPECT, VersionStatus, table_rows
+from wheelflow.prefect_api import PrefectVariableStore, read_variable, ui_url
 from wheelflow.spec import redact_url
 from wheelflow.tasks.monitor import check_served, deliver_alert, list_release_tags, trigger_release
 
@@ -36,6 +36,9 @@ class MonitoredProject(BaseModel):
                                            "missing version (with remediate=true)")
     release_parameters: dict[str, Any] = Field(default_factory=dict, description="Parameters for that deployment; "
                                                "version is added")
+
+
+PROJECTS_VARIABLE = "wheelflow-monitor-projects"
 
 
 class MonitorFoundProblems(WheelflowError):
@@ -64,9 +67,25 @@ def notice_alert(notice: Notice, run_url: str | None) -> Alert:
                           "opened_at": incident.opened_at})
 
 
+class NothingToMonitor(WheelflowError):
+    """A monitor that checks nothing must not end green: say what to configure."""
+
+
+def configured_projects(projects: list[MonitoredProject] | None) -> list[MonitoredProject]:
+    """The ``projects`` parameter, else the Prefect Variable the UI edits; neither is an error."""
+    if projects:
+        return projects
+    stored = read_variable(PROJECTS_VARIABLE)
+    if stored:
+        return [MonitoredProject.model_validate(p) for p in stored]
+    raise NothingToMonitor(f"sync-monitor has no projects to watch; fix: set the deployment's `projects` parameter, "
+                           f"or the Prefect Variable {PROJECTS_VARIABLE!r} (a JSON list of projects: name, repo, "
+                           "indexes), e.g. in the UI under Variables")
+
+
 @flow(name="sync-monitor", log_prints=False)
 def sync_monitor(
-    projects: list[MonitoredProject],
+    projects: list[MonitoredProject] | None = None,
     reminder_hours: float = 24.0,
     remediate: bool = False,
     as_of: datetime | None = None,
@@ -74,22 +93,26 @@ def sync_monitor(
     """Compare git tags with what the indexes serve; alert once per incident; optionally re-release.
 
     Args:
-        projects: the projects to watch.
+        projects: the projects to watch (default: the Prefect Variable wheelflow-monitor-projects).
         reminder_hours: how often an open incident is re-announced.
         remediate: start each project's release deployment once per incident of a missing version.
         as_of: replay history: only tags and uploads at or before this instant count (default: now).
     """
     logger = get_run_logger()
     seen_at = as_of or datetime.now(timezone.utc)
+    watched = configured_projects(projects)
     results: list[VersionStatus] = []
-    for project in projects:
+    for project in watched:
         tags = list_release_tags(project.repo, tuple(project.tag_patterns))
+        if not tags:
+            raise NothingToMonitor(f"{project.name}: no tag in {redact_url(project.repo)} matches "
+                                   f"{', '.join(project.tag_patterns)}: nothing was checked; fix: set the project's "
+                                   "tag_patterns to the form of its release tags (e.g. v{version})")
         for index in project.indexes:
             results += check_served(project.name, index, tags, tuple(project.expect) or DEFAULT_EXPECT,
                                     seen_at, project.grace_hours)
 
-    ui = PREFECT_UI_URL.value()
-    run_url = f"{ui}/runs/flow-run/{flow_run.get_id()}" if ui else None
+    run_url = ui_url(str(flow_run.get_id()))
     store = PrefectVariableStore()
     still_open, notices = plan_notices(store.load(), results, datetime.now(timezone.utc),
                                        timedelta(hours=reminder_hours))
@@ -97,7 +120,7 @@ def sync_monitor(
         deliver_alert(notice_alert(notice, run_url))
 
     if remediate:
-        by_name = {p.name: p for p in projects}
+        by_name = {p.name: p for p in watched}
         for key, incident in still_open.items():
             project = by_name.get(incident.project)
             if incident.status == "missing" and incident.remediation_run is None and project and project.release_deployment:

@@ -10,7 +10,7 @@ from wheelflow.spec import ReleaseSpec
 from wheelflow.versioning import ResolvedVersion, development_version, resolve_version
 
 
-@task(name="resolve-version", retries=0)  # a mismatch is a decision, not a fault: never retried
+@task(name="resolve-version", task_run_name="resolve-version", retries=0)  # a mismatch is a decision, not a fault: never retried
 def resolve_release_version(spec: ReleaseSpec, requested: str | None) -> ResolvedVersion:
     resolved = resolve_version(spec, requested)
     get_run_logger().info("release version %s (%s)", resolved.version,
@@ -18,7 +18,7 @@ def resolve_release_version(spec: ReleaseSpec, requested: str | None) -> Resolve
     return resolved
 
 
-@task(name="development-version", retries=0)
+@task(name="development-version", task_run_name="development-version", retries=0)
 def resolve_development_version(spec: ReleaseSpec) -> ResolvedVersion:
     from datetime import datetime, timezone
 
@@ -27,7 +27,7 @@ def resolve_development_version(spec: ReleaseSpec) -> ResolvedVersion:
     return resolved
 
 
-@task(name="build-distributions", retries=0)  # compile errors are deterministic: never retried
+@task(name="build-distributions", task_run_name="build-distributions", retries=0)  # compile errors are deterministic: never retried
 def build_release_files(spec: ReleaseSpec, resolved: ResolvedVersion, kinds: tuple[str, ...] | None = None) -> BuildResult:
     """The spec's artifacts built on this machine (``kinds``: only these, e.g. the sdist beside a matrix)."""
     logger = get_run_logger()

@@ -21,7 +21,7 @@ def _raise_on(findings: list[Finding], what: str) -> None:
         raise CheckError(f"{what}: {findings[0]}{more}")
 
 
-@task(name="check-distributions", retries=0)  # bad metadata does not fix itself: never retried
+@task(name="check-distributions", task_run_name="check-distributions", retries=0)  # bad metadata does not fix itself: never retried
 def check_release_files(dists: list[Distribution], name: str, versions: dict[str, str], artifacts: tuple[str, ...]) -> None:
     """``versions``: the version each file must carry (variant wheels carry their cell's local label)."""
     findings = preflight(dists, name=name, version=versions, artifacts=artifacts)

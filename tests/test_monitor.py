@@ -319,3 +319,41 @@ def test_remediation_starts_the_release_deployment_once_per_incident(
         runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
     # Only the version with nothing served is re-released (1.2.0 lacks one file: a human decides).
     assert [r.parameters for r in runs] == [{"project": "/src/tiny-pkg", "version": "1.3.0"}]
+
+
+@pytest.mark.case("bad input", "sync-monitor with no projects configured",
+                  "Failed, one line naming the parameter and the Prefect Variable to set")
+def test_a_monitor_with_nothing_to_watch_fails_saying_what_to_configure(prefect_api, home: Path) -> None:
+    from flows.monitor import sync_monitor
+
+    state = sync_monitor(return_state=True)
+    assert state.is_failed()
+    assert state.message.endswith("sync-monitor has no projects to watch; fix: set the deployment's `projects` "
+                                  "parameter, or the Prefect Variable 'wheelflow-monitor-projects' (a JSON list of "
+                                  "projects: name, repo, indexes), e.g. in the UI under Variables")
+
+
+def test_the_monitor_reads_its_projects_from_the_prefect_variable(prefect_api, home: Path, tmp_path: Path,
+                                                                  index) -> None:
+    from prefect.variables import Variable
+
+    from flows.monitor import sync_monitor
+
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    git(repo, "commit", "-q", "--allow-empty", "-m", "first")
+    git(repo, "tag", "release-0.1.0")
+    Variable.set("wheelflow-monitor-projects", [{"name": "tiny-pkg", "repo": str(repo), "indexes": [index.simple_url]}],
+                 overwrite=True)
+    try:
+        # The project's tags do not match the default patterns: it checked nothing, so it is not green.
+        state = sync_monitor(return_state=True)
+        assert state.is_failed()
+        assert state.message.endswith(f"tiny-pkg: no tag in {repo} matches v{{version}}, {{version}}: nothing was "
+                                      "checked; fix: set the project's tag_patterns to the form of its release tags "
+                                      "(e.g. v{version})")
+        Variable.set("wheelflow-monitor-projects", [{"name": "tiny-pkg", "repo": str(repo), "indexes": [index.simple_url],
+                                                     "tag_patterns": ["release-{version}"]}], overwrite=True)
+        assert sync_monitor(return_state=True).is_completed()  # tagged just now: within its grace period
+    finally:
+        Variable.unset("wheelflow-monitor-projects")
