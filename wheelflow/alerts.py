@@ -92,10 +92,6 @@ def configured_channels(env: Mapping[str, str] | None = None) -> list[Channel]:
     return channels
 
 
-def webhook_urls() -> list[str]:
-    return [c.target for c in configured_channels() if c.kind == "webhook"]
-
-
 def post_json(url: str, payload: dict[str, Any], *, attempts: int = 4, first_delay: float = 0.5,
               sleep: Callable[[float], None] = time.sleep, timeout: float = 10.0) -> bool:
     """POST with retries on 5xx, 429 and connection errors; True once the receiver accepted it."""
