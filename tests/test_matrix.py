@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
+
+from conftest import REPO
 
 from wheelflow.errors import SpecError
 from wheelflow.matrix import parse_matrix
@@ -24,8 +31,21 @@ def test_product_minus_excludes_plus_includes_in_a_stable_order() -> None:
     assert last.env == {"TORCH_CUDA_ARCH_LIST": "9.0", "CUDA_TAG": "cu130"}
     assert last.build_requires == ("torch==2.9.1+cu130",)
     assert last.local_version == "cu130"
-    assert parse_matrix({"axes": {"python": ["3.11", "3.13"], "cuda": ["12.8", "13.0"]}}).cells == parse_matrix(
-        {"axes": {"python": ["3.11", "3.13"], "cuda": ["12.8", "13.0"]}}).cells
+
+
+def test_expansion_order_is_the_declared_order_whatever_the_hash_seed() -> None:
+    # String hashing is randomised per process: an expansion that went through a set or a hash
+    # would give the same order twice in one process and another order in the next run.
+    table = {"axes": {"python": ["3.13", "3.10", "3.12", "3.11"], "cuda": ["13.0", "12.4", "12.8", "11.8", "12.6"]},
+             "exclude": [{"cuda": "11.8"}], "include": [{"python": "3.9", "cuda": "11.8"}]}
+    expected = [f"py{p}-cu{c}" for p in table["axes"]["python"] for c in table["axes"]["cuda"] if c != "11.8"]
+    expected.append("py3.9-cu11.8")
+    script = ("import json, sys; from wheelflow.matrix import parse_matrix; "
+              "print(json.dumps([c.name for c in parse_matrix(json.loads(sys.argv[1])).cells]))")
+    for seed in ("0", "1", "2", "3"):
+        result = subprocess.run([sys.executable, "-c", script, json.dumps(table)], capture_output=True, text=True,
+                                env={**os.environ, "PYTHONHASHSEED": seed}, cwd=REPO, check=True)
+        assert json.loads(result.stdout) == expected, f"PYTHONHASHSEED={seed}"
 
 
 def test_a_template_naming_an_unknown_axis_is_refused() -> None:
