@@ -56,6 +56,8 @@ def _kinds(choices: tuple[str, ...], example: str) -> Any:
         tuple[kind, ...], MinLen(1), AfterValidator(lambda kinds: tuple(dict.fromkeys(kinds))),
         BeforeValidator(lambda value: [value] if isinstance(value, str) else value),
         Expect("a list of artifact kinds", f"write e.g. artifacts = {example}"),
+        WithJsonSchema({"anyOf": [{"type": "array", "items": {"enum": list(choices), "type": "string"}, "minItems": 1},
+                                  {"enum": list(choices), "type": "string"}]}),
     ]
 
 
