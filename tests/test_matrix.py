@@ -91,3 +91,58 @@ def test_hello_cuda_matrix_has_a_variant_wheel_per_architecture() -> None:
     matrix = load_spec(REPO / "examples" / "hello-cuda").matrix
     assert [(c.name, c.local_version, c.env["HELLO_CUDA_ARCHS"]) for c in matrix.cells] == [
         ("py3.11-arch80", "sm80", "80"), ("py3.11-arch90", "sm90", "90")]
+
+
+TORCH_RULES = [
+    {"when": {"torch": ">=2.6"}, "require": {"cuda": ">=12.6"}, "reason": "torch 2.6 ships CUDA 12.6+ builds only"},
+    {"when": {"python": ">=3.13"}, "require": {"torch": ">=2.5"}},
+]
+
+
+def test_rules_drop_the_combinations_they_forbid_and_nothing_else() -> None:
+    matrix = parse_matrix({"axes": {"python": ["3.11", "3.13"], "torch": ["2.4", "2.6"], "cuda": ["12.4", "12.8"]},
+                           "rules": TORCH_RULES})
+    assert [c.name for c in matrix.cells] == [
+        "py3.11-torch2.4-cu12.4", "py3.11-torch2.4-cu12.8", "py3.11-torch2.6-cu12.8", "py3.13-torch2.6-cu12.8"]
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"axes": {"python": ["3.13"], "torch": ["2.6"], "cuda": ["12.8"]}, "rules": TORCH_RULES,
+          "include": [{"python": "3.13", "torch": "2.4", "cuda": "12.8"}]},
+         "spec error: tool.wheelflow.matrix.include: row {'python': '3.13', 'torch': '2.4', 'cuda': '12.8'} breaks the "
+         "rule python>=3.13 requires torch>=2.5; fix: remove the row or change the rule"),
+        ({"axes": {"torch": ["2.6"], "cuda": ["12.4"]}, "rules": TORCH_RULES[:1]},
+         "spec error: tool.wheelflow.matrix: the matrix is empty (every cell is excluded or ruled out by rules); "
+         "fix: remove an exclude row or a rule, or add an include row"),
+        ({"axes": {"torch": ["2.6"]}, "rules": [{"when": {"torch": "=>2.6"}, "require": {"torch": "<3"}}]},
+         "spec error: tool.wheelflow.matrix.rules.when.torch: '=>2.6' is not a PEP 440 version specifier; "
+         'fix: write e.g. ">=2.6" or ">=12.6,<13"'),
+        ({"axes": {"arch": ["sm80"]}, "rules": [{"when": {"arch": ">=80"}, "require": {"arch": "<100"}}]},
+         "spec error: tool.wheelflow.matrix.rules.when: compares axis 'arch', whose value 'sm80' is not a version; "
+         "fix: compare only axes with PEP 440 versions (python, cuda, torch)"),
+        ({"axes": {"torch": ["2.6"]}, "rules": [{"when": {"torch": ">=2.6"}, "require": {"cuda": ">=12.6"}}]},
+         "spec error: tool.wheelflow.matrix.rules.require: names unknown axis 'cuda'; fix: use one of torch"),
+        ({"axes": {"torch": ["2.6"]}, "rules": [{"when": {"torch": ">=2.6"}, "requires": {"torch": "<3"}}]},
+         "spec error: tool.wheelflow.matrix.rules.requires: unknown key; fix: did you mean 'require'?"),
+    ],
+)
+def test_bad_rules_are_one_line_errors(table, message) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_matrix(table)
+    assert str(err.value) == message
+
+
+def test_expanded_table_lists_each_cell_as_built(tmp_path) -> None:
+    from wheelflow.matrix import expanded_table
+    from wheelflow.spec import load_spec, parse_spec
+
+    assert expanded_table(load_spec(REPO / "examples" / "hello-cuda"))[1] == {
+        "cell": "py3.11-arch90", "values": {"python": "3.11", "arch": "90"}, "image": "wheelflow/builder:py3.11",
+        "runtime-image": "wheelflow/runtime:py3.11", "local-version": "sm90", "env": {"HELLO_CUDA_ARCHS": "90"},
+        "build-requires": [], "gpu": False, "timeout": 900.0}
+    ruled = parse_spec({"name": "x", "matrix": {"axes": {"torch": ["2.4", "2.6"], "cuda": ["12.4"]},
+                                                "rules": TORCH_RULES[:1]}}, tmp_path)
+    assert [row["cell"] for row in expanded_table(ruled)] == ["torch2.4-cu12.4"]
+    assert expanded_table(parse_spec({"name": "x"}, tmp_path)) == []

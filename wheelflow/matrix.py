@@ -13,11 +13,15 @@ local-version = "cu{cuda_nodot}"
 gpu = false
 timeout = 3600
 concurrency = 4
+
+[[tool.wheelflow.matrix.rules]]          # torch 2.6 wheels exist only for CUDA >= 12.6
+when = { torch = ">=2.6" }
+require = { cuda = ">=12.6" }
 ```
 
 Templates see every axis as ``{axis}`` and ``{axis_nodot}`` (dots removed: 13.0 -> 130).
-Expansion is deterministic: the product of the axes in declared order, minus excluded rows,
-then the included rows in their order.
+Expansion is deterministic: the product of the axes in declared order, minus excluded rows and
+cells a rule rules out, then the included rows in their order (an included row may not break a rule).
 """
 
 from __future__ import annotations
@@ -27,11 +31,17 @@ import re
 import string
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Annotated, Any, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Mapping
 
-from pydantic import BeforeValidator, Field, ValidationError, WithJsonSchema, field_validator, model_validator
+from annotated_types import MinLen
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
-from .spectypes import EnvTable, Expect, SpecModel, flag, positive_int, problem, seconds, spec_error
+from .spectypes import EnvTable, Expect, SpecModel, Text, flag, positive_int, problem, seconds, spec_error
+
+if TYPE_CHECKING:
+    from .spec import ReleaseSpec
 
 _PREFIX = {"python": "py", "cuda": "cu", "torch": "torch"}
 _AXIS_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -74,6 +84,48 @@ Row = dict[str, AxisValue]
 Template = Annotated[str, Expect("a string", "write it as a template string")]
 
 
+def _specifiers(text: str) -> str:
+    try:
+        SpecifierSet(text)
+    except InvalidSpecifier:
+        raise problem(f"{text!r} is not a PEP 440 version specifier", 'write e.g. ">=2.6" or ">=12.6,<13"') from None
+    return text
+
+
+Specifiers = Annotated[Text, AfterValidator(_specifiers)]
+
+
+def _conditions(key: str, example: str) -> Any:
+    return Annotated[dict[str, Specifiers], MinLen(1), Expect("a table of axis = specifiers", f"write e.g. {key} = {example}")]
+
+
+class Rule(SpecModel):
+    """``[[tool.wheelflow.matrix.rules]]``: cells whose values match ``when`` must also match ``require``.
+
+    A rule states a compatibility fact once (torch 2.6 needs CUDA 12.6; Python 3.13 arrives with
+    torch 2.5) instead of an exclude row per combination it forbids.
+    """
+
+    when: _conditions("when", '{ torch = ">=2.6" }') = Field(
+        description='Axis -> PEP 440 specifiers that select the cells the rule is about, e.g. { torch = ">=2.6" }.')
+    require: _conditions("require", '{ cuda = ">=12.6" }') = Field(
+        description='Axis -> PEP 440 specifiers those cells must satisfy, e.g. { cuda = ">=12.6" }.')
+    reason: Text | None = Field(None, description="Why, shown when the rule drops a cell.")
+
+    def allows(self, values: Mapping[str, str]) -> bool:
+        def matches(conditions: Mapping[str, str]) -> bool:
+            return all(SpecifierSet(spec).contains(Version(values[axis]), prereleases=True)
+                       for axis, spec in conditions.items())
+
+        return not matches(self.when) or matches(self.require)
+
+    def describe(self) -> str:
+        def said(conditions: Mapping[str, str]) -> str:
+            return ", ".join(f"{axis}{spec}" for axis, spec in conditions.items())
+
+        return f"{said(self.when)} requires {said(self.require)}" + (f" ({self.reason})" if self.reason else "")
+
+
 class MatrixTable(SpecModel):
     """``[tool.wheelflow.matrix]``: named axes whose product (minus exclude, plus include) is the cells."""
 
@@ -96,6 +148,9 @@ class MatrixTable(SpecModel):
     timeout: seconds("timeout = 3600") = Field(
         DEFAULT_TIMEOUT, description="Seconds per cell; the container is stopped and removed after.")
     concurrency: positive_int("concurrency = 4") = Field(DEFAULT_CONCURRENCY, description="Cells built at once.")
+    rules: tuple[Rule, ...] = Field(
+        (), description="Compatibility rules applied to the product: a cell matching a rule's `when` and not its "
+                        "`require` is dropped; an included row that breaks a rule is refused.")
 
     @classmethod
     def check_keys(cls, table: dict[str, Any]) -> None:
@@ -129,6 +184,8 @@ class MatrixTable(SpecModel):
                 raise problem(f"row {row!r} lacks {missing}", "give every axis a value in an included row", key="include")
         for key, text in self.templates():
             _check_template(text, names, key)
+        for rule in self.rules:
+            _check_rule(rule, self.axes)
         self.matrix  # expands once, so that what only a rendered cell shows is refused here too
         return self
 
@@ -145,11 +202,21 @@ class MatrixTable(SpecModel):
         names = list(self.axes)
         combos = [dict(zip(names, combo)) for combo in itertools.product(*self.axes.values())]
         combos = [c for c in combos if not any(all(c[a] == v for a, v in row.items()) for row in self.exclude)]
+        allowed = [c for c in combos if all(rule.allows(c) for rule in self.rules)]
+        ruled_out = len(allowed) < len(combos)
+        combos = allowed
         for row in self.include:
             ordered = {a: row[a] for a in names}
+            broken = [rule for rule in self.rules if not rule.allows(ordered)]
+            if broken:
+                raise problem(f"row {row!r} breaks the rule {broken[0].describe()}", "remove the row or change the rule",
+                              key="include")
             if ordered not in combos:
                 combos.append(ordered)
         if not combos:
+            if ruled_out:
+                raise problem("the matrix is empty (every cell is excluded or ruled out by rules)",
+                              "remove an exclude row or a rule, or add an include row")
             raise problem("the matrix is empty (every cell is excluded)", "remove an exclude row or add an include row")
         cells = tuple(self._cell(values) for values in combos)
         if len({c.name for c in cells}) != len(cells):
@@ -169,6 +236,21 @@ class MatrixTable(SpecModel):
                     env={k: _render(v, values) for k, v in self.env.items()},
                     build_requires=tuple(_render(r, values) for r in self.build_requires),
                     local_version=local, gpu=self.gpu, timeout=float(self.timeout))
+
+
+def _check_rule(rule: Rule, axes: Mapping[str, tuple[str, ...]]) -> None:
+    """A rule names known axes whose values are all versions, so it can be decided for every cell."""
+    for part in ("when", "require"):
+        for axis in getattr(rule, part):
+            if axis not in axes:
+                raise problem(f"names unknown axis {axis!r}", f"use one of {', '.join(axes)}", key=("rules", part))
+            for value in axes[axis]:
+                try:
+                    Version(value)
+                except InvalidVersion:
+                    raise problem(f"compares axis {axis!r}, whose value {value!r} is not a version",
+                                  "compare only axes with PEP 440 versions (python, cuda, torch)",
+                                  key=("rules", part)) from None
 
 
 def _check_template(text: str, axes: list[str], key: tuple[str, ...]) -> None:
@@ -195,3 +277,15 @@ def parse_matrix(table: Any, prefix: str = "tool.wheelflow.matrix") -> Matrix:
         return MatrixTable.model_validate(table).matrix
     except ValidationError as exc:
         raise spec_error(exc, prefix) from None
+
+
+def expanded_table(spec: ReleaseSpec) -> list[dict[str, Any]]:
+    """The spec's cells as rows, after exclude, include and rules: what `wheelflow matrix` shows.
+
+    Keys are the spec's own (kebab-case); a spec without a matrix has no rows.
+    """
+    if spec.matrix is None:
+        return []
+    return [{"cell": cell.name, "values": dict(cell.values), "image": cell.image, "runtime-image": cell.runtime_image,
+             "local-version": cell.local_version, "env": dict(cell.env), "build-requires": list(cell.build_requires),
+             "gpu": cell.gpu, "timeout": cell.timeout} for cell in spec.matrix.cells]
