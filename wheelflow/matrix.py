@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Mapping
 
-from annotated_types import MinLen
+from annotated_types import Gt, MinLen
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, WithJsonSchema, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictFloat, StrictInt, ValidationError
+from pydantic import WithJsonSchema, field_validator, model_validator
 
-from .spectypes import EnvTable, Expect, SpecModel, Text, flag, positive_int, problem, seconds, spec_error
+from .spectypes import EnvTable, Expect, SpecModel, Text, problem, spec_error
 
 if TYPE_CHECKING:
     from .spec import ReleaseSpec
@@ -95,8 +96,12 @@ def _specifiers(text: str) -> str:
 Specifiers = Annotated[Text, AfterValidator(_specifiers)]
 
 
-def _conditions(key: str, example: str) -> Any:
-    return Annotated[dict[str, Specifiers], MinLen(1), Expect("a table of axis = specifiers", f"write e.g. {key} = {example}")]
+When = Annotated[dict[str, Specifiers], MinLen(1),
+                 Expect("a table of axis = specifiers", 'write e.g. when = { torch = ">=2.6" }')]
+Require = Annotated[dict[str, Specifiers], MinLen(1),
+                    Expect("a table of axis = specifiers", 'write e.g. require = { cuda = ">=12.6" }')]
+CellTimeout = Annotated[StrictFloat, Gt(0), Expect("a positive number of seconds", "write e.g. timeout = 3600")]
+Concurrency = Annotated[StrictInt, Gt(0), Expect("a positive integer", "write e.g. concurrency = 4")]
 
 
 class Rule(SpecModel):
@@ -106,9 +111,9 @@ class Rule(SpecModel):
     torch 2.5) instead of an exclude row per combination it forbids.
     """
 
-    when: _conditions("when", '{ torch = ">=2.6" }') = Field(
+    when: When = Field(
         description='Axis -> PEP 440 specifiers that select the cells the rule is about, e.g. { torch = ">=2.6" }.')
-    require: _conditions("require", '{ cuda = ">=12.6" }') = Field(
+    require: Require = Field(
         description='Axis -> PEP 440 specifiers those cells must satisfy, e.g. { cuda = ">=12.6" }.')
     reason: Text | None = Field(None, description="Why, shown when the rule drops a cell.")
 
@@ -144,10 +149,10 @@ class MatrixTable(SpecModel):
         Field((), description="Pins given to the build as PIP_CONSTRAINT; templates.")
     local_version: Template | None = Field(
         None, description="PEP 440 local label of the cell's wheel (without '+'), e.g. cu{cuda_nodot}.")
-    gpu: flag("gpu") = Field(False, description="Smoke tests need a GPU (skipped, and said so, without one).")
-    timeout: seconds("timeout = 3600") = Field(
+    gpu: StrictBool = Field(False, description="Smoke tests need a GPU (skipped, and said so, without one).")
+    timeout: CellTimeout = Field(
         DEFAULT_TIMEOUT, description="Seconds per cell; the container is stopped and removed after.")
-    concurrency: positive_int("concurrency = 4") = Field(DEFAULT_CONCURRENCY, description="Cells built at once.")
+    concurrency: Concurrency = Field(DEFAULT_CONCURRENCY, description="Cells built at once.")
     rules: tuple[Rule, ...] = Field(
         (), description="Compatibility rules applied to the product: a cell matching a rule's `when` and not its "
                         "`require` is dropped; an included row that breaks a rule is refused.")

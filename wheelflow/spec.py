@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, get_args
 from urllib.parse import urlsplit
 
-from annotated_types import MinLen
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, ValidationInfo, WithJsonSchema
+from annotated_types import Gt, MinLen
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictFloat, StrictInt, ValidationError
+from pydantic import ValidationInfo, WithJsonSchema
 from pydantic import field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from .errors import SpecError
 from .matrix import Matrix, MatrixTable
-from .spectypes import ByteSize, EnvTable, Expect, OneOf, SpecModel, Text, flag, problem, seconds, spec_error
-from .spectypes import whole_seconds
+from .spectypes import ByteSize, EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
 
 try:
     import tomllib
@@ -59,6 +59,13 @@ def _kinds(choices: tuple[str, ...], example: str) -> Any:
         WithJsonSchema({"anyOf": [{"type": "array", "items": {"enum": list(choices), "type": "string"}, "minItems": 1},
                                   {"enum": list(choices), "type": "string"}]}),
     ]
+
+
+ArtifactKinds = _kinds(ARTIFACT_KINDS, '["sdist", "wheel"]')
+RoutableKinds = _kinds(ROUTABLE_KINDS, '["sdist", "plain-wheel"]')
+VerifyTimeout = Annotated[StrictFloat, Gt(0), Expect("a positive number of seconds", "write e.g. verify-timeout = 120")]
+ApprovalTimeout = Annotated[StrictInt, Gt(0),
+                            Expect("a positive number of seconds", "write e.g. approval-timeout = 3600")]
 
 
 def _check_url(url: str) -> str:
@@ -124,15 +131,15 @@ class Target(SpecModel):
                                                            {"type": "string", "pattern": "^prefect-secret:.+$"}]})] = \
         Field("env", description='"env" (WHEELFLOW_<TARGET>_USERNAME/_PASSWORD), "prefect-secret:BLOCK" or "none"; '
                                  'default "none" for the local index, "env" otherwise.')
-    artifacts: _kinds(ROUTABLE_KINDS, '["sdist", "plain-wheel"]') = Field(
+    artifacts: RoutableKinds = Field(
         ARTIFACT_KINDS, description="Kinds of files this target receives.")
-    verify_timeout: seconds("verify-timeout = 120") | None = Field(
+    verify_timeout: VerifyTimeout | None = Field(
         None, description="Seconds to wait for the index to list the files; default: the index's.")
     max_file_size: ByteSize | None = Field(None, description='Largest file accepted, bytes or e.g. "100MB".')
     project_budget: ByteSize | None = Field(None, description='Bytes this release may add to the project, e.g. "10GB".')
-    allow_local_versions: flag("allow-local-versions") | None = Field(
+    allow_local_versions: StrictBool | None = Field(
         None, description="Whether the index accepts +local versions; default: the index's rule.")
-    manylinux_only: flag("manylinux-only") | None = Field(
+    manylinux_only: StrictBool | None = Field(
         None, description="Refuse plain linux_* wheels; default: the index's rule.")
     local_versions: Annotated[tuple[Annotated[str, MinLen(1)], ...],
                               Expect("a list of label patterns", 'write e.g. local-versions = ["cu130*"]')] = Field(
@@ -184,8 +191,8 @@ class DockerOptions(SpecModel):
         "/usr/local/cuda", description="Host toolkit, mounted read-only at /usr/local/cuda (false: none).")
     ca_bundle: HostPathOrFalse = Field(
         HOST_CA_BUNDLE, description="Host CA bundle mounted in, so pip in the container trusts what the host trusts.")
-    pip_cache: flag("pip-cache") = Field(True, description="Share pip's cache across builds (a named volume).")
-    ccache: flag("ccache") = Field(True, description="Share a compiler cache across builds (a named volume).")
+    pip_cache: StrictBool = Field(True, description="Share pip's cache across builds (a named volume).")
+    ccache: StrictBool = Field(True, description="Share a compiler cache across builds (a named volume).")
     mounts: Annotated[tuple[Annotated[Text, AfterValidator(_mount)], ...],
                       Expect("a list of HOST:CONTAINER[:ro] strings", 'write mounts = ["/data:/data:ro"]')] = Field(
         (), description='Extra bind mounts, "HOST:CONTAINER[:ro]".')
@@ -225,7 +232,7 @@ class SpecTable(SpecModel):
     """``[tool.wheelflow]``: how a project is released (in pyproject.toml, or a standalone TOML file)."""
 
     name: Text | None = Field(None, description="Distribution name; default: [project].name.")
-    artifacts: _kinds(ARTIFACT_KINDS, '["sdist", "wheel"]') = Field(ARTIFACT_KINDS, description="What is built.")
+    artifacts: ArtifactKinds = Field(ARTIFACT_KINDS, description="What is built.")
     smoke: Text | None = Field(None, description="Command run after `pip install` of the release, in a fresh venv.")
     version: VersionSource = Field(default_factory=VersionSource, description="Where the version comes from.")
     build: BuildTable = Field(default_factory=BuildTable, description="The build's environment.")
@@ -238,7 +245,7 @@ class SpecTable(SpecModel):
     approval: Annotated[ApprovalPolicy, OneOf("policy", APPROVAL_POLICIES,
                                               f"use one of: {', '.join(APPROVAL_POLICIES)}")] = Field(
         "auto", description="A person's decision before each target after the first (staging -> production).")
-    approval_timeout: whole_seconds("approval-timeout = 3600") = Field(
+    approval_timeout: ApprovalTimeout = Field(
         3600, description="Seconds to wait for the approval; no decision by then fails the release.")
 
     @field_validator("name")

@@ -12,8 +12,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Iterable
 
-from annotated_types import Gt
-from pydantic import BaseModel, BeforeValidator, ConfigDict, GetCoreSchemaHandler, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, GetCoreSchemaHandler, StrictStr
 from pydantic import ValidationError, model_validator
 from pydantic_core import PydanticCustomError, core_schema
 
@@ -129,23 +128,6 @@ class _Bytes:
 
 
 ByteSize = Annotated[int, _Bytes]
-
-
-def seconds(example: str) -> Any:
-    """A positive number of seconds (int or float, never a bool)."""
-    return Annotated[StrictFloat, Gt(0), Expect("a positive number of seconds", f"write e.g. {example}")]
-
-
-def whole_seconds(example: str) -> Any:
-    return Annotated[StrictInt, Gt(0), Expect("a positive number of seconds", f"write e.g. {example}")]
-
-
-def positive_int(example: str) -> Any:
-    return Annotated[StrictInt, Gt(0), Expect("a positive integer", f"write e.g. {example}")]
-
-
-def flag(key: str) -> Any:
-    return Annotated[StrictBool, Expect("true or false", f"write {key} = true or false")]
 
 
 Text = StrictStr
