@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
+
+from conftest import REPO
 
 from wheelflow.errors import SpecError
 from wheelflow.matrix import parse_matrix
@@ -24,8 +31,21 @@ def test_product_minus_excludes_plus_includes_in_a_stable_order() -> None:
     assert last.env == {"TORCH_CUDA_ARCH_LIST": "9.0", "CUDA_TAG": "cu130"}
     assert last.build_requires == ("torch==2.9.1+cu130",)
     assert last.local_version == "cu130"
-    assert parse_matrix({"axes": {"python": ["3.11", "3.13"], "cuda": ["12.8", "13.0"]}}).cells == parse_matrix(
-        {"axes": {"python": ["3.11", "3.13"], "cuda": ["12.8", "13.0"]}}).cells
+
+
+def test_expansion_order_is_the_declared_order_whatever_the_hash_seed() -> None:
+    # String hashing is randomised per process: an expansion that went through a set or a hash
+    # would give the same order twice in one process and another order in the next run.
+    table = {"axes": {"python": ["3.13", "3.10", "3.12", "3.11"], "cuda": ["13.0", "12.4", "12.8", "11.8", "12.6"]},
+             "exclude": [{"cuda": "11.8"}], "include": [{"python": "3.9", "cuda": "11.8"}]}
+    expected = [f"py{p}-cu{c}" for p in table["axes"]["python"] for c in table["axes"]["cuda"] if c != "11.8"]
+    expected.append("py3.9-cu11.8")
+    script = ("import json, sys; from wheelflow.matrix import parse_matrix; "
+              "print(json.dumps([c.name for c in parse_matrix(json.loads(sys.argv[1])).cells]))")
+    for seed in ("0", "1", "2", "3"):
+        result = subprocess.run([sys.executable, "-c", script, json.dumps(table)], capture_output=True, text=True,
+                                env={**os.environ, "PYTHONHASHSEED": seed}, cwd=REPO, check=True)
+        assert json.loads(result.stdout) == expected, f"PYTHONHASHSEED={seed}"
 
 
 def test_a_template_naming_an_unknown_axis_is_refused() -> None:
@@ -71,3 +91,58 @@ def test_hello_cuda_matrix_has_a_variant_wheel_per_architecture() -> None:
     matrix = load_spec(REPO / "examples" / "hello-cuda").matrix
     assert [(c.name, c.local_version, c.env["HELLO_CUDA_ARCHS"]) for c in matrix.cells] == [
         ("py3.11-arch80", "sm80", "80"), ("py3.11-arch90", "sm90", "90")]
+
+
+TORCH_RULES = [
+    {"when": {"torch": ">=2.6"}, "require": {"cuda": ">=12.6"}, "reason": "torch 2.6 ships CUDA 12.6+ builds only"},
+    {"when": {"python": ">=3.13"}, "require": {"torch": ">=2.5"}},
+]
+
+
+def test_rules_drop_the_combinations_they_forbid_and_nothing_else() -> None:
+    matrix = parse_matrix({"axes": {"python": ["3.11", "3.13"], "torch": ["2.4", "2.6"], "cuda": ["12.4", "12.8"]},
+                           "rules": TORCH_RULES})
+    assert [c.name for c in matrix.cells] == [
+        "py3.11-torch2.4-cu12.4", "py3.11-torch2.4-cu12.8", "py3.11-torch2.6-cu12.8", "py3.13-torch2.6-cu12.8"]
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"axes": {"python": ["3.13"], "torch": ["2.6"], "cuda": ["12.8"]}, "rules": TORCH_RULES,
+          "include": [{"python": "3.13", "torch": "2.4", "cuda": "12.8"}]},
+         "spec error: tool.wheelflow.matrix.include: row {'python': '3.13', 'torch': '2.4', 'cuda': '12.8'} breaks the "
+         "rule python>=3.13 requires torch>=2.5; fix: remove the row or change the rule"),
+        ({"axes": {"torch": ["2.6"], "cuda": ["12.4"]}, "rules": TORCH_RULES[:1]},
+         "spec error: tool.wheelflow.matrix: the matrix is empty (every cell is excluded or ruled out by rules); "
+         "fix: remove an exclude row or a rule, or add an include row"),
+        ({"axes": {"torch": ["2.6"]}, "rules": [{"when": {"torch": "=>2.6"}, "require": {"torch": "<3"}}]},
+         "spec error: tool.wheelflow.matrix.rules.when.torch: '=>2.6' is not a PEP 440 version specifier; "
+         'fix: write e.g. ">=2.6" or ">=12.6,<13"'),
+        ({"axes": {"arch": ["sm80"]}, "rules": [{"when": {"arch": ">=80"}, "require": {"arch": "<100"}}]},
+         "spec error: tool.wheelflow.matrix.rules.when: compares axis 'arch', whose value 'sm80' is not a version; "
+         "fix: compare only axes with PEP 440 versions (python, cuda, torch)"),
+        ({"axes": {"torch": ["2.6"]}, "rules": [{"when": {"torch": ">=2.6"}, "require": {"cuda": ">=12.6"}}]},
+         "spec error: tool.wheelflow.matrix.rules.require: names unknown axis 'cuda'; fix: use one of torch"),
+        ({"axes": {"torch": ["2.6"]}, "rules": [{"when": {"torch": ">=2.6"}, "requires": {"torch": "<3"}}]},
+         "spec error: tool.wheelflow.matrix.rules.requires: unknown key; fix: did you mean 'require'?"),
+    ],
+)
+def test_bad_rules_are_one_line_errors(table, message) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_matrix(table)
+    assert str(err.value) == message
+
+
+def test_expanded_table_lists_each_cell_as_built(tmp_path) -> None:
+    from wheelflow.matrix import expanded_table
+    from wheelflow.spec import load_spec, parse_spec
+
+    assert expanded_table(load_spec(REPO / "examples" / "hello-cuda"))[1] == {
+        "cell": "py3.11-arch90", "values": {"python": "3.11", "arch": "90"}, "image": "wheelflow/builder:py3.11",
+        "runtime-image": "wheelflow/runtime:py3.11", "local-version": "sm90", "env": {"HELLO_CUDA_ARCHS": "90"},
+        "build-requires": [], "gpu": False, "timeout": 900.0}
+    ruled = parse_spec({"name": "x", "matrix": {"axes": {"torch": ["2.4", "2.6"], "cuda": ["12.4"]},
+                                                "rules": TORCH_RULES[:1]}}, tmp_path)
+    assert [row["cell"] for row in expanded_table(ruled)] == ["torch2.4-cu12.4"]
+    assert expanded_table(parse_spec({"name": "x"}, tmp_path)) == []

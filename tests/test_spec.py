@@ -95,3 +95,32 @@ def test_cli_reports_a_malformed_spec_in_one_line_and_builds_nothing(tmp_path: P
     assert result.returncode == 2
     assert result.stderr.strip() == "wheelflow: error: spec error: tool.wheelflow.smok: unknown key; fix: did you mean 'smoke'?"
     assert not (home / "builds").exists()
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"targets": {"prod": {"index": "pypi", "max-file-size": "lots"}}},
+         'spec error: tool.wheelflow.targets.prod.max-file-size: \'lots\' is not a size; fix: write bytes or e.g. "100MB", "10GiB"'),
+        ({"approval-timeout": True},
+         "spec error: tool.wheelflow.approval-timeout: True is not a positive number of seconds; "
+         "fix: write e.g. approval-timeout = 3600"),
+        ({"targets": {"prod": {"index": "pypi", "name": "other"}}},
+         "spec error: tool.wheelflow.targets.prod.name: unknown key; fix: the target's name is its table's key"),
+        ({"targets": {"prod": {"index": "pypi", "verify-timout": 5}}},
+         "spec error: tool.wheelflow.targets.prod.verify-timout: unknown key; fix: did you mean 'verify-timeout'?"),
+        ({"docker": {"mounts": ["/data"]}},
+         "spec error: tool.wheelflow.docker.mounts: ['/data'] is not a list of HOST:CONTAINER[:ro] strings; "
+         'fix: write mounts = ["/data:/data:ro"]'),
+        ({"build": {"env": {"CUDA_ARCHS": 90}}},
+         'spec error: tool.wheelflow.build.env.CUDA_ARCHS: 90 is not a string; fix: quote it: CUDA_ARCHS = "90"'),
+        ({"matrix": {"axes": {"python": ["3.11"]}, "env": {"N": 1}}},
+         'spec error: tool.wheelflow.matrix.env.N: 1 is not a string; fix: quote it: N = "1"'),
+    ],
+)
+def test_typed_values_are_refused_in_one_line_naming_the_nested_key(tmp_path: Path, table: dict, message: str) -> None:
+    from wheelflow.spec import parse_spec
+
+    with pytest.raises(SpecError) as err:
+        parse_spec({"name": "x", **table}, tmp_path)
+    assert str(err.value) == message

@@ -1,79 +1,279 @@
 """The release spec: ``[tool.wheelflow]`` in the project's pyproject.toml, or a standalone TOML file.
 
-Parsing validates everything up front, so a bad spec stops the release before anything is built.
-Each error is a :class:`~wheelflow.errors.SpecError` naming the key, the bad value and the fix.
+The spec's tables are typed pydantic models (``SpecTable`` and the models it holds); parsing
+validates everything up front, so a bad spec stops the release before anything is built. Each
+error is one :class:`~wheelflow.errors.SpecError` line naming the key, the bad value and the fix.
+``spec_json_schema()`` publishes the same models as a JSON Schema (``wheelflow.schema.json``;
+regenerate it with ``python -m wheelflow.spec``).
 """
 
 from __future__ import annotations
 
-import difflib
+import json
 import re
-import tomllib
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping, get_args
 from urllib.parse import urlsplit
 
-from packaging.utils import canonicalize_name
+from annotated_types import Gt, MinLen
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictFloat, StrictInt, ValidationError
+from pydantic import ValidationInfo, WithJsonSchema
+from pydantic import field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from .audits import parse_size
-from .builders.docker import DockerOptions
 from .errors import SpecError
-from .matrix import Matrix, parse_matrix
+from .matrix import Matrix, MatrixTable
+from .spectypes import ByteSize, EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
 
-ARTIFACT_KINDS = ("sdist", "wheel")
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ArtifactKind = Literal["sdist", "wheel"]
 # What a target receives: plain wheels carry no local version label, variant wheels do (+cu130...).
-ROUTABLE_KINDS = ("sdist", "wheel", "plain-wheel", "variant-wheel")
-BUILDERS = ("docker", "local")
-APPROVAL_POLICIES = ("manual", "auto", "auto-if-staging-verified")
-INDEX_ALIASES = ("local", "pypi", "testpypi")
+RoutableKind = Literal["sdist", "wheel", "plain-wheel", "variant-wheel"]
+Builder = Literal["docker", "local"]
+ApprovalPolicy = Literal["manual", "auto", "auto-if-staging-verified"]
+IndexAlias = Literal["local", "pypi", "testpypi"]
+ARTIFACT_KINDS: tuple[str, ...] = get_args(ArtifactKind)
+ROUTABLE_KINDS: tuple[str, ...] = get_args(RoutableKind)
+BUILDERS: tuple[str, ...] = get_args(Builder)
+APPROVAL_POLICIES: tuple[str, ...] = get_args(ApprovalPolicy)
+INDEX_ALIASES: tuple[str, ...] = get_args(IndexAlias)
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 _NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _TARGET_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _SECRET_KEYS = {"password", "token", "username", "api-token", "api_token"}
 
 
-@dataclass(frozen=True)
-class VersionSource:
-    """Where the release version comes from: a git tag pattern and/or a version file."""
+def _kinds(choices: tuple[str, ...], example: str) -> Any:
+    """A list of artifact kinds (one kind alone is a list of one), each named once."""
+    kind = Annotated[Literal[choices], OneOf("artifact kind", choices)]  # type: ignore[valid-type]
+    return Annotated[
+        tuple[kind, ...], MinLen(1), AfterValidator(lambda kinds: tuple(dict.fromkeys(kinds))),
+        BeforeValidator(lambda value: [value] if isinstance(value, str) else value),
+        Expect("a list of artifact kinds", f"write e.g. artifacts = {example}"),
+        WithJsonSchema({"anyOf": [{"type": "array", "items": {"enum": list(choices), "type": "string"}, "minItems": 1},
+                                  {"enum": list(choices), "type": "string"}]}),
+    ]
 
-    tag: str | None = "v{version}"
-    file: str | None = None
+
+ArtifactKinds = _kinds(ARTIFACT_KINDS, '["sdist", "wheel"]')
+RoutableKinds = _kinds(ROUTABLE_KINDS, '["sdist", "plain-wheel"]')
+VerifyTimeout = Annotated[StrictFloat, Gt(0), Expect("a positive number of seconds", "write e.g. verify-timeout = 120")]
+ApprovalTimeout = Annotated[StrictInt, Gt(0),
+                            Expect("a positive number of seconds", "write e.g. approval-timeout = 3600")]
 
 
-@dataclass(frozen=True)
-class Target:
-    """An index that receives (some of) the release's files."""
+def _check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise problem(f"{redact_url(url)!r} is neither an index alias nor an http(s) URL",
+                      f"use one of {', '.join(INDEX_ALIASES)} or a Simple API URL")
+    if parts.username or parts.password:
+        raise problem(f"{redact_url(url)!r} embeds credentials",
+                      "remove them from the URL and use the target's credentials source")
+    return url
 
-    name: str
-    index: str  # an alias (local, pypi, testpypi) or a Simple API URL
-    upload_url: str | None = None
-    credentials: str = "env"  # "env", "none", or "prefect-secret:BLOCK"
-    artifacts: tuple[str, ...] = ARTIFACT_KINDS
-    verify_timeout: float | None = None
-    # None: the index's default (see wheelflow.indexes.limits_for)
-    max_file_size: int | None = None
-    project_budget: int | None = None
-    allow_local_versions: bool | None = None
-    manylinux_only: bool | None = None
-    # Variant wheels routed here, by local version label pattern (e.g. "cu130*" for a per-CUDA index).
-    local_versions: tuple[str, ...] = ()
+
+def _false_is_none(value: Any) -> Any:
+    return None if value is False else value
+
+
+# A host path in [docker]; false turns it off (TOML has no null).
+HostPathOrFalse = Annotated[Text | None, BeforeValidator(_false_is_none),
+                            Expect("a host path or false", "write a path, or false to turn it off"),
+                            WithJsonSchema({"anyOf": [{"type": "string"}, {"const": False}]})]
+
+
+def _mount(mount: str) -> str:
+    if mount.count(":") not in (1, 2):
+        raise ValueError("not HOST:CONTAINER[:ro]")
+    return mount
+
+
+class VersionSource(SpecModel):
+    """``[tool.wheelflow.version]``: where the release version comes from."""
+
+    tag: Text | None = Field("v{version}", description="Git tag pattern; {version} appears once, e.g. v{version}.")
+    file: Text | None = Field(None, description="File inside the project holding __version__, relative to it.")
+
+    @field_validator("tag")
+    @classmethod
+    def _tag_holds_the_version(cls, tag: str | None) -> str | None:
+        if tag is not None and tag.count("{version}") != 1:
+            raise problem(f"{tag!r} must contain {{version}} exactly once", 'write e.g. "v{version}"')
+        return tag
+
+    @field_validator("file")
+    @classmethod
+    def _file_inside_the_project(cls, file: str | None, info: ValidationInfo) -> str | None:
+        project = (info.context or {}).get("project_dir")
+        if file is None or project is None:
+            return file
+        if not (project / file).resolve().is_relative_to(project.resolve()):
+            raise problem(f"{file!r} points outside the project", "give a path inside the project, relative to it")
+        if not (project / file).is_file():
+            raise problem(f"{file!r} does not exist in {project}", "give a path relative to the project")
+        return file
+
+
+class Target(SpecModel):
+    """``[tool.wheelflow.targets.NAME]``: an index that receives (some of) the release's files."""
+
+    name: SkipJsonSchema[str]  # the table's key in the spec
+    index: Text = Field(description='An alias ("local", "pypi", "testpypi") or a Simple API URL.')
+    upload_url: Text | None = Field(None, description="Upload (legacy API) URL; default: the index's own.")
+    credentials: Annotated[Text, WithJsonSchema({"anyOf": [{"enum": ["env", "none"]},
+                                                           {"type": "string", "pattern": "^prefect-secret:.+$"}]})] = \
+        Field("env", description='"env" (WHEELFLOW_<TARGET>_USERNAME/_PASSWORD), "prefect-secret:BLOCK" or "none"; '
+                                 'default "none" for the local index, "env" otherwise.')
+    artifacts: RoutableKinds = Field(
+        ARTIFACT_KINDS, description="Kinds of files this target receives.")
+    verify_timeout: VerifyTimeout | None = Field(
+        None, description="Seconds to wait for the index to list the files; default: the index's.")
+    max_file_size: ByteSize | None = Field(None, description='Largest file accepted, bytes or e.g. "100MB".')
+    project_budget: ByteSize | None = Field(None, description='Bytes this release may add to the project, e.g. "10GB".')
+    allow_local_versions: StrictBool | None = Field(
+        None, description="Whether the index accepts +local versions; default: the index's rule.")
+    manylinux_only: StrictBool | None = Field(
+        None, description="Refuse plain linux_* wheels; default: the index's rule.")
+    local_versions: Annotated[tuple[Annotated[str, MinLen(1)], ...],
+                              Expect("a list of label patterns", 'write e.g. local-versions = ["cu130*"]')] = Field(
+        (), description='Variant wheels routed here, by local label pattern, e.g. ["cu130*"].')
+
+    @classmethod
+    def check_keys(cls, table: dict[str, Any]) -> None:
+        secret = _SECRET_KEYS.intersection(table)
+        if secret:
+            env = env_prefix(str(table.get("name", "")))
+            raise problem("credentials never go in the spec",
+                          f'remove it and set {env}_USERNAME/{env}_PASSWORD, or credentials = "prefect-secret:BLOCK"',
+                          key=sorted(secret)[0])
+        if "index" not in table:
+            raise problem("missing", 'set index = "local", "pypi", "testpypi" or a Simple API URL', key="index")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_needs_no_credentials(cls, table: Any) -> Any:
+        if isinstance(table, dict) and "credentials" not in table and table.get("index") == "local":
+            return {**table, "credentials": "none"}
+        return table
+
+    @field_validator("index")
+    @classmethod
+    def _alias_or_url(cls, index: str) -> str:
+        return index if index in INDEX_ALIASES else _check_url(index)
+
+    @field_validator("upload_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        return url if url is None else _check_url(url)
+
+    @model_validator(mode="after")
+    def _credentials_source(self) -> Target:
+        source = self.credentials
+        if source not in ("env", "none") and not (source.startswith("prefect-secret:") and source != "prefect-secret:"):
+            env = env_prefix(self.name)
+            raise problem(f"{source!r} is not a credentials source",
+                          f'use "env" ({env}_USERNAME/{env}_PASSWORD), "prefect-secret:BLOCK" or "none"',
+                          key="credentials")
+        return self
+
+
+class DockerOptions(SpecModel):
+    """``[tool.wheelflow.docker]``: mounts and caches for build containers."""
+
+    cuda_home: HostPathOrFalse = Field(
+        "/usr/local/cuda", description="Host toolkit, mounted read-only at /usr/local/cuda (false: none).")
+    ca_bundle: HostPathOrFalse = Field(
+        HOST_CA_BUNDLE, description="Host CA bundle mounted in, so pip in the container trusts what the host trusts.")
+    pip_cache: StrictBool = Field(True, description="Share pip's cache across builds (a named volume).")
+    ccache: StrictBool = Field(True, description="Share a compiler cache across builds (a named volume).")
+    mounts: Annotated[tuple[Annotated[Text, AfterValidator(_mount)], ...],
+                      Expect("a list of HOST:CONTAINER[:ro] strings", 'write mounts = ["/data:/data:ro"]')] = Field(
+        (), description='Extra bind mounts, "HOST:CONTAINER[:ro]".')
+    env: EnvTable = Field(default_factory=dict, description="Extra environment of every build container.")
+
+    @property
+    def pip_cache_volume(self) -> str | None:
+        return "wheelflow-pip-cache" if self.pip_cache else None
+
+    @property
+    def ccache_volume(self) -> str | None:
+        return "wheelflow-ccache" if self.ccache else None
+
+
+class BuildTable(SpecModel):
+    """``[tool.wheelflow.build]``."""
+
+    env: EnvTable = Field(default_factory=dict, description="Environment of the build (sdist and wheels).")
+
+
+def _usable_target_names(targets: Any) -> Any:
+    """Each target learns its name from its key; a key no environment variable can carry is refused."""
+    if not isinstance(targets, dict):
+        return targets
+    named = {}
+    for name, table in targets.items():
+        if not _TARGET_NAME_RE.match(name):
+            raise problem(f"target name {name!r} is not usable", "start with a letter; use letters, digits, '-' and '_'",
+                          key=name)
+        if isinstance(table, dict) and "name" in table:
+            raise problem("unknown key", "the target's name is its table's key", key=(name, "name"))
+        named[name] = {**table, "name": name} if isinstance(table, dict) else table
+    return named
+
+
+class SpecTable(SpecModel):
+    """``[tool.wheelflow]``: how a project is released (in pyproject.toml, or a standalone TOML file)."""
+
+    name: Text | None = Field(None, description="Distribution name; default: [project].name.")
+    artifacts: ArtifactKinds = Field(ARTIFACT_KINDS, description="What is built.")
+    smoke: Text | None = Field(None, description="Command run after `pip install` of the release, in a fresh venv.")
+    version: VersionSource = Field(default_factory=VersionSource, description="Where the version comes from.")
+    build: BuildTable = Field(default_factory=BuildTable, description="The build's environment.")
+    targets: Annotated[dict[str, Target], BeforeValidator(_usable_target_names)] = Field(
+        default_factory=dict, description="Indexes published to, in order; an approval gate before each after the first.")
+    matrix: MatrixTable | None = Field(None, description="The wheel matrix: one wheel per cell.")
+    builder: Annotated[Builder, OneOf("builder", BUILDERS, 'use "docker" or "local"')] | None = Field(
+        None, description="Where cells build; default: docker when a daemon answers, else local.")
+    docker: DockerOptions = Field(default_factory=DockerOptions, description="Options of the docker builder.")
+    approval: Annotated[ApprovalPolicy, OneOf("policy", APPROVAL_POLICIES,
+                                              f"use one of: {', '.join(APPROVAL_POLICIES)}")] = Field(
+        "auto", description="A person's decision before each target after the first (staging -> production).")
+    approval_timeout: ApprovalTimeout = Field(
+        3600, description="Seconds to wait for the approval; no decision by then fails the release.")
+
+    @field_validator("name")
+    @classmethod
+    def _distribution_name(cls, name: str | None) -> str | None:
+        if name is None:
+            raise problem("missing", 'set name = "your-distribution" (or [project].name)')
+        if not _NAME_RE.match(name):
+            raise problem(f"{name!r} is not a valid distribution name", "use letters, digits, '.', '_' and '-'")
+        return name
 
 
 @dataclass(frozen=True)
 class ReleaseSpec:
+    """A validated spec, as the release uses it (every default comes from ``SpecTable``)."""
+
     project_dir: Path
     name: str
-    version: VersionSource = field(default_factory=VersionSource)
-    artifacts: tuple[str, ...] = ARTIFACT_KINDS
-    build_env: Mapping[str, str] = field(default_factory=dict)
-    smoke: str | None = None
-    targets: tuple[Target, ...] = ()
-    matrix: Matrix | None = None
-    builder: str | None = None  # "docker", "local", or None: docker when a daemon answers
-    docker: DockerOptions = field(default_factory=DockerOptions)
-    # A person's decision before each target after the first (staging → production).
-    approval: str = "auto"  # one of APPROVAL_POLICIES
-    approval_timeout: int = 3600  # seconds; no decision by then fails the release
+    version: VersionSource
+    artifacts: tuple[str, ...]
+    build_env: Mapping[str, str]
+    smoke: str | None
+    targets: tuple[Target, ...]
+    matrix: Matrix | None
+    builder: str | None  # "docker", "local", or None: docker when a daemon answers
+    docker: DockerOptions
+    approval: str  # one of APPROVAL_POLICIES
+    approval_timeout: int  # seconds; no decision by then fails the release
 
     def target(self, name: str) -> Target:
         for target in self.targets:
@@ -81,7 +281,7 @@ class ReleaseSpec:
                 return target
         if name in INDEX_ALIASES:
             # An alias used directly: every artifact goes there, credentials from the environment.
-            return Target(name=name, index=name, credentials="none" if name == "local" else "env")
+            return Target(name=name, index=name)
         known = ", ".join([t.name for t in self.targets] + list(INDEX_ALIASES))
         raise SpecError("--to", f"unknown target {name!r}", f"use one of: {known}")
 
@@ -111,195 +311,54 @@ def load_spec(project_dir: str | Path, spec_file: str | Path | None = None) -> R
 def parse_spec(
     table: Mapping[str, Any], project_dir: Path, *, default_name: str | None = None, prefix: str = "tool.wheelflow"
 ) -> ReleaseSpec:
-    _reject_unknown(table, {"name", "artifacts", "smoke", "version", "build", "targets", "matrix", "builder", "docker",
-                            "approval", "approval-timeout"}, prefix)
-
-    name = table.get("name", default_name)
-    if name is None:
-        raise SpecError(f"{prefix}.name", "missing", 'set name = "your-distribution" (or [project].name)')
-    _require_type(name, str, f"{prefix}.name")
-    if not _NAME_RE.match(name):
-        raise SpecError(f"{prefix}.name", f"{name!r} is not a valid distribution name", "use letters, digits, '.', '_' and '-'")
-
-    artifacts = _parse_artifacts(table.get("artifacts", list(ARTIFACT_KINDS)), f"{prefix}.artifacts")
-
-    smoke = table.get("smoke")
-    if smoke is not None:
-        _require_type(smoke, str, f"{prefix}.smoke")
-
-    version_table = table.get("version", {})
-    _require_type(version_table, dict, f"{prefix}.version")
-    _reject_unknown(version_table, {"tag", "file"}, f"{prefix}.version")
-    tag = version_table.get("tag", "v{version}")
-    if tag is not None:
-        _require_type(tag, str, f"{prefix}.version.tag")
-        if tag.count("{version}") != 1:
-            raise SpecError(f"{prefix}.version.tag", f"{tag!r} must contain {{version}} exactly once", 'write e.g. "v{version}"')
-    version_file = version_table.get("file")
-    if version_file is not None:
-        _require_type(version_file, str, f"{prefix}.version.file")
-        if not (project_dir / version_file).resolve().is_relative_to(project_dir.resolve()):
-            raise SpecError(f"{prefix}.version.file", f"{version_file!r} points outside the project",
-                            "give a path inside the project, relative to it")
-        if not (project_dir / version_file).is_file():
-            raise SpecError(f"{prefix}.version.file", f"{version_file!r} does not exist in {project_dir}", "give a path relative to the project")
-
-    build_table = table.get("build", {})
-    _require_type(build_table, dict, f"{prefix}.build")
-    _reject_unknown(build_table, {"env"}, f"{prefix}.build")
-    build_env = build_table.get("env", {})
-    _require_type(build_env, dict, f"{prefix}.build.env")
-    for key, value in build_env.items():
-        if not isinstance(value, str):
-            raise SpecError(f"{prefix}.build.env.{key}", f"{value!r} is not a string", f'quote it: {key} = "{value}"')
-
-    targets_table = table.get("targets", {})
-    _require_type(targets_table, dict, f"{prefix}.targets")
-    targets = tuple(_parse_target(n, t, f"{prefix}.targets.{n}") for n, t in targets_table.items())
-
-    matrix = parse_matrix(table["matrix"], f"{prefix}.matrix") if "matrix" in table else None
-    builder = table.get("builder")
-    if builder is not None and builder not in BUILDERS:
-        raise SpecError(f"{prefix}.builder", f"unknown builder {builder!r}", 'use "docker" or "local"')
-    approval = table.get("approval", "auto")
-    if approval not in APPROVAL_POLICIES:
-        raise SpecError(f"{prefix}.approval", f"unknown policy {approval!r}", f"use one of: {', '.join(APPROVAL_POLICIES)}")
-    approval_timeout = table.get("approval-timeout", 3600)
-    if not isinstance(approval_timeout, int) or isinstance(approval_timeout, bool) or approval_timeout <= 0:
-        raise SpecError(f"{prefix}.approval-timeout", f"{approval_timeout!r} is not a positive number of seconds",
-                        "write e.g. approval-timeout = 3600")
+    if not isinstance(table, Mapping):
+        raise SpecError(prefix, f"{table!r} is not a table", "write it as a table")
+    data = {"name": default_name, **table}
+    try:
+        spec = SpecTable.model_validate(data, context={"project_dir": project_dir})
+    except ValidationError as exc:
+        raise spec_error(exc, prefix) from None
+    assert spec.name is not None  # refused by its validator otherwise
     return ReleaseSpec(
-        approval=approval,
-        approval_timeout=approval_timeout,
         project_dir=project_dir,
-        name=name,
-        version=VersionSource(tag=tag, file=version_file),
-        artifacts=artifacts,
-        build_env=dict(build_env),
-        smoke=smoke,
-        targets=targets,
-        matrix=matrix,
-        builder=builder,
-        docker=_parse_docker(table.get("docker", {}), f"{prefix}.docker"),
+        name=spec.name,
+        version=spec.version,
+        artifacts=spec.artifacts,
+        build_env=dict(spec.build.env),
+        smoke=spec.smoke,
+        targets=tuple(spec.targets.values()),
+        matrix=spec.matrix.matrix if spec.matrix is not None else None,
+        builder=spec.builder,
+        docker=spec.docker,
+        approval=spec.approval,
+        approval_timeout=spec.approval_timeout,
     )
 
 
-def _parse_docker(table: Any, key: str) -> DockerOptions:
-    _require_type(table, dict, key)
-    _reject_unknown(table, {"cuda-home", "ca-bundle", "pip-cache", "ccache", "mounts", "env"}, key)
-    defaults = DockerOptions()
-    for name in ("cuda-home", "ca-bundle"):
-        if name in table and table[name] is not False:
-            _require_type(table[name], str, f"{key}.{name}")
-    mounts = table.get("mounts", [])
-    if not isinstance(mounts, list) or not all(isinstance(m, str) and m.count(":") in (1, 2) for m in mounts):
-        raise SpecError(f"{key}.mounts", f"{mounts!r} is not a list of HOST:CONTAINER[:ro] strings",
-                        'write mounts = ["/data:/data:ro"]')
-    env = table.get("env", {})
-    _require_type(env, dict, f"{key}.env")
-
-    def volume(name: str, default: str | None) -> str | None:
-        value = table.get(name, True)
-        if not isinstance(value, bool):
-            raise SpecError(f"{key}.{name}", f"{value!r} is not true or false", f"write {name} = true or false")
-        return default if value else None
-
-    return DockerOptions(
-        cuda_home=table.get("cuda-home", defaults.cuda_home) or None,
-        ca_bundle=table.get("ca-bundle", defaults.ca_bundle) or None,
-        pip_cache_volume=volume("pip-cache", defaults.pip_cache_volume),
-        ccache_volume=volume("ccache", defaults.ccache_volume),
-        mounts=tuple(mounts),
-        env={str(k): str(v) for k, v in env.items()},
-    )
+def spec_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the ``[tool.wheelflow]`` table, keys as they are written (kebab-case)."""
+    schema = SpecTable.model_json_schema(by_alias=True, mode="validation")
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **_without_null(schema)}
+    return schema | {"title": "[tool.wheelflow]"}
 
 
-def _parse_target(name: str, table: Any, key: str) -> Target:
-    if not _TARGET_NAME_RE.match(name):
-        raise SpecError(key, f"target name {name!r} is not usable", "start with a letter; use letters, digits, '-' and '_'")
-    _require_type(table, dict, key)
-    secret = _SECRET_KEYS.intersection(table)
-    if secret:
-        env = env_prefix(name)
-        raise SpecError(
-            f"{key}.{sorted(secret)[0]}",
-            "credentials never go in the spec",
-            f'remove it and set {env}_USERNAME/{env}_PASSWORD, or credentials = "prefect-secret:BLOCK"',
-        )
-    _reject_unknown(table, {"index", "upload-url", "credentials", "artifacts", "local-versions", "verify-timeout",
-                            "max-file-size", "project-budget", "allow-local-versions", "manylinux-only"}, key)
-    index = table.get("index")
-    if index is None:
-        raise SpecError(f"{key}.index", "missing", f'set index = "local", "pypi", "testpypi" or a Simple API URL')
-    _require_type(index, str, f"{key}.index")
-    if index not in INDEX_ALIASES:
-        _check_url(index, f"{key}.index")
-    upload_url = table.get("upload-url")
-    if upload_url is not None:
-        _require_type(upload_url, str, f"{key}.upload-url")
-        _check_url(upload_url, f"{key}.upload-url")
-    credentials = table.get("credentials", "none" if index == "local" else "env")
-    _require_type(credentials, str, f"{key}.credentials")
-    if credentials not in ("env", "none") and not (
-        credentials.startswith("prefect-secret:") and len(credentials) > len("prefect-secret:")
-    ):
-        env = env_prefix(name)
-        raise SpecError(
-            f"{key}.credentials",
-            f"{credentials!r} is not a credentials source",
-            f'use "env" ({env}_USERNAME/{env}_PASSWORD), "prefect-secret:BLOCK" or "none"',
-        )
-    artifacts = _parse_artifacts(table.get("artifacts", list(ARTIFACT_KINDS)), f"{key}.artifacts", ROUTABLE_KINDS)
-    local_versions = table.get("local-versions", [])
-    if not isinstance(local_versions, list) or not all(isinstance(v, str) and v for v in local_versions):
-        raise SpecError(f"{key}.local-versions", f"{local_versions!r} is not a list of label patterns",
-                        'write e.g. local-versions = ["cu130*"]')
-    timeout = table.get("verify-timeout")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
-        raise SpecError(f"{key}.verify-timeout", f"{timeout!r} is not a positive number of seconds", "write e.g. verify-timeout = 120")
-    sizes = {}
-    for size_key in ("max-file-size", "project-budget"):
-        if size_key in table:
-            try:
-                sizes[size_key] = parse_size(table[size_key])
-            except ValueError:
-                raise SpecError(f"{key}.{size_key}", f"{table[size_key]!r} is not a size", 'write bytes or e.g. "100MB", "10GiB"') from None
-    flags = {}
-    for flag in ("allow-local-versions", "manylinux-only"):
-        if flag in table:
-            if not isinstance(table[flag], bool):
-                raise SpecError(f"{key}.{flag}", f"{table[flag]!r} is not true or false", f"write {flag} = true or false")
-            flags[flag] = table[flag]
-    return Target(name=name, index=index, upload_url=upload_url, credentials=credentials, artifacts=artifacts,
-                  verify_timeout=float(timeout) if timeout is not None else None,
-                  max_file_size=sizes.get("max-file-size"), project_budget=sizes.get("project-budget"),
-                  allow_local_versions=flags.get("allow-local-versions"), manylinux_only=flags.get("manylinux-only"),
-                  local_versions=tuple(local_versions))
+def _without_null(node: Any) -> Any:
+    """TOML has no null: an optional key is one left out, so the schema offers no null and no null default."""
+    if isinstance(node, list):
+        return [_without_null(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _without_null(value) for key, value in node.items() if not (key == "default" and value is None)}
+    if "anyOf" in node:
+        choices = [choice for choice in node["anyOf"] if choice != {"type": "null"}]
+        node.pop("anyOf")
+        node = {**choices[0], **node} if len(choices) == 1 else {"anyOf": choices, **node}
+    return node
 
 
 def env_prefix(target_name: str) -> str:
     """``staging`` -> ``WHEELFLOW_STAGING``: where a target's credentials are read from."""
     return "WHEELFLOW_" + re.sub(r"[^A-Z0-9]", "_", target_name.upper())
-
-
-def _parse_artifacts(value: Any, key: str, allowed: tuple[str, ...] = ARTIFACT_KINDS) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise SpecError(key, f"{value!r} is not a list of artifact kinds", 'write e.g. artifacts = ["sdist", "wheel"]')
-    for kind in value:
-        if kind not in allowed:
-            raise SpecError(key, f"unknown artifact kind {kind!r}", "use " + ", ".join(f'"{k}"' for k in allowed))
-    return tuple(dict.fromkeys(value))
-
-
-def _check_url(url: str, key: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        aliases = ", ".join(INDEX_ALIASES)
-        raise SpecError(key, f"{redact_url(url)!r} is neither an index alias nor an http(s) URL", f"use one of {aliases} or a Simple API URL")
-    if parts.username or parts.password:
-        raise SpecError(key, f"{redact_url(url)!r} embeds credentials", "remove them from the URL and use the target's credentials source")
 
 
 def redact_url(url: str) -> str:
@@ -313,20 +372,6 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=f"***@{host}").geturl()
 
 
-def _reject_unknown(table: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
-    for key in table:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            fix = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(allowed))}"
-            raise SpecError(f"{prefix}.{key}", "unknown key", fix)
-
-
-def _require_type(value: Any, kind: type, key: str) -> None:
-    if not isinstance(value, kind):
-        expected = {str: "a string", dict: "a table", list: "a list"}.get(kind, kind.__name__)
-        raise SpecError(key, f"{value!r} is not {expected}", f"write it as {expected}")
-
-
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
@@ -336,6 +381,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SpecError(str(path), f"invalid TOML ({exc})", "fix the TOML syntax") from None
 
 
-def normalized(name: str) -> str:
-    """PEP 503 normalised project name."""
-    return canonicalize_name(name)
+SCHEMA_FILE = "wheelflow.schema.json"
+
+
+def schema_text() -> str:
+    """``wheelflow.schema.json`` as committed: stable key order, one trailing newline."""
+    return json.dumps(spec_json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":  # python -m wheelflow.spec [PATH]: regenerate the published schema
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / SCHEMA_FILE
+    out.write_text(schema_text(), encoding="utf-8")
+    print(f"wrote {out}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import tomllib
 from datetime import datetime
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,11 @@ from packaging.version import InvalidVersion, Version
 
 from .errors import VersionError
 from .spec import ReleaseSpec
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 _ASSIGNMENT_RE = re.compile(r"""^\s*(?:__version__|version|VERSION)\s*[:=]\s*["']([^"']+)["']""", re.MULTILINE)
 

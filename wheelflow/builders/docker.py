@@ -11,33 +11,20 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..building import first_error_line
 from ..errors import BuildError
 from ..matrix import Cell
+from ..spec import HOST_CA_BUNDLE, DockerOptions
 from . import FAILED, PASSED, SKIPPED, InfrastructureError, Log, SmokeResult
 
 MANAGED_LABEL = "org.wheelflow.managed"
 RUN_LABEL = "org.wheelflow.run"
 CELL_LABEL = "org.wheelflow.cell"
 ROLE_LABEL = "org.wheelflow.role"  # "build" or "smoke"
-HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 CONTAINER_CUDA = "/usr/local/cuda"
-
-
-@dataclass(frozen=True)
-class DockerOptions:
-    """Mounts and caches for build containers (``[tool.wheelflow.docker]``)."""
-
-    cuda_home: str | None = "/usr/local/cuda"  # host toolkit mounted read-only at /usr/local/cuda
-    ca_bundle: str | None = HOST_CA_BUNDLE  # so pip in the container trusts what the host trusts
-    pip_cache_volume: str | None = "wheelflow-pip-cache"
-    ccache_volume: str | None = "wheelflow-ccache"
-    mounts: tuple[str, ...] = ()  # extra "HOST:CONTAINER[:ro]" bind mounts
-    env: Mapping[str, str] = field(default_factory=dict)
 
 
 def docker_client(timeout: float = 30.0) -> Any:
