@@ -8,7 +8,6 @@ cancelled run left behind.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from pathlib import Path

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from typing import Any
+
+from ..spec import schema_text
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
-    return commands.add_parser("schema", help="print the JSON Schema of [tool.wheelflow] (also wheelflow.schema.json)")
+    return commands.add_parser("schema", help="print the JSON Schema of [tool.wheelflow] (as in wheelflow.schema.json)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..spec import spec_json_schema
-
-    print(json.dumps(spec_json_schema(), indent=2))
+    sys.stdout.write(schema_text())
     return 0
