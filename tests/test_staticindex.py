@@ -3,6 +3,7 @@ by real pip and uv, and by wheelflow's own Simple API reader."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -65,6 +66,9 @@ def test_pip_and_uv_resolve_from_metadata_and_install_the_variant(built, served,
     assert 'data-requires-python="&gt;=3.99"' in page  # HTML-escaped
     sidecar = store / "sm90" / "tiny-pkg" / (built["sm90"].name + ".metadata")
     assert sidecar.read_bytes().startswith(b"Metadata-Version: 2.1\nName: tiny_pkg\nVersion: 1.0.0+sm90")
+    digest = hashlib.sha256(sidecar.read_bytes()).hexdigest()
+    for attribute in ("data-core-metadata", "data-dist-info-metadata"):  # PEP 714, and PEP 658 for older clients
+        assert f'{attribute}="sha256={digest}"' in page
     check_served(pub, httpx.Client())  # wheelflow's own Simple API reader, at the public URL
 
     index = pub.simple_url("sm90")
