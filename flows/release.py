@@ -107,6 +107,8 @@ def publish_report(report: ReleaseReport, home) -> None:
         report.add("release", False, report.error)
     key = artifact_key(report.name or "unknown")
     create_table_artifact(key=key, table=report.table_rows(), description=f"Release checklist: {report.name} {report.version}")
+    create_table_artifact(key=f"{key}-files", table=report.file_rows(),
+                          description=f"Each file of {report.name} {report.version} on each target, and its proof")
     if report.cells:
         create_table_artifact(key=f"{key}-cells", table=[c.table_row() for c in report.cells],
                               description=f"Wheel matrix ({report.builder} builder)")

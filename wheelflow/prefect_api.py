@@ -18,7 +18,7 @@ from pydantic import Field
 
 from .errors import CredentialsError, SpecError
 from .incidents import VARIABLE_PREFIX, Incident, variable_name
-from .orchestration import OrchestrationError
+from .orchestration import OrchestrationError, strict_schema
 from .runhistory import TaskHistory, entry_from_state, retry_errors
 
 # -- Secret blocks ---------------------------------------------------------------------------------
@@ -207,17 +207,55 @@ def find_deployment(client: Any, name: str) -> Any:
     raise OrchestrationError(f"{len(found)} deployments are named {name!r}; fix: name one as FLOW/{name}")
 
 
-def start_run(client: Any, deployment_name: str, parameters: dict[str, Any]) -> tuple[Any, Any]:
+def start_run(client: Any, deployment: Any, parameters: dict[str, Any], deployment_name: str) -> Any:
+    """A flow run of ``deployment`` (as :func:`find_deployment` read it); the server refuses bad parameters."""
     from prefect.exceptions import PrefectHTTPStatusError
 
-    deployment = find_deployment(client, deployment_name)
     try:
         run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
     except PrefectHTTPStatusError as exc:
         detail = exc.response.json().get("detail", "") if exc.response.content else ""
         raise SpecError("--param", f"deployment {deployment_name!r} refused the parameters: {' '.join(str(detail).split())}",
                         "pass the deployment's parameters by name (see its form in the Prefect UI)") from None
-    return deployment, run
+    return run
+
+
+def cancel_run(client: Any, flow_run_id: UUID, reason: str) -> None:
+    from prefect.states import Cancelling
+
+    client.set_flow_run_state(flow_run_id, Cancelling(message=reason), force=True)
+
+
+def strict_parameters(client: Any, deployment: Any) -> None:
+    """Make the server refuse unknown parameter names for this deployment (HTTP 409 on creation)."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    schema = deployment.parameter_openapi_schema or {}
+    if schema.get("additionalProperties") is False:
+        return
+    client.update_deployment(deployment.id, DeploymentUpdate(parameter_openapi_schema=strict_schema(schema),
+                                                             enforce_parameter_schema=True))
+
+
+def release_verdict(client: Any, flow_run_id: UUID) -> dict[str, Any]:
+    """What a release run did, from its artifacts: each file on each target with its proof, and the
+    failed checks. Empty lists when the run wrote no report (it crashed before)."""
+    import json as _json
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    files: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for artifact in artifacts:
+        if artifact.type != "table" or not artifact.key or not artifact.key.startswith("release-"):
+            continue
+        rows = _json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+        if artifact.key.endswith("-files"):
+            files = rows
+        elif "check" in (rows[0] if rows else {}):
+            failed = [r for r in rows if "failed" in r.get("result", "")]
+    return {"files": files, "failed_checks": [{"check": r["check"], "detail": r["detail"]} for r in failed]}
 
 
 def follow_run(
@@ -258,3 +296,28 @@ def resume_with_decision(run_id: UUID, approve: bool, reason: str) -> None:
     except FlowPauseTimeout:
         raise SpecError("RUN_ID", f"flow run {run_id} waited too long and can no longer be approved",
                         "re-run the release") from None
+
+
+# -- serving deployments from this process ---------------------------------------------------------
+
+
+def serve_deployments(deployments: list[Any]) -> None:
+    """Prefect's ``serve``, plus: each deployment refuses unknown parameter names on the server, so a
+    misspelt parameter from any client (trigger, curl, the UI) never starts a run."""
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    runner = Runner()
+    ids = []
+    for deployment in deployments:
+        deployment.work_pool_name = None  # served here: work pools are for workers
+        ids.append(runner.add_deployment(deployment))
+    with get_client(sync_client=True) as client:
+        for deployment_id in ids:
+            strict_parameters(client, client.read_deployment(deployment_id))
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal):
+        pass

@@ -104,6 +104,11 @@ class ReleaseReport:
             "runbook": self.runbook,
         }
 
+    def file_rows(self) -> list[dict[str, str]]:
+        """One row per file and target: what was uploaded and what proves it is served."""
+        return [{"name": self.name or "", "version": self.version or "", "file": f.filename, "target": f.target,
+                 "sha256": f.sha256, "upload": f.upload, "served": f.status} for f in self.files]
+
     def table_rows(self) -> list[dict[str, str]]:
         return [{"check": c.check, "result": f"{_ICON[c.status]} {c.status}", "detail": c.detail} for c in self.checks]
 

@@ -46,12 +46,17 @@ def load_spec_arg(spec: str | None, project: str | None) -> ReleaseSpec:
     return load_spec(Path.cwd(), spec_path)
 
 
-def parse_pairs(items: list[str], option: str, example: str) -> dict[str, str]:
-    """Repeated ``KEY=VALUE`` options as a mapping; anything else is refused naming the option."""
-    pairs: dict[str, str] = {}
+def split_pairs(items: list[str], option: str, example: str) -> list[tuple[str, str]]:
+    """Repeated ``KEY=VALUE`` options, in order; anything else is refused naming the option."""
+    pairs = []
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SpecError(option, f"{item!r} is not KEY=VALUE", f"write e.g. {option} {example}")
-        pairs[key] = value
+        pairs.append((key, value))
     return pairs
+
+
+def parse_pairs(items: list[str], option: str, example: str) -> dict[str, str]:
+    """Repeated ``KEY=VALUE`` options as a mapping (a repeated key: the last value)."""
+    return dict(split_pairs(items, option, example))

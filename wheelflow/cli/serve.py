@@ -23,9 +23,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from prefect import serve
-
     from ..deployments import project_deployments
+    from ..prefect_api import serve_deployments
 
     monitored = None
     if args.monitor_projects:
@@ -41,5 +40,5 @@ def run(args: argparse.Namespace) -> int:
             raise SpecError("--only", f"no deployment {name!r}", f"use one of: {', '.join(known)}")
     deployments = [d for d in deployments if not args.only or d.name in args.only]
     say(f"wheelflow: serving {', '.join(d.name for d in deployments)} (Ctrl-C to stop)")
-    serve(*deployments)
+    serve_deployments(deployments)
     return 0

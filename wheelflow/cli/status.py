@@ -8,7 +8,9 @@ from typing import Any
 from uuid import UUID
 
 from ..errors import SpecError
-from .common import add_json
+from ..orchestration import RunOutcome
+from ..runhistory import describe_attempts
+from .common import add_json, say
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -33,14 +35,24 @@ def run(args: argparse.Namespace) -> int:
     # A finished flow run's last task states reach the API a moment after it ends: let them settle.
     finished = flow_run.state is not None and flow_run.state.is_final()
     histories = run_histories(run_id, settle=10.0 if finished else 0.0)
+    state = flow_run.state
+    # Exit codes as trigger --wait's: 1 Failed, 3 Cancelled or Crashed; a run still going is 0.
+    exit_code = RunOutcome(str(run_id), "", state.name, state.type.value, None).exit_code if finished else 0
     if args.json:
         print(json.dumps([h.json() for h in histories], indent=2))
-        return 0
+        return exit_code
     # Plain lines, not a table: CI logs are narrow and error messages must stay whole.
-    print(f"flow run {flow_run.name} ({run_id}): {flow_run.state.name if flow_run.state else 'Unknown'}")
+    print(f"flow run {flow_run.name} ({run_id}): {state.name if state else 'Unknown'}")
     for h in histories:
         duration = "" if h.duration_s is None else f", {h.duration_s:.1f} s"
         print(f"{h.name} [{h.flow_run}]: {h.state}, {h.attempts} attempt(s){duration}")
         for e in h.history:
             print(f"    {e.time[:19].replace('T', ' ')} {e.name}" + (f": {' '.join(e.message.split())}" if e.message else ""))
-    return 0
+    if exit_code:
+        say(f"wheelflow: flow run {flow_run.name} {state.name}: {' '.join((state.message or '').split())}")
+        for h in histories:
+            if h.state in ("Failed", "Crashed", "TimedOut"):
+                say(f"wheelflow: {h.name}: {h.state} after {h.attempts} attempt(s)")
+                for line in describe_attempts(h):
+                    say(f"wheelflow:   {line}")
+    return exit_code

@@ -1,20 +1,28 @@
-"""``wheelflow trigger DEPLOYMENT``: start a deployment's flow run through the Prefect API (for CI)."""
+"""``wheelflow trigger DEPLOYMENT``: start a deployment's flow run through the Prefect API (for CI).
+
+Parameters are checked against the deployment's own schema before anything starts: an unknown name
+is refused (exit 2) with a did-you-mean, values are typed by the schema. With ``--wait`` it follows
+the run, prints what was released (or what failed), and cancels the run when CI cancels the job.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-from typing import Any
+import signal
+from typing import Any, Iterator
 
-from ..orchestration import RunOutcome
-from .common import add_json, parse_pairs, say
+from ..orchestration import EXIT_CANCELLED, RunOutcome, coerce_parameters
+from .common import add_json, say, split_pairs
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("trigger", help="start a deployment's flow run through the Prefect API (for CI)")
     parser.add_argument("deployment", help="DEPLOYMENT or FLOW/DEPLOYMENT, e.g. release")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="a flow parameter; JSON values (numbers, lists, true) are read as JSON (repeatable)")
+                        help="a flow parameter, typed by the deployment's schema; repeat a list parameter's key "
+                             "for more items (repeatable)")
     parser.add_argument("--wait", action="store_true",
                         help="follow the run; exit 0 on Completed, 1 Failed, 3 Cancelled/Crashed, 4 timeout")
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long")
@@ -22,39 +30,70 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_params(pairs: list[str]) -> dict[str, Any]:
-    """KEY=VALUE pairs; a VALUE that reads as JSON (numbers, true, lists, objects) is taken as JSON."""
-    params: dict[str, Any] = {}
-    for key, value in parse_pairs(pairs, "--param", "version=1.2.3").items():
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return params
+class Cancelled(Exception):
+    """SIGTERM or SIGINT while following a run (CI cancelled the job)."""
+
+
+@contextlib.contextmanager
+def signals_cancel() -> Iterator[None]:
+    def stop(signum: int, frame: Any) -> None:
+        raise Cancelled(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def run(args: argparse.Namespace) -> int:
     from prefect.client.orchestration import get_client
 
-    from ..prefect_api import follow_run, start_run, ui_url
+    from ..prefect_api import cancel_run, find_deployment, follow_run, release_verdict, start_run, ui_url
 
-    parameters = parse_params(args.param)
     with get_client(sync_client=True) as client:
-        _, flow_run = start_run(client, args.deployment, parameters)
+        deployment = find_deployment(client, args.deployment)
+        parameters = coerce_parameters(deployment.parameter_openapi_schema or {},
+                                       split_pairs(args.param, "--param", "version=1.2.3"), args.deployment)
+        flow_run = start_run(client, deployment, parameters, args.deployment)
         url = ui_url(str(flow_run.id))
         say(f"wheelflow: started {flow_run.name} ({flow_run.id}) of {args.deployment}" + (f": {url}" if url else ""))
-        state, timed_out = flow_run.state, False
+        state, timed_out, verdict = flow_run.state, False, None
         if args.wait:
             def on_state(name: str, message: str | None) -> None:
                 say(f"wheelflow: {flow_run.name}: {name}" + (f": {' '.join(message.split())}" if message else ""))
 
-            state, timed_out = follow_run(client, flow_run.id, timeout=args.timeout, on_state=on_state)
+            try:
+                with signals_cancel():
+                    state, timed_out = follow_run(client, flow_run.id, timeout=args.timeout, on_state=on_state)
+            except Cancelled as exc:
+                say(f"wheelflow: {exc} received: cancelling flow run {flow_run.id}")
+                cancel_run(client, flow_run.id, f"cancelled by wheelflow trigger ({exc})")
+                return EXIT_CANCELLED
+            if not timed_out:
+                verdict = release_verdict(client, flow_run.id)
     outcome = RunOutcome(str(flow_run.id), args.deployment, state.name if state else "Unknown",
                          state.type.value if state else "UNKNOWN", url, timed_out)
+    if verdict is not None:
+        print_verdict(verdict, state.message if state else None)
     if args.json:
-        print(json.dumps(outcome.json(), indent=2))
+        print(json.dumps({**outcome.json(), **(verdict or {}), "message": state.message if state else None}, indent=2))
     if not args.wait:
         return 0
     if timed_out:
         say(f"wheelflow: gave up after {args.timeout:g} s; the run goes on: {flow_run.id}")
     return outcome.exit_code
+
+
+def print_verdict(verdict: dict[str, Any], message: str | None) -> None:
+    """What was released, file by file with its proof, or what failed: one line each."""
+    files = verdict["files"]
+    if files:
+        say(f"wheelflow: {files[0]['name']} {files[0]['version']}:")
+    for f in files:
+        say(f"wheelflow:   {f['file']} → {f['target']}: {f['upload']}, served: {f['served']}")
+    for check in verdict["failed_checks"]:
+        say(f"wheelflow: failed: {check['check']}: {' '.join(check['detail'].split())}")
+    if not files and not verdict["failed_checks"] and message:
+        say(f"wheelflow: {' '.join(message.split())}")
