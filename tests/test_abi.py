@@ -32,10 +32,12 @@ extern "C" void launch(int n, float a, const float *x, float *y) { saxpy<<<(n + 
 """
 LIB_V1 = "namespace c10 { int foo(int x) { return x + 1; } int bar() { return 2; } }\n"
 LIB_V2 = "namespace c10 { int bar() { return 2; } }\n"  # the same soname, foo(int) gone: a newer torch
+# Like a real extension it calls the interpreter, which it does not link: python provides PyLong_*.
 EXTENSION = r"""
 #include <string>
 namespace c10 { int foo(int x); int bar(); }
-extern "C" int PyInit__ext(void) { std::string s(3, 'x'); return c10::foo(c10::bar()) + int(s.size()); }
+extern "C" void *PyLong_FromLong(long);
+extern "C" void *PyInit__ext(void) { std::string s(3, 'x'); return PyLong_FromLong(c10::foo(c10::bar()) + s.size()); }
 """
 
 
@@ -170,10 +172,12 @@ def test_a_library_found_nowhere_is_refused(c10: dict[str, Path], tmp_path: Path
 
 
 def test_libraries_shipped_in_the_wheel_are_found_through_origin(c10: dict[str, Path], tmp_path: Path) -> None:
-    # auditwheel's layout: the library in gpu_pkg.libs/, the extension's RUNPATH $ORIGIN/../gpu_pkg.libs.
+    # auditwheel's layout: the library in gpu_pkg.libs/, the extension's RUNPATH $ORIGIN/../gpu_pkg.libs;
+    # the extension under .data/platlib/, which installs beside gpu_pkg.libs/.
     ext = _gxx(tmp_path / "_ext.so", EXTENSION, f"-L{c10['v1']}", "-lc10", "-Wl,-rpath,$ORIGIN/../gpu_pkg.libs")
     wheel = make_wheel(tmp_path, "gpu_pkg", "1.0.0", TAG, extra_files={
-        "gpu_pkg/_ext.so": ext.read_bytes(), "gpu_pkg.libs/libc10.so": (c10["v1"] / "libc10.so").read_bytes()})
+        "gpu_pkg-1.0.0.data/platlib/gpu_pkg/_ext.so": ext.read_bytes(),
+        "gpu_pkg.libs/libc10.so": (c10["v1"] / "libc10.so").read_bytes()})
     assert abi_findings([wheel], runtimes={"no-torch": []}) == []
 
 
