@@ -6,6 +6,7 @@ mocked. The CUDA driver is the one thing this machine lacks: tests that need it 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sysconfig
@@ -226,5 +227,38 @@ def test_a_runtime_is_installed_with_real_pip(c10: dict[str, Path], tmp_path: Pa
     assert dirs == [tmp_path / "rt" / "fake_torch" / "lib"] == library_dirs(tmp_path / "rt")
     wheel = _wheel(tmp_path, **{"_ext.so": c10["ext"]})
     assert abi_findings([wheel], runtimes={"fake-torch-2.0.0": dirs}) == []
+    shutil.rmtree(dist)  # installed once: the same pins again are served from the runtime's directory
+    assert install_runtime(["fake_torch==2.0.0"], tmp_path / "rt", pip_args) == dirs
     with pytest.raises(RuntimeInstallError, match=r"runtime fake_torch==9\.9: .*fix: check the pins"):
-        install_runtime(["fake_torch==9.9"], tmp_path / "rt2", pip_args)
+        install_runtime(["fake_torch==9.9"], tmp_path / "rt", pip_args)
+    assert not (tmp_path / "rt" / "fake_torch").exists()  # the other runtime's files are gone
+
+
+# ---- the Prefect task ----
+
+def test_the_check_task_refuses_by_name_and_leaves_its_tables(prefect_api: str, c10: dict[str, Path], tmp_path: Path) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from wheelflow.distributions import describe
+    from wheelflow.errors import CheckError
+    from wheelflow.tasks.check import check_abi
+
+    dist = describe(_wheel(tmp_path, **{"_ext.so": c10["ext"]}))
+    grid = {"torch-v1": [c10["v1"]], "torch-v2": [c10["v2"]]}
+
+    @flow
+    def gate(runtime: str) -> None:
+        check_abi(dists=[dist], label="py3.11-torch1", archs=None, runtime={runtime: grid[runtime]}, grid=grid)
+
+    passed = gate("torch-v1", return_state=True)
+    assert passed.is_completed()
+    with pytest.raises(CheckError, match=r"py3\.11-torch1: refused by the ABI gate: .*c10::foo\(int\)"):
+        gate("torch-v2")
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[passed.state_details.flow_run_id])))
+    [grid_table] = [a for a in artifacts if a.key == "abi-grid-py3-11-torch1"]
+    rows = json.loads(grid_table.data) if isinstance(grid_table.data, str) else grid_table.data
+    assert [(r["runtime"], r["loads"]) for r in rows] == [("torch-v1", "yes"), ("torch-v2", "no")]

@@ -18,6 +18,7 @@ table rows.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -161,8 +162,15 @@ def gpu_arch_rows(wheels: Iterable[Path], cuobjdump: Path | None = None) -> list
 def install_runtime(requirements: Sequence[str], dest: Path, pip_args: Sequence[str] = ()) -> list[Path]:
     """Install ``requirements`` (e.g. ``["torch==2.9.1"]``) without their dependencies into ``dest`` and
     return the directories holding their shared libraries: a runtime for ``abi_findings``.
-    pip's own configuration picks the index, as for every other install wheelflow runs."""
-    dest.mkdir(parents=True, exist_ok=True)
+    pip's own configuration picks the index, as for every other install wheelflow runs. A ``dest``
+    that already holds exactly these requirements is reused (a torch wheel is hundreds of MB)."""
+    marker = dest / ".wheelflow-runtime"
+    wanted = "\n".join(requirements) + "\n"
+    if marker.is_file() and marker.read_text() == wanted:
+        return library_dirs(dest)
+    if dest.exists():
+        shutil.rmtree(dest)  # another runtime, or one half-installed when a run died
+    dest.mkdir(parents=True)
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
                "--target", str(dest), *pip_args, *requirements]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -170,6 +178,7 @@ def install_runtime(requirements: Sequence[str], dest: Path, pip_args: Sequence[
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeInstallError(f"cannot install the ABI check's runtime {' '.join(requirements)}: {last}; "
                                   "fix: check the pins in the spec's abi.runtimes and that the index serves them")
+    marker.write_text(wanted)
     return library_dirs(dest)
 
 
