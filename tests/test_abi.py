@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from wheelflow.abi import abi_findings, compat_grid, gpu_arch_rows, install_runtime, library_dirs
-from wheelflow.errors import RuntimeInstallError, SpecError
+from wheelflow.errors import CheckError, RuntimeInstallError, SpecError
 from wheelflow.gpuarch import declared_archs, device_code, parse_archs, read_fatbin
 
 from wheelcraft import make_wheel
@@ -155,6 +155,15 @@ def test_extensions_without_device_code_are_refused_when_archs_are_declared(c10:
     assert abi_findings([pure], parse_archs(["sm_80"])) == []  # no extensions at all: nothing to run on a GPU
 
 
+def test_a_file_that_is_no_zip_is_a_finding_not_a_traceback(tmp_path: Path) -> None:
+    broken = tmp_path / "gpu_pkg-1.0.0-cp311-cp311-linux_x86_64.whl"
+    broken.write_bytes(b"not a zip")
+    [finding] = abi_findings([broken], parse_archs(["sm_80"]), {"torch-v1": []})
+    assert (finding.rule, finding.message) == ("archive", "cannot be read as a wheel (File is not a zip file); fix: rebuild it")
+    with pytest.raises(CheckError, match=r"^gpu_pkg-1\.0\.0-cp311-cp311-linux_x86_64\.whl: cannot be read as a wheel"):
+        compat_grid(broken, {"torch-v1": []})
+
+
 # ---- symbols ----
 
 def test_symbols_resolve_against_the_runtime_they_were_built_for(c10: dict[str, Path], tmp_path: Path) -> None:
@@ -242,7 +251,6 @@ def test_the_check_task_refuses_by_name_and_leaves_its_tables(prefect_api: str, 
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     from wheelflow.distributions import describe
-    from wheelflow.errors import CheckError
     from wheelflow.tasks.check import check_abi
 
     dist = describe(_wheel(tmp_path, **{"_ext.so": c10["ext"]}))

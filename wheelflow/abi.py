@@ -31,7 +31,7 @@ from elftools.common.exceptions import ELFError
 
 from .distributions import Distribution, Finding
 from .elfsymbols import Unresolved, demangle, is_elf, resolve
-from .errors import RuntimeInstallError
+from .errors import CheckError, RuntimeInstallError
 from .gpuarch import ArchSpec, DeviceCode, describe, device_code, missing_archs
 
 Runtimes = Mapping[str, Sequence[Path]]  # label (e.g. "torch-2.9.1") -> its library directories
@@ -44,8 +44,17 @@ _SHOWN = 3  # symbols named in one finding; the rest are counted
 def unpacked(wheel: Path) -> Iterator[list[tuple[str, Path]]]:
     """The wheel's ELF shared objects, extracted where they will be installed relative to each other
     (so ``$ORIGIN`` RUNPATHs find their neighbours): (member name, path) pairs, removed on exit."""
-    with tempfile.TemporaryDirectory(prefix="wheelflow-abi-") as tmp, zipfile.ZipFile(wheel) as zf:
-        found = []
+    with tempfile.TemporaryDirectory(prefix="wheelflow-abi-") as tmp:
+        try:
+            found = _extract_shared_objects(wheel, Path(tmp))
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise CheckError(f"{wheel.name}: cannot be read as a wheel ({exc}); fix: rebuild it") from None
+        yield found
+
+
+def _extract_shared_objects(wheel: Path, tmp: Path) -> list[tuple[str, Path]]:
+    found = []
+    with zipfile.ZipFile(wheel) as zf:
         for member in zf.namelist():
             installed = _DATA_DIR.sub("", member)
             relative = PurePosixPath(installed)
@@ -58,7 +67,7 @@ def unpacked(wheel: Path) -> Iterator[list[tuple[str, Path]]]:
                     sink.write(block)
             if is_elf(target):
                 found.append((member, target))
-        yield found
+    return found
 
 
 def arch_findings(wheel: Path, objects: Sequence[tuple[str, Path]], declared: ArchSpec,
@@ -127,11 +136,20 @@ def abi_findings(dists: Iterable[Distribution | Path], archs: ArchSpec | None = 
         wheel = dist.path if isinstance(dist, Distribution) else Path(dist)
         if not wheel.name.endswith(".whl"):
             continue
-        with unpacked(wheel) as objects:
-            if archs is not None:
-                findings += arch_findings(wheel, objects, archs, cuobjdump)
-            for label, libdirs in (runtimes or {}).items():
-                findings += symbol_findings(wheel, objects, libdirs, label)
+        try:
+            findings += _wheel_findings(wheel, archs, runtimes or {}, cuobjdump)
+        except CheckError as exc:  # only unpacking raises it: the file is no zip
+            findings.append(Finding(wheel.name, "archive", str(exc).split(": ", 1)[-1]))
+    return findings
+
+
+def _wheel_findings(wheel: Path, archs: ArchSpec | None, runtimes: Runtimes, cuobjdump: Path | None) -> list[Finding]:
+    findings: list[Finding] = []
+    with unpacked(wheel) as objects:
+        if archs is not None:
+            findings += arch_findings(wheel, objects, archs, cuobjdump)
+        for label, libdirs in runtimes.items():
+            findings += symbol_findings(wheel, objects, libdirs, label)
     return findings
 
 
