@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+import re
+from pathlib import Path
 
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from wheelflow.abi import abi_findings, compat_grid, gpu_arch_rows
 from wheelflow.audits import audit_target, preflight
 from wheelflow.distributions import Distribution, Finding
 from wheelflow.errors import CheckError
+from wheelflow.gpuarch import ArchSpec, find_cuobjdump
 from wheelflow.indexes import limits_for
 from wheelflow.simple_api import ServedFile
 from wheelflow.spec import Target
@@ -34,3 +40,23 @@ def check_target_rules(dists: list[Distribution], target: Target, served: list[S
     served_sdists = [s.filename for s in served if s.filename.endswith((".tar.gz", ".zip"))]
     _raise_on(audit_target(dists, limits_for(target), target.name, served_sdists),
               f"refused before any upload by {target.name}'s rules")
+
+
+@task(name="check-abi", task_run_name="check-abi[{label}]", retries=0)  # a binary does not change: never retried
+def check_abi(dists: list[Distribution], label: str, archs: ArchSpec | None, runtime: dict[str, list[Path]],
+              grid: dict[str, list[Path]] | None = None) -> None:
+    """The ABI gate for one cell's wheels (``label``: the cell's name): declared GPU architectures and
+    symbols against the cell's ``runtime``; table artifacts of device code (PTX reported) and, for the
+    runtimes in ``grid``, which ones each wheel loads against."""
+    wheels = [d.path for d in dists if d.kind == "wheel"]
+    slug = re.sub(r"[^a-z0-9-]+", "-", label.lower()).strip("-")
+    cuobjdump = find_cuobjdump()
+    arch_rows = gpu_arch_rows(wheels, cuobjdump)
+    if arch_rows:
+        create_table_artifact(key=f"gpu-archs-{slug}", table=arch_rows,
+                              description=f"Device code in {label}'s wheels (PTX: JIT-compiled on newer GPUs)")
+    if grid:
+        create_table_artifact(key=f"abi-grid-{slug}", table=[row for w in wheels for row in compat_grid(w, grid)],
+                              description=f"Which runtimes {label}'s wheels load against (undefined symbols)")
+    _raise_on(abi_findings(dists, archs, runtime, cuobjdump=cuobjdump), f"{label}: refused by the ABI gate")
+    get_run_logger().info("ABI gate passed for %d wheel(s) of %s", len(wheels), label)

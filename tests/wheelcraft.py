@@ -19,8 +19,10 @@ def _metadata(name: str, version: str, requires: list[str], requires_python: str
 
 def make_wheel(directory: Path, name: str = "tiny_pkg", version: str = "1.0.0", tag: str = "py3-none-any", *,
                meta_version: str | None = None, requires: list[str] = (), filename: str | None = None,
-               tamper: bool = False, payload_size: int = 0, requires_python: str | None = None) -> Path:
-    """A wheel with a correct RECORD, unless ``tamper`` edits a file after RECORD was written."""
+               tamper: bool = False, payload_size: int = 0, requires_python: str | None = None,
+               extra_files: dict[str, bytes] | None = None) -> Path:
+    """A wheel with a correct RECORD, unless ``tamper`` edits a file after RECORD was written.
+    ``extra_files``: more members (e.g. compiled extensions), by path inside the wheel."""
     dist_info = f"{name}-{version}.dist-info"
     files = {
         f"{name}/__init__.py": b"def answer():\n    return 42\n",
@@ -29,6 +31,7 @@ def make_wheel(directory: Path, name: str = "tiny_pkg", version: str = "1.0.0", 
     }
     if payload_size:
         files[f"{name}/payload.bin"] = bytes(payload_size)
+    files.update(extra_files or {})
     record = io.StringIO()
     for path, data in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()

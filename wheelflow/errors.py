@@ -45,6 +45,10 @@ class CheckError(WheelflowError):
     """A built file failed validation before upload."""
 
 
+class RuntimeInstallError(WheelflowError):
+    """The runtime (e.g. a pinned torch) that the ABI check resolves symbols against could not be installed."""
+
+
 class CredentialsError(WheelflowError):
     """A target's credentials are missing or malformed."""
 
