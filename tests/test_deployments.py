@@ -157,6 +157,50 @@ def test_trigger_wait_fails_when_verification_fails(served, staging, tmp_path: P
     code, outcome, stderr = _trigger("--param", f"project={project}")
     assert code == 1 and outcome["state"] == "Failed"
     assert ": Failed" in stderr.splitlines()[-1] or any(": Failed" in line for line in stderr.splitlines())
+    # The verdict says which step failed, in the terminal and in --json.
+    assert [c["check"] for c in outcome["failed_checks"]] == ["install + smoke on staging"]
+    assert "wheelflow: failed: install + smoke on staging: " in stderr
+
+    status = run_cli("status", outcome["flow_run_id"])
+    assert status.returncode == 1  # a failed run is not a green CI step
+    reason = [line for line in status.stderr.splitlines() if line.startswith("wheelflow: flow run ")]
+    assert len(reason) == 1 and "Failed: " in reason[0] and "smoke" in reason[0]
+    assert "wheelflow: install-and-smoke[staging]: Failed after 1 attempt(s)" in status.stderr
+
+
+@pytest.mark.case("bad input", "trigger: a misspelt parameter (versoin=1.0)",
+                  "exit 2 before any run starts, naming it with a did-you-mean; the API refuses it too (409)")
+def test_a_misspelt_parameter_is_refused_by_trigger_and_by_the_api(served, prefect_api, tmp_path: Path) -> None:
+    import httpx
+    from prefect.client.orchestration import get_client
+
+    result = run_cli("trigger", "release", "--param", f"project={tmp_path}", "--param", "versoin=1.0", "--json")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "wheelflow: error: spec error: --param versoin: deployment 'release' has no parameter 'versoin'; "
+        "fix: did you mean 'version'?")
+    assert json.loads(result.stdout) == {"ok": False, "error": result.stderr.strip().splitlines()[-1][len("wheelflow: error: "):]}
+
+    # CI with curl only: the served deployment's schema refuses unknown names, so no run starts.
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("release/release")
+        runs_before = len(client.read_flow_runs())
+    answer = httpx.post(f"{prefect_api}/deployments/{deployment.id}/create_flow_run",
+                        json={"parameters": {"project": str(tmp_path), "versoin": "1.0"}})
+    assert answer.status_code == 409 and "versoin" in answer.text
+    with get_client(sync_client=True) as client:
+        assert len(client.read_flow_runs()) == runs_before
+
+
+def test_string_parameters_stay_strings_and_the_verdict_names_each_file(served, staging, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "one-oh", version="1.0", index_url=staging.simple_url)
+    # "1.0" would be the number 1.0 if read as JSON; "staging" is one item of the list parameter `to`.
+    code, outcome, stderr = _trigger("--param", f"project={project}", "--param", "version=1.0", "--param", "to=staging")
+    assert code == 0, stderr[-3000:]
+    assert {(f["file"], f["target"], f["upload"]) for f in outcome["files"]} == {
+        ("tiny_pkg-1.0-py3-none-any.whl", "staging", "uploaded"), ("tiny_pkg-1.0.tar.gz", "staging", "uploaded")}
+    assert "wheelflow: tiny-pkg 1.0:" in stderr
+    assert "wheelflow:   tiny_pkg-1.0-py3-none-any.whl → staging: uploaded, served: verified" in stderr
 
 
 @pytest.mark.case("bad input", "trigger: a deployment that does not exist",
