@@ -151,7 +151,8 @@ def test_trigger_wait_exits_0_and_status_shows_each_retry(served, staging, tmp_p
 @pytest.mark.case("fault", "the installed package fails its smoke test",
                   "trigger --wait exits 1")
 def test_trigger_wait_fails_when_verification_fails(served, staging, tmp_path: Path) -> None:
-    project = make_project(tmp_path / "bad", index_url=staging.simple_url)
+    # A version of its own: the module's staging index already serves 1.0.0 from the test above.
+    project = make_project(tmp_path / "bad", version="2.0.0", index_url=staging.simple_url)
     text = (project / "pyproject.toml").read_text().replace("answer() == 42", "answer() == 41")
     (project / "pyproject.toml").write_text(text)  # the smoke test of the installed package fails
     code, outcome, stderr = _trigger("--param", f"project={project}")
