@@ -64,9 +64,10 @@ def test_a_connection_reset_during_upload_ends_with_each_file_uploaded_once(
     assert sorted(p.name for p in index.packages.iterdir()) == sorted([WHEEL, "tiny_pkg-1.0.0.tar.gz"])
 
 
-@pytest.mark.case("fault", "the index serves a truncated file to the installer",
-                  "the install fails on the sha256 check and the release fails: never a false success")
-def test_a_truncated_download_fails_the_install_and_the_release(
+@pytest.mark.case("fault", "the index serves truncated files (with a consistent length)",
+                  "the byte proof's own download fails the sha256 check, naming the file, before pip runs; "
+                  "the release fails: never a false success")
+def test_a_truncated_download_fails_the_byte_proof_and_the_release(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api
 ) -> None:
     from faultproxy import Rule
@@ -76,8 +77,10 @@ def test_a_truncated_download_fails_the_install_and_the_release(
         code, report, _ = _release_through(proxy, make_project(tmp_path / "p"))
     assert code == 1 and report["ok"] is False
     failed = [c for c in report["checks"] if c["status"] == "failed"]
-    assert failed[0]["check"] == "install + smoke on staging"
-    assert f"the downloaded {WHEEL} does not match the sha256 the index lists" in failed[0]["detail"]
+    assert failed[0]["check"] == f"served {WHEEL} on staging"
+    assert failed[0]["detail"].startswith(f"{WHEEL}: the index lists sha256 ")
+    assert "but the downloaded bytes have sha256 " in failed[0]["detail"]
+    assert not any(c["check"].startswith("install + smoke") for c in report["checks"])  # caught before pip ran
 
 
 @pytest.fixture

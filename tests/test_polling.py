@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from wheelflow.simple_api import ServedFile
-from wheelflow.verification import poll_until_served
+from wheelflow.verification import poll_until_served as poll
+
+# These listings are fakes (their URLs are not real): the index they stand for serves exactly the
+# bytes it lists. Downloads over real sockets are tested in test_byte_proof.py.
+poll_until_served = partial(poll, download=lambda served, deadline: served.sha256)
 
 A = ServedFile("a-1.0-py3-none-any.whl", "u", "aaa")
 B = ServedFile("a-1.0.tar.gz", "u", "bbb")
@@ -77,3 +83,29 @@ def test_a_file_that_appears_after_a_10_s_lag_is_seen_within_2_s() -> None:
     assert [s.status for s in statuses] == ["verified", "verified"]
     assert visible_at <= reads[-1] <= visible_at + 2.0
     assert max(time.sleeps) == 2.0  # the backoff is capped: never a long blind wait
+
+
+def test_a_malformed_listing_fails_at_once_and_a_silent_index_is_retried() -> None:
+    import pytest
+
+    from wheelflow.errors import IndexReadError, MalformedListingError
+
+    time = FakeTime()
+
+    def broken() -> list[ServedFile]:
+        raise MalformedListingError("http://i/simple/a/ is not a valid PEP 691 JSON listing: files: Field required")
+
+    with pytest.raises(MalformedListingError):
+        poll_until_served(broken, {A.filename: "aaa"}, 60, clock=time.clock, sleep=time.sleep)
+    assert time.sleeps == []  # reading the same garbage again cannot help
+
+    answers = iter([IndexReadError("cannot read http://i/simple/a/: ConnectError"), [A]])
+
+    def flaky() -> list[ServedFile]:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    statuses, _ = poll_until_served(flaky, {A.filename: "aaa"}, 60, clock=time.clock, sleep=time.sleep)
+    assert [s.status for s in statuses] == ["verified"] and time.sleeps == [0.25]

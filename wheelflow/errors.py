@@ -53,10 +53,31 @@ class CredentialsError(WheelflowError):
     """A target's credentials are missing or malformed."""
 
 
+class UsageError(SpecError):
+    """A command-line argument is wrong (exit code 2, like a spec error)."""
+
+    exit_code = 2
+
+    def __init__(self, option: str, problem: str, fix: str) -> None:
+        self.key = option
+        WheelflowError.__init__(self, f"usage error: {option}: {problem}; fix: {fix}")
+
+
 class IndexReadError(WheelflowError):
     """An index could not be read (base for transient read failures)."""
 
     transient = True
+
+
+class DeadlineExceeded(IndexReadError):
+    """A read did not complete before its total deadline (a slow or dripping server)."""
+
+
+class MalformedListingError(IndexReadError):
+    """The index answered with a listing that is not valid PEP 691 JSON / PEP 503 HTML, is too large,
+    or contradicts itself. Reading it again does not help: not transient."""
+
+    transient = False
 
 
 class UploadError(WheelflowError):

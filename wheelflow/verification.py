@@ -1,11 +1,15 @@
-"""Prove a release is served: every expected file listed with its sha256, then a real install.
+"""Prove a release is served: every expected file downloaded and hashed, then a real install.
 
-The comparison is a plain function; polling takes its clock and sleep as arguments, so tests drive
-it without waiting.
+A listing only says what the index claims. The proof is the bytes: every expected file is
+downloaded from the URL the listing gives and its sha256 compared with the built file's (and with
+the listing's), on every target and every run, files already present included. The comparison is
+a plain function; polling takes its clock, sleep and downloader as arguments, so tests drive it
+without waiting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -22,10 +28,19 @@ from urllib.parse import unquote
 import httpx
 from packaging.utils import canonicalize_name
 
-from .errors import IndexReadError
-from .simple_api import ServedFile, download_sha256, files_for_version, list_project_files
+from .deadline import Deadline
+from .distributions import parse_filename, sha256_of
+from .errors import IndexReadError, UsageError
+from .simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
 
-VERIFIED, SERVED, MISSING, HASH_MISMATCH = "verified", "served", "missing", "hash-mismatch"
+# VERIFIED is given only after a download: the served bytes hash to the built file's sha256.
+# LISTED: the listing names the file (with the expected sha256, if it gives one); not downloaded yet.
+VERIFIED, SERVED, MISSING, HASH_MISMATCH, LISTED = "verified", "served", "missing", "hash-mismatch", "listed"
+#: Downloads at once during a proof: enough to overlap latency, gentle on an index.
+DEFAULT_CONCURRENCY = 4
+
+#: sha256 hex digest of the bytes served for a listed file, read within the deadline.
+Download = Callable[[ServedFile, Deadline], str]
 
 
 @dataclass(frozen=True)
@@ -33,75 +48,222 @@ class FileStatus:
     filename: str
     sha256: str | None  # the local (expected) sha256, or the served one when there is no local file
     status: str
-    served_sha256: str | None = None
+    served_sha256: str | None = None  # downloaded, once the file was downloaded; else as listed
+    listed_sha256: str | None = None
 
     def describe(self) -> str:
         if self.status == MISSING:
             return f"{self.filename} is not served"
         if self.status == HASH_MISMATCH:
+            if self.listed_sha256 is not None and self.served_sha256 != self.listed_sha256:
+                return (f"{self.filename}: the index lists sha256 {self.listed_sha256} but the downloaded bytes "
+                        f"have sha256 {self.served_sha256}")
             return f"{self.filename} is served with sha256 {self.served_sha256}, the built file has {self.sha256}"
+        if self.status == VERIFIED:
+            return f"{self.filename} downloaded, sha256 matches"
+        if self.status == SERVED:
+            return f"{self.filename} downloaded, sha256 {self.served_sha256}"
+        if self.status == LISTED:
+            return f"{self.filename} is listed (not downloaded)"
         return f"{self.filename} {self.status}"
 
 
-def compare(expected: Mapping[str, str | None], served: list[ServedFile]) -> list[FileStatus]:
-    """Status of each expected file (sha256 None: only presence is expected) against a listing."""
+def _lower(sha256: str | None) -> str | None:
+    return sha256.lower() if sha256 else None  # hex digests compare case-insensitively
+
+
+def compare_listing(expected: Mapping[str, str | None], served: list[ServedFile]) -> list[FileStatus]:
+    """What the listing alone says about each expected file (sha256 None: only presence is expected):
+    MISSING, HASH_MISMATCH (final: a served filename never changes its bytes), or LISTED."""
     by_name = {s.filename: s for s in served}
     statuses = []
     for filename, sha256 in expected.items():
-        found = by_name.get(filename)
+        found, want = by_name.get(filename), _lower(sha256)
         if found is None:
-            statuses.append(FileStatus(filename, sha256, MISSING))
-        elif sha256 is None:
-            statuses.append(FileStatus(filename, found.sha256, SERVED, found.sha256))
-        elif found.sha256 != sha256:
-            statuses.append(FileStatus(filename, sha256, HASH_MISMATCH, found.sha256))
+            statuses.append(FileStatus(filename, want, MISSING))
+            continue
+        listed = _lower(found.sha256)
+        if want is not None and listed is not None and listed != want:
+            statuses.append(FileStatus(filename, want, HASH_MISMATCH, listed, listed))
         else:
-            statuses.append(FileStatus(filename, sha256, VERIFIED, found.sha256))
+            statuses.append(FileStatus(filename, want, LISTED, listed, listed))
     return statuses
 
 
-def read_served(client: httpx.Client, simple_url: str, name: str, version: str) -> list[ServedFile]:
+def compare(expected: Mapping[str, str | None], served: list[ServedFile]) -> list[FileStatus]:
+    """The listing-only comparison with a listed match reported as VERIFIED.
+
+    Only for deciding which files a target already has (the release flow's read of what is present,
+    before uploading); it is not a proof: ``prove_files`` is.
+    """
+    return [FileStatus(s.filename, s.sha256 or s.listed_sha256, VERIFIED if s.sha256 else SERVED, s.served_sha256,
+                       s.listed_sha256)
+            if s.status == LISTED else s for s in compare_listing(expected, served)]
+
+
+def proof_of(listed: FileStatus, downloaded: str) -> FileStatus:
+    """The status of a LISTED file once its bytes hashed to ``downloaded``."""
+    downloaded = downloaded.lower()
+    wrong = (listed.listed_sha256 is not None and downloaded != listed.listed_sha256) or (
+        listed.sha256 is not None and downloaded != listed.sha256)
+    status = HASH_MISMATCH if wrong else VERIFIED if listed.sha256 is not None else SERVED
+    return FileStatus(listed.filename, listed.sha256 if listed.sha256 is not None else downloaded, status, downloaded,
+                      listed.listed_sha256)
+
+
+def prove_files(
+    served: list[ServedFile],
+    expected: Mapping[str, str | None],
+    download: Download,
+    *,
+    deadline: Deadline,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> list[FileStatus]:
+    """Compare the listing, then download every listed expected file (``concurrency`` at a time) and
+    compare its bytes' sha256 with the expected one and the listed one. An empty ``expected`` proves
+    every file in ``served``."""
+    return _prove_listed(served, expected, download, {}, deadline, concurrency)
+
+
+def _download_all(files: list[ServedFile], download: Download, deadline: Deadline, concurrency: int) -> list[str]:
+    if len(files) <= 1 or concurrency <= 1:
+        return [download(f, deadline) for f in files]
+    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(files)), thread_name_prefix="wheelflow-download")
+    try:
+        futures = [pool.submit(download, f, deadline) for f in files]
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # the first failure stops the downloads not yet started
+
+
+def http_download(client: httpx.Client, log: Callable[[str], None] | None = None) -> Download:
+    """The real downloader: streams each file from the URL the listing gives and hashes it."""
+    return lambda served, deadline: download_sha256(client, served.url, deadline=deadline, log=log)
+
+
+def prove_served(
+    client: httpx.Client,
+    simple_url: str,
+    name: str,
+    version: str,
+    expected: Mapping[str, str | None],
+    *,
+    deadline: Deadline,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    log: Callable[[str], None] | None = None,
+) -> list[FileStatus]:
+    """One listing read, then every expected file of ``name`` ``version`` downloaded and hashed.
+
+    An empty ``expected`` proves every file the index lists for this version. The listing and every
+    download end by ``deadline`` (DeadlineExceeded names the URL); a malformed listing raises
+    MalformedListingError.
+    """
+    served = files_for_version(list_project_files(client, simple_url, name, deadline=deadline), name, version)
+    return prove_files(served, expected, http_download(client, log), deadline=deadline, concurrency=concurrency)
+
+
+def read_served(client: httpx.Client, simple_url: str, name: str, version: str, *,
+                deadline: Deadline | None = None) -> list[ServedFile]:
     """This version's files on the index, each with its sha256 (downloaded when the listing has none)."""
-    files = files_for_version(list_project_files(client, simple_url, name), name, version)
-    return [f if f.sha256 else ServedFile(f.filename, f.url, download_sha256(client, f.url), f.upload_time, f.yanked)
+    files = files_for_version(list_project_files(client, simple_url, name, deadline=deadline), name, version)
+    return [f if f.sha256 else ServedFile(f.filename, f.url, download_sha256(client, f.url, deadline=deadline),
+                                          f.upload_time, f.yanked)
             for f in files]
+
+
+def expected_from_paths(items: Iterable[str]) -> dict[str, str | None]:
+    """``--expect`` values → {filename: sha256 or None}: a path to a built file is expected with its
+    sha256; a bare wheel or sdist file name only has to be served. A path that does not exist is a
+    usage error, never silently weakened to a presence check."""
+    expected: dict[str, str | None] = {}
+    for item in items:
+        path = Path(item)
+        if path.is_file():
+            sha256: str | None = sha256_of(path)
+        elif path.exists():
+            raise UsageError("--expect", f"{item!r} is not a file", "give the path of a built wheel or sdist")
+        elif path.name != item:
+            raise UsageError("--expect", f"{item!r} does not exist",
+                             "give the path of a built file, or a bare file name to check only that it is served")
+        elif parse_filename(item) is None:
+            raise UsageError("--expect", f"{item!r} is neither a file here nor a wheel or sdist file name",
+                             "give the path of a built file, or a file name like name-1.0-py3-none-any.whl")
+        else:
+            sha256 = None
+        if expected.get(path.name, sha256) != sha256:
+            raise UsageError("--expect", f"two files named {path.name} with different contents",
+                             "expect each file name once")
+        expected[path.name] = sha256
+    return expected
 
 
 def poll_until_served(
     read: Callable[[], list[ServedFile]],
     expected: Mapping[str, str | None],
-    timeout: float,
+    timeout: float | Deadline,
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     on_wait: Callable[[str], None] = lambda message: None,
     first_delay: float = 0.25,
     max_delay: float = 2.0,
+    download: Download | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> tuple[list[FileStatus], list[ServedFile]]:
-    """Read the listing until every expected file is there, a hash mismatch shows, or the deadline passes.
+    """Read the listing until every expected file is there and proven, a hash mismatch shows, or the
+    deadline passes; returns the statuses and the last listing.
 
     Index caches lag behind uploads, so a missing file is re-read with exponential backoff capped at
-    ``max_delay`` (a file is seen at most that long after it appears); a mismatching hash is final at
-    once (a served filename never changes its bytes).
+    ``max_delay`` (a file is seen at most that long after it appears); each listed file is downloaded
+    and hashed once, as soon as it is listed, with ``download`` (default: over HTTP from the URL the
+    listing gives). A mismatching hash is final at once. An empty ``expected`` proves every file the
+    index lists for the version. ``timeout`` (seconds, or a Deadline shared with the caller's other
+    steps) bounds everything, the reads ``read`` makes included: they run under it as the current
+    deadline. A listing that is malformed fails at once; an index that does not answer is retried.
     """
-    deadline = clock() + timeout
-    delay = first_delay
-    while True:
-        try:
-            served = read()
-        except IndexReadError as exc:
-            if clock() >= deadline:
-                raise
-            on_wait(f"index not readable yet ({exc}); retrying")
-            served = None
-        if served is not None:
-            statuses = compare(expected, served)
-            missing = [s.filename for s in statuses if s.status == MISSING]
-            if not missing or any(s.status == HASH_MISMATCH for s in statuses) or clock() >= deadline:
-                return statuses, served
-            on_wait(f"not served yet: {', '.join(missing)}; reading again in {delay:.1f} s")
-        sleep(max(0.0, min(delay, deadline - clock())))
-        delay = min(delay * 2, max_delay)
+    deadline = timeout if isinstance(timeout, Deadline) else Deadline.after(timeout, clock=clock)
+    with contextlib.ExitStack() as stack:
+        if download is None:
+            download = http_download(stack.enter_context(httpx.Client(timeout=READ_TIMEOUT)), on_wait)
+        proofs: dict[tuple[str, str, str | None], FileStatus] = {}  # (file, URL, listed sha256) → its proof
+        delay, last, error = first_delay, None, None
+        while True:
+            try:
+                with deadline.applied():
+                    served = read()
+                statuses = _prove_listed(served, expected, download, proofs, deadline, concurrency)
+                last, error = (statuses, served), None
+                missing = [s.filename for s in statuses if s.status == MISSING]
+                if not missing or any(s.status == HASH_MISMATCH for s in statuses) or deadline.expired:
+                    return last
+                on_wait(f"not served yet: {', '.join(missing)}; reading again in {delay:.1f} s")
+            except IndexReadError as exc:
+                if not exc.transient or deadline.expired:
+                    raise
+                error = exc
+                on_wait(f"index not readable yet ({exc}); retrying")
+            sleep(min(delay, deadline.remaining()))
+            delay = min(delay * 2, max_delay)
+            if deadline.expired:  # no time left for another read: the last one stands
+                if error is not None or last is None:
+                    raise error or deadline.exceeded("read", "the index")
+                return last
+
+
+def _prove_listed(served: list[ServedFile], expected: Mapping[str, str | None], download: Download,
+                  proofs: dict[tuple[str, str, str | None], FileStatus], deadline: Deadline,
+                  concurrency: int) -> list[FileStatus]:
+    """Statuses against this listing, downloading only files not in ``proofs`` (proven at an earlier
+    read of the same listing); an empty ``expected`` means every listed file."""
+    wanted = dict(expected) or {f.filename: None for f in served}
+    statuses = compare_listing(wanted, served)
+    by_name = {f.filename: f for f in served}
+    key = {s.filename: (s.filename, by_name[s.filename].url, s.listed_sha256) for s in statuses if s.status == LISTED}
+    new = [s for s in statuses if s.status == LISTED and key[s.filename] not in proofs]
+    digests = _download_all([by_name[s.filename] for s in new], download, deadline, concurrency)
+    for status, digest in zip(new, digests):
+        proofs[key[status.filename]] = proof_of(status, digest)
+    return [proofs[key[s.filename]] if s.filename in key else s for s in statuses]
 
 
 @dataclass(frozen=True)
