@@ -164,7 +164,7 @@ def prove(ctx: ReleaseContext, stage: Stage) -> None:
         raise
     for dist in stage.files:
         report.file(dist.filename, target).status = VERIFIED
-        report.add(f"served {dist.filename} on {target}", True, f"sha256 {dist.sha256[:16]}… matches")
+        report.add(f"served {dist.filename} on {target}", True, f"downloaded, sha256 {dist.sha256[:16]}… matches")
     with report.step(f"install + smoke on {target}") as step:
         step.detail = install_and_smoke_test(stage.endpoints, ctx.spec.name, ctx.version, served, ctx.spec.smoke)
 

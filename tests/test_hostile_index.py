@@ -252,3 +252,22 @@ def test_expect_naming_a_path_that_does_not_exist_is_a_usage_error(item: str, pr
         expected_from_paths([item])
     assert str(err.value).startswith(f"usage error: --expect: {problem}; fix: ")
     assert isinstance(err.value, SpecError) and err.value.exit_code == 2  # the CLI's exit code for usage errors
+
+
+@pytest.mark.case("bad input", "verify --expect naming a path that does not exist",
+                  "exit 2, one line naming the path and the fix; the index is not read")
+def test_expect_naming_a_missing_path_exits_2(hostile: HostileIndex, tmp_path: Path) -> None:
+    missing = tmp_path / "dist" / WHEEL
+    result = verify(hostile, "--expect", str(missing))
+    assert result.returncode == 2 and hostile.gets == []
+    assert one_line(result.stderr) == (f"wheelflow: error: usage error: --expect: '{missing}' does not exist; fix: give "
+                                       "the path of a built file, or a bare file name to check only that it is served")
+
+
+def test_verify_without_expect_proves_every_listed_file(hostile: HostileIndex) -> None:
+    hostile.list_files(PROJECT, [hostile.serve_file(WHEEL, WHEEL_BYTES),
+                                 hostile.serve_file(SDIST, b"other bytes", listed_sha256=sha256(SDIST_BYTES))])
+    result = verify(hostile, "--json")
+    assert result.returncode == 1
+    assert {f["filename"]: f["status"] for f in json.loads(result.stdout)["files"]} == {WHEEL: "served",
+                                                                                         SDIST: "hash-mismatch"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,12 +12,13 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from rich.table import Table
 
-from ..distributions import sha256_of
-from ..errors import SpecError
+from ..deadline import Deadline
+from ..errors import DeadlineExceeded, SpecError
 from ..indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP
 from ..localindex import open_index
 from ..spec import INDEX_ALIASES
-from ..verification import SERVED, VERIFIED, FileStatus, install_and_smoke, poll_until_served, read_served
+from ..simple_api import READ_TIMEOUT
+from ..verification import SERVED, VERIFIED, expected_from_paths, install_and_smoke, poll_until_served, read_served
 from ..versioning import parse_version
 from .common import add_json, add_spec, err_console, load_spec_arg, out_console, say
 
@@ -28,11 +28,13 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument("requirement", metavar="NAME==VERSION")
     parser.add_argument("--index", required=True,
                         help="local, pypi, testpypi, a target from the spec, or a Simple API URL")
-    parser.add_argument("--expect", action="append", default=[], metavar="FILENAME",
-                        help="a file that must be served; a path to a local file also checks its sha256 (repeatable)")
+    parser.add_argument("--expect", action="append", default=[], metavar="FILE",
+                        help="path of a built file (its bytes are proven) or a bare wheel/sdist name (only that it is "
+                             "served, its bytes downloaded and hashed); a path that does not exist is an error (repeatable)")
     parser.add_argument("--no-install", action="store_true", help="skip the install into a fresh virtualenv")
     parser.add_argument("--smoke", help="command run in the virtualenv after installing")
-    parser.add_argument("--timeout", type=float, help="seconds to wait for files to appear (default: per index)")
+    parser.add_argument("--timeout", type=float, help="seconds for the whole verify: listing, polling, downloads and "
+                        "install (default: per index, for the files to appear)")
     add_spec(parser)
     add_json(parser)
     return parser
@@ -59,24 +61,25 @@ def index_endpoints(args: argparse.Namespace) -> contextlib.AbstractContextManag
 def run(args: argparse.Namespace) -> int:
     name, raw_version = parse_pin(args.requirement)
     version = str(parse_version(raw_version, "NAME==VERSION"))
-    expected: dict[str, str | None] = {}
-    for item in args.expect:
-        path = Path(item)
-        expected[path.name] = sha256_of(path) if path.is_file() else None
+    expected = expected_from_paths(args.expect)
 
     with index_endpoints(args) as endpoints:
-        timeout = args.timeout if args.timeout is not None else endpoints.verify_timeout
+        deadline = Deadline.after(args.timeout if args.timeout is not None else endpoints.verify_timeout)
         progress = (lambda message: None) if args.json else (lambda message: err_console.print(message, markup=False))
-        with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)) as client:
-            statuses, served = poll_until_served(lambda: read_served(client, endpoints.simple_url, name, version),
-                                                 expected, timeout, on_wait=progress,
-                                                 max_delay=PUBLIC_POLL_CAP if endpoints.public else PRIVATE_POLL_CAP)
-        if not expected:
-            statuses = [FileStatus(s.filename, s.sha256, SERVED, s.sha256) for s in served]
+        with httpx.Client(timeout=READ_TIMEOUT) as client:
+            statuses, served = poll_until_served(
+                lambda: read_served(client, endpoints.simple_url, name, version, deadline=deadline),
+                expected, deadline, on_wait=progress, max_delay=PUBLIC_POLL_CAP if endpoints.public else PRIVATE_POLL_CAP)
         ok = bool(statuses) and all(s.status in (VERIFIED, SERVED) for s in statuses)
         install: dict[str, Any] | None = None
         if ok and not args.no_install:
-            result = install_and_smoke(name, version, endpoints.simple_url, served, smoke=args.smoke, log=progress)
+            # With --timeout, one deadline bounds the whole verify, the install included.
+            budget = deadline.remaining() if args.timeout is not None else 900
+            if budget <= 0:
+                raise DeadlineExceeded(f"verify of {name} {version} on {endpoints.name}: no time left for the install "
+                                       f"within --timeout {args.timeout:g} s; fix: give a longer --timeout")
+            result = install_and_smoke(name, version, endpoints.simple_url, served, smoke=args.smoke, log=progress,
+                                       timeout=budget)
             install = {"ok": result.ok, "installed": result.installed, "message": result.message}
             ok = result.ok
 
