@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from .audits import Limits
 from .errors import CredentialsError, SpecError
+from .redaction import register_secret
 from .spec import Target, env_prefix, redact_url
 
 #: Default verification deadlines (seconds). The public index's Simple API sits behind a CDN that
@@ -100,7 +101,15 @@ def limits_for(target: Target) -> Limits:
 
 
 def load_credentials(target: Target) -> Credentials | None:
-    """The target's credentials from their declared source; never from the spec itself."""
+    """The target's credentials from their declared source; never from the spec itself. The
+    password is registered for redaction before anyone can log it."""
+    credentials = _read_credentials(target)
+    if credentials is not None:
+        register_secret(credentials.password)
+    return credentials
+
+
+def _read_credentials(target: Target) -> Credentials | None:
     source = target.credentials
     if source == "none":
         return None
