@@ -18,6 +18,7 @@ from packaging.utils import canonicalize_name
 
 from .audits import parse_size
 from .builders.docker import DockerOptions
+from .childenv import check_pass_env
 from .errors import SpecError
 from .matrix import Matrix, parse_matrix
 
@@ -74,6 +75,8 @@ class ReleaseSpec:
     # A person's decision before each target after the first (staging → production).
     approval: str = "auto"  # one of APPROVAL_POLICIES
     approval_timeout: int = 3600  # seconds; no decision by then fails the release
+    # build.pass-env: variables of the runner's environment the build may see (never wheelflow's own secrets).
+    pass_env: tuple[str, ...] = ()
 
     def target(self, name: str) -> Target:
         for target in self.targets:
@@ -146,7 +149,8 @@ def parse_spec(
 
     build_table = table.get("build", {})
     _require_type(build_table, dict, f"{prefix}.build")
-    _reject_unknown(build_table, {"env"}, f"{prefix}.build")
+    _reject_unknown(build_table, {"env", "pass-env"}, f"{prefix}.build")
+    pass_env = check_pass_env(build_table.get("pass-env", []), f"{prefix}.build.pass-env")
     build_env = build_table.get("env", {})
     _require_type(build_env, dict, f"{prefix}.build.env")
     for key, value in build_env.items():
@@ -181,6 +185,7 @@ def parse_spec(
         matrix=matrix,
         builder=builder,
         docker=_parse_docker(table.get("docker", {}), f"{prefix}.docker"),
+        pass_env=pass_env,
     )
 
 
