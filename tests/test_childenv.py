@@ -115,3 +115,28 @@ def test_build_and_smoke_see_no_credentials(tmp_path: Path, home: Path, index, m
     leaked = [name for name, value in {**SECRETS, "INDEX_PASSWORD": INDEX_PASSWORD}.items() if value in output]
     assert leaked == []
     assert [line for line in output.splitlines() if "TWINE_" in line or "PREFECT_API_KEY" in line] == []
+
+
+def test_local_builder_cells_see_no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from wheelflow.builders import PASSED
+    from wheelflow.builders.local import LocalBuilder
+    from wheelflow.matrix import Cell
+
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HF_TOKEN", "hf_cell-model-download-token")
+    project = make_project(tmp_path / "p")
+    (project / "setup.py").write_text(DUMP + "from setuptools import setup\nsetup()\n")
+    cell = Cell(name="py", values={"python": f"{sys.version_info.major}.{sys.version_info.minor}"}, timeout=600)
+    builder, log = LocalBuilder(pass_env=["HF_TOKEN"]), []
+    out = tmp_path / "out"
+    builder.build(cell, project, out, {"DECLARED": "by-the-spec"}, log.append, {})
+    [wheel] = out.glob("*.whl")
+    smoke = builder.smoke(cell, wheel, "env | sed 's/^/SMOKE-ENV /'", log.append, {})
+    assert smoke.state == PASSED, smoke.message
+    assert "BUILD-ENV DECLARED=by-the-spec" in log and "BUILD-ENV HF_TOKEN=***" in log
+    assert any(line.startswith("SMOKE-ENV PATH=") for line in log)
+    assert [name for name, value in SECRETS.items() if any(value in line for line in log)] == []
+    assert not any(line.startswith("SMOKE-ENV HF_TOKEN") for line in log)  # passed to the build only
