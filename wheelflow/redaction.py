@@ -92,10 +92,10 @@ def _redact_record(record: logging.LogRecord) -> None:
     if masked != message:
         # The args are folded in: a secret can hide in any argument's str().
         record.msg, record.args = masked, ()
-    if record.exc_info and not record.exc_text:
-        record.exc_text = logging.Formatter().formatException(record.exc_info)
-    if record.exc_text:
-        record.exc_text = redact(record.exc_text)
+    traceback = record.exc_text or (logging.Formatter().formatException(record.exc_info) if record.exc_info else "")
+    if traceback and redact(traceback) != traceback:
+        # Formatters print exc_text as it is; without exc_info no handler can render the original again.
+        record.exc_text, record.exc_info = redact(traceback), None
     if record.stack_info:
         record.stack_info = redact(record.stack_info)
 
