@@ -3,8 +3,9 @@
 handler's), reports, artifacts, alerts, exception messages and subprocess output.
 
 Code that reads a secret calls :func:`register_secret`; code that writes text a user or a server
-will see calls :func:`redact`. Registering the first secret installs the logging side
-(:func:`install_log_redaction`), so a process that knows a secret cannot log it unmasked.
+will see calls :func:`redact`. The logging side (:func:`install_log_redaction`) is installed when
+this module is imported (every wheelflow module imports it through wheelflow.errors) and again
+by any registration that finds it missing, so a process that knows a secret cannot log it unmasked.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 from urllib.parse import urlsplit
 
 MASK = "***"
@@ -52,7 +53,7 @@ def register_url(url: str | None) -> None:
         register_secret(path)
 
 
-def register_environment_secrets(environ: "os._Environ[str] | dict[str, str] | None" = None) -> None:
+def register_environment_secrets(environ: Mapping[str, str] | None = None) -> None:
     environ = os.environ if environ is None else environ
     for name in ENVIRONMENT_SECRETS:
         register_secret(environ.get(name))
