@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from .childenv import child_env
 from .errors import CredentialsError, SpecError
 from .redaction import register_secret
+from .spec import redact_url
 
 USERNAME_ENV = "WHEELFLOW_GIT_USERNAME"
 PASSWORD_ENV = "WHEELFLOW_GIT_PASSWORD"
@@ -53,9 +54,7 @@ def refuse_url_credentials(url: str, key: str = "project") -> None:
         return
     parts = urlsplit(url)
     if parts.password or (parts.username and parts.scheme in ("http", "https")):
-        host = parts.hostname or ""
-        shown = parts._replace(netloc=f"***@{host}{f':{parts.port}' if parts.port else ''}").geturl()
-        raise SpecError(key, f"{shown!r} carries credentials in the URL, where git would store and show them",
+        raise SpecError(key, f"{redact_url(url)!r} carries credentials in the URL, where git would store and show them",
                         f"remove them from the URL and export {USERNAME_ENV} and {PASSWORD_ENV} "
                         "(or name a Prefect Secret block)")
 
