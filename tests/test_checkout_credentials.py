@@ -156,11 +156,12 @@ def test_ssh_user_name_alone_is_not_a_credential(tmp_path: Path) -> None:
 
 
 def test_git_sees_no_terminal_and_no_inherited_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    from wheelflow.gitauth import GitCredentials, git_env
+    from wheelflow.gitauth import git_env
+    from wheelflow.indexes import Credentials
 
     monkeypatch.setenv("WHEELFLOW_STAGING_PASSWORD", "staging-pw-not-for-git")
     monkeypatch.setenv("PREFECT_API_KEY", "pnu_not-for-git")
-    plain, with_credentials = git_env(None), git_env(GitCredentials(USER, TOKEN))
+    plain, with_credentials = git_env(None), git_env(Credentials(USER, TOKEN))
     assert plain["GIT_TERMINAL_PROMPT"] == "0" and "GIT_ASKPASS" not in plain
     assert "WHEELFLOW_STAGING_PASSWORD" not in with_credentials and "PREFECT_API_KEY" not in with_credentials
     assert with_credentials["WHEELFLOW_GIT_PASSWORD"] == TOKEN

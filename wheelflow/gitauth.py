@@ -11,17 +11,16 @@ process, so no helper stores them on disk either.
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
 from .childenv import child_env
-from .errors import CredentialsError, SpecError
+from .errors import SpecError
+from .indexes import Credentials, secret_block_credentials
 from .redaction import register_secret
 from .spec import redact_url
 
@@ -42,12 +41,6 @@ esac
 _askpass_path: Path | None = None
 
 
-@dataclass(frozen=True)
-class GitCredentials:
-    username: str
-    password: str = field(repr=False)
-
-
 def refuse_url_credentials(url: str, key: str = "project") -> None:
     """SpecError when a git URL carries credentials (an ssh:// user name alone is not one)."""
     if "://" not in url:
@@ -59,46 +52,28 @@ def refuse_url_credentials(url: str, key: str = "project") -> None:
                         "(or name a Prefect Secret block)")
 
 
-def git_credentials(secret_block: str | None = None, environ: Mapping[str, str] | None = None) -> GitCredentials | None:
+def git_credentials(secret_block: str | None = None, environ: Mapping[str, str] | None = None) -> Credentials | None:
     """The credentials for git remotes: from a Prefect Secret block when one is named (a token, or
     {"username": ..., "password": ...}), else from the environment; None when there are none."""
     if secret_block:
-        credentials = _from_secret_block(secret_block)
+        credentials = secret_block_credentials(secret_block, "git credentials", f"export {PASSWORD_ENV}",
+                                               token_username=TOKEN_USERNAME)
     else:
         environ = os.environ if environ is None else environ
         password = environ.get(PASSWORD_ENV)
-        credentials = GitCredentials(environ.get(USERNAME_ENV) or TOKEN_USERNAME, password) if password else None
+        credentials = Credentials(environ.get(USERNAME_ENV) or TOKEN_USERNAME, password) if password else None
     if credentials is not None:
         register_secret(credentials.password)
     return credentials
 
 
-def _from_secret_block(block: str) -> GitCredentials:
-    from prefect.blocks.system import Secret
-
-    try:
-        value = Secret.load(block).get()
-    except ValueError:
-        raise CredentialsError(f"git credentials: Prefect Secret block {block!r} not found; fix: create it "
-                               f"(prefect block create secret) or export {PASSWORD_ENV}") from None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            return GitCredentials(TOKEN_USERNAME, value)
-    if isinstance(value, dict) and value.get("password"):
-        return GitCredentials(str(value.get("username") or TOKEN_USERNAME), str(value["password"]))
-    raise CredentialsError(f'git credentials: Secret block {block!r} must hold a token or {{"username": ..., '
-                           '"password": ...}; fix: store it in one of those forms')
-
-
-def git_command(args: tuple[str, ...] | list[str], credentials: GitCredentials | None) -> list[str]:
+def git_command(args: tuple[str, ...] | list[str], credentials: Credentials | None) -> list[str]:
     """``git ARGS``; with credentials, with git's credential helpers off (none may store them)."""
     helpers_off = ["-c", "credential.helper="] if credentials else []
     return ["git", *helpers_off, *args]
 
 
-def git_env(credentials: GitCredentials | None) -> dict[str, str]:
+def git_env(credentials: Credentials | None) -> dict[str, str]:
     """The environment of one git process: allow-listed, never prompting on a terminal, and with
     credentials, the askpass helper and the two variables it reads."""
     env = child_env(extra={"GIT_TERMINAL_PROMPT": "0"}, pass_env=SSH_VARIABLES)

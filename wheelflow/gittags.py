@@ -16,7 +16,8 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from .errors import WheelflowError
-from .gitauth import GitCredentials, git_command, git_credentials, git_env, refuse_url_credentials
+from .gitauth import git_command, git_credentials, git_env, refuse_url_credentials
+from .indexes import Credentials
 from .redaction import redact
 
 DEFAULT_TAG_PATTERNS = ("v{version}", "{version}")
@@ -33,7 +34,7 @@ class ReleaseTag:
     time: datetime  # aware
 
 
-def _git(*args: str, cwd: Path | None = None, credentials: GitCredentials | None = None) -> str:
+def _git(*args: str, cwd: Path | None = None, credentials: Credentials | None = None) -> str:
     """Run git with the allow-listed environment; ``credentials`` reach it through askpass only."""
     proc = subprocess.run(git_command(args, credentials), capture_output=True, text=True, cwd=cwd,
                           env=git_env(credentials))

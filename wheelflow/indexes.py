@@ -122,24 +122,29 @@ def _read_credentials(target: Target) -> Credentials | None:
                 f"fix: export {prefix}_PASSWORD (and {prefix}_USERNAME unless it is an API token)"
             )
         return Credentials(os.environ.get(f"{prefix}_USERNAME", "__token__"), password)
-    block = source.split(":", 1)[1]
+    return secret_block_credentials(source.split(":", 1)[1], f"target {target.name!r}", 'use credentials = "env"')
+
+
+def secret_block_credentials(block: str, owner: str, other_source: str, token_username: str = "__token__") -> Credentials:
+    """Credentials from a Prefect Secret block holding a token or {"username": ..., "password": ...};
+    ``owner`` and ``other_source`` complete the error messages."""
     from prefect.blocks.system import Secret
 
     try:
         value = Secret.load(block).get()
     except ValueError:
         raise CredentialsError(
-            f"target {target.name!r}: Prefect Secret block {block!r} not found; "
-            f"fix: create it (prefect block create secret) or use credentials = \"env\""
+            f"{owner}: Prefect Secret block {block!r} not found; "
+            f"fix: create it (prefect block create secret) or {other_source}"
         ) from None
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            return Credentials("__token__", value)
+            return Credentials(token_username, value)
     if isinstance(value, dict) and value.get("password"):
-        return Credentials(str(value.get("username", "__token__")), str(value["password"]))
+        return Credentials(str(value.get("username", token_username)), str(value["password"]))
     raise CredentialsError(
-        f"target {target.name!r}: Secret block {block!r} must hold a token or "
+        f"{owner}: Secret block {block!r} must hold a token or "
         '{"username": ..., "password": ...}; fix: store it in one of those forms'
     )
