@@ -117,48 +117,18 @@ def test_build_and_smoke_see_no_credentials(tmp_path: Path, home: Path, index, m
     assert [line for line in output.splitlines() if "TWINE_" in line or "PREFECT_API_KEY" in line] == []
 
 
-def test_local_builder_cells_see_no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
+def _cell_prints_its_environment(builder, cell, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Build and smoke-test a cell whose setup.py and smoke command print their environment, with
+    credentials in wheelflow's environment and HF_TOKEN passed; returns the log after the checks
+    every builder must pass."""
     from wheelflow.builders import PASSED
-    from wheelflow.builders.local import LocalBuilder
-    from wheelflow.matrix import Cell
 
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("HF_TOKEN", "hf_cell-model-download-token")
     project = make_project(tmp_path / "p")
     (project / "setup.py").write_text(DUMP + "from setuptools import setup\nsetup()\n")
-    cell = Cell(name="py", values={"python": f"{sys.version_info.major}.{sys.version_info.minor}"}, timeout=600)
-    builder, log = LocalBuilder(pass_env=["HF_TOKEN"]), []
-    out = tmp_path / "out"
-    builder.build(cell, project, out, {"DECLARED": "by-the-spec"}, log.append, {})
-    [wheel] = out.glob("*.whl")
-    smoke = builder.smoke(cell, wheel, "env | sed 's/^/SMOKE-ENV /'", log.append, {})
-    assert smoke.state == PASSED, smoke.message
-    assert any(line.startswith("SMOKE-ENV PATH=") for line in log)
-    assert [name for name, value in SECRETS.items() if any(value in line for line in log)] == []
-    assert "BUILD-ENV DECLARED=by-the-spec" in log and "BUILD-ENV HF_TOKEN=***" in log
-    assert not any(line.startswith("SMOKE-ENV HF_TOKEN") for line in log)  # passed to the build only
-
-
-@pytest.mark.case("secret", "credentials in wheelflow's environment; a Docker build and smoke container print their environment",
-                  "containers get the declared env, pass-env and proxies/locale only: no credential, no host PATH")
-def test_docker_build_and_smoke_containers_see_no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                              docker_images) -> None:
-    from wheelflow.builders import PASSED
-    from wheelflow.builders.docker import DockerBuilder, DockerOptions
-    from wheelflow.matrix import Cell
-
-    for name, value in SECRETS.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("HF_TOKEN", "hf_container-model-download-token")
-    monkeypatch.setenv("PATH", "/host-only/bin:" + __import__("os").environ["PATH"])
-    project = make_project(tmp_path / "p")
-    (project / "setup.py").write_text(DUMP + "from setuptools import setup\nsetup()\n")
-    cell = Cell(name="py3.11", values={"python": "3.11"}, image="wheelflow/builder:py3.11",
-                runtime_image="wheelflow/runtime:py3.11", timeout=900)
-    builder, log = DockerBuilder(DockerOptions(cuda_home=None), pass_env=["HF_TOKEN"]), []
+    log: list[str] = []
     out = tmp_path / "out"
     out.mkdir()
     builder.build(cell, project, out, {"DECLARED": "by-the-spec"}, log.append, {})
@@ -167,5 +137,33 @@ def test_docker_build_and_smoke_containers_see_no_credentials(tmp_path: Path, mo
     assert smoke.state == PASSED, smoke.message
     assert any(line.startswith("SMOKE-ENV PATH=") for line in log)
     assert [name for name, value in SECRETS.items() if any(value in line for line in log)] == []
-    assert not any("/host-only/bin" in line for line in log)  # the image's own PATH, not the host's
     assert "BUILD-ENV DECLARED=by-the-spec" in log and "BUILD-ENV HF_TOKEN=***" in log
+    assert not any(line.startswith("SMOKE-ENV HF_TOKEN") for line in log)  # passed to the build only
+    return log
+
+
+def test_local_builder_cells_see_no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from wheelflow.builders.local import LocalBuilder
+    from wheelflow.matrix import Cell
+
+    cell = Cell(name="py", values={"python": f"{sys.version_info.major}.{sys.version_info.minor}"}, timeout=600)
+    _cell_prints_its_environment(LocalBuilder(pass_env=["HF_TOKEN"]), cell, tmp_path, monkeypatch)
+
+
+@pytest.mark.case("secret", "credentials in wheelflow's environment; a Docker build and smoke container print their environment",
+                  "containers get the declared env, pass-env and proxies/locale only: no credential, no host PATH")
+def test_docker_build_and_smoke_containers_see_no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              docker_images) -> None:
+    import os
+
+    from wheelflow.builders.docker import DockerBuilder, DockerOptions
+    from wheelflow.matrix import Cell
+
+    monkeypatch.setenv("PATH", "/host-only/bin:" + os.environ["PATH"])
+    cell = Cell(name="py3.11", values={"python": "3.11"}, image="wheelflow/builder:py3.11",
+                runtime_image="wheelflow/runtime:py3.11", timeout=900)
+    builder = DockerBuilder(DockerOptions(cuda_home=None), pass_env=["HF_TOKEN"])
+    log = _cell_prints_its_environment(builder, cell, tmp_path, monkeypatch)
+    assert not any("/host-only/bin" in line for line in log)  # the image's own PATH, not the host's
