@@ -41,6 +41,7 @@ def build_release_files(spec: ReleaseSpec, resolved: ResolvedVersion, kinds: tup
         home=wheelflow_home(),
         log=logger.info,
         source_date_epoch=resolved.commit_time,
+        pass_env=spec.pass_env,  # build.pass-env: read from this runner at build time, not in the cache key
     )
     for dist in result.dists:
         logger.info("%s %s sha256=%s%s", dist.kind, dist.filename, dist.sha256, " (cached)" if result.cached else "")

@@ -25,6 +25,8 @@ from typing import Any, Callable, Mapping
 
 import httpx
 
+from .redaction import redact, redact_value, register_secret, register_url
+
 WEBHOOK_ENV = "WHEELFLOW_ALERT_WEBHOOK"
 SLACK_ENV = "WHEELFLOW_ALERT_SLACK_WEBHOOK"
 DISCORD_ENV = "WHEELFLOW_ALERT_DISCORD_WEBHOOK"
@@ -47,11 +49,11 @@ class Alert:
         body = [f"[wheelflow] {self.summary}", *self.lines]
         if self.flow_run_url:
             body.append(f"flow run: {self.flow_run_url}")
-        return "\n".join(body)
+        return redact("\n".join(body))
 
     def payload(self) -> dict[str, Any]:
         # "text" makes the same payload readable by simple receivers too.
-        return {**asdict(self), "lines": list(self.lines), "text": self.text()}
+        return redact_value({**asdict(self), "lines": list(self.lines), "text": self.text()})
 
 
 @dataclass(frozen=True)
@@ -81,18 +83,22 @@ def _split(value: str) -> list[str]:
 
 def configured_channels(env: Mapping[str, str] | None = None, read_secret: SecretReader | None = None) -> list[Channel]:
     """The destinations named in ``env`` (default: the environment); ``read_secret`` resolves
-    ``prefect-secret:BLOCK`` values (see :func:`wheelflow.prefect_api.read_secret`)."""
+    ``prefect-secret:BLOCK`` values (see :func:`wheelflow.prefect_api.read_secret`). Every webhook URL
+    and the SMTP password are registered for redaction as they are read."""
     env = os.environ if env is None else env
     channels = [Channel("webhook", url) for url in _split(_resolve(env.get(WEBHOOK_ENV, ""), read_secret))]
     if env.get(SLACK_ENV):
         channels += [Channel("slack", url) for url in _split(_resolve(env[SLACK_ENV], read_secret))]
     if env.get(DISCORD_ENV):
         channels += [Channel("discord", url) for url in _split(_resolve(env[DISCORD_ENV], read_secret))]
+    for channel in channels:
+        register_url(channel.target)
     if env.get(EMAIL_TO_ENV) and env.get("WHEELFLOW_SMTP_HOST"):
         smtp = {key: env[f"WHEELFLOW_SMTP_{key.upper()}"] for key in
                 ("host", "port", "from", "username", "password", "starttls") if env.get(f"WHEELFLOW_SMTP_{key.upper()}")}
         if "password" in smtp:
             smtp["password"] = _resolve(smtp["password"], read_secret)
+            register_secret(smtp["password"])
         channels.append(Channel("email", env[EMAIL_TO_ENV], smtp))
     return channels
 

@@ -18,13 +18,15 @@ import tempfile
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from packaging.utils import canonicalize_name
 
 from . import __version__
+from .childenv import child_env
 from .distributions import Distribution, describe, sha256_of
 from .errors import BuildError
+from .redaction import redact
 
 _SKIP_DIRS = {".git", ".hg", ".wheelflow", "__pycache__", "build", "dist", ".venv", ".tox", ".pytest_cache"}
 MANIFEST = "manifest.json"
@@ -41,7 +43,7 @@ class BuildResult:
 def _source_files(project: Path) -> list[Path]:
     listed = subprocess.run(
         ["git", "-C", str(project), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True,
+        capture_output=True, env=child_env(),
     )
     if listed.returncode == 0:
         names = [n for n in listed.stdout.decode().split("\0") if n]
@@ -114,8 +116,12 @@ def build_distributions(
     home: Path,
     log: Callable[[str], None] = print,
     source_date_epoch: int | None = None,
+    pass_env: Sequence[str] = (),
 ) -> BuildResult:
-    """Build (or reuse from cache) the asked artifacts; raises BuildError with the log's tail."""
+    """Build (or reuse from cache) the asked artifacts; raises BuildError with the log's tail.
+
+    The build sees the allow-listed environment, ``env`` and the ``pass_env`` variables (whose
+    values are not part of the cache key: a rotated token does not rebuild)."""
     key = cache_key(project, artifacts, env, version)
     directory = home / "builds" / canonicalize_name(name) / version / key[:16]
     cached = _load_cached(directory)
@@ -128,7 +134,7 @@ def build_distributions(
     # Both kinds: pypa/build makes the sdist, then the wheel from it, which proves the sdist builds.
     kind_flags = [] if set(artifacts) == {"sdist", "wheel"} else [f"--{artifacts[0]}"]
     cmd = [sys.executable, "-m", "build", *kind_flags, "--outdir", str(staging), str(project)]
-    build_env = {**os.environ, **env}
+    build_env = child_env(extra=env, pass_env=pass_env)
     if source_date_epoch is not None:
         build_env.setdefault("SOURCE_DATE_EPOCH", str(source_date_epoch))
     log("$ " + " ".join(cmd))
@@ -137,7 +143,7 @@ def build_distributions(
                             errors="replace")
     assert proc.stdout is not None
     for line in proc.stdout:
-        line = line.rstrip()
+        line = redact(line.rstrip())  # the build may print its environment: passed tokens included
         tail.append(line)
         log(line)
     if proc.wait() != 0:

@@ -1,10 +1,14 @@
-"""The source to release: a local project as it is, or a git URL (or repository) at a ref."""
+"""The source to release: a local project as it is, or a git URL (or repository) at a ref.
+
+A URL never carries credentials (see :mod:`wheelflow.gitauth`): they reach git through askpass.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
+from .gitauth import git_credentials, refuse_url_credentials
 from .gittags import GitError, _git
 from .spec import redact_url
 
@@ -13,21 +17,26 @@ def is_git_url(project: str) -> bool:
     return "://" in project or project.startswith("git@")
 
 
-def checkout(project: str, ref: str | None, home: Path) -> Path:
+def checkout(project: str, ref: str | None, home: Path, *, git_secret: str | None = None) -> Path:
     """``project`` itself when it is a local path and no ref is asked for; otherwise a clone under
-    $WHEELFLOW_HOME/checkouts (reused across runs: fetched, then checked out at ``ref``)."""
+    $WHEELFLOW_HOME/checkouts (reused across runs: fetched, then checked out at ``ref``).
+
+    A URL with credentials in it is refused (SpecError); credentials for the remote come from
+    WHEELFLOW_GIT_USERNAME/WHEELFLOW_GIT_PASSWORD, or from the Prefect Secret block ``git_secret``."""
     if not is_git_url(project) and ref is None:
         return Path(project)
+    refuse_url_credentials(project)
+    credentials = git_credentials(git_secret) if is_git_url(project) else None
     clone = home / "checkouts" / hashlib.sha256(project.encode()).hexdigest()[:16]
     if not (clone / ".git").exists():
         clone.parent.mkdir(parents=True, exist_ok=True)
         try:
-            _git("clone", "--quiet", project, str(clone))
+            _git("clone", "--quiet", project, str(clone), credentials=credentials)
         except GitError:
-            raise GitError(f"cannot clone {redact_url(project)}; fix: check the URL and that this runner can "
-                           "reach it") from None
+            raise GitError(f"cannot clone {redact_url(project)}; fix: check the URL, that this runner can reach it "
+                           "and, for a private repository, WHEELFLOW_GIT_USERNAME/WHEELFLOW_GIT_PASSWORD") from None
     else:
-        _git("fetch", "--quiet", "--tags", "--force", "origin", cwd=clone)
+        _git("fetch", "--quiet", "--tags", "--force", "origin", cwd=clone, credentials=credentials)
     target = ref or "origin/HEAD"
     try:
         _git("checkout", "--quiet", "--force", "--detach", target, cwd=clone)

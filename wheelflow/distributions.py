@@ -20,6 +20,8 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
+from .childenv import child_env
+
 
 @dataclass(frozen=True)
 class Distribution:
@@ -117,7 +119,7 @@ def twine_check(paths: list[Path]) -> list[Finding]:
     for path in paths:
         proc = subprocess.run(
             [sys.executable, "-m", "twine", "check", "--strict", str(path)],
-            capture_output=True, text=True,
+            capture_output=True, text=True, env=child_env(),
         )
         if proc.returncode != 0:
             text = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # twine colours its output

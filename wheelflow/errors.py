@@ -7,13 +7,25 @@ error, a hash mismatch).
 
 from __future__ import annotations
 
+from .redaction import redact
+
 
 class WheelflowError(Exception):
     """Base class: ``str(err)`` is the one-line message shown to the user; ``exit_code`` is what
-    the CLI exits with (1: the release or check failed; 2: bad input, nothing was done)."""
+    the CLI exits with (1: the release or check failed; 2: bad input, nothing was done).
+
+    The message is masked when the error is made and again when it is shown (a secret may be
+    registered in between): an error can name a URL or quote an index, never a secret.
+    """
 
     transient = False
     exit_code = 1
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class SpecError(WheelflowError):
@@ -37,7 +49,7 @@ class BuildError(WheelflowError):
     """Building a distribution failed (deterministic: never retried)."""
 
     def __init__(self, message: str, log_tail: str = "") -> None:
-        self.log_tail = log_tail
+        self.log_tail = redact(log_tail)
         super().__init__(message)
 
 

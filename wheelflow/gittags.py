@@ -16,6 +16,9 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from .errors import WheelflowError
+from .gitauth import git_command, git_credentials, git_env, refuse_url_credentials
+from .indexes import Credentials
+from .redaction import redact
 
 DEFAULT_TAG_PATTERNS = ("v{version}", "{version}")
 
@@ -31,10 +34,13 @@ class ReleaseTag:
     time: datetime  # aware
 
 
-def _git(*args: str, cwd: Path | None = None) -> str:
-    proc = subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd)
+def _git(*args: str, cwd: Path | None = None, credentials: Credentials | None = None) -> str:
+    """Run git with the allow-listed environment; ``credentials`` reach it through askpass only."""
+    proc = subprocess.run(git_command(args, credentials), capture_output=True, text=True, cwd=cwd,
+                          env=git_env(credentials))
     if proc.returncode != 0:
-        raise GitError(f"git {args[0]} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode
+        raise GitError(f"git {args[0]} failed: {redact(str(last))}")
     return proc.stdout
 
 
@@ -43,12 +49,14 @@ def local_repository(repo: str, cache: Path) -> Path:
     path = Path(repo)
     if path.exists():
         return path
+    refuse_url_credentials(repo, "repo")
+    credentials = git_credentials()
     mirror = cache / hashlib.sha256(repo.encode()).hexdigest()[:16]
     if not mirror.exists():
         cache.mkdir(parents=True, exist_ok=True)
-        _git("clone", "--bare", "--filter=blob:none", "--quiet", repo, str(mirror))
+        _git("clone", "--bare", "--filter=blob:none", "--quiet", repo, str(mirror), credentials=credentials)
     else:
-        _git("fetch", "--quiet", "--tags", "--force", "--prune", cwd=mirror)
+        _git("fetch", "--quiet", "--tags", "--force", "--prune", cwd=mirror, credentials=credentials)
     return mirror
 
 

@@ -17,6 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .childenv import child_env
+
+#: What the docker CLI needs to find the daemon (names, not secrets).
+DOCKER_CLI_VARIABLES = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY")
+
 DOCKER_DIR = Path(__file__).resolve().parent / "dockerfiles"  # shipped inside the package
 
 
@@ -74,15 +79,16 @@ def debootstrap_import(client, distro: Distro, packages: tuple[str, ...], tag: s
         cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", f"--cache-dir={cache}",
                distro.suite, root, mirror]
         log("$ " + " ".join(cmd))
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
             raise RuntimeError(f"debootstrap {distro.suite} failed:\n{tail}")
         # apt lists and caches are not needed in an image.
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             shutil.rmtree(Path(root) / junk, ignore_errors=True)
-        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-        imported = subprocess.run(["docker", "import", "-", tag], stdin=tar.stdout, capture_output=True, text=True)
+        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE, env=child_env())
+        imported = subprocess.run(["docker", "import", "-", tag], stdin=tar.stdout, capture_output=True, text=True,
+                                  env=child_env(pass_env=DOCKER_CLI_VARIABLES))
         tar.wait()
         if imported.returncode != 0:
             raise RuntimeError(f"docker import {tag} failed: {imported.stderr.strip()}")

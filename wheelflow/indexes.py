@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from .audits import Limits
 from .errors import CredentialsError, SpecError
+from .redaction import register_secret
 from .spec import Target, env_prefix, redact_url
 
 #: Default verification deadlines (seconds). The public index's Simple API sits behind a CDN that
@@ -101,8 +102,16 @@ def limits_for(target: Target) -> Limits:
 
 
 def load_credentials(target: Target, read_secret: Callable[[str], Any] | None = None) -> Credentials | None:
-    """The target's credentials from their declared source; never from the spec itself.
-    ``read_secret`` reads a Prefect Secret block (see :func:`wheelflow.prefect_api.read_secret`)."""
+    """The target's credentials from their declared source; never from the spec itself. The
+    password is registered for redaction before anyone can log it. ``read_secret`` reads a Prefect
+    Secret block (see :func:`wheelflow.prefect_api.read_secret`)."""
+    credentials = _read_credentials(target, read_secret)
+    if credentials is not None:
+        register_secret(credentials.password)
+    return credentials
+
+
+def _read_credentials(target: Target, read_secret: Callable[[str], Any] | None) -> Credentials | None:
     source = target.credentials
     if source == "none":
         return None
@@ -115,22 +124,29 @@ def load_credentials(target: Target, read_secret: Callable[[str], Any] | None = 
                 f"fix: export {prefix}_PASSWORD (and {prefix}_USERNAME unless it is an API token)"
             )
         return Credentials(os.environ.get(f"{prefix}_USERNAME", "__token__"), password)
-    block = source.split(":", 1)[1]
+    return secret_block_credentials(source.split(":", 1)[1], f"target {target.name!r}", 'use credentials = "env"',
+                                    read_secret)
+
+
+def secret_block_credentials(block: str, owner: str, other_source: str, read_secret: Callable[[str], Any] | None,
+                             token_username: str = "__token__") -> Credentials:
+    """Credentials from a Prefect Secret block holding a token or {"username": ..., "password": ...};
+    ``owner`` and ``other_source`` complete the error messages."""
     if read_secret is None:
-        raise CredentialsError(f"target {target.name!r}: credentials in Prefect Secret block {block!r} need a "
-                               'Prefect API; fix: set PREFECT_API_URL, or use credentials = "env"')
+        raise CredentialsError(f"{owner}: credentials in Prefect Secret block {block!r} need a Prefect API; "
+                               f"fix: set PREFECT_API_URL, or {other_source}")
     try:
         value = read_secret(block)
     except CredentialsError as exc:
-        raise CredentialsError(f"target {target.name!r}: {exc}") from None
+        raise CredentialsError(f"{owner}: {exc}") from None
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            return Credentials("__token__", value)
+            return Credentials(token_username, value)
     if isinstance(value, dict) and value.get("password"):
-        return Credentials(str(value.get("username", "__token__")), str(value["password"]))
+        return Credentials(str(value.get("username", token_username)), str(value["password"]))
     raise CredentialsError(
-        f"target {target.name!r}: Secret block {block!r} must hold a token or "
+        f"{owner}: Secret block {block!r} must hold a token or "
         '{"username": ..., "password": ...}; fix: store it in one of those forms'
     )

@@ -17,8 +17,10 @@ from typing import Any, Callable
 
 import httpx
 
+from .childenv import child_env
 from .indexes import (PRIVATE_VERIFY_TIMEOUT, Credentials, Endpoints, endpoints_for_target, load_credentials,
                       resolve_endpoints)
+from .redaction import register_secret
 from .spec import Target
 
 
@@ -70,7 +72,7 @@ class PypiServer:
                # simple-dir re-reads the directory on every request: what is on disk is what is served.
                "--backend", "simple-dir", "--disable-fallback", "--hash-algo", "sha256", str(self.packages)]
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env())
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
@@ -118,9 +120,12 @@ class LocalIndex:
         # A random password per home, kept 0600 beside the index: uploads need auth even on loopback.
         path = self.root / "credentials.json"
         if path.exists():
-            return Credentials(self.USERNAME, json.loads(path.read_text())["password"])
+            password = json.loads(path.read_text())["password"]
+            register_secret(password)
+            return Credentials(self.USERNAME, password)
         self.root.mkdir(parents=True, exist_ok=True)
         password = secrets.token_urlsafe(24)
+        register_secret(password)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump({"username": self.USERNAME, "password": password}, handle)

@@ -1,4 +1,8 @@
-"""The release report: the checklist, the per-file outcome, and its JSON / markdown / table forms."""
+"""The release report: the checklist, the per-file outcome, and its JSON / markdown / table forms.
+
+Every form is redacted (:mod:`wheelflow.redaction`): a report quotes errors, build output and
+index answers, and ends up in artifacts, files and alerts.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from .redaction import redact, redact_value
 
 PASSED, FAILED, NOT_RUN = "passed", "failed", "not run"
 _ICON = {PASSED: "✅", FAILED: "❌", NOT_RUN: "➖"}
@@ -45,16 +51,16 @@ class CellReport:
     runner: str | None = None  # WHEELFLOW_RUNNER_NAME (or host) of the worker that built it, on a work pool
 
     def json(self) -> dict[str, Any]:
-        return {"cell": self.cell, "wheel": self.wheel, "sha256": self.sha256, "cached": self.cached,
-                "state": self.state, "smoke": self.smoke, "image": self.image, "size": self.size,
-                "attempts": self.attempts, "duration": round(self.duration, 2), "error": self.error,
-                "runner": self.runner}
+        return redact_value({"cell": self.cell, "wheel": self.wheel, "sha256": self.sha256, "cached": self.cached,
+                             "state": self.state, "smoke": self.smoke, "image": self.image, "size": self.size,
+                             "attempts": self.attempts, "duration": round(self.duration, 2), "error": self.error,
+                             "runner": self.runner})
 
     def table_row(self) -> dict[str, Any]:
-        return {"cell": self.cell, "image": self.image or "local", "duration": f"{self.duration:.1f} s",
-                "wheel": self.wheel or "", "size": self.size or 0, "sha256": self.sha256 or "",
-                "state": f"{self.state} (cached)" if self.cached else self.state, "attempts": self.attempts,
-                "smoke": self.smoke}
+        return redact_value({"cell": self.cell, "image": self.image or "local", "duration": f"{self.duration:.1f} s",
+                             "wheel": self.wheel or "", "size": self.size or 0, "sha256": self.sha256 or "",
+                             "state": f"{self.state} (cached)" if self.cached else self.state, "attempts": self.attempts,
+                             "smoke": self.smoke})
 
 
 @dataclass
@@ -91,7 +97,7 @@ class ReleaseReport:
         return next((f for f in self.files if f.filename == filename and f.target == target), None)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        return redact_value({
             "ok": self.ok,
             "name": self.name,
             "version": self.version,
@@ -102,7 +108,7 @@ class ReleaseReport:
             "builder": self.builder,
             "cells": [c.json() for c in self.cells],
             "runbook": self.runbook,
-        }
+        })
 
     def file_rows(self) -> list[dict[str, str]]:
         """One row per file and target: what was uploaded and what proves it is served."""
@@ -110,7 +116,8 @@ class ReleaseReport:
                  "sha256": f.sha256, "upload": f.upload, "served": f.status} for f in self.files]
 
     def table_rows(self) -> list[dict[str, str]]:
-        return [{"check": c.check, "result": f"{_ICON[c.status]} {c.status}", "detail": c.detail} for c in self.checks]
+        return redact_value([{"check": c.check, "result": f"{_ICON[c.status]} {c.status}", "detail": c.detail}
+                             for c in self.checks])
 
     def markdown(self) -> str:
         title = f"{self.name or self.project} {self.version or '(version unknown)'}"
@@ -127,7 +134,7 @@ class ReleaseReport:
             lines += ["", "## Rollback runbook", "", "```", *self.runbook, "```"]
         lines += ["", "| check | result | detail |", "|---|---|---|"]
         lines += [f"| {c.check} | {_ICON[c.status]} {c.status} | {c.detail} |" for c in self.checks]
-        return "\n".join(lines) + "\n"
+        return redact("\n".join(lines) + "\n")
 
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)

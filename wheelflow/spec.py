@@ -23,6 +23,7 @@ from pydantic import ValidationInfo, WithJsonSchema
 from pydantic import field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from .childenv import pass_env_problem
 from .errors import SpecError
 from .matrix import Matrix, MatrixTable
 from .spectypes import ByteSize, EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
@@ -211,6 +212,16 @@ class BuildTable(SpecModel):
     """``[tool.wheelflow.build]``."""
 
     env: EnvTable = Field(default_factory=dict, description="Environment of the build (sdist and wheels).")
+    pass_env: tuple[str, ...] = Field(default=(), description="Names of variables of the runner's environment that the "
+                                      "build may see (e.g. HF_TOKEN); wheelflow's own credentials are refused.")
+
+    @field_validator("pass_env", mode="before")
+    @classmethod
+    def _passable(cls, names: Any) -> Any:
+        refused = pass_env_problem(names)
+        if refused:
+            raise problem(*refused)
+        return tuple(dict.fromkeys(names))
 
 
 def _usable_target_names(targets: Any) -> Any:
@@ -274,6 +285,7 @@ class ReleaseSpec:
     docker: DockerOptions
     approval: str  # one of APPROVAL_POLICIES
     approval_timeout: int  # seconds; no decision by then fails the release
+    pass_env: tuple[str, ...] = ()  # build.pass-env: runner variables the build may see (never wheelflow's secrets)
 
     def target(self, name: str) -> Target:
         for target in self.targets:
@@ -332,6 +344,7 @@ def parse_spec(
         docker=spec.docker,
         approval=spec.approval,
         approval_timeout=spec.approval_timeout,
+        pass_env=spec.build.pass_env,
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import redaction
+from .childenv import child_env
 from .errors import HashMismatchError, IndexReadError, UploadError
 from .indexes import Credentials
 from .simple_api import ServedFile
@@ -26,10 +27,8 @@ class UploadAnswer:
 
 
 def redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    """``text`` without ``secrets`` nor any secret registered with :mod:`wheelflow.redaction`."""
+    return redaction.redact(text, secrets)
 
 
 HARD = "hard error"  # the index refused for a reason a retry cannot change
@@ -63,12 +62,14 @@ def classify(answer: UploadAnswer) -> tuple[str, str]:
 
 
 def run_twine_upload(path: Path, upload_url: str, credentials: Credentials | None, timeout: float = 900) -> UploadAnswer | None:
-    """One upload attempt; None on success, else the index's answer. Credentials travel in the environment."""
-    env = {
-        **os.environ,
+    """One upload attempt; None on success, else the index's answer.
+
+    The credentials of this one target travel in this one process's environment, which is
+    otherwise the allow-listed one (no other target's credentials, no PREFECT_API_KEY)."""
+    env = child_env(extra={
         "TWINE_USERNAME": credentials.username if credentials else "wheelflow",
         "TWINE_PASSWORD": credentials.password if credentials else "unused",
-    }
+    })
     secrets = [credentials.password] if credentials else []
     cmd = [sys.executable, "-m", "wheelflow._twine_upload", str(path), upload_url]
     try:

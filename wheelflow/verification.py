@@ -28,9 +28,11 @@ from urllib.parse import unquote
 import httpx
 from packaging.utils import canonicalize_name
 
+from .childenv import child_env
 from .deadline import Deadline
 from .distributions import parse_filename, sha256_of
 from .errors import IndexReadError, UsageError
+from .redaction import redact
 from .simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
 
 # VERIFIED is given only after a download: the served bytes hash to the built file's sha256.
@@ -275,12 +277,9 @@ class InstallResult:
 
 
 def _clean_pip_env() -> dict[str, str]:
-    # The install must come from the index under test: no user or site pip configuration,
-    # no extra indexes or find-links inherited from the environment.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    env["PIP_CONFIG_FILE"] = os.devnull
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    return env
+    # The install must come from the index under test: no user or site pip configuration, and
+    # (the allow-list passes no PIP_* but the CA) no extra indexes or find-links from the environment.
+    return child_env(extra={"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
 
 
 def pip_failure(output: str) -> str:
@@ -312,7 +311,8 @@ def install_and_smoke(
     root = Path(tempfile.mkdtemp(prefix="wheelflow-verify-", dir=workdir))
     try:
         venv = root / "venv"
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True,
+                       env=child_env())
         python = venv / "bin" / "python"
         report_path = root / "pip-report.json"
         env = _clean_pip_env()
@@ -324,7 +324,7 @@ def install_and_smoke(
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=root)
         except subprocess.TimeoutExpired:
             return InstallResult(False, None, f"pip install {name}=={version} did not finish within {timeout:.0f} s")
-        output = (proc.stdout + proc.stderr).strip()
+        output = redact((proc.stdout + proc.stderr).strip())
         if proc.returncode != 0:
             return InstallResult(False, None, f"pip install {name}=={version} failed: {pip_failure(output)[:300]}",
                                  output[-3000:])
@@ -345,7 +345,7 @@ def install_and_smoke(
                                  timeout=timeout)
         except subprocess.TimeoutExpired:
             return InstallResult(False, filename, f"smoke command did not finish within {timeout:.0f} s")
-        smoke_output = (run.stdout + run.stderr).strip()
+        smoke_output = redact((run.stdout + run.stderr).strip())  # it may print its environment
         for line in smoke_output.splitlines()[-20:]:
             log(line)
         if run.returncode != 0:

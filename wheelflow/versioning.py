@@ -13,6 +13,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
+from .childenv import child_env
 from .errors import VersionError
 from .spec import ReleaseSpec
 
@@ -62,7 +63,8 @@ def version_from_file(path: Path) -> str:
 
 def _git(project: Path, *args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(project), *args], capture_output=True, text=True, check=True)
+        out = subprocess.run(["git", "-C", str(project), *args], capture_output=True, text=True, check=True,
+                             env=child_env())
     except (subprocess.CalledProcessError, FileNotFoundError):
         return None
     return out.stdout

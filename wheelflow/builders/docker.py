@@ -11,10 +11,12 @@ from __future__ import annotations
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..building import first_error_line
+from ..childenv import container_env
 from ..errors import BuildError
+from ..redaction import redact
 from ..matrix import Cell
 from ..spec import HOST_CA_BUNDLE, DockerOptions
 from . import FAILED, PASSED, SKIPPED, InfrastructureError, Log, SmokeResult
@@ -66,8 +68,9 @@ def remove_containers(labels: Mapping[str, str]) -> int:
 class DockerBuilder:
     kind = "docker"
 
-    def __init__(self, options: DockerOptions | None = None) -> None:
+    def __init__(self, options: DockerOptions | None = None, pass_env: Sequence[str] = ()) -> None:
         self.options = options or DockerOptions()
+        self.pass_env = tuple(pass_env)  # build.pass-env: variables of this runner the build may see
 
     def _image(self, client: Any, cell: Cell, which: str = "image") -> Any:
         import docker
@@ -132,11 +135,12 @@ class DockerBuilder:
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    text = line.decode(errors="replace").rstrip()
+                    # A build or smoke command may print its environment: passed tokens included.
+                    text = redact(line.decode(errors="replace").rstrip())
                     tail.append(text)
                     log(text)
             if buffer:
-                tail.append(buffer.decode(errors="replace"))
+                tail.append(redact(buffer.decode(errors="replace")))
                 log(tail[-1])
 
         try:
@@ -157,15 +161,15 @@ class DockerBuilder:
         client = docker_client(timeout=max(60.0, cell.timeout + 30))
         try:
             image = self._image(client, cell)
-            volumes, container_env = self._volumes({str(source.resolve()): {"bind": "/src", "mode": "ro"},
-                                                    str(out.resolve()): {"bind": "/out", "mode": "rw"}}, cuda=True)
-            container_env.update(env)
-            if "PIP_CONSTRAINT" in container_env:  # written by the task into out/
-                container_env["PIP_CONSTRAINT"] = "/out/" + Path(container_env["PIP_CONSTRAINT"]).name
+            volumes, mount_env = self._volumes({str(source.resolve()): {"bind": "/src", "mode": "ro"},
+                                                str(out.resolve()): {"bind": "/out", "mode": "rw"}}, cuda=True)
+            build_env = container_env(extra={**mount_env, **env}, pass_env=self.pass_env)
+            if "PIP_CONSTRAINT" in build_env:  # written by the task into out/
+                build_env["PIP_CONSTRAINT"] = "/out/" + Path(build_env["PIP_CONSTRAINT"]).name
             # Compiling needs no GPU: ask for one only where the runner has it.
             gpu = cell.gpu and gpu_on_runner(client)
             log(f"cell {cell.name}: building in {cell.image} ({image.short_id}){' with a GPU' if gpu else ''}")
-            code, tail = self._run(client, cell, image, ["wheelflow-build-cell"], volumes, container_env, labels, log,
+            code, tail = self._run(client, cell, image, ["wheelflow-build-cell"], volumes, build_env, labels, log,
                                    gpu=gpu, role="build")
         finally:
             client.close()
@@ -183,8 +187,8 @@ class DockerBuilder:
                 return SmokeResult(SKIPPED, "skipped: no GPU on this runner")
             image = self._image(client, cell, "runtime_image")
             # The runtime image gets no toolkit: the wheel must work with what it carries.
-            volumes, env = self._volumes({str(wheel.parent.resolve()): {"bind": "/wheels", "mode": "ro"}}, cuda=False)
-            env["WHEELFLOW_SMOKE"] = smoke or "python -c pass"
+            volumes, mount_env = self._volumes({str(wheel.parent.resolve()): {"bind": "/wheels", "mode": "ro"}}, cuda=False)
+            env = container_env(extra={**mount_env, "WHEELFLOW_SMOKE": smoke or "python -c pass"})
             log(f"cell {cell.name}: smoke test of {wheel.name} in {cell.runtime_image}")
             code, tail = self._run(client, cell, image, ["wheelflow-smoke", wheel.name], volumes, env, labels, log,
                                    gpu=cell.gpu, role="smoke")

@@ -9,10 +9,12 @@ import sys
 import tempfile
 from collections import deque
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ..building import _source_files, first_error_line
+from ..childenv import child_env
 from ..errors import BuildError
+from ..redaction import redact
 from ..matrix import Cell
 from . import FAILED, PASSED, SKIPPED, CellUnbuildable, Log, SmokeResult, copy_source
 
@@ -30,7 +32,7 @@ def find_interpreter(python: str | None) -> str:
 
 def gpu_answers() -> bool:
     smi = shutil.which("nvidia-smi")
-    return bool(smi) and subprocess.run([smi, "-L"], capture_output=True).returncode == 0
+    return bool(smi) and subprocess.run([smi, "-L"], capture_output=True, env=child_env()).returncode == 0
 
 
 def _stream(cmd: list[str], env: Mapping[str, str], cwd: Path, log: Log, timeout: float) -> tuple[int, deque[str]]:
@@ -40,8 +42,9 @@ def _stream(cmd: list[str], env: Mapping[str, str], cwd: Path, log: Log, timeout
     assert proc.stdout is not None
     try:
         for line in proc.stdout:
-            tail.append(line.rstrip())
-            log(line.rstrip())
+            line = redact(line.rstrip())  # a build or smoke command may print its environment
+            tail.append(line)
+            log(line)
         return proc.wait(timeout), tail
     except subprocess.TimeoutExpired:
         proc.kill()
@@ -52,15 +55,18 @@ def _stream(cmd: list[str], env: Mapping[str, str], cwd: Path, log: Log, timeout
 class LocalBuilder:
     kind = "local"
 
+    def __init__(self, pass_env: Sequence[str] = ()) -> None:
+        self.pass_env = tuple(pass_env)  # build.pass-env: variables of this runner the build may see
+
     def preflight(self, cell: Cell) -> None:
         interpreter = find_interpreter(cell.values.get("python"))
-        if subprocess.run([interpreter, "-c", "import build"], capture_output=True).returncode != 0:
+        if subprocess.run([interpreter, "-c", "import build"], capture_output=True, env=child_env()).returncode != 0:
             raise CellUnbuildable(f"{interpreter} cannot import 'build'; fix: {interpreter} -m pip install build")
 
     def identity(self, cell: Cell) -> str:
         interpreter = find_interpreter(cell.values.get("python"))
         out = subprocess.run([interpreter, "-c", "import sys, sysconfig; print(sys.version, sysconfig.get_platform())"],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, env=child_env())
         return f"local:{out.stdout.strip()}"
 
     def build(self, cell: Cell, source: Path, out: Path, env: Mapping[str, str], log: Log, labels: Mapping[str, str]) -> None:
@@ -68,7 +74,7 @@ class LocalBuilder:
         copy = copy_source(source, _source_files(source))
         try:
             code, tail = _stream([interpreter, "-m", "build", "--wheel", "--outdir", str(out), str(copy)],
-                                 {**os.environ, **env}, copy, log, cell.timeout)
+                                 child_env(extra=env, pass_env=self.pass_env), copy, log, cell.timeout)
         finally:
             shutil.rmtree(copy, ignore_errors=True)
         if code == -9:
@@ -83,8 +89,8 @@ class LocalBuilder:
         interpreter = find_interpreter(cell.values.get("python"))
         with tempfile.TemporaryDirectory(prefix="wheelflow-smoke-") as root:
             venv = Path(root) / "venv"
-            subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, capture_output=True)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") and k != "PYTHONPATH"}
+            subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, capture_output=True, env=child_env())
+            env = child_env()
             env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1",
                        PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv))
             code, tail = _stream([str(venv / "bin" / "pip"), "install", "--no-cache-dir", "--quiet", str(wheel)],
