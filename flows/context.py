@@ -43,10 +43,10 @@ class ReleaseContext:
 
 def prepare(report: ReleaseReport, home: Path, *, project: str, spec_file: str | None, version: str | None,
             to: list[str] | None, ref: str | None, dev: bool, builder: str | None, approval: str | None,
-            cell_deployment: str | None, artifact_store: str | None) -> ReleaseContext:
+            cell_deployment: str | None, artifact_store: str | None, git_secret: str | None = None) -> ReleaseContext:
     """Check out the project, read its spec, resolve the version and the targets; stop before any
     build when the version's sources disagree or a target's credentials are missing."""
-    spec = load_spec(checkout(project, ref, home), spec_file)
+    spec = load_spec(checkout(project, ref, home, git_secret=git_secret, read_secret=read_secret), spec_file)
     report.name = spec.name
     targets = tuple(spec.target(name) for name in (to or [t.name for t in spec.targets] or ["local"]))
     if dev:

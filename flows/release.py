@@ -37,6 +37,7 @@ def release(
     artifact_store: str | None = None,
     approval: Literal["manual", "auto", "auto-if-staging-verified"] | None = None,
     dev: bool = False,
+    git_secret: str | None = None,
 ) -> dict:
     """Release the project at ``project`` to its targets and prove every file is served.
 
@@ -54,12 +55,15 @@ def release(
             (default: the spec's approval, else auto).
         dev: a development build (nightly): version = next micro + .devYYYYMMDDHHMM of the checked-out commit,
             stamped through WHEELFLOW_RELEASE_VERSION; tags are not required; published to the first target only.
+        git_secret: name of a Prefect Secret block holding the git credentials for a private project URL
+            (default: WHEELFLOW_GIT_USERNAME/WHEELFLOW_GIT_PASSWORD); a URL itself never carries credentials.
     """
     home = wheelflow_home()
     report = ReleaseReport(project=project, flow_run_id=flow_run.get_id())
     try:
         ctx = prepare(report, home, project=project, spec_file=spec_file, version=version, to=to, ref=ref, dev=dev,
-                      builder=builder, approval=approval, cell_deployment=cell_deployment, artifact_store=artifact_store)
+                      builder=builder, approval=approval, cell_deployment=cell_deployment, artifact_store=artifact_store,
+                      git_secret=git_secret)
         dists, versions = build(ctx)
         check(ctx, dists, versions)
         with publishing(ctx, dists) as publication:

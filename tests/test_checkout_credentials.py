@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import json
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,14 @@ def test_git_sees_no_terminal_and_no_inherited_secrets(monkeypatch: pytest.Monke
     answers = [subprocess.run([str(askpass), prompt], capture_output=True, text=True, env=with_credentials).stdout
                for prompt in ("Username for 'http://127.0.0.1': ", "Password for 'http://releaser@127.0.0.1': ")]
     assert answers == [f"{USER}\n", f"{TOKEN}\n"]
+
+
+@pytest.mark.case("secret", "release PATH or trigger --param project= is a git URL with a token in it",
+                  "exit 2 before any flow run exists: the token is in no parameter, output or error")
+def test_release_of_a_url_with_credentials_is_refused_with_exit_2(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    result = run_cli("release", "https://releaser:ghp-secret-token-1234@127.0.0.1:9/p.git", "--json")
+    assert result.returncode == 2
+    assert "ghp-secret-token-1234" not in result.stdout + result.stderr
+    assert "WHEELFLOW_GIT_PASSWORD" in result.stderr and json.loads(result.stdout)["ok"] is False

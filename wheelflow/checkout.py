@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any, Callable
 
 from .gitauth import git_credentials, refuse_url_credentials
 from .gittags import GitError, _git
@@ -17,7 +18,8 @@ def is_git_url(project: str) -> bool:
     return "://" in project or project.startswith("git@")
 
 
-def checkout(project: str, ref: str | None, home: Path, *, git_secret: str | None = None) -> Path:
+def checkout(project: str, ref: str | None, home: Path, *, git_secret: str | None = None,
+             read_secret: Callable[[str], Any] | None = None) -> Path:
     """``project`` itself when it is a local path and no ref is asked for; otherwise a clone under
     $WHEELFLOW_HOME/checkouts (reused across runs: fetched, then checked out at ``ref``).
 
@@ -26,7 +28,7 @@ def checkout(project: str, ref: str | None, home: Path, *, git_secret: str | Non
     if not is_git_url(project) and ref is None:
         return Path(project)
     refuse_url_credentials(project)
-    credentials = git_credentials(git_secret) if is_git_url(project) else None
+    credentials = git_credentials(git_secret, read_secret=read_secret) if is_git_url(project) else None
     clone = home / "checkouts" / hashlib.sha256(project.encode()).hexdigest()[:16]
     if not (clone / ".git").exists():
         clone.parent.mkdir(parents=True, exist_ok=True)

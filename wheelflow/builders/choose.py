@@ -16,4 +16,4 @@ def choose_builder(spec: ReleaseSpec, requested: str | None) -> Builder:
         raise SpecError("--builder", f"unknown builder {name!r}", 'use "docker" or "local"')
     if name is None:
         name = "docker" if daemon_answers() else "local"
-    return DockerBuilder(spec.docker) if name == "docker" else LocalBuilder()
+    return DockerBuilder(spec.docker, pass_env=spec.pass_env) if name == "docker" else LocalBuilder(pass_env=spec.pass_env)

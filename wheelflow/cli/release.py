@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
+from ..gitauth import refuse_url_credentials
 from ..localindex import wheelflow_home
 from ..spec import load_spec
 from .common import add_json, out_console, say
@@ -32,6 +33,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_url_credentials(args.path, "PATH")  # before it could reach a flow run's parameters
     spec = load_spec(args.path, args.spec)  # validated up front: a bad spec never starts a flow run
     for name in args.to or []:
         spec.target(name)

@@ -13,6 +13,7 @@ import json
 import signal
 from typing import Any, Iterator
 
+from ..gitauth import refuse_url_credentials
 from ..orchestration import EXIT_CANCELLED, RunOutcome, coerce_parameters
 from .common import add_json, say, split_pairs
 
@@ -56,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         deployment = find_deployment(client, args.deployment)
         parameters = coerce_parameters(deployment.parameter_openapi_schema or {},
                                        split_pairs(args.param, "--param", "version=1.2.3"), args.deployment)
+        for key in ("project", "repo"):
+            if isinstance(parameters.get(key), str):
+                refuse_url_credentials(parameters[key], f"--param {key}")  # never stored in a flow run's parameters
         flow_run = start_run(client, deployment, parameters, args.deployment)
         url = ui_url(str(flow_run.id))
         say(f"wheelflow: started {flow_run.name} ({flow_run.id}) of {args.deployment}" + (f": {url}" if url else ""))
