@@ -165,7 +165,7 @@ def test_trigger_wait_fails_when_verification_fails(served, staging, tmp_path: P
     status = run_cli("status", outcome["flow_run_id"])
     assert status.returncode == 1  # a failed run is not a green CI step
     reason = [line for line in status.stderr.splitlines() if line.startswith("wheelflow: flow run ")]
-    assert len(reason) == 1 and "Failed: " in reason[0] and "smoke" in reason[0]
+    assert len(reason) == 1 and "Failed: " in reason[0] and "smoke" in reason[0], status.stderr[-3000:]
     assert "wheelflow: install-and-smoke[staging]: Failed after 1 attempt(s)" in status.stderr
 
 
