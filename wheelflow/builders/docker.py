@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from ..building import first_error_line
 from ..errors import BuildError
 from ..matrix import Cell
+from ..reproducible import prefix_map_env
 from . import FAILED, PASSED, SKIPPED, InfrastructureError, Log, SmokeResult
 
 MANAGED_LABEL = "org.wheelflow.managed"
@@ -26,6 +27,7 @@ CELL_LABEL = "org.wheelflow.cell"
 ROLE_LABEL = "org.wheelflow.role"  # "build" or "smoke"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 CONTAINER_CUDA = "/usr/local/cuda"
+CONTAINER_BUILD_DIR = "/tmp/src"  # where build-cell.sh copies the read-only /src and builds: one path everywhere
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,8 @@ class DockerBuilder:
             volumes, container_env = self._volumes({str(source.resolve()): {"bind": "/src", "mode": "ro"},
                                                     str(out.resolve()): {"bind": "/out", "mode": "rw"}}, cuda=True)
             container_env.update(env)
+            # Compilers record the build directory in objects and debug info: record it as "." instead.
+            container_env.update(prefix_map_env(CONTAINER_BUILD_DIR, container_env))
             if "PIP_CONSTRAINT" in container_env:  # written by the task into out/
                 container_env["PIP_CONSTRAINT"] = "/out/" + Path(container_env["PIP_CONSTRAINT"]).name
             # Compiling needs no GPU: ask for one only where the runner has it.
