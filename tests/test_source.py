@@ -5,11 +5,6 @@ Real git repositories made here, real pypa/build builds of a small setuptools pr
 
 from __future__ import annotations
 
-import base64
-import csv
-import gzip
-import hashlib
-import io
 import json
 import os
 import tarfile
@@ -119,33 +114,6 @@ def test_one_commit_builds_byte_identical_files_from_two_checkouts_and_two_homes
     assert max(m.mtime for m in members) <= COMMIT_EPOCH
     assert {m.mode for m in members} <= {0o644, 0o755}
     assert twine_check([d.path for d in one.dists]) == []
-
-
-def test_a_rewritten_wheel_keeps_a_correct_record(tmp_path: Path) -> None:
-    from wheelflow.reproducible import normalise_wheel
-
-    wheel = tmp_path / "tiny_pkg-1.0.0-py3-none-any.whl"
-    files = {"tiny_pkg/__init__.py": b"x = 1\n", "tiny_pkg/run.sh": b"#!/bin/sh\n"}
-    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
-                     f"{len(data)}\n" for name, data in files.items()) + "tiny_pkg-1.0.0.dist-info/RECORD,,\n"
-    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
-        for (name, data), mode in zip(files.items(), (0o664, 0o775)):
-            info = zipfile.ZipInfo(name, date_time=(2030, 1, 1, 0, 0, 0))
-            info.external_attr = (0o100000 | mode) << 16
-            zf.writestr(info, data)
-        zf.writestr("tiny_pkg-1.0.0.dist-info/RECORD", record)
-
-    assert normalise_wheel(wheel, COMMIT_EPOCH) is True
-    assert normalise_wheel(wheel, COMMIT_EPOCH) is False  # already canonical: left alone
-    with zipfile.ZipFile(wheel) as zf:
-        infos = {i.filename: i for i in zf.infolist()}
-        rows = list(csv.reader(io.StringIO(zf.read("tiny_pkg-1.0.0.dist-info/RECORD").decode())))
-        for name, digest, size in rows[:-1]:
-            data = zf.read(name)
-            assert digest == "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-            assert int(size) == len(data)
-    assert [oct(infos[n].external_attr >> 16) for n in files] == ["0o100644", "0o100755"]
-    assert {i.date_time for i in infos.values()} == {(2026, 3, 1, 12, 0, 0)}
 
 
 def test_a_project_in_a_monorepo_subdirectory_is_exported_and_built_alone(tmp_path: Path) -> None:
