@@ -4,6 +4,8 @@ Building in the user's checkout builds whatever happens to be there (uncommitted
 files, a stale ``*.egg-info``, wheelflow's own ``.wheelflow``) and leaves build debris behind. So the
 commit's files of the project directory (a monorepo subdirectory included) are exported with
 ``git archive`` into ``$WHEELFLOW_HOME/sources``, and every build works on a copy of that export.
+Being git archive, it honours the ``export-ignore`` and ``export-subst`` attributes, and leaves out
+submodules' files (a project that needs them is not supported yet).
 
 What counts as dirty: a tracked file of the project directory that is modified, deleted or staged
 relative to the commit. Such a working tree is refused before anything is built, unless the caller
