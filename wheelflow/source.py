@@ -81,6 +81,13 @@ def resolve_commit(project: Path, revision: str = "HEAD") -> str | None:
     return out.strip() if out else None
 
 
+def _commit_and_tree(project: Path, revision: str) -> tuple[str | None, str | None]:
+    """The commit ``revision`` names and git's tree id of the project directory in it (None: absent)."""
+    commit = resolve_commit(project, revision)
+    tree = git_output(project, "rev-parse", "--verify", "--quiet", f"{commit}:./") if commit else None
+    return commit, tree.strip() if tree else None
+
+
 def commit_time(project: Path, commit: str) -> int | None:
     out = git_output(project, "log", "-1", "--format=%ct", commit)
     return int(out) if out and out.strip().isdigit() else None
@@ -267,17 +274,15 @@ def prepare_source(project: Path, *, home: Path, commit: str | None = None, allo
     """
     project = project.absolute()
     home = home.absolute()
-    commit_id = resolve_commit(project, commit or "HEAD")
+    commit_id, tree = _commit_and_tree(project, commit or "HEAD")
     if commit is not None and commit_id is None:
         raise SourceError(f"commit {commit!r} is not in the repository of {project}; fix: fetch it, or release "
                           "a commit that exists there")
-    tree = git_output(project, "rev-parse", "--verify", "--quiet", f"{commit_id}:./") if commit_id else None
     if tree is None and tracked_files(project, home) is None:
         return _directory_source(project, home)  # not a repository, or a directory git does not track
     if commit_id is None or tree is None:
         raise SourceError(f"{project} is not in commit {commit_id[:12] if commit_id else 'HEAD'}; "
                           "fix: commit the project first")
-    tree = tree.strip()
     changed = changed_files(project, commit_id)
     if changed and not allow_dirty:
         raise DirtySourceError(
@@ -317,8 +322,7 @@ def source_identity(project: Path, *, home: Path) -> str:
     exporting: the tree id of HEAD's project directory when the tracked files match it, else a
     digest of the files a build takes (never untracked files, never $WHEELFLOW_HOME)."""
     project, home = project.absolute(), home.absolute()
-    commit = resolve_commit(project)
-    tree = git_output(project, "rev-parse", "--verify", "--quiet", f"{commit}:./") if commit else None
-    if tree is not None and not changed_files(project, commit):
-        return f"git-tree:{tree.strip()}"
+    commit, tree = _commit_and_tree(project, "HEAD")
+    if commit is not None and tree is not None and not changed_files(project, commit):
+        return f"git-tree:{tree}"
     return f"files:{_files_digest(project, source_files(project, home))}"

@@ -69,7 +69,7 @@ class LocalBuilder:
         interpreter = find_interpreter(cell.values.get("python"))
         from ..localindex import wheelflow_home
 
-        copy = copy_source(source, [source / name for name in source_files(source, wheelflow_home())])
+        copy = copy_source(source, source_files(source, wheelflow_home()))
         try:
             # The copy's path is random: compilers record it as "." instead.
             build_env = {**os.environ, **env}
