@@ -6,6 +6,7 @@ from prefect import get_run_logger, task
 
 from wheelflow.building import BuildResult, build_distributions
 from wheelflow.localindex import wheelflow_home
+from wheelflow.source import Source, prepare_source
 from wheelflow.spec import ReleaseSpec
 from wheelflow.versioning import ResolvedVersion, development_version, resolve_version
 
@@ -27,12 +28,23 @@ def resolve_development_version(spec: ReleaseSpec) -> ResolvedVersion:
     return resolved
 
 
+@task(name="prepare-source", task_run_name="prepare-source", retries=0)  # a dirty tree is a decision, not a fault: never retried
+def prepare_release_source(spec: ReleaseSpec, resolved: ResolvedVersion, allow_dirty: bool = False) -> Source:
+    """The release commit's tracked files of the project, exported under $WHEELFLOW_HOME/sources;
+    a working tree that differs from that commit is refused here, before any build."""
+    source = prepare_source(spec.project_dir, home=wheelflow_home(), commit=resolved.commit, allow_dirty=allow_dirty)
+    (get_run_logger().warning if source.dirty else get_run_logger().info)("source: %s", source.description)
+    return source
+
+
 @task(name="build-distributions", task_run_name="build-distributions", retries=0)  # compile errors are deterministic: never retried
-def build_release_files(spec: ReleaseSpec, resolved: ResolvedVersion, kinds: tuple[str, ...] | None = None) -> BuildResult:
-    """The spec's artifacts built on this machine (``kinds``: only these, e.g. the sdist beside a matrix)."""
+def build_release_files(spec: ReleaseSpec, resolved: ResolvedVersion, kinds: tuple[str, ...] | None = None,
+                        source: Source | None = None) -> BuildResult:
+    """The spec's artifacts built on this machine (``kinds``: only these, e.g. the sdist beside a matrix),
+    from ``source`` (default: the project directory as it is, see ``build_distributions``)."""
     logger = get_run_logger()
     result = build_distributions(
-        spec.project_dir,
+        source or spec.project_dir,
         name=spec.name,
         version=resolved.version,
         artifacts=kinds or spec.artifacts,
@@ -40,7 +52,7 @@ def build_release_files(spec: ReleaseSpec, resolved: ResolvedVersion, kinds: tup
         env={**spec.build_env, "WHEELFLOW_RELEASE_VERSION": resolved.version},
         home=wheelflow_home(),
         log=logger.info,
-        source_date_epoch=resolved.commit_time,
+        source_date_epoch=None if source else resolved.commit_time,  # a Source brings its commit's time
         pass_env=spec.pass_env,  # build.pass-env: read from this runner at build time, not in the cache key
     )
     for dist in result.dists:

@@ -1,8 +1,10 @@
 """Build the sdist and wheel(s) with pypa/build in an isolated environment, with a build cache.
 
-A build is cached under ``$WHEELFLOW_HOME/builds`` by the digest of its inputs (source tree, asked
-artifacts, build environment, interpreter). Re-running a release therefore reuses the exact bytes
-that were built (and perhaps already uploaded) instead of producing new ones under the same names.
+A build is cached under ``$WHEELFLOW_HOME/builds`` by the digest of its inputs (the source's git
+tree id, SOURCE_DATE_EPOCH, asked artifacts, build environment, interpreter). Re-running a release
+therefore reuses the exact bytes that were built (and perhaps already uploaded) instead of producing
+new ones under the same names. Builds run in a private copy of the source export (``source.py``)
+and their archives are normalised (``reproducible.py``): one commit builds the same bytes anywhere.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import tempfile
 from collections import deque
 from dataclasses import dataclass
@@ -27,8 +30,9 @@ from .childenv import child_env
 from .distributions import Distribution, describe, sha256_of
 from .errors import BuildError
 from .redaction import redact
+from .reproducible import normalise_sdist, normalise_wheel, prefix_map_env
+from .source import Source, prepare_source, source_identity
 
-_SKIP_DIRS = {".git", ".hg", ".wheelflow", "__pycache__", "build", "dist", ".venv", ".tox", ".pytest_cache"}
 MANIFEST = "manifest.json"
 
 
@@ -40,33 +44,22 @@ class BuildResult:
     cache_key: str
 
 
-def _source_files(project: Path) -> list[Path]:
-    listed = subprocess.run(
-        ["git", "-C", str(project), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True, env=child_env(),
-    )
-    if listed.returncode == 0:
-        names = [n for n in listed.stdout.decode().split("\0") if n]
-        return sorted(p for p in (project / n for n in names) if p.is_file())
-    files = []
-    for root, dirs, filenames in os.walk(project):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.endswith(".egg-info"))
-        files.extend(Path(root) / f for f in filenames)
-    return sorted(files)
-
-
 def source_digest(project: Path) -> str:
-    """sha256 over every source file's relative path and content (git's view when it is a repository)."""
-    digest = hashlib.sha256()
-    for path in _source_files(project):
-        digest.update(path.relative_to(project).as_posix().encode() + b"\0")
-        digest.update(sha256_of(path).encode() + b"\0")
-    return digest.hexdigest()
+    """The cache identity of ``project`` as it is on disk (see ``source.source_identity``): HEAD's tree
+    id when the tracked files match it, else a digest of the files a build takes. Untracked files
+    and $WHEELFLOW_HOME never count."""
+    from .localindex import wheelflow_home
+
+    return source_identity(project, home=wheelflow_home())
 
 
-def cache_key(project: Path, artifacts: tuple[str, ...], env: Mapping[str, str], version: str) -> str:
+def cache_key(source: str, artifacts: tuple[str, ...], env: Mapping[str, str], version: str,
+              source_date_epoch: int | None = None) -> str:
+    """``source`` is a Source's identity (the tree id of a clean commit); the epoch is in every
+    archive's timestamps, so one tree committed twice builds two sets of bytes."""
     inputs = {
-        "source": source_digest(project),
+        "source": source,
+        "source_date_epoch": source_date_epoch,
         "artifacts": sorted(artifacts),
         "env": dict(sorted(env.items())),
         "version": version,
@@ -106,8 +99,56 @@ def build_fix(tail: "deque[str] | list[str]", home: Path) -> str:
     return "see the build log above"
 
 
+def _run_build(cmd: list[str], env: Mapping[str, str], *, what: str, home: Path, log: Callable[[str], None]) -> None:
+    log("$ " + " ".join(cmd))
+    tail: deque[str] = deque(maxlen=40)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env), text=True,
+                            errors="replace")
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = redact(line.rstrip())  # the build may print its environment: passed tokens included
+        tail.append(line)
+        log(line)
+    if proc.wait() != 0:
+        raise BuildError(
+            f"build of {what} failed (exit {proc.returncode}): {first_error_line(tail)[:200]}; "
+            f"fix: {build_fix(tail, home)}",
+            log_tail="\n".join(tail),
+        )
+
+
+def _unpack_sdist(sdist: Path, destination: Path) -> Path:
+    """The sdist's single top directory, unpacked under ``destination``."""
+    with tarfile.open(sdist) as tar:
+        tar.extractall(destination, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    (top,) = [p for p in destination.iterdir() if p.is_dir()]
+    return top
+
+
+def _build(source: Source, artifacts: tuple[str, ...], outdir: Path, workdir: Path, env: dict[str, str], *,
+           what: str, home: Path, log: Callable[[str], None]) -> None:
+    """pypa/build in a private copy of the export, so that nothing (build/, *.egg-info/) lands in the
+    user's checkout or the export. With both kinds the wheel is built from the normalised sdist,
+    unpacked at a known path, which proves the sdist builds and lets compilers drop that path."""
+    tree = workdir / "src"
+    shutil.copytree(source.path, tree, symlinks=True)
+    build = [sys.executable, "-m", "build", "--outdir", str(outdir)]
+    epoch = int(env["SOURCE_DATE_EPOCH"])
+    if "sdist" in artifacts:
+        _run_build([*build, "--sdist", str(tree)], env, what=what, home=home, log=log)
+        (sdist,) = outdir.glob("*.tar.gz")
+        normalise_sdist(sdist, epoch)
+        if "wheel" in artifacts:
+            tree = _unpack_sdist(sdist, workdir / "unpacked")
+    if "wheel" in artifacts:
+        _run_build([*build, "--wheel", str(tree)], {**env, **prefix_map_env(str(tree), env)}, what=what, home=home,
+                   log=log)
+        for wheel in outdir.glob("*.whl"):
+            normalise_wheel(wheel, epoch)
+
+
 def build_distributions(
-    project: Path,
+    project: Path | Source,
     *,
     name: str,
     version: str,
@@ -118,11 +159,15 @@ def build_distributions(
     source_date_epoch: int | None = None,
     pass_env: Sequence[str] = (),
 ) -> BuildResult:
-    """Build (or reuse from cache) the asked artifacts; raises BuildError with the log's tail.
+    """Build (or reuse from cache) the asked artifacts from ``project``: a Source (see
+    ``source.prepare_source``), or a path, taken as ``prepare_source(path, allow_dirty=True)`` takes
+    it. ``source_date_epoch`` defaults to the source's. Raises BuildError with the log's tail.
 
     The build sees the allow-listed environment, ``env`` and the ``pass_env`` variables (whose
     values are not part of the cache key: a rotated token does not rebuild)."""
-    key = cache_key(project, artifacts, env, version)
+    source = project if isinstance(project, Source) else prepare_source(project, home=home, allow_dirty=True)
+    epoch = source.date_epoch if source_date_epoch is None else source_date_epoch
+    key = cache_key(source.identity, artifacts, env, version, epoch)
     directory = home / "builds" / canonicalize_name(name) / version / key[:16]
     cached = _load_cached(directory)
     if cached is not None:
@@ -131,30 +176,27 @@ def build_distributions(
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=directory.parent))
-    # Both kinds: pypa/build makes the sdist, then the wheel from it, which proves the sdist builds.
-    kind_flags = [] if set(artifacts) == {"sdist", "wheel"} else [f"--{artifacts[0]}"]
-    cmd = [sys.executable, "-m", "build", *kind_flags, "--outdir", str(staging), str(project)]
-    build_env = child_env(extra=env, pass_env=pass_env)
-    if source_date_epoch is not None:
-        build_env.setdefault("SOURCE_DATE_EPOCH", str(source_date_epoch))
-    log("$ " + " ".join(cmd))
-    tail: deque[str] = deque(maxlen=40)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=build_env, text=True,
-                            errors="replace")
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = redact(line.rstrip())  # the build may print its environment: passed tokens included
-        tail.append(line)
-        log(line)
-    if proc.wait() != 0:
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="build-", dir=home / "tmp"))
+    build_env = child_env(extra={
+        "SOURCE_DATE_EPOCH": str(epoch),
+        # The export has no .git: setuptools-scm would find no version, or the repository around
+        # $WHEELFLOW_HOME's, without these.
+        "SETUPTOOLS_SCM_PRETEND_VERSION": version,
+        "GIT_CEILING_DIRECTORIES": str(workdir.parent),
+        **env,
+    }, pass_env=pass_env)
+    log(f"source: {source.description}")
+    try:
+        _build(source, artifacts, staging, workdir, build_env, what=f"{name} {version}", home=home, log=log)
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        raise BuildError(
-            f"build of {name} {version} failed (exit {proc.returncode}): {first_error_line(tail)[:200]}; "
-            f"fix: {build_fix(tail, home)}",
-            log_tail="\n".join(tail),
-        )
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     dists = sorted((describe(p) for p in staging.iterdir() if p.is_file()), key=lambda d: d.filename)
-    manifest = {"name": name, "version": version, "cache_key": key, "files": {d.filename: d.sha256 for d in dists}}
+    manifest = {"name": name, "version": version, "cache_key": key, "source": source.json(),
+                "files": {d.filename: d.sha256 for d in dists}}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
     if directory.exists():
         shutil.rmtree(directory)

@@ -20,6 +20,7 @@ from .builders import Builder, Log
 from .distributions import Distribution, describe, parse_filename
 from .errors import BuildError
 from .matrix import Cell
+from .reproducible import normalise_wheel
 
 MANIFEST = "manifest.json"
 
@@ -37,9 +38,13 @@ def expected_version(version: str, cell: Cell) -> str:
     return f"{version}+{cell.local_version}" if cell.local_version else version
 
 
-def cell_key(source_digest: str, cell: Cell, identity: str, build_env: Mapping[str, str], version: str) -> str:
+def cell_key(source_digest: str, cell: Cell, identity: str, build_env: Mapping[str, str], version: str,
+             source_date_epoch: int | None = None) -> str:
+    """``source_digest`` is the Source's identity (a clean commit's tree id), never a digest of the
+    working tree; the epoch is in the wheel's timestamps, so it is an input too."""
     inputs = {
         "source": source_digest,
+        "source_date_epoch": source_date_epoch,
         "cell": dict(cell.values),
         "identity": identity,  # the image id or the interpreter: a rebuilt image is a new cell
         "env": dict(sorted({**build_env, **cell.env}.items())),
@@ -66,7 +71,7 @@ def build_cell(
 ) -> CellBuild:
     started = time.monotonic()
     identity = builder.identity(cell)
-    key = cell_key(source_digest, cell, identity, build_env, version)
+    key = cell_key(source_digest, cell, identity, build_env, version, source_date_epoch)
     directory = home / "builds" / canonicalize_name(name) / version / "cells" / cell.name / key[:16]
     manifest = directory / MANIFEST
     if manifest.is_file():
@@ -99,6 +104,8 @@ def build_cell(
             got = parsed[1] if parsed else wheels[0].name
             raise BuildError(f"cell {cell.name}: built version {got}, the cell's is {wanted}; fix: make the build read "
                              "WHEELFLOW_RELEASE_VERSION / WHEELFLOW_LOCAL_VERSION")
+        if source_date_epoch is not None:
+            normalise_wheel(wheels[0], source_date_epoch)  # entry modes follow the builder's umask otherwise
         dist = describe(wheels[0])
         for leftover in staging.iterdir():
             if leftover != wheels[0]:

@@ -6,7 +6,6 @@ All sources that are present must agree; a mismatch is refused before anything i
 from __future__ import annotations
 
 import re
-import subprocess
 from datetime import datetime
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from packaging.version import InvalidVersion, Version
 
 from .childenv import child_env
 from .errors import VersionError
+from .source import commit_time, git_output as _git, resolve_commit
 from .spec import ReleaseSpec
 
 try:
@@ -30,7 +30,8 @@ class ResolvedVersion:
     version: str  # normalised PEP 440 form, as it appears in filenames
     tag: str | None  # the git tag at HEAD that names this version, if any
     sources: dict[str, str]  # where each agreeing value came from, e.g. {"tag v1.0": "1.0"}
-    commit_time: int | None  # HEAD's commit time (seconds), used as SOURCE_DATE_EPOCH
+    commit_time: int | None  # the release commit's time (seconds), used as SOURCE_DATE_EPOCH
+    commit: str | None = None  # the commit to build: the tag's, else HEAD (None: not under git)
 
 
 def parse_version(value: str, where: str) -> Version:
@@ -59,15 +60,6 @@ def version_from_file(path: Path) -> str:
     if match is None:
         raise VersionError(f'{path}: no __version__ = "..." assignment found; fix: add one or change version.file')
     return match.group(1)
-
-
-def _git(project: Path, *args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(project), *args], capture_output=True, text=True, check=True,
-                             env=child_env())
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return None
-    return out.stdout
 
 
 def resolve_version(spec: ReleaseSpec, requested: str | None = None) -> ResolvedVersion:
@@ -117,12 +109,15 @@ def resolve_version(spec: ReleaseSpec, requested: str | None = None) -> Resolved
                 "fix: check out the tagged commit, or release another version"
             )
 
-    commit_time = _git(project, "log", "-1", "--format=%ct", "HEAD")
+    # The tag's commit is HEAD here (a tag elsewhere was refused above); naming it keeps the build on
+    # exactly what was tagged even if HEAD moves before the source is exported.
+    commit = resolve_commit(project, f"refs/tags/{head_tag}" if head_tag else "HEAD")
     return ResolvedVersion(
         version=version,
         tag=head_tag,
         sources={source: str(value) for source, value in candidates.items()},
-        commit_time=int(commit_time) if commit_time and commit_time.strip().isdigit() else None,
+        commit_time=commit_time(project, commit) if commit else None,
+        commit=commit,
     )
 
 
@@ -136,10 +131,11 @@ def development_version(spec: ReleaseSpec, now: datetime) -> ResolvedVersion:
     base = parse_version(version_from_file(spec.project_dir / spec.version.file), str(spec.version.file))
     major, minor, micro = (list(base.release) + [0, 0])[:3]
     version = str(Version(f"{major}.{minor}.{micro + 1}.dev{now.strftime('%Y%m%d%H%M')}"))
-    commit_time = _git(spec.project_dir, "log", "-1", "--format=%ct", "HEAD")
+    commit = resolve_commit(spec.project_dir)
     return ResolvedVersion(
         version=version,
         tag=None,
         sources={"development build": f"{base} → {version}"},
-        commit_time=int(commit_time) if commit_time and commit_time.strip().isdigit() else None,
+        commit_time=commit_time(spec.project_dir, commit) if commit else None,
+        commit=commit,
     )

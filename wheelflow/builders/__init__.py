@@ -6,7 +6,6 @@ spec), defaulting to Docker when a daemon answers and local otherwise.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Callable, Mapping, Protocol
 
 from ..errors import WheelflowError
 from ..matrix import Cell
+from ..source import copy_tree
 
 Log = Callable[[str], None]
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
@@ -51,11 +51,8 @@ class Builder(Protocol):
         """Install ``wheel`` in a fresh environment and run the smoke command there."""
 
 
-def copy_source(source: Path, files: list[Path]) -> Path:
-    """A private copy of the source tree for one build (builds write build/ and *.egg-info/)."""
+def copy_source(source: Path, files: list[str]) -> Path:
+    """A private copy of ``files`` (relative to ``source``) for one build (builds write build/ and *.egg-info/)."""
     root = Path(tempfile.mkdtemp(prefix="wheelflow-src-"))
-    for path in files:
-        target = root / path.relative_to(source)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
+    copy_tree(source, files, root)
     return root

@@ -18,6 +18,7 @@ from ..childenv import container_env
 from ..errors import BuildError
 from ..redaction import redact
 from ..matrix import Cell
+from ..reproducible import prefix_map_env
 from ..spec import HOST_CA_BUNDLE, DockerOptions
 from . import FAILED, PASSED, SKIPPED, InfrastructureError, Log, SmokeResult
 
@@ -26,6 +27,7 @@ RUN_LABEL = "org.wheelflow.run"
 CELL_LABEL = "org.wheelflow.cell"
 ROLE_LABEL = "org.wheelflow.role"  # "build" or "smoke"
 CONTAINER_CUDA = "/usr/local/cuda"
+CONTAINER_BUILD_DIR = "/tmp/src"  # where build-cell.sh copies the read-only /src and builds: one path everywhere
 
 
 def docker_client(timeout: float = 30.0) -> Any:
@@ -164,6 +166,8 @@ class DockerBuilder:
             volumes, mount_env = self._volumes({str(source.resolve()): {"bind": "/src", "mode": "ro"},
                                                 str(out.resolve()): {"bind": "/out", "mode": "rw"}}, cuda=True)
             build_env = container_env(extra={**mount_env, **env}, pass_env=self.pass_env)
+            # Compilers record the build directory in objects and debug info: record it as "." instead.
+            build_env.update(prefix_map_env(CONTAINER_BUILD_DIR, build_env))
             if "PIP_CONSTRAINT" in build_env:  # written by the task into out/
                 build_env["PIP_CONSTRAINT"] = "/out/" + Path(build_env["PIP_CONSTRAINT"]).name
             # Compiling needs no GPU: ask for one only where the runner has it.

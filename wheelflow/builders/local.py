@@ -11,11 +11,13 @@ from collections import deque
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..building import _source_files, first_error_line
+from ..building import first_error_line
 from ..childenv import child_env
 from ..errors import BuildError
 from ..redaction import redact
 from ..matrix import Cell
+from ..reproducible import prefix_map_env
+from ..source import source_files
 from . import FAILED, PASSED, SKIPPED, CellUnbuildable, Log, SmokeResult, copy_source
 
 
@@ -71,10 +73,14 @@ class LocalBuilder:
 
     def build(self, cell: Cell, source: Path, out: Path, env: Mapping[str, str], log: Log, labels: Mapping[str, str]) -> None:
         interpreter = find_interpreter(cell.values.get("python"))
-        copy = copy_source(source, _source_files(source))
+        from ..localindex import wheelflow_home
+
+        copy = copy_source(source, source_files(source, wheelflow_home()))
         try:
+            # The copy's path is random: compilers record it as "." instead.
+            build_env = child_env(extra=env, pass_env=self.pass_env)
             code, tail = _stream([interpreter, "-m", "build", "--wheel", "--outdir", str(out), str(copy)],
-                                 child_env(extra=env, pass_env=self.pass_env), copy, log, cell.timeout)
+                                 {**build_env, **prefix_map_env(str(copy), build_env)}, copy, log, cell.timeout)
         finally:
             shutil.rmtree(copy, ignore_errors=True)
         if code == -9:

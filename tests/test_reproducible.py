@@ -1,0 +1,83 @@
+"""Archives and binaries that do not depend on where, when or under which umask they were built."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from wheelflow.reproducible import normalise_wheel, prefix_map_env
+
+COMMIT_EPOCH = 1772366400  # 2026-03-01T12:00:00Z
+
+
+def test_a_rewritten_wheel_keeps_a_correct_record(tmp_path: Path) -> None:
+    wheel = tmp_path / "tiny_pkg-1.0.0-py3-none-any.whl"
+    files = {"tiny_pkg/__init__.py": b"x = 1\n", "tiny_pkg/run.sh": b"#!/bin/sh\n"}
+    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+                     f"{len(data)}\n" for name, data in files.items()) + "tiny_pkg-1.0.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for (name, data), mode in zip(files.items(), (0o664, 0o775)):
+            info = zipfile.ZipInfo(name, date_time=(2030, 1, 1, 0, 0, 0))
+            info.external_attr = (0o100000 | mode) << 16
+            zf.writestr(info, data)
+        zf.writestr("tiny_pkg-1.0.0.dist-info/RECORD", record)
+
+    assert normalise_wheel(wheel, COMMIT_EPOCH) is True
+    assert normalise_wheel(wheel, COMMIT_EPOCH) is False  # already canonical: left alone
+    with zipfile.ZipFile(wheel) as zf:
+        infos = {i.filename: i for i in zf.infolist()}
+        rows = list(csv.reader(io.StringIO(zf.read("tiny_pkg-1.0.0.dist-info/RECORD").decode())))
+        for name, digest, size in rows[:-1]:
+            data = zf.read(name)
+            assert digest == "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            assert int(size) == len(data)
+    assert [oct(infos[n].external_attr >> 16) for n in files] == ["0o100644", "0o100755"]
+    assert {i.date_time for i in infos.values()} == {(2026, 3, 1, 12, 0, 0)}
+
+
+SOURCE = '#include <stdio.h>\nint main(void) { printf("%s\\n", __FILE__); return 0; }\n'
+KERNEL = '#include <cstdio>\n__global__ void k(float *x) { x[0] = 1; }\nint main() { std::printf("%s\\n", __FILE__); }\n'
+
+
+def compile_in(directory: Path, compiler: list[str], name: str, text: str, env: dict[str, str]) -> bytes:
+    directory.mkdir(parents=True)
+    (directory / name).write_text(text)
+    # An absolute source path, as setuptools passes it: what the prefix map must rewrite.
+    subprocess.run([*compiler, "-c", str(directory / name), "-o", str(directory / "out.o")], check=True,
+                   cwd=directory, env=env, capture_output=True)
+    return (directory / "out.o").read_bytes()
+
+
+def test_gcc_objects_from_two_directories_are_identical_with_the_prefix_maps(tmp_path: Path) -> None:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc on this machine")
+    objects = []
+    for where in ("first/checkout", "somewhere/else/entirely"):
+        directory = tmp_path / where
+        flags = prefix_map_env(str(directory), os.environ)["CFLAGS"].split()
+        # setuptools passes $CFLAGS to the compiler; here they are given on the command line.
+        objects.append(compile_in(directory, [gcc, "-g", "-O2", *flags], "hello.c", SOURCE, dict(os.environ)))
+        assert str(directory).encode() not in objects[-1]
+    assert objects[0] == objects[1]
+
+
+def test_nvcc_records_no_build_directory_with_the_prefix_maps(tmp_path: Path) -> None:
+    """nvcc reads NVCC_APPEND_FLAGS itself. Its objects still differ between two runs: the host
+    object's file symbol names nvcc's temporary file, which carries nvcc's process id."""
+    nvcc = shutil.which("nvcc") or next((p for p in ["/usr/local/cuda/bin/nvcc"] if Path(p).exists()), None)
+    if nvcc is None:
+        pytest.skip("no CUDA toolkit on this machine")
+    directory = tmp_path / "some" / "checkout"
+    env = {**os.environ, **prefix_map_env(str(directory), os.environ)}
+    compiled = compile_in(directory, [nvcc, "-g", "-O2", "-arch=sm_80"], "kernel.cu", KERNEL, env)
+    assert b"kernel.cu" in compiled and str(directory).encode() not in compiled

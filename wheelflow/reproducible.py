@@ -1,0 +1,95 @@
+"""Make built archives byte-identical for one commit, wherever and whenever they are built.
+
+With SOURCE_DATE_EPOCH set, setuptools/wheel already give wheel entries that time and write them
+in a fixed order. What still varies between two builds of one commit is:
+
+- the sdist: its tar keeps every file's mtime (checkout time, build time for generated files), its
+  mode (the umask of the machine that checked out and built it) and owner names, and its gzip
+  header carries the build time and the tar's file name;
+- wheel entry modes, which come from files on disk (the umask again), and the entry times of
+  backends that ignore SOURCE_DATE_EPOCH;
+- compiled code, which records the directory it was compiled in (``prefix_map_env``).
+
+Rewriting an archive changes none of its files' bytes, so a wheel's RECORD stays correct.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import stat
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Mapping
+
+ZIP_EPOCH = 315532800  # 1980-01-01: a zip entry cannot be older
+
+
+def canonical_mode(mode: int, *, is_dir: bool = False) -> int:
+    """0755 for directories and anything executable by someone, 0644 for everything else."""
+    return 0o755 if is_dir or mode & 0o111 else 0o644
+
+
+def _replace_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.normalising")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def normalise_sdist(path: Path, epoch: int) -> None:
+    """Rewrite a .tar.gz sdist: entries sorted by name, mtimes clamped to ``epoch``, owner 0/0 with
+    empty names, modes 0644/0755, gzip header without a file name and with mtime 0."""
+    tar_bytes = io.BytesIO()
+    with tarfile.open(path, "r:gz") as source, tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as out:
+        for member in sorted(source.getmembers(), key=lambda m: m.name):
+            entry = tarfile.TarInfo(member.name)
+            entry.type, entry.linkname, entry.size = member.type, member.linkname, member.size
+            entry.mode = 0o777 if member.issym() else canonical_mode(member.mode, is_dir=member.isdir())
+            entry.mtime = min(int(member.mtime), epoch)
+            entry.uid = entry.gid = 0
+            entry.uname = entry.gname = ""
+            out.addfile(entry, source.extractfile(member) if member.isreg() else None)
+    compressed = io.BytesIO()
+    # filename="" keeps gzip from writing the tar's name; mtime=0 keeps it from writing the time.
+    with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=9) as gz:
+        gz.write(tar_bytes.getvalue())
+    _replace_atomically(path, compressed.getvalue())
+
+
+def _wheel_entry_is_canonical(info: zipfile.ZipInfo, date_time: tuple[int, ...]) -> bool:
+    mode = info.external_attr >> 16
+    return info.date_time == date_time and mode == stat.S_IFREG | canonical_mode(mode)
+
+
+def normalise_wheel(path: Path, epoch: int) -> bool:
+    """Give every wheel entry the time ``epoch`` and mode 0644/0755, keeping the entry order and the
+    bytes of every file; returns whether the wheel had to be rewritten."""
+    date_time = time.gmtime(max(epoch, ZIP_EPOCH))[:6]
+    with zipfile.ZipFile(path) as source:
+        infos = source.infolist()
+        if all(_wheel_entry_is_canonical(info, date_time) for info in infos):
+            return False
+        rewritten = io.BytesIO()
+        with zipfile.ZipFile(rewritten, "w") as out:
+            for info in infos:
+                entry = zipfile.ZipInfo(info.filename, date_time=date_time)
+                entry.compress_type = info.compress_type
+                entry.create_system = 3  # unix: the mode bits below are read
+                entry.external_attr = (stat.S_IFREG | canonical_mode(info.external_attr >> 16)) << 16
+                out.writestr(entry, source.read(info))
+    _replace_atomically(path, rewritten.getvalue())
+    return True
+
+
+def prefix_map_env(build_dir: str, env: Mapping[str, str], *, to: str = ".") -> dict[str, str]:
+    """Compiler flags that record ``build_dir`` as ``to`` in objects and debug info, appended to
+    what ``env`` already sets (gcc/clang through CFLAGS/CXXFLAGS, nvcc's host compiler through
+    NVCC_APPEND_FLAGS): two builds in two directories then produce the same binaries."""
+    mapping = f"{build_dir}={to}"
+    flags = f"-ffile-prefix-map={mapping} -fdebug-prefix-map={mapping}"
+    nvcc = f"-Xcompiler -ffile-prefix-map={mapping} -Xcompiler -fdebug-prefix-map={mapping}"
+    return {name: f"{env[name]} {value}" if env.get(name) else value
+            for name, value in (("CFLAGS", flags), ("CXXFLAGS", flags), ("NVCC_APPEND_FLAGS", nvcc))}
