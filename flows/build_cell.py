@@ -16,9 +16,9 @@ from prefect.runtime import flow_run
 
 from wheelflow import artifactstore
 from wheelflow.builders.choose import choose_builder
-from wheelflow.building import source_digest
 from wheelflow.errors import SpecError
 from wheelflow.localindex import wheelflow_home
+from wheelflow.source import prepare_source
 from wheelflow.spec import load_spec
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 
@@ -31,7 +31,7 @@ def build_cell(
     artifact_store: str,
     spec_file: str | None = None,
     builder: str | None = None,
-    source_date_epoch: int | None = None,
+    commit: str | None = None,
 ) -> dict:
     """Build one cell of the project's wheel matrix and store the wheel.
 
@@ -42,7 +42,7 @@ def build_cell(
         artifact_store: fsspec URL of the store the release flow reads the wheel from.
         spec_file: a standalone spec TOML, when the project's pyproject.toml has none.
         builder: docker or local (default: the spec's, else docker when a daemon answers).
-        source_date_epoch: the release commit's time, for reproducible builds.
+        commit: the release commit: this runner builds that commit's export (default: HEAD of its checkout).
     """
     spec = load_spec(project, spec_file)
     cells = {c.name: c for c in (spec.matrix.cells if spec.matrix else ())}
@@ -50,9 +50,10 @@ def build_cell(
         raise SpecError("cell", f"{spec.name} has no matrix cell {cell!r}", f"use one of: {', '.join(cells) or 'none'}")
     chosen = choose_builder(spec, builder)
     run_label = str(flow_run.get_id())
-    job = CellJob(project=str(spec.project_dir), source_digest=source_digest(spec.project_dir), name=spec.name,
+    source = prepare_source(spec.project_dir, home=wheelflow_home(), commit=commit)
+    job = CellJob(project=str(source.path), source_digest=source.identity, name=spec.name,
                   version=version, build_env=dict(spec.build_env), home=str(wheelflow_home()), run_label=run_label,
-                  source_date_epoch=source_date_epoch)
+                  source_date_epoch=source.date_epoch)
     build, attempts = build_matrix_cell(chosen, cells[cell], job)
     smoke = smoke_matrix_cell(chosen, cells[cell], build.wheel, spec.smoke, run_label)
     url = artifactstore.put(artifact_store, build.wheel.path, build.wheel.sha256)

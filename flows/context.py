@@ -12,7 +12,8 @@ from wheelflow.localindex import credentials_for
 from wheelflow.prefect_api import read_secret
 from wheelflow.report import ReleaseReport
 from wheelflow.spec import ReleaseSpec, Target, load_spec
-from wheelflow.tasks.build import resolve_development_version, resolve_release_version
+from wheelflow.source import Source
+from wheelflow.tasks.build import prepare_release_source, resolve_development_version, resolve_release_version
 from wheelflow.versioning import ResolvedVersion
 
 
@@ -34,6 +35,7 @@ class ReleaseContext:
     report: ReleaseReport
     builder: str | None  # "docker", "local", or None: the spec's, else docker when a daemon answers
     approval: str  # the gate's policy before each target after the first
+    source: Source  # the release commit's export (or the directory, for a project not under git)
     remote: RemoteCells | None = None  # None: cells build in this flow run
 
     @property
@@ -43,9 +45,11 @@ class ReleaseContext:
 
 def prepare(report: ReleaseReport, home: Path, *, project: str, spec_file: str | None, version: str | None,
             to: list[str] | None, ref: str | None, dev: bool, builder: str | None, approval: str | None,
-            cell_deployment: str | None, artifact_store: str | None, git_secret: str | None = None) -> ReleaseContext:
-    """Check out the project, read its spec, resolve the version and the targets; stop before any
-    build when the version's sources disagree or a target's credentials are missing."""
+            cell_deployment: str | None, artifact_store: str | None, git_secret: str | None = None,
+            allow_dirty: bool = False) -> ReleaseContext:
+    """Check out the project, read its spec, resolve the version, the release commit's source and the
+    targets; stop before any build when the version's sources disagree, the working tree differs from
+    the commit (unless ``allow_dirty``), or a target's credentials are missing."""
     spec = load_spec(checkout(project, ref, home, git_secret=git_secret, read_secret=read_secret), spec_file)
     report.name = spec.name
     targets = tuple(spec.target(name) for name in (to or [t.name for t in spec.targets] or ["local"]))
@@ -57,7 +61,11 @@ def prepare(report: ReleaseReport, home: Path, *, project: str, spec_file: str |
         resolved = resolve_development_version(spec) if dev else resolve_release_version(spec, version)
         step.detail = ", ".join(f"{k}: {v}" for k, v in resolved.sources.items())
     report.version = resolved.version
+    with report.step("source") as step:
+        source = prepare_release_source(spec, resolved, allow_dirty)
+        step.detail = source.description
+    report.source = source.json()
     for target in targets:
         credentials_for(target, home, read_secret)  # missing credentials stop us before the build
     remote = RemoteCells(cell_deployment, artifact_store or default_store(home), spec_file) if cell_deployment else None
-    return ReleaseContext(spec, resolved, targets, home, report, builder, approval or spec.approval, remote)
+    return ReleaseContext(spec, resolved, targets, home, report, builder, approval or spec.approval, source, remote)

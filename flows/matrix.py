@@ -18,7 +18,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from wheelflow import artifactstore
 from wheelflow.builders import Builder, CellUnbuildable, InfrastructureError, SmokeResult
 from wheelflow.builders.choose import choose_builder
-from wheelflow.building import source_digest
 from wheelflow.cells import expected_version
 from wheelflow.distributions import Distribution, describe
 from wheelflow.errors import BuildError, CheckError
@@ -50,7 +49,7 @@ def build(ctx: ReleaseContext) -> tuple[list[Distribution], dict[str, str]]:
     dists: list[Distribution] = []
     if kinds:
         with report.step("built" if spec.matrix is None else "built sdist") as step:
-            built = build_release_files(spec, ctx.resolved, kinds=kinds)
+            built = build_release_files(spec, ctx.resolved, kinds=kinds, source=ctx.source)
             step.detail = ("reused from cache: " if built.cached else "") + ", ".join(d.filename for d in built.dists)
         dists += built.dists
     versions = {d.filename: ctx.version for d in dists}
@@ -103,9 +102,9 @@ def build_cells_here(ctx: ReleaseContext) -> list[CellOutcome]:
     ctx.report.builder = builder.kind
     image = (lambda cell: cell.image) if builder.kind == "docker" else (lambda cell: None)
     preflight(builder, matrix.cells, ctx, image)
-    job = CellJob(project=str(spec.project_dir), source_digest=source_digest(spec.project_dir), name=spec.name,
+    job = CellJob(project=str(ctx.source.path), source_digest=ctx.source.identity, name=spec.name,
                   version=ctx.version, build_env=dict(spec.build_env), home=str(ctx.home),
-                  run_label=str(ctx.report.flow_run_id), source_date_epoch=ctx.resolved.commit_time)
+                  run_label=str(ctx.report.flow_run_id), source_date_epoch=ctx.source.date_epoch)
     with ThreadPoolTaskRunner(max_workers=matrix.concurrency) as runner:
         futures = [runner.submit(build_matrix_cell, {"builder": builder, "cell": cell, "job": job})
                    for cell in matrix.cells]
@@ -147,7 +146,7 @@ def build_cells_remotely(ctx: ReleaseContext, remote: RemoteCells) -> list[CellO
     spec, matrix = ctx.spec, ctx.spec.matrix
     ctx.report.builder = f"{ctx.builder or spec.builder or 'default'} on {remote.deployment}"
     parameters = {"project": str(spec.project_dir), "version": ctx.version, "artifact_store": remote.store,
-                  "spec_file": remote.spec_file, "builder": ctx.builder, "source_date_epoch": ctx.resolved.commit_time}
+                  "spec_file": remote.spec_file, "builder": ctx.builder, "commit": ctx.source.commit}
     # Runs are created one after another (a SQLite-backed server handles that best) and then
     # followed together: the workers build them in parallel.
     started = {cell.name: run_deployment(remote.deployment, parameters={**parameters, "cell": cell.name},

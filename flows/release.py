@@ -38,6 +38,7 @@ def release(
     approval: Literal["manual", "auto", "auto-if-staging-verified"] | None = None,
     dev: bool = False,
     git_secret: str | None = None,
+    allow_dirty: bool = False,
 ) -> dict:
     """Release the project at ``project`` to its targets and prove every file is served.
 
@@ -57,13 +58,15 @@ def release(
             stamped through WHEELFLOW_RELEASE_VERSION; tags are not required; published to the first target only.
         git_secret: name of a Prefect Secret block holding the git credentials for a private project URL
             (default: WHEELFLOW_GIT_USERNAME/WHEELFLOW_GIT_PASSWORD); a URL itself never carries credentials.
+        allow_dirty: build the working tree where its tracked files differ from the release commit (the
+            report and the build manifest say dirty); by default such a release is refused before building.
     """
     home = wheelflow_home()
     report = ReleaseReport(project=project, flow_run_id=flow_run.get_id())
     try:
         ctx = prepare(report, home, project=project, spec_file=spec_file, version=version, to=to, ref=ref, dev=dev,
                       builder=builder, approval=approval, cell_deployment=cell_deployment, artifact_store=artifact_store,
-                      git_secret=git_secret)
+                      git_secret=git_secret, allow_dirty=allow_dirty)
         dists, versions = build(ctx)
         check(ctx, dists, versions)
         with publishing(ctx, dists) as publication:

@@ -198,7 +198,7 @@ def start_prefect_server(home: Path, env_extra: dict[str, str] | None = None,
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                              "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180  # ~15 s on an idle 2-core machine; far more while builds run beside it
     while True:
         try:
             if httpx.get(url + "/health", timeout=2).status_code == 200:

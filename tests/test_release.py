@@ -247,3 +247,24 @@ def test_a_development_build_stamps_a_dev_version_and_publishes_to_the_first_tar
     assert sorted((f["target"], f["filename"], f["status"]) for f in report["files"]) == [
         ("staging", f"tiny_pkg-{report['version']}-py3-none-any.whl", "verified"),
         ("staging", f"tiny_pkg-{report['version']}.tar.gz", "verified")]
+
+
+@pytest.mark.case("bad input", "a tracked file edited after tagging, then `wheelflow release`",
+                  "refused before any build naming the file and --allow-dirty; with it, released and labelled dirty")
+def test_a_dirty_checkout_is_refused_before_the_build_and_allow_dirty_labels_it(
+        tmp_path: Path, home: Path, index, index_credentials, prefect_api) -> None:
+    project = make_project(tmp_path / "p", index_url=index.simple_url)
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "release 1.0.0")
+    git(project, "tag", "v1.0.0")
+    (project / "README.md").write_text("# tiny-pkg\n\nAn uncommitted line that must not ship as 1.0.0.\n")
+
+    code, report, _ = release_json(str(project))
+    assert code == 1 and "README.md" in report["error"] and "--allow-dirty" in report["error"]
+    assert not (home / "builds").exists() and report["files"] == []
+
+    code, report, stderr = release_json(str(project), "--allow-dirty")
+    assert code == 0, stderr[-3000:]
+    assert "dirty" in next(c for c in report["checks"] if c["check"] == "source")["detail"]
+    assert report["source"]["dirty"] is True and report["source"]["changed"] == ["README.md"]

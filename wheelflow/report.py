@@ -76,6 +76,7 @@ class ReleaseReport:
     builder: str | None = None
     cells: list[CellReport] = field(default_factory=list)
     runbook: list[str] = field(default_factory=list)  # what a person must do for files that stayed published
+    source: dict[str, Any] | None = None  # what was built: the release commit's export, or a directory
 
     def add(self, check: str, passed: bool, detail: str = "") -> None:
         self.checks.append(Check(check, PASSED if passed else FAILED, detail))
@@ -108,6 +109,7 @@ class ReleaseReport:
             "builder": self.builder,
             "cells": [c.json() for c in self.cells],
             "runbook": self.runbook,
+            "source": self.source,
         })
 
     def file_rows(self) -> list[dict[str, str]]:

@@ -26,6 +26,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                         help="how the wheel matrix is built (default: the spec's, else docker when a daemon answers)")
     parser.add_argument("--dev", action="store_true",
                         help="a development build: next micro version + .devYYYYMMDDHHMM (for nightlies; no tag needed)")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="build the working tree where tracked files differ from the release commit (labelled dirty)")
     parser.add_argument("--approval", choices=["manual", "auto", "auto-if-staging-verified"],
                         help="who decides before each target after the first (default: the spec's, else auto)")
     add_json(parser, "the report")
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from ..flows.release import release
 
     state = release(project=str(Path(args.path).absolute()), spec_file=args.spec, version=args.version,
-                    to=args.to, builder=args.builder, approval=args.approval, dev=args.dev, return_state=True)
+                    to=args.to, builder=args.builder, approval=args.approval, dev=args.dev,
+                    allow_dirty=args.allow_dirty, return_state=True)
     flow_run_id = str(state.state_details.flow_run_id)
     report_path = wheelflow_home() / "reports" / f"{flow_run_id}.json"
     if report_path.exists():
