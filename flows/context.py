@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from packaging.utils import canonicalize_name
+from prefect import get_run_logger
 
 from wheelflow.artifactstore import default_store
 from wheelflow.checkout import checkout
 from wheelflow.errors import SpecError
 from wheelflow.localindex import credentials_for
-from wheelflow.prefect_api import read_secret
+from wheelflow.prefect_api import held_alone, read_secret
 from wheelflow.report import ReleaseReport
 from wheelflow.spec import ReleaseSpec, Target, load_spec
 from wheelflow.source import Source
@@ -69,3 +73,15 @@ def prepare(report: ReleaseReport, home: Path, *, project: str, spec_file: str |
         credentials_for(target, home, read_secret)  # missing credentials stop us before the build
     remote = RemoteCells(cell_deployment, artifact_store or default_store(home), spec_file) if cell_deployment else None
     return ReleaseContext(spec, resolved, targets, home, report, builder, approval or spec.approval, source, remote)
+
+
+#: How long a second run of one release waits for the first (its approval gate may take an hour).
+RELEASE_WAIT = 4 * 3600.0
+
+
+def one_release_at_a_time(ctx: ReleaseContext):
+    """One run of a project's version at a time, across workers and machines: a Prefect global
+    concurrency limit named after it. A second run waits, then finds what the first published."""
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{canonicalize_name(ctx.spec.name)}-{ctx.version}".lower()).strip("-")
+    return held_alone(f"wheelflow-release-{slug}", str(ctx.report.flow_run_id), RELEASE_WAIT,
+                      get_run_logger().warning)

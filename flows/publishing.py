@@ -12,6 +12,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import httpx
 from prefect import get_run_logger
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
@@ -19,14 +20,16 @@ from prefect.runtime import flow_run
 from prefect.transactions import Transaction, transaction
 
 from wheelflow.approval import ApprovalError, approval_key, needs_person
-from wheelflow.distributions import Distribution
+from wheelflow.distributions import Distribution, describe
 from wheelflow.errors import HashMismatchError, PublishError, UploadError, WheelflowError
 from wheelflow.indexes import Endpoints
 from wheelflow.localindex import open_index
-from wheelflow.prefect_api import Decision
+from wheelflow.monitor import manifest_variable, read_manifest, record_upload
+from wheelflow.prefect_api import Decision, read_variable, write_variable
 from wheelflow.removal import runbook as rollback_runbook
 from wheelflow.report import FileReport
 from wheelflow.routing import routed
+from wheelflow.simple_api import READ_TIMEOUT, ServedFile, download_sha256
 from wheelflow.spec import Target
 from wheelflow.tasks.check import check_target_rules
 from wheelflow.tasks.upload import UploadInProgress, read_served_files, read_target, rollback_hook, upload_file
@@ -67,8 +70,9 @@ def publishing(ctx: ReleaseContext, dists: list[Distribution]) -> Iterator[Publi
     with contextlib.ExitStack() as targets:
         stages = [Stage(position, target, targets.enter_context(open_index(target, ctx.home)), routed(dists, target))
                   for position, target in enumerate(ctx.targets)]
+        on_record = uploads_on_record(ctx)
         for stage in stages:  # a clash anywhere stops the release before the first upload anywhere
-            stage.present = read_present(ctx, stage)
+            stage.present = read_present(ctx, stage, on_record, dists, stages)
         upload_failure: UploadError | None = None
         try:
             with transaction() as txn:
@@ -86,20 +90,69 @@ def publishing(ctx: ReleaseContext, dists: list[Distribution]) -> Iterator[Publi
             raise upload_failure
 
 
-def read_present(ctx: ReleaseContext, stage: Stage) -> set[str]:
-    """What the target already serves with our bytes. Other bytes under one of our names, or a
-    target rule broken, is refused."""
+def uploads_on_record(ctx: ReleaseContext) -> dict[str, dict]:
+    """filename → {sha256, flow_run_id, targets} of what runs of this release uploaded: the record on
+    the Prefect server (every runner sees it), else this home's manifest."""
+    recorded = dict((read_variable(manifest_variable(ctx.spec.name, ctx.version)) or {}).get("files", {}))
+    for filename, sha256 in (read_manifest(ctx.home, ctx.spec.name, ctx.version) or {}).items():
+        recorded.setdefault(filename, {"sha256": sha256, "flow_run_id": None, "targets": []})
+    return recorded
+
+
+def note_upload(ctx: ReleaseContext, dist: Distribution, target: str) -> None:
+    """Record the upload on the Prefect server at once: a run killed after it still counts it."""
+    name = manifest_variable(ctx.spec.name, ctx.version)
+    write_variable(name, record_upload(read_variable(name), name=ctx.spec.name, version=ctx.version,
+                                       filename=dist.filename, sha256=dist.sha256, target=target,
+                                       flow_run_id=str(ctx.report.flow_run_id)), tags=("wheelflow-manifest",))
+
+
+def read_present(ctx: ReleaseContext, stage: Stage, on_record: dict[str, dict], dists: list[Distribution],
+                 stages: list[Stage]) -> set[str]:
+    """What the target already serves with this release's bytes: the ones built now, or the ones an
+    earlier run of this release uploaded (then those served bytes become the release's file: a
+    rebuild on another runner may differ). Other bytes under one of our names, or a target rule
+    broken, is refused."""
+    target = stage.target.name
     served = read_served_files(stage.endpoints, ctx.spec.name, ctx.version)
     check_target_rules(stage.files, stage.target, served)
     statuses = compare({d.filename: d.sha256 for d in stage.files}, served)
     clashes = [s for s in statuses if s.status == HASH_MISMATCH]
+    ours = [c for c in clashes if (on_record.get(c.filename) or {}).get("sha256") == (c.served_sha256 or "").lower()]
+    for clash in ours:
+        adopt(ctx, next(f for f in served if f.filename == clash.filename), on_record[clash.filename], dists, stages)
+    clashes = [c for c in clashes if c not in ours]
     for clash in clashes:
-        ctx.report.file(clash.filename, stage.target.name).status = HASH_MISMATCH
+        ctx.report.file(clash.filename, target).status = HASH_MISMATCH
     if clashes:
-        ctx.report.add(f"no conflicting files on {stage.target.name}", False, clashes[0].describe())
-        raise HashMismatchError(f"{stage.target.name}: {clashes[0].describe()}; fix: indexes never replace a file: "
+        clash = clashes[0]
+        mine = on_record.get(clash.filename)
+        known = (f" (this release's record: sha256 {mine['sha256']} uploaded by flow run {mine['flow_run_id']})"
+                 if mine and mine.get("flow_run_id") else "")
+        ctx.report.add(f"no conflicting files on {target}", False, clash.describe() + known)
+        raise HashMismatchError(f"{target}: {clash.describe()}{known}; fix: indexes never replace a file: "
                                 "release a new version (e.g. a .post1)")
-    return {s.filename for s in statuses if s.status == VERIFIED}
+    return {s.filename for s in statuses if s.status == VERIFIED} | {c.filename for c in ours}
+
+
+def adopt(ctx: ReleaseContext, served: ServedFile, record: dict, dists: list[Distribution], stages: list[Stage]) -> None:
+    """The served bytes an earlier run of this release uploaded become this release's file."""
+    directory = ctx.home / "adopted" / str(ctx.report.flow_run_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    with ctx.report.step(f"adopted {served.filename}") as step, httpx.Client(timeout=READ_TIMEOUT) as client:
+        sha256 = download_sha256(client, served.url, to=directory / served.filename)
+        if sha256 != record["sha256"]:
+            raise HashMismatchError(f"{served.filename}: downloaded sha256 {sha256}, the release's record says "
+                                    f"{record['sha256']}; fix: check what the index serves")
+        adopted = describe(directory / served.filename)
+        step.detail = (f"served with the sha256 recorded by flow run {record.get('flow_run_id') or 'an earlier run'}; "
+                       "this run's rebuild differs: the published bytes stay the release's")
+    dists[:] = [adopted if d.filename == served.filename else d for d in dists]
+    for stage in stages:
+        stage.files[:] = [adopted if d.filename == served.filename else d for d in stage.files]
+    for entry in ctx.report.files:
+        if entry.filename == served.filename:
+            entry.sha256 = sha256
 
 
 def gate(ctx: ReleaseContext, stage: Stage) -> None:
@@ -148,6 +201,7 @@ def upload(ctx: ReleaseContext, publication: Publication, stage: Stage) -> None:
                 raise
             finally:
                 publication.uploading.active = False
+            note_upload(ctx, dist, target)
         publication.transaction.on_rollback_hooks.append(rollback_hook(
             stage.target, stage.endpoints, ctx.spec.name, dist.filename, sorted(stage.present), publication.uploading))
 

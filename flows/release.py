@@ -18,7 +18,7 @@ from wheelflow.monitor import write_manifest
 from wheelflow.report import ReleaseReport
 from wheelflow.tasks.check import check_release_files
 
-from wheelflow.flows.context import ReleaseContext, prepare
+from wheelflow.flows.context import ReleaseContext, one_release_at_a_time, prepare
 from wheelflow.flows.hooks import alert_release_problem
 from wheelflow.flows.matrix import build
 from wheelflow.flows.publishing import gate, prove, publishing, refuse_unrouted, upload
@@ -67,14 +67,15 @@ def release(
         ctx = prepare(report, home, project=project, spec_file=spec_file, version=version, to=to, ref=ref, dev=dev,
                       builder=builder, approval=approval, cell_deployment=cell_deployment, artifact_store=artifact_store,
                       git_secret=git_secret, allow_dirty=allow_dirty)
-        dists, versions = build(ctx)
-        check(ctx, dists, versions)
-        with publishing(ctx, dists) as publication:
-            for stage in publication.stages:
-                gate(ctx, stage)
-                upload(ctx, publication, stage)
-                prove(ctx, stage)
-        record(ctx, dists)
+        with one_release_at_a_time(ctx):
+            dists, versions = build(ctx)
+            check(ctx, dists, versions)
+            with publishing(ctx, dists) as publication:
+                for stage in publication.stages:
+                    gate(ctx, stage)
+                    upload(ctx, publication, stage)
+                    prove(ctx, stage)
+            record(ctx, dists)
     except WheelflowError as exc:
         report.error = str(exc)
         get_run_logger().error(str(exc))

@@ -27,6 +27,7 @@ class Rule:
     truncate: bool = False  # forward, then answer upstream's status with the first half of its body
     path_prefix: str = ""  # only requests whose path starts with this
     delay: float = 0.0  # forward, but answer only after this many seconds (a slow index)
+    body_contains: bytes = b""  # only requests whose body holds these bytes (e.g. one upload's file name)
 
 
 class FaultProxy:
@@ -37,6 +38,7 @@ class FaultProxy:
         # Cache lag: a file stays out of listings for this many seconds after its upload passed through.
         self.lag: dict[str, float] = {}
         self._uploaded_at: dict[str, float] = {}
+        self._forwarded: list[str] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -47,7 +49,7 @@ class FaultProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
-                rule = proxy._take(self.command, self.path)
+                rule = proxy._take(self.command, self.path, body)
                 if rule is not None and rule.delay:
                     time.sleep(rule.delay)  # the fault itself: an answer later than the client waits
                     rule = None
@@ -55,6 +57,10 @@ class FaultProxy:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                     upstream = httpx.request(self.command, proxy.upstream + self.path, content=body, headers=headers,
                                              timeout=30)
+                    if self.command == "POST":
+                        found = re.search(rb'filename="([^"]+)"', body)
+                        with proxy._lock:
+                            proxy._forwarded.append(found.group(1).decode() if found else "?")
                 if rule is not None and rule.reset:
                     with proxy._lock:
                         proxy.seen.append((self.command, self.path, 0))
@@ -89,6 +95,11 @@ class FaultProxy:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    def forwarded_uploads(self) -> list[str]:
+        """The file name of each upload that reached the index, in order."""
+        with self._lock:
+            return list(self._forwarded)
+
     def statuses(self, method: str) -> list[int]:
         """What the proxy answered to each request of ``method`` (0: connection reset), in order."""
         with self._lock:
@@ -102,10 +113,11 @@ class FaultProxy:
                 text = re.sub(r"<a [^>]*>" + re.escape(filename) + r"</a>(<br\s*/?>)?", "", text)
         return text.encode()
 
-    def _take(self, method: str, path: str) -> Rule | None:
+    def _take(self, method: str, path: str, body: bytes = b"") -> Rule | None:
         with self._lock:
             for rule in self.rules:
-                if rule.method == method and rule.times > 0 and path.startswith(rule.path_prefix):
+                if (rule.method == method and rule.times > 0 and path.startswith(rule.path_prefix)
+                        and rule.body_contains in body):
                     rule.times -= 1
                     return rule
         return None

@@ -19,6 +19,7 @@ the file's ``Last-Modified`` header, read once and cached under $WHEELFLOW_HOME 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import string
@@ -173,6 +174,23 @@ def write_manifest(home: Path, name: str, version: str, files: dict[str, str]) -
 def read_manifest(home: Path, name: str, version: str) -> dict[str, str] | None:
     path = manifest_path(home, name, version)
     return json.loads(path.read_text())["files"] if path.exists() else None
+
+
+def manifest_variable(name: str, version: str) -> str:
+    """The Prefect Variable that holds a release's upload record on the server, for every runner
+    (Variable names take lowercase letters, digits, dashes and underscores only)."""
+    return "wheelflow-manifest-" + hashlib.sha256(f"{canonicalize_name(name)}=={version}".encode()).hexdigest()[:24]
+
+
+def record_upload(manifest: dict[str, Any] | None, *, name: str, version: str, filename: str, sha256: str,
+                  target: str, flow_run_id: str) -> dict[str, Any]:
+    """The release's upload record with one more file on one more target."""
+    manifest = {"name": name, "version": version, "files": {}, **(manifest or {})}
+    entry = manifest["files"].get(filename) or {"sha256": sha256, "flow_run_id": flow_run_id, "targets": []}
+    if entry["sha256"] == sha256:
+        entry = {**entry, "targets": sorted({*entry["targets"], target})}
+    manifest["files"] = {**manifest["files"], filename: entry}
+    return manifest
 
 
 # -- assessment -----------------------------------------------------------------------------------

@@ -8,15 +8,16 @@ Prefect server. ``PREFECT_API_URL`` and ``PREFECT_API_KEY`` name the server, as 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.input import RunInput
 from pydantic import Field
 
-from .errors import CredentialsError, SpecError
+from .errors import CredentialsError, SpecError, WheelflowError
 from .incidents import VARIABLE_PREFIX, Incident, variable_name
 from .orchestration import OrchestrationError, strict_schema
 from .runhistory import TaskHistory, entry_from_state, retry_errors
@@ -43,6 +44,12 @@ def read_variable(name: str) -> Any:
     from prefect.variables import Variable
 
     return Variable.get(name, default=None)
+
+
+def write_variable(name: str, value: Any, tags: tuple[str, ...] = ()) -> None:
+    from prefect.variables import Variable
+
+    Variable.set(name, value, tags=list(tags), overwrite=True)
 
 
 # -- the approval form -----------------------------------------------------------------------------
@@ -321,3 +328,38 @@ def serve_deployments(deployments: list[Any]) -> None:
         asyncio.run(runner.start())
     except (KeyboardInterrupt, TerminationSignal):
         pass
+
+
+# -- one release at a time --------------------------------------------------------------------------
+
+
+class ReleaseBusy(WheelflowError):
+    """Another run of the same release still holds it after the wait."""
+
+
+@contextlib.contextmanager
+def held_alone(key: str, holder: str, timeout: float, log: Callable[[str], None]) -> Iterator[None]:
+    """Hold the Prefect global concurrency limit ``key`` (one slot; created when missing) for the
+    block: across workers and machines, one holder at a time. A second caller waits up to ``timeout``
+    seconds, saying which flow run holds it (the holder writes its id to a Variable of the same name)."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=key, limit=1))
+        except ObjectAlreadyExists:
+            pass
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(concurrency(key, occupy=1, timeout_seconds=1, strict=True))
+        except TimeoutError:
+            log(f"waiting up to {timeout:g} s for flow run {read_variable(key) or '(unknown)'}, which holds {key}")
+            try:
+                stack.enter_context(concurrency(key, occupy=1, timeout_seconds=timeout, strict=True))
+            except TimeoutError:
+                raise ReleaseBusy(f"{key} is still held by flow run {read_variable(key) or '(unknown)'} after "
+                                  f"{timeout:g} s; fix: wait for that run to end (or cancel it), then re-run") from None
+        write_variable(key, holder)
+        yield

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
@@ -332,8 +333,9 @@ def files_for_version(files: list[ServedFile], name: str, version: str) -> list[
 
 
 def download_sha256(client: httpx.Client, url: str, *, deadline: Deadline | None = None,
-                    log: Callable[[str], None] | None = None) -> str:
-    """sha256 of the bytes the index serves at ``url``, hashed as they stream in (never held whole).
+                    log: Callable[[str], None] | None = None, to: Path | None = None) -> str:
+    """sha256 of the bytes the index serves at ``url``, hashed as they stream in (never held whole),
+    and written to ``to`` when given.
 
     Ends by ``deadline`` (else the current one, else DOWNLOAD_DEADLINE from now); ``log`` hears the
     size and rate.
@@ -345,10 +347,14 @@ def download_sha256(client: httpx.Client, url: str, *, deadline: Deadline | None
         if response.status_code >= 400:
             raise IndexReadError(f"cannot download {redact_url(url)}: HTTP {response.status_code}; "
                                  "fix: check that the index serves the files it lists")
-        for chunk in response.iter_raw():
-            digest.update(chunk)
-            size += len(chunk)
-            deadline.check("download", url)
+        with contextlib.ExitStack() as files:
+            sink = files.enter_context(open(to, "wb")) if to is not None else None
+            for chunk in response.iter_raw():
+                digest.update(chunk)
+                size += len(chunk)
+                if sink is not None:
+                    sink.write(chunk)
+                deadline.check("download", url)
     if log is not None:
         seconds = max(deadline.clock() - started, 1e-6)
         log(f"downloaded {redact_url(url).rsplit('/', 1)[-1]}: {size / 1e6:.1f} MB in {seconds:.1f} s "
