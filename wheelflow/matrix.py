@@ -49,6 +49,7 @@ _AXIS_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _LOCAL_RE = re.compile(r"^[a-z0-9]+(\.[a-z0-9]+)*$", re.IGNORECASE)
 DEFAULT_TIMEOUT = 3600.0  # seconds a cell's build (and its smoke test) may take
 DEFAULT_CONCURRENCY = 2  # cells built at once
+DEFAULT_MAX_CELLS = 256  # a matrix larger than this is more likely a typo than a release
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ Require = Annotated[dict[str, Specifiers], MinLen(1),
                     Expect("a table of axis = specifiers", 'write e.g. require = { cuda = ">=12.6" }')]
 CellTimeout = Annotated[StrictFloat, Gt(0), Expect("a positive number of seconds", "write e.g. timeout = 3600")]
 Concurrency = Annotated[StrictInt, Gt(0), Expect("a positive integer", "write e.g. concurrency = 4")]
+MaxCells = Annotated[StrictInt, Gt(0), Expect("a positive integer", "write e.g. max-cells = 512")]
 
 
 class Rule(SpecModel):
@@ -153,6 +155,8 @@ class MatrixTable(SpecModel):
     timeout: CellTimeout = Field(
         DEFAULT_TIMEOUT, description="Seconds per cell; the container is stopped and removed after.")
     concurrency: Concurrency = Field(DEFAULT_CONCURRENCY, description="Cells built at once.")
+    max_cells: MaxCells = Field(DEFAULT_MAX_CELLS, description="The most cells the matrix may expand to; a larger "
+                                "matrix is refused before anything is built.")
     rules: tuple[Rule, ...] = Field(
         (), description="Compatibility rules applied to the product: a cell matching a rule's `when` and not its "
                         "`require` is dropped; an included row that breaks a rule is refused.")
@@ -223,6 +227,9 @@ class MatrixTable(SpecModel):
                 raise problem("the matrix is empty (every cell is excluded or ruled out by rules)",
                               "remove an exclude row or a rule, or add an include row")
             raise problem("the matrix is empty (every cell is excluded)", "remove an exclude row or add an include row")
+        if len(combos) > self.max_cells:
+            raise problem(f"expands to {len(combos)} cells, more than max-cells ({self.max_cells})",
+                          f"raise max-cells (e.g. max-cells = {len(combos)}), or exclude cells")
         cells = tuple(self._cell(values) for values in combos)
         if len({c.name for c in cells}) != len(cells):
             raise problem("two cells have the same name", "give each axis distinct values")
