@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -20,6 +20,7 @@ from .builders import Builder, Log
 from .distributions import Distribution, describe, parse_filename
 from .errors import BuildError
 from .matrix import Cell
+from .repair import RepairOptions, platform_of
 
 MANIFEST = "manifest.json"
 
@@ -31,13 +32,17 @@ class CellBuild:
     cached: bool
     duration: float
     identity: str
+    platform: str = ""  # the final wheel's platform tag (after the repair step)
+    unrepaired_wheel: str | None = None  # the wheel as built, when the repair step changed it
+    unrepaired_sha256: str | None = None
 
 
 def expected_version(version: str, cell: Cell) -> str:
     return f"{version}+{cell.local_version}" if cell.local_version else version
 
 
-def cell_key(source_digest: str, cell: Cell, identity: str, build_env: Mapping[str, str], version: str) -> str:
+def cell_key(source_digest: str, cell: Cell, identity: str, build_env: Mapping[str, str], version: str,
+             repair: RepairOptions | None = None) -> str:
     inputs = {
         "source": source_digest,
         "cell": dict(cell.values),
@@ -46,6 +51,7 @@ def cell_key(source_digest: str, cell: Cell, identity: str, build_env: Mapping[s
         "build_requires": list(cell.build_requires),
         "version": expected_version(version, cell),
         "wheelflow": __version__,
+        "repair": asdict(repair) if repair is not None else None,  # another repair is another wheel
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
@@ -63,10 +69,13 @@ def build_cell(
     log: Log,
     labels: Mapping[str, str],
     source_date_epoch: int | None = None,
+    repair: RepairOptions | None = None,
 ) -> CellBuild:
+    """Build the cell's wheel, then repair it (``repair``; None: publish it as built), in a staging
+    directory that replaces the cell's cache entry only when everything succeeded."""
     started = time.monotonic()
     identity = builder.identity(cell)
-    key = cell_key(source_digest, cell, identity, build_env, version)
+    key = cell_key(source_digest, cell, identity, build_env, version, repair)
     directory = home / "builds" / canonicalize_name(name) / version / "cells" / cell.name / key[:16]
     manifest = directory / MANIFEST
     if manifest.is_file():
@@ -74,7 +83,9 @@ def build_cell(
         wheel = directory / recorded["wheel"]
         if wheel.is_file() and describe(wheel).sha256 == recorded["sha256"]:
             log(f"cell {cell.name}: inputs unchanged (key {key[:16]}): reusing {wheel.name}, no build started")
-            return CellBuild(cell.name, describe(wheel), True, time.monotonic() - started, identity)
+            unrepaired = recorded.get("unrepaired") or {}
+            return CellBuild(cell.name, describe(wheel), True, time.monotonic() - started, identity,
+                             platform_of(wheel), unrepaired.get("wheel"), unrepaired.get("sha256"))
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=directory.parent))
@@ -99,16 +110,28 @@ def build_cell(
             got = parsed[1] if parsed else wheels[0].name
             raise BuildError(f"cell {cell.name}: built version {got}, the cell's is {wanted}; fix: make the build read "
                              "WHEELFLOW_RELEASE_VERSION / WHEELFLOW_LOCAL_VERSION")
-        dist = describe(wheels[0])
+        built = describe(wheels[0])
+        final, unrepaired = wheels[0], None
+        if repair is not None:
+            repaired = builder.repair(cell, wheels[0], staging / ".repaired", repair, log, labels)
+            if repaired.repaired:
+                wheels[0].unlink()
+                final = repaired.path.replace(staging / repaired.path.name)
+                unrepaired = {"wheel": built.filename, "sha256": built.sha256}
+                log(f"cell {cell.name}: repaired {built.filename} -> {final.name}")
+        dist = describe(final)
         for leftover in staging.iterdir():
-            if leftover != wheels[0]:
-                leftover.unlink()
+            if leftover != final:
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         (staging / MANIFEST).write_text(json.dumps({"cell": cell.name, "values": dict(cell.values), "identity": identity,
-                                                    "wheel": dist.filename, "sha256": dist.sha256}, indent=2))
+                                                    "wheel": dist.filename, "sha256": dist.sha256,
+                                                    "unrepaired": unrepaired}, indent=2))
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return CellBuild(cell.name, describe(directory / dist.filename), False, time.monotonic() - started, identity)
+    wheel = directory / dist.filename
+    return CellBuild(cell.name, describe(wheel), False, time.monotonic() - started, identity, platform_of(wheel),
+                     (unrepaired or {}).get("wheel"), (unrepaired or {}).get("sha256"))

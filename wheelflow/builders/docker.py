@@ -16,14 +16,18 @@ from typing import Any, Mapping
 from ..building import first_error_line
 from ..errors import BuildError
 from ..matrix import Cell
+from ..repair import RepairedWheel, RepairOptions, repair_command, repair_wheel, shown
 from ..spec import HOST_CA_BUNDLE, DockerOptions
 from . import FAILED, PASSED, SKIPPED, InfrastructureError, Log, SmokeResult
 
 MANAGED_LABEL = "org.wheelflow.managed"
 RUN_LABEL = "org.wheelflow.run"
 CELL_LABEL = "org.wheelflow.cell"
-ROLE_LABEL = "org.wheelflow.role"  # "build" or "smoke"
+ROLE_LABEL = "org.wheelflow.role"  # "build", "repair" or "smoke"
 CONTAINER_CUDA = "/usr/local/cuda"
+# The builder image's own auditwheel and patchelf (wheelflow/dockerfiles/builder.Dockerfile).
+CONTAINER_AUDITWHEEL = ("/opt/wheelflow/bin/auditwheel",)
+CONTAINER_PATH = "/opt/wheelflow/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def docker_client(timeout: float = 30.0) -> Any:
@@ -175,6 +179,28 @@ class DockerBuilder:
         if code != 0:
             raise BuildError(f"cell {cell.name}: build failed (exit {code}): {first_error_line(tail)[:200]}",
                              log_tail="\n".join(tail))
+
+    def repair(self, cell: Cell, wheel: Path, dest_dir: Path, options: RepairOptions, log: Log,
+               labels: Mapping[str, str]) -> RepairedWheel:
+        """Repair inside the cell's build image: libraries only the image has are found (and vendored)
+        there, with the image's auditwheel and patchelf."""
+
+        def run_in_container(wheel: Path, out: Path) -> tuple[int | None, list[str]]:
+            cmd = repair_command(Path("/in") / wheel.name, Path("/out"), options, CONTAINER_AUDITWHEEL)
+            client = docker_client(timeout=max(60.0, cell.timeout + 30))
+            try:
+                image = self._image(client, cell)
+                volumes, env = self._volumes({str(wheel.parent.resolve()): {"bind": "/in", "mode": "ro"},
+                                              str(out.resolve()): {"bind": "/out", "mode": "rw"}}, cuda=True)
+                env["PATH"] = CONTAINER_PATH
+                log(f"cell {cell.name}: repairing {wheel.name} in {cell.image}: $ {shown(cmd)}")
+                command = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else cmd
+                code, tail = self._run(client, cell, image, command, volumes, env, labels, log, gpu=False, role="repair")
+            finally:
+                client.close()
+            return code, list(tail)
+
+        return repair_wheel(wheel, dest_dir, options, log=log, run=run_in_container)
 
     def smoke(self, cell: Cell, wheel: Path, smoke: str | None, log: Log, labels: Mapping[str, str]) -> SmokeResult:
         client = docker_client(timeout=max(60.0, cell.timeout + 30))
