@@ -1,5 +1,5 @@
 """Everything wheelflow asks of Prefect outside flows and tasks: Secret blocks, Variables, run
-history, the approval form, and starting and following deployment runs.
+history, the approval form, starting and following deployment runs, and locks (global concurrency limits).
 
 This is the one module of the ``wheelflow`` package that imports Prefect; the domain modules take
 what they need from here as plain callables (e.g. ``read_secret``), so they stay testable without a
@@ -8,8 +8,9 @@ Prefect server. ``PREFECT_API_URL`` and ``PREFECT_API_KEY`` name the server, as 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -321,3 +322,27 @@ def serve_deployments(deployments: list[Any]) -> None:
         asyncio.run(runner.start())
     except (KeyboardInterrupt, TerminationSignal):
         pass
+
+
+# -- locks -------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def exclusive(name: str, *, timeout: float = 1800.0) -> Iterator[None]:
+    """Hold the one slot of the global concurrency limit ``name`` (created with limit 1 when missing):
+    one holder at a time across every flow run and machine that talks to this Prefect server.
+    strict=True: an unknown limit would otherwise silently not limit at all."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            except ObjectAlreadyExists:
+                pass  # another run created it first: the same limit
+    with concurrency(name, occupy=1, strict=True, timeout_seconds=timeout):
+        yield
