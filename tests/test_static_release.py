@@ -85,3 +85,41 @@ def test_hello_cuda_to_static_demo_serves_variant_sub_indexes_pip_and_uv_install
     assert code == 0, stderr[-3000:]
     assert {f["upload"] for f in again["files"]} == {"already present"}
     assert tree(store) == before
+
+
+@pytest.mark.case("fault", "a later target fails after the static index was written",
+                  "the static index's pages are restored byte for byte, this run's files deleted")
+def test_a_failing_later_stage_leaves_the_static_index_byte_identical(tmp_path: Path, home: Path, index,
+                                                                      index_credentials, prefect_api) -> None:
+    from conftest import make_project
+    from faultproxy import FaultProxy
+    from wheelcraft import make_wheel
+    from wheelflow.distributions import describe
+    from wheelflow.staticindex import publish_static
+
+    store = tmp_path / "store"
+    with Nginx(tmp_path / "nginx", root=store) as nginx, FaultProxy(index.url) as proxy:
+        earlier = tmp_path / "earlier"
+        earlier.mkdir()
+        publish_static([describe(make_wheel(earlier, version="0.9.0"))], store_url=store.as_uri(), public_url=nginx.url)
+        before = tree(store)
+        project = make_project(tmp_path / "proj", extra=textwrap.dedent(f"""
+            [tool.wheelflow.targets.wheels]
+            kind = "static"
+            store-url = "{store.as_uri()}"
+            public-url = "{nginx.url}"
+
+            [tool.wheelflow.targets.staging]
+            index = "{proxy.url}simple/"
+            verify-timeout = 2
+            """))
+        proxy.lag["tiny_pkg-1.0.0-py3-none-any.whl"] = 3600  # staging never lists the wheel: its proof fails
+        code, report, stderr = release_json(str(project))
+        assert code == 1, stderr[-3000:]
+        done = checks(report)
+        assert done["install + smoke on wheels"]["status"] == "passed"  # the static stage had finished
+        assert "tiny_pkg-1.0.0-py3-none-any.whl is not served" in report["error"]
+        assert tree(store) == before  # every page as it was, the 1.0.0 files and sidecar gone
+        rolled = {(f["target"], f["filename"]): (f["upload"], f["status"]) for f in report["files"]}
+        assert rolled[("wheels", "tiny_pkg-1.0.0-py3-none-any.whl")] == ("rolled back", "removed")
+        assert done["rolled back wheels"]["status"] == "passed"
