@@ -53,7 +53,7 @@ def build_cell(
     source = prepare_source(spec.project_dir, home=wheelflow_home(), commit=commit)
     job = CellJob(project=str(source.path), source_digest=source.identity, name=spec.name,
                   version=version, build_env=dict(spec.build_env), home=str(wheelflow_home()), run_label=run_label,
-                  source_date_epoch=source.date_epoch)
+                  source_date_epoch=source.date_epoch, repair=spec.repair)
     build, attempts = build_matrix_cell(chosen, cells[cell], job)
     smoke = smoke_matrix_cell(chosen, cells[cell], build.wheel, spec.smoke, run_label)
     url = artifactstore.put(artifact_store, build.wheel.path, build.wheel.sha256)
@@ -63,7 +63,7 @@ def build_cell(
     record = {"cell": cell, "wheel": build.wheel.filename, "sha256": build.wheel.sha256, "url": url,
               "size": Path(build.wheel.path).stat().st_size, "cached": build.cached, "attempts": attempts,
               "duration": build.duration, "builder": chosen.kind, "smoke": smoke.state, "smoke_message": smoke.message,
-              "runner": runner}
+              "runner": runner, "platform": build.platform, "unrepaired_sha256": build.unrepaired_sha256}
     artifactstore.put_run_record(artifact_store, run_label, record)  # the release flow reads it there
     create_table_artifact(key="build-cell", table=[{k: str(v) for k, v in record.items()}],
                           description=f"Cell {cell} of {spec.name} {version}")

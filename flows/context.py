@@ -83,5 +83,4 @@ def one_release_at_a_time(ctx: ReleaseContext):
     """One run of a project's version at a time, across workers and machines: a Prefect global
     concurrency limit named after it. A second run waits, then finds what the first published."""
     slug = re.sub(r"[^a-z0-9]+", "-", f"{canonicalize_name(ctx.spec.name)}-{ctx.version}".lower()).strip("-")
-    return held_alone(f"wheelflow-release-{slug}", str(ctx.report.flow_run_id), RELEASE_WAIT,
-                      get_run_logger().warning)
+    return held_alone(f"wheelflow-release-{slug}", timeout=RELEASE_WAIT, log=get_run_logger().warning)

@@ -40,6 +40,8 @@ class CellOutcome:
     smoke: SmokeResult | None = None  # None: not run (a build failed)
     runner: str | None = None  # the worker that built it, on a work pool
     image: str | None = None  # the build image, for containers
+    platform: str | None = None  # the final wheel's platform tag, after the repair step
+    unrepaired_sha256: str | None = None  # the wheel as built, when the repair step changed it
 
 
 def build(ctx: ReleaseContext) -> tuple[list[Distribution], dict[str, str]]:
@@ -88,6 +90,7 @@ def cell_row(outcome: CellOutcome) -> CellReport:
         return row
     row.state, row.wheel, row.sha256 = "built", outcome.wheel.filename, outcome.wheel.sha256
     row.size = outcome.wheel.path.stat().st_size
+    row.platform, row.unrepaired_sha256 = outcome.platform, outcome.unrepaired_sha256
     if outcome.smoke is not None:
         row.smoke = outcome.smoke.message if outcome.smoke.state == "skipped" else outcome.smoke.state
         if outcome.smoke.state == "failed":
@@ -104,7 +107,8 @@ def build_cells_here(ctx: ReleaseContext) -> list[CellOutcome]:
     preflight(builder, matrix.cells, ctx, image)
     job = CellJob(project=str(ctx.source.path), source_digest=ctx.source.identity, name=spec.name,
                   version=ctx.version, build_env=dict(spec.build_env), home=str(ctx.home),
-                  run_label=str(ctx.report.flow_run_id), source_date_epoch=ctx.source.date_epoch)
+                  run_label=str(ctx.report.flow_run_id), source_date_epoch=ctx.source.date_epoch,
+                  repair=spec.repair)
     with ThreadPoolTaskRunner(max_workers=matrix.concurrency) as runner:
         futures = [runner.submit(build_matrix_cell, {"builder": builder, "cell": cell, "job": job})
                    for cell in matrix.cells]
@@ -137,7 +141,8 @@ def built_outcome(cell: Cell, future: Any, image: str | None) -> CellOutcome:
         # The attempt count travels with the error: the server records task states a moment later.
         return CellOutcome(cell, error=error, attempts=getattr(outcome, "attempts", None) or 1, image=image)
     build, attempts = outcome
-    return CellOutcome(cell, build.wheel, cached=build.cached, attempts=attempts, duration=build.duration, image=image)
+    return CellOutcome(cell, build.wheel, cached=build.cached, attempts=attempts, duration=build.duration, image=image,
+                       platform=build.platform, unrepaired_sha256=build.unrepaired_sha256)
 
 
 def build_cells_remotely(ctx: ReleaseContext, remote: RemoteCells) -> list[CellOutcome]:
@@ -165,7 +170,7 @@ def fetched_outcome(cell: Cell, run: Any, store: str, directory) -> CellOutcome:
     wheel = describe(artifactstore.get(record["url"], directory, record["sha256"]))
     return CellOutcome(cell, wheel, cached=record["cached"], attempts=record["attempts"], duration=record["duration"],
                        smoke=SmokeResult(record["smoke"], record["smoke_message"]), runner=record["runner"],
-                       image=cell.image)
+                       image=cell.image, platform=record.get("platform"), unrepaired_sha256=record.get("unrepaired_sha256"))
 
 
 def follow_cell_runs(runs: dict, deadline: float) -> dict:

@@ -31,7 +31,11 @@ from wheelflow.report import FileReport
 from wheelflow.routing import routed
 from wheelflow.simple_api import READ_TIMEOUT, ServedFile, download_sha256
 from wheelflow.spec import Target
+from wheelflow.staticindex import StaticPublication, subindex_for
+from wheelflow.staticsite import StaticSite, open_static
 from wheelflow.tasks.check import check_target_rules
+from wheelflow.tasks.static import (publish_static_files, read_static, read_static_files, static_rollback_hook,
+                                    verify_static)
 from wheelflow.tasks.upload import UploadInProgress, read_served_files, read_target, rollback_hook, upload_file
 from wheelflow.tasks.verify import ServedCheckFailed, install_and_smoke_test, verify_served
 from wheelflow.verification import HASH_MISMATCH, VERIFIED, compare
@@ -48,6 +52,8 @@ class Stage:
     endpoints: Endpoints
     files: list[Distribution]
     present: set[str] = field(default_factory=set)
+    site: StaticSite | None = None  # a static target: written by wheelflow itself, read at its public URL
+    static: StaticPublication | None = None  # what this run wrote there (to prove and to roll back)
 
     @property
     def missing(self) -> list[Distribution]:
@@ -68,8 +74,7 @@ def publishing(ctx: ReleaseContext, dists: list[Distribution]) -> Iterator[Publi
     report = ctx.report
     report.files = [FileReport(d.filename, d.sha256, t.name, d.kind) for t in ctx.targets for d in routed(dists, t)]
     with contextlib.ExitStack() as targets:
-        stages = [Stage(position, target, targets.enter_context(open_index(target, ctx.home)), routed(dists, target))
-                  for position, target in enumerate(ctx.targets)]
+        stages = [open_stage(ctx, targets, position, target, dists) for position, target in enumerate(ctx.targets)]
         on_record = uploads_on_record(ctx)
         for stage in stages:  # a clash anywhere stops the release before the first upload anywhere
             stage.present = read_present(ctx, stage, on_record, dists, stages)
@@ -107,6 +112,15 @@ def note_upload(ctx: ReleaseContext, dist: Distribution, target: str) -> None:
                                        flow_run_id=str(ctx.report.flow_run_id)), tags=("wheelflow-manifest",))
 
 
+def open_stage(ctx: ReleaseContext, targets: contextlib.ExitStack, position: int, target: Target,
+               dists: list[Distribution]) -> Stage:
+    """A target's stage; what must run while it is open (the embedded index or static server) runs in ``targets``."""
+    if target.is_static:
+        site = targets.enter_context(open_static(target, ctx.home))
+        return Stage(position, target, site.endpoints(), routed(dists, target), site=site)
+    return Stage(position, target, targets.enter_context(open_index(target, ctx.home)), routed(dists, target))
+
+
 def read_present(ctx: ReleaseContext, stage: Stage, on_record: dict[str, dict], dists: list[Distribution],
                  stages: list[Stage]) -> set[str]:
     """What the target already serves with this release's bytes: the ones built now, or the ones an
@@ -114,7 +128,10 @@ def read_present(ctx: ReleaseContext, stage: Stage, on_record: dict[str, dict], 
     rebuild on another runner may differ). Other bytes under one of our names, or a target rule
     broken, is refused."""
     target = stage.target.name
-    served = read_served_files(stage.endpoints, ctx.spec.name, ctx.version)
+    if stage.site is not None:  # each file read from the sub-index it belongs to
+        served = read_static_files(stage.site, ctx.spec.name, ctx.version, [d.filename for d in stage.files])
+    else:
+        served = read_served_files(stage.endpoints, ctx.spec.name, ctx.version)
     check_target_rules(stage.files, stage.target, served)
     statuses = compare({d.filename: d.sha256 for d in stage.files}, served)
     clashes = [s for s in statuses if s.status == HASH_MISMATCH]
@@ -186,6 +203,8 @@ def gate(ctx: ReleaseContext, stage: Stage) -> None:
 
 def upload(ctx: ReleaseContext, publication: Publication, stage: Stage) -> None:
     """Upload what the target lacks; each upload adds its rollback hook to the release's transaction."""
+    if stage.site is not None:
+        return publish_to_static(ctx, publication, stage)
     target = stage.target.name
     for dist in stage.files:
         entry = ctx.report.file(dist.filename, target)
@@ -206,8 +225,37 @@ def upload(ctx: ReleaseContext, publication: Publication, stage: Stage) -> None:
             stage.target, stage.endpoints, ctx.spec.name, dist.filename, sorted(stage.present), publication.uploading))
 
 
+def publish_to_static(ctx: ReleaseContext, publication: Publication, stage: Stage) -> None:
+    """Write the routed files and pages to the static index (files listed already are kept as they are),
+    and add the restore-every-page hook to the release's transaction."""
+    assert stage.site is not None
+    target, site = stage.target.name, stage.site
+    with ctx.report.step(f"published to {target} (static index)") as step:
+        try:
+            stage.static = publish_static_files(stage.files, stage.target, site)
+        except WheelflowError:
+            for dist in stage.missing:
+                ctx.report.file(dist.filename, target).upload = "failed"
+            raise
+        step.detail = (f"{len(stage.static.added)} file(s) and sidecar(s), {len(stage.static.pages)} page(s) written "
+                       f"under the lock {site.lock_name}; read at {site.simple_url()}")
+    if stage.static.pages or stage.static.added:
+        publication.transaction.on_rollback_hooks.append(static_rollback_hook(stage.target, site, stage.static))
+    for dist in stage.files:
+        entry = ctx.report.file(dist.filename, target)
+        where = subindex_for(dist.filename, site.layout) or "the root index"
+        if dist.filename in stage.present:
+            entry.upload = "already present"
+            ctx.report.add(f"uploaded {dist.filename} to {target}", True, f"already listed in {where}: not written again")
+        else:
+            entry.upload = "uploaded"
+            ctx.report.add(f"uploaded {dist.filename} to {target}", True, f"written, listed in {where}")
+
+
 def prove(ctx: ReleaseContext, stage: Stage) -> None:
     """Every routed file is served with its sha256, then installs from the target and passes the smoke test."""
+    if stage.site is not None:
+        return prove_static(ctx, stage)
     report, target = ctx.report, stage.target.name
     try:
         served = verify_served(stage.endpoints, ctx.spec.name, ctx.version, stage.files)
@@ -221,6 +269,31 @@ def prove(ctx: ReleaseContext, stage: Stage) -> None:
         report.add(f"served {dist.filename} on {target}", True, f"downloaded, sha256 {dist.sha256[:16]}… matches")
     with report.step(f"install + smoke on {target}") as step:
         step.detail = install_and_smoke_test(stage.endpoints, ctx.spec.name, ctx.version, served, ctx.spec.smoke)
+
+
+def prove_static(ctx: ReleaseContext, stage: Stage) -> None:
+    """Each sub-index lists its files with their sha256 and serves their bytes (downloaded and hashed);
+    then the release installs from each sub-index that lists a wheel, as its users would."""
+    assert stage.site is not None and stage.static is not None
+    report, target, site = ctx.report, stage.target.name, stage.site
+    try:
+        listings = verify_static(site, stage.static, ctx.spec.name, ctx.version, stage.files)
+    except ServedCheckFailed as exc:
+        for status in exc.statuses:
+            report.file(status.filename, target).status = status.status
+            report.add(f"served {status.filename} on {target}", status.status == VERIFIED, status.describe())
+        raise
+    for dist in stage.files:
+        report.file(dist.filename, target).status = VERIFIED
+        subs = [sub or "root" for sub, files in listings.items() if any(f.filename == dist.filename for f in files)]
+        report.add(f"served {dist.filename} on {target}", True,
+                   f"listed in {', '.join(subs)} with sha256 {dist.sha256[:16]}…; downloaded and hashed")
+    with_wheels = [sub for sub, files in listings.items() if any(f.filename.endswith(".whl") for f in files)]
+    for subindex in with_wheels or [""]:  # an index of sdists only is installed from its root (a source build)
+        endpoints = site.subindex_endpoints(subindex)
+        with report.step(f"install + smoke on {endpoints.name}") as step:
+            step.detail = install_and_smoke_test(endpoints, ctx.spec.name, ctx.version, listings.get(subindex, []),
+                                                 ctx.spec.smoke)
 
 
 def refuse_unrouted(ctx: ReleaseContext, dists: list[Distribution]) -> None:
@@ -254,7 +327,10 @@ def account_for_rollback(ctx: ReleaseContext, stages: list[Stage]) -> None:
         if not uploaded:
             continue
         try:
-            still = {s.filename for s in read_target(stage.endpoints, ctx.spec.name, ctx.version)}
+            if stage.site is not None:
+                still = {s.filename for s in read_static(stage.site, ctx.spec.name, ctx.version, uploaded)}
+            else:
+                still = {s.filename for s in read_target(stage.endpoints, ctx.spec.name, ctx.version)}
         except WheelflowError:
             still = set(uploaded)  # unknown: assume the worst
         removed = [f for f in uploaded if f not in still]

@@ -11,6 +11,7 @@ from wheelflow.builders import Builder, SmokeResult
 from wheelflow.cells import CellBuild, build_cell
 from wheelflow.distributions import Distribution
 from wheelflow.matrix import Cell
+from wheelflow.repair import RepairOptions
 from wheelflow.tasks.retry import only_transient
 
 
@@ -26,6 +27,7 @@ class CellJob:
     home: str
     run_label: str
     source_date_epoch: int | None
+    repair: RepairOptions | None = None  # the spec's repair step; None: wheels are published as built
 
 
 # Compile errors never retry; infrastructure errors (daemon away, image missing) do, twice.
@@ -40,7 +42,8 @@ def build_matrix_cell(builder: Builder, cell: Cell, job: CellJob) -> tuple[CellB
     try:
         result = build_cell(builder, cell, project=Path(job.project), source_digest=job.source_digest, name=job.name,
                             version=job.version, build_env=job.build_env, home=Path(job.home), log=logger.info,
-                            labels={RUN_LABEL: job.run_label}, source_date_epoch=job.source_date_epoch)
+                            labels={RUN_LABEL: job.run_label}, source_date_epoch=job.source_date_epoch,
+                            repair=job.repair)
     except Exception as exc:
         # The attempt count travels with the error: the API records task states asynchronously, so
         # reading run_count back from the server right after the failure may miss the last attempt.

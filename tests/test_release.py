@@ -173,9 +173,10 @@ def test_readme_main_command_releases_hello_cuda_with_its_kernels(home: Path, pr
     code, report, stderr = release_json(str(REPO / "examples" / "hello-cuda"))
     assert code == 0, stderr[-3000:]
     assert report["ok"] and report["builder"] == default_builder
-    assert sorted(f["filename"] for f in report["files"]) == [
-        "hello_cuda-0.1.0+sm80-cp311-cp311-linux_x86_64.whl",
-        "hello_cuda-0.1.0+sm90-cp311-cp311-linux_x86_64.whl",
+    # The repair step (auditwheel, on by default on Linux) gave each wheel a manylinux tag.
+    assert [re.sub(r"manylinux_\d+_\d+_x86_64", "manylinux_X_Y_x86_64", f) for f in sorted(f["filename"] for f in report["files"])] == [
+        "hello_cuda-0.1.0+sm80-cp311-cp311-manylinux_X_Y_x86_64.whl",
+        "hello_cuda-0.1.0+sm90-cp311-cp311-manylinux_X_Y_x86_64.whl",
         "hello_cuda-0.1.0.tar.gz",
     ]
     assert all(f["status"] == "verified" and f["target"] == "local" for f in report["files"])

@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -21,6 +21,7 @@ from .distributions import Distribution, describe, parse_filename
 from .errors import BuildError
 from .matrix import Cell
 from .reproducible import normalise_wheel
+from .repair import RepairOptions, platform_of
 
 MANIFEST = "manifest.json"
 
@@ -32,6 +33,9 @@ class CellBuild:
     cached: bool
     duration: float
     identity: str
+    platform: str = ""  # the final wheel's platform tag (after the repair step)
+    unrepaired_wheel: str | None = None  # the wheel as built, when the repair step changed it
+    unrepaired_sha256: str | None = None
 
 
 def expected_version(version: str, cell: Cell) -> str:
@@ -39,9 +43,9 @@ def expected_version(version: str, cell: Cell) -> str:
 
 
 def cell_key(source_digest: str, cell: Cell, identity: str, build_env: Mapping[str, str], version: str,
-             source_date_epoch: int | None = None) -> str:
+             source_date_epoch: int | None = None, repair: RepairOptions | None = None) -> str:
     """``source_digest`` is the Source's identity (a clean commit's tree id), never a digest of the
-    working tree; the epoch is in the wheel's timestamps, so it is an input too."""
+    working tree; the epoch is in the wheel's timestamps, so it is an input too; so is the repair."""
     inputs = {
         "source": source_digest,
         "source_date_epoch": source_date_epoch,
@@ -51,6 +55,7 @@ def cell_key(source_digest: str, cell: Cell, identity: str, build_env: Mapping[s
         "build_requires": list(cell.build_requires),
         "version": expected_version(version, cell),
         "wheelflow": __version__,
+        "repair": asdict(repair) if repair is not None else None,  # another repair is another wheel
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
@@ -68,10 +73,13 @@ def build_cell(
     log: Log,
     labels: Mapping[str, str],
     source_date_epoch: int | None = None,
+    repair: RepairOptions | None = None,
 ) -> CellBuild:
+    """Build the cell's wheel, then repair it (``repair``; None: publish it as built), in a staging
+    directory that replaces the cell's cache entry only when everything succeeded."""
     started = time.monotonic()
     identity = builder.identity(cell)
-    key = cell_key(source_digest, cell, identity, build_env, version, source_date_epoch)
+    key = cell_key(source_digest, cell, identity, build_env, version, source_date_epoch, repair)
     directory = home / "builds" / canonicalize_name(name) / version / "cells" / cell.name / key[:16]
     manifest = directory / MANIFEST
     if manifest.is_file():
@@ -79,7 +87,9 @@ def build_cell(
         wheel = directory / recorded["wheel"]
         if wheel.is_file() and describe(wheel).sha256 == recorded["sha256"]:
             log(f"cell {cell.name}: inputs unchanged (key {key[:16]}): reusing {wheel.name}, no build started")
-            return CellBuild(cell.name, describe(wheel), True, time.monotonic() - started, identity)
+            unrepaired = recorded.get("unrepaired") or {}
+            return CellBuild(cell.name, describe(wheel), True, time.monotonic() - started, identity,
+                             platform_of(wheel), unrepaired.get("wheel"), unrepaired.get("sha256"))
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=directory.parent))
@@ -106,16 +116,28 @@ def build_cell(
                              "WHEELFLOW_RELEASE_VERSION / WHEELFLOW_LOCAL_VERSION")
         if source_date_epoch is not None:
             normalise_wheel(wheels[0], source_date_epoch)  # entry modes follow the builder's umask otherwise
-        dist = describe(wheels[0])
+        built = describe(wheels[0])
+        final, unrepaired = wheels[0], None
+        if repair is not None:
+            repaired = builder.repair(cell, wheels[0], staging / ".repaired", repair, log, labels)
+            if repaired.repaired:
+                wheels[0].unlink()
+                final = repaired.path.replace(staging / repaired.path.name)
+                unrepaired = {"wheel": built.filename, "sha256": built.sha256}
+                log(f"cell {cell.name}: repaired {built.filename} -> {final.name}")
+        dist = describe(final)
         for leftover in staging.iterdir():
-            if leftover != wheels[0]:
-                leftover.unlink()
+            if leftover != final:
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         (staging / MANIFEST).write_text(json.dumps({"cell": cell.name, "values": dict(cell.values), "identity": identity,
-                                                    "wheel": dist.filename, "sha256": dist.sha256}, indent=2))
+                                                    "wheel": dist.filename, "sha256": dist.sha256,
+                                                    "unrepaired": unrepaired}, indent=2))
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return CellBuild(cell.name, describe(directory / dist.filename), False, time.monotonic() - started, identity)
+    wheel = directory / dist.filename
+    return CellBuild(cell.name, describe(wheel), False, time.monotonic() - started, identity, platform_of(wheel),
+                     (unrepaired or {}).get("wheel"), (unrepaired or {}).get("sha256"))

@@ -146,7 +146,13 @@ class LocalIndex:
 
 def credentials_for(target: Target, home: Path | None = None,
                     read_secret: Callable[[str], Any] | None = None) -> Credentials | None:
-    """Credentials of a target; the embedded index's own are generated under $WHEELFLOW_HOME."""
+    """Credentials of a target; the embedded index's own are generated under $WHEELFLOW_HOME. A static
+    target has none: its store's options are read (and a missing Secret block refused) here, then dropped."""
+    if target.is_static:
+        from .staticsite import storage_options_for  # staticsite builds on this module's neighbours
+
+        storage_options_for(target, read_secret)
+        return None
     if target.index == "local":
         return LocalIndex(home).credentials()
     return load_credentials(target, read_secret)

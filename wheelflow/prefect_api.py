@@ -1,5 +1,5 @@
 """Everything wheelflow asks of Prefect outside flows and tasks: Secret blocks, Variables, run
-history, the approval form, and starting and following deployment runs.
+history, the approval form, starting and following deployment runs, and locks (global concurrency limits).
 
 This is the one module of the ``wheelflow`` package that imports Prefect; the domain modules take
 what they need from here as plain callables (e.g. ``read_secret``), so they stay testable without a
@@ -338,13 +338,21 @@ class ReleaseBusy(WheelflowError):
 
 
 @contextlib.contextmanager
-def held_alone(key: str, holder: str, timeout: float, log: Callable[[str], None]) -> Iterator[None]:
-    """Hold the Prefect global concurrency limit ``key`` (one slot; created when missing) for the
-    block: across workers and machines, one holder at a time. A second caller waits up to ``timeout``
-    seconds, saying which flow run holds it (the holder writes its id to a Variable of the same name)."""
+def held_alone(key: str, *, timeout: float = 1800.0, log: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the Prefect global concurrency limit ``key`` (one slot; created when missing, taken with
+    strict=True: an unknown limit would otherwise not limit at all) for the block: across workers and
+    machines, one holder at a time. A second caller waits up to ``timeout`` seconds, saying which
+    flow run holds it (the holder writes its flow run id to a Variable named after the key)."""
+    import logging
+    import re
+
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency
     from prefect.exceptions import ObjectAlreadyExists
+    from prefect.runtime import flow_run
+
+    log = log or logging.getLogger("wheelflow").warning
+    holder_variable = re.sub(r"[^a-z0-9_-]+", "-", f"{key}-holder".lower())
 
     with get_client(sync_client=True) as client:
         try:
@@ -355,11 +363,12 @@ def held_alone(key: str, holder: str, timeout: float, log: Callable[[str], None]
         try:
             stack.enter_context(concurrency(key, occupy=1, timeout_seconds=1, strict=True))
         except TimeoutError:
-            log(f"waiting up to {timeout:g} s for flow run {read_variable(key) or '(unknown)'}, which holds {key}")
+            holder = read_variable(holder_variable) or "(unknown)"
+            log(f"waiting up to {timeout:g} s for flow run {holder}, which holds {key}")
             try:
                 stack.enter_context(concurrency(key, occupy=1, timeout_seconds=timeout, strict=True))
             except TimeoutError:
-                raise ReleaseBusy(f"{key} is still held by flow run {read_variable(key) or '(unknown)'} after "
-                                  f"{timeout:g} s; fix: wait for that run to end (or cancel it), then re-run") from None
-        write_variable(key, holder)
+                raise ReleaseBusy(f"{key} is still held by flow run {read_variable(holder_variable) or '(unknown)'} "
+                                  f"after {timeout:g} s; fix: wait for that run to end (or cancel it), then re-run") from None
+        write_variable(holder_variable, str(flow_run.get_id()))
         yield

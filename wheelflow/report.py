@@ -49,18 +49,22 @@ class CellReport:
     smoke: str = NOT_RUN  # passed, failed, skipped: <why>, not run
     error: str | None = None
     runner: str | None = None  # WHEELFLOW_RUNNER_NAME (or host) of the worker that built it, on a work pool
+    platform: str | None = None  # the published wheel's platform tag (after the repair step)
+    unrepaired_sha256: str | None = None  # the wheel as built, before the repair step changed it
 
     def json(self) -> dict[str, Any]:
         return redact_value({"cell": self.cell, "wheel": self.wheel, "sha256": self.sha256, "cached": self.cached,
                              "state": self.state, "smoke": self.smoke, "image": self.image, "size": self.size,
                              "attempts": self.attempts, "duration": round(self.duration, 2), "error": self.error,
-                             "runner": self.runner})
+                             "runner": self.runner, "platform": self.platform,
+                             "unrepaired_sha256": self.unrepaired_sha256})
 
     def table_row(self) -> dict[str, Any]:
         return redact_value({"cell": self.cell, "image": self.image or "local", "duration": f"{self.duration:.1f} s",
-                             "wheel": self.wheel or "", "size": self.size or 0, "sha256": self.sha256 or "",
-                             "state": f"{self.state} (cached)" if self.cached else self.state, "attempts": self.attempts,
-                             "smoke": self.smoke})
+                             "wheel": self.wheel or "", "platform": self.platform or "", "size": self.size or 0,
+                             "sha256": self.sha256 or "", "unrepaired sha256": self.unrepaired_sha256 or "",
+                             "state": f"{self.state} (cached)" if self.cached else self.state,
+                             "attempts": self.attempts, "smoke": self.smoke})
 
 
 @dataclass
@@ -129,8 +133,8 @@ class ReleaseReport:
             lines.append(f"| `{f.filename}` | {f.target} | `{f.sha256[:16]}…` | {f.upload} | {f.status} |")
         if self.cells:
             lines += ["", f"Built by the **{self.builder}** builder:", "",
-                      "| cell | wheel | state | smoke |", "|---|---|---|---|"]
-            lines += [f"| {c.cell} | `{c.wheel or '-'}` | {c.state}{' (cached)' if c.cached else ''} | {c.smoke} |"
+                      "| cell | wheel | platform | state | smoke |", "|---|---|---|---|---|"]
+            lines += [f"| {c.cell} | `{c.wheel or '-'}` | {c.platform or '-'} | {c.state}{' (cached)' if c.cached else ''} | {c.smoke} |"
                       for c in self.cells]
         if self.runbook:
             lines += ["", "## Rollback runbook", "", "```", *self.runbook, "```"]

@@ -14,18 +14,19 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, get_args
+from typing import Annotated, Any, Iterator, Literal, Mapping, get_args
 from urllib.parse import urlsplit
 
 from annotated_types import Gt, MinLen
-from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictFloat, StrictInt, ValidationError
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError
 from pydantic import ValidationInfo, WithJsonSchema
 from pydantic import field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from .childenv import pass_env_problem
-from .errors import SpecError
+from .errors import SpecError, WheelflowError
 from .matrix import Matrix, MatrixTable
+from .repair import RepairOptions, check_command
 from .spectypes import ByteSize, EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
 
 try:
@@ -39,15 +40,28 @@ RoutableKind = Literal["sdist", "wheel", "plain-wheel", "variant-wheel"]
 Builder = Literal["docker", "local"]
 ApprovalPolicy = Literal["manual", "auto", "auto-if-staging-verified"]
 IndexAlias = Literal["local", "pypi", "testpypi"]
+TargetKind = Literal["index", "static"]
+SharedFiles = Literal["every-subindex", "root"]
 ARTIFACT_KINDS: tuple[str, ...] = get_args(ArtifactKind)
 ROUTABLE_KINDS: tuple[str, ...] = get_args(RoutableKind)
 BUILDERS: tuple[str, ...] = get_args(Builder)
 APPROVAL_POLICIES: tuple[str, ...] = get_args(ApprovalPolicy)
 INDEX_ALIASES: tuple[str, ...] = get_args(IndexAlias)
+TARGET_KINDS: tuple[str, ...] = get_args(TargetKind)
+SHARED_FILES: tuple[str, ...] = get_args(SharedFiles)
+#: A built-in target: a static index under $WHEELFLOW_HOME served on loopback while the release runs.
+STATIC_DEMO = "static-demo"
+#: store-url = "local": the embedded static index (under $WHEELFLOW_HOME, served by wheelflow on loopback).
+LOCAL_STORE = "local"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 _NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _TARGET_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _SECRET_KEYS = {"password", "token", "username", "api-token", "api_token"}
+# Storage options are written in the spec, so they never hold a secret: fsspec reads keys itself
+# (s3fs: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) or they come from credentials = "prefect-secret:BLOCK".
+_SECRET_OPTION_WORDS = ("key", "secret", "token", "password", "credential", "passwd")
+_STATIC_ONLY = ("store-url", "public-url", "layout", "shared-files", "storage-options")
+_INDEX_ONLY = ("index", "upload-url")
 
 
 def _kinds(choices: tuple[str, ...], example: str) -> Any:
@@ -125,8 +139,19 @@ class VersionSource(SpecModel):
 class Target(SpecModel):
     """``[tool.wheelflow.targets.NAME]``: an index that receives (some of) the release's files."""
 
+    # What check_keys enforces, in the schema's words: an index target names its index, a static one its store.
+    model_config = ConfigDict(**SpecModel.model_config, json_schema_extra={
+        "if": {"properties": {"kind": {"const": "static"}}, "required": ["kind"]},
+        "then": {"required": ["store-url"], "not": {"anyOf": [{"required": [key]} for key in _INDEX_ONLY]}},
+        "else": {"required": ["index"], "not": {"anyOf": [{"required": [key]} for key in _STATIC_ONLY]}},
+    })
+
     name: SkipJsonSchema[str]  # the table's key in the spec
-    index: Text = Field(description='An alias ("local", "pypi", "testpypi") or a Simple API URL.')
+    kind: Annotated[TargetKind, OneOf("target kind", TARGET_KINDS)] = Field(
+        "index", description='"index": a PyPI-protocol index wheelflow uploads to; "static": a PEP 503 index '
+                             "wheelflow writes itself (store-url) and installers read (public-url).")
+    index: Text | None = Field(None, description='An alias ("local", "pypi", "testpypi") or a Simple API URL '
+                                                 '(kind = "index").')
     upload_url: Text | None = Field(None, description="Upload (legacy API) URL; default: the index's own.")
     credentials: Annotated[Text, WithJsonSchema({"anyOf": [{"enum": ["env", "none"]},
                                                            {"type": "string", "pattern": "^prefect-secret:.+$"}]})] = \
@@ -145,6 +170,19 @@ class Target(SpecModel):
     local_versions: Annotated[tuple[Annotated[str, MinLen(1)], ...],
                               Expect("a list of label patterns", 'write e.g. local-versions = ["cu130*"]')] = Field(
         (), description='Variant wheels routed here, by local label pattern, e.g. ["cu130*"].')
+    store_url: Text | None = Field(
+        None, description='kind = "static": fsspec URL the index is written to (file:///srv/whl, s3://bucket/whl), '
+                          'or "local" for the embedded one under $WHEELFLOW_HOME.')
+    public_url: Text | None = Field(
+        None, description='kind = "static": the http(s) URL installers read store-url at (its root index).')
+    layout: Text = Field("{local_version}", description='kind = "static": sub-index of a variant wheel, from its '
+                                                        'local version label, e.g. "whl/{local_version}".')
+    shared_files: Annotated[SharedFiles, OneOf("shared-files", SHARED_FILES)] = Field(
+        "every-subindex", description='kind = "static": the sdist and plain wheels listed in every sub-index '
+                                      '("every-subindex") or in the root index only ("root").')
+    storage_options: Annotated[dict[str, Any], Expect("a table", 'write e.g. storage-options = { anon = false }')] = \
+        Field(default_factory=dict, description='kind = "static": fsspec options of the store, never a secret '
+                                                "(keys come from the environment or a Prefect Secret block).")
 
     @classmethod
     def check_keys(cls, table: dict[str, Any]) -> None:
@@ -154,20 +192,74 @@ class Target(SpecModel):
             raise problem("credentials never go in the spec",
                           f'remove it and set {env}_USERNAME/{env}_PASSWORD, or credentials = "prefect-secret:BLOCK"',
                           key=sorted(secret)[0])
+        if table.get("kind", "index") not in TARGET_KINDS:
+            raise problem(f"unknown target kind {table['kind']!r}", 'use "index", "static"', key="kind")
+        if table.get("kind") == "static":
+            wrong = [key for key in _INDEX_ONLY if key in table]
+            if wrong:
+                raise problem('is for kind = "index"', "a static target is written at store-url and read at public-url",
+                              key=wrong[0])
+            if "store-url" not in table:
+                raise problem("missing", 'set store-url = "s3://bucket/whl" (or "file:///srv/whl", or "local")',
+                              key="store-url")
+            return
+        wrong = [key for key in _STATIC_ONLY if key in table]
+        if wrong:
+            raise problem('is for kind = "static"', 'add kind = "static", or remove it', key=wrong[0])
         if "index" not in table:
             raise problem("missing", 'set index = "local", "pypi", "testpypi" or a Simple API URL', key="index")
 
     @model_validator(mode="before")
     @classmethod
     def _local_needs_no_credentials(cls, table: Any) -> Any:
-        if isinstance(table, dict) and "credentials" not in table and table.get("index") == "local":
+        if not isinstance(table, dict) or "credentials" in table:
+            return table
+        if table.get("index") == "local" or table.get("store-url") == LOCAL_STORE:
             return {**table, "credentials": "none"}
         return table
 
     @field_validator("index")
     @classmethod
-    def _alias_or_url(cls, index: str) -> str:
-        return index if index in INDEX_ALIASES else _check_url(index)
+    def _alias_or_url(cls, index: str | None) -> str | None:
+        return index if index is None or index in INDEX_ALIASES else _check_url(index)
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url(cls, url: str | None) -> str | None:
+        if url is None or url == LOCAL_STORE:
+            return url
+        from .staticindex import check_store_url  # staticindex reads this module's helpers
+
+        _reworded(check_store_url, url)
+        return url
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).scheme not in ("http", "https"):
+            raise problem(f"{redact_url(url)!r} is not an http(s) URL", "give the URL installers read the index at")
+        if url is not None:
+            _check_url(url)
+        return url
+
+    @field_validator("layout")
+    @classmethod
+    def _layout(cls, layout: str) -> str:
+        from .staticindex import check_layout
+
+        _reworded(check_layout, layout)
+        return layout
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secret_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        for path in _option_keys(options):
+            words = path[-1].lower().replace("-", "_").split("_")
+            if any(word in _SECRET_OPTION_WORDS for word in words):
+                raise problem("a secret never goes in the spec",
+                              "remove it: s3fs reads AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the environment; "
+                              'or set credentials = "prefect-secret:BLOCK" holding the secret options', key=path)
+        return options
 
     @field_validator("upload_url")
     @classmethod
@@ -182,7 +274,33 @@ class Target(SpecModel):
             raise problem(f"{source!r} is not a credentials source",
                           f'use "env" ({env}_USERNAME/{env}_PASSWORD), "prefect-secret:BLOCK" or "none"',
                           key="credentials")
+        if self.kind == "static" and self.store_url != LOCAL_STORE and self.public_url is None:
+            raise problem("missing", "set public-url to the http(s) URL installers read store-url at", key="public-url")
+        if self.kind == "static" and self.store_url == LOCAL_STORE and self.public_url is not None:
+            raise problem('is set by wheelflow for store-url = "local"', "remove it (the embedded index is served "
+                          "on loopback while the release runs)", key="public-url")
         return self
+
+    @property
+    def is_static(self) -> bool:
+        return self.kind == "static"
+
+
+def _reworded(check: Any, value: str) -> None:
+    """A domain check's one-line error ("...; fix: ...") as the spec's own problem."""
+    try:
+        check(value)
+    except WheelflowError as exc:
+        text, _, fix = str(exc).partition("; fix: ")
+        raise problem(text, fix or None) from None
+
+
+def _option_keys(options: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every key of a nested table, as its path (client_kwargs.aws_secret_access_key)."""
+    for key, value in options.items():
+        yield (*prefix, str(key))
+        if isinstance(value, Mapping):
+            yield from _option_keys(value, (*prefix, str(key)))
 
 
 class DockerOptions(SpecModel):
@@ -206,6 +324,33 @@ class DockerOptions(SpecModel):
     @property
     def ccache_volume(self) -> str | None:
         return "wheelflow-ccache" if self.ccache else None
+
+
+class RepairTable(SpecModel):
+    """``[tool.wheelflow.repair]``: what turns each cell's ``linux_*`` wheel into one installers accept."""
+
+    enabled: StrictBool | None = Field(
+        None, description="Repair every built wheel; default: true on Linux (auditwheel), false elsewhere.")
+    command: Text | None = Field(
+        None, description='Replaces auditwheel: a command with {wheel} and {dest_dir}, like cibuildwheel\'s '
+                          'repair-wheel-command.')
+    exclude: Annotated[tuple[Annotated[str, MinLen(1)], ...],
+                       Expect("a list of library patterns", 'write e.g. exclude = ["libfoo.so.*"]')] = Field(
+        (), description="Libraries never vendored, added to the default list (CUDA driver/runtime, torch).")
+    plat: Text | None = Field(None, description='auditwheel --plat, e.g. "manylinux_2_28_x86_64"; default: the '
+                                                "best policy the wheel qualifies for.")
+
+    @field_validator("command")
+    @classmethod
+    def _command_fields(cls, command: str | None) -> str | None:
+        if command is not None:
+            _reworded(check_command, command)
+        return command
+
+    def options(self) -> RepairOptions | None:
+        """The build's repair options, or None when the repair step is off."""
+        enabled = self.enabled if self.enabled is not None else sys.platform.startswith("linux")
+        return RepairOptions(command=self.command, exclude=self.exclude, plat=self.plat) if enabled else None
 
 
 class BuildTable(SpecModel):
@@ -247,6 +392,7 @@ class SpecTable(SpecModel):
     smoke: Text | None = Field(None, description="Command run after `pip install` of the release, in a fresh venv.")
     version: VersionSource = Field(default_factory=VersionSource, description="Where the version comes from.")
     build: BuildTable = Field(default_factory=BuildTable, description="The build's environment.")
+    repair: RepairTable = Field(default_factory=RepairTable, description="The repair step after each cell's build.")
     targets: Annotated[dict[str, Target], BeforeValidator(_usable_target_names)] = Field(
         default_factory=dict, description="Indexes published to, in order; an approval gate before each after the first.")
     matrix: MatrixTable | None = Field(None, description="The wheel matrix: one wheel per cell.")
@@ -286,6 +432,7 @@ class ReleaseSpec:
     approval: str  # one of APPROVAL_POLICIES
     approval_timeout: int  # seconds; no decision by then fails the release
     pass_env: tuple[str, ...] = ()  # build.pass-env: runner variables the build may see (never wheelflow's secrets)
+    repair: RepairOptions | None = None  # None: wheels are published as built
 
     def target(self, name: str) -> Target:
         for target in self.targets:
@@ -294,7 +441,10 @@ class ReleaseSpec:
         if name in INDEX_ALIASES:
             # An alias used directly: every artifact goes there, credentials from the environment.
             return Target(name=name, index=name)
-        known = ", ".join([t.name for t in self.targets] + list(INDEX_ALIASES))
+        if name == STATIC_DEMO:
+            # The documented demo: a static index under $WHEELFLOW_HOME, served on loopback during the release.
+            return Target.model_validate({"name": name, "kind": "static", "store-url": LOCAL_STORE})
+        known = ", ".join([t.name for t in self.targets] + list(INDEX_ALIASES) + [STATIC_DEMO])
         raise SpecError("--to", f"unknown target {name!r}", f"use one of: {known}")
 
 
@@ -345,6 +495,7 @@ def parse_spec(
         approval=spec.approval,
         approval_timeout=spec.approval_timeout,
         pass_env=spec.build.pass_env,
+        repair=spec.repair.options(),
     )
 
 

@@ -13,6 +13,7 @@ from typing import Callable, Mapping, Protocol
 
 from ..errors import WheelflowError
 from ..matrix import Cell
+from ..repair import RepairedWheel, RepairOptions
 from ..source import copy_tree
 
 Log = Callable[[str], None]
@@ -46,6 +47,10 @@ class Builder(Protocol):
 
     def build(self, cell: Cell, source: Path, out: Path, env: Mapping[str, str], log: Log, labels: Mapping[str, str]) -> None:
         """Build the cell's wheel into ``out``; raise BuildError on a failed build."""
+
+    def repair(self, cell: Cell, wheel: Path, dest_dir: Path, options: RepairOptions, log: Log,
+               labels: Mapping[str, str]) -> RepairedWheel:
+        """Repair the built ``wheel`` into ``dest_dir`` (wheelflow.repair.repair_wheel, run where the cell built)."""
 
     def smoke(self, cell: Cell, wheel: Path, smoke: str | None, log: Log, labels: Mapping[str, str]) -> SmokeResult:
         """Install ``wheel`` in a fresh environment and run the smoke command there."""

@@ -19,15 +19,19 @@ from ..errors import BuildError
 from ..redaction import redact
 from ..matrix import Cell
 from ..reproducible import prefix_map_env
+from ..repair import RepairedWheel, RepairOptions, repair_command, repair_wheel, shown
 from ..spec import HOST_CA_BUNDLE, DockerOptions
 from . import FAILED, PASSED, SKIPPED, InfrastructureError, Log, SmokeResult
 
 MANAGED_LABEL = "org.wheelflow.managed"
 RUN_LABEL = "org.wheelflow.run"
 CELL_LABEL = "org.wheelflow.cell"
-ROLE_LABEL = "org.wheelflow.role"  # "build" or "smoke"
+ROLE_LABEL = "org.wheelflow.role"  # "build", "repair" or "smoke"
 CONTAINER_CUDA = "/usr/local/cuda"
 CONTAINER_BUILD_DIR = "/tmp/src"  # where build-cell.sh copies the read-only /src and builds: one path everywhere
+# The builder image's own auditwheel and patchelf (wheelflow/dockerfiles/builder.Dockerfile).
+CONTAINER_AUDITWHEEL = ("/opt/wheelflow/bin/auditwheel",)
+CONTAINER_PATH = "/opt/wheelflow/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def docker_client(timeout: float = 30.0) -> Any:
@@ -65,6 +69,10 @@ def remove_containers(labels: Mapping[str, str]) -> int:
         container.remove(force=True)
     client.close()
     return len(containers)
+
+
+class _NoAuditwheelInImage(Exception):
+    """The cell's image lacks /opt/wheelflow/bin/auditwheel."""
 
 
 class DockerBuilder:
@@ -183,6 +191,43 @@ class DockerBuilder:
         if code != 0:
             raise BuildError(f"cell {cell.name}: build failed (exit {code}): {first_error_line(tail)[:200]}",
                              log_tail="\n".join(tail))
+
+    def repair(self, cell: Cell, wheel: Path, dest_dir: Path, options: RepairOptions, log: Log,
+               labels: Mapping[str, str]) -> RepairedWheel:
+        """Repair inside the cell's build image: libraries only the image has are found (and vendored)
+        there, with the image's auditwheel and patchelf."""
+
+        import docker
+
+        def run_in_container(wheel: Path, out: Path) -> tuple[int | None, list[str]]:
+            cmd = repair_command(Path("/in") / wheel.name, Path("/out"), options, CONTAINER_AUDITWHEEL)
+            client = docker_client(timeout=max(60.0, cell.timeout + 30))
+            try:
+                image = self._image(client, cell)
+                volumes, env = self._volumes({str(wheel.parent.resolve()): {"bind": "/in", "mode": "ro"},
+                                              str(out.resolve()): {"bind": "/out", "mode": "rw"}}, cuda=True)
+                env["PATH"] = CONTAINER_PATH
+                log(f"cell {cell.name}: repairing {wheel.name} in {cell.image}: $ {shown(cmd)}")
+                command = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else cmd
+                try:
+                    code, tail = self._run(client, cell, image, command, volumes, env, labels, log, gpu=False,
+                                           role="repair")
+                except docker.errors.APIError as exc:
+                    if CONTAINER_AUDITWHEEL[0] in str(exc):
+                        raise _NoAuditwheelInImage from None
+                    raise
+            finally:
+                client.close()
+            return code, list(tail)
+
+        try:
+            return repair_wheel(wheel, dest_dir, options, log=log, run=run_in_container)
+        except _NoAuditwheelInImage:
+            # An image built before the repair step (or a project's own image) has no auditwheel:
+            # repair on the host instead, and say how to repair in the image.
+            log(f"cell {cell.name}: {cell.image} has no {CONTAINER_AUDITWHEEL[0]}: repairing on the host; "
+                "fix: rebuild it with `wheelflow images` (or install auditwheel and patchelf in /opt/wheelflow)")
+            return repair_wheel(wheel, dest_dir, options, log=log)
 
     def smoke(self, cell: Cell, wheel: Path, smoke: str | None, log: Log, labels: Mapping[str, str]) -> SmokeResult:
         client = docker_client(timeout=max(60.0, cell.timeout + 30))

@@ -18,6 +18,7 @@ from ..redaction import redact
 from ..matrix import Cell
 from ..reproducible import prefix_map_env
 from ..source import source_files
+from ..repair import RepairedWheel, RepairOptions, repair_wheel
 from . import FAILED, PASSED, SKIPPED, CellUnbuildable, Log, SmokeResult, copy_source
 
 
@@ -88,6 +89,11 @@ class LocalBuilder:
         if code != 0:
             raise BuildError(f"cell {cell.name}: build failed (exit {code}): {first_error_line(tail)[:200]}",
                              log_tail="\n".join(tail))
+
+    def repair(self, cell: Cell, wheel: Path, dest_dir: Path, options: RepairOptions, log: Log,
+               labels: Mapping[str, str]) -> RepairedWheel:
+        """On this machine, with the auditwheel installed beside wheelflow."""
+        return repair_wheel(wheel, dest_dir, options, log=log)
 
     def smoke(self, cell: Cell, wheel: Path, smoke: str | None, log: Log, labels: Mapping[str, str]) -> SmokeResult:
         if cell.gpu and not gpu_answers():

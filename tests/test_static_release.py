@@ -1,0 +1,125 @@
+"""Releases to static targets, end to end: hello-cuda built by the local builder (its wheels repaired by
+real auditwheel), written by wheelflow to a static PEP 503 index, served by the embedded loopback server
+or by a real nginx, proven by downloading and hashing, installed by real pip and uv."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import venv
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+from test_staticindex import UV, installer_env, tree
+from webservers import Nginx
+from wheelflow.staticsite import EmbeddedStaticServer
+
+HELLO = REPO / "examples" / "hello-cuda"
+needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists(),
+                                reason="no CUDA toolkit on this machine: the kernel cannot be compiled")
+
+
+def release_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict, str]:
+    result = run_cli("release", *args, "--json", env=env)
+    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
+
+
+def checks(report: dict) -> dict[str, dict]:
+    return {c["check"]: c for c in report["checks"]}
+
+
+def install(index_url: str, installer: str, where: Path) -> str:
+    """Install hello-cuda from ``index_url`` with pip or uv into a fresh venv; the version and selftest it reports."""
+    venv.create(where, with_pip=installer == "pip")
+    python = where / "bin" / "python"
+    cmd = ([str(python), "-m", "pip", "install", "--no-cache-dir", "--quiet", "--only-binary", ":all:"]
+           if installer == "pip" else [str(UV), "pip", "install", "--no-cache", "--quiet", "--only-binary", ":all:",
+                                       "--python", str(python)])
+    proc = subprocess.run([*cmd, "--index-url", index_url, "hello-cuda"], capture_output=True, text=True,
+                          env=installer_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shown = subprocess.run([str(python), "-c", "import importlib.metadata as m, hello_cuda; "
+                            "print(m.version('hello-cuda'), hello_cuda.selftest()['ok'])"],
+                           capture_output=True, text=True, check=True)
+    return shown.stdout.strip()
+
+
+@needs_nvcc
+def test_hello_cuda_to_static_demo_serves_variant_sub_indexes_pip_and_uv_install_from(home: Path, prefect_api,
+                                                                                    tmp_path: Path) -> None:
+    code, report, stderr = release_json(str(HELLO), "--to", "static-demo", "--builder", "local")
+    assert code == 0, stderr[-3000:]
+    cells = {c["cell"]: c for c in report["cells"]}
+    for cell in cells.values():  # repaired: a manylinux tag, the wheel as built kept in the report
+        assert cell["platform"].startswith("manylinux_") and cell["wheel"].endswith(cell["platform"] + ".whl")
+        assert cell["unrepaired_sha256"] and cell["unrepaired_sha256"] != cell["sha256"]
+        assert cell["smoke"] == "passed"
+    files = {f["filename"]: f for f in report["files"]}
+    assert set(files) == {"hello_cuda-0.1.0.tar.gz"} | {c["wheel"] for c in cells.values()}
+    assert {(f["target"], f["upload"], f["status"]) for f in files.values()} == {("static-demo", "uploaded", "verified")}
+    done = checks(report)
+    assert done["published to static-demo (static index)"]["status"] == "passed"
+    for sub in ("sm80", "sm90"):
+        assert done[f"install + smoke on static-demo/{sub}"]["status"] == "passed"
+        assert f"+{sub}-" in done[f"install + smoke on static-demo/{sub}"]["detail"]
+    for filename in files:
+        assert "downloaded and hashed" in done[f"served {filename} on static-demo"]["detail"]
+
+    # After the release: the store under $WHEELFLOW_HOME, served again the way README says.
+    store = home / "static"
+    assert (store / "sm90" / "hello-cuda" / "index.html").is_file() and (store / "index.html").is_file()
+    with EmbeddedStaticServer(store) as server:
+        for installer in ("pip", "uv"):
+            got = install(f"{server.url}/sm90/", installer, tmp_path / f"{installer}-sm90")
+            assert got == "0.1.0+sm90 True", installer
+        assert install(f"{server.url}/sm80/", "uv", tmp_path / "uv-sm80") == "0.1.0+sm80 True"
+
+    # Again: nothing new is written, every file is proven again.
+    before = tree(store)
+    code, again, stderr = release_json(str(HELLO), "--to", "static-demo", "--builder", "local")
+    assert code == 0, stderr[-3000:]
+    assert {f["upload"] for f in again["files"]} == {"already present"}
+    assert tree(store) == before
+
+
+@pytest.mark.case("fault", "a later target fails after the static index was written",
+                  "the static index's pages are restored byte for byte, this run's files deleted")
+def test_a_failing_later_stage_leaves_the_static_index_byte_identical(tmp_path: Path, home: Path, index,
+                                                                      index_credentials, prefect_api) -> None:
+    from conftest import make_project
+    from faultproxy import FaultProxy
+    from wheelcraft import make_wheel
+    from wheelflow.distributions import describe
+    from wheelflow.staticindex import publish_static
+
+    store = tmp_path / "store"
+    with Nginx(tmp_path / "nginx", root=store) as nginx, FaultProxy(index.url) as proxy:
+        earlier = tmp_path / "earlier"
+        earlier.mkdir()
+        publish_static([describe(make_wheel(earlier, version="0.9.0"))], store_url=store.as_uri(), public_url=nginx.url)
+        before = tree(store)
+        project = make_project(tmp_path / "proj", extra=textwrap.dedent(f"""
+            [tool.wheelflow.targets.wheels]
+            kind = "static"
+            store-url = "{store.as_uri()}"
+            public-url = "{nginx.url}"
+
+            [tool.wheelflow.targets.staging]
+            index = "{proxy.url}simple/"
+            verify-timeout = 2
+            """))
+        proxy.lag["tiny_pkg-1.0.0-py3-none-any.whl"] = 3600  # staging never lists the wheel: its proof fails
+        code, report, stderr = release_json(str(project))
+        assert code == 1, stderr[-3000:]
+        done = checks(report)
+        assert done["install + smoke on wheels"]["status"] == "passed"  # the static stage had finished
+        assert "tiny_pkg-1.0.0-py3-none-any.whl is not served" in report["error"]
+        assert tree(store) == before  # every page as it was, the 1.0.0 files and sidecar gone
+        rolled = {(f["target"], f["filename"]): (f["upload"], f["status"]) for f in report["files"]}
+        assert rolled[("wheels", "tiny_pkg-1.0.0-py3-none-any.whl")] == ("rolled back", "removed")
+        assert done["rolled back wheels"]["status"] == "passed"
