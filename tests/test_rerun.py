@@ -69,8 +69,8 @@ def test_a_release_stopped_half_way_finishes_from_a_fresh_home(
         project = unreproducible_project(tmp_path / "p", proxy.url + "simple/")
         # Every attempt to upload the sdist is cut off: the run ends after the wheel landed.
         proxy.rules.append(Rule("POST", 0, reset=True, times=99, body_contains=SDIST.encode()))
-        code, first, _ = release(project, tmp_path / "home-a")
-        assert code == 1 and {f["filename"]: f["upload"] for f in first["files"]}[WHEEL] == "uploaded"
+        code, first, stderr = release(project, tmp_path / "home-a")
+        assert code == 1 and {f["filename"]: f["upload"] for f in first["files"]}[WHEEL] == "uploaded", stderr[-3000:]
         proxy.rules.clear()
         code, again, stderr = release(project, tmp_path / "home-b")
     assert code == 0, stderr[-3000:]
