@@ -48,7 +48,7 @@ def build_cell(
     cells = {c.name: c for c in (spec.matrix.cells if spec.matrix else ())}
     if cell not in cells:
         raise SpecError("cell", f"{spec.name} has no matrix cell {cell!r}", f"use one of: {', '.join(cells) or 'none'}")
-    chosen = choose_builder(spec, builder)
+    chosen, _ = choose_builder(spec, builder, [cells[cell]])
     run_label = str(flow_run.get_id())
     source = prepare_source(spec.project_dir, home=wheelflow_home(), commit=commit)
     job = CellJob(project=str(source.path), source_digest=source.identity, name=spec.name,

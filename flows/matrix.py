@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -18,7 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from wheelflow import artifactstore
 from wheelflow.builders import Builder, CellUnbuildable, InfrastructureError, SmokeResult
 from wheelflow.builders.choose import choose_builder
-from wheelflow.cells import expected_version
+from wheelflow.cells import expected_version, summarize_failures
 from wheelflow.distributions import Distribution, describe
 from wheelflow.errors import BuildError, CheckError
 from wheelflow.matrix import Cell
@@ -48,6 +49,8 @@ def build(ctx: ReleaseContext) -> tuple[list[Distribution], dict[str, str]]:
     """The release's files, and the version each must carry (variant wheels carry their cell's label)."""
     spec, report = ctx.spec, ctx.report
     kinds = spec.artifacts if spec.matrix is None else tuple(k for k in spec.artifacts if k == "sdist")
+    builds_cells = spec.matrix is not None and "wheel" in spec.artifacts
+    builder = matrix_builder(ctx) if builds_cells and not ctx.remote else None  # chosen and checked first
     dists: list[Distribution] = []
     if kinds:
         with report.step("built" if spec.matrix is None else "built sdist") as step:
@@ -55,8 +58,8 @@ def build(ctx: ReleaseContext) -> tuple[list[Distribution], dict[str, str]]:
             step.detail = ("reused from cache: " if built.cached else "") + ", ".join(d.filename for d in built.dists)
         dists += built.dists
     versions = {d.filename: ctx.version for d in dists}
-    if spec.matrix is not None and "wheel" in spec.artifacts:
-        outcomes = build_cells_remotely(ctx, ctx.remote) if ctx.remote else build_cells_here(ctx)
+    if builds_cells:
+        outcomes = build_cells_remotely(ctx, ctx.remote) if ctx.remote else build_cells_here(ctx, builder)
         for outcome in judge_cells(ctx, outcomes):
             dists.append(outcome.wheel)
             versions[outcome.wheel.filename] = expected_version(ctx.version, outcome.cell)
@@ -74,7 +77,7 @@ def judge_cells(ctx: ReleaseContext, outcomes: list[CellOutcome]) -> list[CellOu
              else f"by the {report.builder} builder" + (f" ({sum(o.cached for o in built)} cached)" if built else ""))
     report.add("built wheel matrix", not failed, f"{len(built)} of {total} cells {where}")
     if failed:
-        raise BuildError(f"{len(failed)} of {total} cells failed: " + "; ".join(f"{o.cell.name}: {o.error}" for o in failed))
+        raise BuildError(summarize_failures([(o.cell.name, o.error or "") for o in failed], total))
     bad = [o for o in outcomes if o.smoke is not None and o.smoke.state == "failed"]
     report.add("smoke test of every wheel", not bad, "; ".join(f"{r.cell}: {r.smoke}" for r in report.cells))
     if bad:
@@ -98,13 +101,22 @@ def cell_row(outcome: CellOutcome) -> CellReport:
     return row
 
 
-def build_cells_here(ctx: ReleaseContext) -> list[CellOutcome]:
+def matrix_builder(ctx: ReleaseContext) -> Builder:
+    """The builder for this runner, chosen and checked before anything is built: a cell it cannot
+    build (an image missing, no such interpreter) stops the release in seconds, not after the sdist."""
+    builder, note = choose_builder(ctx.spec, ctx.builder, ctx.spec.matrix.cells)
+    ctx.report.builder = builder.kind
+    if note:
+        get_run_logger().warning(note)
+        ctx.report.add("builder", True, f"{builder.kind}: {note}")
+    image = (lambda cell: cell.image) if builder.kind == "docker" else (lambda cell: None)
+    preflight(builder, ctx.spec.matrix.cells, ctx, image)
+    return builder
+
+
+def build_cells_here(ctx: ReleaseContext, builder: Builder) -> list[CellOutcome]:
     """One build[cell] task run per cell, in parallel under the matrix's concurrency; then a smoke test of each."""
     spec, matrix = ctx.spec, ctx.spec.matrix
-    builder = choose_builder(spec, ctx.builder)
-    ctx.report.builder = builder.kind
-    image = (lambda cell: cell.image) if builder.kind == "docker" else (lambda cell: None)
-    preflight(builder, matrix.cells, ctx, image)
     job = CellJob(project=str(ctx.source.path), source_digest=ctx.source.identity, name=spec.name,
                   version=ctx.version, build_env=dict(spec.build_env), home=str(ctx.home),
                   run_label=str(ctx.report.flow_run_id), source_date_epoch=ctx.source.date_epoch,

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(not Path("/usr/local/cuda/bin/nvcc").exists(),
                                 reason="no CUDA toolkit at /usr/local/cuda to mount into the build containers")
 
 
-def hello_spec(tmp_path: Path, *, pythons: list[str], archs: list[str], extra: str = "") -> Path:
+def hello_spec(tmp_path: Path, *, pythons: list[str], archs: list[str], extra: str = "",
+               images: str = "wheelflow") -> Path:
     """hello-cuda's own spec with another matrix (a standalone spec, as for a project you don't control)."""
     path = tmp_path / "hello-matrix.toml"
     path.write_text(textwrap.dedent(f"""
@@ -35,16 +36,18 @@ def hello_spec(tmp_path: Path, *, pythons: list[str], archs: list[str], extra: s
 
         [matrix]
         axes = {{ python = {json.dumps(pythons)}, arch = {json.dumps(archs)} }}
-        image = "wheelflow/builder:py{{python}}"
-        runtime-image = "wheelflow/runtime:py{{python}}"
+        image = "{images}/builder:py{{python}}"
+        runtime-image = "{images}/runtime:py{{python}}"
         env = {{ HELLO_CUDA_ARCHS = "{{arch}}" }}
         local-version = "sm{{arch}}"
         """) + textwrap.dedent(extra))
     return path
 
 
-def release(spec: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[int, dict, str]:
-    result = run_cli("release", str(HELLO), "--spec", str(spec), "--builder", "docker", *extra, "--json", env=env)
+def release(spec: Path, *extra: str, env: dict[str, str] | None = None, builder: str | None = "docker"
+            ) -> tuple[int, dict, str]:
+    chosen = ("--builder", builder) if builder else ()
+    result = run_cli("release", str(HELLO), "--spec", str(spec), *chosen, *extra, "--json", env=env)
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
 
 
@@ -98,7 +101,7 @@ def test_a_failing_cell_fails_the_release_by_name_while_the_other_completes(
     failed = cells["py3.11-archbogus"]
     assert failed["state"] == "failed" and failed["attempts"] == 1  # a compile error is not retried
     assert "cell py3.11-archbogus: build failed (exit 1)" in failed["error"]
-    assert report["error"].startswith("1 of 2 cells failed: py3.11-archbogus: cell py3.11-archbogus: build failed")
+    assert report["error"].startswith("1 of 2 cells failed: py3.11-archbogus: build failed")
     assert not (home / "index" / "packages").exists() or not any((home / "index" / "packages").iterdir())
     assert leftover_containers(docker_images) == []
 
@@ -188,3 +191,33 @@ def test_a_daemon_lost_mid_build_fails_the_release_clearly(
     # Nothing reached publishing: no file was routed to a target, no upload step ran.
     assert report["files"] == [] and not [c for c in report["checks"] if c["check"].startswith("uploaded")]
     assert report["error"].startswith("1 of 1 cells failed: py3.11-arch90: ")
+
+
+# A daemon without wheelflow's images: the spec names images that exist nowhere (the shared daemon
+# keeps its images for the other tests; see shared/README).
+@pytest.mark.case("bad input", "Docker answers but the matrix's images were never built, no builder chosen",
+                  "built with the local builder, saying so in a warning and in the report; exit 0")
+def test_without_the_images_the_default_builder_is_local_and_says_so(
+    tmp_path: Path, home: Path, prefect_api, docker_images
+) -> None:
+    spec = hello_spec(tmp_path, pythons=["3.11"], archs=["90"], images="wheelflow-never-built")
+    code, report, stderr = release(spec, builder=None)
+    assert code == 0, stderr[-3000:]
+    assert report["builder"] == "local"
+    note = next(c for c in report["checks"] if c["check"] == "builder")
+    assert note["detail"].startswith("local: docker images missing (wheelflow-never-built/builder:py3.11, "
+                                     "wheelflow-never-built/runtime:py3.11): built with the local builder")
+
+
+@pytest.mark.case("bad input", "--builder docker where the matrix's images were never built",
+                  "refused before anything is built, naming the image and `wheelflow images`")
+def test_an_explicit_docker_builder_without_its_image_fails_before_building(
+    tmp_path: Path, home: Path, prefect_api, docker_images
+) -> None:
+    spec = hello_spec(tmp_path, pythons=["3.11"], archs=["90"], images="wheelflow-never-built")
+    code, report, _ = release(spec)
+    assert code == 1
+    assert report["error"] == ("cell py3.11-arch90 cannot be built by the docker builder: image "
+                               "wheelflow-never-built/builder:py3.11 is not on this runner; fix: run `wheelflow images`, "
+                               "or build/pull that image, or use --builder local")
+    assert not [c for c in report["checks"] if c["check"].startswith("built")]  # not even the sdist

@@ -146,3 +146,28 @@ def test_expanded_table_lists_each_cell_as_built(tmp_path) -> None:
                                                 "rules": TORCH_RULES[:1]}}, tmp_path)
     assert [row["cell"] for row in expanded_table(ruled)] == ["torch2.4-cu12.4"]
     assert expanded_table(parse_spec({"name": "x"}, tmp_path)) == []
+
+
+def test_a_failed_build_is_named_by_its_cause_not_the_frontends_summary() -> None:
+    from wheelflow.building import first_error_line
+
+    traceback = ["Traceback (most recent call last):", '  File "setup.py", line 3, in <module>',
+                 '    raise InvalidVersion(f"Invalid version: {version!r}")',
+                 "packaging.version.InvalidVersion: Invalid version: '1.0.x'", "",
+                 "ERROR Backend subprocess exited when trying to invoke get_requires_for_build_wheel"]
+    assert first_error_line(traceback) == "packaging.version.InvalidVersion: Invalid version: '1.0.x'"
+    compiler = ["nvcc -c kernel.cu", 'kernel.cu(3): error: identifier "x" is undefined', "1 error detected",
+                "ERROR Backend subprocess exited when trying to invoke build_wheel"]
+    assert first_error_line(compiler) == 'kernel.cu(3): error: identifier "x" is undefined'
+
+
+def test_many_failed_cells_are_one_short_line_grouped_by_error() -> None:
+    from wheelflow.cells import SUMMARY_LIMIT, summarize_failures
+
+    same = "build failed (exit 1): packaging.version.InvalidVersion: Invalid version: '1.0.x'"
+    failures = [(f"py3.{i}-cu{j}", f"cell py3.{i}-cu{j}: {same}") for i in range(12) for j in range(8)]
+    assert summarize_failures(failures, 96) == f"96 of 96 cells failed: py3.0-cu0 and 95 more: {same}"
+    mixed = failures[:2] + [("py3.13-cu0", "cell py3.13-cu0: smoke failed: " + "x" * 600)]
+    line = summarize_failures(mixed, 97)
+    assert line.startswith(f"3 of 97 cells failed: py3.0-cu0 and 1 more: {same}; py3.13-cu0: smoke failed: xxx")
+    assert len(line) <= SUMMARY_LIMIT and line.endswith("…")

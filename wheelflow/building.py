@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -84,13 +85,25 @@ def _load_cached(directory: Path) -> list[Distribution] | None:
     return dists
 
 
+# Lines a build frontend prints around the real error: never the cause itself.
+_FRONTEND_LINES = ("backend subprocess exited", "subprocess-exited-with-error", "this error originates from a subprocess",
+                   "metadata-generation-failed", "see above for output", "╰─>", "error: failed building wheel")
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Z]\w*(?:Error|Exception|Invalid\w*|Exit|Failure)\b.*")
+
+
 def first_error_line(lines: "deque[str] | list[str]") -> str:
-    """The line that says what went wrong: the first compiler/linker error, else the last line."""
-    for line in lines:
-        lowered = line.lower()
-        if ("error" in lowered or "fatal" in lowered) and "backend subprocess exited" not in lowered:
-            return line.strip()
-    return next((line.strip() for line in reversed(lines) if line.strip()), "")
+    """The line that says what went wrong: the first compiler, linker or pip error, else the
+    exception that ended a traceback (``InvalidVersion: ...``), else the last line the build printed
+    that is not the frontend's own summary."""
+    meaningful = [line.strip() for line in lines
+                  if line.strip() and not any(generic in line.lower() for generic in _FRONTEND_LINES)]
+    for line in meaningful:
+        if re.search(r"\berror\b|\bfatal\b", line.lower()):
+            return line
+    exceptions = [line for line in meaningful if _EXCEPTION_LINE.match(line)]
+    if exceptions:
+        return exceptions[-1]
+    return meaningful[-1] if meaningful else next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
 def build_fix(tail: "deque[str] | list[str]", home: Path) -> str:

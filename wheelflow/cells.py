@@ -141,3 +141,19 @@ def build_cell(
     wheel = directory / dist.filename
     return CellBuild(cell.name, describe(wheel), False, time.monotonic() - started, identity, platform_of(wheel),
                      (unrepaired or {}).get("wheel"), (unrepaired or {}).get("sha256"))
+
+
+#: The one-line summary of failed cells stays short enough to read in a CI log; the report lists all.
+SUMMARY_LIMIT = 480
+
+
+def summarize_failures(failures: list[tuple[str, str]], total: int) -> str:
+    """``N of TOTAL cells failed: CELL: ERROR; CELL and K more: ERROR``: cells failing with one error
+    are grouped (named by the first), the whole line stays under ``SUMMARY_LIMIT`` characters."""
+    groups: dict[str, list[str]] = {}
+    for cell, error in failures:
+        groups.setdefault(error.removeprefix(f"cell {cell}: "), []).append(cell)
+    parts = [f"{cells[0]}" + (f" and {len(cells) - 1} more" if len(cells) > 1 else "") + f": {error}"
+             for error, cells in sorted(groups.items(), key=lambda item: -len(item[1]))]
+    line = f"{len(failures)} of {total} cells failed: " + "; ".join(parts)
+    return line if len(line) <= SUMMARY_LIMIT else line[:SUMMARY_LIMIT - 1] + "…"

@@ -21,7 +21,7 @@ from ..matrix import Cell
 from ..reproducible import prefix_map_env
 from ..repair import RepairedWheel, RepairOptions, repair_command, repair_wheel, shown
 from ..spec import HOST_CA_BUNDLE, DockerOptions
-from . import FAILED, PASSED, SKIPPED, InfrastructureError, Log, SmokeResult
+from . import FAILED, PASSED, SKIPPED, CellUnbuildable, InfrastructureError, Log, SmokeResult
 
 MANAGED_LABEL = "org.wheelflow.managed"
 RUN_LABEL = "org.wheelflow.run"
@@ -96,9 +96,31 @@ class DockerBuilder:
                 "or build/pull that image"
             ) from None
 
+    def missing_images(self, cells: Sequence[Cell]) -> list[str]:
+        """The build and runtime images of ``cells`` this daemon does not have."""
+        import docker
+
+        client = docker_client(timeout=10)
+        try:
+            missing = []
+            for name in dict.fromkeys(n for c in cells for n in (c.image, c.runtime_image) if n):
+                try:
+                    client.images.get(name)
+                except docker.errors.ImageNotFound:
+                    missing.append(name)
+            return missing
+        finally:
+            client.close()
+
     def preflight(self, cell: Cell) -> None:
-        """Nothing up front: a daemon that is away or an image that is missing is an infrastructure
-        error, raised by the build task, which retries it."""
+        """A missing image stops the release before anything is built, in seconds. A daemon that is
+        away is an infrastructure error raised by the build task instead, which retries it."""
+        if not daemon_answers():
+            return
+        missing = self.missing_images([cell])
+        if missing:
+            raise CellUnbuildable(f"image {missing[0]} is not on this runner; fix: run `wheelflow images`, or "
+                                  "build/pull that image, or use --builder local")
 
     def identity(self, cell: Cell) -> str:
         client = docker_client()
