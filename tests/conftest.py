@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -56,7 +57,7 @@ def index_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_project(root: Path, name: str = "tiny-pkg", version: str = "1.0.0", *, index_url: str | None = None,
-                 extra: str = "") -> Path:
+                 extra: str = "", smoke: str | None = None) -> Path:
     """A small pure-Python project with a [tool.wheelflow] spec (fast to build)."""
     module = name.replace("-", "_")
     root.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ def make_project(root: Path, name: str = "tiny-pkg", version: str = "1.0.0", *, 
         where = ["src"]
 
         [tool.wheelflow]
-        smoke = "python -c 'import {module}; assert {module}.answer() == 42'"
+        smoke = {json.dumps(smoke or f"python -c 'import {module}; assert {module}.answer() == 42'")}
 
         [tool.wheelflow.version]
         tag = "v{{version}}"

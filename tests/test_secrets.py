@@ -13,6 +13,9 @@ from conftest import INDEX_PASSWORD, git, make_project, run_cli
 from faultproxy import FaultProxy, Rule
 
 WEBHOOK_TOKEN = "T0KEN-w3bh00k-s3cret"  # in the webhook fixture's URL
+SMTP_PASSWORD = "smtp-pa55word-s3cret"
+API_KEY = "pnu_api-k3y-s3cret-0123456789"
+PRINT_ENVIRONMENT = "import os, sys; print(sorted(os.environ.items()), file=sys.stderr)"
 
 
 def _everything_prefect_recorded(flow_run_ids: list[str]) -> list[str]:
@@ -37,13 +40,23 @@ def _everything_prefect_recorded(flow_run_ids: list[str]) -> list[str]:
 @pytest.mark.case("secret", "an index password and a webhook token, through a release, a failed release with its alert, and a monitor run",
                   "found in no log line, artifact, report, state message or file")
 def test_no_secret_in_any_log_artifact_report_state_or_file(
-    tmp_path: Path, home: Path, index, index_credentials, prefect_api, webhook
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api, webhook, monkeypatch
 ) -> None:
     from flows.monitor import MonitoredProject, sync_monitor
 
+    # Every secret wheelflow may hold is in its environment: an SMTP password for email alerts (to a
+    # port where nothing listens), a Prefect API key (the open-source server ignores it).
+    monkeypatch.setenv("WHEELFLOW_ALERT_EMAIL_TO", "releases@example.invalid")
+    monkeypatch.setenv("WHEELFLOW_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("WHEELFLOW_SMTP_PORT", "9")
+    monkeypatch.setenv("WHEELFLOW_SMTP_PASSWORD", SMTP_PASSWORD)
+    monkeypatch.setenv("PREFECT_API_KEY", API_KEY)
     outputs: list[str] = []
     runs: list[str] = []
-    good = make_project(tmp_path / "good", index_url=index.simple_url)
+    good = make_project(tmp_path / "good", index_url=index.simple_url,
+                        smoke=f"python -c '{PRINT_ENVIRONMENT}; import tiny_pkg'")
+    # Code we do not control prints its whole environment: the build backend's setup.py, and the smoke command.
+    (good / "setup.py").write_text(f"{PRINT_ENVIRONMENT}\nfrom setuptools import setup\nsetup()\n")
     result = run_cli("release", str(good), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     outputs += [result.stdout, result.stderr]
@@ -71,6 +84,7 @@ def test_no_secret_in_any_log_artifact_report_state_or_file(
     texts += [p.read_text(errors="replace") for p in home.rglob("*") if p.is_file() and p.stat().st_size < 10**6
               and p.suffix not in (".whl", ".gz")]
     assert len(texts) > 50  # logs, artifacts, reports and states were all read
-    for secret in (INDEX_PASSWORD, WEBHOOK_TOKEN):
+    assert any("SOURCE_DATE_EPOCH" in t for t in texts)  # the printed environments are among them
+    for secret in (INDEX_PASSWORD, WEBHOOK_TOKEN, SMTP_PASSWORD, API_KEY):
         leaks = [t[max(0, t.find(secret) - 80):t.find(secret) + 80] for t in texts if secret in t]
         assert leaks == [], f"{secret[:6]}… leaked: {leaks[:3]}"
