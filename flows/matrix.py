@@ -109,9 +109,13 @@ def matrix_builder(ctx: ReleaseContext) -> Builder:
     if note:
         get_run_logger().warning(note)
         ctx.report.add("builder", True, f"{builder.kind}: {note}")
-    image = (lambda cell: cell.image) if builder.kind == "docker" else (lambda cell: None)
-    preflight(builder, ctx.spec.matrix.cells, ctx, image)
+    preflight(builder, ctx.spec.matrix.cells, ctx)
     return builder
+
+
+def image_of(builder: Builder, cell: Cell) -> str | None:
+    """The build image a cell's row shows: none for the local builder."""
+    return cell.image if builder.kind == "docker" else None
 
 
 def build_cells_here(ctx: ReleaseContext, builder: Builder) -> list[CellOutcome]:
@@ -124,7 +128,7 @@ def build_cells_here(ctx: ReleaseContext, builder: Builder) -> list[CellOutcome]
     with ThreadPoolTaskRunner(max_workers=matrix.concurrency) as runner:
         futures = [runner.submit(build_matrix_cell, {"builder": builder, "cell": cell, "job": job})
                    for cell in matrix.cells]
-        outcomes = [built_outcome(cell, future, image(cell)) for cell, future in zip(matrix.cells, futures)]
+        outcomes = [built_outcome(cell, future, image_of(builder, cell)) for cell, future in zip(matrix.cells, futures)]
         if any(o.wheel is None for o in outcomes):
             return outcomes  # no smoke test of a matrix that failed to build
         smokes = [runner.submit(smoke_matrix_cell, {"builder": builder, "cell": o.cell, "wheel": o.wheel,
@@ -133,13 +137,13 @@ def build_cells_here(ctx: ReleaseContext, builder: Builder) -> list[CellOutcome]
         return [replace(o, smoke=s.result()) for o, s in zip(outcomes, smokes)]
 
 
-def preflight(builder: Builder, cells: tuple[Cell, ...], ctx: ReleaseContext, image) -> None:
+def preflight(builder: Builder, cells: tuple[Cell, ...], ctx: ReleaseContext) -> None:
     """A cell this runner cannot build stops the release before any build."""
     for cell in cells:
         try:
             builder.preflight(cell)
         except (CellUnbuildable, InfrastructureError) as exc:
-            ctx.report.cells = [CellReport(c.name, image=image(c)) for c in cells]
+            ctx.report.cells = [CellReport(c.name, image=image_of(builder, c)) for c in cells]
             ctx.report.cells[cells.index(cell)].state, ctx.report.cells[cells.index(cell)].error = "failed", str(exc)
             raise BuildError(f"cell {cell.name} cannot be built by the {builder.kind} builder: {exc}") from None
 
