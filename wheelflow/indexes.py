@@ -128,9 +128,8 @@ def _read_credentials(target: Target, read_secret: Callable[[str], Any] | None) 
                                     read_secret)
 
 
-def secret_block_credentials(block: str, owner: str, other_source: str, read_secret: Callable[[str], Any] | None,
-                             token_username: str = "__token__") -> Credentials:
-    """Credentials from a Prefect Secret block holding a token or {"username": ..., "password": ...};
+def secret_block_value(block: str, owner: str, other_source: str, read_secret: Callable[[str], Any] | None) -> Any:
+    """What a Prefect Secret block holds: a JSON object or list decoded, else the string itself;
     ``owner`` and ``other_source`` complete the error messages."""
     if read_secret is None:
         raise CredentialsError(f"{owner}: credentials in Prefect Secret block {block!r} need a Prefect API; "
@@ -141,9 +140,18 @@ def secret_block_credentials(block: str, owner: str, other_source: str, read_sec
         raise CredentialsError(f"{owner}: {exc}") from None
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            return json.loads(value)
         except json.JSONDecodeError:
-            return Credentials(token_username, value)
+            return value
+    return value
+
+
+def secret_block_credentials(block: str, owner: str, other_source: str, read_secret: Callable[[str], Any] | None,
+                             token_username: str = "__token__") -> Credentials:
+    """Credentials from a Prefect Secret block holding a token or {"username": ..., "password": ...}."""
+    value = secret_block_value(block, owner, other_source, read_secret)
+    if isinstance(value, str):
+        return Credentials(token_username, value)
     if isinstance(value, dict) and value.get("password"):
         return Credentials(str(value.get("username", token_username)), str(value["password"]))
     raise CredentialsError(

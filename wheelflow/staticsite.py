@@ -21,7 +21,7 @@ from typing import Any, Callable
 import httpx
 
 from .errors import CredentialsError
-from .indexes import PRIVATE_VERIFY_TIMEOUT, Endpoints
+from .indexes import PRIVATE_VERIFY_TIMEOUT, Endpoints, secret_block_value
 from .simple_api import ServedFile
 from .spec import LOCAL_STORE, Target
 from .staticindex import join_url, subindex_for
@@ -68,18 +68,7 @@ def storage_options_for(target: Target, read_secret: Callable[[str], Any] | None
     if not target.credentials.startswith("prefect-secret:"):
         return options
     block = target.credentials.split(":", 1)[1]
-    if read_secret is None:
-        raise CredentialsError(f"target {target.name!r}: storage options in Prefect Secret block {block!r} need a "
-                               'Prefect API; fix: set PREFECT_API_URL, or credentials = "env" (AWS_* variables)')
-    try:
-        value = read_secret(block)
-    except CredentialsError as exc:
-        raise CredentialsError(f"target {target.name!r}: {exc}") from None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            value = None
+    value = secret_block_value(block, f"target {target.name!r}", 'credentials = "env" (AWS_* variables)', read_secret)
     if not isinstance(value, Mapping):
         raise CredentialsError(f"target {target.name!r}: Secret block {block!r} must hold a JSON object of storage "
                                'options, e.g. {"key": ..., "secret": ...}; fix: store it in that form')
