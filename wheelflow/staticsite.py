@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
