@@ -24,7 +24,7 @@ from pydantic import field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from .errors import SpecError
-from .matrix import Matrix, MatrixTable
+from .matrix import Matrix, MatrixTable, render_template
 from .spectypes import ByteSize, EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
 
 try:
@@ -213,6 +213,24 @@ class BuildTable(SpecModel):
     env: EnvTable = Field(default_factory=dict, description="Environment of the build (sdist and wheels).")
 
 
+class AbiTable(SpecModel):
+    """``[tool.wheelflow.abi]``: the runtimes the ABI gate resolves each wheel's symbols against.
+
+    Every wheel is checked against every runtime for the compatibility grid (a table artifact);
+    only the cell's own runtime (``cell-runtime``) refuses a wheel.
+    """
+
+    runtimes: Annotated[dict[str, tuple[Text, ...]], Expect(
+        "a table of label = list of pip requirements", 'write e.g. runtimes = { torch-2-9 = ["torch==2.9.1"] }')] = Field(
+        default_factory=dict, description="Label -> pip requirements installed without dependencies as one runtime "
+                                          '(e.g. { torch-2-9 = ["torch==2.9.1"] }): the compatibility grid\'s columns.')
+    cell_runtime: Annotated[Text, Expect("a string", 'write e.g. cell-runtime = "torch-{torch}"')] | None = Field(
+        None, description="The label of the runtime a cell's wheels must load against, a template over the matrix "
+                          "axes (e.g. torch-{torch}); unset: symbols refuse nothing, the grid only reports.")
+    pip_args: Annotated[tuple[Text, ...], Expect("a list of strings", 'write e.g. pip-args = ["--only-binary", ":all:"]')] = \
+        Field((), description="Extra arguments for the pip that installs the runtimes (an index URL, for instance).")
+
+
 def _usable_target_names(targets: Any) -> Any:
     """Each target learns its name from its key; a key no environment variable can carry is refused."""
     if not isinstance(targets, dict):
@@ -247,6 +265,7 @@ class SpecTable(SpecModel):
         "auto", description="A person's decision before each target after the first (staging -> production).")
     approval_timeout: ApprovalTimeout = Field(
         3600, description="Seconds to wait for the approval; no decision by then fails the release.")
+    abi: AbiTable = Field(default_factory=AbiTable, description="The ABI gate's runtimes (symbols and the grid).")
 
     @field_validator("name")
     @classmethod
@@ -256,6 +275,22 @@ class SpecTable(SpecModel):
         if not _NAME_RE.match(name):
             raise problem(f"{name!r} is not a valid distribution name", "use letters, digits, '.', '_' and '-'")
         return name
+
+    @model_validator(mode="after")
+    def _cell_runtimes_exist(self) -> SpecTable:
+        """Each cell's runtime label renders to a configured runtime, so the gate never meets an unknown one."""
+        template = self.abi.cell_runtime
+        if template is None:
+            return self
+        cells = self.matrix.matrix.cells if self.matrix is not None else ()
+        rendered = {cell.name: render_template(template, cell.values, ("abi", "cell-runtime")) for cell in cells} \
+            or {"the wheel": render_template(template, {}, ("abi", "cell-runtime"))}
+        for where, label in rendered.items():
+            if label not in self.abi.runtimes:
+                raise problem(f"renders to {label!r} for {where}, which abi.runtimes does not define",
+                              f"add {label} to abi.runtimes, or change the template (runtimes: "
+                              f"{', '.join(self.abi.runtimes) or 'none'})", key=("abi", "cell-runtime"))
+        return self
 
 
 @dataclass(frozen=True)
@@ -274,6 +309,12 @@ class ReleaseSpec:
     docker: DockerOptions
     approval: str  # one of APPROVAL_POLICIES
     approval_timeout: int  # seconds; no decision by then fails the release
+    abi: AbiTable = AbiTable()
+
+    def cell_runtime(self, values: Mapping[str, str]) -> str | None:
+        """The runtime label a cell's wheels must load against (validated to exist), or None."""
+        template = self.abi.cell_runtime
+        return None if template is None else render_template(template, values, ("abi", "cell-runtime"))
 
     def target(self, name: str) -> Target:
         for target in self.targets:
@@ -332,6 +373,7 @@ def parse_spec(
         docker=spec.docker,
         approval=spec.approval,
         approval_timeout=spec.approval_timeout,
+        abi=spec.abi,
     )
 
 
