@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import httpx
 from packaging.utils import canonicalize_name
@@ -35,6 +35,7 @@ from packaging.version import Version
 from .errors import SpecError
 from .gittags import ReleaseTag, local_repository, release_tags
 from .localindex import open_index
+from .matrix import Cell
 from .simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
 from .spec import redact_url
 
@@ -57,6 +58,7 @@ class VersionStatus:
     mismatched: list[str] = field(default_factory=list)
     overdue: bool = False
     served: list[str] = field(default_factory=list)
+    missing_cells: list[str] = field(default_factory=list)  # matrix cells without a served wheel (when the matrix is known)
 
     @property
     def problem(self) -> bool:
@@ -290,9 +292,18 @@ def table_rows(results: list[VersionStatus]) -> list[dict[str, str]]:
     return [
         {"project": r.project, "version": r.version, "index": r.index, "status": r.status + (" (overdue)" if r.overdue else ""),
          "lag (h)": "" if r.lag_hours is None else f"{r.lag_hours:.1f}", "tag time": r.tag_time,
-         "missing": ", ".join(r.missing + [f"{m} (sha256 differs)" for m in r.mismatched])}
+         "missing": ", ".join(r.missing + [f"{m} (sha256 differs)" for m in r.mismatched]),
+         **({"missing cells": ", ".join(r.missing_cells)} if any(x.missing_cells for x in results) else {})}
         for r in results
     ]
+
+
+def name_missing_cells(results: list[VersionStatus], cells: Sequence[Cell]) -> list[VersionStatus]:
+    """Each missing or incomplete result with the matrix cells that have no served wheel, by name."""
+    from .backfill import serves_cell
+
+    return [replace(r, missing_cells=[c.name for c in cells if not any(serves_cell(f, r.version, c) for f in r.served)])
+            if r.status in (MISSING, INCOMPLETE) else r for r in results]
 
 
 def read_tags(repo: str, patterns: tuple[str, ...], home: Path) -> list[ReleaseTag]:
