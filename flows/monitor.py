@@ -75,7 +75,7 @@ def notice_alert(notice: Notice, run_url: str | None) -> Alert:
 
 
 def expected_files(spec: ReleaseSpec) -> tuple[str, ...]:
-    local = [c.local_version for c in spec.matrix.cells if c.local_version] if spec.matrix else []
+    local = [c.local_version for c in spec.matrix.cells] if spec.matrix else []
     return expectations_from_spec(spec.artifacts, local)
 
 

@@ -49,6 +49,15 @@ def test_expected_patterns_match_any_spelling_of_the_name() -> None:
         expectation_regex("{name}-{ver}.whl", "tiny-pkg", "1.0")
 
 
+def test_a_matrix_of_variant_wheels_expects_no_plain_wheel() -> None:
+    from wheelflow.monitor import expectations_from_spec
+
+    assert expectations_from_spec(["wheel"], ["c2", "c1"]) == ("{name}-{version}+c1-*.whl", "{name}-{version}+c2-*.whl")
+    assert expectations_from_spec(["sdist", "wheel"], ["c1", None]) == (
+        "{name}-{version}.tar.gz", "{name}-{version}-*.whl", "{name}-{version}+c1-*.whl")
+    assert expectations_from_spec(["wheel"]) == ("{name}-{version}-*.whl",)
+
+
 def _served(name: str, sha: str = "a" * 64) -> ServedFile:
     return ServedFile(filename=name, url=f"http://127.0.0.1/packages/{name}", sha256=sha)
 

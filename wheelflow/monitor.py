@@ -98,15 +98,19 @@ def render_expectation(pattern: str, name: str, version: str) -> str:
     return pattern.replace("{name}", wheel_name).replace("{version}", version)
 
 
-def expectations_from_spec(artifacts: Iterable[str], local_versions: Iterable[str] = ()) -> tuple[str, ...]:
-    """What a release made from this spec publishes: the sdist, and a wheel (one per local variant)."""
+def expectations_from_spec(artifacts: Iterable[str], local_versions: Iterable[str | None] = ()) -> tuple[str, ...]:
+    """What a release made from this spec publishes: the sdist, and a wheel per matrix variant.
+    ``local_versions``: each cell's label (None for a cell without one); a plain wheel is expected
+    without a matrix, or when some cell has no label."""
+    labels = list(local_versions)
     patterns: list[str] = []
     if "sdist" in artifacts:
         patterns.append("{name}-{version}.tar.gz")
     if "wheel" in artifacts:
-        patterns.append("{name}-{version}-*.whl")
-    for local in sorted(set(local_versions)):
-        patterns.append("{name}-{version}+" + local + "-*.whl")
+        if not labels or None in labels:
+            patterns.append("{name}-{version}-*.whl")
+        for local in sorted({label for label in labels if label}):
+            patterns.append("{name}-{version}+" + local + "-*.whl")
     return tuple(patterns) or DEFAULT_EXPECT
 
 

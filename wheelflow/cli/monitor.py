@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         patterns = patterns or ((spec.version.tag,) if spec.version.tag else ())
         cells = spec.matrix.cells if spec.matrix else ()
         local = [c.local_version for c in cells]
-        expect = expect or expectations_from_spec(spec.artifacts, [v for v in local if v])
+        expect = expect or expectations_from_spec(spec.artifacts, local)
     for pattern in patterns:
         if pattern.count("{version}") != 1:
             raise SpecError("--tag-pattern", f"{pattern!r} must contain {{version}} once", "write e.g. v{version}")
