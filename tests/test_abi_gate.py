@@ -5,6 +5,7 @@ built by g++, pypiserver behind a proxy that counts uploads, the Prefect server.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import textwrap
@@ -36,8 +37,9 @@ def hello_history(root: Path, index_url: str, archs: list[str], gpu_archs: str) 
 
 def set_matrix(root: Path, index_url: str, archs: list[str], gpu_archs: str) -> None:
     pyproject = root / "pyproject.toml"
-    text = pyproject.read_text().split("# One wheel per CUDA architecture")[0]
+    text = re.split("# One wheel per CUDA architecture|# The test's matrix", pyproject.read_text())[0]
     pyproject.write_text(text + textwrap.dedent(f"""
+        # The test's matrix
         [tool.wheelflow.matrix]
         axes = {{ python = ["3.11"], arch = {json.dumps(archs)} }}
         env = {{ HELLO_CUDA_ARCHS = "{{arch}}" }}
@@ -66,7 +68,7 @@ def test_a_release_whose_wheel_lacks_a_declared_arch_is_refused_before_upload(
         report = json.loads((home / "reports" / f"{state.state_details.flow_run_id}.json").read_text())
         assert state.is_failed()
         assert report["error"].startswith(
-            "py3.11-arch80: refused by the ABI gate: hello_cuda-0.1.0+sm80-cp311-cp311-linux_x86_64.whl: gpu-arch: "
+            "py3.11-arch80: refused by the ABI gate: hello_cuda-0.1.0+sm80-cp311-cp311-linux_x86_64.whl: [gpu-arch] "
             "hello_cuda/_core")
         assert "has no device code for sm_90 (it has sm_80)" in report["error"]
         assert {c["check"]: c["status"] for c in report["checks"]}["ABI gate"] == "failed"
