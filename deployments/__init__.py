@@ -2,7 +2,7 @@
 registers from prefect.yaml (a test keeps the two equal: names, entrypoints, pools, schedules,
 parameters).
 
-Work pools: ``wheelflow-control`` (process pool: release, nightly and sync-monitor orchestrate and
+Work pools: ``wheelflow-control`` (process pool: release, nightly, sync-monitor, backfill and upstream-check orchestrate and
 upload; they need git, Docker access and index credentials, no GPU) and ``wheelflow-gpu`` (one
 worker per GPU machine: build-cell runs a matrix cell where the GPU is).
 """
@@ -16,19 +16,22 @@ GPU_POOL = "wheelflow-gpu"
 DEMO_PROJECT = "examples/hello-cuda"
 NIGHTLY_CRON = "0 3 * * *"
 MONITOR_CRON = "*/15 * * * *"
+UPSTREAM_CRON = "0 6 * * *"
 
 
 def project_deployments(*, monitored: list[dict[str, Any]] | None = None,
                         monitor_interval: float | None = None) -> list[Any]:
-    """RunnerDeployments of release, nightly, sync-monitor and build-cell. ``monitored`` gives the
+    """RunnerDeployments of release, nightly, sync-monitor, backfill, upstream-check and build-cell. ``monitored`` gives the
     sync monitor its projects (default: none, so it reads the Prefect Variable wheelflow-monitor-projects,
     and fails saying what to configure while that is unset); ``monitor_interval`` (seconds) replaces
     its cron schedule."""
     from prefect.schedules import Cron, Interval
 
+    from wheelflow.flows.backfill import backfill
     from wheelflow.flows.build_cell import build_cell
     from wheelflow.flows.monitor import sync_monitor
     from wheelflow.flows.release import release
+    from wheelflow.flows.upstream import upstream_check
 
     monitor_schedule = Interval(monitor_interval) if monitor_interval else Cron(MONITOR_CRON, timezone="UTC")
     return [
@@ -43,6 +46,13 @@ def project_deployments(*, monitored: list[dict[str, Any]] | None = None,
             name="sync-monitor", work_pool_name=CONTROL_POOL, schedules=[monitor_schedule],
             parameters={} if monitored is None else {"projects": monitored},
             description="Compare release tags with what the indexes serve; alert once per incident."),
+        backfill.to_deployment(
+            name="backfill", work_pool_name=CONTROL_POOL, parameters={"project": DEMO_PROJECT},
+            description="Build, upload and prove the matrix cells released versions lack; files served stay untouched."),
+        upstream_check.to_deployment(
+            name="upstream-check", work_pool_name=CONTROL_POOL, parameters={"project": DEMO_PROJECT},
+            schedules=[Cron(UPSTREAM_CRON, timezone="UTC")],
+            description="Axis values the index serves that no matrix cell covers (a new torch): a table and an alert."),
         build_cell.to_deployment(
             name="build-cell", work_pool_name=GPU_POOL,
             description="Build and smoke-test one matrix cell on a GPU runner; the wheel goes to the artifact store."),

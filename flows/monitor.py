@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -16,10 +17,10 @@ from wheelflow.alerts import Alert
 from wheelflow.errors import WheelflowError
 from wheelflow.gittags import DEFAULT_TAG_PATTERNS
 from wheelflow.incidents import OPENED, RESOLVED, Notice, plan_notices
-from wheelflow.monitor import DEFAULT_EXPECT, VersionStatus, table_rows
+from wheelflow.monitor import DEFAULT_EXPECT, VersionStatus, expectations_from_spec, name_missing_cells, table_rows
 from wheelflow.prefect_api import PrefectVariableStore, read_variable, ui_url
-from wheelflow.spec import redact_url
-from wheelflow.tasks.monitor import check_served, deliver_alert, list_release_tags, trigger_release
+from wheelflow.spec import ReleaseSpec, load_spec, redact_url
+from wheelflow.tasks.monitor import check_served, deliver_alert, list_release_tags, trigger_backfill, trigger_release
 
 
 class MonitoredProject(BaseModel):
@@ -36,6 +37,12 @@ class MonitoredProject(BaseModel):
                                            "missing version (with remediate=true)")
     release_parameters: dict[str, Any] = Field(default_factory=dict, description="Parameters for that deployment; "
                                                "version is added")
+    backfill_deployment: str | None = Field(default=None, description="FLOW/DEPLOYMENT started to remediate an "
+                                            "incomplete version, e.g. backfill/backfill (with remediate=true)")
+    backfill_parameters: dict[str, Any] = Field(default_factory=dict, description="Parameters for that deployment "
+                                                "(project, to, ...); versions is added")
+    spec: str | None = Field(default=None, description="The project's spec (a pyproject.toml or standalone TOML): "
+                             "its matrix names the missing cells, and it gives the expected files when expect is empty")
 
 
 PROJECTS_VARIABLE = "wheelflow-monitor-projects"
@@ -67,6 +74,11 @@ def notice_alert(notice: Notice, run_url: str | None) -> Alert:
                           "opened_at": incident.opened_at})
 
 
+def expected_files(spec: ReleaseSpec) -> tuple[str, ...]:
+    local = [c.local_version for c in spec.matrix.cells] if spec.matrix else []
+    return expectations_from_spec(spec.artifacts, local)
+
+
 class NothingToMonitor(WheelflowError):
     """A monitor that checks nothing must not end green: say what to configure."""
 
@@ -95,7 +107,8 @@ def sync_monitor(
     Args:
         projects: the projects to watch (default: the Prefect Variable wheelflow-monitor-projects).
         reminder_hours: how often an open incident is re-announced.
-        remediate: start each project's release deployment once per incident of a missing version.
+        remediate: once per incident, start the project's release deployment for a missing version and its
+            backfill deployment for an incomplete one.
         as_of: replay history: only tags and uploads at or before this instant count (default: now).
     """
     logger = get_run_logger()
@@ -103,14 +116,16 @@ def sync_monitor(
     watched = configured_projects(projects)
     results: list[VersionStatus] = []
     for project in watched:
+        spec = load_spec(Path(project.spec).parent, Path(project.spec)) if project.spec else None
+        expect = tuple(project.expect) or (expected_files(spec) if spec else DEFAULT_EXPECT)
         tags = list_release_tags(project.repo, tuple(project.tag_patterns))
         if not tags:
             raise NothingToMonitor(f"{project.name}: no tag in {redact_url(project.repo)} matches "
                                    f"{', '.join(project.tag_patterns)}: nothing was checked; fix: set the project's "
                                    "tag_patterns to the form of its release tags (e.g. v{version})")
         for index in project.indexes:
-            results += check_served(project.name, index, tags, tuple(project.expect) or DEFAULT_EXPECT,
-                                    seen_at, project.grace_hours)
+            served = check_served(project.name, index, tags, expect, seen_at, project.grace_hours)
+            results += name_missing_cells(served, spec.matrix.cells) if spec and spec.matrix else served
 
     run_url = ui_url(str(flow_run.get_id()))
     store = PrefectVariableStore()
@@ -123,10 +138,18 @@ def sync_monitor(
         by_name = {p.name: p for p in watched}
         for key, incident in still_open.items():
             project = by_name.get(incident.project)
-            if incident.status == "missing" and incident.remediation_run is None and project and project.release_deployment:
+            if incident.remediation_run is not None or project is None:
+                continue
+            # Nothing served: the release never happened, release it. Some cells missing: backfill them.
+            if incident.status == "missing" and project.release_deployment:
                 run_id = trigger_release(project.release_deployment, project.release_parameters, incident.version)
-                still_open[key] = replace(incident, remediation_run=run_id)
-                logger.info("remediation for %s %s: release flow run %s", incident.project, incident.version, run_id)
+            elif incident.status == "incomplete" and project.backfill_deployment:
+                run_id = trigger_backfill(project.backfill_deployment, project.backfill_parameters, incident.version)
+            else:
+                continue
+            still_open[key] = replace(incident, remediation_run=run_id)
+            logger.info("remediation for %s %s (%s): flow run %s", incident.project, incident.version,
+                        incident.status, run_id)
     store.save(still_open)
 
     create_table_artifact(key="sync-monitor", table=table_rows(results),

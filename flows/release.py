@@ -18,6 +18,7 @@ from wheelflow.monitor import write_manifest
 from wheelflow.report import ReleaseReport
 from wheelflow.tasks.check import check_release_files
 
+from wheelflow.flows.abigate import abi_gate, wheels_of_cells
 from wheelflow.flows.context import ReleaseContext, one_release_at_a_time, prepare
 from wheelflow.flows.hooks import alert_release_problem
 from wheelflow.flows.matrix import build
@@ -92,6 +93,7 @@ def check(ctx: ReleaseContext, dists: list[Distribution], versions: dict[str, st
     refuse_unrouted(ctx, dists)
     with ctx.report.step("checked", "filenames, versions, METADATA, RECORD, twine check --strict"):
         check_release_files(dists, ctx.spec.name, versions, ctx.spec.artifacts)
+    abi_gate(ctx.spec, ctx.home, ctx.report, wheels_of_cells(ctx.report, dists, ctx.spec.name))
     create_table_artifact(key=f"{artifact_key(ctx.spec.name)}-sha256", description="sha256 of every built file: "
                           "checked again before each upload and against what each index serves",
                           table=[{"file": d.filename, "sha256": d.sha256, "size": d.path.stat().st_size} for d in dists])

@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from wheelflow.abi import abi_findings, compat_grid, gpu_arch_rows
+from wheelflow.abi import abi_findings, compat_grid, gpu_arch_rows, install_runtime
 from wheelflow.audits import audit_target, preflight
 from wheelflow.distributions import Distribution, Finding
 from wheelflow.errors import CheckError
@@ -60,3 +60,12 @@ def check_abi(dists: list[Distribution], label: str, archs: ArchSpec | None, run
                               description=f"Which runtimes {label}'s wheels load against (undefined symbols)")
     _raise_on(abi_findings(dists, archs, runtime, cuobjdump=cuobjdump), f"{label}: refused by the ABI gate")
     get_run_logger().info("ABI gate passed for %d wheel(s) of %s", len(wheels), label)
+
+
+@task(name="install-abi-runtime", task_run_name="install-abi-runtime[{label}]", retries=2, retry_delay_seconds=[10, 30])
+def install_abi_runtime(label: str, requirements: list[str], pip_args: list[str], home: str) -> list[str]:
+    """One runtime of ``[tool.wheelflow.abi]`` installed (or reused) under $WHEELFLOW_HOME/abi-runtimes;
+    its library directories. Retried: an index that does not answer may answer later."""
+    dirs = install_runtime(requirements, Path(home) / "abi-runtimes" / re.sub(r"[^A-Za-z0-9._-]+", "_", label), pip_args)
+    get_run_logger().info("runtime %s (%s): %d library folder(s)", label, " ".join(requirements), len(dirs))
+    return [str(d) for d in dirs]

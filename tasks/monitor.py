@@ -51,3 +51,13 @@ def trigger_release(deployment: str, parameters: dict, version: str) -> str:
     run = run_deployment(deployment, parameters={**parameters, "version": version}, timeout=0, as_subflow=False)
     get_run_logger().info("started %s for %s: flow run %s", deployment, version, run.id)
     return str(run.id)
+
+
+@task(name="trigger-backfill", task_run_name="remediate[{deployment}:{version}]", retries=2, retry_delay_seconds=10)
+def trigger_backfill(deployment: str, parameters: dict, version: str) -> str:
+    """Start the backfill deployment for an incomplete version; returns the new flow run's id."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(deployment, parameters={**parameters, "versions": [version]}, timeout=0, as_subflow=False)
+    get_run_logger().info("started %s for %s: flow run %s", deployment, version, run.id)
+    return str(run.id)

@@ -33,7 +33,7 @@ def _wait_for(condition, timeout: float, what: str):
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def test_prefect_deploy_all_registers_the_four_deployments_as_deployments_code_defines_them(
+def test_prefect_deploy_all_registers_the_six_deployments_as_deployments_code_defines_them(
         prefect_api, monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.client.orchestration import get_client
 
@@ -45,15 +45,19 @@ def test_prefect_deploy_all_registers_the_four_deployments_as_deployments_code_d
     deploy = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
                             capture_output=True, text=True, cwd=REPO)
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
-    names = ["release/release", "release/nightly", "sync-monitor/sync-monitor", "build-cell/build-cell"]
+    names = ["release/release", "release/nightly", "sync-monitor/sync-monitor", "backfill/backfill",
+             "upstream-check/upstream-check", "build-cell/build-cell"]
     with get_client(sync_client=True) as client:
         deployments = {name: client.read_deployment_by_name(name) for name in names}
         try:
             pools = {name: d.work_pool_name for name, d in deployments.items()}
             assert pools == {"release/release": "wheelflow-control", "release/nightly": "wheelflow-control",
-                             "sync-monitor/sync-monitor": "wheelflow-control", "build-cell/build-cell": "wheelflow-gpu"}
+                             "sync-monitor/sync-monitor": "wheelflow-control", "backfill/backfill": "wheelflow-control",
+                             "upstream-check/upstream-check": "wheelflow-control",
+                             "build-cell/build-cell": "wheelflow-gpu"}
             crons = {name: [s.schedule.cron for s in d.schedules] for name, d in deployments.items()}
             assert crons["sync-monitor/sync-monitor"] == ["*/15 * * * *"] and crons["release/nightly"] == ["0 3 * * *"]
+            assert crons["upstream-check/upstream-check"] == ["0 6 * * *"]
             assert deployments["release/nightly"].parameters["dev"] is True
             # The UI form: typed and described parameters.
             schema = deployments["release/release"].parameter_openapi_schema["properties"]

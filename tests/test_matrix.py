@@ -141,7 +141,7 @@ def test_expanded_table_lists_each_cell_as_built(tmp_path) -> None:
     assert expanded_table(load_spec(REPO / "examples" / "hello-cuda"))[1] == {
         "cell": "py3.11-arch90", "values": {"python": "3.11", "arch": "90"}, "image": "wheelflow/builder:py3.11",
         "runtime-image": "wheelflow/runtime:py3.11", "local-version": "sm90", "env": {"HELLO_CUDA_ARCHS": "90"},
-        "build-requires": [], "gpu": False, "timeout": 900.0}
+        "build-requires": [], "gpu": False, "gpu-archs": ["sm_90"], "timeout": 900.0}
     ruled = parse_spec({"name": "x", "matrix": {"axes": {"torch": ["2.4", "2.6"], "cuda": ["12.4"]},
                                                 "rules": TORCH_RULES[:1]}}, tmp_path)
     assert [row["cell"] for row in expanded_table(ruled)] == ["torch2.4-cu12.4"]

@@ -49,6 +49,15 @@ def test_expected_patterns_match_any_spelling_of_the_name() -> None:
         expectation_regex("{name}-{ver}.whl", "tiny-pkg", "1.0")
 
 
+def test_a_matrix_of_variant_wheels_expects_no_plain_wheel() -> None:
+    from wheelflow.monitor import expectations_from_spec
+
+    assert expectations_from_spec(["wheel"], ["c2", "c1"]) == ("{name}-{version}+c1-*.whl", "{name}-{version}+c2-*.whl")
+    assert expectations_from_spec(["sdist", "wheel"], ["c1", None]) == (
+        "{name}-{version}.tar.gz", "{name}-{version}-*.whl", "{name}-{version}+c1-*.whl")
+    assert expectations_from_spec(["wheel"]) == ("{name}-{version}-*.whl",)
+
+
 def _served(name: str, sha: str = "a" * 64) -> ServedFile:
     return ServedFile(filename=name, url=f"http://127.0.0.1/packages/{name}", sha256=sha)
 
@@ -299,7 +308,7 @@ def test_a_webhook_answering_500_twice_then_200_delivers_once(webhook) -> None:
     assert len(delays) == 2 and delays[1] > delays[0]  # backed off between the attempts
 
 
-def test_remediation_starts_the_release_deployment_once_per_incident(
+def test_remediation_releases_a_missing_version_and_backfills_an_incomplete_one_once_per_incident(
     incident_history: Path, index, home: Path, prefect_api
 ) -> None:
     from prefect.client.orchestration import get_client
@@ -308,17 +317,26 @@ def test_remediation_starts_the_release_deployment_once_per_incident(
     from flows.monitor import MonitoredProject
 
     with get_client(sync_client=True) as client:
-        deployment_id = client.create_deployment(flow_id=client.create_flow_from_name("release"),
-                                                 name="remediation-under-test")
+        release_id = client.create_deployment(flow_id=client.create_flow_from_name("release"),
+                                              name="remediation-under-test")
+        backfill_id = client.create_deployment(flow_id=client.create_flow_from_name("backfill"),
+                                               name="remediation-under-test")
     project = MonitoredProject(name="tiny-pkg", repo=str(incident_history), indexes=[index.simple_url],
                                expect=[WHEEL, SDIST], release_deployment="release/remediation-under-test",
-                               release_parameters={"project": "/src/tiny-pkg"})
+                               release_parameters={"project": "/src/tiny-pkg"},
+                               backfill_deployment="backfill/remediation-under-test",
+                               backfill_parameters={"project": "/src/tiny-pkg", "to": ["staging"]})
     for _ in range(2):
         assert _run_monitor(project, remediate=True).is_failed()
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
-    # Only the version with nothing served is re-released (1.2.0 lacks one file: a human decides).
-    assert [r.parameters for r in runs] == [{"project": "/src/tiny-pkg", "version": "1.3.0"}]
+
+    def runs(deployment_id):
+        with get_client(sync_client=True) as client:
+            return [r.parameters for r in client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))]
+
+    # Nothing served for 1.3.0: it is released; 1.2.0 lacks a file: it is backfilled. Once each.
+    assert runs(release_id) == [{"project": "/src/tiny-pkg", "version": "1.3.0"}]
+    assert runs(backfill_id) == [{"project": "/src/tiny-pkg", "to": ["staging"], "versions": ["1.2.0"]}]
 
 
 @pytest.mark.case("bad input", "sync-monitor with no projects configured",

@@ -34,7 +34,7 @@ class SpecError(WheelflowError):
     exit_code = 2
 
     def __init__(self, key: str, problem: str, fix: str | None = None) -> None:
-        self.key = key
+        self.key, self.problem, self.fix = key, problem, fix
         message = f"spec error: {key}: {problem}"
         if fix:
             message += f"; fix: {fix}"

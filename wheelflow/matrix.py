@@ -10,6 +10,7 @@ runtime-image = "wheelflow/runtime:py{python}"
 env = { TORCH_CUDA_ARCH_LIST = "9.0" }
 build-requires = ["torch=={torch}"]
 local-version = "cu{cuda_nodot}"
+gpu-archs = "8.0;9.0+PTX"                 # or ["sm_80", "sm_90", "compute_90"]: the ABI gate checks them
 gpu = false
 timeout = 3600
 concurrency = 4
@@ -39,6 +40,8 @@ from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictFloat, StrictInt, ValidationError
 from pydantic import WithJsonSchema, field_validator, model_validator
 
+from .errors import SpecError
+from .gpuarch import parse_archs
 from .spectypes import EnvTable, Expect, SpecModel, Text, problem, spec_error
 
 if TYPE_CHECKING:
@@ -63,6 +66,7 @@ class Cell:
     local_version: str | None = None  # without the "+"
     gpu: bool = False
     timeout: float = DEFAULT_TIMEOUT
+    gpu_archs: str | tuple[str, ...] | None = None  # declared device code, rendered: the ABI gate's reference
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ def _scalar_text(value: Any) -> Any:
 AxisValue = Annotated[str, BeforeValidator(_scalar_text), WithJsonSchema({"type": ["string", "number"]})]
 Row = dict[str, AxisValue]
 Template = Annotated[str, Expect("a string", "write it as a template string")]
+GpuArchs = Annotated[str | tuple[str, ...], Expect(
+    "a list of architectures or a TORCH_CUDA_ARCH_LIST string", 'write e.g. gpu-archs = ["sm_80", "sm_90"] or "8.0;9.0+PTX"')]
 
 
 def _specifiers(text: str) -> str:
@@ -152,6 +158,10 @@ class MatrixTable(SpecModel):
     local_version: Template | None = Field(
         None, description="PEP 440 local label of the cell's wheel (without '+'), e.g. cu{cuda_nodot}.")
     gpu: StrictBool = Field(False, description="Smoke tests need a GPU (skipped, and said so, without one).")
+    gpu_archs: GpuArchs | None = Field(
+        None, description='GPU architectures every shared object of the cell\'s wheel must carry device code for, '
+                          'checked before upload: ["sm_80", "compute_90"] or "8.0;9.0+PTX"; templates. Default: the '
+                          "cell's TORCH_CUDA_ARCH_LIST, else not checked.")
     timeout: CellTimeout = Field(
         DEFAULT_TIMEOUT, description="Seconds per cell; the container is stopped and removed after.")
     concurrency: Concurrency = Field(DEFAULT_CONCURRENCY, description="Cells built at once.")
@@ -203,6 +213,8 @@ class MatrixTable(SpecModel):
         found = [((key,), getattr(self, key.replace("-", "_"))) for key in ("image", "runtime-image", "local-version")]
         found += [(("env", name), value) for name, value in self.env.items()]
         found += [(("build-requires",), value) for value in self.build_requires]
+        archs = (self.gpu_archs,) if isinstance(self.gpu_archs, str) else self.gpu_archs or ()
+        found += [(("gpu-archs",), value) for value in archs]
         return [(key, text) for key, text in found if text is not None]
 
     @cached_property
@@ -247,7 +259,20 @@ class MatrixTable(SpecModel):
                     runtime_image=render(self.runtime_image),
                     env={k: _render(v, values) for k, v in self.env.items()},
                     build_requires=tuple(_render(r, values) for r in self.build_requires),
-                    local_version=local, gpu=self.gpu, timeout=float(self.timeout))
+                    local_version=local, gpu=self.gpu, timeout=float(self.timeout),
+                    gpu_archs=_rendered_archs(self.gpu_archs, values))
+
+
+def _rendered_archs(archs: str | tuple[str, ...] | None, values: dict[str, str]) -> str | tuple[str, ...] | None:
+    """The cell's declared architectures, rendered and parsed once so that a bad one is refused here."""
+    if archs is None:
+        return None
+    rendered = _render(archs, values) if isinstance(archs, str) else tuple(_render(a, values) for a in archs)
+    try:
+        parse_archs(rendered)
+    except SpecError as exc:
+        raise problem(f"renders to {rendered!r} for {cell_name(values)}: {exc.problem}", exc.fix, key="gpu-archs") from None
+    return rendered
 
 
 def _check_rule(rule: Rule, axes: Mapping[str, tuple[str, ...]]) -> None:
@@ -278,6 +303,12 @@ def _check_template(text: str, axes: list[str], key: tuple[str, ...]) -> None:
                           f"use one of {', '.join(axes)} (or AXIS_nodot)", key=key)
 
 
+def render_template(text: str, values: Mapping[str, str], key: tuple[str, ...]) -> str:
+    """A template outside the matrix table (e.g. abi.cell-runtime): checked against the cell's axes, then rendered."""
+    _check_template(text, list(values), key)
+    return _render(text, values)
+
+
 def _render(text: str, values: Mapping[str, str]) -> str:
     scope = dict(values) | {f"{a}_nodot": v.replace(".", "") for a, v in values.items()}
     return text.format_map(scope)
@@ -300,4 +331,5 @@ def expanded_table(spec: ReleaseSpec) -> list[dict[str, Any]]:
         return []
     return [{"cell": cell.name, "values": dict(cell.values), "image": cell.image, "runtime-image": cell.runtime_image,
              "local-version": cell.local_version, "env": dict(cell.env), "build-requires": list(cell.build_requires),
-             "gpu": cell.gpu, "timeout": cell.timeout} for cell in spec.matrix.cells]
+             "gpu": cell.gpu,
+             "gpu-archs": list(cell.gpu_archs) if isinstance(cell.gpu_archs, tuple) else cell.gpu_archs, "timeout": cell.timeout} for cell in spec.matrix.cells]

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import httpx
 from packaging.utils import canonicalize_name
@@ -36,6 +36,7 @@ from packaging.version import Version
 from .errors import SpecError
 from .gittags import ReleaseTag, local_repository, release_tags
 from .localindex import open_index
+from .matrix import Cell
 from .simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
 from .spec import redact_url
 
@@ -58,6 +59,7 @@ class VersionStatus:
     mismatched: list[str] = field(default_factory=list)
     overdue: bool = False
     served: list[str] = field(default_factory=list)
+    missing_cells: list[str] = field(default_factory=list)  # matrix cells without a served wheel (when the matrix is known)
 
     @property
     def problem(self) -> bool:
@@ -97,15 +99,19 @@ def render_expectation(pattern: str, name: str, version: str) -> str:
     return pattern.replace("{name}", wheel_name).replace("{version}", version)
 
 
-def expectations_from_spec(artifacts: Iterable[str], local_versions: Iterable[str] = ()) -> tuple[str, ...]:
-    """What a release made from this spec publishes: the sdist, and a wheel (one per local variant)."""
+def expectations_from_spec(artifacts: Iterable[str], local_versions: Iterable[str | None] = ()) -> tuple[str, ...]:
+    """What a release made from this spec publishes: the sdist, and a wheel per matrix variant.
+    ``local_versions``: each cell's label (None for a cell without one); a plain wheel is expected
+    without a matrix, or when some cell has no label."""
+    labels = list(local_versions)
     patterns: list[str] = []
     if "sdist" in artifacts:
         patterns.append("{name}-{version}.tar.gz")
     if "wheel" in artifacts:
-        patterns.append("{name}-{version}-*.whl")
-    for local in sorted(set(local_versions)):
-        patterns.append("{name}-{version}+" + local + "-*.whl")
+        if not labels or None in labels:
+            patterns.append("{name}-{version}-*.whl")
+        for local in sorted({label for label in labels if label}):
+            patterns.append("{name}-{version}+" + local + "-*.whl")
     return tuple(patterns) or DEFAULT_EXPECT
 
 
@@ -308,9 +314,18 @@ def table_rows(results: list[VersionStatus]) -> list[dict[str, str]]:
     return [
         {"project": r.project, "version": r.version, "index": r.index, "status": r.status + (" (overdue)" if r.overdue else ""),
          "lag (h)": "" if r.lag_hours is None else f"{r.lag_hours:.1f}", "tag time": r.tag_time,
-         "missing": ", ".join(r.missing + [f"{m} (sha256 differs)" for m in r.mismatched])}
+         "missing": ", ".join(r.missing + [f"{m} (sha256 differs)" for m in r.mismatched]),
+         **({"missing cells": ", ".join(r.missing_cells)} if any(x.missing_cells for x in results) else {})}
         for r in results
     ]
+
+
+def name_missing_cells(results: list[VersionStatus], cells: Sequence[Cell]) -> list[VersionStatus]:
+    """Each missing or incomplete result with the matrix cells that have no served wheel, by name."""
+    from .backfill import serves_cell
+
+    return [replace(r, missing_cells=[c.name for c in cells if not any(serves_cell(f, r.version, c) for f in r.served)])
+            if r.status in (MISSING, INCOMPLETE) else r for r in results]
 
 
 def read_tags(repo: str, patterns: tuple[str, ...], home: Path) -> list[ReleaseTag]:

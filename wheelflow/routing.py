@@ -20,10 +20,14 @@ def local_label(dist: Distribution) -> str | None:
 
 
 def routes(dist: Distribution, target: Target) -> bool:
+    return routes_label(dist.kind, local_label(dist) if dist.kind == "wheel" else None, target)
+
+
+def routes_label(kind: str, label: str | None, target: Target) -> bool:
+    """Whether a file of this kind ("sdist"/"wheel") and local label goes to ``target``."""
     kinds = target.artifacts
-    if dist.kind == "sdist":
+    if kind == "sdist":
         return "sdist" in kinds
-    label = local_label(dist)
     if label is None:
         return "wheel" in kinds or "plain-wheel" in kinds
     if not ("wheel" in kinds or "variant-wheel" in kinds):

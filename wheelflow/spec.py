@@ -25,7 +25,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from .childenv import pass_env_problem
 from .errors import SpecError, WheelflowError
-from .matrix import Matrix, MatrixTable
+from .matrix import Matrix, MatrixTable, render_template
 from .repair import RepairOptions, check_command
 from .spectypes import ByteSize, EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
 
@@ -369,6 +369,24 @@ class BuildTable(SpecModel):
         return tuple(dict.fromkeys(names))
 
 
+class AbiTable(SpecModel):
+    """``[tool.wheelflow.abi]``: the runtimes the ABI gate resolves each wheel's symbols against.
+
+    Every wheel is checked against every runtime for the compatibility grid (a table artifact);
+    only the cell's own runtime (``cell-runtime``) refuses a wheel.
+    """
+
+    runtimes: Annotated[dict[str, tuple[Text, ...]], Expect(
+        "a table of label = list of pip requirements", 'write e.g. runtimes = { torch-2-9 = ["torch==2.9.1"] }')] = Field(
+        default_factory=dict, description="Label -> pip requirements installed without dependencies as one runtime "
+                                          '(e.g. { torch-2-9 = ["torch==2.9.1"] }): the compatibility grid\'s columns.')
+    cell_runtime: Annotated[Text, Expect("a string", 'write e.g. cell-runtime = "torch-{torch}"')] | None = Field(
+        None, description="The label of the runtime a cell's wheels must load against, a template over the matrix "
+                          "axes (e.g. torch-{torch}); unset: symbols refuse nothing, the grid only reports.")
+    pip_args: Annotated[tuple[Text, ...], Expect("a list of strings", 'write e.g. pip-args = ["--only-binary", ":all:"]')] = \
+        Field((), description="Extra arguments for the pip that installs the runtimes (an index URL, for instance).")
+
+
 def _usable_target_names(targets: Any) -> Any:
     """Each target learns its name from its key; a key no environment variable can carry is refused."""
     if not isinstance(targets, dict):
@@ -404,6 +422,7 @@ class SpecTable(SpecModel):
         "auto", description="A person's decision before each target after the first (staging -> production).")
     approval_timeout: ApprovalTimeout = Field(
         3600, description="Seconds to wait for the approval; no decision by then fails the release.")
+    abi: AbiTable = Field(default_factory=AbiTable, description="The ABI gate's runtimes (symbols and the grid).")
 
     @field_validator("name")
     @classmethod
@@ -413,6 +432,22 @@ class SpecTable(SpecModel):
         if not _NAME_RE.match(name):
             raise problem(f"{name!r} is not a valid distribution name", "use letters, digits, '.', '_' and '-'")
         return name
+
+    @model_validator(mode="after")
+    def _cell_runtimes_exist(self) -> SpecTable:
+        """Each cell's runtime label renders to a configured runtime, so the gate never meets an unknown one."""
+        template = self.abi.cell_runtime
+        if template is None:
+            return self
+        cells = self.matrix.matrix.cells if self.matrix is not None else ()
+        rendered = {cell.name: render_template(template, cell.values, ("abi", "cell-runtime")) for cell in cells} \
+            or {"the wheel": render_template(template, {}, ("abi", "cell-runtime"))}
+        for where, label in rendered.items():
+            if label not in self.abi.runtimes:
+                raise problem(f"renders to {label!r} for {where}, which abi.runtimes does not define",
+                              f"add {label} to abi.runtimes, or change the template (runtimes: "
+                              f"{', '.join(self.abi.runtimes) or 'none'})", key=("abi", "cell-runtime"))
+        return self
 
 
 @dataclass(frozen=True)
@@ -433,6 +468,12 @@ class ReleaseSpec:
     approval_timeout: int  # seconds; no decision by then fails the release
     pass_env: tuple[str, ...] = ()  # build.pass-env: runner variables the build may see (never wheelflow's secrets)
     repair: RepairOptions | None = None  # None: wheels are published as built
+    abi: AbiTable = AbiTable()
+
+    def cell_runtime(self, values: Mapping[str, str]) -> str | None:
+        """The runtime label a cell's wheels must load against (validated to exist), or None."""
+        template = self.abi.cell_runtime
+        return None if template is None else render_template(template, values, ("abi", "cell-runtime"))
 
     def target(self, name: str) -> Target:
         for target in self.targets:
@@ -496,6 +537,7 @@ def parse_spec(
         approval_timeout=spec.approval_timeout,
         pass_env=spec.build.pass_env,
         repair=spec.repair.options(),
+        abi=spec.abi,
     )
 
 

@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..abi import abi_findings, compat_grid
 from ..audits import audit_files, audit_target, preflight
 from ..distributions import describe, kind_of
 from ..errors import SpecError
+from ..gpuarch import ArchSpec, declared_archs, find_cuobjdump, parse_archs
 from ..indexes import limits_for
-from ..spec import INDEX_ALIASES, Target
-from .common import add_json, add_spec, load_spec_arg, out_console, parse_pairs, say
+from ..spec import INDEX_ALIASES, ReleaseSpec, Target
+from .common import add_json, add_spec, load_spec_arg, out_console, parse_pairs, say, split_pairs
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -22,6 +24,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument("--target", help="also apply this target's rules (size limit, budget, local versions, platform tags)")
     parser.add_argument("--cell", action="append", default=[], metavar="AXIS=VALUE",
                         help="the matrix cell that built the files, e.g. python=3.11 torch=2.5.1 (repeatable)")
+    parser.add_argument("--gpu-archs", metavar="ARCHS", help='the ABI gate: device code every shared object must '
+                        'carry, e.g. "sm_80,sm_90" or "8.0;9.0+PTX" (default: the --cell\'s gpu-archs with --spec)')
+    parser.add_argument("--runtime", action="append", default=[], metavar="LABEL=DIR[:DIR]",
+                        help="the ABI gate: library folders (e.g. an installed torch's lib/) each wheel's undefined "
+                             "symbols must resolve against (repeatable: every runtime must load it)")
     add_json(parser, "the findings")
     return parser
 
@@ -45,14 +52,33 @@ def run(args: argparse.Namespace) -> int:
             raise SpecError("--target", f"unknown target {args.target!r} without --spec",
                             f"pass --spec, or use one of {', '.join(INDEX_ALIASES)}")
         findings += audit_target(dists, limits_for(target), target.name)
+    archs = parse_archs(args.gpu_archs, "--gpu-archs") if args.gpu_archs else cell_archs(spec, cell)
+    runtimes = {label: [Path(d) for d in dirs.split(":") if d]
+                for label, dirs in split_pairs(args.runtime, "--runtime", "torch-2.9=/venv/torch/lib")}
+    for label, dirs in runtimes.items():
+        for folder in dirs:
+            if not folder.is_dir():
+                raise SpecError("--runtime", f"{label}: {str(folder)!r} is not a folder",
+                                "pass LABEL=DIR[:DIR] with existing library folders")
+    if archs is not None or runtimes:
+        findings += abi_findings(dists, archs, runtimes, cuobjdump=find_cuobjdump())
     if args.json:
         print(json.dumps({
             "ok": not findings,
             "files": [{"filename": d.filename, "sha256": d.sha256, "size": d.path.stat().st_size} for d in dists],
             "findings": [{"filename": f.filename, "rule": f.rule, "message": f.message} for f in findings],
+            "grid": [row for d in dists if d.kind == "wheel" for row in compat_grid(d.path, runtimes)] if runtimes else [],
         }, indent=2))
     for finding in findings:
         say(f"wheelflow: check: {finding}")
     if not args.json and not findings:
         out_console.print(f"[green]{len(dists)} file(s) pass every check[/green]")
     return 1 if findings else 0
+
+
+def cell_archs(spec: ReleaseSpec | None, values: dict[str, str]) -> ArchSpec | None:
+    """The declared architectures of the one cell of the spec's matrix that --cell names, if any."""
+    if spec is None or spec.matrix is None or not values:
+        return None
+    matching = [c for c in spec.matrix.cells if all(c.values.get(k) == v for k, v in values.items())]
+    return declared_archs(matching[0].gpu_archs, matching[0].env) if len(matching) == 1 else None

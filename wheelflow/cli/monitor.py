@@ -13,7 +13,7 @@ from ..errors import SpecError
 from ..gittags import DEFAULT_TAG_PATTERNS
 from ..indexes import resolve_endpoints
 from ..localindex import wheelflow_home
-from ..monitor import DEFAULT_EXPECT, check_one_index, expectations_from_spec, read_tags, table_rows
+from ..monitor import DEFAULT_EXPECT, check_one_index, expectations_from_spec, name_missing_cells, read_tags, table_rows
 from .common import add_json, load_spec_arg, out_console, say
 
 
@@ -50,11 +50,13 @@ def run(args: argparse.Namespace) -> int:
     if args.grace < 0:
         raise SpecError("--grace", f"{args.grace} is negative", "give the grace period in hours, 0 or more")
     patterns, expect = tuple(args.tag_pattern), tuple(args.expect)
+    cells = ()
     if args.spec:
         spec = load_spec_arg(args.spec, None)
         patterns = patterns or ((spec.version.tag,) if spec.version.tag else ())
-        local = [c.local_version for c in spec.matrix.cells] if spec.matrix else []
-        expect = expect or expectations_from_spec(spec.artifacts, [v for v in local if v])
+        cells = spec.matrix.cells if spec.matrix else ()
+        local = [c.local_version for c in cells]
+        expect = expect or expectations_from_spec(spec.artifacts, local)
     for pattern in patterns:
         if pattern.count("{version}") != 1:
             raise SpecError("--tag-pattern", f"{pattern!r} must contain {{version}} once", "write e.g. v{version}")
@@ -67,19 +69,20 @@ def run(args: argparse.Namespace) -> int:
     for index in args.index:
         results += check_one_index(args.project, index, tags, expect or DEFAULT_EXPECT, as_of,
                                    timedelta(hours=args.grace), home)
+    results = name_missing_cells(results, cells)
     if args.json:
-        keys = ("version", "tag", "tag_time", "first_upload_time", "lag_hours", "status", "missing")
+        keys = ("version", "tag", "tag_time", "first_upload_time", "lag_hours", "status", "missing", "missing_cells")
         print(json.dumps([{**{k: r.json()[k] for k in keys}, "index": r.index, "overdue": r.overdue,
                            "mismatched": r.mismatched} for r in results], indent=2))
     else:
         table = Table(title=f"{args.project}: {len(tags)} release tag(s) as of {as_of.isoformat(timespec='seconds')}")
-        columns = ("version", "index", "status", "lag (h)", "missing")
+        columns = ("version", "index", "status", "lag (h)", "missing") + (("missing cells",) if cells else ())
         for column in columns:
             table.add_column(column)
         for row in table_rows(results):
             style = "red" if "overdue" in row["status"] or "mismatch" in row["status"] else (
                 "yellow" if row["status"] != "ok" else None)
-            table.add_row(*(row[c] for c in columns), style=style)
+            table.add_row(*(row.get(c, "") for c in columns), style=style)
         out_console.print(table)
     problems = [r for r in results if r.problem]
     if problems:

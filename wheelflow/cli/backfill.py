@@ -1,0 +1,75 @@
+"""``wheelflow backfill PATH``: build, upload and prove the cells of the current matrix that released
+versions lack on their targets (a Prefect flow run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from ..errors import SpecError
+from ..localindex import wheelflow_home
+from ..spec import load_spec
+from .common import add_json, out_console, parse_pairs, say
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    parser = commands.add_parser("backfill", help="build and publish the matrix cells that released versions lack")
+    parser.add_argument("path", help="the project (a git repository whose tags are the releases)")
+    parser.add_argument("--spec", metavar="FILE", help="a standalone spec TOML whose matrix is to be completed "
+                        "(default: [tool.wheelflow] in PATH/pyproject.toml); paths in it are relative to PATH")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--versions", metavar="V1,V2", help="only these released versions (default: every one)")
+    which.add_argument("--since", metavar="V", help="only released versions at or above V")
+    parser.add_argument("--cells", nargs="+", default=[], metavar="AXIS=VALUE",
+                        help="only cells with these values, e.g. --cells torch=2.9.1 python=3.12")
+    parser.add_argument("--to", action="append", metavar="TARGET", help="target name or index alias (repeatable)")
+    parser.add_argument("--builder", choices=["docker", "local"],
+                        help="how cells are built (default: the spec's, else docker when a daemon answers)")
+    add_json(parser, "the result, one row per version, cell and target,")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.path, args.spec)  # validated up front: a bad spec never starts a flow run
+    for name in args.to or []:
+        spec.target(name)
+    cells = parse_pairs(args.cells, "--cells", "torch=2.9.1")
+    versions = [v.strip() for v in args.versions.split(",") if v.strip()] if args.versions else None
+    if args.versions is not None and not versions:
+        raise SpecError("--versions", f"{args.versions!r} names no version", "write e.g. --versions 1.0.0,1.1.0")
+
+    from ..flows.backfill import backfill
+
+    state = backfill(project=str(Path(args.path).absolute()), spec_file=args.spec, versions=versions, since=args.since,
+                     cells=cells or None, to=args.to, builder=args.builder, return_state=True)
+    run_id = str(state.state_details.flow_run_id)
+    path = wheelflow_home() / "reports" / f"backfill-{run_id}.json"
+    summary: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {
+        "ok": False, "name": spec.name, "flow_run_id": run_id, "rows": [], "verdict": ""}
+    summary["ok"] = bool(summary.get("ok")) and state.is_completed()
+    if not state.is_completed():
+        summary["error"] = state.message
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary)
+    if not summary["ok"]:
+        say(f"wheelflow: backfill failed: {state.message}")
+        return 1
+    return 0
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"backfill of {summary['name']} (flow run {summary['flow_run_id']})")
+    for column in ("version", "cell", "target", "state", "file", "detail"):
+        table.add_column(column)
+    for row in summary["rows"]:
+        style = "red" if row["state"] == "failed" else "green" if row["state"] == "backfilled" else None
+        table.add_row(*(row[c] for c in ("version", "cell", "target", "state", "file", "detail")), style=style)
+    out_console.print(table)
+    if summary.get("verdict"):
+        out_console.print(summary["verdict"])
