@@ -95,20 +95,25 @@ def publishing(ctx: ReleaseContext, dists: list[Distribution]) -> Iterator[Publi
             raise upload_failure
 
 
-def uploads_on_record(ctx: ReleaseContext) -> dict[str, dict]:
-    """filename → {sha256, flow_run_id, targets} of what runs of this release uploaded: the record on
-    the Prefect server (every runner sees it), else this home's manifest."""
-    recorded = dict((read_variable(manifest_variable(ctx.spec.name, ctx.version)) or {}).get("files", {}))
-    for filename, sha256 in (read_manifest(ctx.home, ctx.spec.name, ctx.version) or {}).items():
-        recorded.setdefault(filename, {"sha256": sha256, "flow_run_id": None, "targets": []})
-    return recorded
+def index_key(target: Target) -> str:
+    """What identifies a target's index in the upload record: its configured index or store URL."""
+    return target.index or target.store_url or target.name
 
 
-def note_upload(ctx: ReleaseContext, dist: Distribution, target: str) -> None:
+def uploads_on_record(ctx: ReleaseContext) -> dict[str, dict[str, dict]]:
+    """index → filename → {sha256, flow_run_id} of what runs of this release uploaded: the record on
+    the Prefect server (every runner sees it); this home's manifest stands for every index it lacks."""
+    recorded = dict((read_variable(manifest_variable(ctx.spec.name, ctx.version)) or {}).get("uploads", {}))
+    local = {filename: {"sha256": sha256, "flow_run_id": None}
+             for filename, sha256 in (read_manifest(ctx.home, ctx.spec.name, ctx.version) or {}).items()}
+    return {index_key(t): {**local, **recorded.get(index_key(t), {})} for t in ctx.targets}
+
+
+def note_upload(ctx: ReleaseContext, dist: Distribution, target: Target) -> None:
     """Record the upload on the Prefect server at once: a run killed after it still counts it."""
     name = manifest_variable(ctx.spec.name, ctx.version)
     write_variable(name, record_upload(read_variable(name), name=ctx.spec.name, version=ctx.version,
-                                       filename=dist.filename, sha256=dist.sha256, target=target,
+                                       index=index_key(target), filename=dist.filename, sha256=dist.sha256,
                                        flow_run_id=str(ctx.report.flow_run_id)), tags=("wheelflow-manifest",))
 
 
@@ -121,13 +126,13 @@ def open_stage(ctx: ReleaseContext, targets: contextlib.ExitStack, position: int
     return Stage(position, target, targets.enter_context(open_index(target, ctx.home)), routed(dists, target))
 
 
-def read_present(ctx: ReleaseContext, stage: Stage, on_record: dict[str, dict], dists: list[Distribution],
-                 stages: list[Stage]) -> set[str]:
+def read_present(ctx: ReleaseContext, stage: Stage, on_record: dict[str, dict[str, dict]],
+                 dists: list[Distribution], stages: list[Stage]) -> set[str]:
     """What the target already serves with this release's bytes: the ones built now, or the ones an
     earlier run of this release uploaded (then those served bytes become the release's file: a
     rebuild on another runner may differ). Other bytes under one of our names, or a target rule
     broken, is refused."""
-    target = stage.target.name
+    target, on_record = stage.target.name, on_record[index_key(stage.target)]
     if stage.site is not None:  # each file read from the sub-index it belongs to
         served = read_static_files(stage.site, ctx.spec.name, ctx.version, [d.filename for d in stage.files])
     else:
@@ -220,7 +225,7 @@ def upload(ctx: ReleaseContext, publication: Publication, stage: Stage) -> None:
                 raise
             finally:
                 publication.uploading.active = False
-            note_upload(ctx, dist, target)
+            note_upload(ctx, dist, stage.target)
         publication.transaction.on_rollback_hooks.append(rollback_hook(
             stage.target, stage.endpoints, ctx.spec.name, dist.filename, sorted(stage.present), publication.uploading))
 

@@ -188,14 +188,15 @@ def manifest_variable(name: str, version: str) -> str:
     return "wheelflow-manifest-" + hashlib.sha256(f"{canonicalize_name(name)}=={version}".encode()).hexdigest()[:24]
 
 
-def record_upload(manifest: dict[str, Any] | None, *, name: str, version: str, filename: str, sha256: str,
-                  target: str, flow_run_id: str) -> dict[str, Any]:
-    """The release's upload record with one more file on one more target."""
-    manifest = {"name": name, "version": version, "files": {}, **(manifest or {})}
-    entry = manifest["files"].get(filename) or {"sha256": sha256, "flow_run_id": flow_run_id, "targets": []}
-    if entry["sha256"] == sha256:
-        entry = {**entry, "targets": sorted({*entry["targets"], target})}
-    manifest["files"] = {**manifest["files"], filename: entry}
+def record_upload(manifest: dict[str, Any] | None, *, name: str, version: str, index: str, filename: str,
+                  sha256: str, flow_run_id: str) -> dict[str, Any]:
+    """The release's upload record with one more file on one more index (``index``: the target's
+    configured index, so one record serves every runner releasing to it). The first upload of a file
+    to an index stays its record: indexes never replace a file."""
+    manifest = {"name": name, "version": version, "uploads": {}, **(manifest or {})}
+    on_index = dict(manifest["uploads"].get(index, {}))
+    on_index.setdefault(filename, {"sha256": sha256, "flow_run_id": flow_run_id})
+    manifest["uploads"] = {**manifest["uploads"], index: on_index}
     return manifest
 
 
