@@ -369,6 +369,37 @@ class BuildTable(SpecModel):
         return tuple(dict.fromkeys(names))
 
 
+class ChecksTable(SpecModel):
+    """``[tool.wheelflow.checks]``: how strict the metadata checks before any upload are."""
+
+    strict: StrictBool = Field(False, description="twine check warnings (e.g. no long description, which the public "
+                               "index accepts) fail the release; default: reported as 'passed with warnings'.")
+
+
+DEPENDENCY_SOURCES = ("pypi", "none")
+
+
+class InstallTable(SpecModel):
+    """``[tool.wheelflow.install]``: where the install check after each upload resolves dependencies."""
+
+    dependencies: Text = Field("pypi", description='Where dependencies resolve: "pypi" (the public index, as pip '
+                               'knows it), a Simple API URL, or "none" (--no-deps). The released files always come '
+                               "from the target, pinned by filename and sha256.")
+
+    @field_validator("dependencies")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if value in DEPENDENCY_SOURCES:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise problem(f"{redact_url(value)!r} is neither \"pypi\", \"none\" nor an http(s) URL",
+                          'use "pypi", "none" or the Simple API URL of the index serving the dependencies')
+        if parts.username or parts.password:
+            raise problem(f"{redact_url(value)!r} embeds credentials", "give a URL without credentials")
+        return value
+
+
 def _usable_target_names(targets: Any) -> Any:
     """Each target learns its name from its key; a key no environment variable can carry is refused."""
     if not isinstance(targets, dict):
@@ -404,6 +435,8 @@ class SpecTable(SpecModel):
         "auto", description="A person's decision before each target after the first (staging -> production).")
     approval_timeout: ApprovalTimeout = Field(
         3600, description="Seconds to wait for the approval; no decision by then fails the release.")
+    checks: ChecksTable = Field(default_factory=ChecksTable, description="The metadata checks before any upload.")
+    install: InstallTable = Field(default_factory=InstallTable, description="The install check after each upload.")
 
     @field_validator("name")
     @classmethod
@@ -433,6 +466,8 @@ class ReleaseSpec:
     approval_timeout: int  # seconds; no decision by then fails the release
     pass_env: tuple[str, ...] = ()  # build.pass-env: runner variables the build may see (never wheelflow's secrets)
     repair: RepairOptions | None = None  # None: wheels are published as built
+    strict_checks: bool = False  # checks.strict: twine check warnings fail
+    dependencies: str = "pypi"  # install.dependencies: "pypi", "none" or a Simple API URL
 
     def target(self, name: str) -> Target:
         for target in self.targets:
@@ -496,6 +531,8 @@ def parse_spec(
         approval_timeout=spec.approval_timeout,
         pass_env=spec.build.pass_env,
         repair=spec.repair.options(),
+        strict_checks=spec.checks.strict,
+        dependencies=spec.install.dependencies,
     )
 
 
