@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -149,3 +151,28 @@ def test_a_foreign_jit_project_releases_to_devpi_then_pypiserver_with_its_own_de
             assert again.returncode == 0, again.stderr[-4000:]
             assert [s for s in proxy.seen[before:] if s[0] == "GET" and "/packages/" in s[1]] == []
             assert "Traceback" not in first.stderr + again.stderr
+
+
+@pytest.mark.case("bad input", "a standalone spec kept outside the project, used by check and verify",
+                  "its version file is found in the project (--project, or the current directory)")
+def test_check_and_verify_read_a_standalone_spec_relative_to_the_project(tmp_path: Path, home: Path, index) -> None:
+    project = jit_project(tmp_path / "jit-pkg")
+    spec = standalone_spec(tmp_path / "specs" / "jit-pkg.toml", "none", (index.simple_url, index.url),
+                           (index.simple_url, index.url))
+    index.packages.mkdir(parents=True, exist_ok=True)
+    wheel = make_wheel(index.packages, name="jit_pkg", version="1.2.0")
+    exe = str(Path(sys.executable).with_name("wheelflow"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    runs = {
+        "check --project": ([exe, "check", str(wheel), "--spec", str(spec), "--project", str(project)], elsewhere),
+        "check in the project": ([exe, "check", str(wheel), "--spec", str(spec)], project),
+        "verify --project": ([exe, "verify", "jit-pkg==1.2.0", "--index", "staging", "--spec", str(spec),
+                              "--project", str(project), "--no-install"], elsewhere),
+        "verify in the project": ([exe, "verify", "jit-pkg==1.2.0", "--index", "staging", "--spec", str(spec),
+                                   "--no-install"], project),
+    }
+    for what, (cmd, cwd) in runs.items():
+        result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (what, result.stderr)
+        assert "does not exist" not in result.stderr, what
