@@ -29,7 +29,7 @@ from wheelflow.prefect_api import Decision, read_variable, write_variable
 from wheelflow.removal import runbook as rollback_runbook
 from wheelflow.report import FileReport
 from wheelflow.routing import routed
-from wheelflow.simple_api import READ_TIMEOUT, ServedFile, download_sha256
+from wheelflow.simple_api import READ_TIMEOUT, ServedFile, download_sha256, inherited_from
 from wheelflow.spec import Target
 from wheelflow.staticindex import StaticPublication, subindex_for
 from wheelflow.staticsite import StaticSite, open_static
@@ -137,6 +137,7 @@ def read_present(ctx: ReleaseContext, stage: Stage, on_record: dict[str, dict[st
         served = read_static_files(stage.site, ctx.spec.name, ctx.version, [d.filename for d in stage.files])
     else:
         served = read_served_files(stage.endpoints, ctx.spec.name, ctx.version)
+    served = own_files(ctx, stage, served)
     check_target_rules(stage.files, stage.target, served)
     statuses = compare({d.filename: d.sha256 for d in stage.files}, served)
     clashes = [s for s in statuses if s.status == HASH_MISMATCH]
@@ -155,6 +156,22 @@ def read_present(ctx: ReleaseContext, stage: Stage, on_record: dict[str, dict[st
         raise HashMismatchError(f"{target}: {clash.describe()}{known}; fix: indexes never replace a file: "
                                 "release a new version (e.g. a .post1)")
     return {s.filename for s in statuses if s.status == VERIFIED} | {c.filename for c in ours}
+
+
+def own_files(ctx: ReleaseContext, stage: Stage, served: list[ServedFile]) -> list[ServedFile]:
+    """The files the target itself serves: those a devpi index inherits through its ``bases`` are
+    not (an upload to the index is its own file); one of our names among them with other bytes is
+    reported: that version exists upstream."""
+    theirs = {f.filename: home for f in served
+              if stage.site is None and (home := inherited_from(stage.endpoints.simple_url, f.url))}
+    built = {d.filename: d.sha256 for d in stage.files}
+    for served_file in served:
+        if served_file.filename in theirs and served_file.filename in built and served_file.sha256 != built[served_file.filename]:
+            detail = (f"{theirs[served_file.filename]} (a base of {stage.target.name}) already serves "
+                      f"{served_file.filename} with other bytes: this version exists upstream")
+            get_run_logger().warning(detail)
+            ctx.report.add(f"inherited {served_file.filename} on {stage.target.name}", True, detail)
+    return [f for f in served if f.filename not in theirs]
 
 
 def adopt(ctx: ReleaseContext, served: ServedFile, record: dict, dists: list[Distribution], stages: list[Stage]) -> None:
@@ -273,7 +290,8 @@ def prove(ctx: ReleaseContext, stage: Stage) -> None:
         report.file(dist.filename, target).status = VERIFIED
         report.add(f"served {dist.filename} on {target}", True, f"downloaded, sha256 {dist.sha256[:16]}… matches")
     with report.step(f"install + smoke on {target}") as step:
-        step.detail = install_and_smoke_test(stage.endpoints, ctx.spec.name, ctx.version, served, ctx.spec.smoke)
+        step.detail = install_and_smoke_test(stage.endpoints, ctx.spec.name, ctx.version, served, ctx.spec.smoke,
+                                             ctx.spec.dependencies)
 
 
 def prove_static(ctx: ReleaseContext, stage: Stage) -> None:
@@ -298,7 +316,7 @@ def prove_static(ctx: ReleaseContext, stage: Stage) -> None:
         endpoints = site.subindex_endpoints(subindex)
         with report.step(f"install + smoke on {endpoints.name}") as step:
             step.detail = install_and_smoke_test(endpoints, ctx.spec.name, ctx.version, listings.get(subindex, []),
-                                                 ctx.spec.smoke)
+                                                 ctx.spec.smoke, ctx.spec.dependencies)
 
 
 def refuse_unrouted(ctx: ReleaseContext, dists: list[Distribution]) -> None:

@@ -91,8 +91,9 @@ def release(
 def check(ctx: ReleaseContext, dists: list[Distribution], versions: dict[str, str]) -> None:
     """Every file is routed somewhere and passes the audits; its sha256 becomes an artifact."""
     refuse_unrouted(ctx, dists)
-    with ctx.report.step("checked", "filenames, versions, METADATA, RECORD, twine check --strict"):
-        check_release_files(dists, ctx.spec.name, versions, ctx.spec.artifacts)
+    strict = ctx.spec.strict_checks
+    with ctx.report.step("checked", f"filenames, versions, METADATA, RECORD, twine check{' (strict)' if strict else ''}") as step:
+        step.detail = check_release_files(dists, ctx.spec.name, versions, ctx.spec.artifacts, strict) or step.detail
     abi_gate(ctx.spec, ctx.home, ctx.report, wheels_of_cells(ctx.report, dists, ctx.spec.name))
     create_table_artifact(key=f"{artifact_key(ctx.spec.name)}-sha256", description="sha256 of every built file: "
                           "checked again before each upload and against what each index serves",

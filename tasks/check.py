@@ -10,7 +10,7 @@ from prefect.artifacts import create_table_artifact
 
 from wheelflow.abi import abi_findings, compat_grid, gpu_arch_rows, install_runtime
 from wheelflow.audits import audit_target, preflight
-from wheelflow.distributions import Distribution, Finding
+from wheelflow.distributions import Distribution, Finding, blocking, warnings_line
 from wheelflow.errors import CheckError
 from wheelflow.gpuarch import ArchSpec, find_cuobjdump
 from wheelflow.indexes import limits_for
@@ -28,11 +28,16 @@ def _raise_on(findings: list[Finding], what: str) -> None:
 
 
 @task(name="check-distributions", task_run_name="check-distributions", retries=0)  # bad metadata does not fix itself: never retried
-def check_release_files(dists: list[Distribution], name: str, versions: dict[str, str], artifacts: tuple[str, ...]) -> None:
-    """``versions``: the version each file must carry (variant wheels carry their cell's local label)."""
-    findings = preflight(dists, name=name, version=versions, artifacts=artifacts)
-    _raise_on(findings, "built files fail their checks")
+def check_release_files(dists: list[Distribution], name: str, versions: dict[str, str], artifacts: tuple[str, ...],
+                        strict: bool = False) -> str:
+    """``versions``: the version each file must carry (variant wheels carry their cell's local label).
+    Returns "passed with warnings: ..." when twine check warned (``strict``: its warnings fail), else ""."""
+    findings = preflight(dists, name=name, version=versions, artifacts=artifacts, strict=strict)
+    _raise_on(blocking(findings), "built files fail their checks")
+    for finding in findings:
+        get_run_logger().warning(str(finding))
     get_run_logger().info("checked %d file(s): filenames, METADATA, RECORD, twine check", len(dists))
+    return warnings_line(findings)
 
 
 @task(name="check-target-rules", task_run_name="check-target-rules[{target.name}]", retries=0)

@@ -44,11 +44,14 @@ def verify_served(endpoints: Endpoints, name: str, version: str, dists: list[Dis
 
 
 @task(name="install-and-smoke", task_run_name="install-and-smoke[{endpoints.name}]", retries=0)
-def install_and_smoke_test(endpoints: Endpoints, name: str, version: str, served: list[ServedFile], smoke: str | None) -> str:
+def install_and_smoke_test(endpoints: Endpoints, name: str, version: str, served: list[ServedFile], smoke: str | None,
+                           dependencies: str = "pypi") -> str:
+    """``dependencies``: the spec's install.dependencies (where pip resolves them)."""
     logger = get_run_logger()
     work = wheelflow_home() / "tmp"
     work.mkdir(parents=True, exist_ok=True)
-    result = install_and_smoke(name, version, endpoints.simple_url, served, smoke=smoke, workdir=work, log=logger.info)
+    result = install_and_smoke(name, version, endpoints.simple_url, served, smoke=smoke, workdir=work, log=logger.info,
+                               dependencies=dependencies)
     if not result.ok:
         if result.output_tail:
             logger.error(result.output_tail)

@@ -20,9 +20,13 @@ def _bin(name: str) -> str:
 
 
 class DevpiServer:
-    def __init__(self, root: Path, indexes: dict[str, bool]) -> None:
-        """``indexes``: name → volatile (a volatile index allows deleting files, like a staging index)."""
+    def __init__(self, root: Path, indexes: dict[str, bool], *, mirrors: dict[str, str] | None = None,
+                 bases: dict[str, str] | None = None) -> None:
+        """``indexes``: name → volatile (a volatile index allows deleting files, like a staging index);
+        ``mirrors``: name → the Simple API URL a mirror index reads; ``bases``: index → the index
+        (of this user) it inherits from, as an admin sets bases=root/pypi."""
         self.root, self.indexes = root, indexes
+        self.mirrors, self.bases = mirrors or {}, bases or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -56,8 +60,11 @@ class DevpiServer:
         self._client("use", self.url)
         self._client("user", "-c", USER, f"password={PASSWORD}", "email=releaser@example.invalid")
         self._client("login", USER, "--password", PASSWORD)
+        for mirror, url in self.mirrors.items():
+            self._client("index", "-c", mirror, "type=mirror", f"mirror_url={url}")
         for index, volatile in self.indexes.items():
-            self._client("index", "-c", index, "bases=", f"volatile={volatile}")
+            base = f"{USER}/{self.bases[index]}" if index in self.bases else ""
+            self._client("index", "-c", index, f"bases={base}", f"volatile={volatile}")
         return self
 
     def files(self, index: str, name: str) -> list[str]:

@@ -86,11 +86,19 @@ class FaultProxy:
                     proxy.seen.append((self.command, self.path, status))
                 self.send_response(status, rule.body if rule and rule.body else None)
                 self.send_header("content-type", ctype)
+                if rule is None:  # what installers' caches revalidate with
+                    for name in ("etag", "last-modified"):
+                        if name in upstream.headers:
+                            self.send_header(name, upstream.headers[name])
+                if self.command == "HEAD":
+                    self.send_header("content-length", upstream.headers.get("content-length", "0"))
+                    self.end_headers()
+                    return
                 self.send_header("content-length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST = _handle
+            do_GET = do_POST = do_HEAD = _handle
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

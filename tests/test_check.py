@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,57 @@ def test_file_size_limit(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "size"), [("100MB", 100 * 10**6), ("1 GiB", 2**30), ("512", 512), (2048, 2048)])
 def test_sizes_are_read_as_users_write_them(text, size) -> None:
     assert parse_size(text) == size
+
+
+LONG_NAME = "jit_pkg_with_a_name_long_enough_that_a_narrow_terminal_wraps_it"
+
+
+@pytest.mark.case("bad input", "metadata without a long description (twine check warns)",
+                  "passed with warnings, the filename quoted whole; checks.strict = true fails it")
+def test_twine_warnings_are_warnings_unless_checks_are_strict(tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, name=LONG_NAME, description=False)
+    narrow = {"COLUMNS": "40"}  # the user's terminal: twine's lines must still not wrap the filename
+    result = run_cli("check", str(wheel), env=narrow)
+    assert result.returncode == 0, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"wheelflow: check: {wheel.name}: [twine-check] warning: "), line
+    assert "`long_description` missing; the index accepts this" in line
+    assert "passed with warnings" in result.stdout
+
+    spec = tmp_path / "wheelflow.toml"
+    spec.write_text(f'name = "{LONG_NAME}"\n\n[checks]\nstrict = true\n')
+    strict = run_cli("check", str(wheel), "--spec", str(spec), "--json", env=narrow)
+    findings = json.loads(strict.stdout)["findings"]
+    assert strict.returncode == 1, strict.stderr
+    assert [(f["filename"], f["rule"], f["severity"]) for f in findings] == [(wheel.name, "twine-check", "error")]
+    assert "fix: add the metadata, or drop [tool.wheelflow.checks] strict = true" in findings[0]["message"]
+
+
+def test_twine_output_wrapped_by_its_terminal_is_joined_whole() -> None:
+    from wheelflow.distributions import twine_messages
+
+    wrapped = ("Checking \ndist/jit_pkg-1.2.0-py3-non\n e-any.whl: \x1b[31mFAILED\x1b[0m\n"
+               "\x1b[31mERROR   \x1b[0m `long_description` has syntax errors in markup\n"
+               "         and would not be rendered.\n"
+               "\x1b[33mWARNING \x1b[0m `long_description_content_type` missing.\n")
+    assert twine_messages(wrapped) == [
+        ("ERROR", "`long_description` has syntax errors in markup and would not be rendered."),
+        ("WARNING", "`long_description_content_type` missing."),
+    ]
+
+
+@pytest.mark.case("bad input", "a long description that does not render", "twine check's error fails, strict or not")
+def test_twine_errors_still_fail(tmp_path: Path) -> None:
+    from wheelflow.distributions import twine_check
+
+    bad = make_wheel(tmp_path, name="broken_rst", description=False)
+    with zipfile.ZipFile(bad) as zf:
+        members = {info.filename: zf.read(info) for info in zf.infolist()}
+    metadata = "broken_rst-1.0.0.dist-info/METADATA"
+    members[metadata] = members[metadata].rstrip(b"\n") + b"\nDescription-Content-Type: text/x-rst\n\n.. image::\n\n`unclosed\n"
+    with zipfile.ZipFile(bad, "w") as zf:
+        for member, data in members.items():
+            zf.writestr(member, data)
+    findings = twine_check([bad])
+    assert [(f.rule, f.warning) for f in findings] == [("twine-check", False)], findings
+    assert "fix: correct the package metadata" in findings[0].message

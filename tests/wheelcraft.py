@@ -10,23 +10,26 @@ import zipfile
 from pathlib import Path
 
 
-def _metadata(name: str, version: str, requires: list[str], requires_python: str | None = None) -> str:
+def _metadata(name: str, version: str, requires: list[str], requires_python: str | None = None,
+              description: bool = True) -> str:
     lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", "Summary: crafted by wheelflow's tests",
-             "Description-Content-Type: text/markdown", *[f"Requires-Dist: {r}" for r in requires],
+             *(["Description-Content-Type: text/markdown"] if description else []),
+             *[f"Requires-Dist: {r}" for r in requires],
              *([f"Requires-Python: {requires_python}"] if requires_python else [])]
-    return "\n".join(lines) + "\n\n# crafted\n\nA package made by the tests.\n"
+    return "\n".join(lines) + ("\n\n# crafted\n\nA package made by the tests.\n" if description else "\n")
 
 
 def make_wheel(directory: Path, name: str = "tiny_pkg", version: str = "1.0.0", tag: str = "py3-none-any", *,
                meta_version: str | None = None, requires: list[str] = (), filename: str | None = None,
                tamper: bool = False, payload_size: int = 0, requires_python: str | None = None,
-               extra_files: dict[str, bytes] | None = None) -> Path:
+               extra_files: dict[str, bytes] | None = None, description: bool = True) -> Path:
     """A wheel with a correct RECORD, unless ``tamper`` edits a file after RECORD was written.
-    ``extra_files``: more members (e.g. compiled extensions), by path inside the wheel."""
+    ``extra_files``: more members (e.g. compiled extensions), by path inside the wheel; ``description``
+    False: METADATA without a long description (twine check warns)."""
     dist_info = f"{name}-{version}.dist-info"
     files = {
         f"{name}/__init__.py": b"def answer():\n    return 42\n",
-        f"{dist_info}/METADATA": _metadata(name, meta_version or version, list(requires), requires_python).encode(),
+        f"{dist_info}/METADATA": _metadata(name, meta_version or version, list(requires), requires_python, description).encode(),
         f"{dist_info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: wheelcraft\nRoot-Is-Purelib: true\nTag: {tag}\n".encode(),
     }
     if payload_size:

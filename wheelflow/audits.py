@@ -232,8 +232,11 @@ def audit_files(paths: Iterable[Path], cell: Mapping[str, str] | None = None) ->
 
 
 def preflight(dists: list[Distribution], *, name: str | None = None, version: str | Mapping[str, str] | None = None,
-              artifacts: tuple[str, ...] = (), cell: Mapping[str, str] | None = None) -> list[Finding]:
+              artifacts: tuple[str, ...] = (), cell: Mapping[str, str] | None = None,
+              strict: bool = False) -> list[Finding]:
     """Everything checked before any upload, per file: `wheelflow check` and the release flow both run this.
+
+    twine check's warnings come back as warning findings (``strict``: as failures).
 
     ``name``/``version`` default to those in each file's name (then the rules that compare them
     still catch duplicates, METADATA drift and a second sdist).
@@ -257,5 +260,5 @@ def preflight(dists: list[Distribution], *, name: str | None = None, version: st
         if not any(d.kind == kind for d in dists):
             findings.append(Finding(f"<{kind}>", "missing-artifact", f"the spec asks for a {kind} but none was built; fix: check the build log"))
     findings += audit_files([d.path for d in dists], cell)
-    findings += twine_check([d.path for d in dists if kind_of(d.filename)])
+    findings += twine_check([d.path for d in dists if kind_of(d.filename)], strict=strict)
     return findings

@@ -39,9 +39,21 @@ class Finding:
     filename: str
     rule: str
     message: str  # one line: what is wrong and the fix
+    warning: bool = False  # reported ("passed with warnings"), never blocks a release
 
     def __str__(self) -> str:
-        return f"{self.filename}: [{self.rule}] {self.message}"
+        return f"{self.filename}: [{self.rule}] {'warning: ' if self.warning else ''}{self.message}"
+
+
+def blocking(findings: list[Finding]) -> list[Finding]:
+    """The findings that fail a check (warnings only get reported)."""
+    return [f for f in findings if not f.warning]
+
+
+def warnings_line(findings: list[Finding]) -> str:
+    """``passed with warnings: ...`` for a checklist row, or "" when there is none."""
+    warned = [str(f) for f in findings if f.warning]
+    return "passed with warnings: " + "; ".join(warned) if warned else ""
 
 
 def sha256_of(path: Path) -> str:
@@ -113,17 +125,46 @@ def check_filenames(dists: list[Distribution], name: str, version: str | Mapping
     return findings
 
 
-def twine_check(paths: list[Path]) -> list[Finding]:
-    """``twine check --strict`` on each file: metadata and long description render."""
+def twine_messages(output: str) -> list[tuple[str, str]]:
+    """(level, message) from ``twine check`` output: colours stripped, wrapped lines joined.
+
+    twine prints through rich, which wraps at the terminal's width (a filename could come out as
+    ``...-py3-non e-any.whl``): the lines before the first WARNING/ERROR are the wrapped "Checking
+    FILE: verdict" header, and a line after one continues it.
+    """
+    messages: list[tuple[str, str]] = []
+    for raw in re.sub(r"\x1b\[[0-9;]*m", "", output).splitlines():
+        line = raw.strip()
+        level = re.match(r"(WARNING|ERROR)\s+(.*)", line)
+        if level:
+            messages.append((level.group(1), level.group(2)))
+        elif line and messages:
+            messages[-1] = (messages[-1][0], f"{messages[-1][1]} {line}")
+    return messages
+
+
+def twine_check(paths: list[Path], *, strict: bool = False) -> list[Finding]:
+    """``twine check`` on each file: metadata and long description render.
+
+    Its errors fail; its warnings (e.g. no long description, which the public index accepts) are
+    warning findings, unless ``strict`` ([tool.wheelflow.checks] strict = true) makes them fail.
+    """
     findings = []
     for path in paths:
-        proc = subprocess.run(
-            [sys.executable, "-m", "twine", "check", "--strict", str(path)],
-            capture_output=True, text=True, env=child_env(),
-        )
-        if proc.returncode != 0:
-            text = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # twine colours its output
-            text = text.replace(str(path), path.name)
-            detail = " ".join(line.strip() for line in text.splitlines() if line.strip() and "Checking" not in line)
-            findings.append(Finding(path.name, "twine-check", f"{detail[:300]}; fix: correct the package metadata"))
+        # A wide terminal: rich then wraps no line (a long filename stays whole).
+        proc = subprocess.run([sys.executable, "-m", "twine", "check", str(path)], capture_output=True, text=True,
+                              env=child_env(extra={"COLUMNS": "100000", "NO_COLOR": "1"}))
+        messages = twine_messages((proc.stdout + proc.stderr).replace(str(path), path.name))
+        errors = [text for level, text in messages if level == "ERROR"]
+        warned = [text for level, text in messages if level == "WARNING"]
+        if proc.returncode != 0 and not errors:
+            errors = [f"twine check exited {proc.returncode}"]
+        if errors:
+            findings.append(Finding(path.name, "twine-check",
+                                    f"{' '.join(errors)[:300].rstrip('.')}; fix: correct the package metadata"))
+        if warned:
+            tail = ("fix: add the metadata, or drop [tool.wheelflow.checks] strict = true" if strict else
+                    "the index accepts this ([tool.wheelflow.checks] strict = true makes it fail)")
+            findings.append(Finding(path.name, "twine-check", f"{' '.join(warned)[:300].rstrip('.')}; {tail}",
+                                    warning=not strict))
     return findings

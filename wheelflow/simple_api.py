@@ -50,6 +50,18 @@ class ServedFile:
     yanked: bool = False
 
 
+def inherited_from(simple_url: str, file_url: str) -> str | None:
+    """The index a listed file lives in when that is not the index read: devpi lists the files of
+    its ``bases`` beside its own, each under its own index's path (``/root/pypi/+f/...``); None for
+    the index's own files and for indexes that inherit nothing."""
+    path = urlsplit(file_url).path
+    if "/+f/" not in path:
+        return None
+    home = path.split("/+f/", 1)[0].rstrip("/")
+    own = urlsplit(simple_url).path.rstrip("/").removesuffix("/+simple")
+    return None if home == own else home.lstrip("/")
+
+
 def project_url(simple_url: str, name: str) -> str:
     """The project page: ``{simple_url}/{normalised name}/`` (PEP 503)."""
     return simple_url.rstrip("/") + "/" + canonicalize_name(name) + "/"

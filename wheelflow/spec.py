@@ -387,6 +387,37 @@ class AbiTable(SpecModel):
         Field((), description="Extra arguments for the pip that installs the runtimes (an index URL, for instance).")
 
 
+class ChecksTable(SpecModel):
+    """``[tool.wheelflow.checks]``: how strict the metadata checks before any upload are."""
+
+    strict: StrictBool = Field(False, description="twine check warnings (e.g. no long description, which the public "
+                               "index accepts) fail the release; default: reported as 'passed with warnings'.")
+
+
+DEPENDENCY_SOURCES = ("pypi", "none")
+
+
+class InstallTable(SpecModel):
+    """``[tool.wheelflow.install]``: where the install check after each upload resolves dependencies."""
+
+    dependencies: Text = Field("pypi", description='Where dependencies resolve: "pypi" (the public index, as pip '
+                               'knows it), a Simple API URL, or "none" (--no-deps). The released files always come '
+                               "from the target, pinned by filename and sha256.")
+
+    @field_validator("dependencies")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if value in DEPENDENCY_SOURCES:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise problem(f"{redact_url(value)!r} is neither \"pypi\", \"none\" nor an http(s) URL",
+                          'use "pypi", "none" or the Simple API URL of the index serving the dependencies')
+        if parts.username or parts.password:
+            raise problem(f"{redact_url(value)!r} embeds credentials", "give a URL without credentials")
+        return value
+
+
 def _usable_target_names(targets: Any) -> Any:
     """Each target learns its name from its key; a key no environment variable can carry is refused."""
     if not isinstance(targets, dict):
@@ -423,6 +454,8 @@ class SpecTable(SpecModel):
     approval_timeout: ApprovalTimeout = Field(
         3600, description="Seconds to wait for the approval; no decision by then fails the release.")
     abi: AbiTable = Field(default_factory=AbiTable, description="The ABI gate's runtimes (symbols and the grid).")
+    checks: ChecksTable = Field(default_factory=ChecksTable, description="The metadata checks before any upload.")
+    install: InstallTable = Field(default_factory=InstallTable, description="The install check after each upload.")
 
     @field_validator("name")
     @classmethod
@@ -474,6 +507,8 @@ class ReleaseSpec:
         """The runtime label a cell's wheels must load against (validated to exist), or None."""
         template = self.abi.cell_runtime
         return None if template is None else render_template(template, values, ("abi", "cell-runtime"))
+    strict_checks: bool = False  # checks.strict: twine check warnings fail
+    dependencies: str = "pypi"  # install.dependencies: "pypi", "none" or a Simple API URL
 
     def target(self, name: str) -> Target:
         for target in self.targets:
@@ -538,6 +573,8 @@ def parse_spec(
         pass_env=spec.build.pass_env,
         repair=spec.repair.options(),
         abi=spec.abi,
+        strict_checks=spec.checks.strict,
+        dependencies=spec.install.dependencies,
     )
 
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import unquote
@@ -32,6 +33,7 @@ from .childenv import child_env
 from .deadline import Deadline
 from .distributions import parse_filename, sha256_of
 from .errors import IndexReadError, UsageError
+from .installsource import dependency_source, install_command, release_file, unresolvable
 from .redaction import redact
 from .simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
 
@@ -211,6 +213,7 @@ def poll_until_served(
     max_delay: float = 2.0,
     download: Download | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
+    settled: Callable[[list[ServedFile]], str | None] | None = None,
 ) -> tuple[list[FileStatus], list[ServedFile]]:
     """Read the listing until every expected file is there and proven, a hash mismatch shows, or the
     deadline passes; returns the statuses and the last listing.
@@ -219,7 +222,9 @@ def poll_until_served(
     ``max_delay`` (a file is seen at most that long after it appears); each listed file is downloaded
     and hashed once, as soon as it is listed, with ``download`` (default: over HTTP from the URL the
     listing gives). A mismatching hash is final at once. An empty ``expected`` proves every file the
-    index lists for the version. ``timeout`` (seconds, or a Deadline shared with the caller's other
+    index lists for the version. ``settled`` (given a listing still missing files) returns why no
+    upload can be in flight (the release is old), or None; a reason ends the wait at once, told
+    through ``on_wait``. ``timeout`` (seconds, or a Deadline shared with the caller's other
     steps) bounds everything, the reads ``read`` makes included: they run under it as the current
     deadline. A listing that is malformed fails at once; an index that does not answer is retried.
     """
@@ -237,6 +242,10 @@ def poll_until_served(
                 last, error = (statuses, served), None
                 missing = [s.filename for s in statuses if s.status == MISSING]
                 if not missing or any(s.status == HASH_MISMATCH for s in statuses) or deadline.expired:
+                    return last
+                reason = settled(served) if settled is not None else None
+                if reason:
+                    on_wait(reason)
                     return last
                 on_wait(f"not served yet: {', '.join(missing)}; reading again in {delay:.1f} s")
             except IndexReadError as exc:
@@ -266,6 +275,27 @@ def _prove_listed(served: list[ServedFile], expected: Mapping[str, str | None], 
     for status, digest in zip(new, digests):
         proofs[key[status.filename]] = proof_of(status, digest)
     return [proofs[key[s.filename]] if s.filename in key else s for s in statuses]
+
+
+def settled_reason(upload_times: list[datetime | None], now: datetime, window: float) -> str | None:
+    """Why no upload of this release can be in flight, or None: every served file's upload time is
+    known and the newest is older than ``window`` seconds (the longest an index takes to show an
+    upload). Then a missing file will not appear by waiting."""
+    if not upload_times or any(t is None for t in upload_times):
+        return None  # nothing served yet, or an age unknown: an upload may be under way
+    newest = max(t for t in upload_times if t is not None)
+    age = (now - newest).total_seconds()
+    if age <= window:
+        return None
+    return (f"the release is {_age(age)} old (its newest file was uploaded {newest:%Y-%m-%d %H:%M} UTC, longer ago "
+            f"than the {window:g} s an upload takes to show): no upload is in flight")
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 @dataclass(frozen=True)
@@ -303,22 +333,29 @@ def install_and_smoke(
     *,
     smoke: str | None,
     workdir: Path | None = None,
-    extra_index_urls: tuple[str, ...] = (),
+    dependencies: str = "pypi",
+    cache_dir: Path | None = None,
     timeout: float = 900,
     log: Callable[[str], None] = print,
 ) -> InstallResult:
-    """``pip install --no-cache-dir NAME==VERSION`` from the index into a fresh venv, then the smoke command."""
+    """``uv pip install`` of the release into a fresh venv, then the smoke command.
+
+    The release file comes from the index under test, pinned by URL and sha256; its dependencies
+    from ``dependencies`` (:mod:`wheelflow.installsource`), through uv's cache in ``cache_dir``
+    (default: $WHEELFLOW_HOME/cache/uv)."""
+    from .localindex import wheelflow_home  # localindex starts indexes, which read this module's callers
+
+    source = dependency_source(dependencies)
+    pinned = release_file(served, name, version)
+    cache_dir = cache_dir or wheelflow_home() / "cache" / "uv"
     root = Path(tempfile.mkdtemp(prefix="wheelflow-verify-", dir=workdir))
     try:
         venv = root / "venv"
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True,
                        env=child_env())
         python = venv / "bin" / "python"
-        report_path = root / "pip-report.json"
         env = _clean_pip_env()
-        cmd = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-cache-dir",
-               "--index-url", simple_url, *[a for u in extra_index_urls for a in ("--extra-index-url", u)],
-               "--report", str(report_path), f"{name}=={version}"]
+        cmd = install_command(python, name, pinned, source, cache_dir)
         log("$ " + " ".join(cmd))
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=root)
@@ -326,9 +363,9 @@ def install_and_smoke(
             return InstallResult(False, None, f"pip install {name}=={version} did not finish within {timeout:.0f} s")
         output = redact((proc.stdout + proc.stderr).strip())
         if proc.returncode != 0:
-            return InstallResult(False, None, f"pip install {name}=={version} failed: {pip_failure(output)[:300]}",
-                                 output[-3000:])
-        installed = _installed_file(report_path, name)
+            why = unresolvable(output, name, source) or pip_failure(output)[:300]
+            return InstallResult(False, None, f"pip install {name}=={version} failed: {why}", output[-3000:])
+        installed = _installed_file(venv, name)
         by_name = {s.filename: s for s in served}
         if installed is None or installed[0] not in by_name:
             got = installed[0] if installed else "nothing"
@@ -356,13 +393,13 @@ def install_and_smoke(
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _installed_file(report_path: Path, name: str) -> tuple[str, str | None] | None:
-    report = json.loads(report_path.read_text())
+def _installed_file(venv: Path, name: str) -> tuple[str, str | None] | None:
+    """(filename, sha256) of the installed ``name``, from its PEP 610 direct_url.json."""
     wanted = canonicalize_name(name)
-    for item in report.get("install", []):
-        if canonicalize_name(item.get("metadata", {}).get("name", "")) != wanted:
+    for record in venv.glob("lib/python*/site-packages/*.dist-info/direct_url.json"):
+        if canonicalize_name(record.parent.name.removesuffix(".dist-info").rsplit("-", 1)[0]) != wanted:
             continue
-        info = item.get("download_info", {})
+        info = json.loads(record.read_text())
         filename = unquote(info.get("url", "").split("#")[0].rsplit("/", 1)[-1])  # "+" arrives as %2B
         archive = info.get("archive_info", {})
         sha256 = (archive.get("hashes") or {}).get("sha256")

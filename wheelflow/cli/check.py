@@ -9,7 +9,7 @@ from typing import Any
 
 from ..abi import abi_findings, compat_grid
 from ..audits import audit_files, audit_target, preflight
-from ..distributions import describe, kind_of
+from ..distributions import blocking, describe, kind_of
 from ..errors import SpecError
 from ..gpuarch import ArchSpec, declared_archs, find_cuobjdump, parse_archs
 from ..indexes import limits_for
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             raise SpecError("FILE", f"{str(path)!r} does not exist", "pass the paths of built wheels and sdists")
     spec = load_spec_arg(args.spec, args.project) if args.spec or args.project else None
     dists = [describe(p) for p in paths if kind_of(p.name)]
-    findings = preflight(dists, name=spec.name if spec else None, cell=cell)
+    findings = preflight(dists, name=spec.name if spec else None, cell=cell, strict=bool(spec and spec.strict_checks))
     findings += audit_files([p for p in paths if not kind_of(p.name)])  # names the files that are no distribution
     if args.target:
         if spec is not None:
@@ -64,16 +64,18 @@ def run(args: argparse.Namespace) -> int:
         findings += abi_findings(dists, archs, runtimes, cuobjdump=find_cuobjdump())
     if args.json:
         print(json.dumps({
-            "ok": not findings,
+            "ok": not blocking(findings),
             "files": [{"filename": d.filename, "sha256": d.sha256, "size": d.path.stat().st_size} for d in dists],
-            "findings": [{"filename": f.filename, "rule": f.rule, "message": f.message} for f in findings],
+            "findings": [{"filename": f.filename, "rule": f.rule, "message": f.message,
+                          "severity": "warning" if f.warning else "error"} for f in findings],
             "grid": [row for d in dists if d.kind == "wheel" for row in compat_grid(d.path, runtimes)] if runtimes else [],
         }, indent=2))
     for finding in findings:
         say(f"wheelflow: check: {finding}")
-    if not args.json and not findings:
-        out_console.print(f"[green]{len(dists)} file(s) pass every check[/green]")
-    return 1 if findings else 0
+    if not args.json and not blocking(findings):
+        verdict = "passed with warnings" if findings else "pass every check"
+        out_console.print(f"[green]{len(dists)} file(s) {verdict}[/green]")
+    return 1 if blocking(findings) else 0
 
 
 def cell_archs(spec: ReleaseSpec | None, values: dict[str, str]) -> ArchSpec | None:

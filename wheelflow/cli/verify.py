@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Callable
 
 import httpx
 from packaging.requirements import InvalidRequirement, Requirement
@@ -15,10 +16,12 @@ from rich.table import Table
 from ..deadline import Deadline
 from ..errors import DeadlineExceeded, SpecError
 from ..indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP
-from ..localindex import open_index
+from ..localindex import open_index, wheelflow_home
+from ..monitor import UploadTimes
 from ..spec import INDEX_ALIASES
-from ..simple_api import READ_TIMEOUT
-from ..verification import SERVED, VERIFIED, expected_from_paths, install_and_smoke, poll_until_served, read_served
+from ..simple_api import READ_TIMEOUT, ServedFile
+from ..verification import MISSING, SERVED, VERIFIED, expected_from_paths, install_and_smoke, poll_until_served, read_served
+from ..verification import settled_reason
 from ..versioning import parse_version
 from .common import add_json, add_spec, err_console, load_spec_arg, out_console, say
 
@@ -35,6 +38,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument("--smoke", help="command run in the virtualenv after installing")
     parser.add_argument("--timeout", type=float, help="seconds for the whole verify: listing, polling, downloads and "
                         "install (default: per index, for the files to appear)")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait the whole timeout for missing files even when the release is older than it "
+                             "(default: a release whose files are all older fails at once: no upload is in flight)")
     add_spec(parser)
     add_json(parser)
     return parser
@@ -58,6 +64,22 @@ def index_endpoints(args: argparse.Namespace) -> contextlib.AbstractContextManag
     return open_index(load_spec_arg(args.spec, args.project).target(args.index))
 
 
+def _settled(client: httpx.Client, simple_url: str, window: float,
+             reasons: list[str]) -> Callable[[list[ServedFile]], str | None]:
+    """Why waiting for a missing file is pointless (every served file is older than the index's
+    deadline: PEP 700 upload-time, else Last-Modified), kept in ``reasons``."""
+    times = UploadTimes(wheelflow_home() / "monitor" / "upload-times.json")
+
+    def settled(served: list[ServedFile]) -> str | None:
+        reason = settled_reason([times.lookup(client, simple_url, f) for f in served], datetime.now(timezone.utc), window)
+        times.save()
+        if reason:
+            reasons.append(reason)
+        return reason
+
+    return settled
+
+
 def run(args: argparse.Namespace) -> int:
     name, raw_version = parse_pin(args.requirement)
     version = str(parse_version(raw_version, "NAME==VERSION"))
@@ -66,10 +88,13 @@ def run(args: argparse.Namespace) -> int:
     with index_endpoints(args) as endpoints:
         deadline = Deadline.after(args.timeout if args.timeout is not None else endpoints.verify_timeout)
         progress = (lambda message: None) if args.json else (lambda message: err_console.print(message, markup=False))
+        reasons: list[str] = []
         with httpx.Client(timeout=READ_TIMEOUT) as client:
+            settled = None if args.wait else _settled(client, endpoints.simple_url, endpoints.verify_timeout, reasons)
             statuses, served = poll_until_served(
                 lambda: read_served(client, endpoints.simple_url, name, version, deadline=deadline),
-                expected, deadline, on_wait=progress, max_delay=PUBLIC_POLL_CAP if endpoints.public else PRIVATE_POLL_CAP)
+                expected, deadline, on_wait=progress, max_delay=PUBLIC_POLL_CAP if endpoints.public else PRIVATE_POLL_CAP,
+                settled=settled)
         ok = bool(statuses) and all(s.status in (VERIFIED, SERVED) for s in statuses)
         install: dict[str, Any] | None = None
         if ok and not args.no_install:
@@ -78,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
             if budget <= 0:
                 raise DeadlineExceeded(f"verify of {name} {version} on {endpoints.name}: no time left for the install "
                                        f"within --timeout {args.timeout:g} s; fix: give a longer --timeout")
+            dependencies = load_spec_arg(args.spec, args.project).dependencies if args.spec or args.project else "pypi"
             result = install_and_smoke(name, version, endpoints.simple_url, served, smoke=args.smoke, log=progress,
-                                       timeout=budget)
+                                       timeout=budget, dependencies=dependencies)
             install = {"ok": result.ok, "installed": result.installed, "message": result.message}
             ok = result.ok
 
@@ -106,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         say(f"wheelflow: verify failed: {name} {version}: no file is served on {endpoints.name}")
     for s in statuses:
         if s.status not in (VERIFIED, SERVED):
-            say(f"wheelflow: verify failed: {s.describe()}")
+            why = f"; {reasons[0]}; fix: upload it, or pass --wait" if reasons and s.status == MISSING else ""
+            say(f"wheelflow: verify failed: {s.describe()}{why}")
     if install and not install["ok"]:
         say(f"wheelflow: verify failed: {install['message']}")
     return 0 if ok else 1
