@@ -164,6 +164,6 @@ def test_docker_build_and_smoke_containers_see_no_credentials(tmp_path: Path, mo
     monkeypatch.setenv("PATH", "/host-only/bin:" + os.environ["PATH"])
     cell = Cell(name="py3.11", values={"python": "3.11"}, image="wheelflow/builder:py3.11",
                 runtime_image="wheelflow/runtime:py3.11", timeout=900)
-    builder = DockerBuilder(DockerOptions(cuda_home=None), pass_env=["HF_TOKEN"])
+    builder = DockerBuilder(DockerOptions.model_validate({"cuda-home": False}), pass_env=["HF_TOKEN"])
     log = _cell_prints_its_environment(builder, cell, tmp_path, monkeypatch)
     assert not any("/host-only/bin" in line for line in log)  # the image's own PATH, not the host's
