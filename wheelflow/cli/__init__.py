@@ -13,10 +13,10 @@ import sys
 from typing import Sequence
 
 from ..errors import WheelflowError
-from . import approve, check, images, matrix, monitor, release, schema, serve, status, trigger, verify
+from . import approve, automations, check, images, matrix, monitor, release, schema, serve, status, trigger, verify
 from .common import say
 
-COMMANDS = (release, verify, check, matrix, images, monitor, trigger, status, approve, serve, schema)
+COMMANDS = (release, verify, check, matrix, images, monitor, trigger, status, approve, serve, automations, schema)
 
 
 def build_parser() -> argparse.ArgumentParser:
