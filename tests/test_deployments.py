@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -254,3 +255,99 @@ def test_a_release_on_a_postgresql_backed_prefect_server(postgres_url, tmp_path:
             await connection.close()
 
     assert asyncio.run(stored_state()) == "Completed"  # the run lives in PostgreSQL, not SQLite
+
+
+# -- the CI example's shell step, run as GitHub Actions would run it --------------------------------
+
+WORKFLOW = REPO / "examples" / "ci" / "github-actions-release.yml"
+
+
+def _workflow() -> dict:
+    import yaml
+
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+def _run_step(**github: str) -> tuple[list[str], dict[str, str]]:
+    """The workflow's one `run:` step as a command line and environment: GitHub's bash invocation, the
+    step's env with secrets resolved from this test's server, and the GITHUB_* variables of a tag push."""
+    (job,) = _workflow()["jobs"].values()
+    (step,) = [s for s in job["steps"] if "run" in s]
+    assert "${{" not in step["run"]  # expressions are resolved before the shell: the script reads only env
+    secrets = {"PREFECT_API_URL": os.environ["PREFECT_API_URL"], "PREFECT_API_KEY": ""}
+    env = {key: secrets[value.split("secrets.")[1].rstrip(" }")] if "secrets." in str(value) else str(value)
+           for key, value in step["env"].items()}
+    path = os.environ["PATH"]
+    return ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], {"PATH": path, **env, **github}
+
+
+def _tagged_repository(root: Path, staging, version: str, smoke: str | None = None) -> dict[str, str]:
+    """A bare repository at SERVER/owner/tiny-pkg.git holding tag v{version}; GITHUB_* variables of its push."""
+    work = make_project(root / "work", version=version, index_url=staging.simple_url)
+    if smoke:
+        text = (work / "pyproject.toml").read_text()
+        line = [l for l in text.splitlines() if l.startswith("smoke = ")][0]
+        (work / "pyproject.toml").write_text(text.replace(line, f"smoke = {json.dumps(smoke)}"))
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "release")
+    git(work, "tag", f"v{version}")
+    bare = root / "server" / "owner" / "tiny-pkg.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    return {"GITHUB_SERVER_URL": f"file://{root / 'server'}", "GITHUB_REPOSITORY": "owner/tiny-pkg",
+            "GITHUB_REF_NAME": f"v{version}", "GITHUB_REF": f"refs/tags/v{version}"}
+
+
+def test_the_ci_example_s_timeouts_let_the_script_report_and_cancel() -> None:
+    (job,) = _workflow()["jobs"].values()
+    (step,) = [s for s in job["steps"] if "run" in s]
+    assert int(step["env"]["WAIT_SECONDS"]) + 5 * 60 <= job["timeout-minutes"] * 60
+    assert "pip install" not in WORKFLOW.read_text()  # a trigger-only job installs nothing
+
+
+def test_the_ci_example_releases_the_pushed_tag_with_curl_only(served, staging, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+
+    command, env = _run_step(**_tagged_repository(tmp_path, staging, "1.0"))
+    env["POLL_SECONDS"] = "1"
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_id = result.stdout.split("started flow run ")[1].split()[0]
+    from wheelflow.prefect_api import release_verdict
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        verdict = release_verdict(client, run.id)
+    # The tag goes in as `ref`; the flow found version 1.0 (a string, from the tag and the version file).
+    assert run.parameters == {"project": f"{env['GITHUB_SERVER_URL']}/owner/tiny-pkg.git", "ref": "v1.0"}
+    assert {f["file"] for f in verdict["files"]} == {"tiny_pkg-1.0-py3-none-any.whl", "tiny_pkg-1.0.tar.gz"}
+    assert f"flow run {run_id}: Completed" in result.stdout
+
+
+@pytest.mark.case("fault", "the CI job running the example workflow is cancelled (SIGTERM)",
+                  "the script cancels the flow run before it exits")
+def test_cancelling_the_ci_job_cancels_the_flow_run(served, staging, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+
+    command, env = _run_step(**_tagged_repository(tmp_path, staging, "2.0",
+                                                  smoke="python -c 'import time; time.sleep(600)'"))
+    env["POLL_SECONDS"] = "1"
+    out = tmp_path / "stdout"
+    with open(out, "w") as stdout:
+        proc = subprocess.Popen(command, env=env, stdout=stdout, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: ": Running" in out.read_text(), 300, "the flow run to start running")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run_id = out.read_text().split("started flow run ")[1].split()[0]
+    assert "::warning::the CI job was cancelled: cancelling flow run" in out.read_text()
+
+    def cancelled():
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run_id).state
+        return state.name == "Cancelled" and state
+
+    _wait_for(cancelled, 120, "the served runner to cancel the flow run")
