@@ -258,6 +258,19 @@ def release_verdict(client: Any, flow_run_id: UUID) -> dict[str, Any]:
     return {"files": files, "failed_checks": [{"check": r["check"], "detail": r["detail"]} for r in failed]}
 
 
+def flow_run_table_rows(client: Any, flow_run_id: Any, key: str) -> list[dict[str, Any]]:
+    """The rows of the flow run's table artifact ``key`` (empty when it has none)."""
+    import json as _json
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=[key])))
+    for artifact in artifacts:
+        return _json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    return []
+
+
 def follow_run(
     client: Any,
     flow_run_id: UUID,
