@@ -56,6 +56,9 @@ def test_prefect_deploy_all_registers_the_four_deployments_as_deployments_code_d
             crons = {name: [s.schedule.cron for s in d.schedules] for name, d in deployments.items()}
             assert crons["sync-monitor/sync-monitor"] == ["*/15 * * * *"] and crons["release/nightly"] == ["0 3 * * *"]
             assert deployments["release/nightly"].parameters["dev"] is True
+            # Workers clone the code; the token's template is stored, never its value.
+            (pull,) = deployments["release/release"].pull_steps
+            assert pull["prefect.deployments.steps.git_clone"]["access_token"] == "{{ prefect.blocks.secret.wheelflow-git-token }}"
             # The UI form: typed and described parameters.
             schema = deployments["release/release"].parameter_openapi_schema["properties"]
             assert schema["project"]["type"] == "string" and "git URL" in schema["project"]["description"]
@@ -351,3 +354,29 @@ def test_cancelling_the_ci_job_cancels_the_flow_run(served, staging, tmp_path: P
         return state.name == "Cancelled" and state
 
     _wait_for(cancelled, 120, "the served runner to cancel the flow run")
+
+
+def test_the_pull_step_clones_the_code_at_the_configured_ref(prefect_api, tmp_path: Path, monkeypatch) -> None:
+    """prefect.yaml's pull step as a worker runs it: Variables and the Secret block resolved on the server."""
+    import asyncio
+
+    import yaml
+    from prefect.blocks.system import Secret
+    from prefect.deployments.steps.core import run_steps
+    from prefect.variables import Variable
+
+    work = tmp_path / "code"
+    work.mkdir()
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    (work / "marker").write_text("v2\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "two")
+    git(work, "tag", "v2")
+    (work / "marker").write_text("later\n")
+    git(work, "commit", "-q", "-am", "after the tag")
+    Variable.set("wheelflow_code_repository", work.as_uri(), overwrite=True)
+    Variable.set("wheelflow_code_ref", "v2", overwrite=True)
+    Secret(value="").save("wheelflow-git-token", overwrite=True)  # a public repository: no token
+    monkeypatch.chdir(tmp_path)
+    output = asyncio.run(run_steps(yaml.safe_load((REPO / "prefect.yaml").read_text())["pull"]))
+    assert (Path(output["directory"]) / "marker").read_text() == "v2\n"  # the tag, not the branch's head
