@@ -155,7 +155,8 @@ def test_trigger_wait_exits_0_and_status_shows_each_retry(served, staging, tmp_p
 @pytest.mark.case("fault", "the installed package fails its smoke test",
                   "trigger --wait exits 1")
 def test_trigger_wait_fails_when_verification_fails(served, staging, tmp_path: Path) -> None:
-    project = make_project(tmp_path / "bad", index_url=staging.simple_url)
+    # Its own version: the module's staging index already serves the good 1.0.0 (another sdist).
+    project = make_project(tmp_path / "bad", version="1.0.9", index_url=staging.simple_url)
     text = (project / "pyproject.toml").read_text().replace("answer() == 42", "answer() == 41")
     (project / "pyproject.toml").write_text(text)  # the smoke test of the installed package fails
     code, outcome, stderr = _trigger("--param", f"project={project}")
@@ -197,14 +198,14 @@ def test_a_misspelt_parameter_is_refused_by_trigger_and_by_the_api(served, prefe
 
 
 def test_string_parameters_stay_strings_and_the_verdict_names_each_file(served, staging, tmp_path: Path) -> None:
-    project = make_project(tmp_path / "one-oh", version="1.0", index_url=staging.simple_url)
+    project = make_project(tmp_path / "one-oh", name="str-pkg", version="1.0", index_url=staging.simple_url)  # 1.0 == 1.0.0: its own name
     # "1.0" would be the number 1.0 if read as JSON; "staging" is one item of the list parameter `to`.
     code, outcome, stderr = _trigger("--param", f"project={project}", "--param", "version=1.0", "--param", "to=staging")
     assert code == 0, stderr[-3000:]
     assert {(f["file"], f["target"], f["upload"]) for f in outcome["files"]} == {
-        ("tiny_pkg-1.0-py3-none-any.whl", "staging", "uploaded"), ("tiny_pkg-1.0.tar.gz", "staging", "uploaded")}
-    assert "wheelflow: tiny-pkg 1.0:" in stderr
-    assert "wheelflow:   tiny_pkg-1.0-py3-none-any.whl → staging: uploaded, served: verified" in stderr
+        ("str_pkg-1.0-py3-none-any.whl", "staging", "uploaded"), ("str_pkg-1.0.tar.gz", "staging", "uploaded")}
+    assert "wheelflow: str-pkg 1.0:" in stderr
+    assert "wheelflow:   str_pkg-1.0-py3-none-any.whl → staging: uploaded, served: verified" in stderr
 
 
 @pytest.mark.case("bad input", "trigger: a deployment that does not exist",
@@ -285,8 +286,8 @@ def _run_step(**github: str) -> tuple[list[str], dict[str, str]]:
 
 
 def _tagged_repository(root: Path, staging, version: str, smoke: str | None = None) -> dict[str, str]:
-    """A bare repository at SERVER/owner/tiny-pkg.git holding tag v{version}; GITHUB_* variables of its push."""
-    work = make_project(root / "work", version=version, index_url=staging.simple_url)
+    """A bare repository at SERVER/owner/ci-pkg.git holding tag v{version}; GITHUB_* variables of its push."""
+    work = make_project(root / "work", name="ci-pkg", version=version, index_url=staging.simple_url)
     if smoke:
         text = (work / "pyproject.toml").read_text()
         line = [l for l in text.splitlines() if l.startswith("smoke = ")][0]
@@ -295,9 +296,9 @@ def _tagged_repository(root: Path, staging, version: str, smoke: str | None = No
     git(work, "add", "-A")
     git(work, "commit", "-q", "-m", "release")
     git(work, "tag", f"v{version}")
-    bare = root / "server" / "owner" / "tiny-pkg.git"
+    bare = root / "server" / "owner" / "ci-pkg.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
-    return {"GITHUB_SERVER_URL": f"file://{root / 'server'}", "GITHUB_REPOSITORY": "owner/tiny-pkg",
+    return {"GITHUB_SERVER_URL": f"file://{root / 'server'}", "GITHUB_REPOSITORY": "owner/ci-pkg",
             "GITHUB_REF_NAME": f"v{version}", "GITHUB_REF": f"refs/tags/v{version}"}
 
 
@@ -322,8 +323,8 @@ def test_the_ci_example_releases_the_pushed_tag_with_curl_only(served, staging, 
         run = client.read_flow_run(run_id)
         verdict = release_verdict(client, run.id)
     # The tag goes in as `ref`; the flow found version 1.0 (a string, from the tag and the version file).
-    assert run.parameters == {"project": f"{env['GITHUB_SERVER_URL']}/owner/tiny-pkg.git", "ref": "v1.0"}
-    assert {f["file"] for f in verdict["files"]} == {"tiny_pkg-1.0-py3-none-any.whl", "tiny_pkg-1.0.tar.gz"}
+    assert run.parameters == {"project": f"{env['GITHUB_SERVER_URL']}/owner/ci-pkg.git", "ref": "v1.0"}
+    assert {f["file"] for f in verdict["files"]} == {"ci_pkg-1.0-py3-none-any.whl", "ci_pkg-1.0.tar.gz"}
     assert f"flow run {run_id}: Completed" in result.stdout
 
 
