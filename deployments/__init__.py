@@ -17,6 +17,8 @@ DEMO_PROJECT = "examples/hello-cuda"
 NIGHTLY_CRON = "0 3 * * *"
 MONITOR_CRON = "*/15 * * * *"
 UPSTREAM_CRON = "0 6 * * *"
+MONITOR_INTERVAL = 900.0  # seconds between MONITOR_CRON's runs: the silent-monitor automation waits two
+NIGHTLY_INTERVAL = 86400.0  # NIGHTLY_CRON's period
 
 
 def project_deployments(*, monitored: list[dict[str, Any]] | None = None,

@@ -6,8 +6,6 @@ spread over a work pool of GPU machines; whichever worker takes a run builds tha
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -58,7 +56,7 @@ def build_cell(
     smoke = smoke_matrix_cell(chosen, cells[cell], build.wheel, spec.smoke, run_label)
     url = artifactstore.put(artifact_store, build.wheel.path, build.wheel.sha256)
     # Each flow run is a fresh process, so the runner is named by its worker's environment (or host).
-    runner = os.environ.get("WHEELFLOW_RUNNER_NAME") or socket.gethostname()
+    runner = artifactstore.runner_name()
     get_run_logger().info("cell %s built on %s: %s → %s", cell, runner, build.wheel.filename, url)
     record = {"cell": cell, "wheel": build.wheel.filename, "sha256": build.wheel.sha256, "url": url,
               "size": Path(build.wheel.path).stat().st_size, "cached": build.cached, "attempts": attempts,

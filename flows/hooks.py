@@ -10,7 +10,7 @@ from prefect.logging.handlers import APILogWorker
 
 from wheelflow.alerts import Alert, configured_channels, send_alert
 from wheelflow.localindex import wheelflow_home
-from wheelflow.prefect_api import read_secret, run_histories, ui_url
+from wheelflow.prefect_api import emit_alert_sent, read_secret, run_histories, ui_url
 from wheelflow.runhistory import describe_attempts
 
 
@@ -50,4 +50,7 @@ def alert_release_problem(flow, flow_run, state) -> None:
                   details={"state": state.name, "failed_checks": failed, "files": report.get("files", []),
                            "failed_cells": failed_cells, "task_runs": task_runs},
                   lines=tuple(lines))
-    send_alert(alert, configured_channels(read_secret=read_secret), log=logging.getLogger("wheelflow.alerts").warning)
+    delivered = send_alert(alert, configured_channels(read_secret=read_secret),
+                           log=logging.getLogger("wheelflow.alerts").warning)
+    if delivered:  # the server's release-problem automation then stays quiet: one alert per problem
+        emit_alert_sent(flow_run, flow.name, delivered)

@@ -182,11 +182,25 @@ def fetched_outcome(cell: Cell, run: Any, store: str, directory) -> CellOutcome:
         error = (f"flow run {run.name}: {run.state.name if run.state else 'no state'}: "
                  f"{run.state.message if run.state else ''}").strip(": ")
         return CellOutcome(cell, error=error, image=cell.image)
-    record = artifactstore.get_run_record(store, str(run.id))
+    try:
+        record = artifactstore.get_run_record(store, str(run.id))
+    except artifactstore.ArtifactStoreError as missing:
+        elsewhere = artifactstore.record_elsewhere_error(store, cell.name, cell_run_runner(run.id),
+                                                         artifactstore.runner_name())
+        raise (elsewhere or missing) from None
     wheel = describe(artifactstore.get(record["url"], directory, record["sha256"]))
     return CellOutcome(cell, wheel, cached=record["cached"], attempts=record["attempts"], duration=record["duration"],
                        smoke=SmokeResult(record["smoke"], record["smoke_message"]), runner=record["runner"],
                        image=cell.image, platform=record.get("platform"), unrepaired_sha256=record.get("unrepaired_sha256"))
+
+
+def cell_run_runner(flow_run_id: Any) -> str | None:
+    """The runner a build-cell run reported in its table artifact (None when it wrote none)."""
+    from wheelflow.prefect_api import flow_run_table_rows
+
+    with get_client(sync_client=True) as client:
+        rows = flow_run_table_rows(client, flow_run_id, "build-cell")
+    return rows[0].get("runner") if rows else None
 
 
 def follow_cell_runs(runs: dict, deadline: float) -> dict:

@@ -52,7 +52,8 @@ def release(
         ref: the git ref (tag, branch, commit) to release when project is a git URL or repository.
         cell_deployment: FLOW/DEPLOYMENT that builds one matrix cell (build-cell/build-cell) on a GPU work
             pool; default: cells build in this flow run.
-        artifact_store: fsspec URL where remote cells leave their wheels (default: $WHEELFLOW_HOME/artifacts).
+        artifact_store: fsspec URL where remote cells leave their wheels (default: $WHEELFLOW_ARTIFACT_STORE, else
+            $WHEELFLOW_HOME/artifacts, which other machines reach only as a shared mount).
         approval: who decides before each target after the first: manual, auto, or auto-if-staging-verified
             (default: the spec's approval, else auto).
         dev: a development build (nightly): version = next micro + .devYYYYMMDDHHMM of the checked-out commit,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -59,6 +60,9 @@ def test_prefect_deploy_all_registers_the_six_deployments_as_deployments_code_de
             assert crons["sync-monitor/sync-monitor"] == ["*/15 * * * *"] and crons["release/nightly"] == ["0 3 * * *"]
             assert crons["upstream-check/upstream-check"] == ["0 6 * * *"]
             assert deployments["release/nightly"].parameters["dev"] is True
+            # Workers clone the code; the token's template is stored, never its value.
+            (pull,) = deployments["release/release"].pull_steps
+            assert pull["prefect.deployments.steps.git_clone"]["access_token"] == "{{ prefect.blocks.secret.wheelflow-git-token }}"
             # The UI form: typed and described parameters.
             schema = deployments["release/release"].parameter_openapi_schema["properties"]
             assert schema["project"]["type"] == "string" and "git URL" in schema["project"]["description"]
@@ -155,8 +159,8 @@ def test_trigger_wait_exits_0_and_status_shows_each_retry(served, staging, tmp_p
 @pytest.mark.case("fault", "the installed package fails its smoke test",
                   "trigger --wait exits 1")
 def test_trigger_wait_fails_when_verification_fails(served, staging, tmp_path: Path) -> None:
-    # A version of its own: the module's staging index already serves 1.0.0 from the test above.
-    project = make_project(tmp_path / "bad", version="2.0.0", index_url=staging.simple_url)
+    # Its own version: the module's staging index already serves the good 1.0.0 (another sdist).
+    project = make_project(tmp_path / "bad", version="1.0.9", index_url=staging.simple_url)
     text = (project / "pyproject.toml").read_text().replace("answer() == 42", "answer() == 41")
     (project / "pyproject.toml").write_text(text)  # the smoke test of the installed package fails
     code, outcome, stderr = _trigger("--param", f"project={project}")
@@ -198,14 +202,14 @@ def test_a_misspelt_parameter_is_refused_by_trigger_and_by_the_api(served, prefe
 
 
 def test_string_parameters_stay_strings_and_the_verdict_names_each_file(served, staging, tmp_path: Path) -> None:
-    project = make_project(tmp_path / "one-oh", version="1.0", index_url=staging.simple_url)
+    project = make_project(tmp_path / "one-oh", name="str-pkg", version="1.0", index_url=staging.simple_url)  # 1.0 == 1.0.0: its own name
     # "1.0" would be the number 1.0 if read as JSON; "staging" is one item of the list parameter `to`.
     code, outcome, stderr = _trigger("--param", f"project={project}", "--param", "version=1.0", "--param", "to=staging")
     assert code == 0, stderr[-3000:]
     assert {(f["file"], f["target"], f["upload"]) for f in outcome["files"]} == {
-        ("tiny_pkg-1.0-py3-none-any.whl", "staging", "uploaded"), ("tiny_pkg-1.0.tar.gz", "staging", "uploaded")}
-    assert "wheelflow: tiny-pkg 1.0:" in stderr
-    assert "wheelflow:   tiny_pkg-1.0-py3-none-any.whl → staging: uploaded, served: verified" in stderr
+        ("str_pkg-1.0-py3-none-any.whl", "staging", "uploaded"), ("str_pkg-1.0.tar.gz", "staging", "uploaded")}
+    assert "wheelflow: str-pkg 1.0:" in stderr
+    assert "wheelflow:   str_pkg-1.0-py3-none-any.whl → staging: uploaded, served: verified" in stderr
 
 
 @pytest.mark.case("bad input", "trigger: a deployment that does not exist",
@@ -259,3 +263,125 @@ def test_a_release_on_a_postgresql_backed_prefect_server(postgres_url, tmp_path:
             await connection.close()
 
     assert asyncio.run(stored_state()) == "Completed"  # the run lives in PostgreSQL, not SQLite
+
+
+# -- the CI example's shell step, run as GitHub Actions would run it --------------------------------
+
+WORKFLOW = REPO / "examples" / "ci" / "github-actions-release.yml"
+
+
+def _workflow() -> dict:
+    import yaml
+
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+def _run_step(**github: str) -> tuple[list[str], dict[str, str]]:
+    """The workflow's one `run:` step as a command line and environment: GitHub's bash invocation, the
+    step's env with secrets resolved from this test's server, and the GITHUB_* variables of a tag push."""
+    (job,) = _workflow()["jobs"].values()
+    (step,) = [s for s in job["steps"] if "run" in s]
+    assert "${{" not in step["run"]  # expressions are resolved before the shell: the script reads only env
+    secrets = {"PREFECT_API_URL": os.environ["PREFECT_API_URL"], "PREFECT_API_KEY": ""}
+    env = {key: secrets[value.split("secrets.")[1].rstrip(" }")] if "secrets." in str(value) else str(value)
+           for key, value in step["env"].items()}
+    path = os.environ["PATH"]
+    return ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], {"PATH": path, **env, **github}
+
+
+def _tagged_repository(root: Path, staging, version: str, smoke: str | None = None) -> dict[str, str]:
+    """A bare repository at SERVER/owner/ci-pkg.git holding tag v{version}; GITHUB_* variables of its push."""
+    work = make_project(root / "work", name="ci-pkg", version=version, index_url=staging.simple_url)
+    if smoke:
+        text = (work / "pyproject.toml").read_text()
+        line = [l for l in text.splitlines() if l.startswith("smoke = ")][0]
+        (work / "pyproject.toml").write_text(text.replace(line, f"smoke = {json.dumps(smoke)}"))
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "release")
+    git(work, "tag", f"v{version}")
+    bare = root / "server" / "owner" / "ci-pkg.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    return {"GITHUB_SERVER_URL": f"file://{root / 'server'}", "GITHUB_REPOSITORY": "owner/ci-pkg",
+            "GITHUB_REF_NAME": f"v{version}", "GITHUB_REF": f"refs/tags/v{version}"}
+
+
+def test_the_ci_example_s_timeouts_let_the_script_report_and_cancel() -> None:
+    (job,) = _workflow()["jobs"].values()
+    (step,) = [s for s in job["steps"] if "run" in s]
+    assert int(step["env"]["WAIT_SECONDS"]) + 5 * 60 <= job["timeout-minutes"] * 60
+    assert "pip install" not in WORKFLOW.read_text()  # a trigger-only job installs nothing
+
+
+def test_the_ci_example_releases_the_pushed_tag_with_curl_only(served, staging, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+
+    command, env = _run_step(**_tagged_repository(tmp_path, staging, "1.0"))
+    env["POLL_SECONDS"] = "1"
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_id = result.stdout.split("started flow run ")[1].split()[0]
+    from wheelflow.prefect_api import release_verdict
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        verdict = release_verdict(client, run.id)
+    # The tag goes in as `ref`; the flow found version 1.0 (a string, from the tag and the version file).
+    assert run.parameters == {"project": f"{env['GITHUB_SERVER_URL']}/owner/ci-pkg.git", "ref": "v1.0"}
+    assert {f["file"] for f in verdict["files"]} == {"ci_pkg-1.0-py3-none-any.whl", "ci_pkg-1.0.tar.gz"}
+    assert f"flow run {run_id}: Completed" in result.stdout
+
+
+@pytest.mark.case("fault", "the CI job running the example workflow is cancelled (SIGTERM)",
+                  "the script cancels the flow run before it exits")
+def test_cancelling_the_ci_job_cancels_the_flow_run(served, staging, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+
+    command, env = _run_step(**_tagged_repository(tmp_path, staging, "2.0",
+                                                  smoke="python -c 'import time; time.sleep(600)'"))
+    env["POLL_SECONDS"] = "1"
+    out = tmp_path / "stdout"
+    with open(out, "w") as stdout:
+        proc = subprocess.Popen(command, env=env, stdout=stdout, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: ": Running" in out.read_text(), 300, "the flow run to start running")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run_id = out.read_text().split("started flow run ")[1].split()[0]
+    assert "::warning::the CI job was cancelled: cancelling flow run" in out.read_text()
+
+    def cancelled():
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run_id).state
+        return state.name == "Cancelled" and state
+
+    _wait_for(cancelled, 120, "the served runner to cancel the flow run")
+
+
+def test_the_pull_step_clones_the_code_at_the_configured_ref(prefect_api, tmp_path: Path, monkeypatch) -> None:
+    """prefect.yaml's pull step as a worker runs it: Variables and the Secret block resolved on the server."""
+    import asyncio
+
+    import yaml
+    from prefect.blocks.system import Secret
+    from prefect.deployments.steps.core import run_steps
+    from prefect.variables import Variable
+
+    work = tmp_path / "code"
+    work.mkdir()
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    (work / "marker").write_text("v2\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "two")
+    git(work, "tag", "v2")
+    (work / "marker").write_text("later\n")
+    git(work, "commit", "-q", "-am", "after the tag")
+    Variable.set("wheelflow_code_repository", work.as_uri(), overwrite=True)
+    Variable.set("wheelflow_code_ref", "v2", overwrite=True)
+    Secret(value="").save("wheelflow-git-token", overwrite=True)  # a public repository: no token
+    monkeypatch.chdir(tmp_path)
+    output = asyncio.run(run_steps(yaml.safe_load((REPO / "prefect.yaml").read_text())["pull"]))
+    assert (Path(output["directory"]) / "marker").read_text() == "v2\n"  # the tag, not the branch's head

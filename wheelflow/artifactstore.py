@@ -1,7 +1,7 @@
 """Where wheels built on one machine are picked up by another: a store addressed by URL (fsspec).
 
-The default is a directory under $WHEELFLOW_HOME (a shared mount serves several machines); a team
-points ``artifact_store`` at object storage (``s3://...``, ``gs://...``) with the fsspec backend
+The default is ``WHEELFLOW_ARTIFACT_STORE`` when set, else a directory under $WHEELFLOW_HOME (a
+shared mount serves several machines); a team points either at object storage (``s3://...``, ``gs://...``) with the fsspec backend
 for it installed. Objects are content-addressed by their sha256, so a re-upload is a no-op and a
 reader checks what it got.
 """
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 from pathlib import Path
+from typing import Mapping
 
 import fsspec
 
@@ -24,8 +27,36 @@ class ArtifactStoreError(WheelflowError):
         self.transient = transient  # a store that did not answer may answer on the next attempt
 
 
-def default_store(home: Path) -> str:
-    return (home / "artifacts").resolve().as_uri()
+STORE_ENV = "WHEELFLOW_ARTIFACT_STORE"  # the store every worker reaches, e.g. s3://team-bucket/wheelflow
+RUNNER_ENV = "WHEELFLOW_RUNNER_NAME"
+
+
+def default_store(home: Path, env: Mapping[str, str] | None = None) -> str:
+    """``WHEELFLOW_ARTIFACT_STORE`` when set (a URL shared by every worker), else a directory under
+    $WHEELFLOW_HOME, which only works across machines when that directory is a shared mount."""
+    env = os.environ if env is None else env
+    return env.get(STORE_ENV) or (home / "artifacts").resolve().as_uri()
+
+
+def runner_name(env: Mapping[str, str] | None = None) -> str:
+    """The worker this process runs on: ``WHEELFLOW_RUNNER_NAME``, else the host name."""
+    env = os.environ if env is None else env
+    return env.get(RUNNER_ENV) or socket.gethostname()
+
+
+def is_local(store: str) -> bool:
+    return "://" not in store or store.startswith("file://")
+
+
+def record_elsewhere_error(store: str, cell: str, built_on: str | None, here: str) -> ArtifactStoreError | None:
+    """Why a cell's run record is missing, when the answer is "another machine's local directory":
+    the cell ran on another runner and the store is a ``file://`` path not shared between them."""
+    if not is_local(store) or built_on is None or built_on == here:
+        return None
+    return ArtifactStoreError(
+        f"cell {cell} was built on runner {built_on!r} but this release runs on {here!r}, and the artifact store "
+        f"{store} is a local directory the release cannot read; fix: set {STORE_ENV} (or artifact_store) on every "
+        "worker to a URL they all reach (s3://..., or a directory mounted on each)", transient=False)
 
 
 def object_url(store: str, sha256: str, filename: str) -> str:

@@ -265,6 +265,19 @@ def release_verdict(client: Any, flow_run_id: UUID) -> dict[str, Any]:
     return {"files": files, "failed_checks": [{"check": r["check"], "detail": r["detail"]} for r in failed]}
 
 
+def flow_run_table_rows(client: Any, flow_run_id: Any, key: str) -> list[dict[str, Any]]:
+    """The rows of the flow run's table artifact ``key`` (empty when it has none)."""
+    import json as _json
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=[key])))
+    for artifact in artifacts:
+        return _json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    return []
+
+
 def follow_run(
     client: Any,
     flow_run_id: UUID,
@@ -372,3 +385,87 @@ def held_alone(key: str, *, timeout: float = 1800.0, log: Callable[[str], None] 
                                   f"after {timeout:g} s; fix: wait for that run to end (or cancel it), then re-run") from None
         write_variable(holder_variable, str(flow_run.get_id()))
         yield
+
+
+# -- server-side alerting: Prefect Automations ---------------------------------------------------
+
+ALERT_BLOCK_PREFIX = "wheelflow-alert-"
+
+
+def _save_destination(destination: Any, name: str) -> UUID:
+    """A Custom Webhook notification block; the URL is kept as the block's secret value, so the UI
+    and the API show it obfuscated."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    block = CustomWebhookNotificationBlock(name=name, url="{{url}}", json_data=dict(destination.json_data),
+                                           secrets={"url": destination.url})
+    return block.save(name, overwrite=True)
+
+
+def _trigger_of(spec: Any) -> Any:
+    from datetime import timedelta
+
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    return EventTrigger(posture=Posture(spec.posture), after=set(spec.after), expect=set(spec.expect),
+                        match=dict(spec.match), match_related=dict(spec.match_related), for_each=set(spec.for_each),
+                        threshold=1, within=timedelta(seconds=spec.within))
+
+
+def _actions_of(spec: Any, blocks: list[UUID]) -> list[Any]:
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState, SendNotification
+
+    if spec.action == "crash":
+        return [ChangeFlowRunState(state=StateType.CRASHED, name="Crashed",
+                                   message=f"no heartbeat for {spec.within:.0f} s: the process running it died "
+                                           f"(Prefect automation {spec.name})")]
+    return [SendNotification(block_document_id=block, subject=spec.subject, body=spec.body) for block in blocks]
+
+
+def install_automations(specs: list[Any], destinations: list[Any]) -> list[str]:
+    """Make the server's ``wheelflow-*`` automations exactly ``specs`` (see wheelflow/automations.py),
+    notifying through one block per destination: created or updated by name, so running it twice
+    changes nothing; wheelflow automations and alert blocks no longer described are deleted.
+    Returns the automation names."""
+    from prefect.automations import AutomationCore
+
+    from .automations import PREFIX
+
+    blocks = [_save_destination(d, f"{ALERT_BLOCK_PREFIX}{i}-{d.kind}") for i, d in enumerate(destinations)]
+    with get_client(sync_client=True) as client:
+        wanted = {spec.name for spec in specs}
+        for automation in client.read_automations():
+            if automation.name.startswith(PREFIX) and automation.name not in wanted:
+                client.delete_automation(automation.id)
+        for spec in specs:
+            core = AutomationCore(name=spec.name, description=spec.description, enabled=True,
+                                  trigger=_trigger_of(spec), actions=_actions_of(spec, blocks))
+            existing = client.read_automations_by_name(spec.name)
+            if existing:
+                client.update_automation(existing[0].id, core)
+                for duplicate in existing[1:]:
+                    client.delete_automation(duplicate.id)
+            else:
+                client.create_automation(core)
+        kept = set(blocks)
+        for document in client.read_block_documents(include_secrets=False):
+            if document.name and document.name.startswith(ALERT_BLOCK_PREFIX) and document.id not in kept:
+                client.delete_block_document(document.id)  # an old destination's secret URL goes with it
+    return [spec.name for spec in specs]
+
+
+def emit_alert_sent(flow_run: Any, flow_name: str, delivered: int) -> None:
+    """Tell the server this run's own hook delivered its alert, so the release-problem automation
+    stays quiet; sent before returning, as the process may exit right after the hook."""
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    from .automations import ALERT_SENT_EVENT
+
+    emit_event(event=ALERT_SENT_EVENT,
+               resource={"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "prefect.resource.name": flow_run.name},
+               related=[{"prefect.resource.id": f"prefect.flow.{flow_run.flow_id}", "prefect.resource.role": "flow",
+                         "prefect.resource.name": flow_name}],
+               payload={"channels": delivered})
+    EventsWorker.drain_all(timeout=10)

@@ -13,10 +13,11 @@ import sys
 from typing import Sequence
 
 from ..errors import WheelflowError
-from . import approve, backfill, check, images, matrix, monitor, release, schema, serve, status, trigger, verify
+from . import approve, automations, backfill, check, images, matrix, monitor, release, schema, serve, status, trigger, verify
 from .common import say
 
-COMMANDS = (release, backfill, verify, check, matrix, images, monitor, trigger, status, approve, serve, schema)
+COMMANDS = (release, backfill, verify, check, matrix, images, monitor, trigger, status, approve, serve, automations,
+            schema)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError
+from .automations import add_window_options, install
 from .common import say
 
 
@@ -19,6 +20,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                         help="JSON list of the projects sync-monitor watches (default: the hello-cuda demo)")
     parser.add_argument("--monitor-interval", type=float, metavar="SECONDS",
                         help="run sync-monitor every SECONDS instead of every 15 minutes")
+    parser.add_argument("--no-automations", action="store_true",
+                        help="do not register wheelflow's Prefect Automations (server-side alerts, zombie-run detection)")
+    add_window_options(parser)
     return parser
 
 
@@ -39,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         if name not in known:
             raise SpecError("--only", f"no deployment {name!r}", f"use one of: {', '.join(known)}")
     deployments = [d for d in deployments if not args.only or d.name in args.only]
+    if not args.no_automations:
+        install(args, monitor_interval=args.monitor_interval)
     say(f"wheelflow: serving {', '.join(d.name for d in deployments)} (Ctrl-C to stop)")
     serve_deployments(deployments)
     return 0

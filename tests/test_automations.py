@@ -1,0 +1,218 @@
+"""Server-side alerting with Prefect Automations, against a real `prefect server`, real `wheelflow serve`
+processes, a real pypiserver and a real webhook receiver: a worker killed with SIGKILL, a failed
+release (exactly one alert across the hook and the automation), and a schedule that stops firing.
+
+Windows are the smallest the server allows: Prefect refuses heartbeats more often than every 30 s and
+proactive windows under 10 s, and evaluates proactive triggers every 5 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import INDEX_PASSWORD, INDEX_USER, WebhookReceiver, git, make_project, run_cli
+
+HEARTBEAT = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY's minimum
+ZOMBIE_WINDOW = 35  # a little over one heartbeat period: the test's kill is the only silence
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)  # polling a server-side evaluation, bounded by the deadline
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def remove_automations_afterwards(prefect_api):
+    """The automations act on every run of the session's server: take them away after this module."""
+    yield
+    from wheelflow.prefect_api import install_automations
+
+    install_automations([], [])
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@contextmanager
+def serving(root: Path, receiver: WebhookReceiver, *args: str, env: dict[str, str] | None = None):
+    """A `wheelflow serve` process that registered the automations; SIGTERM at the end unless killed."""
+    log_path = root / "serve.log"
+    environ = {**os.environ, "WHEELFLOW_HOME": str(root / "home"), "WHEELFLOW_ALERT_WEBHOOK": receiver.url,
+               "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT), "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+               "WHEELFLOW_STAGING_USERNAME": INDEX_USER, "WHEELFLOW_STAGING_PASSWORD": INDEX_PASSWORD, **(env or {})}
+    exe = str(Path(sys.executable).with_name("wheelflow"))
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([exe, "serve", "--zombie-window", str(ZOMBIE_WINDOW), *args], env=environ,
+                                stdout=log, stderr=subprocess.STDOUT, cwd=root)
+
+    def started():
+        if proc.poll() is not None:
+            pytest.fail(f"wheelflow serve exited: {log_path.read_text()[-3000:]}")
+        return "wheelflow: serving" in log_path.read_text()
+
+    _wait_for(started, 60, "wheelflow serve to install its automations and serve")
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        assert receiver.url.split("/")[-1] not in log_path.read_text()  # the webhook's token is never logged
+
+
+def _start_release(project: Path) -> str:
+    result = run_cli("trigger", "release", "--param", f"project={project}", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)["flow_run_id"]
+
+
+def _run_state(run_id: str):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id).state
+
+
+def _events(name: str, resource: str) -> list[dict]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        answer = client.request("POST", "/events/filter", json={
+            "filter": {"event": {"name": [name]}, "resource": {"id": [resource]}}, "limit": 50})
+    return answer.json()["events"]
+
+
+def _alerts_about(receiver: WebhookReceiver, run_id: str) -> list[dict]:
+    return [a for a in receiver.received if run_id in json.dumps(a)]
+
+
+@pytest.mark.case("fault", "the worker running a release is killed with SIGKILL",
+                  "the server marks the run Crashed within the heartbeat window; exactly one alert")
+def test_a_killed_worker_s_run_becomes_crashed_and_alerts_once(prefect_api, index, receiver, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "slow", index_url=index.simple_url)
+    text = (project / "pyproject.toml").read_text()
+    smoke = [line for line in text.splitlines() if line.startswith("smoke = ")][0]
+    (project / "pyproject.toml").write_text(text.replace(smoke, '''smoke = "python -c 'import time; time.sleep(600)'"'''))
+    with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", "10") as proc:
+        run_id = _start_release(project)
+        # Killed only once the server has the run's first heartbeat: that is what a silence is measured from.
+        _wait_for(lambda: _events("prefect.flow-run.heartbeat", f"prefect.flow-run.{run_id}"), 120,
+                  "the run's first heartbeat")
+        for pid in [proc.pid, *_descendants(proc.pid)]:  # the worker and the flow run's process: a dead machine
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # a short-lived child (git, pip) that ended meanwhile
+        proc.wait()
+        killed_at = time.monotonic()
+        assert _run_state(run_id).name == "Running"  # nobody left to say otherwise
+
+        crashed = _wait_for(lambda: (s := _run_state(run_id)).name == "Crashed" and s, ZOMBIE_WINDOW + 30,
+                            "the zombie automation to mark the run Crashed")
+        assert "no heartbeat for 35 s" in crashed.message
+        alert = _wait_for(lambda: _alerts_about(receiver, run_id), 40, "the server's alert")
+    assert time.monotonic() - killed_at < ZOMBIE_WINDOW + 10 + 30  # heartbeat window + dedup window + evaluation
+    (only,) = alert
+    assert only["source"] == "prefect-automation" and "crashed" in only["summary"]
+    assert f"({run_id})" in only["text"] and "state: Crashed: no heartbeat for 35 s" in only["text"]
+    assert f"project: {project}" in only["text"]
+
+
+@pytest.mark.case("fault", "a release fails with the server-side automation installed too",
+                  "exactly one alert: the rich one from the run's hook; the automation stays quiet")
+def test_a_failed_release_alerts_exactly_once(prefect_api, index, receiver, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "bad", index_url=index.simple_url)
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(text.replace("answer() == 42", "answer() == 41"))
+    dedup = 20
+    with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", str(dedup)):
+        run_id = _start_release(project)
+        _wait_for(lambda: _run_state(run_id).is_final(), 300, "the release to end")
+        assert _run_state(run_id).name == "Failed"
+        _wait_for(lambda: _alerts_about(receiver, run_id), 60, "the hook's alert")
+        # The automation would notify once its window has passed and the server evaluated it (every 5 s):
+        # there is no event for "decided not to fire", so watch the receiver until then.
+        deadline = time.monotonic() + dedup + 15
+        while time.monotonic() < deadline and len(_alerts_about(receiver, run_id)) == 1:
+            time.sleep(0.5)  # watching for a second alert up to the automation's deadline
+    alerts = _alerts_about(receiver, run_id)
+    assert [a["event"] for a in alerts] == ["release-failed"]  # the rich one, not the automation's
+    assert any("install + smoke on staging" in line for line in alerts[0]["lines"])
+    assert _events("wheelflow.alert.sent", f"prefect.flow-run.{run_id}")
+
+
+@pytest.mark.case("fault", "sync-monitor's schedule stops firing (deployment paused)",
+                  "the proactive automation alerts once, naming the deployment")
+def test_a_silent_sync_monitor_is_noticed_by_the_server(prefect_api, index, receiver, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    git(repo, "commit", "-q", "--allow-empty", "-m", "first")
+    git(repo, "tag", "v0.1.0")  # just tagged: within its grace period, so each monitor run completes
+    projects = tmp_path / "monitored.json"
+    projects.write_text(json.dumps([{"name": "just-tagged", "repo": str(repo), "indexes": [index.simple_url]}]))
+    interval = 8  # the automation waits two intervals: 16 s
+
+    def completed_runs():
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["sync-monitor"])))
+        return [r for r in runs if r.state and r.state.is_completed()]
+
+    def silent_alerts():
+        return [a for a in receiver.received if "sync-monitor" in a.get("summary", "")]
+
+    with serving(tmp_path, receiver, "--only", "sync-monitor", "--monitor-projects", str(projects),
+                 "--monitor-interval", str(interval)):
+        _wait_for(lambda: len(completed_runs()) >= 2, 90, "two scheduled sync-monitor runs to complete")
+        assert silent_alerts() == []  # while it runs, no alert
+        with get_client(sync_client=True) as client:
+            client.pause_deployment(client.read_deployment_by_name("sync-monitor/sync-monitor").id)
+        try:
+            (alert,) = _wait_for(silent_alerts, 60, "the silent-monitor automation's alert")
+        finally:
+            with get_client(sync_client=True) as client:
+                client.resume_deployment(client.read_deployment_by_name("sync-monitor/sync-monitor").id)
+    assert alert["summary"] == "deployment sync-monitor completed no run in 16 s (two intervals)"
+    assert "schedule of sync-monitor may have stopped firing" in alert["text"]
