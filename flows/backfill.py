@@ -11,7 +11,6 @@ ends Failed when any cell failed, and green only when every cell asked for was p
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from dataclasses import asdict, dataclass, replace
@@ -25,7 +24,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from wheelflow.backfill import Gap, export_tag, find_gap, released_versions, select_cells, tag_commit_time
-from wheelflow.builders import Builder, CellUnbuildable, InfrastructureError
+from wheelflow.builders import CellUnbuildable, InfrastructureError
 from wheelflow.builders.choose import choose_builder
 from wheelflow.builders.docker import RUN_LABEL, remove_containers
 from wheelflow.building import source_digest

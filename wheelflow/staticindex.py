@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from packaging.utils import canonicalize_name
 
 from .audits import read_metadata
 from .distributions import Distribution, parse_filename

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from .childenv import child_env
 from .errors import VersionError
 from .source import commit_time, git_output as _git, resolve_commit
 from .spec import ReleaseSpec

@@ -4,7 +4,6 @@ versions lack on their targets (a Prefect flow run)."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from rich.table import Table
 from ..errors import SpecError
 from ..localindex import wheelflow_home
 from ..spec import load_spec
-from .common import add_json, out_console, parse_pairs, say
+from .common import add_json, out_console, parse_pairs, report_outcome
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -47,20 +46,9 @@ def run(args: argparse.Namespace) -> int:
     state = backfill(project=str(Path(args.path).absolute()), spec_file=args.spec, versions=versions, since=args.since,
                      cells=cells or None, to=args.to, builder=args.builder, return_state=True)
     run_id = str(state.state_details.flow_run_id)
-    path = wheelflow_home() / "reports" / f"backfill-{run_id}.json"
-    summary: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {
-        "ok": False, "name": spec.name, "flow_run_id": run_id, "rows": [], "verdict": ""}
-    summary["ok"] = bool(summary.get("ok")) and state.is_completed()
-    if not state.is_completed():
-        summary["error"] = state.message
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print_summary(summary)
-    if not summary["ok"]:
-        say(f"wheelflow: backfill failed: {state.message}")
-        return 1
-    return 0
+    crashed = {"ok": False, "name": spec.name, "flow_run_id": run_id, "rows": [], "verdict": ""}
+    return report_outcome(state, wheelflow_home() / "reports" / f"backfill-{run_id}.json", crashed, as_json=args.json,
+                          show=print_summary, what="backfill")
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from rich.console import Console
 
@@ -60,3 +62,21 @@ def split_pairs(items: list[str], option: str, example: str) -> list[tuple[str, 
 def parse_pairs(items: list[str], option: str, example: str) -> dict[str, str]:
     """Repeated ``KEY=VALUE`` options as a mapping (a repeated key: the last value)."""
     return dict(split_pairs(items, option, example))
+
+
+def report_outcome(state: Any, path: Path, fallback: dict[str, Any], *, as_json: bool,
+                   show: Callable[[dict[str, Any]], None], what: str) -> int:
+    """A flow run's JSON report (``fallback`` when the run ended before writing one), as JSON or as
+    ``show`` prints it; exit 1, saying why, unless the run completed and its report says ok."""
+    report = json.loads(path.read_text()) if path.exists() else fallback
+    report["ok"] = bool(report.get("ok")) and state.is_completed()
+    if not state.is_completed():
+        report["error"] = report.get("error") or state.message
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        show(report)
+    if not report["ok"]:
+        say(f"wheelflow: {what} failed: {report.get('error') or state.message}")
+        return 1
+    return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from rich.table import Table
 from ..gitauth import refuse_url_credentials
 from ..localindex import wheelflow_home
 from ..spec import load_spec
-from .common import add_json, out_console, say
+from .common import add_json, out_console, report_outcome
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -46,21 +45,10 @@ def run(args: argparse.Namespace) -> int:
                     to=args.to, builder=args.builder, approval=args.approval, dev=args.dev,
                     allow_dirty=args.allow_dirty, return_state=True)
     flow_run_id = str(state.state_details.flow_run_id)
-    report_path = wheelflow_home() / "reports" / f"{flow_run_id}.json"
-    if report_path.exists():
-        report: dict[str, Any] = json.loads(report_path.read_text())
-    else:  # the flow crashed before it could write its report
-        report = {"ok": False, "name": spec.name, "version": args.version, "files": [], "flow_run_id": flow_run_id,
-                  "checks": [], "error": state.message}
-    report["ok"] = bool(report.get("ok")) and state.is_completed()
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    if not report["ok"]:
-        say(f"wheelflow: release failed: {report.get('error') or state.message}")
-        return 1
-    return 0
+    crashed = {"ok": False, "name": spec.name, "version": args.version, "files": [], "flow_run_id": flow_run_id,
+               "checks": [], "error": state.message}
+    return report_outcome(state, wheelflow_home() / "reports" / f"{flow_run_id}.json", crashed, as_json=args.json,
+                          show=print_report, what="release")
 
 
 def print_report(report: dict[str, Any]) -> None:
