@@ -23,11 +23,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from wheelflow.backfill import Gap, export_tag, find_gap, released_versions, select_cells, tag_commit_time
+from wheelflow.backfill import Gap, find_gap, released_versions, select_cells
 from wheelflow.builders import CellUnbuildable, InfrastructureError
 from wheelflow.builders.choose import choose_builder
 from wheelflow.builders.docker import RUN_LABEL, remove_containers
-from wheelflow.building import source_digest
 from wheelflow.cells import expected_version
 from wheelflow.checkout import checkout
 from wheelflow.distributions import Distribution
@@ -39,6 +38,7 @@ from wheelflow.monitor import read_manifest, write_manifest
 from wheelflow.prefect_api import read_secret
 from wheelflow.report import ReleaseReport
 from wheelflow.simple_api import READ_TIMEOUT, download_sha256
+from wheelflow.source import Source, SourceError, commit_source, resolve_commit
 from wheelflow.spec import ReleaseSpec, Target, load_spec
 from wheelflow.tasks.check import check_release_files
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
@@ -136,7 +136,8 @@ def backfill_version(spec: ReleaseSpec, source: Path, tag: ReleaseTag, cells: li
     if not wanted:
         return rows
     report = ReleaseReport(project=str(source), name=spec.name, version=version, flow_run_id=run_id)
-    outcomes = build_missing(spec, source, tag, wanted, home, builder, report)
+    exported = tag_source(source, tag, home)
+    outcomes = build_missing(spec, exported, tag, wanted, home, builder, report)
     built: dict[str, Distribution] = {}
     problems: dict[str, str] = {}
     for outcome in outcomes:
@@ -152,7 +153,7 @@ def backfill_version(spec: ReleaseSpec, source: Path, tag: ReleaseTag, cells: li
                 built[outcome.cell.name] = outcome.wheel
             except WheelflowError as exc:
                 problems[outcome.cell.name] = str(exc)
-    resolved = ResolvedVersion(version, tag.tag, {f"tag {tag.tag}": version}, tag_commit_time(source, tag.tag))
+    resolved = ResolvedVersion(version, tag.tag, {f"tag {tag.tag}": version}, exported.date_epoch, exported.commit)
     published: dict[str, str] = {}
     for gap, target in zip(gaps, targets):
         for cell in gap.missing:
@@ -161,7 +162,7 @@ def backfill_version(spec: ReleaseSpec, source: Path, tag: ReleaseTag, cells: li
         dists = [built[c.name] for c in gap.missing if c.name in built]
         if not dists:
             continue
-        ctx = ReleaseContext(spec, resolved, (target,), home, report, builder, "auto")
+        ctx = ReleaseContext(spec, resolved, (target,), home, report, builder, "auto", exported)
         try:
             with publishing(ctx, dists) as publication:
                 for stage in publication.stages:
@@ -208,16 +209,23 @@ def gap_rows(gap: Gap) -> list[Row]:
     return rows
 
 
-def build_missing(spec: ReleaseSpec, source: Path, tag: ReleaseTag, cells: list[Cell], home: Path,
+def tag_source(project: Path, tag: ReleaseTag, home: Path) -> Source:
+    """The tag's commit, exported as the release exported it (whatever the working tree holds now)."""
+    commit = resolve_commit(project, f"{tag.tag}^{{commit}}")
+    if commit is None:
+        raise SourceError(f"tag {tag.tag} names no commit in {project}; fix: fetch the tags")
+    return commit_source(project, home=home, commit=commit)
+
+
+def build_missing(spec: ReleaseSpec, exported: Source, tag: ReleaseTag, cells: list[Cell], home: Path,
                   builder_choice: str | None, report: ReleaseReport) -> list[CellOutcome]:
-    """The cells built from a clean export of the tag, then smoke-tested; failures are outcomes, not errors."""
-    export = export_tag(source, tag.tag, home / "backfill" / "sources" / spec.name / tag.version)
+    """The cells built from the tag's export, then smoke-tested; failures are outcomes, not errors."""
     builder, _ = choose_builder(spec, builder_choice, cells)
     report.builder = builder.kind
     image = (lambda cell: cell.image) if builder.kind == "docker" else (lambda cell: None)
-    job = CellJob(project=str(export), source_digest=source_digest(export), name=spec.name, version=tag.version,
+    job = CellJob(project=str(exported.path), source_digest=exported.identity, name=spec.name, version=tag.version,
                   build_env=dict(spec.build_env), home=str(home), run_label=str(report.flow_run_id),
-                  source_date_epoch=tag_commit_time(source, tag.tag))
+                  source_date_epoch=exported.date_epoch, repair=spec.repair)
     unbuildable: list[CellOutcome] = []
     buildable: list[Cell] = []
     for cell in cells:

@@ -16,7 +16,7 @@ from wheelflow import artifactstore
 from wheelflow.builders.choose import choose_builder
 from wheelflow.errors import SpecError
 from wheelflow.localindex import wheelflow_home
-from wheelflow.source import prepare_source
+from wheelflow.source import commit_source, prepare_source
 from wheelflow.spec import load_spec
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 
@@ -48,7 +48,8 @@ def build_cell(
         raise SpecError("cell", f"{spec.name} has no matrix cell {cell!r}", f"use one of: {', '.join(cells) or 'none'}")
     chosen, _ = choose_builder(spec, builder, [cells[cell]])
     run_label = str(flow_run.get_id())
-    source = prepare_source(spec.project_dir, home=wheelflow_home(), commit=commit)
+    source = (commit_source(spec.project_dir, home=wheelflow_home(), commit=commit) if commit
+              else prepare_source(spec.project_dir, home=wheelflow_home()))
     job = CellJob(project=str(source.path), source_digest=source.identity, name=spec.name,
                   version=version, build_env=dict(spec.build_env), home=str(wheelflow_home()), run_label=run_label,
                   source_date_epoch=source.date_epoch, repair=spec.repair)

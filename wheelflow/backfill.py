@@ -10,10 +10,7 @@ routing would send them (a target taking no variant wheels lacks no variant cell
 
 from __future__ import annotations
 
-import io
-import shutil
 import subprocess
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -122,29 +119,6 @@ def find_gap(version: str, target: Target, cells: Sequence[Cell], served: Sequen
 
 def repository_root(project: Path) -> Path:
     return Path(_git(project, "rev-parse", "--show-toplevel").strip())
-
-
-def export_tag(project: Path, tag: str, dest: Path) -> Path:
-    """The tag's tracked files of the project's folder (a monorepo subfolder too), as ``git archive``
-    writes them, extracted into ``dest`` (emptied first): the same clean source a release builds from.
-    (A plain stand-in for the release export another change adds; both are ``git archive`` of the commit.)"""
-    prefix = _git(project, "rev-parse", "--show-prefix").strip()
-    archive = subprocess.run(["git", "-C", str(project), "archive", "--format=tar", f"{tag}^{{commit}}:{prefix}"],
-                             capture_output=True)
-    if archive.returncode != 0:
-        raise SourceExportError(f"cannot export {tag}: {archive.stderr.decode(errors='replace').strip()[-200:]}; "
-                                "fix: check that the tag exists and contains the project's folder")
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(dest, filter="data")
-    return dest
-
-
-def tag_commit_time(project: Path, tag: str) -> int:
-    """SOURCE_DATE_EPOCH for builds of the tag: its commit's time, as the release used."""
-    return int(_git(project, "log", "-1", "--format=%ct", f"{tag}^{{commit}}").strip())
 
 
 def _git(project: Path, *args: str) -> str:

@@ -292,6 +292,17 @@ def prepare_source(project: Path, *, home: Path, commit: str | None = None, allo
             "fix: commit or stash the changes, or pass --allow-dirty to build the working tree (labelled dirty)")
     if changed:
         return _dirty_source(project, home, commit_id, tree, changed)
+    return commit_source(project, home=home, commit=commit_id)
+
+
+def commit_source(project: Path, *, home: Path, commit: str) -> Source:
+    """The export of ``commit``'s tracked files of the project directory, whatever the working tree
+    holds (a backfill of an old tag, or a cell built on a runner whose checkout is elsewhere)."""
+    project, home = project.absolute(), home.absolute()
+    commit_id, tree = _commit_and_tree(project, commit)
+    if commit_id is None or tree is None:
+        raise SourceError(f"commit {commit!r} of {project} is not there, or holds no project directory; fix: fetch "
+                          "it, or name a commit that contains the project")
     epoch = commit_time(project, commit_id) or 0
     return Source(path=_export_commit(project, commit_id, home, epoch), project=project, kind=GIT, commit=commit_id,
                   tree=tree, dirty=False, changed=(), date_epoch=epoch, identity=f"git-tree:{tree}",
