@@ -10,9 +10,7 @@ import textwrap
 from pathlib import Path
 
 from conftest import REPO, stop_processes
-
-sys.path.insert(0, str(REPO / "bench"))
-from bench_matrix import make_project as make_matrix_project  # noqa: E402
+from projects import make_matrix_project
 
 
 def test_two_workers_share_an_eight_cell_matrix(prefect_api, tmp_path: Path, monkeypatch) -> None:
