@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import httpx
 from prefect import get_run_logger
@@ -41,6 +41,8 @@ from wheelflow.tasks.verify import ServedCheckFailed, install_and_smoke_test, ve
 from wheelflow.verification import HASH_MISMATCH, VERIFIED, compare
 
 from wheelflow.flows.context import ReleaseContext
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -279,8 +281,18 @@ def prove(ctx: ReleaseContext, stage: Stage) -> None:
     if stage.site is not None:
         return prove_static(ctx, stage)
     report, target = ctx.report, stage.target.name
+    served = proven(ctx, stage, lambda: verify_served(stage.endpoints, ctx.spec.name, ctx.version, stage.files),
+                    lambda dist, _: f"downloaded, sha256 {dist.sha256[:16]}… matches")
+    with report.step(f"install + smoke on {target}") as step:
+        step.detail = install_and_smoke_test(stage.endpoints, ctx.spec.name, ctx.version, served, ctx.spec.smoke,
+                                             ctx.spec.dependencies)
+
+
+def proven(ctx: ReleaseContext, stage: Stage, verify: Callable[[], T], detail: Callable[[Distribution, T], str]) -> T:
+    """Run the target's proof and record each file's outcome: a row per file, its status in the report."""
+    report, target = ctx.report, stage.target.name
     try:
-        served = verify_served(stage.endpoints, ctx.spec.name, ctx.version, stage.files)
+        result = verify()
     except ServedCheckFailed as exc:
         for status in exc.statuses:
             report.file(status.filename, target).status = status.status
@@ -288,29 +300,22 @@ def prove(ctx: ReleaseContext, stage: Stage) -> None:
         raise
     for dist in stage.files:
         report.file(dist.filename, target).status = VERIFIED
-        report.add(f"served {dist.filename} on {target}", True, f"downloaded, sha256 {dist.sha256[:16]}… matches")
-    with report.step(f"install + smoke on {target}") as step:
-        step.detail = install_and_smoke_test(stage.endpoints, ctx.spec.name, ctx.version, served, ctx.spec.smoke,
-                                             ctx.spec.dependencies)
+        report.add(f"served {dist.filename} on {target}", True, detail(dist, result))
+    return result
 
 
 def prove_static(ctx: ReleaseContext, stage: Stage) -> None:
     """Each sub-index lists its files with their sha256 and serves their bytes (downloaded and hashed);
     then the release installs from each sub-index that lists a wheel, as its users would."""
     assert stage.site is not None and stage.static is not None
-    report, target, site = ctx.report, stage.target.name, stage.site
-    try:
-        listings = verify_static(site, stage.static, ctx.spec.name, ctx.version, stage.files)
-    except ServedCheckFailed as exc:
-        for status in exc.statuses:
-            report.file(status.filename, target).status = status.status
-            report.add(f"served {status.filename} on {target}", status.status == VERIFIED, status.describe())
-        raise
-    for dist in stage.files:
-        report.file(dist.filename, target).status = VERIFIED
+    report, site = ctx.report, stage.site
+
+    def where(dist: Distribution, listings: dict) -> str:
         subs = [sub or "root" for sub, files in listings.items() if any(f.filename == dist.filename for f in files)]
-        report.add(f"served {dist.filename} on {target}", True,
-                   f"listed in {', '.join(subs)} with sha256 {dist.sha256[:16]}…; downloaded and hashed")
+        return f"listed in {', '.join(subs)} with sha256 {dist.sha256[:16]}…; downloaded and hashed"
+
+    listings = proven(ctx, stage, lambda: verify_static(site, stage.static, ctx.spec.name, ctx.version, stage.files),
+                      where)
     with_wheels = [sub for sub, files in listings.items() if any(f.filename.endswith(".whl") for f in files)]
     for subindex in with_wheels or [""]:  # an index of sdists only is installed from its root (a source build)
         endpoints = site.subindex_endpoints(subindex)
