@@ -291,7 +291,8 @@ def test_an_unknown_target_is_refused_naming_the_known_ones(tmp_path: Path, home
     result = run_cli("release", str(project), "--to", "prodution")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "wheelflow: error: spec error: --to: unknown target 'prodution'; fix: use one of: staging, local, pypi, testpypi")
+        "wheelflow: error: spec error: --to: unknown target 'prodution'; fix: use one of: staging, local, pypi, testpypi, "
+        "static-demo")
 
 
 @pytest.mark.case("fault", "the index answers a listing later than the client waits (35 s > 30 s)",

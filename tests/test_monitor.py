@@ -188,7 +188,7 @@ def test_monitor_reports_each_version_and_fails_on_overdue_ones(incident_history
     assert records["1.3.0"] == {
         "version": "1.3.0", "tag": "v1.3.0", "tag_time": "2024-04-01T00:00:00+00:00", "first_upload_time": None,
         "lag_hours": None, "status": MISSING, "missing": ["tiny_pkg-1.3.0-py3-none-any.whl", "tiny_pkg-1.3.0.tar.gz"],
-        "index": index.simple_url, "overdue": True, "mismatched": []}
+        "index": index.simple_url, "overdue": True, "mismatched": [], "missing_cells": []}
     assert stderr.strip().splitlines()[-1].startswith("wheelflow: 2 version(s) missing, incomplete or changed")
 
 
