@@ -358,7 +358,7 @@ def test_cancelling_the_ci_job_cancels_the_flow_run(served, staging, tmp_path: P
             state = client.read_flow_run(run_id).state
         return state.name == "Cancelled" and state
 
-    _wait_for(cancelled, 120, "the served runner to cancel the flow run")
+    _wait_for(cancelled, 300, "the served runner to cancel the flow run")
 
 
 def test_the_pull_step_clones_the_code_at_the_configured_ref(prefect_api, tmp_path: Path, monkeypatch) -> None:
