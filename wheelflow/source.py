@@ -20,6 +20,8 @@ A directory that is not under git is copied without VCS metadata, build outputs,
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -28,6 +30,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from .childenv import child_env
 from .errors import WheelflowError
@@ -267,7 +270,26 @@ def _changes_line(changed: list[str]) -> str:
     return shown + (f" (+{len(changed) - SHOWN_CHANGES} more)" if len(changed) > SHOWN_CHANGES else "")
 
 
+@contextlib.contextmanager
+def _disk_space_named(home: Path) -> Iterator[None]:
+    """A full disk while exporting is the runner's, with a fix: never a raw OSError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise SourceError(f"No space left on device while exporting the source under {home}; fix: free space on the "
+                          f"disk of {home} (its builds/ and sources/ can be deleted) or set WHEELFLOW_HOME to a "
+                          "larger disk") from None
+
+
 def prepare_source(project: Path, *, home: Path, commit: str | None = None, allow_dirty: bool = False) -> Source:
+    """See :func:`_prepare_source`; a full disk under ``home`` is a SourceError naming the fix."""
+    with _disk_space_named(home.absolute()):
+        return _prepare_source(project, home=home, commit=commit, allow_dirty=allow_dirty)
+
+
+def _prepare_source(project: Path, *, home: Path, commit: str | None = None, allow_dirty: bool = False) -> Source:
     """Export what is released from ``project``: ``commit``'s tracked files of the project directory
     (default HEAD), or the directory itself when git does not track it.
 
@@ -304,7 +326,9 @@ def commit_source(project: Path, *, home: Path, commit: str) -> Source:
         raise SourceError(f"commit {commit!r} of {project} is not there, or holds no project directory; fix: fetch "
                           "it, or name a commit that contains the project")
     epoch = commit_time(project, commit_id) or 0
-    return Source(path=_export_commit(project, commit_id, home, epoch), project=project, kind=GIT, commit=commit_id,
+    with _disk_space_named(home):
+        path = _export_commit(project, commit_id, home, epoch)
+    return Source(path=path, project=project, kind=GIT, commit=commit_id,
                   tree=tree, dirty=False, changed=(), date_epoch=epoch, identity=f"git-tree:{tree}",
                   description=f"git commit {commit_id[:12]} (tree {tree[:12]}), tracked files only")
 
