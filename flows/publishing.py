@@ -25,7 +25,7 @@ from wheelflow.errors import HashMismatchError, PublishError, UploadError, Wheel
 from wheelflow.indexes import Endpoints
 from wheelflow.localindex import open_index
 from wheelflow.monitor import manifest_variable, read_manifest, record_upload
-from wheelflow.prefect_api import Decision, read_variable, write_variable
+from wheelflow.prefect_api import Decision, read_record, write_record
 from wheelflow.removal import runbook as rollback_runbook
 from wheelflow.report import FileReport
 from wheelflow.routing import routed
@@ -105,7 +105,7 @@ def index_key(target: Target) -> str:
 def uploads_on_record(ctx: ReleaseContext) -> dict[str, dict[str, dict]]:
     """index → filename → {sha256, flow_run_id} of what runs of this release uploaded: the record on
     the Prefect server (every runner sees it); this home's manifest stands for every index it lacks."""
-    recorded = dict((read_variable(manifest_variable(ctx.spec.name, ctx.version)) or {}).get("uploads", {}))
+    recorded = dict((read_record(manifest_variable(ctx.spec.name, ctx.version)) or {}).get("uploads", {}))
     local = {filename: {"sha256": sha256, "flow_run_id": None}
              for filename, sha256 in (read_manifest(ctx.home, ctx.spec.name, ctx.version) or {}).items()}
     return {index_key(t): {**local, **recorded.get(index_key(t), {})} for t in ctx.targets}
@@ -113,10 +113,10 @@ def uploads_on_record(ctx: ReleaseContext) -> dict[str, dict[str, dict]]:
 
 def note_upload(ctx: ReleaseContext, dist: Distribution, target: Target) -> None:
     """Record the upload on the Prefect server at once: a run killed after it still counts it."""
-    name = manifest_variable(ctx.spec.name, ctx.version)
-    write_variable(name, record_upload(read_variable(name), name=ctx.spec.name, version=ctx.version,
-                                       index=index_key(target), filename=dist.filename, sha256=dist.sha256,
-                                       flow_run_id=str(ctx.report.flow_run_id)), tags=("wheelflow-manifest",))
+    key = manifest_variable(ctx.spec.name, ctx.version)
+    write_record(key, record_upload(read_record(key), name=ctx.spec.name, version=ctx.version, index=index_key(target),
+                                    filename=dist.filename, sha256=dist.sha256, flow_run_id=str(ctx.report.flow_run_id)),
+                 description=f"Upload record of {ctx.spec.name} {ctx.version}: index → file → sha256, flow run")
 
 
 def open_stage(ctx: ReleaseContext, targets: contextlib.ExitStack, position: int, target: Target,

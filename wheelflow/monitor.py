@@ -183,8 +183,8 @@ def read_manifest(home: Path, name: str, version: str) -> dict[str, str] | None:
 
 
 def manifest_variable(name: str, version: str) -> str:
-    """The Prefect Variable that holds a release's upload record on the server, for every runner
-    (Variable names take lowercase letters, digits, dashes and underscores only)."""
+    """The key of the Prefect artifact that holds a release's upload record on the server, for every
+    runner (keys take lowercase letters, digits and dashes only)."""
     return "wheelflow-manifest-" + hashlib.sha256(f"{canonicalize_name(name)}=={version}".encode()).hexdigest()[:24]
 
 

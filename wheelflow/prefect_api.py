@@ -46,6 +46,31 @@ def read_variable(name: str) -> Any:
     return Variable.get(name, default=None)
 
 
+def read_record(key: str) -> Any:
+    """The JSON kept in the latest version of the artifact ``key`` (None when there is none). Artifacts,
+    unlike Variables (5000 characters), hold a 96-cell release's upload record."""
+    import json
+
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key])))
+    if not found or not isinstance(found[0].data, str) or "```json\n" not in found[0].data:
+        return None
+    return json.loads(found[0].data.split("```json\n", 1)[1].rsplit("\n```", 1)[0])
+
+
+def write_record(key: str, value: Any, description: str) -> None:
+    """A new version of the artifact ``key`` holding ``value`` as JSON (readable in the UI too)."""
+    import json
+
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(key=key, markdown=f"```json\n{json.dumps(value, indent=1, sort_keys=True)}\n```",
+                             description=description)
+
+
 def write_variable(name: str, value: Any, tags: tuple[str, ...] = ()) -> None:
     from prefect.variables import Variable
 
@@ -346,6 +371,11 @@ def serve_deployments(deployments: list[Any]) -> None:
 # -- one release at a time --------------------------------------------------------------------------
 
 
+#: Seconds a held slot outlives a holder that died without letting go (a killed runner): the holder
+#: renews its lease while it lives, so this bounds only how long a dead one blocks the next run.
+LEASE = 60.0
+
+
 class ReleaseBusy(WheelflowError):
     """Another run of the same release still holds it after the wait."""
 
@@ -374,12 +404,12 @@ def held_alone(key: str, *, timeout: float = 1800.0, log: Callable[[str], None] 
             pass
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(concurrency(key, occupy=1, timeout_seconds=1, strict=True))
+            stack.enter_context(concurrency(key, occupy=1, timeout_seconds=1, strict=True, lease_duration=LEASE))
         except TimeoutError:
             holder = read_variable(holder_variable) or "(unknown)"
             log(f"waiting up to {timeout:g} s for flow run {holder}, which holds {key}")
             try:
-                stack.enter_context(concurrency(key, occupy=1, timeout_seconds=timeout, strict=True))
+                stack.enter_context(concurrency(key, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE))
             except TimeoutError:
                 raise ReleaseBusy(f"{key} is still held by flow run {read_variable(holder_variable) or '(unknown)'} "
                                   f"after {timeout:g} s; fix: wait for that run to end (or cancel it), then re-run") from None
