@@ -95,6 +95,18 @@ def make_project(root: Path, name: str = "tiny-pkg", version: str = "1.0.0", *, 
     return root
 
 
+def wait_for(condition, timeout: float, what: str):
+    """Poll until ``condition()`` returns something truthy (a server, a process, a file), or fail
+    after ``timeout`` seconds naming ``what``; returns that value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)  # polling another process's progress, bounded by the deadline
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 def git(repo: Path, *args: str, date: str | None = None) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}

@@ -20,20 +20,12 @@ from typing import Iterator
 
 import pytest
 
-from conftest import INDEX_PASSWORD, INDEX_USER, WebhookReceiver, git, make_project, run_cli
+from conftest import INDEX_PASSWORD, INDEX_USER, WebhookReceiver, git, make_project, run_cli, wait_for
 
 HEARTBEAT = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY's minimum
 ZOMBIE_WINDOW = 35  # a little over one heartbeat period: the test's kill is the only silence
 
 
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)  # polling a server-side evaluation, bounded by the deadline
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture
@@ -85,7 +77,7 @@ def serving(root: Path, receiver: WebhookReceiver, *args: str, env: dict[str, st
             pytest.fail(f"wheelflow serve exited: {log_path.read_text()[-3000:]}")
         return "wheelflow: serving" in log_path.read_text()
 
-    _wait_for(started, 60, "wheelflow serve to install its automations and serve")
+    wait_for(started, 60, "wheelflow serve to install its automations and serve")
     try:
         yield proc
     finally:
@@ -135,7 +127,7 @@ def test_a_killed_worker_s_run_becomes_crashed_and_alerts_once(prefect_api, inde
     with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", "10") as proc:
         run_id = _start_release(project)
         # Killed only once the server has the run's first heartbeat: that is what a silence is measured from.
-        _wait_for(lambda: _events("prefect.flow-run.heartbeat", f"prefect.flow-run.{run_id}"), 120,
+        wait_for(lambda: _events("prefect.flow-run.heartbeat", f"prefect.flow-run.{run_id}"), 120,
                   "the run's first heartbeat")
         for pid in [proc.pid, *_descendants(proc.pid)]:  # the worker and the flow run's process: a dead machine
             try:
@@ -146,10 +138,10 @@ def test_a_killed_worker_s_run_becomes_crashed_and_alerts_once(prefect_api, inde
         killed_at = time.monotonic()
         assert _run_state(run_id).name == "Running"  # nobody left to say otherwise
 
-        crashed = _wait_for(lambda: (s := _run_state(run_id)).name == "Crashed" and s, ZOMBIE_WINDOW + 30,
+        crashed = wait_for(lambda: (s := _run_state(run_id)).name == "Crashed" and s, ZOMBIE_WINDOW + 30,
                             "the zombie automation to mark the run Crashed")
         assert "no heartbeat for 35 s" in crashed.message
-        alert = _wait_for(lambda: _alerts_about(receiver, run_id), 40, "the server's alert")
+        alert = wait_for(lambda: _alerts_about(receiver, run_id), 40, "the server's alert")
     assert time.monotonic() - killed_at < ZOMBIE_WINDOW + 10 + 30  # heartbeat window + dedup window + evaluation
     (only,) = alert
     assert only["source"] == "prefect-automation" and "crashed" in only["summary"]
@@ -166,9 +158,9 @@ def test_a_failed_release_alerts_exactly_once(prefect_api, index, receiver, tmp_
     dedup = 20
     with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", str(dedup)):
         run_id = _start_release(project)
-        _wait_for(lambda: _run_state(run_id).is_final(), 300, "the release to end")
+        wait_for(lambda: _run_state(run_id).is_final(), 300, "the release to end")
         assert _run_state(run_id).name == "Failed"
-        _wait_for(lambda: _alerts_about(receiver, run_id), 60, "the hook's alert")
+        wait_for(lambda: _alerts_about(receiver, run_id), 60, "the hook's alert")
         # The automation would notify once its window has passed and the server evaluated it (every 5 s):
         # there is no event for "decided not to fire", so watch the receiver until then.
         deadline = time.monotonic() + dedup + 15
@@ -205,12 +197,12 @@ def test_a_silent_sync_monitor_is_noticed_by_the_server(prefect_api, index, rece
 
     with serving(tmp_path, receiver, "--only", "sync-monitor", "--monitor-projects", str(projects),
                  "--monitor-interval", str(interval)):
-        _wait_for(lambda: len(completed_runs()) >= 2, 90, "two scheduled sync-monitor runs to complete")
+        wait_for(lambda: len(completed_runs()) >= 2, 90, "two scheduled sync-monitor runs to complete")
         assert silent_alerts() == []  # while it runs, no alert
         with get_client(sync_client=True) as client:
             client.pause_deployment(client.read_deployment_by_name("sync-monitor/sync-monitor").id)
         try:
-            (alert,) = _wait_for(silent_alerts, 60, "the silent-monitor automation's alert")
+            (alert,) = wait_for(silent_alerts, 60, "the silent-monitor automation's alert")
         finally:
             with get_client(sync_client=True) as client:
                 client.resume_deployment(client.read_deployment_by_name("sync-monitor/sync-monitor").id)

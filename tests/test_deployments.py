@@ -8,14 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from conftest import (INDEX_PASSWORD, INDEX_USER, REPO, git, make_project, run_cli, start_prefect_server,
-                      stop_processes)
+                      stop_processes, wait_for)
 from faultproxy import FaultProxy, Rule
 from wheelflow.localindex import PypiServer, ensure_htpasswd
 
@@ -23,15 +22,6 @@ from wheelflow.localindex import PypiServer, ensure_htpasswd
 WHEEL = "tiny_pkg-1.0.0-py3-none-any.whl"
 
 
-def _wait_for(condition, timeout: float, what: str):
-    """Poll the Prefect API (or a process) until ``condition()`` returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)  # polling an external process's progress, bounded by the deadline
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def test_prefect_deploy_all_registers_the_six_deployments_as_deployments_code_defines_them(
@@ -122,7 +112,7 @@ def served(prefect_api, staging, tmp_path_factory):
         with get_client(sync_client=True) as client:
             return len(client.read_deployments()) >= 2 and client.read_deployment_by_name("release/release")
 
-    _wait_for(registered, 60, "wheelflow serve to register its deployments")
+    wait_for(registered, 60, "wheelflow serve to register its deployments")
     yield root
     stop_processes(proc)
 
@@ -232,7 +222,7 @@ def test_the_scheduled_sync_monitor_fires_on_its_own(served) -> None:
             runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["sync-monitor"])))
             return [r for r in runs if r.state and r.state.is_completed() and r.auto_scheduled]
 
-    (run, *_) = _wait_for(completed_run, 120, "a scheduled sync-monitor run to complete")
+    (run, *_) = wait_for(completed_run, 120, "a scheduled sync-monitor run to complete")
     assert run.parameters["projects"][0]["name"] == "just-tagged"
 
 
@@ -345,7 +335,7 @@ def test_cancelling_the_ci_job_cancels_the_flow_run(served, staging, tmp_path: P
     with open(out, "w") as stdout:
         proc = subprocess.Popen(command, env=env, stdout=stdout, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: ": Running" in out.read_text(), 300, "the flow run to start running")
+        wait_for(lambda: ": Running" in out.read_text(), 300, "the flow run to start running")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 130
     finally:
@@ -359,7 +349,7 @@ def test_cancelling_the_ci_job_cancels_the_flow_run(served, staging, tmp_path: P
             state = client.read_flow_run(run_id).state
         return state.name == "Cancelled" and state
 
-    _wait_for(cancelled, 300, "the served runner to cancel the flow run")
+    wait_for(cancelled, 300, "the served runner to cancel the flow run")
 
 
 def test_the_pull_step_clones_the_code_at_the_configured_ref(prefect_api, tmp_path: Path, monkeypatch) -> None:
