@@ -1,7 +1,7 @@
 """Benchmark: orchestration overhead of a release through Prefect, against a plain shell script.
 
 Both do the same work on the same tiny project, each against a fresh pypiserver on loopback:
-  script     python -m build; twine upload; pip install into a fresh venv; run the smoke command
+  script     python -m build (this interpreter, whatever is on PATH); twine upload; pip install into a fresh venv; run the smoke command
   wheelflow  `wheelflow trigger release --wait` on a deployment served by `wheelflow serve`
              (which also checks every file and reads the index back before installing)
 Prints each run's wall time and the ratio of the medians (wheelflow / script), all from this one run.
@@ -29,9 +29,9 @@ from wheelflow.localindex import PypiServer, ensure_htpasswd  # noqa: E402
 
 SCRIPT = """set -euo pipefail
 rm -rf "$WORK/dist" "$WORK/venv"
-python -m build --outdir "$WORK/dist" "$PROJECT" >/dev/null 2>&1
-python -m twine upload --non-interactive --disable-progress-bar --repository-url "$UPLOAD" -u "$USER_NAME" -p "$PASSWORD" "$WORK"/dist/* >/dev/null
-python -m venv "$WORK/venv"
+"$PY" -m build --outdir "$WORK/dist" "$PROJECT" >/dev/null 2>&1
+"$PY" -m twine upload --non-interactive --disable-progress-bar --repository-url "$UPLOAD" -u "$USER_NAME" -p "$PASSWORD" "$WORK"/dist/* >/dev/null
+"$PY" -m venv "$WORK/venv"
 "$WORK/venv/bin/pip" install --quiet --no-cache-dir --index-url "$SIMPLE" tiny-pkg==1.0.0
 "$WORK/venv/bin/python" -c 'import tiny_pkg; assert tiny_pkg.answer() == 42'
 """
@@ -64,7 +64,7 @@ def main() -> None:
                         if label == "script":
                             subprocess.run(["bash", "-c", SCRIPT], check=True, env={
                                 **env, "WORK": str(tmp / f"work-{run}"), "PROJECT": str(project), "UPLOAD": index.url,
-                                "SIMPLE": index.simple_url, "USER_NAME": INDEX_USER, "PASSWORD": INDEX_PASSWORD,
+                                "SIMPLE": index.simple_url, "PY": sys.executable, "USER_NAME": INDEX_USER, "PASSWORD": INDEX_PASSWORD,
                                 "PIP_CONFIG_FILE": os.devnull})  # as wheelflow installs: this index only
                         else:
                             done = subprocess.run([wheelflow, "trigger", "release", "--param", f"project={project}",

@@ -13,6 +13,7 @@ from typing import Any
 
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -23,6 +24,7 @@ from wheelflow.cells import expected_version, summarize_failures
 from wheelflow.distributions import Distribution, describe
 from wheelflow.errors import BuildError, CheckError
 from wheelflow.matrix import Cell
+from wheelflow.overlap import overlap_builds_and_smokes
 from wheelflow.report import CellReport
 from wheelflow.tasks.build import build_release_files
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
@@ -119,22 +121,26 @@ def image_of(builder: Builder, cell: Cell) -> str | None:
 
 
 def build_cells_here(ctx: ReleaseContext, builder: Builder) -> list[CellOutcome]:
-    """One build[cell] task run per cell, in parallel under the matrix's concurrency; then a smoke test of each."""
+    """One build[cell] and one smoke[cell] task run per cell, under the matrix's concurrency; each smoke
+    test starts as soon as its cell is built (:mod:`wheelflow.overlap`)."""
     spec, matrix = ctx.spec, ctx.spec.matrix
     job = CellJob(project=str(ctx.source.path), source_digest=ctx.source.identity, name=spec.name,
                   version=ctx.version, build_env=dict(spec.build_env), home=str(ctx.home),
                   run_label=str(ctx.report.flow_run_id), source_date_epoch=ctx.source.date_epoch,
                   repair=spec.repair)
     with ThreadPoolTaskRunner(max_workers=matrix.concurrency) as runner:
-        futures = [runner.submit(build_matrix_cell, {"builder": builder, "cell": cell, "job": job})
-                   for cell in matrix.cells]
-        outcomes = [built_outcome(cell, future, image_of(builder, cell)) for cell, future in zip(matrix.cells, futures)]
-        if any(o.wheel is None for o in outcomes):
-            return outcomes  # no smoke test of a matrix that failed to build
-        smokes = [runner.submit(smoke_matrix_cell, {"builder": builder, "cell": o.cell, "wheel": o.wheel,
-                                                    "smoke": spec.smoke, "run_label": job.run_label})
-                  for o in outcomes]
-        return [replace(o, smoke=s.result()) for o, s in zip(outcomes, smokes)]
+        outcomes = overlap_builds_and_smokes(
+            matrix.cells, matrix.concurrency,
+            build=lambda cell: runner.submit(build_matrix_cell, {"builder": builder, "cell": cell, "job": job}),
+            built=lambda cell, future: built_outcome(cell, future, image_of(builder, cell)),
+            ok=lambda outcome: outcome.wheel is not None,
+            smoke=lambda outcome: runner.submit(smoke_matrix_cell, {
+                "builder": builder, "cell": outcome.cell, "wheel": outcome.wheel, "smoke": spec.smoke,
+                "run_label": job.run_label}),
+            smoked=lambda outcome, future: replace(outcome, smoke=future.result()))
+    if any(o.wheel is None for o in outcomes):
+        return [replace(o, smoke=None) for o in outcomes]  # no smoke verdicts for a matrix that failed to build
+    return outcomes
 
 
 def preflight(builder: Builder, cells: tuple[Cell, ...], ctx: ReleaseContext) -> None:
@@ -211,6 +217,9 @@ def follow_cell_runs(runs: dict, deadline: float) -> dict:
             pending = [name for name, run in latest.items() if not (run.state and run.state.is_final())]
             if not pending or time.monotonic() > deadline:
                 return latest
-            for name in pending:
-                latest[name] = client.read_flow_run(latest[name].id)
+            # One read for all pending cells per poll, not one per cell: 96 cells are 96 reads otherwise.
+            ids = {latest[name].id: name for name in pending}
+            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ids))),
+                                             limit=len(ids)):
+                latest[ids[run.id]] = run
             time.sleep(2)  # the API offers no push to a flow run; poll it

@@ -17,6 +17,7 @@ from prefect import get_run_logger
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.transactions import Transaction, transaction
 
 from wheelflow.approval import ApprovalError, approval_key, needs_person
@@ -27,7 +28,7 @@ from wheelflow.localindex import open_index
 from wheelflow.monitor import manifest_variable, read_manifest, record_upload
 from wheelflow.prefect_api import Decision, read_record, write_record
 from wheelflow.removal import runbook as rollback_runbook
-from wheelflow.report import FileReport
+from wheelflow.report import FAILED, NOT_RUN, PASSED, Check, FileReport
 from wheelflow.routing import routed
 from wheelflow.simple_api import READ_TIMEOUT, ServedFile, download_sha256, inherited_from
 from wheelflow.spec import Target
@@ -226,27 +227,57 @@ def gate(ctx: ReleaseContext, stage: Stage) -> None:
 
 
 def upload(ctx: ReleaseContext, publication: Publication, stage: Stage) -> None:
-    """Upload what the target lacks; each upload adds its rollback hook to the release's transaction."""
+    """Upload what the target lacks, up to the target's upload-concurrency files at once; each upload
+    is recorded and adds its rollback hook to the release's transaction. The checklist keeps the
+    files' order."""
     if stage.site is not None:
         return publish_to_static(ctx, publication, stage)
     target = stage.target.name
+    steps: dict[str, Check] = {}
     for dist in stage.files:
-        entry = ctx.report.file(dist.filename, target)
-        with ctx.report.step(f"uploaded {dist.filename} to {target}") as step:
-            if dist.filename in stage.present:
-                entry.upload, step.detail = "already present", "already present: not uploaded again"
-                continue
-            publication.uploading.active = True
-            try:
-                entry.upload = step.detail = upload_file(dist, stage.target, stage.endpoints, ctx.spec.name, ctx.version)
-            except WheelflowError:
-                entry.upload = "failed"
-                raise
-            finally:
-                publication.uploading.active = False
-            note_upload(ctx, dist, stage.target)
-        publication.transaction.on_rollback_hooks.append(rollback_hook(
-            stage.target, stage.endpoints, ctx.spec.name, dist.filename, sorted(stage.present), publication.uploading))
+        steps[dist.filename] = step = Check(f"uploaded {dist.filename} to {target}", NOT_RUN)
+        ctx.report.checks.append(step)
+        if dist.filename in stage.present:
+            ctx.report.file(dist.filename, target).upload = "already present"
+            step.status, step.detail = PASSED, "already present: not uploaded again"
+    # The first file goes alone: an answer that holds for every file (bad credentials, a closed
+    # project) stops the release after one request, not after a burst of them.
+    first, rest = stage.missing[:1], stage.missing[1:]
+    for batch, limit in ((first, 1), (rest, stage.target.upload_concurrency)):
+        if batch:
+            upload_batch(ctx, publication, stage, batch, limit, steps)
+
+
+def upload_batch(ctx: ReleaseContext, publication: Publication, stage: Stage, dists: list[Distribution], limit: int,
+                 steps: dict[str, Check]) -> None:
+    """Upload ``dists``, at most ``limit`` at a time; record each outcome as it lands (one writer: this
+    thread), then raise the first failure."""
+    target = stage.target.name
+    failure: BaseException | None = None
+    publication.uploading.active = True
+    try:
+        with ThreadPoolTaskRunner(max_workers=limit) as runner:
+            futures = [runner.submit(upload_file, {"dist": d, "target": stage.target, "endpoints": stage.endpoints,
+                                                   "name": ctx.spec.name, "version": ctx.version}) for d in dists]
+            for dist, future in zip(dists, futures):
+                future.wait()
+                entry, step, state = ctx.report.file(dist.filename, target), steps[dist.filename], future.state
+                outcome = state.result(raise_on_failure=False)
+                if isinstance(outcome, BaseException) or not state.is_completed():
+                    entry.upload, step.status = "failed", FAILED
+                    step.detail = str(outcome) if isinstance(outcome, BaseException) else (state.message or "upload failed")
+                    failure = failure or (outcome if isinstance(outcome, BaseException) else UploadError(step.detail))
+                    continue
+                entry.upload = step.detail = outcome
+                step.status = PASSED
+                note_upload(ctx, dist, stage.target)
+                publication.transaction.on_rollback_hooks.append(rollback_hook(
+                    stage.target, stage.endpoints, ctx.spec.name, dist.filename, sorted(stage.present),
+                    publication.uploading))
+    finally:
+        publication.uploading.active = False
+    if failure is not None:
+        raise failure
 
 
 def publish_to_static(ctx: ReleaseContext, publication: Publication, stage: Stage) -> None:

@@ -40,6 +40,14 @@ class FaultProxy:
         self._uploaded_at: dict[str, float] = {}
         self._forwarded: list[str] = []
         self._lock = threading.Lock()
+        # Concurrency: uploads (POSTs) in flight at once, at most. With ``gather`` set, the POSTs after
+        # the first ``gather_skip`` wait (up to 30 s) until ``gather`` are in flight together, once: a
+        # client that uploads one at a time never gets there, one that overlaps them always does.
+        self.max_in_flight = 0
+        self.gather, self.gather_skip = 0, 0
+        self._in_flight = self._posts = 0
+        self._gathered = False
+        self._flight = threading.Condition()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,6 +55,16 @@ class FaultProxy:
                 pass
 
             def _handle(self) -> None:
+                if self.command != "POST":
+                    return self._answer()
+                proxy._take_off()
+                try:
+                    self._answer()
+                finally:
+                    with proxy._flight:
+                        proxy._in_flight -= 1
+
+            def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
                 rule = proxy._take(self.command, self.path, body)
@@ -107,6 +125,15 @@ class FaultProxy:
         """The file name of each upload that reached the index, in order."""
         with self._lock:
             return list(self._forwarded)
+
+    def _take_off(self) -> None:
+        with self._flight:
+            self._posts += 1
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            self._flight.notify_all()
+            if self.gather and self._posts > self.gather_skip and not self._gathered:
+                self._gathered = self._flight.wait_for(lambda: self._in_flight >= self.gather or self._gathered, 30)
 
     def statuses(self, method: str) -> list[int]:
         """What the proxy answered to each request of ``method`` (0: connection reset), in order."""

@@ -157,6 +157,13 @@ def test_twine_output_wrapped_by_its_terminal_is_joined_whole() -> None:
 def test_twine_errors_still_fail(tmp_path: Path) -> None:
     from wheelflow.distributions import twine_check
 
+    bad = _broken_rst_wheel(tmp_path)
+    findings = twine_check([bad])
+    assert [(f.rule, f.warning) for f in findings] == [("twine-check", False)], findings
+    assert "fix: correct the package metadata" in findings[0].message
+
+
+def _broken_rst_wheel(tmp_path: Path) -> Path:
     bad = make_wheel(tmp_path, name="broken_rst", description=False)
     with zipfile.ZipFile(bad) as zf:
         members = {info.filename: zf.read(info) for info in zf.infolist()}
@@ -165,6 +172,25 @@ def test_twine_errors_still_fail(tmp_path: Path) -> None:
     with zipfile.ZipFile(bad, "w") as zf:
         for member, data in members.items():
             zf.writestr(member, data)
-    findings = twine_check([bad])
-    assert [(f.rule, f.warning) for f in findings] == [("twine-check", False)], findings
-    assert "fix: correct the package metadata" in findings[0].message
+    return bad
+
+
+def test_twine_check_of_many_files_at_once_names_each_finding_with_its_own_file(tmp_path: Path) -> None:
+    """One twine process checks a chunk of files; each finding still belongs to its file, also after
+    a file that stops twine (no archive at all), whose followers are checked again alone."""
+    from wheelflow.distributions import twine_check
+
+    good = [make_wheel(tmp_path, version=f"1.0.{n}") for n in range(3)]
+    warned = make_wheel(tmp_path, name="no_description", description=False)
+    broken = _broken_rst_wheel(tmp_path)
+    not_a_zip = tmp_path / "tiny_pkg-9.9.9-py3-none-any.whl"
+    not_a_zip.write_bytes(b"not a zip archive")
+    files = [good[0], warned, broken, not_a_zip, *good[1:]]
+    for chunk in (100, 2):  # all in one process, and chunks that split them
+        findings = twine_check(files, chunk=chunk)
+        rows = [(f.filename, f.warning) for f in findings]
+        assert rows == [(warned.name, True), (broken.name, False), (not_a_zip.name, False)], (chunk, findings)
+        assert "`long_description` missing" in findings[0].message
+        assert "markup" in findings[1].message, findings[1]
+        assert "not a zip file" in findings[2].message
+        assert not any(str(tmp_path) in f.message for f in findings)

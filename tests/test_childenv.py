@@ -135,6 +135,7 @@ def _cell_prints_its_environment(builder, cell, tmp_path: Path, monkeypatch: pyt
     [wheel] = out.glob("*.whl")
     smoke = builder.smoke(cell, wheel, "env | sed 's/^/SMOKE-ENV /'", log.append, {})
     assert smoke.state == PASSED, smoke.message
+    log = [line for record in log for line in record.splitlines()]  # output is logged in batches of lines
     assert any(line.startswith("SMOKE-ENV PATH=") for line in log)
     assert [name for name, value in SECRETS.items() if any(value in line for line in log)] == []
     assert "BUILD-ENV DECLARED=by-the-spec" in log and "BUILD-ENV HF_TOKEN=***" in log

@@ -11,8 +11,6 @@ between checks and runs: a second target or a second run downloads none of them 
 from __future__ import annotations
 
 import re
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from packaging.tags import Tag, sys_tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from .errors import UsageError
+from .pyenvs import find_uv
 from .simple_api import ServedFile
 
 #: The spec's key, named by every error about dependencies.
@@ -77,8 +76,7 @@ def install_command(python: Path, name: str, pinned: ServedFile, source: Depende
     url = pinned.url.split("#", 1)[0]
     requirement = f"{name} @ {url}#sha256={pinned.sha256}" if pinned.sha256 else f"{name} @ {url}"
     where = ["--index-url", source.index_url] if source.index_url else ["--no-index", "--no-deps"]
-    uv = Path(sys.executable).with_name("uv")
-    return [str(uv) if uv.exists() else shutil.which("uv") or "uv", "pip", "install", "--python", str(python),
+    return [find_uv() or "uv", "pip", "install", "--python", str(python),
             "--no-config", "--cache-dir", str(cache_dir), *where, requirement]
 
 

@@ -61,7 +61,7 @@ _SECRET_KEYS = {"password", "token", "username", "api-token", "api_token"}
 # (s3fs: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) or they come from credentials = "prefect-secret:BLOCK".
 _SECRET_OPTION_WORDS = ("key", "secret", "token", "password", "credential", "passwd")
 _STATIC_ONLY = ("store-url", "public-url", "layout", "shared-files", "storage-options")
-_INDEX_ONLY = ("index", "upload-url")
+_INDEX_ONLY = ("index", "upload-url", "upload-concurrency")
 
 
 def _kinds(choices: tuple[str, ...], example: str) -> Any:
@@ -79,6 +79,8 @@ def _kinds(choices: tuple[str, ...], example: str) -> Any:
 ArtifactKinds = _kinds(ARTIFACT_KINDS, '["sdist", "wheel"]')
 RoutableKinds = _kinds(ROUTABLE_KINDS, '["sdist", "plain-wheel"]')
 VerifyTimeout = Annotated[StrictFloat, Gt(0), Expect("a positive number of seconds", "write e.g. verify-timeout = 120")]
+UploadConcurrency = Annotated[StrictInt, Gt(0), Expect("a positive integer", "write e.g. upload-concurrency = 4")]
+DEFAULT_UPLOAD_CONCURRENCY = 4  # the public index's users are asked not to flood it: 4 at once is polite
 ApprovalTimeout = Annotated[StrictInt, Gt(0),
                             Expect("a positive number of seconds", "write e.g. approval-timeout = 3600")]
 
@@ -161,6 +163,8 @@ class Target(SpecModel):
         ARTIFACT_KINDS, description="Kinds of files this target receives.")
     verify_timeout: VerifyTimeout | None = Field(
         None, description="Seconds to wait for the index to list the files; default: the index's.")
+    upload_concurrency: UploadConcurrency = Field(
+        DEFAULT_UPLOAD_CONCURRENCY, description="Files uploaded to this target at once (the first file goes alone).")
     max_file_size: ByteSize | None = Field(None, description='Largest file accepted, bytes or e.g. "100MB".')
     project_budget: ByteSize | None = Field(None, description='Bytes this release may add to the project, e.g. "10GB".')
     allow_local_versions: StrictBool | None = Field(

@@ -7,6 +7,7 @@ spec), defaulting to Docker when a daemon answers and local otherwise.
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Protocol
@@ -54,6 +55,35 @@ class Builder(Protocol):
 
     def smoke(self, cell: Cell, wheel: Path, smoke: str | None, log: Log, labels: Mapping[str, str]) -> SmokeResult:
         """Install ``wheel`` in a fresh environment and run the smoke command there."""
+
+
+class BatchedLog:
+    """Build output shipped as one log record per ``lines`` lines (or after ``seconds``), not one per
+    line: each record is a row the Prefect API stores and its UI renders, and a compile prints
+    thousands. Use as a context manager: leaving it sends what is left."""
+
+    def __init__(self, log: Log, lines: int = 50, seconds: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._log, self._lines, self._seconds, self._clock = log, lines, seconds, clock
+        self._buffer: list[str] = []
+        self._since = clock()
+
+    def __call__(self, line: str) -> None:
+        if not self._buffer:
+            self._since = self._clock()
+        self._buffer.append(line)
+        if len(self._buffer) >= self._lines or self._clock() - self._since >= self._seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._log("\n".join(self._buffer))
+            self._buffer = []
+
+    def __enter__(self) -> BatchedLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()
 
 
 def copy_source(source: Path, files: list[str]) -> Path:

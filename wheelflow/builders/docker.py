@@ -21,7 +21,7 @@ from ..matrix import Cell
 from ..reproducible import prefix_map_env
 from ..repair import RepairedWheel, RepairOptions, repair_command, repair_wheel, shown
 from ..spec import HOST_CA_BUNDLE, DockerOptions
-from . import FAILED, PASSED, SKIPPED, CellUnbuildable, InfrastructureError, Log, SmokeResult
+from . import FAILED, PASSED, SKIPPED, BatchedLog, CellUnbuildable, InfrastructureError, Log, SmokeResult
 
 MANAGED_LABEL = "org.wheelflow.managed"
 RUN_LABEL = "org.wheelflow.run"
@@ -163,17 +163,18 @@ class DockerBuilder:
 
         def pump() -> None:
             buffer = b""
-            for chunk in container.logs(stream=True, follow=True):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    # A build or smoke command may print its environment: passed tokens included.
-                    text = redact(line.decode(errors="replace").rstrip())
-                    tail.append(text)
-                    log(text)
-            if buffer:
-                tail.append(redact(buffer.decode(errors="replace")))
-                log(tail[-1])
+            with BatchedLog(log) as batch:
+                for chunk in container.logs(stream=True, follow=True):
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        # A build or smoke command may print its environment: passed tokens included.
+                        text = redact(line.decode(errors="replace").rstrip())
+                        tail.append(text)
+                        batch(text)
+                if buffer:
+                    tail.append(redact(buffer.decode(errors="replace")))
+                    batch(tail[-1])
 
         try:
             container.start()

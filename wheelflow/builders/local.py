@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import functools
 import shutil
 import subprocess
 import sys
@@ -16,10 +16,11 @@ from ..childenv import child_env
 from ..errors import BuildError
 from ..redaction import redact
 from ..matrix import Cell
+from ..pyenvs import EnvCreationError, create_env, installer_env
 from ..reproducible import prefix_map_env
 from ..source import source_files
 from ..repair import RepairedWheel, RepairOptions, repair_wheel
-from . import FAILED, PASSED, SKIPPED, CellUnbuildable, Log, SmokeResult, copy_source
+from . import FAILED, PASSED, SKIPPED, BatchedLog, CellUnbuildable, Log, SmokeResult, copy_source
 
 
 def find_interpreter(python: str | None) -> str:
@@ -44,15 +45,30 @@ def _stream(cmd: list[str], env: Mapping[str, str], cwd: Path, log: Log, timeout
                             errors="replace")
     assert proc.stdout is not None
     try:
-        for line in proc.stdout:
-            line = redact(line.rstrip())  # a build or smoke command may print its environment
-            tail.append(line)
-            log(line)
+        with BatchedLog(log) as batch:
+            for line in proc.stdout:
+                line = redact(line.rstrip())  # a build or smoke command may print its environment
+                tail.append(line)
+                batch(line)
         return proc.wait(timeout), tail
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
         return -9, tail
+
+
+# Asked once per interpreter and process, not once per cell: a 500-cell matrix has one or a few
+# interpreters, and each question is an interpreter start (~50 ms).
+@functools.lru_cache(maxsize=None)
+def _imports_build(interpreter: str) -> bool:
+    return subprocess.run([interpreter, "-c", "import build"], capture_output=True, env=child_env()).returncode == 0
+
+
+@functools.lru_cache(maxsize=None)
+def _interpreter_identity(interpreter: str) -> str:
+    out = subprocess.run([interpreter, "-c", "import sys, sysconfig; print(sys.version, sysconfig.get_platform())"],
+                         capture_output=True, text=True, env=child_env())
+    return f"local:{out.stdout.strip()}"
 
 
 class LocalBuilder:
@@ -63,14 +79,11 @@ class LocalBuilder:
 
     def preflight(self, cell: Cell) -> None:
         interpreter = find_interpreter(cell.values.get("python"))
-        if subprocess.run([interpreter, "-c", "import build"], capture_output=True, env=child_env()).returncode != 0:
+        if not _imports_build(interpreter):
             raise CellUnbuildable(f"{interpreter} cannot import 'build'; fix: {interpreter} -m pip install build")
 
     def identity(self, cell: Cell) -> str:
-        interpreter = find_interpreter(cell.values.get("python"))
-        out = subprocess.run([interpreter, "-c", "import sys, sysconfig; print(sys.version, sysconfig.get_platform())"],
-                             capture_output=True, text=True, env=child_env())
-        return f"local:{out.stdout.strip()}"
+        return _interpreter_identity(find_interpreter(cell.values.get("python")))
 
     def build(self, cell: Cell, source: Path, out: Path, env: Mapping[str, str], log: Log, labels: Mapping[str, str]) -> None:
         interpreter = find_interpreter(cell.values.get("python"))
@@ -100,16 +113,15 @@ class LocalBuilder:
             return SmokeResult(SKIPPED, "skipped: no GPU on this runner")
         interpreter = find_interpreter(cell.values.get("python"))
         with tempfile.TemporaryDirectory(prefix="wheelflow-smoke-") as root:
-            venv = Path(root) / "venv"
-            subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, capture_output=True, env=child_env())
-            env = child_env()
-            env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1",
-                       PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv))
-            code, tail = _stream([str(venv / "bin" / "pip"), "install", "--no-cache-dir", "--quiet", str(wheel)],
-                                 env, Path(root), log, cell.timeout)
+            try:  # uv where installed: milliseconds per environment, against seconds for venv + pip
+                pyenv = create_env(Path(root) / "venv", interpreter)
+            except EnvCreationError as exc:
+                return SmokeResult(FAILED, f"no environment for the smoke test of {wheel.name}: {exc}")
+            env = installer_env(pyenv.path)
+            code, tail = _stream(pyenv.install_command("--quiet", str(wheel)), env, Path(root), log, cell.timeout)
             if code != 0:
-                return SmokeResult(FAILED, f"pip install {wheel.name} failed: {first_error_line(tail)[:200]}")
+                return SmokeResult(FAILED, f"{pyenv.installer} install {wheel.name} failed: {first_error_line(tail)[:200]}")
             code, tail = _stream(["/bin/sh", "-c", smoke or "python -c pass"], env, Path(root), log, cell.timeout)
         if code != 0:
             return SmokeResult(FAILED, f"smoke command failed on {wheel.name} (exit {code}): {(tail[-1] if tail else '')[:200]}")
-        return SmokeResult(PASSED, f"installed {wheel.name}; smoke ok")
+        return SmokeResult(PASSED, f"installed {wheel.name} with {pyenv.installer}; smoke ok")
