@@ -20,10 +20,13 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.transactions import Transaction, transaction
 
+from wheelflow.builders import CellUnbuildable
+from wheelflow.builders.local import find_interpreter
 from wheelflow.approval import ApprovalError, approval_key, needs_person
 from wheelflow.distributions import Distribution, describe
 from wheelflow.errors import HashMismatchError, PublishError, UploadError, WheelflowError
 from wheelflow.indexes import Endpoints
+from wheelflow.installchecks import install_commands, plan, runtimes
 from wheelflow.localindex import open_index
 from wheelflow.monitor import manifest_variable, read_manifest, record_upload
 from wheelflow.prefect_api import Decision, read_record, write_record
@@ -38,7 +41,7 @@ from wheelflow.tasks.check import check_target_rules
 from wheelflow.tasks.static import (publish_static_files, read_static, read_static_files, static_rollback_hook,
                                     verify_static)
 from wheelflow.tasks.upload import UploadInProgress, read_served_files, read_target, rollback_hook, upload_file
-from wheelflow.tasks.verify import ServedCheckFailed, install_and_smoke_test, verify_served
+from wheelflow.tasks.verify import ServedCheckFailed, install_and_smoke_test, install_check, verify_served
 from wheelflow.verification import HASH_MISMATCH, VERIFIED, compare
 
 from wheelflow.flows.context import ReleaseContext
@@ -317,6 +320,7 @@ def prove(ctx: ReleaseContext, stage: Stage) -> None:
     with report.step(f"install + smoke on {target}") as step:
         step.detail = install_and_smoke_test(stage.endpoints, ctx.spec.name, ctx.version, served, ctx.spec.smoke,
                                              ctx.spec.dependencies)
+    user_install_checks(ctx, stage, served, [stage.endpoints.simple_url])
 
 
 def proven(ctx: ReleaseContext, stage: Stage, verify: Callable[[], T], detail: Callable[[Distribution, T], str]) -> T:
@@ -353,6 +357,37 @@ def prove_static(ctx: ReleaseContext, stage: Stage) -> None:
         with report.step(f"install + smoke on {endpoints.name}") as step:
             step.detail = install_and_smoke_test(endpoints, ctx.spec.name, ctx.version, listings.get(subindex, []),
                                                  ctx.spec.smoke, ctx.spec.dependencies)
+    served = list({f.filename: f for files in listings.values() for f in files}.values())
+    user_install_checks(ctx, stage, served, [site.subindex_endpoints(sub).simple_url for sub in with_wheels])
+
+
+def user_install_checks(ctx: ReleaseContext, stage: Stage, served: list[ServedFile], index_urls: list[str]) -> None:
+    """Each install command users type × runtime Python × installer (pip, uv): a checklist row each,
+    asserting a wheel of the release is what they get. All run; the first failure then fails the
+    release. Once per target and runtime, not per cell. ``index_urls``: the target's Simple API URL
+    first, then its variant sub-indexes (a static index of sdists only has none: nothing to check)."""
+    if not index_urls:
+        return
+    commands = install_commands(stage.target.install_commands, ctx.spec.name, ctx.version, index_urls[0],
+                                index_urls[1:])
+    pythons = [c.values["python"] for c in ctx.spec.matrix.cells if "python" in c.values] if ctx.spec.matrix else []
+    failures: list[WheelflowError] = []
+    for check in plan(commands, runtimes(pythons)):
+        title = check.title(stage.target.name)
+        try:  # asked here, not in the task: a task that fails inside the transaction rolls it back
+            interpreter = find_interpreter(check.python)
+        except CellUnbuildable as exc:
+            ctx.report.checks.append(Check(title, NOT_RUN, str(exc)))
+            continue
+        try:
+            message = install_check(stage.target.name, check, ctx.spec.name, ctx.version, served, interpreter)
+        except WheelflowError as exc:
+            ctx.report.add(title, False, str(exc))
+            failures.append(exc)
+        else:
+            ctx.report.add(title, True, message)
+    if failures:
+        raise failures[0]
 
 
 def refuse_unrouted(ctx: ReleaseContext, dists: list[Distribution]) -> None:

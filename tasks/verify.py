@@ -8,6 +8,7 @@ import httpx
 
 from wheelflow.distributions import Distribution
 from wheelflow.errors import HashMismatchError, VerificationError
+from wheelflow.installchecks import InstallCheck, run_install_check
 from wheelflow.indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP, Endpoints
 from wheelflow.localindex import wheelflow_home
 from wheelflow.simple_api import READ_TIMEOUT, ServedFile
@@ -56,5 +57,22 @@ def install_and_smoke_test(endpoints: Endpoints, name: str, version: str, served
         if result.output_tail:
             logger.error(result.output_tail)
         raise VerificationError(f"{endpoints.name}: {result.message}")
+    logger.info(result.message)
+    return result.message
+
+
+@task(name="install-check", task_run_name="install[{target}|{check.installer}|{check.runtime}]", retries=0)
+def install_check(target: str, check: InstallCheck, name: str, version: str, served: list[ServedFile],
+                  interpreter: str) -> str:
+    """One install command with one installer in a fresh environment of one runtime: a wheel of this
+    release must be what gets installed."""
+    logger = get_run_logger()
+    work = wheelflow_home() / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    result = run_install_check(check, name, version, served, interpreter, workdir=work, log=logger.info)
+    if not result.ok:
+        if result.output_tail:
+            logger.error(result.output_tail)
+        raise VerificationError(f"{target}: {result.message}")
     logger.info(result.message)
     return result.message

@@ -40,7 +40,12 @@ def test_release_uploads_each_file_once_and_a_rerun_changes_nothing(
         for filename, entry in files.items():
             assert (entry["upload"], entry["status"]) == ("uploaded", "verified")
             assert sha256_of(index.packages / filename) == entry["sha256"]  # the bytes built are the bytes served
-        assert {c["check"]: c["status"] for c in report["checks"]}["install + smoke on staging"] == "passed"
+        checks = {c["check"]: c for c in report["checks"]}
+        assert checks["install + smoke on staging"]["status"] == "passed"
+        for installer in ("pip", "uv pip"):  # the command its users type, with both installers: a wheel, not the sdist
+            row = checks[f"install check on staging: {installer} install tiny-pkg==1.0.0 --index-url {proxy.url}simple/ "
+                         "(this-python)"]
+            assert (row["status"], row["detail"]) == ("passed", f"{installer.split()[0]} installed {WHEEL} (variant plain)")
         uploads = [s for s in proxy.seen if s[0] == "POST"]
         assert len(uploads) == 2
 

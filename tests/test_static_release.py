@@ -67,6 +67,9 @@ def test_hello_cuda_to_static_demo_serves_variant_sub_indexes_pip_and_uv_install
     for sub in ("sm80", "sm90"):
         assert done[f"install + smoke on static-demo/{sub}"]["status"] == "passed"
         assert f"+{sub}-" in done[f"install + smoke on static-demo/{sub}"]["detail"]
+        users = [c for name, c in done.items() if name.startswith("install check on static-demo: ") and f"/{sub}/" in name]
+        assert {c["detail"].split()[0] for c in users} == {"pip", "uv"}  # each sub-index, both installers
+        assert all(c["status"] == "passed" and f"(variant {sub})" in c["detail"] for c in users), users
     for filename in files:
         assert "downloaded and hashed" in done[f"served {filename} on static-demo"]["detail"]
 

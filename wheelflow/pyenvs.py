@@ -61,9 +61,12 @@ class PyEnv:
         return [str(self.path / "bin" / "pip"), "install", "--no-cache-dir", *args]
 
 
-def create_env(path: Path, interpreter: str) -> PyEnv:
-    """A new environment at ``path``: uv's where uv is installed, else venv with pip."""
-    uv = find_uv()
+def create_env(path: Path, interpreter: str, installer: str | None = None) -> PyEnv:
+    """A new environment at ``path`` filled by ``installer``; by default uv's where uv is installed,
+    else venv with pip."""
+    uv = find_uv() if installer in (None, UV) else None
+    if installer == UV and uv is None:
+        raise EnvCreationError("uv is not installed; fix: pip install uv")
     cmd = ([uv, "venv", "--quiet", "--python", interpreter, str(path)] if uv
            else [interpreter, "-m", "venv", str(path)])
     done = subprocess.run(cmd, capture_output=True, text=True, env=installer_env())

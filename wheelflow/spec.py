@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import string
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +98,27 @@ def _check_url(url: str) -> str:
     return url
 
 
+def _install_command(command: str) -> str:
+    """An install command as users type it: `pip install` and a requirement; {name}, {version}, {index}."""
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise problem(f"{command!r} is not a command line ({exc})", "quote it as a shell would") from None
+    if words[:2] != ["pip", "install"] or len(words) < 3:
+        raise problem(f"{command!r} does not start with `pip install` and a requirement",
+                      'write e.g. "pip install {name}=={version} --index-url {index}" (uv runs it as `uv pip install`)')
+    try:
+        fields = {field for _, field, _, _ in string.Formatter().parse(command) if field}
+    except ValueError as exc:
+        raise problem(f"{command!r} has a stray brace ({exc})", "use only {name}, {version} and {index}") from None
+    unknown = fields - {"name", "version", "index"}
+    if unknown:
+        raise problem(f"{command!r} uses {{{sorted(unknown)[0]}}}", "use only {name}, {version} and {index}")
+    if any(urlsplit(w).username or urlsplit(w).password for w in words if "://" in w):
+        raise problem("credentials never go in the spec", "give the index URL without user:password")
+    return command
+
+
 def _false_is_none(value: Any) -> Any:
     return None if value is False else value
 
@@ -165,6 +188,13 @@ class Target(SpecModel):
         None, description="Seconds to wait for the index to list the files; default: the index's.")
     upload_concurrency: UploadConcurrency = Field(
         DEFAULT_UPLOAD_CONCURRENCY, description="Files uploaded to this target at once (the first file goes alone).")
+    install_commands: Annotated[tuple[Annotated[str, AfterValidator(_install_command)], ...],
+                                Expect("a list of install commands",
+                                       'write e.g. install-commands = ["pip install {name}=={version} --index-url {index}"]')] = Field(
+        (), description="The commands users install the release with, each run with pip and with uv per Python of the "
+                        "matrix, asserting a wheel (never the sdist) is installed; {name}, {version} and {index} (the "
+                        "target's Simple API URL) are filled in. Default: pip install NAME==VERSION --index-url INDEX, "
+                        "and the same with each variant sub-index of a static target.")
     max_file_size: ByteSize | None = Field(None, description='Largest file accepted, bytes or e.g. "100MB".')
     project_budget: ByteSize | None = Field(None, description='Bytes this release may add to the project, e.g. "10GB".')
     allow_local_versions: StrictBool | None = Field(
