@@ -14,8 +14,10 @@ from prefect.runtime import flow_run
 
 from wheelflow import artifactstore
 from wheelflow.builders.choose import choose_builder
+from wheelflow.checkout import checkout, is_git_url
 from wheelflow.errors import SpecError
 from wheelflow.localindex import wheelflow_home
+from wheelflow.prefect_api import read_secret
 from wheelflow.source import commit_source, prepare_source
 from wheelflow.spec import load_spec
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
@@ -30,18 +32,23 @@ def build_cell(
     spec_file: str | None = None,
     builder: str | None = None,
     commit: str | None = None,
+    git_secret: str | None = None,
 ) -> dict:
     """Build one cell of the project's wheel matrix and store the wheel.
 
     Args:
-        project: path of the project on this runner (a shared checkout, or the release's own).
+        project: the project's git URL (this runner clones it at ``commit``: the release passes its own
+            URL), or its path on this runner (a shared checkout, or the release's own machine).
         cell: the cell's name, e.g. py3.11-cu13.0.
         version: the release version (already resolved and checked by the release flow).
         artifact_store: fsspec URL of the store the release flow reads the wheel from.
         spec_file: a standalone spec TOML, when the project's pyproject.toml has none.
         builder: docker or local (default: the spec's, else docker when a daemon answers).
         commit: the release commit: this runner builds that commit's export (default: HEAD of its checkout).
+        git_secret: name of a Prefect Secret block holding the credentials for a private git URL.
     """
+    if is_git_url(project):
+        project = str(checkout(project, commit, wheelflow_home(), git_secret=git_secret, read_secret=read_secret))
     spec = load_spec(project, spec_file)
     cells = {c.name: c for c in (spec.matrix.cells if spec.matrix else ())}
     if cell not in cells:

@@ -10,7 +10,7 @@ from packaging.utils import canonicalize_name
 from prefect import get_run_logger
 
 from wheelflow.artifactstore import default_store
-from wheelflow.checkout import checkout
+from wheelflow.checkout import checkout, is_git_url
 from wheelflow.errors import SpecError
 from wheelflow.localindex import credentials_for
 from wheelflow.prefect_api import held_alone, read_secret
@@ -28,6 +28,8 @@ class RemoteCells:
     deployment: str
     store: str
     spec_file: str | None
+    project: str  # what each runner checks out: the release's git URL (at the commit), else its path
+    git_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ def prepare(report: ReleaseReport, home: Path, *, project: str, spec_file: str |
     report.source = source.json()
     for target in targets:
         credentials_for(target, home, read_secret)  # missing credentials stop us before the build
-    remote = RemoteCells(cell_deployment, artifact_store or default_store(home), spec_file) if cell_deployment else None
+    remote = RemoteCells(cell_deployment, artifact_store or default_store(home), spec_file,
+                         project if is_git_url(project) else str(spec.project_dir), git_secret) if cell_deployment else None
     return ReleaseContext(spec, resolved, targets, home, report, builder, approval or spec.approval, source, remote)
 
 

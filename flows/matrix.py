@@ -172,8 +172,10 @@ def build_cells_remotely(ctx: ReleaseContext, remote: RemoteCells) -> list[CellO
     the wheels come back through the artifact store, checked against the sha256 the runner reported."""
     spec, matrix = ctx.spec, ctx.spec.matrix
     ctx.report.builder = f"{ctx.builder or spec.builder or 'default'} on {remote.deployment}"
-    parameters = {"project": str(spec.project_dir), "version": ctx.version, "artifact_store": remote.store,
+    parameters = {"project": remote.project, "version": ctx.version, "artifact_store": remote.store,
                   "spec_file": remote.spec_file, "builder": ctx.builder, "commit": ctx.source.commit}
+    if remote.git_secret:
+        parameters["git_secret"] = remote.git_secret
     # Runs are created one after another (a SQLite-backed server handles that best) and then
     # followed together: the workers build them in parallel.
     started = {cell.name: run_deployment(remote.deployment, parameters={**parameters, "cell": cell.name},
