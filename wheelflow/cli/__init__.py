@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -29,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Without PREFECT_API_URL, Prefect runs a temporary server on SQLite for this one command. Its
+    # telemetry heartbeat then races the release for SQLite's write lock and prints "database is
+    # locked" tracebacks on runs that succeed; a throwaway server has nothing worth reporting. A
+    # user's own setting wins, and a real server (PREFECT_API_URL) is not started by us at all.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
