@@ -320,7 +320,8 @@ def prove(ctx: ReleaseContext, stage: Stage) -> None:
     with report.step(f"install + smoke on {target}") as step:
         step.detail = install_and_smoke_test(stage.endpoints, ctx.spec.name, ctx.version, served, ctx.spec.smoke,
                                              ctx.spec.dependencies)
-    user_install_checks(ctx, stage, served, [stage.endpoints.simple_url])
+    if any(d.filename.endswith(".whl") for d in stage.files):  # an sdist-only target is its users' source fallback
+        user_install_checks(ctx, stage, served, [stage.endpoints.simple_url])
 
 
 def proven(ctx: ReleaseContext, stage: Stage, verify: Callable[[], T], detail: Callable[[Distribution, T], str]) -> T:

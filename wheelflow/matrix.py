@@ -156,7 +156,7 @@ class MatrixTable(SpecModel):
     build_requires: Annotated[tuple[str, ...], Expect("a list of strings", 'write build-requires = ["torch=={torch}"]')] = \
         Field((), description="Pins given to the build as PIP_CONSTRAINT; templates.")
     local_version: Template | None = Field(
-        None, description="PEP 440 local label of the cell's wheel (without '+'), e.g. cu{cuda_nodot}.")
+        None, description="PEP 440 local label of the cell's wheel (without '+'), e.g. cu{cuda_nodot}; where it renders empty the cell builds the plain wheel.")
     gpu: StrictBool = Field(False, description="Smoke tests need a GPU (skipped, and said so, without one).")
     gpu_archs: GpuArchs | None = Field(
         None, description='GPU architectures every shared object of the cell\'s wheel must carry device code for, '
@@ -251,7 +251,7 @@ class MatrixTable(SpecModel):
         def render(text: str | None) -> str | None:
             return None if text is None else _render(text, values)
 
-        local = render(self.local_version)
+        local = render(self.local_version) or None  # renders empty: this cell builds the plain wheel (a JIT build)
         if local is not None and not _LOCAL_RE.match(local):
             raise problem(f"renders to {local!r} for {cell_name(values)}, not a PEP 440 local label",
                           "use letters, digits and dots, e.g. cu{cuda_nodot}", key="local-version")
