@@ -156,7 +156,8 @@ class MatrixTable(SpecModel):
     build_requires: Annotated[tuple[str, ...], Expect("a list of strings", 'write build-requires = ["torch=={torch}"]')] = \
         Field((), description="Pins given to the build as PIP_CONSTRAINT; templates.")
     local_version: Template | None = Field(
-        None, description="PEP 440 local label of the cell's wheel (without '+'), e.g. cu{cuda_nodot}; where it renders empty the cell builds the plain wheel.")
+        None, description="PEP 440 local label of the cell's wheel (without '+'), e.g. cu{cuda_nodot}; "
+                          "where it renders empty the cell builds the plain wheel.")
     gpu: StrictBool = Field(False, description="Smoke tests need a GPU (skipped, and said so, without one).")
     gpu_archs: GpuArchs | None = Field(
         None, description='GPU architectures every shared object of the cell\'s wheel must carry device code for, '
