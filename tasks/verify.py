@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import get_run_logger, task
 
 import httpx
@@ -12,7 +14,7 @@ from wheelflow.installchecks import InstallCheck, run_install_check
 from wheelflow.indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP, Endpoints
 from wheelflow.localindex import wheelflow_home
 from wheelflow.simple_api import READ_TIMEOUT, ServedFile
-from wheelflow.verification import HASH_MISMATCH, VERIFIED, FileStatus, install_and_smoke, poll_until_served, read_served
+from wheelflow.verification import HASH_MISMATCH, VERIFIED, FileStatus, InstallResult, install_and_smoke, poll_until_served, read_served
 
 
 class ServedCheckFailed(VerificationError):
@@ -49,16 +51,8 @@ def install_and_smoke_test(endpoints: Endpoints, name: str, version: str, served
                            dependencies: str = "pypi") -> str:
     """``dependencies``: the spec's install.dependencies (where pip resolves them)."""
     logger = get_run_logger()
-    work = wheelflow_home() / "tmp"
-    work.mkdir(parents=True, exist_ok=True)
-    result = install_and_smoke(name, version, endpoints.simple_url, served, smoke=smoke, workdir=work, log=logger.info,
-                               dependencies=dependencies)
-    if not result.ok:
-        if result.output_tail:
-            logger.error(result.output_tail)
-        raise VerificationError(f"{endpoints.name}: {result.message}")
-    logger.info(result.message)
-    return result.message
+    return verdict(endpoints.name, install_and_smoke(name, version, endpoints.simple_url, served, smoke=smoke,
+                                                     workdir=scratch(), log=logger.info, dependencies=dependencies))
 
 
 @task(name="install-check", task_run_name="install[{target}|{check.installer}|{check.runtime}]", retries=0)
@@ -67,12 +61,23 @@ def install_check(target: str, check: InstallCheck, name: str, version: str, ser
     """One install command with one installer in a fresh environment of one runtime: a wheel of this
     release must be what gets installed."""
     logger = get_run_logger()
+    return verdict(target, run_install_check(check, name, version, served, interpreter, workdir=scratch(),
+                                             log=logger.info))
+
+
+def scratch() -> Path:
+    """Where install environments are made: under $WHEELFLOW_HOME, not the system's /tmp."""
     work = wheelflow_home() / "tmp"
     work.mkdir(parents=True, exist_ok=True)
-    result = run_install_check(check, name, version, served, interpreter, workdir=work, log=logger.info)
+    return work
+
+
+def verdict(where: str, result: InstallResult) -> str:
+    """The result's one line, logged; a failure raises it, with the installer's output in the log."""
+    logger = get_run_logger()
     if not result.ok:
         if result.output_tail:
             logger.error(result.output_tail)
-        raise VerificationError(f"{target}: {result.message}")
+        raise VerificationError(f"{where}: {result.message}")
     logger.info(result.message)
     return result.message
