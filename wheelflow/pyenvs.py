@@ -58,7 +58,8 @@ class PyEnv:
         """The command line that installs ``args`` (requirements and options) into this environment."""
         if self.installer == UV:
             return [str(self.uv), "pip", "install", "--python", str(self.python), *args]
-        return [str(self.path / "bin" / "pip"), "install", "--no-cache-dir", *args]
+        # This interpreter's pip installs into the (pip-less) environment: no ensurepip per environment.
+        return [sys.executable, "-m", "pip", "--python", str(self.python), "install", "--no-cache-dir", *args]
 
 
 def create_env(path: Path, interpreter: str, installer: str | None = None) -> PyEnv:
@@ -68,7 +69,7 @@ def create_env(path: Path, interpreter: str, installer: str | None = None) -> Py
     if installer == UV and uv is None:
         raise EnvCreationError("uv is not installed; fix: pip install uv")
     cmd = ([uv, "venv", "--quiet", "--python", interpreter, str(path)] if uv
-           else [interpreter, "-m", "venv", str(path)])
+           else [interpreter, "-m", "venv", "--without-pip", str(path)])
     done = subprocess.run(cmd, capture_output=True, text=True, env=installer_env())
     if done.returncode != 0:
         last = (done.stderr or done.stdout).strip().splitlines()
