@@ -24,7 +24,7 @@ from wheelflow.builders import CellUnbuildable
 from wheelflow.builders.local import find_interpreter
 from wheelflow.approval import ApprovalError, approval_key, needs_person
 from wheelflow.distributions import Distribution, describe
-from wheelflow.errors import HashMismatchError, PublishError, UploadError, WheelflowError
+from wheelflow.errors import HashMismatchError, PublishError, UploadError, VerificationError, WheelflowError
 from wheelflow.indexes import Endpoints
 from wheelflow.installchecks import install_commands, plan, runtimes
 from wheelflow.localindex import open_index
@@ -47,6 +47,7 @@ from wheelflow.verification import HASH_MISMATCH, VERIFIED, compare
 from wheelflow.flows.context import ReleaseContext
 
 T = TypeVar("T")
+INSTALL_CHECKS_AT_ONCE = 4  # fresh environments, each a few processes: more would only queue on the CPU
 
 
 @dataclass
@@ -372,21 +373,28 @@ def user_install_checks(ctx: ReleaseContext, stage: Stage, served: list[ServedFi
     commands = install_commands(stage.target.install_commands, ctx.spec.name, ctx.version, index_urls[0],
                                 index_urls[1:])
     pythons = [c.values["python"] for c in ctx.spec.matrix.cells if "python" in c.values] if ctx.spec.matrix else []
-    failures: list[WheelflowError] = []
-    for check in plan(commands, runtimes(pythons)):
-        title = check.title(stage.target.name)
-        try:  # asked here, not in the task: a task that fails inside the transaction rolls it back
-            interpreter = find_interpreter(check.python)
-        except CellUnbuildable as exc:
-            ctx.report.checks.append(Check(title, NOT_RUN, str(exc)))
-            continue
-        try:
-            message = install_check(stage.target.name, check, ctx.spec.name, ctx.version, served, interpreter)
-        except WheelflowError as exc:
-            ctx.report.add(title, False, str(exc))
-            failures.append(exc)
-        else:
-            ctx.report.add(title, True, message)
+    runs = []
+    with ThreadPoolTaskRunner(max_workers=INSTALL_CHECKS_AT_ONCE) as runner:  # separate environments: independent
+        for check in plan(commands, runtimes(pythons)):
+            row = Check(check.title(stage.target.name), NOT_RUN)
+            ctx.report.checks.append(row)
+            try:  # asked here, not in the task: a task that fails inside the transaction rolls it back
+                interpreter = find_interpreter(check.python)
+            except CellUnbuildable as exc:
+                row.detail = str(exc)
+                continue
+            runs.append((row, runner.submit(install_check, {
+                "target": stage.target.name, "check": check, "name": ctx.spec.name, "version": ctx.version,
+                "served": served, "interpreter": interpreter})))
+        failures: list[BaseException] = []
+        for row, future in runs:
+            future.wait()
+            outcome = future.state.result(raise_on_failure=False)
+            if isinstance(outcome, BaseException) or not future.state.is_completed():
+                row.status, row.detail = FAILED, str(outcome) if isinstance(outcome, BaseException) else future.state.message
+                failures.append(outcome if isinstance(outcome, BaseException) else VerificationError(row.detail))
+            else:
+                row.status, row.detail = PASSED, outcome
     if failures:
         raise failures[0]
 
