@@ -109,3 +109,23 @@ def test_smoke_falls_back_to_pip_without_uv(tmp_path: Path, monkeypatch: pytest.
     result = LocalBuilder().smoke(_cell(), wheel, f"! grep -q '^uv = ' \"$VIRTUAL_ENV/pyvenv.cfg\" && {SMOKE}",
                                   lambda line: None, {})
     assert (result.state, result.message) == (PASSED, f"installed {wheel.name} with pip; smoke ok")
+
+
+@pytest.mark.case("fault", "the release's wheel installs on no Python the users run (a wrong tag): pip falls back to the sdist",
+                  "the install check fails naming the sdist users would build from; the uploads roll back")
+def test_a_release_whose_users_would_build_from_the_sdist_fails(tmp_path: Path, home: Path, index, index_credentials,
+                                                               prefect_api) -> None:
+    import json
+
+    from conftest import make_project, run_cli
+
+    project = make_project(tmp_path / "proj", index_url=index.simple_url)
+    (project / "setup.cfg").write_text("[bdist_wheel]\npython_tag = py2\n")  # a wheel no Python 3 installs
+    result = run_cli("release", str(project), "--json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 1, result.stderr[-3000:]
+    checks = {c["check"]: c for c in report["checks"]}
+    assert checks["install + smoke on staging"]["status"] == "failed"
+    assert report["error"].startswith("staging: no wheel of tiny-pkg 1.0.0 on this index installs on Python 3.")
+    assert "would build from the sdist tiny_pkg-1.0.0.tar.gz; fix: publish a wheel for it" in report["error"]
+    assert sorted(p.name for p in index.packages.iterdir()) == []  # this run's uploads rolled back

@@ -347,6 +347,10 @@ def install_and_smoke(
 
     source = dependency_source(dependencies)
     pinned = release_file(served, name, version)
+    if not pinned.filename.endswith(".whl") and any(f.filename.endswith(".whl") for f in served):
+        return InstallResult(False, pinned.filename, f"no wheel of {name} {version} on this index installs on Python "
+                             f"{sys.version_info.major}.{sys.version_info.minor} here: pip and uv would build from the "
+                             f"sdist {pinned.filename}; fix: publish a wheel for it (check the wheel's tags)")
     cache_dir = cache_dir or wheelflow_home() / "cache" / "uv"
     root = Path(tempfile.mkdtemp(prefix="wheelflow-verify-", dir=workdir))
     try:
