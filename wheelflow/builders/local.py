@@ -29,9 +29,14 @@ def find_interpreter(python: str | None) -> str:
     if python is None or python == current:
         return sys.executable
     found = shutil.which(f"python{python}")
-    if found is None:
+    if found is None or not _runs(found):  # a version manager's shim can exist for a version not installed
         raise CellUnbuildable(f"no python{python} on this runner; fix: use --builder docker, or install Python {python}")
     return found
+
+
+@functools.lru_cache(maxsize=None)
+def _runs(interpreter: str) -> bool:
+    return subprocess.run([interpreter, "-c", "pass"], capture_output=True, env=child_env()).returncode == 0
 
 
 def gpu_answers() -> bool:
