@@ -159,8 +159,8 @@ def main() -> int:
         if args.cells > 256:  # the spec's guard against a typo'd axis: this matrix is wide on purpose
             with (project / "pyproject.toml").open("a") as spec:  # the matrix table is the file's last
                 spec.write(f"max-cells = {args.cells}\n")
-        import flows.matrix as matrix_step
-        from flows.release import release
+        import wheelflow.flows.matrix as matrix_step
+        from wheelflow.flows.release import release
 
         if args.dry:
             matrix_step.choose_builder = lambda spec, requested, cells: (dry_builder(), None)
