@@ -391,17 +391,20 @@ def held_alone(key: str, *, timeout: float = 1800.0, log: Callable[[str], None] 
 
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
     from prefect.runtime import flow_run
 
     log = log or logging.getLogger("wheelflow").warning
     holder_variable = re.sub(r"[^a-z0-9_-]+", "-", f"{key}-holder".lower())
 
     with get_client(sync_client=True) as client:
-        try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=key, limit=1))
-        except ObjectAlreadyExists:
-            pass
+        try:  # read first: creating one that exists makes the server log an IntegrityError traceback
+            client.read_global_concurrency_limit_by_name(key)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=key, limit=1))
+            except ObjectAlreadyExists:  # another run created it in between
+                pass
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(concurrency(key, occupy=1, timeout_seconds=1, strict=True, lease_duration=LEASE))
