@@ -7,6 +7,8 @@ error, a hash mismatch).
 
 from __future__ import annotations
 
+import logging
+
 from .redaction import redact
 
 
@@ -123,3 +125,27 @@ class StaticIndexError(WheelflowError):
 
 class RepairError(WheelflowError):
     """Repairing a built wheel (auditwheel or the spec's repair command) failed (deterministic)."""
+
+
+def _log_user_errors_without_traceback() -> None:
+    """A WheelflowError is written to be read alone: one line with the fix. Prefect's engines log each
+    failed task and flow run with its traceback, which for these errors only buries that line (on
+    the terminal, in the UI's logs). Their records keep the message and lose the traceback; any
+    other exception (a bug) keeps it. Installed once per process, by importing this module."""
+    global _quiet_installed
+    if _quiet_installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if record.exc_info and isinstance(record.exc_info[1], WheelflowError):
+            record.exc_info, record.exc_text = None, None
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _quiet_installed = True
+
+
+_quiet_installed = False
+_log_user_errors_without_traceback()
