@@ -30,6 +30,7 @@ from wheelflow.tasks.build import build_release_files
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 
 from wheelflow.flows.context import ReleaseContext, RemoteCells
+from wheelflow.flows.futures import settled
 
 
 @dataclass(frozen=True)
@@ -155,13 +156,10 @@ def preflight(builder: Builder, cells: tuple[Cell, ...], ctx: ReleaseContext) ->
 
 
 def built_outcome(cell: Cell, future: Any, image: str | None) -> CellOutcome:
-    future.wait()
-    state = future.state
-    outcome = state.result(raise_on_failure=False)
-    if isinstance(outcome, BaseException) or not state.is_completed():
-        error = str(outcome) if isinstance(outcome, BaseException) else state.message
+    outcome, failure = settled(future, lambda message: BuildError(message or "the build did not complete"))
+    if failure is not None:
         # The attempt count travels with the error: the server records task states a moment later.
-        return CellOutcome(cell, error=error, attempts=getattr(outcome, "attempts", None) or 1, image=image)
+        return CellOutcome(cell, error=str(failure), attempts=getattr(failure, "attempts", None) or 1, image=image)
     build, attempts = outcome
     return CellOutcome(cell, build.wheel, cached=build.cached, attempts=attempts, duration=build.duration, image=image,
                        platform=build.platform, unrepaired_sha256=build.unrepaired_sha256)

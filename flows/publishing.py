@@ -45,6 +45,7 @@ from wheelflow.tasks.verify import ServedCheckFailed, install_and_smoke_test, in
 from wheelflow.verification import HASH_MISMATCH, VERIFIED, compare
 
 from wheelflow.flows.context import ReleaseContext
+from wheelflow.flows.futures import settled
 
 T = TypeVar("T")
 INSTALL_CHECKS_AT_ONCE = 4  # fresh environments, each a few processes: more would only queue on the CPU
@@ -264,13 +265,11 @@ def upload_batch(ctx: ReleaseContext, publication: Publication, stage: Stage, di
             futures = [runner.submit(upload_file, {"dist": d, "target": stage.target, "endpoints": stage.endpoints,
                                                    "name": ctx.spec.name, "version": ctx.version}) for d in dists]
             for dist, future in zip(dists, futures):
-                future.wait()
-                entry, step, state = ctx.report.file(dist.filename, target), steps[dist.filename], future.state
-                outcome = state.result(raise_on_failure=False)
-                if isinstance(outcome, BaseException) or not state.is_completed():
-                    entry.upload, step.status = "failed", FAILED
-                    step.detail = str(outcome) if isinstance(outcome, BaseException) else (state.message or "upload failed")
-                    failure = failure or (outcome if isinstance(outcome, BaseException) else UploadError(step.detail))
+                entry, step = ctx.report.file(dist.filename, target), steps[dist.filename]
+                outcome, failed = settled(future, lambda message: UploadError(message or "upload failed"))
+                if failed is not None:
+                    entry.upload, step.status, step.detail = "failed", FAILED, str(failed)
+                    failure = failure or failed
                     continue
                 entry.upload = step.detail = outcome
                 step.status = PASSED
@@ -388,11 +387,11 @@ def user_install_checks(ctx: ReleaseContext, stage: Stage, served: list[ServedFi
                 "served": served, "interpreter": interpreter})))
         failures: list[BaseException] = []
         for row, future in runs:
-            future.wait()
-            outcome = future.state.result(raise_on_failure=False)
-            if isinstance(outcome, BaseException) or not future.state.is_completed():
-                row.status, row.detail = FAILED, str(outcome) if isinstance(outcome, BaseException) else future.state.message
-                failures.append(outcome if isinstance(outcome, BaseException) else VerificationError(row.detail))
+            outcome, failed = settled(future,
+                                      lambda message: VerificationError(message or "install check did not complete"))
+            if failed is not None:
+                row.status, row.detail = FAILED, str(failed)
+                failures.append(failed)
             else:
                 row.status, row.detail = PASSED, outcome
     if failures:
