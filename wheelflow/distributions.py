@@ -155,7 +155,7 @@ def twine_check(paths: list[Path], *, strict: bool = False, chunk: int = 100) ->
     findings = []
     for start in range(0, len(paths), chunk):
         group = paths[start:start + chunk]
-        returncode, output = _run_twine_check(group)
+        _, output = _run_twine_check(group)  # per file, its section's verdict counts, not the exit code
         sections = _twine_sections(output)
         for path in group:
             section = sections.get(str(path))

@@ -132,9 +132,6 @@ def _log_user_errors_without_traceback() -> None:
     failed task and flow run with its traceback, which for these errors only buries that line (on
     the terminal, in the UI's logs). Their records keep the message and lose the traceback; any
     other exception (a bug) keeps it. Installed once per process, by importing this module."""
-    global _quiet_installed
-    if _quiet_installed:
-        return
     previous = logging.getLogRecordFactory()
 
     def factory(*args: object, **kwargs: object) -> logging.LogRecord:
@@ -144,8 +141,6 @@ def _log_user_errors_without_traceback() -> None:
         return record
 
     logging.setLogRecordFactory(factory)
-    _quiet_installed = True
 
 
-_quiet_installed = False
 _log_user_errors_without_traceback()

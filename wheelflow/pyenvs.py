@@ -44,7 +44,7 @@ class EnvCreationError(RuntimeError):
 
 @dataclass(frozen=True)
 class PyEnv:
-    """A fresh environment at ``path`` for ``interpreter``, filled by ``installer``."""
+    """A fresh environment at ``path``, filled by ``installer`` (uv's binary at ``uv``)."""
 
     path: Path
     installer: str

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -34,6 +33,7 @@ from .deadline import Deadline
 from .distributions import parse_filename, sha256_of
 from .errors import IndexReadError, UsageError
 from .installsource import dependency_source, install_command, release_file, unresolvable
+from .pyenvs import installer_env
 from .redaction import redact
 from .simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
 
@@ -306,12 +306,6 @@ class InstallResult:
     output_tail: str = ""
 
 
-def _clean_pip_env() -> dict[str, str]:
-    # The install must come from the index under test: no user or site pip configuration, and
-    # (the allow-list passes no PIP_* but the CA) no extra indexes or find-links from the environment.
-    return child_env(extra={"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
-
-
 def pip_failure(output: str) -> str:
     """The line of pip's output that says what went wrong (its last line is often a bare hash)."""
     if "DO NOT MATCH THE HASHES" in output:
@@ -358,7 +352,7 @@ def install_and_smoke(
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True,
                        env=child_env())
         python = venv / "bin" / "python"
-        env = _clean_pip_env()
+        env = installer_env()  # no pip or uv configuration: no extra index or find-links from the environment
         cmd = install_command(python, name, pinned, source, cache_dir)
         log("$ " + " ".join(cmd))
         try:
@@ -379,7 +373,7 @@ def install_and_smoke(
             return InstallResult(False, filename, f"pip installed {filename} with sha256 {sha256}, the index lists {by_name[filename].sha256}")
         if not smoke:
             return InstallResult(True, filename, f"installed {filename}", output[-3000:])
-        smoke_env = {**env, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"}
+        smoke_env = installer_env(venv)
         log(f"$ {smoke}")
         try:
             run = subprocess.run(["/bin/sh", "-c", smoke], capture_output=True, text=True, env=smoke_env, cwd=root,

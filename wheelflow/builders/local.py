@@ -34,11 +34,6 @@ def find_interpreter(python: str | None) -> str:
     return found
 
 
-@functools.lru_cache(maxsize=None)
-def _runs(interpreter: str) -> bool:
-    return subprocess.run([interpreter, "-c", "pass"], capture_output=True, env=child_env()).returncode == 0
-
-
 def gpu_answers() -> bool:
     smi = shutil.which("nvidia-smi")
     return bool(smi) and subprocess.run([smi, "-L"], capture_output=True, env=child_env()).returncode == 0
@@ -64,6 +59,11 @@ def _stream(cmd: list[str], env: Mapping[str, str], cwd: Path, log: Log, timeout
 
 # Asked once per interpreter and process, not once per cell: a 500-cell matrix has one or a few
 # interpreters, and each question is an interpreter start (~50 ms).
+@functools.lru_cache(maxsize=None)
+def _runs(interpreter: str) -> bool:
+    return subprocess.run([interpreter, "-c", "pass"], capture_output=True, env=child_env()).returncode == 0
+
+
 @functools.lru_cache(maxsize=None)
 def _imports_build(interpreter: str) -> bool:
     return subprocess.run([interpreter, "-c", "import build"], capture_output=True, env=child_env()).returncode == 0
