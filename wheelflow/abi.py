@@ -29,10 +29,10 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 from elftools.common.exceptions import ELFError
 
-from .distributions import Distribution, Finding
-from .elfsymbols import Unresolved, demangle, is_elf, resolve
-from .errors import CheckError, RuntimeInstallError
-from .gpuarch import ArchSpec, DeviceCode, describe, device_code, missing_archs
+from wheelflow.distributions import Distribution, Finding
+from wheelflow.elfsymbols import Unresolved, demangle, is_elf, resolve
+from wheelflow.errors import CheckError, RuntimeInstallError
+from wheelflow.gpuarch import ArchSpec, DeviceCode, describe, device_code, missing_archs
 
 Runtimes = Mapping[str, Sequence[Path]]  # label (e.g. "torch-2.9.1") -> its library directories
 _SHARED_OBJECT = re.compile(r"\.so(\.\d+)*$")

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 import httpx
 
-from .redaction import redact, redact_value, register_secret, register_url
+from wheelflow.redaction import redact, redact_value, register_secret, register_url
 
 WEBHOOK_ENV = "WHEELFLOW_ALERT_WEBHOOK"
 SLACK_ENV = "WHEELFLOW_ALERT_SLACK_WEBHOOK"

@@ -8,7 +8,7 @@ shows (:class:`wheelflow.prefect_api.Decision`); ``wheelflow approve RUN_ID`` an
 
 from __future__ import annotations
 
-from .errors import WheelflowError
+from wheelflow.errors import WheelflowError
 
 
 class ApprovalError(WheelflowError):

@@ -17,8 +17,8 @@ from typing import Mapping
 
 import fsspec
 
-from .distributions import parse_filename
-from .errors import HashMismatchError, WheelflowError
+from wheelflow.distributions import parse_filename
+from wheelflow.errors import HashMismatchError, WheelflowError
 
 
 class ArtifactStoreError(WheelflowError):

@@ -26,7 +26,7 @@ from packaging.tags import Tag
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from .distributions import Distribution, Finding, kind_of, parse_filename
+from wheelflow.distributions import Distribution, Finding, kind_of, parse_filename
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -241,7 +241,7 @@ def preflight(dists: list[Distribution], *, name: str | None = None, version: st
     ``name``/``version`` default to those in each file's name (then the rules that compare them
     still catch duplicates, METADATA drift and a second sdist).
     """
-    from .distributions import check_filenames, twine_check
+    from wheelflow.distributions import check_filenames, twine_check
 
     groups: dict[tuple[str, str], list[Distribution]] = {}
     for dist in dists:

@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from .alerts import Channel
+from wheelflow.alerts import Channel
 
 PREFIX = "wheelflow-"
 ALERT_SENT_EVENT = "wheelflow.alert.sent"

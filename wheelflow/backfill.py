@@ -19,13 +19,13 @@ from packaging.tags import parse_tag
 from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from .cells import expected_version
-from .errors import SpecError, WheelflowError
-from .gittags import ReleaseTag, release_tags
-from .matrix import Cell
-from .routing import routes_label
-from .simple_api import ServedFile
-from .spec import Target
+from wheelflow.cells import expected_version
+from wheelflow.errors import SpecError, WheelflowError
+from wheelflow.gittags import ReleaseTag, release_tags
+from wheelflow.matrix import Cell
+from wheelflow.routing import routes_label
+from wheelflow.simple_api import ServedFile
+from wheelflow.spec import Target
 
 
 class SourceExportError(WheelflowError):

@@ -25,13 +25,13 @@ from typing import Callable, Mapping, Sequence
 
 from packaging.utils import canonicalize_name
 
-from . import __version__
-from .childenv import child_env
-from .distributions import Distribution, describe, sha256_of
-from .errors import BuildError
-from .redaction import redact
-from .reproducible import normalise_sdist, normalise_wheel, prefix_map_env
-from .source import Source, prepare_source, source_identity
+from wheelflow import __version__
+from wheelflow.childenv import child_env
+from wheelflow.distributions import Distribution, describe, sha256_of
+from wheelflow.errors import BuildError
+from wheelflow.redaction import redact
+from wheelflow.reproducible import normalise_sdist, normalise_wheel, prefix_map_env
+from wheelflow.source import Source, prepare_source, source_identity
 
 MANIFEST = "manifest.json"
 
@@ -48,7 +48,7 @@ def source_digest(project: Path) -> str:
     """The cache identity of ``project`` as it is on disk (see ``source.source_identity``): HEAD's tree
     id when the tracked files match it, else a digest of the files a build takes. Untracked files
     and $WHEELFLOW_HOME never count."""
-    from .localindex import wheelflow_home
+    from wheelflow.localindex import wheelflow_home
 
     return source_identity(project, home=wheelflow_home())
 

@@ -15,13 +15,13 @@ from typing import Mapping
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from . import __version__
-from .builders import Builder, Log
-from .distributions import Distribution, describe, parse_filename
-from .errors import BuildError
-from .matrix import Cell
-from .reproducible import normalise_wheel
-from .repair import RepairOptions, platform_of
+from wheelflow import __version__
+from wheelflow.builders import Builder, Log
+from wheelflow.distributions import Distribution, describe, parse_filename
+from wheelflow.errors import BuildError
+from wheelflow.matrix import Cell
+from wheelflow.reproducible import normalise_wheel
+from wheelflow.repair import RepairOptions, platform_of
 
 MANIFEST = "manifest.json"
 

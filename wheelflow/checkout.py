@@ -9,9 +9,9 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
-from .gitauth import git_credentials, refuse_url_credentials
-from .gittags import GitError, _git
-from .spec import redact_url
+from wheelflow.gitauth import git_credentials, refuse_url_credentials
+from wheelflow.gittags import GitError, _git
+from wheelflow.spec import redact_url
 
 
 def is_git_url(project: str) -> bool:

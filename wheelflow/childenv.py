@@ -14,8 +14,8 @@ import re
 from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
-from .errors import SpecError
-from .redaction import register_secret
+from wheelflow.errors import SpecError
+from wheelflow.redaction import register_secret
 
 #: Variables that describe how to reach the network and what to trust: the same on a host and in a container.
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from .errors import DeadlineExceeded
-from .spec import redact_url
+from wheelflow.errors import DeadlineExceeded
+from wheelflow.spec import redact_url
 
 _current: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("wheelflow_deadline", default=None)
 

@@ -20,7 +20,7 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
-from .childenv import child_env
+from wheelflow.childenv import child_env
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from .redaction import redact
+from wheelflow.redaction import redact
 
 
 class WheelflowError(Exception):

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from .childenv import child_env
-from .errors import SpecError
-from .indexes import Credentials, secret_block_credentials
-from .redaction import register_secret
-from .spec import redact_url
+from wheelflow.childenv import child_env
+from wheelflow.errors import SpecError
+from wheelflow.indexes import Credentials, secret_block_credentials
+from wheelflow.redaction import register_secret
+from wheelflow.spec import redact_url
 
 USERNAME_ENV = "WHEELFLOW_GIT_USERNAME"
 PASSWORD_ENV = "WHEELFLOW_GIT_PASSWORD"

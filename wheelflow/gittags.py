@@ -15,10 +15,10 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from .errors import WheelflowError
-from .gitauth import git_command, git_credentials, git_env, refuse_url_credentials
-from .indexes import Credentials
-from .redaction import redact
+from wheelflow.errors import WheelflowError
+from wheelflow.gitauth import git_command, git_credentials, git_env, refuse_url_credentials
+from wheelflow.indexes import Credentials
+from wheelflow.redaction import redact
 
 DEFAULT_TAG_PATTERNS = ("v{version}", "{version}")
 

@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from .errors import SpecError
+from wheelflow.errors import SpecError
 
 FATBIN_SECTIONS = (".nv_fatbin", "__nv_relfatbin")  # the second holds relocatable (-rdc) device code
 _FATBIN_MAGIC = 0xBA55ED50

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .childenv import child_env
+from wheelflow.childenv import child_env
 
 #: What the docker CLI needs to find the daemon (names, not secrets).
 DOCKER_CLI_VARIABLES = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY")

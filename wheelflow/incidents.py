@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from .monitor import VersionStatus
+from wheelflow.monitor import VersionStatus
 
 OPENED, REMINDER, RESOLVED = "opened", "reminder", "resolved"
 VARIABLE_PREFIX = "wheelflow-incident-"

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from .audits import Limits
-from .errors import CredentialsError, SpecError
-from .redaction import register_secret
-from .spec import Target, env_prefix, redact_url
+from wheelflow.audits import Limits
+from wheelflow.errors import CredentialsError, SpecError
+from wheelflow.redaction import register_secret
+from wheelflow.spec import Target, env_prefix, redact_url
 
 #: Default verification deadlines (seconds). The public index's Simple API sits behind a CDN that
 #: caches pages for about ten minutes, so reading a fresh upload back can take that long.

@@ -25,12 +25,12 @@ from urllib.parse import unquote
 
 from packaging.utils import canonicalize_name
 
-from .distributions import parse_filename
-from .pyenvs import PIP, UV, EnvCreationError, create_env, installer_env
-from .redaction import redact
-from .simple_api import ServedFile
-from .spec import redact_url
-from .verification import InstallResult, pip_failure
+from wheelflow.distributions import parse_filename
+from wheelflow.pyenvs import PIP, UV, EnvCreationError, create_env, installer_env
+from wheelflow.redaction import redact
+from wheelflow.simple_api import ServedFile
+from wheelflow.spec import redact_url
+from wheelflow.verification import InstallResult, pip_failure
 
 INSTALLERS = (PIP, UV)
 

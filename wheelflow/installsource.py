@@ -17,9 +17,9 @@ from pathlib import Path
 from packaging.tags import Tag, sys_tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from .errors import UsageError
-from .pyenvs import find_uv
-from .simple_api import ServedFile
+from wheelflow.errors import UsageError
+from wheelflow.pyenvs import find_uv
+from wheelflow.simple_api import ServedFile
 
 #: The spec's key, named by every error about dependencies.
 DEPENDENCIES_KEY = "[tool.wheelflow.install] dependencies"
@@ -39,7 +39,7 @@ def dependency_source(setting: str = "pypi") -> DependencySource:
     if setting == "none":
         return DependencySource(setting, None)
     if setting == "pypi":
-        from .indexes import public_index  # indexes imports the spec, which imports this package's leaves
+        from wheelflow.indexes import public_index  # indexes imports the spec, which imports this package's leaves
 
         return DependencySource(setting, public_index()[0])
     return DependencySource(setting, setting)

@@ -17,11 +17,11 @@ from typing import Any, Callable
 
 import httpx
 
-from .childenv import child_env
-from .indexes import (PRIVATE_VERIFY_TIMEOUT, Credentials, Endpoints, endpoints_for_target, load_credentials,
+from wheelflow.childenv import child_env
+from wheelflow.indexes import (PRIVATE_VERIFY_TIMEOUT, Credentials, Endpoints, endpoints_for_target, load_credentials,
                       resolve_endpoints)
-from .redaction import register_secret
-from .spec import Target
+from wheelflow.redaction import register_secret
+from wheelflow.spec import Target
 
 
 def wheelflow_home() -> Path:
@@ -149,7 +149,7 @@ def credentials_for(target: Target, home: Path | None = None,
     """Credentials of a target; the embedded index's own are generated under $WHEELFLOW_HOME. A static
     target has none: its store's options are read (and a missing Secret block refused) here, then dropped."""
     if target.is_static:
-        from .staticsite import storage_options_for  # staticsite builds on this module's neighbours
+        from wheelflow.staticsite import storage_options_for  # staticsite builds on this module's neighbours
 
         storage_options_for(target, read_secret)
         return None

@@ -40,12 +40,12 @@ from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictFloat, StrictInt, ValidationError
 from pydantic import WithJsonSchema, field_validator, model_validator
 
-from .errors import SpecError
-from .gpuarch import parse_archs
-from .spectypes import EnvTable, Expect, SpecModel, Text, problem, spec_error
+from wheelflow.errors import SpecError
+from wheelflow.gpuarch import parse_archs
+from wheelflow.spectypes import EnvTable, Expect, SpecModel, Text, problem, spec_error
 
 if TYPE_CHECKING:
-    from .spec import ReleaseSpec
+    from wheelflow.spec import ReleaseSpec
 
 _PREFIX = {"python": "py", "cuda": "cu", "torch": "torch"}
 _AXIS_RE = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -33,12 +33,12 @@ import httpx
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from .errors import SpecError
-from .gittags import ReleaseTag, local_repository, release_tags
-from .localindex import open_index
-from .matrix import Cell
-from .simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
-from .spec import redact_url
+from wheelflow.errors import SpecError
+from wheelflow.gittags import ReleaseTag, local_repository, release_tags
+from wheelflow.localindex import open_index
+from wheelflow.matrix import Cell
+from wheelflow.simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
+from wheelflow.spec import redact_url
 
 OK, LATE, MISSING, INCOMPLETE, HASH_MISMATCH = "ok", "late", "missing", "incomplete", "hash-mismatch"
 DEFAULT_EXPECT = ("*",)  # at least one file for the version
@@ -301,7 +301,7 @@ def check_index(
 
 def _group_by_public_version(listing: list[ServedFile]) -> dict[str, list[ServedFile]]:
     """Files by public version (1.0+cu121 under 1.0), so each tag looks at its own few files."""
-    from .distributions import parse_filename
+    from wheelflow.distributions import parse_filename
 
     groups: dict[str, list[ServedFile]] = {}
     for served in listing:
@@ -323,7 +323,7 @@ def table_rows(results: list[VersionStatus]) -> list[dict[str, str]]:
 
 def name_missing_cells(results: list[VersionStatus], cells: Sequence[Cell]) -> list[VersionStatus]:
     """Each missing or incomplete result with the matrix cells that have no served wheel, by name."""
-    from .backfill import serves_cell
+    from wheelflow.backfill import serves_cell
 
     return [replace(r, missing_cells=[c.name for c in cells if not any(serves_cell(f, r.version, c) for f in r.served)])
             if r.status in (MISSING, INCOMPLETE) else r for r in results]

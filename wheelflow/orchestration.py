@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import SpecError, WheelflowError
+from wheelflow.errors import SpecError, WheelflowError
 
 #: ``wheelflow trigger --wait`` exit codes (2 is bad input, as everywhere in wheelflow).
 EXIT_COMPLETED, EXIT_FAILED, EXIT_CANCELLED, EXIT_TIMEOUT = 0, 1, 3, 4

@@ -17,10 +17,10 @@ from prefect.client.orchestration import get_client
 from prefect.input import RunInput
 from pydantic import Field
 
-from .errors import CredentialsError, SpecError, WheelflowError
-from .incidents import VARIABLE_PREFIX, Incident, variable_name
-from .orchestration import OrchestrationError, strict_schema
-from .runhistory import TaskHistory, entry_from_state, retry_errors
+from wheelflow.errors import CredentialsError, SpecError, WheelflowError
+from wheelflow.incidents import VARIABLE_PREFIX, Incident, variable_name
+from wheelflow.orchestration import OrchestrationError, strict_schema
+from wheelflow.runhistory import TaskHistory, entry_from_state, retry_errors
 
 # -- Secret blocks ---------------------------------------------------------------------------------
 
@@ -463,7 +463,7 @@ def install_automations(specs: list[Any], destinations: list[Any]) -> list[str]:
     Returns the automation names."""
     from prefect.automations import AutomationCore
 
-    from .automations import PREFIX
+    from wheelflow.automations import PREFIX
 
     blocks = [_save_destination(d, f"{ALERT_BLOCK_PREFIX}{i}-{d.kind}") for i, d in enumerate(destinations)]
     with get_client(sync_client=True) as client:
@@ -494,7 +494,7 @@ def emit_alert_sent(flow_run: Any, flow_name: str, delivered: int) -> None:
     from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
 
-    from .automations import ALERT_SENT_EVENT
+    from wheelflow.automations import ALERT_SENT_EVENT
 
     emit_event(event=ALERT_SENT_EVENT,
                resource={"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "prefect.resource.name": flow_run.name},

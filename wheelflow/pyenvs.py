@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .childenv import child_env
+from wheelflow.childenv import child_env
 
 PIP, UV = "pip", "uv"
 

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .indexes import Credentials, Endpoints, public_index
-from .spec import redact_url
+from wheelflow.indexes import Credentials, Endpoints, public_index
+from wheelflow.spec import redact_url
 
 REMOVED, ALREADY_GONE, NOT_SUPPORTED, REFUSED = "removed", "already gone", "not supported", "refused"
 

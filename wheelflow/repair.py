@@ -21,10 +21,10 @@ from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from .building import first_error_line
-from .distributions import sha256_of
-from .childenv import child_env
-from .errors import RepairError
+from wheelflow.building import first_error_line
+from wheelflow.distributions import sha256_of
+from wheelflow.childenv import child_env
+from wheelflow.errors import RepairError
 
 #: Never vendored (auditwheel --exclude takes these wildcards): the driver, the CUDA runtime and its
 #: libraries, and torch's own libraries, which the user's environment provides.

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .redaction import redact, redact_value
+from wheelflow.redaction import redact, redact_value
 
 PASSED, FAILED, NOT_RUN = "passed", "failed", "not run"
 _ICON = {PASSED: "✅", FAILED: "❌", NOT_RUN: "➖"}

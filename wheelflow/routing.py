@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from .distributions import Distribution, parse_filename
-from .spec import Target
+from wheelflow.distributions import Distribution, parse_filename
+from wheelflow.spec import Target
 
 
 def local_label(dist: Distribution) -> str | None:

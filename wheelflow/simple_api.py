@@ -24,9 +24,9 @@ import httpx
 from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .deadline import Deadline
-from .errors import IndexReadError, MalformedListingError
-from .spec import redact_url
+from wheelflow.deadline import Deadline
+from wheelflow.errors import IndexReadError, MalformedListingError
+from wheelflow.spec import redact_url
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 #: How long one socket read of an index may wait: slower answers count as no answer (retried by the caller).
@@ -331,7 +331,7 @@ def files_for_version(files: list[ServedFile], name: str, version: str) -> list[
     its variant wheels (1.0 selects 1.0+cu130), as ``pip install name==1.0`` would."""
     from packaging.version import Version
 
-    from .distributions import parse_filename  # local import: distributions imports this module's types
+    from wheelflow.distributions import parse_filename  # local import: distributions imports this module's types
 
     wanted_name, wanted = canonicalize_name(name), Version(version)
     selected = []

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .childenv import child_env
-from .errors import WheelflowError
-from .reproducible import canonical_mode
+from wheelflow.childenv import child_env
+from wheelflow.errors import WheelflowError
+from wheelflow.reproducible import canonical_mode
 
 GIT, DIRECTORY = "git", "directory"
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".wheelflow", "__pycache__", "build", "dist", ".venv", ".tox",

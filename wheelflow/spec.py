@@ -25,11 +25,11 @@ from pydantic import ValidationInfo, WithJsonSchema
 from pydantic import field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from .childenv import pass_env_problem
-from .errors import SpecError, WheelflowError
-from .matrix import Matrix, MatrixTable, render_template
-from .repair import RepairOptions, check_command
-from .spectypes import ByteSize, EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
+from wheelflow.childenv import pass_env_problem
+from wheelflow.errors import SpecError, WheelflowError
+from wheelflow.matrix import Matrix, MatrixTable, render_template
+from wheelflow.repair import RepairOptions, check_command
+from wheelflow.spectypes import ByteSize, EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
 
 try:
     import tomllib
@@ -262,7 +262,7 @@ class Target(SpecModel):
     def _store_url(cls, url: str | None) -> str | None:
         if url is None or url == LOCAL_STORE:
             return url
-        from .staticindex import check_store_url  # staticindex reads this module's helpers
+        from wheelflow.staticindex import check_store_url  # staticindex reads this module's helpers
 
         _reworded(check_store_url, url)
         return url
@@ -279,7 +279,7 @@ class Target(SpecModel):
     @field_validator("layout")
     @classmethod
     def _layout(cls, layout: str) -> str:
-        from .staticindex import check_layout
+        from wheelflow.staticindex import check_layout
 
         _reworded(check_layout, layout)
         return layout

@@ -16,8 +16,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, GetCoreSchemaHandle
 from pydantic import ValidationError, model_validator
 from pydantic_core import PydanticCustomError, core_schema
 
-from .audits import parse_size
-from .errors import SpecError
+from wheelflow.audits import parse_size
+from wheelflow.errors import SpecError
 
 SPEC_ERROR = "spec"  # the pydantic error type carrying a message written for the spec's reader
 

@@ -39,11 +39,11 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 
-from .audits import read_metadata
-from .distributions import Distribution, parse_filename
-from .errors import StaticIndexError, VerificationError
-from .simple_api import _AnchorParser, list_project_files
-from .spec import redact_url
+from wheelflow.audits import read_metadata
+from wheelflow.distributions import Distribution, parse_filename
+from wheelflow.errors import StaticIndexError, VerificationError
+from wheelflow.simple_api import _AnchorParser, list_project_files
+from wheelflow.spec import redact_url
 
 SHARED_FILES = ("every-subindex", "root")
 DEFAULT_LAYOUT = "{local_version}"

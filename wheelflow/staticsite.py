@@ -19,12 +19,12 @@ from typing import Any, Callable
 
 import httpx
 
-from .errors import CredentialsError
-from .indexes import PRIVATE_VERIFY_TIMEOUT, Endpoints, secret_block_value
-from .simple_api import ServedFile
-from .spec import LOCAL_STORE, Target
-from .staticindex import join_url, subindex_for
-from .verification import read_served
+from wheelflow.errors import CredentialsError
+from wheelflow.indexes import PRIVATE_VERIFY_TIMEOUT, Endpoints, secret_block_value
+from wheelflow.simple_api import ServedFile
+from wheelflow.spec import LOCAL_STORE, Target
+from wheelflow.staticindex import join_url, subindex_for
+from wheelflow.verification import read_served
 
 EMBEDDED_DIR = "static"  # $WHEELFLOW_HOME/static: the embedded static index's store
 

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import redaction
-from .childenv import child_env
-from .errors import HashMismatchError, IndexReadError, UploadError
-from .indexes import Credentials
-from .simple_api import ServedFile
-from .spec import redact_url
+from wheelflow import redaction
+from wheelflow.childenv import child_env
+from wheelflow.errors import HashMismatchError, IndexReadError, UploadError
+from wheelflow.indexes import Credentials
+from wheelflow.simple_api import ServedFile
+from wheelflow.spec import redact_url
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 

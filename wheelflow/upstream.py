@@ -15,10 +15,10 @@ from typing import Iterable, Mapping, Sequence
 import httpx
 from packaging.version import InvalidVersion, Version
 
-from .distributions import parse_filename
-from .errors import SpecError
-from .matrix import Matrix
-from .simple_api import list_project_files
+from wheelflow.distributions import parse_filename
+from wheelflow.errors import SpecError
+from wheelflow.matrix import Matrix
+from wheelflow.simple_api import list_project_files
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,14 @@ from urllib.parse import unquote
 import httpx
 from packaging.utils import canonicalize_name
 
-from .childenv import child_env
-from .deadline import Deadline
-from .distributions import parse_filename, sha256_of
-from .errors import IndexReadError, UsageError
-from .installsource import dependency_source, install_command, release_file, unresolvable
-from .pyenvs import installer_env
-from .redaction import redact
-from .simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
+from wheelflow.childenv import child_env
+from wheelflow.deadline import Deadline
+from wheelflow.distributions import parse_filename, sha256_of
+from wheelflow.errors import IndexReadError, UsageError
+from wheelflow.installsource import dependency_source, install_command, release_file, unresolvable
+from wheelflow.pyenvs import installer_env
+from wheelflow.redaction import redact
+from wheelflow.simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
 
 # VERIFIED is given only after a download: the served bytes hash to the built file's sha256.
 # LISTED: the listing names the file (with the expected sha256, if it gives one); not downloaded yet.
@@ -337,7 +337,7 @@ def install_and_smoke(
     The release file comes from the index under test, pinned by URL and sha256; its dependencies
     from ``dependencies`` (:mod:`wheelflow.installsource`), through uv's cache in ``cache_dir``
     (default: $WHEELFLOW_HOME/cache/uv)."""
-    from .localindex import wheelflow_home  # localindex starts indexes, which read this module's callers
+    from wheelflow.localindex import wheelflow_home  # localindex starts indexes, which read this module's callers
 
     source = dependency_source(dependencies)
     pinned = release_file(served, name, version)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from .errors import VersionError
-from .source import commit_time, git_output as _git, resolve_commit
-from .spec import ReleaseSpec
+from wheelflow.errors import VersionError
+from wheelflow.source import commit_time, git_output as _git, resolve_commit
+from wheelflow.spec import ReleaseSpec
 
 try:
     import tomllib

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
-from ..errors import WheelflowError
-from ..matrix import Cell
-from ..repair import RepairedWheel, RepairOptions
-from ..source import copy_tree
+from wheelflow.errors import WheelflowError
+from wheelflow.matrix import Cell
+from wheelflow.repair import RepairedWheel, RepairOptions
+from wheelflow.source import copy_tree
 
 Log = Callable[[str], None]
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"

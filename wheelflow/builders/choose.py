@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..errors import SpecError
-from ..matrix import Cell
-from ..spec import BUILDERS, ReleaseSpec
-from . import Builder
-from .docker import DockerBuilder, daemon_answers
-from .local import LocalBuilder
+from wheelflow.errors import SpecError
+from wheelflow.matrix import Cell
+from wheelflow.spec import BUILDERS, ReleaseSpec
+from wheelflow.builders import Builder
+from wheelflow.builders.docker import DockerBuilder, daemon_answers
+from wheelflow.builders.local import LocalBuilder
 
 
 def choose_builder(spec: ReleaseSpec, requested: str | None, cells: Sequence[Cell] = ()) -> tuple[Builder, str | None]:

@@ -13,15 +13,15 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..building import first_error_line
-from ..childenv import container_env
-from ..errors import BuildError
-from ..redaction import redact
-from ..matrix import Cell
-from ..reproducible import prefix_map_env
-from ..repair import RepairedWheel, RepairOptions, repair_command, repair_wheel, shown
-from ..spec import HOST_CA_BUNDLE, DockerOptions
-from . import FAILED, PASSED, SKIPPED, BatchedLog, CellUnbuildable, InfrastructureError, Log, SmokeResult
+from wheelflow.building import first_error_line
+from wheelflow.childenv import container_env
+from wheelflow.errors import BuildError
+from wheelflow.redaction import redact
+from wheelflow.matrix import Cell
+from wheelflow.reproducible import prefix_map_env
+from wheelflow.repair import RepairedWheel, RepairOptions, repair_command, repair_wheel, shown
+from wheelflow.spec import HOST_CA_BUNDLE, DockerOptions
+from wheelflow.builders import FAILED, PASSED, SKIPPED, BatchedLog, CellUnbuildable, InfrastructureError, Log, SmokeResult
 
 MANAGED_LABEL = "org.wheelflow.managed"
 RUN_LABEL = "org.wheelflow.run"

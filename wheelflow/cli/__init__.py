@@ -13,9 +13,9 @@ import os
 import sys
 from typing import Sequence
 
-from ..errors import WheelflowError
-from . import approve, automations, backfill, check, images, matrix, monitor, release, schema, serve, status, trigger, verify
-from .common import say
+from wheelflow.errors import WheelflowError
+from wheelflow.cli import approve, automations, backfill, check, images, matrix, monitor, release, schema, serve, status, trigger, verify
+from wheelflow.cli.common import say
 
 COMMANDS = (release, backfill, verify, check, matrix, images, monitor, trigger, status, approve, serve, automations,
             schema)

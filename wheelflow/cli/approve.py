@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import say
-from .status import parse_run_id
+from wheelflow.cli.common import say
+from wheelflow.cli.status import parse_run_id
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..prefect_api import resume_with_decision
+    from wheelflow.prefect_api import resume_with_decision
 
     run_id = parse_run_id(args.run_id)
     resume_with_decision(run_id, approve=not args.reject, reason=args.reason)

@@ -9,10 +9,10 @@ from typing import Any
 
 from rich.table import Table
 
-from ..errors import SpecError
-from ..localindex import wheelflow_home
-from ..spec import load_spec
-from .common import add_json, out_console, parse_pairs, report_outcome
+from wheelflow.errors import SpecError
+from wheelflow.localindex import wheelflow_home
+from wheelflow.spec import load_spec
+from wheelflow.cli.common import add_json, out_console, parse_pairs, report_outcome
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.versions is not None and not versions:
         raise SpecError("--versions", f"{args.versions!r} names no version", "write e.g. --versions 1.0.0,1.1.0")
 
-    from ..flows.backfill import backfill
+    from wheelflow.flows.backfill import backfill
 
     state = backfill(project=str(Path(args.path).absolute()), spec_file=args.spec, versions=versions, since=args.since,
                      cells=cells or None, to=args.to, builder=args.builder, return_state=True)

@@ -7,10 +7,10 @@ from typing import Any
 
 from rich.table import Table
 
-from ..builders.docker import docker_client
-from ..images import ensure_images
-from ..localindex import wheelflow_home
-from .common import err_console, out_console
+from wheelflow.builders.docker import docker_client
+from wheelflow.images import ensure_images
+from wheelflow.localindex import wheelflow_home
+from wheelflow.cli.common import err_console, out_console
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

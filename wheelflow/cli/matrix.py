@@ -9,9 +9,9 @@ from typing import Any
 
 from rich.table import Table
 
-from ..matrix import expanded_table
-from ..spec import load_spec
-from .common import add_json, out_console
+from wheelflow.matrix import expanded_table
+from wheelflow.spec import load_spec
+from wheelflow.cli.common import add_json, out_console
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

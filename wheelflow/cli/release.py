@@ -8,10 +8,10 @@ from typing import Any
 
 from rich.table import Table
 
-from ..gitauth import refuse_url_credentials
-from ..localindex import wheelflow_home
-from ..spec import load_spec
-from .common import add_json, out_console, report_outcome
+from wheelflow.gitauth import refuse_url_credentials
+from wheelflow.localindex import wheelflow_home
+from wheelflow.spec import load_spec
+from wheelflow.cli.common import add_json, out_console, report_outcome
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     for name in args.to or []:
         spec.target(name)
 
-    from ..flows.release import release
+    from wheelflow.flows.release import release
 
     state = release(project=str(Path(args.path).absolute()), spec_file=args.spec, version=args.version,
                     to=args.to, builder=args.builder, approval=args.approval, dev=args.dev,

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import SpecError
-from .automations import add_window_options, install
-from .common import say
+from wheelflow.errors import SpecError
+from wheelflow.cli.automations import add_window_options, install
+from wheelflow.cli.common import say
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -27,8 +27,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..deployments import project_deployments
-    from ..prefect_api import serve_deployments
+    from wheelflow.deployments import project_deployments
+    from wheelflow.prefect_api import serve_deployments
 
     monitored = None
     if args.monitor_projects:

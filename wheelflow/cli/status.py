@@ -7,10 +7,10 @@ import json
 from typing import Any
 from uuid import UUID
 
-from ..errors import SpecError
-from ..orchestration import RunOutcome
-from ..runhistory import describe_attempts
-from .common import add_json, say
+from wheelflow.errors import SpecError
+from wheelflow.orchestration import RunOutcome
+from wheelflow.runhistory import describe_attempts
+from wheelflow.cli.common import add_json, say
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def parse_run_id(text: str) -> UUID:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..prefect_api import read_flow_run, run_histories
+    from wheelflow.prefect_api import read_flow_run, run_histories
 
     run_id = parse_run_id(args.run_id)
     flow_run = read_flow_run(run_id)

@@ -13,9 +13,9 @@ import json
 import signal
 from typing import Any, Iterator
 
-from ..gitauth import refuse_url_credentials
-from ..orchestration import EXIT_CANCELLED, RunOutcome, coerce_parameters
-from .common import add_json, say, split_pairs
+from wheelflow.gitauth import refuse_url_credentials
+from wheelflow.orchestration import EXIT_CANCELLED, RunOutcome, coerce_parameters
+from wheelflow.cli.common import add_json, say, split_pairs
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -51,7 +51,7 @@ def signals_cancel() -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     from prefect.client.orchestration import get_client
 
-    from ..prefect_api import cancel_run, find_deployment, follow_run, release_verdict, start_run, ui_url
+    from wheelflow.prefect_api import cancel_run, find_deployment, follow_run, release_verdict, start_run, ui_url
 
     with get_client(sync_client=True) as client:
         deployment = find_deployment(client, args.deployment)
