@@ -22,43 +22,42 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from wheelflow.flows.abigate import abi_gate
+from wheelflow.flows.context import ReleaseContext
+from wheelflow.flows.matrix import CellOutcome, built_outcome
+from wheelflow.flows.publishing import prove, publishing, upload
+from wheelflow.tasks.check import check_release_files
+from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
+from wheelflow.tasks.upload import read_served_files
 
 from wheelflow.backfill import Gap, find_gap, released_versions, select_cells
-from wheelflow.builders import CellUnbuildable, InfrastructureError
 from wheelflow.builders.choose import choose_builder
 from wheelflow.builders.docker import RUN_LABEL, remove_containers
 from wheelflow.cells import expected_version
 from wheelflow.checkout import checkout
 from wheelflow.distributions import Distribution
-from wheelflow.errors import SpecError, WheelflowError
+from wheelflow.errors import (
+    BackfillFailed,
+    CellUnbuildable,
+    InfrastructureError,
+    NothingToBackfill,
+    SourceError,
+    SpecError,
+    WheelflowError,
+)
 from wheelflow.gittags import ReleaseTag
-from wheelflow.localindex import credentials_for, open_index, wheelflow_home
+from wheelflow.home import wheelflow_home
+from wheelflow.localindex import credentials_for, open_index
 from wheelflow.matrix import Cell
 from wheelflow.monitor import read_manifest, write_manifest
 from wheelflow.prefect_api import read_secret
 from wheelflow.report import ReleaseReport
 from wheelflow.simple_api import READ_TIMEOUT, download_sha256
-from wheelflow.source import Source, SourceError, commit_source, resolve_commit
+from wheelflow.source import Source, commit_source, resolve_commit
 from wheelflow.spec import ReleaseSpec, Target, load_spec
-from wheelflow.tasks.check import check_release_files
-from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
-from wheelflow.tasks.upload import read_served_files
 from wheelflow.versioning import ResolvedVersion
 
-from wheelflow.flows.abigate import abi_gate
-from wheelflow.flows.context import ReleaseContext
-from wheelflow.flows.matrix import CellOutcome, built_outcome
-from wheelflow.flows.publishing import prove, publishing, upload
-
 PRESENT, BACKFILLED, FAILED, NOT_ROUTED = "present", "backfilled", "failed", "not routed"
-
-
-class BackfillFailed(WheelflowError):
-    """Some cells could not be built, checked or published: each is named with its reason."""
-
-
-class NothingToBackfill(WheelflowError):
-    """No released version matched: nothing was checked, so the run must not end green."""
 
 
 @dataclass

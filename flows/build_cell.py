@@ -11,16 +11,16 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
+from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 
 from wheelflow import artifactstore
 from wheelflow.builders.choose import choose_builder
 from wheelflow.checkout import checkout, is_git_url
 from wheelflow.errors import SpecError
-from wheelflow.localindex import wheelflow_home
+from wheelflow.home import wheelflow_home
 from wheelflow.prefect_api import read_secret
 from wheelflow.source import commit_source, prepare_source
 from wheelflow.spec import load_spec
-from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 
 
 @flow(name="build-cell", flow_run_name="build-cell[{cell}]")

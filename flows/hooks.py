@@ -9,7 +9,7 @@ import logging
 from prefect.logging.handlers import APILogWorker
 
 from wheelflow.alerts import Alert, configured_channels, send_alert
-from wheelflow.localindex import wheelflow_home
+from wheelflow.home import wheelflow_home
 from wheelflow.prefect_api import emit_alert_sent, read_secret, run_histories, ui_url
 from wheelflow.runhistory import describe_attempts
 

@@ -16,21 +16,20 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
 from prefect.task_runners import ThreadPoolTaskRunner
-
-from wheelflow import artifactstore
-from wheelflow.builders import Builder, CellUnbuildable, InfrastructureError, SmokeResult
-from wheelflow.builders.choose import choose_builder
-from wheelflow.cells import expected_version, summarize_failures
-from wheelflow.distributions import Distribution, describe
-from wheelflow.errors import BuildError, CheckError
-from wheelflow.matrix import Cell
-from wheelflow.overlap import overlap_builds_and_smokes
-from wheelflow.report import CellReport
+from wheelflow.flows.context import ReleaseContext, RemoteCells
+from wheelflow.flows.futures import settled
 from wheelflow.tasks.build import build_release_files
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 
-from wheelflow.flows.context import ReleaseContext, RemoteCells
-from wheelflow.flows.futures import settled
+from wheelflow import artifactstore
+from wheelflow.builders import Builder, SmokeResult
+from wheelflow.builders.choose import choose_builder
+from wheelflow.cells import expected_version, summarize_failures
+from wheelflow.distributions import Distribution, describe
+from wheelflow.errors import BuildError, CellUnbuildable, CheckError, InfrastructureError
+from wheelflow.matrix import Cell
+from wheelflow.overlap import overlap_builds_and_smokes
+from wheelflow.report import CellReport
 
 
 @dataclass(frozen=True)

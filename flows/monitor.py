@@ -12,15 +12,16 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
+from wheelflow.tasks.monitor import check_served, deliver_alert, list_release_tags, trigger_backfill, trigger_release
 
 from wheelflow.alerts import Alert
-from wheelflow.errors import WheelflowError
+from wheelflow.errors import MonitorFoundProblems, NothingToMonitor
 from wheelflow.gittags import DEFAULT_TAG_PATTERNS
 from wheelflow.incidents import OPENED, RESOLVED, Notice, plan_notices
 from wheelflow.monitor import DEFAULT_EXPECT, VersionStatus, expectations_from_spec, name_missing_cells, table_rows
 from wheelflow.prefect_api import PrefectVariableStore, read_variable, ui_url
-from wheelflow.spec import ReleaseSpec, load_spec, redact_url
-from wheelflow.tasks.monitor import check_served, deliver_alert, list_release_tags, trigger_backfill, trigger_release
+from wheelflow.redaction import redact_url
+from wheelflow.spec import ReleaseSpec, load_spec
 
 
 class MonitoredProject(BaseModel):
@@ -48,10 +49,6 @@ class MonitoredProject(BaseModel):
 PROJECTS_VARIABLE = "wheelflow-monitor-projects"
 
 
-class MonitorFoundProblems(WheelflowError):
-    transient = False
-
-
 def notice_alert(notice: Notice, run_url: str | None) -> Alert:
     incident, result = notice.incident, notice.status
     where = f"{incident.project} {incident.version} on {incident.index}"
@@ -77,10 +74,6 @@ def notice_alert(notice: Notice, run_url: str | None) -> Alert:
 def expected_files(spec: ReleaseSpec) -> tuple[str, ...]:
     local = [c.local_version for c in spec.matrix.cells] if spec.matrix else []
     return expectations_from_spec(spec.artifacts, local)
-
-
-class NothingToMonitor(WheelflowError):
-    """A monitor that checks nothing must not end green: say what to configure."""
 
 
 def configured_projects(projects: list[MonitoredProject] | None) -> list[MonitoredProject]:

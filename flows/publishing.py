@@ -19,12 +19,31 @@ from prefect.flow_runs import pause_flow_run
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.transactions import Transaction, transaction
+from wheelflow.flows.context import ReleaseContext
+from wheelflow.flows.futures import settled
+from wheelflow.tasks.check import check_target_rules
+from wheelflow.tasks.static import (
+    publish_static_files,
+    read_static,
+    read_static_files,
+    static_rollback_hook,
+    verify_static,
+)
+from wheelflow.tasks.upload import UploadInProgress, read_served_files, read_target, rollback_hook, upload_file
+from wheelflow.tasks.verify import ServedCheckFailed, install_and_smoke_test, install_check, verify_served
 
-from wheelflow.builders import CellUnbuildable
+from wheelflow.approval import approval_key, needs_person
 from wheelflow.builders.local import find_interpreter
-from wheelflow.approval import ApprovalError, approval_key, needs_person
 from wheelflow.distributions import Distribution, describe
-from wheelflow.errors import HashMismatchError, PublishError, UploadError, VerificationError, WheelflowError
+from wheelflow.errors import (
+    ApprovalError,
+    CellUnbuildable,
+    HashMismatchError,
+    PublishError,
+    UploadError,
+    VerificationError,
+    WheelflowError,
+)
 from wheelflow.indexes import Endpoints
 from wheelflow.installchecks import install_commands, plan, runtimes
 from wheelflow.localindex import open_index
@@ -37,15 +56,7 @@ from wheelflow.simple_api import READ_TIMEOUT, ServedFile, download_sha256, inhe
 from wheelflow.spec import Target
 from wheelflow.staticindex import StaticPublication, subindex_for
 from wheelflow.staticsite import StaticSite, open_static
-from wheelflow.tasks.check import check_target_rules
-from wheelflow.tasks.static import (publish_static_files, read_static, read_static_files, static_rollback_hook,
-                                    verify_static)
-from wheelflow.tasks.upload import UploadInProgress, read_served_files, read_target, rollback_hook, upload_file
-from wheelflow.tasks.verify import ServedCheckFailed, install_and_smoke_test, install_check, verify_served
 from wheelflow.verification import HASH_MISMATCH, VERIFIED, compare
-
-from wheelflow.flows.context import ReleaseContext
-from wheelflow.flows.futures import settled
 
 T = TypeVar("T")
 INSTALL_CHECKS_AT_ONCE = 4  # fresh environments, each a few processes: more would only queue on the CPU

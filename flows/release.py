@@ -9,20 +9,19 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
-
-from wheelflow.builders.docker import RUN_LABEL, remove_containers
-from wheelflow.distributions import Distribution
-from wheelflow.errors import WheelflowError
-from wheelflow.localindex import wheelflow_home
-from wheelflow.monitor import write_manifest
-from wheelflow.report import ReleaseReport
-from wheelflow.tasks.check import check_release_files
-
 from wheelflow.flows.abigate import abi_gate, wheels_of_cells
 from wheelflow.flows.context import ReleaseContext, one_release_at_a_time, prepare
 from wheelflow.flows.hooks import alert_release_problem
 from wheelflow.flows.matrix import build
 from wheelflow.flows.publishing import gate, prove, publishing, refuse_unrouted, upload
+from wheelflow.tasks.check import check_release_files
+
+from wheelflow.builders.docker import RUN_LABEL, remove_containers
+from wheelflow.distributions import Distribution
+from wheelflow.errors import WheelflowError
+from wheelflow.home import wheelflow_home
+from wheelflow.monitor import write_manifest
+from wheelflow.report import ReleaseReport
 
 
 @flow(name="release", log_prints=False, on_failure=[alert_release_problem], on_crashed=[alert_release_problem],

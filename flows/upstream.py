@@ -7,20 +7,18 @@ import httpx
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
+from wheelflow.tasks.monitor import deliver_alert
 
 from wheelflow.alerts import Alert
 from wheelflow.checkout import checkout
-from wheelflow.errors import SpecError, WheelflowError
-from wheelflow.localindex import open_index, wheelflow_home
+from wheelflow.errors import NothingToCheck, SpecError
+from wheelflow.home import wheelflow_home
+from wheelflow.localindex import open_index
 from wheelflow.prefect_api import ui_url
+from wheelflow.redaction import redact_url
 from wheelflow.simple_api import READ_TIMEOUT
-from wheelflow.spec import load_spec, redact_url
-from wheelflow.tasks.monitor import deliver_alert
+from wheelflow.spec import load_spec
 from wheelflow.upstream import axis_gaps
-
-
-class NothingToCheck(WheelflowError):
-    """No axis to watch: say what to configure instead of ending green."""
 
 
 @flow(name="upstream-check", log_prints=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from wheelflow.building import BuildResult, build_distributions
-from wheelflow.localindex import wheelflow_home
+from wheelflow.home import wheelflow_home
 from wheelflow.source import Source, prepare_source
 from wheelflow.spec import ReleaseSpec
 from wheelflow.versioning import ResolvedVersion, development_version, resolve_version

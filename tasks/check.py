@@ -10,9 +10,10 @@ from prefect.artifacts import create_table_artifact
 
 from wheelflow.abi import abi_findings, compat_grid, gpu_arch_rows, install_runtime
 from wheelflow.audits import audit_target, preflight
+from wheelflow.devicecode import find_cuobjdump
 from wheelflow.distributions import Distribution, Finding, blocking, warnings_line
 from wheelflow.errors import CheckError
-from wheelflow.gpuarch import ArchSpec, find_cuobjdump
+from wheelflow.gpuarch import ArchSpec
 from wheelflow.indexes import limits_for
 from wheelflow.simple_api import ServedFile
 from wheelflow.spec import Target

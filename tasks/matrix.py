@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from prefect import get_run_logger, task
 from prefect.runtime import task_run
+from wheelflow.tasks.retry import only_transient
 
 from wheelflow.builders import Builder, SmokeResult
 from wheelflow.cells import CellBuild, build_cell
 from wheelflow.distributions import Distribution
 from wheelflow.matrix import Cell
-from wheelflow.repair import RepairOptions
-from wheelflow.tasks.retry import only_transient
+from wheelflow.repairoptions import RepairOptions
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from prefect import get_run_logger, task
+from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
 
 from wheelflow.alerts import Alert, configured_channels, send_alert
 from wheelflow.gittags import ReleaseTag
-from wheelflow.localindex import wheelflow_home
+from wheelflow.home import wheelflow_home
 from wheelflow.monitor import VersionStatus, check_one_index, read_tags
 from wheelflow.prefect_api import read_secret
-from wheelflow.spec import redact_url
-from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
+from wheelflow.redaction import redact_url
 
 
 @task(name="list-release-tags", task_run_name="list-release-tags", retries=NETWORK_RETRIES,

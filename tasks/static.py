@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import logging
 
-from prefect import get_run_logger, task
-
 import httpx
+from prefect import get_run_logger, task
+from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
+from wheelflow.tasks.verify import HashMismatchFailed, ServedCheckFailed
 
 from wheelflow.distributions import Distribution
 from wheelflow.indexes import PRIVATE_POLL_CAP
 from wheelflow.prefect_api import held_alone, read_secret
-from wheelflow.simple_api import READ_TIMEOUT, ServedFile, download_sha256
+from wheelflow.simple_api import READ_TIMEOUT, ServedFile, download_sha256, read_served
 from wheelflow.spec import Target
 from wheelflow.staticindex import StaticPublication, publish_static, rollback_static
 from wheelflow.staticsite import StaticSite, read_listed, storage_options_for
-from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
-from wheelflow.tasks.verify import HashMismatchFailed, ServedCheckFailed
-from wheelflow.verification import HASH_MISMATCH, VERIFIED, FileStatus, poll_until_served, read_served
+from wheelflow.verification import HASH_MISMATCH, VERIFIED, FileStatus, poll_until_served
 
 
 def read_static(site: StaticSite, name: str, version: str, filenames: list[str]) -> list[ServedFile]:

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import get_run_logger, task
-
 import httpx
+from prefect import get_run_logger, task
 
 from wheelflow.distributions import Distribution
 from wheelflow.errors import HashMismatchError, VerificationError
-from wheelflow.installchecks import InstallCheck, run_install_check
+from wheelflow.home import wheelflow_home
 from wheelflow.indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP, Endpoints
-from wheelflow.localindex import wheelflow_home
-from wheelflow.simple_api import READ_TIMEOUT, ServedFile
-from wheelflow.verification import HASH_MISMATCH, VERIFIED, FileStatus, InstallResult, install_and_smoke, poll_until_served, read_served
+from wheelflow.installchecks import InstallCheck, run_install_check
+from wheelflow.simple_api import READ_TIMEOUT, ServedFile, read_served
+from wheelflow.verification import (
+    HASH_MISMATCH,
+    VERIFIED,
+    FileStatus,
+    InstallResult,
+    install_and_smoke,
+    poll_until_served,
+)
 
 
 class ServedCheckFailed(VerificationError):

@@ -8,10 +8,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 from wheelcraft import make_sdist, make_wheel
-from wheelflow.audits import parse_size
+
+from wheelflow.sizes import parse_size
 
 
 def check(*args: str) -> tuple[int, list[str], dict]:

@@ -4,19 +4,18 @@ and the token shows in no process's command line, no file of the clone, no error
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
-import json
 from pathlib import Path
 
 import pytest
-
 from conftest import git
 from gitserver import AuthGitServer
+
 from wheelflow.checkout import checkout
-from wheelflow.errors import SpecError
-from wheelflow.gittags import GitError
+from wheelflow.errors import GitError, SpecError
 
 USER, TOKEN = "releaser", "ghp-t0ken-for-the-private-repo-5ecret"
 
@@ -157,8 +156,8 @@ def test_ssh_user_name_alone_is_not_a_credential(tmp_path: Path) -> None:
 
 
 def test_git_sees_no_terminal_and_no_inherited_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wheelflow.credentials import Credentials
     from wheelflow.gitauth import git_env
-    from wheelflow.indexes import Credentials
 
     monkeypatch.setenv("WHEELFLOW_STAGING_PASSWORD", "staging-pw-not-for-git")
     monkeypatch.setenv("PREFECT_API_KEY", "pnu_not-for-git")

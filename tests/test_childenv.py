@@ -6,13 +6,12 @@ a real pip install, with credentials of several kinds in wheelflow's own environ
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import INDEX_PASSWORD, INDEX_USER, make_project
+
 from wheelflow.childenv import check_pass_env, child_env, container_env
 from wheelflow.errors import SpecError
 from wheelflow.redaction import redact
@@ -84,9 +83,10 @@ DUMP = "import os, sys\nfor k, v in sorted(os.environ.items()):\n    print(f'BUI
                   "no credential in the build's or the smoke test's environment, log or result")
 def test_build_and_smoke_see_no_credentials(tmp_path: Path, home: Path, index, monkeypatch: pytest.MonkeyPatch) -> None:
     from wheelflow.building import build_distributions
-    from wheelflow.indexes import Credentials
+    from wheelflow.credentials import Credentials
+    from wheelflow.simple_api import read_served
     from wheelflow.uploading import run_twine_upload
-    from wheelflow.verification import install_and_smoke, read_served
+    from wheelflow.verification import install_and_smoke
 
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import re
 import json
+import re
 import textwrap
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_cli
-from wheelflow.builders import InfrastructureError
+
 from wheelflow.builders.docker import MANAGED_LABEL, ROLE_LABEL, DockerBuilder
+from wheelflow.errors import InfrastructureError
 from wheelflow.matrix import Cell
 
 HELLO = REPO / "examples" / "hello-cuda"

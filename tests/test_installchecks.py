@@ -7,16 +7,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from wheelcraft import make_sdist, make_wheel
+
 from wheelflow import pyenvs
 from wheelflow.builders import PASSED
 from wheelflow.builders.local import LocalBuilder
 from wheelflow.errors import SpecError
 from wheelflow.installchecks import InstallCheck, install_commands, plan, run_install_check, runtimes
 from wheelflow.matrix import Cell
+from wheelflow.simple_api import read_served
 from wheelflow.spec import parse_spec
-from wheelflow.verification import read_served
 
 SMOKE = "python -c 'import tiny_pkg; assert tiny_pkg.answer() == 42'"
 

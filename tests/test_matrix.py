@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 from wheelflow.errors import SpecError
@@ -86,6 +85,7 @@ def test_bad_rows_and_keys_are_one_line_errors(table, message) -> None:
 
 def test_hello_cuda_matrix_has_a_variant_wheel_per_architecture() -> None:
     from conftest import REPO
+
     from wheelflow.spec import load_spec
 
     matrix = load_spec(REPO / "examples" / "hello-cuda").matrix
@@ -135,8 +135,7 @@ def test_bad_rules_are_one_line_errors(table, message) -> None:
 
 
 def test_expanded_table_lists_each_cell_as_built(tmp_path) -> None:
-    from wheelflow.matrix import expanded_table
-    from wheelflow.spec import load_spec, parse_spec
+    from wheelflow.spec import expanded_table, load_spec, parse_spec
 
     assert expanded_table(load_spec(REPO / "examples" / "hello-cuda"))[1] == {
         "cell": "py3.11-arch90", "values": {"python": "3.11", "arch": "90"}, "image": "wheelflow/builder:py3.11",

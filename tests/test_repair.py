@@ -11,13 +11,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from wheelcraft import make_wheel
+
 from wheelflow.audits import audit_files, audit_target
 from wheelflow.distributions import describe, sha256_of
 from wheelflow.errors import RepairError
 from wheelflow.indexes import limits_for
-from wheelflow.repair import RepairOptions, repair_wheel
+from wheelflow.repair import repair_wheel
+from wheelflow.repairoptions import RepairOptions
 from wheelflow.spec import Target
 
 REPO = Path(__file__).resolve().parent.parent

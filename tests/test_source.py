@@ -12,11 +12,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import git, make_project
+
 from wheelflow.building import build_distributions, source_digest
 from wheelflow.distributions import twine_check
-from wheelflow.source import DirtySourceError, prepare_source, source_identity
+from wheelflow.errors import DirtySourceError
+from wheelflow.source import prepare_source, source_identity
 
 COMMIT_DATE = "2026-03-01T12:00:00+00:00"
 COMMIT_EPOCH = 1772366400

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import make_project
+
 from wheelflow.errors import SpecError
-from wheelflow.repair import RepairOptions
+from wheelflow.repairoptions import RepairOptions
 from wheelflow.spec import STATIC_DEMO, load_spec
 
 

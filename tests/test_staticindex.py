@@ -12,18 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from wheelcraft import make_sdist, make_wheel
 from webservers import MotoS3, Nginx
+from wheelcraft import make_sdist, make_wheel
+
 from wheelflow.distributions import describe
 from wheelflow.errors import StaticIndexError, VerificationError
-from wheelflow.staticindex import (
-    check_layout,
-    check_served,
-    publish_static,
-    rollback_static,
-    subindex_for,
-)
+from wheelflow.staticindex import check_served, publish_static, rollback_static, subindex_for
+from wheelflow.staticlayout import check_layout
 
 UV = Path(sys.executable).with_name("uv")
 

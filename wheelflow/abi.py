@@ -29,10 +29,11 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 from elftools.common.exceptions import ELFError
 
+from wheelflow.devicecode import device_code, missing_archs
 from wheelflow.distributions import Distribution, Finding
 from wheelflow.elfsymbols import Unresolved, demangle, is_elf, resolve
 from wheelflow.errors import CheckError, RuntimeInstallError
-from wheelflow.gpuarch import ArchSpec, DeviceCode, describe, device_code, missing_archs
+from wheelflow.gpuarch import ArchSpec, DeviceCode, describe
 
 Runtimes = Mapping[str, Sequence[Path]]  # label (e.g. "torch-2.9.1") -> its library directories
 _SHARED_OBJECT = re.compile(r"\.so(\.\d+)*$")

@@ -8,12 +8,6 @@ shows (:class:`wheelflow.prefect_api.Decision`); ``wheelflow approve RUN_ID`` an
 
 from __future__ import annotations
 
-from wheelflow.errors import WheelflowError
-
-
-class ApprovalError(WheelflowError):
-    """Rejected, or nobody decided in time: the release stops before the gated target."""
-
 
 def needs_person(policy: str, earlier_verified: bool) -> bool:
     if policy == "manual":

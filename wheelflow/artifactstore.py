@@ -18,14 +18,7 @@ from typing import Mapping
 import fsspec
 
 from wheelflow.distributions import parse_filename
-from wheelflow.errors import HashMismatchError, WheelflowError
-
-
-class ArtifactStoreError(WheelflowError):
-    def __init__(self, message: str, *, transient: bool = True) -> None:
-        super().__init__(message)
-        self.transient = transient  # a store that did not answer may answer on the next attempt
-
+from wheelflow.errors import ArtifactStoreError, HashMismatchError
 
 STORE_ENV = "WHEELFLOW_ARTIFACT_STORE"  # the store every worker reaches, e.g. s3://team-bucket/wheelflow
 RUNNER_ENV = "WHEELFLOW_RUNNER_NAME"

@@ -20,16 +20,12 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from wheelflow.cells import expected_version
-from wheelflow.errors import SpecError, WheelflowError
+from wheelflow.errors import SourceExportError, SpecError
 from wheelflow.gittags import ReleaseTag, release_tags
 from wheelflow.matrix import Cell
 from wheelflow.routing import routes_label
 from wheelflow.simple_api import ServedFile
 from wheelflow.spec import Target
-
-
-class SourceExportError(WheelflowError):
-    """The tag's files cannot be exported (the tag or the project's folder is not in the repository)."""
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def source_digest(project: Path) -> str:
     """The cache identity of ``project`` as it is on disk (see ``source.source_identity``): HEAD's tree
     id when the tracked files match it, else a digest of the files a build takes. Untracked files
     and $WHEELFLOW_HOME never count."""
-    from wheelflow.localindex import wheelflow_home
+    from wheelflow.home import wheelflow_home
 
     return source_identity(project, home=wheelflow_home())
 

@@ -20,8 +20,9 @@ from wheelflow.builders import Builder, Log
 from wheelflow.distributions import Distribution, describe, parse_filename
 from wheelflow.errors import BuildError
 from wheelflow.matrix import Cell
+from wheelflow.repair import platform_of
+from wheelflow.repairoptions import RepairOptions
 from wheelflow.reproducible import normalise_wheel
-from wheelflow.repair import RepairOptions, platform_of
 
 MANIFEST = "manifest.json"
 

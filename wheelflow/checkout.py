@@ -9,9 +9,10 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
+from wheelflow.errors import GitError
 from wheelflow.gitauth import git_credentials, refuse_url_credentials
-from wheelflow.gittags import GitError, _git
-from wheelflow.spec import redact_url
+from wheelflow.gittags import _git
+from wheelflow.redaction import redact_url
 
 
 def is_git_url(project: str) -> bool:

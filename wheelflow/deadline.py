@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from wheelflow.errors import DeadlineExceeded
-from wheelflow.spec import redact_url
+from wheelflow.redaction import redact_url
 
 _current: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("wheelflow_deadline", default=None)
 

@@ -144,3 +144,71 @@ def _log_user_errors_without_traceback() -> None:
 
 
 _log_user_errors_without_traceback()
+
+
+class InfrastructureError(WheelflowError):
+    """The runner, not the code: daemon unreachable, image missing. Retried."""
+
+    transient = True
+
+
+class CellUnbuildable(WheelflowError):
+    """This builder cannot build this cell on this runner (e.g. no such interpreter)."""
+
+
+class ReleaseBusy(WheelflowError):
+    """Another run of the same release still holds it after the wait."""
+
+
+class OrchestrationError(WheelflowError):
+    transient = False
+
+
+class ArtifactStoreError(WheelflowError):
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient  # a store that did not answer may answer on the next attempt
+
+
+class SourceError(WheelflowError):
+    """The source to release cannot be taken as asked (a commit that is not there, a file git cannot export)."""
+
+
+class DirtySourceError(SourceError):
+    """The working tree's tracked files differ from the commit being released."""
+
+
+class GitError(WheelflowError):
+    transient = True  # a remote that does not answer may answer later
+
+
+class SourceExportError(WheelflowError):
+    """The tag's files cannot be exported (the tag or the project's folder is not in the repository)."""
+
+
+class ApprovalError(WheelflowError):
+    """Rejected, or nobody decided in time: the release stops before the gated target."""
+
+
+class EnvCreationError(RuntimeError):
+    """The environment could not be created (an interpreter that does not run, a full disk)."""
+
+
+class MonitorFoundProblems(WheelflowError):
+    transient = False
+
+
+class NothingToMonitor(WheelflowError):
+    """A monitor that checks nothing must not end green: say what to configure."""
+
+
+class NothingToCheck(WheelflowError):
+    """No axis to watch: say what to configure instead of ending green."""
+
+
+class BackfillFailed(WheelflowError):
+    """Some cells could not be built, checked or published: each is named with its reason."""
+
+
+class NothingToBackfill(WheelflowError):
+    """No released version matched: nothing was checked, so the run must not end green."""

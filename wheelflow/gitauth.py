@@ -19,10 +19,9 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from wheelflow.childenv import child_env
+from wheelflow.credentials import Credentials, secret_block_credentials
 from wheelflow.errors import SpecError
-from wheelflow.indexes import Credentials, secret_block_credentials
-from wheelflow.redaction import register_secret
-from wheelflow.spec import redact_url
+from wheelflow.redaction import redact_url, register_secret
 
 USERNAME_ENV = "WHEELFLOW_GIT_USERNAME"
 PASSWORD_ENV = "WHEELFLOW_GIT_PASSWORD"

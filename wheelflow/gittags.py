@@ -15,16 +15,12 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from wheelflow.errors import WheelflowError
+from wheelflow.credentials import Credentials
+from wheelflow.errors import GitError
 from wheelflow.gitauth import git_command, git_credentials, git_env, refuse_url_credentials
-from wheelflow.indexes import Credentials
 from wheelflow.redaction import redact
 
 DEFAULT_TAG_PATTERNS = ("v{version}", "{version}")
-
-
-class GitError(WheelflowError):
-    transient = True  # a remote that does not answer may answer later
 
 
 @dataclass(frozen=True)

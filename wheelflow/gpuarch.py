@@ -14,28 +14,13 @@ Names: SASS ``sm_80``/``sm_90a``/``sm_100f``, PTX ``compute_90``. A declaration 
 from __future__ import annotations
 
 import re
-import shutil
-import struct
-import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 
 from wheelflow.errors import SpecError
 
-FATBIN_SECTIONS = (".nv_fatbin", "__nv_relfatbin")  # the second holds relocatable (-rdc) device code
-_FATBIN_MAGIC = 0xBA55ED50
-_HEADER = struct.Struct("<IHHQ")  # magic, version, header size, size of the entries that follow
-_ENTRY = struct.Struct("<HHIQIIHHIII")  # kind, ?, header size, payload size, ..., arch (offset 28)
-_ENTRY_FLAGS = struct.Struct("<Q")  # at offset 40
-_KIND_PTX, _KIND_SASS = 1, 2
-_FLAG_ARCH_SPECIFIC, _FLAG_FAMILY = 0x100000, 0x200000  # sm_90a, sm_100f
 _NAME_RE = re.compile(r"^(sm|compute)_(\d{2,3})([af]?)$")
 _TORCH_RE = re.compile(r"^(\d+)\.(\d)([af]?)(\+PTX)?$", re.IGNORECASE)
-_CUOBJDUMP_RE = re.compile(r"\.(sm_\d+[af]?)\.(cubin|ptx)$")
 
 
 @dataclass(frozen=True)
@@ -84,85 +69,10 @@ def declared_archs(gpu_archs: str | Sequence[str] | None, env: Mapping[str, str]
     return None
 
 
-def find_cuobjdump(cuda_home: Path | None = Path("/usr/local/cuda")) -> Path | None:
-    """The toolkit's cuobjdump (``cuda_home``/bin, then PATH), or None."""
-    if cuda_home is not None and (cuda_home / "bin" / "cuobjdump").is_file():
-        return cuda_home / "bin" / "cuobjdump"
-    found = shutil.which("cuobjdump")
-    return Path(found) if found else None
-
-
-def device_code(path: Path, cuobjdump: Path | None = None) -> DeviceCode:
-    """The architectures compiled into the shared object at ``path``; empty when it has no device code."""
-    if cuobjdump is not None:
-        return _listed_by_cuobjdump(path, cuobjdump)
-    return read_fatbin(path)
-
-
-def read_fatbin(path: Path) -> DeviceCode:
-    """Device code from the fat binary containers' headers, without the CUDA toolkit."""
-    sass: set[str] = set()
-    ptx: set[str] = set()
-    try:
-        with path.open("rb") as handle:
-            elf = ELFFile(handle)
-            blobs = [s.data() for s in (elf.get_section_by_name(n) for n in FATBIN_SECTIONS)
-                     if s is not None and s["sh_type"] != "SHT_NOBITS"]
-    except ELFError:
-        return DeviceCode()
-    for blob in blobs:
-        for kind, arch in _fatbin_entries(blob):
-            if kind == _KIND_SASS:
-                sass.add(f"sm_{arch}")
-            elif kind == _KIND_PTX:
-                ptx.add(f"compute_{arch}")
-    return DeviceCode(frozenset(sass), frozenset(ptx))
-
-
-def _fatbin_entries(blob: bytes) -> list[tuple[int, str]]:
-    """(kind, "90a") per entry of every container in a fatbin section."""
-    entries = []
-    start = blob.find(struct.pack("<I", _FATBIN_MAGIC))
-    while 0 <= start and start + _HEADER.size <= len(blob):
-        _magic, _version, header_size, size = _HEADER.unpack_from(blob, start)
-        end = min(start + header_size + size, len(blob))
-        offset = start + header_size
-        while offset + _ENTRY.size + _ENTRY_FLAGS.size <= end:
-            kind, _, entry_header, payload, *_, arch, _, _ = _ENTRY.unpack_from(blob, offset)
-            (flags,) = _ENTRY_FLAGS.unpack_from(blob, offset + 40)
-            if entry_header == 0:  # padding, not an entry
-                break
-            suffix = "a" if flags & _FLAG_ARCH_SPECIFIC else "f" if flags & _FLAG_FAMILY else ""
-            entries.append((kind, f"{arch}{suffix}"))
-            offset += entry_header + payload
-        # Containers of several translation units follow each other, aligned: find the next magic.
-        start = blob.find(struct.pack("<I", _FATBIN_MAGIC), max(end, start + 1))
-    return entries
-
-
-def _listed_by_cuobjdump(path: Path, cuobjdump: Path) -> DeviceCode:
-    found: dict[str, set[str]] = {"cubin": set(), "ptx": set()}
-    for flag in ("--list-elf", "--list-ptx"):
-        # It exits 255 for "does not contain device code": an empty listing, not an error.
-        listing = subprocess.run([str(cuobjdump), flag, str(path)], capture_output=True, text=True, check=False)
-        for line in listing.stdout.splitlines():
-            match = _CUOBJDUMP_RE.search(line.strip())
-            if match:
-                found[match.group(2)].add(match.group(1))
-    return DeviceCode(frozenset(found["cubin"]),
-                      frozenset(name.replace("sm_", "compute_", 1) for name in found["ptx"]))
-
-
-def missing_archs(found: DeviceCode, declared: ArchSpec) -> list[str]:
-    """Declared architectures without their exact SASS (or PTX) in ``found``, sorted by SM number."""
-    missing = (declared.sass - found.sass) | (declared.ptx - found.ptx)
-    return sorted(missing, key=_sort_key)
-
-
-def _sort_key(name: str) -> tuple[int, str]:
+def arch_sort_key(name: str) -> tuple[int, str]:
     match = _NAME_RE.match(name)
     return (int(match.group(2)), name) if match else (0, name)
 
 
 def describe(archs: frozenset[str]) -> str:
-    return ", ".join(sorted(archs, key=_sort_key)) or "none"
+    return ", ".join(sorted(archs, key=arch_sort_key)) or "none"

@@ -6,16 +6,16 @@ at run time, so wheelflow follows those tools wherever they point.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from wheelflow.audits import Limits
+from wheelflow.credentials import Credentials, secret_block_credentials
 from wheelflow.errors import CredentialsError, SpecError
-from wheelflow.redaction import register_secret
-from wheelflow.spec import Target, env_prefix, redact_url
+from wheelflow.redaction import redact_url, register_secret
+from wheelflow.spec import Target, env_prefix
 
 #: Default verification deadlines (seconds). The public index's Simple API sits behind a CDN that
 #: caches pages for about ten minutes, so reading a fresh upload back can take that long.
@@ -25,12 +25,6 @@ PRIVATE_VERIFY_TIMEOUT = 60.0
 #: long after it appears. The public index's CDN is read more gently.
 PRIVATE_POLL_CAP = 2.0
 PUBLIC_POLL_CAP = 10.0
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -128,33 +122,3 @@ def _read_credentials(target: Target, read_secret: Callable[[str], Any] | None) 
                                     read_secret)
 
 
-def secret_block_value(block: str, owner: str, other_source: str, read_secret: Callable[[str], Any] | None) -> Any:
-    """What a Prefect Secret block holds: a JSON object or list decoded, else the string itself;
-    ``owner`` and ``other_source`` complete the error messages."""
-    if read_secret is None:
-        raise CredentialsError(f"{owner}: credentials in Prefect Secret block {block!r} need a Prefect API; "
-                               f"fix: set PREFECT_API_URL, or {other_source}")
-    try:
-        value = read_secret(block)
-    except CredentialsError as exc:
-        raise CredentialsError(f"{owner}: {exc}") from None
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
-def secret_block_credentials(block: str, owner: str, other_source: str, read_secret: Callable[[str], Any] | None,
-                             token_username: str = "__token__") -> Credentials:
-    """Credentials from a Prefect Secret block holding a token or {"username": ..., "password": ...}."""
-    value = secret_block_value(block, owner, other_source, read_secret)
-    if isinstance(value, str):
-        return Credentials(token_username, value)
-    if isinstance(value, dict) and value.get("password"):
-        return Credentials(str(value.get("username", token_username)), str(value["password"]))
-    raise CredentialsError(
-        f"{owner}: Secret block {block!r} must hold a token or "
-        '{"username": ..., "password": ...}; fix: store it in one of those forms'
-    )

@@ -26,10 +26,10 @@ from urllib.parse import unquote
 from packaging.utils import canonicalize_name
 
 from wheelflow.distributions import parse_filename
-from wheelflow.pyenvs import PIP, UV, EnvCreationError, create_env, installer_env
-from wheelflow.redaction import redact
+from wheelflow.errors import EnvCreationError
+from wheelflow.pyenvs import PIP, UV, create_env, installer_env
+from wheelflow.redaction import redact, redact_url
 from wheelflow.simple_api import ServedFile
-from wheelflow.spec import redact_url
 from wheelflow.verification import InstallResult, pip_failure
 
 INSTALLERS = (PIP, UV)

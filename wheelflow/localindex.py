@@ -18,15 +18,17 @@ from typing import Any, Callable
 import httpx
 
 from wheelflow.childenv import child_env
-from wheelflow.indexes import (PRIVATE_VERIFY_TIMEOUT, Credentials, Endpoints, endpoints_for_target, load_credentials,
-                      resolve_endpoints)
+from wheelflow.credentials import Credentials
+from wheelflow.home import wheelflow_home
+from wheelflow.indexes import (
+    PRIVATE_VERIFY_TIMEOUT,
+    Endpoints,
+    endpoints_for_target,
+    load_credentials,
+    resolve_endpoints,
+)
 from wheelflow.redaction import register_secret
 from wheelflow.spec import Target
-
-
-def wheelflow_home() -> Path:
-    """All of wheelflow's own state: the local index's files, built artifacts, caches, reports."""
-    return Path(os.environ.get("WHEELFLOW_HOME", ".wheelflow")).absolute()
 
 
 def free_port() -> int:

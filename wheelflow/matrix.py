@@ -37,15 +37,25 @@ from typing import TYPE_CHECKING, Annotated, Any, Mapping
 from annotated_types import Gt, MinLen
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
-from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictFloat, StrictInt, ValidationError
-from pydantic import WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from wheelflow.errors import SpecError
 from wheelflow.gpuarch import parse_archs
 from wheelflow.spectypes import EnvTable, Expect, SpecModel, Text, problem, spec_error
 
 if TYPE_CHECKING:
-    from wheelflow.spec import ReleaseSpec
+    pass
 
 _PREFIX = {"python": "py", "cuda": "cu", "torch": "torch"}
 _AXIS_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -323,14 +333,3 @@ def parse_matrix(table: Any, prefix: str = "tool.wheelflow.matrix") -> Matrix:
         raise spec_error(exc, prefix) from None
 
 
-def expanded_table(spec: ReleaseSpec) -> list[dict[str, Any]]:
-    """The spec's cells as rows, after exclude, include and rules: what `wheelflow matrix` shows.
-
-    Keys are the spec's own (kebab-case); a spec without a matrix has no rows.
-    """
-    if spec.matrix is None:
-        return []
-    return [{"cell": cell.name, "values": dict(cell.values), "image": cell.image, "runtime-image": cell.runtime_image,
-             "local-version": cell.local_version, "env": dict(cell.env), "build-requires": list(cell.build_requires),
-             "gpu": cell.gpu,
-             "gpu-archs": list(cell.gpu_archs) if isinstance(cell.gpu_archs, tuple) else cell.gpu_archs, "timeout": cell.timeout} for cell in spec.matrix.cells]

@@ -37,8 +37,8 @@ from wheelflow.errors import SpecError
 from wheelflow.gittags import ReleaseTag, local_repository, release_tags
 from wheelflow.localindex import open_index
 from wheelflow.matrix import Cell
+from wheelflow.redaction import redact_url
 from wheelflow.simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
-from wheelflow.spec import redact_url
 
 OK, LATE, MISSING, INCOMPLETE, HASH_MISMATCH = "ok", "late", "missing", "incomplete", "hash-mismatch"
 DEFAULT_EXPECT = ("*",)  # at least one file for the version

@@ -11,14 +11,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from wheelflow.errors import SpecError, WheelflowError
+from wheelflow.errors import SpecError
 
 #: ``wheelflow trigger --wait`` exit codes (2 is bad input, as everywhere in wheelflow).
 EXIT_COMPLETED, EXIT_FAILED, EXIT_CANCELLED, EXIT_TIMEOUT = 0, 1, 3, 4
-
-
-class OrchestrationError(WheelflowError):
-    transient = False
 
 
 @dataclass(frozen=True)

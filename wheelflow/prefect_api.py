@@ -17,9 +17,9 @@ from prefect.client.orchestration import get_client
 from prefect.input import RunInput
 from pydantic import Field
 
-from wheelflow.errors import CredentialsError, SpecError, WheelflowError
+from wheelflow.errors import CredentialsError, OrchestrationError, ReleaseBusy, SpecError
 from wheelflow.incidents import VARIABLE_PREFIX, Incident, variable_name
-from wheelflow.orchestration import OrchestrationError, strict_schema
+from wheelflow.orchestration import strict_schema
 from wheelflow.runhistory import TaskHistory, entry_from_state, retry_errors
 
 # -- Secret blocks ---------------------------------------------------------------------------------
@@ -374,10 +374,6 @@ def serve_deployments(deployments: list[Any]) -> None:
 #: Seconds a held slot outlives a holder that died without letting go (a killed runner): the holder
 #: renews its lease while it lives, so this bounds only how long a dead one blocks the next run.
 LEASE = 60.0
-
-
-class ReleaseBusy(WheelflowError):
-    """Another run of the same release still holds it after the wait."""
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wheelflow.childenv import child_env
+from wheelflow.errors import EnvCreationError
 
 PIP, UV = "pip", "uv"
 
@@ -36,10 +37,6 @@ def installer_env(venv: Path | None = None) -> dict[str, str]:
     if venv is not None:
         env.update(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
     return env
-
-
-class EnvCreationError(RuntimeError):
-    """The environment could not be created (an interpreter that does not run, a full disk)."""
 
 
 @dataclass(frozen=True)

@@ -148,3 +148,14 @@ def install_log_redaction() -> None:
 # Every wheelflow process imports this module (through wheelflow.errors): from then on no record
 # it creates can carry a registered secret, nor PREFECT_API_KEY.
 install_log_redaction()
+
+
+def redact_url(url: str) -> str:
+    """Replace any user:password in a URL with ***, so it can be shown."""
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return parts._replace(netloc=f"***@{host}").geturl()

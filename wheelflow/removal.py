@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from wheelflow.indexes import Credentials, Endpoints, public_index
-from wheelflow.spec import redact_url
+from wheelflow.credentials import Credentials
+from wheelflow.indexes import Endpoints, public_index
+from wheelflow.redaction import redact_url
 
 REMOVED, ALREADY_GONE, NOT_SUPPORTED, REFUSED = "removed", "already gone", "not supported", "refused"
 

@@ -22,25 +22,15 @@ from pathlib import Path
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from wheelflow.building import first_error_line
-from wheelflow.distributions import sha256_of
 from wheelflow.childenv import child_env
+from wheelflow.distributions import sha256_of
 from wheelflow.errors import RepairError
+from wheelflow.repairoptions import RepairOptions, check_command
 
 #: Never vendored (auditwheel --exclude takes these wildcards): the driver, the CUDA runtime and its
 #: libraries, and torch's own libraries, which the user's environment provides.
 DEFAULT_EXCLUDES = ("libcuda.so.1", "libcudart.so.*", "libnvrtc*", "libcublas*", "libtorch*.so", "libc10*.so",
                     "libtorch_python.so")
-COMMAND_FIELDS = ("{wheel}", "{dest_dir}")
-
-
-@dataclass(frozen=True)
-class RepairOptions:
-    """The spec's ``repair`` table."""
-
-    command: str | None = None  # replaces auditwheel: a shell command with {wheel} and {dest_dir}
-    exclude: tuple[str, ...] = ()  # added to DEFAULT_EXCLUDES
-    plat: str | None = None  # None: the best policy the wheel qualifies for (auditwheel's "auto")
-    timeout: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -50,18 +40,6 @@ class RepairedWheel:
     original_filename: str
     original_sha256: str  # of the wheel as built, before repair
     repaired: bool  # False: passed through unchanged (a pure wheel, or no repair applies here)
-
-
-def check_command(command: str) -> None:
-    """A repair command names {wheel} and {dest_dir} and no other placeholder."""
-    missing = [field for field in COMMAND_FIELDS if field not in command]
-    try:
-        command.format(wheel="w", dest_dir="d")
-    except (KeyError, IndexError, ValueError):
-        missing = missing or ["only {wheel} and {dest_dir}"]
-    if missing:
-        raise RepairError(f"repair.command {command!r} must use {' and '.join(missing)}; "
-                          "fix: write e.g. \"auditwheel repair -w {dest_dir} {wheel}\"")
 
 
 def platform_of(wheel: Path) -> str:

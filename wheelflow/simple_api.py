@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wheelflow.deadline import Deadline
 from wheelflow.errors import IndexReadError, MalformedListingError
-from wheelflow.spec import redact_url
+from wheelflow.redaction import redact_url
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 #: How long one socket read of an index may wait: slower answers count as no answer (retried by the caller).
@@ -372,3 +372,12 @@ def download_sha256(client: httpx.Client, url: str, *, deadline: Deadline | None
         log(f"downloaded {redact_url(url).rsplit('/', 1)[-1]}: {size / 1e6:.1f} MB in {seconds:.1f} s "
             f"({size / seconds / 1e6:.1f} MB/s)")
     return digest.hexdigest()
+
+
+def read_served(client: httpx.Client, simple_url: str, name: str, version: str, *,
+                deadline: Deadline | None = None) -> list[ServedFile]:
+    """This version's files on the index, each with its sha256 (downloaded when the listing has none)."""
+    files = files_for_version(list_project_files(client, simple_url, name, deadline=deadline), name, version)
+    return [f if f.sha256 else ServedFile(f.filename, f.url, download_sha256(client, f.url, deadline=deadline),
+                                          f.upload_time, f.yanked)
+            for f in files]

@@ -33,21 +33,13 @@ from pathlib import Path
 from typing import Iterator
 
 from wheelflow.childenv import child_env
-from wheelflow.errors import WheelflowError
+from wheelflow.errors import DirtySourceError, SourceError
 from wheelflow.reproducible import canonical_mode
 
 GIT, DIRECTORY = "git", "directory"
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".wheelflow", "__pycache__", "build", "dist", ".venv", ".tox",
                        ".pytest_cache", ".mypy_cache"})
 SHOWN_CHANGES = 5
-
-
-class SourceError(WheelflowError):
-    """The source to release cannot be taken as asked (a commit that is not there, a file git cannot export)."""
-
-
-class DirtySourceError(SourceError):
-    """The working tree's tracked files differ from the commit being released."""
 
 
 @dataclass(frozen=True)

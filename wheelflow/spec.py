@@ -20,15 +20,27 @@ from typing import Annotated, Any, Iterator, Literal, Mapping, get_args
 from urllib.parse import urlsplit
 
 from annotated_types import Gt, MinLen
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError
-from pydantic import ValidationInfo, WithJsonSchema
-from pydantic import field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from wheelflow.childenv import pass_env_problem
 from wheelflow.errors import SpecError, WheelflowError
 from wheelflow.matrix import Matrix, MatrixTable, render_template
-from wheelflow.repair import RepairOptions, check_command
+from wheelflow.redaction import redact_url
+from wheelflow.repairoptions import RepairOptions, check_command
 from wheelflow.spectypes import ByteSize, EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
 
 try:
@@ -262,7 +274,7 @@ class Target(SpecModel):
     def _store_url(cls, url: str | None) -> str | None:
         if url is None or url == LOCAL_STORE:
             return url
-        from wheelflow.staticindex import check_store_url  # staticindex reads this module's helpers
+        from wheelflow.staticlayout import check_store_url  # staticindex reads this module's helpers
 
         _reworded(check_store_url, url)
         return url
@@ -279,7 +291,7 @@ class Target(SpecModel):
     @field_validator("layout")
     @classmethod
     def _layout(cls, layout: str) -> str:
-        from wheelflow.staticindex import check_layout
+        from wheelflow.staticlayout import check_layout
 
         _reworded(check_layout, layout)
         return layout
@@ -638,17 +650,6 @@ def env_prefix(target_name: str) -> str:
     return "WHEELFLOW_" + re.sub(r"[^A-Z0-9]", "_", target_name.upper())
 
 
-def redact_url(url: str) -> str:
-    """Replace any user:password in a URL with ***, so it can be shown."""
-    parts = urlsplit(url)
-    if not (parts.username or parts.password):
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return parts._replace(netloc=f"***@{host}").geturl()
-
-
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
@@ -670,3 +671,16 @@ if __name__ == "__main__":  # python -m wheelflow.spec [PATH]: regenerate the pu
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / SCHEMA_FILE
     out.write_text(schema_text(), encoding="utf-8")
     print(f"wrote {out}")
+
+
+def expanded_table(spec: ReleaseSpec) -> list[dict[str, Any]]:
+    """The spec's cells as rows, after exclude, include and rules: what `wheelflow matrix` shows.
+
+    Keys are the spec's own (kebab-case); a spec without a matrix has no rows.
+    """
+    if spec.matrix is None:
+        return []
+    return [{"cell": cell.name, "values": dict(cell.values), "image": cell.image, "runtime-image": cell.runtime_image,
+             "local-version": cell.local_version, "env": dict(cell.env), "build-requires": list(cell.build_requires),
+             "gpu": cell.gpu,
+             "gpu-archs": list(cell.gpu_archs) if isinstance(cell.gpu_archs, tuple) else cell.gpu_archs, "timeout": cell.timeout} for cell in spec.matrix.cells]

@@ -12,12 +12,19 @@ import difflib
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Iterable
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, GetCoreSchemaHandler, StrictStr
-from pydantic import ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    GetCoreSchemaHandler,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError, core_schema
 
-from wheelflow.audits import parse_size
 from wheelflow.errors import SpecError
+from wheelflow.sizes import parse_size
 
 SPEC_ERROR = "spec"  # the pydantic error type carrying a message written for the spec's reader
 

@@ -28,7 +28,6 @@ import email.parser
 import hashlib
 import html
 import posixpath
-import string
 import uuid
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -38,16 +37,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-
 from wheelflow.audits import read_metadata
 from wheelflow.distributions import Distribution, parse_filename
 from wheelflow.errors import StaticIndexError, VerificationError
+from wheelflow.redaction import redact_url
 from wheelflow.simple_api import _AnchorParser, list_project_files
-from wheelflow.spec import redact_url
+from wheelflow.staticlayout import DEFAULT_LAYOUT, check_layout, check_public_url, check_store_url
 
 SHARED_FILES = ("every-subindex", "root")
-DEFAULT_LAYOUT = "{local_version}"
-LAYOUT_FIELDS = ("local_version",)
 PAGE = "index.html"
 # Pages must be served as HTML: pip skips a Simple API page of any other content type. A plain
 # S3 PUT would store binary/octet-stream, so the S3 write says so explicitly.
@@ -85,38 +82,6 @@ class StaticPublication:
     def simple_url(self, subindex: str = "") -> str:
         """The Simple API URL installers use for a sub-index (``--index-url``)."""
         return join_url(self.public_url, subindex) + "/"
-
-
-def check_store_url(url: str, key: str = "store-url") -> None:
-    """Refuse a URL that embeds credentials: keys go through the environment or storage options."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        raise StaticIndexError(f"{key} {redact_url(url)!r} embeds credentials; fix: remove them from the URL and "
-                               "pass them through the environment (e.g. AWS_ACCESS_KEY_ID) or storage options")
-    if not parts.scheme and not url.startswith("/"):
-        raise StaticIndexError(f"{key} {url!r} is not a URL; fix: write e.g. file:///srv/whl or s3://bucket/whl")
-
-
-def check_public_url(url: str, key: str = "public-url") -> None:
-    check_store_url(url, key)
-    if urlsplit(url).scheme not in ("http", "https", "file"):
-        raise StaticIndexError(f"{key} {url!r} is not an http(s) URL; fix: give the URL installers read the index at")
-
-
-def check_layout(layout: str) -> None:
-    """A layout names only known fields and yields a relative path below the store root."""
-    try:
-        fields = {name for _text, name, _spec, _conv in string.Formatter().parse(layout) if name is not None}
-    except ValueError as exc:
-        raise StaticIndexError(f"layout {layout!r} is not a template ({exc}); fix: write e.g. {DEFAULT_LAYOUT!r}") from None
-    unknown = fields - set(LAYOUT_FIELDS)
-    if unknown or not fields:
-        raise StaticIndexError(f"layout {layout!r} must name {{local_version}} and no other field "
-                               f"({', '.join(sorted(unknown)) or 'none named'}); fix: write e.g. {DEFAULT_LAYOUT!r}")
-    sample = layout.format(local_version="cu130")
-    if sample.startswith("/") or any(part in ("", ".", "..") for part in sample.split("/")):
-        raise StaticIndexError(f"layout {layout!r} must be a relative path without '..' or empty parts; "
-                               f"fix: write e.g. {DEFAULT_LAYOUT!r} or 'whl/{{local_version}}'")
 
 
 def subindex_for(filename: str, layout: str = DEFAULT_LAYOUT) -> str:

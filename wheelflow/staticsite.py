@@ -19,12 +19,12 @@ from typing import Any, Callable
 
 import httpx
 
+from wheelflow.credentials import secret_block_value
 from wheelflow.errors import CredentialsError
-from wheelflow.indexes import PRIVATE_VERIFY_TIMEOUT, Endpoints, secret_block_value
-from wheelflow.simple_api import ServedFile
+from wheelflow.indexes import PRIVATE_VERIFY_TIMEOUT, Endpoints
+from wheelflow.simple_api import ServedFile, read_served
 from wheelflow.spec import LOCAL_STORE, Target
 from wheelflow.staticindex import join_url, subindex_for
-from wheelflow.verification import read_served
 
 EMBEDDED_DIR = "static"  # $WHEELFLOW_HOME/static: the embedded static index's store
 

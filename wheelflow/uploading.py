@@ -12,10 +12,10 @@ from typing import Callable
 
 from wheelflow import redaction
 from wheelflow.childenv import child_env
+from wheelflow.credentials import Credentials
 from wheelflow.errors import HashMismatchError, IndexReadError, UploadError
-from wheelflow.indexes import Credentials
+from wheelflow.redaction import redact_url
 from wheelflow.simple_api import ServedFile
-from wheelflow.spec import redact_url
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -166,15 +166,6 @@ def prove_served(
     return prove_files(served, expected, http_download(client, log), deadline=deadline, concurrency=concurrency)
 
 
-def read_served(client: httpx.Client, simple_url: str, name: str, version: str, *,
-                deadline: Deadline | None = None) -> list[ServedFile]:
-    """This version's files on the index, each with its sha256 (downloaded when the listing has none)."""
-    files = files_for_version(list_project_files(client, simple_url, name, deadline=deadline), name, version)
-    return [f if f.sha256 else ServedFile(f.filename, f.url, download_sha256(client, f.url, deadline=deadline),
-                                          f.upload_time, f.yanked)
-            for f in files]
-
-
 def expected_from_paths(items: Iterable[str]) -> dict[str, str | None]:
     """``--expect`` values → {filename: sha256 or None}: a path to a built file is expected with its
     sha256; a bare wheel or sdist file name only has to be served. A path that does not exist is a
@@ -337,7 +328,7 @@ def install_and_smoke(
     The release file comes from the index under test, pinned by URL and sha256; its dependencies
     from ``dependencies`` (:mod:`wheelflow.installsource`), through uv's cache in ``cache_dir``
     (default: $WHEELFLOW_HOME/cache/uv)."""
-    from wheelflow.localindex import wheelflow_home  # localindex starts indexes, which read this module's callers
+    from wheelflow.home import wheelflow_home  # localindex starts indexes, which read this module's callers
 
     source = dependency_source(dependencies)
     pinned = release_file(served, name, version)

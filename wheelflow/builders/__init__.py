@@ -12,23 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
-from wheelflow.errors import WheelflowError
+from wheelflow.errors import CellUnbuildable, InfrastructureError  # noqa: F401 (re-exported: builders raise them)
 from wheelflow.matrix import Cell
-from wheelflow.repair import RepairedWheel, RepairOptions
+from wheelflow.repair import RepairedWheel
+from wheelflow.repairoptions import RepairOptions
 from wheelflow.source import copy_tree
 
 Log = Callable[[str], None]
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
-
-
-class InfrastructureError(WheelflowError):
-    """The runner, not the code: daemon unreachable, image missing. Retried."""
-
-    transient = True
-
-
-class CellUnbuildable(WheelflowError):
-    """This builder cannot build this cell on this runner (e.g. no such interpreter)."""
 
 
 @dataclass(frozen=True)

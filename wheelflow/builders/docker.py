@@ -13,15 +13,16 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from wheelflow.builders import FAILED, PASSED, SKIPPED, BatchedLog, Log, SmokeResult
 from wheelflow.building import first_error_line
 from wheelflow.childenv import container_env
-from wheelflow.errors import BuildError
-from wheelflow.redaction import redact
+from wheelflow.errors import BuildError, CellUnbuildable, InfrastructureError
 from wheelflow.matrix import Cell
+from wheelflow.redaction import redact
+from wheelflow.repair import RepairedWheel, repair_command, repair_wheel, shown
+from wheelflow.repairoptions import RepairOptions
 from wheelflow.reproducible import prefix_map_env
-from wheelflow.repair import RepairedWheel, RepairOptions, repair_command, repair_wheel, shown
 from wheelflow.spec import HOST_CA_BUNDLE, DockerOptions
-from wheelflow.builders import FAILED, PASSED, SKIPPED, BatchedLog, CellUnbuildable, InfrastructureError, Log, SmokeResult
 
 MANAGED_LABEL = "org.wheelflow.managed"
 RUN_LABEL = "org.wheelflow.run"

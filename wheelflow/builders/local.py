@@ -11,16 +11,17 @@ from collections import deque
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from wheelflow.builders import FAILED, PASSED, SKIPPED, BatchedLog, Log, SmokeResult, copy_source
 from wheelflow.building import first_error_line
 from wheelflow.childenv import child_env
-from wheelflow.errors import BuildError
-from wheelflow.redaction import redact
+from wheelflow.errors import BuildError, CellUnbuildable, EnvCreationError
 from wheelflow.matrix import Cell
-from wheelflow.pyenvs import EnvCreationError, create_env, installer_env
+from wheelflow.pyenvs import create_env, installer_env
+from wheelflow.redaction import redact
+from wheelflow.repair import RepairedWheel, repair_wheel
+from wheelflow.repairoptions import RepairOptions
 from wheelflow.reproducible import prefix_map_env
 from wheelflow.source import source_files
-from wheelflow.repair import RepairedWheel, RepairOptions, repair_wheel
-from wheelflow.builders import FAILED, PASSED, SKIPPED, BatchedLog, CellUnbuildable, Log, SmokeResult, copy_source
 
 
 def find_interpreter(python: str | None) -> str:
@@ -92,7 +93,7 @@ class LocalBuilder:
 
     def build(self, cell: Cell, source: Path, out: Path, env: Mapping[str, str], log: Log, labels: Mapping[str, str]) -> None:
         interpreter = find_interpreter(cell.values.get("python"))
-        from wheelflow.localindex import wheelflow_home
+        from wheelflow.home import wheelflow_home
 
         copy = copy_source(source, source_files(source, wheelflow_home()))
         try:

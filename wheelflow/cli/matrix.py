@@ -9,9 +9,8 @@ from typing import Any
 
 from rich.table import Table
 
-from wheelflow.matrix import expanded_table
-from wheelflow.spec import load_spec
 from wheelflow.cli.common import add_json, out_console
+from wheelflow.spec import expanded_table, load_spec
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

@@ -9,12 +9,19 @@ from typing import Any
 
 from rich.table import Table
 
+from wheelflow.cli.common import add_json, load_spec_arg, out_console, say
 from wheelflow.errors import SpecError
 from wheelflow.gittags import DEFAULT_TAG_PATTERNS
+from wheelflow.home import wheelflow_home
 from wheelflow.indexes import resolve_endpoints
-from wheelflow.localindex import wheelflow_home
-from wheelflow.monitor import DEFAULT_EXPECT, check_one_index, expectations_from_spec, name_missing_cells, read_tags, table_rows
-from wheelflow.cli.common import add_json, load_spec_arg, out_console, say
+from wheelflow.monitor import (
+    DEFAULT_EXPECT,
+    check_one_index,
+    expectations_from_spec,
+    name_missing_cells,
+    read_tags,
+    table_rows,
+)
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

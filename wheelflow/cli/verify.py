@@ -13,17 +13,25 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from rich.table import Table
 
+from wheelflow.cli.common import add_json, add_spec, err_console, load_spec_arg, out_console, say
 from wheelflow.deadline import Deadline
 from wheelflow.errors import DeadlineExceeded, SpecError
+from wheelflow.home import wheelflow_home
 from wheelflow.indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP
-from wheelflow.localindex import open_index, wheelflow_home
+from wheelflow.localindex import open_index
 from wheelflow.monitor import UploadTimes
+from wheelflow.simple_api import READ_TIMEOUT, ServedFile, read_served
 from wheelflow.spec import INDEX_ALIASES
-from wheelflow.simple_api import READ_TIMEOUT, ServedFile
-from wheelflow.verification import MISSING, SERVED, VERIFIED, expected_from_paths, install_and_smoke, poll_until_served, read_served
-from wheelflow.verification import settled_reason
+from wheelflow.verification import (
+    MISSING,
+    SERVED,
+    VERIFIED,
+    expected_from_paths,
+    install_and_smoke,
+    poll_until_served,
+    settled_reason,
+)
 from wheelflow.versioning import parse_version
-from wheelflow.cli.common import add_json, add_spec, err_console, load_spec_arg, out_console, say
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
