@@ -70,8 +70,8 @@ def read_task_runs(flow_run_id: str, expected: int) -> list:
 def dry_builder():
     """The local builder with its build replaced by a crafted wheel and its smoke test by a pass."""
     from wheelcraft import make_wheel
-    from wheelflow.builders import PASSED, SmokeResult
-    from wheelflow.builders.local import LocalBuilder
+    from wheelflow.build.builders import PASSED, SmokeResult
+    from wheelflow.build.builders.local import LocalBuilder
 
     class DryBuilder(LocalBuilder):
         kind = "local"
@@ -103,9 +103,9 @@ def smoke_before(wheel: Path, smoke: str) -> None:
 def smoke_env_times(wheels: list[Path], smoke: str) -> dict[str, float]:
     """Mean seconds of one smoke test, each way in turn on the same wheels: as before (venv + its
     pip), today with pip (where uv is missing), today with uv."""
-    from wheelflow import pyenvs
-    from wheelflow.builders.local import LocalBuilder
-    from wheelflow.matrix import Cell
+    from wheelflow.core import pyenvs
+    from wheelflow.build.builders.local import LocalBuilder
+    from wheelflow.config.matrix import Cell
 
     real_find_uv = pyenvs.find_uv
     times: dict[str, list[float]] = {"before": [], "pip": [], "uv": []}

@@ -29,10 +29,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from wheelcraft import make_wheel  # noqa: E402
-from wheelflow.gittags import release_tags  # noqa: E402
-from wheelflow.localindex import PypiServer  # noqa: E402
-from wheelflow.monitor import UploadTimes, check_index  # noqa: E402
-from wheelflow.simple_api import files_for_version, list_project_files  # noqa: E402
+from wheelflow.source.gittags import release_tags  # noqa: E402
+from wheelflow.index.localindex import PypiServer  # noqa: E402
+from wheelflow.ops.monitor import UploadTimes, check_index  # noqa: E402
+from wheelflow.index.simple_api import files_for_version, list_project_files  # noqa: E402
 
 
 def tagged_repo(root: Path, versions: list[str]) -> Path:

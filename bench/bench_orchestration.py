@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import INDEX_PASSWORD, INDEX_USER, make_project, start_prefect_server  # noqa: E402
-from wheelflow.localindex import PypiServer, ensure_htpasswd  # noqa: E402
+from wheelflow.index.localindex import PypiServer, ensure_htpasswd  # noqa: E402
 
 SCRIPT = """set -euo pipefail
 rm -rf "$WORK/dist" "$WORK/venv"

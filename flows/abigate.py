@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from wheelflow.distributions import Distribution
-from wheelflow.gpuarch import declared_archs
-from wheelflow.report import ReleaseReport
-from wheelflow.spec import ReleaseSpec
+from wheelflow.core.distributions import Distribution
+from wheelflow.config.gpuarch import declared_archs
+from wheelflow.core.report import ReleaseReport
+from wheelflow.config.spec import ReleaseSpec
 from wheelflow.tasks.check import check_abi, install_abi_runtime
 
 

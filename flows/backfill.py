@@ -30,13 +30,13 @@ from wheelflow.tasks.check import check_release_files
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 from wheelflow.tasks.upload import read_served_files
 
-from wheelflow.backfill import Gap, find_gap, released_versions, select_cells
-from wheelflow.builders.choose import choose_builder
-from wheelflow.builders.docker import RUN_LABEL, remove_containers
-from wheelflow.cells import expected_version
-from wheelflow.checkout import checkout
-from wheelflow.distributions import Distribution
-from wheelflow.errors import (
+from wheelflow.ops.backfill import Gap, find_gap, released_versions, select_cells
+from wheelflow.build.builders.choose import choose_builder
+from wheelflow.build.builders.docker import RUN_LABEL, remove_containers
+from wheelflow.build.cells import expected_version
+from wheelflow.source.checkout import checkout
+from wheelflow.core.distributions import Distribution
+from wheelflow.core.errors import (
     BackfillFailed,
     CellUnbuildable,
     InfrastructureError,
@@ -45,17 +45,17 @@ from wheelflow.errors import (
     SpecError,
     WheelflowError,
 )
-from wheelflow.gittags import ReleaseTag
-from wheelflow.home import wheelflow_home
-from wheelflow.localindex import credentials_for, open_index
-from wheelflow.matrix import Cell
-from wheelflow.monitor import read_manifest, write_manifest
-from wheelflow.prefect_api import read_secret
-from wheelflow.report import ReleaseReport
-from wheelflow.simple_api import READ_TIMEOUT, download_sha256
-from wheelflow.source import Source, commit_source, resolve_commit
-from wheelflow.spec import ReleaseSpec, Target, load_spec
-from wheelflow.versioning import ResolvedVersion
+from wheelflow.source.gittags import ReleaseTag
+from wheelflow.core.home import wheelflow_home
+from wheelflow.index.localindex import credentials_for, open_index
+from wheelflow.config.matrix import Cell
+from wheelflow.ops.monitor import read_manifest, write_manifest
+from wheelflow.adapters.prefect_api import read_secret
+from wheelflow.core.report import ReleaseReport
+from wheelflow.index.simple_api import READ_TIMEOUT, download_sha256
+from wheelflow.source.export import Source, commit_source, resolve_commit
+from wheelflow.config.spec import ReleaseSpec, Target, load_spec
+from wheelflow.source.versioning import ResolvedVersion
 
 PRESENT, BACKFILLED, FAILED, NOT_ROUTED = "present", "backfilled", "failed", "not routed"
 

@@ -13,14 +13,14 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 
-from wheelflow import artifactstore
-from wheelflow.builders.choose import choose_builder
-from wheelflow.checkout import checkout, is_git_url
-from wheelflow.errors import SpecError
-from wheelflow.home import wheelflow_home
-from wheelflow.prefect_api import read_secret
-from wheelflow.source import commit_source, prepare_source
-from wheelflow.spec import load_spec
+from wheelflow.build import artifactstore
+from wheelflow.build.builders.choose import choose_builder
+from wheelflow.source.checkout import checkout, is_git_url
+from wheelflow.core.errors import SpecError
+from wheelflow.core.home import wheelflow_home
+from wheelflow.adapters.prefect_api import read_secret
+from wheelflow.source.export import commit_source, prepare_source
+from wheelflow.config.spec import load_spec
 
 
 @flow(name="build-cell", flow_run_name="build-cell[{cell}]")

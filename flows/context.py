@@ -9,16 +9,16 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 from prefect import get_run_logger
 
-from wheelflow.artifactstore import default_store
-from wheelflow.checkout import checkout, is_git_url
-from wheelflow.errors import SpecError
-from wheelflow.localindex import credentials_for
-from wheelflow.prefect_api import held_alone, read_secret
-from wheelflow.report import ReleaseReport
-from wheelflow.spec import ReleaseSpec, Target, load_spec
-from wheelflow.source import Source
+from wheelflow.build.artifactstore import default_store
+from wheelflow.source.checkout import checkout, is_git_url
+from wheelflow.core.errors import SpecError
+from wheelflow.index.localindex import credentials_for
+from wheelflow.adapters.prefect_api import held_alone, read_secret
+from wheelflow.core.report import ReleaseReport
+from wheelflow.config.spec import ReleaseSpec, Target, load_spec
+from wheelflow.source.export import Source
 from wheelflow.tasks.build import prepare_release_source, resolve_development_version, resolve_release_version
-from wheelflow.versioning import ResolvedVersion
+from wheelflow.source.versioning import ResolvedVersion
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ import logging
 
 from prefect.logging.handlers import APILogWorker
 
-from wheelflow.alerts import Alert, configured_channels, send_alert
-from wheelflow.home import wheelflow_home
-from wheelflow.prefect_api import emit_alert_sent, read_secret, run_histories, ui_url
-from wheelflow.runhistory import describe_attempts
+from wheelflow.ops.alerts import Alert, configured_channels, send_alert
+from wheelflow.core.home import wheelflow_home
+from wheelflow.adapters.prefect_api import emit_alert_sent, read_secret, run_histories, ui_url
+from wheelflow.ops.runhistory import describe_attempts
 
 
 def failed_task_attempts(flow_run_id) -> tuple[list[str], list[dict]]:
@@ -51,6 +51,6 @@ def alert_release_problem(flow, flow_run, state) -> None:
                            "failed_cells": failed_cells, "task_runs": task_runs},
                   lines=tuple(lines))
     delivered = send_alert(alert, configured_channels(read_secret=read_secret),
-                           log=logging.getLogger("wheelflow.alerts").warning)
+                           log=logging.getLogger("wheelflow.ops.alerts").warning)
     if delivered:  # the server's release-problem automation then stays quiet: one alert per problem
         emit_alert_sent(flow_run, flow.name, delivered)

@@ -21,15 +21,15 @@ from wheelflow.flows.futures import settled
 from wheelflow.tasks.build import build_release_files
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 
-from wheelflow import artifactstore
-from wheelflow.builders import Builder, SmokeResult
-from wheelflow.builders.choose import choose_builder
-from wheelflow.cells import expected_version, summarize_failures
-from wheelflow.distributions import Distribution, describe
-from wheelflow.errors import BuildError, CellUnbuildable, CheckError, InfrastructureError
-from wheelflow.matrix import Cell
-from wheelflow.overlap import overlap_builds_and_smokes
-from wheelflow.report import CellReport
+from wheelflow.build import artifactstore
+from wheelflow.build.builders import Builder, SmokeResult
+from wheelflow.build.builders.choose import choose_builder
+from wheelflow.build.cells import expected_version, summarize_failures
+from wheelflow.core.distributions import Distribution, describe
+from wheelflow.core.errors import BuildError, CellUnbuildable, CheckError, InfrastructureError
+from wheelflow.config.matrix import Cell
+from wheelflow.core.overlap import overlap_builds_and_smokes
+from wheelflow.core.report import CellReport
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def image_of(builder: Builder, cell: Cell) -> str | None:
 
 def build_cells_here(ctx: ReleaseContext, builder: Builder) -> list[CellOutcome]:
     """One build[cell] and one smoke[cell] task run per cell, under the matrix's concurrency; each smoke
-    test starts as soon as its cell is built (:mod:`wheelflow.overlap`)."""
+    test starts as soon as its cell is built (:mod:`wheelflow.core.overlap`)."""
     spec, matrix = ctx.spec, ctx.spec.matrix
     job = CellJob(project=str(ctx.source.path), source_digest=ctx.source.identity, name=spec.name,
                   version=ctx.version, build_env=dict(spec.build_env), home=str(ctx.home),
@@ -201,7 +201,7 @@ def fetched_outcome(cell: Cell, run: Any, store: str, directory) -> CellOutcome:
 
 def cell_run_runner(flow_run_id: Any) -> str | None:
     """The runner a build-cell run reported in its table artifact (None when it wrote none)."""
-    from wheelflow.prefect_api import flow_run_table_rows
+    from wheelflow.adapters.prefect_api import flow_run_table_rows
 
     with get_client(sync_client=True) as client:
         rows = flow_run_table_rows(client, flow_run_id, "build-cell")

@@ -14,14 +14,14 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 from wheelflow.tasks.monitor import check_served, deliver_alert, list_release_tags, trigger_backfill, trigger_release
 
-from wheelflow.alerts import Alert
-from wheelflow.errors import MonitorFoundProblems, NothingToMonitor
-from wheelflow.gittags import DEFAULT_TAG_PATTERNS
-from wheelflow.incidents import OPENED, RESOLVED, Notice, plan_notices
-from wheelflow.monitor import DEFAULT_EXPECT, VersionStatus, expectations_from_spec, name_missing_cells, table_rows
-from wheelflow.prefect_api import PrefectVariableStore, read_variable, ui_url
-from wheelflow.redaction import redact_url
-from wheelflow.spec import ReleaseSpec, load_spec
+from wheelflow.ops.alerts import Alert
+from wheelflow.core.errors import MonitorFoundProblems, NothingToMonitor
+from wheelflow.source.gittags import DEFAULT_TAG_PATTERNS
+from wheelflow.ops.incidents import OPENED, RESOLVED, Notice, plan_notices
+from wheelflow.ops.monitor import DEFAULT_EXPECT, VersionStatus, expectations_from_spec, name_missing_cells, table_rows
+from wheelflow.adapters.prefect_api import PrefectVariableStore, read_variable, ui_url
+from wheelflow.core.redaction import redact_url
+from wheelflow.config.spec import ReleaseSpec, load_spec
 
 
 class MonitoredProject(BaseModel):

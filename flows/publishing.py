@@ -32,10 +32,10 @@ from wheelflow.tasks.static import (
 from wheelflow.tasks.upload import UploadInProgress, read_served_files, read_target, rollback_hook, upload_file
 from wheelflow.tasks.verify import ServedCheckFailed, install_and_smoke_test, install_check, verify_served
 
-from wheelflow.approval import approval_key, needs_person
-from wheelflow.builders.local import find_interpreter
-from wheelflow.distributions import Distribution, describe
-from wheelflow.errors import (
+from wheelflow.ops.approval import approval_key, needs_person
+from wheelflow.build.builders.local import find_interpreter
+from wheelflow.core.distributions import Distribution, describe
+from wheelflow.core.errors import (
     ApprovalError,
     CellUnbuildable,
     HashMismatchError,
@@ -44,19 +44,19 @@ from wheelflow.errors import (
     VerificationError,
     WheelflowError,
 )
-from wheelflow.indexes import Endpoints
-from wheelflow.installchecks import install_commands, plan, runtimes
-from wheelflow.localindex import open_index
-from wheelflow.monitor import manifest_variable, read_manifest, record_upload
-from wheelflow.prefect_api import Decision, read_record, write_record
-from wheelflow.removal import runbook as rollback_runbook
-from wheelflow.report import FAILED, NOT_RUN, PASSED, Check, FileReport
-from wheelflow.routing import routed
-from wheelflow.simple_api import READ_TIMEOUT, ServedFile, download_sha256, inherited_from
-from wheelflow.spec import Target
-from wheelflow.staticindex import StaticPublication, subindex_for
-from wheelflow.staticsite import StaticSite, open_static
-from wheelflow.verification import HASH_MISMATCH, VERIFIED, compare
+from wheelflow.index.indexes import Endpoints
+from wheelflow.proof.installchecks import install_commands, plan, runtimes
+from wheelflow.index.localindex import open_index
+from wheelflow.ops.monitor import manifest_variable, read_manifest, record_upload
+from wheelflow.adapters.prefect_api import Decision, read_record, write_record
+from wheelflow.index.removal import runbook as rollback_runbook
+from wheelflow.core.report import FAILED, NOT_RUN, PASSED, Check, FileReport
+from wheelflow.config.routing import routed
+from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, download_sha256, inherited_from
+from wheelflow.config.spec import Target
+from wheelflow.index.staticindex import StaticPublication, subindex_for
+from wheelflow.index.staticsite import StaticSite, open_static
+from wheelflow.proof.verification import HASH_MISMATCH, VERIFIED, compare
 
 T = TypeVar("T")
 INSTALL_CHECKS_AT_ONCE = 4  # fresh environments, each a few processes: more would only queue on the CPU

@@ -16,12 +16,12 @@ from wheelflow.flows.matrix import build
 from wheelflow.flows.publishing import gate, prove, publishing, refuse_unrouted, upload
 from wheelflow.tasks.check import check_release_files
 
-from wheelflow.builders.docker import RUN_LABEL, remove_containers
-from wheelflow.distributions import Distribution
-from wheelflow.errors import WheelflowError
-from wheelflow.home import wheelflow_home
-from wheelflow.monitor import write_manifest
-from wheelflow.report import ReleaseReport
+from wheelflow.build.builders.docker import RUN_LABEL, remove_containers
+from wheelflow.core.distributions import Distribution
+from wheelflow.core.errors import WheelflowError
+from wheelflow.core.home import wheelflow_home
+from wheelflow.ops.monitor import write_manifest
+from wheelflow.core.report import ReleaseReport
 
 
 @flow(name="release", log_prints=False, on_failure=[alert_release_problem], on_crashed=[alert_release_problem],

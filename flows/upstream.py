@@ -9,16 +9,16 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from wheelflow.tasks.monitor import deliver_alert
 
-from wheelflow.alerts import Alert
-from wheelflow.checkout import checkout
-from wheelflow.errors import NothingToCheck, SpecError
-from wheelflow.home import wheelflow_home
-from wheelflow.localindex import open_index
-from wheelflow.prefect_api import ui_url
-from wheelflow.redaction import redact_url
-from wheelflow.simple_api import READ_TIMEOUT
-from wheelflow.spec import load_spec
-from wheelflow.upstream import axis_gaps
+from wheelflow.ops.alerts import Alert
+from wheelflow.source.checkout import checkout
+from wheelflow.core.errors import NothingToCheck, SpecError
+from wheelflow.core.home import wheelflow_home
+from wheelflow.index.localindex import open_index
+from wheelflow.adapters.prefect_api import ui_url
+from wheelflow.core.redaction import redact_url
+from wheelflow.index.simple_api import READ_TIMEOUT
+from wheelflow.config.spec import load_spec
+from wheelflow.ops.upstream import axis_gaps
 
 
 @flow(name="upstream-check", log_prints=False)

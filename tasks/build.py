@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from wheelflow.building import BuildResult, build_distributions
-from wheelflow.home import wheelflow_home
-from wheelflow.source import Source, prepare_source
-from wheelflow.spec import ReleaseSpec
-from wheelflow.versioning import ResolvedVersion, development_version, resolve_version
+from wheelflow.build.building import BuildResult, build_distributions
+from wheelflow.core.home import wheelflow_home
+from wheelflow.source.export import Source, prepare_source
+from wheelflow.config.spec import ReleaseSpec
+from wheelflow.source.versioning import ResolvedVersion, development_version, resolve_version
 
 
 @task(name="resolve-version", task_run_name="resolve-version", retries=0)  # a mismatch is a decision, not a fault: never retried

@@ -8,15 +8,15 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from wheelflow.abi import abi_findings, compat_grid, gpu_arch_rows, install_runtime
-from wheelflow.audits import audit_target, preflight
-from wheelflow.devicecode import find_cuobjdump
-from wheelflow.distributions import Distribution, Finding, blocking, warnings_line
-from wheelflow.errors import CheckError
-from wheelflow.gpuarch import ArchSpec
-from wheelflow.indexes import limits_for
-from wheelflow.simple_api import ServedFile
-from wheelflow.spec import Target
+from wheelflow.checks.abi import abi_findings, compat_grid, gpu_arch_rows, install_runtime
+from wheelflow.checks.audits import audit_target, preflight
+from wheelflow.checks.devicecode import find_cuobjdump
+from wheelflow.core.distributions import Distribution, Finding, blocking, warnings_line
+from wheelflow.core.errors import CheckError
+from wheelflow.config.gpuarch import ArchSpec
+from wheelflow.index.indexes import limits_for
+from wheelflow.index.simple_api import ServedFile
+from wheelflow.config.spec import Target
 
 
 def _raise_on(findings: list[Finding], what: str) -> None:

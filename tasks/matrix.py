@@ -8,11 +8,11 @@ from prefect import get_run_logger, task
 from prefect.runtime import task_run
 from wheelflow.tasks.retry import only_transient
 
-from wheelflow.builders import Builder, SmokeResult
-from wheelflow.cells import CellBuild, build_cell
-from wheelflow.distributions import Distribution
-from wheelflow.matrix import Cell
-from wheelflow.repairoptions import RepairOptions
+from wheelflow.build.builders import Builder, SmokeResult
+from wheelflow.build.cells import CellBuild, build_cell
+from wheelflow.core.distributions import Distribution
+from wheelflow.config.matrix import Cell
+from wheelflow.config.repairoptions import RepairOptions
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class CellJob:
 def build_matrix_cell(builder: Builder, cell: Cell, job: CellJob) -> tuple[CellBuild, int]:
     from pathlib import Path
 
-    from wheelflow.builders.docker import RUN_LABEL
+    from wheelflow.build.builders.docker import RUN_LABEL
 
     logger = get_run_logger()
     try:
@@ -56,7 +56,7 @@ def build_matrix_cell(builder: Builder, cell: Cell, job: CellJob) -> tuple[CellB
 
 @task(name="smoke-cell", task_run_name="smoke[{cell.name}]", retries=0)
 def smoke_matrix_cell(builder: Builder, cell: Cell, wheel: Distribution, smoke: str | None, run_label: str) -> SmokeResult:
-    from wheelflow.builders.docker import RUN_LABEL
+    from wheelflow.build.builders.docker import RUN_LABEL
 
     logger = get_run_logger()
     result = builder.smoke(cell, wheel.path, smoke, logger.info, {RUN_LABEL: run_label})

@@ -7,12 +7,12 @@ from datetime import datetime, timedelta
 from prefect import get_run_logger, task
 from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
 
-from wheelflow.alerts import Alert, configured_channels, send_alert
-from wheelflow.gittags import ReleaseTag
-from wheelflow.home import wheelflow_home
-from wheelflow.monitor import VersionStatus, check_one_index, read_tags
-from wheelflow.prefect_api import read_secret
-from wheelflow.redaction import redact_url
+from wheelflow.ops.alerts import Alert, configured_channels, send_alert
+from wheelflow.source.gittags import ReleaseTag
+from wheelflow.core.home import wheelflow_home
+from wheelflow.ops.monitor import VersionStatus, check_one_index, read_tags
+from wheelflow.adapters.prefect_api import read_secret
+from wheelflow.core.redaction import redact_url
 
 
 @task(name="list-release-tags", task_run_name="list-release-tags", retries=NETWORK_RETRIES,

@@ -11,7 +11,7 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.tasks import exponential_backoff
 
-from wheelflow.errors import WheelflowError
+from wheelflow.core.errors import WheelflowError
 
 NETWORK_RETRIES = 4
 NETWORK_BACKOFF = exponential_backoff(backoff_factor=1)  # 1, 2, 4, 8 s

@@ -9,14 +9,14 @@ from prefect import get_run_logger, task
 from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
 from wheelflow.tasks.verify import HashMismatchFailed, ServedCheckFailed
 
-from wheelflow.distributions import Distribution
-from wheelflow.indexes import PRIVATE_POLL_CAP
-from wheelflow.prefect_api import held_alone, read_secret
-from wheelflow.simple_api import READ_TIMEOUT, ServedFile, download_sha256, read_served
-from wheelflow.spec import Target
-from wheelflow.staticindex import StaticPublication, publish_static, rollback_static
-from wheelflow.staticsite import StaticSite, read_listed, storage_options_for
-from wheelflow.verification import HASH_MISMATCH, VERIFIED, FileStatus, poll_until_served
+from wheelflow.core.distributions import Distribution
+from wheelflow.index.indexes import PRIVATE_POLL_CAP
+from wheelflow.adapters.prefect_api import held_alone, read_secret
+from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, download_sha256, read_served
+from wheelflow.config.spec import Target
+from wheelflow.index.staticindex import StaticPublication, publish_static, rollback_static
+from wheelflow.index.staticsite import StaticSite, read_listed, storage_options_for
+from wheelflow.proof.verification import HASH_MISMATCH, VERIFIED, FileStatus, poll_until_served
 
 
 def read_static(site: StaticSite, name: str, version: str, filenames: list[str]) -> list[ServedFile]:

@@ -8,16 +8,16 @@ import httpx
 from prefect import get_run_logger, task
 from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
 
-from wheelflow.distributions import Distribution, parse_filename, sha256_of
-from wheelflow.errors import HashMismatchError, UploadError
-from wheelflow.home import wheelflow_home
-from wheelflow.indexes import Endpoints
-from wheelflow.localindex import credentials_for
-from wheelflow.prefect_api import read_secret
-from wheelflow.removal import remove_version
-from wheelflow.simple_api import READ_TIMEOUT, ServedFile, read_served
-from wheelflow.spec import Target
-from wheelflow.uploading import publish_file
+from wheelflow.core.distributions import Distribution, parse_filename, sha256_of
+from wheelflow.core.errors import HashMismatchError, UploadError
+from wheelflow.core.home import wheelflow_home
+from wheelflow.index.indexes import Endpoints
+from wheelflow.index.localindex import credentials_for
+from wheelflow.adapters.prefect_api import read_secret
+from wheelflow.index.removal import remove_version
+from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, read_served
+from wheelflow.config.spec import Target
+from wheelflow.index.uploading import publish_file
 
 
 def read_target(endpoints: Endpoints, name: str, version: str) -> list[ServedFile]:

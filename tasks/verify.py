@@ -7,13 +7,13 @@ from pathlib import Path
 import httpx
 from prefect import get_run_logger, task
 
-from wheelflow.distributions import Distribution
-from wheelflow.errors import HashMismatchError, VerificationError
-from wheelflow.home import wheelflow_home
-from wheelflow.indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP, Endpoints
-from wheelflow.installchecks import InstallCheck, run_install_check
-from wheelflow.simple_api import READ_TIMEOUT, ServedFile, read_served
-from wheelflow.verification import (
+from wheelflow.core.distributions import Distribution
+from wheelflow.core.errors import HashMismatchError, VerificationError
+from wheelflow.core.home import wheelflow_home
+from wheelflow.index.indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP, Endpoints
+from wheelflow.proof.installchecks import InstallCheck, run_install_check
+from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, read_served
+from wheelflow.proof.verification import (
     HASH_MISMATCH,
     VERIFIED,
     FileStatus,

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from wheelflow.localindex import PypiServer, ensure_htpasswd, free_port
+from wheelflow.index.localindex import PypiServer, ensure_htpasswd, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 INDEX_USER, INDEX_PASSWORD = "releaser", "s3cret-index-password-for-tests"
@@ -170,7 +170,7 @@ def webhook(monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture(scope="session")
 def docker_images():
     """The builder and runtime images, made by `wheelflow images` (idempotent) on the real daemon."""
-    from wheelflow.builders.docker import daemon_answers
+    from wheelflow.build.builders.docker import daemon_answers
 
     if not daemon_answers():
         pytest.skip("no Docker daemon answers: .ci/run installs and starts dockerd before the suite")

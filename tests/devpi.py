@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from wheelflow.localindex import free_port
+from wheelflow.index.localindex import free_port
 
 USER, PASSWORD = "releaser", "s3cret-devpi-password-for-tests"
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from wheelcraft import make_wheel
 
-from wheelflow.abi import abi_findings, compat_grid, gpu_arch_rows, install_runtime, library_dirs
-from wheelflow.devicecode import device_code, read_fatbin
-from wheelflow.errors import CheckError, RuntimeInstallError, SpecError
-from wheelflow.gpuarch import declared_archs, parse_archs
+from wheelflow.checks.abi import abi_findings, compat_grid, gpu_arch_rows, install_runtime, library_dirs
+from wheelflow.checks.devicecode import device_code, read_fatbin
+from wheelflow.core.errors import CheckError, RuntimeInstallError, SpecError
+from wheelflow.config.gpuarch import declared_archs, parse_archs
 
 NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="needs the CUDA toolkit's nvcc (no GPU needed)")
@@ -251,7 +251,7 @@ def test_the_check_task_refuses_by_name_and_leaves_its_tables(prefect_api: str, 
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
     from wheelflow.tasks.check import check_abi
 
-    from wheelflow.distributions import describe
+    from wheelflow.core.distributions import describe
 
     dist = describe(_wheel(tmp_path, **{"_ext.so": c10["ext"]}))
     grid = {"torch-v1": [c10["v1"]], "torch-v2": [c10["v2"]]}

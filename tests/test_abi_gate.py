@@ -17,8 +17,8 @@ from conftest import REPO, git, run_cli
 from faultproxy import FaultProxy
 from test_abi import EXTENSION, LIB_V1, LIB_V2, TAG, _gxx, c10, kernels  # noqa: F401 (session fixtures)
 from wheelcraft import make_wheel
-from wheelflow.errors import SpecError
-from wheelflow.spec import parse_spec
+from wheelflow.core.errors import SpecError
+from wheelflow.config.spec import parse_spec
 
 NVCC = Path("/usr/local/cuda/bin/nvcc")
 needs_nvcc = pytest.mark.skipif(not NVCC.exists(), reason="needs the CUDA toolkit's nvcc at /usr/local/cuda (no GPU)")

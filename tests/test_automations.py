@@ -39,7 +39,7 @@ def receiver() -> Iterator[WebhookReceiver]:
 def remove_automations_afterwards(prefect_api):
     """The automations act on every run of the session's server: take them away after this module."""
     yield
-    from wheelflow.prefect_api import install_automations
+    from wheelflow.adapters.prefect_api import install_automations
 
     install_automations([], [])
 

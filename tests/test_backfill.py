@@ -12,12 +12,12 @@ import pytest
 
 from conftest import git, run_cli
 from faultproxy import FaultProxy
-from wheelflow.backfill import find_gap, select_cells, serves_cell
-from wheelflow.distributions import sha256_of
-from wheelflow.errors import SpecError
-from wheelflow.matrix import parse_matrix
-from wheelflow.simple_api import ServedFile
-from wheelflow.spec import Target
+from wheelflow.ops.backfill import find_gap, select_cells, serves_cell
+from wheelflow.core.distributions import sha256_of
+from wheelflow.core.errors import SpecError
+from wheelflow.config.matrix import parse_matrix
+from wheelflow.index.simple_api import ServedFile
+from wheelflow.config.spec import Target
 
 VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli
 from wheelcraft import make_sdist, make_wheel
 
-from wheelflow.sizes import parse_size
+from wheelflow.core.sizes import parse_size
 
 
 def check(*args: str) -> tuple[int, list[str], dict]:
@@ -141,7 +141,7 @@ def test_twine_warnings_are_warnings_unless_checks_are_strict(tmp_path: Path) ->
 
 
 def test_twine_output_wrapped_by_its_terminal_is_joined_whole() -> None:
-    from wheelflow.distributions import twine_messages
+    from wheelflow.core.distributions import twine_messages
 
     wrapped = ("Checking \ndist/jit_pkg-1.2.0-py3-non\n e-any.whl: \x1b[31mFAILED\x1b[0m\n"
                "\x1b[31mERROR   \x1b[0m `long_description` has syntax errors in markup\n"
@@ -155,7 +155,7 @@ def test_twine_output_wrapped_by_its_terminal_is_joined_whole() -> None:
 
 @pytest.mark.case("bad input", "a long description that does not render", "twine check's error fails, strict or not")
 def test_twine_errors_still_fail(tmp_path: Path) -> None:
-    from wheelflow.distributions import twine_check
+    from wheelflow.core.distributions import twine_check
 
     bad = _broken_rst_wheel(tmp_path)
     findings = twine_check([bad])
@@ -178,7 +178,7 @@ def _broken_rst_wheel(tmp_path: Path) -> Path:
 def test_twine_check_of_many_files_at_once_names_each_finding_with_its_own_file(tmp_path: Path) -> None:
     """One twine process checks a chunk of files; each finding still belongs to its file, also after
     a file that stops twine (no archive at all), whose followers are checked again alone."""
-    from wheelflow.distributions import twine_check
+    from wheelflow.core.distributions import twine_check
 
     good = [make_wheel(tmp_path, version=f"1.0.{n}") for n in range(3)]
     warned = make_wheel(tmp_path, name="no_description", description=False)

@@ -14,8 +14,8 @@ import pytest
 from conftest import git
 from gitserver import AuthGitServer
 
-from wheelflow.checkout import checkout
-from wheelflow.errors import GitError, SpecError
+from wheelflow.source.checkout import checkout
+from wheelflow.core.errors import GitError, SpecError
 
 USER, TOKEN = "releaser", "ghp-t0ken-for-the-private-repo-5ecret"
 
@@ -147,7 +147,7 @@ def test_url_with_credentials_is_refused(tmp_path: Path, url: str) -> None:
 
 
 def test_ssh_user_name_alone_is_not_a_credential(tmp_path: Path) -> None:
-    from wheelflow.gitauth import refuse_url_credentials
+    from wheelflow.source.gitauth import refuse_url_credentials
 
     refuse_url_credentials("ssh://git@127.0.0.1:9/project.git")
     refuse_url_credentials("git@127.0.0.1:project.git")
@@ -156,8 +156,8 @@ def test_ssh_user_name_alone_is_not_a_credential(tmp_path: Path) -> None:
 
 
 def test_git_sees_no_terminal_and_no_inherited_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    from wheelflow.credentials import Credentials
-    from wheelflow.gitauth import git_env
+    from wheelflow.core.credentials import Credentials
+    from wheelflow.source.gitauth import git_env
 
     monkeypatch.setenv("WHEELFLOW_STAGING_PASSWORD", "staging-pw-not-for-git")
     monkeypatch.setenv("PREFECT_API_KEY", "pnu_not-for-git")

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from conftest import INDEX_PASSWORD, INDEX_USER, make_project
 
-from wheelflow.childenv import check_pass_env, child_env, container_env
-from wheelflow.errors import SpecError
-from wheelflow.redaction import redact
+from wheelflow.core.childenv import check_pass_env, child_env, container_env
+from wheelflow.core.errors import SpecError
+from wheelflow.core.redaction import redact
 
 HOST = {
     "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/releaser", "LC_ALL": "C.UTF-8",
@@ -57,7 +57,7 @@ def test_a_proxy_password_is_masked() -> None:
                                   "TWINE_PASSWORD", "MAIL_SMTP_PASSWORD"])
 @pytest.mark.case("secret", "build.pass-env names one of wheelflow's own secrets", "spec error naming it, exit 2")
 def test_pass_env_refuses_wheelflows_own_secrets(tmp_path: Path, name: str) -> None:
-    from wheelflow.spec import parse_spec
+    from wheelflow.config.spec import parse_spec
 
     with pytest.raises(SpecError) as raised:
         parse_spec({"name": "p", "build": {"pass-env": ["HF_TOKEN", name]}}, tmp_path)
@@ -67,7 +67,7 @@ def test_pass_env_refuses_wheelflows_own_secrets(tmp_path: Path, name: str) -> N
 
 
 def test_pass_env_is_read_into_the_spec(tmp_path: Path) -> None:
-    from wheelflow.spec import parse_spec
+    from wheelflow.config.spec import parse_spec
 
     assert parse_spec({"name": "p", "build": {"pass-env": ["HF_TOKEN", "CC"]}}, tmp_path).pass_env == ("HF_TOKEN", "CC")
     assert parse_spec({"name": "p"}, tmp_path).pass_env == ()
@@ -82,11 +82,11 @@ DUMP = "import os, sys\nfor k, v in sorted(os.environ.items()):\n    print(f'BUI
 @pytest.mark.case("secret", "credentials in wheelflow's environment; setup.py and the smoke command print their environment",
                   "no credential in the build's or the smoke test's environment, log or result")
 def test_build_and_smoke_see_no_credentials(tmp_path: Path, home: Path, index, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wheelflow.building import build_distributions
-    from wheelflow.credentials import Credentials
-    from wheelflow.simple_api import read_served
-    from wheelflow.uploading import run_twine_upload
-    from wheelflow.verification import install_and_smoke
+    from wheelflow.build.building import build_distributions
+    from wheelflow.core.credentials import Credentials
+    from wheelflow.index.simple_api import read_served
+    from wheelflow.index.uploading import run_twine_upload
+    from wheelflow.proof.verification import install_and_smoke
 
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
@@ -121,7 +121,7 @@ def _cell_prints_its_environment(builder, cell, tmp_path: Path, monkeypatch: pyt
     """Build and smoke-test a cell whose setup.py and smoke command print their environment, with
     credentials in wheelflow's environment and HF_TOKEN passed; returns the log after the checks
     every builder must pass."""
-    from wheelflow.builders import PASSED
+    from wheelflow.build.builders import PASSED
 
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
@@ -146,8 +146,8 @@ def _cell_prints_its_environment(builder, cell, tmp_path: Path, monkeypatch: pyt
 def test_local_builder_cells_see_no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from wheelflow.builders.local import LocalBuilder
-    from wheelflow.matrix import Cell
+    from wheelflow.build.builders.local import LocalBuilder
+    from wheelflow.config.matrix import Cell
 
     cell = Cell(name="py", values={"python": f"{sys.version_info.major}.{sys.version_info.minor}"}, timeout=600)
     _cell_prints_its_environment(LocalBuilder(pass_env=["HF_TOKEN"]), cell, tmp_path, monkeypatch)
@@ -159,8 +159,8 @@ def test_docker_build_and_smoke_containers_see_no_credentials(tmp_path: Path, mo
                                                               docker_images) -> None:
     import os
 
-    from wheelflow.builders.docker import DockerBuilder, DockerOptions
-    from wheelflow.matrix import Cell
+    from wheelflow.build.builders.docker import DockerBuilder, DockerOptions
+    from wheelflow.config.matrix import Cell
 
     monkeypatch.setenv("PATH", "/host-only/bin:" + os.environ["PATH"])
     cell = Cell(name="py3.11", values={"python": "3.11"}, image="wheelflow/builder:py3.11",

@@ -16,7 +16,7 @@ import pytest
 from conftest import (INDEX_PASSWORD, INDEX_USER, REPO, git, make_project, run_cli, start_prefect_server,
                       stop_processes, wait_for)
 from faultproxy import FaultProxy, Rule
-from wheelflow.localindex import PypiServer, ensure_htpasswd
+from wheelflow.index.localindex import PypiServer, ensure_htpasswd
 
 
 WHEEL = "tiny_pkg-1.0.0-py3-none-any.whl"
@@ -312,7 +312,7 @@ def test_the_ci_example_releases_the_pushed_tag_with_curl_only(served, staging, 
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_id = result.stdout.split("started flow run ")[1].split()[0]
-    from wheelflow.prefect_api import release_verdict
+    from wheelflow.adapters.prefect_api import release_verdict
 
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)

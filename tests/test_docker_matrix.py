@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from wheelflow.builders.docker import MANAGED_LABEL, ROLE_LABEL, DockerBuilder
-from wheelflow.errors import InfrastructureError
-from wheelflow.matrix import Cell
+from wheelflow.build.builders.docker import MANAGED_LABEL, ROLE_LABEL, DockerBuilder
+from wheelflow.core.errors import InfrastructureError
+from wheelflow.config.matrix import Cell
 
 HELLO = REPO / "examples" / "hello-cuda"
 pytestmark = pytest.mark.skipif(not Path("/usr/local/cuda/bin/nvcc").exists(),

@@ -202,9 +202,9 @@ def test_a_release_killed_mid_matrix_resumes_with_finished_cells_cached(
 @pytest.mark.case("bad input", "path-traversing names: a version file outside the project, an artifact named '..'",
                   "refused with one line naming the key or the name; nothing is read or written outside")
 def test_path_traversing_names_are_refused(tmp_path: Path) -> None:
-    from wheelflow import artifactstore
-    from wheelflow.errors import SpecError
-    from wheelflow.spec import parse_spec
+    from wheelflow.build import artifactstore
+    from wheelflow.core.errors import SpecError
+    from wheelflow.config.spec import parse_spec
 
     (tmp_path / "secret.txt").write_text('__version__ = "6.6.6"\n')
     project = tmp_path / "project"

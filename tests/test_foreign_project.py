@@ -17,7 +17,7 @@ from conftest import INDEX_PASSWORD, INDEX_USER, git, run_cli
 from devpi import PASSWORD as DEVPI_PASSWORD, USER as DEVPI_USER, DevpiServer
 from faultproxy import FaultProxy
 from wheelcraft import make_wheel
-from wheelflow.localindex import PypiServer
+from wheelflow.index.localindex import PypiServer
 
 MONTH = 30 * 86400
 

@@ -15,10 +15,10 @@ import pytest
 
 from conftest import run_cli
 from hostile_index import HostileIndex, sha256
-from wheelflow.deadline import Deadline
-from wheelflow.errors import MalformedListingError, SpecError, UsageError
-from wheelflow.simple_api import MAX_LISTING_BYTES, list_project_files, parse_html_page
-from wheelflow.verification import FileStatus, expected_from_paths, prove_served
+from wheelflow.core.deadline import Deadline
+from wheelflow.core.errors import MalformedListingError, SpecError, UsageError
+from wheelflow.index.simple_api import MAX_LISTING_BYTES, list_project_files, parse_html_page
+from wheelflow.proof.verification import FileStatus, expected_from_paths, prove_served
 
 PROJECT = "tiny-pkg"
 WHEEL, SDIST = "tiny_pkg-1.0.0-py3-none-any.whl", "tiny_pkg-1.0.0.tar.gz"

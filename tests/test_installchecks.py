@@ -9,14 +9,14 @@ import httpx
 import pytest
 from wheelcraft import make_sdist, make_wheel
 
-from wheelflow import pyenvs
-from wheelflow.builders import PASSED
-from wheelflow.builders.local import LocalBuilder
-from wheelflow.errors import SpecError
-from wheelflow.installchecks import InstallCheck, install_commands, plan, run_install_check, runtimes
-from wheelflow.matrix import Cell
-from wheelflow.simple_api import read_served
-from wheelflow.spec import parse_spec
+from wheelflow.core import pyenvs
+from wheelflow.build.builders import PASSED
+from wheelflow.build.builders.local import LocalBuilder
+from wheelflow.core.errors import SpecError
+from wheelflow.proof.installchecks import InstallCheck, install_commands, plan, run_install_check, runtimes
+from wheelflow.config.matrix import Cell
+from wheelflow.index.simple_api import read_served
+from wheelflow.config.spec import parse_spec
 
 SMOKE = "python -c 'import tiny_pkg; assert tiny_pkg.answer() == 42'"
 

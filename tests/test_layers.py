@@ -14,7 +14,7 @@ from conftest import REPO
 ADAPTERS = {"wheelflow/prefect_api.py"}
 TOP = ("wheelflow/cli/",)
 FORBIDDEN_IN_DOMAIN = ("prefect", "wheelflow.flows", "wheelflow.tasks", "wheelflow.cli", "wheelflow.deployments",
-                       "wheelflow.prefect_api", "flows", "tasks", "deployments")
+                       "wheelflow.adapters.prefect_api", "flows", "tasks", "deployments")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -10,8 +10,8 @@ import sys
 import pytest
 from conftest import REPO
 
-from wheelflow.errors import SpecError
-from wheelflow.matrix import parse_matrix
+from wheelflow.core.errors import SpecError
+from wheelflow.config.matrix import parse_matrix
 
 
 def test_product_minus_excludes_plus_includes_in_a_stable_order() -> None:
@@ -39,7 +39,7 @@ def test_expansion_order_is_the_declared_order_whatever_the_hash_seed() -> None:
              "exclude": [{"cuda": "11.8"}], "include": [{"python": "3.9", "cuda": "11.8"}]}
     expected = [f"py{p}-cu{c}" for p in table["axes"]["python"] for c in table["axes"]["cuda"] if c != "11.8"]
     expected.append("py3.9-cu11.8")
-    script = ("import json, sys; from wheelflow.matrix import parse_matrix; "
+    script = ("import json, sys; from wheelflow.config.matrix import parse_matrix; "
               "print(json.dumps([c.name for c in parse_matrix(json.loads(sys.argv[1])).cells]))")
     for seed in ("0", "1", "2", "3"):
         result = subprocess.run([sys.executable, "-c", script, json.dumps(table)], capture_output=True, text=True,
@@ -86,7 +86,7 @@ def test_bad_rows_and_keys_are_one_line_errors(table, message) -> None:
 def test_hello_cuda_matrix_has_a_variant_wheel_per_architecture() -> None:
     from conftest import REPO
 
-    from wheelflow.spec import load_spec
+    from wheelflow.config.spec import load_spec
 
     matrix = load_spec(REPO / "examples" / "hello-cuda").matrix
     assert [(c.name, c.local_version, c.env["HELLO_CUDA_ARCHS"]) for c in matrix.cells] == [
@@ -135,7 +135,7 @@ def test_bad_rules_are_one_line_errors(table, message) -> None:
 
 
 def test_expanded_table_lists_each_cell_as_built(tmp_path) -> None:
-    from wheelflow.spec import expanded_table, load_spec, parse_spec
+    from wheelflow.config.spec import expanded_table, load_spec, parse_spec
 
     assert expanded_table(load_spec(REPO / "examples" / "hello-cuda"))[1] == {
         "cell": "py3.11-arch90", "values": {"python": "3.11", "arch": "90"}, "image": "wheelflow/builder:py3.11",
@@ -148,7 +148,7 @@ def test_expanded_table_lists_each_cell_as_built(tmp_path) -> None:
 
 
 def test_a_failed_build_is_named_by_its_cause_not_the_frontends_summary() -> None:
-    from wheelflow.building import first_error_line
+    from wheelflow.build.building import first_error_line
 
     traceback = ["Traceback (most recent call last):", '  File "setup.py", line 3, in <module>',
                  '    raise InvalidVersion(f"Invalid version: {version!r}")',
@@ -161,7 +161,7 @@ def test_a_failed_build_is_named_by_its_cause_not_the_frontends_summary() -> Non
 
 
 def test_many_failed_cells_are_one_short_line_grouped_by_error() -> None:
-    from wheelflow.cells import SUMMARY_LIMIT, summarize_failures
+    from wheelflow.build.cells import SUMMARY_LIMIT, summarize_failures
 
     same = "build failed (exit 1): packaging.version.InvalidVersion: Invalid version: '1.0.x'"
     failures = [(f"py3.{i}-cu{j}", f"cell py3.{i}-cu{j}: {same}") for i in range(12) for j in range(8)]

@@ -20,14 +20,14 @@ import pytest
 
 from conftest import INDEX_PASSWORD, INDEX_USER, git, run_cli
 from wheelcraft import make_sdist, make_wheel
-from wheelflow.errors import SpecError
-from wheelflow.localindex import free_port
-from wheelflow.gittags import release_tags
-from wheelflow.incidents import OPENED, REMINDER, RESOLVED, plan_notices
-from wheelflow.monitor import (HASH_MISMATCH, INCOMPLETE, LATE, MISSING, OK, assess, expectation_regex,
+from wheelflow.core.errors import SpecError
+from wheelflow.index.localindex import free_port
+from wheelflow.source.gittags import release_tags
+from wheelflow.ops.incidents import OPENED, REMINDER, RESOLVED, plan_notices
+from wheelflow.ops.monitor import (HASH_MISMATCH, INCOMPLETE, LATE, MISSING, OK, assess, expectation_regex,
                                write_manifest)
-from wheelflow.simple_api import ServedFile
-from wheelflow.gittags import ReleaseTag
+from wheelflow.index.simple_api import ServedFile
+from wheelflow.source.gittags import ReleaseTag
 
 WHEEL = "{name}-{version}-py3-none-any.whl"
 SDIST = "{name}-{version}.tar.gz"
@@ -50,7 +50,7 @@ def test_expected_patterns_match_any_spelling_of_the_name() -> None:
 
 
 def test_a_matrix_of_variant_wheels_expects_no_plain_wheel() -> None:
-    from wheelflow.monitor import expectations_from_spec
+    from wheelflow.ops.monitor import expectations_from_spec
 
     assert expectations_from_spec(["wheel"], ["c2", "c1"]) == ("{name}-{version}+c1-*.whl", "{name}-{version}+c2-*.whl")
     assert expectations_from_spec(["sdist", "wheel"], ["c1", None]) == (
@@ -298,7 +298,7 @@ def test_the_monitor_flow_alerts_once_per_incident_then_once_resolved(
 
 
 def test_a_webhook_answering_500_twice_then_200_delivers_once(webhook) -> None:
-    from wheelflow.alerts import Alert, post_json
+    from wheelflow.ops.alerts import Alert, post_json
 
     webhook.fail_next = [500, 500]
     delays: list[float] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import wait_for
 from faultproxy import FaultProxy
 from projects import make_matrix_project
-from wheelflow.overlap import overlap_builds_and_smokes
+from wheelflow.core.overlap import overlap_builds_and_smokes
 
 
 def _schedule(cells: int, concurrency: int, broken: set[int] = frozenset()) -> tuple[list, list[str]]:

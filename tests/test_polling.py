@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from wheelflow.simple_api import ServedFile
-from wheelflow.verification import poll_until_served as poll
+from wheelflow.index.simple_api import ServedFile
+from wheelflow.proof.verification import poll_until_served as poll
 
 # These listings are fakes (their URLs are not real): the index they stand for serves exactly the
 # bytes it lists. Downloads over real sockets are tested in test_byte_proof.py.
@@ -54,7 +54,7 @@ def test_hash_mismatch_ends_the_wait_at_once() -> None:
 
 
 def test_the_public_index_gets_a_deadline_past_its_cdn_cache_and_local_indexes_seconds() -> None:
-    from wheelflow.indexes import resolve_endpoints
+    from wheelflow.index.indexes import resolve_endpoints
 
     # The public index's Simple API pages are cached ~10 minutes at its CDN: 30 minutes covers a purge lag.
     assert resolve_endpoints("pypi").verify_timeout == 1800
@@ -64,7 +64,7 @@ def test_the_public_index_gets_a_deadline_past_its_cdn_cache_and_local_indexes_s
 
 def test_polls_back_off_to_a_ceiling_over_a_long_deadline() -> None:
     time = FakeTime()
-    # The public index's cap (wheelflow.indexes.PUBLIC_POLL_CAP): gentle on its CDN over 30 minutes.
+    # The public index's cap (wheelflow.index.indexes.PUBLIC_POLL_CAP): gentle on its CDN over 30 minutes.
     poll_until_served(lambda: [], {A.filename: "aaa"}, 1800, clock=time.clock, sleep=time.sleep, max_delay=10.0)
     assert max(time.sleeps) == 10.0 and len(time.sleeps) < 190  # ~185 reads over 30 minutes, not thousands
 
@@ -88,7 +88,7 @@ def test_a_file_that_appears_after_a_10_s_lag_is_seen_within_2_s() -> None:
 def test_a_malformed_listing_fails_at_once_and_a_silent_index_is_retried() -> None:
     import pytest
 
-    from wheelflow.errors import IndexReadError, MalformedListingError
+    from wheelflow.core.errors import IndexReadError, MalformedListingError
 
     time = FakeTime()
 

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import INDEX_PASSWORD, INDEX_USER, make_project, run_cli
 from devpi import PASSWORD as DEVPI_PASSWORD, USER as DEVPI_USER, DevpiServer
-from wheelflow.approval import needs_person
-from wheelflow.indexes import public_index
-from wheelflow.removal import runbook
+from wheelflow.ops.approval import needs_person
+from wheelflow.index.indexes import public_index
+from wheelflow.index.removal import runbook
 
 FILES = ["tiny_pkg-1.0.0-py3-none-any.whl", "tiny_pkg-1.0.0.tar.gz"]
 

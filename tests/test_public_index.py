@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from wheelflow.distributions import sha256_of
+from wheelflow.core.distributions import sha256_of
 
 pytestmark = pytest.mark.public_index
 RELEASE = "six==1.16.0"  # a real, long-published release with an sdist and a wheel

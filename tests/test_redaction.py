@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wheelflow.redaction import MASK, redact, register_secret, register_url
+from wheelflow.core.redaction import MASK, redact, register_secret, register_url
 
 
 def _secret(label: str) -> str:
@@ -59,9 +59,9 @@ def test_short_values_are_not_registered() -> None:
 
 
 def test_errors_reports_and_alerts_are_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wheelflow.alerts import Alert, configured_channels
-    from wheelflow.errors import UploadError, WheelflowError
-    from wheelflow.report import CellReport, ReleaseReport
+    from wheelflow.ops.alerts import Alert, configured_channels
+    from wheelflow.core.errors import UploadError, WheelflowError
+    from wheelflow.core.report import CellReport, ReleaseReport
 
     secret = _secret("index-pw")
     early = WheelflowError(f"quoting {secret}")  # made before the secret was known
@@ -86,7 +86,7 @@ def test_errors_reports_and_alerts_are_masked(tmp_path: Path, monkeypatch: pytes
 
 
 def test_uploading_redact_still_masks_its_own_list_and_the_registry() -> None:
-    from wheelflow.uploading import redact as upload_redact
+    from wheelflow.index.uploading import redact as upload_redact
 
     listed, registered = _secret("listed"), _secret("registered")
     register_secret(registered)
@@ -94,9 +94,9 @@ def test_uploading_redact_still_masks_its_own_list_and_the_registry() -> None:
 
 
 def test_credentials_are_registered_when_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from wheelflow.indexes import load_credentials
-    from wheelflow.localindex import LocalIndex
-    from wheelflow.spec import Target
+    from wheelflow.index.indexes import load_credentials
+    from wheelflow.index.localindex import LocalIndex
+    from wheelflow.config.spec import Target
 
     password = _secret("staging")
     monkeypatch.setenv("WHEELFLOW_STAGING_PASSWORD", password)
@@ -121,7 +121,7 @@ def test_secret_logged_in_a_flow_run_reaches_the_prefect_api_masked(prefect_api)
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogWorker
 
-    from wheelflow.errors import UploadError
+    from wheelflow.core.errors import UploadError
 
     secret = _secret("api-pw")
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO, git, make_project, run_cli
 from faultproxy import FaultProxy, Rule
-from wheelflow.distributions import sha256_of
+from wheelflow.core.distributions import sha256_of
 
 WHEEL = "tiny_pkg-1.0.0-py3-none-any.whl"
 SDIST = "tiny_pkg-1.0.0.tar.gz"
@@ -166,7 +166,7 @@ def test_failed_upload_attempts_show_in_the_task_run_state_history(
 @pytest.fixture
 def default_builder(request) -> str:
     """The builder `wheelflow release` picks by itself: docker when a daemon answers (then it needs the images)."""
-    from wheelflow.builders.docker import daemon_answers
+    from wheelflow.build.builders.docker import daemon_answers
 
     if daemon_answers():
         request.getfixturevalue("docker_images")

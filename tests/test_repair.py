@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from wheelcraft import make_wheel
 
-from wheelflow.audits import audit_files, audit_target
-from wheelflow.distributions import describe, sha256_of
-from wheelflow.errors import RepairError
-from wheelflow.indexes import limits_for
-from wheelflow.repair import repair_wheel
-from wheelflow.repairoptions import RepairOptions
-from wheelflow.spec import Target
+from wheelflow.checks.audits import audit_files, audit_target
+from wheelflow.core.distributions import describe, sha256_of
+from wheelflow.core.errors import RepairError
+from wheelflow.index.indexes import limits_for
+from wheelflow.build.repair import repair_wheel
+from wheelflow.config.repairoptions import RepairOptions
+from wheelflow.config.spec import Target
 
 REPO = Path(__file__).resolve().parent.parent
 CUDA = Path("/usr/local/cuda")

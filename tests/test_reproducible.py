@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from wheelflow.reproducible import normalise_wheel, prefix_map_env
+from wheelflow.core.reproducible import normalise_wheel, prefix_map_env
 
 COMMIT_EPOCH = 1772366400  # 2026-03-01T12:00:00Z
 

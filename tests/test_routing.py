@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from wheelcraft import make_sdist, make_wheel
-from wheelflow.distributions import describe
-from wheelflow.errors import SpecError
-from wheelflow.routing import routed
-from wheelflow.spec import parse_spec
+from wheelflow.core.distributions import describe
+from wheelflow.core.errors import SpecError
+from wheelflow.config.routing import routed
+from wheelflow.config.spec import parse_spec
 
 
 def test_each_file_goes_where_the_targets_route_it(tmp_path: Path) -> None:

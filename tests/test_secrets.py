@@ -22,7 +22,7 @@ def _everything_prefect_recorded(flow_run_ids: list[str]) -> list[str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
 
-    from wheelflow.prefect_api import task_histories
+    from wheelflow.adapters.prefect_api import task_histories
 
     texts: list[str] = []
     with get_client(sync_client=True) as client:

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
-from wheelflow.simple_api import JSON_V1, list_project_files, parse_html_page, project_url
+from wheelflow.index.simple_api import JSON_V1, list_project_files, parse_html_page, project_url
 
 WHEEL = "hello_cuda-0.1.0-cp311-cp311-linux_x86_64.whl"
 SHA = "f00d" * 16  # listings are validated: a sha256 is 64 hex digits

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import git, make_project
 
-from wheelflow.building import build_distributions, source_digest
-from wheelflow.distributions import twine_check
-from wheelflow.errors import DirtySourceError
-from wheelflow.source import prepare_source, source_identity
+from wheelflow.build.building import build_distributions, source_digest
+from wheelflow.core.distributions import twine_check
+from wheelflow.core.errors import DirtySourceError
+from wheelflow.source.export import prepare_source, source_identity
 
 COMMIT_DATE = "2026-03-01T12:00:00+00:00"
 COMMIT_EPOCH = 1772366400
@@ -185,8 +185,8 @@ def test_a_directory_not_under_git_is_built_without_its_debris_or_wheelflow_home
 
 
 def test_the_release_commit_is_the_tags_commit_and_the_tree_is_compared_with_it(tmp_path: Path) -> None:
-    from wheelflow.spec import load_spec
-    from wheelflow.versioning import resolve_version
+    from wheelflow.config.spec import load_spec
+    from wheelflow.source.versioning import resolve_version
 
     project = committed_project(tmp_path / "proj")
     git(project, "tag", "-a", "v1.0.0", "-m", "v1.0.0")  # annotated: its own object id is not the commit's

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, make_project, run_cli
-from wheelflow.errors import SpecError
-from wheelflow.spec import load_spec
+from wheelflow.core.errors import SpecError
+from wheelflow.config.spec import load_spec
 
 
 def test_hello_cuda_spec_reads_from_pyproject() -> None:
@@ -119,7 +119,7 @@ def test_cli_reports_a_malformed_spec_in_one_line_and_builds_nothing(tmp_path: P
     ],
 )
 def test_typed_values_are_refused_in_one_line_naming_the_nested_key(tmp_path: Path, table: dict, message: str) -> None:
-    from wheelflow.spec import parse_spec
+    from wheelflow.config.spec import parse_spec
 
     with pytest.raises(SpecError) as err:
         parse_spec({"name": "x", **table}, tmp_path)

@@ -10,9 +10,9 @@ import jsonschema
 import pytest
 
 from conftest import REPO
-from wheelflow.builders.docker import DockerBuilder
-from wheelflow.errors import SpecError
-from wheelflow.spec import SCHEMA_FILE, load_spec, parse_spec, spec_json_schema
+from wheelflow.build.builders.docker import DockerBuilder
+from wheelflow.core.errors import SpecError
+from wheelflow.config.spec import SCHEMA_FILE, load_spec, parse_spec, spec_json_schema
 
 try:
     import tomllib
@@ -22,9 +22,9 @@ except ModuleNotFoundError:  # Python 3.10
 
 def test_the_committed_schema_is_what_the_models_generate(tmp_path: Path) -> None:
     out = tmp_path / SCHEMA_FILE
-    subprocess.run([sys.executable, "-m", "wheelflow.spec", str(out)], cwd=REPO, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "wheelflow.config.spec", str(out)], cwd=REPO, check=True, capture_output=True)
     assert out.read_text() == (REPO / SCHEMA_FILE).read_text(), (
-        f"{SCHEMA_FILE} is stale: run `python -m wheelflow.spec` and commit the result")
+        f"{SCHEMA_FILE} is stale: run `python -m wheelflow.config.spec` and commit the result")
 
 
 def test_every_key_is_named_as_written_and_described() -> None:

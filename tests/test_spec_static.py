@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import make_project
 
-from wheelflow.errors import SpecError
-from wheelflow.repairoptions import RepairOptions
-from wheelflow.spec import STATIC_DEMO, load_spec
+from wheelflow.core.errors import SpecError
+from wheelflow.config.repairoptions import RepairOptions
+from wheelflow.config.spec import STATIC_DEMO, load_spec
 
 
 def spec_with(tmp_path: Path, extra: str):

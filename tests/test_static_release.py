@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, run_cli
 from test_staticindex import UV, installer_env, tree
 from webservers import Nginx
-from wheelflow.staticsite import EmbeddedStaticServer
+from wheelflow.index.staticsite import EmbeddedStaticServer
 
 HELLO = REPO / "examples" / "hello-cuda"
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists(),
@@ -97,8 +97,8 @@ def test_a_failing_later_stage_leaves_the_static_index_byte_identical(tmp_path: 
     from conftest import make_project
     from faultproxy import FaultProxy
     from wheelcraft import make_wheel
-    from wheelflow.distributions import describe
-    from wheelflow.staticindex import publish_static
+    from wheelflow.core.distributions import describe
+    from wheelflow.index.staticindex import publish_static
 
     store = tmp_path / "store"
     with Nginx(tmp_path / "nginx", root=store) as nginx, FaultProxy(index.url) as proxy:

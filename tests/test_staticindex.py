@@ -15,10 +15,10 @@ import pytest
 from webservers import MotoS3, Nginx
 from wheelcraft import make_sdist, make_wheel
 
-from wheelflow.distributions import describe
-from wheelflow.errors import StaticIndexError, VerificationError
-from wheelflow.staticindex import check_served, publish_static, rollback_static, subindex_for
-from wheelflow.staticlayout import check_layout
+from wheelflow.core.distributions import describe
+from wheelflow.core.errors import StaticIndexError, VerificationError
+from wheelflow.index.staticindex import check_served, publish_static, rollback_static, subindex_for
+from wheelflow.config.staticlayout import check_layout
 
 UV = Path(sys.executable).with_name("uv")
 
@@ -126,7 +126,7 @@ def test_publishing_merges_with_what_is_listed_and_rollback_restores_every_byte(
 
 
 def _list(simple_url: str):
-    from wheelflow.simple_api import list_project_files
+    from wheelflow.index.simple_api import list_project_files
 
     with httpx.Client() as client:
         return list_project_files(client, simple_url, "tiny-pkg")

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import make_project, run_cli
 from faultproxy import FaultProxy, Rule
-from wheelflow.uploading import CHECK_THEN_FAIL, CHECK_THEN_RETRY, HARD, UploadAnswer, classify
+from wheelflow.index.uploading import CHECK_THEN_FAIL, CHECK_THEN_RETRY, HARD, UploadAnswer, classify
 
 WHEEL = "tiny_pkg-1.0.0-py3-none-any.whl"
 SDIST = "tiny_pkg-1.0.0.tar.gz"

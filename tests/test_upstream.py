@@ -10,7 +10,7 @@ from packaging.version import Version
 
 from conftest import make_project
 from wheelcraft import make_wheel
-from wheelflow.upstream import lacking_values, served_versions
+from wheelflow.ops.upstream import lacking_values, served_versions
 
 MATRIX = """
 [tool.wheelflow.matrix]

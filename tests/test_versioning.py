@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from conftest import git, make_project
-from wheelflow.errors import VersionError
-from wheelflow.spec import load_spec
-from wheelflow.versioning import resolve_version
+from wheelflow.core.errors import VersionError
+from wheelflow.config.spec import load_spec
+from wheelflow.source.versioning import resolve_version
 
 
 def tagged_project(tmp_path: Path, file_version: str, tag: str | None) -> Path:

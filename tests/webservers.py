@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from wheelflow.localindex import free_port
+from wheelflow.index.localindex import free_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 

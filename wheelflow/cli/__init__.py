@@ -1,7 +1,7 @@
 """``wheelflow``: release a package and prove it is served; verify any index, read-only.
 
 Each command is a module of this package with ``add_parser(commands)`` and ``run(args) -> int``.
-Errors a user can cause are :class:`~wheelflow.errors.WheelflowError`: one line on stderr (or, with
+Errors a user can cause are :class:`~wheelflow.core.errors.WheelflowError`: one line on stderr (or, with
 ``--json``, one JSON object on stdout) and the error's ``exit_code``.
 """
 
@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from wheelflow.errors import WheelflowError
+from wheelflow.core.errors import WheelflowError
 from wheelflow.cli import approve, automations, backfill, check, images, matrix, monitor, release, schema, serve, status, trigger, verify
 from wheelflow.cli.common import say
 

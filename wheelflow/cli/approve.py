@@ -18,7 +18,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wheelflow.prefect_api import resume_with_decision
+    from wheelflow.adapters.prefect_api import resume_with_decision
 
     run_id = parse_run_id(args.run_id)
     resume_with_decision(run_id, approve=not args.reject, reason=args.reason)

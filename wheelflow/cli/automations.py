@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from wheelflow.alerts import configured_channels
-from wheelflow.automations import HEARTBEAT_ENV, Windows, automation_destinations, wheelflow_automations
+from wheelflow.ops.alerts import configured_channels
+from wheelflow.ops.automations import HEARTBEAT_ENV, Windows, automation_destinations, wheelflow_automations
 from wheelflow.deployments import MONITOR_INTERVAL, NIGHTLY_INTERVAL
 from wheelflow.cli.common import say
 
@@ -30,7 +30,7 @@ def add_window_options(parser: argparse.ArgumentParser) -> None:
 
 def install(args: argparse.Namespace, *, monitor_interval: float | None) -> list[str]:
     """Register the automations the options describe; one line says what and where it notifies."""
-    from wheelflow.prefect_api import install_automations, read_secret
+    from wheelflow.adapters.prefect_api import install_automations, read_secret
 
     windows = Windows(dedup=args.alert_dedup_window, running_limit=args.running_limit, paused_limit=args.paused_limit,
                       zombie=args.zombie_window,

@@ -10,9 +10,9 @@ from typing import Any
 from rich.table import Table
 
 from wheelflow.cli.common import add_json, out_console, parse_pairs, report_outcome
-from wheelflow.errors import SpecError
-from wheelflow.home import wheelflow_home
-from wheelflow.spec import load_spec
+from wheelflow.core.errors import SpecError
+from wheelflow.core.home import wheelflow_home
+from wheelflow.config.spec import load_spec
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

@@ -7,15 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from wheelflow.abi import abi_findings, compat_grid
-from wheelflow.audits import audit_files, audit_target, preflight
+from wheelflow.checks.abi import abi_findings, compat_grid
+from wheelflow.checks.audits import audit_files, audit_target, preflight
 from wheelflow.cli.common import add_json, add_spec, load_spec_arg, out_console, parse_pairs, say, split_pairs
-from wheelflow.devicecode import find_cuobjdump
-from wheelflow.distributions import blocking, describe, kind_of
-from wheelflow.errors import SpecError
-from wheelflow.gpuarch import ArchSpec, declared_archs, parse_archs
-from wheelflow.indexes import limits_for
-from wheelflow.spec import INDEX_ALIASES, ReleaseSpec, Target
+from wheelflow.checks.devicecode import find_cuobjdump
+from wheelflow.core.distributions import blocking, describe, kind_of
+from wheelflow.core.errors import SpecError
+from wheelflow.config.gpuarch import ArchSpec, declared_archs, parse_archs
+from wheelflow.index.indexes import limits_for
+from wheelflow.config.spec import INDEX_ALIASES, ReleaseSpec, Target
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 from rich.console import Console
 
-from wheelflow.errors import SpecError
-from wheelflow.spec import ReleaseSpec, load_spec
+from wheelflow.core.errors import SpecError
+from wheelflow.config.spec import ReleaseSpec, load_spec
 
 err_console = Console(stderr=True)
 out_console = Console()

@@ -7,10 +7,10 @@ from typing import Any
 
 from rich.table import Table
 
-from wheelflow.builders.docker import docker_client
+from wheelflow.build.builders.docker import docker_client
 from wheelflow.cli.common import err_console, out_console
-from wheelflow.home import wheelflow_home
-from wheelflow.images import ensure_images
+from wheelflow.core.home import wheelflow_home
+from wheelflow.build.images import ensure_images
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

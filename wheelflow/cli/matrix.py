@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from wheelflow.cli.common import add_json, out_console
-from wheelflow.spec import expanded_table, load_spec
+from wheelflow.config.spec import expanded_table, load_spec
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

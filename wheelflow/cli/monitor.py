@@ -10,11 +10,11 @@ from typing import Any
 from rich.table import Table
 
 from wheelflow.cli.common import add_json, load_spec_arg, out_console, say
-from wheelflow.errors import SpecError
-from wheelflow.gittags import DEFAULT_TAG_PATTERNS
-from wheelflow.home import wheelflow_home
-from wheelflow.indexes import resolve_endpoints
-from wheelflow.monitor import (
+from wheelflow.core.errors import SpecError
+from wheelflow.source.gittags import DEFAULT_TAG_PATTERNS
+from wheelflow.core.home import wheelflow_home
+from wheelflow.index.indexes import resolve_endpoints
+from wheelflow.ops.monitor import (
     DEFAULT_EXPECT,
     check_one_index,
     expectations_from_spec,

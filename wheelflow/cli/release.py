@@ -9,9 +9,9 @@ from typing import Any
 from rich.table import Table
 
 from wheelflow.cli.common import add_json, out_console, report_outcome
-from wheelflow.gitauth import refuse_url_credentials
-from wheelflow.home import wheelflow_home
-from wheelflow.spec import load_spec
+from wheelflow.source.gitauth import refuse_url_credentials
+from wheelflow.core.home import wheelflow_home
+from wheelflow.config.spec import load_spec
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from wheelflow.spec import schema_text
+from wheelflow.config.spec import schema_text
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

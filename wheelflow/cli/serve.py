@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from wheelflow.errors import SpecError
+from wheelflow.core.errors import SpecError
 from wheelflow.cli.automations import add_window_options, install
 from wheelflow.cli.common import say
 
@@ -28,7 +28,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from wheelflow.deployments import project_deployments
-    from wheelflow.prefect_api import serve_deployments
+    from wheelflow.adapters.prefect_api import serve_deployments
 
     monitored = None
     if args.monitor_projects:

@@ -7,9 +7,9 @@ import json
 from typing import Any
 from uuid import UUID
 
-from wheelflow.errors import SpecError
-from wheelflow.orchestration import RunOutcome
-from wheelflow.runhistory import describe_attempts
+from wheelflow.core.errors import SpecError
+from wheelflow.ops.orchestration import RunOutcome
+from wheelflow.ops.runhistory import describe_attempts
 from wheelflow.cli.common import add_json, say
 
 
@@ -28,7 +28,7 @@ def parse_run_id(text: str) -> UUID:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wheelflow.prefect_api import read_flow_run, run_histories
+    from wheelflow.adapters.prefect_api import read_flow_run, run_histories
 
     run_id = parse_run_id(args.run_id)
     flow_run = read_flow_run(run_id)

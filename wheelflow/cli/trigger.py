@@ -13,8 +13,8 @@ import json
 import signal
 from typing import Any, Iterator
 
-from wheelflow.gitauth import refuse_url_credentials
-from wheelflow.orchestration import EXIT_CANCELLED, RunOutcome, coerce_parameters
+from wheelflow.source.gitauth import refuse_url_credentials
+from wheelflow.ops.orchestration import EXIT_CANCELLED, RunOutcome, coerce_parameters
 from wheelflow.cli.common import add_json, say, split_pairs
 
 
@@ -51,7 +51,7 @@ def signals_cancel() -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     from prefect.client.orchestration import get_client
 
-    from wheelflow.prefect_api import cancel_run, find_deployment, follow_run, release_verdict, start_run, ui_url
+    from wheelflow.adapters.prefect_api import cancel_run, find_deployment, follow_run, release_verdict, start_run, ui_url
 
     with get_client(sync_client=True) as client:
         deployment = find_deployment(client, args.deployment)

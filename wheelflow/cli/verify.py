@@ -14,15 +14,15 @@ from packaging.utils import canonicalize_name
 from rich.table import Table
 
 from wheelflow.cli.common import add_json, add_spec, err_console, load_spec_arg, out_console, say
-from wheelflow.deadline import Deadline
-from wheelflow.errors import DeadlineExceeded, SpecError
-from wheelflow.home import wheelflow_home
-from wheelflow.indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP
-from wheelflow.localindex import open_index
-from wheelflow.monitor import UploadTimes
-from wheelflow.simple_api import READ_TIMEOUT, ServedFile, read_served
-from wheelflow.spec import INDEX_ALIASES
-from wheelflow.verification import (
+from wheelflow.core.deadline import Deadline
+from wheelflow.core.errors import DeadlineExceeded, SpecError
+from wheelflow.core.home import wheelflow_home
+from wheelflow.index.indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP
+from wheelflow.index.localindex import open_index
+from wheelflow.ops.monitor import UploadTimes
+from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, read_served
+from wheelflow.config.spec import INDEX_ALIASES
+from wheelflow.proof.verification import (
     MISSING,
     SERVED,
     VERIFIED,
@@ -31,7 +31,7 @@ from wheelflow.verification import (
     poll_until_served,
     settled_reason,
 )
-from wheelflow.versioning import parse_version
+from wheelflow.source.versioning import parse_version
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""The one domain package that imports Prefect."""

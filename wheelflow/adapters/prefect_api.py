@@ -1,0 +1,500 @@
+"""Everything wheelflow asks of Prefect outside flows and tasks: Secret blocks, Variables, run
+history, the approval form, starting and following deployment runs, and locks (global concurrency limits).
+
+This is the one module of the ``wheelflow`` package that imports Prefect; the domain modules take
+what they need from here as plain callables (e.g. ``read_secret``), so they stay testable without a
+Prefect server. ``PREFECT_API_URL`` and ``PREFECT_API_KEY`` name the server, as for Prefect's own CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Callable, Iterator
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.input import RunInput
+from pydantic import Field
+
+from wheelflow.core.errors import CredentialsError, OrchestrationError, ReleaseBusy, SpecError
+from wheelflow.ops.incidents import VARIABLE_PREFIX, Incident, variable_name
+from wheelflow.ops.orchestration import strict_schema
+from wheelflow.ops.runhistory import TaskHistory, entry_from_state, retry_errors
+
+# -- Secret blocks ---------------------------------------------------------------------------------
+
+
+def read_secret(block: str) -> Any:
+    """The value of the Prefect Secret block ``block`` (a string or a JSON object)."""
+    from prefect.blocks.system import Secret
+
+    try:
+        return Secret.load(block).get()
+    except ValueError:
+        raise CredentialsError(f"Prefect Secret block {block!r} not found; fix: create it "
+                               "(prefect block create secret) or use the environment instead") from None
+
+
+# -- Variables -------------------------------------------------------------------------------------
+
+
+def read_variable(name: str) -> Any:
+    """A Prefect Variable's value (JSON), or None when it is not set."""
+    from prefect.variables import Variable
+
+    return Variable.get(name, default=None)
+
+
+def read_record(key: str) -> Any:
+    """The JSON kept in the latest version of the artifact ``key`` (None when there is none). Artifacts,
+    unlike Variables (5000 characters), hold a 96-cell release's upload record."""
+    import json
+
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key])))
+    if not found or not isinstance(found[0].data, str) or "```json\n" not in found[0].data:
+        return None
+    return json.loads(found[0].data.split("```json\n", 1)[1].rsplit("\n```", 1)[0])
+
+
+def write_record(key: str, value: Any, description: str) -> None:
+    """A new version of the artifact ``key`` holding ``value`` as JSON (readable in the UI too)."""
+    import json
+
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(key=key, markdown=f"```json\n{json.dumps(value, indent=1, sort_keys=True)}\n```",
+                             description=description)
+
+
+def write_variable(name: str, value: Any, tags: tuple[str, ...] = ()) -> None:
+    from prefect.variables import Variable
+
+    Variable.set(name, value, tags=list(tags), overwrite=True)
+
+
+# -- the approval form -----------------------------------------------------------------------------
+
+
+class Decision(RunInput):
+    """What a person answers when a release pauses before a gated target."""
+
+    approve: bool = Field(description="Publish this release to the next target?")
+    reason: str = Field(default="", description="Why: recorded in the release report and alert")
+
+
+# -- incidents as Prefect Variables ----------------------------------------------------------------
+
+
+class PrefectVariableStore:
+    """Each open incident is a Prefect Variable ``wheelflow-incident-<hash>`` holding its JSON."""
+
+    def __init__(self) -> None:
+        self._loaded: set[str] = set()
+
+    def load(self) -> dict[str, Incident]:
+        incidents: dict[str, Incident] = {}
+        with get_client(sync_client=True) as client:
+            offset = 0
+            while True:
+                page = client.request("POST", "/variables/filter", json={
+                    "variables": {"name": {"like_": VARIABLE_PREFIX}}, "offset": offset, "limit": 200,
+                }).json()
+                for variable in page:
+                    if variable["name"].startswith(VARIABLE_PREFIX) and isinstance(variable["value"], dict):
+                        incident = Incident.from_json(variable["value"])
+                        incidents[incident.key] = incident
+                if len(page) < 200:
+                    break
+                offset += 200
+        self._loaded = set(incidents)
+        return incidents
+
+    def save(self, incidents: dict[str, Incident]) -> None:
+        from prefect.variables import Variable
+
+        for key, incident in incidents.items():
+            Variable.set(variable_name(key), incident.json(), tags=["wheelflow-incident"], overwrite=True)
+        for key in self._loaded - set(incidents):
+            Variable.unset(variable_name(key))
+        self._loaded = set(incidents)
+
+
+# -- run history -----------------------------------------------------------------------------------
+
+
+def _retry_logs(client: Any, task_run_ids: list[UUID]) -> dict[UUID, list[str]]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    if not task_run_ids:
+        return {}
+    found: dict[UUID, list[str]] = {}
+    for log in client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=task_run_ids)),
+                                sort=LogSort.TIMESTAMP_ASC):
+        found.setdefault(log.task_run_id, []).append(log.message)
+    return found
+
+
+def flow_run_tree(client: Any, flow_run_id: UUID) -> list[Any]:
+    """The flow run and its subflow runs, depth first."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    runs = [client.read_flow_run(flow_run_id)]
+    children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+    for child in children:
+        runs += flow_run_tree(client, child.id)
+    return runs
+
+
+def task_histories(client: Any, flow_run_id: UUID | str, *, settle: float = 0.0) -> list[TaskHistory]:
+    """Every task run of the flow run and its subflows, oldest first.
+
+    With ``settle`` > 0, re-read (up to that many seconds) until no task run is left in a
+    non-final state: the server records states from events a moment after they happen.
+    """
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    deadline = time.monotonic() + settle
+    while True:
+        runs = flow_run_tree(client, UUID(str(flow_run_id)))
+        names = {run.id: run.name for run in runs}
+        task_runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=list(names))),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+        )
+        unsettled = [t for t in task_runs if t.state is None or not t.state.is_final()]
+        if not unsettled or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)  # polling the API for a recorded state, bounded by ``settle``
+    states_of = {t.id: sorted(client.read_task_run_states(t.id), key=lambda s: s.timestamp) for t in task_runs}
+    retried = [t.id for t in task_runs if any(s.name == "AwaitingRetry" for s in states_of[t.id])]
+    logs = _retry_logs(client, retried)
+    histories = []
+    for task_run in task_runs:
+        states = states_of[task_run.id]
+        errors = iter(retry_errors(logs.get(task_run.id, [])))
+        entries = [entry_from_state(s, next(errors, None) if s.name == "AwaitingRetry" else None) for s in states]
+        duration = task_run.total_run_time.total_seconds() if task_run.total_run_time else None
+        histories.append(TaskHistory(
+            name=task_run.name,
+            flow_run=names.get(task_run.flow_run_id, str(task_run.flow_run_id)),
+            state=task_run.state.name if task_run.state else "Unknown",
+            duration_s=duration,
+            attempts=max(1, sum(1 for s in states if s.type.value == "RUNNING")),
+            history=entries,
+        ))
+    return histories
+
+
+def run_histories(flow_run_id: UUID | str, *, settle: float = 0.0) -> list[TaskHistory]:
+    """``task_histories`` with a client of its own."""
+    with get_client(sync_client=True) as client:
+        return task_histories(client, flow_run_id, settle=settle)
+
+
+def read_flow_run(run_id: UUID) -> Any:
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_flow_run(run_id)
+        except ObjectNotFound:
+            raise SpecError("RUN_ID", f"no flow run {run_id} on this Prefect server", "check PREFECT_API_URL") from None
+
+
+# -- starting and following deployment runs --------------------------------------------------------
+
+
+def ui_url(flow_run_id: str) -> str | None:
+    from prefect.settings import PREFECT_UI_URL
+
+    base = PREFECT_UI_URL.value()
+    return f"{base}/runs/flow-run/{flow_run_id}" if base else None
+
+
+def find_deployment(client: Any, name: str) -> Any:
+    """``FLOW/DEPLOYMENT``, or a deployment name alone when exactly one flow has it."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.exceptions import ObjectNotFound
+
+    if "/" in name:
+        try:
+            return client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            raise OrchestrationError(f"no deployment {name!r} on this Prefect server; fix: run `prefect deploy --all` "
+                                     "or `wheelflow serve`, or check PREFECT_API_URL") from None
+    found = client.read_deployments(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name])))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise OrchestrationError(f"no deployment named {name!r} on this Prefect server; fix: run `prefect deploy "
+                                 "--all` or `wheelflow serve`, or check PREFECT_API_URL")
+    raise OrchestrationError(f"{len(found)} deployments are named {name!r}; fix: name one as FLOW/{name}")
+
+
+def start_run(client: Any, deployment: Any, parameters: dict[str, Any], deployment_name: str) -> Any:
+    """A flow run of ``deployment`` (as :func:`find_deployment` read it); the server refuses bad parameters."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    try:
+        run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+    except PrefectHTTPStatusError as exc:
+        detail = exc.response.json().get("detail", "") if exc.response.content else ""
+        raise SpecError("--param", f"deployment {deployment_name!r} refused the parameters: {' '.join(str(detail).split())}",
+                        "pass the deployment's parameters by name (see its form in the Prefect UI)") from None
+    return run
+
+
+def cancel_run(client: Any, flow_run_id: UUID, reason: str) -> None:
+    from prefect.states import Cancelling
+
+    client.set_flow_run_state(flow_run_id, Cancelling(message=reason), force=True)
+
+
+def strict_parameters(client: Any, deployment: Any) -> None:
+    """Make the server refuse unknown parameter names for this deployment (HTTP 409 on creation)."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    schema = deployment.parameter_openapi_schema or {}
+    if schema.get("additionalProperties") is False:
+        return
+    client.update_deployment(deployment.id, DeploymentUpdate(parameter_openapi_schema=strict_schema(schema),
+                                                             enforce_parameter_schema=True))
+
+
+def release_verdict(client: Any, flow_run_id: UUID) -> dict[str, Any]:
+    """What a release run did, from its artifacts: each file on each target with its proof, and the
+    failed checks. Empty lists when the run wrote no report (it crashed before)."""
+    import json as _json
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    files: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for artifact in artifacts:
+        if artifact.type != "table" or not artifact.key or not artifact.key.startswith("release-"):
+            continue
+        rows = _json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+        if artifact.key.endswith("-files"):
+            files = rows
+        elif "check" in (rows[0] if rows else {}):
+            failed = [r for r in rows if "failed" in r.get("result", "")]
+    return {"files": files, "failed_checks": [{"check": r["check"], "detail": r["detail"]} for r in failed]}
+
+
+def flow_run_table_rows(client: Any, flow_run_id: Any, key: str) -> list[dict[str, Any]]:
+    """The rows of the flow run's table artifact ``key`` (empty when it has none)."""
+    import json as _json
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=[key])))
+    for artifact in artifacts:
+        return _json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    return []
+
+
+def follow_run(
+    client: Any,
+    flow_run_id: UUID,
+    *,
+    timeout: float | None,
+    on_state: Callable[[str, str | None], None],
+    poll: float = 1.0,
+) -> tuple[Any, bool]:
+    """Report each new state until the run is final (paused runs are waited for); (state, timed_out)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = None
+    while True:
+        run = client.read_flow_run(flow_run_id)
+        state = run.state
+        if state is not None and (state.name, state.message) != last:
+            last = (state.name, state.message)
+            on_state(state.name, state.message)
+        if state is not None and state.is_final():
+            return state, False
+        if deadline is not None and time.monotonic() >= deadline:
+            return state, True
+        time.sleep(poll)  # the API has no push channel for a CLI; poll it
+
+
+def resume_with_decision(run_id: UUID, approve: bool, reason: str) -> None:
+    """Answer a release paused for approval, as the Prefect UI's form does."""
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError
+    from prefect.flow_runs import resume_flow_run
+
+    state = read_flow_run(run_id).state
+    try:
+        resume_flow_run(run_id, run_input={"approve": approve, "reason": reason})
+    except NotPausedError:
+        raise SpecError("RUN_ID", f"flow run {run_id} is not waiting for approval (it is {state.name if state else 'unknown'})",
+                        "approve a run while the Prefect UI shows it Paused") from None
+    except FlowPauseTimeout:
+        raise SpecError("RUN_ID", f"flow run {run_id} waited too long and can no longer be approved",
+                        "re-run the release") from None
+
+
+# -- serving deployments from this process ---------------------------------------------------------
+
+
+def serve_deployments(deployments: list[Any]) -> None:
+    """Prefect's ``serve``, plus: each deployment refuses unknown parameter names on the server, so a
+    misspelt parameter from any client (trigger, curl, the UI) never starts a run."""
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    runner = Runner()
+    ids = []
+    for deployment in deployments:
+        deployment.work_pool_name = None  # served here: work pools are for workers
+        ids.append(runner.add_deployment(deployment))
+    with get_client(sync_client=True) as client:
+        for deployment_id in ids:
+            strict_parameters(client, client.read_deployment(deployment_id))
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal):
+        pass
+
+
+# -- one release at a time --------------------------------------------------------------------------
+
+
+#: Seconds a held slot outlives a holder that died without letting go (a killed runner): the holder
+#: renews its lease while it lives, so this bounds only how long a dead one blocks the next run.
+LEASE = 60.0
+
+
+@contextlib.contextmanager
+def held_alone(key: str, *, timeout: float = 1800.0, log: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the Prefect global concurrency limit ``key`` (one slot; created when missing, taken with
+    strict=True: an unknown limit would otherwise not limit at all) for the block: across workers and
+    machines, one holder at a time. A second caller waits up to ``timeout`` seconds, saying which
+    flow run holds it (the holder writes its flow run id to a Variable named after the key)."""
+    import logging
+    import re
+
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.runtime import flow_run
+
+    log = log or logging.getLogger("wheelflow").warning
+    holder_variable = re.sub(r"[^a-z0-9_-]+", "-", f"{key}-holder".lower())
+
+    with get_client(sync_client=True) as client:
+        try:  # read first: creating one that exists makes the server log an IntegrityError traceback
+            client.read_global_concurrency_limit_by_name(key)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=key, limit=1))
+            except ObjectAlreadyExists:  # another run created it in between
+                pass
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(concurrency(key, occupy=1, timeout_seconds=1, strict=True, lease_duration=LEASE))
+        except TimeoutError:
+            holder = read_variable(holder_variable) or "(unknown)"
+            log(f"waiting up to {timeout:g} s for flow run {holder}, which holds {key}")
+            try:
+                stack.enter_context(concurrency(key, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE))
+            except TimeoutError:
+                raise ReleaseBusy(f"{key} is still held by flow run {read_variable(holder_variable) or '(unknown)'} "
+                                  f"after {timeout:g} s; fix: wait for that run to end (or cancel it), then re-run") from None
+        write_variable(holder_variable, str(flow_run.get_id()))
+        yield
+
+
+# -- server-side alerting: Prefect Automations ---------------------------------------------------
+
+ALERT_BLOCK_PREFIX = "wheelflow-alert-"
+
+
+def _save_destination(destination: Any, name: str) -> UUID:
+    """A Custom Webhook notification block; the URL is kept as the block's secret value, so the UI
+    and the API show it obfuscated."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    block = CustomWebhookNotificationBlock(name=name, url="{{url}}", json_data=dict(destination.json_data),
+                                           secrets={"url": destination.url})
+    return block.save(name, overwrite=True)
+
+
+def _trigger_of(spec: Any) -> Any:
+    from datetime import timedelta
+
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    return EventTrigger(posture=Posture(spec.posture), after=set(spec.after), expect=set(spec.expect),
+                        match=dict(spec.match), match_related=dict(spec.match_related), for_each=set(spec.for_each),
+                        threshold=1, within=timedelta(seconds=spec.within))
+
+
+def _actions_of(spec: Any, blocks: list[UUID]) -> list[Any]:
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState, SendNotification
+
+    if spec.action == "crash":
+        return [ChangeFlowRunState(state=StateType.CRASHED, name="Crashed",
+                                   message=f"no heartbeat for {spec.within:.0f} s: the process running it died "
+                                           f"(Prefect automation {spec.name})")]
+    return [SendNotification(block_document_id=block, subject=spec.subject, body=spec.body) for block in blocks]
+
+
+def install_automations(specs: list[Any], destinations: list[Any]) -> list[str]:
+    """Make the server's ``wheelflow-*`` automations exactly ``specs`` (see wheelflow/automations.py),
+    notifying through one block per destination: created or updated by name, so running it twice
+    changes nothing; wheelflow automations and alert blocks no longer described are deleted.
+    Returns the automation names."""
+    from prefect.automations import AutomationCore
+
+    from wheelflow.ops.automations import PREFIX
+
+    blocks = [_save_destination(d, f"{ALERT_BLOCK_PREFIX}{i}-{d.kind}") for i, d in enumerate(destinations)]
+    with get_client(sync_client=True) as client:
+        wanted = {spec.name for spec in specs}
+        for automation in client.read_automations():
+            if automation.name.startswith(PREFIX) and automation.name not in wanted:
+                client.delete_automation(automation.id)
+        for spec in specs:
+            core = AutomationCore(name=spec.name, description=spec.description, enabled=True,
+                                  trigger=_trigger_of(spec), actions=_actions_of(spec, blocks))
+            existing = client.read_automations_by_name(spec.name)
+            if existing:
+                client.update_automation(existing[0].id, core)
+                for duplicate in existing[1:]:
+                    client.delete_automation(duplicate.id)
+            else:
+                client.create_automation(core)
+        kept = set(blocks)
+        for document in client.read_block_documents(include_secrets=False):
+            if document.name and document.name.startswith(ALERT_BLOCK_PREFIX) and document.id not in kept:
+                client.delete_block_document(document.id)  # an old destination's secret URL goes with it
+    return [spec.name for spec in specs]
+
+
+def emit_alert_sent(flow_run: Any, flow_name: str, delivered: int) -> None:
+    """Tell the server this run's own hook delivered its alert, so the release-problem automation
+    stays quiet; sent before returning, as the process may exit right after the hook."""
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    from wheelflow.ops.automations import ALERT_SENT_EVENT
+
+    emit_event(event=ALERT_SENT_EVENT,
+               resource={"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "prefect.resource.name": flow_run.name},
+               related=[{"prefect.resource.id": f"prefect.flow.{flow_run.flow_id}", "prefect.resource.role": "flow",
+                         "prefect.resource.name": flow_name}],
+               payload={"channels": delivered})
+    EventsWorker.drain_all(timeout=10)

@@ -1,0 +1,280 @@
+"""The Docker builder: one container per cell, from the cell's pinned image, with the Docker SDK.
+
+The source is mounted read-only and copied inside; the wheel comes out through a bind mount;
+container output is streamed line by line to the task log. Every container carries wheelflow's
+labels, is removed after success, failure or timeout, and ``remove_containers`` clears whatever a
+cancelled run left behind.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from wheelflow.build.builders import FAILED, PASSED, SKIPPED, BatchedLog, Log, SmokeResult
+from wheelflow.build.building import first_error_line
+from wheelflow.core.childenv import container_env
+from wheelflow.core.errors import BuildError, CellUnbuildable, InfrastructureError
+from wheelflow.config.matrix import Cell
+from wheelflow.core.redaction import redact
+from wheelflow.build.repair import RepairedWheel, repair_command, repair_wheel, shown
+from wheelflow.config.repairoptions import RepairOptions
+from wheelflow.core.reproducible import prefix_map_env
+from wheelflow.config.spec import HOST_CA_BUNDLE, DockerOptions
+
+MANAGED_LABEL = "org.wheelflow.managed"
+RUN_LABEL = "org.wheelflow.run"
+CELL_LABEL = "org.wheelflow.cell"
+ROLE_LABEL = "org.wheelflow.role"  # "build", "repair" or "smoke"
+CONTAINER_CUDA = "/usr/local/cuda"
+CONTAINER_BUILD_DIR = "/tmp/src"  # where build-cell.sh copies the read-only /src and builds: one path everywhere
+# The builder image's own auditwheel and patchelf (wheelflow/build/dockerfiles/builder.Dockerfile).
+CONTAINER_AUDITWHEEL = ("/opt/wheelflow/bin/auditwheel",)
+CONTAINER_PATH = "/opt/wheelflow/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def docker_client(timeout: float = 30.0) -> Any:
+    """A client for the local daemon, or InfrastructureError saying how to get one."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client
+    except docker.errors.DockerException as exc:
+        raise InfrastructureError(
+            f"the Docker daemon does not answer ({type(exc).__name__}); fix: start dockerd (or set DOCKER_HOST), "
+            "or use --builder local"
+        ) from None
+
+
+def daemon_answers() -> bool:
+    try:
+        docker_client(timeout=5).close()
+        return True
+    except InfrastructureError:
+        return False
+
+
+def remove_containers(labels: Mapping[str, str]) -> int:
+    """Remove every container carrying these labels (a run's, after cancellation or a crash)."""
+    try:
+        client = docker_client()
+    except InfrastructureError:
+        return 0
+    selectors = [f"{k}={v}" for k, v in labels.items()]
+    containers = client.containers.list(all=True, filters={"label": selectors})
+    for container in containers:
+        container.remove(force=True)
+    client.close()
+    return len(containers)
+
+
+class _NoAuditwheelInImage(Exception):
+    """The cell's image lacks /opt/wheelflow/bin/auditwheel."""
+
+
+class DockerBuilder:
+    kind = "docker"
+
+    def __init__(self, options: DockerOptions | None = None, pass_env: Sequence[str] = ()) -> None:
+        self.options = options or DockerOptions()
+        self.pass_env = tuple(pass_env)  # build.pass-env: variables of this runner the build may see
+
+    def _image(self, client: Any, cell: Cell, which: str = "image") -> Any:
+        import docker
+
+        name = cell.image if which == "image" else cell.runtime_image
+        if not name:
+            raise BuildError(f"cell {cell.name}: no {which.replace('_', '-')} in the matrix; fix: set matrix.{which.replace('_', '-')}")
+        try:
+            return client.images.get(name)
+        except docker.errors.ImageNotFound:
+            raise InfrastructureError(
+                f"cell {cell.name}: image {name} is not on this runner; fix: run `wheelflow images`, "
+                "or build/pull that image"
+            ) from None
+
+    def missing_images(self, cells: Sequence[Cell]) -> list[str]:
+        """The build and runtime images of ``cells`` this daemon does not have."""
+        import docker
+
+        client = docker_client(timeout=10)
+        try:
+            missing = []
+            for name in dict.fromkeys(n for c in cells for n in (c.image, c.runtime_image) if n):
+                try:
+                    client.images.get(name)
+                except docker.errors.ImageNotFound:
+                    missing.append(name)
+            return missing
+        finally:
+            client.close()
+
+    def preflight(self, cell: Cell) -> None:
+        """A missing image stops the release before anything is built, in seconds. A daemon that is
+        away is an infrastructure error raised by the build task instead, which retries it."""
+        if not daemon_answers():
+            return
+        missing = self.missing_images([cell])
+        if missing:
+            raise CellUnbuildable(f"image {missing[0]} is not on this runner; fix: run `wheelflow images`, or "
+                                  "build/pull that image, or use --builder local")
+
+    def identity(self, cell: Cell) -> str:
+        client = docker_client()
+        try:
+            return f"docker:{self._image(client, cell).id}"
+        finally:
+            client.close()
+
+    def _volumes(self, extra: dict[str, dict[str, str]], *, cuda: bool) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+        volumes, env = dict(extra), dict(self.options.env)
+        opts = self.options
+        if opts.ca_bundle and Path(opts.ca_bundle).is_file():
+            volumes[opts.ca_bundle] = {"bind": HOST_CA_BUNDLE, "mode": "ro"}
+            env.update(PIP_CERT=HOST_CA_BUNDLE, SSL_CERT_FILE=HOST_CA_BUNDLE)
+        if cuda and opts.cuda_home and Path(opts.cuda_home).is_dir():
+            volumes[str(Path(opts.cuda_home).resolve())] = {"bind": CONTAINER_CUDA, "mode": "ro"}
+        if opts.pip_cache_volume:
+            volumes[opts.pip_cache_volume] = {"bind": "/root/.cache/pip", "mode": "rw"}
+        if opts.ccache_volume:
+            volumes[opts.ccache_volume] = {"bind": "/root/.ccache", "mode": "rw"}
+            env["CCACHE_DIR"] = "/root/.ccache"
+        for mount in opts.mounts:
+            host, _, rest = mount.partition(":")
+            target, _, mode = rest.partition(":")
+            volumes[host] = {"bind": target, "mode": mode or "rw"}
+        return volumes, env
+
+    def _run(self, client: Any, cell: Cell, image: Any, command: list[str], volumes: dict, env: Mapping[str, str],
+             labels: Mapping[str, str], log: Log, gpu: bool, role: str) -> tuple[int | None, deque[str]]:
+        """Run a container to completion (None: stopped by the timeout); it is always removed."""
+        import docker
+        import requests
+
+        device_requests = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None
+        container = client.containers.create(
+            image.id, command=command, volumes=volumes, environment=dict(env), device_requests=device_requests,
+            labels={MANAGED_LABEL: "true", CELL_LABEL: cell.name, ROLE_LABEL: role, **labels}, network_mode="bridge",
+        )
+        tail: deque[str] = deque(maxlen=40)
+
+        def pump() -> None:
+            buffer = b""
+            with BatchedLog(log) as batch:
+                for chunk in container.logs(stream=True, follow=True):
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        # A build or smoke command may print its environment: passed tokens included.
+                        text = redact(line.decode(errors="replace").rstrip())
+                        tail.append(text)
+                        batch(text)
+                if buffer:
+                    tail.append(redact(buffer.decode(errors="replace")))
+                    batch(tail[-1])
+
+        try:
+            container.start()
+            reader = threading.Thread(target=pump, daemon=True)
+            reader.start()
+            try:
+                status = container.wait(timeout=cell.timeout)
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                container.stop(timeout=5)
+                return None, tail
+            reader.join(10)
+            return int(status.get("StatusCode", 1)), tail
+        finally:
+            container.remove(force=True)
+
+    def build(self, cell: Cell, source: Path, out: Path, env: Mapping[str, str], log: Log, labels: Mapping[str, str]) -> None:
+        client = docker_client(timeout=max(60.0, cell.timeout + 30))
+        try:
+            image = self._image(client, cell)
+            volumes, mount_env = self._volumes({str(source.resolve()): {"bind": "/src", "mode": "ro"},
+                                                str(out.resolve()): {"bind": "/out", "mode": "rw"}}, cuda=True)
+            build_env = container_env(extra={**mount_env, **env}, pass_env=self.pass_env)
+            # Compilers record the build directory in objects and debug info: record it as "." instead.
+            build_env.update(prefix_map_env(CONTAINER_BUILD_DIR, build_env))
+            if "PIP_CONSTRAINT" in build_env:  # written by the task into out/
+                build_env["PIP_CONSTRAINT"] = "/out/" + Path(build_env["PIP_CONSTRAINT"]).name
+            # Compiling needs no GPU: ask for one only where the runner has it.
+            gpu = cell.gpu and gpu_on_runner(client)
+            log(f"cell {cell.name}: building in {cell.image} ({image.short_id}){' with a GPU' if gpu else ''}")
+            code, tail = self._run(client, cell, image, ["wheelflow-build-cell"], volumes, build_env, labels, log,
+                                   gpu=gpu, role="build")
+        finally:
+            client.close()
+        if code is None:
+            raise BuildError(f"cell {cell.name}: build stopped by its {cell.timeout:.0f} s timeout and its container "
+                             "removed; fix: raise matrix.timeout")
+        if code != 0:
+            raise BuildError(f"cell {cell.name}: build failed (exit {code}): {first_error_line(tail)[:200]}",
+                             log_tail="\n".join(tail))
+
+    def repair(self, cell: Cell, wheel: Path, dest_dir: Path, options: RepairOptions, log: Log,
+               labels: Mapping[str, str]) -> RepairedWheel:
+        """Repair inside the cell's build image: libraries only the image has are found (and vendored)
+        there, with the image's auditwheel and patchelf."""
+
+        import docker
+
+        def run_in_container(wheel: Path, out: Path) -> tuple[int | None, list[str]]:
+            cmd = repair_command(Path("/in") / wheel.name, Path("/out"), options, CONTAINER_AUDITWHEEL)
+            client = docker_client(timeout=max(60.0, cell.timeout + 30))
+            try:
+                image = self._image(client, cell)
+                volumes, env = self._volumes({str(wheel.parent.resolve()): {"bind": "/in", "mode": "ro"},
+                                              str(out.resolve()): {"bind": "/out", "mode": "rw"}}, cuda=True)
+                env["PATH"] = CONTAINER_PATH
+                log(f"cell {cell.name}: repairing {wheel.name} in {cell.image}: $ {shown(cmd)}")
+                command = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else cmd
+                try:
+                    code, tail = self._run(client, cell, image, command, volumes, env, labels, log, gpu=False,
+                                           role="repair")
+                except docker.errors.APIError as exc:
+                    if CONTAINER_AUDITWHEEL[0] in str(exc):
+                        raise _NoAuditwheelInImage from None
+                    raise
+            finally:
+                client.close()
+            return code, list(tail)
+
+        try:
+            return repair_wheel(wheel, dest_dir, options, log=log, run=run_in_container)
+        except _NoAuditwheelInImage:
+            # An image built before the repair step (or a project's own image) has no auditwheel:
+            # repair on the host instead, and say how to repair in the image.
+            log(f"cell {cell.name}: {cell.image} has no {CONTAINER_AUDITWHEEL[0]}: repairing on the host; "
+                "fix: rebuild it with `wheelflow images` (or install auditwheel and patchelf in /opt/wheelflow)")
+            return repair_wheel(wheel, dest_dir, options, log=log)
+
+    def smoke(self, cell: Cell, wheel: Path, smoke: str | None, log: Log, labels: Mapping[str, str]) -> SmokeResult:
+        client = docker_client(timeout=max(60.0, cell.timeout + 30))
+        try:
+            if cell.gpu and not gpu_on_runner(client):
+                return SmokeResult(SKIPPED, "skipped: no GPU on this runner")
+            image = self._image(client, cell, "runtime_image")
+            # The runtime image gets no toolkit: the wheel must work with what it carries.
+            volumes, mount_env = self._volumes({str(wheel.parent.resolve()): {"bind": "/wheels", "mode": "ro"}}, cuda=False)
+            env = container_env(extra={**mount_env, "WHEELFLOW_SMOKE": smoke or "python -c pass"})
+            log(f"cell {cell.name}: smoke test of {wheel.name} in {cell.runtime_image}")
+            code, tail = self._run(client, cell, image, ["wheelflow-smoke", wheel.name], volumes, env, labels, log,
+                                   gpu=cell.gpu, role="smoke")
+        finally:
+            client.close()
+        if code is None:
+            return SmokeResult(FAILED, f"smoke test of {wheel.name} stopped by its {cell.timeout:.0f} s timeout")
+        if code != 0:
+            return SmokeResult(FAILED, f"smoke test of {wheel.name} failed (exit {code}): {(tail[-1] if tail else '')[:200]}")
+        return SmokeResult(PASSED, f"installed {wheel.name} in {cell.runtime_image}; smoke ok")
+
+
+def gpu_on_runner(client: Any) -> bool:
+    """A GPU can be handed to containers: the NVIDIA runtime is registered and a device node exists."""
+    runtimes = client.info().get("Runtimes", {})
+    return "nvidia" in runtimes and Path("/dev/nvidiactl").exists()

@@ -1,0 +1,214 @@
+"""Errors written for the person running the release.
+
+Every message is one line that names what is wrong and how to fix it. ``transient`` tells the
+retry policies whether trying again can help (network trouble) or cannot (bad input, a compile
+error, a hash mismatch).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from wheelflow.core.redaction import redact
+
+
+class WheelflowError(Exception):
+    """Base class: ``str(err)`` is the one-line message shown to the user; ``exit_code`` is what
+    the CLI exits with (1: the release or check failed; 2: bad input, nothing was done).
+
+    The message is masked when the error is made and again when it is shown (a secret may be
+    registered in between): an error can name a URL or quote an index, never a secret.
+    """
+
+    transient = False
+    exit_code = 1
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
+
+
+class SpecError(WheelflowError):
+    """The release spec (or a command-line value) is invalid: names the key, the bad value and the fix."""
+
+    exit_code = 2
+
+    def __init__(self, key: str, problem: str, fix: str | None = None) -> None:
+        self.key, self.problem, self.fix = key, problem, fix
+        message = f"spec error: {key}: {problem}"
+        if fix:
+            message += f"; fix: {fix}"
+        super().__init__(message)
+
+
+class VersionError(WheelflowError):
+    """The release version cannot be determined, or its sources disagree."""
+
+
+class BuildError(WheelflowError):
+    """Building a distribution failed (deterministic: never retried)."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        self.log_tail = redact(log_tail)
+        super().__init__(message)
+
+
+class CheckError(WheelflowError):
+    """A built file failed validation before upload."""
+
+
+class RuntimeInstallError(WheelflowError):
+    """The runtime (e.g. a pinned torch) that the ABI check resolves symbols against could not be installed."""
+
+
+class CredentialsError(WheelflowError):
+    """A target's credentials are missing or malformed."""
+
+
+class UsageError(SpecError):
+    """A command-line argument is wrong (exit code 2, like a spec error)."""
+
+    exit_code = 2
+
+    def __init__(self, option: str, problem: str, fix: str) -> None:
+        self.key = option
+        WheelflowError.__init__(self, f"usage error: {option}: {problem}; fix: {fix}")
+
+
+class IndexReadError(WheelflowError):
+    """An index could not be read (base for transient read failures)."""
+
+    transient = True
+
+
+class DeadlineExceeded(IndexReadError):
+    """A read did not complete before its total deadline (a slow or dripping server)."""
+
+
+class MalformedListingError(IndexReadError):
+    """The index answered with a listing that is not valid PEP 691 JSON / PEP 503 HTML, is too large,
+    or contradicts itself. Reading it again does not help: not transient."""
+
+    transient = False
+
+
+class UploadError(WheelflowError):
+    """An upload failed. ``transient`` says whether retrying may help."""
+
+    def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
+        self.transient = transient
+        self.status = status
+        super().__init__(message)
+
+
+class VerificationError(WheelflowError):
+    """What the index serves is not what was released."""
+
+
+class HashMismatchError(VerificationError):
+    """The index serves a file under the expected name with other bytes."""
+
+
+class PublishError(WheelflowError):
+    """A built file was not published and verified everywhere it was routed."""
+
+
+class StaticIndexError(WheelflowError):
+    """A static (self-written PEP 503) index could not be written, merged or rolled back."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        self.transient = transient
+        super().__init__(message)
+
+
+class RepairError(WheelflowError):
+    """Repairing a built wheel (auditwheel or the spec's repair command) failed (deterministic)."""
+
+
+def _log_user_errors_without_traceback() -> None:
+    """A WheelflowError is written to be read alone: one line with the fix. Prefect's engines log each
+    failed task and flow run with its traceback, which for these errors only buries that line (on
+    the terminal, in the UI's logs). Their records keep the message and lose the traceback; any
+    other exception (a bug) keeps it. Installed once per process, by importing this module."""
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if record.exc_info and isinstance(record.exc_info[1], WheelflowError):
+            record.exc_info, record.exc_text = None, None
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
+_log_user_errors_without_traceback()
+
+
+class InfrastructureError(WheelflowError):
+    """The runner, not the code: daemon unreachable, image missing. Retried."""
+
+    transient = True
+
+
+class CellUnbuildable(WheelflowError):
+    """This builder cannot build this cell on this runner (e.g. no such interpreter)."""
+
+
+class ReleaseBusy(WheelflowError):
+    """Another run of the same release still holds it after the wait."""
+
+
+class OrchestrationError(WheelflowError):
+    transient = False
+
+
+class ArtifactStoreError(WheelflowError):
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient  # a store that did not answer may answer on the next attempt
+
+
+class SourceError(WheelflowError):
+    """The source to release cannot be taken as asked (a commit that is not there, a file git cannot export)."""
+
+
+class DirtySourceError(SourceError):
+    """The working tree's tracked files differ from the commit being released."""
+
+
+class GitError(WheelflowError):
+    transient = True  # a remote that does not answer may answer later
+
+
+class SourceExportError(WheelflowError):
+    """The tag's files cannot be exported (the tag or the project's folder is not in the repository)."""
+
+
+class ApprovalError(WheelflowError):
+    """Rejected, or nobody decided in time: the release stops before the gated target."""
+
+
+class EnvCreationError(RuntimeError):
+    """The environment could not be created (an interpreter that does not run, a full disk)."""
+
+
+class MonitorFoundProblems(WheelflowError):
+    transient = False
+
+
+class NothingToMonitor(WheelflowError):
+    """A monitor that checks nothing must not end green: say what to configure."""
+
+
+class NothingToCheck(WheelflowError):
+    """No axis to watch: say what to configure instead of ending green."""
+
+
+class BackfillFailed(WheelflowError):
+    """Some cells could not be built, checked or published: each is named with its reason."""
+
+
+class NothingToBackfill(WheelflowError):
+    """No released version matched: nothing was checked, so the run must not end green."""

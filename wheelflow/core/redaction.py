@@ -1,0 +1,161 @@
+"""Redaction as a guarantee: every secret wheelflow reads is registered here once, and masked as
+``***`` wherever text leaves the process: log records (wheelflow's, Prefect's and the API log
+handler's), reports, artifacts, alerts, exception messages and subprocess output.
+
+Code that reads a secret calls :func:`register_secret`; code that writes text a user or a server
+will see calls :func:`redact`. The logging side (:func:`install_log_redaction`) is installed when
+this module is imported (every wheelflow module imports it through wheelflow.core.errors) and again
+by any registration that finds it missing, so a process that knows a secret cannot log it unmasked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Iterable, Mapping
+from urllib.parse import urlsplit
+
+MASK = "***"
+#: Shorter values are not registered: masking every "ab" would destroy the logs, and a secret that
+#: short protects nothing anyway.
+MIN_SECRET_LENGTH = 4
+#: Secrets of the environment that wheelflow never reads itself but must never show.
+ENVIRONMENT_SECRETS = ("PREFECT_API_KEY", "PREFECT_API_AUTH_STRING")
+
+_lock = threading.Lock()
+_secrets: tuple[str, ...] = ()  # longest first, so a secret containing another is masked whole
+_installed = False
+
+
+def register_secret(value: str | None) -> None:
+    """Remember ``value`` as a secret for the rest of this process (empty and short values are ignored)."""
+    global _secrets
+    if not value or len(value) < MIN_SECRET_LENGTH:
+        return
+    with _lock:
+        if value not in _secrets:
+            _secrets = tuple(sorted((*_secrets, value), key=len, reverse=True))
+    if not _installed:
+        install_log_redaction()
+
+
+def register_url(url: str | None) -> None:
+    """A URL that is itself a secret (a webhook): the whole URL, its path (where webhook tokens
+    live) and any password in it."""
+    if not url:
+        return
+    register_secret(url)
+    parts = urlsplit(url)
+    register_secret(parts.password)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    if len(path.strip("/")) >= MIN_SECRET_LENGTH:
+        register_secret(path)
+
+
+def register_environment_secrets(environ: Mapping[str, str] | None = None) -> None:
+    environ = os.environ if environ is None else environ
+    for name in ENVIRONMENT_SECRETS:
+        register_secret(environ.get(name))
+
+
+def redact(text: str, extra: Iterable[str] = ()) -> str:
+    """``text`` with every registered secret (and every one of ``extra``) replaced by ``***``."""
+    secrets = _secrets
+    more = [s for s in extra if s]
+    if more:
+        secrets = tuple(sorted({*secrets, *more}, key=len, reverse=True))
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def redact_value(value: Any) -> Any:
+    """Strings redacted, lists/tuples/dicts redacted inside; anything else as it is (for reports and payloads)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_value(k): redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_value(v) for v in value)
+    return value
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    if not _secrets:
+        return
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed record: logging reports it itself; show its parts masked
+        message = f"{record.msg} {record.args}"
+    masked = redact(message)
+    if masked != message:
+        # The args are folded in: a secret can hide in any argument's str().
+        record.msg, record.args = masked, ()
+    traceback = record.exc_text or (logging.Formatter().formatException(record.exc_info) if record.exc_info else "")
+    if traceback and redact(traceback) != traceback:
+        # Formatters print exc_text as it is; without exc_info no handler can render the original again.
+        record.exc_text, record.exc_info = redact(traceback), None
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks registered secrets in a record's message, arguments and traceback; never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _redact_record(record)
+        return True
+
+
+_FILTER = RedactingFilter()
+#: Loggers whose own records and handlers get the filter (Prefect's tree holds the API log handler).
+REDACTED_LOGGERS = ("wheelflow", "prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.extra",
+                    "prefect.workers", "")
+
+
+def install_log_redaction() -> None:
+    """Mask secrets in every log record of this process. Idempotent; safe to call at flow start.
+
+    A record factory masks each record when it is created, whatever logger or handler it meets
+    later (handlers Prefect configures after this call included). The filter is also put on
+    wheelflow's and Prefect's loggers and on their handlers present now, for records made by a
+    factory someone installs after this one.
+    """
+    global _installed
+    with _lock:
+        first = not _installed
+        if first:
+            previous = logging.getLogRecordFactory()
+
+            def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+                record = previous(*args, **kwargs)
+                _redact_record(record)
+                return record
+
+            logging.setLogRecordFactory(factory)
+            _installed = True
+    for name in REDACTED_LOGGERS:
+        logger = logging.getLogger(name) if name else logging.getLogger()
+        for holder in (logger, *logger.handlers):
+            if _FILTER not in holder.filters:
+                holder.addFilter(_FILTER)
+    if first:
+        register_environment_secrets()
+
+
+# Every wheelflow process imports this module (through wheelflow.core.errors): from then on no record
+# it creates can carry a registered secret, nor PREFECT_API_KEY.
+install_log_redaction()
+
+
+def redact_url(url: str) -> str:
+    """Replace any user:password in a URL with ***, so it can be shown."""
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return parts._replace(netloc=f"***@{host}").geturl()

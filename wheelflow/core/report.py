@@ -1,0 +1,149 @@
+"""The release report: the checklist, the per-file outcome, and its JSON / markdown / table forms.
+
+Every form is redacted (:mod:`wheelflow.core.redaction`): a report quotes errors, build output and
+index answers, and ends up in artifacts, files and alerts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from wheelflow.core.redaction import redact, redact_value
+
+PASSED, FAILED, NOT_RUN = "passed", "failed", "not run"
+_ICON = {PASSED: "✅", FAILED: "❌", NOT_RUN: "➖"}
+
+
+@dataclass
+class Check:
+    check: str
+    status: str  # passed, failed, not run
+    detail: str = ""
+
+
+@dataclass
+class FileReport:
+    filename: str
+    sha256: str
+    target: str
+    kind: str
+    upload: str = NOT_RUN  # uploaded, already present, failed, not run
+    status: str = NOT_RUN  # verified, missing, hash-mismatch, not run
+
+
+@dataclass
+class CellReport:
+    cell: str
+    image: str | None = None
+    wheel: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    cached: bool = False
+    state: str = NOT_RUN  # built, failed, not run
+    attempts: int = 0
+    duration: float = 0.0
+    smoke: str = NOT_RUN  # passed, failed, skipped: <why>, not run
+    error: str | None = None
+    runner: str | None = None  # WHEELFLOW_RUNNER_NAME (or host) of the worker that built it, on a work pool
+    platform: str | None = None  # the published wheel's platform tag (after the repair step)
+    unrepaired_sha256: str | None = None  # the wheel as built, before the repair step changed it
+
+    def json(self) -> dict[str, Any]:
+        return redact_value({"cell": self.cell, "wheel": self.wheel, "sha256": self.sha256, "cached": self.cached,
+                             "state": self.state, "smoke": self.smoke, "image": self.image, "size": self.size,
+                             "attempts": self.attempts, "duration": round(self.duration, 2), "error": self.error,
+                             "runner": self.runner, "platform": self.platform,
+                             "unrepaired_sha256": self.unrepaired_sha256})
+
+    def table_row(self) -> dict[str, Any]:
+        return redact_value({"cell": self.cell, "image": self.image or "local", "duration": f"{self.duration:.1f} s",
+                             "wheel": self.wheel or "", "platform": self.platform or "", "size": self.size or 0,
+                             "sha256": self.sha256 or "", "unrepaired sha256": self.unrepaired_sha256 or "",
+                             "state": f"{self.state} (cached)" if self.cached else self.state,
+                             "attempts": self.attempts, "smoke": self.smoke})
+
+
+@dataclass
+class ReleaseReport:
+    project: str
+    name: str | None = None
+    version: str | None = None
+    ok: bool = False
+    flow_run_id: str | None = None
+    error: str | None = None
+    checks: list[Check] = field(default_factory=list)
+    files: list[FileReport] = field(default_factory=list)
+    builder: str | None = None
+    cells: list[CellReport] = field(default_factory=list)
+    runbook: list[str] = field(default_factory=list)  # what a person must do for files that stayed published
+    source: dict[str, Any] | None = None  # what was built: the release commit's export, or a directory
+
+    def add(self, check: str, passed: bool, detail: str = "") -> None:
+        self.checks.append(Check(check, PASSED if passed else FAILED, detail))
+
+    @contextlib.contextmanager
+    def step(self, check: str, detail: str = "") -> Iterator[Check]:
+        """Record one step of the release: passed when the block ends, failed (with the error as its
+        detail, unless the block set one) when it raises. The block may set ``.detail``."""
+        entry = Check(check, NOT_RUN, detail)
+        self.checks.append(entry)
+        try:
+            yield entry
+        except Exception as exc:
+            entry.status, entry.detail = FAILED, entry.detail or str(exc)
+            raise
+        entry.status = PASSED
+
+    def file(self, filename: str, target: str) -> FileReport | None:
+        return next((f for f in self.files if f.filename == filename and f.target == target), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return redact_value({
+            "ok": self.ok,
+            "name": self.name,
+            "version": self.version,
+            "files": [asdict(f) for f in self.files],
+            "flow_run_id": self.flow_run_id,
+            "checks": [asdict(c) for c in self.checks],
+            "error": self.error,
+            "builder": self.builder,
+            "cells": [c.json() for c in self.cells],
+            "runbook": self.runbook,
+            "source": self.source,
+        })
+
+    def file_rows(self) -> list[dict[str, str]]:
+        """One row per file and target: what was uploaded and what proves it is served."""
+        return [{"name": self.name or "", "version": self.version or "", "file": f.filename, "target": f.target,
+                 "sha256": f.sha256, "upload": f.upload, "served": f.status} for f in self.files]
+
+    def table_rows(self) -> list[dict[str, str]]:
+        return redact_value([{"check": c.check, "result": f"{_ICON[c.status]} {c.status}", "detail": c.detail}
+                             for c in self.checks])
+
+    def markdown(self) -> str:
+        title = f"{self.name or self.project} {self.version or '(version unknown)'}"
+        verdict = "released and verified" if self.ok else f"FAILED: {self.error}"
+        lines = [f"# Release {title}: {verdict}", "", "| file | target | sha256 | upload | served |", "|---|---|---|---|---|"]
+        for f in self.files:
+            lines.append(f"| `{f.filename}` | {f.target} | `{f.sha256[:16]}…` | {f.upload} | {f.status} |")
+        if self.cells:
+            lines += ["", f"Built by the **{self.builder}** builder:", "",
+                      "| cell | wheel | platform | state | smoke |", "|---|---|---|---|---|"]
+            lines += [f"| {c.cell} | `{c.wheel or '-'}` | {c.platform or '-'} | {c.state}{' (cached)' if c.cached else ''} | {c.smoke} |"
+                      for c in self.cells]
+        if self.runbook:
+            lines += ["", "## Rollback runbook", "", "```", *self.runbook, "```"]
+        lines += ["", "| check | result | detail |", "|---|---|---|"]
+        lines += [f"| {c.check} | {_ICON[c.status]} {c.status} | {c.detail} |" for c in self.checks]
+        return redact("\n".join(lines) + "\n")
+
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{self.flow_run_id or 'no-run'}.json"
+        path.write_text(json.dumps(self.to_json(), indent=2))
+        return path

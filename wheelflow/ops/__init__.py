@@ -1,0 +1,1 @@
+"""Operations around releases: the upload ledger, monitor and incidents, alerts, upstream, backfill, automations."""

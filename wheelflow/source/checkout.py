@@ -1,0 +1,51 @@
+"""The source to release: a local project as it is, or a git URL (or repository) at a ref.
+
+A URL never carries credentials (see :mod:`wheelflow.source.gitauth`): they reach git through askpass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Callable
+
+from wheelflow.core.errors import GitError
+from wheelflow.source.gitauth import git_credentials, refuse_url_credentials
+from wheelflow.source.gittags import _git
+from wheelflow.core.redaction import redact_url
+
+
+def is_git_url(project: str) -> bool:
+    return "://" in project or project.startswith("git@")
+
+
+def checkout(project: str, ref: str | None, home: Path, *, git_secret: str | None = None,
+             read_secret: Callable[[str], Any] | None = None) -> Path:
+    """``project`` itself when it is a local path and no ref is asked for; otherwise a clone under
+    $WHEELFLOW_HOME/checkouts (reused across runs: fetched, then checked out at ``ref``).
+
+    A URL with credentials in it is refused (SpecError); credentials for the remote come from
+    WHEELFLOW_GIT_USERNAME/WHEELFLOW_GIT_PASSWORD, or from the Prefect Secret block ``git_secret``."""
+    if not is_git_url(project) and ref is None:
+        return Path(project)
+    refuse_url_credentials(project)
+    credentials = git_credentials(git_secret, read_secret=read_secret) if is_git_url(project) else None
+    clone = home / "checkouts" / hashlib.sha256(project.encode()).hexdigest()[:16]
+    if not (clone / ".git").exists():
+        clone.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _git("clone", "--quiet", project, str(clone), credentials=credentials)
+        except GitError:
+            raise GitError(f"cannot clone {redact_url(project)}; fix: check the URL, that this runner can reach it "
+                           "and, for a private repository, WHEELFLOW_GIT_USERNAME/WHEELFLOW_GIT_PASSWORD") from None
+    else:
+        _git("fetch", "--quiet", "--tags", "--force", "origin", cwd=clone, credentials=credentials)
+    target = ref or "origin/HEAD"
+    try:
+        _git("checkout", "--quiet", "--force", "--detach", target, cwd=clone)
+    except GitError:
+        error = GitError(f"ref {target!r} is not in {redact_url(project)}; fix: push the tag or pass an existing ref")
+        error.transient = False
+        raise error from None
+    _git("clean", "-xdfq", cwd=clone)
+    return clone

@@ -1,0 +1,140 @@
+"""Resolve the release version from the git tag, the version file and the command line.
+
+All sources that are present must agree; a mismatch is refused before anything is built.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from wheelflow.core.errors import VersionError
+from wheelflow.source.export import commit_time, git_output as _git, resolve_commit
+from wheelflow.config.spec import ReleaseSpec
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+_ASSIGNMENT_RE = re.compile(r"""^\s*(?:__version__|version|VERSION)\s*[:=]\s*["']([^"']+)["']""", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class ResolvedVersion:
+    version: str  # normalised PEP 440 form, as it appears in filenames
+    tag: str | None  # the git tag at HEAD that names this version, if any
+    sources: dict[str, str]  # where each agreeing value came from, e.g. {"tag v1.0": "1.0"}
+    commit_time: int | None  # the release commit's time (seconds), used as SOURCE_DATE_EPOCH
+    commit: str | None = None  # the commit to build: the tag's, else HEAD (None: not under git)
+
+
+def parse_version(value: str, where: str) -> Version:
+    try:
+        return Version(value)
+    except InvalidVersion:
+        raise VersionError(
+            f"{where}: {value!r} is not a PEP 440 version; fix: use a form like 1.2.3, 1.2.3rc1 or 1.2.3.post1"
+        ) from None
+
+
+def tag_pattern_regex(pattern: str) -> re.Pattern[str]:
+    before, after = pattern.split("{version}")
+    return re.compile("^" + re.escape(before) + r"(?P<version>.+)" + re.escape(after) + "$")
+
+
+def version_from_file(path: Path) -> str:
+    """The version written in ``path``: [project].version of a pyproject.toml, or ``__version__ = "..."``."""
+    text = path.read_text(encoding="utf-8")
+    if path.name == "pyproject.toml":
+        version = tomllib.loads(text).get("project", {}).get("version")
+        if version is None:
+            raise VersionError(f"{path}: no [project].version; fix: set it, or point version.file at the file that holds it")
+        return str(version)
+    match = _ASSIGNMENT_RE.search(text)
+    if match is None:
+        raise VersionError(f'{path}: no __version__ = "..." assignment found; fix: add one or change version.file')
+    return match.group(1)
+
+
+def resolve_version(spec: ReleaseSpec, requested: str | None = None) -> ResolvedVersion:
+    """Agree the version among ``--version``, the tag at HEAD and the version file, or refuse."""
+    project = spec.project_dir
+    candidates: dict[str, Version] = {}
+    if requested is not None:
+        candidates["--version"] = parse_version(requested, "--version")
+
+    head_tag = None
+    tag_regex = tag_pattern_regex(spec.version.tag) if spec.version.tag else None
+    if tag_regex is not None:
+        head_tags = (_git(project, "tag", "--points-at", "HEAD") or "").split()
+        for tag in sorted(head_tags):
+            match = tag_regex.match(tag)
+            if match:
+                candidates[f"tag {tag}"] = parse_version(match.group("version"), f"tag {tag}")
+                head_tag = tag
+
+    if spec.version.file:
+        path = project / spec.version.file
+        candidates[spec.version.file] = parse_version(version_from_file(path), str(spec.version.file))
+
+    if not candidates:
+        raise VersionError(
+            "no release version: HEAD has no tag matching "
+            f"{spec.version.tag!r} and no version file is set; fix: pass --version, tag HEAD, or set version.file"
+        )
+
+    (first_source, first), *rest = candidates.items()
+    for source, value in rest:
+        if value != first:
+            raise VersionError(
+                f"version mismatch: {first_source} says {first} but {source} says {value}; "
+                "fix: make the tag, the version file and --version agree before releasing"
+            )
+
+    version = str(first)
+    if spec.version.tag and head_tag is None:
+        # A tag for this version that exists but points elsewhere means HEAD is not what was tagged.
+        expected_tag = spec.version.tag.format(version=version)
+        tagged = _git(project, "rev-list", "-n", "1", f"refs/tags/{expected_tag}")
+        head = _git(project, "rev-parse", "HEAD")
+        if tagged and head and tagged.strip() != head.strip():
+            raise VersionError(
+                f"version mismatch: tag {expected_tag} points at {tagged.strip()[:12]}, not at HEAD {head.strip()[:12]}; "
+                "fix: check out the tagged commit, or release another version"
+            )
+
+    # The tag's commit is HEAD here (a tag elsewhere was refused above); naming it keeps the build on
+    # exactly what was tagged even if HEAD moves before the source is exported.
+    commit = resolve_commit(project, f"refs/tags/{head_tag}" if head_tag else "HEAD")
+    return ResolvedVersion(
+        version=version,
+        tag=head_tag,
+        sources={source: str(value) for source, value in candidates.items()},
+        commit_time=commit_time(project, commit) if commit else None,
+        commit=commit,
+    )
+
+
+def development_version(spec: ReleaseSpec, now: datetime) -> ResolvedVersion:
+    """A nightly's version: the next micro release after the version file's, as a dated dev release
+    (0.1.0 → 0.1.1.dev202611250300), so it sorts after the last release and before the next one.
+    Tags are not consulted: a nightly builds whatever commit is checked out."""
+    if not spec.version.file:
+        raise VersionError("a development build needs version.file in the spec to know the current version; "
+                           "fix: set [tool.wheelflow.version] file")
+    base = parse_version(version_from_file(spec.project_dir / spec.version.file), str(spec.version.file))
+    major, minor, micro = (list(base.release) + [0, 0])[:3]
+    version = str(Version(f"{major}.{minor}.{micro + 1}.dev{now.strftime('%Y%m%d%H%M')}"))
+    commit = resolve_commit(spec.project_dir)
+    return ResolvedVersion(
+        version=version,
+        tag=None,
+        sources={"development build": f"{base} → {version}"},
+        commit_time=commit_time(spec.project_dir, commit) if commit else None,
+        commit=commit,
+    )
