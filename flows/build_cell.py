@@ -13,7 +13,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 
-from wheelflow.build import artifactstore
+from wheelflow.index import artifactstore
 from wheelflow.build.builders.choose import choose_builder
 from wheelflow.source.checkout import checkout, is_git_url
 from wheelflow.core.errors import SpecError

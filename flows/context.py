@@ -9,7 +9,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 from prefect import get_run_logger
 
-from wheelflow.build.artifactstore import default_store
+from wheelflow.index.artifactstore import default_store
 from wheelflow.source.checkout import checkout, is_git_url
 from wheelflow.core.errors import SpecError
 from wheelflow.index.localindex import credentials_for

@@ -21,7 +21,7 @@ from wheelflow.flows.futures import settled
 from wheelflow.tasks.build import build_release_files
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 
-from wheelflow.build import artifactstore
+from wheelflow.index import artifactstore
 from wheelflow.build.builders import Builder, SmokeResult
 from wheelflow.build.builders.choose import choose_builder
 from wheelflow.build.cells import expected_version, summarize_failures

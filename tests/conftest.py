@@ -252,14 +252,23 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
-# -- the table of faults and bad inputs in README.md, generated from a test run ---------------------
+# -- the table of faults and bad inputs in docs/faults.md, generated from a test run -----------------
 
 CASES_FILE = REPO / ".wheelflow-cases.json"  # written by a test run; tools/case_table.py renders it
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "case(kind, what, expected): a fault or bad input listed in README's table")
+    config.addinivalue_line("markers", "case(kind, what, expected): a fault or bad input listed in docs/faults.md")
     config._wheelflow_cases = {}  # type: ignore[attr-defined]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """tests/unit (no servers, seconds) and tests/e2e (real servers) are marked by their folder, so
+    ``-m unit`` / ``-m e2e`` select them wherever the run starts."""
+    for item in items:
+        folder = Path(str(item.path)).parent.name
+        if folder in ("unit", "e2e"):
+            item.add_marker(folder)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -202,7 +202,7 @@ def test_a_release_killed_mid_matrix_resumes_with_finished_cells_cached(
 @pytest.mark.case("bad input", "path-traversing names: a version file outside the project, an artifact named '..'",
                   "refused with one line naming the key or the name; nothing is read or written outside")
 def test_path_traversing_names_are_refused(tmp_path: Path) -> None:
-    from wheelflow.build import artifactstore
+    from wheelflow.index import artifactstore
     from wheelflow.core.errors import SpecError
     from wheelflow.config.spec import parse_spec
 

@@ -21,7 +21,7 @@ from wheelflow.build.repair import repair_wheel
 from wheelflow.config.repairoptions import RepairOptions
 from wheelflow.config.spec import Target
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CUDA = Path("/usr/local/cuda")
 CUDA_LIB = next((p for p in (CUDA / "lib64", CUDA / "targets" / "x86_64-linux" / "lib") if (p / "libcudart.so").exists()), None)
 needs_nvcc = pytest.mark.skipif(not (CUDA / "bin" / "nvcc").exists() or CUDA_LIB is None,

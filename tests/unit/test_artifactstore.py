@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wheelflow.build import artifactstore
+from wheelflow.index import artifactstore
 
 
 def test_the_shared_store_from_the_environment_is_the_default(tmp_path: Path) -> None:
