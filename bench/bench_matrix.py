@@ -30,8 +30,11 @@ def build_phase(flow_run_id: str) -> tuple[float, list[float]]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     with get_client(sync_client=True) as client:
-        runs = [t for t in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-                if t.name.startswith("build[")]
+        runs = [
+            t
+            for t in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            if t.name.startswith("build[")
+        ]
     starts = [r.start_time for r in runs]
     ends = [r.end_time for r in runs]
     return (max(ends) - min(starts)).total_seconds(), [r.total_run_time.total_seconds() for r in runs]
@@ -64,12 +67,16 @@ def main() -> int:
     phase, durations = build_phase(reports[0]["flow_run_id"])
     mean = sum(durations) / len(durations)
     ideal = len(durations) * mean / args.concurrency
-    print(f"builder: {reports[0]['builder']}, cells: {len(durations)}, concurrency: {args.concurrency}, "
-          f"fixed cost: {args.seconds:.1f} s, mean cell build: {mean:.2f} s")
+    print(
+        f"builder: {reports[0]['builder']}, cells: {len(durations)}, concurrency: {args.concurrency}, "
+        f"fixed cost: {args.seconds:.1f} s, mean cell build: {mean:.2f} s"
+    )
     print(f"build phase: {phase:.2f} s, ideal {ideal:.2f} s -> parallel ratio {phase / ideal:.2f} (1.00 is ideal)")
     assert all(c["cached"] for c in reports[1]["cells"]), "the re-run rebuilt a cell"
-    print(f"release: first {timings[0]:.2f} s, fully cached re-run {timings[1]:.2f} s -> re-run ratio "
-          f"{timings[1] / timings[0]:.2f}")
+    print(
+        f"release: first {timings[0]:.2f} s, fully cached re-run {timings[1]:.2f} s -> re-run ratio "
+        f"{timings[1] / timings[0]:.2f}"
+    )
     return 0
 
 

@@ -54,8 +54,9 @@ def read_task_runs(flow_run_id: str, expected: int) -> list:
         while True:  # task states are written by a server service: they arrive a moment late
             runs, offset = [], 0
             while True:
-                page = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-                                             limit=200, offset=offset)
+                page = client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200, offset=offset
+                )
                 runs += page
                 offset += len(page)
                 if len(page) < 200:
@@ -70,6 +71,7 @@ def read_task_runs(flow_run_id: str, expected: int) -> list:
 def dry_builder():
     """The local builder with its build replaced by a crafted wheel and its smoke test by a pass."""
     from wheelcraft import make_wheel
+
     from wheelflow.build.builders import PASSED, SmokeResult
     from wheelflow.build.builders.local import LocalBuilder
 
@@ -93,19 +95,28 @@ def smoke_before(wheel: Path, smoke: str) -> None:
     with tempfile.TemporaryDirectory() as root:
         venv = Path(root) / "venv"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-        env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-               "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
-        subprocess.run([str(venv / "bin" / "pip"), "install", "--no-cache-dir", "--quiet", str(wheel)], check=True,
-                       env=env, capture_output=True)
+        env = {
+            **os.environ,
+            "PIP_CONFIG_FILE": os.devnull,
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+            "VIRTUAL_ENV": str(venv),
+        }
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "--no-cache-dir", "--quiet", str(wheel)],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         subprocess.run(["/bin/sh", "-c", smoke], check=True, env=env, capture_output=True)
 
 
 def smoke_env_times(wheels: list[Path], smoke: str) -> dict[str, float]:
     """Mean seconds of one smoke test, each way in turn on the same wheels: as before (venv + its
     pip), today with pip (where uv is missing), today with uv."""
-    from wheelflow.core import pyenvs
     from wheelflow.build.builders.local import LocalBuilder
     from wheelflow.config.matrix import Cell
+    from wheelflow.core import pyenvs
 
     real_find_uv = pyenvs.find_uv
     times: dict[str, list[float]] = {"before": [], "pip": [], "uv": []}
@@ -125,9 +136,11 @@ def smoke_env_times(wheels: list[Path], smoke: str) -> dict[str, float]:
 
 def print_smoke_times(wheels: list[Path], smoke: str) -> None:
     means = smoke_env_times(wheels, smoke)
-    print(f"smoke test per cell (mean of {len(wheels)} wheels, the three ways in turn): before (venv + pip) "
-          f"{means['before']:.2f} s, pip fallback {means['pip']:.2f} s, uv {means['uv']:.2f} s -> uv is "
-          f"{means['before'] / means['uv']:.1f}x faster than before, {means['pip'] / means['uv']:.1f}x than the pip fallback")
+    print(
+        f"smoke test per cell (mean of {len(wheels)} wheels, the three ways in turn): before (venv + pip) "
+        f"{means['before']:.2f} s, pip fallback {means['pip']:.2f} s, uv {means['uv']:.2f} s -> uv is "
+        f"{means['before'] / means['uv']:.1f}x faster than before, {means['pip'] / means['uv']:.1f}x than the pip fallback"
+    )
 
 
 def main() -> int:
@@ -135,9 +148,14 @@ def main() -> int:
     parser.add_argument("--cells", type=int, default=96)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--dry", action="store_true", help="crafted wheels and no-op smoke tests: orchestration only")
-    parser.add_argument("--smoke-sample", type=int, default=8, help="wheels smoke-tested with pip and with uv (real mode)")
-    parser.add_argument("--smoke-only", action="store_true",
-                        help="only compare smoke environments (before, pip fallback, uv) on crafted wheels")
+    parser.add_argument(
+        "--smoke-sample", type=int, default=8, help="wheels smoke-tested with pip and with uv (real mode)"
+    )
+    parser.add_argument(
+        "--smoke-only",
+        action="store_true",
+        help="only compare smoke environments (before, pip fallback, uv) on crafted wheels",
+    )
     args = parser.parse_args()
 
     if args.smoke_only:
@@ -184,21 +202,31 @@ def main() -> int:
     smoke_wall, smoke_sum = phase(runs, "smoke[")
     upload_wall, _ = phase(runs, "upload[")
     prove_wall = phase(runs, "verify-served[")[0] + phase(runs, ("install-and-smoke[", "install["))[0]
-    matrix_wall = (max(r.end_time for r in runs if r.name.startswith(("build[", "smoke[")))
-                   - min(r.start_time for r in runs if r.name.startswith("build["))).total_seconds()
-    print(f"{'dry run' if args.dry else 'real'}: {args.cells} cells, concurrency {args.concurrency}, "
-          f"{len(report['files'])} files uploaded, release wall {wall:.1f} s")
-    print(f"phases (first start to last end): build {build_wall:.1f} s, smoke {smoke_wall:.1f} s "
-          f"(overlapping: matrix {matrix_wall:.1f} s), upload {upload_wall:.1f} s, prove {prove_wall:.1f} s")
+    matrix_wall = (
+        max(r.end_time for r in runs if r.name.startswith(("build[", "smoke[")))
+        - min(r.start_time for r in runs if r.name.startswith("build["))
+    ).total_seconds()
+    print(
+        f"{'dry run' if args.dry else 'real'}: {args.cells} cells, concurrency {args.concurrency}, "
+        f"{len(report['files'])} files uploaded, release wall {wall:.1f} s"
+    )
+    print(
+        f"phases (first start to last end): build {build_wall:.1f} s, smoke {smoke_wall:.1f} s "
+        f"(overlapping: matrix {matrix_wall:.1f} s), upload {upload_wall:.1f} s, prove {prove_wall:.1f} s"
+    )
     print(f"sum of task run times: builds {build_sum:.1f} s, smokes {smoke_sum:.1f} s")
     if args.dry:
-        print(f"orchestration cost per cell: matrix phase {1000 * matrix_wall / args.cells:.1f} ms, whole release "
-              f"{1000 * wall / args.cells:.1f} ms (with real uploads and verification of every file)")
+        print(
+            f"orchestration cost per cell: matrix phase {1000 * matrix_wall / args.cells:.1f} ms, whole release "
+            f"{1000 * wall / args.cells:.1f} ms (with real uploads and verification of every file)"
+        )
         print(f"peak RSS of the release process: {peak_rss_mb:.0f} MB")
         return 0
     ideal = (build_sum + smoke_sum) / args.concurrency + upload_wall + prove_wall
-    print(f"ideal = Σ(build + smoke) / concurrency + upload + prove = {ideal:.1f} s -> release / ideal "
-          f"{wall / ideal:.2f} (1.00 is ideal)")
+    print(
+        f"ideal = Σ(build + smoke) / concurrency + upload + prove = {ideal:.1f} s -> release / ideal "
+        f"{wall / ideal:.2f} (1.00 is ideal)"
+    )
     wheels = sorted((work / "home" / "index" / "packages").glob("*.whl"))[: args.smoke_sample]
     print_smoke_times(wheels, "python -c 'import bench_cell'")
     print(f"peak RSS of the release process: {peak_rss_mb:.0f} MB")

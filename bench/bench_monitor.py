@@ -29,10 +29,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from wheelcraft import make_wheel  # noqa: E402
-from wheelflow.source.gittags import release_tags  # noqa: E402
+
 from wheelflow.index.localindex import PypiServer  # noqa: E402
-from wheelflow.ops.monitor import UploadTimes, check_index  # noqa: E402
 from wheelflow.index.simple_api import files_for_version, list_project_files  # noqa: E402
+from wheelflow.ops.monitor import UploadTimes, check_index  # noqa: E402
+from wheelflow.source.gittags import release_tags  # noqa: E402
 
 
 def tagged_repo(root: Path, versions: list[str]) -> Path:
@@ -42,9 +43,18 @@ def tagged_repo(root: Path, versions: list[str]) -> Path:
     stream = []
     for n, version in enumerate(versions):
         when = 1_700_000_000 + n * 86_400
-        stream += ["commit refs/heads/main", f"mark :{n + 1}", f"committer b <b@example.invalid> {when} +0000",
-                   "data 8", f"v{n:06d}", *([f"from :{n}"] if n else []), "",
-                   f"reset refs/tags/v{version}", f"from :{n + 1}", ""]
+        stream += [
+            "commit refs/heads/main",
+            f"mark :{n + 1}",
+            f"committer b <b@example.invalid> {when} +0000",
+            "data 8",
+            f"v{n:06d}",
+            *([f"from :{n}"] if n else []),
+            "",
+            f"reset refs/tags/v{version}",
+            f"from :{n + 1}",
+            "",
+        ]
     subprocess.run(["git", "fast-import", "--quiet"], input="\n".join(stream) + "\n", text=True, cwd=root, check=True)
     return root
 
@@ -87,12 +97,19 @@ def main() -> None:
                     with counting_client(counter) as client:
                         if label == "baseline":
                             for tag in tags:  # one listing per version
-                                files_for_version(list_project_files(client, server.simple_url, "tiny_pkg"),
-                                                  "tiny_pkg", tag.version)
+                                files_for_version(
+                                    list_project_files(client, server.simple_url, "tiny_pkg"), "tiny_pkg", tag.version
+                                )
                         else:
-                            results = check_index(client, project="tiny_pkg", index_label=f"index{i}",
-                                                  simple_url=server.simple_url, tags=tags,
-                                                  grace=timedelta(days=36500), upload_times=cache)
+                            results = check_index(
+                                client,
+                                project="tiny_pkg",
+                                index_label=f"index{i}",
+                                simple_url=server.simple_url,
+                                tags=tags,
+                                grace=timedelta(days=36500),
+                                upload_times=cache,
+                            )
                             assert all(r.status == "ok" for r in results), "every version is served"
                     elapsed = time.perf_counter() - started
                     timings.setdefault(label, []).append(elapsed)

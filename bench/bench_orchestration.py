@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import INDEX_PASSWORD, INDEX_USER, make_project, start_prefect_server  # noqa: E402
+
 from wheelflow.index.localindex import PypiServer, ensure_htpasswd  # noqa: E402
 
 SCRIPT = """set -euo pipefail
@@ -48,10 +49,21 @@ def main() -> None:
         server, api = start_prefect_server(tmp / "prefect")
         ensure_htpasswd(tmp / "htpasswd", INDEX_USER, INDEX_PASSWORD)
         home = tmp / "home"
-        env = {**os.environ, "PREFECT_API_URL": api, "WHEELFLOW_HOME": str(home), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-               "WHEELFLOW_STAGING_USERNAME": INDEX_USER, "WHEELFLOW_STAGING_PASSWORD": INDEX_PASSWORD}
-        serve = subprocess.Popen([wheelflow, "serve", "--only", "release"], env=env,
-                                 stdout=open(tmp / "serve.log", "wb"), stderr=subprocess.STDOUT, cwd=REPO)
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": api,
+            "WHEELFLOW_HOME": str(home),
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+            "WHEELFLOW_STAGING_USERNAME": INDEX_USER,
+            "WHEELFLOW_STAGING_PASSWORD": INDEX_PASSWORD,
+        }
+        serve = subprocess.Popen(
+            [wheelflow, "serve", "--only", "release"],
+            env=env,
+            stdout=open(tmp / "serve.log", "wb"),
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
         times: dict[str, list[float]] = {"script": [], "wheelflow": []}
         try:
             for run in range(args.runs + 1):  # run 0 warms both paths (pip caches, imports) and is not counted
@@ -62,13 +74,37 @@ def main() -> None:
                         shutil.rmtree(home / "builds", ignore_errors=True)  # no build cache: same work as the script
                         started = time.perf_counter()
                         if label == "script":
-                            subprocess.run(["bash", "-c", SCRIPT], check=True, env={
-                                **env, "WORK": str(tmp / f"work-{run}"), "PROJECT": str(project), "UPLOAD": index.url,
-                                "SIMPLE": index.simple_url, "PY": sys.executable, "USER_NAME": INDEX_USER, "PASSWORD": INDEX_PASSWORD,
-                                "PIP_CONFIG_FILE": os.devnull})  # as wheelflow installs: this index only
+                            subprocess.run(
+                                ["bash", "-c", SCRIPT],
+                                check=True,
+                                env={
+                                    **env,
+                                    "WORK": str(tmp / f"work-{run}"),
+                                    "PROJECT": str(project),
+                                    "UPLOAD": index.url,
+                                    "SIMPLE": index.simple_url,
+                                    "PY": sys.executable,
+                                    "USER_NAME": INDEX_USER,
+                                    "PASSWORD": INDEX_PASSWORD,
+                                    "PIP_CONFIG_FILE": os.devnull,
+                                },
+                            )  # as wheelflow installs: this index only
                         else:
-                            done = subprocess.run([wheelflow, "trigger", "release", "--param", f"project={project}",
-                                                   "--wait", "--timeout", "600"], env=env, capture_output=True, text=True)
+                            done = subprocess.run(
+                                [
+                                    wheelflow,
+                                    "trigger",
+                                    "release",
+                                    "--param",
+                                    f"project={project}",
+                                    "--wait",
+                                    "--timeout",
+                                    "600",
+                                ],
+                                env=env,
+                                capture_output=True,
+                                text=True,
+                            )
                             if done.returncode != 0:
                                 raise SystemExit(f"wheelflow trigger failed: {done.stderr[-2000:]}")
                         elapsed = time.perf_counter() - started

@@ -21,8 +21,9 @@ MONITOR_INTERVAL = 900.0  # seconds between MONITOR_CRON's runs: the silent-moni
 NIGHTLY_INTERVAL = 86400.0  # NIGHTLY_CRON's period
 
 
-def project_deployments(*, monitored: list[dict[str, Any]] | None = None,
-                        monitor_interval: float | None = None) -> list[Any]:
+def project_deployments(
+    *, monitored: list[dict[str, Any]] | None = None, monitor_interval: float | None = None
+) -> list[Any]:
     """RunnerDeployments of release, nightly, sync-monitor, backfill, upstream-check and build-cell. ``monitored`` gives the
     sync monitor its projects (default: none, so it reads the Prefect Variable wheelflow-monitor-projects,
     and fails saying what to configure while that is unset); ``monitor_interval`` (seconds) replaces
@@ -38,24 +39,41 @@ def project_deployments(*, monitored: list[dict[str, Any]] | None = None,
     monitor_schedule = Interval(monitor_interval) if monitor_interval else Cron(MONITOR_CRON, timezone="UTC")
     return [
         release.to_deployment(
-            name="release", work_pool_name=CONTROL_POOL, parameters={"project": DEMO_PROJECT},
-            description="Build, check, upload and verify a release; parameters are typed in the run form."),
+            name="release",
+            work_pool_name=CONTROL_POOL,
+            parameters={"project": DEMO_PROJECT},
+            description="Build, check, upload and verify a release; parameters are typed in the run form.",
+        ),
         release.to_deployment(
-            name="nightly", work_pool_name=CONTROL_POOL, parameters={"project": DEMO_PROJECT, "dev": True},
+            name="nightly",
+            work_pool_name=CONTROL_POOL,
+            parameters={"project": DEMO_PROJECT, "dev": True},
             schedules=[Cron(NIGHTLY_CRON, timezone="UTC")],
-            description="Nightly development build (next micro + .devYYYYMMDDHHMM), published to the first target only."),
+            description="Nightly development build (next micro + .devYYYYMMDDHHMM), published to the first target only.",
+        ),
         sync_monitor.to_deployment(
-            name="sync-monitor", work_pool_name=CONTROL_POOL, schedules=[monitor_schedule],
+            name="sync-monitor",
+            work_pool_name=CONTROL_POOL,
+            schedules=[monitor_schedule],
             parameters={} if monitored is None else {"projects": monitored},
-            description="Compare release tags with what the indexes serve; alert once per incident."),
+            description="Compare release tags with what the indexes serve; alert once per incident.",
+        ),
         backfill.to_deployment(
-            name="backfill", work_pool_name=CONTROL_POOL, parameters={"project": DEMO_PROJECT},
-            description="Build, upload and prove the matrix cells released versions lack; files served stay untouched."),
+            name="backfill",
+            work_pool_name=CONTROL_POOL,
+            parameters={"project": DEMO_PROJECT},
+            description="Build, upload and prove the matrix cells released versions lack; files served stay untouched.",
+        ),
         upstream_check.to_deployment(
-            name="upstream-check", work_pool_name=CONTROL_POOL, parameters={"project": DEMO_PROJECT},
+            name="upstream-check",
+            work_pool_name=CONTROL_POOL,
+            parameters={"project": DEMO_PROJECT},
             schedules=[Cron(UPSTREAM_CRON, timezone="UTC")],
-            description="Axis values the index serves that no matrix cell covers (a new torch): a table and an alert."),
+            description="Axis values the index serves that no matrix cell covers (a new torch): a table and an alert.",
+        ),
         build_cell.to_deployment(
-            name="build-cell", work_pool_name=GPU_POOL,
-            description="Build and smoke-test one matrix cell on a GPU runner; the wheel goes to the artifact store."),
+            name="build-cell",
+            work_pool_name=GPU_POOL,
+            description="Build and smoke-test one matrix cell on a GPU runner; the wheel goes to the artifact store.",
+        ),
     ]

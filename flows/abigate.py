@@ -5,37 +5,44 @@ configured runtime is a table artifact, whatever it says."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
-from wheelflow.core.distributions import Distribution
 from wheelflow.config.gpuarch import declared_archs
-from wheelflow.core.report import ReleaseReport
 from wheelflow.config.spec import ReleaseSpec
+from wheelflow.core.distributions import Distribution
+from wheelflow.core.report import ReleaseReport
 from wheelflow.tasks.check import check_abi, install_abi_runtime
 
 
-def abi_gate(spec: ReleaseSpec, home: Path, report: ReleaseReport,
-             wheels_by_cell: Mapping[str, Sequence[Distribution]]) -> None:
+def abi_gate(
+    spec: ReleaseSpec, home: Path, report: ReleaseReport, wheels_by_cell: Mapping[str, Sequence[Distribution]]
+) -> None:
     """``wheels_by_cell``: cell name (the distribution's name without a matrix) -> its wheels.
     Nothing is recorded when nothing is declared: no gpu-archs, no TORCH_CUDA_ARCH_LIST, no runtimes."""
     cells = {c.name: c for c in spec.matrix.cells} if spec.matrix is not None else {}
-    groups = [(name, cells.get(name), [d for d in dists if d.kind == "wheel"]) for name, dists in wheels_by_cell.items()]
+    groups = [
+        (name, cells.get(name), [d for d in dists if d.kind == "wheel"]) for name, dists in wheels_by_cell.items()
+    ]
     groups = [(name, cell, wheels) for name, cell, wheels in groups if wheels]
     declared = {name: declared_archs(cell.gpu_archs, cell.env) if cell else None for name, cell, _ in groups}
     if not spec.abi.runtimes and not any(declared.values()):
         return
     with report.step("ABI gate", "") as step:
-        runtimes = {label: [Path(p) for p in install_abi_runtime(label, list(reqs), list(spec.abi.pip_args), str(home))]
-                    for label, reqs in spec.abi.runtimes.items()}
+        runtimes = {
+            label: [Path(p) for p in install_abi_runtime(label, list(reqs), list(spec.abi.pip_args), str(home))]
+            for label, reqs in spec.abi.runtimes.items()
+        }
         for name, cell, wheels in groups:
             label = spec.cell_runtime(cell.values if cell else {})
             own = {label: runtimes[label]} if label is not None else {}
             check_abi(wheels, name, declared[name], own, runtimes or None)
         archs = sorted({a for d in declared.values() if d for a in d.sass | d.ptx})
-        step.detail = (f"{sum(len(w) for _, _, w in groups)} wheel(s) of {len(groups)} cell(s)"
-                       + (f"; architectures {', '.join(archs)}" if archs else "")
-                       + (f"; runtimes {', '.join(runtimes)}" if runtimes else ""))
+        step.detail = (
+            f"{sum(len(w) for _, _, w in groups)} wheel(s) of {len(groups)} cell(s)"
+            + (f"; architectures {', '.join(archs)}" if archs else "")
+            + (f"; runtimes {', '.join(runtimes)}" if runtimes else "")
+        )
 
 
 def wheels_of_cells(report: ReleaseReport, dists: Sequence[Distribution], name: str) -> dict[str, list[Distribution]]:

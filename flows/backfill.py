@@ -22,19 +22,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
-from wheelflow.flows.abigate import abi_gate
-from wheelflow.flows.context import ReleaseContext
-from wheelflow.flows.matrix import CellOutcome, built_outcome
-from wheelflow.flows.publishing import prove, publishing, upload
-from wheelflow.tasks.check import check_release_files
-from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
-from wheelflow.tasks.upload import read_served_files
 
-from wheelflow.ops.backfill import Gap, find_gap, released_versions, select_cells
+from wheelflow.adapters.prefect_api import read_secret
 from wheelflow.build.builders.choose import choose_builder
 from wheelflow.build.builders.docker import RUN_LABEL, remove_containers
 from wheelflow.build.cells import expected_version
-from wheelflow.source.checkout import checkout
+from wheelflow.config.matrix import Cell
+from wheelflow.config.spec import ReleaseSpec, Target, load_spec
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.errors import (
     BackfillFailed,
@@ -45,17 +39,23 @@ from wheelflow.core.errors import (
     SpecError,
     WheelflowError,
 )
-from wheelflow.source.gittags import ReleaseTag
 from wheelflow.core.home import wheelflow_home
-from wheelflow.index.localindex import credentials_for, open_index
-from wheelflow.config.matrix import Cell
-from wheelflow.ops.monitor import read_manifest, write_manifest
-from wheelflow.adapters.prefect_api import read_secret
 from wheelflow.core.report import ReleaseReport
+from wheelflow.flows.abigate import abi_gate
+from wheelflow.flows.context import ReleaseContext
+from wheelflow.flows.matrix import CellOutcome, built_outcome
+from wheelflow.flows.publishing import prove, publishing, upload
+from wheelflow.index.localindex import credentials_for, open_index
 from wheelflow.index.simple_api import READ_TIMEOUT, download_sha256
+from wheelflow.ops.backfill import Gap, find_gap, released_versions, select_cells
+from wheelflow.ops.monitor import read_manifest, write_manifest
+from wheelflow.source.checkout import checkout
 from wheelflow.source.export import Source, commit_source, resolve_commit
-from wheelflow.config.spec import ReleaseSpec, Target, load_spec
+from wheelflow.source.gittags import ReleaseTag
 from wheelflow.source.versioning import ResolvedVersion
+from wheelflow.tasks.check import check_release_files
+from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
+from wheelflow.tasks.upload import read_served_files
 
 PRESENT, BACKFILLED, FAILED, NOT_ROUTED = "present", "backfilled", "failed", "not routed"
 
@@ -97,15 +97,21 @@ def backfill(
     source = checkout(project, None, home)
     spec = load_spec(source, spec_file)
     if spec.matrix is None:
-        raise SpecError("matrix", "the spec has no matrix, so no released version can lack a cell",
-                        "add [tool.wheelflow.matrix], or use `wheelflow release` for a version with nothing served")
+        raise SpecError(
+            "matrix",
+            "the spec has no matrix, so no released version can lack a cell",
+            "add [tool.wheelflow.matrix], or use `wheelflow release` for a version with nothing served",
+        )
     if versions and since:
         raise SpecError("--since", "given together with --versions", "pass one of them")
     tags = released_versions(source, spec.version.tag, versions or (), since)
     if not tags:
-        raise NothingToBackfill(f"no released version of {spec.name} (tags {spec.version.tag}"
-                                + (f", since {since}" if since else "") + "): nothing was checked; fix: tag the "
-                                "releases as version.tag says, or pass released versions")
+        raise NothingToBackfill(
+            f"no released version of {spec.name} (tags {spec.version.tag}"
+            + (f", since {since}" if since else "")
+            + "): nothing was checked; fix: tag the "
+            "releases as version.tag says, or pass released versions"
+        )
     chosen = select_cells(spec.matrix.cells, cells or {})
     targets = tuple(spec.target(name) for name in (to or [t.name for t in spec.targets] or ["local"]))
     for target in targets:
@@ -119,14 +125,24 @@ def backfill(
         summary = publish_summary(spec.name, rows, home, run_id)
     failed = [r for r in rows if r.state == FAILED]
     if failed:
-        raise BackfillFailed(f"{len(failed)} cell(s) not backfilled: "
-                             + "; ".join(f"{r.version} {r.cell} on {r.target}: {r.detail}" for r in failed[:5]))
+        raise BackfillFailed(
+            f"{len(failed)} cell(s) not backfilled: "
+            + "; ".join(f"{r.version} {r.cell} on {r.target}: {r.detail}" for r in failed[:5])
+        )
     logger.info("%s", summary["verdict"])
     return summary
 
 
-def backfill_version(spec: ReleaseSpec, source: Path, tag: ReleaseTag, cells: list[Cell], targets: tuple[Target, ...],
-                     home: Path, builder: str | None, run_id: str) -> list[Row]:
+def backfill_version(
+    spec: ReleaseSpec,
+    source: Path,
+    tag: ReleaseTag,
+    cells: list[Cell],
+    targets: tuple[Target, ...],
+    home: Path,
+    builder: str | None,
+    run_id: str,
+) -> list[Row]:
     """One released version: prove what is served, build what is missing, publish it target by target."""
     version = tag.version
     gaps = [read_gap(spec, target, version, cells, home) for target in targets]
@@ -146,8 +162,12 @@ def backfill_version(spec: ReleaseSpec, source: Path, tag: ReleaseTag, cells: li
             problems[outcome.cell.name] = f"smoke test failed: {outcome.smoke.message}"
         else:
             try:
-                check_release_files([outcome.wheel], spec.name, {outcome.wheel.filename: expected_version(version, outcome.cell)},
-                                    ("wheel",))
+                check_release_files(
+                    [outcome.wheel],
+                    spec.name,
+                    {outcome.wheel.filename: expected_version(version, outcome.cell)},
+                    ("wheel",),
+                )
                 abi_gate(spec, home, report, {outcome.cell.name: [outcome.wheel]})
                 built[outcome.cell.name] = outcome.wheel
             except WheelflowError as exc:
@@ -168,12 +188,24 @@ def backfill_version(spec: ReleaseSpec, source: Path, tag: ReleaseTag, cells: li
                     upload(ctx, publication, stage)
                     prove(ctx, stage)
         except WheelflowError as exc:
-            rows += [Row(version, c.name, gap.target, FAILED, built[c.name].filename, f"publishing failed: {exc}")
-                     for c in gap.missing if c.name in built]
+            rows += [
+                Row(version, c.name, gap.target, FAILED, built[c.name].filename, f"publishing failed: {exc}")
+                for c in gap.missing
+                if c.name in built
+            ]
             continue
-        rows += [Row(version, c.name, gap.target, BACKFILLED, built[c.name].filename,
-                     f"built from {tag.tag}, uploaded, served with sha256 {built[c.name].sha256[:16]}…, installed")
-                 for c in gap.missing if c.name in built]
+        rows += [
+            Row(
+                version,
+                c.name,
+                gap.target,
+                BACKFILLED,
+                built[c.name].filename,
+                f"built from {tag.tag}, uploaded, served with sha256 {built[c.name].sha256[:16]}…, installed",
+            )
+            for c in gap.missing
+            if c.name in built
+        ]
         published.update({d.filename: d.sha256 for d in dists})
     if published:  # what the monitor compares indexes with: the release's manifest, now with the new cells
         write_manifest(home, spec.name, version, {**(read_manifest(home, spec.name, version) or {}), **published})
@@ -199,12 +231,24 @@ def read_gap(spec: ReleaseSpec, target: Target, version: str, cells: list[Cell],
 
 
 def gap_rows(gap: Gap) -> list[Row]:
-    rows = [Row(gap.version, cell, gap.target, PRESENT, file.filename, "served; downloaded and hashed")
-            for cell, file in gap.present.items()]
-    rows += [Row(gap.version, cell, gap.target, FAILED, detail=why + "; fix: indexes never replace a file: "
-                 "release a new version") for cell, why in gap.mismatched.items()]
-    rows += [Row(gap.version, cell, gap.target, NOT_ROUTED, detail="the target takes no such wheel")
-             for cell in gap.not_routed]
+    rows = [
+        Row(gap.version, cell, gap.target, PRESENT, file.filename, "served; downloaded and hashed")
+        for cell, file in gap.present.items()
+    ]
+    rows += [
+        Row(
+            gap.version,
+            cell,
+            gap.target,
+            FAILED,
+            detail=why + "; fix: indexes never replace a file: release a new version",
+        )
+        for cell, why in gap.mismatched.items()
+    ]
+    rows += [
+        Row(gap.version, cell, gap.target, NOT_ROUTED, detail="the target takes no such wheel")
+        for cell in gap.not_routed
+    ]
     return rows
 
 
@@ -216,15 +260,30 @@ def tag_source(project: Path, tag: ReleaseTag, home: Path) -> Source:
     return commit_source(project, home=home, commit=commit)
 
 
-def build_missing(spec: ReleaseSpec, exported: Source, tag: ReleaseTag, cells: list[Cell], home: Path,
-                  builder_choice: str | None, report: ReleaseReport) -> list[CellOutcome]:
+def build_missing(
+    spec: ReleaseSpec,
+    exported: Source,
+    tag: ReleaseTag,
+    cells: list[Cell],
+    home: Path,
+    builder_choice: str | None,
+    report: ReleaseReport,
+) -> list[CellOutcome]:
     """The cells built from the tag's export, then smoke-tested; failures are outcomes, not errors."""
     builder, _ = choose_builder(spec, builder_choice, cells)
     report.builder = builder.kind
     image = (lambda cell: cell.image) if builder.kind == "docker" else (lambda cell: None)
-    job = CellJob(project=str(exported.path), source_digest=exported.identity, name=spec.name, version=tag.version,
-                  build_env=dict(spec.build_env), home=str(home), run_label=str(report.flow_run_id),
-                  source_date_epoch=exported.date_epoch, repair=spec.repair)
+    job = CellJob(
+        project=str(exported.path),
+        source_digest=exported.identity,
+        name=spec.name,
+        version=tag.version,
+        build_env=dict(spec.build_env),
+        home=str(home),
+        run_label=str(report.flow_run_id),
+        source_date_epoch=exported.date_epoch,
+        repair=spec.repair,
+    )
     unbuildable: list[CellOutcome] = []
     buildable: list[Cell] = []
     for cell in cells:
@@ -234,11 +293,18 @@ def build_missing(spec: ReleaseSpec, exported: Source, tag: ReleaseTag, cells: l
         except (CellUnbuildable, InfrastructureError) as exc:
             unbuildable.append(CellOutcome(cell, error=f"cannot be built by the {builder.kind} builder: {exc}"))
     with ThreadPoolTaskRunner(max_workers=spec.matrix.concurrency) as runner:
-        futures = [runner.submit(build_matrix_cell, {"builder": builder, "cell": cell, "job": job}) for cell in buildable]
+        futures = [
+            runner.submit(build_matrix_cell, {"builder": builder, "cell": cell, "job": job}) for cell in buildable
+        ]
         outcomes = [built_outcome(cell, future, image(cell)) for cell, future in zip(buildable, futures)]
-        smokes = {o.cell.name: runner.submit(smoke_matrix_cell, {"builder": builder, "cell": o.cell, "wheel": o.wheel,
-                                                                 "smoke": spec.smoke, "run_label": job.run_label})
-                  for o in outcomes if o.wheel is not None}
+        smokes = {
+            o.cell.name: runner.submit(
+                smoke_matrix_cell,
+                {"builder": builder, "cell": o.cell, "wheel": o.wheel, "smoke": spec.smoke, "run_label": job.run_label},
+            )
+            for o in outcomes
+            if o.wheel is not None
+        }
         outcomes = [replace(o, smoke=smokes[o.cell.name].result()) if o.cell.name in smokes else o for o in outcomes]
     return outcomes + unbuildable
 
@@ -246,18 +312,30 @@ def build_missing(spec: ReleaseSpec, exported: Source, tag: ReleaseTag, cells: l
 def publish_summary(name: str, rows: list[Row], home: Path, run_id: str) -> dict:
     """The table artifact (version × cell × target), a markdown verdict, and the JSON the CLI reads."""
     counts = {state: sum(r.state == state for r in rows) for state in (PRESENT, BACKFILLED, FAILED, NOT_ROUTED)}
-    versions = sorted({r.version for r in rows}, key=lambda v: [int(p) if p.isdigit() else 0 for p in re.split(r"\D+", v)])
-    verdict = (f"checked {len(versions)} version(s) × {len({r.cell for r in rows})} cell(s) × "
-               f"{len({r.target for r in rows})} target(s): {counts[BACKFILLED]} backfilled, {counts[PRESENT]} already "
-               f"served (downloaded and hashed), {counts[FAILED]} failed"
-               + (f", {counts[NOT_ROUTED]} not routed" if counts[NOT_ROUTED] else ""))
+    versions = sorted(
+        {r.version for r in rows}, key=lambda v: [int(p) if p.isdigit() else 0 for p in re.split(r"\D+", v)]
+    )
+    verdict = (
+        f"checked {len(versions)} version(s) × {len({r.cell for r in rows})} cell(s) × "
+        f"{len({r.target for r in rows})} target(s): {counts[BACKFILLED]} backfilled, {counts[PRESENT]} already "
+        f"served (downloaded and hashed), {counts[FAILED]} failed"
+        + (f", {counts[NOT_ROUTED]} not routed" if counts[NOT_ROUTED] else "")
+    )
     key = "backfill-" + re.sub(r"[^a-z0-9-]+", "-", name.lower())
     if rows:
         create_table_artifact(key=key, table=[asdict(r) for r in rows], description=f"Backfill of {name}: {verdict}")
-    create_markdown_artifact(key=f"{key}-summary", markdown=f"# Backfill of {name}\n\n{verdict}\n",
-                             description="Backfill verdict")
-    summary = {"ok": counts[FAILED] == 0 and bool(rows), "name": name, "flow_run_id": run_id, "versions": versions,
-               "counts": counts, "verdict": verdict, "rows": [asdict(r) for r in rows]}
+    create_markdown_artifact(
+        key=f"{key}-summary", markdown=f"# Backfill of {name}\n\n{verdict}\n", description="Backfill verdict"
+    )
+    summary = {
+        "ok": counts[FAILED] == 0 and bool(rows),
+        "name": name,
+        "flow_run_id": run_id,
+        "versions": versions,
+        "counts": counts,
+        "verdict": verdict,
+        "rows": [asdict(r) for r in rows],
+    }
     path = home / "reports" / f"backfill-{run_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2))

@@ -11,16 +11,16 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
-from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 
-from wheelflow.index import artifactstore
+from wheelflow.adapters.prefect_api import read_secret
 from wheelflow.build.builders.choose import choose_builder
-from wheelflow.source.checkout import checkout, is_git_url
+from wheelflow.config.spec import load_spec
 from wheelflow.core.errors import SpecError
 from wheelflow.core.home import wheelflow_home
-from wheelflow.adapters.prefect_api import read_secret
+from wheelflow.index import artifactstore
+from wheelflow.source.checkout import checkout, is_git_url
 from wheelflow.source.export import commit_source, prepare_source
-from wheelflow.config.spec import load_spec
+from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 
 
 @flow(name="build-cell", flow_run_name="build-cell[{cell}]")
@@ -55,22 +55,48 @@ def build_cell(
         raise SpecError("cell", f"{spec.name} has no matrix cell {cell!r}", f"use one of: {', '.join(cells) or 'none'}")
     chosen, _ = choose_builder(spec, builder, [cells[cell]])
     run_label = str(flow_run.get_id())
-    source = (commit_source(spec.project_dir, home=wheelflow_home(), commit=commit) if commit
-              else prepare_source(spec.project_dir, home=wheelflow_home()))
-    job = CellJob(project=str(source.path), source_digest=source.identity, name=spec.name,
-                  version=version, build_env=dict(spec.build_env), home=str(wheelflow_home()), run_label=run_label,
-                  source_date_epoch=source.date_epoch, repair=spec.repair)
+    source = (
+        commit_source(spec.project_dir, home=wheelflow_home(), commit=commit)
+        if commit
+        else prepare_source(spec.project_dir, home=wheelflow_home())
+    )
+    job = CellJob(
+        project=str(source.path),
+        source_digest=source.identity,
+        name=spec.name,
+        version=version,
+        build_env=dict(spec.build_env),
+        home=str(wheelflow_home()),
+        run_label=run_label,
+        source_date_epoch=source.date_epoch,
+        repair=spec.repair,
+    )
     build, attempts = build_matrix_cell(chosen, cells[cell], job)
     smoke = smoke_matrix_cell(chosen, cells[cell], build.wheel, spec.smoke, run_label)
     url = artifactstore.put(artifact_store, build.wheel.path, build.wheel.sha256)
     # Each flow run is a fresh process, so the runner is named by its worker's environment (or host).
     runner = artifactstore.runner_name()
     get_run_logger().info("cell %s built on %s: %s → %s", cell, runner, build.wheel.filename, url)
-    record = {"cell": cell, "wheel": build.wheel.filename, "sha256": build.wheel.sha256, "url": url,
-              "size": Path(build.wheel.path).stat().st_size, "cached": build.cached, "attempts": attempts,
-              "duration": build.duration, "builder": chosen.kind, "smoke": smoke.state, "smoke_message": smoke.message,
-              "runner": runner, "platform": build.platform, "unrepaired_sha256": build.unrepaired_sha256}
+    record = {
+        "cell": cell,
+        "wheel": build.wheel.filename,
+        "sha256": build.wheel.sha256,
+        "url": url,
+        "size": Path(build.wheel.path).stat().st_size,
+        "cached": build.cached,
+        "attempts": attempts,
+        "duration": build.duration,
+        "builder": chosen.kind,
+        "smoke": smoke.state,
+        "smoke_message": smoke.message,
+        "runner": runner,
+        "platform": build.platform,
+        "unrepaired_sha256": build.unrepaired_sha256,
+    }
     artifactstore.put_run_record(artifact_store, run_label, record)  # the release flow reads it there
-    create_table_artifact(key="build-cell", table=[{k: str(v) for k, v in record.items()}],
-                          description=f"Cell {cell} of {spec.name} {version}")
+    create_table_artifact(
+        key="build-cell",
+        table=[{k: str(v) for k, v in record.items()}],
+        description=f"Cell {cell} of {spec.name} {version}",
+    )
     return record

@@ -9,16 +9,16 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 from prefect import get_run_logger
 
-from wheelflow.index.artifactstore import default_store
-from wheelflow.source.checkout import checkout, is_git_url
-from wheelflow.core.errors import SpecError
-from wheelflow.index.localindex import credentials_for
 from wheelflow.adapters.prefect_api import held_alone, read_secret
-from wheelflow.core.report import ReleaseReport
 from wheelflow.config.spec import ReleaseSpec, Target, load_spec
+from wheelflow.core.errors import SpecError
+from wheelflow.core.report import ReleaseReport
+from wheelflow.index.artifactstore import default_store
+from wheelflow.index.localindex import credentials_for
+from wheelflow.source.checkout import checkout, is_git_url
 from wheelflow.source.export import Source
-from wheelflow.tasks.build import prepare_release_source, resolve_development_version, resolve_release_version
 from wheelflow.source.versioning import ResolvedVersion
+from wheelflow.tasks.build import prepare_release_source, resolve_development_version, resolve_release_version
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,23 @@ class ReleaseContext:
         return self.resolved.version
 
 
-def prepare(report: ReleaseReport, home: Path, *, project: str, spec_file: str | None, version: str | None,
-            to: list[str] | None, ref: str | None, dev: bool, builder: str | None, approval: str | None,
-            cell_deployment: str | None, artifact_store: str | None, git_secret: str | None = None,
-            allow_dirty: bool = False) -> ReleaseContext:
+def prepare(
+    report: ReleaseReport,
+    home: Path,
+    *,
+    project: str,
+    spec_file: str | None,
+    version: str | None,
+    to: list[str] | None,
+    ref: str | None,
+    dev: bool,
+    builder: str | None,
+    approval: str | None,
+    cell_deployment: str | None,
+    artifact_store: str | None,
+    git_secret: str | None = None,
+    allow_dirty: bool = False,
+) -> ReleaseContext:
     """Check out the project, read its spec, resolve the version, the release commit's source and the
     targets; stop before any build when the version's sources disagree, the working tree differs from
     the commit (unless ``allow_dirty``), or a target's credentials are missing."""
@@ -73,8 +86,17 @@ def prepare(report: ReleaseReport, home: Path, *, project: str, spec_file: str |
     report.source = source.json()
     for target in targets:
         credentials_for(target, home, read_secret)  # missing credentials stop us before the build
-    remote = RemoteCells(cell_deployment, artifact_store or default_store(home), spec_file,
-                         project if is_git_url(project) else str(spec.project_dir), git_secret) if cell_deployment else None
+    remote = (
+        RemoteCells(
+            cell_deployment,
+            artifact_store or default_store(home),
+            spec_file,
+            project if is_git_url(project) else str(spec.project_dir),
+            git_secret,
+        )
+        if cell_deployment
+        else None
+    )
     return ReleaseContext(spec, resolved, targets, home, report, builder, approval or spec.approval, source, remote)
 
 

@@ -8,9 +8,9 @@ import logging
 
 from prefect.logging.handlers import APILogWorker
 
-from wheelflow.ops.alerts import Alert, configured_channels, send_alert
-from wheelflow.core.home import wheelflow_home
 from wheelflow.adapters.prefect_api import emit_alert_sent, read_secret, run_histories, ui_url
+from wheelflow.core.home import wheelflow_home
+from wheelflow.ops.alerts import Alert, configured_channels, send_alert
 from wheelflow.ops.runhistory import describe_attempts
 
 
@@ -45,12 +45,24 @@ def alert_release_problem(flow, flow_run, state) -> None:
     lines += attempt_lines
     if report.get("runbook"):
         lines += ["rollback runbook:", *report["runbook"]]
-    alert = Alert(event="release-failed", project=project, version=report.get("version"),
-                  summary=" ".join(summary.split()), flow_run_id=str(flow_run.id), flow_run_url=ui_url(str(flow_run.id)),
-                  details={"state": state.name, "failed_checks": failed, "files": report.get("files", []),
-                           "failed_cells": failed_cells, "task_runs": task_runs},
-                  lines=tuple(lines))
-    delivered = send_alert(alert, configured_channels(read_secret=read_secret),
-                           log=logging.getLogger("wheelflow.ops.alerts").warning)
+    alert = Alert(
+        event="release-failed",
+        project=project,
+        version=report.get("version"),
+        summary=" ".join(summary.split()),
+        flow_run_id=str(flow_run.id),
+        flow_run_url=ui_url(str(flow_run.id)),
+        details={
+            "state": state.name,
+            "failed_checks": failed,
+            "files": report.get("files", []),
+            "failed_cells": failed_cells,
+            "task_runs": task_runs,
+        },
+        lines=tuple(lines),
+    )
+    delivered = send_alert(
+        alert, configured_channels(read_secret=read_secret), log=logging.getLogger("wheelflow.ops.alerts").warning
+    )
     if delivered:  # the server's release-problem automation then stays quiet: one alert per problem
         emit_alert_sent(flow_run, flow.name, delivered)

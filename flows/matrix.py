@@ -16,20 +16,20 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
 from prefect.task_runners import ThreadPoolTaskRunner
-from wheelflow.flows.context import ReleaseContext, RemoteCells
-from wheelflow.flows.futures import settled
-from wheelflow.tasks.build import build_release_files
-from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 
-from wheelflow.index import artifactstore
 from wheelflow.build.builders import Builder, SmokeResult
 from wheelflow.build.builders.choose import choose_builder
 from wheelflow.build.cells import expected_version, summarize_failures
+from wheelflow.config.matrix import Cell
 from wheelflow.core.distributions import Distribution, describe
 from wheelflow.core.errors import BuildError, CellUnbuildable, CheckError, InfrastructureError
-from wheelflow.config.matrix import Cell
 from wheelflow.core.overlap import overlap_builds_and_smokes
 from wheelflow.core.report import CellReport
+from wheelflow.flows.context import ReleaseContext, RemoteCells
+from wheelflow.flows.futures import settled
+from wheelflow.index import artifactstore
+from wheelflow.tasks.build import build_release_files
+from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,11 @@ def judge_cells(ctx: ReleaseContext, outcomes: list[CellOutcome]) -> list[CellOu
     built = [o for o in outcomes if o.wheel is not None]
     failed = [o for o in outcomes if o.wheel is None]
     runners = {o.runner for o in outcomes if o.runner}
-    where = (f"on {len(runners)} runner(s) via {ctx.remote.deployment}" if ctx.remote
-             else f"by the {report.builder} builder" + (f" ({sum(o.cached for o in built)} cached)" if built else ""))
+    where = (
+        f"on {len(runners)} runner(s) via {ctx.remote.deployment}"
+        if ctx.remote
+        else f"by the {report.builder} builder" + (f" ({sum(o.cached for o in built)} cached)" if built else "")
+    )
     report.add("built wheel matrix", not failed, f"{len(built)} of {total} cells {where}")
     if failed:
         raise BuildError(summarize_failures([(o.cell.name, o.error or "") for o in failed], total))
@@ -88,8 +91,14 @@ def judge_cells(ctx: ReleaseContext, outcomes: list[CellOutcome]) -> list[CellOu
 
 
 def cell_row(outcome: CellOutcome) -> CellReport:
-    row = CellReport(outcome.cell.name, image=outcome.image, attempts=outcome.attempts, duration=outcome.duration,
-                     cached=outcome.cached, runner=outcome.runner)
+    row = CellReport(
+        outcome.cell.name,
+        image=outcome.image,
+        attempts=outcome.attempts,
+        duration=outcome.duration,
+        cached=outcome.cached,
+        runner=outcome.runner,
+    )
     if outcome.wheel is None:
         row.state, row.error = "failed", outcome.error
         return row
@@ -124,20 +133,36 @@ def build_cells_here(ctx: ReleaseContext, builder: Builder) -> list[CellOutcome]
     """One build[cell] and one smoke[cell] task run per cell, under the matrix's concurrency; each smoke
     test starts as soon as its cell is built (:mod:`wheelflow.core.overlap`)."""
     spec, matrix = ctx.spec, ctx.spec.matrix
-    job = CellJob(project=str(ctx.source.path), source_digest=ctx.source.identity, name=spec.name,
-                  version=ctx.version, build_env=dict(spec.build_env), home=str(ctx.home),
-                  run_label=str(ctx.report.flow_run_id), source_date_epoch=ctx.source.date_epoch,
-                  repair=spec.repair)
+    job = CellJob(
+        project=str(ctx.source.path),
+        source_digest=ctx.source.identity,
+        name=spec.name,
+        version=ctx.version,
+        build_env=dict(spec.build_env),
+        home=str(ctx.home),
+        run_label=str(ctx.report.flow_run_id),
+        source_date_epoch=ctx.source.date_epoch,
+        repair=spec.repair,
+    )
     with ThreadPoolTaskRunner(max_workers=matrix.concurrency) as runner:
         outcomes = overlap_builds_and_smokes(
-            matrix.cells, matrix.concurrency,
+            matrix.cells,
+            matrix.concurrency,
             build=lambda cell: runner.submit(build_matrix_cell, {"builder": builder, "cell": cell, "job": job}),
             built=lambda cell, future: built_outcome(cell, future, image_of(builder, cell)),
             ok=lambda outcome: outcome.wheel is not None,
-            smoke=lambda outcome: runner.submit(smoke_matrix_cell, {
-                "builder": builder, "cell": outcome.cell, "wheel": outcome.wheel, "smoke": spec.smoke,
-                "run_label": job.run_label}),
-            smoked=lambda outcome, future: replace(outcome, smoke=future.result()))
+            smoke=lambda outcome: runner.submit(
+                smoke_matrix_cell,
+                {
+                    "builder": builder,
+                    "cell": outcome.cell,
+                    "wheel": outcome.wheel,
+                    "smoke": spec.smoke,
+                    "run_label": job.run_label,
+                },
+            ),
+            smoked=lambda outcome, future: replace(outcome, smoke=future.result()),
+        )
     if any(o.wheel is None for o in outcomes):
         return [replace(o, smoke=None) for o in outcomes]  # no smoke verdicts for a matrix that failed to build
     return outcomes
@@ -160,8 +185,16 @@ def built_outcome(cell: Cell, future: Any, image: str | None) -> CellOutcome:
         # The attempt count travels with the error: the server records task states a moment later.
         return CellOutcome(cell, error=str(failure), attempts=getattr(failure, "attempts", None) or 1, image=image)
     build, attempts = outcome
-    return CellOutcome(cell, build.wheel, cached=build.cached, attempts=attempts, duration=build.duration, image=image,
-                       platform=build.platform, unrepaired_sha256=build.unrepaired_sha256)
+    return CellOutcome(
+        cell,
+        build.wheel,
+        cached=build.cached,
+        attempts=attempts,
+        duration=build.duration,
+        image=image,
+        platform=build.platform,
+        unrepaired_sha256=build.unrepaired_sha256,
+    )
 
 
 def build_cells_remotely(ctx: ReleaseContext, remote: RemoteCells) -> list[CellOutcome]:
@@ -169,14 +202,24 @@ def build_cells_remotely(ctx: ReleaseContext, remote: RemoteCells) -> list[CellO
     the wheels come back through the artifact store, checked against the sha256 the runner reported."""
     spec, matrix = ctx.spec, ctx.spec.matrix
     ctx.report.builder = f"{ctx.builder or spec.builder or 'default'} on {remote.deployment}"
-    parameters = {"project": remote.project, "version": ctx.version, "artifact_store": remote.store,
-                  "spec_file": remote.spec_file, "builder": ctx.builder, "commit": ctx.source.commit}
+    parameters = {
+        "project": remote.project,
+        "version": ctx.version,
+        "artifact_store": remote.store,
+        "spec_file": remote.spec_file,
+        "builder": ctx.builder,
+        "commit": ctx.source.commit,
+    }
     if remote.git_secret:
         parameters["git_secret"] = remote.git_secret
     # Runs are created one after another (a SQLite-backed server handles that best) and then
     # followed together: the workers build them in parallel.
-    started = {cell.name: run_deployment(remote.deployment, parameters={**parameters, "cell": cell.name},
-                                         timeout=0, as_subflow=True) for cell in matrix.cells}
+    started = {
+        cell.name: run_deployment(
+            remote.deployment, parameters={**parameters, "cell": cell.name}, timeout=0, as_subflow=True
+        )
+        for cell in matrix.cells
+    }
     final = follow_cell_runs(started, deadline=time.monotonic() + max(c.timeout for c in matrix.cells) + 600)
     directory = ctx.home / "builds" / "remote" / str(ctx.report.flow_run_id)
     return [fetched_outcome(cell, final[cell.name], remote.store, directory) for cell in matrix.cells]
@@ -184,19 +227,31 @@ def build_cells_remotely(ctx: ReleaseContext, remote: RemoteCells) -> list[CellO
 
 def fetched_outcome(cell: Cell, run: Any, store: str, directory) -> CellOutcome:
     if run.state is None or not run.state.is_completed():
-        error = (f"flow run {run.name}: {run.state.name if run.state else 'no state'}: "
-                 f"{run.state.message if run.state else ''}").strip(": ")
+        error = (
+            f"flow run {run.name}: {run.state.name if run.state else 'no state'}: "
+            f"{run.state.message if run.state else ''}"
+        ).strip(": ")
         return CellOutcome(cell, error=error, image=cell.image)
     try:
         record = artifactstore.get_run_record(store, str(run.id))
     except artifactstore.ArtifactStoreError as missing:
-        elsewhere = artifactstore.record_elsewhere_error(store, cell.name, cell_run_runner(run.id),
-                                                         artifactstore.runner_name())
+        elsewhere = artifactstore.record_elsewhere_error(
+            store, cell.name, cell_run_runner(run.id), artifactstore.runner_name()
+        )
         raise (elsewhere or missing) from None
     wheel = describe(artifactstore.get(record["url"], directory, record["sha256"]))
-    return CellOutcome(cell, wheel, cached=record["cached"], attempts=record["attempts"], duration=record["duration"],
-                       smoke=SmokeResult(record["smoke"], record["smoke_message"]), runner=record["runner"],
-                       image=cell.image, platform=record.get("platform"), unrepaired_sha256=record.get("unrepaired_sha256"))
+    return CellOutcome(
+        cell,
+        wheel,
+        cached=record["cached"],
+        attempts=record["attempts"],
+        duration=record["duration"],
+        smoke=SmokeResult(record["smoke"], record["smoke_message"]),
+        runner=record["runner"],
+        image=cell.image,
+        platform=record.get("platform"),
+        unrepaired_sha256=record.get("unrepaired_sha256"),
+    )
 
 
 def cell_run_runner(flow_run_id: Any) -> str | None:
@@ -218,7 +273,8 @@ def follow_cell_runs(runs: dict, deadline: float) -> dict:
                 return latest
             # One read for all pending cells per poll, not one per cell: 96 cells are 96 reads otherwise.
             ids = {latest[name].id: name for name in pending}
-            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ids))),
-                                             limit=len(ids)):
+            for run in client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ids))), limit=len(ids)
+            ):
                 latest[ids[run.id]] = run
             time.sleep(2)  # the API offers no push to a flow run; poll it

@@ -12,16 +12,16 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
-from wheelflow.tasks.monitor import check_served, deliver_alert, list_release_tags, trigger_backfill, trigger_release
 
-from wheelflow.ops.alerts import Alert
+from wheelflow.adapters.prefect_api import PrefectVariableStore, read_variable, ui_url
+from wheelflow.config.spec import ReleaseSpec, load_spec
 from wheelflow.core.errors import MonitorFoundProblems, NothingToMonitor
-from wheelflow.source.gittags import DEFAULT_TAG_PATTERNS
+from wheelflow.core.redaction import redact_url
+from wheelflow.ops.alerts import Alert
 from wheelflow.ops.incidents import OPENED, RESOLVED, Notice, plan_notices
 from wheelflow.ops.monitor import DEFAULT_EXPECT, VersionStatus, expectations_from_spec, name_missing_cells, table_rows
-from wheelflow.adapters.prefect_api import PrefectVariableStore, read_variable, ui_url
-from wheelflow.core.redaction import redact_url
-from wheelflow.config.spec import ReleaseSpec, load_spec
+from wheelflow.source.gittags import DEFAULT_TAG_PATTERNS
+from wheelflow.tasks.monitor import check_index, deliver_alert, list_release_tags, trigger_backfill, trigger_release
 
 
 class MonitoredProject(BaseModel):
@@ -30,20 +30,32 @@ class MonitoredProject(BaseModel):
     name: str = Field(description="Distribution name on the index")
     repo: str = Field(description="Git URL or local path whose tags are the releases")
     indexes: list[str] = Field(default=["pypi"], description="Index aliases (pypi, testpypi, local) or Simple API URLs")
-    expect: list[str] = Field(default_factory=list, description="Expected file patterns, e.g. "
-                              "{name}-{version}-py3-none-any.whl; empty: at least one file per version")
+    expect: list[str] = Field(
+        default_factory=list,
+        description="Expected file patterns, e.g. "
+        "{name}-{version}-py3-none-any.whl; empty: at least one file per version",
+    )
     tag_patterns: list[str] = Field(default=list(DEFAULT_TAG_PATTERNS), description="Release tag patterns")
     grace_hours: float = Field(default=24.0, ge=0, description="How long after the tag files may still be missing")
-    release_deployment: str | None = Field(default=None, description="FLOW/DEPLOYMENT started to remediate a "
-                                           "missing version (with remediate=true)")
-    release_parameters: dict[str, Any] = Field(default_factory=dict, description="Parameters for that deployment; "
-                                               "version is added")
-    backfill_deployment: str | None = Field(default=None, description="FLOW/DEPLOYMENT started to remediate an "
-                                            "incomplete version, e.g. backfill/backfill (with remediate=true)")
-    backfill_parameters: dict[str, Any] = Field(default_factory=dict, description="Parameters for that deployment "
-                                                "(project, to, ...); versions is added")
-    spec: str | None = Field(default=None, description="The project's spec (a pyproject.toml or standalone TOML): "
-                             "its matrix names the missing cells, and it gives the expected files when expect is empty")
+    release_deployment: str | None = Field(
+        default=None, description="FLOW/DEPLOYMENT started to remediate a missing version (with remediate=true)"
+    )
+    release_parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters for that deployment; version is added"
+    )
+    backfill_deployment: str | None = Field(
+        default=None,
+        description="FLOW/DEPLOYMENT started to remediate an "
+        "incomplete version, e.g. backfill/backfill (with remediate=true)",
+    )
+    backfill_parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters for that deployment (project, to, ...); versions is added"
+    )
+    spec: str | None = Field(
+        default=None,
+        description="The project's spec (a pyproject.toml or standalone TOML): "
+        "its matrix names the missing cells, and it gives the expected files when expect is empty",
+    )
 
 
 PROJECTS_VARIABLE = "wheelflow-monitor-projects"
@@ -53,8 +65,9 @@ def notice_alert(notice: Notice, run_url: str | None) -> Alert:
     incident, result = notice.incident, notice.status
     where = f"{incident.project} {incident.version} on {incident.index}"
     if notice.kind == RESOLVED:
-        summary = f"resolved: {where} is served" + (f" ({result.status}, lag {result.lag_hours} h)"
-                                                   if result and result.lag_hours is not None else "")
+        summary = f"resolved: {where} is served" + (
+            f" ({result.status}, lag {result.lag_hours} h)" if result and result.lag_hours is not None else ""
+        )
     else:
         summary = f"{incident.status}: {where}" + (" (reminder)" if notice.kind != OPENED else "")
     lines = [f"project: {incident.project}", f"version: {incident.version}", f"index: {incident.index}"]
@@ -65,10 +78,21 @@ def notice_alert(notice: Notice, run_url: str | None) -> Alert:
         lines.append("missing: " + ", ".join(incident.missing))
     if notice.kind != RESOLVED and result and result.mismatched:
         lines.append("sha256 differs from the release manifest: " + ", ".join(result.mismatched))
-    return Alert(event=f"incident-{notice.kind}", project=incident.project, version=incident.version,
-                 summary=summary, flow_run_id=str(flow_run.get_id()), flow_run_url=run_url, lines=tuple(lines),
-                 details={"index": incident.index, "status": incident.status, "missing": list(incident.missing),
-                          "opened_at": incident.opened_at})
+    return Alert(
+        event=f"incident-{notice.kind}",
+        project=incident.project,
+        version=incident.version,
+        summary=summary,
+        flow_run_id=str(flow_run.get_id()),
+        flow_run_url=run_url,
+        lines=tuple(lines),
+        details={
+            "index": incident.index,
+            "status": incident.status,
+            "missing": list(incident.missing),
+            "opened_at": incident.opened_at,
+        },
+    )
 
 
 def expected_files(spec: ReleaseSpec) -> tuple[str, ...]:
@@ -83,9 +107,11 @@ def configured_projects(projects: list[MonitoredProject] | None) -> list[Monitor
     stored = read_variable(PROJECTS_VARIABLE)
     if stored:
         return [MonitoredProject.model_validate(p) for p in stored]
-    raise NothingToMonitor(f"sync-monitor has no projects to watch; fix: set the deployment's `projects` parameter, "
-                           f"or the Prefect Variable {PROJECTS_VARIABLE!r} (a JSON list of projects: name, repo, "
-                           "indexes), e.g. in the UI under Variables")
+    raise NothingToMonitor(
+        f"sync-monitor has no projects to watch; fix: set the deployment's `projects` parameter, "
+        f"or the Prefect Variable {PROJECTS_VARIABLE!r} (a JSON list of projects: name, repo, "
+        "indexes), e.g. in the UI under Variables"
+    )
 
 
 @flow(name="sync-monitor", log_prints=False)
@@ -113,17 +139,20 @@ def sync_monitor(
         expect = tuple(project.expect) or (expected_files(spec) if spec else DEFAULT_EXPECT)
         tags = list_release_tags(project.repo, tuple(project.tag_patterns))
         if not tags:
-            raise NothingToMonitor(f"{project.name}: no tag in {redact_url(project.repo)} matches "
-                                   f"{', '.join(project.tag_patterns)}: nothing was checked; fix: set the project's "
-                                   "tag_patterns to the form of its release tags (e.g. v{version})")
+            raise NothingToMonitor(
+                f"{project.name}: no tag in {redact_url(project.repo)} matches "
+                f"{', '.join(project.tag_patterns)}: nothing was checked; fix: set the project's "
+                "tag_patterns to the form of its release tags (e.g. v{version})"
+            )
         for index in project.indexes:
-            served = check_served(project.name, index, tags, expect, seen_at, project.grace_hours)
+            served = check_index(project.name, index, tags, expect, seen_at, project.grace_hours)
             results += name_missing_cells(served, spec.matrix.cells) if spec and spec.matrix else served
 
     run_url = ui_url(str(flow_run.get_id()))
     store = PrefectVariableStore()
-    still_open, notices = plan_notices(store.load(), results, datetime.now(timezone.utc),
-                                       timedelta(hours=reminder_hours))
+    still_open, notices = plan_notices(
+        store.load(), results, datetime.now(timezone.utc), timedelta(hours=reminder_hours)
+    )
     for notice in notices:
         deliver_alert(notice_alert(notice, run_url))
 
@@ -141,12 +170,16 @@ def sync_monitor(
             else:
                 continue
             still_open[key] = replace(incident, remediation_run=run_id)
-            logger.info("remediation for %s %s (%s): flow run %s", incident.project, incident.version,
-                        incident.status, run_id)
+            logger.info(
+                "remediation for %s %s (%s): flow run %s", incident.project, incident.version, incident.status, run_id
+            )
     store.save(still_open)
 
-    create_table_artifact(key="sync-monitor", table=table_rows(results),
-                          description=f"Release sync as of {seen_at.isoformat()}: versions × indexes")
+    create_table_artifact(
+        key="sync-monitor",
+        table=table_rows(results),
+        description=f"Release sync as of {seen_at.isoformat()}: versions × indexes",
+    )
     problems = [r for r in results if r.problem]
     if problems:
         listed = ", ".join(f"{r.project} {r.version}@{redact_url(r.index)} {r.status}" for r in problems[:10])

@@ -9,23 +9,28 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
-from wheelflow.flows.abigate import abi_gate, wheels_of_cells
-from wheelflow.flows.context import ReleaseContext, one_release_at_a_time, prepare
-from wheelflow.flows.hooks import alert_release_problem
-from wheelflow.flows.matrix import build
-from wheelflow.flows.publishing import gate, prove, publishing, refuse_unrouted, upload
-from wheelflow.tasks.check import check_release_files
 
 from wheelflow.build.builders.docker import RUN_LABEL, remove_containers
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.errors import WheelflowError
 from wheelflow.core.home import wheelflow_home
-from wheelflow.ops.monitor import write_manifest
 from wheelflow.core.report import ReleaseReport
+from wheelflow.flows.abigate import abi_gate, wheels_of_cells
+from wheelflow.flows.context import ReleaseContext, one_release_at_a_time, prepare
+from wheelflow.flows.hooks import alert_release_problem
+from wheelflow.flows.matrix import build
+from wheelflow.flows.publishing import gate, prove, publishing, refuse_unrouted, upload
+from wheelflow.ops.monitor import write_manifest
+from wheelflow.tasks.check import check_release_files
 
 
-@flow(name="release", log_prints=False, on_failure=[alert_release_problem], on_crashed=[alert_release_problem],
-      on_cancellation=[alert_release_problem])
+@flow(
+    name="release",
+    log_prints=False,
+    on_failure=[alert_release_problem],
+    on_crashed=[alert_release_problem],
+    on_cancellation=[alert_release_problem],
+)
 def release(
     project: str,
     spec_file: str | None = None,
@@ -65,9 +70,22 @@ def release(
     home = wheelflow_home()
     report = ReleaseReport(project=project, flow_run_id=flow_run.get_id())
     try:
-        ctx = prepare(report, home, project=project, spec_file=spec_file, version=version, to=to, ref=ref, dev=dev,
-                      builder=builder, approval=approval, cell_deployment=cell_deployment, artifact_store=artifact_store,
-                      git_secret=git_secret, allow_dirty=allow_dirty)
+        ctx = prepare(
+            report,
+            home,
+            project=project,
+            spec_file=spec_file,
+            version=version,
+            to=to,
+            ref=ref,
+            dev=dev,
+            builder=builder,
+            approval=approval,
+            cell_deployment=cell_deployment,
+            artifact_store=artifact_store,
+            git_secret=git_secret,
+            allow_dirty=allow_dirty,
+        )
         with one_release_at_a_time(ctx):
             dists, versions = build(ctx)
             check(ctx, dists, versions)
@@ -92,12 +110,16 @@ def check(ctx: ReleaseContext, dists: list[Distribution], versions: dict[str, st
     """Every file is routed somewhere and passes the audits; its sha256 becomes an artifact."""
     refuse_unrouted(ctx, dists)
     strict = ctx.spec.strict_checks
-    with ctx.report.step("checked", f"filenames, versions, METADATA, RECORD, twine check{' (strict)' if strict else ''}") as step:
+    with ctx.report.step(
+        "checked", f"filenames, versions, METADATA, RECORD, twine check{' (strict)' if strict else ''}"
+    ) as step:
         step.detail = check_release_files(dists, ctx.spec.name, versions, ctx.spec.artifacts, strict) or step.detail
     abi_gate(ctx.spec, ctx.home, ctx.report, wheels_of_cells(ctx.report, dists, ctx.spec.name))
-    create_table_artifact(key=f"{artifact_key(ctx.spec.name)}-sha256", description="sha256 of every built file: "
-                          "checked again before each upload and against what each index serves",
-                          table=[{"file": d.filename, "sha256": d.sha256, "size": d.path.stat().st_size} for d in dists])
+    create_table_artifact(
+        key=f"{artifact_key(ctx.spec.name)}-sha256",
+        description="sha256 of every built file: checked again before each upload and against what each index serves",
+        table=[{"file": d.filename, "sha256": d.sha256, "size": d.path.stat().st_size} for d in dists],
+    )
 
 
 def record(ctx: ReleaseContext, dists: list[Distribution]) -> None:
@@ -117,11 +139,19 @@ def publish_report(report: ReleaseReport, home) -> None:
     if report.error and not any(c.status == "failed" for c in report.checks):
         report.add("release", False, report.error)
     key = artifact_key(report.name or "unknown")
-    create_table_artifact(key=key, table=report.table_rows(), description=f"Release checklist: {report.name} {report.version}")
-    create_table_artifact(key=f"{key}-files", table=report.file_rows(),
-                          description=f"Each file of {report.name} {report.version} on each target, and its proof")
+    create_table_artifact(
+        key=key, table=report.table_rows(), description=f"Release checklist: {report.name} {report.version}"
+    )
+    create_table_artifact(
+        key=f"{key}-files",
+        table=report.file_rows(),
+        description=f"Each file of {report.name} {report.version} on each target, and its proof",
+    )
     if report.cells:
-        create_table_artifact(key=f"{key}-cells", table=[c.table_row() for c in report.cells],
-                              description=f"Wheel matrix ({report.builder} builder)")
+        create_table_artifact(
+            key=f"{key}-cells",
+            table=[c.table_row() for c in report.cells],
+            description=f"Wheel matrix ({report.builder} builder)",
+        )
     create_markdown_artifact(key=f"{key}-summary", markdown=report.markdown(), description="Release summary")
     report.save(home / "reports")

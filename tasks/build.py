@@ -5,17 +5,20 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from wheelflow.build.building import BuildResult, build_distributions
+from wheelflow.config.spec import ReleaseSpec
 from wheelflow.core.home import wheelflow_home
 from wheelflow.source.export import Source, prepare_source
-from wheelflow.config.spec import ReleaseSpec
 from wheelflow.source.versioning import ResolvedVersion, development_version, resolve_version
 
 
-@task(name="resolve-version", task_run_name="resolve-version", retries=0)  # a mismatch is a decision, not a fault: never retried
+@task(
+    name="resolve-version", task_run_name="resolve-version", retries=0
+)  # a mismatch is a decision, not a fault: never retried
 def resolve_release_version(spec: ReleaseSpec, requested: str | None) -> ResolvedVersion:
     resolved = resolve_version(spec, requested)
-    get_run_logger().info("release version %s (%s)", resolved.version,
-                          ", ".join(f"{k}: {v}" for k, v in resolved.sources.items()))
+    get_run_logger().info(
+        "release version %s (%s)", resolved.version, ", ".join(f"{k}: {v}" for k, v in resolved.sources.items())
+    )
     return resolved
 
 
@@ -28,7 +31,9 @@ def resolve_development_version(spec: ReleaseSpec) -> ResolvedVersion:
     return resolved
 
 
-@task(name="prepare-source", task_run_name="prepare-source", retries=0)  # a dirty tree is a decision, not a fault: never retried
+@task(
+    name="prepare-source", task_run_name="prepare-source", retries=0
+)  # a dirty tree is a decision, not a fault: never retried
 def prepare_release_source(spec: ReleaseSpec, resolved: ResolvedVersion, allow_dirty: bool = False) -> Source:
     """The release commit's tracked files of the project, exported under $WHEELFLOW_HOME/sources;
     a working tree that differs from that commit is refused here, before any build."""
@@ -37,9 +42,12 @@ def prepare_release_source(spec: ReleaseSpec, resolved: ResolvedVersion, allow_d
     return source
 
 
-@task(name="build-distributions", task_run_name="build-distributions", retries=0)  # compile errors are deterministic: never retried
-def build_release_files(spec: ReleaseSpec, resolved: ResolvedVersion, kinds: tuple[str, ...] | None = None,
-                        source: Source | None = None) -> BuildResult:
+@task(
+    name="build-distributions", task_run_name="build-distributions", retries=0
+)  # compile errors are deterministic: never retried
+def build_release_files(
+    spec: ReleaseSpec, resolved: ResolvedVersion, kinds: tuple[str, ...] | None = None, source: Source | None = None
+) -> BuildResult:
     """The spec's artifacts built on this machine (``kinds``: only these, e.g. the sdist beside a matrix),
     from ``source`` (default: the project directory as it is, see ``build_distributions``)."""
     logger = get_run_logger()

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from prefect import get_run_logger, task
 from prefect.runtime import task_run
-from wheelflow.tasks.retry import only_transient
 
 from wheelflow.build.builders import Builder, SmokeResult
-from wheelflow.build.cells import CellBuild, build_cell
-from wheelflow.core.distributions import Distribution
+from wheelflow.build.cells import CellBuild, build_cell_wheel
 from wheelflow.config.matrix import Cell
 from wheelflow.config.repairoptions import RepairOptions
+from wheelflow.core.distributions import Distribution
+from wheelflow.tasks.retry import only_transient
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,13 @@ class CellJob:
 
 
 # Compile errors never retry; infrastructure errors (daemon away, image missing) do, twice.
-@task(name="build-cell", task_run_name="build[{cell.name}]", retries=2, retry_delay_seconds=[5, 20],
-      retry_condition_fn=only_transient)
+@task(
+    name="build-wheel",
+    task_run_name="build[{cell.name}]",
+    retries=2,
+    retry_delay_seconds=[5, 20],
+    retry_condition_fn=only_transient,
+)
 def build_matrix_cell(builder: Builder, cell: Cell, job: CellJob) -> tuple[CellBuild, int]:
     from pathlib import Path
 
@@ -40,22 +45,39 @@ def build_matrix_cell(builder: Builder, cell: Cell, job: CellJob) -> tuple[CellB
 
     logger = get_run_logger()
     try:
-        result = build_cell(builder, cell, project=Path(job.project), source_digest=job.source_digest, name=job.name,
-                            version=job.version, build_env=job.build_env, home=Path(job.home), log=logger.info,
-                            labels={RUN_LABEL: job.run_label}, source_date_epoch=job.source_date_epoch,
-                            repair=job.repair)
+        result = build_cell_wheel(
+            builder,
+            cell,
+            project=Path(job.project),
+            source_digest=job.source_digest,
+            name=job.name,
+            version=job.version,
+            build_env=job.build_env,
+            home=Path(job.home),
+            log=logger.info,
+            labels={RUN_LABEL: job.run_label},
+            source_date_epoch=job.source_date_epoch,
+            repair=job.repair,
+        )
     except Exception as exc:
         # The attempt count travels with the error: the API records task states asynchronously, so
         # reading run_count back from the server right after the failure may miss the last attempt.
         exc.attempts = task_run.run_count  # type: ignore[attr-defined]
         raise
-    logger.info("cell %s: %s sha256=%s%s", cell.name, result.wheel.filename, result.wheel.sha256,
-                " (cached)" if result.cached else "")
+    logger.info(
+        "cell %s: %s sha256=%s%s",
+        cell.name,
+        result.wheel.filename,
+        result.wheel.sha256,
+        " (cached)" if result.cached else "",
+    )
     return result, task_run.run_count
 
 
 @task(name="smoke-cell", task_run_name="smoke[{cell.name}]", retries=0)
-def smoke_matrix_cell(builder: Builder, cell: Cell, wheel: Distribution, smoke: str | None, run_label: str) -> SmokeResult:
+def smoke_matrix_cell(
+    builder: Builder, cell: Cell, wheel: Distribution, smoke: str | None, run_label: str
+) -> SmokeResult:
     from wheelflow.build.builders.docker import RUN_LABEL
 
     logger = get_run_logger()

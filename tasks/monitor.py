@@ -5,35 +5,54 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from prefect import get_run_logger, task
+
+from wheelflow.adapters.prefect_api import read_secret
+from wheelflow.core.home import wheelflow_home
+from wheelflow.core.redaction import redact_url
+from wheelflow.ops.alerts import Alert, configured_channels, send_alert
+from wheelflow.ops.monitor import VersionStatus, check_one_index, read_tags
+from wheelflow.source.gittags import ReleaseTag
 from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
 
-from wheelflow.ops.alerts import Alert, configured_channels, send_alert
-from wheelflow.source.gittags import ReleaseTag
-from wheelflow.core.home import wheelflow_home
-from wheelflow.ops.monitor import VersionStatus, check_one_index, read_tags
-from wheelflow.adapters.prefect_api import read_secret
-from wheelflow.core.redaction import redact_url
 
-
-@task(name="list-release-tags", task_run_name="list-release-tags", retries=NETWORK_RETRIES,
-      retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=NETWORK_JITTER, retry_condition_fn=only_transient)
+@task(
+    name="list-release-tags",
+    task_run_name="list-release-tags",
+    retries=NETWORK_RETRIES,
+    retry_delay_seconds=NETWORK_BACKOFF,
+    retry_jitter_factor=NETWORK_JITTER,
+    retry_condition_fn=only_transient,
+)
 def list_release_tags(repo: str, patterns: tuple[str, ...]) -> list[ReleaseTag]:
     tags = read_tags(repo, patterns, wheelflow_home())
     get_run_logger().info("%d release tag(s) in %s", len(tags), redact_url(repo))
     return tags
 
 
-@task(name="check-index", task_run_name="check[{project}@{index}]", retries=NETWORK_RETRIES,
-      retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=NETWORK_JITTER, retry_condition_fn=only_transient)
-def check_served(project: str, index: str, tags: list[ReleaseTag], expect: tuple[str, ...], as_of: datetime,
-                 grace_hours: float) -> list[VersionStatus]:
+@task(
+    name="check-index",
+    task_run_name="check[{project}@{index}]",
+    retries=NETWORK_RETRIES,
+    retry_delay_seconds=NETWORK_BACKOFF,
+    retry_jitter_factor=NETWORK_JITTER,
+    retry_condition_fn=only_transient,
+)
+def check_index(
+    project: str, index: str, tags: list[ReleaseTag], expect: tuple[str, ...], as_of: datetime, grace_hours: float
+) -> list[VersionStatus]:
     results = check_one_index(project, index, tags, expect, as_of, timedelta(hours=grace_hours), wheelflow_home())
     logger = get_run_logger()
     for result in results:
         if result.status != "ok":
-            logger.warning("%s %s on %s: %s%s%s", project, result.version, index, result.status,
-                           " (overdue)" if result.overdue else "",
-                           f"; missing: {', '.join(result.missing)}" if result.missing else "")
+            logger.warning(
+                "%s %s on %s: %s%s%s",
+                project,
+                result.version,
+                index,
+                result.status,
+                " (overdue)" if result.overdue else "",
+                f"; missing: {', '.join(result.missing)}" if result.missing else "",
+            )
     return results
 
 

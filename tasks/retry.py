@@ -32,6 +32,7 @@ def only_transient(task: Any, task_run: Any, state: Any) -> bool:
     else:
         return False
     if retry:  # Prefect asks only while retries remain
-        get_run_logger().warning("attempt %d of %d failed, retrying: %s", task_run.run_count, task.retries + 1,
-                                 " ".join(error.split()))
+        get_run_logger().warning(
+            "attempt %d of %d failed, retrying: %s", task_run.run_count, task.retries + 1, " ".join(error.split())
+        )
     return retry

@@ -6,18 +6,18 @@ import logging
 
 import httpx
 from prefect import get_run_logger, task
-from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
 
+from wheelflow.adapters.prefect_api import read_secret
+from wheelflow.config.spec import Target
 from wheelflow.core.distributions import Distribution, parse_filename, sha256_of
 from wheelflow.core.errors import HashMismatchError, UploadError
 from wheelflow.core.home import wheelflow_home
 from wheelflow.index.indexes import Endpoints
 from wheelflow.index.localindex import credentials_for
-from wheelflow.adapters.prefect_api import read_secret
 from wheelflow.index.removal import remove_version
 from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, read_served
-from wheelflow.config.spec import Target
 from wheelflow.index.uploading import publish_file
+from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
 
 
 def read_target(endpoints: Endpoints, name: str, version: str) -> list[ServedFile]:
@@ -25,27 +25,45 @@ def read_target(endpoints: Endpoints, name: str, version: str) -> list[ServedFil
         return read_served(client, endpoints.simple_url, name, version)
 
 
-@task(name="read-served", task_run_name="read-served[{endpoints.name}]", retries=NETWORK_RETRIES,
-      retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=NETWORK_JITTER, retry_condition_fn=only_transient)
+@task(
+    name="read-served",
+    task_run_name="read-served[{endpoints.name}]",
+    retries=NETWORK_RETRIES,
+    retry_delay_seconds=NETWORK_BACKOFF,
+    retry_jitter_factor=NETWORK_JITTER,
+    retry_condition_fn=only_transient,
+)
 def read_served_files(endpoints: Endpoints, name: str, version: str) -> list[ServedFile]:
     served = read_target(endpoints, name, version)
     get_run_logger().info("%s serves %d file(s) of %s %s", endpoints.name, len(served), name, version)
     return served
 
 
-@task(name="upload-file", task_run_name="upload[{dist.filename}→{target.name}]", retries=NETWORK_RETRIES,
-      retry_delay_seconds=NETWORK_BACKOFF, retry_jitter_factor=NETWORK_JITTER, retry_condition_fn=only_transient)
+@task(
+    name="upload-file",
+    task_run_name="upload[{dist.filename}→{target.name}]",
+    retries=NETWORK_RETRIES,
+    retry_delay_seconds=NETWORK_BACKOFF,
+    retry_jitter_factor=NETWORK_JITTER,
+    retry_condition_fn=only_transient,
+)
 def upload_file(dist: Distribution, target: Target, endpoints: Endpoints, name: str, version: str) -> str:
     """Returns "uploaded" or "already present". Credentials are read here, never passed around."""
     logger = get_run_logger()
     if endpoints.upload_url is None:
         raise UploadError(f"target {target.name!r} has no upload URL; fix: set upload-url in the spec", transient=False)
     if sha256_of(dist.path) != dist.sha256:  # the bytes uploaded are the bytes built and checked
-        raise HashMismatchError(f"{dist.filename} changed since it was built (sha256 {dist.sha256[:16]}… at build "
-                                "time); fix: re-run the release so that it is built and checked again")
+        raise HashMismatchError(
+            f"{dist.filename} changed since it was built (sha256 {dist.sha256[:16]}… at build "
+            "time); fix: re-run the release so that it is built and checked again"
+        )
     outcome = publish_file(
-        dist.path, dist.sha256, endpoints.upload_url, credentials_for(target, wheelflow_home(), read_secret),
-        read_served=lambda: read_target(endpoints, name, version), log=logger.info,
+        dist.path,
+        dist.sha256,
+        endpoints.upload_url,
+        credentials_for(target, wheelflow_home(), read_secret),
+        read_served=lambda: read_target(endpoints, name, version),
+        log=logger.info,
     )
     logger.info("%s → %s: %s", dist.filename, target.name, outcome)
     return outcome
@@ -60,8 +78,14 @@ class UploadInProgress:
         self.active = False
 
 
-def rollback_hook(target: Target, endpoints: Endpoints, name: str, filename: str, present_before: list[str],
-                  uploading: UploadInProgress):
+def rollback_hook(
+    target: Target,
+    endpoints: Endpoints,
+    name: str,
+    filename: str,
+    present_before: list[str],
+    uploading: UploadInProgress,
+):
     """A rollback hook for the release's transaction: remove this run's upload of ``filename``, unless
     an upload is what failed, or files of that version were served before this run (indexes remove
     whole versions: those must stay, and the release's runbook lists them). Credentials are read
@@ -71,15 +95,26 @@ def rollback_hook(target: Target, endpoints: Endpoints, name: str, filename: str
     def remove_uploaded_file(transaction) -> None:
         logger = logging.getLogger("wheelflow.rollback")
         if uploading.active:
-            logger.warning("rollback: %s stays on %s: an upload failed, re-run the release to finish it",
-                           filename, target.name)
+            logger.warning(
+                "rollback: %s stays on %s: an upload failed, re-run the release to finish it", filename, target.name
+            )
             return
         if any(str(parse_filename(f)[1]) == file_version for f in present_before):
-            logger.warning("rollback: %s stays on %s: version %s was served there before this run",
-                           filename, target.name, file_version)
+            logger.warning(
+                "rollback: %s stays on %s: version %s was served there before this run",
+                filename,
+                target.name,
+                file_version,
+            )
             return
         removal = remove_version(endpoints, credentials_for(target, wheelflow_home(), read_secret), name, file_version)
-        logger.warning("rollback: %s %s on %s: %s%s", name, file_version, target.name, removal.outcome,
-                       f" ({removal.detail})" if removal.detail else "")
+        logger.warning(
+            "rollback: %s %s on %s: %s%s",
+            name,
+            file_version,
+            target.name,
+            removal.outcome,
+            f" ({removal.detail})" if removal.detail else "",
+        )
 
     return remove_uploaded_file

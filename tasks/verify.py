@@ -11,8 +11,8 @@ from wheelflow.core.distributions import Distribution
 from wheelflow.core.errors import HashMismatchError, VerificationError
 from wheelflow.core.home import wheelflow_home
 from wheelflow.index.indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP, Endpoints
-from wheelflow.proof.installchecks import InstallCheck, run_install_check
 from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, read_served
+from wheelflow.proof.installchecks import InstallCheck, run_install_check
 from wheelflow.proof.verification import (
     HASH_MISMATCH,
     VERIFIED,
@@ -40,7 +40,9 @@ def verify_served(endpoints: Endpoints, name: str, version: str, dists: list[Dis
     with httpx.Client(timeout=READ_TIMEOUT) as client:
         statuses, served = poll_until_served(
             lambda: read_served(client, endpoints.simple_url, name, version),
-            expected, endpoints.verify_timeout, on_wait=logger.info,
+            expected,
+            endpoints.verify_timeout,
+            on_wait=logger.info,
             max_delay=PUBLIC_POLL_CAP if endpoints.public else PRIVATE_POLL_CAP,
         )
     for status in statuses:
@@ -53,22 +55,41 @@ def verify_served(endpoints: Endpoints, name: str, version: str, dists: list[Dis
 
 
 @task(name="install-and-smoke", task_run_name="install-and-smoke[{endpoints.name}]", retries=0)
-def install_and_smoke_test(endpoints: Endpoints, name: str, version: str, served: list[ServedFile], smoke: str | None,
-                           dependencies: str = "pypi") -> str:
+def install_and_smoke_test(
+    endpoints: Endpoints,
+    name: str,
+    version: str,
+    served: list[ServedFile],
+    smoke: str | None,
+    dependencies: str = "pypi",
+) -> str:
     """``dependencies``: the spec's install.dependencies (where pip resolves them)."""
     logger = get_run_logger()
-    return verdict(endpoints.name, install_and_smoke(name, version, endpoints.simple_url, served, smoke=smoke,
-                                                     workdir=scratch(), log=logger.info, dependencies=dependencies))
+    return verdict(
+        endpoints.name,
+        install_and_smoke(
+            name,
+            version,
+            endpoints.simple_url,
+            served,
+            smoke=smoke,
+            workdir=scratch(),
+            log=logger.info,
+            dependencies=dependencies,
+        ),
+    )
 
 
 @task(name="install-check", task_run_name="install[{target}|{check.installer}|{check.runtime}]", retries=0)
-def install_check(target: str, check: InstallCheck, name: str, version: str, served: list[ServedFile],
-                  interpreter: str) -> str:
+def install_check(
+    target: str, check: InstallCheck, name: str, version: str, served: list[ServedFile], interpreter: str
+) -> str:
     """One install command with one installer in a fresh environment of one runtime: a wheel of this
     release must be what gets installed."""
     logger = get_run_logger()
-    return verdict(target, run_install_check(check, name, version, served, interpreter, workdir=scratch(),
-                                             log=logger.info))
+    return verdict(
+        target, run_install_check(check, name, version, served, interpreter, workdir=scratch(), log=logger.info)
+    )
 
 
 def scratch() -> Path:

@@ -56,8 +56,15 @@ def index_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WHEELFLOW_STAGING_PASSWORD", INDEX_PASSWORD)
 
 
-def make_project(root: Path, name: str = "tiny-pkg", version: str = "1.0.0", *, index_url: str | None = None,
-                 extra: str = "", smoke: str | None = None) -> Path:
+def make_project(
+    root: Path,
+    name: str = "tiny-pkg",
+    version: str = "1.0.0",
+    *,
+    index_url: str | None = None,
+    extra: str = "",
+    smoke: str | None = None,
+) -> Path:
     """A small pure-Python project with a [tool.wheelflow] spec (fast to build)."""
     module = name.replace("-", "_")
     root.mkdir(parents=True, exist_ok=True)
@@ -71,7 +78,8 @@ def make_project(root: Path, name: str = "tiny-pkg", version: str = "1.0.0", *, 
             index = "{index_url}"
             verify-timeout = 5
             """)
-    (root / "pyproject.toml").write_text(textwrap.dedent(f"""
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(f"""
         [build-system]
         requires = ["setuptools>=69"]
         build-backend = "setuptools.build_meta"
@@ -91,7 +99,10 @@ def make_project(root: Path, name: str = "tiny-pkg", version: str = "1.0.0", *, 
         [tool.wheelflow.version]
         tag = "v{{version}}"
         file = "pyproject.toml"
-        """) + target + extra)
+        """)
+        + target
+        + extra
+    )
     return root
 
 
@@ -108,8 +119,13 @@ def wait_for(condition, timeout: float, what: str):
 
 
 def git(repo: Path, *args: str, date: str | None = None) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
     if date:
         env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = date
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
@@ -119,8 +135,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600)
     """The installed `wheelflow` command, as a user runs it."""
     sibling = Path(sys.executable).with_name("wheelflow")  # this interpreter's, even in an unactivated venv
     exe = str(sibling) if sibling.exists() else shutil.which("wheelflow") or "wheelflow"
-    return subprocess.run([exe, *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          timeout=timeout)
+    return subprocess.run(
+        [exe, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout
+    )
 
 
 class WebhookReceiver:
@@ -200,16 +217,26 @@ def stop_processes(*procs: subprocess.Popen, grace: float = 30) -> None:
                 proc.wait()
 
 
-def start_prefect_server(home: Path, env_extra: dict[str, str] | None = None,
-                         port: int | None = None) -> tuple[subprocess.Popen, str]:
+def start_prefect_server(
+    home: Path, env_extra: dict[str, str] | None = None, port: int | None = None
+) -> tuple[subprocess.Popen, str]:
     """A `prefect server` process on loopback (a free port unless given); returns (process, API URL)
     once it answers."""
     port = port or free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": "", **(env_extra or {})}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": "",
+        **(env_extra or {}),
+    }
     log = open(home / "server.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 180  # ~15 s on an idle 2-core machine; far more while builds run beside it
     while True:
@@ -238,17 +265,39 @@ def postgres_url():
     data = root / "data"
     shutil.chown(root, "postgres")
     as_postgres = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
-    subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "pg.log"), "-o",
-                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_postgres,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(root / "pg.log"),
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
-        subprocess.run([*as_postgres, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "prefect"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [*as_postgres, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "prefect"],
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/prefect"
     finally:
-        subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        subprocess.run(
+            [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -282,8 +331,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if getattr(item, "callspec", None) is not None:
         what = f"{what}: " + ", ".join(_short(v) for v in item.callspec.params.values() if _short(v))
     cases = item.config._wheelflow_cases  # type: ignore[attr-defined]
-    cases[item.nodeid] = {"kind": kind, "case": what, "expected": expected, "test": item.nodeid,
-                          "result": "skipped" if report.skipped else report.outcome}
+    cases[item.nodeid] = {
+        "kind": kind,
+        "case": what,
+        "expected": expected,
+        "test": item.nodeid,
+        "result": "skipped" if report.skipped else report.outcome,
+    }
 
 
 def _short(value: object) -> str:

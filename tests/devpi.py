@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -20,8 +19,14 @@ def _bin(name: str) -> str:
 
 
 class DevpiServer:
-    def __init__(self, root: Path, indexes: dict[str, bool], *, mirrors: dict[str, str] | None = None,
-                 bases: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        indexes: dict[str, bool],
+        *,
+        mirrors: dict[str, str] | None = None,
+        bases: dict[str, str] | None = None,
+    ) -> None:
         """``indexes``: name → volatile (a volatile index allows deleting files, like a staging index);
         ``mirrors``: name → the Simple API URL a mirror index reads; ``bases``: index → the index
         (of this user) it inherits from, as an admin sets bases=root/pypi."""
@@ -38,15 +43,21 @@ class DevpiServer:
         return f"{self.url}{USER}/{index}/"
 
     def _client(self, *args: str) -> None:
-        subprocess.run([_bin("devpi"), "--clientdir", str(self.root / "client"), *args], check=True, capture_output=True)
+        subprocess.run(
+            [_bin("devpi"), "--clientdir", str(self.root / "client"), *args], check=True, capture_output=True
+        )
 
-    def __enter__(self) -> "DevpiServer":
+    def __enter__(self) -> DevpiServer:
         server_dir = self.root / "server"
-        subprocess.run([_bin("devpi-init"), "--serverdir", str(server_dir), "--no-root-pypi"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [_bin("devpi-init"), "--serverdir", str(server_dir), "--no-root-pypi"], check=True, capture_output=True
+        )
         log = open(self.root / "devpi.log", "wb")
-        self._proc = subprocess.Popen([_bin("devpi-server"), "--serverdir", str(server_dir), "--host", "127.0.0.1",
-                                       "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT)
+        self._proc = subprocess.Popen(
+            [_bin("devpi-server"), "--serverdir", str(server_dir), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -73,7 +84,7 @@ class DevpiServer:
             return []
         import re
 
-        return sorted(set(re.findall(r'>([^<]+\.(?:whl|tar\.gz))</a>', page.text)))
+        return sorted(set(re.findall(r">([^<]+\.(?:whl|tar\.gz))</a>", page.text)))
 
     def __exit__(self, *exc: object) -> None:
         if self._proc is not None:

@@ -73,8 +73,9 @@ class FaultProxy:
                     rule = None
                 if rule is None or rule.forward_first or rule.truncate:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                    upstream = httpx.request(self.command, proxy.upstream + self.path, content=body, headers=headers,
-                                             timeout=30)
+                    upstream = httpx.request(
+                        self.command, proxy.upstream + self.path, content=body, headers=headers, timeout=30
+                    )
                     if self.command == "POST":
                         found = re.search(rb'filename="([^"]+)"', body)
                         with proxy._lock:
@@ -151,8 +152,12 @@ class FaultProxy:
     def _take(self, method: str, path: str, body: bytes = b"") -> Rule | None:
         with self._lock:
             for rule in self.rules:
-                if (rule.method == method and rule.times > 0 and path.startswith(rule.path_prefix)
-                        and rule.body_contains in body):
+                if (
+                    rule.method == method
+                    and rule.times > 0
+                    and path.startswith(rule.path_prefix)
+                    and rule.body_contains in body
+                ):
                     rule.times -= 1
                     return rule
         return None
@@ -161,7 +166,7 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/"
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         self._thread.start()
         return self
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import base64
 import subprocess
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
 
 
 def git_http_backend() -> str:
@@ -48,11 +48,18 @@ class AuthGitServer:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 path, _, query = self.path.partition("?")
                 env = {
-                    "GIT_PROJECT_ROOT": str(server.root), "GIT_HTTP_EXPORT_ALL": "1", "REQUEST_METHOD": self.command,
-                    "PATH_INFO": path, "QUERY_STRING": query, "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-                    "CONTENT_LENGTH": str(len(body)), "REMOTE_USER": "releaser", "REMOTE_ADDR": "127.0.0.1",
+                    "GIT_PROJECT_ROOT": str(server.root),
+                    "GIT_HTTP_EXPORT_ALL": "1",
+                    "REQUEST_METHOD": self.command,
+                    "PATH_INFO": path,
+                    "QUERY_STRING": query,
+                    "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                    "CONTENT_LENGTH": str(len(body)),
+                    "REMOTE_USER": "releaser",
+                    "REMOTE_ADDR": "127.0.0.1",
                     "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
-                    "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""), "PATH": "/usr/bin:/bin",
+                    "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+                    "PATH": "/usr/bin:/bin",
                 }
                 proc = subprocess.run([backend], input=body, env=env, capture_output=True, check=True)
                 head, _, payload = proc.stdout.partition(b"\r\n\r\n")
@@ -77,7 +84,7 @@ class AuthGitServer:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
 
-    def __enter__(self) -> "AuthGitServer":
+    def __enter__(self) -> AuthGitServer:
         self._thread.start()
         return self
 

@@ -57,8 +57,9 @@ class HostileIndex:
     def simple_url(self) -> str:
         return self.url + "simple/"
 
-    def serve_file(self, filename: str, data: bytes, *, listed_sha256: str | None = None,
-                   path: str | None = None) -> dict[str, Any]:
+    def serve_file(
+        self, filename: str, data: bytes, *, listed_sha256: str | None = None, path: str | None = None
+    ) -> dict[str, Any]:
         """Serve ``data`` and return its PEP 691 entry, listing ``listed_sha256`` (default: the true one)."""
         path = path or f"/files/{filename}"
         self.files[path] = data
@@ -109,7 +110,7 @@ class HostileIndex:
 
     def _drip(self, handler: BaseHTTPRequestHandler, data: bytes) -> None:
         for i in range(len(data)):
-            handler.wfile.write(data[i:i + 1])
+            handler.wfile.write(data[i : i + 1])
             handler.wfile.flush()
             if self._stop.wait(DRIP_EVERY):  # the fault's own pace; close() ends it at once
                 return

@@ -10,7 +10,8 @@ def make_matrix_project(root: Path, cells: int, concurrency: int, seconds: float
     (root / "src" / "bench_cell").mkdir(parents=True)
     (root / "src" / "bench_cell" / "__init__.py").write_text("VALUE = 1\n")
     (root / "README.md").write_text("# bench-cell\n\nA fixed-cost cell for wheelflow's matrix benchmark.\n")
-    (root / "setup.py").write_text(textwrap.dedent(f"""
+    (root / "setup.py").write_text(
+        textwrap.dedent(f"""
         import os, time
         from setuptools import setup
         from setuptools.command.build_py import build_py
@@ -22,9 +23,11 @@ def make_matrix_project(root: Path, cells: int, concurrency: int, seconds: float
 
         local = os.environ.get("WHEELFLOW_LOCAL_VERSION")
         setup(version="1.0.0" + (f"+{{local}}" if local else ""), cmdclass={{"build_py": FixedCost}})
-        """))
+        """)
+    )
     values = ", ".join(f'"{i}"' for i in range(1, cells + 1))
-    (root / "pyproject.toml").write_text(textwrap.dedent(f"""
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(f"""
         [build-system]
         requires = ["setuptools>=69"]
         build-backend = "setuptools.build_meta"
@@ -51,5 +54,6 @@ def make_matrix_project(root: Path, cells: int, concurrency: int, seconds: float
         runtime-image = "wheelflow/runtime:py{{python}}"
         local-version = "c{{n}}"
         concurrency = {concurrency}
-        """))
+        """)
+    )
     return root

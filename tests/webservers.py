@@ -49,8 +49,10 @@ class Nginx:
         if upstream is not None:
             parts = urlsplit(upstream)
             prefix = parts.path.rstrip("/")
-            location = (f"location / {{ rewrite ^(.*)/$ {prefix}$1/index.html break; rewrite ^(.*)$ {prefix}$1 break; "
-                        f"proxy_pass {parts.scheme}://{parts.netloc}; proxy_set_header Host $proxy_host; }}")
+            location = (
+                f"location / {{ rewrite ^(.*)/$ {prefix}$1/index.html break; rewrite ^(.*)$ {prefix}$1 break; "
+                f"proxy_pass {parts.scheme}://{parts.netloc}; proxy_set_header Host $proxy_host; }}"
+            )
         else:
             location = f"location / {{ root {root}; index index.html; }}"
         # As root, workers would drop to nobody and could not read pytest's 0700 tmp directories.
@@ -94,11 +96,14 @@ http {{
     def clear_log(self) -> None:
         self.access_log.write_text("")
 
-    def __enter__(self) -> "Nginx":
+    def __enter__(self) -> Nginx:
         log = self.workdir / "stderr.log"
         with log.open("wb") as out:
-            self.proc = subprocess.Popen([NGINX, "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf")],
-                                         stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [NGINX, "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf")],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         _wait_until_answers(self.url + "/", self.proc, self.error_log if self.error_log.exists() else log)
         self.clear_log()
         return self
@@ -124,8 +129,11 @@ class MotoS3:
         return f"http://127.0.0.1:{self.port}"
 
     def storage_options(self) -> dict:
-        return {"key": self.key, "secret": self.secret,
-                "client_kwargs": {"endpoint_url": self.url, "region_name": "eu-west-1"}}
+        return {
+            "key": self.key,
+            "secret": self.secret,
+            "client_kwargs": {"endpoint_url": self.url, "region_name": "eu-west-1"},
+        }
 
     def make_public_bucket(self, name: str) -> None:
         """A bucket anyone may read (a public index), written only with the keys."""
@@ -133,19 +141,31 @@ class MotoS3:
 
         import boto3
 
-        client = boto3.client("s3", endpoint_url=self.url, region_name="eu-west-1",
-                              aws_access_key_id=self.key, aws_secret_access_key=self.secret)
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="eu-west-1",
+            aws_access_key_id=self.key,
+            aws_secret_access_key=self.secret,
+        )
         client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
-                                                          "Resource": f"arn:aws:s3:::{name}/*"}]}
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{name}/*"}
+            ],
+        }
         client.put_bucket_policy(Bucket=name, Policy=json.dumps(policy))
 
-    def __enter__(self) -> "MotoS3":
+    def __enter__(self) -> MotoS3:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.workdir / "moto.log"
         with log.open("wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                         stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         _wait_until_answers(self.url + "/", self.proc, log)
         return self
 

@@ -38,8 +38,13 @@ def stage(repo: Path, dest: Path) -> Path:
 def lint(staged: Path) -> subprocess.CompletedProcess[str]:
     """Run lint-imports over a staged tree (see :func:`stage`)."""
     env = {**os.environ, "PYTHONPATH": str(staged)}
-    command = [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()",
-               str(staged / "pyproject.toml"), "--no-cache"]
+    command = [
+        sys.executable,
+        "-c",
+        "from importlinter.cli import lint_imports_command; lint_imports_command()",
+        str(staged / "pyproject.toml"),
+        "--no-cache",
+    ]
     return subprocess.run(command, cwd=staged, env=env, capture_output=True, text=True, check=False)
 
 

@@ -59,8 +59,18 @@ class BuildWithOptionalCuda(build_ext):
         out_dir.mkdir(parents=True, exist_ok=True)
         obj = out_dir / "saxpy_kernel.o"
         gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs if a]
-        cmd = [str(nvcc), "-c", "csrc/saxpy_kernel.cu", "-o", str(obj), "-O2",
-               "-Xcompiler", "-fPIC", "-Icsrc", *gencode]
+        cmd = [
+            str(nvcc),
+            "-c",
+            "csrc/saxpy_kernel.cu",
+            "-o",
+            str(obj),
+            "-O2",
+            "-Xcompiler",
+            "-fPIC",
+            "-Icsrc",
+            *gencode,
+        ]
         print("hello-cuda: compiling the CUDA kernel:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
         # cudart is linked statically (nvcc's default): the wheel needs only the driver at run time.

@@ -17,8 +17,8 @@ from wheelcraft import make_wheel
 
 from wheelflow.checks.abi import abi_findings, compat_grid, gpu_arch_rows, install_runtime, library_dirs
 from wheelflow.checks.devicecode import device_code, read_fatbin
-from wheelflow.core.errors import CheckError, RuntimeInstallError, SpecError
 from wheelflow.config.gpuarch import declared_archs, parse_archs
+from wheelflow.core.errors import CheckError, RuntimeInstallError, SpecError
 
 NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="needs the CUDA toolkit's nvcc (no GPU needed)")
@@ -59,8 +59,19 @@ def kernels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     built = {}
     for name, codes in {"sm80": "sm_80", "sm80_ptx": "[sm_80,compute_80]"}.items():
         built[name] = root / f"{name}.so"
-        subprocess.run([NVCC, "-shared", "-Xcompiler", "-fPIC", f"-gencode=arch=compute_80,code={codes}",
-                        "-o", str(built[name]), str(root / "saxpy.cu")], check=True)
+        subprocess.run(
+            [
+                NVCC,
+                "-shared",
+                "-Xcompiler",
+                "-fPIC",
+                f"-gencode=arch=compute_80,code={codes}",
+                "-o",
+                str(built[name]),
+                str(root / "saxpy.cu"),
+            ],
+            check=True,
+        )
     return built
 
 
@@ -77,11 +88,17 @@ def c10(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _wheel(directory: Path, **files: Path) -> Path:
     """A platform wheel holding ``files`` (member name -> compiled file) under the package dir."""
-    return make_wheel(directory, "gpu_pkg", "1.0.0", TAG,
-                      extra_files={f"gpu_pkg/{name}": path.read_bytes() for name, path in files.items()})
+    return make_wheel(
+        directory,
+        "gpu_pkg",
+        "1.0.0",
+        TAG,
+        extra_files={f"gpu_pkg/{name}": path.read_bytes() for name, path in files.items()},
+    )
 
 
 # ---- declared architectures ----
+
 
 def test_declarations_read_both_spellings() -> None:
     torch_style = parse_archs("8.0;9.0+PTX")
@@ -102,6 +119,7 @@ def test_a_bad_declaration_names_the_key_and_the_value() -> None:
 
 # ---- device code ----
 
+
 @needs_nvcc
 def test_the_fatbin_reader_finds_what_nvcc_compiled(kernels: dict[str, Path], c10: dict[str, Path]) -> None:
     assert read_fatbin(kernels["sm80"]).sass == {"sm_80"} and not read_fatbin(kernels["sm80"]).ptx
@@ -117,9 +135,21 @@ def test_the_fatbin_reader_agrees_with_cuobjdump(kernels: dict[str, Path], tmp_p
         pytest.skip("nvidia-cuda-cuobjdump is not installed (Linux x86_64 test dependency)")
     (tmp_path / "k.cu").write_text(KERNEL)
     several = tmp_path / "several.so"  # arch-specific SASS, two SMs, PTX for a third
-    subprocess.run([NVCC, "-shared", "-Xcompiler", "-fPIC", "-gencode=arch=compute_90a,code=sm_90a",
-                    "-gencode=arch=compute_75,code=sm_75", "-gencode=arch=compute_120,code=compute_120",
-                    "-o", str(several), str(tmp_path / "k.cu")], check=True)
+    subprocess.run(
+        [
+            NVCC,
+            "-shared",
+            "-Xcompiler",
+            "-fPIC",
+            "-gencode=arch=compute_90a,code=sm_90a",
+            "-gencode=arch=compute_75,code=sm_75",
+            "-gencode=arch=compute_120,code=compute_120",
+            "-o",
+            str(several),
+            str(tmp_path / "k.cu"),
+        ],
+        check=True,
+    )
     for path in (*kernels.values(), several):
         assert read_fatbin(path) == device_code(path, cuobjdump), path.name
     assert read_fatbin(several).sass == {"sm_90a", "sm_75"} and read_fatbin(several).ptx == {"compute_120"}
@@ -138,15 +168,23 @@ def test_a_missing_architecture_is_refused_naming_file_and_arch(kernels: dict[st
 def test_ptx_is_reported_not_refused(kernels: dict[str, Path], tmp_path: Path) -> None:
     wheel = _wheel(tmp_path, **{"_kernels.so": kernels["sm80_ptx"]})
     assert abi_findings([wheel], parse_archs("8.0+PTX")) == []
-    assert gpu_arch_rows([wheel]) == [{"wheel": wheel.name, "file": "gpu_pkg/_kernels.so", "sass": "sm_80",
-                                       "ptx": "compute_80 (JIT-compiled on newer GPUs)"}]
+    assert gpu_arch_rows([wheel]) == [
+        {
+            "wheel": wheel.name,
+            "file": "gpu_pkg/_kernels.so",
+            "sass": "sm_80",
+            "ptx": "compute_80 (JIT-compiled on newer GPUs)",
+        }
+    ]
     (tmp_path / "sass").mkdir()
     sass_only = _wheel(tmp_path / "sass", **{"_kernels.so": kernels["sm80"]})
     [finding] = abi_findings([sass_only], parse_archs("8.0+PTX"))
     assert "no device code for compute_80" in finding.message
 
 
-def test_extensions_without_device_code_are_refused_when_archs_are_declared(c10: dict[str, Path], tmp_path: Path) -> None:
+def test_extensions_without_device_code_are_refused_when_archs_are_declared(
+    c10: dict[str, Path], tmp_path: Path
+) -> None:
     wheel = _wheel(tmp_path, **{"_ext.so": c10["ext"]})
     [finding] = abi_findings([wheel], parse_archs(["sm_80"]))
     assert finding.rule == "gpu-arch" and "gpu_pkg/_ext.so contain no GPU device code" in finding.message
@@ -159,19 +197,26 @@ def test_a_file_that_is_no_zip_is_a_finding_not_a_traceback(tmp_path: Path) -> N
     broken = tmp_path / "gpu_pkg-1.0.0-cp311-cp311-linux_x86_64.whl"
     broken.write_bytes(b"not a zip")
     [finding] = abi_findings([broken], parse_archs(["sm_80"]), {"torch-v1": []})
-    assert (finding.rule, finding.message) == ("archive", "cannot be read as a wheel (File is not a zip file); fix: rebuild it")
+    assert (finding.rule, finding.message) == (
+        "archive",
+        "cannot be read as a wheel (File is not a zip file); fix: rebuild it",
+    )
     with pytest.raises(CheckError, match=r"^gpu_pkg-1\.0\.0-cp311-cp311-linux_x86_64\.whl: cannot be read as a wheel"):
         compat_grid(broken, {"torch-v1": []})
 
 
 # ---- symbols ----
 
+
 def test_symbols_resolve_against_the_runtime_they_were_built_for(c10: dict[str, Path], tmp_path: Path) -> None:
     wheel = _wheel(tmp_path, **{"_ext.so": c10["ext"]})
     assert abi_findings([wheel], runtimes={"torch-v1": [c10["v1"]]}) == []
     [finding] = abi_findings([wheel], runtimes={"torch-v2": [c10["v2"]]})
     assert finding.rule == "abi-symbol"
-    assert "gpu_pkg/_ext.so would not load against torch-v2: undefined symbol c10::foo(int) (_ZN3c103fooEi)" in finding.message
+    assert (
+        "gpu_pkg/_ext.so would not load against torch-v2: undefined symbol c10::foo(int) (_ZN3c103fooEi)"
+        in finding.message
+    )
     assert "bar" not in finding.message  # v2 still exports c10::bar()
 
 
@@ -185,9 +230,16 @@ def test_libraries_shipped_in_the_wheel_are_found_through_origin(c10: dict[str, 
     # auditwheel's layout: the library in gpu_pkg.libs/, the extension's RUNPATH $ORIGIN/../gpu_pkg.libs;
     # the extension under .data/platlib/, which installs beside gpu_pkg.libs/.
     ext = _gxx(tmp_path / "_ext.so", EXTENSION, f"-L{c10['v1']}", "-lc10", "-Wl,-rpath,$ORIGIN/../gpu_pkg.libs")
-    wheel = make_wheel(tmp_path, "gpu_pkg", "1.0.0", TAG, extra_files={
-        "gpu_pkg-1.0.0.data/platlib/gpu_pkg/_ext.so": ext.read_bytes(),
-        "gpu_pkg.libs/libc10.so": (c10["v1"] / "libc10.so").read_bytes()})
+    wheel = make_wheel(
+        tmp_path,
+        "gpu_pkg",
+        "1.0.0",
+        TAG,
+        extra_files={
+            "gpu_pkg-1.0.0.data/platlib/gpu_pkg/_ext.so": ext.read_bytes(),
+            "gpu_pkg.libs/libc10.so": (c10["v1"] / "libc10.so").read_bytes(),
+        },
+    )
     assert abi_findings([wheel], runtimes={"no-torch": []}) == []
 
 
@@ -197,11 +249,19 @@ def test_versioned_references_need_their_version(tmp_path: Path) -> None:
         (tmp_path / version).mkdir()
         script = tmp_path / version / "foo.map"
         script.write_text(f"FOO_{version} {{ global: foo; local: *; }};\n")
-        _gxx(tmp_path / version / "libfoo.so.1", 'extern "C" int foo() { return 1; }\n',
-             "-Wl,-soname,libfoo.so.1", f"-Wl,--version-script={script}")
+        _gxx(
+            tmp_path / version / "libfoo.so.1",
+            'extern "C" int foo() { return 1; }\n',
+            "-Wl,-soname,libfoo.so.1",
+            f"-Wl,--version-script={script}",
+        )
         (tmp_path / version / "libfoo.so").symlink_to("libfoo.so.1")
-    ext = _gxx(tmp_path / "_ext.so", 'extern "C" int foo(); extern "C" int PyInit__ext() { return foo(); }\n',
-               f"-L{tmp_path / '1'}", "-lfoo")
+    ext = _gxx(
+        tmp_path / "_ext.so",
+        'extern "C" int foo(); extern "C" int PyInit__ext() { return foo(); }\n',
+        f"-L{tmp_path / '1'}",
+        "-lfoo",
+    )
     wheel = _wheel(tmp_path, **{"_ext.so": ext})
     assert abi_findings([wheel], runtimes={"foo-1": [tmp_path / "1"]}) == []
     [finding] = abi_findings([wheel], runtimes={"foo-2": [tmp_path / "2"]})
@@ -211,9 +271,17 @@ def test_versioned_references_need_their_version(tmp_path: Path) -> None:
 def test_the_cuda_driver_is_assumed_where_no_gpu_is(tmp_path: Path) -> None:
     # libcuda.so.1 exists only on GPU machines: a stub stands in at link time, as in CUDA's own stubs/.
     (tmp_path / "stubs").mkdir()
-    _gxx(tmp_path / "stubs" / "libcuda.so", 'extern "C" int cuInit(unsigned f) { return f; }\n', "-Wl,-soname,libcuda.so.1")
-    ext = _gxx(tmp_path / "_ext.so", 'extern "C" int cuInit(unsigned); extern "C" int PyInit__ext() { return cuInit(0); }\n',
-               f"-L{tmp_path / 'stubs'}", "-lcuda")
+    _gxx(
+        tmp_path / "stubs" / "libcuda.so",
+        'extern "C" int cuInit(unsigned f) { return f; }\n',
+        "-Wl,-soname,libcuda.so.1",
+    )
+    ext = _gxx(
+        tmp_path / "_ext.so",
+        'extern "C" int cuInit(unsigned); extern "C" int PyInit__ext() { return cuInit(0); }\n',
+        f"-L{tmp_path / 'stubs'}",
+        "-lcuda",
+    )
     assert abi_findings([_wheel(tmp_path, **{"_ext.so": ext})], runtimes={"system": []}) == []
 
 
@@ -226,11 +294,18 @@ def test_the_grid_says_which_runtime_the_wheel_loads_against(c10: dict[str, Path
 
 # ---- runtimes ----
 
+
 def test_a_runtime_is_installed_with_real_pip(c10: dict[str, Path], tmp_path: Path) -> None:
     # A stand-in for a torch wheel: its libc10.so under fake_torch/lib/, installed by pip from a directory.
     dist = tmp_path / "dist"
     dist.mkdir()
-    make_wheel(dist, "fake_torch", "2.0.0", TAG, extra_files={"fake_torch/lib/libc10.so": (c10["v1"] / "libc10.so").read_bytes()})
+    make_wheel(
+        dist,
+        "fake_torch",
+        "2.0.0",
+        TAG,
+        extra_files={"fake_torch/lib/libc10.so": (c10["v1"] / "libc10.so").read_bytes()},
+    )
     pip_args = ["--no-index", "--find-links", str(dist)]
     dirs = install_runtime(["fake_torch==2.0.0"], tmp_path / "rt", pip_args)
     assert dirs == [tmp_path / "rt" / "fake_torch" / "lib"] == library_dirs(tmp_path / "rt")
@@ -245,13 +320,16 @@ def test_a_runtime_is_installed_with_real_pip(c10: dict[str, Path], tmp_path: Pa
 
 # ---- the Prefect task ----
 
-def test_the_check_task_refuses_by_name_and_leaves_its_tables(prefect_api: str, c10: dict[str, Path], tmp_path: Path) -> None:
+
+def test_the_check_task_refuses_by_name_and_leaves_its_tables(
+    prefect_api: str, c10: dict[str, Path], tmp_path: Path
+) -> None:
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-    from wheelflow.tasks.check import check_abi
 
     from wheelflow.core.distributions import describe
+    from wheelflow.tasks.check import check_abi
 
     dist = describe(_wheel(tmp_path, **{"_ext.so": c10["ext"]}))
     grid = {"torch-v1": [c10["v1"]], "torch-v2": [c10["v2"]]}
@@ -265,8 +343,9 @@ def test_the_check_task_refuses_by_name_and_leaves_its_tables(prefect_api: str, 
     with pytest.raises(CheckError, match=r"py3\.11-torch1: refused by the ABI gate: .*c10::foo\(int\)"):
         gate("torch-v2")
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[passed.state_details.flow_run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[passed.state_details.flow_run_id]))
+        )
     [grid_table] = [a for a in artifacts if a.key == "abi-grid-py3-11-torch1"]
     rows = json.loads(grid_table.data) if isinstance(grid_table.data, str) else grid_table.data
     assert [(r["runtime"], r["loads"]) for r in rows] == [("torch-v1", "yes"), ("torch-v2", "no")]

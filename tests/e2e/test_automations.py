@@ -14,18 +14,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from conftest import INDEX_PASSWORD, INDEX_USER, WebhookReceiver, git, make_project, run_cli, wait_for
 
 HEARTBEAT = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY's minimum
 ZOMBIE_WINDOW = 35  # a little over one heartbeat period: the test's kill is the only silence
-
-
 
 
 @pytest.fixture
@@ -64,13 +61,25 @@ def _descendants(pid: int) -> list[int]:
 def serving(root: Path, receiver: WebhookReceiver, *args: str, env: dict[str, str] | None = None):
     """A `wheelflow serve` process that registered the automations; SIGTERM at the end unless killed."""
     log_path = root / "serve.log"
-    environ = {**os.environ, "WHEELFLOW_HOME": str(root / "home"), "WHEELFLOW_ALERT_WEBHOOK": receiver.url,
-               "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT), "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-               "WHEELFLOW_STAGING_USERNAME": INDEX_USER, "WHEELFLOW_STAGING_PASSWORD": INDEX_PASSWORD, **(env or {})}
+    environ = {
+        **os.environ,
+        "WHEELFLOW_HOME": str(root / "home"),
+        "WHEELFLOW_ALERT_WEBHOOK": receiver.url,
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        "WHEELFLOW_STAGING_USERNAME": INDEX_USER,
+        "WHEELFLOW_STAGING_PASSWORD": INDEX_PASSWORD,
+        **(env or {}),
+    }
     exe = str(Path(sys.executable).with_name("wheelflow"))
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([exe, "serve", "--zombie-window", str(ZOMBIE_WINDOW), *args], env=environ,
-                                stdout=log, stderr=subprocess.STDOUT, cwd=root)
+        proc = subprocess.Popen(
+            [exe, "serve", "--zombie-window", str(ZOMBIE_WINDOW), *args],
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+        )
 
     def started():
         if proc.poll() is not None:
@@ -108,8 +117,11 @@ def _events(name: str, resource: str) -> list[dict]:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        answer = client.request("POST", "/events/filter", json={
-            "filter": {"event": {"name": [name]}, "resource": {"id": [resource]}}, "limit": 50})
+        answer = client.request(
+            "POST",
+            "/events/filter",
+            json={"filter": {"event": {"name": [name]}, "resource": {"id": [resource]}}, "limit": 50},
+        )
     return answer.json()["events"]
 
 
@@ -117,18 +129,26 @@ def _alerts_about(receiver: WebhookReceiver, run_id: str) -> list[dict]:
     return [a for a in receiver.received if run_id in json.dumps(a)]
 
 
-@pytest.mark.case("fault", "the worker running a release is killed with SIGKILL",
-                  "the server marks the run Crashed within the heartbeat window; exactly one alert")
+@pytest.mark.case(
+    "fault",
+    "the worker running a release is killed with SIGKILL",
+    "the server marks the run Crashed within the heartbeat window; exactly one alert",
+)
 def test_a_killed_worker_s_run_becomes_crashed_and_alerts_once(prefect_api, index, receiver, tmp_path: Path) -> None:
     project = make_project(tmp_path / "slow", index_url=index.simple_url)
     text = (project / "pyproject.toml").read_text()
     smoke = [line for line in text.splitlines() if line.startswith("smoke = ")][0]
-    (project / "pyproject.toml").write_text(text.replace(smoke, '''smoke = "python -c 'import time; time.sleep(600)'"'''))
+    (project / "pyproject.toml").write_text(
+        text.replace(smoke, '''smoke = "python -c 'import time; time.sleep(600)'"''')
+    )
     with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", "10") as proc:
         run_id = _start_release(project)
         # Killed only once the server has the run's first heartbeat: that is what a silence is measured from.
-        wait_for(lambda: _events("prefect.flow-run.heartbeat", f"prefect.flow-run.{run_id}"), 120,
-                  "the run's first heartbeat")
+        wait_for(
+            lambda: _events("prefect.flow-run.heartbeat", f"prefect.flow-run.{run_id}"),
+            120,
+            "the run's first heartbeat",
+        )
         for pid in [proc.pid, *_descendants(proc.pid)]:  # the worker and the flow run's process: a dead machine
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -138,8 +158,11 @@ def test_a_killed_worker_s_run_becomes_crashed_and_alerts_once(prefect_api, inde
         killed_at = time.monotonic()
         assert _run_state(run_id).name == "Running"  # nobody left to say otherwise
 
-        crashed = wait_for(lambda: (s := _run_state(run_id)).name == "Crashed" and s, ZOMBIE_WINDOW + 30,
-                            "the zombie automation to mark the run Crashed")
+        crashed = wait_for(
+            lambda: (s := _run_state(run_id)).name == "Crashed" and s,
+            ZOMBIE_WINDOW + 30,
+            "the zombie automation to mark the run Crashed",
+        )
         assert "no heartbeat for 35 s" in crashed.message
         alert = wait_for(lambda: _alerts_about(receiver, run_id), 40, "the server's alert")
     assert time.monotonic() - killed_at < ZOMBIE_WINDOW + 10 + 30  # heartbeat window + dedup window + evaluation
@@ -149,8 +172,11 @@ def test_a_killed_worker_s_run_becomes_crashed_and_alerts_once(prefect_api, inde
     assert f"project: {project}" in only["text"]
 
 
-@pytest.mark.case("fault", "a release fails with the server-side automation installed too",
-                  "exactly one alert: the rich one from the run's hook; the automation stays quiet")
+@pytest.mark.case(
+    "fault",
+    "a release fails with the server-side automation installed too",
+    "exactly one alert: the rich one from the run's hook; the automation stays quiet",
+)
 def test_a_failed_release_alerts_exactly_once(prefect_api, index, receiver, tmp_path: Path) -> None:
     project = make_project(tmp_path / "bad", index_url=index.simple_url)
     text = (project / "pyproject.toml").read_text()
@@ -172,8 +198,11 @@ def test_a_failed_release_alerts_exactly_once(prefect_api, index, receiver, tmp_
     assert _events("wheelflow.alert.sent", f"prefect.flow-run.{run_id}")
 
 
-@pytest.mark.case("fault", "sync-monitor's schedule stops firing (deployment paused)",
-                  "the proactive automation alerts once, naming the deployment")
+@pytest.mark.case(
+    "fault",
+    "sync-monitor's schedule stops firing (deployment paused)",
+    "the proactive automation alerts once, naming the deployment",
+)
 def test_a_silent_sync_monitor_is_noticed_by_the_server(prefect_api, index, receiver, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
@@ -189,14 +218,24 @@ def test_a_silent_sync_monitor_is_noticed_by_the_server(prefect_api, index, rece
 
     def completed_runs():
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["sync-monitor"])))
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["sync-monitor"]))
+            )
         return [r for r in runs if r.state and r.state.is_completed()]
 
     def silent_alerts():
         return [a for a in receiver.received if "sync-monitor" in a.get("summary", "")]
 
-    with serving(tmp_path, receiver, "--only", "sync-monitor", "--monitor-projects", str(projects),
-                 "--monitor-interval", str(interval)):
+    with serving(
+        tmp_path,
+        receiver,
+        "--only",
+        "sync-monitor",
+        "--monitor-projects",
+        str(projects),
+        "--monitor-interval",
+        str(interval),
+    ):
         wait_for(lambda: len(completed_runs()) >= 2, 90, "two scheduled sync-monitor runs to complete")
         assert silent_alerts() == []  # while it runs, no alert
         with get_client(sync_client=True) as client:

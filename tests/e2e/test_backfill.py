@@ -9,15 +9,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import git, run_cli
 from faultproxy import FaultProxy
-from wheelflow.ops.backfill import find_gap, select_cells, serves_cell
+
+from wheelflow.config.matrix import parse_matrix
+from wheelflow.config.spec import Target
 from wheelflow.core.distributions import sha256_of
 from wheelflow.core.errors import SpecError
-from wheelflow.config.matrix import parse_matrix
 from wheelflow.index.simple_api import ServedFile
-from wheelflow.config.spec import Target
+from wheelflow.ops.backfill import find_gap, select_cells, serves_cell
 
 VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
 
@@ -28,7 +28,8 @@ def write_project(root: Path, index_url: str, values: list[str], version: str) -
     (root / "src" / "cellpkg").mkdir(parents=True, exist_ok=True)
     (root / "src" / "cellpkg" / "__init__.py").write_text(f'__version__ = "{version}"\n')
     (root / "README.md").write_text("# cellpkg\n\nA matrix package for wheelflow's backfill tests.\n")
-    (root / "setup.py").write_text(textwrap.dedent("""
+    (root / "setup.py").write_text(
+        textwrap.dedent("""
         import os, re
         from setuptools import setup
 
@@ -38,9 +39,11 @@ def write_project(root: Path, index_url: str, values: list[str], version: str) -
         init = open("src/cellpkg/__init__.py").read()
         version = os.environ.get("WHEELFLOW_RELEASE_VERSION") or re.search(r'"(.+)"', init).group(1)
         setup(version=version + (f"+{local}" if local else ""))
-        """))
+        """)
+    )
     axis = ", ".join(f'"{v}"' for v in values)
-    (root / "pyproject.toml").write_text(textwrap.dedent(f"""
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(f"""
         [build-system]
         requires = ["setuptools>=69"]
         build-backend = "setuptools.build_meta"
@@ -71,7 +74,8 @@ def write_project(root: Path, index_url: str, values: list[str], version: str) -
         [tool.wheelflow.targets.staging]
         index = "{index_url}"
         verify-timeout = 10
-        """))
+        """)
+    )
     return root
 
 
@@ -80,8 +84,18 @@ def posts(proxy: FaultProxy) -> list[tuple[str, str, int]]:
 
 
 def monitor(project: Path, index_url: str) -> list[dict]:
-    result = run_cli("monitor", "--repo", str(project), "--project", "cellpkg", "--index", index_url,
-                     "--spec", str(project / "pyproject.toml"), "--json")
+    result = run_cli(
+        "monitor",
+        "--repo",
+        str(project),
+        "--project",
+        "cellpkg",
+        "--index",
+        index_url,
+        "--spec",
+        str(project / "pyproject.toml"),
+        "--json",
+    )
     assert result.returncode == 0, result.stderr[-2000:]  # tagged just now: within the grace period
     return json.loads(result.stdout)
 
@@ -113,13 +127,15 @@ def test_backfill_builds_only_the_missing_cells_and_a_second_run_proves_them(
         git(project, "commit", "-qam", "matrix: n=3")
         before = monitor(project, index.simple_url)
         assert [(r["version"], r["status"], r["missing_cells"]) for r in before] == [
-            (v, "incomplete", ["n3"]) for v in VERSIONS]
+            (v, "incomplete", ["n3"]) for v in VERSIONS
+        ]
 
         code, summary, stderr = backfill_json(project)
         assert code == 0, stderr[-3000:]
         backfilled = [r for r in summary["rows"] if r["state"] == "backfilled"]
         assert [(r["version"], r["cell"], r["file"]) for r in backfilled] == [
-            (v, "n3", f"cellpkg-{v}+c3-py3-none-any.whl") for v in VERSIONS]
+            (v, "n3", f"cellpkg-{v}+c3-py3-none-any.whl") for v in VERSIONS
+        ]
         assert len(posts(proxy)) == 6 + 3  # only the three missing wheels were uploaded
         assert sorted(r["cell"] for r in summary["rows"] if r["state"] == "present") == ["n1"] * 3 + ["n2"] * 3
         for row in backfilled:  # the bytes built are the bytes served, under the release's manifest
@@ -130,9 +146,13 @@ def test_backfill_builds_only_the_missing_cells_and_a_second_run_proves_them(
         assert code == 0, stderr[-3000:]
         assert len(posts(proxy)) == 9  # nothing uploaded
         assert [r["state"] for r in again["rows"]] == ["present"] * 9
-        assert again["verdict"] == ("checked 3 version(s) × 3 cell(s) × 1 target(s): 0 backfilled, 9 already served "
-                                    "(downloaded and hashed), 0 failed")
-        assert [(r["version"], r["status"]) for r in monitor(project, index.simple_url)] == [(v, "ok") for v in VERSIONS]
+        assert again["verdict"] == (
+            "checked 3 version(s) × 3 cell(s) × 1 target(s): 0 backfilled, 9 already served "
+            "(downloaded and hashed), 0 failed"
+        )
+        assert [(r["version"], r["status"]) for r in monitor(project, index.simple_url)] == [
+            (v, "ok") for v in VERSIONS
+        ]
 
         write_project(project, simple, ["1", "2", "3", "4"], "1.2.0")  # a value the old sources cannot build
         git(project, "commit", "-qam", "matrix: n=4")
@@ -140,8 +160,9 @@ def test_backfill_builds_only_the_missing_cells_and_a_second_run_proves_them(
         assert code == 1
         (row,) = failed["rows"]
         assert (row["version"], row["cell"], row["state"]) == ("1.0.0", "n4", "failed")
-        assert row["detail"].startswith("build failed on v1.0.0: cell n4: build failed (exit 1): error: cell c4 needs "
-                                        "the 2.0 plugin API")
+        assert row["detail"].startswith(
+            "build failed on v1.0.0: cell n4: build failed (exit 1): error: cell c4 needs the 2.0 plugin API"
+        )
         assert "1.0.0 n4 on staging: build failed on v1.0.0" in stderr
         assert len(posts(proxy)) == 9
 
@@ -163,13 +184,18 @@ def test_a_cell_is_present_only_with_its_version_label_and_python() -> None:
 def test_a_target_lacks_only_the_cells_routed_to_it() -> None:
     cells = _cells(["1", "2"])
     served = [ServedFile("cellpkg-1.0+c1-cp311-cp311-linux_x86_64.whl", "http://x/a", None)]
-    gap = find_gap("1.0", Target.model_validate({"name": "cu1", "index": "local", "local-versions": ["c1"]}), cells, served)
+    gap = find_gap(
+        "1.0", Target.model_validate({"name": "cu1", "index": "local", "local-versions": ["c1"]}), cells, served
+    )
     assert list(gap.present) == ["py3.11-n1"] and [c.name for c in gap.missing] == ["py3.12-n1"]
     assert gap.not_routed == ("py3.11-n2", "py3.12-n2")
 
 
-@pytest.mark.case("bad input", "backfill --cells names an axis or value the matrix lacks",
-                  "one line naming --cells and the values to use")
+@pytest.mark.case(
+    "bad input",
+    "backfill --cells names an axis or value the matrix lacks",
+    "one line naming --cells and the values to use",
+)
 def test_cells_filters_name_the_axes_and_values_to_use() -> None:
     cells = _cells(["1", "2"])
     assert [c.name for c in select_cells(cells, {"n": "2"})] == ["py3.11-n2", "py3.12-n2"]

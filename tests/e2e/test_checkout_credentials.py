@@ -14,8 +14,8 @@ import pytest
 from conftest import git
 from gitserver import AuthGitServer
 
-from wheelflow.source.checkout import checkout
 from wheelflow.core.errors import GitError, SpecError
+from wheelflow.source.checkout import checkout
 
 USER, TOKEN = "releaser", "ghp-t0ken-for-the-private-repo-5ecret"
 
@@ -80,7 +80,7 @@ class CommandLines:
             start = self.rounds
             assert self._changed.wait_for(lambda: self.rounds >= start + 2, timeout=30)
 
-    def __enter__(self) -> "CommandLines":
+    def __enter__(self) -> CommandLines:
         self._thread.start()
         return self
 
@@ -89,8 +89,11 @@ class CommandLines:
         self._thread.join()
 
 
-@pytest.mark.case("secret", "a private git repository cloned with WHEELFLOW_GIT_USERNAME/PASSWORD",
-                  "cloned through askpass: the token in no command line, .git/config or credential store")
+@pytest.mark.case(
+    "secret",
+    "a private git repository cloned with WHEELFLOW_GIT_USERNAME/PASSWORD",
+    "cloned through askpass: the token in no command line, .git/config or credential store",
+)
 def test_private_repository_is_cloned_with_credentials_from_the_environment_only(
     tmp_path: Path, server, git_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -104,7 +107,9 @@ def test_private_repository_is_cloned_with_credentials_from_the_environment_only
     assert (clone / "pyproject.toml").read_text().startswith("[project]")
     assert server.refused >= 1 and server.authorised >= 1  # the repository is private: auth was needed
     assert [c for c in ps.seen if TOKEN in c] == []
-    assert any(c.startswith("git") and "/project.git" in c for c in ps.seen), "ps sampled no git process during the clone"
+    assert any(c.startswith("git") and "/project.git" in c for c in ps.seen), (
+        "ps sampled no git process during the clone"
+    )
     stored = [p for p in (clone / ".git").rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
     assert stored == []
     assert git(clone, "config", "--get", "remote.origin.url").strip() == server.repo_url
@@ -118,8 +123,11 @@ def test_private_repository_is_cloned_with_credentials_from_the_environment_only
 
 
 @pytest.mark.parametrize("password", [None, "wrong-password"])
-@pytest.mark.case("secret", "a private git repository without credentials, or with wrong ones",
-                  "one-line GitError at once (no prompt), no password in it")
+@pytest.mark.case(
+    "secret",
+    "a private git repository without credentials, or with wrong ones",
+    "one-line GitError at once (no prompt), no password in it",
+)
 def test_missing_or_wrong_credentials_fail_without_prompting(
     tmp_path: Path, server, git_home: Path, monkeypatch: pytest.MonkeyPatch, password: str | None
 ) -> None:
@@ -134,9 +142,12 @@ def test_missing_or_wrong_credentials_fail_without_prompting(
     assert server.authorised == 0
 
 
-@pytest.mark.parametrize("url", ["http://releaser:{token}@127.0.0.1:9/project.git",
-                                 "https://{token}@127.0.0.1:9/project.git"])
-@pytest.mark.case("secret", "a project git URL with user:token@ in it", "refused (spec error, exit 2) with the fix; token masked")
+@pytest.mark.parametrize(
+    "url", ["http://releaser:{token}@127.0.0.1:9/project.git", "https://{token}@127.0.0.1:9/project.git"]
+)
+@pytest.mark.case(
+    "secret", "a project git URL with user:token@ in it", "refused (spec error, exit 2) with the fix; token masked"
+)
 def test_url_with_credentials_is_refused(tmp_path: Path, url: str) -> None:
     with pytest.raises(SpecError) as raised:
         checkout(url.format(token=TOKEN), None, tmp_path / "wheelflow-home")
@@ -167,13 +178,18 @@ def test_git_sees_no_terminal_and_no_inherited_secrets(monkeypatch: pytest.Monke
     assert with_credentials["WHEELFLOW_GIT_PASSWORD"] == TOKEN
     askpass = Path(with_credentials["GIT_ASKPASS"])
     assert TOKEN not in askpass.read_text() and os.access(askpass, os.X_OK)
-    answers = [subprocess.run([str(askpass), prompt], capture_output=True, text=True, env=with_credentials).stdout
-               for prompt in ("Username for 'http://127.0.0.1': ", "Password for 'http://releaser@127.0.0.1': ")]
+    answers = [
+        subprocess.run([str(askpass), prompt], capture_output=True, text=True, env=with_credentials).stdout
+        for prompt in ("Username for 'http://127.0.0.1': ", "Password for 'http://releaser@127.0.0.1': ")
+    ]
     assert answers == [f"{USER}\n", f"{TOKEN}\n"]
 
 
-@pytest.mark.case("secret", "release PATH or trigger --param project= is a git URL with a token in it",
-                  "exit 2 before any flow run exists: the token is in no parameter, output or error")
+@pytest.mark.case(
+    "secret",
+    "release PATH or trigger --param project= is a git URL with a token in it",
+    "exit 2 before any flow run exists: the token is in no parameter, output or error",
+)
 def test_release_of_a_url_with_credentials_is_refused_with_exit_2(tmp_path: Path) -> None:
     from conftest import run_cli
 

@@ -17,13 +17,20 @@ from wheelflow.core.errors import SpecError
 from wheelflow.core.redaction import redact
 
 HOST = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/releaser", "LC_ALL": "C.UTF-8",
-    "HTTPS_PROXY": "http://127.0.0.1:3128", "CUDA_HOME": "/usr/local/cuda", "SOURCE_DATE_EPOCH": "1700000000",
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/home/releaser",
+    "LC_ALL": "C.UTF-8",
+    "HTTPS_PROXY": "http://127.0.0.1:3128",
+    "CUDA_HOME": "/usr/local/cuda",
+    "SOURCE_DATE_EPOCH": "1700000000",
 }
 SECRETS = {
-    "TWINE_PASSWORD": "twine-pw-from-the-shell", "WHEELFLOW_STAGING_PASSWORD": "staging-pw-never-in-a-build",
-    "WHEELFLOW_STAGING_USERNAME": "staging-user", "PREFECT_API_KEY": "pnu_prefect-key-never-in-a-build",
-    "WHEELFLOW_SMTP_PASSWORD": "smtp-pw-never-in-a-build", "AWS_SECRET_ACCESS_KEY": "aws-key-nobody-listed",
+    "TWINE_PASSWORD": "twine-pw-from-the-shell",
+    "WHEELFLOW_STAGING_PASSWORD": "staging-pw-never-in-a-build",
+    "WHEELFLOW_STAGING_USERNAME": "staging-user",
+    "PREFECT_API_KEY": "pnu_prefect-key-never-in-a-build",
+    "WHEELFLOW_SMTP_PASSWORD": "smtp-pw-never-in-a-build",
+    "AWS_SECRET_ACCESS_KEY": "aws-key-nobody-listed",
 }
 NOISE = {"PYTHONPATH": "/elsewhere", "VIRTUAL_ENV": "/venv", "PIP_INDEX_URL": "http://127.0.0.1:1/simple/"}
 
@@ -35,16 +42,21 @@ def test_child_env_keeps_the_allow_list_and_drops_everything_else() -> None:
 
 def test_extra_and_passed_variables_are_added_on_top() -> None:
     environ = {**HOST, **SECRETS, "HF_TOKEN": "hf_passed-to-the-build"}
-    env = child_env(extra={"TORCH_CUDA_ARCH_LIST": "9.0", "PATH": "/venv/bin"}, pass_env=["HF_TOKEN", "ABSENT"],
-                    environ=environ)
+    env = child_env(
+        extra={"TORCH_CUDA_ARCH_LIST": "9.0", "PATH": "/venv/bin"}, pass_env=["HF_TOKEN", "ABSENT"], environ=environ
+    )
     assert env == {**HOST, "PATH": "/venv/bin", "TORCH_CUDA_ARCH_LIST": "9.0", "HF_TOKEN": "hf_passed-to-the-build"}
     assert redact("HF_TOKEN=hf_passed-to-the-build") == "HF_TOKEN=***"  # a passed token is masked in logs
 
 
 def test_container_env_carries_nothing_that_names_a_place_on_this_host() -> None:
     env = container_env(extra={"WHEELFLOW_SMOKE": "python -c pass"}, environ={**HOST, **SECRETS, **NOISE})
-    assert env == {"LC_ALL": "C.UTF-8", "HTTPS_PROXY": "http://127.0.0.1:3128", "SOURCE_DATE_EPOCH": "1700000000",
-                   "WHEELFLOW_SMOKE": "python -c pass"}
+    assert env == {
+        "LC_ALL": "C.UTF-8",
+        "HTTPS_PROXY": "http://127.0.0.1:3128",
+        "SOURCE_DATE_EPOCH": "1700000000",
+        "WHEELFLOW_SMOKE": "python -c pass",
+    }
 
 
 def test_a_proxy_password_is_masked() -> None:
@@ -52,9 +64,19 @@ def test_a_proxy_password_is_masked() -> None:
     assert "proxy-pw-for-the-runner" not in redact("via http://user:proxy-pw-for-the-runner@127.0.0.1:3128")
 
 
-@pytest.mark.parametrize("name", ["WHEELFLOW_STAGING_PASSWORD", "WHEELFLOW_PROD_USERNAME", "WHEELFLOW_PYPI_TOKEN",
-                                  "WHEELFLOW_ALERT_WEBHOOK", "WHEELFLOW_SMTP_PASSWORD", "PREFECT_API_KEY",
-                                  "TWINE_PASSWORD", "MAIL_SMTP_PASSWORD"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "WHEELFLOW_STAGING_PASSWORD",
+        "WHEELFLOW_PROD_USERNAME",
+        "WHEELFLOW_PYPI_TOKEN",
+        "WHEELFLOW_ALERT_WEBHOOK",
+        "WHEELFLOW_SMTP_PASSWORD",
+        "PREFECT_API_KEY",
+        "TWINE_PASSWORD",
+        "MAIL_SMTP_PASSWORD",
+    ],
+)
 @pytest.mark.case("secret", "build.pass-env names one of wheelflow's own secrets", "spec error naming it, exit 2")
 def test_pass_env_refuses_wheelflows_own_secrets(tmp_path: Path, name: str) -> None:
     from wheelflow.config.spec import parse_spec
@@ -79,8 +101,11 @@ def test_pass_env_is_read_into_the_spec(tmp_path: Path) -> None:
 DUMP = "import os, sys\nfor k, v in sorted(os.environ.items()):\n    print(f'BUILD-ENV {k}={v}', file=sys.stderr)\n"
 
 
-@pytest.mark.case("secret", "credentials in wheelflow's environment; setup.py and the smoke command print their environment",
-                  "no credential in the build's or the smoke test's environment, log or result")
+@pytest.mark.case(
+    "secret",
+    "credentials in wheelflow's environment; setup.py and the smoke command print their environment",
+    "no credential in the build's or the smoke test's environment, log or result",
+)
 def test_build_and_smoke_see_no_credentials(tmp_path: Path, home: Path, index, monkeypatch: pytest.MonkeyPatch) -> None:
     from wheelflow.build.building import build_distributions
     from wheelflow.core.credentials import Credentials
@@ -96,8 +121,16 @@ def test_build_and_smoke_see_no_credentials(tmp_path: Path, home: Path, index, m
     project = make_project(tmp_path / "p")
     (project / "setup.py").write_text(DUMP + "from setuptools import setup\nsetup()\n")
     log: list[str] = []
-    result = build_distributions(project, name="tiny-pkg", version="1.0.0", artifacts=("sdist", "wheel"),
-                                 env={"DECLARED": "by-the-spec"}, home=home, log=log.append, pass_env=["HF_TOKEN"])
+    result = build_distributions(
+        project,
+        name="tiny-pkg",
+        version="1.0.0",
+        artifacts=("sdist", "wheel"),
+        env={"DECLARED": "by-the-spec"},
+        home=home,
+        log=log.append,
+        pass_env=["HF_TOKEN"],
+    )
     assert any(line.startswith("BUILD-ENV PATH=") for line in log)  # setup.py did print its environment
     assert [name for name, value in SECRETS.items() if any(value in line for line in log)] == []
     assert "BUILD-ENV DECLARED=by-the-spec" in log
@@ -153,18 +186,27 @@ def test_local_builder_cells_see_no_credentials(tmp_path: Path, monkeypatch: pyt
     _cell_prints_its_environment(LocalBuilder(pass_env=["HF_TOKEN"]), cell, tmp_path, monkeypatch)
 
 
-@pytest.mark.case("secret", "credentials in wheelflow's environment; a Docker build and smoke container print their environment",
-                  "containers get the declared env, pass-env and proxies/locale only: no credential, no host PATH")
-def test_docker_build_and_smoke_containers_see_no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                              docker_images) -> None:
+@pytest.mark.case(
+    "secret",
+    "credentials in wheelflow's environment; a Docker build and smoke container print their environment",
+    "containers get the declared env, pass-env and proxies/locale only: no credential, no host PATH",
+)
+def test_docker_build_and_smoke_containers_see_no_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_images
+) -> None:
     import os
 
     from wheelflow.build.builders.docker import DockerBuilder, DockerOptions
     from wheelflow.config.matrix import Cell
 
     monkeypatch.setenv("PATH", "/host-only/bin:" + os.environ["PATH"])
-    cell = Cell(name="py3.11", values={"python": "3.11"}, image="wheelflow/builder:py3.11",
-                runtime_image="wheelflow/runtime:py3.11", timeout=900)
+    cell = Cell(
+        name="py3.11",
+        values={"python": "3.11"},
+        image="wheelflow/builder:py3.11",
+        runtime_image="wheelflow/runtime:py3.11",
+        timeout=900,
+    )
     builder = DockerBuilder(DockerOptions.model_validate({"cuda-home": False}), pass_env=["HF_TOKEN"])
     log = _cell_prints_its_environment(builder, cell, tmp_path, monkeypatch)
     assert not any("/host-only/bin" in line for line in log)  # the image's own PATH, not the host's

@@ -12,47 +12,72 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from conftest import (INDEX_PASSWORD, INDEX_USER, REPO, git, make_project, run_cli, start_prefect_server,
-                      stop_processes, wait_for)
+from conftest import (
+    INDEX_PASSWORD,
+    INDEX_USER,
+    REPO,
+    git,
+    make_project,
+    run_cli,
+    start_prefect_server,
+    stop_processes,
+    wait_for,
+)
 from faultproxy import FaultProxy, Rule
-from wheelflow.index.localindex import PypiServer, ensure_htpasswd
 
+from wheelflow.index.localindex import PypiServer, ensure_htpasswd
 
 WHEEL = "tiny_pkg-1.0.0-py3-none-any.whl"
 
 
-
-
 def test_prefect_deploy_all_registers_the_six_deployments_as_deployments_code_defines_them(
-        prefect_api, monkeypatch: pytest.MonkeyPatch) -> None:
+    prefect_api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from prefect.client.orchestration import get_client
 
     from wheelflow.deployments import project_deployments
 
     for pool in ("wheelflow-control", "wheelflow-gpu"):
-        subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", pool, "--type", "process",
-                        "--overwrite"], check=True, capture_output=True, cwd=REPO)
-    deploy = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-                            capture_output=True, text=True, cwd=REPO)
+        subprocess.run(
+            [sys.executable, "-m", "prefect", "work-pool", "create", pool, "--type", "process", "--overwrite"],
+            check=True,
+            capture_output=True,
+            cwd=REPO,
+        )
+    deploy = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], capture_output=True, text=True, cwd=REPO
+    )
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
-    names = ["release/release", "release/nightly", "sync-monitor/sync-monitor", "backfill/backfill",
-             "upstream-check/upstream-check", "build-cell/build-cell"]
+    names = [
+        "release/release",
+        "release/nightly",
+        "sync-monitor/sync-monitor",
+        "backfill/backfill",
+        "upstream-check/upstream-check",
+        "build-cell/build-cell",
+    ]
     with get_client(sync_client=True) as client:
         deployments = {name: client.read_deployment_by_name(name) for name in names}
         try:
             pools = {name: d.work_pool_name for name, d in deployments.items()}
-            assert pools == {"release/release": "wheelflow-control", "release/nightly": "wheelflow-control",
-                             "sync-monitor/sync-monitor": "wheelflow-control", "backfill/backfill": "wheelflow-control",
-                             "upstream-check/upstream-check": "wheelflow-control",
-                             "build-cell/build-cell": "wheelflow-gpu"}
+            assert pools == {
+                "release/release": "wheelflow-control",
+                "release/nightly": "wheelflow-control",
+                "sync-monitor/sync-monitor": "wheelflow-control",
+                "backfill/backfill": "wheelflow-control",
+                "upstream-check/upstream-check": "wheelflow-control",
+                "build-cell/build-cell": "wheelflow-gpu",
+            }
             crons = {name: [s.schedule.cron for s in d.schedules] for name, d in deployments.items()}
             assert crons["sync-monitor/sync-monitor"] == ["*/15 * * * *"] and crons["release/nightly"] == ["0 3 * * *"]
             assert crons["upstream-check/upstream-check"] == ["0 6 * * *"]
             assert deployments["release/nightly"].parameters["dev"] is True
             # Workers clone the code; the token's template is stored, never its value.
             (pull,) = deployments["release/release"].pull_steps
-            assert pull["prefect.deployments.steps.git_clone"]["access_token"] == "{{ prefect.blocks.secret.wheelflow-git-token }}"
+            assert (
+                pull["prefect.deployments.steps.git_clone"]["access_token"]
+                == "{{ prefect.blocks.secret.wheelflow-git-token }}"
+            )
             # The UI form: typed and described parameters.
             schema = deployments["release/release"].parameter_openapi_schema["properties"]
             assert schema["project"]["type"] == "string" and "git URL" in schema["project"]["description"]
@@ -67,7 +92,11 @@ def test_prefect_deploy_all_registers_the_six_deployments_as_deployments_code_de
             for code in project_deployments():
                 registered = deployments[f"{code.flow_name}/{code.name}"]
                 assert (code.entrypoint, code.work_pool_name, code.parameters, code.description) == (
-                    registered.entrypoint, registered.work_pool_name, registered.parameters, registered.description)
+                    registered.entrypoint,
+                    registered.work_pool_name,
+                    registered.parameters,
+                    registered.description,
+                )
                 assert schedules(code.schedules) == schedules(registered.schedules), code.name
             assert len(project_deployments()) == len(names)
         finally:  # the served deployments below reuse these names
@@ -76,6 +105,7 @@ def test_prefect_deploy_all_registers_the_six_deployments_as_deployments_code_de
 
 
 # -- one `wheelflow serve` process for the module -------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def staging(tmp_path_factory):
@@ -97,13 +127,33 @@ def served(prefect_api, staging, tmp_path_factory):
     git(repo, "tag", "v0.1.0")  # tagged now: not served yet, but within its grace period
     projects = root / "monitored.json"
     projects.write_text(json.dumps([{"name": "just-tagged", "repo": str(repo), "indexes": [staging.simple_url]}]))
-    env = {**os.environ, "WHEELFLOW_HOME": str(root / "home"), "WHEELFLOW_STAGING_USERNAME": INDEX_USER,
-           "WHEELFLOW_STAGING_PASSWORD": INDEX_PASSWORD, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    env = {
+        **os.environ,
+        "WHEELFLOW_HOME": str(root / "home"),
+        "WHEELFLOW_STAGING_USERNAME": INDEX_USER,
+        "WHEELFLOW_STAGING_PASSWORD": INDEX_PASSWORD,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    }
     log = open(root / "serve.log", "wb")
     exe = str(Path(sys.executable).with_name("wheelflow"))
-    proc = subprocess.Popen([exe, "serve", "--only", "release", "--only", "sync-monitor", "--monitor-projects",
-                             str(projects), "--monitor-interval", "30"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            cwd=root)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "serve",
+            "--only",
+            "release",
+            "--only",
+            "sync-monitor",
+            "--monitor-projects",
+            str(projects),
+            "--monitor-interval",
+            "30",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+    )
     from prefect.client.orchestration import get_client
 
     def registered():
@@ -122,8 +172,11 @@ def _trigger(*args: str) -> tuple[int, dict, str]:
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
 
 
-@pytest.mark.case("fault", "the index answers 503 to the first two uploads",
-                  "retried with backoff: uploaded once, Completed, 3 attempts in the history")
+@pytest.mark.case(
+    "fault",
+    "the index answers 503 to the first two uploads",
+    "retried with backoff: uploaded once, Completed, 3 attempts in the history",
+)
 def test_trigger_wait_exits_0_and_status_shows_each_retry(served, staging, tmp_path: Path) -> None:
     with FaultProxy(staging.url) as proxy:
         proxy.rules.append(Rule("POST", 503, "Service Unavailable", times=2))  # the first two uploads fail
@@ -147,8 +200,7 @@ def test_trigger_wait_exits_0_and_status_shows_each_retry(served, staging, tmp_p
     assert table.returncode == 0 and "AwaitingRetry" in table.stdout
 
 
-@pytest.mark.case("fault", "the installed package fails its smoke test",
-                  "trigger --wait exits 1")
+@pytest.mark.case("fault", "the installed package fails its smoke test", "trigger --wait exits 1")
 def test_trigger_wait_fails_when_verification_fails(served, staging, tmp_path: Path) -> None:
     # Its own version: the module's staging index already serves the good 1.0.0 (another sdist).
     project = make_project(tmp_path / "bad", version="1.0.9", index_url=staging.simple_url)
@@ -168,8 +220,11 @@ def test_trigger_wait_fails_when_verification_fails(served, staging, tmp_path: P
     assert "wheelflow: install-and-smoke[staging]: Failed after 1 attempt(s)" in status.stderr
 
 
-@pytest.mark.case("bad input", "trigger: a misspelt parameter (versoin=1.0)",
-                  "exit 2 before any run starts, naming it with a did-you-mean; the API refuses it too (409)")
+@pytest.mark.case(
+    "bad input",
+    "trigger: a misspelt parameter (versoin=1.0)",
+    "exit 2 before any run starts, naming it with a did-you-mean; the API refuses it too (409)",
+)
 def test_a_misspelt_parameter_is_refused_by_trigger_and_by_the_api(served, prefect_api, tmp_path: Path) -> None:
     import httpx
     from prefect.client.orchestration import get_client
@@ -178,39 +233,49 @@ def test_a_misspelt_parameter_is_refused_by_trigger_and_by_the_api(served, prefe
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "wheelflow: error: spec error: --param versoin: deployment 'release' has no parameter 'versoin'; "
-        "fix: did you mean 'version'?")
-    assert json.loads(result.stdout) == {"ok": False, "error": result.stderr.strip().splitlines()[-1][len("wheelflow: error: "):]}
+        "fix: did you mean 'version'?"
+    )
+    assert json.loads(result.stdout) == {
+        "ok": False,
+        "error": result.stderr.strip().splitlines()[-1][len("wheelflow: error: ") :],
+    }
 
     # CI with curl only: the served deployment's schema refuses unknown names, so no run starts.
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("release/release")
         runs_before = len(client.read_flow_runs())
-    answer = httpx.post(f"{prefect_api}/deployments/{deployment.id}/create_flow_run",
-                        json={"parameters": {"project": str(tmp_path), "versoin": "1.0"}})
+    answer = httpx.post(
+        f"{prefect_api}/deployments/{deployment.id}/create_flow_run",
+        json={"parameters": {"project": str(tmp_path), "versoin": "1.0"}},
+    )
     assert answer.status_code == 409 and "versoin" in answer.text
     with get_client(sync_client=True) as client:
         assert len(client.read_flow_runs()) == runs_before
 
 
 def test_string_parameters_stay_strings_and_the_verdict_names_each_file(served, staging, tmp_path: Path) -> None:
-    project = make_project(tmp_path / "one-oh", name="str-pkg", version="1.0", index_url=staging.simple_url)  # 1.0 == 1.0.0: its own name
+    project = make_project(
+        tmp_path / "one-oh", name="str-pkg", version="1.0", index_url=staging.simple_url
+    )  # 1.0 == 1.0.0: its own name
     # "1.0" would be the number 1.0 if read as JSON; "staging" is one item of the list parameter `to`.
     code, outcome, stderr = _trigger("--param", f"project={project}", "--param", "version=1.0", "--param", "to=staging")
     assert code == 0, stderr[-3000:]
     assert {(f["file"], f["target"], f["upload"]) for f in outcome["files"]} == {
-        ("str_pkg-1.0-py3-none-any.whl", "staging", "uploaded"), ("str_pkg-1.0.tar.gz", "staging", "uploaded")}
+        ("str_pkg-1.0-py3-none-any.whl", "staging", "uploaded"),
+        ("str_pkg-1.0.tar.gz", "staging", "uploaded"),
+    }
     assert "wheelflow: str-pkg 1.0:" in stderr
     assert "wheelflow:   str_pkg-1.0-py3-none-any.whl → staging: uploaded, served: verified" in stderr
 
 
-@pytest.mark.case("bad input", "trigger: a deployment that does not exist",
-                  "one line naming it and the fix")
+@pytest.mark.case("bad input", "trigger: a deployment that does not exist", "one line naming it and the fix")
 def test_trigger_names_a_missing_deployment_and_the_fix(prefect_api) -> None:
     result = run_cli("trigger", "relaese")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "wheelflow: error: no deployment named 'relaese' on this Prefect server; fix: run `prefect deploy --all` "
-        "or `wheelflow serve`, or check PREFECT_API_URL")
+        "or `wheelflow serve`, or check PREFECT_API_URL"
+    )
 
 
 def test_the_scheduled_sync_monitor_fires_on_its_own(served) -> None:
@@ -219,15 +284,18 @@ def test_the_scheduled_sync_monitor_fires_on_its_own(served) -> None:
 
     def completed_run():
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["sync-monitor"])))
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["sync-monitor"]))
+            )
             return [r for r in runs if r.state and r.state.is_completed() and r.auto_scheduled]
 
     (run, *_) = wait_for(completed_run, 120, "a scheduled sync-monitor run to complete")
     assert run.parameters["projects"][0]["name"] == "just-tagged"
 
 
-def test_a_release_on_a_postgresql_backed_prefect_server(postgres_url, tmp_path: Path, home: Path, index,
-                                                        index_credentials) -> None:
+def test_a_release_on_a_postgresql_backed_prefect_server(
+    postgres_url, tmp_path: Path, home: Path, index, index_credentials
+) -> None:
     import asyncio
 
     import asyncpg
@@ -274,8 +342,10 @@ def _run_step(**github: str) -> tuple[list[str], dict[str, str]]:
     (step,) = [s for s in job["steps"] if "run" in s]
     assert "${{" not in step["run"]  # expressions are resolved before the shell: the script reads only env
     secrets = {"PREFECT_API_URL": os.environ["PREFECT_API_URL"], "PREFECT_API_KEY": ""}
-    env = {key: secrets[value.split("secrets.")[1].rstrip(" }")] if "secrets." in str(value) else str(value)
-           for key, value in step["env"].items()}
+    env = {
+        key: secrets[value.split("secrets.")[1].rstrip(" }")] if "secrets." in str(value) else str(value)
+        for key, value in step["env"].items()
+    }
     path = os.environ["PATH"]
     return ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], {"PATH": path, **env, **github}
 
@@ -285,7 +355,7 @@ def _tagged_repository(root: Path, staging, version: str, smoke: str | None = No
     work = make_project(root / "work", name="ci-pkg", version=version, index_url=staging.simple_url)
     if smoke:
         text = (work / "pyproject.toml").read_text()
-        line = [l for l in text.splitlines() if l.startswith("smoke = ")][0]
+        line = [row for row in text.splitlines() if row.startswith("smoke = ")][0]
         (work / "pyproject.toml").write_text(text.replace(line, f"smoke = {json.dumps(smoke)}"))
     subprocess.run(["git", "init", "-q", str(work)], check=True)
     git(work, "add", "-A")
@@ -293,8 +363,12 @@ def _tagged_repository(root: Path, staging, version: str, smoke: str | None = No
     git(work, "tag", f"v{version}")
     bare = root / "server" / "owner" / "ci-pkg.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
-    return {"GITHUB_SERVER_URL": f"file://{root / 'server'}", "GITHUB_REPOSITORY": "owner/ci-pkg",
-            "GITHUB_REF_NAME": f"v{version}", "GITHUB_REF": f"refs/tags/v{version}"}
+    return {
+        "GITHUB_SERVER_URL": f"file://{root / 'server'}",
+        "GITHUB_REPOSITORY": "owner/ci-pkg",
+        "GITHUB_REF_NAME": f"v{version}",
+        "GITHUB_REF": f"refs/tags/v{version}",
+    }
 
 
 def test_the_ci_example_s_timeouts_let_the_script_report_and_cancel() -> None:
@@ -323,13 +397,17 @@ def test_the_ci_example_releases_the_pushed_tag_with_curl_only(served, staging, 
     assert f"flow run {run_id}: Completed" in result.stdout
 
 
-@pytest.mark.case("fault", "the CI job running the example workflow is cancelled (SIGTERM)",
-                  "the script cancels the flow run before it exits")
+@pytest.mark.case(
+    "fault",
+    "the CI job running the example workflow is cancelled (SIGTERM)",
+    "the script cancels the flow run before it exits",
+)
 def test_cancelling_the_ci_job_cancels_the_flow_run(served, staging, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
 
-    command, env = _run_step(**_tagged_repository(tmp_path, staging, "2.0",
-                                                  smoke="python -c 'import time; time.sleep(600)'"))
+    command, env = _run_step(
+        **_tagged_repository(tmp_path, staging, "2.0", smoke="python -c 'import time; time.sleep(600)'")
+    )
     env["POLL_SECONDS"] = "1"
     out = tmp_path / "stdout"
     with open(out, "w") as stdout:

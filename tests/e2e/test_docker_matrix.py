@@ -13,19 +13,23 @@ import pytest
 from conftest import REPO, run_cli
 
 from wheelflow.build.builders.docker import MANAGED_LABEL, ROLE_LABEL, DockerBuilder
-from wheelflow.core.errors import InfrastructureError
 from wheelflow.config.matrix import Cell
+from wheelflow.core.errors import InfrastructureError
 
 HELLO = REPO / "examples" / "hello-cuda"
-pytestmark = pytest.mark.skipif(not Path("/usr/local/cuda/bin/nvcc").exists(),
-                                reason="no CUDA toolkit at /usr/local/cuda to mount into the build containers")
+pytestmark = pytest.mark.skipif(
+    not Path("/usr/local/cuda/bin/nvcc").exists(),
+    reason="no CUDA toolkit at /usr/local/cuda to mount into the build containers",
+)
 
 
-def hello_spec(tmp_path: Path, *, pythons: list[str], archs: list[str], extra: str = "",
-               images: str = "wheelflow") -> Path:
+def hello_spec(
+    tmp_path: Path, *, pythons: list[str], archs: list[str], extra: str = "", images: str = "wheelflow"
+) -> Path:
     """hello-cuda's own spec with another matrix (a standalone spec, as for a project you don't control)."""
     path = tmp_path / "hello-matrix.toml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         name = "hello-cuda"
         artifacts = ["sdist", "wheel"]
         smoke = "python -c \\"import hello_cuda, sys; r = hello_cuda.selftest(); print(r); sys.exit(0 if r['ok'] and r['with_cuda'] else 1)\\""
@@ -40,12 +44,15 @@ def hello_spec(tmp_path: Path, *, pythons: list[str], archs: list[str], extra: s
         runtime-image = "{images}/runtime:py{{python}}"
         env = {{ HELLO_CUDA_ARCHS = "{{arch}}" }}
         local-version = "sm{{arch}}"
-        """) + textwrap.dedent(extra))
+        """)
+        + textwrap.dedent(extra)
+    )
     return path
 
 
-def release(spec: Path, *extra: str, env: dict[str, str] | None = None, builder: str | None = "docker"
-            ) -> tuple[int, dict, str]:
+def release(
+    spec: Path, *extra: str, env: dict[str, str] | None = None, builder: str | None = "docker"
+) -> tuple[int, dict, str]:
     chosen = ("--builder", builder) if builder else ()
     result = run_cli("release", str(HELLO), "--spec", str(spec), *chosen, *extra, "--json", env=env)
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
@@ -68,8 +75,13 @@ def test_two_pythons_build_in_containers_with_the_kernel_and_a_rerun_is_all_cach
         assert (cell["state"], cell["cached"], cell["smoke"], cell["attempts"]) == ("built", False, "passed", 1), name
     # Repaired in the cell's own image (its auditwheel): a manylinux tag, the wheel as built kept in the report.
     for name, abi in (("py3.11-arch90", "cp311"), ("py3.13-arch90", "cp313")):
-        assert re.fullmatch(rf"hello_cuda-0\.1\.0\+sm90-{abi}-{abi}-manylinux_\d+_\d+_x86_64\.whl", cells[name]["wheel"])
-        assert cells[name]["platform"].startswith("manylinux_") and cells[name]["unrepaired_sha256"] != cells[name]["sha256"]
+        assert re.fullmatch(
+            rf"hello_cuda-0\.1\.0\+sm90-{abi}-{abi}-manylinux_\d+_\d+_x86_64\.whl", cells[name]["wheel"]
+        )
+        assert (
+            cells[name]["platform"].startswith("manylinux_")
+            and cells[name]["unrepaired_sha256"] != cells[name]["sha256"]
+        )
     for cell in cells.values():
         with zipfile.ZipFile(home / "index" / "packages" / cell["wheel"]) as zf:
             (ext,) = [n for n in zf.namelist() if n.endswith(".so")]
@@ -83,9 +95,16 @@ def test_two_pythons_build_in_containers_with_the_kernel_and_a_rerun_is_all_cach
     until = int(time.time()) + 1
     assert code == 0, stderr[-4000:]
     assert [(c["cell"], c["cached"], c["sha256"]) for c in again["cells"]] == [
-        (c["cell"], True, c["sha256"]) for c in report["cells"]]
-    builds = list(docker_images.events(since=since, until=until, decode=True, filters={
-        "type": "container", "event": "create", "label": [f"{ROLE_LABEL}=build"]}))
+        (c["cell"], True, c["sha256"]) for c in report["cells"]
+    ]
+    builds = list(
+        docker_images.events(
+            since=since,
+            until=until,
+            decode=True,
+            filters={"type": "container", "event": "create", "label": [f"{ROLE_LABEL}=build"]},
+        )
+    )
     assert builds == []  # cached cells start no build container
     assert leftover_containers(docker_images) == []
 
@@ -106,14 +125,17 @@ def test_a_failing_cell_fails_the_release_by_name_while_the_other_completes(
     assert leftover_containers(docker_images) == []
 
 
-def test_a_build_stopped_by_its_timeout_leaves_no_container(tmp_path: Path, home: Path, prefect_api, docker_images) -> None:
+def test_a_build_stopped_by_its_timeout_leaves_no_container(
+    tmp_path: Path, home: Path, prefect_api, docker_images
+) -> None:
     spec = hello_spec(tmp_path, pythons=["3.11"], archs=["90"], extra="timeout = 2\n")
     code, report, _ = release(spec)
     assert code == 1
     (cell,) = report["cells"]
     assert cell["state"] == "failed"
-    assert cell["error"] == ("cell py3.11-arch90: build stopped by its 2 s timeout and its container removed; "
-                             "fix: raise matrix.timeout")
+    assert cell["error"] == (
+        "cell py3.11-arch90: build stopped by its 2 s timeout and its container removed; fix: raise matrix.timeout"
+    )
     assert leftover_containers(docker_images) == []
 
 
@@ -135,12 +157,16 @@ def test_a_missing_image_says_how_to_get_it(docker_images) -> None:
     cell = Cell(name="py9.9", values={"python": "9.9"}, image="wheelflow/builder:py9.9")
     with pytest.raises(InfrastructureError) as err:
         DockerBuilder().identity(cell)
-    assert str(err.value) == ("cell py9.9: image wheelflow/builder:py9.9 is not on this runner; "
-                              "fix: run `wheelflow images`, or build/pull that image")
+    assert str(err.value) == (
+        "cell py9.9: image wheelflow/builder:py9.9 is not on this runner; "
+        "fix: run `wheelflow images`, or build/pull that image"
+    )
     assert err.value.transient
 
 
-def test_gpu_cells_smoke_with_a_gpu_or_say_they_were_skipped(tmp_path: Path, home: Path, prefect_api, docker_images) -> None:
+def test_gpu_cells_smoke_with_a_gpu_or_say_they_were_skipped(
+    tmp_path: Path, home: Path, prefect_api, docker_images
+) -> None:
     spec = hello_spec(tmp_path, pythons=["3.11"], archs=["90"], extra="gpu = true\n")
     code, report, stderr = release(spec)
     assert code == 0, stderr[-3000:]
@@ -152,9 +178,11 @@ def test_gpu_cells_smoke_with_a_gpu_or_say_they_were_skipped(tmp_path: Path, hom
     assert expected in smoke_check["detail"]
 
 
-@pytest.mark.case("fault", "the Docker daemon stops answering in the middle of a cell's build",
-                  "the cell fails after its retries with the daemon named and the fix; the release fails, "
-                  "nothing is uploaded")
+@pytest.mark.case(
+    "fault",
+    "the Docker daemon stops answering in the middle of a cell's build",
+    "the cell fails after its retries with the daemon named and the fix; the release fails, nothing is uploaded",
+)
 def test_a_daemon_lost_mid_build_fails_the_release_clearly(
     tmp_path: Path, home: Path, prefect_api, docker_images
 ) -> None:
@@ -167,12 +195,17 @@ def test_a_daemon_lost_mid_build_fails_the_release_clearly(
     # The release talks to the real dockerd through a relay that is cut mid-build: to the client it
     # is the daemon going away, while the real one stays up for the other tests.
     relay = UnixSocketRelay(str(tmp_path / "dockerd.sock"), "/var/run/docker.sock")
-    spec = hello_spec(tmp_path, pythons=["3.11"], archs=["90"],
-                      extra=f'\n[build]\nenv = {{ NONCE = "{uuid.uuid4().hex}" }}\n')  # no cached cell
+    spec = hello_spec(
+        tmp_path, pythons=["3.11"], archs=["90"], extra=f'\n[build]\nenv = {{ NONCE = "{uuid.uuid4().hex}" }}\n'
+    )  # no cached cell
     exe = str(Path(sys.executable).with_name("wheelflow"))
-    proc = subprocess.Popen([exe, "release", str(HELLO), "--spec", str(spec), "--builder", "docker", "--json"],
-                            env={**__import__("os").environ, "DOCKER_HOST": f"unix://{relay.path}"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [exe, "release", str(HELLO), "--spec", str(spec), "--builder", "docker", "--json"],
+        env={**__import__("os").environ, "DOCKER_HOST": f"unix://{relay.path}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while not docker_images.containers.list(filters={"label": [f"{MANAGED_LABEL}=true", f"{ROLE_LABEL}=build"]}):
@@ -195,8 +228,11 @@ def test_a_daemon_lost_mid_build_fails_the_release_clearly(
 
 # A daemon without wheelflow's images: the spec names images that exist nowhere (the shared daemon
 # keeps its images for the other tests; see shared/README).
-@pytest.mark.case("bad input", "Docker answers but the matrix's images were never built, no builder chosen",
-                  "built with the local builder, saying so in a warning and in the report; exit 0")
+@pytest.mark.case(
+    "bad input",
+    "Docker answers but the matrix's images were never built, no builder chosen",
+    "built with the local builder, saying so in a warning and in the report; exit 0",
+)
 def test_without_the_images_the_default_builder_is_local_and_says_so(
     tmp_path: Path, home: Path, prefect_api, docker_images
 ) -> None:
@@ -205,19 +241,26 @@ def test_without_the_images_the_default_builder_is_local_and_says_so(
     assert code == 0, stderr[-3000:]
     assert report["builder"] == "local"
     note = next(c for c in report["checks"] if c["check"] == "builder")
-    assert note["detail"].startswith("local: docker images missing (wheelflow-never-built/builder:py3.11, "
-                                     "wheelflow-never-built/runtime:py3.11): built with the local builder")
+    assert note["detail"].startswith(
+        "local: docker images missing (wheelflow-never-built/builder:py3.11, "
+        "wheelflow-never-built/runtime:py3.11): built with the local builder"
+    )
 
 
-@pytest.mark.case("bad input", "--builder docker where the matrix's images were never built",
-                  "refused before anything is built, naming the image and `wheelflow images`")
+@pytest.mark.case(
+    "bad input",
+    "--builder docker where the matrix's images were never built",
+    "refused before anything is built, naming the image and `wheelflow images`",
+)
 def test_an_explicit_docker_builder_without_its_image_fails_before_building(
     tmp_path: Path, home: Path, prefect_api, docker_images
 ) -> None:
     spec = hello_spec(tmp_path, pythons=["3.11"], archs=["90"], images="wheelflow-never-built")
     code, report, _ = release(spec)
     assert code == 1
-    assert report["error"] == ("cell py3.11-arch90 cannot be built by the docker builder: image "
-                               "wheelflow-never-built/builder:py3.11 is not on this runner; fix: run `wheelflow images`, "
-                               "or build/pull that image, or use --builder local")
+    assert report["error"] == (
+        "cell py3.11-arch90 cannot be built by the docker builder: image "
+        "wheelflow-never-built/builder:py3.11 is not on this runner; fix: run `wheelflow images`, "
+        "or build/pull that image, or use --builder local"
+    )
     assert not [c for c in report["checks"] if c["check"].startswith("built")]  # not even the sdist

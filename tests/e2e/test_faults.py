@@ -7,26 +7,31 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import make_project, run_cli
 from faultproxy import FaultProxy
 
 WHEEL = "tiny_pkg-1.0.0-py3-none-any.whl"
 
 
-@pytest.mark.case("fault", "the listing hides a new file for 10 s (cache lag)",
-                  "verification waits, re-reading at most 2 s apart, and passes")
+@pytest.mark.case(
+    "fault",
+    "the listing hides a new file for 10 s (cache lag)",
+    "verification waits, re-reading at most 2 s apart, and passes",
+)
 def test_a_listing_that_lags_10_s_behind_the_upload_is_waited_for(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api
 ) -> None:
     project = make_project(tmp_path / "p")
     with FaultProxy(index.url) as proxy:
         proxy.lag[WHEEL] = 10.0
-        (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text() + textwrap.dedent(f"""
+        (project / "pyproject.toml").write_text(
+            (project / "pyproject.toml").read_text()
+            + textwrap.dedent(f"""
             [tool.wheelflow.targets.staging]
             index = "{proxy.url}simple/"
             verify-timeout = 60
-            """))
+            """)
+        )
         result = run_cli("release", str(project), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     assert {f["status"] for f in json.loads(result.stdout)["files"]} == {"verified"}
@@ -36,17 +41,23 @@ def test_a_listing_that_lags_10_s_behind_the_upload_is_waited_for(
 
 
 def _release_through(proxy: FaultProxy, project: Path) -> tuple[int, dict, str]:
-    (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text() + textwrap.dedent(f"""
+    (project / "pyproject.toml").write_text(
+        (project / "pyproject.toml").read_text()
+        + textwrap.dedent(f"""
         [tool.wheelflow.targets.staging]
         index = "{proxy.url}simple/"
         verify-timeout = 30
-        """))
+        """)
+    )
     result = run_cli("release", str(project), "--json")
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
 
 
-@pytest.mark.case("fault", "the connection is reset during an upload",
-                  "read back, retried where needed: each file uploaded once, release verified")
+@pytest.mark.case(
+    "fault",
+    "the connection is reset during an upload",
+    "read back, retried where needed: each file uploaded once, release verified",
+)
 @pytest.mark.parametrize("when", ["before the file landed", "after the file landed"])
 def test_a_connection_reset_during_upload_ends_with_each_file_uploaded_once(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api, when: str
@@ -64,9 +75,12 @@ def test_a_connection_reset_during_upload_ends_with_each_file_uploaded_once(
     assert sorted(p.name for p in index.packages.iterdir()) == sorted([WHEEL, "tiny_pkg-1.0.0.tar.gz"])
 
 
-@pytest.mark.case("fault", "the index serves truncated files (with a consistent length)",
-                  "the byte proof's own download fails the sha256 check, naming the file, before pip runs; "
-                  "the release fails: never a false success")
+@pytest.mark.case(
+    "fault",
+    "the index serves truncated files (with a consistent length)",
+    "the byte proof's own download fails the sha256 check, naming the file, before pip runs; "
+    "the release fails: never a false success",
+)
 def test_a_truncated_download_fails_the_byte_proof_and_the_release(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api
 ) -> None:
@@ -99,8 +113,9 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", str(mountpoint)], capture_output=True)
 
 
-@pytest.mark.case("fault", "the artifact directory is full",
-                  "the build fails naming the disk and the fix; nothing is uploaded")
+@pytest.mark.case(
+    "fault", "the artifact directory is full", "the build fails naming the disk and the fix; nothing is uploaded"
+)
 def test_a_full_artifact_directory_fails_clearly_and_uploads_nothing(
     tmp_path: Path, index, index_credentials, prefect_api, small_disk: Path, monkeypatch
 ) -> None:
@@ -109,8 +124,14 @@ def test_a_full_artifact_directory_fails_clearly_and_uploads_nothing(
     monkeypatch.setenv("WHEELFLOW_HOME", str(small_disk / "home"))
     project = make_project(tmp_path / "p", index_url=index.simple_url)
     (project / "src" / "tiny_pkg" / "blob.bin").write_bytes(os.urandom(400_000))  # more than the disk holds
-    text = (project / "pyproject.toml").read_text().replace(
-        "[tool.setuptools.packages.find]", '[tool.setuptools.package-data]\ntiny_pkg = ["*.bin"]\n\n[tool.setuptools.packages.find]')
+    text = (
+        (project / "pyproject.toml")
+        .read_text()
+        .replace(
+            "[tool.setuptools.packages.find]",
+            '[tool.setuptools.package-data]\ntiny_pkg = ["*.bin"]\n\n[tool.setuptools.packages.find]',
+        )
+    )
     (project / "pyproject.toml").write_text(text)
     result = run_cli("release", str(project), "--json")
     assert result.returncode == 1
@@ -120,8 +141,11 @@ def test_a_full_artifact_directory_fails_clearly_and_uploads_nothing(
     assert list(index.packages.iterdir()) == []
 
 
-@pytest.mark.case("fault", "the release process is killed mid-matrix (a runner dies)",
-                  "a re-run resumes: finished cells come from the cache, the rest build, the release verifies")
+@pytest.mark.case(
+    "fault",
+    "the release process is killed mid-matrix (a runner dies)",
+    "a re-run resumes: finished cells come from the cache, the rest build, the release verifies",
+)
 def test_a_release_killed_mid_matrix_resumes_with_finished_cells_cached(
     tmp_path: Path, home: Path, prefect_api
 ) -> None:
@@ -137,7 +161,8 @@ def test_a_release_killed_mid_matrix_resumes_with_finished_cells_cached(
     (project / "src" / "cellpkg").mkdir(parents=True)
     (project / "src" / "cellpkg" / "__init__.py").write_text("")
     (project / "README.md").write_text("# cellpkg\n\nA two-cell matrix.\n")
-    (project / "setup.py").write_text(textwrap.dedent("""
+    (project / "setup.py").write_text(
+        textwrap.dedent("""
         import os, time
         from setuptools import setup
         from setuptools.command.build_py import build_py
@@ -151,8 +176,10 @@ def test_a_release_killed_mid_matrix_resumes_with_finished_cells_cached(
 
         local = os.environ.get("WHEELFLOW_LOCAL_VERSION")
         setup(version="1.0.0" + (f"+{local}" if local else ""), cmdclass={"build_py": Hold})
-        """))
-    (project / "pyproject.toml").write_text(textwrap.dedent(f"""
+        """)
+    )
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(f"""
         [build-system]
         requires = ["setuptools>=69"]
         build-backend = "setuptools.build_meta"
@@ -179,10 +206,15 @@ def test_a_release_killed_mid_matrix_resumes_with_finished_cells_cached(
         env = {{ CELL = "{{speed}}", HOLD_FILE = "{hold}" }}
         local-version = "{{speed}}"
         concurrency = 2
-        """))
+        """)
+    )
     exe = str(Path(sys.executable).with_name("wheelflow"))
-    first = subprocess.Popen([exe, "release", str(project), "--version", "1.0.0", "--json"], start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [exe, "release", str(project), "--version", "1.0.0", "--json"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     cells = home / "builds" / "cellpkg" / "1.0.0" / "cells"
     deadline = time.monotonic() + 300
     while not list(cells.glob("py3.11-speedfast/*/manifest.json")):
@@ -199,28 +231,36 @@ def test_a_release_killed_mid_matrix_resumes_with_finished_cells_cached(
     assert {f["status"] for f in report["files"]} == {"verified"}
 
 
-@pytest.mark.case("bad input", "path-traversing names: a version file outside the project, an artifact named '..'",
-                  "refused with one line naming the key or the name; nothing is read or written outside")
+@pytest.mark.case(
+    "bad input",
+    "path-traversing names: a version file outside the project, an artifact named '..'",
+    "refused with one line naming the key or the name; nothing is read or written outside",
+)
 def test_path_traversing_names_are_refused(tmp_path: Path) -> None:
-    from wheelflow.index import artifactstore
-    from wheelflow.core.errors import SpecError
     from wheelflow.config.spec import parse_spec
+    from wheelflow.core.errors import SpecError
+    from wheelflow.index import artifactstore
 
     (tmp_path / "secret.txt").write_text('__version__ = "6.6.6"\n')
     project = tmp_path / "project"
     project.mkdir()
     with pytest.raises(SpecError) as err:
         parse_spec({"name": "x", "version": {"file": "../secret.txt"}}, project)
-    assert str(err.value) == ("spec error: tool.wheelflow.version.file: '../secret.txt' points outside the project; "
-                              "fix: give a path inside the project, relative to it")
+    assert str(err.value) == (
+        "spec error: tool.wheelflow.version.file: '../secret.txt' points outside the project; "
+        "fix: give a path inside the project, relative to it"
+    )
     with pytest.raises(artifactstore.ArtifactStoreError) as err:
         artifactstore.get((tmp_path / "store").as_uri() + "/ab/abc/..", tmp_path / "into", "0" * 64)
     assert str(err.value).startswith("refusing artifact name '..' from ")
     assert not err.value.transient and not (tmp_path / "into").exists()
 
 
-@pytest.mark.case("fault", "the Prefect server is restarted while a release runs",
-                  "the run carries on once the server is back and ends verified")
+@pytest.mark.case(
+    "fault",
+    "the Prefect server is restarted while a release runs",
+    "the run carries on once the server is back and ends verified",
+)
 def test_a_prefect_server_restart_mid_release_carries_on_and_ends_verified(
     tmp_path: Path, home: Path, index, index_credentials
 ) -> None:
@@ -234,19 +274,26 @@ def test_a_prefect_server_restart_mid_release_carries_on_and_ends_verified(
     hold = tmp_path / "hold-the-build"
     hold.touch()
     project = make_project(tmp_path / "p", index_url=index.simple_url)
-    (project / "setup.py").write_text(textwrap.dedent(f"""
+    (project / "setup.py").write_text(
+        textwrap.dedent(f"""
         import os, time
         from setuptools import setup
         while os.path.exists({str(hold)!r}):  # the build waits while the server restarts
             time.sleep(0.2)
         setup()
-        """))
+        """)
+    )
     server_home = tmp_path / "prefect-home"
     server_home.mkdir()
     server, api = start_prefect_server(server_home)
     exe = str(Path(sys.executable).with_name("wheelflow"))
-    release = subprocess.Popen([exe, "release", str(project), "--json"], env={**__import__("os").environ,
-                               "PREFECT_API_URL": api}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    release = subprocess.Popen(
+        [exe, "release", str(project), "--json"],
+        env={**__import__("os").environ, "PREFECT_API_URL": api},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (home / "builds").exists():  # the release reached its build step
@@ -267,9 +314,11 @@ def test_a_prefect_server_restart_mid_release_carries_on_and_ends_verified(
     assert sorted(p.name for p in index.packages.iterdir()) == sorted(f["filename"] for f in report["files"])
 
 
-@pytest.mark.case("fault", "the index answers 'File already exists' for a file it does not serve",
-                  "read back, not found: the release fails naming the file and the answer; nothing is "
-                  "reported uploaded")
+@pytest.mark.case(
+    "fault",
+    "the index answers 'File already exists' for a file it does not serve",
+    "read back, not found: the release fails naming the file and the answer; nothing is reported uploaded",
+)
 def test_already_exists_for_a_file_that_is_not_served_fails_clearly(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api
 ) -> None:
@@ -284,19 +333,24 @@ def test_already_exists_for_a_file_that_is_not_served_fails_clearly(
     assert list(index.packages.iterdir()) == []
 
 
-@pytest.mark.case("bad input", "a target the spec does not name",
-                  "refused before anything runs, listing the known targets")
+@pytest.mark.case(
+    "bad input", "a target the spec does not name", "refused before anything runs, listing the known targets"
+)
 def test_an_unknown_target_is_refused_naming_the_known_ones(tmp_path: Path, home: Path) -> None:
     project = make_project(tmp_path / "p", index_url="http://127.0.0.1:9/simple/")
     result = run_cli("release", str(project), "--to", "prodution")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "wheelflow: error: spec error: --to: unknown target 'prodution'; fix: use one of: staging, local, pypi, testpypi, "
-        "static-demo")
+        "static-demo"
+    )
 
 
-@pytest.mark.case("fault", "the index answers a listing later than the client waits (35 s > 30 s)",
-                  "the read times out, is retried with backoff, and the release completes")
+@pytest.mark.case(
+    "fault",
+    "the index answers a listing later than the client waits (35 s > 30 s)",
+    "the read times out, is retried with backoff, and the release completes",
+)
 def test_a_listing_slower_than_the_client_timeout_is_retried(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api
 ) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from conftest import wait_for
 from faultproxy import FaultProxy
 from projects import make_matrix_project
+
 from wheelflow.core.overlap import overlap_builds_and_smokes
 
 
@@ -27,10 +28,14 @@ def _schedule(cells: int, concurrency: int, broken: set[int] = frozenset()) -> t
         return future
 
     outcomes = overlap_builds_and_smokes(
-        list(range(cells)), concurrency,
-        build=lambda n: job("build", n), built=lambda n, f: {"cell": n, "ok": n not in broken},
-        ok=lambda o: o["ok"], smoke=lambda o: job("smoke", o["cell"]),
-        smoked=lambda o, f: {**o, "smoked": True})
+        list(range(cells)),
+        concurrency,
+        build=lambda n: job("build", n),
+        built=lambda n, f: {"cell": n, "ok": n not in broken},
+        ok=lambda o: o["ok"],
+        smoke=lambda o: job("smoke", o["cell"]),
+        smoked=lambda o, f: {**o, "smoked": True},
+    )
     return outcomes, started
 
 
@@ -42,7 +47,13 @@ def test_a_built_cell_is_smoke_tested_before_the_next_build_starts() -> None:
 
 def test_no_smoke_test_starts_after_a_build_failed() -> None:
     outcomes, started = _schedule(cells=4, concurrency=1, broken={1})
-    assert started == ["build 0", "smoke 0", "build 1", "build 2", "build 3"]  # every cell still builds: all errors shown
+    assert started == [
+        "build 0",
+        "smoke 0",
+        "build 1",
+        "build 2",
+        "build 3",
+    ]  # every cell still builds: all errors shown
     assert [o.get("smoked", False) for o in outcomes] == [True, False, False, False]
 
 
@@ -51,6 +62,7 @@ def test_never_more_jobs_at_once_than_the_concurrency() -> None:
     gate = threading.Barrier(2, timeout=30)  # two jobs must be running together, or this fails
 
     with ThreadPoolExecutor(8) as pool:
+
         def job(_: object) -> Future:
             def work() -> None:
                 nonlocal running, most
@@ -63,10 +75,12 @@ def test_never_more_jobs_at_once_than_the_concurrency() -> None:
                     pass
                 with lock:
                     running -= 1
+
             return pool.submit(work)
 
-        overlap_builds_and_smokes(list(range(6)), 2, build=job, built=lambda n, f: n, ok=lambda o: True,
-                                  smoke=job, smoked=lambda o, f: o)
+        overlap_builds_and_smokes(
+            list(range(6)), 2, build=job, built=lambda n, f: n, ok=lambda o: True, smoke=job, smoked=lambda o, f: o
+        )
     assert most == 2
 
 
@@ -81,9 +95,13 @@ def test_smokes_overlap_builds_and_uploads_overlap_within_the_limit(
     project = make_matrix_project(tmp_path / "matrix", cells=4, concurrency=2, seconds=0)
     with FaultProxy(index.url) as proxy:
         proxy.gather, proxy.gather_skip = 2, 1  # the first upload goes alone; then two must be in flight at once
-        (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text() + (
-            f'\n[tool.wheelflow.targets.staging]\nindex = "{proxy.url}simple/"\nverify-timeout = 5\n'
-            'upload-concurrency = 2\n'))
+        (project / "pyproject.toml").write_text(
+            (project / "pyproject.toml").read_text()
+            + (
+                f'\n[tool.wheelflow.targets.staging]\nindex = "{proxy.url}simple/"\nverify-timeout = 5\n'
+                "upload-concurrency = 2\n"
+            )
+        )
         state = release(project=str(project), version="1.0.0", builder="local", return_state=True)
     report = json.loads((home / "reports" / f"{state.state_details.flow_run_id}.json").read_text())
     assert state.is_completed(), report.get("error")
@@ -93,8 +111,12 @@ def test_smokes_overlap_builds_and_uploads_overlap_within_the_limit(
 
     def final_task_runs() -> dict | None:  # the server records task states a moment after the run
         with get_client(sync_client=True) as client:
-            runs = {r.name: r for r in client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))}
+            runs = {
+                r.name: r
+                for r in client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+                )
+            }
         cells = [r for name, r in runs.items() if name.startswith(("build[", "smoke[")) and r.end_time]
         return runs if len(cells) == 8 else None
 

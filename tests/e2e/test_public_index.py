@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+
 from wheelflow.core.distributions import sha256_of
 
 pytestmark = pytest.mark.public_index
@@ -28,8 +28,24 @@ def test_verify_lists_the_files_with_the_sha256_pip_downloads(tmp_path: Path) ->
     assert {"six-1.16.0-py2.py3-none-any.whl", "six-1.16.0.tar.gz"} <= set(served)
 
     for extra in ([], ["--no-binary", ":all:"]):  # the wheel, then the sdist
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--isolated",
-                        "-q", "-d", str(tmp_path), *extra, RELEASE], check=True, env={"PATH": "/usr/bin:/bin"})
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-cache-dir",
+                "--isolated",
+                "-q",
+                "-d",
+                str(tmp_path),
+                *extra,
+                RELEASE,
+            ],
+            check=True,
+            env={"PATH": "/usr/bin:/bin"},
+        )
     downloaded = {p.name: sha256_of(p) for p in tmp_path.iterdir()}
     assert len(downloaded) == 2
     for filename, sha256 in downloaded.items():
@@ -38,8 +54,20 @@ def test_verify_lists_the_files_with_the_sha256_pip_downloads(tmp_path: Path) ->
 
 def test_verify_fails_when_an_expected_file_is_not_served() -> None:
     missing = "six-1.16.0-cp399-cp399-linux_x86_64.whl"
-    result = run_cli("verify", RELEASE, "--index", "pypi", "--no-install", "--expect", missing,
-                     "--expect", "six-1.16.0.tar.gz", "--timeout", "2", "--json")
+    result = run_cli(
+        "verify",
+        RELEASE,
+        "--index",
+        "pypi",
+        "--no-install",
+        "--expect",
+        missing,
+        "--expect",
+        "six-1.16.0.tar.gz",
+        "--timeout",
+        "2",
+        "--json",
+    )
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert {f["filename"]: f["status"] for f in report["files"]} == {missing: "missing", "six-1.16.0.tar.gz": "served"}

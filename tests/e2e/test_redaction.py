@@ -27,8 +27,9 @@ def _captured(logger_name: str) -> tuple[logging.Logger, io.StringIO, logging.Ha
     return logger, stream, handler
 
 
-@pytest.mark.parametrize("logger_name", ["prefect.task_runs", "prefect.flow_runs", "prefect", "wheelflow.build",
-                                         "some.library"])
+@pytest.mark.parametrize(
+    "logger_name", ["prefect.task_runs", "prefect.flow_runs", "prefect", "wheelflow.build", "some.library"]
+)
 def test_a_registered_secret_is_masked_in_every_log_record(logger_name: str) -> None:
     import prefect  # noqa: F401  (its logging configuration, API log handler included, is in place)
 
@@ -59,9 +60,9 @@ def test_short_values_are_not_registered() -> None:
 
 
 def test_errors_reports_and_alerts_are_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wheelflow.ops.alerts import Alert, configured_channels
     from wheelflow.core.errors import UploadError, WheelflowError
     from wheelflow.core.report import CellReport, ReleaseReport
+    from wheelflow.ops.alerts import Alert, configured_channels
 
     secret = _secret("index-pw")
     early = WheelflowError(f"quoting {secret}")  # made before the secret was known
@@ -94,9 +95,9 @@ def test_uploading_redact_still_masks_its_own_list_and_the_registry() -> None:
 
 
 def test_credentials_are_registered_when_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from wheelflow.config.spec import Target
     from wheelflow.index.indexes import load_credentials
     from wheelflow.index.localindex import LocalIndex
-    from wheelflow.config.spec import Target
 
     password = _secret("staging")
     monkeypatch.setenv("WHEELFLOW_STAGING_PASSWORD", password)
@@ -113,8 +114,11 @@ def test_webhook_path_alone_is_masked() -> None:
     assert token not in redact(f"POST /services/{token} answered 500")
 
 
-@pytest.mark.case("secret", "a registered secret logged by a task and raised in an error, in a real flow run",
-                  "masked in the logs and the state message the Prefect server stored")
+@pytest.mark.case(
+    "secret",
+    "a registered secret logged by a task and raised in an error, in a real flow run",
+    "masked in the logs and the state message the Prefect server stored",
+)
 def test_secret_logged_in_a_flow_run_reaches_the_prefect_api_masked(prefect_api) -> None:
     from prefect import flow, get_run_logger, task
     from prefect.client.orchestration import get_client
@@ -140,7 +144,9 @@ def test_secret_logged_in_a_flow_run_reaches_the_prefect_api_masked(prefect_api)
     APILogWorker.drain_all(timeout=30)  # the logs reach the server before they are read
     run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
-        logs = [log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))]
+        logs = [
+            log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        ]
         message = client.read_flow_run(run_id).state.message or ""
     assert any("task logs ***" in m for m in logs) and any("flow logs ***" in m for m in logs), logs
     assert [m for m in logs if secret in m] == []

@@ -12,9 +12,9 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-
 from conftest import REPO, git, make_project, run_cli
 from faultproxy import FaultProxy, Rule
+
 from wheelflow.core.distributions import sha256_of
 
 WHEEL = "tiny_pkg-1.0.0-py3-none-any.whl"
@@ -43,9 +43,14 @@ def test_release_uploads_each_file_once_and_a_rerun_changes_nothing(
         checks = {c["check"]: c for c in report["checks"]}
         assert checks["install + smoke on staging"]["status"] == "passed"
         for installer in ("pip", "uv pip"):  # the command its users type, with both installers: a wheel, not the sdist
-            row = checks[f"install check on staging: {installer} install tiny-pkg==1.0.0 --index-url {proxy.url}simple/ "
-                         "(this-python)"]
-            assert (row["status"], row["detail"]) == ("passed", f"{installer.split()[0]} installed {WHEEL} (variant plain)")
+            row = checks[
+                f"install check on staging: {installer} install tiny-pkg==1.0.0 --index-url {proxy.url}simple/ "
+                "(this-python)"
+            ]
+            assert (row["status"], row["detail"]) == (
+                "passed",
+                f"{installer.split()[0]} installed {WHEEL} (variant plain)",
+            )
         uploads = [s for s in proxy.seen if s[0] == "POST"]
         assert len(uploads) == 2
 
@@ -56,8 +61,7 @@ def test_release_uploads_each_file_once_and_a_rerun_changes_nothing(
         assert again["checks"][-1]["check"] == "nothing to upload"
 
 
-@pytest.mark.case("bad input", "missing credentials",
-                  "stopped before the build, naming the variables to set")
+@pytest.mark.case("bad input", "missing credentials", "stopped before the build, naming the variables to set")
 def test_missing_credentials_stop_the_release_before_the_build(tmp_path: Path, home: Path, index, prefect_api) -> None:
     project = make_project(tmp_path / "proj", index_url=index.simple_url)
     code, report, stderr = release_json(str(project))
@@ -70,8 +74,7 @@ def test_missing_credentials_stop_the_release_before_the_build(tmp_path: Path, h
     assert list(index.packages.iterdir()) == []
 
 
-@pytest.mark.case("bad input", "the tag and the version file disagree",
-                  "refused before anything is built")
+@pytest.mark.case("bad input", "the tag and the version file disagree", "refused before anything is built")
 def test_tag_version_mismatch_is_refused_before_anything_is_built(tmp_path: Path, home: Path, prefect_api) -> None:
     project = make_project(tmp_path / "proj", version="1.2.0")
     git(project, "init", "-q")
@@ -87,15 +90,28 @@ def test_tag_version_mismatch_is_refused_before_anything_is_built(tmp_path: Path
     assert not (home / "builds").exists()
 
 
-@pytest.mark.case("fault", "a file is never served",
-                  "verification fails naming the file")
-def test_verify_names_the_file_the_index_does_not_serve(tmp_path: Path, home: Path, index, index_credentials, prefect_api) -> None:
+@pytest.mark.case("fault", "a file is never served", "verification fails naming the file")
+def test_verify_names_the_file_the_index_does_not_serve(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api
+) -> None:
     project = make_project(tmp_path / "proj", index_url=index.simple_url)
     assert release_json(str(project))[0] == 0
     (index.packages / WHEEL).unlink()  # the index lost a file after the release
 
-    result = run_cli("verify", "tiny-pkg==1.0.0", "--index", index.simple_url, "--expect", WHEEL, "--expect", SDIST,
-                     "--no-install", "--timeout", "1", "--json")
+    result = run_cli(
+        "verify",
+        "tiny-pkg==1.0.0",
+        "--index",
+        index.simple_url,
+        "--expect",
+        WHEEL,
+        "--expect",
+        SDIST,
+        "--no-install",
+        "--timeout",
+        "1",
+        "--json",
+    )
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert not report["ok"]
@@ -103,8 +119,9 @@ def test_verify_names_the_file_the_index_does_not_serve(tmp_path: Path, home: Pa
     assert f"wheelflow: verify failed: {WHEEL} is not served" in result.stderr
 
 
-@pytest.mark.case("fault", "the index serves other bytes under the release's file name",
-                  "hash mismatch named; nothing uploaded")
+@pytest.mark.case(
+    "fault", "the index serves other bytes under the release's file name", "hash mismatch named; nothing uploaded"
+)
 def test_served_bytes_that_differ_from_the_build_are_a_named_hash_mismatch(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api
 ) -> None:
@@ -115,8 +132,9 @@ def test_served_bytes_that_differ_from_the_build_are_a_named_hash_mismatch(
     (index.packages / SDIST).write_bytes(b"not the bytes that were built")
     served_sha = sha256_of(index.packages / SDIST)
 
-    result = run_cli("verify", "tiny-pkg==1.0.0", "--index", index.simple_url, "--expect", str(built_sdist),
-                     "--no-install", "--json")
+    result = run_cli(
+        "verify", "tiny-pkg==1.0.0", "--index", index.simple_url, "--expect", str(built_sdist), "--no-install", "--json"
+    )
     assert result.returncode == 1
     (entry,) = json.loads(result.stdout)["files"]
     assert (entry["filename"], entry["status"], entry["sha256"]) == (SDIST, "hash-mismatch", served_sha)
@@ -140,7 +158,7 @@ def test_failed_upload_attempts_show_in_the_task_run_state_history(
     with FaultProxy(index.url) as proxy:
         proxy.rules.append(Rule("POST", 503, "Service Unavailable", times=2))
         project = make_project(tmp_path / "proj", index_url=proxy.url + "simple/")
-        text = (project / "pyproject.toml").read_text().replace('smoke = ', 'artifacts = ["wheel"]\nsmoke = ')
+        text = (project / "pyproject.toml").read_text().replace("smoke = ", 'artifacts = ["wheel"]\nsmoke = ')
         (project / "pyproject.toml").write_text(text)
         state = release(project=str(project), return_state=True)
     assert state.is_completed(), state.message
@@ -148,8 +166,11 @@ def test_failed_upload_attempts_show_in_the_task_run_state_history(
 
     flow_run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
-        (upload,) = [t for t in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-                     if t.name.startswith("upload[")]
+        (upload,) = [
+            t
+            for t in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            if t.name.startswith("upload[")
+        ]
         assert upload.name == f"upload[{WHEEL}→staging]"
         deadline = time.monotonic() + 30
         while True:  # task states are written by a server service from events: eventually consistent
@@ -174,14 +195,21 @@ def default_builder(request) -> str:
     return "local"
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists(),
-                    reason="no CUDA toolkit on this machine: the kernel cannot be compiled")
-def test_readme_main_command_releases_hello_cuda_with_its_kernels(home: Path, prefect_api, default_builder: str) -> None:
+@pytest.mark.skipif(
+    shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists(),
+    reason="no CUDA toolkit on this machine: the kernel cannot be compiled",
+)
+def test_readme_main_command_releases_hello_cuda_with_its_kernels(
+    home: Path, prefect_api, default_builder: str
+) -> None:
     code, report, stderr = release_json(str(REPO / "examples" / "hello-cuda"))
     assert code == 0, stderr[-3000:]
     assert report["ok"] and report["builder"] == default_builder
     # The repair step (auditwheel, on by default on Linux) gave each wheel a manylinux tag.
-    assert [re.sub(r"manylinux_\d+_\d+_x86_64", "manylinux_X_Y_x86_64", f) for f in sorted(f["filename"] for f in report["files"])] == [
+    assert [
+        re.sub(r"manylinux_\d+_\d+_x86_64", "manylinux_X_Y_x86_64", f)
+        for f in sorted(f["filename"] for f in report["files"])
+    ] == [
         "hello_cuda-0.1.0+sm80-cp311-cp311-manylinux_X_Y_x86_64.whl",
         "hello_cuda-0.1.0+sm90-cp311-cp311-manylinux_X_Y_x86_64.whl",
         "hello_cuda-0.1.0.tar.gz",
@@ -215,13 +243,16 @@ def test_a_development_build_stamps_a_dev_version_and_publishes_to_the_first_tar
     (project / "src" / "tiny_pkg" / "__init__.py").write_text("def answer():\n    return 42\n")
     (project / "src" / "tiny_pkg" / "_version.py").write_text('__version__ = "1.0.0"\n')
     (project / "README.md").write_text("# tiny-pkg\n\nA nightly build.\n")
-    (project / "setup.py").write_text(textwrap.dedent("""
+    (project / "setup.py").write_text(
+        textwrap.dedent("""
         import os
         from setuptools import setup
         base = open("src/tiny_pkg/_version.py").read().split("=")[1].strip().strip('"')
         setup(version=os.environ.get("WHEELFLOW_RELEASE_VERSION") or base)
-        """))
-    (project / "pyproject.toml").write_text(textwrap.dedent(f"""
+        """)
+    )
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(f"""
         [build-system]
         requires = ["setuptools>=69"]
         build-backend = "setuptools.build_meta"
@@ -247,20 +278,26 @@ def test_a_development_build_stamps_a_dev_version_and_publishes_to_the_first_tar
 
         [tool.wheelflow.targets.production]
         index = "http://127.0.0.1:9/simple/"
-        """))
+        """)
+    )
     result = run_cli("release", str(project), "--dev", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert re.fullmatch(r"1\.0\.1\.dev\d{12}", report["version"])
     assert sorted((f["target"], f["filename"], f["status"]) for f in report["files"]) == [
         ("staging", f"tiny_pkg-{report['version']}-py3-none-any.whl", "verified"),
-        ("staging", f"tiny_pkg-{report['version']}.tar.gz", "verified")]
+        ("staging", f"tiny_pkg-{report['version']}.tar.gz", "verified"),
+    ]
 
 
-@pytest.mark.case("bad input", "a tracked file edited after tagging, then `wheelflow release`",
-                  "refused before any build naming the file and --allow-dirty; with it, released and labelled dirty")
+@pytest.mark.case(
+    "bad input",
+    "a tracked file edited after tagging, then `wheelflow release`",
+    "refused before any build naming the file and --allow-dirty; with it, released and labelled dirty",
+)
 def test_a_dirty_checkout_is_refused_before_the_build_and_allow_dirty_labels_it(
-        tmp_path: Path, home: Path, index, index_credentials, prefect_api) -> None:
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api
+) -> None:
     project = make_project(tmp_path / "p", index_url=index.simple_url)
     git(project, "init", "-q")
     git(project, "add", "-A")
@@ -278,8 +315,11 @@ def test_a_dirty_checkout_is_refused_before_the_build_and_allow_dirty_labels_it(
     assert report["source"]["dirty"] is True and report["source"]["changed"] == ["README.md"]
 
 
-@pytest.mark.case("fault", "no Prefect server configured (the README's first command on a laptop)",
-                  "Prefect's temporary SQLite server runs it, twice: stderr carries no traceback")
+@pytest.mark.case(
+    "fault",
+    "no Prefect server configured (the README's first command on a laptop)",
+    "Prefect's temporary SQLite server runs it, twice: stderr carries no traceback",
+)
 def test_a_release_without_a_prefect_server_prints_no_traceback(tmp_path: Path, home: Path) -> None:
     import os
     import subprocess
@@ -289,8 +329,13 @@ def test_a_release_without_a_prefect_server_prints_no_traceback(tmp_path: Path, 
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     project = make_project(tmp_path / "proj")
     for run in ("first", "second"):  # the second finds the release's concurrency limit already made
-        done = subprocess.run([str(Path(sys.executable).with_name("wheelflow")), "release", str(project), "--builder",
-                               "local"], capture_output=True, text=True, env=env, timeout=600)
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("wheelflow")), "release", str(project), "--builder", "local"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         assert "released and verified" in done.stdout
         # The temporary server used to print tracebacks on releases that succeeded: its telemetry

@@ -13,25 +13,33 @@ from pathlib import Path
 import pytest
 from wheelcraft import make_wheel
 
+from wheelflow.build.repair import repair_wheel
 from wheelflow.checks.audits import audit_files, audit_target
+from wheelflow.config.repairoptions import RepairOptions
+from wheelflow.config.spec import Target
 from wheelflow.core.distributions import describe, sha256_of
 from wheelflow.core.errors import RepairError
 from wheelflow.index.indexes import limits_for
-from wheelflow.build.repair import repair_wheel
-from wheelflow.config.repairoptions import RepairOptions
-from wheelflow.config.spec import Target
 
 REPO = Path(__file__).resolve().parents[2]
 CUDA = Path("/usr/local/cuda")
-CUDA_LIB = next((p for p in (CUDA / "lib64", CUDA / "targets" / "x86_64-linux" / "lib") if (p / "libcudart.so").exists()), None)
-needs_nvcc = pytest.mark.skipif(not (CUDA / "bin" / "nvcc").exists() or CUDA_LIB is None,
-                                reason="needs the CUDA toolkit at /usr/local/cuda (nvcc and libcudart.so)")
+CUDA_LIB = next(
+    (p for p in (CUDA / "lib64", CUDA / "targets" / "x86_64-linux" / "lib") if (p / "libcudart.so").exists()), None
+)
+needs_nvcc = pytest.mark.skipif(
+    not (CUDA / "bin" / "nvcc").exists() or CUDA_LIB is None,
+    reason="needs the CUDA toolkit at /usr/local/cuda (nvcc and libcudart.so)",
+)
 PYPI = limits_for(Target(name="pypi", index="pypi"))
 
 
 def build_wheel(project: Path, out: Path, env: dict[str, str] | None = None) -> Path:
-    proc = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(project)],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(project)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return next(out.glob("*.whl"))
 
@@ -46,8 +54,13 @@ def needed(wheel: Path, member_suffix: str = ".so") -> list[str]:
     with zipfile.ZipFile(wheel) as zf:
         name = next(n for n in zf.namelist() if n.endswith(member_suffix) and ".libs/" not in n)
         elf = ELFFile(io.BytesIO(zf.read(name)))
-        return [tag.needed for section in elf.iter_sections() if isinstance(section, DynamicSection)
-                for tag in section.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
+        return [
+            tag.needed
+            for section in elf.iter_sections()
+            if isinstance(section, DynamicSection)
+            for tag in section.iter_tags()
+            if tag.entry.d_tag == "DT_NEEDED"
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +72,9 @@ def hello_cuda_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @needs_nvcc
-def test_hello_cuda_gets_a_manylinux_tag_and_passes_the_public_index_audits(hello_cuda_wheel: Path, tmp_path: Path) -> None:
+def test_hello_cuda_gets_a_manylinux_tag_and_passes_the_public_index_audits(
+    hello_cuda_wheel: Path, tmp_path: Path
+) -> None:
     built = hello_cuda_wheel
     assert built.name.endswith("-linux_x86_64.whl")
     refused = audit_target([describe(built)], PYPI, "pypi")
@@ -80,20 +95,25 @@ def test_hello_cuda_gets_a_manylinux_tag_and_passes_the_public_index_audits(hell
 def shared_cudart_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A C extension linked against libcudart.so (the runtime as torch's extensions link it)."""
     project = tmp_path_factory.mktemp("uses-cudart")
-    (project / "pyproject.toml").write_text(textwrap.dedent("""
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent("""
         [build-system]
         requires = ["setuptools>=69"]
         build-backend = "setuptools.build_meta"
         [project]
         name = "uses-cudart"
         version = "1.0.0"
-    """))
-    (project / "setup.py").write_text(textwrap.dedent(f"""
+    """)
+    )
+    (project / "setup.py").write_text(
+        textwrap.dedent(f"""
         from setuptools import Extension, setup
         setup(ext_modules=[Extension("uses_cudart", sources=["uses_cudart.c"], include_dirs=["{CUDA}/include"],
                                      library_dirs=["{CUDA_LIB}"], libraries=["cudart"])])
-    """))
-    (project / "uses_cudart.c").write_text(textwrap.dedent("""
+    """)
+    )
+    (project / "uses_cudart.c").write_text(
+        textwrap.dedent("""
         #include <Python.h>
         #include <cuda_runtime_api.h>
         static PyObject *count(PyObject *self, PyObject *args) {
@@ -103,12 +123,15 @@ def shared_cudart_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         static PyMethodDef methods[] = {{"count", count, METH_NOARGS, NULL}, {NULL, NULL, 0, NULL}};
         static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "uses_cudart", NULL, -1, methods};
         PyMODINIT_FUNC PyInit_uses_cudart(void) { return PyModule_Create(&module); }
-    """))
+    """)
+    )
     return build_wheel(project, tmp_path_factory.mktemp("uses-cudart-out"))
 
 
 @needs_nvcc
-def test_the_cuda_runtime_is_never_vendored(shared_cudart_wheel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cuda_runtime_is_never_vendored(
+    shared_cudart_wheel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert any(n.startswith("libcudart.so") for n in needed(shared_cudart_wheel))
     # auditwheel can find libcudart here, so only the exclusion keeps it out of the wheel.
     monkeypatch.setenv("LD_LIBRARY_PATH", str(CUDA_LIB))
@@ -120,8 +143,11 @@ def test_the_cuda_runtime_is_never_vendored(shared_cudart_wheel: Path, tmp_path:
 
     # The same repair without the exclusions, through a custom command: libcudart is grafted in.
     auditwheel = shlex_path(Path(sys.executable).with_name("auditwheel"))
-    plain = repair_wheel(shared_cudart_wheel, tmp_path / "custom",
-                         RepairOptions(command=f"{auditwheel} repair -w {{dest_dir}} {{wheel}}"))
+    plain = repair_wheel(
+        shared_cudart_wheel,
+        tmp_path / "custom",
+        RepairOptions(command=f"{auditwheel} repair -w {{dest_dir}} {{wheel}}"),
+    )
     assert [n for n in zipfile.ZipFile(plain.path).namelist() if "libcudart" in n]
 
 
@@ -144,5 +170,7 @@ def test_a_pure_wheel_passes_through_and_bad_commands_are_one_line_errors(tmp_pa
     with pytest.raises(RepairError, match=r"failed \(exit 3\): broken; fix:"):
         repair_wheel(binary, tmp_path / "out", RepairOptions(command="echo broken >&2; exit 3 # {wheel} {dest_dir}"))
     copied = repair_wheel(binary, tmp_path / "out", RepairOptions(command="cp {wheel} {dest_dir}/"))
-    assert copied.repaired and copied.path.parent == tmp_path / "out" and copied.path.read_bytes() == binary.read_bytes()
+    assert (
+        copied.repaired and copied.path.parent == tmp_path / "out" and copied.path.read_bytes() == binary.read_bytes()
+    )
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [binary.name]  # no temporary directories left

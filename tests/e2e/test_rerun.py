@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import make_project, run_cli
 from faultproxy import FaultProxy, Rule
 
@@ -27,14 +26,18 @@ def unreproducible_project(root: Path, index_url: str, hold: Path | None = None)
     """tiny-pkg whose every build differs; with ``hold``, the build waits while that file exists."""
     project = make_project(root, index_url=index_url)
     wait = f"while os.path.exists({str(hold)!r}):\n    time.sleep(0.2)\n" if hold else ""
-    (project / "setup.py").write_text(textwrap.dedent("""
+    (project / "setup.py").write_text(
+        textwrap.dedent("""
         import os, pathlib, time, uuid
         from setuptools import setup
-        """) + wait + textwrap.dedent("""
+        """)
+        + wait
+        + textwrap.dedent("""
         if os.path.isdir("src/tiny_pkg"):
             pathlib.Path("src/tiny_pkg/_build_id.py").write_text(f"BUILD = {uuid.uuid4().hex!r}\\n")
         setup()
-        """))
+        """)
+    )
     return project
 
 
@@ -43,10 +46,14 @@ def release(project: Path, home: Path, *args: str) -> tuple[int, dict, str]:
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
 
 
-@pytest.mark.case("fault", "a verified release re-run from a fresh runner (empty WHEELFLOW_HOME) whose rebuild differs",
-                  "exit 0, nothing uploaded: the served files match the upload record on the Prefect server")
+@pytest.mark.case(
+    "fault",
+    "a verified release re-run from a fresh runner (empty WHEELFLOW_HOME) whose rebuild differs",
+    "exit 0, nothing uploaded: the served files match the upload record on the Prefect server",
+)
 def test_a_rerun_on_a_fresh_home_finds_its_files_by_the_servers_record(
-        tmp_path: Path, index, index_credentials, prefect_api) -> None:
+    tmp_path: Path, index, index_credentials, prefect_api
+) -> None:
     with FaultProxy(index.url) as proxy:
         project = unreproducible_project(tmp_path / "p", proxy.url + "simple/")
         code, first, stderr = release(project, tmp_path / "home-a")
@@ -55,16 +62,22 @@ def test_a_rerun_on_a_fresh_home_finds_its_files_by_the_servers_record(
     assert code == 0, stderr[-3000:]
     assert sorted(proxy.forwarded_uploads()) == [WHEEL, SDIST]  # each uploaded once, by the first run
     assert {f["upload"] for f in again["files"]} == {"already present"}
-    assert {(f["filename"], f["sha256"]) for f in again["files"]} == {(f["filename"], f["sha256"]) for f in first["files"]}
+    assert {(f["filename"], f["sha256"]) for f in again["files"]} == {
+        (f["filename"], f["sha256"]) for f in first["files"]
+    }
     assert {f["status"] for f in again["files"]} == {"verified"}
     adopted = [c for c in again["checks"] if c["check"].startswith("adopted ")]
     assert len(adopted) == 2 and all(first["flow_run_id"] in c["detail"] for c in adopted)
 
 
-@pytest.mark.case("fault", "a release that stopped after uploading half its files, re-run on a fresh home",
-                  "exit 0: the uploaded half is recognised from the server's record, the rest uploaded; each file once")
+@pytest.mark.case(
+    "fault",
+    "a release that stopped after uploading half its files, re-run on a fresh home",
+    "exit 0: the uploaded half is recognised from the server's record, the rest uploaded; each file once",
+)
 def test_a_release_stopped_half_way_finishes_from_a_fresh_home(
-        tmp_path: Path, index, index_credentials, prefect_api) -> None:
+    tmp_path: Path, index, index_credentials, prefect_api
+) -> None:
     with FaultProxy(index.url) as proxy:
         project = unreproducible_project(tmp_path / "p", proxy.url + "simple/")
         # Every attempt to upload the sdist is cut off: the run ends after the wheel landed.
@@ -78,8 +91,11 @@ def test_a_release_stopped_half_way_finishes_from_a_fresh_home(
     assert {f["filename"]: f["upload"] for f in again["files"]} == {WHEEL: "already present", SDIST: "uploaded"}
 
 
-@pytest.mark.case("fault", "two runs of the same version at once, on two homes (as two runners)",
-                  "one uploads; the other waits for it, saying for which run, then finds everything already present")
+@pytest.mark.case(
+    "fault",
+    "two runs of the same version at once, on two homes (as two runners)",
+    "one uploads; the other waits for it, saying for which run, then finds everything already present",
+)
 def test_two_runs_of_one_version_take_turns(tmp_path: Path, index, index_credentials, prefect_api) -> None:
     hold = tmp_path / "hold"
     hold.touch()
@@ -89,9 +105,13 @@ def test_two_runs_of_one_version_take_turns(tmp_path: Path, index, index_credent
 
         def start(home: str) -> tuple[subprocess.Popen, Path]:
             log = tmp_path / f"{home}.log"
-            proc = subprocess.Popen([exe, "release", str(project), "--json"], stdout=subprocess.PIPE,
-                                    stderr=open(log, "wb"), text=True,
-                                    env={**os.environ, "WHEELFLOW_HOME": str(tmp_path / home)})
+            proc = subprocess.Popen(
+                [exe, "release", str(project), "--json"],
+                stdout=subprocess.PIPE,
+                stderr=open(log, "wb"),
+                text=True,
+                env={**os.environ, "WHEELFLOW_HOME": str(tmp_path / home)},
+            )
             return proc, log
 
         first, _ = start("home-a")

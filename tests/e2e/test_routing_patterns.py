@@ -15,7 +15,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import INDEX_PASSWORD, INDEX_USER, REPO, run_cli
 from test_abi import needs_nvcc
 from webservers import MotoS3, Nginx
@@ -31,14 +30,17 @@ def variant_project(root: Path, variants: list[str], targets: str) -> Path:
     (root / "src" / "route_pkg").mkdir(parents=True)
     (root / "src" / "route_pkg" / "__init__.py").write_text("VALUE = 1\n")
     (root / "README.md").write_text("# route-pkg\n\nA package published the way CUDA projects publish.\n")
-    (root / "setup.py").write_text(textwrap.dedent("""
+    (root / "setup.py").write_text(
+        textwrap.dedent("""
         import os
         from setuptools import setup
 
         local = os.environ.get("WHEELFLOW_LOCAL_VERSION")
         setup(version="1.0.0" + (f"+{local}" if local else ""))
-        """))
-    (root / "pyproject.toml").write_text(textwrap.dedent(f"""
+        """)
+    )
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(f"""
         [build-system]
         requires = ["setuptools>=69"]
         build-backend = "setuptools.build_meta"
@@ -63,7 +65,9 @@ def variant_project(root: Path, variants: list[str], targets: str) -> Path:
         axes = {{ python = ["3.11"], variant = {json.dumps(variants)} }}
         local-version = "{{variant}}"
         concurrency = 2
-        """) + targets)
+        """)
+        + targets
+    )
     return root
 
 
@@ -75,7 +79,7 @@ def public_standin(index, monkeypatch: pytest.MonkeyPatch):
     return index
 
 
-PUBLIC_RULES = 'manylinux-only = true\nallow-local-versions = false\nverify-timeout = 10\n'
+PUBLIC_RULES = "manylinux-only = true\nallow-local-versions = false\nverify-timeout = 10\n"
 
 
 @pytest.fixture
@@ -115,11 +119,17 @@ def test_jit_wheel_and_sdist_to_the_public_index_compiled_variants_to_a_static_i
     """ExLlamaV2's shape: the JIT wheel and the sdist on the public index, each CUDA variant on its own
     sub-index of a static index."""
     spec, cdn, s3 = s3_wheels
-    project = variant_project(tmp_path / "p", ["", "cu128", "cu130"], textwrap.dedent(f"""
+    project = variant_project(
+        tmp_path / "p",
+        ["", "cu128", "cu130"],
+        textwrap.dedent(f"""
         [tool.wheelflow.targets.public]
         index = "{public_standin.simple_url}"
         artifacts = ["sdist", "plain-wheel"]
-        """) + PUBLIC_RULES + spec)
+        """)
+        + PUBLIC_RULES
+        + spec,
+    )
     code, report, stderr = release_json(str(project), "--builder", "local", "--version", "1.0.0")
     assert code == 0, stderr[-3000:]
     assert where(report) == {
@@ -127,15 +137,20 @@ def test_jit_wheel_and_sdist_to_the_public_index_compiled_variants_to_a_static_i
         "wheels": {"route_pkg-1.0.0+cu128-py3-none-any.whl", "route_pkg-1.0.0+cu130-py3-none-any.whl"},
     }
     assert sorted(p.name for p in public_standin.packages.iterdir()) == [
-        "route_pkg-1.0.0-py3-none-any.whl", "route_pkg-1.0.0.tar.gz"]
+        "route_pkg-1.0.0-py3-none-any.whl",
+        "route_pkg-1.0.0.tar.gz",
+    ]
     # Users of the public index get the JIT wheel; users of a sub-index get its variant, with pip and uv.
     assert {c["detail"] for c in user_rows(report, "public")} == {
         "pip installed route_pkg-1.0.0-py3-none-any.whl (variant plain)",
-        "uv installed route_pkg-1.0.0-py3-none-any.whl (variant plain)"}
+        "uv installed route_pkg-1.0.0-py3-none-any.whl (variant plain)",
+    }
     for variant in ("cu128", "cu130"):
         rows = [c for c in user_rows(report, "wheels") if f"/{variant}/" in c["check"]]
-        assert {c["detail"] for c in rows} == {f"{installer} installed route_pkg-1.0.0+{variant}-py3-none-any.whl "
-                                               f"(variant {variant})" for installer in ("pip", "uv")}
+        assert {c["detail"] for c in rows} == {
+            f"{installer} installed route_pkg-1.0.0+{variant}-py3-none-any.whl (variant {variant})"
+            for installer in ("pip", "uv")
+        }
     assert ("GET", "/cu130/route-pkg/", 200) in cdn.requests()  # installers read the bucket through the CDN
 
 
@@ -145,11 +160,17 @@ def test_sdist_on_the_public_index_wheels_only_on_a_static_index(
     """flash-attention's shape (minus its guessed-URL fallback): the public index serves the sdist
     only; every compiled wheel is on the static index, one sub-index per variant."""
     spec, cdn, s3 = s3_wheels
-    project = variant_project(tmp_path / "p", ["cu128", "cu130"], textwrap.dedent(f"""
+    project = variant_project(
+        tmp_path / "p",
+        ["cu128", "cu130"],
+        textwrap.dedent(f"""
         [tool.wheelflow.targets.public]
         index = "{public_standin.simple_url}"
         artifacts = ["sdist"]
-        """) + PUBLIC_RULES + spec)
+        """)
+        + PUBLIC_RULES
+        + spec,
+    )
     code, report, stderr = release_json(str(project), "--builder", "local", "--version", "1.0.0")
     assert code == 0, stderr[-3000:]
     assert where(report) == {
@@ -169,7 +190,9 @@ def test_manylinux_repaired_wheels_to_the_public_index(tmp_path: Path, home: Pat
     project = tmp_path / "hello-cuda"
     shutil.copytree(REPO / "examples" / "hello-cuda", project, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     text = (project / "pyproject.toml").read_text()
-    text = re.sub(r"\[tool\.wheelflow\.matrix\].*", "", text, flags=re.S) + textwrap.dedent(f"""
+    text = (
+        re.sub(r"\[tool\.wheelflow\.matrix\].*", "", text, flags=re.S)
+        + textwrap.dedent(f"""
         [tool.wheelflow.matrix]
         axes = {{ python = ["3.11"] }}
         env = {{ HELLO_CUDA_ARCHS = "80;90" }}
@@ -177,7 +200,9 @@ def test_manylinux_repaired_wheels_to_the_public_index(tmp_path: Path, home: Pat
 
         [tool.wheelflow.targets.public]
         index = "{public_standin.simple_url}"
-        """) + PUBLIC_RULES
+        """)
+        + PUBLIC_RULES
+    )
     (project / "pyproject.toml").write_text(text)
     code, report, stderr = release_json(str(project), "--builder", "local")
     assert code == 0, stderr[-3000:]
@@ -186,4 +211,5 @@ def test_manylinux_repaired_wheels_to_the_public_index(tmp_path: Path, home: Pat
     assert re.fullmatch(r"hello_cuda-0\.1\.0-cp311-cp311-manylinux_\d+_\d+_x86_64\.whl", wheel), wheel
     assert placed == {wheel, "hello_cuda-0.1.0.tar.gz"}
     assert {c["detail"] for c in user_rows(report, "public")} == {
-        f"{installer} installed {wheel} (variant plain)" for installer in ("pip", "uv")}
+        f"{installer} installed {wheel} (variant plain)" for installer in ("pip", "uv")
+    }

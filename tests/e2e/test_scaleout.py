@@ -26,8 +26,12 @@ GIT_USER, GIT_PASSWORD = "releaser", "git-token-for-the-cells-never-logged"
 
 
 def _git(*args: str, cwd: Path) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args], cwd=cwd, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_two_machines_clone_their_code_and_the_project_and_share_an_s3_store(
@@ -38,12 +42,16 @@ def test_two_machines_clone_their_code_and_the_project_and_share_an_s3_store(
     from flows.release import release
 
     pool = "wheelflow-gpu-under-test"
-    subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", pool, "--type", "process", "--overwrite"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "prefect", "work-pool", "create", pool, "--type", "process", "--overwrite"],
+        check=True,
+        capture_output=True,
+    )
     # wheelflow's code as the workers fetch it: a git remote holding this working tree as one commit.
     code = tmp_path / "wheelflow-code"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
-                           capture_output=True, text=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.split("\0")
     for name in filter(None, files):
         if (REPO / name).is_file():
             (code / name).parent.mkdir(parents=True, exist_ok=True)
@@ -53,12 +61,21 @@ def test_two_machines_clone_their_code_and_the_project_and_share_an_s3_store(
     _git("commit", "--quiet", "-m", "wheelflow under test", cwd=code)
     # Deployed from a separate process, as an operator would (`deploy` runs its own event loop thread,
     # which sees Prefect's settings from the environment, not this test session's temporary ones).
-    subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         from prefect import flow
         from prefect.runner.storage import GitRepository
         flow.from_source(source=GitRepository(url={code.as_uri()!r}), entrypoint="flows/build_cell.py:build_cell").deploy(
             name="cells-under-test", work_pool_name={pool!r}, print_next_steps=False)
-        """)], check=True, capture_output=True, cwd=tmp_path)
+        """),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
 
     # The project: a private repository on a git server that wants credentials.
     project = make_matrix_project(tmp_path / "matrix", cells=8, concurrency=8, seconds=3)
@@ -68,15 +85,22 @@ def test_two_machines_clone_their_code_and_the_project_and_share_an_s3_store(
     _git("tag", "v1.0.0", cwd=project)
     remotes = tmp_path / "remotes"
     remotes.mkdir()
-    subprocess.run(["git", "clone", "--quiet", "--bare", str(project), str(remotes / "matrix.git")], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "clone", "--quiet", "--bare", str(project), str(remotes / "matrix.git")],
+        check=True,
+        capture_output=True,
+    )
     Secret(value={"username": GIT_USER, "password": GIT_PASSWORD}).save("matrix-git", overwrite=True)
 
     with AuthGitServer(remotes, GIT_USER, GIT_PASSWORD) as git, MotoS3(tmp_path / "moto") as s3:
         s3.make_public_bucket("team-artifacts")
         store = "s3://team-artifacts/wheelflow"
-        aws = {"AWS_ACCESS_KEY_ID": s3.key, "AWS_SECRET_ACCESS_KEY": s3.secret, "AWS_ENDPOINT_URL": s3.url,
-               "AWS_DEFAULT_REGION": "eu-west-1"}
+        aws = {
+            "AWS_ACCESS_KEY_ID": s3.key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret,
+            "AWS_ENDPOINT_URL": s3.url,
+            "AWS_DEFAULT_REGION": "eu-west-1",
+        }
         for name, value in aws.items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("WHEELFLOW_HOME", str(tmp_path / "release-home"))
@@ -85,21 +109,51 @@ def test_two_machines_clone_their_code_and_the_project_and_share_an_s3_store(
             machine = tmp_path / f"machine{n}"
             machine.mkdir()
             log = open(tmp_path / f"worker{n}.log", "wb")
-            workers.append(subprocess.Popen(
-                [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--limit", "4"],
-                env={**os.environ, **aws, "PREFECT_WORKER_QUERY_SECONDS": "2", "WHEELFLOW_RUNNER_NAME": f"gpu-runner-{n}",
-                     "WHEELFLOW_HOME": str(machine / "home")},
-                stdout=log, stderr=subprocess.STDOUT, cwd=machine))
+            workers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "prefect",
+                        "worker",
+                        "start",
+                        "--pool",
+                        pool,
+                        "--type",
+                        "process",
+                        "--limit",
+                        "4",
+                    ],
+                    env={
+                        **os.environ,
+                        **aws,
+                        "PREFECT_WORKER_QUERY_SECONDS": "2",
+                        "WHEELFLOW_RUNNER_NAME": f"gpu-runner-{n}",
+                        "WHEELFLOW_HOME": str(machine / "home"),
+                    },
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=machine,
+                )
+            )
         try:
-            state = release(project=f"{git.url}matrix.git", ref="v1.0.0", git_secret="matrix-git", builder="local",
-                            to=["local"], cell_deployment="build-cell/cells-under-test", artifact_store=store,
-                            return_state=True)
+            state = release(
+                project=f"{git.url}matrix.git",
+                ref="v1.0.0",
+                git_secret="matrix-git",
+                builder="local",
+                to=["local"],
+                cell_deployment="build-cell/cells-under-test",
+                artifact_store=store,
+                return_state=True,
+            )
         finally:
             stop_processes(*workers)
         import s3fs
 
         stored = s3fs.S3FileSystem(key=s3.key, secret=s3.secret, client_kwargs={"endpoint_url": s3.url}).find(
-            "team-artifacts/wheelflow")
+            "team-artifacts/wheelflow"
+        )
 
     report = json.loads((tmp_path / "release-home" / "reports" / f"{state.state_details.flow_run_id}.json").read_text())
     assert state.is_completed(), report.get("error")
@@ -111,7 +165,9 @@ def test_two_machines_clone_their_code_and_the_project_and_share_an_s3_store(
     assert all(f["status"] == "verified" for f in report["files"])
     assert sorted(path.rsplit("/", 1)[-1] for path in stored if path.endswith(".whl")) == wheels  # through S3
     logs = [(tmp_path / f"worker{n}.log").read_text(errors="replace") for n in range(2)]
-    for n, log in enumerate(logs):  # each machine ran the flow from its own clone (the pull step) and cloned the project
+    for n, log in enumerate(
+        logs
+    ):  # each machine ran the flow from its own clone (the pull step) and cloned the project
         assert "Deployment step 'git_clone' completed successfully" in log
         assert list((tmp_path / f"machine{n}" / "home" / "checkouts").glob("*/.git"))
     assert not any(GIT_PASSWORD in log for log in logs)

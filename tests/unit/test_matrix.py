@@ -10,20 +10,22 @@ import sys
 import pytest
 from conftest import REPO
 
-from wheelflow.core.errors import SpecError
 from wheelflow.config.matrix import parse_matrix
+from wheelflow.core.errors import SpecError
 
 
 def test_product_minus_excludes_plus_includes_in_a_stable_order() -> None:
-    matrix = parse_matrix({
-        "axes": {"python": ["3.11", "3.13"], "cuda": ["12.8", "13.0"]},
-        "exclude": [{"python": "3.13", "cuda": "12.8"}],
-        "include": [{"python": "3.12", "cuda": "13.0"}],
-        "image": "wheelflow/builder:py{python}",
-        "env": {"TORCH_CUDA_ARCH_LIST": "9.0", "CUDA_TAG": "cu{cuda_nodot}"},
-        "build-requires": ["torch==2.9.1+cu{cuda_nodot}"],
-        "local-version": "cu{cuda_nodot}",
-    })
+    matrix = parse_matrix(
+        {
+            "axes": {"python": ["3.11", "3.13"], "cuda": ["12.8", "13.0"]},
+            "exclude": [{"python": "3.13", "cuda": "12.8"}],
+            "include": [{"python": "3.12", "cuda": "13.0"}],
+            "image": "wheelflow/builder:py{python}",
+            "env": {"TORCH_CUDA_ARCH_LIST": "9.0", "CUDA_TAG": "cu{cuda_nodot}"},
+            "build-requires": ["torch==2.9.1+cu{cuda_nodot}"],
+            "local-version": "cu{cuda_nodot}",
+        }
+    )
     assert [c.name for c in matrix.cells] == ["py3.11-cu12.8", "py3.11-cu13.0", "py3.13-cu13.0", "py3.12-cu13.0"]
     last = matrix.cells[-1]
     assert last.image == "wheelflow/builder:py3.12"
@@ -35,30 +37,45 @@ def test_product_minus_excludes_plus_includes_in_a_stable_order() -> None:
 def test_expansion_order_is_the_declared_order_whatever_the_hash_seed() -> None:
     # String hashing is randomised per process: an expansion that went through a set or a hash
     # would give the same order twice in one process and another order in the next run.
-    table = {"axes": {"python": ["3.13", "3.10", "3.12", "3.11"], "cuda": ["13.0", "12.4", "12.8", "11.8", "12.6"]},
-             "exclude": [{"cuda": "11.8"}], "include": [{"python": "3.9", "cuda": "11.8"}]}
+    table = {
+        "axes": {"python": ["3.13", "3.10", "3.12", "3.11"], "cuda": ["13.0", "12.4", "12.8", "11.8", "12.6"]},
+        "exclude": [{"cuda": "11.8"}],
+        "include": [{"python": "3.9", "cuda": "11.8"}],
+    }
     expected = [f"py{p}-cu{c}" for p in table["axes"]["python"] for c in table["axes"]["cuda"] if c != "11.8"]
     expected.append("py3.9-cu11.8")
-    script = ("import json, sys; from wheelflow.config.matrix import parse_matrix; "
-              "print(json.dumps([c.name for c in parse_matrix(json.loads(sys.argv[1])).cells]))")
+    script = (
+        "import json, sys; from wheelflow.config.matrix import parse_matrix; "
+        "print(json.dumps([c.name for c in parse_matrix(json.loads(sys.argv[1])).cells]))"
+    )
     for seed in ("0", "1", "2", "3"):
-        result = subprocess.run([sys.executable, "-c", script, json.dumps(table)], capture_output=True, text=True,
-                                env={**os.environ, "PYTHONHASHSEED": seed}, cwd=REPO, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(table)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            cwd=REPO,
+            check=True,
+        )
         assert json.loads(result.stdout) == expected, f"PYTHONHASHSEED={seed}"
 
 
 def test_a_template_naming_an_unknown_axis_is_refused() -> None:
     with pytest.raises(SpecError) as err:
         parse_matrix({"axes": {"python": ["3.11"], "cuda": ["13.0"]}, "image": "builder:cu{cudaa}"})
-    assert str(err.value) == ("spec error: tool.wheelflow.matrix.image: template 'builder:cu{cudaa}' names unknown axis "
-                              "'cudaa'; fix: use one of python, cuda (or AXIS_nodot)")
+    assert str(err.value) == (
+        "spec error: tool.wheelflow.matrix.image: template 'builder:cu{cudaa}' names unknown axis "
+        "'cudaa'; fix: use one of python, cuda (or AXIS_nodot)"
+    )
 
 
 def test_an_empty_matrix_is_refused() -> None:
     with pytest.raises(SpecError) as err:
         parse_matrix({"axes": {"python": ["3.11"]}, "exclude": [{"python": "3.11"}]})
-    assert str(err.value) == ("spec error: tool.wheelflow.matrix: the matrix is empty (every cell is excluded); "
-                              "fix: remove an exclude row or add an include row")
+    assert str(err.value) == (
+        "spec error: tool.wheelflow.matrix: the matrix is empty (every cell is excluded); "
+        "fix: remove an exclude row or add an include row"
+    )
     with pytest.raises(SpecError, match=r"^spec error: tool\.wheelflow\.matrix\.axes: the matrix has no axes"):
         parse_matrix({"axes": {}})
 
@@ -66,15 +83,23 @@ def test_an_empty_matrix_is_refused() -> None:
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"axes": {"python": ["3.11"]}, "exclude": [{"pyhton": "3.11"}]},
-         "spec error: tool.wheelflow.matrix.exclude: row {'pyhton': '3.11'} names unknown axis 'pyhton'; fix: use one of python"),
-        ({"axes": {"python": ["3.11"], "cuda": ["13.0"]}, "include": [{"python": "3.12"}]},
-         "spec error: tool.wheelflow.matrix.include: row {'python': '3.12'} lacks cuda; fix: give every axis a value in an included row"),
-        ({"axes": {"python": ["3.11"]}, "local-version": "py+{python}"},
-         "spec error: tool.wheelflow.matrix.local-version: renders to 'py+3.11' for py3.11, not a PEP 440 local label; "
-         "fix: use letters, digits and dots, e.g. cu{cuda_nodot}"),
-        ({"axes": {"python": ["3.11"]}, "concurency": 2},
-         "spec error: tool.wheelflow.matrix.concurency: unknown key; fix: did you mean 'concurrency'?"),
+        (
+            {"axes": {"python": ["3.11"]}, "exclude": [{"pyhton": "3.11"}]},
+            "spec error: tool.wheelflow.matrix.exclude: row {'pyhton': '3.11'} names unknown axis 'pyhton'; fix: use one of python",
+        ),
+        (
+            {"axes": {"python": ["3.11"], "cuda": ["13.0"]}, "include": [{"python": "3.12"}]},
+            "spec error: tool.wheelflow.matrix.include: row {'python': '3.12'} lacks cuda; fix: give every axis a value in an included row",
+        ),
+        (
+            {"axes": {"python": ["3.11"]}, "local-version": "py+{python}"},
+            "spec error: tool.wheelflow.matrix.local-version: renders to 'py+3.11' for py3.11, not a PEP 440 local label; "
+            "fix: use letters, digits and dots, e.g. cu{cuda_nodot}",
+        ),
+        (
+            {"axes": {"python": ["3.11"]}, "concurency": 2},
+            "spec error: tool.wheelflow.matrix.concurency: unknown key; fix: did you mean 'concurrency'?",
+        ),
     ],
 )
 def test_bad_rows_and_keys_are_one_line_errors(table, message) -> None:
@@ -90,7 +115,9 @@ def test_hello_cuda_matrix_has_a_variant_wheel_per_architecture() -> None:
 
     matrix = load_spec(REPO / "examples" / "hello-cuda").matrix
     assert [(c.name, c.local_version, c.env["HELLO_CUDA_ARCHS"]) for c in matrix.cells] == [
-        ("py3.11-arch80", "sm80", "80"), ("py3.11-arch90", "sm90", "90")]
+        ("py3.11-arch80", "sm80", "80"),
+        ("py3.11-arch90", "sm90", "90"),
+    ]
 
 
 TORCH_RULES = [
@@ -100,32 +127,52 @@ TORCH_RULES = [
 
 
 def test_rules_drop_the_combinations_they_forbid_and_nothing_else() -> None:
-    matrix = parse_matrix({"axes": {"python": ["3.11", "3.13"], "torch": ["2.4", "2.6"], "cuda": ["12.4", "12.8"]},
-                           "rules": TORCH_RULES})
+    matrix = parse_matrix(
+        {"axes": {"python": ["3.11", "3.13"], "torch": ["2.4", "2.6"], "cuda": ["12.4", "12.8"]}, "rules": TORCH_RULES}
+    )
     assert [c.name for c in matrix.cells] == [
-        "py3.11-torch2.4-cu12.4", "py3.11-torch2.4-cu12.8", "py3.11-torch2.6-cu12.8", "py3.13-torch2.6-cu12.8"]
+        "py3.11-torch2.4-cu12.4",
+        "py3.11-torch2.4-cu12.8",
+        "py3.11-torch2.6-cu12.8",
+        "py3.13-torch2.6-cu12.8",
+    ]
 
 
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"axes": {"python": ["3.13"], "torch": ["2.6"], "cuda": ["12.8"]}, "rules": TORCH_RULES,
-          "include": [{"python": "3.13", "torch": "2.4", "cuda": "12.8"}]},
-         "spec error: tool.wheelflow.matrix.include: row {'python': '3.13', 'torch': '2.4', 'cuda': '12.8'} breaks the "
-         "rule python>=3.13 requires torch>=2.5; fix: remove the row or change the rule"),
-        ({"axes": {"torch": ["2.6"], "cuda": ["12.4"]}, "rules": TORCH_RULES[:1]},
-         "spec error: tool.wheelflow.matrix: the matrix is empty (every cell is excluded or ruled out by rules); "
-         "fix: remove an exclude row or a rule, or add an include row"),
-        ({"axes": {"torch": ["2.6"]}, "rules": [{"when": {"torch": "=>2.6"}, "require": {"torch": "<3"}}]},
-         "spec error: tool.wheelflow.matrix.rules.when.torch: '=>2.6' is not a PEP 440 version specifier; "
-         'fix: write e.g. ">=2.6" or ">=12.6,<13"'),
-        ({"axes": {"arch": ["sm80"]}, "rules": [{"when": {"arch": ">=80"}, "require": {"arch": "<100"}}]},
-         "spec error: tool.wheelflow.matrix.rules.when: compares axis 'arch', whose value 'sm80' is not a version; "
-         "fix: compare only axes with PEP 440 versions (python, cuda, torch)"),
-        ({"axes": {"torch": ["2.6"]}, "rules": [{"when": {"torch": ">=2.6"}, "require": {"cuda": ">=12.6"}}]},
-         "spec error: tool.wheelflow.matrix.rules.require: names unknown axis 'cuda'; fix: use one of torch"),
-        ({"axes": {"torch": ["2.6"]}, "rules": [{"when": {"torch": ">=2.6"}, "requires": {"torch": "<3"}}]},
-         "spec error: tool.wheelflow.matrix.rules.requires: unknown key; fix: did you mean 'require'?"),
+        (
+            {
+                "axes": {"python": ["3.13"], "torch": ["2.6"], "cuda": ["12.8"]},
+                "rules": TORCH_RULES,
+                "include": [{"python": "3.13", "torch": "2.4", "cuda": "12.8"}],
+            },
+            "spec error: tool.wheelflow.matrix.include: row {'python': '3.13', 'torch': '2.4', 'cuda': '12.8'} breaks the "
+            "rule python>=3.13 requires torch>=2.5; fix: remove the row or change the rule",
+        ),
+        (
+            {"axes": {"torch": ["2.6"], "cuda": ["12.4"]}, "rules": TORCH_RULES[:1]},
+            "spec error: tool.wheelflow.matrix: the matrix is empty (every cell is excluded or ruled out by rules); "
+            "fix: remove an exclude row or a rule, or add an include row",
+        ),
+        (
+            {"axes": {"torch": ["2.6"]}, "rules": [{"when": {"torch": "=>2.6"}, "require": {"torch": "<3"}}]},
+            "spec error: tool.wheelflow.matrix.rules.when.torch: '=>2.6' is not a PEP 440 version specifier; "
+            'fix: write e.g. ">=2.6" or ">=12.6,<13"',
+        ),
+        (
+            {"axes": {"arch": ["sm80"]}, "rules": [{"when": {"arch": ">=80"}, "require": {"arch": "<100"}}]},
+            "spec error: tool.wheelflow.matrix.rules.when: compares axis 'arch', whose value 'sm80' is not a version; "
+            "fix: compare only axes with PEP 440 versions (python, cuda, torch)",
+        ),
+        (
+            {"axes": {"torch": ["2.6"]}, "rules": [{"when": {"torch": ">=2.6"}, "require": {"cuda": ">=12.6"}}]},
+            "spec error: tool.wheelflow.matrix.rules.require: names unknown axis 'cuda'; fix: use one of torch",
+        ),
+        (
+            {"axes": {"torch": ["2.6"]}, "rules": [{"when": {"torch": ">=2.6"}, "requires": {"torch": "<3"}}]},
+            "spec error: tool.wheelflow.matrix.rules.requires: unknown key; fix: did you mean 'require'?",
+        ),
     ],
 )
 def test_bad_rules_are_one_line_errors(table, message) -> None:
@@ -138,11 +185,21 @@ def test_expanded_table_lists_each_cell_as_built(tmp_path) -> None:
     from wheelflow.config.spec import expanded_table, load_spec, parse_spec
 
     assert expanded_table(load_spec(REPO / "examples" / "hello-cuda"))[1] == {
-        "cell": "py3.11-arch90", "values": {"python": "3.11", "arch": "90"}, "image": "wheelflow/builder:py3.11",
-        "runtime-image": "wheelflow/runtime:py3.11", "local-version": "sm90", "env": {"HELLO_CUDA_ARCHS": "90"},
-        "build-requires": [], "gpu": False, "gpu-archs": ["sm_90"], "timeout": 900.0}
-    ruled = parse_spec({"name": "x", "matrix": {"axes": {"torch": ["2.4", "2.6"], "cuda": ["12.4"]},
-                                                "rules": TORCH_RULES[:1]}}, tmp_path)
+        "cell": "py3.11-arch90",
+        "values": {"python": "3.11", "arch": "90"},
+        "image": "wheelflow/builder:py3.11",
+        "runtime-image": "wheelflow/runtime:py3.11",
+        "local-version": "sm90",
+        "env": {"HELLO_CUDA_ARCHS": "90"},
+        "build-requires": [],
+        "gpu": False,
+        "gpu-archs": ["sm_90"],
+        "timeout": 900.0,
+    }
+    ruled = parse_spec(
+        {"name": "x", "matrix": {"axes": {"torch": ["2.4", "2.6"], "cuda": ["12.4"]}, "rules": TORCH_RULES[:1]}},
+        tmp_path,
+    )
     assert [row["cell"] for row in expanded_table(ruled)] == ["torch2.4-cu12.4"]
     assert expanded_table(parse_spec({"name": "x"}, tmp_path)) == []
 
@@ -150,13 +207,21 @@ def test_expanded_table_lists_each_cell_as_built(tmp_path) -> None:
 def test_a_failed_build_is_named_by_its_cause_not_the_frontends_summary() -> None:
     from wheelflow.build.building import first_error_line
 
-    traceback = ["Traceback (most recent call last):", '  File "setup.py", line 3, in <module>',
-                 '    raise InvalidVersion(f"Invalid version: {version!r}")',
-                 "packaging.version.InvalidVersion: Invalid version: '1.0.x'", "",
-                 "ERROR Backend subprocess exited when trying to invoke get_requires_for_build_wheel"]
+    traceback = [
+        "Traceback (most recent call last):",
+        '  File "setup.py", line 3, in <module>',
+        '    raise InvalidVersion(f"Invalid version: {version!r}")',
+        "packaging.version.InvalidVersion: Invalid version: '1.0.x'",
+        "",
+        "ERROR Backend subprocess exited when trying to invoke get_requires_for_build_wheel",
+    ]
     assert first_error_line(traceback) == "packaging.version.InvalidVersion: Invalid version: '1.0.x'"
-    compiler = ["nvcc -c kernel.cu", 'kernel.cu(3): error: identifier "x" is undefined', "1 error detected",
-                "ERROR Backend subprocess exited when trying to invoke build_wheel"]
+    compiler = [
+        "nvcc -c kernel.cu",
+        'kernel.cu(3): error: identifier "x" is undefined',
+        "1 error detected",
+        "ERROR Backend subprocess exited when trying to invoke build_wheel",
+    ]
     assert first_error_line(compiler) == 'kernel.cu(3): error: identifier "x" is undefined'
 
 

@@ -31,24 +31,31 @@ class FakeTime:
 def test_waits_with_backoff_until_the_lagging_file_appears() -> None:
     time = FakeTime()
     listings = iter([[A], [A], [A], [A, B]])
-    statuses, _ = poll_until_served(lambda: next(listings), {A.filename: "aaa", B.filename: "bbb"}, 60,
-                                    clock=time.clock, sleep=time.sleep)
+    statuses, _ = poll_until_served(
+        lambda: next(listings), {A.filename: "aaa", B.filename: "bbb"}, 60, clock=time.clock, sleep=time.sleep
+    )
     assert [s.status for s in statuses] == ["verified", "verified"]
     assert time.sleeps == [0.25, 0.5, 1.0]
 
 
 def test_gives_up_at_the_deadline_naming_the_missing_file() -> None:
     time = FakeTime()
-    statuses, _ = poll_until_served(lambda: [A], {A.filename: "aaa", B.filename: "bbb"}, 10,
-                                    clock=time.clock, sleep=time.sleep)
+    statuses, _ = poll_until_served(
+        lambda: [A], {A.filename: "aaa", B.filename: "bbb"}, 10, clock=time.clock, sleep=time.sleep
+    )
     assert {s.filename: s.status for s in statuses} == {A.filename: "verified", B.filename: "missing"}
     assert time.now == 10  # the last sleep is cut to the deadline, never past it
 
 
 def test_hash_mismatch_ends_the_wait_at_once() -> None:
     time = FakeTime()
-    statuses, _ = poll_until_served(lambda: [ServedFile(A.filename, "u", "other")], {A.filename: "aaa", B.filename: "bbb"},
-                                    600, clock=time.clock, sleep=time.sleep)
+    statuses, _ = poll_until_served(
+        lambda: [ServedFile(A.filename, "u", "other")],
+        {A.filename: "aaa", B.filename: "bbb"},
+        600,
+        clock=time.clock,
+        sleep=time.sleep,
+    )
     assert statuses[0].status == "hash-mismatch" and statuses[0].served_sha256 == "other"
     assert time.sleeps == []
 
@@ -78,8 +85,9 @@ def test_a_file_that_appears_after_a_10_s_lag_is_seen_within_2_s() -> None:
         reads.append(time.now)
         return [A, B] if time.now >= visible_at else [A]
 
-    statuses, _ = poll_until_served(listing, {A.filename: "aaa", B.filename: "bbb"}, 60, clock=time.clock,
-                                    sleep=time.sleep)
+    statuses, _ = poll_until_served(
+        listing, {A.filename: "aaa", B.filename: "bbb"}, 60, clock=time.clock, sleep=time.sleep
+    )
     assert [s.status for s in statuses] == ["verified", "verified"]
     assert visible_at <= reads[-1] <= visible_at + 2.0
     assert max(time.sleeps) == 2.0  # the backoff is capped: never a long blind wait

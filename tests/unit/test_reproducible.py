@@ -22,8 +22,14 @@ COMMIT_EPOCH = 1772366400  # 2026-03-01T12:00:00Z
 def test_a_rewritten_wheel_keeps_a_correct_record(tmp_path: Path) -> None:
     wheel = tmp_path / "tiny_pkg-1.0.0-py3-none-any.whl"
     files = {"tiny_pkg/__init__.py": b"x = 1\n", "tiny_pkg/run.sh": b"#!/bin/sh\n"}
-    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
-                     f"{len(data)}\n" for name, data in files.items()) + "tiny_pkg-1.0.0.dist-info/RECORD,,\n"
+    record = (
+        "".join(
+            f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+            f"{len(data)}\n"
+            for name, data in files.items()
+        )
+        + "tiny_pkg-1.0.0.dist-info/RECORD,,\n"
+    )
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
         for (name, data), mode in zip(files.items(), (0o664, 0o775)):
             info = zipfile.ZipInfo(name, date_time=(2030, 1, 1, 0, 0, 0))
@@ -45,15 +51,22 @@ def test_a_rewritten_wheel_keeps_a_correct_record(tmp_path: Path) -> None:
 
 
 SOURCE = '#include <stdio.h>\nint main(void) { printf("%s\\n", __FILE__); return 0; }\n'
-KERNEL = '#include <cstdio>\n__global__ void k(float *x) { x[0] = 1; }\nint main() { std::printf("%s\\n", __FILE__); }\n'
+KERNEL = (
+    '#include <cstdio>\n__global__ void k(float *x) { x[0] = 1; }\nint main() { std::printf("%s\\n", __FILE__); }\n'
+)
 
 
 def compile_in(directory: Path, compiler: list[str], name: str, text: str, env: dict[str, str]) -> bytes:
     directory.mkdir(parents=True)
     (directory / name).write_text(text)
     # An absolute source path, as setuptools passes it: what the prefix map must rewrite.
-    subprocess.run([*compiler, "-c", str(directory / name), "-o", str(directory / "out.o")], check=True,
-                   cwd=directory, env=env, capture_output=True)
+    subprocess.run(
+        [*compiler, "-c", str(directory / name), "-o", str(directory / "out.o")],
+        check=True,
+        cwd=directory,
+        env=env,
+        capture_output=True,
+    )
     return (directory / "out.o").read_bytes()
 
 

@@ -36,9 +36,20 @@ class _NegotiatingIndex(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if JSON_V1 in self.headers.get("accept", ""):
-            body = json.dumps({"meta": {"api-version": "1.1"}, "name": "hello-cuda", "files": [
-                {"filename": WHEEL, "url": f"/files/{WHEEL}", "hashes": {"sha256": SHA},
-                 "upload-time": "2026-01-02T03:04:05.000000Z"}]}).encode()
+            body = json.dumps(
+                {
+                    "meta": {"api-version": "1.1"},
+                    "name": "hello-cuda",
+                    "files": [
+                        {
+                            "filename": WHEEL,
+                            "url": f"/files/{WHEEL}",
+                            "hashes": {"sha256": SHA},
+                            "upload-time": "2026-01-02T03:04:05.000000Z",
+                        }
+                    ],
+                }
+            ).encode()
             ctype = JSON_V1
         else:
             body = f'<a href="/files/{WHEEL}#sha256={SHA}">{WHEEL}</a>'.encode()

@@ -32,14 +32,18 @@ def committed_project(root: Path) -> Path:
 
 
 def build(source, home: Path):
-    return build_distributions(source, name="tiny-pkg", version="1.0.0", artifacts=("sdist", "wheel"), env={},
-                               home=home, log=lambda line: None)
+    return build_distributions(
+        source, name="tiny-pkg", version="1.0.0", artifacts=("sdist", "wheel"), env={}, home=home, log=lambda line: None
+    )
 
 
 def leftovers(project: Path) -> list[str]:
     """Build debris in the user's checkout."""
-    return sorted(p.relative_to(project).as_posix() for p in project.rglob("*")
-                  if p.name.endswith(".egg-info") or p.name in ("build", "dist"))
+    return sorted(
+        p.relative_to(project).as_posix()
+        for p in project.rglob("*")
+        if p.name.endswith(".egg-info") or p.name in ("build", "dist")
+    )
 
 
 def test_a_changed_tracked_file_is_refused_naming_it_and_untracked_files_do_not_count(tmp_path: Path) -> None:
@@ -174,7 +178,11 @@ def test_a_directory_not_under_git_is_built_without_its_debris_or_wheelflow_home
     (project / "build" / "lib" / "stale.py").write_text("")
 
     source = prepare_source(project, home=home)
-    assert (source.kind, source.commit, source.description) == ("directory", None, "directory, not under version control")
+    assert (source.kind, source.commit, source.description) == (
+        "directory",
+        None,
+        "directory, not under version control",
+    )
     exported = sorted(p.relative_to(source.path).as_posix() for p in source.path.rglob("*") if p.is_file())
     assert exported == ["README.md", "pyproject.toml", "src/tiny_pkg/__init__.py"]
     assert source.path.is_relative_to(home)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, make_project, run_cli
-from wheelflow.core.errors import SpecError
+
 from wheelflow.config.spec import load_spec
+from wheelflow.core.errors import SpecError
 
 
 def test_hello_cuda_spec_reads_from_pyproject() -> None:
@@ -24,27 +24,38 @@ def test_hello_cuda_spec_reads_from_pyproject() -> None:
 def test_standalone_spec_file_for_a_project_you_do_not_control(tmp_path: Path) -> None:
     project = make_project(tmp_path / "p")
     standalone = tmp_path / "release.toml"
-    standalone.write_text('name = "tiny-pkg"\nartifacts = ["wheel"]\n[targets.staging]\nindex = "http://127.0.0.1:1/simple/"\n')
+    standalone.write_text(
+        'name = "tiny-pkg"\nartifacts = ["wheel"]\n[targets.staging]\nindex = "http://127.0.0.1:1/simple/"\n'
+    )
     spec = load_spec(project, standalone)
     assert spec.artifacts == ("wheel",)
     assert spec.targets[0].name == "staging"
     assert spec.targets[0].upload_url is None and spec.targets[0].credentials == "env"
 
 
-@pytest.mark.case("bad input", "a malformed spec",
-                  "one line naming the key and the fix")
+@pytest.mark.case("bad input", "a malformed spec", "one line naming the key and the fix")
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ('artefacts = ["wheel"]\n', "spec error: tool.wheelflow.artefacts: unknown key; fix: did you mean 'artifacts'?"),
-        ('artifacts = ["egg"]\n', "spec error: tool.wheelflow.artifacts: unknown artifact kind 'egg'; fix: use \"sdist\", \"wheel\""),
+        (
+            'artefacts = ["wheel"]\n',
+            "spec error: tool.wheelflow.artefacts: unknown key; fix: did you mean 'artifacts'?",
+        ),
+        (
+            'artifacts = ["egg"]\n',
+            'spec error: tool.wheelflow.artifacts: unknown artifact kind \'egg\'; fix: use "sdist", "wheel"',
+        ),
         ("name = 3\n", "spec error: tool.wheelflow.name: 3 is not a string; fix: write it as a string"),
-        ('[tool.wheelflow.targets.prod]\nindex = "ftp://host/simple"\n',
-         "spec error: tool.wheelflow.targets.prod.index: 'ftp://host/simple' is neither an index alias nor an http(s) URL; "
-         "fix: use one of local, pypi, testpypi or a Simple API URL"),
-        ('[tool.wheelflow.targets.prod]\nindex = "pypi"\ncredentials = "hunter2"\n',
-         "spec error: tool.wheelflow.targets.prod.credentials: 'hunter2' is not a credentials source; "
-         'fix: use "env" (WHEELFLOW_PROD_USERNAME/WHEELFLOW_PROD_PASSWORD), "prefect-secret:BLOCK" or "none"'),
+        (
+            '[tool.wheelflow.targets.prod]\nindex = "ftp://host/simple"\n',
+            "spec error: tool.wheelflow.targets.prod.index: 'ftp://host/simple' is neither an index alias nor an http(s) URL; "
+            "fix: use one of local, pypi, testpypi or a Simple API URL",
+        ),
+        (
+            '[tool.wheelflow.targets.prod]\nindex = "pypi"\ncredentials = "hunter2"\n',
+            "spec error: tool.wheelflow.targets.prod.credentials: 'hunter2' is not a credentials source; "
+            'fix: use "env" (WHEELFLOW_PROD_USERNAME/WHEELFLOW_PROD_PASSWORD), "prefect-secret:BLOCK" or "none"',
+        ),
     ],
 )
 def test_malformed_spec_is_one_line_naming_key_and_fix(tmp_path: Path, extra: str, message: str) -> None:
@@ -62,25 +73,31 @@ def test_tag_pattern_must_hold_the_version(tmp_path: Path) -> None:
     project = make_project(tmp_path / "p")
     text = (project / "pyproject.toml").read_text().replace('tag = "v{version}"', 'tag = "release"')
     (project / "pyproject.toml").write_text(text)
-    with pytest.raises(SpecError, match=r"^spec error: tool\.wheelflow\.version\.tag: 'release' must contain \{version\}"):
+    with pytest.raises(
+        SpecError, match=r"^spec error: tool\.wheelflow\.version\.tag: 'release' must contain \{version\}"
+    ):
         load_spec(project)
 
 
-@pytest.mark.case("bad input", "a password written in the spec",
-                  "refused without echoing it")
+@pytest.mark.case("bad input", "a password written in the spec", "refused without echoing it")
 def test_credentials_in_the_spec_are_refused_without_echoing_them(tmp_path: Path) -> None:
-    project = make_project(tmp_path / "p", extra='\n[tool.wheelflow.targets.prod]\nindex = "pypi"\npassword = "pypi-AgEtopsecret"\n')
+    project = make_project(
+        tmp_path / "p", extra='\n[tool.wheelflow.targets.prod]\nindex = "pypi"\npassword = "pypi-AgEtopsecret"\n'
+    )
     with pytest.raises(SpecError) as err:
         load_spec(project)
-    assert str(err.value).startswith("spec error: tool.wheelflow.targets.prod.password: credentials never go in the spec")
+    assert str(err.value).startswith(
+        "spec error: tool.wheelflow.targets.prod.password: credentials never go in the spec"
+    )
     assert "WHEELFLOW_PROD_PASSWORD" in str(err.value)
     assert "topsecret" not in str(err.value)
 
 
-@pytest.mark.case("bad input", "an index URL with embedded credentials",
-                  "refused, the credentials redacted")
+@pytest.mark.case("bad input", "an index URL with embedded credentials", "refused, the credentials redacted")
 def test_index_url_with_embedded_credentials_is_refused_and_redacted(tmp_path: Path) -> None:
-    project = make_project(tmp_path / "p", extra='\n[tool.wheelflow.targets.prod]\nindex = "https://bob:tok3n@idx.example/simple/"\n')
+    project = make_project(
+        tmp_path / "p", extra='\n[tool.wheelflow.targets.prod]\nindex = "https://bob:tok3n@idx.example/simple/"\n'
+    )
     with pytest.raises(SpecError) as err:
         load_spec(project)
     assert "embeds credentials" in str(err.value)
@@ -93,29 +110,46 @@ def test_cli_reports_a_malformed_spec_in_one_line_and_builds_nothing(tmp_path: P
     (project / "pyproject.toml").write_text(text)
     result = run_cli("release", str(project), "--json")
     assert result.returncode == 2
-    assert result.stderr.strip() == "wheelflow: error: spec error: tool.wheelflow.smok: unknown key; fix: did you mean 'smoke'?"
+    assert (
+        result.stderr.strip()
+        == "wheelflow: error: spec error: tool.wheelflow.smok: unknown key; fix: did you mean 'smoke'?"
+    )
     assert not (home / "builds").exists()
 
 
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"targets": {"prod": {"index": "pypi", "max-file-size": "lots"}}},
-         'spec error: tool.wheelflow.targets.prod.max-file-size: \'lots\' is not a size; fix: write bytes or e.g. "100MB", "10GiB"'),
-        ({"approval-timeout": True},
-         "spec error: tool.wheelflow.approval-timeout: True is not a positive number of seconds; "
-         "fix: write e.g. approval-timeout = 3600"),
-        ({"targets": {"prod": {"index": "pypi", "name": "other"}}},
-         "spec error: tool.wheelflow.targets.prod.name: unknown key; fix: the target's name is its table's key"),
-        ({"targets": {"prod": {"index": "pypi", "verify-timout": 5}}},
-         "spec error: tool.wheelflow.targets.prod.verify-timout: unknown key; fix: did you mean 'verify-timeout'?"),
-        ({"docker": {"mounts": ["/data"]}},
-         "spec error: tool.wheelflow.docker.mounts: ['/data'] is not a list of HOST:CONTAINER[:ro] strings; "
-         'fix: write mounts = ["/data:/data:ro"]'),
-        ({"build": {"env": {"CUDA_ARCHS": 90}}},
-         'spec error: tool.wheelflow.build.env.CUDA_ARCHS: 90 is not a string; fix: quote it: CUDA_ARCHS = "90"'),
-        ({"matrix": {"axes": {"python": ["3.11"]}, "env": {"N": 1}}},
-         'spec error: tool.wheelflow.matrix.env.N: 1 is not a string; fix: quote it: N = "1"'),
+        (
+            {"targets": {"prod": {"index": "pypi", "max-file-size": "lots"}}},
+            'spec error: tool.wheelflow.targets.prod.max-file-size: \'lots\' is not a size; fix: write bytes or e.g. "100MB", "10GiB"',
+        ),
+        (
+            {"approval-timeout": True},
+            "spec error: tool.wheelflow.approval-timeout: True is not a positive number of seconds; "
+            "fix: write e.g. approval-timeout = 3600",
+        ),
+        (
+            {"targets": {"prod": {"index": "pypi", "name": "other"}}},
+            "spec error: tool.wheelflow.targets.prod.name: unknown key; fix: the target's name is its table's key",
+        ),
+        (
+            {"targets": {"prod": {"index": "pypi", "verify-timout": 5}}},
+            "spec error: tool.wheelflow.targets.prod.verify-timout: unknown key; fix: did you mean 'verify-timeout'?",
+        ),
+        (
+            {"docker": {"mounts": ["/data"]}},
+            "spec error: tool.wheelflow.docker.mounts: ['/data'] is not a list of HOST:CONTAINER[:ro] strings; "
+            'fix: write mounts = ["/data:/data:ro"]',
+        ),
+        (
+            {"build": {"env": {"CUDA_ARCHS": 90}}},
+            'spec error: tool.wheelflow.build.env.CUDA_ARCHS: 90 is not a string; fix: quote it: CUDA_ARCHS = "90"',
+        ),
+        (
+            {"matrix": {"axes": {"python": ["3.11"]}, "env": {"N": 1}}},
+            'spec error: tool.wheelflow.matrix.env.N: 1 is not a string; fix: quote it: N = "1"',
+        ),
     ],
 )
 def test_typed_values_are_refused_in_one_line_naming_the_nested_key(tmp_path: Path, table: dict, message: str) -> None:

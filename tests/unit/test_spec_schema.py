@@ -8,11 +8,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from conftest import REPO
+
 from wheelflow.build.builders.docker import DockerBuilder
-from wheelflow.core.errors import SpecError
 from wheelflow.config.spec import SCHEMA_FILE, load_spec, parse_spec, spec_json_schema
+from wheelflow.core.errors import SpecError
 
 try:
     import tomllib
@@ -24,14 +24,17 @@ def test_the_committed_schema_is_what_the_models_generate(tmp_path: Path) -> Non
     out = tmp_path / SCHEMA_FILE
     subprocess.run([sys.executable, "-m", "wheelflow.config.spec", str(out)], cwd=REPO, check=True, capture_output=True)
     assert out.read_text() == (REPO / SCHEMA_FILE).read_text(), (
-        f"{SCHEMA_FILE} is stale: run `python -m wheelflow.config.spec` and commit the result")
+        f"{SCHEMA_FILE} is stale: run `python -m wheelflow.config.spec` and commit the result"
+    )
 
 
 def test_every_key_is_named_as_written_and_described() -> None:
     schema = spec_json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     assert "approval-timeout" in schema["properties"]
-    assert {"upload-url", "verify-timeout", "max-file-size", "local-versions"} <= set(schema["$defs"]["Target"]["properties"])
+    assert {"upload-url", "verify-timeout", "max-file-size", "local-versions"} <= set(
+        schema["$defs"]["Target"]["properties"]
+    )
     tables = [schema, *schema["$defs"].values()]
     for table in tables:
         for key, prop in table["properties"].items():
@@ -50,18 +53,21 @@ def test_the_examples_spec_is_valid_under_the_schema() -> None:
     load_spec(REPO / "examples" / "hello-cuda")
 
 
-@pytest.mark.parametrize("toml", [
-    '[tool.wheelflow]\nname = "x"\nsmok = "true"\n',
-    '[tool.wheelflow]\nname = "x"\nartifacts = ["egg"]\n',
-    '[tool.wheelflow]\nname = "x"\napproval-timeout = true\n',
-    '[tool.wheelflow]\nname = "x"\napproval = "sometimes"\n',
-    '[tool.wheelflow.targets.prod]\nindex = "pypi"\nmax-file-size = "lots"\n',
-    '[tool.wheelflow.targets.prod]\nindex = "pypi"\ncredentials = "hunter2"\n',
-    '[tool.wheelflow.targets.prod]\nupload-url = "http://127.0.0.1:1/"\n',
-    '[tool.wheelflow.docker]\npip-cache = "no"\n',
-    '[tool.wheelflow.matrix]\naxes = { python = ["3.11"] }\nconcurency = 2\n',
-    '[tool.wheelflow.matrix]\naxes = { python = ["3.11"] }\ntimeout = 0\n',
-])
+@pytest.mark.parametrize(
+    "toml",
+    [
+        '[tool.wheelflow]\nname = "x"\nsmok = "true"\n',
+        '[tool.wheelflow]\nname = "x"\nartifacts = ["egg"]\n',
+        '[tool.wheelflow]\nname = "x"\napproval-timeout = true\n',
+        '[tool.wheelflow]\nname = "x"\napproval = "sometimes"\n',
+        '[tool.wheelflow.targets.prod]\nindex = "pypi"\nmax-file-size = "lots"\n',
+        '[tool.wheelflow.targets.prod]\nindex = "pypi"\ncredentials = "hunter2"\n',
+        '[tool.wheelflow.targets.prod]\nupload-url = "http://127.0.0.1:1/"\n',
+        '[tool.wheelflow.docker]\npip-cache = "no"\n',
+        '[tool.wheelflow.matrix]\naxes = { python = ["3.11"] }\nconcurency = 2\n',
+        '[tool.wheelflow.matrix]\naxes = { python = ["3.11"] }\ntimeout = 0\n',
+    ],
+)
 def test_what_the_schema_refuses_the_parser_refuses(toml: str, tmp_path: Path) -> None:
     table = {"name": "x", **_table(toml)}
     with pytest.raises(jsonschema.ValidationError):
@@ -71,7 +77,8 @@ def test_what_the_schema_refuses_the_parser_refuses(toml: str, tmp_path: Path) -
 
 
 def test_what_the_schema_accepts_the_parser_accepts(tmp_path: Path) -> None:
-    table = _table("""
+    table = _table(
+        """
         [tool.wheelflow]
         name = "x"
         artifacts = "wheel"
@@ -91,7 +98,8 @@ def test_what_the_schema_accepts_the_parser_accepts(tmp_path: Path) -> None:
         [tool.wheelflow.matrix]
         axes = { python = [3.11, "3.13"], cuda = ["13.0"] }
         local-version = "cu{cuda_nodot}"
-        """.replace("\n        ", "\n"))
+        """.replace("\n        ", "\n")
+    )
     jsonschema.validate(table, spec_json_schema())
     spec = parse_spec(table, tmp_path)
     target = spec.target("cuda")
@@ -102,8 +110,10 @@ def test_what_the_schema_accepts_the_parser_accepts(tmp_path: Path) -> None:
 
 def test_docker_table_reaches_the_builder_containers(tmp_path: Path) -> None:
     # No daemon needed: this is the mapping from the spec's [docker] table to container volumes.
-    table = _table('[tool.wheelflow]\nname = "x"\n[tool.wheelflow.docker]\ncuda-home = false\npip-cache = false\n'
-                   'mounts = ["/data/weights:/weights:ro"]\nenv = { HF_HOME = "/weights" }\n')
+    table = _table(
+        '[tool.wheelflow]\nname = "x"\n[tool.wheelflow.docker]\ncuda-home = false\npip-cache = false\n'
+        'mounts = ["/data/weights:/weights:ro"]\nenv = { HF_HOME = "/weights" }\n'
+    )
     cuda = tmp_path / "cuda"
     cuda.mkdir()
     off = parse_spec(table, tmp_path).docker

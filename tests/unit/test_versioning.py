@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import git, make_project
-from wheelflow.core.errors import VersionError
+
 from wheelflow.config.spec import load_spec
+from wheelflow.core.errors import VersionError
 from wheelflow.source.versioning import resolve_version
 
 
@@ -47,8 +47,9 @@ def test_requested_version_must_agree_with_the_file(tmp_path: Path) -> None:
         resolve_version(load_spec(project), "2.0")
 
 
-@pytest.mark.case("bad input", "a version that is not PEP 440",
-                  "refused before the build, naming the source and the value")
+@pytest.mark.case(
+    "bad input", "a version that is not PEP 440", "refused before the build, naming the source and the value"
+)
 def test_non_pep440_version_is_refused(tmp_path: Path) -> None:
     project = tagged_project(tmp_path, "1.2.0", None)
     with pytest.raises(VersionError) as err:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -32,8 +33,10 @@ def read_secret(block: str) -> Any:
     try:
         return Secret.load(block).get()
     except ValueError:
-        raise CredentialsError(f"Prefect Secret block {block!r} not found; fix: create it "
-                               "(prefect block create secret) or use the environment instead") from None
+        raise CredentialsError(
+            f"Prefect Secret block {block!r} not found; fix: create it "
+            "(prefect block create secret) or use the environment instead"
+        ) from None
 
 
 # -- Variables -------------------------------------------------------------------------------------
@@ -55,7 +58,8 @@ def read_record(key: str) -> Any:
 
     with get_client(sync_client=True) as client:
         found = client.read_latest_artifacts(
-            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key])))
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key]))
+        )
     if not found or not isinstance(found[0].data, str) or "```json\n" not in found[0].data:
         return None
     return json.loads(found[0].data.split("```json\n", 1)[1].rsplit("\n```", 1)[0])
@@ -67,8 +71,9 @@ def write_record(key: str, value: Any, description: str) -> None:
 
     from prefect.artifacts import create_markdown_artifact
 
-    create_markdown_artifact(key=key, markdown=f"```json\n{json.dumps(value, indent=1, sort_keys=True)}\n```",
-                             description=description)
+    create_markdown_artifact(
+        key=key, markdown=f"```json\n{json.dumps(value, indent=1, sort_keys=True)}\n```", description=description
+    )
 
 
 def write_variable(name: str, value: Any, tags: tuple[str, ...] = ()) -> None:
@@ -101,9 +106,15 @@ class PrefectVariableStore:
         with get_client(sync_client=True) as client:
             offset = 0
             while True:
-                page = client.request("POST", "/variables/filter", json={
-                    "variables": {"name": {"like_": VARIABLE_PREFIX}}, "offset": offset, "limit": 200,
-                }).json()
+                page = client.request(
+                    "POST",
+                    "/variables/filter",
+                    json={
+                        "variables": {"name": {"like_": VARIABLE_PREFIX}},
+                        "offset": offset,
+                        "limit": 200,
+                    },
+                ).json()
                 for variable in page:
                     if variable["name"].startswith(VARIABLE_PREFIX) and isinstance(variable["value"], dict):
                         incident = Incident.from_json(variable["value"])
@@ -134,8 +145,9 @@ def _retry_logs(client: Any, task_run_ids: list[UUID]) -> dict[UUID, list[str]]:
     if not task_run_ids:
         return {}
     found: dict[UUID, list[str]] = {}
-    for log in client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=task_run_ids)),
-                                sort=LogSort.TIMESTAMP_ASC):
+    for log in client.read_logs(
+        log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=task_run_ids)), sort=LogSort.TIMESTAMP_ASC
+    ):
         found.setdefault(log.task_run_id, []).append(log.message)
     return found
 
@@ -145,8 +157,9 @@ def flow_run_tree(client: Any, flow_run_id: UUID) -> list[Any]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     runs = [client.read_flow_run(flow_run_id)]
-    children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+    children = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+    )
     for child in children:
         runs += flow_run_tree(client, child.id)
     return runs
@@ -182,14 +195,16 @@ def task_histories(client: Any, flow_run_id: UUID | str, *, settle: float = 0.0)
         errors = iter(retry_errors(logs.get(task_run.id, [])))
         entries = [entry_from_state(s, next(errors, None) if s.name == "AwaitingRetry" else None) for s in states]
         duration = task_run.total_run_time.total_seconds() if task_run.total_run_time else None
-        histories.append(TaskHistory(
-            name=task_run.name,
-            flow_run=names.get(task_run.flow_run_id, str(task_run.flow_run_id)),
-            state=task_run.state.name if task_run.state else "Unknown",
-            duration_s=duration,
-            attempts=max(1, sum(1 for s in states if s.type.value == "RUNNING")),
-            history=entries,
-        ))
+        histories.append(
+            TaskHistory(
+                name=task_run.name,
+                flow_run=names.get(task_run.flow_run_id, str(task_run.flow_run_id)),
+                state=task_run.state.name if task_run.state else "Unknown",
+                duration_s=duration,
+                attempts=max(1, sum(1 for s in states if s.type.value == "RUNNING")),
+                history=entries,
+            )
+        )
     return histories
 
 
@@ -228,14 +243,18 @@ def find_deployment(client: Any, name: str) -> Any:
         try:
             return client.read_deployment_by_name(name)
         except ObjectNotFound:
-            raise OrchestrationError(f"no deployment {name!r} on this Prefect server; fix: run `prefect deploy --all` "
-                                     "or `wheelflow serve`, or check PREFECT_API_URL") from None
+            raise OrchestrationError(
+                f"no deployment {name!r} on this Prefect server; fix: run `prefect deploy --all` "
+                "or `wheelflow serve`, or check PREFECT_API_URL"
+            ) from None
     found = client.read_deployments(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name])))
     if len(found) == 1:
         return found[0]
     if not found:
-        raise OrchestrationError(f"no deployment named {name!r} on this Prefect server; fix: run `prefect deploy "
-                                 "--all` or `wheelflow serve`, or check PREFECT_API_URL")
+        raise OrchestrationError(
+            f"no deployment named {name!r} on this Prefect server; fix: run `prefect deploy "
+            "--all` or `wheelflow serve`, or check PREFECT_API_URL"
+        )
     raise OrchestrationError(f"{len(found)} deployments are named {name!r}; fix: name one as FLOW/{name}")
 
 
@@ -247,8 +266,11 @@ def start_run(client: Any, deployment: Any, parameters: dict[str, Any], deployme
         run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
     except PrefectHTTPStatusError as exc:
         detail = exc.response.json().get("detail", "") if exc.response.content else ""
-        raise SpecError("--param", f"deployment {deployment_name!r} refused the parameters: {' '.join(str(detail).split())}",
-                        "pass the deployment's parameters by name (see its form in the Prefect UI)") from None
+        raise SpecError(
+            "--param",
+            f"deployment {deployment_name!r} refused the parameters: {' '.join(str(detail).split())}",
+            "pass the deployment's parameters by name (see its form in the Prefect UI)",
+        ) from None
     return run
 
 
@@ -265,8 +287,9 @@ def strict_parameters(client: Any, deployment: Any) -> None:
     schema = deployment.parameter_openapi_schema or {}
     if schema.get("additionalProperties") is False:
         return
-    client.update_deployment(deployment.id, DeploymentUpdate(parameter_openapi_schema=strict_schema(schema),
-                                                             enforce_parameter_schema=True))
+    client.update_deployment(
+        deployment.id, DeploymentUpdate(parameter_openapi_schema=strict_schema(schema), enforce_parameter_schema=True)
+    )
 
 
 def release_verdict(client: Any, flow_run_id: UUID) -> dict[str, Any]:
@@ -276,7 +299,9 @@ def release_verdict(client: Any, flow_run_id: UUID) -> dict[str, Any]:
 
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    artifacts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+    )
     files: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     for artifact in artifacts:
@@ -296,8 +321,11 @@ def flow_run_table_rows(client: Any, flow_run_id: Any, key: str) -> list[dict[st
 
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=[key])))
+    artifacts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=[key])
+        )
+    )
     for artifact in artifacts:
         return _json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
     return []
@@ -336,11 +364,15 @@ def resume_with_decision(run_id: UUID, approve: bool, reason: str) -> None:
     try:
         resume_flow_run(run_id, run_input={"approve": approve, "reason": reason})
     except NotPausedError:
-        raise SpecError("RUN_ID", f"flow run {run_id} is not waiting for approval (it is {state.name if state else 'unknown'})",
-                        "approve a run while the Prefect UI shows it Paused") from None
+        raise SpecError(
+            "RUN_ID",
+            f"flow run {run_id} is not waiting for approval (it is {state.name if state else 'unknown'})",
+            "approve a run while the Prefect UI shows it Paused",
+        ) from None
     except FlowPauseTimeout:
-        raise SpecError("RUN_ID", f"flow run {run_id} waited too long and can no longer be approved",
-                        "re-run the release") from None
+        raise SpecError(
+            "RUN_ID", f"flow run {run_id} waited too long and can no longer be approved", "re-run the release"
+        ) from None
 
 
 # -- serving deployments from this process ---------------------------------------------------------
@@ -408,10 +440,14 @@ def held_alone(key: str, *, timeout: float = 1800.0, log: Callable[[str], None] 
             holder = read_variable(holder_variable) or "(unknown)"
             log(f"waiting up to {timeout:g} s for flow run {holder}, which holds {key}")
             try:
-                stack.enter_context(concurrency(key, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE))
+                stack.enter_context(
+                    concurrency(key, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE)
+                )
             except TimeoutError:
-                raise ReleaseBusy(f"{key} is still held by flow run {read_variable(holder_variable) or '(unknown)'} "
-                                  f"after {timeout:g} s; fix: wait for that run to end (or cancel it), then re-run") from None
+                raise ReleaseBusy(
+                    f"{key} is still held by flow run {read_variable(holder_variable) or '(unknown)'} "
+                    f"after {timeout:g} s; fix: wait for that run to end (or cancel it), then re-run"
+                ) from None
         write_variable(holder_variable, str(flow_run.get_id()))
         yield
 
@@ -426,8 +462,9 @@ def _save_destination(destination: Any, name: str) -> UUID:
     and the API show it obfuscated."""
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-    block = CustomWebhookNotificationBlock(name=name, url="{{url}}", json_data=dict(destination.json_data),
-                                           secrets={"url": destination.url})
+    block = CustomWebhookNotificationBlock(
+        name=name, url="{{url}}", json_data=dict(destination.json_data), secrets={"url": destination.url}
+    )
     return block.save(name, overwrite=True)
 
 
@@ -436,9 +473,16 @@ def _trigger_of(spec: Any) -> Any:
 
     from prefect.events.schemas.automations import EventTrigger, Posture
 
-    return EventTrigger(posture=Posture(spec.posture), after=set(spec.after), expect=set(spec.expect),
-                        match=dict(spec.match), match_related=dict(spec.match_related), for_each=set(spec.for_each),
-                        threshold=1, within=timedelta(seconds=spec.within))
+    return EventTrigger(
+        posture=Posture(spec.posture),
+        after=set(spec.after),
+        expect=set(spec.expect),
+        match=dict(spec.match),
+        match_related=dict(spec.match_related),
+        for_each=set(spec.for_each),
+        threshold=1,
+        within=timedelta(seconds=spec.within),
+    )
 
 
 def _actions_of(spec: Any, blocks: list[UUID]) -> list[Any]:
@@ -446,9 +490,14 @@ def _actions_of(spec: Any, blocks: list[UUID]) -> list[Any]:
     from prefect.events.actions import ChangeFlowRunState, SendNotification
 
     if spec.action == "crash":
-        return [ChangeFlowRunState(state=StateType.CRASHED, name="Crashed",
-                                   message=f"no heartbeat for {spec.within:.0f} s: the process running it died "
-                                           f"(Prefect automation {spec.name})")]
+        return [
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                name="Crashed",
+                message=f"no heartbeat for {spec.within:.0f} s: the process running it died "
+                f"(Prefect automation {spec.name})",
+            )
+        ]
     return [SendNotification(block_document_id=block, subject=spec.subject, body=spec.body) for block in blocks]
 
 
@@ -468,8 +517,13 @@ def install_automations(specs: list[Any], destinations: list[Any]) -> list[str]:
             if automation.name.startswith(PREFIX) and automation.name not in wanted:
                 client.delete_automation(automation.id)
         for spec in specs:
-            core = AutomationCore(name=spec.name, description=spec.description, enabled=True,
-                                  trigger=_trigger_of(spec), actions=_actions_of(spec, blocks))
+            core = AutomationCore(
+                name=spec.name,
+                description=spec.description,
+                enabled=True,
+                trigger=_trigger_of(spec),
+                actions=_actions_of(spec, blocks),
+            )
             existing = client.read_automations_by_name(spec.name)
             if existing:
                 client.update_automation(existing[0].id, core)
@@ -492,9 +546,16 @@ def emit_alert_sent(flow_run: Any, flow_name: str, delivered: int) -> None:
 
     from wheelflow.ops.automations import ALERT_SENT_EVENT
 
-    emit_event(event=ALERT_SENT_EVENT,
-               resource={"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "prefect.resource.name": flow_run.name},
-               related=[{"prefect.resource.id": f"prefect.flow.{flow_run.flow_id}", "prefect.resource.role": "flow",
-                         "prefect.resource.name": flow_name}],
-               payload={"channels": delivered})
+    emit_event(
+        event=ALERT_SENT_EVENT,
+        resource={"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "prefect.resource.name": flow_run.name},
+        related=[
+            {
+                "prefect.resource.id": f"prefect.flow.{flow_run.flow_id}",
+                "prefect.resource.role": "flow",
+                "prefect.resource.name": flow_name,
+            }
+        ],
+        payload={"channels": delivered},
+    )
     EventsWorker.drain_all(timeout=10)

@@ -61,7 +61,7 @@ def cell_key(source_digest: str, cell: Cell, identity: str, build_env: Mapping[s
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-def build_cell(
+def build_cell_wheel(
     builder: Builder,
     cell: Cell,
     *,

@@ -23,17 +23,17 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Iterator, Mapping, Sequence
 
 from elftools.common.exceptions import ELFError
 
 from wheelflow.checks.devicecode import device_code, missing_archs
-from wheelflow.core.distributions import Distribution, Finding
 from wheelflow.checks.elfsymbols import Unresolved, demangle, is_elf, resolve
-from wheelflow.core.errors import CheckError, RuntimeInstallError
 from wheelflow.config.gpuarch import ArchSpec, DeviceCode, describe
+from wheelflow.core.distributions import Distribution, Finding
+from wheelflow.core.errors import CheckError, RuntimeInstallError
 
 Runtimes = Mapping[str, Sequence[Path]]  # label (e.g. "torch-2.9.1") -> its library directories
 _SHARED_OBJECT = re.compile(r"\.so(\.\d+)*$")
@@ -71,36 +71,53 @@ def _extract_shared_objects(wheel: Path, tmp: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def arch_findings(wheel: Path, objects: Sequence[tuple[str, Path]], declared: ArchSpec,
-                  cuobjdump: Path | None = None) -> list[Finding]:
+def arch_findings(
+    wheel: Path, objects: Sequence[tuple[str, Path]], declared: ArchSpec, cuobjdump: Path | None = None
+) -> list[Finding]:
     """Missing declared architectures per shared object; no device code anywhere is refused too."""
     codes = {member: device_code(path, cuobjdump) for member, path in objects}
     with_code = {member: code for member, code in codes.items() if code}
     if objects and not with_code:
         names = ", ".join(member for member, _ in objects[:_SHOWN])
-        return [Finding(wheel.name, "gpu-arch",
-                        f"{names} contain no GPU device code, but the cell declares {describe(declared.sass | declared.ptx)}; "
-                        "fix: build with the CUDA toolkit present (the build fell back to CPU-only code)")]
+        return [
+            Finding(
+                wheel.name,
+                "gpu-arch",
+                f"{names} contain no GPU device code, but the cell declares {describe(declared.sass | declared.ptx)}; "
+                "fix: build with the CUDA toolkit present (the build fell back to CPU-only code)",
+            )
+        ]
     findings = []
     for member, code in with_code.items():
         missing = missing_archs(code, declared)
         if missing:
-            findings.append(Finding(wheel.name, "gpu-arch",
-                                    f"{member} has no device code for {', '.join(missing)} (it has {describe(code.sass | code.ptx)}); "
-                                    "fix: add them to the build's architectures (TORCH_CUDA_ARCH_LIST / -gencode), "
-                                    "or drop them from the cell's gpu-archs"))
+            findings.append(
+                Finding(
+                    wheel.name,
+                    "gpu-arch",
+                    f"{member} has no device code for {', '.join(missing)} (it has {describe(code.sass | code.ptx)}); "
+                    "fix: add them to the build's architectures (TORCH_CUDA_ARCH_LIST / -gencode), "
+                    "or drop them from the cell's gpu-archs",
+                )
+            )
     return findings
 
 
-def symbol_findings(wheel: Path, objects: Sequence[tuple[str, Path]], runtime: Sequence[Path],
-                    label: str) -> list[Finding]:
+def symbol_findings(
+    wheel: Path, objects: Sequence[tuple[str, Path]], runtime: Sequence[Path], label: str
+) -> list[Finding]:
     """One finding per shared object that would not load against ``runtime`` (named ``label``)."""
     findings = []
     for member, problem in _unresolved(objects, runtime):
-        findings.append(Finding(wheel.name, "abi-library" if problem.libraries else "abi-symbol",
-                                f"{member} would not load against {label}: {_explain(problem)}; "
-                                "fix: build against the same runtime (pin it in build-requires) or ship "
-                                "the library in the wheel"))
+        findings.append(
+            Finding(
+                wheel.name,
+                "abi-library" if problem.libraries else "abi-symbol",
+                f"{member} would not load against {label}: {_explain(problem)}; "
+                "fix: build against the same runtime (pin it in build-requires) or ship "
+                "the library in the wheel",
+            )
+        )
     return findings
 
 
@@ -120,15 +137,21 @@ def _explain(problem: Unresolved) -> str:
     if problem.libraries:
         return f"needs {', '.join(problem.libraries)}, found neither in the wheel, the runtime nor the system"
     readable = demangle(s.name for s in problem.symbols)
-    shown = [f"{readable[s.name]}" + (f" ({s.name})" if readable[s.name] != s.name else "")
-             for s in problem.symbols[:_SHOWN]]
+    shown = [
+        f"{readable[s.name]}" + (f" ({s.name})" if readable[s.name] != s.name else "") for s in problem.symbols[:_SHOWN]
+    ]
     more = f" and {len(problem.symbols) - _SHOWN} more" if len(problem.symbols) > _SHOWN else ""
     noun = "symbol" if len(problem.symbols) == 1 else "symbols"
     return f"undefined {noun} {'; '.join(shown)}{more}"
 
 
-def abi_findings(dists: Iterable[Distribution | Path], archs: ArchSpec | None = None,
-                 runtimes: Runtimes | None = None, *, cuobjdump: Path | None = None) -> list[Finding]:
+def abi_findings(
+    dists: Iterable[Distribution | Path],
+    archs: ArchSpec | None = None,
+    runtimes: Runtimes | None = None,
+    *,
+    cuobjdump: Path | None = None,
+) -> list[Finding]:
     """The ABI gate for the wheels of one cell: declared GPU architectures (None: not checked) and
     symbol resolution against every runtime in ``runtimes`` (None or empty: not checked; a runtime
     with no directories checks against the wheel and the system libraries alone). Sdists are skipped."""
@@ -160,8 +183,14 @@ def compat_grid(wheel: Path, runtimes: Runtimes) -> list[dict[str, str]]:
     with unpacked(wheel) as objects:
         for label, libdirs in runtimes.items():
             problems = _unresolved(objects, libdirs)
-            rows.append({"wheel": wheel.name, "runtime": label, "loads": "no" if problems else "yes",
-                         "why": "; ".join(f"{member}: {_explain(problem)}" for member, problem in problems)})
+            rows.append(
+                {
+                    "wheel": wheel.name,
+                    "runtime": label,
+                    "loads": "no" if problems else "yes",
+                    "why": "; ".join(f"{member}: {_explain(problem)}" for member, problem in problems),
+                }
+            )
     return rows
 
 
@@ -173,8 +202,14 @@ def gpu_arch_rows(wheels: Iterable[Path], cuobjdump: Path | None = None) -> list
             for member, path in objects:
                 code: DeviceCode = device_code(path, cuobjdump)
                 if code:
-                    rows.append({"wheel": wheel.name, "file": member, "sass": describe(code.sass),
-                                 "ptx": describe(code.ptx) + (" (JIT-compiled on newer GPUs)" if code.ptx else "")})
+                    rows.append(
+                        {
+                            "wheel": wheel.name,
+                            "file": member,
+                            "sass": describe(code.sass),
+                            "ptx": describe(code.ptx) + (" (JIT-compiled on newer GPUs)" if code.ptx else ""),
+                        }
+                    )
     return rows
 
 
@@ -190,13 +225,26 @@ def install_runtime(requirements: Sequence[str], dest: Path, pip_args: Sequence[
     if dest.exists():
         shutil.rmtree(dest)  # another runtime, or one half-installed when a run died
     dest.mkdir(parents=True)
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
-               "--target", str(dest), *pip_args, *requirements]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--target",
+        str(dest),
+        *pip_args,
+        *requirements,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeInstallError(f"cannot install the ABI check's runtime {' '.join(requirements)}: {last}; "
-                                  "fix: check the pins in the spec's abi.runtimes and that the index serves them")
+        raise RuntimeInstallError(
+            f"cannot install the ABI check's runtime {' '.join(requirements)}: {last}; "
+            "fix: check the pins in the spec's abi.runtimes and that the index serves them"
+        )
     marker.write_text(wanted)
     return library_dirs(dest)
 

@@ -16,9 +16,9 @@ import hashlib
 import io
 import tarfile
 import zipfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag
@@ -58,27 +58,43 @@ def audit_metadata(path: Path) -> list[Finding]:
     """METADATA Name and Version equal the filename's (normalised)."""
     parsed = parse_filename(path.name)
     if parsed is None:
-        return [Finding(path.name, "filename", "does not parse as a wheel or sdist filename; fix: let the build backend name it")]
+        return [
+            Finding(
+                path.name, "filename", "does not parse as a wheel or sdist filename; fix: let the build backend name it"
+            )
+        ]
     try:
         metadata = read_metadata(path)
     except (zipfile.BadZipFile, tarfile.TarError, OSError) as exc:
         return [Finding(path.name, "archive", f"cannot be read ({exc}); fix: rebuild it")]
     if metadata is None:
-        return [Finding(path.name, "metadata", "has no METADATA/PKG-INFO; fix: rebuild it with a standard build backend")]
+        return [
+            Finding(path.name, "metadata", "has no METADATA/PKG-INFO; fix: rebuild it with a standard build backend")
+        ]
     findings = []
     name, version = parsed
     meta_name, meta_version = metadata.get("Name", ""), metadata.get("Version", "")
     if canonicalize_name(meta_name) != name:
-        findings.append(Finding(path.name, "metadata-name",
-                                f"METADATA says Name {meta_name!r}, the filename says {name!r}; fix: rebuild instead of renaming the file"))
+        findings.append(
+            Finding(
+                path.name,
+                "metadata-name",
+                f"METADATA says Name {meta_name!r}, the filename says {name!r}; fix: rebuild instead of renaming the file",
+            )
+        )
     try:
         same = Version(meta_version) == version
     except InvalidVersion:
         same = False
     if not same:
-        findings.append(Finding(path.name, "metadata-version",
-                                f"METADATA says Version {meta_version!r}, the filename says {version}; pip rejects it as "
-                                "an inconsistent version; fix: rebuild with the version set (e.g. the local suffix) instead of renaming"))
+        findings.append(
+            Finding(
+                path.name,
+                "metadata-version",
+                f"METADATA says Version {meta_version!r}, the filename says {version}; pip rejects it as "
+                "an inconsistent version; fix: rebuild with the version set (e.g. the local suffix) instead of renaming",
+            )
+        )
     return findings
 
 
@@ -93,7 +109,9 @@ def audit_record(path: Path) -> list[Finding]:
     with zipfile.ZipFile(path) as zf:
         records = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/RECORD")]
         if not records:
-            return [Finding(path.name, "record", "has no .dist-info/RECORD; fix: rebuild it with a standard build backend")]
+            return [
+                Finding(path.name, "record", "has no .dist-info/RECORD; fix: rebuild it with a standard build backend")
+            ]
         rows = list(csv.reader(io.StringIO(zf.read(records[0]).decode())))
         listed = {row[0]: row for row in rows if row}
         unsigned = {records[0], records[0] + ".jws", records[0] + ".p7s"}
@@ -102,10 +120,22 @@ def audit_record(path: Path) -> list[Finding]:
                 continue
             row = listed.pop(member, None)
             if row is None:
-                return [Finding(path.name, "record", f"{member} is not listed in RECORD; fix: rebuild instead of editing the wheel")]
+                return [
+                    Finding(
+                        path.name,
+                        "record",
+                        f"{member} is not listed in RECORD; fix: rebuild instead of editing the wheel",
+                    )
+                ]
             data = zf.read(member)
             if len(row) < 3 or row[1] != _record_digest(data) or (row[2] and int(row[2]) != len(data)):
-                return [Finding(path.name, "record", f"{member} does not match its RECORD hash; fix: rebuild instead of editing the wheel")]
+                return [
+                    Finding(
+                        path.name,
+                        "record",
+                        f"{member} does not match its RECORD hash; fix: rebuild instead of editing the wheel",
+                    )
+                ]
         missing = [name for name in listed if name not in unsigned]
         if missing:
             return [Finding(path.name, "record", f"RECORD lists {missing[0]}, which the wheel lacks; fix: rebuild it")]
@@ -129,16 +159,26 @@ def audit_cell(path: Path, cell: Mapping[str, str]) -> list[Finding]:
             continue
         pins = [s.version for s in req.specifier if s.operator in ("==", "===")]
         if pins and not any(_same_release(pin, axis_value) for pin in pins):
-            findings.append(Finding(path.name, "axis-pin",
-                                    f"Requires-Dist {line!r} but the cell built it against {req.name} {axis_value}; "
-                                    "users get ABI errors at import; fix: derive the pin from the build environment"))
+            findings.append(
+                Finding(
+                    path.name,
+                    "axis-pin",
+                    f"Requires-Dist {line!r} but the cell built it against {req.name} {axis_value}; "
+                    "users get ABI errors at import; fix: derive the pin from the build environment",
+                )
+            )
     python = cell.get("python")
     if python:
         _name, _version, _build, tags = parse_wheel_filename(path.name)
         if not any(_tag_runs_on(tag, python) for tag in tags):
             found = ", ".join(sorted({f"{t.interpreter}-{t.abi}" for t in tags}))
-            findings.append(Finding(path.name, "python-tag",
-                                    f"tags {found} do not match the cell's Python {python}; fix: build it with that interpreter"))
+            findings.append(
+                Finding(
+                    path.name,
+                    "python-tag",
+                    f"tags {found} do not match the cell's Python {python}; fix: build it with that interpreter",
+                )
+            )
     return findings
 
 
@@ -157,45 +197,71 @@ def _tag_runs_on(tag: Tag, python: str) -> bool:
     if tag.interpreter in (f"cp{wanted}", f"py{wanted}", f"py{major}"):
         return True
     if tag.abi == "abi3" and tag.interpreter.startswith(f"cp{major}"):
-        return int(tag.interpreter[2 + len(major):] or 0) <= int(minor or 0)
+        return int(tag.interpreter[2 + len(major) :] or 0) <= int(minor or 0)
     return False
 
 
-def audit_target(dists: Iterable[Distribution], limits: Limits, target: str,
-                 served_sdists: Iterable[str] = ()) -> list[Finding]:
+def audit_target(
+    dists: Iterable[Distribution], limits: Limits, target: str, served_sdists: Iterable[str] = ()
+) -> list[Finding]:
     """Size limit, project budget, local versions, platform tags, one sdist: checked before any upload."""
     findings: list[Finding] = []
     dists = list(dists)
     for dist in dists:
         size = dist.path.stat().st_size
         if limits.max_file_size is not None and size > limits.max_file_size:
-            findings.append(Finding(dist.filename, "file-size",
-                                    f"{human_size(size)} exceeds {target}'s limit of {human_size(limits.max_file_size)}; "
-                                    "fix: strip debug symbols, trim CUDA architectures, or ask the index for a larger limit"))
+            findings.append(
+                Finding(
+                    dist.filename,
+                    "file-size",
+                    f"{human_size(size)} exceeds {target}'s limit of {human_size(limits.max_file_size)}; "
+                    "fix: strip debug symbols, trim CUDA architectures, or ask the index for a larger limit",
+                )
+            )
         parsed = parse_filename(dist.filename)
         if parsed and parsed[1].local and not limits.allow_local_versions:
-            findings.append(Finding(dist.filename, "local-version",
-                                    f"local version label +{parsed[1].local} is refused by {target}; "
-                                    "fix: route variant wheels to an index that accepts them (e.g. a per-CUDA index)"))
+            findings.append(
+                Finding(
+                    dist.filename,
+                    "local-version",
+                    f"local version label +{parsed[1].local} is refused by {target}; "
+                    "fix: route variant wheels to an index that accepts them (e.g. a per-CUDA index)",
+                )
+            )
         if dist.kind == "wheel" and limits.manylinux_only:
             platforms = {tag.platform for tag in parse_wheel_filename(dist.filename)[3]}
             if any(p.startswith("linux_") for p in platforms):
-                findings.append(Finding(dist.filename, "platform-tag",
-                                        f"platform tag {sorted(platforms)[0]} is refused by {target} (manylinux/musllinux only); "
-                                        "fix: auditwheel repair --exclude 'libcuda.so.*' --exclude 'libcudart.so.*' (keep the CUDA driver out)"))
+                findings.append(
+                    Finding(
+                        dist.filename,
+                        "platform-tag",
+                        f"platform tag {sorted(platforms)[0]} is refused by {target} (manylinux/musllinux only); "
+                        "fix: auditwheel repair --exclude 'libcuda.so.*' --exclude 'libcudart.so.*' (keep the CUDA driver out)",
+                    )
+                )
     if limits.project_budget is not None:
         total = sum(d.path.stat().st_size for d in dists)
         if total > limits.project_budget:
-            findings.append(Finding(f"<{len(dists)} files>", "project-budget",
-                                    f"this release adds {human_size(total)}, over {target}'s project budget of "
-                                    f"{human_size(limits.project_budget)}; nothing was uploaded; fix: drop cells, "
-                                    "delete old releases, or ask the index for a larger project limit"))
+            findings.append(
+                Finding(
+                    f"<{len(dists)} files>",
+                    "project-budget",
+                    f"this release adds {human_size(total)}, over {target}'s project budget of "
+                    f"{human_size(limits.project_budget)}; nothing was uploaded; fix: drop cells, "
+                    "delete old releases, or ask the index for a larger project limit",
+                )
+            )
     sdists = [d.filename for d in dists if d.kind == "sdist"]
     others = [s for s in served_sdists if s not in sdists]
     if len(sdists) + len(others) > 1:
-        findings.append(Finding((sdists[1:] or sdists)[0], "one-sdist",
-                                f"{target} accepts only one sdist per release ({', '.join(sorted(set(sdists + others)))}); "
-                                "fix: upload a single sdist"))
+        findings.append(
+            Finding(
+                (sdists[1:] or sdists)[0],
+                "one-sdist",
+                f"{target} accepts only one sdist per release ({', '.join(sorted(set(sdists + others)))}); "
+                "fix: upload a single sdist",
+            )
+        )
     return findings
 
 
@@ -204,15 +270,23 @@ def audit_files(paths: Iterable[Path], cell: Mapping[str, str] | None = None) ->
     findings: list[Finding] = []
     for path in paths:
         if kind_of(path.name) is None:
-            findings.append(Finding(path.name, "filename", "is neither a wheel nor an sdist; fix: pass built distributions"))
+            findings.append(
+                Finding(path.name, "filename", "is neither a wheel nor an sdist; fix: pass built distributions")
+            )
             continue
         findings += audit_metadata(path) + audit_record(path) + audit_cell(path, cell or {})
     return findings
 
 
-def preflight(dists: list[Distribution], *, name: str | None = None, version: str | Mapping[str, str] | None = None,
-              artifacts: tuple[str, ...] = (), cell: Mapping[str, str] | None = None,
-              strict: bool = False) -> list[Finding]:
+def preflight(
+    dists: list[Distribution],
+    *,
+    name: str | None = None,
+    version: str | Mapping[str, str] | None = None,
+    artifacts: tuple[str, ...] = (),
+    cell: Mapping[str, str] | None = None,
+    strict: bool = False,
+) -> list[Finding]:
     """Everything checked before any upload, per file: `wheelflow check` and the release flow both run this.
 
     twine check's warnings come back as warning findings (``strict``: as failures).
@@ -237,7 +311,13 @@ def preflight(dists: list[Distribution], *, name: str | None = None, version: st
             findings.append(Finding(group[0].filename, "version", f"{group_version!r} is not a PEP 440 version"))
     for kind in artifacts:  # across the release: the sdist and the variant wheels differ in version
         if not any(d.kind == kind for d in dists):
-            findings.append(Finding(f"<{kind}>", "missing-artifact", f"the spec asks for a {kind} but none was built; fix: check the build log"))
+            findings.append(
+                Finding(
+                    f"<{kind}>",
+                    "missing-artifact",
+                    f"the spec asks for a {kind} but none was built; fix: check the build log",
+                )
+            )
     findings += audit_files([d.path for d in dists], cell)
     findings += twine_check([d.path for d in dists if kind_of(d.filename)], strict=strict)
     return findings

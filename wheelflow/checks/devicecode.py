@@ -48,8 +48,11 @@ def read_fatbin(path: Path) -> DeviceCode:
     try:
         with path.open("rb") as handle:
             elf = ELFFile(handle)
-            blobs = [s.data() for s in (elf.get_section_by_name(n) for n in FATBIN_SECTIONS)
-                     if s is not None and s["sh_type"] != "SHT_NOBITS"]
+            blobs = [
+                s.data()
+                for s in (elf.get_section_by_name(n) for n in FATBIN_SECTIONS)
+                if s is not None and s["sh_type"] != "SHT_NOBITS"
+            ]
     except ELFError:
         return DeviceCode()
     for blob in blobs:
@@ -91,8 +94,7 @@ def _listed_by_cuobjdump(path: Path, cuobjdump: Path) -> DeviceCode:
             match = _CUOBJDUMP_RE.search(line.strip())
             if match:
                 found[match.group(2)].add(match.group(1))
-    return DeviceCode(frozenset(found["cubin"]),
-                      frozenset(name.replace("sm_", "compute_", 1) for name in found["ptx"]))
+    return DeviceCode(frozenset(found["cubin"]), frozenset(name.replace("sm_", "compute_", 1) for name in found["ptx"]))
 
 
 def missing_archs(found: DeviceCode, declared: ArchSpec) -> list[str]:

@@ -25,27 +25,55 @@ import re
 import shutil
 import subprocess
 from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection, GNUVerSymSection
 
 # The manylinux policy's list of libraries a wheel may assume on any system (PEP 600 / auditwheel).
-SYSTEM_LIBRARIES = frozenset({
-    "libc.so.6", "libm.so.6", "libdl.so.2", "librt.so.1", "libpthread.so.0", "libutil.so.1", "libnsl.so.1",
-    "libresolv.so.2", "libcrypt.so.1", "libgcc_s.so.1", "libstdc++.so.6", "ld-linux-x86-64.so.2",
-    "ld-linux-aarch64.so.1", "libX11.so.6", "libXext.so.6", "libXrender.so.1", "libICE.so.6", "libSM.so.6",
-    "libGL.so.1", "libgobject-2.0.so.0", "libgthread-2.0.so.0", "libglib-2.0.so.0",
-})
+SYSTEM_LIBRARIES = frozenset(
+    {
+        "libc.so.6",
+        "libm.so.6",
+        "libdl.so.2",
+        "librt.so.1",
+        "libpthread.so.0",
+        "libutil.so.1",
+        "libnsl.so.1",
+        "libresolv.so.2",
+        "libcrypt.so.1",
+        "libgcc_s.so.1",
+        "libstdc++.so.6",
+        "ld-linux-x86-64.so.2",
+        "ld-linux-aarch64.so.1",
+        "libX11.so.6",
+        "libXext.so.6",
+        "libXrender.so.1",
+        "libICE.so.6",
+        "libSM.so.6",
+        "libGL.so.1",
+        "libgobject-2.0.so.0",
+        "libgthread-2.0.so.0",
+        "libglib-2.0.so.0",
+    }
+)
 # Present wherever the GPU is, absent on a build machine: soname -> the prefixes of what it exports.
 DRIVER_LIBRARIES: Mapping[str, tuple[str, ...]] = {"libcuda.so.1": ("cu",), "libnvidia-ml.so.1": ("nvml",)}
 _INTERPRETER_SYMBOL = re.compile(r"^_?Py")
 _INTERPRETER_LIBRARY = re.compile(r"^libpython\d")
-_STANDARD_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu",
-                  "/usr/lib/aarch64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib")
+_STANDARD_DIRS = (
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+)
 
 
 @dataclass(frozen=True)
@@ -91,8 +119,9 @@ def read_shared_object(path: Path) -> SharedObject:
 def _read(path: Path, _size: int, _mtime: int) -> SharedObject:
     with path.open("rb") as handle:
         elf = ELFFile(handle)
-        tags = [tag for section in elf.iter_sections() if isinstance(section, DynamicSection)
-                for tag in section.iter_tags()]
+        tags = [
+            tag for section in elf.iter_sections() if isinstance(section, DynamicSection) for tag in section.iter_tags()
+        ]
         versions = _version_names(elf)
         versym = next((s for s in elf.iter_sections() if isinstance(s, GNUVerSymSection)), None)
         dynsym = elf.get_section_by_name(".dynsym")
@@ -110,14 +139,23 @@ def _read(path: Path, _size: int, _mtime: int) -> SharedObject:
                 exports.setdefault(sym.name, set()).add(version)
     by_tag: dict[str, list[str]] = {}
     for tag in tags:
-        for kind, attr in (("DT_NEEDED", "needed"), ("DT_RUNPATH", "runpath"), ("DT_RPATH", "rpath"),
-                           ("DT_SONAME", "soname")):
+        for kind, attr in (
+            ("DT_NEEDED", "needed"),
+            ("DT_RUNPATH", "runpath"),
+            ("DT_RPATH", "rpath"),
+            ("DT_SONAME", "soname"),
+        ):
             if tag.entry.d_tag == kind:
                 by_tag.setdefault(kind, []).append(getattr(tag, attr))
     runpath = by_tag.get("DT_RUNPATH") or by_tag.get("DT_RPATH") or []
-    return SharedObject(path, (by_tag.get("DT_SONAME") or [None])[0], tuple(by_tag.get("DT_NEEDED", [])),
-                        tuple(entry for value in runpath for entry in value.split(":") if entry),
-                        frozenset(undefined), {k: frozenset(v) for k, v in exports.items()})
+    return SharedObject(
+        path,
+        (by_tag.get("DT_SONAME") or [None])[0],
+        tuple(by_tag.get("DT_NEEDED", [])),
+        tuple(entry for value in runpath for entry in value.split(":") if entry),
+        frozenset(undefined),
+        {k: frozenset(v) for k, v in exports.items()},
+    )
 
 
 def _version_index(versym: GNUVerSymSection | None, index: int) -> int:
@@ -144,7 +182,9 @@ def _version_names(elf: ELFFile) -> dict[int, str]:
 @functools.lru_cache(maxsize=1)
 def system_library_cache() -> Mapping[str, Path]:
     """soname -> path, from ``ldconfig -p`` (this machine's loader cache); empty where it cannot run."""
-    ldconfig = shutil.which("ldconfig") or next((p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if Path(p).exists()), None)
+    ldconfig = shutil.which("ldconfig") or next(
+        (p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if Path(p).exists()), None
+    )
     if ldconfig is None:
         return {}
     listing = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=False).stdout
@@ -156,11 +196,20 @@ def system_library_cache() -> Mapping[str, Path]:
     return found
 
 
-def locate(soname: str, origin: Path, runpath: Sequence[str], libdirs: Sequence[Path], *,
-           system: frozenset[str] = SYSTEM_LIBRARIES) -> Path | None:
+def locate(
+    soname: str,
+    origin: Path,
+    runpath: Sequence[str],
+    libdirs: Sequence[Path],
+    *,
+    system: frozenset[str] = SYSTEM_LIBRARIES,
+) -> Path | None:
     """Where the loader would find ``soname`` for an object in directory ``origin``, or None."""
-    candidates = [Path(entry.replace("${ORIGIN}", str(origin)).replace("$ORIGIN", str(origin)))
-                  for entry in runpath if "ORIGIN" in entry]
+    candidates = [
+        Path(entry.replace("${ORIGIN}", str(origin)).replace("$ORIGIN", str(origin)))
+        for entry in runpath
+        if "ORIGIN" in entry
+    ]
     candidates += list(libdirs)
     if soname in system:
         cached = system_library_cache().get(soname)
@@ -173,8 +222,13 @@ def locate(soname: str, origin: Path, runpath: Sequence[str], libdirs: Sequence[
     return None
 
 
-def resolve(path: Path, libdirs: Sequence[Path], *, system: frozenset[str] = SYSTEM_LIBRARIES,
-            driver: Mapping[str, tuple[str, ...]] = DRIVER_LIBRARIES) -> Unresolved:
+def resolve(
+    path: Path,
+    libdirs: Sequence[Path],
+    *,
+    system: frozenset[str] = SYSTEM_LIBRARIES,
+    driver: Mapping[str, tuple[str, ...]] = DRIVER_LIBRARIES,
+) -> Unresolved:
     """What of ``path``'s undefined symbols no library in its load scope exports, and which direct
     DT_NEEDED libraries are found nowhere (a missing dependency of a dependency is the runtime's own
     business and only shrinks the scope)."""
@@ -200,9 +254,13 @@ def resolve(path: Path, libdirs: Sequence[Path], *, system: frozenset[str] = SYS
         scope.append(library)
         queue.extend((library, needed) for needed in library.needed)
     prefixes = tuple(prefix for soname in assumed for prefix in driver[soname])
-    unresolved = [symbol for symbol in top.undefined
-                  if not _INTERPRETER_SYMBOL.match(symbol.name) and not (prefixes and symbol.name.startswith(prefixes))
-                  and not any(_exports(library, symbol) for library in scope)]
+    unresolved = [
+        symbol
+        for symbol in top.undefined
+        if not _INTERPRETER_SYMBOL.match(symbol.name)
+        and not (prefixes and symbol.name.startswith(prefixes))
+        and not any(_exports(library, symbol) for library in scope)
+    ]
     return Unresolved(path, tuple(sorted(unresolved, key=lambda s: s.name)), tuple(missing))
 
 
@@ -226,4 +284,3 @@ def demangle(names: Iterable[str]) -> dict[str, str]:
         if out.returncode == 0 and len(lines) == len(mangled):
             readable.update(zip(mangled, lines))
     return readable
-

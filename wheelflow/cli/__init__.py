@@ -11,14 +11,41 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from wheelflow.core.errors import WheelflowError
-from wheelflow.cli import approve, automations, backfill, check, images, matrix, monitor, release, schema, serve, status, trigger, verify
+from wheelflow.cli import (
+    approve,
+    automations,
+    backfill,
+    check,
+    images,
+    matrix,
+    monitor,
+    release,
+    schema,
+    serve,
+    status,
+    trigger,
+    verify,
+)
 from wheelflow.cli.common import say
+from wheelflow.core.errors import WheelflowError
 
-COMMANDS = (release, backfill, verify, check, matrix, images, monitor, trigger, status, approve, serve, automations,
-            schema)
+COMMANDS = (
+    release,
+    backfill,
+    verify,
+    check,
+    matrix,
+    images,
+    monitor,
+    trigger,
+    status,
+    approve,
+    serve,
+    automations,
+    schema,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

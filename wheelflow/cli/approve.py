@@ -12,7 +12,9 @@ from wheelflow.cli.status import parse_run_id
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("approve", help="answer a release waiting for approval (resumes its flow run)")
     parser.add_argument("run_id", metavar="RUN_ID")
-    parser.add_argument("--reject", action="store_true", help="refuse: the release fails and the next target gets nothing")
+    parser.add_argument(
+        "--reject", action="store_true", help="refuse: the release fails and the next target gets nothing"
+    )
     parser.add_argument("--reason", default="", help="why; recorded in the report and alert")
     return parser
 
@@ -22,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
 
     run_id = parse_run_id(args.run_id)
     resume_with_decision(run_id, approve=not args.reject, reason=args.reason)
-    say(f"wheelflow: {'rejected' if args.reject else 'approved'} flow run {run_id}"
-        + (f": {args.reason}" if args.reason else ""))
+    say(
+        f"wheelflow: {'rejected' if args.reject else 'approved'} flow run {run_id}"
+        + (f": {args.reason}" if args.reason else "")
+    )
     return 0

@@ -7,39 +7,67 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from wheelflow.cli.common import say
+from wheelflow.deployments import MONITOR_INTERVAL, NIGHTLY_INTERVAL
 from wheelflow.ops.alerts import configured_channels
 from wheelflow.ops.automations import HEARTBEAT_ENV, Windows, automation_destinations, wheelflow_automations
-from wheelflow.deployments import MONITOR_INTERVAL, NIGHTLY_INTERVAL
-from wheelflow.cli.common import say
 
 
 def add_window_options(parser: argparse.ArgumentParser) -> None:
     defaults = Windows()
     group = parser.add_argument_group("automation windows (seconds)")
-    group.add_argument("--alert-dedup-window", type=float, default=defaults.dedup, metavar="S",
-                       help="after a release fails, how long its own hook has to deliver the rich alert before the "
-                            f"server sends one (default {defaults.dedup:.0f})")
-    group.add_argument("--running-limit", type=float, default=defaults.running_limit, metavar="S",
-                       help=f"alert when a run stays Running longer (default {defaults.running_limit:.0f})")
-    group.add_argument("--paused-limit", type=float, default=defaults.paused_limit, metavar="S",
-                       help=f"alert when a run stays Paused (awaiting approval) longer (default {defaults.paused_limit:.0f})")
-    group.add_argument("--zombie-window", type=float, metavar="S",
-                       help=f"mark a run Crashed after this long without a heartbeat (default: 3 × {HEARTBEAT_ENV}, "
-                            "which the workers must share)")
+    group.add_argument(
+        "--alert-dedup-window",
+        type=float,
+        default=defaults.dedup,
+        metavar="S",
+        help="after a release fails, how long its own hook has to deliver the rich alert before the "
+        f"server sends one (default {defaults.dedup:.0f})",
+    )
+    group.add_argument(
+        "--running-limit",
+        type=float,
+        default=defaults.running_limit,
+        metavar="S",
+        help=f"alert when a run stays Running longer (default {defaults.running_limit:.0f})",
+    )
+    group.add_argument(
+        "--paused-limit",
+        type=float,
+        default=defaults.paused_limit,
+        metavar="S",
+        help=f"alert when a run stays Paused (awaiting approval) longer (default {defaults.paused_limit:.0f})",
+    )
+    group.add_argument(
+        "--zombie-window",
+        type=float,
+        metavar="S",
+        help=f"mark a run Crashed after this long without a heartbeat (default: 3 × {HEARTBEAT_ENV}, "
+        "which the workers must share)",
+    )
 
 
 def install(args: argparse.Namespace, *, monitor_interval: float | None) -> list[str]:
     """Register the automations the options describe; one line says what and where it notifies."""
     from wheelflow.adapters.prefect_api import install_automations, read_secret
 
-    windows = Windows(dedup=args.alert_dedup_window, running_limit=args.running_limit, paused_limit=args.paused_limit,
-                      zombie=args.zombie_window,
-                      silent={"sync-monitor": monitor_interval or MONITOR_INTERVAL, "nightly": NIGHTLY_INTERVAL})
+    windows = Windows(
+        dedup=args.alert_dedup_window,
+        running_limit=args.running_limit,
+        paused_limit=args.paused_limit,
+        zombie=args.zombie_window,
+        silent={"sync-monitor": monitor_interval or MONITOR_INTERVAL, "nightly": NIGHTLY_INTERVAL},
+    )
     destinations, unreachable = automation_destinations(configured_channels(read_secret=read_secret))
     names = install_automations(wheelflow_automations(windows, notify=bool(destinations)), destinations)
-    where = ", ".join(str(d) for d in destinations) or "nowhere: no WHEELFLOW_ALERT_WEBHOOK / _SLACK_WEBHOOK / _DISCORD_WEBHOOK"
-    say(f"wheelflow: automations {', '.join(names)}; server-side alerts go to {where}"
-        + (f" ({', '.join(unreachable)}: only from the release hook)" if unreachable else ""))
+    where = (
+        ", ".join(str(d) for d in destinations)
+        or "nowhere: no WHEELFLOW_ALERT_WEBHOOK / _SLACK_WEBHOOK / _DISCORD_WEBHOOK"
+    )
+    say(
+        f"wheelflow: automations {', '.join(names)}; server-side alerts go to {where}"
+        + (f" ({', '.join(unreachable)}: only from the release hook)" if unreachable else "")
+    )
     return names
 
 
@@ -48,8 +76,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     actions = parser.add_subparsers(dest="action", required=True)
     install_parser = actions.add_parser("install", help="create or update them by name (idempotent)")
     add_window_options(install_parser)
-    install_parser.add_argument("--monitor-interval", type=float, metavar="S",
-                                help="sync-monitor's schedule interval, if not the shipped 15 minutes")
+    install_parser.add_argument(
+        "--monitor-interval",
+        type=float,
+        metavar="S",
+        help="sync-monitor's schedule interval, if not the shipped 15 minutes",
+    )
     return parser
 
 

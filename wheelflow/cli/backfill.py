@@ -10,24 +10,36 @@ from typing import Any
 from rich.table import Table
 
 from wheelflow.cli.common import add_json, out_console, parse_pairs, report_outcome
+from wheelflow.config.spec import load_spec
 from wheelflow.core.errors import SpecError
 from wheelflow.core.home import wheelflow_home
-from wheelflow.config.spec import load_spec
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("backfill", help="build and publish the matrix cells that released versions lack")
     parser.add_argument("path", help="the project (a git repository whose tags are the releases)")
-    parser.add_argument("--spec", metavar="FILE", help="a standalone spec TOML whose matrix is to be completed "
-                        "(default: [tool.wheelflow] in PATH/pyproject.toml); paths in it are relative to PATH")
+    parser.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="a standalone spec TOML whose matrix is to be completed "
+        "(default: [tool.wheelflow] in PATH/pyproject.toml); paths in it are relative to PATH",
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--versions", metavar="V1,V2", help="only these released versions (default: every one)")
     which.add_argument("--since", metavar="V", help="only released versions at or above V")
-    parser.add_argument("--cells", nargs="+", default=[], metavar="AXIS=VALUE",
-                        help="only cells with these values, e.g. --cells torch=2.9.1 python=3.12")
+    parser.add_argument(
+        "--cells",
+        nargs="+",
+        default=[],
+        metavar="AXIS=VALUE",
+        help="only cells with these values, e.g. --cells torch=2.9.1 python=3.12",
+    )
     parser.add_argument("--to", action="append", metavar="TARGET", help="target name or index alias (repeatable)")
-    parser.add_argument("--builder", choices=["docker", "local"],
-                        help="how cells are built (default: the spec's, else docker when a daemon answers)")
+    parser.add_argument(
+        "--builder",
+        choices=["docker", "local"],
+        help="how cells are built (default: the spec's, else docker when a daemon answers)",
+    )
     add_json(parser, "the result, one row per version, cell and target,")
     return parser
 
@@ -43,12 +55,26 @@ def run(args: argparse.Namespace) -> int:
 
     from wheelflow.flows.backfill import backfill
 
-    state = backfill(project=str(Path(args.path).absolute()), spec_file=args.spec, versions=versions, since=args.since,
-                     cells=cells or None, to=args.to, builder=args.builder, return_state=True)
+    state = backfill(
+        project=str(Path(args.path).absolute()),
+        spec_file=args.spec,
+        versions=versions,
+        since=args.since,
+        cells=cells or None,
+        to=args.to,
+        builder=args.builder,
+        return_state=True,
+    )
     run_id = str(state.state_details.flow_run_id)
     crashed = {"ok": False, "name": spec.name, "flow_run_id": run_id, "rows": [], "verdict": ""}
-    return report_outcome(state, wheelflow_home() / "reports" / f"backfill-{run_id}.json", crashed, as_json=args.json,
-                          show=print_summary, what="backfill")
+    return report_outcome(
+        state,
+        wheelflow_home() / "reports" / f"backfill-{run_id}.json",
+        crashed,
+        as_json=args.json,
+        show=print_summary,
+        what="backfill",
+    )
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -9,27 +9,43 @@ from typing import Any
 
 from wheelflow.checks.abi import abi_findings, compat_grid
 from wheelflow.checks.audits import audit_files, audit_target, preflight
-from wheelflow.cli.common import add_json, add_spec, load_spec_arg, out_console, parse_pairs, say, split_pairs
 from wheelflow.checks.devicecode import find_cuobjdump
+from wheelflow.cli.common import add_json, add_spec, load_spec_arg, out_console, parse_pairs, say, split_pairs
+from wheelflow.config.gpuarch import ArchSpec, declared_archs, parse_archs
+from wheelflow.config.spec import INDEX_ALIASES, ReleaseSpec, Target
 from wheelflow.core.distributions import blocking, describe, kind_of
 from wheelflow.core.errors import SpecError
-from wheelflow.config.gpuarch import ArchSpec, declared_archs, parse_archs
 from wheelflow.index.indexes import limits_for
-from wheelflow.config.spec import INDEX_ALIASES, ReleaseSpec, Target
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("check", help="audit built files without uploading (the release flow's own checks)")
     parser.add_argument("files", nargs="+", metavar="FILE")
     add_spec(parser)
-    parser.add_argument("--target", help="also apply this target's rules (size limit, budget, local versions, platform tags)")
-    parser.add_argument("--cell", action="append", default=[], metavar="AXIS=VALUE",
-                        help="the matrix cell that built the files, e.g. python=3.11 torch=2.5.1 (repeatable)")
-    parser.add_argument("--gpu-archs", metavar="ARCHS", help='the ABI gate: device code every shared object must '
-                        'carry, e.g. "sm_80,sm_90" or "8.0;9.0+PTX" (default: the --cell\'s gpu-archs with --spec)')
-    parser.add_argument("--runtime", action="append", default=[], metavar="LABEL=DIR[:DIR]",
-                        help="the ABI gate: library folders (e.g. an installed torch's lib/) each wheel's undefined "
-                             "symbols must resolve against (repeatable: every runtime must load it)")
+    parser.add_argument(
+        "--target", help="also apply this target's rules (size limit, budget, local versions, platform tags)"
+    )
+    parser.add_argument(
+        "--cell",
+        action="append",
+        default=[],
+        metavar="AXIS=VALUE",
+        help="the matrix cell that built the files, e.g. python=3.11 torch=2.5.1 (repeatable)",
+    )
+    parser.add_argument(
+        "--gpu-archs",
+        metavar="ARCHS",
+        help="the ABI gate: device code every shared object must "
+        'carry, e.g. "sm_80,sm_90" or "8.0;9.0+PTX" (default: the --cell\'s gpu-archs with --spec)',
+    )
+    parser.add_argument(
+        "--runtime",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR[:DIR]",
+        help="the ABI gate: library folders (e.g. an installed torch's lib/) each wheel's undefined "
+        "symbols must resolve against (repeatable: every runtime must load it)",
+    )
     add_json(parser, "the findings")
     return parser
 
@@ -50,27 +66,51 @@ def run(args: argparse.Namespace) -> int:
         elif args.target in INDEX_ALIASES:
             target = Target(name=args.target, index=args.target)
         else:
-            raise SpecError("--target", f"unknown target {args.target!r} without --spec",
-                            f"pass --spec, or use one of {', '.join(INDEX_ALIASES)}")
+            raise SpecError(
+                "--target",
+                f"unknown target {args.target!r} without --spec",
+                f"pass --spec, or use one of {', '.join(INDEX_ALIASES)}",
+            )
         findings += audit_target(dists, limits_for(target), target.name)
     archs = parse_archs(args.gpu_archs, "--gpu-archs") if args.gpu_archs else cell_archs(spec, cell)
-    runtimes = {label: [Path(d) for d in dirs.split(":") if d]
-                for label, dirs in split_pairs(args.runtime, "--runtime", "torch-2.9=/venv/torch/lib")}
+    runtimes = {
+        label: [Path(d) for d in dirs.split(":") if d]
+        for label, dirs in split_pairs(args.runtime, "--runtime", "torch-2.9=/venv/torch/lib")
+    }
     for label, dirs in runtimes.items():
         for folder in dirs:
             if not folder.is_dir():
-                raise SpecError("--runtime", f"{label}: {str(folder)!r} is not a folder",
-                                "pass LABEL=DIR[:DIR] with existing library folders")
+                raise SpecError(
+                    "--runtime",
+                    f"{label}: {str(folder)!r} is not a folder",
+                    "pass LABEL=DIR[:DIR] with existing library folders",
+                )
     if archs is not None or runtimes:
         findings += abi_findings(dists, archs, runtimes, cuobjdump=find_cuobjdump())
     if args.json:
-        print(json.dumps({
-            "ok": not blocking(findings),
-            "files": [{"filename": d.filename, "sha256": d.sha256, "size": d.path.stat().st_size} for d in dists],
-            "findings": [{"filename": f.filename, "rule": f.rule, "message": f.message,
-                          "severity": "warning" if f.warning else "error"} for f in findings],
-            "grid": [row for d in dists if d.kind == "wheel" for row in compat_grid(d.path, runtimes)] if runtimes else [],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "ok": not blocking(findings),
+                    "files": [
+                        {"filename": d.filename, "sha256": d.sha256, "size": d.path.stat().st_size} for d in dists
+                    ],
+                    "findings": [
+                        {
+                            "filename": f.filename,
+                            "rule": f.rule,
+                            "message": f.message,
+                            "severity": "warning" if f.warning else "error",
+                        }
+                        for f in findings
+                    ],
+                    "grid": [row for d in dists if d.kind == "wheel" for row in compat_grid(d.path, runtimes)]
+                    if runtimes
+                    else [],
+                },
+                indent=2,
+            )
+        )
     for finding in findings:
         say(f"wheelflow: check: {finding}")
     if not args.json and not blocking(findings):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 
-from wheelflow.core.errors import SpecError
 from wheelflow.config.spec import ReleaseSpec, load_spec
+from wheelflow.core.errors import SpecError
 
 err_console = Console(stderr=True)
 out_console = Console()
@@ -29,11 +30,19 @@ def add_json(parser: argparse.ArgumentParser, what: str = "the result") -> None:
 def add_spec(parser: argparse.ArgumentParser, *, project_option: bool = True) -> None:
     """``--spec FILE`` means the same everywhere: a standalone spec TOML (or a pyproject.toml with
     [tool.wheelflow]); paths in it are relative to the project, not to the file."""
-    parser.add_argument("--spec", metavar="FILE", help="a standalone spec TOML, or a pyproject.toml with "
-                        "[tool.wheelflow] (default: the project's pyproject.toml); paths in it are relative to the project")
+    parser.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="a standalone spec TOML, or a pyproject.toml with "
+        "[tool.wheelflow] (default: the project's pyproject.toml); paths in it are relative to the project",
+    )
     if project_option:
-        parser.add_argument("--project", metavar="DIR", help="the project the spec describes (default: the folder of "
-                            "a pyproject.toml given as --spec, else the current directory)")
+        parser.add_argument(
+            "--project",
+            metavar="DIR",
+            help="the project the spec describes (default: the folder of "
+            "a pyproject.toml given as --spec, else the current directory)",
+        )
 
 
 def load_spec_arg(spec: str | None, project: str | None) -> ReleaseSpec:
@@ -64,8 +73,15 @@ def parse_pairs(items: list[str], option: str, example: str) -> dict[str, str]:
     return dict(split_pairs(items, option, example))
 
 
-def report_outcome(state: Any, path: Path, fallback: dict[str, Any], *, as_json: bool,
-                   show: Callable[[dict[str, Any]], None], what: str) -> int:
+def report_outcome(
+    state: Any,
+    path: Path,
+    fallback: dict[str, Any],
+    *,
+    as_json: bool,
+    show: Callable[[dict[str, Any]], None],
+    what: str,
+) -> int:
     """A flow run's JSON report (``fallback`` when the run ended before writing one), as JSON or as
     ``show`` prints it; exit 1, saying why, unless the run completed and its report says ok."""
     report = json.loads(path.read_text()) if path.exists() else fallback

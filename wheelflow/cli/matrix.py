@@ -32,7 +32,11 @@ def run(args: argparse.Namespace) -> int:
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(row["cell"], row["image"] or "", row["local-version"] or "",
-                      " ".join(f"{k}={v}" for k, v in row["env"].items()))
+        table.add_row(
+            row["cell"],
+            row["image"] or "",
+            row["local-version"] or "",
+            " ".join(f"{k}={v}" for k, v in row["env"].items()),
+        )
     out_console.print(table)
     return 0

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from wheelflow.cli.common import add_json, load_spec_arg, out_console, say
 from wheelflow.core.errors import SpecError
-from wheelflow.source.gittags import DEFAULT_TAG_PATTERNS
 from wheelflow.core.home import wheelflow_home
 from wheelflow.index.indexes import resolve_endpoints
 from wheelflow.ops.monitor import (
@@ -22,24 +21,47 @@ from wheelflow.ops.monitor import (
     read_tags,
     table_rows,
 )
+from wheelflow.source.gittags import DEFAULT_TAG_PATTERNS
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("monitor", help="compare a repository's release tags with what an index serves")
     parser.add_argument("--repo", required=True, help="git URL or local path whose tags are the releases")
     parser.add_argument("--project", required=True, help="distribution name on the index")
-    parser.add_argument("--index", action="append", required=True,
-                        help="pypi, testpypi, local, or a Simple API URL (repeatable)")
-    parser.add_argument("--expect", action="append", default=[], metavar="PATTERN",
-                        help="an expected file, e.g. {name}-{version}-py3-none-any.whl (repeatable; default: "
-                             "the spec's artifacts with --spec, else at least one file)")
-    parser.add_argument("--spec", metavar="FILE", help="a spec TOML (or a project's pyproject.toml) for the expected "
-                        "files and tag pattern; paths in it are relative to the current directory")
-    parser.add_argument("--tag-pattern", action="append", default=[], metavar="PATTERN",
-                        help="release tag pattern (repeatable; default: v{version} and {version})")
-    parser.add_argument("--grace", type=float, default=24.0, metavar="HOURS",
-                        help="how long after its tag a version may still be missing (default: 24)")
-    parser.add_argument("--as-of", metavar="ISO8601", help="replay: count only tags and uploads at or before this instant")
+    parser.add_argument(
+        "--index", action="append", required=True, help="pypi, testpypi, local, or a Simple API URL (repeatable)"
+    )
+    parser.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="an expected file, e.g. {name}-{version}-py3-none-any.whl (repeatable; default: "
+        "the spec's artifacts with --spec, else at least one file)",
+    )
+    parser.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="a spec TOML (or a project's pyproject.toml) for the expected "
+        "files and tag pattern; paths in it are relative to the current directory",
+    )
+    parser.add_argument(
+        "--tag-pattern",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="release tag pattern (repeatable; default: v{version} and {version})",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="how long after its tag a version may still be missing (default: 24)",
+    )
+    parser.add_argument(
+        "--as-of", metavar="ISO8601", help="replay: count only tags and uploads at or before this instant"
+    )
     add_json(parser, "a list, one record per version and index,")
     return parser
 
@@ -74,26 +96,45 @@ def run(args: argparse.Namespace) -> int:
     tags = read_tags(args.repo, patterns or DEFAULT_TAG_PATTERNS, home)
     results = []
     for index in args.index:
-        results += check_one_index(args.project, index, tags, expect or DEFAULT_EXPECT, as_of,
-                                   timedelta(hours=args.grace), home)
+        results += check_one_index(
+            args.project, index, tags, expect or DEFAULT_EXPECT, as_of, timedelta(hours=args.grace), home
+        )
     results = name_missing_cells(results, cells)
     if args.json:
         keys = ("version", "tag", "tag_time", "first_upload_time", "lag_hours", "status", "missing", "missing_cells")
-        print(json.dumps([{**{k: r.json()[k] for k in keys}, "index": r.index, "overdue": r.overdue,
-                           "mismatched": r.mismatched} for r in results], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        **{k: r.json()[k] for k in keys},
+                        "index": r.index,
+                        "overdue": r.overdue,
+                        "mismatched": r.mismatched,
+                    }
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
     else:
         table = Table(title=f"{args.project}: {len(tags)} release tag(s) as of {as_of.isoformat(timespec='seconds')}")
         columns = ("version", "index", "status", "lag (h)", "missing") + (("missing cells",) if cells else ())
         for column in columns:
             table.add_column(column)
         for row in table_rows(results):
-            style = "red" if "overdue" in row["status"] or "mismatch" in row["status"] else (
-                "yellow" if row["status"] != "ok" else None)
+            style = (
+                "red"
+                if "overdue" in row["status"] or "mismatch" in row["status"]
+                else ("yellow" if row["status"] != "ok" else None)
+            )
             table.add_row(*(row.get(c, "") for c in columns), style=style)
         out_console.print(table)
     problems = [r for r in results if r.problem]
     if problems:
-        say(f"wheelflow: {len(problems)} version(s) missing, incomplete or changed beyond the grace period: "
-            + ", ".join(f"{r.version}@{r.index}" for r in problems[:10]) + (" ..." if len(problems) > 10 else ""))
+        say(
+            f"wheelflow: {len(problems)} version(s) missing, incomplete or changed beyond the grace period: "
+            + ", ".join(f"{r.version}@{r.index}" for r in problems[:10])
+            + (" ..." if len(problems) > 10 else "")
+        )
         return 1
     return 0

@@ -9,26 +9,42 @@ from typing import Any
 from rich.table import Table
 
 from wheelflow.cli.common import add_json, out_console, report_outcome
-from wheelflow.source.gitauth import refuse_url_credentials
-from wheelflow.core.home import wheelflow_home
 from wheelflow.config.spec import load_spec
+from wheelflow.core.home import wheelflow_home
+from wheelflow.source.gitauth import refuse_url_credentials
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("release", help="build, check, upload and verify a release (a Prefect flow run)")
     parser.add_argument("path", help="the project to release")
-    parser.add_argument("--spec", metavar="FILE", help="a standalone spec TOML (default: [tool.wheelflow] in "
-                        "PATH/pyproject.toml); paths in it are relative to PATH")
+    parser.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="a standalone spec TOML (default: [tool.wheelflow] in "
+        "PATH/pyproject.toml); paths in it are relative to PATH",
+    )
     parser.add_argument("--version", help="the version to release (must agree with the tag and version file)")
     parser.add_argument("--to", action="append", metavar="TARGET", help="target name or index alias (repeatable)")
-    parser.add_argument("--builder", choices=["docker", "local"],
-                        help="how the wheel matrix is built (default: the spec's, else docker when a daemon answers)")
-    parser.add_argument("--dev", action="store_true",
-                        help="a development build: next micro version + .devYYYYMMDDHHMM (for nightlies; no tag needed)")
-    parser.add_argument("--allow-dirty", action="store_true",
-                        help="build the working tree where tracked files differ from the release commit (labelled dirty)")
-    parser.add_argument("--approval", choices=["manual", "auto", "auto-if-staging-verified"],
-                        help="who decides before each target after the first (default: the spec's, else auto)")
+    parser.add_argument(
+        "--builder",
+        choices=["docker", "local"],
+        help="how the wheel matrix is built (default: the spec's, else docker when a daemon answers)",
+    )
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="a development build: next micro version + .devYYYYMMDDHHMM (for nightlies; no tag needed)",
+    )
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="build the working tree where tracked files differ from the release commit (labelled dirty)",
+    )
+    parser.add_argument(
+        "--approval",
+        choices=["manual", "auto", "auto-if-staging-verified"],
+        help="who decides before each target after the first (default: the spec's, else auto)",
+    )
     add_json(parser, "the report")
     return parser
 
@@ -41,14 +57,35 @@ def run(args: argparse.Namespace) -> int:
 
     from wheelflow.flows.release import release
 
-    state = release(project=str(Path(args.path).absolute()), spec_file=args.spec, version=args.version,
-                    to=args.to, builder=args.builder, approval=args.approval, dev=args.dev,
-                    allow_dirty=args.allow_dirty, return_state=True)
+    state = release(
+        project=str(Path(args.path).absolute()),
+        spec_file=args.spec,
+        version=args.version,
+        to=args.to,
+        builder=args.builder,
+        approval=args.approval,
+        dev=args.dev,
+        allow_dirty=args.allow_dirty,
+        return_state=True,
+    )
     flow_run_id = str(state.state_details.flow_run_id)
-    crashed = {"ok": False, "name": spec.name, "version": args.version, "files": [], "flow_run_id": flow_run_id,
-               "checks": [], "error": state.message}
-    return report_outcome(state, wheelflow_home() / "reports" / f"{flow_run_id}.json", crashed, as_json=args.json,
-                          show=print_report, what="release")
+    crashed = {
+        "ok": False,
+        "name": spec.name,
+        "version": args.version,
+        "files": [],
+        "flow_run_id": flow_run_id,
+        "checks": [],
+        "error": state.message,
+    }
+    return report_outcome(
+        state,
+        wheelflow_home() / "reports" / f"{flow_run_id}.json",
+        crashed,
+        as_json=args.json,
+        show=print_report,
+        what="release",
+    )
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -7,36 +7,50 @@ import json
 from pathlib import Path
 from typing import Any
 
-from wheelflow.core.errors import SpecError
 from wheelflow.cli.automations import add_window_options, install
 from wheelflow.cli.common import say
+from wheelflow.core.errors import SpecError
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("serve", help="serve wheelflow's deployments from this process, schedules included")
-    parser.add_argument("--only", action="append", metavar="NAME",
-                        help="serve only this deployment (repeatable; default: all of them)")
-    parser.add_argument("--monitor-projects", metavar="FILE",
-                        help="JSON list of the projects sync-monitor watches (default: the hello-cuda demo)")
-    parser.add_argument("--monitor-interval", type=float, metavar="SECONDS",
-                        help="run sync-monitor every SECONDS instead of every 15 minutes")
-    parser.add_argument("--no-automations", action="store_true",
-                        help="do not register wheelflow's Prefect Automations (server-side alerts, zombie-run detection)")
+    parser.add_argument(
+        "--only", action="append", metavar="NAME", help="serve only this deployment (repeatable; default: all of them)"
+    )
+    parser.add_argument(
+        "--monitor-projects",
+        metavar="FILE",
+        help="JSON list of the projects sync-monitor watches (default: the hello-cuda demo)",
+    )
+    parser.add_argument(
+        "--monitor-interval",
+        type=float,
+        metavar="SECONDS",
+        help="run sync-monitor every SECONDS instead of every 15 minutes",
+    )
+    parser.add_argument(
+        "--no-automations",
+        action="store_true",
+        help="do not register wheelflow's Prefect Automations (server-side alerts, zombie-run detection)",
+    )
     add_window_options(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from wheelflow.deployments import project_deployments
     from wheelflow.adapters.prefect_api import serve_deployments
+    from wheelflow.deployments import project_deployments
 
     monitored = None
     if args.monitor_projects:
         try:
             monitored = json.loads(Path(args.monitor_projects).read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise SpecError("--monitor-projects", f"cannot read a JSON list from {args.monitor_projects} "
-                            f"({type(exc).__name__})", "give a file holding a JSON list of projects") from None
+            raise SpecError(
+                "--monitor-projects",
+                f"cannot read a JSON list from {args.monitor_projects} ({type(exc).__name__})",
+                "give a file holding a JSON list of projects",
+            ) from None
     deployments = project_deployments(monitored=monitored, monitor_interval=args.monitor_interval)
     known = [d.name for d in deployments]
     for name in args.only or []:

@@ -7,10 +7,10 @@ import json
 from typing import Any
 from uuid import UUID
 
+from wheelflow.cli.common import add_json, say
 from wheelflow.core.errors import SpecError
 from wheelflow.ops.orchestration import RunOutcome
 from wheelflow.ops.runhistory import describe_attempts
-from wheelflow.cli.common import add_json, say
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -47,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
         duration = "" if h.duration_s is None else f", {h.duration_s:.1f} s"
         print(f"{h.name} [{h.flow_run}]: {h.state}, {h.attempts} attempt(s){duration}")
         for e in h.history:
-            print(f"    {e.time[:19].replace('T', ' ')} {e.name}" + (f": {' '.join(e.message.split())}" if e.message else ""))
+            print(
+                f"    {e.time[:19].replace('T', ' ')} {e.name}"
+                + (f": {' '.join(e.message.split())}" if e.message else "")
+            )
     if exit_code:
         say(f"wheelflow: flow run {flow_run.name} {state.name}: {' '.join((state.message or '').split())}")
         for h in histories:

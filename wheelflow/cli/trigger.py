@@ -11,21 +11,30 @@ import argparse
 import contextlib
 import json
 import signal
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from wheelflow.source.gitauth import refuse_url_credentials
-from wheelflow.ops.orchestration import EXIT_CANCELLED, RunOutcome, coerce_parameters
 from wheelflow.cli.common import add_json, say, split_pairs
+from wheelflow.ops.orchestration import EXIT_CANCELLED, RunOutcome, coerce_parameters
+from wheelflow.source.gitauth import refuse_url_credentials
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("trigger", help="start a deployment's flow run through the Prefect API (for CI)")
     parser.add_argument("deployment", help="DEPLOYMENT or FLOW/DEPLOYMENT, e.g. release")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="a flow parameter, typed by the deployment's schema; repeat a list parameter's key "
-                             "for more items (repeatable)")
-    parser.add_argument("--wait", action="store_true",
-                        help="follow the run; exit 0 on Completed, 1 Failed, 3 Cancelled/Crashed, 4 timeout")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a flow parameter, typed by the deployment's schema; repeat a list parameter's key "
+        "for more items (repeatable)",
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the run; exit 0 on Completed, 1 Failed, 3 Cancelled/Crashed, 4 timeout",
+    )
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long")
     add_json(parser, "the outcome")
     return parser
@@ -51,12 +60,22 @@ def signals_cancel() -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     from prefect.client.orchestration import get_client
 
-    from wheelflow.adapters.prefect_api import cancel_run, find_deployment, follow_run, release_verdict, start_run, ui_url
+    from wheelflow.adapters.prefect_api import (
+        cancel_run,
+        find_deployment,
+        follow_run,
+        release_verdict,
+        start_run,
+        ui_url,
+    )
 
     with get_client(sync_client=True) as client:
         deployment = find_deployment(client, args.deployment)
-        parameters = coerce_parameters(deployment.parameter_openapi_schema or {},
-                                       split_pairs(args.param, "--param", "version=1.2.3"), args.deployment)
+        parameters = coerce_parameters(
+            deployment.parameter_openapi_schema or {},
+            split_pairs(args.param, "--param", "version=1.2.3"),
+            args.deployment,
+        )
         for key in ("project", "repo"):
             if isinstance(parameters.get(key), str):
                 refuse_url_credentials(parameters[key], f"--param {key}")  # never stored in a flow run's parameters
@@ -65,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         say(f"wheelflow: started {flow_run.name} ({flow_run.id}) of {args.deployment}" + (f": {url}" if url else ""))
         state, timed_out, verdict = flow_run.state, False, None
         if args.wait:
+
             def on_state(name: str, message: str | None) -> None:
                 say(f"wheelflow: {flow_run.name}: {name}" + (f": {' '.join(message.split())}" if message else ""))
 
@@ -77,8 +97,14 @@ def run(args: argparse.Namespace) -> int:
                 return EXIT_CANCELLED
             if not timed_out:
                 verdict = release_verdict(client, flow_run.id)
-    outcome = RunOutcome(str(flow_run.id), args.deployment, state.name if state else "Unknown",
-                         state.type.value if state else "UNKNOWN", url, timed_out)
+    outcome = RunOutcome(
+        str(flow_run.id),
+        args.deployment,
+        state.name if state else "Unknown",
+        state.type.value if state else "UNKNOWN",
+        url,
+        timed_out,
+    )
     if verdict is not None:
         print_verdict(verdict, state.message if state else None)
     if args.json:

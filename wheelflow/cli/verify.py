@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 from packaging.requirements import InvalidRequirement, Requirement
@@ -14,14 +15,14 @@ from packaging.utils import canonicalize_name
 from rich.table import Table
 
 from wheelflow.cli.common import add_json, add_spec, err_console, load_spec_arg, out_console, say
+from wheelflow.config.spec import INDEX_ALIASES
 from wheelflow.core.deadline import Deadline
 from wheelflow.core.errors import DeadlineExceeded, SpecError
 from wheelflow.core.home import wheelflow_home
 from wheelflow.index.indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP
 from wheelflow.index.localindex import open_index
-from wheelflow.ops.monitor import UploadTimes
 from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, read_served
-from wheelflow.config.spec import INDEX_ALIASES
+from wheelflow.ops.monitor import UploadTimes
 from wheelflow.proof.verification import (
     MISSING,
     SERVED,
@@ -37,18 +38,31 @@ from wheelflow.source.versioning import parse_version
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("verify", help="check that an index serves a release (read-only)")
     parser.add_argument("requirement", metavar="NAME==VERSION")
-    parser.add_argument("--index", required=True,
-                        help="local, pypi, testpypi, a target from the spec, or a Simple API URL")
-    parser.add_argument("--expect", action="append", default=[], metavar="FILE",
-                        help="path of a built file (its bytes are proven) or a bare wheel/sdist name (only that it is "
-                             "served, its bytes downloaded and hashed); a path that does not exist is an error (repeatable)")
+    parser.add_argument(
+        "--index", required=True, help="local, pypi, testpypi, a target from the spec, or a Simple API URL"
+    )
+    parser.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="path of a built file (its bytes are proven) or a bare wheel/sdist name (only that it is "
+        "served, its bytes downloaded and hashed); a path that does not exist is an error (repeatable)",
+    )
     parser.add_argument("--no-install", action="store_true", help="skip the install into a fresh virtualenv")
     parser.add_argument("--smoke", help="command run in the virtualenv after installing")
-    parser.add_argument("--timeout", type=float, help="seconds for the whole verify: listing, polling, downloads and "
-                        "install (default: per index, for the files to appear)")
-    parser.add_argument("--wait", action="store_true",
-                        help="wait the whole timeout for missing files even when the release is older than it "
-                             "(default: a release whose files are all older fails at once: no upload is in flight)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds for the whole verify: listing, polling, downloads and "
+        "install (default: per index, for the files to appear)",
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait the whole timeout for missing files even when the release is older than it "
+        "(default: a release whose files are all older fails at once: no upload is in flight)",
+    )
     add_spec(parser)
     add_json(parser)
     return parser
@@ -72,14 +86,17 @@ def index_endpoints(args: argparse.Namespace) -> contextlib.AbstractContextManag
     return open_index(load_spec_arg(args.spec, args.project).target(args.index))
 
 
-def _settled(client: httpx.Client, simple_url: str, window: float,
-             reasons: list[str]) -> Callable[[list[ServedFile]], str | None]:
+def _settled(
+    client: httpx.Client, simple_url: str, window: float, reasons: list[str]
+) -> Callable[[list[ServedFile]], str | None]:
     """Why waiting for a missing file is pointless (every served file is older than the index's
     deadline: PEP 700 upload-time, else Last-Modified), kept in ``reasons``."""
     times = UploadTimes(wheelflow_home() / "monitor" / "upload-times.json")
 
     def settled(served: list[ServedFile]) -> str | None:
-        reason = settled_reason([times.lookup(client, simple_url, f) for f in served], datetime.now(timezone.utc), window)
+        reason = settled_reason(
+            [times.lookup(client, simple_url, f) for f in served], datetime.now(timezone.utc), window
+        )
         times.save()
         if reason:
             reasons.append(reason)
@@ -101,19 +118,33 @@ def run(args: argparse.Namespace) -> int:
             settled = None if args.wait else _settled(client, endpoints.simple_url, endpoints.verify_timeout, reasons)
             statuses, served = poll_until_served(
                 lambda: read_served(client, endpoints.simple_url, name, version, deadline=deadline),
-                expected, deadline, on_wait=progress, max_delay=PUBLIC_POLL_CAP if endpoints.public else PRIVATE_POLL_CAP,
-                settled=settled)
+                expected,
+                deadline,
+                on_wait=progress,
+                max_delay=PUBLIC_POLL_CAP if endpoints.public else PRIVATE_POLL_CAP,
+                settled=settled,
+            )
         ok = bool(statuses) and all(s.status in (VERIFIED, SERVED) for s in statuses)
         install: dict[str, Any] | None = None
         if ok and not args.no_install:
             # With --timeout, one deadline bounds the whole verify, the install included.
             budget = deadline.remaining() if args.timeout is not None else 900
             if budget <= 0:
-                raise DeadlineExceeded(f"verify of {name} {version} on {endpoints.name}: no time left for the install "
-                                       f"within --timeout {args.timeout:g} s; fix: give a longer --timeout")
+                raise DeadlineExceeded(
+                    f"verify of {name} {version} on {endpoints.name}: no time left for the install "
+                    f"within --timeout {args.timeout:g} s; fix: give a longer --timeout"
+                )
             dependencies = load_spec_arg(args.spec, args.project).dependencies if args.spec or args.project else "pypi"
-            result = install_and_smoke(name, version, endpoints.simple_url, served, smoke=args.smoke, log=progress,
-                                       timeout=budget, dependencies=dependencies)
+            result = install_and_smoke(
+                name,
+                version,
+                endpoints.simple_url,
+                served,
+                smoke=args.smoke,
+                log=progress,
+                timeout=budget,
+                dependencies=dependencies,
+            )
             install = {"ok": result.ok, "installed": result.installed, "message": result.message}
             ok = result.ok
 
@@ -122,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
         "name": canonicalize_name(name),
         "version": version,
         "index": endpoints.name,
-        "files": [{"filename": s.filename, "sha256": s.served_sha256 or s.sha256, "status": s.status} for s in statuses],
+        "files": [
+            {"filename": s.filename, "sha256": s.served_sha256 or s.sha256, "status": s.status} for s in statuses
+        ],
         "install": install,
     }
     if args.json:

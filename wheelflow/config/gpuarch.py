@@ -14,8 +14,8 @@ Names: SASS ``sm_80``/``sm_90a``/``sm_100f``, PTX ``compute_90``. A declaration 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from wheelflow.core.errors import SpecError
 
@@ -52,15 +52,19 @@ def parse_archs(value: str | Sequence[str], key: str = "gpu-archs") -> ArchSpec:
             if torch.group(4):
                 ptx.add(f"compute_{number}")
         else:
-            raise SpecError(key, f"{token!r} is not a GPU architecture",
-                            'write sm_80 / compute_90, or TORCH_CUDA_ARCH_LIST style "8.0;9.0+PTX"')
+            raise SpecError(
+                key,
+                f"{token!r} is not a GPU architecture",
+                'write sm_80 / compute_90, or TORCH_CUDA_ARCH_LIST style "8.0;9.0+PTX"',
+            )
     if not sass and not ptx:
         raise SpecError(key, f"{value!r} names no GPU architecture", 'write e.g. ["sm_80", "sm_90"]')
     return ArchSpec(frozenset(sass), frozenset(ptx))
 
 
-def declared_archs(gpu_archs: str | Sequence[str] | None, env: Mapping[str, str],
-                   key: str = "gpu-archs") -> ArchSpec | None:
+def declared_archs(
+    gpu_archs: str | Sequence[str] | None, env: Mapping[str, str], key: str = "gpu-archs"
+) -> ArchSpec | None:
     """A cell's declaration: its ``gpu-archs`` value, else its TORCH_CUDA_ARCH_LIST, else None (not checked)."""
     if gpu_archs is not None:
         return parse_archs(gpu_archs, key)

@@ -30,9 +30,10 @@ from __future__ import annotations
 import itertools
 import re
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Annotated, Any, Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
 from annotated_types import Gt, MinLen
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -50,9 +51,9 @@ from pydantic import (
     model_validator,
 )
 
-from wheelflow.core.errors import SpecError
 from wheelflow.config.gpuarch import parse_archs
 from wheelflow.config.spectypes import EnvTable, Expect, SpecModel, Text, problem, spec_error
+from wheelflow.core.errors import SpecError
 
 if TYPE_CHECKING:
     pass
@@ -98,8 +99,13 @@ def _scalar_text(value: Any) -> Any:
 AxisValue = Annotated[str, BeforeValidator(_scalar_text), WithJsonSchema({"type": ["string", "number"]})]
 Row = dict[str, AxisValue]
 Template = Annotated[str, Expect("a string", "write it as a template string")]
-GpuArchs = Annotated[str | tuple[str, ...], Expect(
-    "a list of architectures or a TORCH_CUDA_ARCH_LIST string", 'write e.g. gpu-archs = ["sm_80", "sm_90"] or "8.0;9.0+PTX"')]
+GpuArchs = Annotated[
+    str | tuple[str, ...],
+    Expect(
+        "a list of architectures or a TORCH_CUDA_ARCH_LIST string",
+        'write e.g. gpu-archs = ["sm_80", "sm_90"] or "8.0;9.0+PTX"',
+    ),
+]
 
 
 def _specifiers(text: str) -> str:
@@ -113,10 +119,12 @@ def _specifiers(text: str) -> str:
 Specifiers = Annotated[Text, AfterValidator(_specifiers)]
 
 
-When = Annotated[dict[str, Specifiers], MinLen(1),
-                 Expect("a table of axis = specifiers", 'write e.g. when = { torch = ">=2.6" }')]
-Require = Annotated[dict[str, Specifiers], MinLen(1),
-                    Expect("a table of axis = specifiers", 'write e.g. require = { cuda = ">=12.6" }')]
+When = Annotated[
+    dict[str, Specifiers], MinLen(1), Expect("a table of axis = specifiers", 'write e.g. when = { torch = ">=2.6" }')
+]
+Require = Annotated[
+    dict[str, Specifiers], MinLen(1), Expect("a table of axis = specifiers", 'write e.g. require = { cuda = ">=12.6" }')
+]
 CellTimeout = Annotated[StrictFloat, Gt(0), Expect("a positive number of seconds", "write e.g. timeout = 3600")]
 Concurrency = Annotated[StrictInt, Gt(0), Expect("a positive integer", "write e.g. concurrency = 4")]
 MaxCells = Annotated[StrictInt, Gt(0), Expect("a positive integer", "write e.g. max-cells = 512")]
@@ -130,15 +138,19 @@ class Rule(SpecModel):
     """
 
     when: When = Field(
-        description='Axis -> PEP 440 specifiers that select the cells the rule is about, e.g. { torch = ">=2.6" }.')
+        description='Axis -> PEP 440 specifiers that select the cells the rule is about, e.g. { torch = ">=2.6" }.'
+    )
     require: Require = Field(
-        description='Axis -> PEP 440 specifiers those cells must satisfy, e.g. { cuda = ">=12.6" }.')
+        description='Axis -> PEP 440 specifiers those cells must satisfy, e.g. { cuda = ">=12.6" }.'
+    )
     reason: Text | None = Field(None, description="Why, shown when the rule drops a cell.")
 
     def allows(self, values: Mapping[str, str]) -> bool:
         def matches(conditions: Mapping[str, str]) -> bool:
-            return all(SpecifierSet(spec).contains(Version(values[axis]), prereleases=True)
-                       for axis, spec in conditions.items())
+            return all(
+                SpecifierSet(spec).contains(Version(values[axis]), prereleases=True)
+                for axis, spec in conditions.items()
+            )
 
         return not matches(self.when) or matches(self.require)
 
@@ -154,33 +166,47 @@ class MatrixTable(SpecModel):
 
     axes: dict[str, tuple[AxisValue, ...]] = Field(
         description="Axis name -> its values, in order; cells are their product (e.g. python, cuda, torch).",
-        examples=[{"python": ["3.11", "3.13"], "cuda": ["13.0"]}])
+        examples=[{"python": ["3.11", "3.13"], "cuda": ["13.0"]}],
+    )
     include: Annotated[tuple[Row, ...], Expect("a list of tables", 'write include = [{ axis = "value" }]')] = Field(
-        (), description="Rows added after the product; each names every axis.")
+        (), description="Rows added after the product; each names every axis."
+    )
     exclude: Annotated[tuple[Row, ...], Expect("a list of tables", 'write exclude = [{ axis = "value" }]')] = Field(
-        (), description="Rows dropped from the product; a row matches every cell with its values.")
+        (), description="Rows dropped from the product; a row matches every cell with its values."
+    )
     image: Template | None = Field(None, description="Build image template, e.g. wheelflow/builder:py{python}.")
     runtime_image: Template | None = Field(
-        None, description="Image the wheel is installed and smoke-tested in (no compilers), a template.")
+        None, description="Image the wheel is installed and smoke-tested in (no compilers), a template."
+    )
     env: EnvTable = Field(default_factory=dict, description="Build environment per cell; values are templates.")
-    build_requires: Annotated[tuple[str, ...], Expect("a list of strings", 'write build-requires = ["torch=={torch}"]')] = \
-        Field((), description="Pins given to the build as PIP_CONSTRAINT; templates.")
+    build_requires: Annotated[
+        tuple[str, ...], Expect("a list of strings", 'write build-requires = ["torch=={torch}"]')
+    ] = Field((), description="Pins given to the build as PIP_CONSTRAINT; templates.")
     local_version: Template | None = Field(
-        None, description="PEP 440 local label of the cell's wheel (without '+'), e.g. cu{cuda_nodot}; "
-                          "where it renders empty the cell builds the plain wheel.")
+        None,
+        description="PEP 440 local label of the cell's wheel (without '+'), e.g. cu{cuda_nodot}; "
+        "where it renders empty the cell builds the plain wheel.",
+    )
     gpu: StrictBool = Field(False, description="Smoke tests need a GPU (skipped, and said so, without one).")
     gpu_archs: GpuArchs | None = Field(
-        None, description='GPU architectures every shared object of the cell\'s wheel must carry device code for, '
-                          'checked before upload: ["sm_80", "compute_90"] or "8.0;9.0+PTX"; templates. Default: the '
-                          "cell's TORCH_CUDA_ARCH_LIST, else not checked.")
+        None,
+        description="GPU architectures every shared object of the cell's wheel must carry device code for, "
+        'checked before upload: ["sm_80", "compute_90"] or "8.0;9.0+PTX"; templates. Default: the '
+        "cell's TORCH_CUDA_ARCH_LIST, else not checked.",
+    )
     timeout: CellTimeout = Field(
-        DEFAULT_TIMEOUT, description="Seconds per cell; the container is stopped and removed after.")
+        DEFAULT_TIMEOUT, description="Seconds per cell; the container is stopped and removed after."
+    )
     concurrency: Concurrency = Field(DEFAULT_CONCURRENCY, description="Cells built at once.")
-    max_cells: MaxCells = Field(DEFAULT_MAX_CELLS, description="The most cells the matrix may expand to; a larger "
-                                "matrix is refused before anything is built.")
+    max_cells: MaxCells = Field(
+        DEFAULT_MAX_CELLS,
+        description="The most cells the matrix may expand to; a larger matrix is refused before anything is built.",
+    )
     rules: tuple[Rule, ...] = Field(
-        (), description="Compatibility rules applied to the product: a cell matching a rule's `when` and not its "
-                        "`require` is dropped; an included row that breaks a rule is refused.")
+        (),
+        description="Compatibility rules applied to the product: a cell matching a rule's `when` and not its "
+        "`require` is dropped; an included row that breaks a rule is refused.",
+    )
 
     @classmethod
     def check_keys(cls, table: dict[str, Any]) -> None:
@@ -207,11 +233,15 @@ class MatrixTable(SpecModel):
             for row in getattr(self, key):
                 unknown = [axis for axis in row if axis not in self.axes]
                 if unknown:
-                    raise problem(f"row {row!r} names unknown axis {unknown[0]!r}", f"use one of {', '.join(names)}", key=key)
+                    raise problem(
+                        f"row {row!r} names unknown axis {unknown[0]!r}", f"use one of {', '.join(names)}", key=key
+                    )
         for row in self.include:
             if set(row) != set(self.axes):
                 missing = ", ".join(a for a in names if a not in row)
-                raise problem(f"row {row!r} lacks {missing}", "give every axis a value in an included row", key="include")
+                raise problem(
+                    f"row {row!r} lacks {missing}", "give every axis a value in an included row", key="include"
+                )
         for key, text in self.templates():
             _check_template(text, names, key)
         for rule in self.rules:
@@ -241,18 +271,25 @@ class MatrixTable(SpecModel):
             ordered = {a: row[a] for a in names}
             broken = [rule for rule in self.rules if not rule.allows(ordered)]
             if broken:
-                raise problem(f"row {row!r} breaks the rule {broken[0].describe()}", "remove the row or change the rule",
-                              key="include")
+                raise problem(
+                    f"row {row!r} breaks the rule {broken[0].describe()}",
+                    "remove the row or change the rule",
+                    key="include",
+                )
             if ordered not in combos:
                 combos.append(ordered)
         if not combos:
             if ruled_out:
-                raise problem("the matrix is empty (every cell is excluded or ruled out by rules)",
-                              "remove an exclude row or a rule, or add an include row")
+                raise problem(
+                    "the matrix is empty (every cell is excluded or ruled out by rules)",
+                    "remove an exclude row or a rule, or add an include row",
+                )
             raise problem("the matrix is empty (every cell is excluded)", "remove an exclude row or add an include row")
         if len(combos) > self.max_cells:
-            raise problem(f"expands to {len(combos)} cells, more than max-cells ({self.max_cells})",
-                          f"raise max-cells (e.g. max-cells = {len(combos)}), or exclude cells")
+            raise problem(
+                f"expands to {len(combos)} cells, more than max-cells ({self.max_cells})",
+                f"raise max-cells (e.g. max-cells = {len(combos)}), or exclude cells",
+            )
         cells = tuple(self._cell(values) for values in combos)
         if len({c.name for c in cells}) != len(cells):
             raise problem("two cells have the same name", "give each axis distinct values")
@@ -264,14 +301,23 @@ class MatrixTable(SpecModel):
 
         local = render(self.local_version) or None  # renders empty: this cell builds the plain wheel (a JIT build)
         if local is not None and not _LOCAL_RE.match(local):
-            raise problem(f"renders to {local!r} for {cell_name(values)}, not a PEP 440 local label",
-                          "use letters, digits and dots, e.g. cu{cuda_nodot}", key="local-version")
-        return Cell(name=cell_name(values), values=values, image=render(self.image),
-                    runtime_image=render(self.runtime_image),
-                    env={k: _render(v, values) for k, v in self.env.items()},
-                    build_requires=tuple(_render(r, values) for r in self.build_requires),
-                    local_version=local, gpu=self.gpu, timeout=float(self.timeout),
-                    gpu_archs=_rendered_archs(self.gpu_archs, values))
+            raise problem(
+                f"renders to {local!r} for {cell_name(values)}, not a PEP 440 local label",
+                "use letters, digits and dots, e.g. cu{cuda_nodot}",
+                key="local-version",
+            )
+        return Cell(
+            name=cell_name(values),
+            values=values,
+            image=render(self.image),
+            runtime_image=render(self.runtime_image),
+            env={k: _render(v, values) for k, v in self.env.items()},
+            build_requires=tuple(_render(r, values) for r in self.build_requires),
+            local_version=local,
+            gpu=self.gpu,
+            timeout=float(self.timeout),
+            gpu_archs=_rendered_archs(self.gpu_archs, values),
+        )
 
 
 def _rendered_archs(archs: str | tuple[str, ...] | None, values: dict[str, str]) -> str | tuple[str, ...] | None:
@@ -282,7 +328,9 @@ def _rendered_archs(archs: str | tuple[str, ...] | None, values: dict[str, str])
     try:
         parse_archs(rendered)
     except SpecError as exc:
-        raise problem(f"renders to {rendered!r} for {cell_name(values)}: {exc.problem}", exc.fix, key="gpu-archs") from None
+        raise problem(
+            f"renders to {rendered!r} for {cell_name(values)}: {exc.problem}", exc.fix, key="gpu-archs"
+        ) from None
     return rendered
 
 
@@ -296,9 +344,11 @@ def _check_rule(rule: Rule, axes: Mapping[str, tuple[str, ...]]) -> None:
                 try:
                     Version(value)
                 except InvalidVersion:
-                    raise problem(f"compares axis {axis!r}, whose value {value!r} is not a version",
-                                  "compare only axes with PEP 440 versions (python, cuda, torch)",
-                                  key=("rules", part)) from None
+                    raise problem(
+                        f"compares axis {axis!r}, whose value {value!r} is not a version",
+                        "compare only axes with PEP 440 versions (python, cuda, torch)",
+                        key=("rules", part),
+                    ) from None
 
 
 def _check_template(text: str, axes: list[str], key: tuple[str, ...]) -> None:
@@ -310,8 +360,11 @@ def _check_template(text: str, axes: list[str], key: tuple[str, ...]) -> None:
         raise problem(f"{text!r} is not a valid template ({exc})", "use {axis} placeholders", key=key) from None
     for name in names:
         if name not in allowed:
-            raise problem(f"template {text!r} names unknown axis {name!r}",
-                          f"use one of {', '.join(axes)} (or AXIS_nodot)", key=key)
+            raise problem(
+                f"template {text!r} names unknown axis {name!r}",
+                f"use one of {', '.join(axes)} (or AXIS_nodot)",
+                key=key,
+            )
 
 
 def render_template(text: str, values: Mapping[str, str], key: tuple[str, ...]) -> str:
@@ -331,5 +384,3 @@ def parse_matrix(table: Any, prefix: str = "tool.wheelflow.matrix") -> Matrix:
         return MatrixTable.model_validate(table).matrix
     except ValidationError as exc:
         raise spec_error(exc, prefix) from None
-
-

@@ -27,5 +27,7 @@ def check_command(command: str) -> None:
     except (KeyError, IndexError, ValueError):
         missing = missing or ["only {wheel} and {dest_dir}"]
     if missing:
-        raise RepairError(f"repair.command {command!r} must use {' and '.join(missing)}; "
-                          "fix: write e.g. \"auditwheel repair -w {dest_dir} {wheel}\"")
+        raise RepairError(
+            f"repair.command {command!r} must use {' and '.join(missing)}; "
+            'fix: write e.g. "auditwheel repair -w {dest_dir} {wheel}"'
+        )

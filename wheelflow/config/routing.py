@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from wheelflow.core.distributions import Distribution, parse_filename
 from wheelflow.config.spec import Target
+from wheelflow.core.distributions import Distribution, parse_filename
 
 
 def local_label(dist: Distribution) -> str | None:

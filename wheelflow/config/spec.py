@@ -14,9 +14,10 @@ import re
 import shlex
 import string
 import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal, Mapping, get_args
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from annotated_types import Gt, MinLen
@@ -36,12 +37,12 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from wheelflow.core.childenv import pass_env_problem
-from wheelflow.core.errors import SpecError, WheelflowError
 from wheelflow.config.matrix import Matrix, MatrixTable, render_template
-from wheelflow.core.redaction import redact_url
 from wheelflow.config.repairoptions import RepairOptions, check_command
 from wheelflow.config.spectypes import ByteSize, EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
+from wheelflow.core.childenv import pass_env_problem
+from wheelflow.core.errors import SpecError, WheelflowError
+from wheelflow.core.redaction import redact_url
 
 try:
     import tomllib
@@ -82,11 +83,19 @@ def _kinds(choices: tuple[str, ...], example: str) -> Any:
     """A list of artifact kinds (one kind alone is a list of one), each named once."""
     kind = Annotated[Literal[choices], OneOf("artifact kind", choices)]  # type: ignore[valid-type]
     return Annotated[
-        tuple[kind, ...], MinLen(1), AfterValidator(lambda kinds: tuple(dict.fromkeys(kinds))),
+        tuple[kind, ...],
+        MinLen(1),
+        AfterValidator(lambda kinds: tuple(dict.fromkeys(kinds))),
         BeforeValidator(lambda value: [value] if isinstance(value, str) else value),
         Expect("a list of artifact kinds", f"write e.g. artifacts = {example}"),
-        WithJsonSchema({"anyOf": [{"type": "array", "items": {"enum": list(choices), "type": "string"}, "minItems": 1},
-                                  {"enum": list(choices), "type": "string"}]}),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "array", "items": {"enum": list(choices), "type": "string"}, "minItems": 1},
+                    {"enum": list(choices), "type": "string"},
+                ]
+            }
+        ),
     ]
 
 
@@ -95,18 +104,23 @@ RoutableKinds = _kinds(ROUTABLE_KINDS, '["sdist", "plain-wheel"]')
 VerifyTimeout = Annotated[StrictFloat, Gt(0), Expect("a positive number of seconds", "write e.g. verify-timeout = 120")]
 UploadConcurrency = Annotated[StrictInt, Gt(0), Expect("a positive integer", "write e.g. upload-concurrency = 4")]
 DEFAULT_UPLOAD_CONCURRENCY = 4  # the public index's users are asked not to flood it: 4 at once is polite
-ApprovalTimeout = Annotated[StrictInt, Gt(0),
-                            Expect("a positive number of seconds", "write e.g. approval-timeout = 3600")]
+ApprovalTimeout = Annotated[
+    StrictInt, Gt(0), Expect("a positive number of seconds", "write e.g. approval-timeout = 3600")
+]
 
 
 def _check_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise problem(f"{redact_url(url)!r} is neither an index alias nor an http(s) URL",
-                      f"use one of {', '.join(INDEX_ALIASES)} or a Simple API URL")
+        raise problem(
+            f"{redact_url(url)!r} is neither an index alias nor an http(s) URL",
+            f"use one of {', '.join(INDEX_ALIASES)} or a Simple API URL",
+        )
     if parts.username or parts.password:
-        raise problem(f"{redact_url(url)!r} embeds credentials",
-                      "remove them from the URL and use the target's credentials source")
+        raise problem(
+            f"{redact_url(url)!r} embeds credentials",
+            "remove them from the URL and use the target's credentials source",
+        )
     return url
 
 
@@ -117,8 +131,10 @@ def _install_command(command: str) -> str:
     except ValueError as exc:
         raise problem(f"{command!r} is not a command line ({exc})", "quote it as a shell would") from None
     if words[:2] != ["pip", "install"] or len(words) < 3:
-        raise problem(f"{command!r} does not start with `pip install` and a requirement",
-                      'write e.g. "pip install {name}=={version} --index-url {index}" (uv runs it as `uv pip install`)')
+        raise problem(
+            f"{command!r} does not start with `pip install` and a requirement",
+            'write e.g. "pip install {name}=={version} --index-url {index}" (uv runs it as `uv pip install`)',
+        )
     try:
         fields = {field for _, field, _, _ in string.Formatter().parse(command) if field}
     except ValueError as exc:
@@ -136,9 +152,12 @@ def _false_is_none(value: Any) -> Any:
 
 
 # A host path in [docker]; false turns it off (TOML has no null).
-HostPathOrFalse = Annotated[Text | None, BeforeValidator(_false_is_none),
-                            Expect("a host path or false", "write a path, or false to turn it off"),
-                            WithJsonSchema({"anyOf": [{"type": "string"}, {"const": False}]})]
+HostPathOrFalse = Annotated[
+    Text | None,
+    BeforeValidator(_false_is_none),
+    Expect("a host path or false", "write a path, or false to turn it off"),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"const": False}]}),
+]
 
 
 def _mount(mount: str) -> str:
@@ -177,77 +196,115 @@ class Target(SpecModel):
     """``[tool.wheelflow.targets.NAME]``: an index that receives (some of) the release's files."""
 
     # What check_keys enforces, in the schema's words: an index target names its index, a static one its store.
-    model_config = ConfigDict(**SpecModel.model_config, json_schema_extra={
-        "if": {"properties": {"kind": {"const": "static"}}, "required": ["kind"]},
-        "then": {"required": ["store-url"], "not": {"anyOf": [{"required": [key]} for key in _INDEX_ONLY]}},
-        "else": {"required": ["index"], "not": {"anyOf": [{"required": [key]} for key in _STATIC_ONLY]}},
-    })
+    model_config = ConfigDict(
+        **SpecModel.model_config,
+        json_schema_extra={
+            "if": {"properties": {"kind": {"const": "static"}}, "required": ["kind"]},
+            "then": {"required": ["store-url"], "not": {"anyOf": [{"required": [key]} for key in _INDEX_ONLY]}},
+            "else": {"required": ["index"], "not": {"anyOf": [{"required": [key]} for key in _STATIC_ONLY]}},
+        },
+    )
 
     name: SkipJsonSchema[str]  # the table's key in the spec
     kind: Annotated[TargetKind, OneOf("target kind", TARGET_KINDS)] = Field(
-        "index", description='"index": a PyPI-protocol index wheelflow uploads to; "static": a PEP 503 index '
-                             "wheelflow writes itself (store-url) and installers read (public-url).")
-    index: Text | None = Field(None, description='An alias ("local", "pypi", "testpypi") or a Simple API URL '
-                                                 '(kind = "index").')
+        "index",
+        description='"index": a PyPI-protocol index wheelflow uploads to; "static": a PEP 503 index '
+        "wheelflow writes itself (store-url) and installers read (public-url).",
+    )
+    index: Text | None = Field(
+        None, description='An alias ("local", "pypi", "testpypi") or a Simple API URL (kind = "index").'
+    )
     upload_url: Text | None = Field(None, description="Upload (legacy API) URL; default: the index's own.")
-    credentials: Annotated[Text, WithJsonSchema({"anyOf": [{"enum": ["env", "none"]},
-                                                           {"type": "string", "pattern": "^prefect-secret:.+$"}]})] = \
-        Field("env", description='"env" (WHEELFLOW_<TARGET>_USERNAME/_PASSWORD), "prefect-secret:BLOCK" or "none"; '
-                                 'default "none" for the local index, "env" otherwise.')
-    artifacts: RoutableKinds = Field(
-        ARTIFACT_KINDS, description="Kinds of files this target receives.")
+    credentials: Annotated[
+        Text,
+        WithJsonSchema({"anyOf": [{"enum": ["env", "none"]}, {"type": "string", "pattern": "^prefect-secret:.+$"}]}),
+    ] = Field(
+        "env",
+        description='"env" (WHEELFLOW_<TARGET>_USERNAME/_PASSWORD), "prefect-secret:BLOCK" or "none"; '
+        'default "none" for the local index, "env" otherwise.',
+    )
+    artifacts: RoutableKinds = Field(ARTIFACT_KINDS, description="Kinds of files this target receives.")
     verify_timeout: VerifyTimeout | None = Field(
-        None, description="Seconds to wait for the index to list the files; default: the index's.")
+        None, description="Seconds to wait for the index to list the files; default: the index's."
+    )
     upload_concurrency: UploadConcurrency = Field(
-        DEFAULT_UPLOAD_CONCURRENCY, description="Files uploaded to this target at once (the first file goes alone).")
-    install_commands: Annotated[tuple[Annotated[str, AfterValidator(_install_command)], ...],
-                                Expect("a list of install commands",
-                                       'write e.g. install-commands = ["pip install {name}=={version} --index-url {index}"]')] = Field(
-        (), description="The commands users install the release with, each run with pip and with uv per Python of the "
-                        "matrix, asserting a wheel (never the sdist) is installed; {name}, {version} and {index} (the "
-                        "target's Simple API URL) are filled in. Default: pip install NAME==VERSION --index-url INDEX, "
-                        "and the same with each variant sub-index of a static target.")
+        DEFAULT_UPLOAD_CONCURRENCY, description="Files uploaded to this target at once (the first file goes alone)."
+    )
+    install_commands: Annotated[
+        tuple[Annotated[str, AfterValidator(_install_command)], ...],
+        Expect(
+            "a list of install commands",
+            'write e.g. install-commands = ["pip install {name}=={version} --index-url {index}"]',
+        ),
+    ] = Field(
+        (),
+        description="The commands users install the release with, each run with pip and with uv per Python of the "
+        "matrix, asserting a wheel (never the sdist) is installed; {name}, {version} and {index} (the "
+        "target's Simple API URL) are filled in. Default: pip install NAME==VERSION --index-url INDEX, "
+        "and the same with each variant sub-index of a static target.",
+    )
     max_file_size: ByteSize | None = Field(None, description='Largest file accepted, bytes or e.g. "100MB".')
     project_budget: ByteSize | None = Field(None, description='Bytes this release may add to the project, e.g. "10GB".')
     allow_local_versions: StrictBool | None = Field(
-        None, description="Whether the index accepts +local versions; default: the index's rule.")
+        None, description="Whether the index accepts +local versions; default: the index's rule."
+    )
     manylinux_only: StrictBool | None = Field(
-        None, description="Refuse plain linux_* wheels; default: the index's rule.")
-    local_versions: Annotated[tuple[Annotated[str, MinLen(1)], ...],
-                              Expect("a list of label patterns", 'write e.g. local-versions = ["cu130*"]')] = Field(
-        (), description='Variant wheels routed here, by local label pattern, e.g. ["cu130*"].')
+        None, description="Refuse plain linux_* wheels; default: the index's rule."
+    )
+    local_versions: Annotated[
+        tuple[Annotated[str, MinLen(1)], ...],
+        Expect("a list of label patterns", 'write e.g. local-versions = ["cu130*"]'),
+    ] = Field((), description='Variant wheels routed here, by local label pattern, e.g. ["cu130*"].')
     store_url: Text | None = Field(
-        None, description='kind = "static": fsspec URL the index is written to (file:///srv/whl, s3://bucket/whl), '
-                          'or "local" for the embedded one under $WHEELFLOW_HOME.')
+        None,
+        description='kind = "static": fsspec URL the index is written to (file:///srv/whl, s3://bucket/whl), '
+        'or "local" for the embedded one under $WHEELFLOW_HOME.',
+    )
     public_url: Text | None = Field(
-        None, description='kind = "static": the http(s) URL installers read store-url at (its root index).')
-    layout: Text = Field("{local_version}", description='kind = "static": sub-index of a variant wheel, from its '
-                                                        'local version label, e.g. "whl/{local_version}".')
+        None, description='kind = "static": the http(s) URL installers read store-url at (its root index).'
+    )
+    layout: Text = Field(
+        "{local_version}",
+        description='kind = "static": sub-index of a variant wheel, from its '
+        'local version label, e.g. "whl/{local_version}".',
+    )
     shared_files: Annotated[SharedFiles, OneOf("shared-files", SHARED_FILES)] = Field(
-        "every-subindex", description='kind = "static": the sdist and plain wheels listed in every sub-index '
-                                      '("every-subindex") or in the root index only ("root").')
-    storage_options: Annotated[dict[str, Any], Expect("a table", 'write e.g. storage-options = { anon = false }')] = \
-        Field(default_factory=dict, description='kind = "static": fsspec options of the store, never a secret '
-                                                "(keys come from the environment or a Prefect Secret block).")
+        "every-subindex",
+        description='kind = "static": the sdist and plain wheels listed in every sub-index '
+        '("every-subindex") or in the root index only ("root").',
+    )
+    storage_options: Annotated[dict[str, Any], Expect("a table", "write e.g. storage-options = { anon = false }")] = (
+        Field(
+            default_factory=dict,
+            description='kind = "static": fsspec options of the store, never a secret '
+            "(keys come from the environment or a Prefect Secret block).",
+        )
+    )
 
     @classmethod
     def check_keys(cls, table: dict[str, Any]) -> None:
         secret = _SECRET_KEYS.intersection(table)
         if secret:
             env = env_prefix(str(table.get("name", "")))
-            raise problem("credentials never go in the spec",
-                          f'remove it and set {env}_USERNAME/{env}_PASSWORD, or credentials = "prefect-secret:BLOCK"',
-                          key=sorted(secret)[0])
+            raise problem(
+                "credentials never go in the spec",
+                f'remove it and set {env}_USERNAME/{env}_PASSWORD, or credentials = "prefect-secret:BLOCK"',
+                key=sorted(secret)[0],
+            )
         if table.get("kind", "index") not in TARGET_KINDS:
             raise problem(f"unknown target kind {table['kind']!r}", 'use "index", "static"', key="kind")
         if table.get("kind") == "static":
             wrong = [key for key in _INDEX_ONLY if key in table]
             if wrong:
-                raise problem('is for kind = "index"', "a static target is written at store-url and read at public-url",
-                              key=wrong[0])
+                raise problem(
+                    'is for kind = "index"',
+                    "a static target is written at store-url and read at public-url",
+                    key=wrong[0],
+                )
             if "store-url" not in table:
-                raise problem("missing", 'set store-url = "s3://bucket/whl" (or "file:///srv/whl", or "local")',
-                              key="store-url")
+                raise problem(
+                    "missing", 'set store-url = "s3://bucket/whl" (or "file:///srv/whl", or "local")', key="store-url"
+                )
             return
         wrong = [key for key in _STATIC_ONLY if key in table]
         if wrong:
@@ -302,9 +359,12 @@ class Target(SpecModel):
         for path in _option_keys(options):
             words = path[-1].lower().replace("-", "_").split("_")
             if any(word in _SECRET_OPTION_WORDS for word in words):
-                raise problem("a secret never goes in the spec",
-                              "remove it: s3fs reads AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the environment; "
-                              'or set credentials = "prefect-secret:BLOCK" holding the secret options', key=path)
+                raise problem(
+                    "a secret never goes in the spec",
+                    "remove it: s3fs reads AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the environment; "
+                    'or set credentials = "prefect-secret:BLOCK" holding the secret options',
+                    key=path,
+                )
         return options
 
     @field_validator("upload_url")
@@ -317,14 +377,19 @@ class Target(SpecModel):
         source = self.credentials
         if source not in ("env", "none") and not (source.startswith("prefect-secret:") and source != "prefect-secret:"):
             env = env_prefix(self.name)
-            raise problem(f"{source!r} is not a credentials source",
-                          f'use "env" ({env}_USERNAME/{env}_PASSWORD), "prefect-secret:BLOCK" or "none"',
-                          key="credentials")
+            raise problem(
+                f"{source!r} is not a credentials source",
+                f'use "env" ({env}_USERNAME/{env}_PASSWORD), "prefect-secret:BLOCK" or "none"',
+                key="credentials",
+            )
         if self.kind == "static" and self.store_url != LOCAL_STORE and self.public_url is None:
             raise problem("missing", "set public-url to the http(s) URL installers read store-url at", key="public-url")
         if self.kind == "static" and self.store_url == LOCAL_STORE and self.public_url is not None:
-            raise problem('is set by wheelflow for store-url = "local"', "remove it (the embedded index is served "
-                          "on loopback while the release runs)", key="public-url")
+            raise problem(
+                'is set by wheelflow for store-url = "local"',
+                "remove it (the embedded index is served on loopback while the release runs)",
+                key="public-url",
+            )
         return self
 
     @property
@@ -353,14 +418,17 @@ class DockerOptions(SpecModel):
     """``[tool.wheelflow.docker]``: mounts and caches for build containers."""
 
     cuda_home: HostPathOrFalse = Field(
-        "/usr/local/cuda", description="Host toolkit, mounted read-only at /usr/local/cuda (false: none).")
+        "/usr/local/cuda", description="Host toolkit, mounted read-only at /usr/local/cuda (false: none)."
+    )
     ca_bundle: HostPathOrFalse = Field(
-        HOST_CA_BUNDLE, description="Host CA bundle mounted in, so pip in the container trusts what the host trusts.")
+        HOST_CA_BUNDLE, description="Host CA bundle mounted in, so pip in the container trusts what the host trusts."
+    )
     pip_cache: StrictBool = Field(True, description="Share pip's cache across builds (a named volume).")
     ccache: StrictBool = Field(True, description="Share a compiler cache across builds (a named volume).")
-    mounts: Annotated[tuple[Annotated[Text, AfterValidator(_mount)], ...],
-                      Expect("a list of HOST:CONTAINER[:ro] strings", 'write mounts = ["/data:/data:ro"]')] = Field(
-        (), description='Extra bind mounts, "HOST:CONTAINER[:ro]".')
+    mounts: Annotated[
+        tuple[Annotated[Text, AfterValidator(_mount)], ...],
+        Expect("a list of HOST:CONTAINER[:ro] strings", 'write mounts = ["/data:/data:ro"]'),
+    ] = Field((), description='Extra bind mounts, "HOST:CONTAINER[:ro]".')
     env: EnvTable = Field(default_factory=dict, description="Extra environment of every build container.")
 
     @property
@@ -376,15 +444,22 @@ class RepairTable(SpecModel):
     """``[tool.wheelflow.repair]``: what turns each cell's ``linux_*`` wheel into one installers accept."""
 
     enabled: StrictBool | None = Field(
-        None, description="Repair every built wheel; default: true on Linux (auditwheel), false elsewhere.")
+        None, description="Repair every built wheel; default: true on Linux (auditwheel), false elsewhere."
+    )
     command: Text | None = Field(
-        None, description='Replaces auditwheel: a command with {wheel} and {dest_dir}, like cibuildwheel\'s '
-                          'repair-wheel-command.')
-    exclude: Annotated[tuple[Annotated[str, MinLen(1)], ...],
-                       Expect("a list of library patterns", 'write e.g. exclude = ["libfoo.so.*"]')] = Field(
-        (), description="Libraries never vendored, added to the default list (CUDA driver/runtime, torch).")
-    plat: Text | None = Field(None, description='auditwheel --plat, e.g. "manylinux_2_28_x86_64"; default: the '
-                                                "best policy the wheel qualifies for.")
+        None,
+        description="Replaces auditwheel: a command with {wheel} and {dest_dir}, like cibuildwheel's "
+        "repair-wheel-command.",
+    )
+    exclude: Annotated[
+        tuple[Annotated[str, MinLen(1)], ...],
+        Expect("a list of library patterns", 'write e.g. exclude = ["libfoo.so.*"]'),
+    ] = Field((), description="Libraries never vendored, added to the default list (CUDA driver/runtime, torch).")
+    plat: Text | None = Field(
+        None,
+        description='auditwheel --plat, e.g. "manylinux_2_28_x86_64"; default: the '
+        "best policy the wheel qualifies for.",
+    )
 
     @field_validator("command")
     @classmethod
@@ -403,8 +478,11 @@ class BuildTable(SpecModel):
     """``[tool.wheelflow.build]``."""
 
     env: EnvTable = Field(default_factory=dict, description="Environment of the build (sdist and wheels).")
-    pass_env: tuple[str, ...] = Field(default=(), description="Names of variables of the runner's environment that the "
-                                      "build may see (e.g. HF_TOKEN); wheelflow's own credentials are refused.")
+    pass_env: tuple[str, ...] = Field(
+        default=(),
+        description="Names of variables of the runner's environment that the "
+        "build may see (e.g. HF_TOKEN); wheelflow's own credentials are refused.",
+    )
 
     @field_validator("pass_env", mode="before")
     @classmethod
@@ -422,22 +500,32 @@ class AbiTable(SpecModel):
     only the cell's own runtime (``cell-runtime``) refuses a wheel.
     """
 
-    runtimes: Annotated[dict[str, tuple[Text, ...]], Expect(
-        "a table of label = list of pip requirements", 'write e.g. runtimes = { torch-2-9 = ["torch==2.9.1"] }')] = Field(
-        default_factory=dict, description="Label -> pip requirements installed without dependencies as one runtime "
-                                          '(e.g. { torch-2-9 = ["torch==2.9.1"] }): the compatibility grid\'s columns.')
+    runtimes: Annotated[
+        dict[str, tuple[Text, ...]],
+        Expect("a table of label = list of pip requirements", 'write e.g. runtimes = { torch-2-9 = ["torch==2.9.1"] }'),
+    ] = Field(
+        default_factory=dict,
+        description="Label -> pip requirements installed without dependencies as one runtime "
+        '(e.g. { torch-2-9 = ["torch==2.9.1"] }): the compatibility grid\'s columns.',
+    )
     cell_runtime: Annotated[Text, Expect("a string", 'write e.g. cell-runtime = "torch-{torch}"')] | None = Field(
-        None, description="The label of the runtime a cell's wheels must load against, a template over the matrix "
-                          "axes (e.g. torch-{torch}); unset: symbols refuse nothing, the grid only reports.")
-    pip_args: Annotated[tuple[Text, ...], Expect("a list of strings", 'write e.g. pip-args = ["--only-binary", ":all:"]')] = \
-        Field((), description="Extra arguments for the pip that installs the runtimes (an index URL, for instance).")
+        None,
+        description="The label of the runtime a cell's wheels must load against, a template over the matrix "
+        "axes (e.g. torch-{torch}); unset: symbols refuse nothing, the grid only reports.",
+    )
+    pip_args: Annotated[
+        tuple[Text, ...], Expect("a list of strings", 'write e.g. pip-args = ["--only-binary", ":all:"]')
+    ] = Field((), description="Extra arguments for the pip that installs the runtimes (an index URL, for instance).")
 
 
 class ChecksTable(SpecModel):
     """``[tool.wheelflow.checks]``: how strict the metadata checks before any upload are."""
 
-    strict: StrictBool = Field(False, description="twine check warnings (e.g. no long description, which the public "
-                               "index accepts) fail the release; default: reported as 'passed with warnings'.")
+    strict: StrictBool = Field(
+        False,
+        description="twine check warnings (e.g. no long description, which the public "
+        "index accepts) fail the release; default: reported as 'passed with warnings'.",
+    )
 
 
 DEPENDENCY_SOURCES = ("pypi", "none")
@@ -446,9 +534,12 @@ DEPENDENCY_SOURCES = ("pypi", "none")
 class InstallTable(SpecModel):
     """``[tool.wheelflow.install]``: where the install check after each upload resolves dependencies."""
 
-    dependencies: Text = Field("pypi", description='Where dependencies resolve: "pypi" (the public index, as pip '
-                               'knows it), a Simple API URL, or "none" (--no-deps). The released files always come '
-                               "from the target, pinned by filename and sha256.")
+    dependencies: Text = Field(
+        "pypi",
+        description='Where dependencies resolve: "pypi" (the public index, as pip '
+        'knows it), a Simple API URL, or "none" (--no-deps). The released files always come '
+        "from the target, pinned by filename and sha256.",
+    )
 
     @field_validator("dependencies")
     @classmethod
@@ -457,8 +548,10 @@ class InstallTable(SpecModel):
             return value
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise problem(f"{redact_url(value)!r} is neither \"pypi\", \"none\" nor an http(s) URL",
-                          'use "pypi", "none" or the Simple API URL of the index serving the dependencies')
+            raise problem(
+                f'{redact_url(value)!r} is neither "pypi", "none" nor an http(s) URL',
+                'use "pypi", "none" or the Simple API URL of the index serving the dependencies',
+            )
         if parts.username or parts.password:
             raise problem(f"{redact_url(value)!r} embeds credentials", "give a URL without credentials")
         return value
@@ -471,8 +564,9 @@ def _usable_target_names(targets: Any) -> Any:
     named = {}
     for name, table in targets.items():
         if not _TARGET_NAME_RE.match(name):
-            raise problem(f"target name {name!r} is not usable", "start with a letter; use letters, digits, '-' and '_'",
-                          key=name)
+            raise problem(
+                f"target name {name!r} is not usable", "start with a letter; use letters, digits, '-' and '_'", key=name
+            )
         if isinstance(table, dict) and "name" in table:
             raise problem("unknown key", "the target's name is its table's key", key=(name, "name"))
         named[name] = {**table, "name": name} if isinstance(table, dict) else table
@@ -489,16 +583,20 @@ class SpecTable(SpecModel):
     build: BuildTable = Field(default_factory=BuildTable, description="The build's environment.")
     repair: RepairTable = Field(default_factory=RepairTable, description="The repair step after each cell's build.")
     targets: Annotated[dict[str, Target], BeforeValidator(_usable_target_names)] = Field(
-        default_factory=dict, description="Indexes published to, in order; an approval gate before each after the first.")
+        default_factory=dict,
+        description="Indexes published to, in order; an approval gate before each after the first.",
+    )
     matrix: MatrixTable | None = Field(None, description="The wheel matrix: one wheel per cell.")
     builder: Annotated[Builder, OneOf("builder", BUILDERS, 'use "docker" or "local"')] | None = Field(
-        None, description="Where cells build; default: docker when a daemon answers, else local.")
+        None, description="Where cells build; default: docker when a daemon answers, else local."
+    )
     docker: DockerOptions = Field(default_factory=DockerOptions, description="Options of the docker builder.")
-    approval: Annotated[ApprovalPolicy, OneOf("policy", APPROVAL_POLICIES,
-                                              f"use one of: {', '.join(APPROVAL_POLICIES)}")] = Field(
-        "auto", description="A person's decision before each target after the first (staging -> production).")
+    approval: Annotated[
+        ApprovalPolicy, OneOf("policy", APPROVAL_POLICIES, f"use one of: {', '.join(APPROVAL_POLICIES)}")
+    ] = Field("auto", description="A person's decision before each target after the first (staging -> production).")
     approval_timeout: ApprovalTimeout = Field(
-        3600, description="Seconds to wait for the approval; no decision by then fails the release.")
+        3600, description="Seconds to wait for the approval; no decision by then fails the release."
+    )
     abi: AbiTable = Field(default_factory=AbiTable, description="The ABI gate's runtimes (symbols and the grid).")
     checks: ChecksTable = Field(default_factory=ChecksTable, description="The metadata checks before any upload.")
     install: InstallTable = Field(default_factory=InstallTable, description="The install check after each upload.")
@@ -519,13 +617,17 @@ class SpecTable(SpecModel):
         if template is None:
             return self
         cells = self.matrix.matrix.cells if self.matrix is not None else ()
-        rendered = {cell.name: render_template(template, cell.values, ("abi", "cell-runtime")) for cell in cells} \
-            or {"the wheel": render_template(template, {}, ("abi", "cell-runtime"))}
+        rendered = {cell.name: render_template(template, cell.values, ("abi", "cell-runtime")) for cell in cells} or {
+            "the wheel": render_template(template, {}, ("abi", "cell-runtime"))
+        }
         for where, label in rendered.items():
             if label not in self.abi.runtimes:
-                raise problem(f"renders to {label!r} for {where}, which abi.runtimes does not define",
-                              f"add {label} to abi.runtimes, or change the template (runtimes: "
-                              f"{', '.join(self.abi.runtimes) or 'none'})", key=("abi", "cell-runtime"))
+                raise problem(
+                    f"renders to {label!r} for {where}, which abi.runtimes does not define",
+                    f"add {label} to abi.runtimes, or change the template (runtimes: "
+                    f"{', '.join(self.abi.runtimes) or 'none'})",
+                    key=("abi", "cell-runtime"),
+                )
         return self
 
 
@@ -553,6 +655,7 @@ class ReleaseSpec:
         """The runtime label a cell's wheels must load against (validated to exist), or None."""
         template = self.abi.cell_runtime
         return None if template is None else render_template(template, values, ("abi", "cell-runtime"))
+
     strict_checks: bool = False  # checks.strict: twine check warnings fail
     dependencies: str = "pypi"  # install.dependencies: "pypi", "none" or a Simple API URL
 
@@ -680,7 +783,18 @@ def expanded_table(spec: ReleaseSpec) -> list[dict[str, Any]]:
     """
     if spec.matrix is None:
         return []
-    return [{"cell": cell.name, "values": dict(cell.values), "image": cell.image, "runtime-image": cell.runtime_image,
-             "local-version": cell.local_version, "env": dict(cell.env), "build-requires": list(cell.build_requires),
-             "gpu": cell.gpu,
-             "gpu-archs": list(cell.gpu_archs) if isinstance(cell.gpu_archs, tuple) else cell.gpu_archs, "timeout": cell.timeout} for cell in spec.matrix.cells]
+    return [
+        {
+            "cell": cell.name,
+            "values": dict(cell.values),
+            "image": cell.image,
+            "runtime-image": cell.runtime_image,
+            "local-version": cell.local_version,
+            "env": dict(cell.env),
+            "build-requires": list(cell.build_requires),
+            "gpu": cell.gpu,
+            "gpu-archs": list(cell.gpu_archs) if isinstance(cell.gpu_archs, tuple) else cell.gpu_archs,
+            "timeout": cell.timeout,
+        }
+        for cell in spec.matrix.cells
+    ]

@@ -9,8 +9,9 @@ what its key holds becomes one :class:`~wheelflow.core.errors.SpecError` line: k
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Iterable
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -46,8 +47,14 @@ def kebab(name: str) -> str:
 class SpecModel(BaseModel):
     """A table of the spec: frozen, kebab-case keys, unknown keys refused with a suggestion."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=kebab, validate_by_alias=True,
-                              validate_by_name=False, field_title_generator=lambda name, info: kebab(name))
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=kebab,
+        validate_by_alias=True,
+        validate_by_name=False,
+        field_title_generator=lambda name, info: kebab(name),
+    )
 
     @classmethod
     def check_keys(cls, table: dict[str, Any]) -> None:
@@ -63,8 +70,11 @@ class SpecModel(BaseModel):
         for key in table:
             if key not in known:
                 close = difflib.get_close_matches(str(key), known, n=1)
-                raise problem("unknown key", f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}",
-                              key=str(key))
+                raise problem(
+                    "unknown key",
+                    f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}",
+                    key=str(key),
+                )
         return table
 
 
@@ -106,7 +116,9 @@ class OneOf:
 
     def _validate(self, value: Any) -> Any:
         if value not in self.choices:
-            raise problem(f"unknown {self.noun} {value!r}", self.fix or "use " + ", ".join(f'"{c}"' for c in self.choices))
+            raise problem(
+                f"unknown {self.noun} {value!r}", self.fix or "use " + ", ".join(f'"{c}"' for c in self.choices)
+            )
         return value
 
 
@@ -129,9 +141,16 @@ class _Bytes:
 
     @classmethod
     def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, Any]:
-        return {"anyOf": [{"type": "integer", "exclusiveMinimum": 0},
-                          {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([KMGTkmgt][Ii]?[Bb]?|[Bb])?\s*$",
-                           "examples": ["100MB", "10GiB"]}]}
+        return {
+            "anyOf": [
+                {"type": "integer", "exclusiveMinimum": 0},
+                {
+                    "type": "string",
+                    "pattern": r"^\s*\d+(\.\d+)?\s*([KMGTkmgt][Ii]?[Bb]?|[Bb])?\s*$",
+                    "examples": ["100MB", "10GiB"],
+                },
+            ]
+        }
 
 
 ByteSize = Annotated[int, _Bytes]
@@ -165,9 +184,17 @@ def spec_error(exc: ValidationError, prefix: str) -> SpecError:
     return SpecError(_join(prefix, loc), problem_text, fix)
 
 
-_KINDS = {"string_type": "a string", "dict_type": "a table", "model_type": "a table", "model_attributes_type": "a table",
-          "list_type": "a list", "tuple_type": "a list", "bool_type": "true or false", "int_type": "an integer",
-          "float_type": "a number"}
+_KINDS = {
+    "string_type": "a string",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "bool_type": "true or false",
+    "int_type": "an integer",
+    "float_type": "a number",
+}
 
 
 def _generic(kind: str, value: Any, key: str) -> tuple[str, str | None]:

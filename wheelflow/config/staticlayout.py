@@ -18,8 +18,10 @@ def check_store_url(url: str, key: str = "store-url") -> None:
     """Refuse a URL that embeds credentials: keys go through the environment or storage options."""
     parts = urlsplit(url)
     if parts.username or parts.password:
-        raise StaticIndexError(f"{key} {redact_url(url)!r} embeds credentials; fix: remove them from the URL and "
-                               "pass them through the environment (e.g. AWS_ACCESS_KEY_ID) or storage options")
+        raise StaticIndexError(
+            f"{key} {redact_url(url)!r} embeds credentials; fix: remove them from the URL and "
+            "pass them through the environment (e.g. AWS_ACCESS_KEY_ID) or storage options"
+        )
     if not parts.scheme and not url.startswith("/"):
         raise StaticIndexError(f"{key} {url!r} is not a URL; fix: write e.g. file:///srv/whl or s3://bucket/whl")
 
@@ -35,12 +37,18 @@ def check_layout(layout: str) -> None:
     try:
         fields = {name for _text, name, _spec, _conv in string.Formatter().parse(layout) if name is not None}
     except ValueError as exc:
-        raise StaticIndexError(f"layout {layout!r} is not a template ({exc}); fix: write e.g. {DEFAULT_LAYOUT!r}") from None
+        raise StaticIndexError(
+            f"layout {layout!r} is not a template ({exc}); fix: write e.g. {DEFAULT_LAYOUT!r}"
+        ) from None
     unknown = fields - set(LAYOUT_FIELDS)
     if unknown or not fields:
-        raise StaticIndexError(f"layout {layout!r} must name {{local_version}} and no other field "
-                               f"({', '.join(sorted(unknown)) or 'none named'}); fix: write e.g. {DEFAULT_LAYOUT!r}")
+        raise StaticIndexError(
+            f"layout {layout!r} must name {{local_version}} and no other field "
+            f"({', '.join(sorted(unknown)) or 'none named'}); fix: write e.g. {DEFAULT_LAYOUT!r}"
+        )
     sample = layout.format(local_version="cu130")
     if sample.startswith("/") or any(part in ("", ".", "..") for part in sample.split("/")):
-        raise StaticIndexError(f"layout {layout!r} must be a relative path without '..' or empty parts; "
-                               f"fix: write e.g. {DEFAULT_LAYOUT!r} or 'whl/{{local_version}}'")
+        raise StaticIndexError(
+            f"layout {layout!r} must be a relative path without '..' or empty parts; "
+            f"fix: write e.g. {DEFAULT_LAYOUT!r} or 'whl/{{local_version}}'"
+        )

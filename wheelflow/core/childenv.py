@@ -11,24 +11,46 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 from wheelflow.core.errors import SpecError
 from wheelflow.core.redaction import register_secret
 
 #: Variables that describe how to reach the network and what to trust: the same on a host and in a container.
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
-                   "http_proxy", "https_proxy", "no_proxy", "all_proxy")
+PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+)
 LOCALE_VARIABLES = ("LANG", "LANGUAGE", "TZ")
 LOCALE_PREFIX = "LC_"
 #: wheelflow's own variables that are facts of the release, never secrets.
 RELEASE_VARIABLES = ("WHEELFLOW_VERSION", "WHEELFLOW_LOCAL_VERSION", "WHEELFLOW_RELEASE_VERSION", "SOURCE_DATE_EPOCH")
 #: Variables that name places on this host: passed to host processes, never into a container.
 HOST_VARIABLES = (
-    "PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TEMP", "TMP", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "PIP_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO",
-    "CUDA_HOME", "CUDA_PATH",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    "XDG_CONFIG_HOME",
+    "XDG_CACHE_HOME",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "PIP_CERT",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "CUDA_HOME",
+    "CUDA_PATH",
 )
 PORTABLE_VARIABLES = (*PROXY_VARIABLES, *LOCALE_VARIABLES, *RELEASE_VARIABLES)
 
@@ -37,7 +59,8 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # hold theirs. None of them is ever a build's business.
 _WHEELFLOW_SECRET_RE = re.compile(
     r"^(WHEELFLOW_\w+|TWINE_\w+|PREFECT_API_KEY|PREFECT_API_AUTH_STRING|\w*SMTP_\w*PASSWORD\w*|GIT_ASKPASS)$",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 # A passed variable whose name says it holds a secret is masked in every log and report.
 _SECRET_NAME_RE = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|_KEY$|^KEY$|AUTH|CREDENTIAL", re.IGNORECASE)
 
@@ -50,8 +73,10 @@ def pass_env_problem(names: object) -> tuple[str, str] | None:
         if not _NAME_RE.match(name):
             return f"{name!r} is not an environment variable name", "use letters, digits and '_'"
         if _WHEELFLOW_SECRET_RE.match(name):
-            return (f"{name} is wheelflow's own (a credential, a webhook or a setting) and never reaches a build",
-                    "remove it; give the build its own variable, or a value in build.env")
+            return (
+                f"{name} is wheelflow's own (a credential, a webhook or a setting) and never reaches a build",
+                "remove it; give the build its own variable, or a value in build.env",
+            )
     return None
 
 
@@ -63,8 +88,9 @@ def check_pass_env(names: object, key: str = "build.pass-env") -> tuple[str, ...
     return tuple(dict.fromkeys(names))  # type: ignore[arg-type]
 
 
-def child_env(*, extra: Mapping[str, str] | None = None, pass_env: Sequence[str] = (),
-              environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def child_env(
+    *, extra: Mapping[str, str] | None = None, pass_env: Sequence[str] = (), environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The environment for a process on this host: the allow-listed variables of ``environ``
     (default: this process's), the ``pass_env`` names present there, then ``extra`` on top."""
     environ = os.environ if environ is None else environ
@@ -73,8 +99,9 @@ def child_env(*, extra: Mapping[str, str] | None = None, pass_env: Sequence[str]
     return _finish(env, extra, pass_env, environ)
 
 
-def container_env(*, extra: Mapping[str, str] | None = None, pass_env: Sequence[str] = (),
-                  environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def container_env(
+    *, extra: Mapping[str, str] | None = None, pass_env: Sequence[str] = (), environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The environment for a container: like :func:`child_env` without the variables that name
     places on this host (PATH, HOME, CA files, CUDA_HOME: the image has its own)."""
     environ = os.environ if environ is None else environ
@@ -82,8 +109,9 @@ def container_env(*, extra: Mapping[str, str] | None = None, pass_env: Sequence[
     return _finish(env, extra, pass_env, environ)
 
 
-def _finish(env: dict[str, str], extra: Mapping[str, str] | None, pass_env: Sequence[str],
-            environ: Mapping[str, str]) -> dict[str, str]:
+def _finish(
+    env: dict[str, str], extra: Mapping[str, str] | None, pass_env: Sequence[str], environ: Mapping[str, str]
+) -> dict[str, str]:
     for name in check_pass_env(list(pass_env)):
         if name in environ:
             env[name] = environ[name]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from wheelflow.core.errors import CredentialsError
 
@@ -19,8 +20,10 @@ def secret_block_value(block: str, owner: str, other_source: str, read_secret: C
     """What a Prefect Secret block holds: a JSON object or list decoded, else the string itself;
     ``owner`` and ``other_source`` complete the error messages."""
     if read_secret is None:
-        raise CredentialsError(f"{owner}: credentials in Prefect Secret block {block!r} need a Prefect API; "
-                               f"fix: set PREFECT_API_URL, or {other_source}")
+        raise CredentialsError(
+            f"{owner}: credentials in Prefect Secret block {block!r} need a Prefect API; "
+            f"fix: set PREFECT_API_URL, or {other_source}"
+        )
     try:
         value = read_secret(block)
     except CredentialsError as exc:
@@ -33,8 +36,13 @@ def secret_block_value(block: str, owner: str, other_source: str, read_secret: C
     return value
 
 
-def secret_block_credentials(block: str, owner: str, other_source: str, read_secret: Callable[[str], Any] | None,
-                             token_username: str = "__token__") -> Credentials:
+def secret_block_credentials(
+    block: str,
+    owner: str,
+    other_source: str,
+    read_secret: Callable[[str], Any] | None,
+    token_username: str = "__token__",
+) -> Credentials:
     """Credentials from a Prefect Secret block holding a token or {"username": ..., "password": ...}."""
     value = secret_block_value(block, owner, other_source, read_secret)
     if isinstance(value, str):

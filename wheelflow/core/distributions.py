@@ -6,9 +6,9 @@ import hashlib
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -92,8 +92,9 @@ def describe(path: Path) -> Distribution:
     return Distribution(path=path, kind=kind, sha256=sha256_of(path))
 
 
-def check_filenames(dists: list[Distribution], name: str, version: str | Mapping[str, str],
-                    artifacts: tuple[str, ...]) -> list[Finding]:
+def check_filenames(
+    dists: list[Distribution], name: str, version: str | Mapping[str, str], artifacts: tuple[str, ...]
+) -> list[Finding]:
     """Every filename parses, names this project and version, appears once; every asked kind was built.
 
     ``version`` is the release version, or per filename the version expected (a matrix cell's
@@ -108,20 +109,48 @@ def check_filenames(dists: list[Distribution], name: str, version: str | Mapping
         seen.add(dist.filename)
         parsed = parse_filename(dist.filename)
         if parsed is None:
-            findings.append(Finding(dist.filename, "filename", "does not parse as a wheel or sdist filename (PEP 427/625); fix: let the build backend name it"))
+            findings.append(
+                Finding(
+                    dist.filename,
+                    "filename",
+                    "does not parse as a wheel or sdist filename (PEP 427/625); fix: let the build backend name it",
+                )
+            )
             continue
         file_name, file_version = parsed
         wanted_version = Version(version if isinstance(version, str) else version.get(dist.filename, str(file_version)))
         if file_name != wanted_name:
-            findings.append(Finding(dist.filename, "name", f"names project {file_name!r}, the release is {wanted_name!r}; fix: set the spec's name to the distribution name"))
+            findings.append(
+                Finding(
+                    dist.filename,
+                    "name",
+                    f"names project {file_name!r}, the release is {wanted_name!r}; fix: set the spec's name to the distribution name",
+                )
+            )
         if file_version != wanted_version:
-            findings.append(Finding(dist.filename, "version", f"carries version {file_version}, the release is {wanted_version}; fix: make the build read the released version"))
+            findings.append(
+                Finding(
+                    dist.filename,
+                    "version",
+                    f"carries version {file_version}, the release is {wanted_version}; fix: make the build read the released version",
+                )
+            )
     sdists = [d for d in dists if d.kind == "sdist"]
     if len(sdists) > 1:
-        findings.append(Finding(sdists[1].filename, "one-sdist", "a second sdist for this version; indexes accept only one per release"))
+        findings.append(
+            Finding(
+                sdists[1].filename, "one-sdist", "a second sdist for this version; indexes accept only one per release"
+            )
+        )
     for kind in artifacts:
         if not any(d.kind == kind for d in dists):
-            findings.append(Finding(f"<{kind}>", "missing-artifact", f"the spec asks for a {kind} but none was built; fix: check the build log"))
+            findings.append(
+                Finding(
+                    f"<{kind}>",
+                    "missing-artifact",
+                    f"the spec asks for a {kind} but none was built; fix: check the build log",
+                )
+            )
     return findings
 
 
@@ -154,7 +183,7 @@ def twine_check(paths: list[Path], *, strict: bool = False, chunk: int = 100) ->
     """
     findings = []
     for start in range(0, len(paths), chunk):
-        group = paths[start:start + chunk]
+        group = paths[start : start + chunk]
         _, output = _run_twine_check(group)  # per file, its section's verdict counts, not the exit code
         sections = _twine_sections(output)
         for path in group:
@@ -169,8 +198,12 @@ def twine_check(paths: list[Path], *, strict: bool = False, chunk: int = 100) ->
 
 def _run_twine_check(paths: list[Path]) -> tuple[int, str]:
     # A wide terminal: rich then wraps no line (a long filename stays whole).
-    proc = subprocess.run([sys.executable, "-m", "twine", "check", *map(str, paths)], capture_output=True, text=True,
-                          env=child_env(extra={"COLUMNS": "100000", "NO_COLOR": "1"}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "twine", "check", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        env=child_env(extra={"COLUMNS": "100000", "NO_COLOR": "1"}),
+    )
     return proc.returncode, re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
 
 
@@ -197,11 +230,18 @@ def _twine_findings(path: Path, output: str, failed: bool, strict: bool) -> list
         lines = [line.strip() for line in output.splitlines() if line.strip()]
         errors = [lines[-1] if lines else "twine check failed"]
     if errors:
-        findings.append(Finding(path.name, "twine-check",
-                                f"{' '.join(errors)[:300].rstrip('.')}; fix: correct the package metadata"))
+        findings.append(
+            Finding(
+                path.name, "twine-check", f"{' '.join(errors)[:300].rstrip('.')}; fix: correct the package metadata"
+            )
+        )
     if warned:
-        tail = ("fix: add the metadata, or drop [tool.wheelflow.checks] strict = true" if strict else
-                "the index accepts this ([tool.wheelflow.checks] strict = true makes it fail)")
-        findings.append(Finding(path.name, "twine-check", f"{' '.join(warned)[:300].rstrip('.')}; {tail}",
-                                warning=not strict))
+        tail = (
+            "fix: add the metadata, or drop [tool.wheelflow.checks] strict = true"
+            if strict
+            else "the index accepts this ([tool.wheelflow.checks] strict = true makes it fail)"
+        )
+        findings.append(
+            Finding(path.name, "twine-check", f"{' '.join(warned)[:300].rstrip('.')}; {tail}", warning=not strict)
+        )
     return findings

@@ -8,8 +8,28 @@ error, a hash mismatch).
 from __future__ import annotations
 
 import logging
+from enum import IntEnum
 
 from wheelflow.core.redaction import redact
+
+
+class ExitCode(IntEnum):
+    """Every exit code of the ``wheelflow`` command, in one place (docs/deployments-and-ci.md lists them)."""
+
+    OK = 0  # done: released and verified, checks passed, run Completed
+    FAILED = 1  # the release, a check or the run failed (the message names what and the fix)
+    BAD_INPUT = 2  # bad input (spec, option, parameter): refused before anything was done
+    CANCELLED = 3  # the run was Cancelled or Crashed
+    TIMED_OUT = 4  # waiting for the run timed out; the run goes on
+
+
+EXIT_CODES: dict[int, str] = {
+    ExitCode.OK: "done: released and verified, checks passed, run Completed",
+    ExitCode.FAILED: "the release, a check or the run failed",
+    ExitCode.BAD_INPUT: "bad input: nothing was done",
+    ExitCode.CANCELLED: "the run was cancelled or crashed",
+    ExitCode.TIMED_OUT: "waiting timed out; the run goes on",
+}
 
 
 class WheelflowError(Exception):
@@ -21,7 +41,7 @@ class WheelflowError(Exception):
     """
 
     transient = False
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
     def __init__(self, *args: object) -> None:
         super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
@@ -33,7 +53,7 @@ class WheelflowError(Exception):
 class SpecError(WheelflowError):
     """The release spec (or a command-line value) is invalid: names the key, the bad value and the fix."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
     def __init__(self, key: str, problem: str, fix: str | None = None) -> None:
         self.key, self.problem, self.fix = key, problem, fix
@@ -70,7 +90,7 @@ class CredentialsError(WheelflowError):
 class UsageError(SpecError):
     """A command-line argument is wrong (exit code 2, like a spec error)."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
     def __init__(self, option: str, problem: str, fix: str) -> None:
         self.key = option

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import queue
 from collections import deque
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")

@@ -32,8 +32,14 @@ def find_uv() -> str | None:
 
 def installer_env(venv: Path | None = None) -> dict[str, str]:
     """The environment of an installer or a smoke command; with ``venv``, that environment activated."""
-    env = child_env(extra={"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-                           "UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never"})
+    env = child_env(
+        extra={
+            "PIP_CONFIG_FILE": os.devnull,
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "UV_NO_CONFIG": "1",
+            "UV_PYTHON_DOWNLOADS": "never",
+        }
+    )
     if venv is not None:
         env.update(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
     return env
@@ -65,8 +71,11 @@ def create_env(path: Path, interpreter: str, installer: str | None = None) -> Py
     uv = find_uv() if installer in (None, UV) else None
     if installer == UV and uv is None:
         raise EnvCreationError("uv is not installed; fix: pip install uv")
-    cmd = ([uv, "venv", "--quiet", "--python", interpreter, str(path)] if uv
-           else [interpreter, "-m", "venv", "--without-pip", str(path)])
+    cmd = (
+        [uv, "venv", "--quiet", "--python", interpreter, str(path)]
+        if uv
+        else [interpreter, "-m", "venv", "--without-pip", str(path)]
+    )
     done = subprocess.run(cmd, capture_output=True, text=True, env=installer_env())
     if done.returncode != 0:
         last = (done.stderr or done.stdout).strip().splitlines()

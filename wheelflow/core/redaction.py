@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 MASK = "***"
@@ -111,8 +112,15 @@ class RedactingFilter(logging.Filter):
 
 _FILTER = RedactingFilter()
 #: Loggers whose own records and handlers get the filter (Prefect's tree holds the API log handler).
-REDACTED_LOGGERS = ("wheelflow", "prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.extra",
-                    "prefect.workers", "")
+REDACTED_LOGGERS = (
+    "wheelflow",
+    "prefect",
+    "prefect.flow_runs",
+    "prefect.task_runs",
+    "prefect.extra",
+    "prefect.workers",
+    "",
+)
 
 
 def install_log_redaction() -> None:

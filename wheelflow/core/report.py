@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from wheelflow.core.redaction import redact, redact_value
 
@@ -53,18 +54,41 @@ class CellReport:
     unrepaired_sha256: str | None = None  # the wheel as built, before the repair step changed it
 
     def json(self) -> dict[str, Any]:
-        return redact_value({"cell": self.cell, "wheel": self.wheel, "sha256": self.sha256, "cached": self.cached,
-                             "state": self.state, "smoke": self.smoke, "image": self.image, "size": self.size,
-                             "attempts": self.attempts, "duration": round(self.duration, 2), "error": self.error,
-                             "runner": self.runner, "platform": self.platform,
-                             "unrepaired_sha256": self.unrepaired_sha256})
+        return redact_value(
+            {
+                "cell": self.cell,
+                "wheel": self.wheel,
+                "sha256": self.sha256,
+                "cached": self.cached,
+                "state": self.state,
+                "smoke": self.smoke,
+                "image": self.image,
+                "size": self.size,
+                "attempts": self.attempts,
+                "duration": round(self.duration, 2),
+                "error": self.error,
+                "runner": self.runner,
+                "platform": self.platform,
+                "unrepaired_sha256": self.unrepaired_sha256,
+            }
+        )
 
     def table_row(self) -> dict[str, Any]:
-        return redact_value({"cell": self.cell, "image": self.image or "local", "duration": f"{self.duration:.1f} s",
-                             "wheel": self.wheel or "", "platform": self.platform or "", "size": self.size or 0,
-                             "sha256": self.sha256 or "", "unrepaired sha256": self.unrepaired_sha256 or "",
-                             "state": f"{self.state} (cached)" if self.cached else self.state,
-                             "attempts": self.attempts, "smoke": self.smoke})
+        return redact_value(
+            {
+                "cell": self.cell,
+                "image": self.image or "local",
+                "duration": f"{self.duration:.1f} s",
+                "wheel": self.wheel or "",
+                "platform": self.platform or "",
+                "size": self.size or 0,
+                "sha256": self.sha256 or "",
+                "unrepaired sha256": self.unrepaired_sha256 or "",
+                "state": f"{self.state} (cached)" if self.cached else self.state,
+                "attempts": self.attempts,
+                "smoke": self.smoke,
+            }
+        )
 
 
 @dataclass
@@ -102,40 +126,65 @@ class ReleaseReport:
         return next((f for f in self.files if f.filename == filename and f.target == target), None)
 
     def to_json(self) -> dict[str, Any]:
-        return redact_value({
-            "ok": self.ok,
-            "name": self.name,
-            "version": self.version,
-            "files": [asdict(f) for f in self.files],
-            "flow_run_id": self.flow_run_id,
-            "checks": [asdict(c) for c in self.checks],
-            "error": self.error,
-            "builder": self.builder,
-            "cells": [c.json() for c in self.cells],
-            "runbook": self.runbook,
-            "source": self.source,
-        })
+        return redact_value(
+            {
+                "ok": self.ok,
+                "name": self.name,
+                "version": self.version,
+                "files": [asdict(f) for f in self.files],
+                "flow_run_id": self.flow_run_id,
+                "checks": [asdict(c) for c in self.checks],
+                "error": self.error,
+                "builder": self.builder,
+                "cells": [c.json() for c in self.cells],
+                "runbook": self.runbook,
+                "source": self.source,
+            }
+        )
 
     def file_rows(self) -> list[dict[str, str]]:
         """One row per file and target: what was uploaded and what proves it is served."""
-        return [{"name": self.name or "", "version": self.version or "", "file": f.filename, "target": f.target,
-                 "sha256": f.sha256, "upload": f.upload, "served": f.status} for f in self.files]
+        return [
+            {
+                "name": self.name or "",
+                "version": self.version or "",
+                "file": f.filename,
+                "target": f.target,
+                "sha256": f.sha256,
+                "upload": f.upload,
+                "served": f.status,
+            }
+            for f in self.files
+        ]
 
     def table_rows(self) -> list[dict[str, str]]:
-        return redact_value([{"check": c.check, "result": f"{_ICON[c.status]} {c.status}", "detail": c.detail}
-                             for c in self.checks])
+        return redact_value(
+            [{"check": c.check, "result": f"{_ICON[c.status]} {c.status}", "detail": c.detail} for c in self.checks]
+        )
 
     def markdown(self) -> str:
         title = f"{self.name or self.project} {self.version or '(version unknown)'}"
         verdict = "released and verified" if self.ok else f"FAILED: {self.error}"
-        lines = [f"# Release {title}: {verdict}", "", "| file | target | sha256 | upload | served |", "|---|---|---|---|---|"]
+        lines = [
+            f"# Release {title}: {verdict}",
+            "",
+            "| file | target | sha256 | upload | served |",
+            "|---|---|---|---|---|",
+        ]
         for f in self.files:
             lines.append(f"| `{f.filename}` | {f.target} | `{f.sha256[:16]}…` | {f.upload} | {f.status} |")
         if self.cells:
-            lines += ["", f"Built by the **{self.builder}** builder:", "",
-                      "| cell | wheel | platform | state | smoke |", "|---|---|---|---|---|"]
-            lines += [f"| {c.cell} | `{c.wheel or '-'}` | {c.platform or '-'} | {c.state}{' (cached)' if c.cached else ''} | {c.smoke} |"
-                      for c in self.cells]
+            lines += [
+                "",
+                f"Built by the **{self.builder}** builder:",
+                "",
+                "| cell | wheel | platform | state | smoke |",
+                "|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {c.cell} | `{c.wheel or '-'}` | {c.platform or '-'} | {c.state}{' (cached)' if c.cached else ''} | {c.smoke} |"
+                for c in self.cells
+            ]
         if self.runbook:
             lines += ["", "## Rollback runbook", "", "```", *self.runbook, "```"]
         lines += ["", "| check | result | detail |", "|---|---|---|"]

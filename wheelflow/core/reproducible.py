@@ -22,8 +22,8 @@ import stat
 import tarfile
 import time
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 ZIP_EPOCH = 315532800  # 1980-01-01: a zip entry cannot be older
 
@@ -43,7 +43,10 @@ def normalise_sdist(path: Path, epoch: int) -> None:
     """Rewrite a .tar.gz sdist: entries sorted by name, mtimes clamped to ``epoch``, owner 0/0 with
     empty names, modes 0644/0755, gzip header without a file name and with mtime 0."""
     tar_bytes = io.BytesIO()
-    with tarfile.open(path, "r:gz") as source, tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as out:
+    with (
+        tarfile.open(path, "r:gz") as source,
+        tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as out,
+    ):
         for member in sorted(source.getmembers(), key=lambda m: m.name):
             entry = tarfile.TarInfo(member.name)
             entry.type, entry.linkname, entry.size = member.type, member.linkname, member.size
@@ -91,5 +94,7 @@ def prefix_map_env(build_dir: str, env: Mapping[str, str], *, to: str = ".") -> 
     mapping = f"{build_dir}={to}"
     flags = f"-ffile-prefix-map={mapping} -fdebug-prefix-map={mapping}"
     nvcc = f"-Xcompiler -ffile-prefix-map={mapping} -Xcompiler -fdebug-prefix-map={mapping}"
-    return {name: f"{env[name]} {value}" if env.get(name) else value
-            for name, value in (("CFLAGS", flags), ("CXXFLAGS", flags), ("NVCC_APPEND_FLAGS", nvcc))}
+    return {
+        name: f"{env[name]} {value}" if env.get(name) else value
+        for name, value in (("CFLAGS", flags), ("CXXFLAGS", flags), ("NVCC_APPEND_FLAGS", nvcc))
+    }

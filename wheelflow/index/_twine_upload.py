@@ -20,8 +20,9 @@ def main(argv: list[str]) -> int:
     from twine.package import PackageFile
     from twine.repository import Repository
 
-    repository = Repository(upload_url, os.environ.get("TWINE_USERNAME"), os.environ.get("TWINE_PASSWORD"),
-                            disable_progress_bar=True)
+    repository = Repository(
+        upload_url, os.environ.get("TWINE_USERNAME"), os.environ.get("TWINE_PASSWORD"), disable_progress_bar=True
+    )
     try:
         response = repository.upload(PackageFile.from_filename(path, comment=None), max_redirects=1)
         answer = {"status": response.status_code, "reason": response.reason or "", "text": response.text[:500]}

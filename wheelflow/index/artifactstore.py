@@ -12,8 +12,8 @@ import hashlib
 import json
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import fsspec
 
@@ -49,7 +49,9 @@ def record_elsewhere_error(store: str, cell: str, built_on: str | None, here: st
     return ArtifactStoreError(
         f"cell {cell} was built on runner {built_on!r} but this release runs on {here!r}, and the artifact store "
         f"{store} is a local directory the release cannot read; fix: set {STORE_ENV} (or artifact_store) on every "
-        "worker to a URL they all reach (s3://..., or a directory mounted on each)", transient=False)
+        "worker to a URL they all reach (s3://..., or a directory mounted on each)",
+        transient=False,
+    )
 
 
 def object_url(store: str, sha256: str, filename: str) -> str:
@@ -71,8 +73,11 @@ def get(url: str, directory: Path, sha256: str) -> Path:
     """Fetch into ``directory`` and check the bytes; a different sha256 is an error naming the URL."""
     filename = url.rsplit("/", 1)[-1]
     if "\\" in filename or parse_filename(filename) is None:
-        raise ArtifactStoreError(f"refusing artifact name {filename!r} from {url}: not a wheel or sdist file name; "
-                                 "fix: check what wrote the run record", transient=False)
+        raise ArtifactStoreError(
+            f"refusing artifact name {filename!r} from {url}: not a wheel or sdist file name; "
+            "fix: check what wrote the run record",
+            transient=False,
+        )
     directory.mkdir(parents=True, exist_ok=True)
     local = directory / filename
     digest = hashlib.sha256()
@@ -82,12 +87,16 @@ def get(url: str, directory: Path, sha256: str) -> Path:
                 digest.update(chunk)
                 sink.write(chunk)
     except FileNotFoundError:
-        raise ArtifactStoreError(f"{url} is not in the artifact store; fix: check that the builder and the "
-                                 "release use the same artifact_store") from None
+        raise ArtifactStoreError(
+            f"{url} is not in the artifact store; fix: check that the builder and the "
+            "release use the same artifact_store"
+        ) from None
     if digest.hexdigest() != sha256:
         local.unlink()
-        raise HashMismatchError(f"{url} has sha256 {digest.hexdigest()}, the builder reported {sha256}; "
-                                "fix: the store changed the bytes: check it, then re-run the release")
+        raise HashMismatchError(
+            f"{url} has sha256 {digest.hexdigest()}, the builder reported {sha256}; "
+            "fix: the store changed the bytes: check it, then re-run the release"
+        )
     return local
 
 
@@ -111,5 +120,7 @@ def get_run_record(store: str, flow_run_id: str) -> dict:
         with fsspec.open(url, "r") as source:
             return json.loads(source.read())
     except FileNotFoundError:
-        raise ArtifactStoreError(f"flow run {flow_run_id} left no record at {url}; fix: check that the runner "
-                                 "and the release use the same artifact_store") from None
+        raise ArtifactStoreError(
+            f"flow run {flow_run_id} left no record at {url}; fix: check that the runner "
+            "and the release use the same artifact_store"
+        ) from None

@@ -7,15 +7,16 @@ at run time, so wheelflow follows those tools wherever they point.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from wheelflow.checks.audits import Limits
+from wheelflow.config.spec import Target, env_prefix
 from wheelflow.core.credentials import Credentials, secret_block_credentials
 from wheelflow.core.errors import CredentialsError, SpecError
 from wheelflow.core.redaction import redact_url, register_secret
-from wheelflow.config.spec import Target, env_prefix
 
 #: Default verification deadlines (seconds). The public index's Simple API sits behind a CDN that
 #: caches pages for about ten minutes, so reading a fresh upload back can take that long.
@@ -55,8 +56,9 @@ def derive_upload_url(simple_url: str) -> str | None:
     return None
 
 
-def resolve_endpoints(index: str, *, upload_url: str | None = None, verify_timeout: float | None = None,
-                      name: str | None = None) -> Endpoints:
+def resolve_endpoints(
+    index: str, *, upload_url: str | None = None, verify_timeout: float | None = None, name: str | None = None
+) -> Endpoints:
     """Endpoints for an alias (pypi, testpypi) or a Simple API URL. ``local`` is started by LocalIndex."""
     if index in ("pypi", "testpypi"):
         simple, upload = public_index(test_instance=index == "testpypi")
@@ -65,19 +67,27 @@ def resolve_endpoints(index: str, *, upload_url: str | None = None, verify_timeo
         raise ValueError("the local index has no fixed endpoints: start it with LocalIndex")
     parts = urlsplit(index)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SpecError("--index", f"{redact_url(index)!r} is neither an index alias nor a Simple API URL",
-                        "use local, pypi, testpypi, a target name from the spec, or an http(s) URL")
+        raise SpecError(
+            "--index",
+            f"{redact_url(index)!r} is neither an index alias nor a Simple API URL",
+            "use local, pypi, testpypi, a target name from the spec, or an http(s) URL",
+        )
     if parts.username or parts.password:
-        raise SpecError("--index", f"{redact_url(index)!r} embeds credentials",
-                        "remove them from the URL and use the target's credentials source")
+        raise SpecError(
+            "--index",
+            f"{redact_url(index)!r} embeds credentials",
+            "remove them from the URL and use the target's credentials source",
+        )
     simple = index if index.endswith("/") else index + "/"
-    return Endpoints(name or index, simple, upload_url or derive_upload_url(simple), False,
-                     verify_timeout or PRIVATE_VERIFY_TIMEOUT)
+    return Endpoints(
+        name or index, simple, upload_url or derive_upload_url(simple), False, verify_timeout or PRIVATE_VERIFY_TIMEOUT
+    )
 
 
 def endpoints_for_target(target: Target) -> Endpoints:
-    return resolve_endpoints(target.index, upload_url=target.upload_url, verify_timeout=target.verify_timeout,
-                             name=target.name)
+    return resolve_endpoints(
+        target.index, upload_url=target.upload_url, verify_timeout=target.verify_timeout, name=target.name
+    )
 
 
 #: The public index's per-file upload limit, unless the project was granted more.
@@ -118,7 +128,6 @@ def _read_credentials(target: Target, read_secret: Callable[[str], Any] | None) 
                 f"fix: export {prefix}_PASSWORD (and {prefix}_USERNAME unless it is an API token)"
             )
         return Credentials(os.environ.get(f"{prefix}_USERNAME", "__token__"), password)
-    return secret_block_credentials(source.split(":", 1)[1], f"target {target.name!r}", 'use credentials = "env"',
-                                    read_secret)
-
-
+    return secret_block_credentials(
+        source.split(":", 1)[1], f"target {target.name!r}", 'use credentials = "env"', read_secret
+    )

@@ -11,15 +11,18 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
+from wheelflow.config.spec import Target
 from wheelflow.core.childenv import child_env
 from wheelflow.core.credentials import Credentials
 from wheelflow.core.home import wheelflow_home
+from wheelflow.core.redaction import register_secret
 from wheelflow.index.indexes import (
     PRIVATE_VERIFY_TIMEOUT,
     Endpoints,
@@ -27,8 +30,6 @@ from wheelflow.index.indexes import (
     load_credentials,
     resolve_endpoints,
 )
-from wheelflow.core.redaction import register_secret
-from wheelflow.config.spec import Target
 
 
 def free_port() -> int:
@@ -49,8 +50,9 @@ def ensure_htpasswd(path: Path, username: str, password: str) -> None:
 class PypiServer:
     """A pypiserver process on loopback, with htpasswd-protected uploads. Used as a context manager."""
 
-    def __init__(self, packages: Path, htpasswd: Path | None = None, *, port: int | None = None,
-                 log_file: Path | None = None) -> None:
+    def __init__(
+        self, packages: Path, htpasswd: Path | None = None, *, port: int | None = None, log_file: Path | None = None
+    ) -> None:
         self.packages = packages
         self.htpasswd = htpasswd
         self.port = port or free_port()
@@ -65,14 +67,27 @@ class PypiServer:
     def simple_url(self) -> str:
         return self.url + "simple/"
 
-    def start(self, timeout: float = 30.0) -> "PypiServer":
+    def start(self, timeout: float = 30.0) -> PypiServer:
         self.packages.mkdir(parents=True, exist_ok=True)
         sibling = Path(sys.executable).with_name("pypi-server")  # the one installed with wheelflow
         executable = str(sibling) if sibling.exists() else shutil.which("pypi-server") or "pypi-server"
         auth = ["-P", str(self.htpasswd), "-a", "update"] if self.htpasswd else ["-P", ".", "-a", "."]
-        cmd = [executable, "run", "-p", str(self.port), "-i", "127.0.0.1", *auth,
-               # simple-dir re-reads the directory on every request: what is on disk is what is served.
-               "--backend", "simple-dir", "--disable-fallback", "--hash-algo", "sha256", str(self.packages)]
+        cmd = [
+            executable,
+            "run",
+            "-p",
+            str(self.port),
+            "-i",
+            "127.0.0.1",
+            *auth,
+            # simple-dir re-reads the directory on every request: what is on disk is what is served.
+            "--backend",
+            "simple-dir",
+            "--disable-fallback",
+            "--hash-algo",
+            "sha256",
+            str(self.packages),
+        ]
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env())
         deadline = time.monotonic() + timeout
@@ -101,7 +116,7 @@ class PypiServer:
                 self._proc.wait()
         self._proc = None
 
-    def __enter__(self) -> "PypiServer":
+    def __enter__(self) -> PypiServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -140,14 +155,17 @@ class LocalIndex:
         self._server = PypiServer(self.packages, htpasswd, log_file=self.root / "pypiserver.log").start()
         return Endpoints("local", self._server.simple_url, self._server.url, False, PRIVATE_VERIFY_TIMEOUT)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._server:
             self._server.stop()
             self._server = None
 
 
-def credentials_for(target: Target, home: Path | None = None,
-                    read_secret: Callable[[str], Any] | None = None) -> Credentials | None:
+def credentials_for(
+    target: Target, home: Path | None = None, read_secret: Callable[[str], Any] | None = None
+) -> Credentials | None:
     """Credentials of a target; the embedded index's own are generated under $WHEELFLOW_HOME. A static
     target has none: its store's options are read (and a missing Secret block refused) here, then dropped."""
     if target.is_static:

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from wheelflow.core.credentials import Credentials
-from wheelflow.index.indexes import Endpoints, public_index
 from wheelflow.core.redaction import redact_url
+from wheelflow.index.indexes import Endpoints, public_index
 
 REMOVED, ALREADY_GONE, NOT_SUPPORTED, REFUSED = "removed", "already gone", "not supported", "refused"
 
@@ -35,8 +35,9 @@ def index_flavour(endpoints: Endpoints) -> str:
     return "devpi" if path.endswith("/+simple") else "pypiserver"
 
 
-def remove_version(endpoints: Endpoints, credentials: Credentials | None, name: str, version: str,
-                   timeout: float = 30.0) -> Removal:
+def remove_version(
+    endpoints: Endpoints, credentials: Credentials | None, name: str, version: str, timeout: float = 30.0
+) -> Removal:
     flavour = index_flavour(endpoints)
     if flavour == "public" or endpoints.upload_url is None:
         return Removal(endpoints.name, version, NOT_SUPPORTED, "the index removes files only by hand")
@@ -48,17 +49,24 @@ def remove_version(endpoints: Endpoints, credentials: Credentials | None, name: 
             else:
                 # pypiserver matches the name as spelled in the file names (tiny_pkg), not normalised
                 for spelling in dict.fromkeys([name.replace("-", "_"), name]):
-                    response = client.post(endpoints.upload_url, data={":action": "remove_pkg", "name": spelling,
-                                                                        "version": version})
+                    response = client.post(
+                        endpoints.upload_url, data={":action": "remove_pkg", "name": spelling, "version": version}
+                    )
                     if response.status_code != 404:
                         break
         except httpx.HTTPError as exc:
-            return Removal(endpoints.name, version, REFUSED, f"{type(exc).__name__} from {redact_url(endpoints.upload_url)}")
+            return Removal(
+                endpoints.name, version, REFUSED, f"{type(exc).__name__} from {redact_url(endpoints.upload_url)}"
+            )
     if response.status_code == 404:
         return Removal(endpoints.name, version, ALREADY_GONE)
     if response.status_code >= 400:
-        return Removal(endpoints.name, version, REFUSED, f"HTTP {response.status_code} (a non-volatile devpi index "
-                                                           "refuses deletion)")
+        return Removal(
+            endpoints.name,
+            version,
+            REFUSED,
+            f"HTTP {response.status_code} (a non-volatile devpi index refuses deletion)",
+        )
     return Removal(endpoints.name, version, REMOVED)
 
 
@@ -69,9 +77,13 @@ def runbook(name: str, version: str, target: str, files: list[str], public: bool
         simple, _ = public_index()
         parts = urlsplit(simple)
         manage = f"{parts.scheme}://{parts.netloc}/manage/project/{name}/release/{version}/"
-        lines += [f"  1. open {manage} and yank {version} (Options → Yank), giving the reason",
-                  f"  2. fix the problem, then release {version}.post1 (a file name can never be reused)"]
+        lines += [
+            f"  1. open {manage} and yank {version} (Options → Yank), giving the reason",
+            f"  2. fix the problem, then release {version}.post1 (a file name can never be reused)",
+        ]
     else:
-        lines += [f"  1. remove them with the index's own tools (devpi remove, or delete from pypiserver's directory)",
-                  f"  2. or release {version}.post1 with the fix"]
+        lines += [
+            "  1. remove them with the index's own tools (devpi remove, or delete from pypiserver's directory)",
+            f"  2. or release {version}.post1 with the fix",
+        ]
     return lines

@@ -41,6 +41,7 @@ ACCEPT = f"{JSON_V1}, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _FIX = "fix: check the index URL; the index answers with a broken listing"
 
+
 @dataclass(frozen=True)
 class ServedFile:
     filename: str
@@ -102,8 +103,13 @@ def _validation_problem(error: ValidationError) -> str:
 def plain_filename(name: str, page_url: str, form: Literal["PEP 691 JSON", "PEP 503 HTML"]) -> str:
     """``name`` if it is a bare file name; a listed name may later name a local file, so it never
     carries a directory part, a dot-only name or a control character."""
-    if (not name or name in (".", "..") or "/" in name or "\\" in name
-            or any(ord(c) < 32 or ord(c) == 127 for c in name)):
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+    ):
         raise _malformed(page_url, form, f"file name {name!r} is not a plain file name")
     return name
 
@@ -116,7 +122,9 @@ def _file_url(href: str, page_url: str, form: Literal["PEP 691 JSON", "PEP 503 H
     return url
 
 
-def _sha256(value: str | None, filename: str, page_url: str, form: Literal["PEP 691 JSON", "PEP 503 HTML"]) -> str | None:
+def _sha256(
+    value: str | None, filename: str, page_url: str, form: Literal["PEP 691 JSON", "PEP 503 HTML"]
+) -> str | None:
     """Hex digests compare case-insensitively: listings may spell them in capitals."""
     if value is None:
         return None
@@ -127,7 +135,8 @@ def _sha256(value: str | None, filename: str, page_url: str, form: Literal["PEP 
 
 def _json_kind(value: Any) -> str:
     return {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
-        type(value), "null")
+        type(value), "null"
+    )
 
 
 def parse_json_page(payload: Any, page_url: str) -> list[ServedFile]:
@@ -143,13 +152,15 @@ def parse_json_page(payload: Any, page_url: str) -> list[ServedFile]:
     files = []
     for entry in page.files:
         filename = plain_filename(entry.filename, page_url, form)
-        files.append(ServedFile(
-            filename=filename,
-            url=_file_url(entry.url, page_url, form),
-            sha256=_sha256(entry.hashes.get("sha256"), filename, page_url, form),
-            upload_time=entry.upload_time,
-            yanked=entry.yanked is not False,  # a string is the reason it was yanked
-        ))
+        files.append(
+            ServedFile(
+                filename=filename,
+                url=_file_url(entry.url, page_url, form),
+                sha256=_sha256(entry.hashes.get("sha256"), filename, page_url, form),
+                upload_time=entry.upload_time,
+                yanked=entry.yanked is not False,  # a string is the reason it was yanked
+            )
+        )
     return unique_files(files, page_url)
 
 
@@ -186,7 +197,7 @@ def parse_html_page(text: str, page_url: str) -> list[ServedFile]:
             continue
         parts = urlsplit(_file_url(href, page_url, form))
         filename = plain_filename(unquote(parts.path.rsplit("/", 1)[-1]) or label, page_url, form)
-        sha256 = parts.fragment[len("sha256="):] if parts.fragment.startswith("sha256=") else None
+        sha256 = parts.fragment[len("sha256=") :] if parts.fragment.startswith("sha256=") else None
         files.append(
             ServedFile(
                 filename=filename,
@@ -273,40 +284,52 @@ def _timeout_within(deadline: Deadline) -> httpx.Timeout:
 
 
 @contextlib.contextmanager
-def _get(client: httpx.Client, url: str, deadline: Deadline, action: str,
-         headers: dict[str, str]) -> Iterator[httpx.Response]:
+def _get(
+    client: httpx.Client, url: str, deadline: Deadline, action: str, headers: dict[str, str]
+) -> Iterator[httpx.Response]:
     """A streamed GET of ``url`` bounded by ``deadline``; network failures become one IndexReadError line."""
     deadline.check(action, url)
     headers = {"Connection": "close", **headers}
     with _Watchdog(deadline) as watchdog:
         try:
-            with client.stream("GET", url, headers=headers, follow_redirects=True, timeout=_timeout_within(deadline),
-                               extensions={"trace": watchdog.trace}) as response:
+            with client.stream(
+                "GET",
+                url,
+                headers=headers,
+                follow_redirects=True,
+                timeout=_timeout_within(deadline),
+                extensions={"trace": watchdog.trace},
+            ) as response:
                 yield response
         except httpx.HTTPError as exc:
             if deadline.expired:
                 raise deadline.exceeded(action, url) from None
-            raise IndexReadError(f"cannot {action} {redact_url(url)}: {type(exc).__name__}; "
-                                 "fix: check that the index is up") from None
+            raise IndexReadError(
+                f"cannot {action} {redact_url(url)}: {type(exc).__name__}; fix: check that the index is up"
+            ) from None
 
 
 def _read_listing_body(response: httpx.Response, url: str, deadline: Deadline) -> bytes:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_LISTING_BYTES:
-        raise MalformedListingError(f"{redact_url(url)} is {int(declared)} bytes long, more than the "
-                                    f"{MAX_LISTING_BYTES // 2**20} MiB a listing may have; {_FIX}")
+        raise MalformedListingError(
+            f"{redact_url(url)} is {int(declared)} bytes long, more than the "
+            f"{MAX_LISTING_BYTES // 2**20} MiB a listing may have; {_FIX}"
+        )
     body = bytearray()
     for chunk in response.iter_bytes():
         body += chunk
         if len(body) > MAX_LISTING_BYTES:
-            raise MalformedListingError(f"{redact_url(url)} sent more than the {MAX_LISTING_BYTES // 2**20} MiB "
-                                        f"a listing may have; {_FIX}")
+            raise MalformedListingError(
+                f"{redact_url(url)} sent more than the {MAX_LISTING_BYTES // 2**20} MiB a listing may have; {_FIX}"
+            )
         deadline.check("read", url)
     return bytes(body)
 
 
-def list_project_files(client: httpx.Client, simple_url: str, name: str, *,
-                       deadline: Deadline | None = None) -> list[ServedFile]:
+def list_project_files(
+    client: httpx.Client, simple_url: str, name: str, *, deadline: Deadline | None = None
+) -> list[ServedFile]:
     """Every file the index lists for ``name``; an unknown project lists nothing.
 
     The read ends by ``deadline`` (else the current one, else LISTING_DEADLINE from now). Raises
@@ -344,8 +367,14 @@ def files_for_version(files: list[ServedFile], name: str, version: str) -> list[
     return selected
 
 
-def download_sha256(client: httpx.Client, url: str, *, deadline: Deadline | None = None,
-                    log: Callable[[str], None] | None = None, to: Path | None = None) -> str:
+def download_sha256(
+    client: httpx.Client,
+    url: str,
+    *,
+    deadline: Deadline | None = None,
+    log: Callable[[str], None] | None = None,
+    to: Path | None = None,
+) -> str:
     """sha256 of the bytes the index serves at ``url``, hashed as they stream in (never held whole),
     and written to ``to`` when given.
 
@@ -357,8 +386,10 @@ def download_sha256(client: httpx.Client, url: str, *, deadline: Deadline | None
     # As pip downloads: the bytes as stored, never a transfer encoding's decoding of them.
     with _get(client, url, deadline, "download", {"Accept-Encoding": "identity"}) as response:
         if response.status_code >= 400:
-            raise IndexReadError(f"cannot download {redact_url(url)}: HTTP {response.status_code}; "
-                                 "fix: check that the index serves the files it lists")
+            raise IndexReadError(
+                f"cannot download {redact_url(url)}: HTTP {response.status_code}; "
+                "fix: check that the index serves the files it lists"
+            )
         with contextlib.ExitStack() as files:
             sink = files.enter_context(open(to, "wb")) if to is not None else None
             for chunk in response.iter_raw():
@@ -369,15 +400,21 @@ def download_sha256(client: httpx.Client, url: str, *, deadline: Deadline | None
                 deadline.check("download", url)
     if log is not None:
         seconds = max(deadline.clock() - started, 1e-6)
-        log(f"downloaded {redact_url(url).rsplit('/', 1)[-1]}: {size / 1e6:.1f} MB in {seconds:.1f} s "
-            f"({size / seconds / 1e6:.1f} MB/s)")
+        log(
+            f"downloaded {redact_url(url).rsplit('/', 1)[-1]}: {size / 1e6:.1f} MB in {seconds:.1f} s "
+            f"({size / seconds / 1e6:.1f} MB/s)"
+        )
     return digest.hexdigest()
 
 
-def read_served(client: httpx.Client, simple_url: str, name: str, version: str, *,
-                deadline: Deadline | None = None) -> list[ServedFile]:
+def read_served(
+    client: httpx.Client, simple_url: str, name: str, version: str, *, deadline: Deadline | None = None
+) -> list[ServedFile]:
     """This version's files on the index, each with its sha256 (downloaded when the listing has none)."""
     files = files_for_version(list_project_files(client, simple_url, name, deadline=deadline), name, version)
-    return [f if f.sha256 else ServedFile(f.filename, f.url, download_sha256(client, f.url, deadline=deadline),
-                                          f.upload_time, f.yanked)
-            for f in files]
+    return [
+        f
+        if f.sha256
+        else ServedFile(f.filename, f.url, download_sha256(client, f.url, deadline=deadline), f.upload_time, f.yanked)
+        for f in files
+    ]

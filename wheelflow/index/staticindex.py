@@ -38,11 +38,11 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from wheelflow.checks.audits import read_metadata
-from wheelflow.core.distributions import Distribution, parse_filename
-from wheelflow.core.errors import StaticIndexError, VerificationError
-from wheelflow.core.redaction import redact_url
-from wheelflow.index.simple_api import _AnchorParser, list_project_files
 from wheelflow.config.staticlayout import DEFAULT_LAYOUT, check_layout, check_public_url, check_store_url
+from wheelflow.core.distributions import Distribution, parse_filename
+from wheelflow.core.errors import StaticIndexError
+from wheelflow.core.redaction import redact_url
+from wheelflow.index.simple_api import _AnchorParser
 
 SHARED_FILES = ("every-subindex", "root")
 PAGE = "index.html"
@@ -127,14 +127,21 @@ def parse_anchors(page: bytes) -> list[Anchor]:
 
 def _anchor_sha256(anchor: Anchor) -> str | None:
     fragment = urlsplit(anchor.get("href", "")).fragment
-    return fragment[len("sha256="):] if fragment.startswith("sha256=") else None
+    return fragment[len("sha256=") :] if fragment.startswith("sha256=") else None
 
 
 def render_page(title: str, anchors: Iterable[Anchor]) -> bytes:
     """A PEP 503 page: one anchor per line, sorted by text, every attribute HTML-escaped."""
-    lines = ["<!DOCTYPE html>", "<html>", "  <head>",
-             '    <meta name="pypi:repository-version" content="1.0">',
-             f"    <title>{html.escape(title)}</title>", "  </head>", "  <body>", f"    <h1>{html.escape(title)}</h1>"]
+    lines = [
+        "<!DOCTYPE html>",
+        "<html>",
+        "  <head>",
+        '    <meta name="pypi:repository-version" content="1.0">',
+        f"    <title>{html.escape(title)}</title>",
+        "  </head>",
+        "  <body>",
+        f"    <h1>{html.escape(title)}</h1>",
+    ]
     for anchor in sorted(anchors, key=lambda a: a[""]):
         attrs = [("href", anchor["href"])] + sorted((k, v) for k, v in anchor.items() if k not in ("", "href"))
         rendered = " ".join(f'{k}="{html.escape(v, quote=True)}"' for k, v in attrs)
@@ -145,6 +152,7 @@ def render_page(title: str, anchors: Iterable[Anchor]) -> bytes:
 
 # --- storage -----------------------------------------------------------------------------------
 
+
 @contextmanager
 def _storage_errors(store_url: str, action: str) -> Iterator[None]:
     """Storage failures become one line naming the store and the fix; never a traceback."""
@@ -153,14 +161,19 @@ def _storage_errors(store_url: str, action: str) -> Iterator[None]:
     except StaticIndexError:
         raise
     except PermissionError as exc:
-        raise StaticIndexError(f"cannot {action} at {redact_url(store_url)}: permission denied ({type(exc).__name__}); "
-                               "fix: check the store's credentials and that they may write there") from None
+        raise StaticIndexError(
+            f"cannot {action} at {redact_url(store_url)}: permission denied ({type(exc).__name__}); "
+            "fix: check the store's credentials and that they may write there"
+        ) from None
     except FileNotFoundError:
-        raise StaticIndexError(f"cannot {action} at {redact_url(store_url)}: it does not exist; "
-                               "fix: create the bucket or directory first") from None
+        raise StaticIndexError(
+            f"cannot {action} at {redact_url(store_url)}: it does not exist; fix: create the bucket or directory first"
+        ) from None
     except (OSError, TimeoutError) as exc:
-        raise StaticIndexError(f"cannot {action} at {redact_url(store_url)}: {type(exc).__name__}; "
-                               "fix: check that the store answers", transient=True) from None
+        raise StaticIndexError(
+            f"cannot {action} at {redact_url(store_url)}: {type(exc).__name__}; fix: check that the store answers",
+            transient=True,
+        ) from None
 
 
 class _Store:
@@ -175,8 +188,10 @@ class _Store:
         try:
             self.fs, self.root = fsspec.core.url_to_fs(store_url, **dict(storage_options or {}))
         except (ImportError, ValueError) as exc:
-            raise StaticIndexError(f"store-url {redact_url(store_url)!r} cannot be opened ({str(exc).splitlines()[0][:160]}); "
-                                   "fix: install the fsspec package for its scheme (s3fs for s3://)") from None
+            raise StaticIndexError(
+                f"store-url {redact_url(store_url)!r} cannot be opened ({str(exc).splitlines()[0][:160]}); "
+                "fix: install the fsspec package for its scheme (s3fs for s3://)"
+            ) from None
         self.local = isinstance(self.fs, LocalFileSystem)
         protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else tuple(self.fs.protocol)
         self.type_kwarg = next((_CONTENT_TYPE_KWARGS[p] for p in protocols if p in _CONTENT_TYPE_KWARGS), None)
@@ -230,6 +245,7 @@ class _Store:
 
 # --- publish and roll back ---------------------------------------------------------------------
 
+
 @dataclass
 class _Entry:
     file: StaticFile
@@ -238,18 +254,30 @@ class _Entry:
     requires_python: str | None
 
 
-def _entries(dists: Iterable[Distribution], layout: str, shared_files: str) -> tuple[list[_Entry], dict[tuple[str, str], list[_Entry]]]:
+def _entries(
+    dists: Iterable[Distribution], layout: str, shared_files: str
+) -> tuple[list[_Entry], dict[tuple[str, str], list[_Entry]]]:
     """Every file with its stored place, and the (sub-index, project) pages that list each one."""
     entries: list[_Entry] = []
     for dist in dists:
         parsed = parse_filename(dist.filename)
         if parsed is None:
-            raise StaticIndexError(f"{dist.filename} is not a wheel or sdist filename; fix: publish built distributions")
+            raise StaticIndexError(
+                f"{dist.filename} is not a wheel or sdist filename; fix: publish built distributions"
+            )
         subindex = subindex_for(dist.filename, layout)
-        path = posixpath.join(subindex, parsed[0], dist.filename) if subindex else posixpath.join(parsed[0], dist.filename)
+        path = (
+            posixpath.join(subindex, parsed[0], dist.filename) if subindex else posixpath.join(parsed[0], dist.filename)
+        )
         metadata = wheel_metadata(dist.path)
-        entries.append(_Entry(StaticFile(dist.filename, subindex, path, dist.sha256), dist, metadata,
-                              _requires_python(dist.path, metadata)))
+        entries.append(
+            _Entry(
+                StaticFile(dist.filename, subindex, path, dist.sha256),
+                dist,
+                metadata,
+                _requires_python(dist.path, metadata),
+            )
+        )
     pages: dict[tuple[str, str], list[_Entry]] = {}
     variant_indexes = sorted({e.file.subindex for e in entries if e.file.subindex})
     for entry in entries:
@@ -275,9 +303,15 @@ def _anchor_for(entry: _Entry, page_dir: str) -> Anchor:
     return anchor
 
 
-def publish_static(dists: Iterable[Distribution], *, store_url: str, public_url: str, layout: str = DEFAULT_LAYOUT,
-                   shared_files: str = "every-subindex",
-                   storage_options: Mapping[str, Any] | None = None) -> StaticPublication:
+def publish_static(
+    dists: Iterable[Distribution],
+    *,
+    store_url: str,
+    public_url: str,
+    layout: str = DEFAULT_LAYOUT,
+    shared_files: str = "every-subindex",
+    storage_options: Mapping[str, Any] | None = None,
+) -> StaticPublication:
     """Publish ``dists`` to the static index at ``store_url``, read by installers at ``public_url``.
 
     Files already listed with the same sha256 are kept as they are (a re-run publishes nothing new);
@@ -286,8 +320,10 @@ def publish_static(dists: Iterable[Distribution], *, store_url: str, public_url:
     check_public_url(public_url)
     check_layout(layout)
     if shared_files not in SHARED_FILES:
-        raise StaticIndexError(f"shared-files {shared_files!r} is not one of {', '.join(SHARED_FILES)}; "
-                               'fix: write shared-files = "every-subindex" or "root"')
+        raise StaticIndexError(
+            f"shared-files {shared_files!r} is not one of {', '.join(SHARED_FILES)}; "
+            'fix: write shared-files = "every-subindex" or "root"'
+        )
     store = _Store(store_url, storage_options)
     entries, page_entries = _entries(dists, layout, shared_files)
 
@@ -304,7 +340,8 @@ def publish_static(dists: Iterable[Distribution], *, store_url: str, public_url:
                 raise StaticIndexError(
                     f"{redact_url(store_url)}/{page_dir}/ already lists {entry.file.filename} with sha256 "
                     f"{_anchor_sha256(old)}, this build's is {entry.file.sha256}; a published file never changes; "
-                    "fix: release a new version (or remove the old file from the index by hand)")
+                    "fix: release a new version (or remove the old file from the index by hand)"
+                )
             if old is not None:
                 listed_before[entry.file.path] = entry.file.sha256
             anchors[entry.file.filename] = {**(old or {}), **_anchor_for(entry, page_dir)}
@@ -344,9 +381,14 @@ def publish_static(dists: Iterable[Distribution], *, store_url: str, public_url:
     listed: dict[str, list[str]] = {}
     for (subindex, _project), group in page_entries.items():
         listed.setdefault(subindex, []).extend(e.file.filename for e in group)
-    return StaticPublication(store_url=store_url, public_url=public_url, files=tuple(e.file for e in entries),
-                             added=tuple(added), pages=tuple(pages),
-                             listed={sub: tuple(sorted(names)) for sub, names in sorted(listed.items())})
+    return StaticPublication(
+        store_url=store_url,
+        public_url=public_url,
+        files=tuple(e.file for e in entries),
+        added=tuple(added),
+        pages=tuple(pages),
+        listed={sub: tuple(sorted(names)) for sub, names in sorted(listed.items())},
+    )
 
 
 def rollback_static(publication: StaticPublication, *, storage_options: Mapping[str, Any] | None = None) -> None:
@@ -360,20 +402,3 @@ def rollback_static(publication: StaticPublication, *, storage_options: Mapping[
             store.write_bytes(path, previous, _HTML)
     for path in reversed(publication.added):
         store.delete(path)
-
-
-def check_served(publication: StaticPublication, client: Any) -> None:
-    """Read every sub-index back at ``public_url`` with the Simple API reader: each file this run
-    publishes is listed there with its sha256. Raises VerificationError naming the first that is not."""
-    by_name = {f.filename: f for f in publication.files}
-    for subindex, filenames in publication.listed.items():
-        url = publication.simple_url(subindex)
-        projects = {parse_filename(name)[0] for name in filenames}  # type: ignore[index]
-        served = {s.filename: s for project in projects for s in list_project_files(client, url, project)}
-        for name in filenames:
-            found = served.get(name)
-            if found is None:
-                raise VerificationError(f"{url} does not list {name}; fix: check that public-url serves store-url")
-            if found.sha256 != by_name[name].sha256:
-                raise VerificationError(f"{url} lists {name} with sha256 {found.sha256}, the built file's is "
-                                        f"{by_name[name].sha256}; fix: check what else writes to the store")

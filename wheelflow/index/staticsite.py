@@ -11,19 +11,19 @@ import contextlib
 import functools
 import hashlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
+from wheelflow.config.spec import LOCAL_STORE, Target
 from wheelflow.core.credentials import secret_block_value
 from wheelflow.core.errors import CredentialsError
 from wheelflow.index.indexes import PRIVATE_VERIFY_TIMEOUT, Endpoints
 from wheelflow.index.simple_api import ServedFile, read_served
-from wheelflow.config.spec import LOCAL_STORE, Target
 from wheelflow.index.staticindex import join_url, subindex_for
 
 EMBEDDED_DIR = "static"  # $WHEELFLOW_HOME/static: the embedded static index's store
@@ -55,8 +55,13 @@ class StaticSite:
         return Endpoints(self.name, self.simple_url(), None, False, self.verify_timeout)
 
     def subindex_endpoints(self, subindex: str) -> Endpoints:
-        return Endpoints(f"{self.name}/{subindex}" if subindex else self.name, self.simple_url(subindex), None, False,
-                         self.verify_timeout)
+        return Endpoints(
+            f"{self.name}/{subindex}" if subindex else self.name,
+            self.simple_url(subindex),
+            None,
+            False,
+            self.verify_timeout,
+        )
 
 
 def storage_options_for(target: Target, read_secret: Callable[[str], Any] | None = None) -> dict[str, Any]:
@@ -69,8 +74,10 @@ def storage_options_for(target: Target, read_secret: Callable[[str], Any] | None
     block = target.credentials.split(":", 1)[1]
     value = secret_block_value(block, f"target {target.name!r}", 'credentials = "env" (AWS_* variables)', read_secret)
     if not isinstance(value, Mapping):
-        raise CredentialsError(f"target {target.name!r}: Secret block {block!r} must hold a JSON object of storage "
-                               'options, e.g. {"key": ..., "secret": ...}; fix: store it in that form')
+        raise CredentialsError(
+            f"target {target.name!r}: Secret block {block!r} must hold a JSON object of storage "
+            'options, e.g. {"key": ..., "secret": ...}; fix: store it in that form'
+        )
     return {**options, **value}
 
 
@@ -98,7 +105,7 @@ class EmbeddedStaticServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> "EmbeddedStaticServer":
+    def __enter__(self) -> EmbeddedStaticServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="wheelflow-static-index", daemon=True)
         self._thread.start()
         return self
@@ -132,12 +139,16 @@ def home_subindex(site: StaticSite, filename: str) -> str:
     return subindex_for(filename, site.layout)
 
 
-def read_listed(client: httpx.Client, site: StaticSite, name: str, version: str,
-                filenames: list[str]) -> list[ServedFile]:
+def read_listed(
+    client: httpx.Client, site: StaticSite, name: str, version: str, filenames: list[str]
+) -> list[ServedFile]:
     """What the site lists of ``filenames``, each read from its home sub-index, at the public URL."""
     wanted = set(filenames)
     found: list[ServedFile] = []
     for subindex in sorted({home_subindex(site, f) for f in filenames}):
-        found += [s for s in read_served(client, site.simple_url(subindex), name, version)
-                  if s.filename in wanted and home_subindex(site, s.filename) == subindex]
+        found += [
+            s
+            for s in read_served(client, site.simple_url(subindex), name, version)
+            if s.filename in wanted and home_subindex(site, s.filename) == subindex
+        ]
     return found

@@ -6,9 +6,9 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from wheelflow.core import redaction
 from wheelflow.core.childenv import child_env
@@ -37,9 +37,15 @@ CHECK_THEN_FAIL = "read the index, then fail"  # e.g. "already exists": same byt
 
 # (substring of the index's answer, fix) for answers that no retry can change.
 _HARD_REASONS = (
-    ("local version", "drop the local version label (+...) for this index, or route the file to an index that accepts it"),
+    (
+        "local version",
+        "drop the local version label (+...) for this index, or route the file to an index that accepts it",
+    ),
     ("project size too large", "delete old releases or files, or ask the index for a larger project limit"),
-    ("file too large", "shrink the file (strip symbols, fewer CUDA architectures) or ask the index for a larger file limit"),
+    (
+        "file too large",
+        "shrink the file (strip symbols, fewer CUDA architectures) or ask the index for a larger file limit",
+    ),
     ("only one sdist", "upload a single sdist per release; this release already has one on the index"),
 )
 
@@ -61,26 +67,32 @@ def classify(answer: UploadAnswer) -> tuple[str, str]:
     return CHECK_THEN_FAIL, "see the index's answer"
 
 
-def run_twine_upload(path: Path, upload_url: str, credentials: Credentials | None, timeout: float = 900) -> UploadAnswer | None:
+def run_twine_upload(
+    path: Path, upload_url: str, credentials: Credentials | None, timeout: float = 900
+) -> UploadAnswer | None:
     """One upload attempt; None on success, else the index's answer.
 
     The credentials of this one target travel in this one process's environment, which is
     otherwise the allow-listed one (no other target's credentials, no PREFECT_API_KEY)."""
-    env = child_env(extra={
-        "TWINE_USERNAME": credentials.username if credentials else "wheelflow",
-        "TWINE_PASSWORD": credentials.password if credentials else "unused",
-    })
+    env = child_env(
+        extra={
+            "TWINE_USERNAME": credentials.username if credentials else "wheelflow",
+            "TWINE_PASSWORD": credentials.password if credentials else "unused",
+        }
+    )
     secrets = [credentials.password] if credentials else []
     cmd = [sys.executable, "-m", "wheelflow.index._twine_upload", str(path), upload_url]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return UploadAnswer(None, f"no answer within {timeout:.0f} s")
-    marker = next((l for l in reversed(proc.stdout.splitlines()) if l.startswith("WHEELFLOW-ANSWER ")), None)
+    marker = next((row for row in reversed(proc.stdout.splitlines()) if row.startswith("WHEELFLOW-ANSWER ")), None)
     if marker is None:  # twine failed before talking to the index (unreadable file or metadata)
-        last = next((l for l in reversed((proc.stdout + proc.stderr).splitlines()) if l.strip()), "twine failed")
-        raise UploadError(f"upload of {path.name}: twine could not prepare it: {redact(_ANSI_RE.sub('', last).strip(), secrets)}",
-                          transient=False)
+        last = next((row for row in reversed((proc.stdout + proc.stderr).splitlines()) if row.strip()), "twine failed")
+        raise UploadError(
+            f"upload of {path.name}: twine could not prepare it: {redact(_ANSI_RE.sub('', last).strip(), secrets)}",
+            transient=False,
+        )
     answer = json.loads(marker.split(" ", 1)[1])
     if answer["status"] == 200:
         return None
@@ -92,8 +104,11 @@ def run_twine_upload(path: Path, upload_url: str, credentials: Credentials | Non
 def upload_failure(filename: str, upload_url: str, answer: UploadAnswer) -> UploadError:
     action, fix = classify(answer)
     status = f"HTTP {answer.status} " if answer.status else ""
-    return UploadError(f"upload of {filename} to {redact_url(upload_url)} failed: {status}{answer.reason}; fix: {fix}",
-                       transient=action == CHECK_THEN_RETRY, status=answer.status)
+    return UploadError(
+        f"upload of {filename} to {redact_url(upload_url)} failed: {status}{answer.reason}; fix: {fix}",
+        transient=action == CHECK_THEN_RETRY,
+        status=answer.status,
+    )
 
 
 def publish_file(
@@ -124,7 +139,9 @@ def publish_file(
     if found is not None and found.sha256 == sha256:
         # Only files absent before this upload reach here (the flow skips the others), so the bytes
         # the index now serves were stored by this attempt or an earlier one of this run.
-        log(f"{path.name}: index answered {answer.status or 'nothing'} ({answer.reason}) but serves the same bytes: uploaded")
+        log(
+            f"{path.name}: index answered {answer.status or 'nothing'} ({answer.reason}) but serves the same bytes: uploaded"
+        )
         return "uploaded"
     if found is not None:
         raise HashMismatchError(

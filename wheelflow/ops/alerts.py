@@ -19,9 +19,10 @@ import os
 import random
 import smtplib
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import httpx
 
@@ -74,7 +75,7 @@ def _resolve(value: str, read_secret: SecretReader | None) -> str:
         return value
     if read_secret is None:
         raise ValueError(f"{value.split(':')[0]}: a Prefect Secret reference needs a Prefect API to read it")
-    return str(read_secret(value[len(SECRET_PREFIX):]))
+    return str(read_secret(value[len(SECRET_PREFIX) :]))
 
 
 def _split(value: str) -> list[str]:
@@ -94,8 +95,11 @@ def configured_channels(env: Mapping[str, str] | None = None, read_secret: Secre
     for channel in channels:
         register_url(channel.target)
     if env.get(EMAIL_TO_ENV) and env.get("WHEELFLOW_SMTP_HOST"):
-        smtp = {key: env[f"WHEELFLOW_SMTP_{key.upper()}"] for key in
-                ("host", "port", "from", "username", "password", "starttls") if env.get(f"WHEELFLOW_SMTP_{key.upper()}")}
+        smtp = {
+            key: env[f"WHEELFLOW_SMTP_{key.upper()}"]
+            for key in ("host", "port", "from", "username", "password", "starttls")
+            if env.get(f"WHEELFLOW_SMTP_{key.upper()}")
+        }
         if "password" in smtp:
             smtp["password"] = _resolve(smtp["password"], read_secret)
             register_secret(smtp["password"])
@@ -103,8 +107,15 @@ def configured_channels(env: Mapping[str, str] | None = None, read_secret: Secre
     return channels
 
 
-def post_json(url: str, payload: dict[str, Any], *, attempts: int = 4, first_delay: float = 0.5,
-              sleep: Callable[[float], None] = time.sleep, timeout: float = 10.0) -> bool:
+def post_json(
+    url: str,
+    payload: dict[str, Any],
+    *,
+    attempts: int = 4,
+    first_delay: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+    timeout: float = 10.0,
+) -> bool:
     """POST with retries on 5xx, 429 and connection errors; True once the receiver accepted it."""
     delay = first_delay
     with httpx.Client(timeout=timeout) as client:
@@ -123,8 +134,14 @@ def post_json(url: str, payload: dict[str, Any], *, attempts: int = 4, first_del
     return False
 
 
-def send_email(channel: Channel, alert: Alert, *, attempts: int = 3, sleep: Callable[[float], None] = time.sleep,
-               timeout: float = 10.0) -> bool:
+def send_email(
+    channel: Channel,
+    alert: Alert,
+    *,
+    attempts: int = 3,
+    sleep: Callable[[float], None] = time.sleep,
+    timeout: float = 10.0,
+) -> bool:
     smtp = channel.smtp
     # RFC 5322's hard line limit: a subject with a long index URL stays on one line, unfolded.
     message = EmailMessage(policy=email.policy.SMTP.clone(max_line_length=998))
@@ -165,6 +182,9 @@ def send_alert(alert: Alert, channels: list[Channel], log: Callable[[str], None]
     delivered = [channel.kind for channel in channels if deliver(channel, alert)]
     if channels:
         failed = len(channels) - len(delivered)
-        log(f"alert {alert.event!r} delivered to {len(delivered)} of {len(channels)} channel(s)"
-            + (f" ({', '.join(delivered)})" if delivered else "") + (f"; {failed} failed" if failed else ""))
+        log(
+            f"alert {alert.event!r} delivered to {len(delivered)} of {len(channels)} channel(s)"
+            + (f" ({', '.join(delivered)})" if delivered else "")
+            + (f"; {failed} failed" if failed else "")
+        )
     return len(delivered)

@@ -20,8 +20,8 @@ the workers:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from wheelflow.ops.alerts import Channel
 
@@ -78,59 +78,91 @@ class AutomationSpec:
 
 _RUN = {"prefect.resource.id": "prefect.flow-run.*"}
 _OUR_FLOWS = {"prefect.resource.role": "flow", "prefect.resource.name": list(FLOWS)}
-_RUN_LINES = ("flow run: {{ flow_run.name }} ({{ flow_run.id }})\n"
-              "deployment: {{ deployment.name if deployment else '(none)' }}\n"
-              "project: {{ flow_run.parameters.get('project', '') }}\n"
-              "state: {{ flow_run.state.name }}: {{ flow_run.state.message or '' }}\n"
-              "{% set page = flow_run|ui_url %}{% if page %}flow run page: {{ page }}{% endif %}")
+_RUN_LINES = (
+    "flow run: {{ flow_run.name }} ({{ flow_run.id }})\n"
+    "deployment: {{ deployment.name if deployment else '(none)' }}\n"
+    "project: {{ flow_run.parameters.get('project', '') }}\n"
+    "state: {{ flow_run.state.name }}: {{ flow_run.state.message or '' }}\n"
+    "{% set page = flow_run|ui_url %}{% if page %}flow run page: {{ page }}{% endif %}"
+)
 
 
-def wheelflow_automations(windows: Windows, *, notify: bool = True,
-                          env: Mapping[str, str] | None = None) -> list[AutomationSpec]:
+def wheelflow_automations(
+    windows: Windows, *, notify: bool = True, env: Mapping[str, str] | None = None
+) -> list[AutomationSpec]:
     """Every automation wheelflow registers. With ``notify=False`` (no destination configured) only
     the zombie detector, which acts on runs and needs none."""
-    specs = [AutomationSpec(
-        name=f"{PREFIX}zombie-runs",
-        description="A wheelflow run whose heartbeats stopped (its worker died) is marked Crashed.",
-        posture="Proactive", after=(HEARTBEAT_EVENT,),
-        expect=(HEARTBEAT_EVENT, *flow_run_events(*FINAL_STATES)),
-        within=windows.zombie_window(env), action="crash",
-        match=_RUN, match_related=_OUR_FLOWS, for_each=("prefect.resource.id",),
-    )]
+    specs = [
+        AutomationSpec(
+            name=f"{PREFIX}zombie-runs",
+            description="A wheelflow run whose heartbeats stopped (its worker died) is marked Crashed.",
+            posture="Proactive",
+            after=(HEARTBEAT_EVENT,),
+            expect=(HEARTBEAT_EVENT, *flow_run_events(*FINAL_STATES)),
+            within=windows.zombie_window(env),
+            action="crash",
+            match=_RUN,
+            match_related=_OUR_FLOWS,
+            for_each=("prefect.resource.id",),
+        )
+    ]
     if not notify:
         return specs
-    specs.append(AutomationSpec(
-        name=f"{PREFIX}release-problem",
-        description=("A release run ended Failed/Crashed/TimedOut/Cancelled and its own hook did not report "
-                     f"delivering the rich alert ({ALERT_SENT_EVENT}) in time."),
-        posture="Proactive", after=tuple(flow_run_events(*PROBLEM_STATES)), expect=(ALERT_SENT_EVENT,),
-        within=windows.dedup, action="notify",
-        match=_RUN, match_related={"prefect.resource.role": "flow", "prefect.resource.name": "release"},
-        for_each=("prefect.resource.id",),
-        subject="release run {{ flow_run.name }} {{ flow_run.state.name | lower }} (no alert from the run itself)",
-        body=_RUN_LINES,
-    ))
+    specs.append(
+        AutomationSpec(
+            name=f"{PREFIX}release-problem",
+            description=(
+                "A release run ended Failed/Crashed/TimedOut/Cancelled and its own hook did not report "
+                f"delivering the rich alert ({ALERT_SENT_EVENT}) in time."
+            ),
+            posture="Proactive",
+            after=tuple(flow_run_events(*PROBLEM_STATES)),
+            expect=(ALERT_SENT_EVENT,),
+            within=windows.dedup,
+            action="notify",
+            match=_RUN,
+            match_related={"prefect.resource.role": "flow", "prefect.resource.name": "release"},
+            for_each=("prefect.resource.id",),
+            subject="release run {{ flow_run.name }} {{ flow_run.state.name | lower }} (no alert from the run itself)",
+            body=_RUN_LINES,
+        )
+    )
     for state, limit in (("Running", windows.running_limit), ("Paused", windows.paused_limit)):
         ends = [s for s in ("Running", "Paused", *FINAL_STATES) if s != state]
-        specs.append(AutomationSpec(
-            name=f"{PREFIX}{state.lower()}-too-long",
-            description=f"A wheelflow run stayed {state} longer than {limit:.0f} s.",
-            posture="Proactive", after=(f"prefect.flow-run.{state}",), expect=tuple(flow_run_events(*ends)),
-            within=limit, action="notify", match=_RUN, match_related=_OUR_FLOWS, for_each=("prefect.resource.id",),
-            subject=f"{{{{ flow.name }}}} run {{{{ flow_run.name }}}} {state} for more than {limit:.0f} s",
-            body=_RUN_LINES,
-        ))
+        specs.append(
+            AutomationSpec(
+                name=f"{PREFIX}{state.lower()}-too-long",
+                description=f"A wheelflow run stayed {state} longer than {limit:.0f} s.",
+                posture="Proactive",
+                after=(f"prefect.flow-run.{state}",),
+                expect=tuple(flow_run_events(*ends)),
+                within=limit,
+                action="notify",
+                match=_RUN,
+                match_related=_OUR_FLOWS,
+                for_each=("prefect.resource.id",),
+                subject=f"{{{{ flow.name }}}} run {{{{ flow_run.name }}}} {state} for more than {limit:.0f} s",
+                body=_RUN_LINES,
+            )
+        )
     for deployment, interval in windows.silent.items():
-        specs.append(AutomationSpec(
-            name=f"{PREFIX}silent-{deployment}",
-            description=f"Deployment {deployment} did not complete a run within two of its intervals ({2 * interval:.0f} s).",
-            posture="Proactive", expect=tuple(flow_run_events("Completed")),
-            within=max(2 * interval, MINIMUM_WINDOW), action="notify",
-            match=_RUN, match_related={"prefect.resource.role": "deployment", "prefect.resource.name": deployment},
-            subject=f"deployment {deployment} completed no run in {2 * interval:.0f} s (two intervals)",
-            body=(f"The schedule of {deployment} may have stopped firing: a paused or stopped `wheelflow serve`, "
-                  "a dead worker, a paused work pool, or every run failing. Check its runs in the Prefect UI."),
-        ))
+        specs.append(
+            AutomationSpec(
+                name=f"{PREFIX}silent-{deployment}",
+                description=f"Deployment {deployment} did not complete a run within two of its intervals ({2 * interval:.0f} s).",
+                posture="Proactive",
+                expect=tuple(flow_run_events("Completed")),
+                within=max(2 * interval, MINIMUM_WINDOW),
+                action="notify",
+                match=_RUN,
+                match_related={"prefect.resource.role": "deployment", "prefect.resource.name": deployment},
+                subject=f"deployment {deployment} completed no run in {2 * interval:.0f} s (two intervals)",
+                body=(
+                    f"The schedule of {deployment} may have stopped firing: a paused or stopped `wheelflow serve`, "
+                    "a dead worker, a paused work pool, or every run failing. Check its runs in the Prefect UI."
+                ),
+            )
+        )
     return specs
 
 

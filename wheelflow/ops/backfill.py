@@ -11,21 +11,21 @@ routing would send them (a target taking no variant wheels lacks no variant cell
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from packaging.tags import parse_tag
 from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from wheelflow.build.cells import expected_version
-from wheelflow.core.errors import SourceExportError, SpecError
-from wheelflow.source.gittags import ReleaseTag, release_tags
 from wheelflow.config.matrix import Cell
 from wheelflow.config.routing import routes_label
-from wheelflow.index.simple_api import ServedFile
 from wheelflow.config.spec import Target
+from wheelflow.core.errors import SourceExportError, SpecError
+from wheelflow.index.simple_api import ServedFile
+from wheelflow.source.gittags import ReleaseTag, release_tags
 
 
 @dataclass(frozen=True)
@@ -40,19 +40,26 @@ class Gap:
     mismatched: Mapping[str, str] = field(default_factory=dict)  # cell name -> served bytes differ (why)
 
 
-def released_versions(project: Path, tag_pattern: str | None, versions: Sequence[str] = (),
-                      since: str | None = None) -> list[ReleaseTag]:
+def released_versions(
+    project: Path, tag_pattern: str | None, versions: Sequence[str] = (), since: str | None = None
+) -> list[ReleaseTag]:
     """The project's release tags (oldest first), narrowed to ``versions`` or to those >= ``since``."""
     if tag_pattern is None:
-        raise SpecError("version.tag", "the spec has no tag pattern, so no version counts as released",
-                        'set version.tag, e.g. "v{version}"')
+        raise SpecError(
+            "version.tag",
+            "the spec has no tag pattern, so no version counts as released",
+            'set version.tag, e.g. "v{version}"',
+        )
     tags = release_tags(repository_root(project), (tag_pattern,))
     if versions:
         wanted = {_version(v, "--versions") for v in versions}
         unknown = sorted(str(v) for v in wanted - {Version(t.version) for t in tags})
         if unknown:
-            raise SpecError("--versions", f"{', '.join(unknown)} not released (no tag {tag_pattern})",
-                            f"use released versions: {', '.join(t.version for t in tags) or 'none yet'}")
+            raise SpecError(
+                "--versions",
+                f"{', '.join(unknown)} not released (no tag {tag_pattern})",
+                f"use released versions: {', '.join(t.version for t in tags) or 'none yet'}",
+            )
         tags = [t for t in tags if Version(t.version) in wanted]
     if since is not None:
         floor = _version(since, "--since")
@@ -93,8 +100,9 @@ def serves_cell(filename: str, version: str, cell: Cell) -> bool:
     if python is None:
         return True
     nodot = python.replace(".", "")
-    return any(t.interpreter in (f"cp{nodot}", f"py{nodot}", "py3", f"pp{nodot}") for tag in tags
-               for t in parse_tag(str(tag)))
+    return any(
+        t.interpreter in (f"cp{nodot}", f"py{nodot}", "py3", f"pp{nodot}") for tag in tags for t in parse_tag(str(tag))
+    )
 
 
 def find_gap(version: str, target: Target, cells: Sequence[Cell], served: Sequence[ServedFile]) -> Gap:
@@ -120,6 +128,8 @@ def repository_root(project: Path) -> Path:
 def _git(project: Path, *args: str) -> str:
     done = subprocess.run(["git", "-C", str(project), *args], capture_output=True, text=True)
     if done.returncode != 0:
-        raise SourceExportError(f"{project} is not a git repository with release tags ({done.stderr.strip()[-200:]}); "
-                                "fix: backfill a project under git, whose releases are tagged")
+        raise SourceExportError(
+            f"{project} is not a git repository with release tags ({done.stderr.strip()[-200:]}); "
+            "fix: backfill a project under git, whose releases are tagged"
+        )
     return done.stdout

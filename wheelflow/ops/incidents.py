@@ -37,7 +37,7 @@ class Incident:
         return {**asdict(self), "missing": list(self.missing)}
 
     @classmethod
-    def from_json(cls, value: dict[str, Any]) -> "Incident":
+    def from_json(cls, value: dict[str, Any]) -> Incident:
         return cls(**{**value, "missing": tuple(value.get("missing", ()))})
 
 
@@ -71,12 +71,20 @@ def plan_notices(
                 notices.append(Notice(RESOLVED, previous, result))
             continue
         if previous is None:
-            incident = Incident(result.project, result.index, result.version, result.status,
-                                opened_at=now.isoformat(), last_alert_at=now.isoformat(), missing=tuple(result.missing))
+            incident = Incident(
+                result.project,
+                result.index,
+                result.version,
+                result.status,
+                opened_at=now.isoformat(),
+                last_alert_at=now.isoformat(),
+                missing=tuple(result.missing),
+            )
             notices.append(Notice(OPENED, incident, result))
         elif now - datetime.fromisoformat(previous.last_alert_at) >= reminder_every:
-            incident = replace(previous, status=result.status, missing=tuple(result.missing),
-                               last_alert_at=now.isoformat())
+            incident = replace(
+                previous, status=result.status, missing=tuple(result.missing), last_alert_at=now.isoformat()
+            )
             notices.append(Notice(REMINDER, incident, result))
         else:
             incident = replace(previous, status=result.status, missing=tuple(result.missing))

@@ -23,22 +23,23 @@ import hashlib
 import json
 import re
 import string
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import httpx
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from wheelflow.core.errors import SpecError
-from wheelflow.source.gittags import ReleaseTag, local_repository, release_tags
-from wheelflow.index.localindex import open_index
 from wheelflow.config.matrix import Cell
+from wheelflow.core.errors import SpecError
 from wheelflow.core.redaction import redact_url
+from wheelflow.index.localindex import open_index
 from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
+from wheelflow.source.gittags import ReleaseTag, local_repository, release_tags
 
 OK, LATE, MISSING, INCOMPLETE, HASH_MISMATCH = "ok", "late", "missing", "incomplete", "hash-mismatch"
 DEFAULT_EXPECT = ("*",)  # at least one file for the version
@@ -59,7 +60,9 @@ class VersionStatus:
     mismatched: list[str] = field(default_factory=list)
     overdue: bool = False
     served: list[str] = field(default_factory=list)
-    missing_cells: list[str] = field(default_factory=list)  # matrix cells without a served wheel (when the matrix is known)
+    missing_cells: list[str] = field(
+        default_factory=list
+    )  # matrix cells without a served wheel (when the matrix is known)
 
     @property
     def problem(self) -> bool:
@@ -71,6 +74,7 @@ class VersionStatus:
 
 
 # -- expected files -------------------------------------------------------------------------------
+
 
 def expectation_regex(pattern: str, name: str, version: str) -> re.Pattern[str]:
     """``{name}`` matches any spelling of the project name (``-``, ``_``, ``.``; any case),
@@ -116,6 +120,7 @@ def expectations_from_spec(artifacts: Iterable[str], local_versions: Iterable[st
 
 
 # -- upload times ---------------------------------------------------------------------------------
+
 
 def parse_time(text: str) -> datetime:
     when = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -165,6 +170,7 @@ class UploadTimes:
 
 # -- release manifests ----------------------------------------------------------------------------
 
+
 def manifest_path(home: Path, name: str, version: str) -> Path:
     return home / "manifests" / canonicalize_name(name) / f"{version}.json"
 
@@ -188,8 +194,16 @@ def manifest_variable(name: str, version: str) -> str:
     return "wheelflow-manifest-" + hashlib.sha256(f"{canonicalize_name(name)}=={version}".encode()).hexdigest()[:24]
 
 
-def record_upload(manifest: dict[str, Any] | None, *, name: str, version: str, index: str, filename: str,
-                  sha256: str, flow_run_id: str) -> dict[str, Any]:
+def record_upload(
+    manifest: dict[str, Any] | None,
+    *,
+    name: str,
+    version: str,
+    index: str,
+    filename: str,
+    sha256: str,
+    flow_run_id: str,
+) -> dict[str, Any]:
     """The release's upload record with one more file on one more index (``index``: the target's
     configured index, so one record serves every runner releasing to it). The first upload of a file
     to an index stays its record: indexes never replace a file."""
@@ -201,6 +215,7 @@ def record_upload(manifest: dict[str, Any] | None, *, name: str, version: str, i
 
 
 # -- assessment -----------------------------------------------------------------------------------
+
 
 def assess(
     *,
@@ -222,14 +237,18 @@ def assess(
     visible = [f for f in served if times.get(f.filename) is None or times[f.filename] <= as_of]
     names = [f.filename for f in visible]
 
-    missing = [render_expectation(p, project, tag.version) for p in expect
-               if not any(expectation_regex(p, project, tag.version).match(n) for n in names)]
+    missing = [
+        render_expectation(p, project, tag.version)
+        for p in expect
+        if not any(expectation_regex(p, project, tag.version).match(n) for n in names)
+    ]
     mismatched: list[str] = []
     if manifest:
         by_name = {f.filename: f for f in visible}
         missing += [n for n in sorted(manifest) if n not in by_name and n not in missing]
-        mismatched = [n for n in sorted(manifest)
-                      if n in by_name and by_name[n].sha256 and by_name[n].sha256 != manifest[n]]
+        mismatched = [
+            n for n in sorted(manifest) if n in by_name and by_name[n].sha256 and by_name[n].sha256 != manifest[n]
+        ]
     if "*" in expect and not visible:
         missing = [m for m in missing if m != "*"] or [f"any file of {tag.version}"]
 
@@ -291,10 +310,23 @@ def check_index(
         times = {f.filename: upload_times.lookup(client, simple_url, f) for f in served}
         manifest = read_manifest(manifest_home, project, tag.version) if manifest_home else None
         if manifest:  # a listing without hashes: hash what is served, for the files we know bytes of
-            served = [replace(f, sha256=download_sha256(client, f.url)) if f.sha256 is None and f.filename in manifest
-                      else f for f in served]
-        results.append(assess(project=project, index=index_label, tag=tag, served=served, times=times,
-                              expect=expect, manifest=manifest, as_of=as_of, grace=grace))
+            served = [
+                replace(f, sha256=download_sha256(client, f.url)) if f.sha256 is None and f.filename in manifest else f
+                for f in served
+            ]
+        results.append(
+            assess(
+                project=project,
+                index=index_label,
+                tag=tag,
+                served=served,
+                times=times,
+                expect=expect,
+                manifest=manifest,
+                as_of=as_of,
+                grace=grace,
+            )
+        )
     upload_times.save()
     return results
 
@@ -313,10 +345,16 @@ def _group_by_public_version(listing: list[ServedFile]) -> dict[str, list[Served
 
 def table_rows(results: list[VersionStatus]) -> list[dict[str, str]]:
     return [
-        {"project": r.project, "version": r.version, "index": r.index, "status": r.status + (" (overdue)" if r.overdue else ""),
-         "lag (h)": "" if r.lag_hours is None else f"{r.lag_hours:.1f}", "tag time": r.tag_time,
-         "missing": ", ".join(r.missing + [f"{m} (sha256 differs)" for m in r.mismatched]),
-         **({"missing cells": ", ".join(r.missing_cells)} if any(x.missing_cells for x in results) else {})}
+        {
+            "project": r.project,
+            "version": r.version,
+            "index": r.index,
+            "status": r.status + (" (overdue)" if r.overdue else ""),
+            "lag (h)": "" if r.lag_hours is None else f"{r.lag_hours:.1f}",
+            "tag time": r.tag_time,
+            "missing": ", ".join(r.missing + [f"{m} (sha256 differs)" for m in r.mismatched]),
+            **({"missing cells": ", ".join(r.missing_cells)} if any(x.missing_cells for x in results) else {}),
+        }
         for r in results
     ]
 
@@ -325,19 +363,40 @@ def name_missing_cells(results: list[VersionStatus], cells: Sequence[Cell]) -> l
     """Each missing or incomplete result with the matrix cells that have no served wheel, by name."""
     from wheelflow.ops.backfill import serves_cell
 
-    return [replace(r, missing_cells=[c.name for c in cells if not any(serves_cell(f, r.version, c) for f in r.served)])
-            if r.status in (MISSING, INCOMPLETE) else r for r in results]
+    return [
+        replace(r, missing_cells=[c.name for c in cells if not any(serves_cell(f, r.version, c) for f in r.served)])
+        if r.status in (MISSING, INCOMPLETE)
+        else r
+        for r in results
+    ]
 
 
 def read_tags(repo: str, patterns: tuple[str, ...], home: Path) -> list[ReleaseTag]:
     return release_tags(local_repository(repo, home / "git"), patterns)
 
 
-def check_one_index(project: str, index: str, tags: list[ReleaseTag], expect: tuple[str, ...], as_of: datetime,
-                    grace: timedelta, home: Path, client: httpx.Client | None = None) -> list[VersionStatus]:
+def check_one_index(
+    project: str,
+    index: str,
+    tags: list[ReleaseTag],
+    expect: tuple[str, ...],
+    as_of: datetime,
+    grace: timedelta,
+    home: Path,
+    client: httpx.Client | None = None,
+) -> list[VersionStatus]:
     with contextlib.ExitStack() as stack:
         client = client or stack.enter_context(httpx.Client(timeout=READ_TIMEOUT))
         simple_url = stack.enter_context(open_index(index, home)).simple_url
-        return check_index(client, project=project, index_label=index, simple_url=simple_url, tags=tags,
-                           expect=expect, manifest_home=home, as_of=as_of, grace=grace,
-                           upload_times=UploadTimes(home / "monitor" / "upload-times.json"))
+        return check_index(
+            client,
+            project=project,
+            index_label=index,
+            simple_url=simple_url,
+            tags=tags,
+            expect=expect,
+            manifest_home=home,
+            as_of=as_of,
+            grace=grace,
+            upload_times=UploadTimes(home / "monitor" / "upload-times.json"),
+        )

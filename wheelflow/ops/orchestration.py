@@ -11,10 +11,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from wheelflow.core.errors import SpecError
+from wheelflow.core.errors import ExitCode, SpecError
 
 #: ``wheelflow trigger --wait`` exit codes (2 is bad input, as everywhere in wheelflow).
-EXIT_COMPLETED, EXIT_FAILED, EXIT_CANCELLED, EXIT_TIMEOUT = 0, 1, 3, 4
+EXIT_COMPLETED, EXIT_FAILED, EXIT_CANCELLED, EXIT_TIMEOUT = (
+    ExitCode.OK,
+    ExitCode.FAILED,
+    ExitCode.CANCELLED,
+    ExitCode.TIMED_OUT,
+)
 
 
 @dataclass(frozen=True)
@@ -37,9 +42,15 @@ class RunOutcome:
         return EXIT_FAILED
 
     def json(self) -> dict[str, Any]:
-        return {"flow_run_id": self.flow_run_id, "deployment": self.deployment, "state": self.state,
-                "state_type": self.state_type, "url": self.url, "timed_out": self.timed_out,
-                "exit_code": self.exit_code}
+        return {
+            "flow_run_id": self.flow_run_id,
+            "deployment": self.deployment,
+            "state": self.state,
+            "state_type": self.state_type,
+            "url": self.url,
+            "timed_out": self.timed_out,
+            "exit_code": self.exit_code,
+        }
 
 
 def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +114,7 @@ def _coerce(value: str, kinds: set[str], key: str) -> Any:
             return [value]
         loaded = _json(value, key)
         if not isinstance(loaded, list):
-            raise SpecError(key, f"{value!r} is not a list", f'write {key.split()[-1]}=A (repeatable) or a JSON list')
+            raise SpecError(key, f"{value!r} is not a list", f"write {key.split()[-1]}=A (repeatable) or a JSON list")
         return loaded
     loaded = _json(value, key)
     if "object" in kinds and not isinstance(loaded, dict):

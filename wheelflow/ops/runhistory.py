@@ -34,8 +34,14 @@ class TaskHistory:
         return [s for s in self.history if s.name == "AwaitingRetry" or s.type in ("FAILED", "CRASHED")]
 
     def json(self) -> dict[str, Any]:
-        return {"name": self.name, "flow_run": self.flow_run, "state": self.state, "duration_s": self.duration_s,
-                "attempts": self.attempts, "history": [s.__dict__ for s in self.history]}
+        return {
+            "name": self.name,
+            "flow_run": self.flow_run,
+            "state": self.state,
+            "duration_s": self.duration_s,
+            "attempts": self.attempts,
+            "history": [s.__dict__ for s in self.history],
+        }
 
 
 def entry_from_state(state: Any, error: str | None = None) -> StateEntry:

@@ -9,15 +9,15 @@ pre-releases are not announced.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import httpx
 from packaging.version import InvalidVersion, Version
 
+from wheelflow.config.matrix import Matrix
 from wheelflow.core.distributions import parse_filename
 from wheelflow.core.errors import SpecError
-from wheelflow.config.matrix import Matrix
 from wheelflow.index.simple_api import list_project_files
 
 
@@ -29,13 +29,19 @@ class AxisGap:
     lacking: tuple[str, ...]  # served upstream, newer, covered by no axis value (oldest first)
 
     def row(self) -> dict[str, str]:
-        return {"axis": self.axis, "package": self.package, "newest in matrix": self.newest_in_matrix,
-                "lacking": ", ".join(self.lacking) or "none"}
+        return {
+            "axis": self.axis,
+            "package": self.package,
+            "newest in matrix": self.newest_in_matrix,
+            "lacking": ", ".join(self.lacking) or "none",
+        }
 
 
 def served_versions(client: httpx.Client, simple_url: str, package: str) -> list[Version]:
     """Every version the index serves files of for ``package`` (one listing request), sorted."""
-    found = {parsed[1] for f in list_project_files(client, simple_url, package) if (parsed := parse_filename(f.filename))}
+    found = {
+        parsed[1] for f in list_project_files(client, simple_url, package) if (parsed := parse_filename(f.filename))
+    }
     return sorted({Version(v.public) for v in found})
 
 
@@ -45,10 +51,13 @@ def lacking_values(axis_values: Sequence[str], available: Iterable[Version]) -> 
     newest = max(values)
 
     def covered(version: Version) -> bool:
-        return any(version.release[:len(v.release)] == v.release for v in values)
+        return any(version.release[: len(v.release)] == v.release for v in values)
 
-    return [str(v) for v in sorted(set(available))
-            if not (v.is_prerelease or v.is_devrelease) and v > newest and not covered(v)]
+    return [
+        str(v)
+        for v in sorted(set(available))
+        if not (v.is_prerelease or v.is_devrelease) and v > newest and not covered(v)
+    ]
 
 
 def axis_gaps(matrix: Matrix, packages: Mapping[str, str], client: httpx.Client, simple_url: str) -> list[AxisGap]:
@@ -61,8 +70,11 @@ def axis_gaps(matrix: Matrix, packages: Mapping[str, str], client: httpx.Client,
         try:
             newest = str(max(Version(v) for v in matrix.axes[axis]))
         except InvalidVersion:
-            raise SpecError("packages", f"axis {axis!r} has values that are not versions",
-                            "watch only axes whose values are versions of a package (torch, cuda)") from None
+            raise SpecError(
+                "packages",
+                f"axis {axis!r} has values that are not versions",
+                "watch only axes whose values are versions of a package (torch, cuda)",
+            ) from None
         available = served_versions(client, simple_url, package)
         gaps.append(AxisGap(axis, package, newest, tuple(lacking_values(matrix.axes[axis], available))))
     return gaps

@@ -17,10 +17,10 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 from urllib.parse import unquote
 
 from packaging.utils import canonicalize_name
@@ -54,8 +54,9 @@ class InstallCheck:
         return f"install check on {target}: {self.shown()} ({self.runtime})"
 
 
-def install_commands(commands: Sequence[str], name: str, version: str, simple_url: str,
-                     sub_indexes: Iterable[str] = ()) -> list[tuple[str, ...]]:
+def install_commands(
+    commands: Sequence[str], name: str, version: str, simple_url: str, sub_indexes: Iterable[str] = ()
+) -> list[tuple[str, ...]]:
     """Each install command's words after ``pip install``, placeholders filled in. Default: the pinned
     release from the target's index, and from each variant sub-index it serves."""
     if commands:
@@ -106,9 +107,17 @@ def selected_file(installer: str, output: str, report: Path, name: str) -> str |
     return None
 
 
-def run_install_check(check: InstallCheck, name: str, version: str, served: list[ServedFile], interpreter: str, *,
-                      workdir: Path | None = None, timeout: float = 900,
-                      log: Callable[[str], None] = print) -> InstallResult:
+def run_install_check(
+    check: InstallCheck,
+    name: str,
+    version: str,
+    served: list[ServedFile],
+    interpreter: str,
+    *,
+    workdir: Path | None = None,
+    timeout: float = 900,
+    log: Callable[[str], None] = print,
+) -> InstallResult:
     """The check's command in a fresh environment of ``interpreter`` (no cache, no dependencies):
     passes when a wheel of this release on the index was installed, naming its variant."""
     root = Path(tempfile.mkdtemp(prefix="wheelflow-install-check-", dir=workdir))
@@ -119,26 +128,45 @@ def run_install_check(check: InstallCheck, name: str, version: str, served: list
         except EnvCreationError as exc:
             return InstallResult(False, None, f"{shown}: no environment: {exc}")
         report = root / "report.json"
-        own = (["--no-deps", "--report", str(report)] if check.installer == PIP
-               else ["--no-deps", "--no-cache", "--verbose"])
+        own = (
+            ["--no-deps", "--report", str(report)]
+            if check.installer == PIP
+            else ["--no-deps", "--no-cache", "--verbose"]
+        )
         log("$ " + shown)
         try:
-            proc = subprocess.run(pyenv.install_command(*own, *check.args), capture_output=True, text=True,
-                                  env=installer_env(), timeout=timeout, cwd=root)
+            proc = subprocess.run(
+                pyenv.install_command(*own, *check.args),
+                capture_output=True,
+                text=True,
+                env=installer_env(),
+                timeout=timeout,
+                cwd=root,
+            )
         except subprocess.TimeoutExpired:
             return InstallResult(False, None, f"{shown} did not finish within {timeout:.0f} s")
         output = redact((proc.stdout + proc.stderr).strip())
         chosen = selected_file(check.installer, output, report, name)
         if chosen is not None and not chosen.endswith(".whl"):
             outcome = "and failed" if proc.returncode != 0 else "and installed that"
-            return InstallResult(False, chosen, f"{check.installer} built from the sdist {chosen} {outcome}: no wheel "
-                                 f"on the index matches {check.runtime} on this platform; fix: publish a wheel for it, "
-                                 "or correct the install command", output[-3000:])
+            return InstallResult(
+                False,
+                chosen,
+                f"{check.installer} built from the sdist {chosen} {outcome}: no wheel "
+                f"on the index matches {check.runtime} on this platform; fix: publish a wheel for it, "
+                "or correct the install command",
+                output[-3000:],
+            )
         if proc.returncode != 0:
             return InstallResult(False, None, f"{shown} failed: {pip_failure(output)[:300]}", output[-3000:])
         if chosen is None or chosen not in {s.filename for s in served}:
-            return InstallResult(False, chosen, f"{check.installer} installed {chosen or 'nothing'}, which is not a "
-                                 f"file of {name} {version} on this index", output[-3000:])
+            return InstallResult(
+                False,
+                chosen,
+                f"{check.installer} installed {chosen or 'nothing'}, which is not a "
+                f"file of {name} {version} on this index",
+                output[-3000:],
+            )
         return InstallResult(True, chosen, f"{check.installer} installed {chosen} (variant {variant_of(chosen)})")
     finally:
         shutil.rmtree(root, ignore_errors=True)

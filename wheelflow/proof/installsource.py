@@ -39,7 +39,9 @@ def dependency_source(setting: str = "pypi") -> DependencySource:
     if setting == "none":
         return DependencySource(setting, None)
     if setting == "pypi":
-        from wheelflow.index.indexes import public_index  # indexes imports the spec, which imports this package's leaves
+        from wheelflow.index.indexes import (
+            public_index,  # indexes imports the spec, which imports this package's leaves
+        )
 
         return DependencySource(setting, public_index()[0])
     return DependencySource(setting, setting)
@@ -65,26 +67,45 @@ def release_file(served: list[ServedFile], name: str, version: str) -> ServedFil
     sdists = [f for f in served if f.filename.endswith((".tar.gz", ".zip"))]
     if sdists:
         return sdists[0]
-    raise UsageError("install", f"no file of {name} {version} on the index installs on this interpreter",
-                     "publish a wheel for it or an sdist, or pass --no-install")
+    raise UsageError(
+        "install",
+        f"no file of {name} {version} on the index installs on this interpreter",
+        "publish a wheel for it or an sdist, or pass --no-install",
+    )
 
 
-def install_command(python: Path, name: str, pinned: ServedFile, source: DependencySource, cache_dir: Path) -> list[str]:
+def install_command(
+    python: Path, name: str, pinned: ServedFile, source: DependencySource, cache_dir: Path
+) -> list[str]:
     """``uv pip install`` into the venv of ``python``: the release file by URL and sha256, dependencies
     from ``source``, through uv's cache (a file once downloaded is not downloaded again; pip's own
     HTTP cache keeps nothing from an index that sends no cache headers)."""
     url = pinned.url.split("#", 1)[0]
     requirement = f"{name} @ {url}#sha256={pinned.sha256}" if pinned.sha256 else f"{name} @ {url}"
     where = ["--index-url", source.index_url] if source.index_url else ["--no-index", "--no-deps"]
-    return [find_uv() or "uv", "pip", "install", "--python", str(python),
-            "--no-config", "--cache-dir", str(cache_dir), *where, requirement]
+    return [
+        find_uv() or "uv",
+        "pip",
+        "install",
+        "--python",
+        str(python),
+        "--no-config",
+        "--cache-dir",
+        str(cache_dir),
+        *where,
+        requirement,
+    ]
 
 
 def unresolvable(output: str, name: str, source: DependencySource) -> str | None:
     """The one line for a dependency pip found on no index, naming it and the key to set; else None."""
-    found = (re.search(r"No matching distribution found for ([^\s;]+)", output)  # pip
-             or re.search(r"Because ([^\s]+) was not found in the package registry", output))  # uv
+    found = (
+        re.search(r"No matching distribution found for ([^\s;]+)", output)  # pip
+        or re.search(r"Because ([^\s]+) was not found in the package registry", output)
+    )  # uv
     if found is None or found.group(1).lower().startswith(name.lower() + " "):
         return None
-    return (f"dependency {found.group(1)} of {name} is not served by {source.describe()}; fix: set {DEPENDENCIES_KEY} "
-            'to the Simple API URL of an index that serves it (or "none" to install without dependencies)')
+    return (
+        f"dependency {found.group(1)} of {name} is not served by {source.describe()}; fix: set {DEPENDENCIES_KEY} "
+        'to the Simple API URL of an index that serves it (or "none" to install without dependencies)'
+    )

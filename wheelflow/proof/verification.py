@@ -17,12 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Mapping
 from urllib.parse import unquote
 
 import httpx
@@ -32,10 +31,10 @@ from wheelflow.core.childenv import child_env
 from wheelflow.core.deadline import Deadline
 from wheelflow.core.distributions import parse_filename, sha256_of
 from wheelflow.core.errors import IndexReadError, UsageError
-from wheelflow.proof.installsource import dependency_source, install_command, release_file, unresolvable
 from wheelflow.core.pyenvs import installer_env
 from wheelflow.core.redaction import redact
 from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
+from wheelflow.proof.installsource import dependency_source, install_command, release_file, unresolvable
 
 # VERIFIED is given only after a download: the served bytes hash to the built file's sha256.
 # LISTED: the listing names the file (with the expected sha256, if it gives one); not downloaded yet.
@@ -60,8 +59,10 @@ class FileStatus:
             return f"{self.filename} is not served"
         if self.status == HASH_MISMATCH:
             if self.listed_sha256 is not None and self.served_sha256 != self.listed_sha256:
-                return (f"{self.filename}: the index lists sha256 {self.listed_sha256} but the downloaded bytes "
-                        f"have sha256 {self.served_sha256}")
+                return (
+                    f"{self.filename}: the index lists sha256 {self.listed_sha256} but the downloaded bytes "
+                    f"have sha256 {self.served_sha256}"
+                )
             return f"{self.filename} is served with sha256 {self.served_sha256}, the built file has {self.sha256}"
         if self.status == VERIFIED:
             return f"{self.filename} downloaded, sha256 matches"
@@ -100,19 +101,30 @@ def compare(expected: Mapping[str, str | None], served: list[ServedFile]) -> lis
     Only for deciding which files a target already has (the release flow's read of what is present,
     before uploading); it is not a proof: ``prove_files`` is.
     """
-    return [FileStatus(s.filename, s.sha256 or s.listed_sha256, VERIFIED if s.sha256 else SERVED, s.served_sha256,
-                       s.listed_sha256)
-            if s.status == LISTED else s for s in compare_listing(expected, served)]
+    return [
+        FileStatus(
+            s.filename, s.sha256 or s.listed_sha256, VERIFIED if s.sha256 else SERVED, s.served_sha256, s.listed_sha256
+        )
+        if s.status == LISTED
+        else s
+        for s in compare_listing(expected, served)
+    ]
 
 
 def proof_of(listed: FileStatus, downloaded: str) -> FileStatus:
     """The status of a LISTED file once its bytes hashed to ``downloaded``."""
     downloaded = downloaded.lower()
     wrong = (listed.listed_sha256 is not None and downloaded != listed.listed_sha256) or (
-        listed.sha256 is not None and downloaded != listed.sha256)
+        listed.sha256 is not None and downloaded != listed.sha256
+    )
     status = HASH_MISMATCH if wrong else VERIFIED if listed.sha256 is not None else SERVED
-    return FileStatus(listed.filename, listed.sha256 if listed.sha256 is not None else downloaded, status, downloaded,
-                      listed.listed_sha256)
+    return FileStatus(
+        listed.filename,
+        listed.sha256 if listed.sha256 is not None else downloaded,
+        status,
+        downloaded,
+        listed.listed_sha256,
+    )
 
 
 def prove_files(
@@ -178,16 +190,23 @@ def expected_from_paths(items: Iterable[str]) -> dict[str, str | None]:
         elif path.exists():
             raise UsageError("--expect", f"{item!r} is not a file", "give the path of a built wheel or sdist")
         elif path.name != item:
-            raise UsageError("--expect", f"{item!r} does not exist",
-                             "give the path of a built file, or a bare file name to check only that it is served")
+            raise UsageError(
+                "--expect",
+                f"{item!r} does not exist",
+                "give the path of a built file, or a bare file name to check only that it is served",
+            )
         elif parse_filename(item) is None:
-            raise UsageError("--expect", f"{item!r} is neither a file here nor a wheel or sdist file name",
-                             "give the path of a built file, or a file name like name-1.0-py3-none-any.whl")
+            raise UsageError(
+                "--expect",
+                f"{item!r} is neither a file here nor a wheel or sdist file name",
+                "give the path of a built file, or a file name like name-1.0-py3-none-any.whl",
+            )
         else:
             sha256 = None
         if expected.get(path.name, sha256) != sha256:
-            raise UsageError("--expect", f"two files named {path.name} with different contents",
-                             "expect each file name once")
+            raise UsageError(
+                "--expect", f"two files named {path.name} with different contents", "expect each file name once"
+            )
         expected[path.name] = sha256
     return expected
 
@@ -252,9 +271,14 @@ def poll_until_served(
                 return last
 
 
-def _prove_listed(served: list[ServedFile], expected: Mapping[str, str | None], download: Download,
-                  proofs: dict[tuple[str, str, str | None], FileStatus], deadline: Deadline,
-                  concurrency: int) -> list[FileStatus]:
+def _prove_listed(
+    served: list[ServedFile],
+    expected: Mapping[str, str | None],
+    download: Download,
+    proofs: dict[tuple[str, str, str | None], FileStatus],
+    deadline: Deadline,
+    concurrency: int,
+) -> list[FileStatus]:
     """Statuses against this listing, downloading only files not in ``proofs`` (proven at an earlier
     read of the same listing); an empty ``expected`` means every listed file."""
     wanted = dict(expected) or {f.filename: None for f in served}
@@ -278,8 +302,10 @@ def settled_reason(upload_times: list[datetime | None], now: datetime, window: f
     age = (now - newest).total_seconds()
     if age <= window:
         return None
-    return (f"the release is {_age(age)} old (its newest file was uploaded {newest:%Y-%m-%d %H:%M} UTC, longer ago "
-            f"than the {window:g} s an upload takes to show): no upload is in flight")
+    return (
+        f"the release is {_age(age)} old (its newest file was uploaded {newest:%Y-%m-%d %H:%M} UTC, longer ago "
+        f"than the {window:g} s an upload takes to show): no upload is in flight"
+    )
 
 
 def _age(seconds: float) -> str:
@@ -303,7 +329,9 @@ def pip_failure(output: str) -> str:
         found = re.findall(r"/([^/\s#]+\.(?:whl|tar\.gz))(?:[#:\s]|$)", output) or ["file"]
         expected = re.search(r"Expected sha256 ([0-9a-f]{64})", output)
         got = re.search(r"Got\s+([0-9a-f]{64})", output)
-        detail = f" (listed sha256 {expected.group(1)[:16]}…, downloaded {got.group(1)[:16]}…)" if expected and got else ""
+        detail = (
+            f" (listed sha256 {expected.group(1)[:16]}…, downloaded {got.group(1)[:16]}…)" if expected and got else ""
+        )
         return f"the downloaded {found[0]} does not match the sha256 the index lists{detail}: the index or a proxy served damaged bytes"
     errors = [line.strip() for line in output.splitlines() if line.strip().startswith("ERROR:")]
     lines = [line.strip() for line in output.splitlines() if line.strip()]
@@ -333,15 +361,20 @@ def install_and_smoke(
     source = dependency_source(dependencies)
     pinned = release_file(served, name, version)
     if not pinned.filename.endswith(".whl") and any(f.filename.endswith(".whl") for f in served):
-        return InstallResult(False, pinned.filename, f"no wheel of {name} {version} on this index installs on Python "
-                             f"{sys.version_info.major}.{sys.version_info.minor} here: pip and uv would build from the "
-                             f"sdist {pinned.filename}; fix: publish a wheel for it (check the wheel's tags)")
+        return InstallResult(
+            False,
+            pinned.filename,
+            f"no wheel of {name} {version} on this index installs on Python "
+            f"{sys.version_info.major}.{sys.version_info.minor} here: pip and uv would build from the "
+            f"sdist {pinned.filename}; fix: publish a wheel for it (check the wheel's tags)",
+        )
     cache_dir = cache_dir or wheelflow_home() / "cache" / "uv"
     root = Path(tempfile.mkdtemp(prefix="wheelflow-verify-", dir=workdir))
     try:
         venv = root / "venv"
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True,
-                       env=child_env())
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True, env=child_env()
+        )
         python = venv / "bin" / "python"
         env = installer_env()  # no pip or uv configuration: no extra index or find-links from the environment
         cmd = install_command(python, name, pinned, source, cache_dir)
@@ -358,17 +391,27 @@ def install_and_smoke(
         by_name = {s.filename: s for s in served}
         if installed is None or installed[0] not in by_name:
             got = installed[0] if installed else "nothing"
-            return InstallResult(False, got, f"pip installed {got}, which is not a file of {name} {version} on this index", output[-3000:])
+            return InstallResult(
+                False,
+                got,
+                f"pip installed {got}, which is not a file of {name} {version} on this index",
+                output[-3000:],
+            )
         filename, sha256 = installed
         if sha256 and by_name[filename].sha256 and sha256 != by_name[filename].sha256:
-            return InstallResult(False, filename, f"pip installed {filename} with sha256 {sha256}, the index lists {by_name[filename].sha256}")
+            return InstallResult(
+                False,
+                filename,
+                f"pip installed {filename} with sha256 {sha256}, the index lists {by_name[filename].sha256}",
+            )
         if not smoke:
             return InstallResult(True, filename, f"installed {filename}", output[-3000:])
         smoke_env = installer_env(venv)
         log(f"$ {smoke}")
         try:
-            run = subprocess.run(["/bin/sh", "-c", smoke], capture_output=True, text=True, env=smoke_env, cwd=root,
-                                 timeout=timeout)
+            run = subprocess.run(
+                ["/bin/sh", "-c", smoke], capture_output=True, text=True, env=smoke_env, cwd=root, timeout=timeout
+            )
         except subprocess.TimeoutExpired:
             return InstallResult(False, filename, f"smoke command did not finish within {timeout:.0f} s")
         smoke_output = redact((run.stdout + run.stderr).strip())  # it may print its environment
@@ -376,7 +419,12 @@ def install_and_smoke(
             log(line)
         if run.returncode != 0:
             last = smoke_output.splitlines()[-1] if smoke_output else ""
-            return InstallResult(False, filename, f"smoke command failed on {filename} (exit {run.returncode}): {last[:300]}", smoke_output[-3000:])
+            return InstallResult(
+                False,
+                filename,
+                f"smoke command failed on {filename} (exit {run.returncode}): {last[:300]}",
+                smoke_output[-3000:],
+            )
         return InstallResult(True, filename, f"installed {filename}; smoke ok", smoke_output[-3000:])
     finally:
         shutil.rmtree(root, ignore_errors=True)

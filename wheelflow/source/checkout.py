@@ -6,21 +6,28 @@ A URL never carries credentials (see :mod:`wheelflow.source.gitauth`): they reac
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from wheelflow.core.errors import GitError
+from wheelflow.core.redaction import redact_url
 from wheelflow.source.gitauth import git_credentials, refuse_url_credentials
 from wheelflow.source.gittags import _git
-from wheelflow.core.redaction import redact_url
 
 
 def is_git_url(project: str) -> bool:
     return "://" in project or project.startswith("git@")
 
 
-def checkout(project: str, ref: str | None, home: Path, *, git_secret: str | None = None,
-             read_secret: Callable[[str], Any] | None = None) -> Path:
+def checkout(
+    project: str,
+    ref: str | None,
+    home: Path,
+    *,
+    git_secret: str | None = None,
+    read_secret: Callable[[str], Any] | None = None,
+) -> Path:
     """``project`` itself when it is a local path and no ref is asked for; otherwise a clone under
     $WHEELFLOW_HOME/checkouts (reused across runs: fetched, then checked out at ``ref``).
 
@@ -36,8 +43,10 @@ def checkout(project: str, ref: str | None, home: Path, *, git_secret: str | Non
         try:
             _git("clone", "--quiet", project, str(clone), credentials=credentials)
         except GitError:
-            raise GitError(f"cannot clone {redact_url(project)}; fix: check the URL, that this runner can reach it "
-                           "and, for a private repository, WHEELFLOW_GIT_USERNAME/WHEELFLOW_GIT_PASSWORD") from None
+            raise GitError(
+                f"cannot clone {redact_url(project)}; fix: check the URL, that this runner can reach it "
+                "and, for a private repository, WHEELFLOW_GIT_USERNAME/WHEELFLOW_GIT_PASSWORD"
+            ) from None
     else:
         _git("fetch", "--quiet", "--tags", "--force", "origin", cwd=clone, credentials=credentials)
     target = ref or "origin/HEAD"

@@ -28,17 +28,30 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from wheelflow.core.childenv import child_env
 from wheelflow.core.errors import DirtySourceError, SourceError
 from wheelflow.core.reproducible import canonical_mode
 
 GIT, DIRECTORY = "git", "directory"
-SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".wheelflow", "__pycache__", "build", "dist", ".venv", ".tox",
-                       ".pytest_cache", ".mypy_cache"})
+SKIP_DIRS = frozenset(
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        ".wheelflow",
+        "__pycache__",
+        "build",
+        "dist",
+        ".venv",
+        ".tox",
+        ".pytest_cache",
+        ".mypy_cache",
+    }
+)
 SHOWN_CHANGES = 5
 
 
@@ -58,15 +71,23 @@ class Source:
     description: str  # one line for the report
 
     def json(self) -> dict[str, object]:
-        return {"kind": self.kind, "commit": self.commit, "tree": self.tree, "dirty": self.dirty,
-                "changed": list(self.changed), "date_epoch": self.date_epoch, "description": self.description}
+        return {
+            "kind": self.kind,
+            "commit": self.commit,
+            "tree": self.tree,
+            "dirty": self.dirty,
+            "changed": list(self.changed),
+            "date_epoch": self.date_epoch,
+            "description": self.description,
+        }
 
 
 def git_output(project: Path, *args: str) -> str | None:
     """git's stdout run in ``project``, or None when git fails (not a repository, no such object)."""
     try:
-        out = subprocess.run(["git", "-C", str(project), *args], capture_output=True, text=True, check=True,
-                             env=child_env())
+        out = subprocess.run(
+            ["git", "-C", str(project), *args], capture_output=True, text=True, check=True, env=child_env()
+        )
     except (subprocess.CalledProcessError, FileNotFoundError):
         return None
     return out.stdout
@@ -128,8 +149,11 @@ def directory_files(project: Path, home: Path) -> list[str]:
     home_resolved = home.resolve()
     files = []
     for root, dirs, names in os.walk(project):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")
-                         and Path(root, d).resolve() != home_resolved)
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if d not in SKIP_DIRS and not d.endswith(".egg-info") and Path(root, d).resolve() != home_resolved
+        )
         files.extend(Path(root, n).relative_to(project).as_posix() for n in names)
     return sorted(files)
 
@@ -188,11 +212,17 @@ def _export_commit(project: Path, commit: str, home: Path, epoch: int) -> Path:
     archive = staging.with_suffix(".tar")
     try:
         # From inside the project directory, git archive takes that subdirectory only, paths relative to it.
-        proc = subprocess.run(["git", "-C", str(project), "archive", "--format=tar", "-o", str(archive), commit],
-                              capture_output=True, text=True, env=child_env())
+        proc = subprocess.run(
+            ["git", "-C", str(project), "archive", "--format=tar", "-o", str(archive), commit],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+        )
         if proc.returncode != 0:
-            raise SourceError(f"git archive of commit {commit[:12]} in {project} failed: "
-                              f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}; fix: run `git status` there")
+            raise SourceError(
+                f"git archive of commit {commit[:12]} in {project} failed: "
+                f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}; fix: run `git status` there"
+            )
         home_inside = _inside(home, project)
         with tarfile.open(archive) as tar:
             for member in tar.getmembers():
@@ -200,10 +230,15 @@ def _export_commit(project: Path, commit: str, home: Path, epoch: int) -> Path:
                     continue
                 if not (member.isfile() or member.isdir() or member.issym()):
                     continue
-                if member.issym() and (os.path.isabs(member.linkname) or ".." in Path(member.linkname).parts
-                                       and not _inside(staging / Path(member.name).parent / member.linkname, staging)):
-                    raise SourceError(f"{member.name} in commit {commit[:12]} is a link out of the project "
-                                      f"({member.linkname}); fix: make it a relative link inside the project")
+                if member.issym() and (
+                    os.path.isabs(member.linkname)
+                    or ".." in Path(member.linkname).parts
+                    and not _inside(staging / Path(member.name).parent / member.linkname, staging)
+                ):
+                    raise SourceError(
+                        f"{member.name} in commit {commit[:12]} is a link out of the project "
+                        f"({member.linkname}); fix: make it a relative link inside the project"
+                    )
                 _extract(tar, member, staging, epoch)
         return _publish(staging, final)
     except BaseException:
@@ -270,9 +305,11 @@ def _disk_space_named(home: Path) -> Iterator[None]:
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise
-        raise SourceError(f"No space left on device while exporting the source under {home}; fix: free space on the "
-                          f"disk of {home} (its builds/ and sources/ can be deleted) or set WHEELFLOW_HOME to a "
-                          "larger disk") from None
+        raise SourceError(
+            f"No space left on device while exporting the source under {home}; fix: free space on the "
+            f"disk of {home} (its builds/ and sources/ can be deleted) or set WHEELFLOW_HOME to a "
+            "larger disk"
+        ) from None
 
 
 def prepare_source(project: Path, *, home: Path, commit: str | None = None, allow_dirty: bool = False) -> Source:
@@ -292,18 +329,22 @@ def _prepare_source(project: Path, *, home: Path, commit: str | None = None, all
     home = home.absolute()
     commit_id, tree = _commit_and_tree(project, commit or "HEAD")
     if commit is not None and commit_id is None:
-        raise SourceError(f"commit {commit!r} is not in the repository of {project}; fix: fetch it, or release "
-                          "a commit that exists there")
+        raise SourceError(
+            f"commit {commit!r} is not in the repository of {project}; fix: fetch it, or release "
+            "a commit that exists there"
+        )
     if tree is None and tracked_files(project, home) is None:
         return _directory_source(project, home)  # not a repository, or a directory git does not track
     if commit_id is None or tree is None:
-        raise SourceError(f"{project} is not in commit {commit_id[:12] if commit_id else 'HEAD'}; "
-                          "fix: commit the project first")
+        raise SourceError(
+            f"{project} is not in commit {commit_id[:12] if commit_id else 'HEAD'}; fix: commit the project first"
+        )
     changed = changed_files(project, commit_id)
     if changed and not allow_dirty:
         raise DirtySourceError(
             f"the working tree of {project} differs from commit {commit_id[:12]}: {_changes_line(changed)}; "
-            "fix: commit or stash the changes, or pass --allow-dirty to build the working tree (labelled dirty)")
+            "fix: commit or stash the changes, or pass --allow-dirty to build the working tree (labelled dirty)"
+        )
     if changed:
         return _dirty_source(project, home, commit_id, tree, changed)
     return commit_source(project, home=home, commit=commit_id)
@@ -315,24 +356,43 @@ def commit_source(project: Path, *, home: Path, commit: str) -> Source:
     project, home = project.absolute(), home.absolute()
     commit_id, tree = _commit_and_tree(project, commit)
     if commit_id is None or tree is None:
-        raise SourceError(f"commit {commit!r} of {project} is not there, or holds no project directory; fix: fetch "
-                          "it, or name a commit that contains the project")
+        raise SourceError(
+            f"commit {commit!r} of {project} is not there, or holds no project directory; fix: fetch "
+            "it, or name a commit that contains the project"
+        )
     epoch = commit_time(project, commit_id) or 0
     with _disk_space_named(home):
         path = _export_commit(project, commit_id, home, epoch)
-    return Source(path=path, project=project, kind=GIT, commit=commit_id,
-                  tree=tree, dirty=False, changed=(), date_epoch=epoch, identity=f"git-tree:{tree}",
-                  description=f"git commit {commit_id[:12]} (tree {tree[:12]}), tracked files only")
+    return Source(
+        path=path,
+        project=project,
+        kind=GIT,
+        commit=commit_id,
+        tree=tree,
+        dirty=False,
+        changed=(),
+        date_epoch=epoch,
+        identity=f"git-tree:{tree}",
+        description=f"git commit {commit_id[:12]} (tree {tree[:12]}), tracked files only",
+    )
 
 
 def _dirty_source(project: Path, home: Path, commit: str, tree: str, changed: list[str]) -> Source:
     files = tracked_files(project, home) or []
     digest = _files_digest(project, files)
     epoch = _newest_mtime(project, files)
-    return Source(path=_copy_files(project, files, home, f"dirty-{digest[:20]}-{epoch}", epoch), project=project,
-                  kind=GIT, commit=commit, tree=tree, dirty=True, changed=tuple(changed), date_epoch=epoch,
-                  identity=f"files:{digest}",
-                  description=f"git commit {commit[:12]} with uncommitted changes (dirty): {_changes_line(changed)}")
+    return Source(
+        path=_copy_files(project, files, home, f"dirty-{digest[:20]}-{epoch}", epoch),
+        project=project,
+        kind=GIT,
+        commit=commit,
+        tree=tree,
+        dirty=True,
+        changed=tuple(changed),
+        date_epoch=epoch,
+        identity=f"files:{digest}",
+        description=f"git commit {commit[:12]} with uncommitted changes (dirty): {_changes_line(changed)}",
+    )
 
 
 def _directory_source(project: Path, home: Path) -> Source:
@@ -341,9 +401,18 @@ def _directory_source(project: Path, home: Path) -> Source:
         raise SourceError(f"{project} holds no files to build; fix: check the project path")
     digest = _files_digest(project, files)
     epoch = _newest_mtime(project, files)
-    return Source(path=_copy_files(project, files, home, f"directory-{digest[:20]}-{epoch}", epoch), project=project,
-                  kind=DIRECTORY, commit=None, tree=None, dirty=False, changed=(), date_epoch=epoch,
-                  identity=f"files:{digest}", description="directory, not under version control")
+    return Source(
+        path=_copy_files(project, files, home, f"directory-{digest[:20]}-{epoch}", epoch),
+        project=project,
+        kind=DIRECTORY,
+        commit=None,
+        tree=None,
+        dirty=False,
+        changed=(),
+        date_epoch=epoch,
+        identity=f"files:{digest}",
+        description="directory, not under version control",
+    )
 
 
 def source_identity(project: Path, *, home: Path) -> str:

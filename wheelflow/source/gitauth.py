@@ -14,8 +14,9 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from wheelflow.core.childenv import child_env
@@ -46,18 +47,24 @@ def refuse_url_credentials(url: str, key: str = "project") -> None:
         return
     parts = urlsplit(url)
     if parts.password or (parts.username and parts.scheme in ("http", "https")):
-        raise SpecError(key, f"{redact_url(url)!r} carries credentials in the URL, where git would store and show them",
-                        f"remove them from the URL and export {USERNAME_ENV} and {PASSWORD_ENV} "
-                        "(or name a Prefect Secret block)")
+        raise SpecError(
+            key,
+            f"{redact_url(url)!r} carries credentials in the URL, where git would store and show them",
+            f"remove them from the URL and export {USERNAME_ENV} and {PASSWORD_ENV} (or name a Prefect Secret block)",
+        )
 
 
-def git_credentials(secret_block: str | None = None, environ: Mapping[str, str] | None = None,
-                    read_secret: Callable[[str], Any] | None = None) -> Credentials | None:
+def git_credentials(
+    secret_block: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    read_secret: Callable[[str], Any] | None = None,
+) -> Credentials | None:
     """The credentials for git remotes: from a Prefect Secret block when one is named (a token, or
     {"username": ..., "password": ...}), else from the environment; None when there are none."""
     if secret_block:
-        credentials = secret_block_credentials(secret_block, "git credentials", f"export {PASSWORD_ENV}", read_secret,
-                                               token_username=TOKEN_USERNAME)
+        credentials = secret_block_credentials(
+            secret_block, "git credentials", f"export {PASSWORD_ENV}", read_secret, token_username=TOKEN_USERNAME
+        )
     else:
         environ = os.environ if environ is None else environ
         password = environ.get(PASSWORD_ENV)
@@ -78,8 +85,13 @@ def git_env(credentials: Credentials | None) -> dict[str, str]:
     credentials, the askpass helper and the two variables it reads."""
     env = child_env(extra={"GIT_TERMINAL_PROMPT": "0"}, pass_env=SSH_VARIABLES)
     if credentials is not None:
-        env.update({"GIT_ASKPASS": str(_askpass_script()), USERNAME_ENV: credentials.username,
-                    PASSWORD_ENV: credentials.password})
+        env.update(
+            {
+                "GIT_ASKPASS": str(_askpass_script()),
+                USERNAME_ENV: credentials.username,
+                PASSWORD_ENV: credentials.password,
+            }
+        )
     return env
 
 

@@ -6,15 +6,16 @@ All sources that are present must agree; a mismatch is refused before anything i
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from wheelflow.core.errors import VersionError
-from wheelflow.source.export import commit_time, git_output as _git, resolve_commit
 from wheelflow.config.spec import ReleaseSpec
+from wheelflow.core.errors import VersionError
+from wheelflow.source.export import commit_time, resolve_commit
+from wheelflow.source.export import git_output as _git
 
 try:
     import tomllib
@@ -53,7 +54,9 @@ def version_from_file(path: Path) -> str:
     if path.name == "pyproject.toml":
         version = tomllib.loads(text).get("project", {}).get("version")
         if version is None:
-            raise VersionError(f"{path}: no [project].version; fix: set it, or point version.file at the file that holds it")
+            raise VersionError(
+                f"{path}: no [project].version; fix: set it, or point version.file at the file that holds it"
+            )
         return str(version)
     match = _ASSIGNMENT_RE.search(text)
     if match is None:
@@ -125,8 +128,10 @@ def development_version(spec: ReleaseSpec, now: datetime) -> ResolvedVersion:
     (0.1.0 → 0.1.1.dev202611250300), so it sorts after the last release and before the next one.
     Tags are not consulted: a nightly builds whatever commit is checked out."""
     if not spec.version.file:
-        raise VersionError("a development build needs version.file in the spec to know the current version; "
-                           "fix: set [tool.wheelflow.version] file")
+        raise VersionError(
+            "a development build needs version.file in the spec to know the current version; "
+            "fix: set [tool.wheelflow.version] file"
+        )
     base = parse_version(version_from_file(spec.project_dir / spec.version.file), str(spec.version.file))
     major, minor, micro = (list(base.release) + [0, 0])[:3]
     version = str(Version(f"{major}.{minor}.{micro + 1}.dev{now.strftime('%Y%m%d%H%M')}"))

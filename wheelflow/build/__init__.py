@@ -1,0 +1,1 @@
+"""Building: the sdist and wheels, matrix cells in builders, repair, images."""
