@@ -72,8 +72,8 @@ def dry_builder():
     """The local builder with its build replaced by a crafted wheel and its smoke test by a pass."""
     from wheelcraft import make_wheel
 
-    from wheelflow.build.builders import PASSED, SmokeResult
-    from wheelflow.build.builders.local import LocalBuilder
+    from wheelflow.builds.builders import PASSED, SmokeResult
+    from wheelflow.builds.builders.local import LocalBuilder
 
     class DryBuilder(LocalBuilder):
         kind = "local"
@@ -114,7 +114,7 @@ def smoke_before(wheel: Path, smoke: str) -> None:
 def smoke_env_times(wheels: list[Path], smoke: str) -> dict[str, float]:
     """Mean seconds of one smoke test, each way in turn on the same wheels: as before (venv + its
     pip), today with pip (where uv is missing), today with uv."""
-    from wheelflow.build.builders.local import LocalBuilder
+    from wheelflow.builds.builders.local import LocalBuilder
     from wheelflow.config.matrix import Cell
     from wheelflow.core import pyenvs
 

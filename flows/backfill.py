@@ -24,9 +24,9 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from wheelflow.adapters.prefect_api import read_secret
-from wheelflow.build.builders.choose import choose_builder
-from wheelflow.build.builders.docker import RUN_LABEL, remove_containers
-from wheelflow.build.cells import expected_version
+from wheelflow.builds.builders.choose import choose_builder
+from wheelflow.builds.builders.docker import RUN_LABEL, remove_containers
+from wheelflow.builds.cells import expected_version
 from wheelflow.config.matrix import Cell
 from wheelflow.config.spec import ReleaseSpec, Target, load_spec
 from wheelflow.core.distributions import Distribution

@@ -13,7 +13,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from wheelflow.adapters.prefect_api import read_secret
-from wheelflow.build.builders.choose import choose_builder
+from wheelflow.builds.builders.choose import choose_builder
 from wheelflow.config.spec import load_spec
 from wheelflow.core.errors import SpecError
 from wheelflow.core.home import wheelflow_home

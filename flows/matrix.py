@@ -17,9 +17,9 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from wheelflow.build.builders import Builder, SmokeResult
-from wheelflow.build.builders.choose import choose_builder
-from wheelflow.build.cells import expected_version, summarize_failures
+from wheelflow.builds.builders import Builder, SmokeResult
+from wheelflow.builds.builders.choose import choose_builder
+from wheelflow.builds.cells import expected_version, summarize_failures
 from wheelflow.config.matrix import Cell
 from wheelflow.core.distributions import Distribution, describe
 from wheelflow.core.errors import BuildError, CellUnbuildable, CheckError, InfrastructureError

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from wheelflow.build.builders.docker import RUN_LABEL, remove_containers
+from wheelflow.builds.builders.docker import RUN_LABEL, remove_containers
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.errors import WheelflowError
 from wheelflow.core.home import wheelflow_home

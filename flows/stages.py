@@ -16,7 +16,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.transactions import Transaction
 
 from wheelflow.adapters.prefect_api import read_record, write_record
-from wheelflow.build.builders.local import find_interpreter
+from wheelflow.builds.builders.local import find_interpreter
 from wheelflow.config.spec import Target
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.errors import CellUnbuildable, VerificationError

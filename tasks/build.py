@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from wheelflow.build.building import BuildResult, build_distributions
+from wheelflow.builds.building import BuildResult, build_distributions
 from wheelflow.config.spec import ReleaseSpec
 from wheelflow.core.home import wheelflow_home
 from wheelflow.source.export import Source, prepare_source

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from prefect import get_run_logger, task
 from prefect.runtime import task_run
 
-from wheelflow.build.builders import Builder, SmokeResult
-from wheelflow.build.cells import CellBuild, build_cell_wheel
+from wheelflow.builds.builders import Builder, SmokeResult
+from wheelflow.builds.cells import CellBuild, build_cell_wheel
 from wheelflow.config.matrix import Cell
 from wheelflow.config.repairoptions import RepairOptions
 from wheelflow.core.distributions import Distribution
@@ -41,7 +41,7 @@ class CellJob:
 def build_matrix_cell(builder: Builder, cell: Cell, job: CellJob) -> tuple[CellBuild, int]:
     from pathlib import Path
 
-    from wheelflow.build.builders.docker import RUN_LABEL
+    from wheelflow.builds.builders.docker import RUN_LABEL
 
     logger = get_run_logger()
     try:
@@ -78,7 +78,7 @@ def build_matrix_cell(builder: Builder, cell: Cell, job: CellJob) -> tuple[CellB
 def smoke_matrix_cell(
     builder: Builder, cell: Cell, wheel: Distribution, smoke: str | None, run_label: str
 ) -> SmokeResult:
-    from wheelflow.build.builders.docker import RUN_LABEL
+    from wheelflow.builds.builders.docker import RUN_LABEL
 
     logger = get_run_logger()
     result = builder.smoke(cell, wheel.path, smoke, logger.info, {RUN_LABEL: run_label})

@@ -187,7 +187,7 @@ def webhook(monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture(scope="session")
 def docker_images():
     """The builder and runtime images, made by `wheelflow images` (idempotent) on the real daemon."""
-    from wheelflow.build.builders.docker import daemon_answers
+    from wheelflow.builds.builders.docker import daemon_answers
 
     if not daemon_answers():
         pytest.skip("no Docker daemon answers: .ci/run installs and starts dockerd before the suite")

@@ -107,7 +107,7 @@ DUMP = "import os, sys\nfor k, v in sorted(os.environ.items()):\n    print(f'BUI
     "no credential in the build's or the smoke test's environment, log or result",
 )
 def test_build_and_smoke_see_no_credentials(tmp_path: Path, home: Path, index, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wheelflow.build.building import build_distributions
+    from wheelflow.builds.building import build_distributions
     from wheelflow.core.credentials import Credentials
     from wheelflow.index.simple_api import read_served
     from wheelflow.index.uploading import run_twine_upload
@@ -154,7 +154,7 @@ def _cell_prints_its_environment(builder, cell, tmp_path: Path, monkeypatch: pyt
     """Build and smoke-test a cell whose setup.py and smoke command print their environment, with
     credentials in wheelflow's environment and HF_TOKEN passed; returns the log after the checks
     every builder must pass."""
-    from wheelflow.build.builders import PASSED
+    from wheelflow.builds.builders import PASSED
 
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
@@ -179,7 +179,7 @@ def _cell_prints_its_environment(builder, cell, tmp_path: Path, monkeypatch: pyt
 def test_local_builder_cells_see_no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from wheelflow.build.builders.local import LocalBuilder
+    from wheelflow.builds.builders.local import LocalBuilder
     from wheelflow.config.matrix import Cell
 
     cell = Cell(name="py", values={"python": f"{sys.version_info.major}.{sys.version_info.minor}"}, timeout=600)
@@ -196,7 +196,7 @@ def test_docker_build_and_smoke_containers_see_no_credentials(
 ) -> None:
     import os
 
-    from wheelflow.build.builders.docker import DockerBuilder, DockerOptions
+    from wheelflow.builds.builders.docker import DockerBuilder, DockerOptions
     from wheelflow.config.matrix import Cell
 
     monkeypatch.setenv("PATH", "/host-only/bin:" + os.environ["PATH"])

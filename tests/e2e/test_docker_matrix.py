@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from wheelflow.build.builders.docker import MANAGED_LABEL, ROLE_LABEL, DockerBuilder
+from wheelflow.builds.builders.docker import MANAGED_LABEL, ROLE_LABEL, DockerBuilder
 from wheelflow.config.matrix import Cell
 from wheelflow.core.errors import InfrastructureError
 

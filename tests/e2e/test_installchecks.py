@@ -9,8 +9,8 @@ import httpx
 import pytest
 from wheelcraft import make_sdist, make_wheel
 
-from wheelflow.build.builders import PASSED
-from wheelflow.build.builders.local import LocalBuilder
+from wheelflow.builds.builders import PASSED
+from wheelflow.builds.builders.local import LocalBuilder
 from wheelflow.config.matrix import Cell
 from wheelflow.config.spec import parse_spec
 from wheelflow.core import pyenvs

@@ -28,7 +28,7 @@ def _captured(logger_name: str) -> tuple[logging.Logger, io.StringIO, logging.Ha
 
 
 @pytest.mark.parametrize(
-    "logger_name", ["prefect.task_runs", "prefect.flow_runs", "prefect", "wheelflow.build", "some.library"]
+    "logger_name", ["prefect.task_runs", "prefect.flow_runs", "prefect", "wheelflow.builds", "some.library"]
 )
 def test_a_registered_secret_is_masked_in_every_log_record(logger_name: str) -> None:
     import prefect  # noqa: F401  (its logging configuration, API log handler included, is in place)

@@ -187,7 +187,7 @@ def test_failed_upload_attempts_show_in_the_task_run_state_history(
 @pytest.fixture
 def default_builder(request) -> str:
     """The builder `wheelflow release` picks by itself: docker when a daemon answers (then it needs the images)."""
-    from wheelflow.build.builders.docker import daemon_answers
+    from wheelflow.builds.builders.docker import daemon_answers
 
     if daemon_answers():
         request.getfixturevalue("docker_images")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from wheelcraft import make_wheel
 
-from wheelflow.build.repair import repair_wheel
+from wheelflow.builds.repair import repair_wheel
 from wheelflow.checks.audits import audit_files, audit_target
 from wheelflow.config.repairoptions import RepairOptions
 from wheelflow.config.spec import Target

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wheelflow.build.builders.docker import daemon_answers
-from wheelflow.build.images import DISTROS, base_tag, build_from_dockerfile, image_exists
+from wheelflow.builds.builders.docker import daemon_answers
+from wheelflow.builds.images import DISTROS, base_tag, build_from_dockerfile, image_exists
 
 BOOKWORM = DISTROS[0]
 TEST_TAG = "wheelflow-test/builder-tools:py" + BOOKWORM.python  # never the shared wheelflow/builder tags

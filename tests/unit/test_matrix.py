@@ -205,7 +205,7 @@ def test_expanded_table_lists_each_cell_as_built(tmp_path) -> None:
 
 
 def test_a_failed_build_is_named_by_its_cause_not_the_frontends_summary() -> None:
-    from wheelflow.build.building import first_error_line
+    from wheelflow.builds.building import first_error_line
 
     traceback = [
         "Traceback (most recent call last):",
@@ -226,7 +226,7 @@ def test_a_failed_build_is_named_by_its_cause_not_the_frontends_summary() -> Non
 
 
 def test_many_failed_cells_are_one_short_line_grouped_by_error() -> None:
-    from wheelflow.build.cells import SUMMARY_LIMIT, summarize_failures
+    from wheelflow.builds.cells import SUMMARY_LIMIT, summarize_failures
 
     same = "build failed (exit 1): packaging.version.InvalidVersion: Invalid version: '1.0.x'"
     failures = [(f"py3.{i}-cu{j}", f"cell py3.{i}-cu{j}: {same}") for i in range(12) for j in range(8)]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import git, make_project
 
-from wheelflow.build.building import build_distributions, source_digest
+from wheelflow.builds.building import build_distributions, source_digest
 from wheelflow.core.distributions import twine_check
 from wheelflow.core.errors import DirtySourceError
 from wheelflow.source.export import prepare_source, source_identity

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 from conftest import REPO
 
-from wheelflow.build.builders.docker import DockerBuilder
+from wheelflow.builds.builders.docker import DockerBuilder
 from wheelflow.config.spec import SCHEMA_FILE, load_spec, parse_spec, spec_json_schema
 from wheelflow.core.errors import SpecError
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from rich.table import Table
 
-from wheelflow.build.builders.docker import docker_client
-from wheelflow.build.images import ensure_images
+from wheelflow.builds.builders.docker import docker_client
+from wheelflow.builds.images import ensure_images
 from wheelflow.cli.common import err_console, out_console
 from wheelflow.core.home import wheelflow_home
 

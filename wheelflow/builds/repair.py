@@ -21,16 +21,23 @@ from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from wheelflow.build.building import first_error_line
+from wheelflow.builds.building import first_error_line
+from wheelflow.config.repairoptions import RepairOptions, check_command
 from wheelflow.core.childenv import child_env
 from wheelflow.core.distributions import sha256_of
 from wheelflow.core.errors import RepairError
-from wheelflow.config.repairoptions import RepairOptions, check_command
 
 #: Never vendored (auditwheel --exclude takes these wildcards): the driver, the CUDA runtime and its
 #: libraries, and torch's own libraries, which the user's environment provides.
-DEFAULT_EXCLUDES = ("libcuda.so.1", "libcudart.so.*", "libnvrtc*", "libcublas*", "libtorch*.so", "libc10*.so",
-                    "libtorch_python.so")
+DEFAULT_EXCLUDES = (
+    "libcuda.so.1",
+    "libcudart.so.*",
+    "libnvrtc*",
+    "libcublas*",
+    "libtorch*.so",
+    "libc10*.so",
+    "libtorch_python.so",
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +69,9 @@ HOST_AUDITWHEEL = (sys.executable, "-m", "auditwheel")
 RepairRunner = Callable[[Path, Path], "tuple[int | None, list[str]]"]
 
 
-def auditwheel_command(wheel: Path, dest_dir: Path, options: RepairOptions,
-                       program: tuple[str, ...] = HOST_AUDITWHEEL) -> list[str]:
+def auditwheel_command(
+    wheel: Path, dest_dir: Path, options: RepairOptions, program: tuple[str, ...] = HOST_AUDITWHEEL
+) -> list[str]:
     cmd = [*program, "repair", "--wheel-dir", str(dest_dir)]
     for pattern in dict.fromkeys(DEFAULT_EXCLUDES + tuple(options.exclude)):
         cmd += ["--exclude", pattern]
@@ -76,8 +84,9 @@ def custom_command(template: str, wheel: Path, dest_dir: Path) -> str:
     return template.format(wheel=shlex.quote(str(wheel)), dest_dir=shlex.quote(str(dest_dir)))
 
 
-def repair_command(wheel: Path, dest_dir: Path, options: RepairOptions,
-                   program: tuple[str, ...] = HOST_AUDITWHEEL) -> list[str] | str:
+def repair_command(
+    wheel: Path, dest_dir: Path, options: RepairOptions, program: tuple[str, ...] = HOST_AUDITWHEEL
+) -> list[str] | str:
     """The command that repairs ``wheel`` into ``dest_dir``: the spec's own (a shell string), or auditwheel."""
     if options.command is not None:
         return custom_command(options.command, wheel, dest_dir)
@@ -102,8 +111,9 @@ def run_on_host(options: RepairOptions, log: Callable[[str], None]) -> RepairRun
         # The repair command is the project's or auditwheel: the allow-listed environment only.
         env = child_env(extra={"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])})
         try:
-            proc = subprocess.run(cmd, shell=isinstance(cmd, str), capture_output=True, text=True, env=env,
-                                  timeout=options.timeout)
+            proc = subprocess.run(
+                cmd, shell=isinstance(cmd, str), capture_output=True, text=True, env=env, timeout=options.timeout
+            )
         except subprocess.TimeoutExpired:
             return None, []
         lines = (proc.stdout + proc.stderr).splitlines()
@@ -114,8 +124,17 @@ def run_on_host(options: RepairOptions, log: Callable[[str], None]) -> RepairRun
     return run
 
 
-def repair_wheel(wheel: Path, dest_dir: Path, options: RepairOptions = RepairOptions(), *,
-                 log: Callable[[str], None] = lambda line: None, run: RepairRunner | None = None) -> RepairedWheel:
+DEFAULT_REPAIR = RepairOptions()  # auditwheel with the default excludes (frozen: safe to share)
+
+
+def repair_wheel(
+    wheel: Path,
+    dest_dir: Path,
+    options: RepairOptions = DEFAULT_REPAIR,
+    *,
+    log: Callable[[str], None] = lambda line: None,
+    run: RepairRunner | None = None,
+) -> RepairedWheel:
     """Repair ``wheel`` into ``dest_dir``; returns the wheel to publish (``wheel`` itself when no repair applies).
     ``run`` runs the command (default: on this machine; the Docker builder runs it in the cell's image)."""
     if options.command is not None:
@@ -136,8 +155,10 @@ def repair_wheel(wheel: Path, dest_dir: Path, options: RepairOptions = RepairOpt
         shutil.rmtree(out, ignore_errors=True)
         what = f"exit {code}" if code else f"{len(produced)} wheels in {{dest_dir}}, expected 1"
         detail = first_error_line(lines)[:240] if lines else "no output"
-        raise RepairError(f"repairing {wheel.name} failed ({what}): {detail}; "
-                          "fix: read the repair log; set repair.plat to a policy the wheel meets, or repair.command")
+        raise RepairError(
+            f"repairing {wheel.name} failed ({what}): {detail}; "
+            "fix: read the repair log; set repair.plat to a policy the wheel meets, or repair.command"
+        )
     final = dest_dir / produced[0].name
     produced[0].replace(final)
     shutil.rmtree(out, ignore_errors=True)

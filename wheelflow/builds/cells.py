@@ -8,20 +8,20 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
 
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from wheelflow import __version__
-from wheelflow.build.builders import Builder, Log
+from wheelflow.builds.builders import Builder, Log
+from wheelflow.builds.repair import platform_of
+from wheelflow.config.matrix import Cell
+from wheelflow.config.repairoptions import RepairOptions
 from wheelflow.core.distributions import Distribution, describe, parse_filename
 from wheelflow.core.errors import BuildError
-from wheelflow.config.matrix import Cell
-from wheelflow.build.repair import platform_of
-from wheelflow.config.repairoptions import RepairOptions
 from wheelflow.core.reproducible import normalise_wheel
 
 MANIFEST = "manifest.json"
@@ -43,8 +43,15 @@ def expected_version(version: str, cell: Cell) -> str:
     return f"{version}+{cell.local_version}" if cell.local_version else version
 
 
-def cell_key(source_digest: str, cell: Cell, identity: str, build_env: Mapping[str, str], version: str,
-             source_date_epoch: int | None = None, repair: RepairOptions | None = None) -> str:
+def cell_key(
+    source_digest: str,
+    cell: Cell,
+    identity: str,
+    build_env: Mapping[str, str],
+    version: str,
+    source_date_epoch: int | None = None,
+    repair: RepairOptions | None = None,
+) -> str:
     """``source_digest`` is the Source's identity (a clean commit's tree id), never a digest of the
     working tree; the epoch is in the wheel's timestamps, so it is an input too; so is the repair."""
     inputs = {
@@ -89,14 +96,26 @@ def build_cell_wheel(
         if wheel.is_file() and describe(wheel).sha256 == recorded["sha256"]:
             log(f"cell {cell.name}: inputs unchanged (key {key[:16]}): reusing {wheel.name}, no build started")
             unrepaired = recorded.get("unrepaired") or {}
-            return CellBuild(cell.name, describe(wheel), True, time.monotonic() - started, identity,
-                             platform_of(wheel), unrepaired.get("wheel"), unrepaired.get("sha256"))
+            return CellBuild(
+                cell.name,
+                describe(wheel),
+                True,
+                time.monotonic() - started,
+                identity,
+                platform_of(wheel),
+                unrepaired.get("wheel"),
+                unrepaired.get("sha256"),
+            )
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=directory.parent))
     try:
-        env = {**build_env, **cell.env, "WHEELFLOW_VERSION": expected_version(version, cell),
-               "WHEELFLOW_RELEASE_VERSION": version}
+        env = {
+            **build_env,
+            **cell.env,
+            "WHEELFLOW_VERSION": expected_version(version, cell),
+            "WHEELFLOW_RELEASE_VERSION": version,
+        }
         if cell.local_version:
             env["WHEELFLOW_LOCAL_VERSION"] = cell.local_version
         if source_date_epoch is not None:
@@ -108,13 +127,17 @@ def build_cell_wheel(
         builder.build(cell, project, staging, env, log, labels)
         wheels = sorted(staging.glob("*.whl"))
         if len(wheels) != 1:
-            raise BuildError(f"cell {cell.name}: the build left {len(wheels)} wheels, expected one; fix: build one wheel per cell")
+            raise BuildError(
+                f"cell {cell.name}: the build left {len(wheels)} wheels, expected one; fix: build one wheel per cell"
+            )
         parsed = parse_filename(wheels[0].name)
         wanted = expected_version(version, cell)
         if parsed is None or parsed[1] != Version(wanted):
             got = parsed[1] if parsed else wheels[0].name
-            raise BuildError(f"cell {cell.name}: built version {got}, the cell's is {wanted}; fix: make the build read "
-                             "WHEELFLOW_RELEASE_VERSION / WHEELFLOW_LOCAL_VERSION")
+            raise BuildError(
+                f"cell {cell.name}: built version {got}, the cell's is {wanted}; fix: make the build read "
+                "WHEELFLOW_RELEASE_VERSION / WHEELFLOW_LOCAL_VERSION"
+            )
         if source_date_epoch is not None:
             normalise_wheel(wheels[0], source_date_epoch)  # entry modes follow the builder's umask otherwise
         built = describe(wheels[0])
@@ -130,9 +153,19 @@ def build_cell_wheel(
         for leftover in staging.iterdir():
             if leftover != final:
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        (staging / MANIFEST).write_text(json.dumps({"cell": cell.name, "values": dict(cell.values), "identity": identity,
-                                                    "wheel": dist.filename, "sha256": dist.sha256,
-                                                    "unrepaired": unrepaired}, indent=2))
+        (staging / MANIFEST).write_text(
+            json.dumps(
+                {
+                    "cell": cell.name,
+                    "values": dict(cell.values),
+                    "identity": identity,
+                    "wheel": dist.filename,
+                    "sha256": dist.sha256,
+                    "unrepaired": unrepaired,
+                },
+                indent=2,
+            )
+        )
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(staging, directory)
@@ -140,8 +173,16 @@ def build_cell_wheel(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     wheel = directory / dist.filename
-    return CellBuild(cell.name, describe(wheel), False, time.monotonic() - started, identity, platform_of(wheel),
-                     (unrepaired or {}).get("wheel"), (unrepaired or {}).get("sha256"))
+    return CellBuild(
+        cell.name,
+        describe(wheel),
+        False,
+        time.monotonic() - started,
+        identity,
+        platform_of(wheel),
+        (unrepaired or {}).get("wheel"),
+        (unrepaired or {}).get("sha256"),
+    )
 
 
 #: The one-line summary of failed cells stays short enough to read in a CI log; the report lists all.
@@ -154,7 +195,9 @@ def summarize_failures(failures: list[tuple[str, str]], total: int) -> str:
     groups: dict[str, list[str]] = {}
     for cell, error in failures:
         groups.setdefault(error.removeprefix(f"cell {cell}: "), []).append(cell)
-    parts = [f"{cells[0]}" + (f" and {len(cells) - 1} more" if len(cells) > 1 else "") + f": {error}"
-             for error, cells in sorted(groups.items(), key=lambda item: -len(item[1]))]
+    parts = [
+        f"{cells[0]}" + (f" and {len(cells) - 1} more" if len(cells) > 1 else "") + f": {error}"
+        for error, cells in sorted(groups.items(), key=lambda item: -len(item[1]))
+    ]
     line = f"{len(failures)} of {total} cells failed: " + "; ".join(parts)
-    return line if len(line) <= SUMMARY_LIMIT else line[:SUMMARY_LIMIT - 1] + "…"
+    return line if len(line) <= SUMMARY_LIMIT else line[: SUMMARY_LIMIT - 1] + "…"
