@@ -13,6 +13,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from wheelflow.adapters.prefect_api import read_secret
+from wheelflow.builds.builders import SmokeSetup
 from wheelflow.builds.builders.choose import choose_builder
 from wheelflow.config.spec import load_spec
 from wheelflow.core.errors import SpecError
@@ -70,9 +71,13 @@ def build_cell(
         run_label=run_label,
         source_date_epoch=source.date_epoch,
         repair=spec.repair,
+        build_requires=spec.build_requires,
+        build_isolation=spec.build_isolation,
+        compiler_cache=spec.compiler_cache != "off",
     )
     build, attempts = build_matrix_cell(chosen, cells[cell], job)
-    smoke = smoke_matrix_cell(chosen, cells[cell], build.wheel, spec.smoke, run_label)
+    setup = SmokeSetup(job.setup(cells[cell]), build.build_torch)
+    smoke = smoke_matrix_cell(chosen, cells[cell], build.wheel, spec.smoke, run_label, setup)
     url = artifactstore.put(artifact_store, build.wheel.path, build.wheel.sha256)
     # Each flow run is a fresh process, so the runner is named by its worker's environment (or host).
     runner = artifactstore.runner_name()

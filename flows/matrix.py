@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
@@ -17,9 +18,10 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from wheelflow.builds.builders import Builder, SmokeResult
+from wheelflow.builds.builders import Builder, SmokeResult, SmokeSetup
 from wheelflow.builds.builders.choose import choose_builder
 from wheelflow.builds.cells import expected_version, summarize_failures
+from wheelflow.builds.sdists import missing_from_sdist, unpack_sdist
 from wheelflow.config.matrix import Cell
 from wheelflow.core.distributions import Distribution, describe
 from wheelflow.core.errors import BuildError, CellUnbuildable, CheckError, InfrastructureError
@@ -28,6 +30,7 @@ from wheelflow.core.report import CellReport
 from wheelflow.flows.context import ReleaseContext, RemoteCells
 from wheelflow.flows.futures import settled
 from wheelflow.index import artifactstore
+from wheelflow.source.export import source_files
 from wheelflow.tasks.build import build_release_files
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
 
@@ -45,6 +48,9 @@ class CellOutcome:
     image: str | None = None  # the build image, for containers
     platform: str | None = None  # the final wheel's platform tag, after the repair step
     unrepaired_sha256: str | None = None  # the wheel as built, when the repair step changed it
+    build_torch: str | None = None  # the torch of the build environment, when it had one
+    compiler_cache: tuple[int, int] | None = None  # (hits, compiles)
+    from_sdist: bool = False
 
 
 def build(ctx: ReleaseContext) -> tuple[list[Distribution], dict[str, str]]:
@@ -61,7 +67,11 @@ def build(ctx: ReleaseContext) -> tuple[list[Distribution], dict[str, str]]:
         dists += built.dists
     versions = {d.filename: ctx.version for d in dists}
     if builds_cells:
-        outcomes = build_cells_remotely(ctx, ctx.remote) if ctx.remote else build_cells_here(ctx, builder)
+        sdist = next((d for d in dists if d.kind == "sdist"), None)
+        if ctx.remote:
+            outcomes = build_cells_remotely(ctx, ctx.remote)
+        else:
+            outcomes = build_cells_here(ctx, builder, sdist_source(ctx, sdist) if sdist else None)
         for outcome in judge_cells(ctx, outcomes):
             dists.append(outcome.wheel)
             versions[outcome.wheel.filename] = expected_version(ctx.version, outcome.cell)
@@ -105,8 +115,15 @@ def cell_row(outcome: CellOutcome) -> CellReport:
     row.state, row.wheel, row.sha256 = "built", outcome.wheel.filename, outcome.wheel.sha256
     row.size = outcome.wheel.path.stat().st_size
     row.platform, row.unrepaired_sha256 = outcome.platform, outcome.unrepaired_sha256
+    row.from_sdist, row.torch = outcome.from_sdist, outcome.build_torch
+    if outcome.compiler_cache is not None:
+        hits, compiles = outcome.compiler_cache
+        row.compiler_cache = f"{hits} of {compiles} compiles hit"
     if outcome.smoke is not None:
         row.smoke = outcome.smoke.message if outcome.smoke.state == "skipped" else outcome.smoke.state
+        if "; torch " in outcome.smoke.message:  # the torch the smoke test loaded
+            row.torch = outcome.smoke.message.rsplit("; torch ", 1)[1].split(":")[0]
+            row.smoke = f"{row.smoke} (torch {row.torch})"
         if outcome.smoke.state == "failed":
             row.error = outcome.smoke.message
     return row
@@ -129,9 +146,17 @@ def image_of(builder: Builder, cell: Cell) -> str | None:
     return cell.image if builder.kind == "docker" else None
 
 
-def build_cells_here(ctx: ReleaseContext, builder: Builder) -> list[CellOutcome]:
+def sdist_source(ctx: ReleaseContext, sdist: Distribution) -> SdistSource:
+    """The released sdist unpacked for the cell that builds from it (``build.sdist-cell``, default the first)."""
+    cell = ctx.spec.sdist_cell or ctx.spec.matrix.cells[0].name
+    folder = unpack_sdist(sdist.path, ctx.home / "builds" / "sdist-trees" / sdist.sha256[:16])
+    return SdistSource(cell, sdist, folder)
+
+
+def build_cells_here(ctx: ReleaseContext, builder: Builder, sdist: SdistSource | None = None) -> list[CellOutcome]:
     """One build[cell] and one smoke[cell] task run per cell, under the matrix's concurrency; each smoke
-    test starts as soon as its cell is built (:mod:`wheelflow.core.overlap`)."""
+    test starts as soon as its cell is built (:mod:`wheelflow.core.overlap`). With ``sdist``, one cell
+    builds its wheel from the unpacked sdist: the sdist is proven to build, not only to exist."""
     spec, matrix = ctx.spec, ctx.spec.matrix
     job = CellJob(
         project=str(ctx.source.path),
@@ -143,6 +168,12 @@ def build_cells_here(ctx: ReleaseContext, builder: Builder) -> list[CellOutcome]
         run_label=str(ctx.report.flow_run_id),
         source_date_epoch=ctx.source.date_epoch,
         repair=spec.repair,
+        build_requires=spec.build_requires,
+        build_isolation=spec.build_isolation,
+        compiler_cache=spec.compiler_cache != "off",
+        sdist_cell=sdist.cell if sdist else None,
+        sdist_project=str(sdist.folder) if sdist else None,
+        sdist_digest=f"sdist-{sdist.dist.sha256}" if sdist else None,
     )
     with ThreadPoolTaskRunner(max_workers=matrix.concurrency) as runner:
         outcomes = overlap_builds_and_smokes(
@@ -159,13 +190,42 @@ def build_cells_here(ctx: ReleaseContext, builder: Builder) -> list[CellOutcome]
                     "wheel": outcome.wheel,
                     "smoke": spec.smoke,
                     "run_label": job.run_label,
+                    "setup": SmokeSetup(job.setup(outcome.cell), outcome.build_torch),
                 },
             ),
             smoked=lambda outcome, future: replace(outcome, smoke=future.result()),
         )
+    if sdist is not None:
+        outcomes = [sdist_verdict(ctx, sdist, o) if o.cell.name == sdist.cell else o for o in outcomes]
     if any(o.wheel is None for o in outcomes):
         return [replace(o, smoke=None) for o in outcomes]  # no smoke verdicts for a matrix that failed to build
     return outcomes
+
+
+@dataclass(frozen=True)
+class SdistSource:
+    cell: str  # the cell that builds from it
+    dist: Distribution
+    folder: Path  # the sdist unpacked
+
+
+def sdist_verdict(ctx: ReleaseContext, sdist: SdistSource, outcome: CellOutcome) -> CellOutcome:
+    """The checklist row for the sdist cell; a failure names the tracked files the sdist lacks."""
+    if outcome.wheel is not None:
+        ctx.report.add("sdist builds", True, f"cell {outcome.cell.name} built its wheel from {sdist.dist.filename}")
+        return replace(outcome, from_sdist=True)
+    missing = missing_from_sdist(ctx.source.path, sdist.folder, source_files(ctx.source.path, ctx.home))
+    lacks = f"; the sdist lacks {', '.join(missing[:8])}" + (
+        f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+    )
+    error = (
+        f"{sdist.dist.filename} does not build (cell {outcome.cell.name}: {outcome.error})"
+        + (lacks if missing else "")
+        + '; fix: include the files in the sdist (MANIFEST.in, e.g. "include csrc/*.h"), '
+        'or drop "sdist" from artifacts'
+    )
+    ctx.report.add("sdist builds", False, error)
+    return replace(outcome, error=error, from_sdist=True)
 
 
 def preflight(builder: Builder, cells: tuple[Cell, ...], ctx: ReleaseContext) -> None:
@@ -194,6 +254,8 @@ def built_outcome(cell: Cell, future: Any, image: str | None) -> CellOutcome:
         image=image,
         platform=build.platform,
         unrepaired_sha256=build.unrepaired_sha256,
+        build_torch=build.build_torch,
+        compiler_cache=build.compiler_cache,
     )
 
 

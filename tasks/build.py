@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
+from wheelflow.builds.buildenv import BuildSetup
 from wheelflow.builds.building import BuildResult, build_distributions
 from wheelflow.config.spec import ReleaseSpec
 from wheelflow.core.home import wheelflow_home
+from wheelflow.core.installerconfig import read_installer_config
 from wheelflow.source.export import Source, prepare_source
 from wheelflow.source.versioning import ResolvedVersion, development_version, resolve_version
 
@@ -51,13 +53,15 @@ def build_release_files(
     """The spec's artifacts built on this machine (``kinds``: only these, e.g. the sdist beside a matrix),
     from ``source`` (default: the project directory as it is, see ``build_distributions``)."""
     logger = get_run_logger()
+    setup, cell_env = release_build_setup(spec)
     result = build_distributions(
         source or spec.project_dir,
         name=spec.name,
         version=resolved.version,
         artifacts=kinds or spec.artifacts,
         # The build reads the version to stamp from here (a nightly's differs from the version file).
-        env={**spec.build_env, "WHEELFLOW_RELEASE_VERSION": resolved.version},
+        env={**spec.build_env, **cell_env, "WHEELFLOW_RELEASE_VERSION": resolved.version},
+        setup=setup,
         home=wheelflow_home(),
         log=logger.info,
         source_date_epoch=None if source else resolved.commit_time,  # a Source brings its commit's time
@@ -66,3 +70,22 @@ def build_release_files(
     for dist in result.dists:
         logger.info("%s %s sha256=%s%s", dist.kind, dist.filename, dist.sha256, " (cached)" if result.cached else "")
     return result
+
+
+def release_build_setup(spec: ReleaseSpec) -> tuple[BuildSetup | None, dict[str, str]]:
+    """The environment the sdist (and a matrix-less wheel) builds in when the spec prepares one
+    (build.requires, build.isolation = false): the sdist cell's (default the first cell's), with its
+    pins and environment, since a setup.py that imports torch runs for the sdist too."""
+    if not spec.build_requires and spec.build_isolation:
+        return None, {}
+    cells = spec.matrix.cells if spec.matrix is not None else ()
+    cell = next((c for c in cells if c.name == spec.sdist_cell), cells[0] if cells else None)
+    values = cell.values if cell is not None else {}
+    setup = BuildSetup(
+        requires=spec.cell_build_requires(values),
+        isolation=spec.build_isolation,
+        pins=cell.build_requires if cell is not None else (),
+        compiler_cache=False,
+        installer=read_installer_config(),
+    )
+    return setup, dict(cell.env) if cell is not None else {}

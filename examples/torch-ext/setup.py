@@ -87,8 +87,8 @@ setup(
     ],
     cmdclass={"build_ext": BuildExtension},
     python_requires=">=3.9",
-    install_requires=[
-        "torch"
-    ],  # unpinned, like the real projects: the wheel only works with the torch it was built against
+    # The wheel loads only with the torch minor it was built against (torch's C++ ABI changes between
+    # minors): pinned to it, so a resolver never pairs it with another torch.
+    install_requires=[f"torch=={'.'.join(torch.__version__.split('+')[0].split('.')[:2])}.*"],
     zip_safe=False,
 )

@@ -26,6 +26,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from wheelflow import __version__
+from wheelflow.builds.buildenv import BuildSetup, missing_module, missing_module_fix, prepared_build
 from wheelflow.core.childenv import child_env
 from wheelflow.core.distributions import Distribution, describe, sha256_of
 from wheelflow.core.errors import BuildError
@@ -117,6 +118,9 @@ def first_error_line(lines: deque[str] | list[str]) -> str:
 
 
 def build_fix(tail: deque[str] | list[str], home: Path) -> str:
+    module = missing_module(list(tail))
+    if module:
+        return missing_module_fix(module).split("fix: ", 1)[1]
     if any("No space left on device" in line or "Errno 28" in line for line in tail):
         return f"free space on the disk of {home} (its builds/ cache can be deleted) or set WHEELFLOW_HOME to a larger disk"
     return "see the build log above"
@@ -159,6 +163,7 @@ def _build(
     what: str,
     home: Path,
     log: Callable[[str], None],
+    setup: BuildSetup | None = None,
 ) -> None:
     """pypa/build in a private copy of the export, so that nothing (build/, *.egg-info/) lands in the
     user's checkout or the export. With both kinds the wheel is built from the normalised sdist,
@@ -166,6 +171,18 @@ def _build(
     tree = workdir / "src"
     shutil.copytree(source.path, tree, symlinks=True)
     build = [sys.executable, "-m", "build", "--outdir", str(outdir)]
+    if setup is not None and setup.prepared:  # build.requires / build.isolation: a setup.py importing torch
+        prepared = prepared_build(
+            tree,
+            sys.executable,
+            f"{sys.version} {sysconfig.get_platform()}",
+            setup,
+            home=home,
+            scratch=workdir,
+            log=log,
+        )
+        build = [prepared.python, "-m", "build", "--no-isolation", "--outdir", str(outdir)]
+        env = {**env, **prepared.env}
     epoch = int(env["SOURCE_DATE_EPOCH"])
     if "sdist" in artifacts:
         _run_build([*build, "--sdist", str(tree)], env, what=what, home=home, log=log)
@@ -192,6 +209,7 @@ def build_distributions(
     log: Callable[[str], None] = print,
     source_date_epoch: int | None = None,
     pass_env: Sequence[str] = (),
+    setup: BuildSetup | None = None,
 ) -> BuildResult:
     """Build (or reuse from cache) the asked artifacts from ``project``: a Source (see
     ``source.prepare_source``), or a path, taken as ``prepare_source(path, allow_dirty=True)`` takes
@@ -225,7 +243,9 @@ def build_distributions(
     )
     log(f"source: {source.description}")
     try:
-        _build(source, artifacts, staging, workdir, build_env, what=f"{name} {version}", home=home, log=log)
+        _build(
+            source, artifacts, staging, workdir, build_env, what=f"{name} {version}", home=home, log=log, setup=setup
+        )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -16,6 +16,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from wheelflow import __version__
+from wheelflow.builds.buildenv import BuildSetup, read_build_info
 from wheelflow.builds.builders import Builder, Log
 from wheelflow.builds.repair import platform_of
 from wheelflow.config.matrix import Cell
@@ -37,6 +38,8 @@ class CellBuild:
     platform: str = ""  # the final wheel's platform tag (after the repair step)
     unrepaired_wheel: str | None = None  # the wheel as built, when the repair step changed it
     unrepaired_sha256: str | None = None
+    build_torch: str | None = None  # the torch in the build environment, when it had one
+    compiler_cache: tuple[int, int] | None = None  # (hits, compiles) of ccache, when the build compiled through it
 
 
 def expected_version(version: str, cell: Cell) -> str:
@@ -51,6 +54,7 @@ def cell_key(
     version: str,
     source_date_epoch: int | None = None,
     repair: RepairOptions | None = None,
+    setup: BuildSetup | None = None,
 ) -> str:
     """``source_digest`` is the Source's identity (a clean commit's tree id), never a digest of the
     working tree; the epoch is in the wheel's timestamps, so it is an input too; so is the repair."""
@@ -64,6 +68,8 @@ def cell_key(
         "version": expected_version(version, cell),
         "wheelflow": __version__,
         "repair": asdict(repair) if repair is not None else None,  # another repair is another wheel
+        # another build environment is another wheel (the compiler cache changes no bytes)
+        "setup": [list(setup.requires), setup.isolation] if setup is not None and setup.prepared else None,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
@@ -82,12 +88,13 @@ def build_cell_wheel(
     labels: Mapping[str, str],
     source_date_epoch: int | None = None,
     repair: RepairOptions | None = None,
+    setup: BuildSetup | None = None,
 ) -> CellBuild:
     """Build the cell's wheel, then repair it (``repair``; None: publish it as built), in a staging
     directory that replaces the cell's cache entry only when everything succeeded."""
     started = time.monotonic()
     identity = builder.identity(cell)
-    key = cell_key(source_digest, cell, identity, build_env, version, source_date_epoch, repair)
+    key = cell_key(source_digest, cell, identity, build_env, version, source_date_epoch, repair, setup)
     directory = home / "builds" / canonicalize_name(name) / version / "cells" / cell.name / key[:16]
     manifest = directory / MANIFEST
     if manifest.is_file():
@@ -105,6 +112,7 @@ def build_cell_wheel(
                 platform_of(wheel),
                 unrepaired.get("wheel"),
                 unrepaired.get("sha256"),
+                (recorded.get("build_info") or {}).get("torch"),
             )
 
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +132,8 @@ def build_cell_wheel(
             constraints = staging / ".wheelflow-constraints.txt"
             constraints.write_text("\n".join(cell.build_requires) + "\n")
             env["PIP_CONSTRAINT"] = env["PIP_BUILD_CONSTRAINT"] = str(constraints)
-        builder.build(cell, project, staging, env, log, labels)
+        builder.build(cell, project, staging, env, log, labels, setup)
+        info = read_build_info(staging)
         wheels = sorted(staging.glob("*.whl"))
         if len(wheels) != 1:
             raise BuildError(
@@ -162,6 +171,7 @@ def build_cell_wheel(
                     "wheel": dist.filename,
                     "sha256": dist.sha256,
                     "unrepaired": unrepaired,
+                    "build_info": {"torch": info.get("torch")},
                 },
                 indent=2,
             )
@@ -182,7 +192,14 @@ def build_cell_wheel(
         platform_of(wheel),
         (unrepaired or {}).get("wheel"),
         (unrepaired or {}).get("sha256"),
+        info.get("torch"),
+        _cache_stats(info),
     )
+
+
+def _cache_stats(info: Mapping[str, object]) -> tuple[int, int] | None:
+    stats = info.get("compiler_cache")
+    return (int(stats["hits"]), int(stats["compiles"])) if isinstance(stats, dict) else None
 
 
 #: The one-line summary of failed cells stays short enough to read in a CI log; the report lists all.

@@ -484,6 +484,30 @@ class BuildTable(SpecModel):
         "build may see (e.g. HF_TOKEN); wheelflow's own credentials are refused.",
     )
 
+    requires: Annotated[tuple[Text, ...], Expect("a list of strings", 'write e.g. requires = ["torch=={torch}"]')] = (
+        Field(
+            (),
+            description="Packages added to the build environment besides the project's own build requirements; "
+            "templates over the matrix axes (torch=={torch}). For a setup.py that imports torch at the top.",
+        )
+    )
+    isolation: StrictBool = Field(
+        True,
+        description="true: each build gets a fresh environment; false: a prepared environment per cell "
+        "(its requirements and pins), made once with uv and reused by later builds and runs, as "
+        "`pip install --no-build-isolation` users build.",
+    )
+    sdist_cell: Annotated[Text, Expect("a cell name", 'write e.g. sdist-cell = "py3.11-torch2.14"')] | None = Field(
+        None,
+        description="The matrix cell that builds its wheel from the released sdist (proving the sdist "
+        "builds); default: the first cell. Only when the sdist is among the artifacts.",
+    )
+    compiler_cache: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: C, C++ and nvcc compile through ccache when it is installed (the local builder), "
+        "so a rebuild with one changed kernel file recompiles that file only; off: never.",
+    )
+
     @field_validator("pass_env", mode="before")
     @classmethod
     def _passable(cls, names: Any) -> Any:
@@ -611,6 +635,24 @@ class SpecTable(SpecModel):
         return name
 
     @model_validator(mode="after")
+    def _build_keys_fit_the_matrix(self) -> SpecTable:
+        """build.requires templates name only matrix axes; build.sdist-cell names a cell."""
+        cells = self.matrix.matrix.cells if self.matrix is not None else ()
+        for cell in cells or ():
+            for requirement in self.build.requires:
+                render_template(requirement, cell.values, ("build", "requires"))
+        if not cells:
+            for requirement in self.build.requires:
+                render_template(requirement, {}, ("build", "requires"))
+        if self.build.sdist_cell is not None and self.build.sdist_cell not in {c.name for c in cells}:
+            raise problem(
+                f"{self.build.sdist_cell!r} is not a cell of the matrix",
+                f"use one of: {', '.join(c.name for c in cells) or 'no cells (there is no matrix)'}",
+                key=("build", "sdist-cell"),
+            )
+        return self
+
+    @model_validator(mode="after")
     def _cell_runtimes_exist(self) -> SpecTable:
         """Each cell's runtime label renders to a configured runtime, so the gate never meets an unknown one."""
         template = self.abi.cell_runtime
@@ -649,7 +691,15 @@ class ReleaseSpec:
     approval_timeout: int  # seconds; no decision by then fails the release
     pass_env: tuple[str, ...] = ()  # build.pass-env: runner variables the build may see (never wheelflow's secrets)
     repair: RepairOptions | None = None  # None: wheels are published as built
+    build_requires: tuple[str, ...] = ()  # build.requires: templates over the matrix axes
+    build_isolation: bool = True  # build.isolation
+    sdist_cell: str | None = None  # build.sdist-cell: None = the first cell
+    compiler_cache: str = "auto"  # build.compiler-cache
     abi: AbiTable = AbiTable()
+
+    def cell_build_requires(self, values: Mapping[str, str]) -> tuple[str, ...]:
+        """build.requires rendered for a cell's axis values."""
+        return tuple(render_template(r, values, ("build", "requires")) for r in self.build_requires)
 
     def cell_runtime(self, values: Mapping[str, str]) -> str | None:
         """The runtime label a cell's wheels must load against (validated to exist), or None."""
@@ -721,6 +771,10 @@ def parse_spec(
         approval_timeout=spec.approval_timeout,
         pass_env=spec.build.pass_env,
         repair=spec.repair.options(),
+        build_requires=spec.build.requires,
+        build_isolation=spec.build.isolation,
+        sdist_cell=spec.build.sdist_cell,
+        compiler_cache=spec.build.compiler_cache,
         abi=spec.abi,
         strict_checks=spec.checks.strict,
         dependencies=spec.install.dependencies,
@@ -771,7 +825,7 @@ def schema_text() -> str:
 
 
 if __name__ == "__main__":  # python -m wheelflow.config.spec [PATH]: regenerate the published schema
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / SCHEMA_FILE
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / SCHEMA_FILE
     out.write_text(schema_text(), encoding="utf-8")
     print(f"wrote {out}")
 

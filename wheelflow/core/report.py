@@ -52,6 +52,9 @@ class CellReport:
     runner: str | None = None  # WHEELFLOW_RUNNER_NAME (or host) of the worker that built it, on a work pool
     platform: str | None = None  # the published wheel's platform tag (after the repair step)
     unrepaired_sha256: str | None = None  # the wheel as built, before the repair step changed it
+    torch: str | None = None  # the torch the build and the smoke test ran with, when the cell has one
+    compiler_cache: str | None = None  # "3 of 4 compiles hit"
+    from_sdist: bool = False  # built from the released sdist, not the source tree
 
     def json(self) -> dict[str, Any]:
         return redact_value(
@@ -70,6 +73,9 @@ class CellReport:
                 "runner": self.runner,
                 "platform": self.platform,
                 "unrepaired_sha256": self.unrepaired_sha256,
+                "torch": self.torch,
+                "compiler_cache": self.compiler_cache,
+                "from_sdist": self.from_sdist,
             }
         )
 
@@ -87,6 +93,9 @@ class CellReport:
                 "state": f"{self.state} (cached)" if self.cached else self.state,
                 "attempts": self.attempts,
                 "smoke": self.smoke,
+                "torch": self.torch or "",
+                "built from": "sdist" if self.from_sdist else "source tree",
+                "compiler cache": self.compiler_cache or "",
             }
         )
 

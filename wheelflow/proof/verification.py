@@ -27,6 +27,7 @@ from urllib.parse import unquote
 import httpx
 from packaging.utils import canonicalize_name
 
+from wheelflow.builds.builders import loaded_torch
 from wheelflow.core.childenv import child_env
 from wheelflow.core.deadline import Deadline
 from wheelflow.core.distributions import parse_filename, sha256_of
@@ -425,7 +426,9 @@ def install_and_smoke(
                 f"smoke command failed on {filename} (exit {run.returncode}): {last[:300]}",
                 smoke_output[-3000:],
             )
-        return InstallResult(True, filename, f"installed {filename}; smoke ok", smoke_output[-3000:])
+        torch = loaded_torch(python, smoke_env)
+        on = f"; torch {torch}" if torch else ""  # the torch users of this index get with the release
+        return InstallResult(True, filename, f"installed {filename}; smoke ok{on}", smoke_output[-3000:])
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

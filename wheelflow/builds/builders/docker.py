@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wheelflow.builds.builders import FAILED, PASSED, SKIPPED, BatchedLog, Log, SmokeResult
+from wheelflow.builds.buildenv import BuildSetup, requirements_for
+from wheelflow.builds.builders import FAILED, PASSED, SKIPPED, BatchedLog, Log, SmokeResult, SmokeSetup
 from wheelflow.builds.building import first_error_line
 from wheelflow.builds.repair import RepairedWheel, repair_command, repair_wheel, shown
 from wheelflow.config.matrix import Cell
@@ -26,6 +27,15 @@ from wheelflow.core.redaction import redact
 from wheelflow.core.reproducible import prefix_map_env
 
 MANAGED_LABEL = "org.wheelflow.managed"
+#: The build when wheelflow prepares its environment: the image's own build-cell script, with the
+#: requirements installed first and pypa/build's isolation off.
+PREPARED_BUILD = (
+    "set -eu; mkdir -p /tmp/src; cd /src && tar --exclude=./.git --exclude=./build --exclude=./dist "
+    "--exclude=./.wheelflow -cf - . | tar -C /tmp/src -xf - && "
+    "/opt/wheelflow/bin/pip install --quiet -r /out/.wheelflow-build-requirements.txt && "
+    "rm /out/.wheelflow-build-requirements.txt && "
+    "exec /opt/wheelflow/bin/python -m build --wheel --no-isolation --outdir /out /tmp/src"
+)
 RUN_LABEL = "org.wheelflow.run"
 CELL_LABEL = "org.wheelflow.cell"
 ROLE_LABEL = "org.wheelflow.role"  # "build", "repair" or "smoke"
@@ -215,8 +225,23 @@ class DockerBuilder:
             container.remove(force=True)
 
     def build(
-        self, cell: Cell, source: Path, out: Path, env: Mapping[str, str], log: Log, labels: Mapping[str, str]
+        self,
+        cell: Cell,
+        source: Path,
+        out: Path,
+        env: Mapping[str, str],
+        log: Log,
+        labels: Mapping[str, str],
+        setup: BuildSetup | None = None,
     ) -> None:
+        setup = setup or BuildSetup()
+        command = ["wheelflow-build-cell"]
+        if setup.prepared:
+            # Each container is a fresh environment: the requirements are installed into the image's
+            # venv, and the build runs there without isolation (build.requires, build.isolation).
+            requirements = out / ".wheelflow-build-requirements.txt"
+            requirements.write_text("\n".join(requirements_for(source, setup)) + "\n")
+            command = ["/bin/sh", "-c", PREPARED_BUILD]
         client = docker_client(timeout=max(60.0, cell.timeout + 30))
         try:
             image = self._image(client, cell)
@@ -235,9 +260,7 @@ class DockerBuilder:
             # Compiling needs no GPU: ask for one only where the runner has it.
             gpu = cell.gpu and gpu_on_runner(client)
             log(f"cell {cell.name}: building in {cell.image} ({image.short_id}){' with a GPU' if gpu else ''}")
-            code, tail = self._run(
-                client, cell, image, ["wheelflow-build-cell"], volumes, build_env, labels, log, gpu=gpu, role="build"
-            )
+            code, tail = self._run(client, cell, image, command, volumes, build_env, labels, log, gpu=gpu, role="build")
         finally:
             client.close()
         if code is None:
@@ -297,7 +320,15 @@ class DockerBuilder:
             )
             return repair_wheel(wheel, dest_dir, options, log=log)
 
-    def smoke(self, cell: Cell, wheel: Path, smoke: str | None, log: Log, labels: Mapping[str, str]) -> SmokeResult:
+    def smoke(
+        self,
+        cell: Cell,
+        wheel: Path,
+        smoke: str | None,
+        log: Log,
+        labels: Mapping[str, str],
+        setup: SmokeSetup | None = None,
+    ) -> SmokeResult:
         client = docker_client(timeout=max(60.0, cell.timeout + 30))
         try:
             if cell.gpu and not gpu_on_runner(client):

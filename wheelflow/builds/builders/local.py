@@ -3,22 +3,47 @@
 from __future__ import annotations
 
 import functools
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from wheelflow.builds.builders import FAILED, PASSED, SKIPPED, BatchedLog, Log, SmokeResult, copy_source
+from wheelflow.builds.buildenv import (
+    BuildSetup,
+    compiler_cache,
+    installer_variables,
+    missing_module,
+    missing_module_fix,
+    prepared_build,
+    write_build_info,
+)
+from wheelflow.builds.builders import (
+    FAILED,
+    PASSED,
+    SKIPPED,
+    BatchedLog,
+    Log,
+    Progress,
+    SmokeResult,
+    SmokeSetup,
+    copy_source,
+    ended_by,
+    loaded_torch,
+    torch_mismatch,
+)
 from wheelflow.builds.building import first_error_line
 from wheelflow.builds.repair import RepairedWheel, repair_wheel
 from wheelflow.config.matrix import Cell
 from wheelflow.config.repairoptions import RepairOptions
 from wheelflow.core.childenv import child_env
 from wheelflow.core.errors import BuildError, CellUnbuildable, EnvCreationError
-from wheelflow.core.pyenvs import create_env, installer_env
+from wheelflow.core.pyenvs import create_env, find_uv, installer_env
 from wheelflow.core.redaction import redact
 from wheelflow.core.reproducible import prefix_map_env
 from wheelflow.source.export import source_files
@@ -42,23 +67,34 @@ def gpu_answers() -> bool:
     return bool(smi) and subprocess.run([smi, "-L"], capture_output=True, env=child_env()).returncode == 0
 
 
-def _stream(cmd: list[str], env: Mapping[str, str], cwd: Path, log: Log, timeout: float) -> tuple[int, deque[str]]:
+def _stream(
+    cmd: list[str], env: Mapping[str, str], cwd: Path, log: Log, timeout: float, progress: Progress | None = None
+) -> tuple[int, deque[str]]:
+    """Run ``cmd``, logging its output in batches; (exit code, last lines). -9 with no signal from
+    outside means the timeout stopped it (``_TIMED_OUT``)."""
     tail: deque[str] = deque(maxlen=40)
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env), cwd=cwd, text=True, errors="replace"
     )
     assert proc.stdout is not None
+    killer = threading.Timer(timeout, proc.kill)  # the output loop would not notice a silent hang
+    killer.start()
     try:
         with BatchedLog(log) as batch:
             for line in proc.stdout:
                 line = redact(line.rstrip())  # a build or smoke command may print its environment
                 tail.append(line)
                 batch(line)
-        return proc.wait(timeout), tail
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return -9, tail
+                if progress is not None:
+                    progress.line(line)
+        code = proc.wait()
+    finally:
+        timed_out = not killer.is_alive() and proc.returncode == -signal.SIGKILL
+        killer.cancel()
+    return (_TIMED_OUT if timed_out else code), tail
+
+
+_TIMED_OUT = -1000
 
 
 # Asked once per interpreter and process, not once per cell: a 500-cell matrix has one or a few
@@ -74,7 +110,7 @@ def _imports_build(interpreter: str) -> bool:
 
 
 @functools.cache
-def _interpreter_identity(interpreter: str) -> str:
+def interpreter_identity(interpreter: str) -> str:
     out = subprocess.run(
         [interpreter, "-c", "import sys, sysconfig; print(sys.version, sysconfig.get_platform())"],
         capture_output=True,
@@ -96,36 +132,77 @@ class LocalBuilder:
             raise CellUnbuildable(f"{interpreter} cannot import 'build'; fix: {interpreter} -m pip install build")
 
     def identity(self, cell: Cell) -> str:
-        return _interpreter_identity(find_interpreter(cell.values.get("python")))
+        return interpreter_identity(find_interpreter(cell.values.get("python")))
 
     def build(
-        self, cell: Cell, source: Path, out: Path, env: Mapping[str, str], log: Log, labels: Mapping[str, str]
+        self,
+        cell: Cell,
+        source: Path,
+        out: Path,
+        env: Mapping[str, str],
+        log: Log,
+        labels: Mapping[str, str],
+        setup: BuildSetup | None = None,
     ) -> None:
         interpreter = find_interpreter(cell.values.get("python"))
         from wheelflow.core.home import wheelflow_home
 
-        copy = copy_source(source, source_files(source, wheelflow_home()))
+        setup = setup or BuildSetup()
+        home = wheelflow_home()
+        copy = copy_source(source, source_files(source, home))
+        cache = compiler_cache(home, Path(tempfile.gettempdir())) if setup.compiler_cache else None
+        info: dict[str, object] = {}
         try:
-            # The copy's path is random: compilers record it as "." instead.
             build_env = child_env(extra=env, pass_env=self.pass_env)
-            code, tail = _stream(
-                [interpreter, "-m", "build", "--wheel", "--outdir", str(out), str(copy)],
-                {**build_env, **prefix_map_env(str(copy), build_env)},
-                copy,
-                log,
-                cell.timeout,
-            )
+            build_env.update(installer_variables(setup, out / ".installer"))
+            if setup.prepared:
+                prepared = prepared_build(
+                    copy, interpreter, interpreter_identity(interpreter), setup, home=home, scratch=out, log=log
+                )
+                python, frontend = prepared.python, ["--no-isolation"]
+                if prepared.torch:
+                    info["torch"] = prepared.torch
+                    log(f"cell {cell.name}: building against torch {prepared.torch}")
+            else:
+                python, frontend = interpreter, ["--installer", "uv"] if find_uv() else []
+                if frontend:  # pypa/build finds uv on PATH: environments in milliseconds, not seconds
+                    build_env["PATH"] = f"{Path(find_uv()).parent}{os.pathsep}{build_env.get('PATH', '')}"
+            if cache is not None:
+                build_env.update(cache.env(copy))
+                build_env["PATH"] = f"{cache.wrappers}{os.pathsep}{build_env.get('PATH', '')}"
+            # The copy's path is random: compilers record it as "." instead.
+            with Progress(f"cell {cell.name}", log) as progress:
+                code, tail = _stream(
+                    [python, "-m", "build", "--wheel", *frontend, "--outdir", str(out), str(copy)],
+                    {**build_env, **prefix_map_env(str(copy), build_env)},
+                    copy,
+                    log,
+                    cell.timeout,
+                    progress,
+                )
+            if cache is not None:
+                hits, compiles = cache.hit_rate()
+                if compiles:
+                    info["compiler_cache"] = {"hits": hits, "compiles": compiles}
+                    log(
+                        f"cell {cell.name}: compiler cache: {hits} of {compiles} compiles hit ({100 * hits // compiles}%)"
+                    )
         finally:
             shutil.rmtree(copy, ignore_errors=True)
-        if code == -9:
+            if cache is not None:
+                shutil.rmtree(cache.wrappers, ignore_errors=True)
+        if code == _TIMED_OUT:
             raise BuildError(
                 f"cell {cell.name}: build stopped by its {cell.timeout:.0f} s timeout; fix: raise matrix.timeout"
             )
         if code != 0:
+            module = missing_module(tail)
+            reason = missing_module_fix(module) if module else first_error_line(tail)[:200]
             raise BuildError(
-                f"cell {cell.name}: build failed (exit {code}): {first_error_line(tail)[:200]}",
+                f"cell {cell.name}: build failed ({ended_by(code, progress.elapsed)}): {reason}",
                 log_tail="\n".join(tail),
             )
+        write_build_info(out, info)
 
     def repair(
         self, cell: Cell, wheel: Path, dest_dir: Path, options: RepairOptions, log: Log, labels: Mapping[str, str]
@@ -133,24 +210,39 @@ class LocalBuilder:
         """On this machine, with the auditwheel installed beside wheelflow."""
         return repair_wheel(wheel, dest_dir, options, log=log)
 
-    def smoke(self, cell: Cell, wheel: Path, smoke: str | None, log: Log, labels: Mapping[str, str]) -> SmokeResult:
+    def smoke(
+        self,
+        cell: Cell,
+        wheel: Path,
+        smoke: str | None,
+        log: Log,
+        labels: Mapping[str, str],
+        setup: SmokeSetup | None = None,
+    ) -> SmokeResult:
         if cell.gpu and not gpu_answers():
             return SmokeResult(SKIPPED, "skipped: no GPU on this runner")
+        setup = setup or SmokeSetup()
         interpreter = find_interpreter(cell.values.get("python"))
         with tempfile.TemporaryDirectory(prefix="wheelflow-smoke-") as root:
             try:  # uv where installed: milliseconds per environment, against seconds for venv + pip
                 pyenv = create_env(Path(root) / "venv", interpreter)
             except EnvCreationError as exc:
                 return SmokeResult(FAILED, f"no environment for the smoke test of {wheel.name}: {exc}")
-            env = installer_env(pyenv.path)
+            # the build's installer configuration and the cell's pins: the torch it built against
+            env = {**installer_env(pyenv.path), **installer_variables(setup.build, Path(root) / "pins")}
             code, tail = _stream(pyenv.install_command("--quiet", str(wheel)), env, Path(root), log, cell.timeout)
             if code != 0:
                 return SmokeResult(
                     FAILED, f"{pyenv.installer} install {wheel.name} failed: {first_error_line(tail)[:200]}"
                 )
+            torch = loaded_torch(pyenv.python, env)
+            mismatch = torch_mismatch(setup.build_torch, torch)
+            if mismatch:
+                return SmokeResult(FAILED, f"{wheel.name}: {mismatch}")
             code, tail = _stream(["/bin/sh", "-c", smoke or "python -c pass"], env, Path(root), log, cell.timeout)
+        on = f"; torch {torch}" if torch else ""
         if code != 0:
             return SmokeResult(
-                FAILED, f"smoke command failed on {wheel.name} (exit {code}): {(tail[-1] if tail else '')[:200]}"
+                FAILED, f"smoke command failed on {wheel.name} (exit {code}){on}: {(tail[-1] if tail else '')[:200]}"
             )
-        return SmokeResult(PASSED, f"installed {wheel.name} with {pyenv.installer}; smoke ok")
+        return SmokeResult(PASSED, f"installed {wheel.name} with {pyenv.installer}; smoke ok{on}")

@@ -1,0 +1,126 @@
+"""examples/torch-ext released as its maintainers would: a setup.py that imports torch at the top, no
+pyproject build requirements, the CUDA 13.0 torch wheel from the public index (cached between runs under
+~/.cache/wheelflow-tests, never downloaded per test), the local builder and nvcc. No GPU: the smoke test
+runs the extension's CPU path, loading the cell's torch and its CUDA runtime libraries."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_cli
+from torchcache import TORCH as TORCH_VERSION
+from torchcache import torch_wheels
+
+from wheelflow.index.localindex import PypiServer, ensure_htpasswd
+
+NVCC = Path("/usr/local/cuda/bin/nvcc")
+pytestmark = [
+    pytest.mark.skipif(not NVCC.exists(), reason="needs the CUDA toolkit's nvcc at /usr/local/cuda (no GPU)"),
+    pytest.mark.skipif(
+        shutil.which("ninja") is None, reason="torch's BuildExtension needs ninja (.ci/run installs it)"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def wheel_cache() -> Path:
+    return torch_wheels()
+
+
+@pytest.fixture(scope="module")
+def dependency_index(wheel_cache: Path, tmp_path_factory: pytest.TempPathFactory):
+    """torch and its CUDA libraries served on loopback from the cache: the post-upload install check
+    resolves the release's dependencies there instead of downloading gigabytes from the public index."""
+    root = tmp_path_factory.mktemp("deps")
+    ensure_htpasswd(root / "htpasswd", "reader", "reader-password")
+    with PypiServer(wheel_cache, root / "htpasswd", log_file=root / "pypiserver.log") as server:
+        yield server.url + "simple/"
+
+
+def torch_ext_project(root: Path, dependency_index: str, *, version: str = "0.1.0", manifest: bool = True) -> Path:
+    """A git repository of examples/torch-ext, tagged as its spec asks."""
+    project = root / "torch-ext"
+    shutil.copytree(REPO / "examples" / "torch-ext", project, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + f'\n[tool.wheelflow.install]\ndependencies = "{dependency_index}"\n')
+    if not manifest:
+        (project / "MANIFEST.in").unlink()
+    init = project / "torch_ext" / "__init__.py"
+    init.write_text(init.read_text().replace('__version__ = "0.1.0"', f'__version__ = "{version}"'))
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", f"torch-ext {version}"], check=True)
+    subprocess.run([*git, "tag", f"torch-ext-v{version}"], check=True)
+    return project
+
+
+def release(project: Path, cache: Path) -> tuple[int, dict, str]:
+    # The cache is one more find-links location for pip and uv alike (wheelflow hands pip's
+    # configuration to both), as a machine's pip.conf would add it.
+    result = run_cli(
+        "release", str(project), "--builder", "local", "--json", env={"PIP_FIND_LINKS": str(cache)}, timeout=1800
+    )
+    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
+
+
+@pytest.mark.case(
+    "release",
+    "PyTorch CUDA extension (setup.py imports torch, no build requirements)",
+    "builds in a prepared environment with the cell's torch; the sdist builds a wheel; smoke names the torch",
+)
+def test_torch_extension_releases_with_the_documented_keys_only(
+    tmp_path: Path, home: Path, prefect_api, wheel_cache: Path, dependency_index: str
+) -> None:
+    code, report, stderr = release(torch_ext_project(tmp_path, dependency_index), wheel_cache)
+    assert code == 0, stderr[-4000:]
+    (cell,) = report["cells"]
+    assert cell["wheel"].startswith("torch_ext-0.1.0+cu130torch2141-cp311-cp311-")  # the per-torch label
+    assert cell["from_sdist"] is True  # the only cell built its wheel from the released sdist
+    assert cell["torch"].startswith(f"{TORCH_VERSION}+cu130 (CUDA 13.0)")  # what the smoke test loaded
+    assert cell["smoke"] == f"passed (torch {cell['torch']})"
+    checks = {c["check"]: c for c in report["checks"]}
+    assert checks["sdist builds"]["status"] == "passed"
+    assert "torch_ext-0.1.0.tar.gz" in checks["sdist builds"]["detail"]
+    # The install from the index, as users get it, loaded the same torch.
+    assert f"torch {TORCH_VERSION}+cu130" in checks["install + smoke on local"]["detail"]
+    assert all(f["status"] == "verified" for f in report["files"])
+
+
+@pytest.mark.case(
+    "bad input",
+    "sdist without the headers a kernel includes (no MANIFEST.in)",
+    "refused before upload: names the missing header and MANIFEST.in",
+)
+def test_an_sdist_that_cannot_build_is_refused_naming_the_missing_header(
+    tmp_path: Path, home: Path, prefect_api, wheel_cache: Path, dependency_index: str
+) -> None:
+    code, report, stderr = release(torch_ext_project(tmp_path, dependency_index, manifest=False), wheel_cache)
+    assert code == 1, stderr[-3000:]
+    assert "the sdist lacks csrc/torch_ext.h" in report["error"] and "MANIFEST.in" in report["error"]
+    assert report["files"] == [] or all(f["upload"] != "uploaded" for f in report["files"])
+    assert "Traceback" not in stderr
+
+
+def test_the_next_version_recompiles_only_what_changed(
+    tmp_path: Path, home: Path, prefect_api, wheel_cache: Path, dependency_index: str
+) -> None:
+    first = torch_ext_project(tmp_path / "a", dependency_index, version="0.2.0")
+    code, report, stderr = release(first, wheel_cache)
+    assert code == 0, stderr[-3000:]
+    # The next version changes one kernel file; the binding and the other kernel come from the cache.
+    second = torch_ext_project(tmp_path / "b", dependency_index, version="0.3.0")
+    kernel = second / "csrc" / "saxpy.cu"
+    kernel.write_text(kernel.read_text() + "\n// 0.3.0: a comment changes the file's bytes\n")
+    subprocess.run(["git", "-C", str(second), "tag", "-d", "torch-ext-v0.3.0"], check=True, capture_output=True)
+    git = ["git", "-C", str(second), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "commit", "-qam", "touch a kernel"], check=True)
+    subprocess.run([*git, "tag", "torch-ext-v0.3.0"], check=True)
+    code, again, stderr = release(second, wheel_cache)
+    assert code == 0, stderr[-3000:]
+    hits, compiles = (int(n) for n in again["cells"][0]["compiler_cache"].split(" compiles hit")[0].split(" of "))
+    assert compiles >= 3 and hits == compiles - 1, again["cells"][0]

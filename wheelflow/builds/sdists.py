@@ -1,0 +1,56 @@
+"""The released sdist as a source: unpacked for the cell that proves it builds, and compared with the
+project's tracked files when it does not (a header missing from MANIFEST.in is the usual cause)."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from wheelflow.core.errors import BuildError
+
+#: Files users keep out of an sdist on purpose; never named as missing.
+_NOT_SOURCE_PREFIXES = (".git", ".github/", ".gitlab", ".pre-commit", ".readthedocs", ".ci/", "docs/", "tests/")
+#: Sources a compile reads: named first when the sdist lacks them.
+_SOURCE_SUFFIXES = (".h", ".hpp", ".hh", ".cuh", ".inl", ".cu", ".c", ".cc", ".cpp", ".cxx", ".pyx", ".pxd", ".py")
+
+
+def unpack_sdist(sdist: Path, dest: Path) -> Path:
+    """Unpack ``sdist`` (a .tar.gz) into ``dest`` once; returns its top folder. Members that would land
+    outside ``dest`` (absolute paths, ``..``, links) are refused."""
+    done = dest / ".wheelflow-unpacked"
+    if done.is_file():
+        return dest / done.read_text().strip()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=dest.parent))
+    try:
+        with tarfile.open(sdist, "r:gz") as archive:
+            members = archive.getmembers()
+            for member in members:
+                parts = PurePosixPath(member.name).parts
+                if member.name.startswith("/") or ".." in parts or member.issym() or member.islnk():
+                    raise BuildError(f"{sdist.name}: member {member.name!r} leaves the archive; fix: rebuild the sdist")
+            archive.extractall(staging, members=[m for m in members if m.isfile() or m.isdir()])
+        tops = {PurePosixPath(m.name).parts[0] for m in members if m.name}
+        if len(tops) != 1:
+            raise BuildError(f"{sdist.name}: expected one top folder, found {len(tops)}; fix: build it with pypa/build")
+        if dest.exists():
+            shutil.rmtree(dest)
+        staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    top = tops.pop()
+    done.write_text(top)
+    return dest / top
+
+
+def missing_from_sdist(project: Path, unpacked: Path, tracked: list[str]) -> list[str]:
+    """The project's tracked files the sdist lacks, sources a compile reads first (headers, kernels)."""
+    missing = [
+        name
+        for name in tracked
+        if not name.startswith(_NOT_SOURCE_PREFIXES) and not (unpacked / name).exists() and (project / name).is_file()
+    ]
+    return sorted(missing, key=lambda name: (not name.endswith(_SOURCE_SUFFIXES), name))
