@@ -12,7 +12,7 @@ from wheelflow.builds.cells import CellBuild, build_cell_wheel
 from wheelflow.config.matrix import Cell
 from wheelflow.config.repairoptions import RepairOptions
 from wheelflow.core.distributions import Distribution
-from wheelflow.tasks.retry import only_transient
+from wheelflow.tasks.retry import gives_up, only_transient
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class CellJob:
     retry_delay_seconds=[5, 20],
     retry_condition_fn=only_transient,
 )
+@gives_up
 def build_matrix_cell(builder: Builder, cell: Cell, job: CellJob) -> tuple[CellBuild, int]:
     from pathlib import Path
 

@@ -18,9 +18,9 @@ from prefect.client.orchestration import get_client
 from prefect.input import RunInput
 from pydantic import Field
 
-from wheelflow.core.errors import CredentialsError, OrchestrationError, ReleaseBusy, SpecError
+from wheelflow.core.errors import CredentialsError, ReleaseBusy, SpecError
 from wheelflow.ops.incidents import VARIABLE_PREFIX, Incident, variable_name
-from wheelflow.ops.orchestration import strict_schema
+from wheelflow.ops.orchestration import deployment_not_found, strict_schema
 from wheelflow.ops.runhistory import TaskHistory, entry_from_state, retry_errors
 
 # -- Secret blocks ---------------------------------------------------------------------------------
@@ -235,7 +235,8 @@ def ui_url(flow_run_id: str) -> str | None:
 
 
 def find_deployment(client: Any, name: str) -> Any:
-    """``FLOW/DEPLOYMENT``, or a deployment name alone when exactly one flow has it."""
+    """``FLOW/DEPLOYMENT``, or a deployment name alone when exactly one flow has it; an unknown name is
+    bad input (exit 2) with a did-you-mean."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
     from prefect.exceptions import ObjectNotFound
 
@@ -243,19 +244,19 @@ def find_deployment(client: Any, name: str) -> Any:
         try:
             return client.read_deployment_by_name(name)
         except ObjectNotFound:
-            raise OrchestrationError(
-                f"no deployment {name!r} on this Prefect server; fix: run `prefect deploy --all` "
-                "or `wheelflow serve`, or check PREFECT_API_URL"
-            ) from None
+            raise deployment_not_found(name, deployment_names(client)) from None
     found = client.read_deployments(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name])))
     if len(found) == 1:
         return found[0]
     if not found:
-        raise OrchestrationError(
-            f"no deployment named {name!r} on this Prefect server; fix: run `prefect deploy "
-            "--all` or `wheelflow serve`, or check PREFECT_API_URL"
-        )
-    raise OrchestrationError(f"{len(found)} deployments are named {name!r}; fix: name one as FLOW/{name}")
+        raise deployment_not_found(name, deployment_names(client))
+    raise SpecError("DEPLOYMENT", f"{len(found)} deployments are named {name!r}", f"name one as FLOW/{name}")
+
+
+def deployment_names(client: Any) -> list[str]:
+    """Every deployment on the server as ``FLOW/DEPLOYMENT``."""
+    flows = {f.id: f.name for f in client.read_flows()}
+    return [f"{flows.get(d.flow_id, '?')}/{d.name}" for d in client.read_deployments()]
 
 
 def start_run(client: Any, deployment: Any, parameters: dict[str, Any], deployment_name: str) -> Any:
