@@ -560,3 +560,77 @@ def emit_alert_sent(flow_run: Any, flow_name: str, delivered: int) -> None:
         payload={"channels": delivered},
     )
     EventsWorker.drain_all(timeout=10)
+
+
+# -- the team path: wheelflow setup and wheelflow doctor -------------------------------------------
+
+
+def server_problem() -> str | None:
+    """None when the Prefect server PREFECT_API_URL names answers, else why not (one line)."""
+    with get_client(sync_client=True) as client:
+        try:
+            failure = client.api_healthcheck()
+        except Exception as exc:  # any failure to reach it is the answer
+            return f"the Prefect server does not answer: {type(exc).__name__}"
+    return None if failure is None else f"the Prefect server does not answer: {type(failure).__name__}"
+
+
+def pool_exists(name: str) -> bool:
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+        except ObjectNotFound:
+            return False
+    return True
+
+
+def ensure_process_pool(name: str) -> bool:
+    """Create the process work pool ``name`` unless it exists; True when created."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    if pool_exists(name):
+        return False
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+    return True
+
+
+def secret_block_exists(name: str) -> bool:
+    from prefect.blocks.system import Secret
+
+    try:
+        Secret.load(name)
+    except ValueError:
+        return False
+    return True
+
+
+def ensure_secret(name: str, value: str | None) -> str:
+    """The Secret block ``name``: set to ``value`` when given, else created empty when missing (a public
+    repository needs no token), else left as it is. Returns what was done."""
+    from prefect.blocks.system import Secret
+
+    if value is not None:
+        Secret(value=value).save(name, overwrite=True)
+        return "set"
+    if secret_block_exists(name):
+        return "kept"
+    Secret(value="").save(name, overwrite=True)
+    return "created empty"
+
+
+def finish_registration(names: list[str], schedules_active: dict[str, bool]) -> None:
+    """After ``prefect deploy``: each deployment refuses unknown parameter names (as served ones do),
+    and the named deployments' schedules are switched on or off."""
+    with get_client(sync_client=True) as client:
+        for name in names:
+            deployment = client.read_deployment_by_name(name)
+            strict_parameters(client, deployment)
+            active = schedules_active.get(name.split("/", 1)[1])
+            if active is None:
+                continue
+            for schedule in client.read_deployment_schedules(deployment.id):
+                if schedule.active != active:
+                    client.update_deployment_schedule(deployment.id, schedule.id, active=active)
