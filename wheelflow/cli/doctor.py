@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         variable=read_variable,
         secret_block_exists=secret_block_exists,
         env=os.environ,
-        server=server_problem,
+        # Without PREFECT_API_URL, Prefect would start a throwaway server of its own: nothing to check there.
+        server=lambda: server_problem() if os.environ.get("PREFECT_API_URL") else "PREFECT_API_URL is not set",
     )
     findings = diagnose(probes, args.pool)
     if args.json:

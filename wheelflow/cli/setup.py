@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         if token is None:
             raise SpecError("--git-token-env", f"{args.git_token_env} is not set", f"export {args.git_token_env}=TOKEN")
     prefect_yaml = _prefect_yaml(args.prefect_yaml)
-    problem = server_problem()
+    problem = server_problem() if os.environ.get("PREFECT_API_URL") else "PREFECT_API_URL is not set"
     if problem:
         raise SpecError("PREFECT_API_URL", problem, "export PREFECT_API_URL=http://SERVER:4200/api")
     for pool in POOLS:
