@@ -9,6 +9,7 @@ worker per GPU machine: build-cell runs a matrix cell where the GPU is).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 CONTROL_POOL = "wheelflow-control"
@@ -21,13 +22,41 @@ MONITOR_INTERVAL = 900.0  # seconds between MONITOR_CRON's runs: the silent-moni
 NIGHTLY_INTERVAL = 86400.0  # NIGHTLY_CRON's period
 
 
+PROJECTS_VARIABLE = "wheelflow-monitor-projects"  # flows/monitor.py reads it when no projects are passed
+
+
+def waiting_for_configuration(
+    monitored: list[dict[str, Any]] | None, projects_variable: Any, upstream_packages: Any = None
+) -> dict[str, str]:
+    """The scheduled deployments that would fail on every run as configured, each with what to set.
+    They are registered with their schedule inactive (the same cron), so nothing fails on a schedule
+    until someone configures them."""
+    waiting = {}
+    if not monitored and not projects_variable:
+        waiting["sync-monitor"] = (
+            f"set the Prefect Variable {PROJECTS_VARIABLE} (a JSON list of projects: name, repo, indexes) "
+            "or pass `wheelflow serve --monitor-projects FILE`, then run `wheelflow setup` (or restart serve) "
+            "to activate its schedule"
+        )
+    if not upstream_packages:
+        waiting["upstream-check"] = (
+            'set its `packages` parameter (axis -> package, e.g. {"torch": "torch"}) on the deployment in '
+            "the Prefect UI, then turn its schedule on there"
+        )
+    return waiting
+
+
 def project_deployments(
-    *, monitored: list[dict[str, Any]] | None = None, monitor_interval: float | None = None
+    *,
+    monitored: list[dict[str, Any]] | None = None,
+    monitor_interval: float | None = None,
+    inactive: Collection[str] = (),
 ) -> list[Any]:
     """RunnerDeployments of release, nightly, sync-monitor, backfill, upstream-check and build-cell. ``monitored`` gives the
     sync monitor its projects (default: none, so it reads the Prefect Variable wheelflow-monitor-projects,
     and fails saying what to configure while that is unset); ``monitor_interval`` (seconds) replaces
-    its cron schedule."""
+    its cron schedule; the deployments named in ``inactive`` get their schedules switched off
+    (:func:`waiting_for_configuration`)."""
     from prefect.schedules import Cron, Interval
 
     from wheelflow.flows.backfill import backfill
@@ -36,7 +65,12 @@ def project_deployments(
     from wheelflow.flows.release import release
     from wheelflow.flows.upstream import upstream_check
 
-    monitor_schedule = Interval(monitor_interval) if monitor_interval else Cron(MONITOR_CRON, timezone="UTC")
+    monitor_active = "sync-monitor" not in inactive
+    monitor_schedule = (
+        Interval(monitor_interval, active=monitor_active)
+        if monitor_interval
+        else Cron(MONITOR_CRON, timezone="UTC", active=monitor_active)
+    )
     return [
         release.to_deployment(
             name="release",
@@ -68,7 +102,7 @@ def project_deployments(
             name="upstream-check",
             work_pool_name=CONTROL_POOL,
             parameters={"project": DEMO_PROJECT},
-            schedules=[Cron(UPSTREAM_CRON, timezone="UTC")],
+            schedules=[Cron(UPSTREAM_CRON, timezone="UTC", active="upstream-check" not in inactive)],
             description="Axis values the index serves that no matrix cell covers (a new torch): a table and an alert.",
         ),
         build_cell.to_deployment(

@@ -15,7 +15,7 @@ from wheelflow.config.matrix import Cell, render_template
 from wheelflow.config.repairoptions import RepairOptions
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.installerconfig import read_installer_config
-from wheelflow.tasks.retry import only_transient
+from wheelflow.tasks.retry import gives_up, only_transient
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class CellJob:
     retry_delay_seconds=[5, 20],
     retry_condition_fn=only_transient,
 )
+@gives_up
 def build_matrix_cell(builder: Builder, cell: Cell, job: CellJob) -> tuple[CellBuild, int]:
     from wheelflow.builds.builders.docker import RUN_LABEL
 

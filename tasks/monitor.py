@@ -12,7 +12,7 @@ from wheelflow.core.redaction import redact_url
 from wheelflow.ops.alerts import Alert, configured_channels, send_alert
 from wheelflow.ops.monitor import VersionStatus, check_one_index, read_tags
 from wheelflow.source.gittags import ReleaseTag
-from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
+from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, gives_up, only_transient
 
 
 @task(
@@ -23,6 +23,7 @@ from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRI
     retry_jitter_factor=NETWORK_JITTER,
     retry_condition_fn=only_transient,
 )
+@gives_up
 def list_release_tags(repo: str, patterns: tuple[str, ...]) -> list[ReleaseTag]:
     tags = read_tags(repo, patterns, wheelflow_home())
     get_run_logger().info("%d release tag(s) in %s", len(tags), redact_url(repo))
@@ -37,6 +38,7 @@ def list_release_tags(repo: str, patterns: tuple[str, ...]) -> list[ReleaseTag]:
     retry_jitter_factor=NETWORK_JITTER,
     retry_condition_fn=only_transient,
 )
+@gives_up
 def check_index(
     project: str, index: str, tags: list[ReleaseTag], expect: tuple[str, ...], as_of: datetime, grace_hours: float
 ) -> list[VersionStatus]:

@@ -15,7 +15,7 @@ from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, download_sha256
 from wheelflow.index.staticindex import StaticPublication, publish_static, rollback_static
 from wheelflow.index.staticsite import StaticSite, read_listed, storage_options_for
 from wheelflow.proof.verification import HASH_MISMATCH, VERIFIED, FileStatus, poll_until_served
-from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
+from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, gives_up, only_transient
 from wheelflow.tasks.verify import HashMismatchFailed, ServedCheckFailed
 
 
@@ -32,6 +32,7 @@ def read_static(site: StaticSite, name: str, version: str, filenames: list[str])
     retry_jitter_factor=NETWORK_JITTER,
     retry_condition_fn=only_transient,
 )
+@gives_up
 def read_static_files(site: StaticSite, name: str, version: str, filenames: list[str]) -> list[ServedFile]:
     served = read_static(site, name, version, filenames)
     get_run_logger().info("%s lists %d of %d file(s) of %s %s", site.name, len(served), len(filenames), name, version)
@@ -47,6 +48,7 @@ def read_static_files(site: StaticSite, name: str, version: str, filenames: list
     retry_jitter_factor=NETWORK_JITTER,
     retry_condition_fn=only_transient,
 )
+@gives_up
 def publish_static_files(dists: list[Distribution], target: Target, site: StaticSite) -> StaticPublication:
     """Write files, sidecars, project pages, root pages, under the store's lock (pages are read,
     merged and written back: two writers at once would lose one's entries). Credentials are read here."""

@@ -17,7 +17,7 @@ from wheelflow.index.localindex import credentials_for
 from wheelflow.index.removal import remove_version
 from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, read_served
 from wheelflow.index.uploading import publish_file
-from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, only_transient
+from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, gives_up, only_transient
 
 
 def read_target(endpoints: Endpoints, name: str, version: str) -> list[ServedFile]:
@@ -33,6 +33,7 @@ def read_target(endpoints: Endpoints, name: str, version: str) -> list[ServedFil
     retry_jitter_factor=NETWORK_JITTER,
     retry_condition_fn=only_transient,
 )
+@gives_up
 def read_served_files(endpoints: Endpoints, name: str, version: str) -> list[ServedFile]:
     served = read_target(endpoints, name, version)
     get_run_logger().info("%s serves %d file(s) of %s %s", endpoints.name, len(served), name, version)
@@ -47,6 +48,7 @@ def read_served_files(endpoints: Endpoints, name: str, version: str) -> list[Ser
     retry_jitter_factor=NETWORK_JITTER,
     retry_condition_fn=only_transient,
 )
+@gives_up
 def upload_file(dist: Distribution, target: Target, endpoints: Endpoints, name: str, version: str) -> str:
     """Returns "uploaded" or "already present". Credentials are read here, never passed around."""
     logger = get_run_logger()

@@ -135,12 +135,7 @@ def _alerts_about(receiver: WebhookReceiver, run_id: str) -> list[dict]:
     "the server marks the run Crashed within the heartbeat window; exactly one alert",
 )
 def test_a_killed_worker_s_run_becomes_crashed_and_alerts_once(prefect_api, index, receiver, tmp_path: Path) -> None:
-    project = make_project(tmp_path / "slow", index_url=index.simple_url)
-    text = (project / "pyproject.toml").read_text()
-    smoke = [line for line in text.splitlines() if line.startswith("smoke = ")][0]
-    (project / "pyproject.toml").write_text(
-        text.replace(smoke, '''smoke = "python -c 'import time; time.sleep(600)'"''')
-    )
+    project = _slow_project(tmp_path / "slow", index)
     with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", "10") as proc:
         run_id = _start_release(project)
         # Killed only once the server has the run's first heartbeat: that is what a silence is measured from.
@@ -198,6 +193,66 @@ def test_a_failed_release_alerts_exactly_once(prefect_api, index, receiver, tmp_
     assert _events("wheelflow.alert.sent", f"prefect.flow-run.{run_id}")
 
 
+def _slow_project(root: Path, index) -> Path:
+    """A release that stays Running (its smoke test sleeps) until something ends it."""
+    project = make_project(root, index_url=index.simple_url)
+    text = (project / "pyproject.toml").read_text()
+    smoke = [line for line in text.splitlines() if line.startswith("smoke = ")][0]
+    (project / "pyproject.toml").write_text(
+        text.replace(smoke, '''smoke = "python -c 'import time; time.sleep(600)'"''')
+    )
+    return project
+
+
+def _no_second_alert(receiver: WebhookReceiver, run_id: str, window: float) -> list[dict]:
+    """The alerts about ``run_id`` once the automation's window has passed and the server evaluated it
+    (every 5 s): there is no event for "decided not to fire", so watch the receiver until then."""
+    deadline = time.monotonic() + window + 15
+    while time.monotonic() < deadline and len(_alerts_about(receiver, run_id)) <= 1:
+        time.sleep(0.5)  # watching for a second alert up to the automation's deadline
+    return _alerts_about(receiver, run_id)
+
+
+@pytest.mark.case(
+    "fault",
+    "a running release is cancelled (UI / prefect flow-run cancel: Cancelling; trigger --wait's SIGTERM)",
+    "exactly one alert: the hook's, sent at Cancelling; the automation does not page again at Cancelled",
+)
+@pytest.mark.parametrize("how", ["api", "sigterm"])
+def test_a_cancelled_release_alerts_exactly_once(prefect_api, index, receiver, tmp_path: Path, how: str) -> None:
+    project = _slow_project(tmp_path / "slow", index)
+    dedup = 20
+    with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", str(dedup)):
+        if how == "api":  # what the UI's Cancel and `prefect flow-run cancel` do
+            run_id = _start_release(project)
+            wait_for(lambda: _run_state(run_id).name == "Running", 300, "the release to run")
+            from prefect.client.orchestration import get_client
+            from prefect.states import Cancelling
+
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(run_id, Cancelling(message="cancelled from the UI"), force=True)
+        else:  # the CI job running `wheelflow trigger --wait` is cancelled
+            exe = str(Path(sys.executable).with_name("wheelflow"))
+            out = tmp_path / "trigger.log"
+            with open(out, "w") as log:
+                proc = subprocess.Popen(
+                    [exe, "trigger", "release", "--param", f"project={project}", "--wait"], stdout=log, stderr=log
+                )
+            try:
+                wait_for(lambda: ": Running" in out.read_text(), 300, "the release to run")
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(60) == 3
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            run_id = out.read_text().split("(", 1)[1].split(")", 1)[0]
+        wait_for(lambda: _run_state(run_id).name == "Cancelled", 120, "the runner to cancel the run")
+        wait_for(lambda: _alerts_about(receiver, run_id), 60, "the hook's alert")
+        alerts = _no_second_alert(receiver, run_id, dedup)
+    assert [a["event"] for a in alerts] == ["release-failed"], alerts  # the hook's rich alert, once
+    assert "cancel" in alerts[0]["summary"]
+
+
 @pytest.mark.case(
     "fault",
     "sync-monitor's schedule stops firing (deployment paused)",
@@ -245,5 +300,5 @@ def test_a_silent_sync_monitor_is_noticed_by_the_server(prefect_api, index, rece
         finally:
             with get_client(sync_client=True) as client:
                 client.resume_deployment(client.read_deployment_by_name("sync-monitor/sync-monitor").id)
-    assert alert["summary"] == "deployment sync-monitor completed no run in 16 s (two intervals)"
+    assert alert["summary"] == "deployment sync-monitor finished no run in 16 s (two intervals)"
     assert "schedule of sync-monitor may have stopped firing" in alert["text"]

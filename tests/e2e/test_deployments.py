@@ -188,7 +188,9 @@ def test_trigger_wait_exits_0_and_status_shows_each_retry(served, staging, tmp_p
 
     status = run_cli("status", outcome["flow_run_id"], "--json")
     assert status.returncode == 0, status.stderr
-    tasks = {t["name"]: t for t in json.loads(status.stdout)}
+    verdict = json.loads(status.stdout)
+    assert (verdict["state"], verdict["exit_code"], verdict["reason"]) == ("Completed", 0, None)
+    tasks = {t["name"]: t for t in verdict["tasks"]}
     upload = tasks[f"upload[{WHEEL}→staging]"]
     assert (upload["state"], upload["attempts"]) == ("Completed", 3)
     retries = [s for s in upload["history"] if s["name"] == "AwaitingRetry"]
@@ -238,6 +240,7 @@ def test_a_misspelt_parameter_is_refused_by_trigger_and_by_the_api(served, prefe
     assert json.loads(result.stdout) == {
         "ok": False,
         "error": result.stderr.strip().splitlines()[-1][len("wheelflow: error: ") :],
+        "exit_code": 2,
     }
 
     # CI with curl only: the served deployment's schema refuses unknown names, so no run starts.
@@ -268,14 +271,17 @@ def test_string_parameters_stay_strings_and_the_verdict_names_each_file(served, 
     assert "wheelflow:   str_pkg-1.0-py3-none-any.whl → staging: uploaded, served: verified" in stderr
 
 
-@pytest.mark.case("bad input", "trigger: a deployment that does not exist", "one line naming it and the fix")
-def test_trigger_names_a_missing_deployment_and_the_fix(prefect_api) -> None:
-    result = run_cli("trigger", "relaese")
-    assert result.returncode == 1
+@pytest.mark.case(
+    "bad input", "trigger: a deployment that does not exist (relase)", "exit 2, one line with a did-you-mean"
+)
+def test_trigger_names_a_missing_deployment_with_a_did_you_mean(served) -> None:
+    result = run_cli("trigger", "relase", "--json")
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "wheelflow: error: no deployment named 'relaese' on this Prefect server; fix: run `prefect deploy --all` "
-        "or `wheelflow serve`, or check PREFECT_API_URL"
+        "wheelflow: error: spec error: DEPLOYMENT: no deployment 'relase' on this Prefect server; "
+        "fix: did you mean 'release'?"
     )
+    assert json.loads(result.stdout)["exit_code"] == 2
 
 
 def test_the_scheduled_sync_monitor_fires_on_its_own(served) -> None:
@@ -309,7 +315,7 @@ def test_a_release_on_a_postgresql_backed_prefect_server(
         assert result.returncode == 0, result.stderr[-3000:]
         run_id = json.loads(result.stdout)["flow_run_id"]
         status = run_cli("status", run_id, "--json", env={"PREFECT_API_URL": url})
-        names = {t["name"]: t["state"] for t in json.loads(status.stdout)}
+        names = {t["name"]: t["state"] for t in json.loads(status.stdout)["tasks"]}
         assert names[f"upload[{WHEEL}→staging]"] == "Completed" and names["verify-served[staging]"] == "Completed"
     finally:
         stop_processes(proc)
@@ -415,7 +421,7 @@ def test_cancelling_the_ci_job_cancels_the_flow_run(served, staging, tmp_path: P
     try:
         wait_for(lambda: ": Running" in out.read_text(), 300, "the flow run to start running")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 130
+        assert proc.wait(60) == 3  # as trigger --wait on SIGTERM: the run was cancelled
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -18,9 +18,9 @@ from prefect.client.orchestration import get_client
 from prefect.input import RunInput
 from pydantic import Field
 
-from wheelflow.core.errors import CredentialsError, OrchestrationError, ReleaseBusy, SpecError
+from wheelflow.core.errors import CredentialsError, ReleaseBusy, SpecError
 from wheelflow.ops.incidents import VARIABLE_PREFIX, Incident, variable_name
-from wheelflow.ops.orchestration import strict_schema
+from wheelflow.ops.orchestration import deployment_not_found, strict_schema
 from wheelflow.ops.runhistory import TaskHistory, entry_from_state, retry_errors
 
 # -- Secret blocks ---------------------------------------------------------------------------------
@@ -235,7 +235,8 @@ def ui_url(flow_run_id: str) -> str | None:
 
 
 def find_deployment(client: Any, name: str) -> Any:
-    """``FLOW/DEPLOYMENT``, or a deployment name alone when exactly one flow has it."""
+    """``FLOW/DEPLOYMENT``, or a deployment name alone when exactly one flow has it; an unknown name is
+    bad input (exit 2) with a did-you-mean."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
     from prefect.exceptions import ObjectNotFound
 
@@ -243,19 +244,19 @@ def find_deployment(client: Any, name: str) -> Any:
         try:
             return client.read_deployment_by_name(name)
         except ObjectNotFound:
-            raise OrchestrationError(
-                f"no deployment {name!r} on this Prefect server; fix: run `prefect deploy --all` "
-                "or `wheelflow serve`, or check PREFECT_API_URL"
-            ) from None
+            raise deployment_not_found(name, deployment_names(client)) from None
     found = client.read_deployments(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name])))
     if len(found) == 1:
         return found[0]
     if not found:
-        raise OrchestrationError(
-            f"no deployment named {name!r} on this Prefect server; fix: run `prefect deploy "
-            "--all` or `wheelflow serve`, or check PREFECT_API_URL"
-        )
-    raise OrchestrationError(f"{len(found)} deployments are named {name!r}; fix: name one as FLOW/{name}")
+        raise deployment_not_found(name, deployment_names(client))
+    raise SpecError("DEPLOYMENT", f"{len(found)} deployments are named {name!r}", f"name one as FLOW/{name}")
+
+
+def deployment_names(client: Any) -> list[str]:
+    """Every deployment on the server as ``FLOW/DEPLOYMENT``."""
+    flows = {f.id: f.name for f in client.read_flows()}
+    return [f"{flows.get(d.flow_id, '?')}/{d.name}" for d in client.read_deployments()]
 
 
 def start_run(client: Any, deployment: Any, parameters: dict[str, Any], deployment_name: str) -> Any:
@@ -559,3 +560,77 @@ def emit_alert_sent(flow_run: Any, flow_name: str, delivered: int) -> None:
         payload={"channels": delivered},
     )
     EventsWorker.drain_all(timeout=10)
+
+
+# -- the team path: wheelflow setup and wheelflow doctor -------------------------------------------
+
+
+def server_problem() -> str | None:
+    """None when the Prefect server PREFECT_API_URL names answers, else why not (one line)."""
+    with get_client(sync_client=True) as client:
+        try:
+            failure = client.api_healthcheck()
+        except Exception as exc:  # any failure to reach it is the answer
+            return f"the Prefect server does not answer: {type(exc).__name__}"
+    return None if failure is None else f"the Prefect server does not answer: {type(failure).__name__}"
+
+
+def pool_exists(name: str) -> bool:
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+        except ObjectNotFound:
+            return False
+    return True
+
+
+def ensure_process_pool(name: str) -> bool:
+    """Create the process work pool ``name`` unless it exists; True when created."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    if pool_exists(name):
+        return False
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+    return True
+
+
+def secret_block_exists(name: str) -> bool:
+    from prefect.blocks.system import Secret
+
+    try:
+        Secret.load(name)
+    except ValueError:
+        return False
+    return True
+
+
+def ensure_secret(name: str, value: str | None) -> str:
+    """The Secret block ``name``: set to ``value`` when given, else created empty when missing (a public
+    repository needs no token), else left as it is. Returns what was done."""
+    from prefect.blocks.system import Secret
+
+    if value is not None:
+        Secret(value=value).save(name, overwrite=True)
+        return "set"
+    if secret_block_exists(name):
+        return "kept"
+    Secret(value="").save(name, overwrite=True)
+    return "created empty"
+
+
+def finish_registration(names: list[str], schedules_active: dict[str, bool]) -> None:
+    """After ``prefect deploy``: each deployment refuses unknown parameter names (as served ones do),
+    and the named deployments' schedules are switched on or off."""
+    with get_client(sync_client=True) as client:
+        for name in names:
+            deployment = client.read_deployment_by_name(name)
+            strict_parameters(client, deployment)
+            active = schedules_active.get(name.split("/", 1)[1])
+            if active is None:
+                continue
+            for schedule in client.read_deployment_schedules(deployment.id):
+                if schedule.active != active:
+                    client.update_deployment_schedule(deployment.id, schedule.id, active=active)

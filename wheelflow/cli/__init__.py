@@ -18,18 +18,33 @@ from wheelflow.cli import (
     automations,
     backfill,
     check,
+    doctor,
     images,
     matrix,
     monitor,
     release,
     schema,
     serve,
+    setup,
     status,
     trigger,
     verify,
 )
 from wheelflow.cli.common import say
-from wheelflow.core.errors import WheelflowError
+from wheelflow.core.errors import ExitCode, WheelflowError
+
+
+class ArgumentsRefused(Exception):
+    """The argument parser refused the command line (an unknown option, a missing argument)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a refused command line raises instead of printing usage and exiting, so
+    that ``main`` reports it as every other bad input: one line (and, with ``--json``, JSON), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ArgumentsRefused(f"{self.prog}: {message}")
+
 
 COMMANDS = (
     release,
@@ -43,13 +58,15 @@ COMMANDS = (
     status,
     approve,
     serve,
+    setup,
+    doctor,
     automations,
     schema,
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wheelflow", description=__doc__.splitlines()[0])
+    parser = Parser(prog="wheelflow", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(commands).set_defaults(run=command.run)
@@ -62,12 +79,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     # locked" tracebacks on runs that succeed; a throwaway server has nothing worth reporting. A
     # user's own setting wins, and a real server (PREFECT_API_URL) is not started by us at all.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except ArgumentsRefused as exc:
+        names = {c.__name__.rsplit(".", 1)[-1] for c in COMMANDS}
+        command = next((a for a in argv if not a.startswith("-")), None)
+        fix = f"see `wheelflow {command} --help`" if command in names else "see `wheelflow --help`"
+        error = f"usage error: {exc}; fix: {fix}"
+        if "--json" in argv:
+            print(json.dumps({"ok": False, "error": error, "exit_code": int(ExitCode.BAD_INPUT)}, indent=2))
+        say(f"wheelflow: error: {error}")
+        return ExitCode.BAD_INPUT
     try:
         return args.run(args)
     except WheelflowError as exc:
         if getattr(args, "json", False):
-            print(json.dumps({"ok": False, "error": str(exc)}, indent=2))
+            print(json.dumps({"ok": False, "error": str(exc), "exit_code": int(exc.exit_code)}, indent=2))
         say(f"wheelflow: error: {exc}")
         return exc.exit_code
 

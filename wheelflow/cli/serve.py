@@ -20,7 +20,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--monitor-projects",
         metavar="FILE",
-        help="JSON list of the projects sync-monitor watches (default: the hello-cuda demo)",
+        help="JSON list of the projects sync-monitor watches (default: the Prefect Variable "
+        "wheelflow-monitor-projects; with neither, its schedule is registered inactive)",
     )
     parser.add_argument(
         "--monitor-interval",
@@ -38,8 +39,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wheelflow.adapters.prefect_api import serve_deployments
-    from wheelflow.deployments import project_deployments
+    from wheelflow.adapters.prefect_api import read_variable, serve_deployments
+    from wheelflow.deployments import PROJECTS_VARIABLE, project_deployments, waiting_for_configuration
 
     monitored = None
     if args.monitor_projects:
@@ -51,12 +52,16 @@ def run(args: argparse.Namespace) -> int:
                 f"cannot read a JSON list from {args.monitor_projects} ({type(exc).__name__})",
                 "give a file holding a JSON list of projects",
             ) from None
-    deployments = project_deployments(monitored=monitored, monitor_interval=args.monitor_interval)
-    known = [d.name for d in deployments]
+    known = [d.name for d in project_deployments()]
     for name in args.only or []:
         if name not in known:
             raise SpecError("--only", f"no deployment {name!r}", f"use one of: {', '.join(known)}")
+    waiting = waiting_for_configuration(monitored, read_variable(PROJECTS_VARIABLE))
+    deployments = project_deployments(monitored=monitored, monitor_interval=args.monitor_interval, inactive=waiting)
     deployments = [d for d in deployments if not args.only or d.name in args.only]
+    for name, what in waiting.items():
+        if not args.only or name in args.only:
+            say(f"wheelflow: {name}: schedule registered inactive until configured: {what}")
     if not args.no_automations:
         install(args, monitor_interval=args.monitor_interval)
     say(f"wheelflow: serving {', '.join(d.name for d in deployments)} (Ctrl-C to stop)")

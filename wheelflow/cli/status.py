@@ -1,4 +1,5 @@
-"""``wheelflow status RUN_ID``: every task run of a flow run with its full state history."""
+"""``wheelflow status RUN_ID``: a flow run's state, message and reason, and every task run with its
+full state history."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ from uuid import UUID
 
 from wheelflow.cli.common import add_json, say
 from wheelflow.core.errors import SpecError
-from wheelflow.ops.orchestration import RunOutcome
+from wheelflow.ops.orchestration import EXIT_RUNNING, run_status
 from wheelflow.ops.runhistory import describe_attempts
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
-    parser = commands.add_parser("status", help="every task run of a flow run with its full state history")
+    parser = commands.add_parser(
+        "status",
+        help="a flow run's state and reason, and every task run with its full state history; "
+        "exit 0 Completed, 1 Failed, 3 Cancelled/Crashed, 5 not finished yet",
+    )
     parser.add_argument("run_id", metavar="RUN_ID")
-    add_json(parser, "a list, one object per task run,")
+    add_json(parser, "an object: the flow run's state, message, reason, exit_code and tasks,")
     return parser
 
 
@@ -28,21 +33,37 @@ def parse_run_id(text: str) -> UUID:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wheelflow.adapters.prefect_api import read_flow_run, run_histories
+    from prefect.client.orchestration import get_client
+
+    from wheelflow.adapters.prefect_api import read_flow_run, release_verdict, run_histories, ui_url
 
     run_id = parse_run_id(args.run_id)
     flow_run = read_flow_run(run_id)
-    # A finished flow run's last task states reach the API a moment after it ends: let them settle.
-    finished = flow_run.state is not None and flow_run.state.is_final()
-    histories = run_histories(run_id, settle=10.0 if finished else 0.0)
     state = flow_run.state
-    # Exit codes as trigger --wait's: 1 Failed, 3 Cancelled or Crashed; a run still going is 0.
-    exit_code = RunOutcome(str(run_id), "", state.name, state.type.value, None).exit_code if finished else 0
+    # A finished flow run's last task states reach the API a moment after it ends: let them settle.
+    finished = state is not None and state.is_final()
+    histories = run_histories(run_id, settle=10.0 if finished else 0.0)
+    with get_client(sync_client=True) as client:
+        failed_checks = release_verdict(client, run_id)["failed_checks"]
+    status = run_status(
+        str(run_id),
+        flow_run.name,
+        state.name if state else None,
+        state.type.value if state else None,
+        state.message if state else None,
+        [h.json() for h in histories],
+        failed_checks,
+        ui_url(str(run_id)),
+    )
+    exit_code = status["exit_code"]
     if args.json:
-        print(json.dumps([h.json() for h in histories], indent=2))
+        print(json.dumps(status, indent=2))
         return exit_code
     # Plain lines, not a table: CI logs are narrow and error messages must stay whole.
-    print(f"flow run {flow_run.name} ({run_id}): {state.name if state else 'Unknown'}")
+    print(
+        f"flow run {flow_run.name} ({run_id}): {status['state']}"
+        + (f": {status['message']}" if status["message"] else "")
+    )
     for h in histories:
         duration = "" if h.duration_s is None else f", {h.duration_s:.1f} s"
         print(f"{h.name} [{h.flow_run}]: {h.state}, {h.attempts} attempt(s){duration}")
@@ -51,8 +72,12 @@ def run(args: argparse.Namespace) -> int:
                 f"    {e.time[:19].replace('T', ' ')} {e.name}"
                 + (f": {' '.join(e.message.split())}" if e.message else "")
             )
-    if exit_code:
-        say(f"wheelflow: flow run {flow_run.name} {state.name}: {' '.join((state.message or '').split())}")
+    if exit_code == EXIT_RUNNING:
+        say(f"wheelflow: flow run {flow_run.name} is {status['state']}: not finished yet (exit {exit_code})")
+    elif exit_code:
+        say(f"wheelflow: flow run {flow_run.name} {status['state']}: {status['message'] or ''}".rstrip(": "))
+        if status["reason"] and status["reason"] != status["message"]:
+            say(f"wheelflow: reason: {status['reason']}")
         for h in histories:
             if h.state in ("Failed", "Crashed", "TimedOut"):
                 say(f"wheelflow: {h.name}: {h.state} after {h.attempts} attempt(s)")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from wheelflow.cli.common import add_json, say, split_pairs
-from wheelflow.ops.orchestration import EXIT_CANCELLED, RunOutcome, coerce_parameters
+from wheelflow.ops.orchestration import EXIT_CANCELLED, RunOutcome, coerce_parameters, run_reason
 from wheelflow.source.gitauth import refuse_url_credentials
 
 
@@ -33,7 +33,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--wait",
         action="store_true",
-        help="follow the run; exit 0 on Completed, 1 Failed, 3 Cancelled/Crashed, 4 timeout",
+        help="follow the run; exit 0 on Completed, 1 Failed, 3 Cancelled/Crashed (or SIGTERM/SIGINT: "
+        "the run is cancelled first), 4 --timeout passed (the run goes on)",
     )
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long")
     add_json(parser, "the outcome")
@@ -105,15 +106,27 @@ def run(args: argparse.Namespace) -> int:
         url,
         timed_out,
     )
+    message = state.message if state else None
+    exit_code = outcome.exit_code if args.wait else 0  # without --wait: started, no verdict yet
     if verdict is not None:
-        print_verdict(verdict, state.message if state else None)
+        print_verdict(verdict, message)
     if args.json:
-        print(json.dumps({**outcome.json(), **(verdict or {}), "message": state.message if state else None}, indent=2))
-    if not args.wait:
-        return 0
+        reason = run_reason(outcome.state, message, [], (verdict or {}).get("failed_checks", [])) if verdict else None
+        print(
+            json.dumps(
+                {
+                    **outcome.json(),
+                    **(verdict or {}),
+                    "message": message,
+                    "reason": reason,
+                    "exit_code": int(exit_code),
+                },
+                indent=2,
+            )
+        )
     if timed_out:
         say(f"wheelflow: gave up after {args.timeout:g} s; the run goes on: {flow_run.id}")
-    return outcome.exit_code
+    return exit_code
 
 
 def print_verdict(verdict: dict[str, Any], message: str | None) -> None:

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     BAD_INPUT = 2  # bad input (spec, option, parameter): refused before anything was done
     CANCELLED = 3  # the run was Cancelled or Crashed
     TIMED_OUT = 4  # waiting for the run timed out; the run goes on
+    RUNNING = 5  # status: the run has not finished yet (Scheduled, Pending, Running, Paused): ask again later
 
 
 EXIT_CODES: dict[int, str] = {
@@ -29,6 +30,7 @@ EXIT_CODES: dict[int, str] = {
     ExitCode.BAD_INPUT: "bad input: nothing was done",
     ExitCode.CANCELLED: "the run was cancelled or crashed",
     ExitCode.TIMED_OUT: "waiting timed out; the run goes on",
+    ExitCode.RUNNING: "the run has not finished yet: ask again later",
 }
 
 
@@ -164,6 +166,38 @@ def _log_user_errors_without_traceback() -> None:
 
 
 _log_user_errors_without_traceback()
+
+
+def strip_fix(message: str) -> str:
+    """A one-line error without its ``; fix: ...`` part."""
+    return message.split("; fix: ", 1)[0]
+
+
+class RetriesExhausted(WheelflowError):
+    """A step that failed the same transient way on every attempt: wheelflow stopped retrying. The
+    message names the attempts, the last error and what a person does next."""
+
+    def __init__(self, attempts: int, last_error: str, fix: str) -> None:
+        self.attempts, self.last_error = attempts, last_error
+        super().__init__(f"gave up after {attempts} attempts: {' '.join(strip_fix(last_error).split())}; fix: {fix}")
+
+
+def retries_exhausted(exc: BaseException, attempts: int) -> RetriesExhausted:
+    """What a retried step says when its last attempt failed the way the earlier ones did: the
+    attempts, the last error without its retry advice, and what a person does now."""
+    text = str(exc) if isinstance(exc, WheelflowError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, UploadError):
+        fix = (
+            "the index kept failing: check that it is up and accepts uploads, then re-run the release "
+            "(files already served are found and not uploaded again)"
+        )
+    elif isinstance(exc, IndexReadError):
+        fix = "check that the index answers at that URL (open it in a browser or with curl), then re-run"
+    elif isinstance(exc, InfrastructureError):
+        fix = "check the runner (Docker daemon, disk, images: `wheelflow doctor`), then re-run"
+    else:
+        fix = "the failure persisted through every retry: check the service it names is reachable, then re-run"
+    return RetriesExhausted(attempts, text, fix)
 
 
 class InfrastructureError(WheelflowError):

@@ -8,13 +8,14 @@ schedule that stopped firing. The Prefect server evaluates these automations wha
 the workers:
 
 - ``wheelflow-zombie-runs``: a run whose heartbeats stop (its worker was killed) is marked Crashed;
-- ``wheelflow-release-problem``: a ``release`` run ended Failed, Crashed, TimedOut or Cancelled and
-  no ``wheelflow.alert.sent`` event (the hook's "I delivered the rich alert") followed within the
-  dedup window: notify. So each problem gives exactly one alert, from whichever path survived;
+- ``wheelflow-release-problem``: a ``release`` run ended Failed, Crashed or TimedOut, or went
+  Cancelling (its cancellation hook runs then, before Cancelled), and no ``wheelflow.alert.sent``
+  event (the hook's "I delivered the rich alert") followed within the dedup window: notify. So each
+  problem gives exactly one alert, from whichever path survived;
 - ``wheelflow-running-too-long`` / ``wheelflow-paused-too-long``: a run stays Running or Paused
   longer than its limit;
-- ``wheelflow-silent-<deployment>``: ``sync-monitor`` or ``nightly`` did not complete within two of
-  its intervals (the monitor of the monitor); it fires again every two intervals while it stays silent.
+- ``wheelflow-silent-<deployment>``: ``sync-monitor`` or ``nightly`` finished no run (in any final
+  state) within two of its intervals (the monitor of the monitor); it fires again every two intervals while it stays silent.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ PREFECT_HEARTBEAT_DEFAULT = 180  # Prefect 3.9's default heartbeat period (secon
 FLOWS = ("release", "sync-monitor", "build-cell")  # wheelflow's flow names
 PROBLEM_STATES = ("Failed", "Crashed", "TimedOut", "Cancelled")
 FINAL_STATES = ("Completed", *PROBLEM_STATES)
+#: The states from which the release hook's alert is awaited. A cancellation's hook runs at
+#: Cancelling, before the runner proposes Cancelled, so its ``wheelflow.alert.sent`` precedes the
+#: Cancelled event: a window opened at Cancelled would never see it and page a second time.
+#: A run cancelled before it ever ran goes straight to Cancelled: it did nothing, and pages nobody.
+ALERT_AWAITED_AFTER = ("Failed", "Crashed", "TimedOut", "Cancelling")
 MINIMUM_WINDOW = 10.0  # Prefect refuses proactive triggers with a shorter window
 
 
@@ -98,7 +104,8 @@ def wheelflow_automations(
             description="A wheelflow run whose heartbeats stopped (its worker died) is marked Crashed.",
             posture="Proactive",
             after=(HEARTBEAT_EVENT,),
-            expect=(HEARTBEAT_EVENT, *flow_run_events(*FINAL_STATES)),
+            # Cancelling: the runner is ending the run itself (its heartbeats stop when it kills the process)
+            expect=(HEARTBEAT_EVENT, *flow_run_events(*FINAL_STATES, "Cancelling")),
             within=windows.zombie_window(env),
             action="crash",
             match=_RUN,
@@ -112,11 +119,11 @@ def wheelflow_automations(
         AutomationSpec(
             name=f"{PREFIX}release-problem",
             description=(
-                "A release run ended Failed/Crashed/TimedOut/Cancelled and its own hook did not report "
+                "A release run ended Failed/Crashed/TimedOut or was cancelled, and its own hook did not report "
                 f"delivering the rich alert ({ALERT_SENT_EVENT}) in time."
             ),
             posture="Proactive",
-            after=tuple(flow_run_events(*PROBLEM_STATES)),
+            after=tuple(flow_run_events(*ALERT_AWAITED_AFTER)),
             expect=(ALERT_SENT_EVENT,),
             within=windows.dedup,
             action="notify",
@@ -149,17 +156,19 @@ def wheelflow_automations(
         specs.append(
             AutomationSpec(
                 name=f"{PREFIX}silent-{deployment}",
-                description=f"Deployment {deployment} did not complete a run within two of its intervals ({2 * interval:.0f} s).",
+                description=f"Deployment {deployment} finished no run within two of its intervals ({2 * interval:.0f} s).",
                 posture="Proactive",
-                expect=tuple(flow_run_events("Completed")),
+                # Any finished run is a sign of life: a monitor with an open incident ends Failed, and
+                # alerts through its incident alerts, not as a silent schedule.
+                expect=tuple(flow_run_events(*FINAL_STATES)),
                 within=max(2 * interval, MINIMUM_WINDOW),
                 action="notify",
                 match=_RUN,
                 match_related={"prefect.resource.role": "deployment", "prefect.resource.name": deployment},
-                subject=f"deployment {deployment} completed no run in {2 * interval:.0f} s (two intervals)",
+                subject=f"deployment {deployment} finished no run in {2 * interval:.0f} s (two intervals)",
                 body=(
                     f"The schedule of {deployment} may have stopped firing: a paused or stopped `wheelflow serve`, "
-                    "a dead worker, a paused work pool, or every run failing. Check its runs in the Prefect UI."
+                    "a dead worker, a paused work pool, or runs that never end. Check its runs in the Prefect UI."
                 ),
             )
         )

@@ -13,12 +13,13 @@ from typing import Any
 
 from wheelflow.core.errors import ExitCode, SpecError
 
-#: ``wheelflow trigger --wait`` exit codes (2 is bad input, as everywhere in wheelflow).
-EXIT_COMPLETED, EXIT_FAILED, EXIT_CANCELLED, EXIT_TIMEOUT = (
+#: ``wheelflow trigger --wait`` and ``status`` exit codes (2 is bad input, as everywhere in wheelflow).
+EXIT_COMPLETED, EXIT_FAILED, EXIT_CANCELLED, EXIT_TIMEOUT, EXIT_RUNNING = (
     ExitCode.OK,
     ExitCode.FAILED,
     ExitCode.CANCELLED,
     ExitCode.TIMED_OUT,
+    ExitCode.RUNNING,
 )
 
 
@@ -39,7 +40,9 @@ class RunOutcome:
             return EXIT_COMPLETED
         if self.state_type in ("CANCELLED", "CANCELLING", "CRASHED"):
             return EXIT_CANCELLED
-        return EXIT_FAILED
+        if self.state_type == "FAILED":
+            return EXIT_FAILED
+        return EXIT_RUNNING  # SCHEDULED, PENDING, RUNNING, PAUSED: not finished, not a verdict yet
 
     def json(self) -> dict[str, Any]:
         return {
@@ -127,3 +130,64 @@ def _json(value: str, key: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError as exc:
         raise SpecError(key, f"{value!r} is not valid JSON ({exc.msg})", "quote the value as JSON") from None
+
+
+def deployment_not_found(name: str, known: list[str]) -> SpecError:
+    """The error for a deployment name the server does not have: exit 2 (nothing was started), with
+    a did-you-mean among ``known`` (``FLOW/DEPLOYMENT`` names), matched whole or by deployment name."""
+    short = {k.split("/", 1)[-1]: k for k in known}
+    close = difflib.get_close_matches(name, known, n=1) or [
+        short[m] for m in difflib.get_close_matches(name.split("/", 1)[-1], list(short), n=1)
+    ]
+    if close:
+        suggestion = close[0] if "/" in name else close[0].split("/", 1)[-1]
+        fix = f"did you mean {suggestion!r}?"
+    elif known:
+        fix = f"use one of: {', '.join(sorted(known))}"
+    else:
+        fix = "this server has no deployments: run `wheelflow setup` (or `wheelflow serve`), or check PREFECT_API_URL"
+    return SpecError("DEPLOYMENT", f"no deployment {name!r} on this Prefect server", fix)
+
+
+def run_reason(
+    state_name: str | None, message: str | None, tasks: list[dict[str, Any]], failed_checks: list[dict[str, Any]]
+) -> str | None:
+    """Why a flow run ended as it did, in one line: the failed release check, else the failed task
+    and its last error, else the run's own state message (e.g. a crash before its first task)."""
+    if state_name in (None, "Completed"):
+        return None
+    for check in failed_checks:
+        return f"{check['check']}: {' '.join(str(check['detail']).split())}"
+    for task in tasks:
+        if task.get("state") in ("Failed", "Crashed", "TimedOut"):
+            errors = [h.get("message") for h in task.get("history", []) if h.get("message")]
+            return f"{task['name']}: {task['state']}" + (f": {' '.join(errors[-1].split())}" if errors else "")
+    return " ".join(message.split()) if message else None
+
+
+def run_status(
+    run_id: str,
+    name: str,
+    state_name: str | None,
+    state_type: str | None,
+    message: str | None,
+    tasks: list[dict[str, Any]],
+    failed_checks: list[dict[str, Any]] | None = None,
+    url: str | None = None,
+) -> dict[str, Any]:
+    """``wheelflow status --json``: the flow run's own state, message and reason beside its tasks, and
+    the exit code the command ends with (so that a run that failed before its first task still says why)."""
+    outcome = RunOutcome(run_id, "", state_name or "Unknown", state_type or "UNKNOWN", url)
+    return {
+        "flow_run_id": run_id,
+        "name": name,
+        "state": outcome.state,
+        "state_type": outcome.state_type,
+        "final": outcome.exit_code != EXIT_RUNNING,
+        "message": " ".join(message.split()) if message else None,
+        "reason": run_reason(state_name, message, tasks, failed_checks or []),
+        "url": url,
+        "exit_code": int(outcome.exit_code),
+        "failed_checks": failed_checks or [],
+        "tasks": tasks,
+    }

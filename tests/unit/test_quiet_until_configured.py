@@ -1,0 +1,53 @@
+"""Quiet until configured: a scheduled deployment that would fail on every run is registered with
+its schedule (the same cron) inactive, and says what to set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from wheelflow.deployments import PROJECTS_VARIABLE, project_deployments, waiting_for_configuration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_unconfigured_deployments_are_named_with_what_to_set() -> None:
+    waiting = waiting_for_configuration(None, None)
+    assert set(waiting) == {"sync-monitor", "upstream-check"}
+    assert PROJECTS_VARIABLE in waiting["sync-monitor"] and "--monitor-projects" in waiting["sync-monitor"]
+    assert "packages" in waiting["upstream-check"]
+    assert "sync-monitor" not in waiting_for_configuration([{"name": "p"}], None)
+    assert "sync-monitor" not in waiting_for_configuration(None, [{"name": "p"}])
+
+
+def test_their_schedules_are_registered_inactive_with_the_same_cron() -> None:
+    deployments = {d.name: d for d in project_deployments(inactive=waiting_for_configuration(None, None))}
+    schedules = {name: [(s.schedule.cron, s.active) for s in d.schedules] for name, d in deployments.items()}
+    assert schedules["sync-monitor"] == [("*/15 * * * *", False)]
+    assert schedules["upstream-check"] == [("0 6 * * *", False)]
+    assert schedules["nightly"] == [("0 3 * * *", True)]
+    configured = {d.name: d for d in project_deployments(monitored=[{"name": "p"}])}
+    assert [s.active for s in configured["sync-monitor"].schedules] == [True]
+
+
+def test_prefect_yaml_registers_them_inactive_too() -> None:
+    from wheelflow.flows.monitor import PROJECTS_VARIABLE as read_by_the_flow
+
+    assert read_by_the_flow == PROJECTS_VARIABLE
+    declared = {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
+    assert [s.get("active", True) for s in declared["sync-monitor"]["schedules"]] == [False]
+    assert [s.get("active", True) for s in declared["upstream-check"]["schedules"]] == [False]
+    assert [s.get("active", True) for s in declared["nightly"]["schedules"]] == [True]
+
+
+def test_serve_help_makes_no_claim_of_a_demo_default_for_monitor_projects(capsys) -> None:
+    from wheelflow.cli import build_parser
+
+    parser = build_parser()
+    try:
+        parser.parse_args(["serve", "--help"])
+    except SystemExit:
+        pass
+    text = " ".join(capsys.readouterr().out.split())
+    assert "hello-cuda" not in text and "registered inactive" in text
