@@ -30,6 +30,7 @@ from wheelflow.cli import (
 )
 from wheelflow.cli.common import say
 from wheelflow.core.errors import WheelflowError
+from wheelflow.core.home import ensure_home
 
 COMMANDS = (
     release,
@@ -47,6 +48,9 @@ COMMANDS = (
     schema,
 )
 
+#: The commands that keep state under $WHEELFLOW_HOME (checked writable before they start).
+USES_HOME = frozenset({"release", "backfill", "verify", "check", "monitor", "images", "serve"})
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wheelflow", description=__doc__.splitlines()[0])
@@ -62,11 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # locked" tracebacks on runs that succeed; a throwaway server has nothing worth reporting. A
     # user's own setting wins, and a real server (PREFECT_API_URL) is not started by us at all.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv  # before parsing: an option refused by its type is shown the same way
     try:
+        args = build_parser().parse_args(argv)
+        as_json = getattr(args, "json", False)
+        if args.command in USES_HOME:
+            ensure_home()  # a home that cannot be written: one line naming it, before any flow run
         return args.run(args)
     except WheelflowError as exc:
-        if getattr(args, "json", False):
+        if as_json:
             print(json.dumps({"ok": False, "error": str(exc)}, indent=2))
         say(f"wheelflow: error: {exc}")
         return exc.exit_code

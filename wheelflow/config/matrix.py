@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any
 
-from annotated_types import Gt, MinLen
+from annotated_types import Gt, Le, MinLen
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import (
     AfterValidator,
+    AllowInfNan,
     BeforeValidator,
     Field,
     StrictBool,
@@ -53,6 +54,7 @@ from pydantic import (
 
 from wheelflow.config.gpuarch import parse_archs
 from wheelflow.config.spectypes import EnvTable, Expect, SpecModel, Text, problem, spec_error
+from wheelflow.core.deadline import MAX_SECONDS
 from wheelflow.core.errors import SpecError
 
 if TYPE_CHECKING:
@@ -125,7 +127,13 @@ When = Annotated[
 Require = Annotated[
     dict[str, Specifiers], MinLen(1), Expect("a table of axis = specifiers", 'write e.g. require = { cuda = ">=12.6" }')
 ]
-CellTimeout = Annotated[StrictFloat, Gt(0), Expect("a positive number of seconds", "write e.g. timeout = 3600")]
+CellTimeout = Annotated[
+    StrictFloat,
+    Gt(0),
+    Le(MAX_SECONDS),
+    AllowInfNan(False),
+    Expect("a finite positive number of seconds, at most a year", "write e.g. timeout = 3600"),
+]
 Concurrency = Annotated[StrictInt, Gt(0), Expect("a positive integer", "write e.g. concurrency = 4")]
 MaxCells = Annotated[StrictInt, Gt(0), Expect("a positive integer", "write e.g. max-cells = 512")]
 

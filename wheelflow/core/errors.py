@@ -63,6 +63,12 @@ class SpecError(WheelflowError):
         super().__init__(message)
 
 
+class HomeError(WheelflowError):
+    """$WHEELFLOW_HOME cannot be written (read-only, full, not a folder): refused before anything starts."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
 class VersionError(WheelflowError):
     """The release version cannot be determined, or its sources disagree."""
 
