@@ -120,6 +120,13 @@ class MalformedListingError(IndexReadError):
     transient = False
 
 
+class IndexRedirectError(IndexReadError):
+    """The index redirects in a loop, too often, or away from http(s): the same on every read, so
+    never retried."""
+
+    transient = False
+
+
 class UploadError(WheelflowError):
     """An upload failed. ``transient`` says whether retrying may help."""
 
