@@ -31,6 +31,7 @@ from wheelflow.cli import (
 from wheelflow.cli.common import say
 from wheelflow.core.errors import WheelflowError
 from wheelflow.core.home import ensure_home
+from wheelflow.core.secretenv import hide_secrets
 
 COMMANDS = (
     release,
@@ -66,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # locked" tracebacks on runs that succeed; a throwaway server has nothing worth reporting. A
     # user's own setting wins, and a real server (PREFECT_API_URL) is not started by us at all.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if argv is None:  # the `wheelflow` command itself: secrets leave the start environment first
+        hide_secrets(sys.argv[1:])
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in argv  # before parsing: an option refused by its type is shown the same way
     try:

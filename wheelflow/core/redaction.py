@@ -10,13 +10,14 @@ by any registration that finds it missing, so a process that knows a secret cann
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 MASK = "***"
 #: Shorter values are not registered: masking every "ab" would destroy the logs, and a secret that
@@ -30,14 +31,40 @@ _secrets: tuple[str, ...] = ()  # longest first, so a secret containing another 
 _installed = False
 
 
+#: The shortest piece of a secret masked at the end or start of a line when the secret is split
+#: across two lines: shorter pieces match ordinary text too often.
+MIN_SPLIT_PART = 3
+
+
+def encodings(value: str) -> set[str]:
+    """The common encodings of a secret code might print to get it past exact-text masking: base64
+    (standard and URL-safe, with and without padding), URL-encoding, hex (either case), reversed."""
+    raw = value.encode()
+    b64 = base64.b64encode(raw).decode()
+    b64url = base64.urlsafe_b64encode(raw).decode()
+    found = {
+        b64,
+        b64.rstrip("="),
+        b64url,
+        b64url.rstrip("="),
+        quote(value, safe=""),
+        quote_plus(value, safe=""),
+        raw.hex(),
+        raw.hex().upper(),
+        value[::-1],
+    }
+    return {v for v in found if v != value and len(v) >= MIN_SECRET_LENGTH}
+
+
 def register_secret(value: str | None) -> None:
-    """Remember ``value`` as a secret for the rest of this process (empty and short values are ignored)."""
+    """Remember ``value`` as a secret for the rest of this process, with its common encodings
+    (:func:`encodings`); empty and short values are ignored."""
     global _secrets
     if not value or len(value) < MIN_SECRET_LENGTH:
         return
     with _lock:
         if value not in _secrets:
-            _secrets = tuple(sorted((*_secrets, value), key=len, reverse=True))
+            _secrets = tuple(sorted({*_secrets, value, *encodings(value)}, key=len, reverse=True))
     if not _installed:
         install_log_redaction()
 
@@ -71,9 +98,58 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, MASK)
+    if "\n" in text and secrets:
+        text = _mask_split(text, secrets)
     if "@" in text or "=" in text:
         text = mask_url_credentials(text)
     return text
+
+
+def _mask_split(text: str, secrets: tuple[str, ...]) -> str:
+    """Mask a secret printed across line breaks (``print(s[:5]); print(s[5:])``): the text is read
+    with its line breaks taken out, and each line's piece of a secret found there becomes ``***``."""
+    keep = [i for i, c in enumerate(text) if c not in "\r\n"]
+    flat = "".join(text[i] for i in keep)
+    masked = [False] * len(text)
+    for secret in secrets:
+        start = flat.find(secret)
+        while start != -1:
+            span = keep[start : start + len(secret)]
+            if span[-1] - span[0] + 1 != len(secret):  # it does cross a line break
+                for i in span:
+                    masked[i] = True
+            start = flat.find(secret, start + 1)
+    if not any(masked):
+        return text
+    out, previous = [], False
+    for i, c in enumerate(text):
+        if masked[i]:
+            if not previous:
+                out.append(MASK)
+        else:
+            out.append(c)
+        previous = masked[i]
+    return "".join(out)
+
+
+class LineRedactor:
+    """Redacts a stream of output lines, holding one line back so that a secret split across two
+    lines is masked in both: ``feed`` returns the lines ready to show, ``close`` the last one."""
+
+    def __init__(self) -> None:
+        self._pending: str | None = None
+
+    def feed(self, line: str) -> Iterator[str]:
+        if self._pending is None:
+            self._pending = line
+            return iter(())
+        joined = redact(self._pending + "\n" + line)
+        ready, _, self._pending = joined.partition("\n")
+        return iter((ready,))
+
+    def close(self) -> Iterator[str]:
+        pending, self._pending = self._pending, None
+        return iter(() if pending is None else (redact(pending),))
 
 
 #: Query parameters that carry a credential in the URLs people paste (forges, object stores, webhooks).

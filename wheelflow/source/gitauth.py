@@ -11,13 +11,13 @@ process, so no helper stores them on disk either.
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from wheelflow.core import secretenv
 from wheelflow.core.childenv import child_env
 from wheelflow.core.credentials import Credentials, secret_block_credentials
 from wheelflow.core.errors import SpecError
@@ -66,7 +66,7 @@ def git_credentials(
             secret_block, "git credentials", f"export {PASSWORD_ENV}", read_secret, token_username=TOKEN_USERNAME
         )
     else:
-        environ = os.environ if environ is None else environ
+        environ = secretenv.environ() if environ is None else environ
         password = environ.get(PASSWORD_ENV)
         credentials = Credentials(environ.get(USERNAME_ENV) or TOKEN_USERNAME, password) if password else None
     if credentials is not None:

@@ -19,7 +19,7 @@ from wheelflow.config.repairoptions import RepairOptions
 from wheelflow.core.childenv import child_env
 from wheelflow.core.errors import BuildError, CellUnbuildable, EnvCreationError
 from wheelflow.core.pyenvs import create_env, installer_env
-from wheelflow.core.redaction import redact
+from wheelflow.core.redaction import LineRedactor
 from wheelflow.core.reproducible import prefix_map_env
 from wheelflow.source.export import source_files
 
@@ -50,8 +50,12 @@ def _stream(cmd: list[str], env: Mapping[str, str], cwd: Path, log: Log, timeout
     assert proc.stdout is not None
     try:
         with BatchedLog(log) as batch:
-            for line in proc.stdout:
-                line = redact(line.rstrip())  # a build or smoke command may print its environment
+            lines = LineRedactor()  # a build or smoke command may print its environment, even split up
+            for raw in proc.stdout:
+                for line in lines.feed(raw.rstrip()):
+                    tail.append(line)
+                    batch(line)
+            for line in lines.close():
                 tail.append(line)
                 batch(line)
         return proc.wait(timeout), tail
