@@ -38,25 +38,25 @@ def one_line(capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
     return lines[0], out
 
 
+TIME_OPTIONS = {
+    "verify --timeout": ["verify", "x==1.0", "--index", "http://127.0.0.1:9/simple/", "--timeout"],
+    "trigger --timeout": ["trigger", "release", "--wait", "--timeout"],
+    "monitor --grace": ["monitor", "--repo", "r", "--project", "p", "--index", "local", "--grace"],
+    "automations --running-limit": ["automations", "install", "--running-limit"],
+}
+
+
 @pytest.mark.case(
     "bad input",
     "a time option that is not a finite positive number",
     "exit 2, one line naming the option and the fix, nothing read (also under --json)",
 )
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "0", "1e400", "soon"])
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["verify", "x==1.0", "--index", "http://127.0.0.1:9/simple/", "--timeout"],
-        ["trigger", "release", "--wait", "--timeout"],
-        ["monitor", "--repo", "r", "--project", "p", "--index", "local", "--grace"],
-        ["automations", "install", "--running-limit"],
-    ],
-    ids=["verify", "trigger", "monitor", "automations"],
-)
+@pytest.mark.parametrize("command", TIME_OPTIONS)
 def test_time_options_are_finite_and_positive(
-    argv: list[str], value: str, capsys: pytest.CaptureFixture[str], home: Path
+    command: str, value: str, capsys: pytest.CaptureFixture[str], home: Path
 ) -> None:
+    argv = TIME_OPTIONS[command]
     if argv[-1] == "--grace" and value == "0":
         pytest.skip("a grace of 0 hours is meaningful: missing at once")
     argv = [*argv[:-1], f"{argv[-1]}={value}"]  # -inf would read as an option otherwise
@@ -159,23 +159,20 @@ def test_home_that_cannot_be_written_is_named(
 
 @pytest.mark.case(
     "bad input",
-    "release --version that is not PEP 440 ('1.0; rm -rf /')",
-    "exit 2 naming --version, before any flow run exists",
+    "a version option that is not PEP 440",
+    "exit 2 naming the option, before any flow run exists",
 )
 @pytest.mark.parametrize(
-    "argv",
-    [
-        ["release", "PROJECT", "--version", "1.0; rm -rf /"],
-        ["backfill", "PROJECT", "--versions", "1.0.0,$(id)"],
-        ["backfill", "PROJECT", "--since", "latest"],
-    ],
-    ids=["release", "backfill-versions", "backfill-since"],
+    "command", ["release --version '1.0; rm -rf /'", "backfill --versions '1.0.0,$(id)'", "backfill --since latest"]
 )
 def test_version_is_validated_before_a_flow_run(
-    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], home: Path, no_flow_run: None
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], home: Path, no_flow_run: None
 ) -> None:
+    import shlex
+
     project = make_project(tmp_path / "p")
-    argv = [str(project) if a == "PROJECT" else a for a in argv]
+    words = shlex.split(command)
+    argv = [words[0], str(project), *words[1:]]
     assert main(argv) == ExitCode.BAD_INPUT
     line, _ = one_line(capsys)
     option = argv[2]
@@ -201,10 +198,11 @@ CREDENTIAL_URLS = [
     "a credential in a git URL (userinfo, query token, scp form, git+ prefix)",
     "refused (exit 2) with the credential masked in the message",
 )
-@pytest.mark.parametrize(("url", "secret"), CREDENTIAL_URLS, ids=[f"form{i}" for i in range(len(CREDENTIAL_URLS))])
+@pytest.mark.parametrize("url", dict(CREDENTIAL_URLS))
 def test_every_credential_form_in_a_url_is_refused_and_masked(
-    url: str, secret: str, capsys: pytest.CaptureFixture[str], home: Path, no_flow_run: None
+    url: str, capsys: pytest.CaptureFixture[str], home: Path, no_flow_run: None
 ) -> None:
+    secret = dict(CREDENTIAL_URLS)[url]
     with pytest.raises(SpecError) as err:
         refuse_url_credentials(url)
     assert secret not in str(err.value) and "***" in str(err.value)
