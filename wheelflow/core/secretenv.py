@@ -12,8 +12,9 @@ the environment themselves (``PREFECT_API_KEY``, cloud storage keys) are put bac
 ``os.environ`` in memory, where those libraries find them and ``/proc`` does not.
 
 What remains: root on the same host reads anything; a child started with this process's whole
-environment (wheelflow's own children never are: :mod:`wheelflow.core.childenv`) would carry the
-library secrets. The Docker builder separates better.
+environment (wheelflow's own children never are: :mod:`wheelflow.core.childenv`; Prefect's temporary
+server, started when no PREFECT_API_URL is set, is) carries the library secrets in its start
+environment. The Docker builder separates better.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ _SECRET_NAME = re.compile(
     r"TOKEN|PASSWORD|PASSWD|SECRET|_KEY$|^KEY$|AUTH|CREDENTIAL|WEBHOOK|^TWINE_|^WHEELFLOW_ALERT_|^WHEELFLOW_\w+_USERNAME$",
     re.IGNORECASE,
 )
-#: wheelflow's own secrets stay out of os.environ altogether; other names are read by libraries.
-_OWN = re.compile(r"^(WHEELFLOW_|TWINE_)", re.IGNORECASE)
+#: Secrets that libraries in this process read from os.environ themselves (Prefect's client, cloud
+#: storage through fsspec): set there, in memory. Every other one stays out of os.environ altogether.
+_LIBRARY = re.compile(r"^(PREFECT_|AWS_|GOOGLE_|AZURE_)", re.IGNORECASE)
 _PIPE_LIMIT = 60_000  # bytes a pipe takes without a reader (Linux: 64 KiB)
 _held: dict[str, str] = {}
 
@@ -77,10 +79,10 @@ def receive_secrets() -> bool:
     os.close(fd)
     for name, value in json.loads(b"".join(chunks)).items():
         register_secret(value)
-        if _OWN.match(name):
-            _held[name] = value
-        else:
+        if _LIBRARY.match(name):
             os.environ[name] = value  # in memory: /proc/<pid>/environ keeps the start environment
+        else:
+            _held[name] = value
     return True
 
 
