@@ -67,15 +67,16 @@ def publish_static_files(dists: list[Distribution], target: Target, site: Static
 
 
 def static_rollback_hook(target: Target, site: StaticSite, publication: StaticPublication):
-    """A rollback hook for the release's transaction: every page back to its bytes before this run,
-    this run's files and sidecars deleted, under the same lock as the publication."""
+    """A rollback hook for the release's transaction: this run's entries taken out of the pages as
+    they are now (other releases' entries published since stay), this run's files and sidecars
+    deleted, under the same lock as the publication."""
 
     def restore_static_index(transaction) -> None:
         logger = logging.getLogger("wheelflow.rollback")
         with held_alone(site.lock_name):
             rollback_static(publication, storage_options=storage_options_for(target, read_secret))
         logger.warning(
-            "rollback: %s: %d page(s) restored, %d file(s) deleted",
+            "rollback: %s: this run's entries taken out of %d page(s), %d file(s) deleted",
             site.name,
             len(publication.pages),
             len(publication.added),

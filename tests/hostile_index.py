@@ -29,6 +29,7 @@ class HostileIndex:
         self.drip_headers: set[str] = set()
         self.endless: set[str] = set()  # answered with no content-length and more bytes than any listing may have
         self.declared_size: dict[str, int] = {}  # path → a content-length far beyond the body
+        self.redirects: dict[str, str] = {}  # path → the Location it is redirected to (302)
         self.gets: list[str] = []
         self.on_file_get: Any = None  # called in the handler's thread before a file is answered
         self._stop = threading.Event()
@@ -82,6 +83,12 @@ class HostileIndex:
 
     def _answer(self, handler: BaseHTTPRequestHandler) -> None:
         path = handler.path
+        if path in self.redirects:
+            handler.send_response(302)
+            handler.send_header("Location", self.redirects[path])
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
         if path in self.drip_headers:
             handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
             self._drip(handler, b"Content-Type: text/html\r\nX-Slow: " + b"x" * 10_000)

@@ -259,6 +259,50 @@ def test_a_malformed_json_listing_is_one_line_naming_the_url_and_the_fault(hosti
     )
 
 
+@pytest.mark.case(
+    "bad input",
+    "the index redirects in a loop, to file://, or to javascript:",
+    "exit 1 at once, one line naming the listing URL and the redirect; never retried",
+)
+@pytest.mark.parametrize("where", ["a loop", "file://", "javascript:", "a chain of 12"])
+def test_a_redirect_loop_or_a_non_http_target_is_one_permanent_line(hostile: HostileIndex, where: str) -> None:
+    listing = f"/simple/{PROJECT}/"
+    if where == "a loop":
+        hostile.redirects |= {listing: "/elsewhere/", "/elsewhere/": listing}
+        problem = f"it redirects in a loop ({hostile.simple_url}{PROJECT}/ → {hostile.url}elsewhere/ → "
+    elif where == "a chain of 12":
+        hostile.redirects |= {listing: "/hop/1"} | {f"/hop/{i}": f"/hop/{i + 1}" for i in range(1, 12)}
+        problem = "more than 10 redirects"
+    else:
+        target = "file:///etc/passwd" if where == "file://" else "javascript:alert(1)"
+        hostile.redirects[listing] = target
+        problem = f"it redirects to '{target}', not an http(s) URL"
+    result = verify(hostile, "--expect", WHEEL, "--timeout", "60")
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert line.startswith(f"wheelflow: error: cannot read {hostile.simple_url}{PROJECT}/: ")
+    assert problem in line
+    assert hostile.gets.count(listing) == 1  # permanent: not read again until the deadline
+
+
+@pytest.mark.case(
+    "bad input",
+    "the index answers a JSON listing nested 100,000 levels deep",
+    "exit 1, one line naming the listing URL, no RecursionError traceback",
+)
+def test_a_deeply_nested_listing_is_one_line_naming_the_url(hostile: HostileIndex) -> None:
+    depth = 100_000
+    hostile.list_json(
+        PROJECT, b'{"meta": {"api-version": "1.0"}, "name": "x", "files": ' + b"[" * depth + b"]" * depth + b"}"
+    )
+    result = verify(hostile, "--expect", WHEEL)
+    assert result.returncode == 1
+    assert one_line(result.stderr) == (
+        f"wheelflow: error: {hostile.simple_url}{PROJECT}/ is not a valid PEP 691 JSON listing: nested too deeply "
+        "to be a listing; fix: check the index URL; the index answers with a broken listing"
+    )
+
+
 @pytest.mark.parametrize(
     "href, problem",
     [

@@ -235,3 +235,76 @@ def test_many_failed_cells_are_one_short_line_grouped_by_error() -> None:
     line = summarize_failures(mixed, 97)
     assert line.startswith(f"3 of 97 cells failed: py3.0-cu0 and 1 more: {same}; py3.13-cu0: smoke failed: xxx")
     assert len(line) <= SUMMARY_LIMIT and line.endswith("…")
+
+
+def _huge_matrix_project(root) -> None:
+    """A project whose matrix has four axes of 100 values: 100⁴ = 10⁸ combinations."""
+    root.mkdir(parents=True, exist_ok=True)
+    axis = lambda p: "[" + ", ".join(f'"{p}{i}"' for i in range(100)) + "]"  # noqa: E731
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "huge"\nversion = "1.0.0"\n[tool.wheelflow]\n[tool.wheelflow.matrix]\n'
+        f"axes = {{ a = {axis('a')}, b = {axis('b')}, c = {axis('c')}, d = {axis('d')} }}\n"
+        'exclude = [{ a = "a1" }]\ninclude = [{ a = "a1", b = "b1", c = "c1", d = "d1" }]\n'
+    )
+
+
+def test_expansion_is_lazy_and_stops_at_max_cells_plus_one() -> None:
+    import tracemalloc
+
+    from pydantic_core import PydanticCustomError
+
+    from wheelflow.config.matrix import expand
+
+    axes = {name: tuple(f"{name}{i}" for i in range(100)) for name in "abcd"}
+    produced = []
+    tracemalloc.start()
+    try:
+        with pytest.raises(PydanticCustomError, match=r"more than max-cells \(256\).*100,000,000"):
+            for values in expand(axes, ({"a": "a1"},), (), (), 256):
+                produced.append(values)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(produced) == 256  # the 257th cell raised: nothing past it was made
+    assert peak < 2_000_000  # bytes: a few hundred cells, not the product
+
+
+@pytest.mark.case(
+    "bad input",
+    "a 100⁴ matrix (10⁸ cells): check, matrix and release, with and without --json",
+    "refused at once in constant memory: one line naming max-cells, exit 2, no traceback",
+)
+@pytest.mark.parametrize("command", ["matrix", "matrix --json", "check", "release --json"])
+def test_a_huge_matrix_is_refused_in_constant_memory(command: str, tmp_path) -> None:
+    """Run as a user runs it, with the address space capped at 1 GiB: a matrix built as a list
+    first (10⁸ dicts) dies of MemoryError with a traceback instead."""
+    import resource
+
+    project = tmp_path / "huge"
+    _huge_matrix_project(project)
+    words = command.split()
+    argv = {
+        "matrix": ["matrix", str(project)],
+        "check": ["check", str(tmp_path / "x.whl"), "--spec", str(project / "pyproject.toml")],
+        "release": ["release", str(project)],
+    }[words[0]] + words[1:]
+    (tmp_path / "x.whl").write_bytes(b"")
+    cap = 1 << 30
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from wheelflow.cli import main; sys.exit(main())", *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WHEELFLOW_HOME": str(tmp_path / "home")},
+        preexec_fn=limit,
+        timeout=300,  # a guard against a hang, not a measurement
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "more than max-cells (256)" in lines[0], result.stderr
+    if "--json" in words:
+        assert json.loads(result.stdout)["error"] in lines[0]

@@ -126,7 +126,7 @@ def test_cli_reports_a_malformed_spec_in_one_line_and_builds_nothing(tmp_path: P
         ),
         (
             {"approval-timeout": True},
-            "spec error: tool.wheelflow.approval-timeout: True is not a positive number of seconds; "
+            "spec error: tool.wheelflow.approval-timeout: True is not a positive number of seconds, at most a year; "
             "fix: write e.g. approval-timeout = 3600",
         ),
         (

@@ -414,7 +414,13 @@ def held_alone(key: str, *, timeout: float = 1800.0, log: Callable[[str], None] 
     """Hold the Prefect global concurrency limit ``key`` (one slot; created when missing, taken with
     strict=True: an unknown limit would otherwise not limit at all) for the block: across workers and
     machines, one holder at a time. A second caller waits up to ``timeout`` seconds, saying which
-    flow run holds it (the holder writes its flow run id to a Variable named after the key)."""
+    flow run holds it (the holder writes a record of itself to a Variable named after the key, and
+    clears it when it lets go).
+
+    A holder that never let go is dead: killed, its lease lapsed without renewal (no heartbeat). The
+    next holder says so, and marks that flow run Crashed when the server still shows it running,
+    so no automation is needed for that. On the same host a holder whose process is gone is named
+    dead at once, while its lease (:data:`LEASE`) runs out."""
     import logging
     import re
 
@@ -422,6 +428,8 @@ def held_alone(key: str, *, timeout: float = 1800.0, log: Callable[[str], None] 
     from prefect.concurrency.sync import concurrency
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
     from prefect.runtime import flow_run
+
+    from wheelflow.ops.lockholder import RELEASED, dead_reason, parse_holder, this_holder
 
     log = log or logging.getLogger("wheelflow").warning
     holder_variable = re.sub(r"[^a-z0-9_-]+", "-", f"{key}-holder".lower())
@@ -438,19 +446,61 @@ def held_alone(key: str, *, timeout: float = 1800.0, log: Callable[[str], None] 
         try:
             stack.enter_context(concurrency(key, occupy=1, timeout_seconds=1, strict=True, lease_duration=LEASE))
         except TimeoutError:
-            holder = read_variable(holder_variable) or "(unknown)"
-            log(f"waiting up to {timeout:g} s for flow run {holder}, which holds {key}")
+            holder = parse_holder(read_variable(holder_variable))
+            dead = dead_reason(holder) if holder else None
+            if holder and dead:
+                log(
+                    f"{holder.describe()}, which holds {key}, is dead: {dead}; taking over when its lease "
+                    f"lapses (within {LEASE:g} s)"
+                )
+            else:
+                log(
+                    f"waiting up to {timeout:g} s for {holder.describe() if holder else 'flow run (unknown)'}, which holds {key}"
+                )
             try:
                 stack.enter_context(
                     concurrency(key, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE)
                 )
             except TimeoutError:
+                still = parse_holder(read_variable(holder_variable))
                 raise ReleaseBusy(
-                    f"{key} is still held by flow run {read_variable(holder_variable) or '(unknown)'} "
+                    f"{key} is still held by {still.describe() if still else 'flow run (unknown)'} "
                     f"after {timeout:g} s; fix: wait for that run to end (or cancel it), then re-run"
                 ) from None
-        write_variable(holder_variable, str(flow_run.get_id()))
-        yield
+        me = str(flow_run.get_id())
+        left_behind = parse_holder(read_variable(holder_variable))
+        if left_behind is not None and left_behind.flow_run != me:
+            _crash_dead_holder(left_behind, key, me, log)
+        write_variable(holder_variable, this_holder(me).json())
+        try:
+            yield
+        finally:
+            try:
+                write_variable(holder_variable, RELEASED)
+            except Exception as exc:  # the server is away: the next holder takes this for a dead one
+                log(f"could not record that {key} was let go ({type(exc).__name__})")
+
+
+def _crash_dead_holder(holder: Any, key: str, me: str, log: Callable[[str], None]) -> None:
+    """The previous holder of ``key`` never let go (its record is still there, its lease lapsed):
+    mark its flow run Crashed when the server still shows it unfinished, and say so."""
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
+    message = (
+        f"wheelflow: this run held {key} and stopped renewing its lease (killed, or its runner died); "
+        f"flow run {me} took over and marked it Crashed"
+    )
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(holder.flow_run))
+            if run.state is not None and not run.state.is_final():
+                client.set_flow_run_state(run.id, state=Crashed(message=message), force=True)
+                log(f"{holder.describe()}, which held {key}, is dead (its lease lapsed): marked it Crashed")
+                return
+    except (ValueError, ObjectNotFound):
+        pass
+    log(f"{holder.describe()} held {key} and never let go; its lease lapsed: taking over")
 
 
 # -- server-side alerting: Prefect Automations ---------------------------------------------------

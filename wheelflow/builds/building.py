@@ -30,7 +30,7 @@ from wheelflow.builds.buildenv import BuildSetup, missing_module, missing_module
 from wheelflow.core.childenv import child_env
 from wheelflow.core.distributions import Distribution, describe, sha256_of
 from wheelflow.core.errors import BuildError
-from wheelflow.core.redaction import redact
+from wheelflow.core.redaction import LineRedactor
 from wheelflow.core.reproducible import normalise_sdist, normalise_wheel, prefix_map_env
 from wheelflow.source.export import Source, prepare_source, source_identity
 
@@ -133,8 +133,12 @@ def _run_build(cmd: list[str], env: Mapping[str, str], *, what: str, home: Path,
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env), text=True, errors="replace"
     )
     assert proc.stdout is not None
-    for line in proc.stdout:
-        line = redact(line.rstrip())  # the build may print its environment: passed tokens included
+    lines = LineRedactor()  # the build may print its environment (passed tokens included), even split up
+    for raw in proc.stdout:
+        for line in lines.feed(raw.rstrip()):
+            tail.append(line)
+            log(line)
+    for line in lines.close():
         tail.append(line)
         log(line)
     if proc.wait() != 0:

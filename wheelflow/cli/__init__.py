@@ -32,6 +32,8 @@ from wheelflow.cli import (
 )
 from wheelflow.cli.common import say
 from wheelflow.core.errors import ExitCode, WheelflowError
+from wheelflow.core.home import ensure_home
+from wheelflow.core.secretenv import hide_secrets
 
 
 class ArgumentsRefused(Exception):
@@ -64,6 +66,9 @@ COMMANDS = (
     schema,
 )
 
+#: The commands that keep state under $WHEELFLOW_HOME (checked writable before they start).
+USES_HOME = frozenset({"release", "backfill", "verify", "check", "monitor", "images", "serve"})
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="wheelflow", description=__doc__.splitlines()[0])
@@ -79,22 +84,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     # locked" tracebacks on runs that succeed; a throwaway server has nothing worth reporting. A
     # user's own setting wins, and a real server (PREFECT_API_URL) is not started by us at all.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if argv is None:  # the `wheelflow` command itself: secrets leave the start environment first
+        hide_secrets(sys.argv[1:])
     argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv  # before parsing: an option refused by its type is shown the same way
     try:
-        args = build_parser().parse_args(argv)
-    except ArgumentsRefused as exc:
-        names = {c.__name__.rsplit(".", 1)[-1] for c in COMMANDS}
-        command = next((a for a in argv if not a.startswith("-")), None)
-        fix = f"see `wheelflow {command} --help`" if command in names else "see `wheelflow --help`"
-        error = f"usage error: {exc}; fix: {fix}"
-        if "--json" in argv:
-            print(json.dumps({"ok": False, "error": error, "exit_code": int(ExitCode.BAD_INPUT)}, indent=2))
-        say(f"wheelflow: error: {error}")
-        return ExitCode.BAD_INPUT
-    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except ArgumentsRefused as exc:
+            names = {c.__name__.rsplit(".", 1)[-1] for c in COMMANDS}
+            command = next((a for a in argv if not a.startswith("-")), None)
+            fix = f"see `wheelflow {command} --help`" if command in names else "see `wheelflow --help`"
+            error = f"usage error: {exc}; fix: {fix}"
+            if as_json:
+                print(json.dumps({"ok": False, "error": error, "exit_code": int(ExitCode.BAD_INPUT)}, indent=2))
+            say(f"wheelflow: error: {error}")
+            return ExitCode.BAD_INPUT
+        as_json = getattr(args, "json", False)
+        if args.command in USES_HOME:
+            ensure_home()  # a home that cannot be written: one line naming it, before any flow run
         return args.run(args)
     except WheelflowError as exc:
-        if getattr(args, "json", False):
+        if as_json:
             print(json.dumps({"ok": False, "error": str(exc), "exit_code": int(exc.exit_code)}, indent=2))
         say(f"wheelflow: error: {exc}")
         return exc.exit_code

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from wheelflow.cli.common import say
+from wheelflow.cli.common import say, seconds
 from wheelflow.deployments import MONITOR_INTERVAL, NIGHTLY_INTERVAL
 from wheelflow.ops.alerts import configured_channels
 from wheelflow.ops.automations import HEARTBEAT_ENV, Windows, automation_destinations, wheelflow_automations
@@ -18,7 +18,7 @@ def add_window_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("automation windows (seconds)")
     group.add_argument(
         "--alert-dedup-window",
-        type=float,
+        type=seconds("--alert-dedup-window"),
         default=defaults.dedup,
         metavar="S",
         help="after a release fails, how long its own hook has to deliver the rich alert before the "
@@ -26,21 +26,21 @@ def add_window_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--running-limit",
-        type=float,
+        type=seconds("--running-limit"),
         default=defaults.running_limit,
         metavar="S",
         help=f"alert when a run stays Running longer (default {defaults.running_limit:.0f})",
     )
     group.add_argument(
         "--paused-limit",
-        type=float,
+        type=seconds("--paused-limit"),
         default=defaults.paused_limit,
         metavar="S",
         help=f"alert when a run stays Paused (awaiting approval) longer (default {defaults.paused_limit:.0f})",
     )
     group.add_argument(
         "--zombie-window",
-        type=float,
+        type=seconds("--zombie-window"),
         metavar="S",
         help=f"mark a run Crashed after this long without a heartbeat (default: 3 × {HEARTBEAT_ENV}, "
         "which the workers must share)",
@@ -78,7 +78,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     add_window_options(install_parser)
     install_parser.add_argument(
         "--monitor-interval",
-        type=float,
+        type=seconds("--monitor-interval"),
         metavar="S",
         help="sync-monitor's schedule interval, if not the shipped 15 minutes",
     )

@@ -13,6 +13,7 @@ from wheelflow.cli.common import add_json, out_console, parse_pairs, report_outc
 from wheelflow.config.spec import load_spec
 from wheelflow.core.errors import SpecError
 from wheelflow.core.home import wheelflow_home
+from wheelflow.source.versioning import version_option
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -52,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     versions = [v.strip() for v in args.versions.split(",") if v.strip()] if args.versions else None
     if args.versions is not None and not versions:
         raise SpecError("--versions", f"{args.versions!r} names no version", "write e.g. --versions 1.0.0,1.1.0")
+    for version in versions or []:
+        version_option(version, "--versions")
+    if args.since is not None:
+        version_option(args.since, "--since")
 
     from wheelflow.flows.backfill import backfill
 

@@ -12,7 +12,8 @@ from typing import Any
 from rich.console import Console
 
 from wheelflow.config.spec import ReleaseSpec, load_spec
-from wheelflow.core.errors import SpecError
+from wheelflow.core.deadline import finite_seconds
+from wheelflow.core.errors import SpecError, UsageError
 
 err_console = Console(stderr=True)
 out_console = Console()
@@ -47,14 +48,27 @@ def add_spec(parser: argparse.ArgumentParser, *, project_option: bool = True) ->
 
 def load_spec_arg(spec: str | None, project: str | None) -> ReleaseSpec:
     """The spec named by ``--spec``/``--project``: see :func:`add_spec`."""
-    spec_path = Path(spec) if spec else None
-    if spec_path is not None and spec_path.is_dir():
-        spec_path = spec_path / "pyproject.toml"
+    spec_path = Path(spec) if spec else None  # a file: a directory is refused, naming --spec
     if project is not None:
         return load_spec(Path(project), spec_path)
     if spec_path is not None and spec_path.name == "pyproject.toml":
         return load_spec(spec_path.absolute().parent)
     return load_spec(Path.cwd(), spec_path)
+
+
+def seconds(option: str, *, allow_zero: bool = False, unit: str = "seconds") -> Callable[[str], float]:
+    """An argparse ``type`` for a time option: a finite positive number (``nan``, ``inf`` and negative
+    numbers refused with a UsageError naming the option, exit 2; :func:`wheelflow.cli.main` shows it
+    as one line, also under ``--json``)."""
+
+    def parse(text: str) -> float:
+        try:
+            return finite_seconds(text, option, allow_zero=allow_zero, unit=unit)
+        except SpecError as exc:
+            raise UsageError(option, exc.problem, exc.fix or f"give e.g. {option} 60") from None
+
+    parse.__name__ = "seconds"  # argparse names the type in its own messages
+    return parse
 
 
 def split_pairs(items: list[str], option: str, example: str) -> list[tuple[str, str]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from wheelflow.cli.common import add_json, load_spec_arg, out_console, say
+from wheelflow.cli.common import add_json, load_spec_arg, out_console, say, seconds
 from wheelflow.core.errors import SpecError
 from wheelflow.core.home import wheelflow_home
 from wheelflow.index.indexes import resolve_endpoints
@@ -54,7 +54,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--grace",
-        type=float,
+        type=seconds("--grace", allow_zero=True, unit="hours"),
         default=24.0,
         metavar="HOURS",
         help="how long after its tag a version may still be missing (default: 24)",

@@ -12,6 +12,7 @@ from wheelflow.cli.common import add_json, out_console, report_outcome
 from wheelflow.config.spec import load_spec
 from wheelflow.core.home import wheelflow_home
 from wheelflow.source.gitauth import refuse_url_credentials
+from wheelflow.source.versioning import version_option
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -51,6 +52,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     refuse_url_credentials(args.path, "PATH")  # before it could reach a flow run's parameters
+    if args.version is not None:
+        version_option(args.version, "--version")  # a flow run never exists for a version that is not one
     spec = load_spec(args.path, args.spec)  # validated up front: a bad spec never starts a flow run
     for name in args.to or []:
         spec.target(name)

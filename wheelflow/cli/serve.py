@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from wheelflow.cli.automations import add_window_options, install
-from wheelflow.cli.common import say
+from wheelflow.cli.common import say, seconds
 from wheelflow.core.errors import SpecError
 
 
@@ -25,7 +25,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--monitor-interval",
-        type=float,
+        type=seconds("--monitor-interval"),
         metavar="SECONDS",
         help="run sync-monitor every SECONDS instead of every 15 minutes",
     )

@@ -14,9 +14,10 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
-from wheelflow.cli.common import add_json, say, split_pairs
+from wheelflow.cli.common import add_json, say, seconds, split_pairs
 from wheelflow.ops.orchestration import EXIT_CANCELLED, RunOutcome, coerce_parameters, run_reason
 from wheelflow.source.gitauth import refuse_url_credentials
+from wheelflow.source.versioning import version_option
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -36,7 +37,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="follow the run; exit 0 on Completed, 1 Failed, 3 Cancelled/Crashed (or SIGTERM/SIGINT: "
         "the run is cancelled first), 4 --timeout passed (the run goes on)",
     )
-    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long")
+    parser.add_argument(
+        "--timeout", type=seconds("--timeout"), metavar="SECONDS", help="with --wait: give up after this long"
+    )
     add_json(parser, "the outcome")
     return parser
 
@@ -80,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
         for key in ("project", "repo"):
             if isinstance(parameters.get(key), str):
                 refuse_url_credentials(parameters[key], f"--param {key}")  # never stored in a flow run's parameters
+        for key in ("version", "since"):
+            if isinstance(parameters.get(key), str):
+                version_option(parameters[key], f"--param {key}")  # refused before a flow run exists
         flow_run = start_run(client, deployment, parameters, args.deployment)
         url = ui_url(str(flow_run.id))
         say(f"wheelflow: started {flow_run.name} ({flow_run.id}) of {args.deployment}" + (f": {url}" if url else ""))

@@ -14,7 +14,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from rich.table import Table
 
-from wheelflow.cli.common import add_json, add_spec, err_console, load_spec_arg, out_console, say
+from wheelflow.cli.common import add_json, add_spec, err_console, load_spec_arg, out_console, say, seconds
 from wheelflow.config.spec import INDEX_ALIASES
 from wheelflow.core.deadline import Deadline
 from wheelflow.core.errors import DeadlineExceeded, SpecError
@@ -53,7 +53,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument("--smoke", help="command run in the virtualenv after installing")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=seconds("--timeout"),
         help="seconds for the whole verify: listing, polling, downloads and "
         "install (default: per index, for the files to appear)",
     )

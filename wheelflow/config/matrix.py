@@ -28,18 +28,20 @@ cells a rule rules out, then the included rows in their order (an included row m
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any
 
-from annotated_types import Gt, MinLen
+from annotated_types import Gt, Le, MinLen
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import (
     AfterValidator,
+    AllowInfNan,
     BeforeValidator,
     Field,
     StrictBool,
@@ -53,6 +55,7 @@ from pydantic import (
 
 from wheelflow.config.gpuarch import parse_archs
 from wheelflow.config.spectypes import EnvTable, Expect, SpecModel, Text, problem, spec_error
+from wheelflow.core.deadline import MAX_SECONDS
 from wheelflow.core.errors import SpecError
 
 if TYPE_CHECKING:
@@ -125,7 +128,13 @@ When = Annotated[
 Require = Annotated[
     dict[str, Specifiers], MinLen(1), Expect("a table of axis = specifiers", 'write e.g. require = { cuda = ">=12.6" }')
 ]
-CellTimeout = Annotated[StrictFloat, Gt(0), Expect("a positive number of seconds", "write e.g. timeout = 3600")]
+CellTimeout = Annotated[
+    StrictFloat,
+    Gt(0),
+    Le(MAX_SECONDS),
+    AllowInfNan(False),
+    Expect("a finite positive number of seconds, at most a year", "write e.g. timeout = 3600"),
+]
 Concurrency = Annotated[StrictInt, Gt(0), Expect("a positive integer", "write e.g. concurrency = 4")]
 MaxCells = Annotated[StrictInt, Gt(0), Expect("a positive integer", "write e.g. max-cells = 512")]
 
@@ -260,36 +269,15 @@ class MatrixTable(SpecModel):
 
     @cached_property
     def matrix(self) -> Matrix:
-        """The cells: the product in declared order, minus excluded rows, then included rows."""
-        names = list(self.axes)
-        combos = [dict(zip(names, combo)) for combo in itertools.product(*self.axes.values())]
-        combos = [c for c in combos if not any(all(c[a] == v for a, v in row.items()) for row in self.exclude)]
-        allowed = [c for c in combos if all(rule.allows(c) for rule in self.rules)]
-        ruled_out = len(allowed) < len(combos)
-        combos = allowed
-        for row in self.include:
-            ordered = {a: row[a] for a in names}
-            broken = [rule for rule in self.rules if not rule.allows(ordered)]
-            if broken:
-                raise problem(
-                    f"row {row!r} breaks the rule {broken[0].describe()}",
-                    "remove the row or change the rule",
-                    key="include",
-                )
-            if ordered not in combos:
-                combos.append(ordered)
+        """The cells: the product in declared order, minus excluded rows, then included rows.
+
+        Expanded lazily: the product is never built as a list, each combination is decided by
+        lookups made once per axis value, and expansion stops at ``max-cells + 1`` cells (or after
+        :data:`MAX_COMBINATIONS` examined), so a matrix of 100⁴ is refused at once in constant memory.
+        """
+        combos = list(expand(self.axes, self.exclude, self.rules, self.include, self.max_cells))
         if not combos:
-            if ruled_out:
-                raise problem(
-                    "the matrix is empty (every cell is excluded or ruled out by rules)",
-                    "remove an exclude row or a rule, or add an include row",
-                )
-            raise problem("the matrix is empty (every cell is excluded)", "remove an exclude row or add an include row")
-        if len(combos) > self.max_cells:
-            raise problem(
-                f"expands to {len(combos)} cells, more than max-cells ({self.max_cells})",
-                f"raise max-cells (e.g. max-cells = {len(combos)}), or exclude cells",
-            )
+            raise _empty(self.axes, self.exclude, self.rules)
         cells = tuple(self._cell(values) for values in combos)
         if len({c.name for c in cells}) != len(cells):
             raise problem("two cells have the same name", "give each axis distinct values")
@@ -318,6 +306,110 @@ class MatrixTable(SpecModel):
             timeout=float(self.timeout),
             gpu_archs=_rendered_archs(self.gpu_archs, values),
         )
+
+
+#: The most combinations of the axes examined while expanding (excluded and ruled-out ones count):
+#: beyond it the matrix is refused, whatever max-cells says, so expansion stays bounded in time.
+MAX_COMBINATIONS = 100_000
+
+
+def _product(axes: Mapping[str, tuple[str, ...]], limit: int) -> Iterator[dict[str, str]]:
+    names = list(axes)
+    for combo in itertools.islice(itertools.product(*axes.values()), limit):
+        yield dict(zip(names, combo))
+
+
+def expand(
+    axes: Mapping[str, tuple[str, ...]],
+    exclude: tuple[Mapping[str, str], ...],
+    rules: tuple[Rule, ...],
+    include: tuple[Mapping[str, str], ...],
+    max_cells: int,
+) -> Iterator[dict[str, str]]:
+    """The matrix's cells, one at a time: the product in declared order minus excluded rows and
+    cells a rule rules out, then the included rows not already there. A SpecError as soon as a
+    ``max-cells + 1``-th cell appears or more than :data:`MAX_COMBINATIONS` combinations were examined
+    (memory: one cell, and one lookup table per rule and axis)."""
+    names = list(axes)
+    total = math.prod(len(values) for values in axes.values())
+    # Each rule decided per axis value once: a combination is then a few dictionary lookups.
+    decided = [
+        (
+            {axis: {v: _contains(spec, v) for v in axes[axis]} for axis, spec in rule.when.items()},
+            {axis: {v: _contains(spec, v) for v in axes[axis]} for axis, spec in rule.require.items()},
+        )
+        for rule in rules
+    ]
+
+    def allowed(values: Mapping[str, str]) -> bool:
+        for when, require in decided:
+            if all(table[values[axis]] for axis, table in when.items()) and not all(
+                table[values[axis]] for axis, table in require.items()
+            ):
+                return False
+        return True
+
+    def excluded(values: Mapping[str, str]) -> bool:
+        return any(all(values[a] == v for a, v in row.items()) for row in exclude)
+
+    def too_many() -> SpecError:
+        return problem(
+            f"expands to more than max-cells ({max_cells}) cells (the product of its axes alone is {total:,})",
+            "raise max-cells, or exclude cells (a release of more cells is more likely a typo)",
+        )
+
+    count = 0
+    for examined, values in enumerate(_product(axes, limit=MAX_COMBINATIONS + 1)):
+        if examined == MAX_COMBINATIONS:
+            raise problem(
+                f"its axes combine to {total:,} cells, more than wheelflow examines ({MAX_COMBINATIONS:,})",
+                "split the release into smaller matrices, or list the cells with include rows",
+            )
+        if excluded(values) or not allowed(values):
+            continue
+        count += 1
+        if count > max_cells:
+            raise too_many()
+        yield values
+    seen: set[tuple[str, ...]] = set()
+    for row in include:
+        ordered = {a: row[a] for a in names}
+        broken = [rule for rule in rules if not rule.allows(ordered)]
+        if broken:
+            raise problem(
+                f"row {dict(row)!r} breaks the rule {broken[0].describe()}",
+                "remove the row or change the rule",
+                key="include",
+            )
+        key = tuple(ordered.values())
+        in_product = all(ordered[a] in axes[a] for a in names) and not excluded(ordered)
+        if in_product or key in seen:
+            continue
+        seen.add(key)
+        count += 1
+        if count > max_cells:
+            raise too_many()
+        yield ordered
+
+
+def _contains(spec: str, value: str) -> bool:
+    return SpecifierSet(spec).contains(Version(value), prereleases=True)
+
+
+def _empty(
+    axes: Mapping[str, tuple[str, ...]], exclude: tuple[Mapping[str, str], ...], rules: tuple[Rule, ...]
+) -> SpecError:
+    """Why no cell is left: every cell excluded, or some ruled out by rules."""
+    if rules and any(
+        not all(rule.allows(values) for rule in rules)
+        for values in _product(axes, limit=MAX_COMBINATIONS)
+        if not any(all(values[a] == v for a, v in row.items()) for row in exclude)
+    ):
+        return problem(
+            "the matrix is empty (every cell is excluded or ruled out by rules)",
+            "remove an exclude row or a rule, or add an include row",
+        )
+    return problem("the matrix is empty (every cell is excluded)", "remove an exclude row or add an include row")
 
 
 def _rendered_archs(archs: str | tuple[str, ...] | None, values: dict[str, str]) -> str | tuple[str, ...] | None:

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from annotated_types import Gt, MinLen
+from annotated_types import Gt, Le, MinLen
 from pydantic import (
     AfterValidator,
+    AllowInfNan,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -41,6 +42,7 @@ from wheelflow.config.matrix import Matrix, MatrixTable, render_template
 from wheelflow.config.repairoptions import RepairOptions, check_command
 from wheelflow.config.spectypes import ByteSize, EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
 from wheelflow.core.childenv import pass_env_problem
+from wheelflow.core.deadline import MAX_SECONDS
 from wheelflow.core.errors import SpecError, WheelflowError
 from wheelflow.core.redaction import redact_url
 
@@ -101,11 +103,20 @@ def _kinds(choices: tuple[str, ...], example: str) -> Any:
 
 ArtifactKinds = _kinds(ARTIFACT_KINDS, '["sdist", "wheel"]')
 RoutableKinds = _kinds(ROUTABLE_KINDS, '["sdist", "plain-wheel"]')
-VerifyTimeout = Annotated[StrictFloat, Gt(0), Expect("a positive number of seconds", "write e.g. verify-timeout = 120")]
+VerifyTimeout = Annotated[
+    StrictFloat,
+    Gt(0),
+    Le(MAX_SECONDS),
+    AllowInfNan(False),
+    Expect("a finite positive number of seconds, at most a year", "write e.g. verify-timeout = 120"),
+]
 UploadConcurrency = Annotated[StrictInt, Gt(0), Expect("a positive integer", "write e.g. upload-concurrency = 4")]
 DEFAULT_UPLOAD_CONCURRENCY = 4  # the public index's users are asked not to flood it: 4 at once is polite
 ApprovalTimeout = Annotated[
-    StrictInt, Gt(0), Expect("a positive number of seconds", "write e.g. approval-timeout = 3600")
+    StrictInt,
+    Gt(0),
+    Le(MAX_SECONDS),
+    Expect("a positive number of seconds, at most a year", "write e.g. approval-timeout = 3600"),
 ]
 
 
@@ -808,10 +819,19 @@ def env_prefix(target_name: str) -> str:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    if path.exists() and not path.is_file():
+        what = "a directory" if path.is_dir() else "not a regular file"
+        raise SpecError(
+            "--spec", f"{str(path)!r} is {what}", "name the spec file itself, e.g. --spec DIR/pyproject.toml"
+        )
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError(str(path), "file not found", "check the path given with --spec") from None
+    except UnicodeDecodeError:
+        raise SpecError(str(path), "not UTF-8 text", "give a TOML file") from None
+    except OSError as exc:
+        raise SpecError(str(path), f"cannot be read ({exc.strerror})", "check the path given with --spec") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(str(path), f"invalid TOML ({exc})", "fix the TOML syntax") from None
 

@@ -9,11 +9,11 @@ code the release does not control. A build that needs more declares it: values i
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
+from wheelflow.core import secretenv
 from wheelflow.core.errors import SpecError
 from wheelflow.core.redaction import register_secret
 
@@ -93,7 +93,7 @@ def child_env(
 ) -> dict[str, str]:
     """The environment for a process on this host: the allow-listed variables of ``environ``
     (default: this process's), the ``pass_env`` names present there, then ``extra`` on top."""
-    environ = os.environ if environ is None else environ
+    environ = secretenv.environ() if environ is None else environ
     allowed = {*HOST_VARIABLES, *PORTABLE_VARIABLES}
     env = {k: v for k, v in environ.items() if k in allowed or k.startswith(LOCALE_PREFIX)}
     return _finish(env, extra, pass_env, environ)
@@ -104,7 +104,7 @@ def container_env(
 ) -> dict[str, str]:
     """The environment for a container: like :func:`child_env` without the variables that name
     places on this host (PATH, HOME, CA files, CUDA_HOME: the image has its own)."""
-    environ = os.environ if environ is None else environ
+    environ = secretenv.environ() if environ is None else environ
     env = {k: v for k, v in environ.items() if k in PORTABLE_VARIABLES or k.startswith(LOCALE_PREFIX)}
     return _finish(env, extra, pass_env, environ)
 

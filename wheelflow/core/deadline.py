@@ -13,12 +13,34 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from wheelflow.core.errors import DeadlineExceeded
+from wheelflow.core.errors import DeadlineExceeded, SpecError
 from wheelflow.core.redaction import redact_url
+
+#: The longest time budget accepted anywhere (a year): longer is a typo, and a socket timeout built from
+#: it would overflow.
+MAX_SECONDS = 365 * 24 * 3600.0
+
+
+def finite_seconds(value: object, field: str, *, allow_zero: bool = False, unit: str = "seconds") -> float:
+    """``value`` as a finite positive number of seconds (zero too with ``allow_zero``), else a
+    SpecError naming ``field`` (exit 2): ``nan`` never expires, ``inf`` overflows socket timeouts, and
+    a negative one would read anyway."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        kind = "a finite number" + (" ≥ 0" if allow_zero else " > 0")
+        raise SpecError(field, f"{value!r} is not {kind} of {unit}", f"give e.g. {field} 60")
+    if number > MAX_SECONDS:
+        raise SpecError(field, f"{value!r} {unit} is longer than a year", f"give at most {MAX_SECONDS:.0f}")
+    return number
+
 
 _current: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("wheelflow_deadline", default=None)
 
@@ -31,6 +53,7 @@ class Deadline:
 
     @classmethod
     def after(cls, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> Deadline:
+        seconds = finite_seconds(seconds, "timeout", allow_zero=True)
         now = clock()
         return cls(now + seconds, now, clock)
 

@@ -65,6 +65,12 @@ class SpecError(WheelflowError):
         super().__init__(message)
 
 
+class HomeError(WheelflowError):
+    """$WHEELFLOW_HOME cannot be written (read-only, full, not a folder): refused before anything starts."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
 class VersionError(WheelflowError):
     """The release version cannot be determined, or its sources disagree."""
 
@@ -112,6 +118,13 @@ class DeadlineExceeded(IndexReadError):
 class MalformedListingError(IndexReadError):
     """The index answered with a listing that is not valid PEP 691 JSON / PEP 503 HTML, is too large,
     or contradicts itself. Reading it again does not help: not transient."""
+
+    transient = False
+
+
+class IndexRedirectError(IndexReadError):
+    """The index redirects in a loop, too often, or away from http(s): the same on every read, so
+    never retried."""
 
     transient = False
 

@@ -10,12 +10,14 @@ by any registration that finds it missing, so a process that knows a secret cann
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
+import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 MASK = "***"
 #: Shorter values are not registered: masking every "ab" would destroy the logs, and a secret that
@@ -29,14 +31,40 @@ _secrets: tuple[str, ...] = ()  # longest first, so a secret containing another 
 _installed = False
 
 
+#: The shortest piece of a secret masked at the end or start of a line when the secret is split
+#: across two lines: shorter pieces match ordinary text too often.
+MIN_SPLIT_PART = 3
+
+
+def encodings(value: str) -> set[str]:
+    """The common encodings of a secret code might print to get it past exact-text masking: base64
+    (standard and URL-safe, with and without padding), URL-encoding, hex (either case), reversed."""
+    raw = value.encode()
+    b64 = base64.b64encode(raw).decode()
+    b64url = base64.urlsafe_b64encode(raw).decode()
+    found = {
+        b64,
+        b64.rstrip("="),
+        b64url,
+        b64url.rstrip("="),
+        quote(value, safe=""),
+        quote_plus(value, safe=""),
+        raw.hex(),
+        raw.hex().upper(),
+        value[::-1],
+    }
+    return {v for v in found if v != value and len(v) >= MIN_SECRET_LENGTH}
+
+
 def register_secret(value: str | None) -> None:
-    """Remember ``value`` as a secret for the rest of this process (empty and short values are ignored)."""
+    """Remember ``value`` as a secret for the rest of this process, with its common encodings
+    (:func:`encodings`); empty and short values are ignored."""
     global _secrets
     if not value or len(value) < MIN_SECRET_LENGTH:
         return
     with _lock:
         if value not in _secrets:
-            _secrets = tuple(sorted((*_secrets, value), key=len, reverse=True))
+            _secrets = tuple(sorted({*_secrets, value, *encodings(value)}, key=len, reverse=True))
     if not _installed:
         install_log_redaction()
 
@@ -61,7 +89,8 @@ def register_environment_secrets(environ: Mapping[str, str] | None = None) -> No
 
 
 def redact(text: str, extra: Iterable[str] = ()) -> str:
-    """``text`` with every registered secret (and every one of ``extra``) replaced by ``***``."""
+    """``text`` with every registered secret (and every one of ``extra``) replaced by ``***``, and
+    every credential a URL in it carries (user:password@, a token as user name, ?token=...) masked."""
     secrets = _secrets
     more = [s for s in extra if s]
     if more:
@@ -69,7 +98,137 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, MASK)
+    if "\n" in text and secrets:
+        text = _mask_split(text, secrets)
+    if "@" in text or "=" in text:
+        text = mask_url_credentials(text)
     return text
+
+
+def _mask_split(text: str, secrets: tuple[str, ...]) -> str:
+    """Mask a secret printed across line breaks (``print(s[:5]); print(s[5:])``): the text is read
+    with its line breaks taken out, and each line's piece of a secret found there becomes ``***``."""
+    keep = [i for i, c in enumerate(text) if c not in "\r\n"]
+    flat = "".join(text[i] for i in keep)
+    masked = [False] * len(text)
+    for secret in secrets:
+        start = flat.find(secret)
+        while start != -1:
+            span = keep[start : start + len(secret)]
+            if span[-1] - span[0] + 1 != len(secret):  # it does cross a line break
+                for i in span:
+                    masked[i] = True
+            start = flat.find(secret, start + 1)
+    if not any(masked):
+        return text
+    out, previous = [], False
+    for i, c in enumerate(text):
+        if masked[i]:
+            if not previous:
+                out.append(MASK)
+        else:
+            out.append(c)
+        previous = masked[i]
+    return "".join(out)
+
+
+class LineRedactor:
+    """Redacts a stream of output lines, holding one line back so that a secret split across two
+    lines is masked in both: ``feed`` returns the lines ready to show, ``close`` the last one."""
+
+    def __init__(self) -> None:
+        self._pending: str | None = None
+
+    def feed(self, line: str) -> Iterator[str]:
+        if self._pending is None:
+            self._pending = line
+            return iter(())
+        joined = redact(self._pending + "\n" + line)
+        ready, _, self._pending = joined.partition("\n")
+        return iter((ready,))
+
+    def close(self) -> Iterator[str]:
+        pending, self._pending = self._pending, None
+        return iter(() if pending is None else (redact(pending),))
+
+
+#: Query parameters that carry a credential in the URLs people paste (forges, object stores, webhooks).
+SECRET_QUERY_PARAMETERS = (
+    "access_token",
+    "private_token",
+    "oauth_token",
+    "token",
+    "auth",
+    "api_key",
+    "apikey",
+    "key",
+    "password",
+    "passwd",
+    "secret",
+    "client_secret",
+    "sig",
+    "signature",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "x-goog-signature",
+    "x-goog-credential",
+)
+#: A URL's userinfo: ``scheme://USERINFO@`` (``git+https://`` and every other scheme included).
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s@'\"<>?#]+)@")
+_QUERY_SECRET = re.compile(
+    r"(?P<name>[?&;](?:" + "|".join(re.escape(n) for n in SECRET_QUERY_PARAMETERS) + r")=)(?P<value>[^&#\s'\"<>]+)",
+    re.IGNORECASE,
+)
+#: The scp form of a git remote, ``USER@host:path`` (no scheme): its user is masked unless it is ``git``.
+_SCP = re.compile(r"^(?P<user>[^\s@/:]+(?::[^\s@/]*)?)@(?P<rest>[A-Za-z0-9.-]+:(?!//).*)$", re.DOTALL)
+#: The scp form inside free text (git's own messages quote it): ``USER@host.tld:path``.
+_SCP_IN_TEXT = re.compile(
+    r"(?<![\w.+/@-])(?P<user>[\w.~-]+(?::[^\s@/'\"]*)?)@(?P<host>[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):(?=[\w~./-])"
+)
+#: A user name alone that is no credential: the conventional ssh user of every forge.
+PLAIN_SSH_USERS = ("git",)
+
+
+def _mask_userinfo(match: re.Match[str]) -> str:
+    userinfo = match["userinfo"]
+    if userinfo in PLAIN_SSH_USERS and match["scheme"].lower().startswith("ssh"):
+        return match[0]
+    return f"{match['scheme']}{MASK}@"
+
+
+def mask_url_credentials(text: str) -> str:
+    """Every URL credential in ``text`` masked: userinfo (``user:password@``, and a user name alone, as
+    tokens are often given), the user of the scp form (``USER@host:path``) other than ``git``, and
+    secret query parameters (``?token=``, ``?access_token=``, signatures)."""
+    text = _URL_USERINFO.sub(_mask_userinfo, text)
+    text = _SCP_IN_TEXT.sub(lambda m: m[0] if m["user"] in PLAIN_SSH_USERS else f"{MASK}@{m['host']}:", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m['name']}{MASK}", text)
+
+
+def url_credentials(url: str) -> list[str]:
+    """What in ``url`` is a credential, by kind (empty when none): "user:password", "a user name in
+    an http(s) URL", "a token in the query (?token=)", "a user name in scp form"."""
+    found = []
+    scp = _SCP.match(url) if "://" not in url else None
+    if scp:
+        if scp["user"] not in PLAIN_SSH_USERS:
+            found.append("a user name in scp form (USER@host:path)" if ":" not in scp["user"] else "user:password")
+        return found
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower().removeprefix("git+")
+    try:
+        username, password = parts.username, parts.password
+    except ValueError:
+        username, password = "?", None
+    if password is not None:
+        found.append("user:password")
+    elif username and scheme in ("http", "https"):
+        found.append("a user name in an http(s) URL (tokens are given that way)")
+    query = _QUERY_SECRET.search("?" + parts.query) if parts.query else None
+    if query:
+        found.append(f"a credential in the query ({query['name'].lstrip('?&;')})")
+    return found
 
 
 def redact_value(value: Any) -> Any:
@@ -159,11 +318,11 @@ install_log_redaction()
 
 
 def redact_url(url: str) -> str:
-    """Replace any user:password in a URL with ***, so it can be shown."""
-    parts = urlsplit(url)
-    if not (parts.username or parts.password):
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return parts._replace(netloc=f"***@{host}").geturl()
+    """``url`` with every credential in it masked as ``***``, so it can be shown: userinfo (any
+    scheme, ``git+https://`` included), secret query parameters, and the user of the scp form
+    ``USER@host:path`` (unless it is the conventional ``git``)."""
+    scp = _SCP.match(url) if "://" not in url else None
+    if scp:
+        user = scp["user"] if scp["user"] in PLAIN_SSH_USERS else MASK
+        return mask_url_credentials(f"{user}@{scp['rest']}")
+    return mask_url_credentials(url)

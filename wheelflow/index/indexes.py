@@ -6,7 +6,6 @@ at run time, so wheelflow follows those tools wherever they point.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from urllib.parse import urlsplit
 
 from wheelflow.checks.audits import Limits
 from wheelflow.config.spec import Target, env_prefix
+from wheelflow.core import secretenv
 from wheelflow.core.credentials import Credentials, secret_block_credentials
 from wheelflow.core.errors import CredentialsError, SpecError
 from wheelflow.core.redaction import redact_url, register_secret
@@ -121,13 +121,13 @@ def _read_credentials(target: Target, read_secret: Callable[[str], Any] | None) 
         return None
     prefix = env_prefix(target.name)
     if source == "env":
-        password = os.environ.get(f"{prefix}_PASSWORD")
+        password = secretenv.environ().get(f"{prefix}_PASSWORD")
         if not password:
             raise CredentialsError(
                 f"target {target.name!r}: no credentials: {prefix}_PASSWORD is not set; "
                 f"fix: export {prefix}_PASSWORD (and {prefix}_USERNAME unless it is an API token)"
             )
-        return Credentials(os.environ.get(f"{prefix}_USERNAME", "__token__"), password)
+        return Credentials(secretenv.environ().get(f"{prefix}_USERNAME", "__token__"), password)
     return secret_block_credentials(
         source.split(":", 1)[1], f"target {target.name!r}", 'use credentials = "env"', read_secret
     )

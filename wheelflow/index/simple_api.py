@@ -25,7 +25,7 @@ from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wheelflow.core.deadline import Deadline
-from wheelflow.core.errors import IndexReadError, MalformedListingError
+from wheelflow.core.errors import IndexReadError, IndexRedirectError, MalformedListingError
 from wheelflow.core.redaction import redact_url
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
@@ -38,6 +38,12 @@ DOWNLOAD_DEADLINE = 1800.0
 MAX_LISTING_BYTES = 64 * 2**20
 # pip's own preference order (PEP 691): JSON, then the versioned HTML, then legacy HTML.
 ACCEPT = f"{JSON_V1}, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
+#: Redirects followed for one read (pip's own client follows up to 30; real indexes use one or two).
+MAX_REDIRECTS = 10
+#: Listing entries handled between two looks at the deadline while parsing and filtering.
+DEADLINE_STRIDE = 2000
+#: HTML fed to the parser between two looks at the deadline.
+HTML_CHUNK = 256 * 2**10
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _FIX = "fix: check the index URL; the index answers with a broken listing"
 
@@ -139,18 +145,33 @@ def _json_kind(value: Any) -> str:
     )
 
 
-def parse_json_page(payload: Any, page_url: str) -> list[ServedFile]:
+class _JsonHead(BaseModel):
+    """The page without its files: the files are validated one by one, so the deadline is checked between them."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=False)
+    meta: _JsonMeta
+    name: str
+    files: list[Any]
+
+
+def parse_json_page(payload: Any, page_url: str, deadline: Deadline | None = None) -> list[ServedFile]:
     form: Literal["PEP 691 JSON"] = "PEP 691 JSON"
     if not isinstance(payload, dict):
         raise _malformed(page_url, form, f"the top level is {_json_kind(payload)}, not an object")
     try:
-        page = _JsonPage.model_validate(payload)
+        head = _JsonHead.model_validate(payload)
     except ValidationError as exc:
         raise _malformed(page_url, form, _validation_problem(exc)) from None
-    if page.meta.api_version.split(".")[0] != "1":
-        raise _malformed(page_url, form, f"meta.api-version {page.meta.api_version!r} is not 1.x")
+    if head.meta.api_version.split(".")[0] != "1":
+        raise _malformed(page_url, form, f"meta.api-version {head.meta.api_version!r} is not 1.x")
     files = []
-    for entry in page.files:
+    for i, raw in enumerate(head.files):
+        if deadline is not None and i % DEADLINE_STRIDE == 0:
+            deadline.check("read", page_url)
+        try:
+            entry = _JsonFile.model_validate(raw)
+        except ValidationError as exc:
+            raise _malformed(page_url, form, f"files.{i}.{_validation_problem(exc)}") from None
         filename = plain_filename(entry.filename, page_url, form)
         files.append(
             ServedFile(
@@ -161,7 +182,7 @@ def parse_json_page(payload: Any, page_url: str) -> list[ServedFile]:
                 yanked=entry.yanked is not False,  # a string is the reason it was yanked
             )
         )
-    return unique_files(files, page_url)
+    return unique_files(files, page_url, deadline)
 
 
 class _AnchorParser(HTMLParser):
@@ -185,13 +206,18 @@ class _AnchorParser(HTMLParser):
             self._open = None
 
 
-def parse_html_page(text: str, page_url: str) -> list[ServedFile]:
+def parse_html_page(text: str, page_url: str, deadline: Deadline | None = None) -> list[ServedFile]:
     form: Literal["PEP 503 HTML"] = "PEP 503 HTML"
     parser = _AnchorParser()
-    parser.feed(text)
+    for start in range(0, len(text), HTML_CHUNK):  # fed in pieces: the deadline is checked between them
+        if deadline is not None:
+            deadline.check("read", page_url)
+        parser.feed(text[start : start + HTML_CHUNK])
     parser.close()
     files = []
-    for attrs, label in parser.anchors:
+    for i, (attrs, label) in enumerate(parser.anchors):
+        if deadline is not None and i % DEADLINE_STRIDE == 0:
+            deadline.check("read", page_url)
         href = attrs.get("href")
         if not href:
             continue
@@ -206,14 +232,16 @@ def parse_html_page(text: str, page_url: str) -> list[ServedFile]:
                 yanked="data-yanked" in attrs,
             )
         )
-    return unique_files(files, page_url)
+    return unique_files(files, page_url, deadline)
 
 
-def unique_files(files: list[ServedFile], page_url: str) -> list[ServedFile]:
+def unique_files(files: list[ServedFile], page_url: str, deadline: Deadline | None = None) -> list[ServedFile]:
     """Each file once. A file listed twice with different sha256 is an index contradicting itself:
     which bytes pip gets would depend on which link it picks, so it is refused naming both."""
     by_name: dict[str, ServedFile] = {}
-    for served in files:
+    for i, served in enumerate(files):
+        if deadline is not None and i % DEADLINE_STRIDE == 0:
+            deadline.check("read", page_url)
         seen = by_name.get(served.filename)
         if seen is None or (seen.sha256 is None and served.sha256 is not None):
             by_name[served.filename] = served
@@ -226,15 +254,20 @@ def unique_files(files: list[ServedFile], page_url: str) -> list[ServedFile]:
     return list(by_name.values())
 
 
-def parse_listing(body: bytes, content_type: str, page_url: str) -> list[ServedFile]:
-    """A project page's files, from its body and media type (the JSON form when the index chose it)."""
+def parse_listing(body: bytes, content_type: str, page_url: str, deadline: Deadline | None = None) -> list[ServedFile]:
+    """A project page's files, from its body and media type (the JSON form when the index chose it);
+    the deadline, when given, is checked all along the parsing."""
+    if deadline is not None:
+        deadline.check("read", page_url)
     if content_type == JSON_V1:
         try:
             payload = json.loads(body)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are
             raise _malformed(page_url, "PEP 691 JSON", f"not JSON ({str(exc).splitlines()[0]})") from None
-        return parse_json_page(payload, page_url)
-    return parse_html_page(body.decode("utf-8", errors="replace"), page_url)
+        except RecursionError:
+            raise _malformed(page_url, "PEP 691 JSON", "nested too deeply to be a listing") from None
+        return parse_json_page(payload, page_url, deadline)
+    return parse_html_page(body.decode("utf-8", errors="replace"), page_url, deadline)
 
 
 class _Watchdog:
@@ -250,10 +283,16 @@ class _Watchdog:
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
         self._fired = False
+        self.location: str | None = None  # the last answer's Location header, as sent
         self._timer = threading.Timer(deadline.remaining(), self._fire)
         self._timer.daemon = True
 
     def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event.endswith(".receive_response_headers.complete") and info.get("return_value"):
+            # httpcore's (http_version, status, reason, headers): the headers are the list of pairs.
+            headers = next((part for part in info["return_value"] if isinstance(part, list)), [])
+            found = [v for k, v in headers if bytes(k).lower() == b"location"]
+            self.location = bytes(found[0]).decode("latin-1") if found else None
         if event in ("connection.connect_tcp.complete", "connection.start_tls.complete") and info.get("return_value"):
             with self._lock:
                 self._socket = info["return_value"].get_extra_info("socket")
@@ -287,26 +326,61 @@ def _timeout_within(deadline: Deadline) -> httpx.Timeout:
 def _get(
     client: httpx.Client, url: str, deadline: Deadline, action: str, headers: dict[str, str]
 ) -> Iterator[httpx.Response]:
-    """A streamed GET of ``url`` bounded by ``deadline``; network failures become one IndexReadError line."""
+    """A streamed GET of ``url`` bounded by ``deadline``; network failures become one IndexReadError line.
+
+    Redirects are followed here, each target checked: a loop, more than :data:`MAX_REDIRECTS`, or a
+    target that is not http(s) (``file://``) is an IndexRedirectError, never retried."""
     deadline.check(action, url)
     headers = {"Connection": "close", **headers}
+    chain = [url]
     with _Watchdog(deadline) as watchdog:
         try:
-            with client.stream(
-                "GET",
-                url,
-                headers=headers,
-                follow_redirects=True,
-                timeout=_timeout_within(deadline),
-                extensions={"trace": watchdog.trace},
-            ) as response:
-                yield response
+            while True:
+                with client.stream(
+                    "GET",
+                    chain[-1],
+                    headers=headers,
+                    follow_redirects=False,
+                    timeout=_timeout_within(deadline),
+                    extensions={"trace": watchdog.trace},
+                ) as response:
+                    location = response.headers.get("location") if response.is_redirect else None
+                    if location is None:
+                        yield response
+                        return
+                chain.append(_redirect_target(chain, location, action))
+        except httpx.InvalidURL:
+            # httpx builds the next request before we see the answer: a Location it cannot parse
+            # (javascript:alert(1)) ends here; the trace kept what the index sent.
+            _redirect_target(chain, watchdog.location or "an unparseable URL", action)
+            raise  # unreachable: a Location httpx cannot parse is never an http(s) URL
         except httpx.HTTPError as exc:
             if deadline.expired:
                 raise deadline.exceeded(action, url) from None
             raise IndexReadError(
                 f"cannot {action} {redact_url(url)}: {type(exc).__name__}; fix: check that the index is up"
             ) from None
+
+
+def _redirect_target(chain: list[str], location: str, action: str) -> str:
+    """Where a redirect leads, checked: http(s), not seen before in this read, within MAX_REDIRECTS."""
+    target = urljoin(chain[-1], location.strip())
+    parts = urlsplit(target)
+    first = redact_url(chain[0])
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise IndexRedirectError(
+            f"cannot {action} {first}: it redirects to {redact_url(target)!r}, not an http(s) URL; "
+            "fix: check the index URL (an index never sends a client elsewhere than http(s))"
+        )
+    if target in chain:
+        loop = " → ".join(redact_url(u) for u in chain[chain.index(target) :] + [target])
+        raise IndexRedirectError(f"cannot {action} {first}: it redirects in a loop ({loop}); fix: check the index URL")
+    if len(chain) > MAX_REDIRECTS:
+        raise IndexRedirectError(
+            f"cannot {action} {first}: more than {MAX_REDIRECTS} redirects (last to {redact_url(target)}); "
+            "fix: check the index URL"
+        )
+    return target
 
 
 def _read_listing_body(response: httpx.Response, url: str, deadline: Deadline) -> bytes:
@@ -346,19 +420,24 @@ def list_project_files(
         body = _read_listing_body(response, url, deadline)
         page_url = str(response.url)
         content_type = response.headers.get("content-type", "").split(";")[0].strip()
-    return parse_listing(body, content_type, page_url)
+    return parse_listing(body, content_type, page_url, deadline)
 
 
-def files_for_version(files: list[ServedFile], name: str, version: str) -> list[ServedFile]:
+def files_for_version(
+    files: list[ServedFile], name: str, version: str, deadline: Deadline | None = None, page_url: str = ""
+) -> list[ServedFile]:
     """The listed files of this project and version; a version without a local label also selects
-    its variant wheels (1.0 selects 1.0+cu130), as ``pip install name==1.0`` would."""
+    its variant wheels (1.0 selects 1.0+cu130), as ``pip install name==1.0`` would. The deadline,
+    when given, is checked along the way (a listing of 200,000 files takes a while to filter)."""
     from packaging.version import Version
 
     from wheelflow.core.distributions import parse_filename  # local import: distributions imports this module's types
 
     wanted_name, wanted = canonicalize_name(name), Version(version)
     selected = []
-    for served in files:
+    for i, served in enumerate(files):
+        if deadline is not None and i % DEADLINE_STRIDE == 0:
+            deadline.check("read", page_url or served.url)
         parsed = parse_filename(served.filename)
         if parsed is None or parsed[0] != wanted_name:
             continue
@@ -411,7 +490,9 @@ def read_served(
     client: httpx.Client, simple_url: str, name: str, version: str, *, deadline: Deadline | None = None
 ) -> list[ServedFile]:
     """This version's files on the index, each with its sha256 (downloaded when the listing has none)."""
-    files = files_for_version(list_project_files(client, simple_url, name, deadline=deadline), name, version)
+    listed = list_project_files(client, simple_url, name, deadline=deadline)
+    filtering = Deadline.for_read(deadline, LISTING_DEADLINE)
+    files = files_for_version(listed, name, version, filtering, project_url(simple_url, name))
     return [
         f
         if f.sha256

@@ -74,10 +74,17 @@ class StaticPublication:
     files: tuple[StaticFile, ...]
     # Relative store paths this run created (distribution files and sidecars), in write order.
     added: tuple[str, ...] = ()
-    # Each page written, in write order, with its bytes before this run (None: it did not exist).
-    pages: tuple[tuple[str, bytes | None], ...] = ()
+    # Each project page written, with the file names this run added to it (listed before: not ours).
+    project_pages: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Each project list (a sub-index's index.html) written, with the projects this run added to it.
+    list_pages: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # Sub-index ("" for the root) -> the files it lists for this run.
     listed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def pages(self) -> tuple[str, ...]:
+        """Every page this run wrote, in write order."""
+        return tuple(path for path, _ in (*self.project_pages, *self.list_pages))
 
     def simple_url(self, subindex: str = "") -> str:
         """The Simple API URL installers use for a sub-index (``--index-url``)."""
@@ -360,23 +367,26 @@ def publish_static(
                 added.append(sidecar)
             store.write_bytes(sidecar, entry.metadata)
 
-    pages: list[tuple[str, bytes | None]] = []
+    written_projects: list[tuple[str, tuple[str, ...]]] = []
     for path, (previous, anchors) in project_pages.items():
         project = posixpath.basename(posixpath.dirname(path))
         content = render_page(f"Links for {project}", anchors)
         if content != previous:
             store.write_bytes(path, content, _HTML)
-            pages.append((path, previous))
+            before = {a[""] for a in parse_anchors(previous)} if previous is not None else set()
+            written_projects.append((path, tuple(sorted(a[""] for a in anchors if a[""] not in before))))
+    written_lists: list[tuple[str, tuple[str, ...]]] = []
     for subindex in sorted({s for s, _p in page_entries}):
         path = posixpath.join(subindex, PAGE)
         previous = store.read(path)
         projects = {a[""]: a for a in parse_anchors(previous)} if previous is not None else {}
-        for project in sorted({p for s, p in page_entries if s == subindex}):
-            projects.setdefault(project, {"": project, "href": f"{project}/"})
+        ours = [p for p in sorted({p for s, p in page_entries if s == subindex}) if p not in projects]
+        for project in ours:
+            projects[project] = {"": project, "href": f"{project}/"}
         content = render_page("Simple index", projects.values())
         if content != previous:
             store.write_bytes(path, content, _HTML)
-            pages.append((path, previous))
+            written_lists.append((path, tuple(ours)))
 
     listed: dict[str, list[str]] = {}
     for (subindex, _project), group in page_entries.items():
@@ -386,19 +396,66 @@ def publish_static(
         public_url=public_url,
         files=tuple(e.file for e in entries),
         added=tuple(added),
-        pages=tuple(pages),
+        project_pages=tuple(written_projects),
+        list_pages=tuple(written_lists),
         listed={sub: tuple(sorted(names)) for sub, names in sorted(listed.items())},
     )
 
 
 def rollback_static(publication: StaticPublication, *, storage_options: Mapping[str, Any] | None = None) -> None:
-    """Undo a publication: every page back to its previous bytes (or gone, if this run created it),
-    root pages first so no page links a file being removed, then the files and sidecars this run added."""
+    """Undo a publication by taking out exactly what it put in, from the pages as they are *now*:
+    other releases may have published to the same store since (an approval can wait an hour), and
+    their entries stay. Old bytes are never written back.
+
+    Each project page loses this run's file anchors (those still carrying this run's sha256); a
+    project list loses a project only when that project's page lists nothing any more; a page left
+    empty is deleted. Lists are written first, then project pages, so no page
+    links a file being removed; then this run's files and sidecars are deleted. The caller holds
+    the store's lock, as for publishing (the pages are read, merged and written back)."""
     store = _Store(publication.store_url, storage_options)
-    for path, previous in reversed(publication.pages):
-        if previous is None:
-            store.delete(path)
-        else:
-            store.write_bytes(path, previous, _HTML)
+    sha = {f.filename: f.sha256 for f in publication.files}
+    merged_projects: dict[str, list[Anchor]] = {}
+    for path, names in publication.project_pages:
+        current = store.read(path)
+        if current is None:
+            continue
+        ours = set(names)
+        merged_projects[path] = [
+            a for a in parse_anchors(current) if not (a[""] in ours and _anchor_sha256(a) in (None, sha.get(a[""])))
+        ]
+    # Candidates per project list: the projects this run added to it, and every project whose page
+    # this rollback empties (added to the list by an earlier run that is gone by now).
+    candidates: dict[str, set[str]] = {path: set(projects) for path, projects in publication.list_pages}
+    for path, anchors in merged_projects.items():
+        if not anchors:
+            project_dir = posixpath.dirname(path)
+            list_page = posixpath.join(posixpath.dirname(project_dir), PAGE)
+            candidates.setdefault(list_page, set()).add(posixpath.basename(project_dir))
+    for path, projects in candidates.items():
+        current = store.read(path)
+        if current is None:
+            continue
+        subindex = posixpath.dirname(path)
+
+        def emptied(project: str) -> bool:
+            page = posixpath.join(subindex, project, PAGE)
+            if page in merged_projects:
+                return not merged_projects[page]
+            return store.read(page) is None
+
+        anchors = [a for a in parse_anchors(current) if not (a[""] in projects and emptied(a[""]))]
+        _write_or_delete(store, path, "Simple index", anchors, current)
+    for path, anchors in merged_projects.items():
+        project = posixpath.basename(posixpath.dirname(path))
+        _write_or_delete(store, path, f"Links for {project}", anchors, store.read(path))
     for path in reversed(publication.added):
         store.delete(path)
+
+
+def _write_or_delete(store: _Store, path: str, title: str, anchors: list[Anchor], current: bytes | None) -> None:
+    if not anchors:
+        store.delete(path)
+        return
+    content = render_page(title, anchors)
+    if content != current:
+        store.write_bytes(path, content, _HTML)

@@ -15,7 +15,6 @@ come from the environment, or from a Prefect Secret block when the variable's va
 from __future__ import annotations
 
 import email.policy
-import os
 import random
 import smtplib
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from wheelflow.core import secretenv
 from wheelflow.core.redaction import redact, redact_value, register_secret, register_url
 
 WEBHOOK_ENV = "WHEELFLOW_ALERT_WEBHOOK"
@@ -86,7 +86,7 @@ def configured_channels(env: Mapping[str, str] | None = None, read_secret: Secre
     """The destinations named in ``env`` (default: the environment); ``read_secret`` resolves
     ``prefect-secret:BLOCK`` values (see :func:`wheelflow.adapters.prefect_api.read_secret`). Every webhook URL
     and the SMTP password are registered for redaction as they are read."""
-    env = os.environ if env is None else env
+    env = secretenv.environ() if env is None else env
     channels = [Channel("webhook", url) for url in _split(_resolve(env.get(WEBHOOK_ENV, ""), read_secret))]
     if env.get(SLACK_ENV):
         channels += [Channel("slack", url) for url in _split(_resolve(env[SLACK_ENV], read_secret))]

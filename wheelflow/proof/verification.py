@@ -34,7 +34,14 @@ from wheelflow.core.distributions import parse_filename, sha256_of
 from wheelflow.core.errors import IndexReadError, UsageError
 from wheelflow.core.pyenvs import installer_env
 from wheelflow.core.redaction import redact
-from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
+from wheelflow.index.simple_api import (
+    READ_TIMEOUT,
+    ServedFile,
+    download_sha256,
+    files_for_version,
+    list_project_files,
+    project_url,
+)
 from wheelflow.proof.installsource import dependency_source, install_command, release_file, unresolvable
 
 # VERIFIED is given only after a download: the served bytes hash to the built file's sha256.
@@ -175,7 +182,8 @@ def prove_served(
     download end by ``deadline`` (DeadlineExceeded names the URL); a malformed listing raises
     MalformedListingError.
     """
-    served = files_for_version(list_project_files(client, simple_url, name, deadline=deadline), name, version)
+    listed = list_project_files(client, simple_url, name, deadline=deadline)
+    served = files_for_version(listed, name, version, deadline, project_url(simple_url, name))
     return prove_files(served, expected, http_download(client, log), deadline=deadline, concurrency=concurrency)
 
 

@@ -11,18 +11,17 @@ process, so no helper stores them on disk either.
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from wheelflow.core import secretenv
 from wheelflow.core.childenv import child_env
 from wheelflow.core.credentials import Credentials, secret_block_credentials
 from wheelflow.core.errors import SpecError
-from wheelflow.core.redaction import redact_url, register_secret
+from wheelflow.core.redaction import redact_url, register_secret, url_credentials
 
 USERNAME_ENV = "WHEELFLOW_GIT_USERNAME"
 PASSWORD_ENV = "WHEELFLOW_GIT_PASSWORD"
@@ -42,14 +41,15 @@ _askpass_path: Path | None = None
 
 
 def refuse_url_credentials(url: str, key: str = "project") -> None:
-    """SpecError when a git URL carries credentials (an ssh:// user name alone is not one)."""
-    if "://" not in url:
-        return
-    parts = urlsplit(url)
-    if parts.password or (parts.username and parts.scheme in ("http", "https")):
+    """SpecError when a git URL carries credentials: ``user:password@``, a user name in an http(s)
+    URL (``git+https://`` too: tokens are given that way), a token in the query (``?token=``,
+    ``?access_token=``), or a user other than ``git`` in the scp form ``USER@host:path``. An ssh://
+    user name alone is not one."""
+    found = url_credentials(url)
+    if found:
         raise SpecError(
             key,
-            f"{redact_url(url)!r} carries credentials in the URL, where git would store and show them",
+            f"{redact_url(url)!r} carries credentials in the URL ({found[0]}), where git would store and show them",
             f"remove them from the URL and export {USERNAME_ENV} and {PASSWORD_ENV} (or name a Prefect Secret block)",
         )
 
@@ -66,7 +66,7 @@ def git_credentials(
             secret_block, "git credentials", f"export {PASSWORD_ENV}", read_secret, token_username=TOKEN_USERNAME
         )
     else:
-        environ = os.environ if environ is None else environ
+        environ = secretenv.environ() if environ is None else environ
         password = environ.get(PASSWORD_ENV)
         credentials = Credentials(environ.get(USERNAME_ENV) or TOKEN_USERNAME, password) if password else None
     if credentials is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from wheelflow.config.spec import ReleaseSpec
-from wheelflow.core.errors import VersionError
+from wheelflow.core.errors import UsageError, VersionError
 from wheelflow.source.export import commit_time, resolve_commit
 from wheelflow.source.export import git_output as _git
 
@@ -41,6 +41,18 @@ def parse_version(value: str, where: str) -> Version:
         raise VersionError(
             f"{where}: {value!r} is not a PEP 440 version; fix: use a form like 1.2.3, 1.2.3rc1 or 1.2.3.post1"
         ) from None
+
+
+def version_option(value: str, option: str) -> str:
+    """A version given on the command line or as a parameter, checked (PEP 440) before anything
+    starts: a UsageError naming ``option`` (exit 2), never a flow run that fails later."""
+    try:
+        Version(value)
+    except InvalidVersion:
+        raise UsageError(
+            option, f"{value!r} is not a PEP 440 version", "use a form like 1.2.3, 1.2.3rc1 or 1.2.3.post1"
+        ) from None
+    return value
 
 
 def tag_pattern_regex(pattern: str) -> re.Pattern[str]:

@@ -23,7 +23,7 @@ from wheelflow.config.repairoptions import RepairOptions
 from wheelflow.config.spec import HOST_CA_BUNDLE, DockerOptions
 from wheelflow.core.childenv import container_env
 from wheelflow.core.errors import BuildError, CellUnbuildable, InfrastructureError
-from wheelflow.core.redaction import redact
+from wheelflow.core.redaction import LineRedactor
 from wheelflow.core.reproducible import prefix_map_env
 
 MANAGED_LABEL = "org.wheelflow.managed"
@@ -197,18 +197,23 @@ class DockerBuilder:
 
         def pump() -> None:
             buffer = b""
+            # A build or smoke command may print its environment (passed tokens included), even split up.
+            redactor = LineRedactor()
             with BatchedLog(log) as batch:
                 for chunk in container.logs(stream=True, follow=True):
                     buffer += chunk
                     *lines, buffer = buffer.split(b"\n")
                     for line in lines:
-                        # A build or smoke command may print its environment: passed tokens included.
-                        text = redact(line.decode(errors="replace").rstrip())
+                        for text in redactor.feed(line.decode(errors="replace").rstrip()):
+                            tail.append(text)
+                            batch(text)
+                if buffer:
+                    for text in redactor.feed(buffer.decode(errors="replace")):
                         tail.append(text)
                         batch(text)
-                if buffer:
-                    tail.append(redact(buffer.decode(errors="replace")))
-                    batch(tail[-1])
+                for text in redactor.close():
+                    tail.append(text)
+                    batch(text)
 
         try:
             container.start()

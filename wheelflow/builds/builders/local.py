@@ -44,7 +44,7 @@ from wheelflow.config.repairoptions import RepairOptions
 from wheelflow.core.childenv import child_env
 from wheelflow.core.errors import BuildError, CellUnbuildable, EnvCreationError
 from wheelflow.core.pyenvs import create_env, find_uv, installer_env
-from wheelflow.core.redaction import redact
+from wheelflow.core.redaction import LineRedactor
 from wheelflow.core.reproducible import prefix_map_env
 from wheelflow.source.export import source_files
 
@@ -79,14 +79,21 @@ def _stream(
     assert proc.stdout is not None
     killer = threading.Timer(timeout, proc.kill)  # the output loop would not notice a silent hang
     killer.start()
+
+    def emit(line: str) -> None:
+        tail.append(line)
+        batch(line)
+        if progress is not None:
+            progress.line(line)
+
     try:
         with BatchedLog(log) as batch:
-            for line in proc.stdout:
-                line = redact(line.rstrip())  # a build or smoke command may print its environment
-                tail.append(line)
-                batch(line)
-                if progress is not None:
-                    progress.line(line)
+            lines = LineRedactor()  # a build or smoke command may print its environment, even split up
+            for raw in proc.stdout:
+                for line in lines.feed(raw.rstrip()):
+                    emit(line)
+            for line in lines.close():
+                emit(line)
         code = proc.wait()
     finally:
         timed_out = not killer.is_alive() and proc.returncode == -signal.SIGKILL
