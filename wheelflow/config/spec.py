@@ -771,7 +771,7 @@ def schema_text() -> str:
 
 
 if __name__ == "__main__":  # python -m wheelflow.config.spec [PATH]: regenerate the published schema
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / SCHEMA_FILE
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / SCHEMA_FILE
     out.write_text(schema_text(), encoding="utf-8")
     print(f"wrote {out}")
 
