@@ -51,25 +51,22 @@ def _gxx(out: Path, source: str, *args: str) -> Path:
 
 @pytest.fixture(scope="session")
 def kernels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The kernel compiled once for sm_80 SASS only, once for sm_80 SASS plus compute_80 PTX."""
+    """The kernel compiled for sm_80 SASS only, for sm_80 SASS plus compute_80 PTX, and with two
+    -gencode flags (sm_80 and sm_90 SASS), as a setup.py with a hard-coded list does."""
     if NVCC is None:
         pytest.skip("needs the CUDA toolkit's nvcc (no GPU needed)")
     root = tmp_path_factory.mktemp("kernels")
     (root / "saxpy.cu").write_text(KERNEL)
     built = {}
-    for name, codes in {"sm80": "sm_80", "sm80_ptx": "[sm_80,compute_80]"}.items():
+    gencodes = {
+        "sm80": ["-gencode=arch=compute_80,code=sm_80"],
+        "sm80_ptx": ["-gencode=arch=compute_80,code=[sm_80,compute_80]"],
+        "sm80_sm90": ["-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90"],
+    }
+    for name, flags in gencodes.items():
         built[name] = root / f"{name}.so"
         subprocess.run(
-            [
-                NVCC,
-                "-shared",
-                "-Xcompiler",
-                "-fPIC",
-                f"-gencode=arch=compute_80,code={codes}",
-                "-o",
-                str(built[name]),
-                str(root / "saxpy.cu"),
-            ],
+            [NVCC, "-shared", "-Xcompiler", "-fPIC", *flags, "-o", str(built[name]), str(root / "saxpy.cu")],
             check=True,
         )
     return built
@@ -180,6 +177,23 @@ def test_ptx_is_reported_not_refused(kernels: dict[str, Path], tmp_path: Path) -
     sass_only = _wheel(tmp_path / "sass", **{"_kernels.so": kernels["sm80"]})
     [finding] = abi_findings([sass_only], parse_archs("8.0+PTX"))
     assert "no device code for compute_80" in finding.message
+
+
+@needs_nvcc
+def test_sass_for_an_undeclared_architecture_warns_or_with_exact_is_refused(
+    kernels: dict[str, Path], tmp_path: Path
+) -> None:
+    wheel = _wheel(tmp_path, **{"_kernels.so": kernels["sm80_sm90"]})
+    [warned] = abi_findings([wheel], parse_archs("9.0"))
+    assert warned.warning and warned.rule == "gpu-arch"
+    assert "gpu_pkg/_kernels.so carries SASS for sm_80, which the cell does not declare (declared: sm_90)" in (
+        warned.message
+    )
+    assert "a hard-coded -gencode in setup.py overrides TORCH_CUDA_ARCH_LIST" in warned.message
+    assert "about 2× the device-code compile time" in warned.message
+    [refused] = abi_findings([wheel], parse_archs("9.0"), arch_policy="exact")
+    assert not refused.warning and 'gpu-archs-policy = "at-least"' in refused.message
+    assert abi_findings([wheel], parse_archs("8.0;9.0"), arch_policy="exact") == []  # both declared
 
 
 def test_extensions_without_device_code_are_refused_when_archs_are_declared(

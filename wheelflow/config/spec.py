@@ -794,6 +794,7 @@ def expanded_table(spec: ReleaseSpec) -> list[dict[str, Any]]:
             "build-requires": list(cell.build_requires),
             "gpu": cell.gpu,
             "gpu-archs": list(cell.gpu_archs) if isinstance(cell.gpu_archs, tuple) else cell.gpu_archs,
+            "gpu-archs-policy": cell.gpu_archs_policy,
             "timeout": cell.timeout,
         }
         for cell in spec.matrix.cells
