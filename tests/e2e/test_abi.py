@@ -332,6 +332,78 @@ def test_a_runtime_is_installed_with_real_pip(c10: dict[str, Path], tmp_path: Pa
     assert not (tmp_path / "rt" / "fake_torch").exists()  # the other runtime's files are gone
 
 
+def _torch_like(root: Path, c10: dict[str, Path]) -> tuple[Path, Path]:
+    """torch's layout in miniature: torch/lib/libc10.so with RPATH $ORIGIN/../../nvidia/cu13/lib, where
+    the CUDA runtime wheel puts libcudart.so.13 (a stand-in); an extension that NEEDs both, no RUNPATH."""
+    root.mkdir(parents=True)
+    cudart = _gxx(
+        root / "libcudart.so.13", 'extern "C" int cudaFree(void *p) { return p != 0; }\n', "-Wl,-soname,libcudart.so.13"
+    )
+    (root / "torch" / "lib").mkdir(parents=True)
+    (root / "nvidia" / "cu13" / "lib").mkdir(parents=True)
+    _gxx(
+        root / "torch" / "lib" / "libc10.so",
+        LIB_V1,
+        "-Wl,-soname,libc10.so",
+        "-Wl,-rpath,$ORIGIN/../../nvidia/cu13/lib",
+    )
+    shutil.move(cudart, root / "nvidia" / "cu13" / "lib" / "libcudart.so.13")
+    ext = _gxx(
+        root / "_ext.so",
+        EXTENSION.replace("PyInit__ext(void) {", "PyInit__ext(void) { cudaFree(0);").replace(
+            'extern "C" void *PyLong', 'extern "C" int cudaFree(void *); extern "C" void *PyLong'
+        ),
+        f"-L{root / 'torch' / 'lib'}",
+        f"-L{root / 'nvidia' / 'cu13' / 'lib'}",
+        "-lc10",
+        "-l:libcudart.so.13",
+    )
+    return root / "torch" / "lib", ext
+
+
+def test_a_runtime_reaches_the_cuda_libraries_its_torch_finds_through_rpath(
+    c10: dict[str, Path], tmp_path: Path
+) -> None:
+    torch_lib, ext = _torch_like(tmp_path / "site-packages", c10)
+    wheel = _wheel(tmp_path, **{"_ext.so": ext})
+    assert abi_findings([wheel], runtimes={"torch": [torch_lib]}) == []  # torch/lib alone, as --runtime gives it
+    (torch_lib.parents[1] / "nvidia" / "cu13" / "lib" / "libcudart.so.13").unlink()  # a runtime without the CUDA wheels
+    [finding] = abi_findings([wheel], runtimes={"torch": [torch_lib]})
+    assert finding.rule == "abi-library" and "needs libcudart.so.13, found neither" in finding.message
+    assert "fix: add the package that ships it to torch's requirements in abi.runtimes" in finding.message
+    assert "build-requires" not in finding.message
+
+
+def test_a_runtime_is_installed_with_the_cuda_library_wheels_its_torch_requires(
+    c10: dict[str, Path], tmp_path: Path
+) -> None:
+    # fake_torch requires fake_cuda_runtime, which ships nvidia/cu13/lib/libcudart.so.13, as torch
+    # requires cuda-toolkit[cudart] -> nvidia-cuda-runtime.
+    torch_lib, ext = _torch_like(tmp_path / "layout", c10)
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    make_wheel(
+        dist,
+        "fake_torch",
+        "2.0.0",
+        TAG,
+        requires=["fake_cuda_runtime==13.0"],
+        extra_files={"fake_torch/lib/libc10.so": (torch_lib / "libc10.so").read_bytes()},
+    )
+    make_wheel(
+        dist,
+        "fake_cuda_runtime",
+        "13.0",
+        TAG,
+        extra_files={
+            "nvidia/cu13/lib/libcudart.so.13": (torch_lib.parents[1] / "nvidia/cu13/lib/libcudart.so.13").read_bytes()
+        },
+    )
+    dirs = install_runtime(["fake_torch==2.0.0"], tmp_path / "rt", ["--no-index", "--find-links", str(dist)])
+    assert tmp_path / "rt" / "nvidia" / "cu13" / "lib" in dirs
+    assert abi_findings([_wheel(tmp_path, **{"_ext.so": ext})], runtimes={"fake-torch": dirs}) == []
+
+
 # ---- the Prefect task ----
 
 

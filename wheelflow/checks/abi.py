@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from elftools.common.exceptions import ELFError
 
 from wheelflow.checks.devicecode import device_code, missing_archs, undeclared_archs
-from wheelflow.checks.elfsymbols import Unresolved, demangle, is_elf, resolve
+from wheelflow.checks.elfsymbols import Unresolved, demangle, is_elf, resolve, runtime_reach
 from wheelflow.config.gpuarch import DEFAULT_ARCH_POLICY, ArchSpec, DeviceCode, arch_sort_key, describe
 from wheelflow.core.distributions import Distribution, Finding
 from wheelflow.core.errors import CheckError, RuntimeInstallError
@@ -161,19 +161,30 @@ def symbol_findings(
             Finding(
                 wheel.name,
                 "abi-library" if problem.libraries else "abi-symbol",
-                f"{member} would not load against {label}: {_explain(problem)}; "
-                "fix: build against the same runtime (pin it in build-requires) or ship "
-                "the library in the wheel",
+                f"{member} would not load against {label}: {_explain(problem)}; fix: {_fix(problem, label)}",
             )
         )
     return findings
 
 
+def _fix(problem: Unresolved, label: str) -> str:
+    if problem.libraries:
+        return (
+            f"add the package that ships it to {label}'s requirements in abi.runtimes (runtimes are installed "
+            "with their dependencies, as users get them), or ship it in the wheel (the repair step)"
+        )
+    return (
+        f"build the wheel against the torch {label} pins (the same version in the build environment), "
+        "or point abi.cell-runtime at the runtime it was built for"
+    )
+
+
 def _unresolved(objects: Sequence[tuple[str, Path]], runtime: Sequence[Path]) -> list[tuple[str, Unresolved]]:
     results = []
+    reach = runtime_reach(runtime) if objects else []
     for member, path in objects:
         try:
-            problem = resolve(path, runtime)
+            problem = resolve(path, reach)
         except (ELFError, ValueError) as exc:  # a truncated or foreign ELF: the loader would refuse it too
             problem = Unresolved(path, libraries=(f"<unreadable ELF: {exc}>",))
         if problem:
@@ -266,10 +277,14 @@ def gpu_arch_rows(wheels: Iterable[Path], cuobjdump: Path | None = None) -> list
 
 
 def install_runtime(requirements: Sequence[str], dest: Path, pip_args: Sequence[str] = ()) -> list[Path]:
-    """Install ``requirements`` (e.g. ``["torch==2.9.1"]``) without their dependencies into ``dest`` and
-    return the directories holding their shared libraries: a runtime for ``abi_findings``.
-    pip's own configuration picks the index, as for every other install wheelflow runs. A ``dest``
-    that already holds exactly these requirements is reused (a torch wheel is hundreds of MB)."""
+    """Install ``requirements`` (e.g. ``["torch==2.9.1"]``) with their dependencies into ``dest``, as a
+    user's ``pip install`` would, and return the directories holding their shared libraries: a runtime
+    for ``abi_findings``. A CUDA torch finds libcudart and the other CUDA libraries in the nvidia-*
+    wheels it depends on (``nvidia/*/lib``, through its RPATH), so a runtime without its dependencies
+    refuses correct wheels. pip's own configuration picks the index, as for every other install
+    wheelflow runs (``pip_args`` add to it; ``--no-deps`` there installs the requirements alone). A
+    ``dest`` that already holds exactly these requirements is reused (a CUDA torch with its libraries
+    is gigabytes)."""
     marker = dest / ".wheelflow-runtime"
     wanted = "\n".join(requirements) + "\n"
     if marker.is_file() and marker.read_text() == wanted:
@@ -283,7 +298,6 @@ def install_runtime(requirements: Sequence[str], dest: Path, pip_args: Sequence[
         "pip",
         "install",
         "--quiet",
-        "--no-deps",
         "--disable-pip-version-check",
         "--target",
         str(dest),
@@ -295,12 +309,14 @@ def install_runtime(requirements: Sequence[str], dest: Path, pip_args: Sequence[
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeInstallError(
             f"cannot install the ABI check's runtime {' '.join(requirements)}: {last}; "
-            "fix: check the pins in the spec's abi.runtimes and that the index serves them"
+            "fix: check the pins in the spec's abi.runtimes and that the index (abi.pip-args, pip's configuration) "
+            "serves them and their dependencies"
         )
     marker.write_text(wanted)
     return library_dirs(dest)
 
 
 def library_dirs(root: Path) -> list[Path]:
-    """The directories under ``root`` that hold ``lib*.so*`` files (torch/lib, nvidia/*/lib), sorted."""
+    """The directories under ``root`` that hold ``lib*.so*`` files (torch/lib, nvidia/*/lib, the CUDA
+    library wheels' folders), sorted."""
     return sorted({path.parent for path in root.rglob("lib*.so*") if path.is_file()})

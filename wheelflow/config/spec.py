@@ -505,8 +505,9 @@ class AbiTable(SpecModel):
         Expect("a table of label = list of pip requirements", 'write e.g. runtimes = { torch-2-9 = ["torch==2.9.1"] }'),
     ] = Field(
         default_factory=dict,
-        description="Label -> pip requirements installed without dependencies as one runtime "
-        '(e.g. { torch-2-9 = ["torch==2.9.1"] }): the compatibility grid\'s columns.',
+        description="Label -> pip requirements installed with their dependencies as one runtime "
+        '(e.g. { torch-2-9 = ["torch==2.9.1"] }), so that a CUDA torch brings the CUDA library wheels '
+        "(nvidia-*) it loads: the compatibility grid's columns.",
     )
     cell_runtime: Annotated[Text, Expect("a string", 'write e.g. cell-runtime = "torch-{torch}"')] | None = Field(
         None,
@@ -515,7 +516,11 @@ class AbiTable(SpecModel):
     )
     pip_args: Annotated[
         tuple[Text, ...], Expect("a list of strings", 'write e.g. pip-args = ["--only-binary", ":all:"]')
-    ] = Field((), description="Extra arguments for the pip that installs the runtimes (an index URL, for instance).")
+    ] = Field(
+        (),
+        description="Extra arguments for the pip that installs the runtimes (an index URL, for instance; "
+        "--no-deps installs the requirements alone, without the libraries they load).",
+    )
 
 
 class ChecksTable(SpecModel):
