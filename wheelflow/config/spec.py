@@ -169,7 +169,11 @@ def _mount(mount: str) -> str:
 class VersionSource(SpecModel):
     """``[tool.wheelflow.version]``: where the release version comes from."""
 
-    tag: Text | None = Field("v{version}", description="Git tag pattern; {version} appears once, e.g. v{version}.")
+    tag: Text | None = Field(
+        "v{version}",
+        description="Git tag pattern; {version} appears once, e.g. v{version}. A tag that says the version "
+        "file's version plus .postN (v1.2.0.post1 over 1.2.0: an upstream re-tag) releases that post-release.",
+    )
     file: Text | None = Field(None, description="File inside the project holding __version__, relative to it.")
 
     @field_validator("tag")
