@@ -427,29 +427,33 @@ def held_alone(key: str, *, timeout: float = 1800.0, log: Callable[[str], None] 
 
     with get_client(sync_client=True) as client:
         try:  # read first: creating one that exists makes the server log an IntegrityError traceback
-            client.read_global_concurrency_limit_by_name(key)
+            held = slot_taken(client.read_global_concurrency_limit_by_name(key))
         except ObjectNotFound:
+            held = False
             try:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=key, limit=1))
             except ObjectAlreadyExists:  # another run created it in between
                 pass
     with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(concurrency(key, occupy=1, timeout_seconds=1, strict=True, lease_duration=LEASE))
-        except TimeoutError:
+        # Whether to wait is read from the limit, not probed with a short acquisition: a probe that
+        # times out makes Prefect's slot service log "failed to process item" at ERROR on every wait.
+        if held:
             holder = read_variable(holder_variable) or "(unknown)"
             log(f"waiting up to {timeout:g} s for flow run {holder}, which holds {key}")
-            try:
-                stack.enter_context(
-                    concurrency(key, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE)
-                )
-            except TimeoutError:
-                raise ReleaseBusy(
-                    f"{key} is still held by flow run {read_variable(holder_variable) or '(unknown)'} "
-                    f"after {timeout:g} s; fix: wait for that run to end (or cancel it), then re-run"
-                ) from None
+        try:
+            stack.enter_context(concurrency(key, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE))
+        except TimeoutError:
+            raise ReleaseBusy(
+                f"{key} is still held by flow run {read_variable(holder_variable) or '(unknown)'} "
+                f"after {timeout:g} s; fix: wait for that run to end (or cancel it), then re-run"
+            ) from None
         write_variable(holder_variable, str(flow_run.get_id()))
         yield
+
+
+def slot_taken(limit: Any) -> bool:
+    """A global concurrency limit (Prefect's response) has no free slot: the next holder would wait."""
+    return bool(limit.active) and limit.active_slots >= limit.limit
 
 
 # -- server-side alerting: Prefect Automations ---------------------------------------------------
