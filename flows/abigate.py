@@ -1,14 +1,15 @@
 """The ABI gate inside a release (or a backfill): per cell, after the file audits and before any
 index is read or written. Each cell's wheels must carry device code for the cell's declared GPU
 architectures, and load against the cell's runtime (``abi.cell-runtime``); the grid against every
-configured runtime is a table artifact, whatever it says."""
+configured runtime is a table artifact, whatever it says. SASS for undeclared architectures is a
+warning in the checklist row (a refusal under ``gpu-archs-policy = "exact"``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from wheelflow.config.gpuarch import declared_archs
+from wheelflow.config.gpuarch import DEFAULT_ARCH_POLICY, declared_archs
 from wheelflow.config.spec import ReleaseSpec
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.report import ReleaseReport
@@ -33,15 +34,18 @@ def abi_gate(
             label: [Path(p) for p in install_abi_runtime(label, list(reqs), list(spec.abi.pip_args), str(home))]
             for label, reqs in spec.abi.runtimes.items()
         }
+        warned = []
         for name, cell, wheels in groups:
             label = spec.cell_runtime(cell.values if cell else {})
             own = {label: runtimes[label]} if label is not None else {}
-            check_abi(wheels, name, declared[name], own, runtimes or None)
+            policy = cell.gpu_archs_policy if cell else DEFAULT_ARCH_POLICY
+            warned.append(check_abi(wheels, name, declared[name], own, runtimes or None, policy))
         archs = sorted({a for d in declared.values() if d for a in d.sass | d.ptx})
         step.detail = (
             f"{sum(len(w) for _, _, w in groups)} wheel(s) of {len(groups)} cell(s)"
             + (f"; architectures {', '.join(archs)}" if archs else "")
             + (f"; runtimes {', '.join(runtimes)}" if runtimes else "")
+            + "".join(f"; {line}" for line in warned if line)
         )
 
 

@@ -11,7 +11,7 @@ from prefect.artifacts import create_table_artifact
 from wheelflow.checks.abi import abi_findings, compat_grid, gpu_arch_rows, install_runtime
 from wheelflow.checks.audits import audit_target, preflight
 from wheelflow.checks.devicecode import find_cuobjdump
-from wheelflow.config.gpuarch import ArchSpec
+from wheelflow.config.gpuarch import DEFAULT_ARCH_POLICY, ArchSpec
 from wheelflow.config.spec import Target
 from wheelflow.core.distributions import Distribution, Finding, blocking, warnings_line
 from wheelflow.core.errors import CheckError
@@ -60,10 +60,12 @@ def check_abi(
     archs: ArchSpec | None,
     runtime: dict[str, list[Path]],
     grid: dict[str, list[Path]] | None = None,
-) -> None:
+    arch_policy: str = DEFAULT_ARCH_POLICY,
+) -> str:
     """The ABI gate for one cell's wheels (``label``: the cell's name): declared GPU architectures and
     symbols against the cell's ``runtime``; table artifacts of device code (PTX reported) and, for the
-    runtimes in ``grid``, which ones each wheel loads against."""
+    runtimes in ``grid``, which ones each wheel loads against. Returns "passed with warnings: ..."
+    when it warned (SASS for undeclared architectures under ``arch_policy`` "at-least"), else ""."""
     wheels = [d.path for d in dists if d.kind == "wheel"]
     slug = re.sub(r"[^a-z0-9-]+", "-", label.lower()).strip("-")
     cuobjdump = find_cuobjdump()
@@ -80,8 +82,14 @@ def check_abi(
             table=[row for w in wheels for row in compat_grid(w, grid)],
             description=f"Which runtimes {label}'s wheels load against (undefined symbols)",
         )
-    _raise_on(abi_findings(dists, archs, runtime, cuobjdump=cuobjdump), f"{label}: refused by the ABI gate")
-    get_run_logger().info("ABI gate passed for %d wheel(s) of %s", len(wheels), label)
+    findings = abi_findings(dists, archs, runtime, cuobjdump=cuobjdump, arch_policy=arch_policy)
+    _raise_on(blocking(findings), f"{label}: refused by the ABI gate")
+    for finding in findings:
+        get_run_logger().warning(str(finding))
+    get_run_logger().info(
+        "ABI gate passed%s for %d wheel(s) of %s", " with warnings" if findings else "", len(wheels), label
+    )
+    return warnings_line(findings)
 
 
 @task(name="install-abi-runtime", task_run_name="install-abi-runtime[{label}]", retries=2, retry_delay_seconds=[10, 30])

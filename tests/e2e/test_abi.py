@@ -51,25 +51,22 @@ def _gxx(out: Path, source: str, *args: str) -> Path:
 
 @pytest.fixture(scope="session")
 def kernels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The kernel compiled once for sm_80 SASS only, once for sm_80 SASS plus compute_80 PTX."""
+    """The kernel compiled for sm_80 SASS only, for sm_80 SASS plus compute_80 PTX, and with two
+    -gencode flags (sm_80 and sm_90 SASS), as a setup.py with a hard-coded list does."""
     if NVCC is None:
         pytest.skip("needs the CUDA toolkit's nvcc (no GPU needed)")
     root = tmp_path_factory.mktemp("kernels")
     (root / "saxpy.cu").write_text(KERNEL)
     built = {}
-    for name, codes in {"sm80": "sm_80", "sm80_ptx": "[sm_80,compute_80]"}.items():
+    gencodes = {
+        "sm80": ["-gencode=arch=compute_80,code=sm_80"],
+        "sm80_ptx": ["-gencode=arch=compute_80,code=[sm_80,compute_80]"],
+        "sm80_sm90": ["-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90"],
+    }
+    for name, flags in gencodes.items():
         built[name] = root / f"{name}.so"
         subprocess.run(
-            [
-                NVCC,
-                "-shared",
-                "-Xcompiler",
-                "-fPIC",
-                f"-gencode=arch=compute_80,code={codes}",
-                "-o",
-                str(built[name]),
-                str(root / "saxpy.cu"),
-            ],
+            [NVCC, "-shared", "-Xcompiler", "-fPIC", *flags, "-o", str(built[name]), str(root / "saxpy.cu")],
             check=True,
         )
     return built
@@ -180,6 +177,23 @@ def test_ptx_is_reported_not_refused(kernels: dict[str, Path], tmp_path: Path) -
     sass_only = _wheel(tmp_path / "sass", **{"_kernels.so": kernels["sm80"]})
     [finding] = abi_findings([sass_only], parse_archs("8.0+PTX"))
     assert "no device code for compute_80" in finding.message
+
+
+@needs_nvcc
+def test_sass_for_an_undeclared_architecture_warns_or_with_exact_is_refused(
+    kernels: dict[str, Path], tmp_path: Path
+) -> None:
+    wheel = _wheel(tmp_path, **{"_kernels.so": kernels["sm80_sm90"]})
+    [warned] = abi_findings([wheel], parse_archs("9.0"))
+    assert warned.warning and warned.rule == "gpu-arch"
+    assert "gpu_pkg/_kernels.so carries SASS for sm_80, which the cell does not declare (declared: sm_90)" in (
+        warned.message
+    )
+    assert "a hard-coded -gencode in setup.py overrides TORCH_CUDA_ARCH_LIST" in warned.message
+    assert "about 2× the device-code compile time" in warned.message
+    [refused] = abi_findings([wheel], parse_archs("9.0"), arch_policy="exact")
+    assert not refused.warning and 'gpu-archs-policy = "at-least"' in refused.message
+    assert abi_findings([wheel], parse_archs("8.0;9.0"), arch_policy="exact") == []  # both declared
 
 
 def test_extensions_without_device_code_are_refused_when_archs_are_declared(
@@ -316,6 +330,78 @@ def test_a_runtime_is_installed_with_real_pip(c10: dict[str, Path], tmp_path: Pa
     with pytest.raises(RuntimeInstallError, match=r"runtime fake_torch==9\.9: .*fix: check the pins"):
         install_runtime(["fake_torch==9.9"], tmp_path / "rt", pip_args)
     assert not (tmp_path / "rt" / "fake_torch").exists()  # the other runtime's files are gone
+
+
+def _torch_like(root: Path, c10: dict[str, Path]) -> tuple[Path, Path]:
+    """torch's layout in miniature: torch/lib/libc10.so with RPATH $ORIGIN/../../nvidia/cu13/lib, where
+    the CUDA runtime wheel puts libcudart.so.13 (a stand-in); an extension that NEEDs both, no RUNPATH."""
+    root.mkdir(parents=True)
+    cudart = _gxx(
+        root / "libcudart.so.13", 'extern "C" int cudaFree(void *p) { return p != 0; }\n', "-Wl,-soname,libcudart.so.13"
+    )
+    (root / "torch" / "lib").mkdir(parents=True)
+    (root / "nvidia" / "cu13" / "lib").mkdir(parents=True)
+    _gxx(
+        root / "torch" / "lib" / "libc10.so",
+        LIB_V1,
+        "-Wl,-soname,libc10.so",
+        "-Wl,-rpath,$ORIGIN/../../nvidia/cu13/lib",
+    )
+    shutil.move(cudart, root / "nvidia" / "cu13" / "lib" / "libcudart.so.13")
+    ext = _gxx(
+        root / "_ext.so",
+        EXTENSION.replace("PyInit__ext(void) {", "PyInit__ext(void) { cudaFree(0);").replace(
+            'extern "C" void *PyLong', 'extern "C" int cudaFree(void *); extern "C" void *PyLong'
+        ),
+        f"-L{root / 'torch' / 'lib'}",
+        f"-L{root / 'nvidia' / 'cu13' / 'lib'}",
+        "-lc10",
+        "-l:libcudart.so.13",
+    )
+    return root / "torch" / "lib", ext
+
+
+def test_a_runtime_reaches_the_cuda_libraries_its_torch_finds_through_rpath(
+    c10: dict[str, Path], tmp_path: Path
+) -> None:
+    torch_lib, ext = _torch_like(tmp_path / "site-packages", c10)
+    wheel = _wheel(tmp_path, **{"_ext.so": ext})
+    assert abi_findings([wheel], runtimes={"torch": [torch_lib]}) == []  # torch/lib alone, as --runtime gives it
+    (torch_lib.parents[1] / "nvidia" / "cu13" / "lib" / "libcudart.so.13").unlink()  # a runtime without the CUDA wheels
+    [finding] = abi_findings([wheel], runtimes={"torch": [torch_lib]})
+    assert finding.rule == "abi-library" and "needs libcudart.so.13, found neither" in finding.message
+    assert "fix: add the package that ships it to torch's requirements in abi.runtimes" in finding.message
+    assert "build-requires" not in finding.message
+
+
+def test_a_runtime_is_installed_with_the_cuda_library_wheels_its_torch_requires(
+    c10: dict[str, Path], tmp_path: Path
+) -> None:
+    # fake_torch requires fake_cuda_runtime, which ships nvidia/cu13/lib/libcudart.so.13, as torch
+    # requires cuda-toolkit[cudart] -> nvidia-cuda-runtime.
+    torch_lib, ext = _torch_like(tmp_path / "layout", c10)
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    make_wheel(
+        dist,
+        "fake_torch",
+        "2.0.0",
+        TAG,
+        requires=["fake_cuda_runtime==13.0"],
+        extra_files={"fake_torch/lib/libc10.so": (torch_lib / "libc10.so").read_bytes()},
+    )
+    make_wheel(
+        dist,
+        "fake_cuda_runtime",
+        "13.0",
+        TAG,
+        extra_files={
+            "nvidia/cu13/lib/libcudart.so.13": (torch_lib.parents[1] / "nvidia/cu13/lib/libcudart.so.13").read_bytes()
+        },
+    )
+    dirs = install_runtime(["fake_torch==2.0.0"], tmp_path / "rt", ["--no-index", "--find-links", str(dist)])
+    assert tmp_path / "rt" / "nvidia" / "cu13" / "lib" in dirs
+    assert abi_findings([_wheel(tmp_path, **{"_ext.so": ext})], runtimes={"fake-torch": dirs}) == []
 
 
 # ---- the Prefect task ----

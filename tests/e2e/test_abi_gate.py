@@ -140,6 +140,22 @@ def test_check_refuses_a_missing_architecture_naming_it(kernels, tmp_path: Path)
     assert "gpu_pkg/_k.so has no device code for sm_90 (it has sm_80)" in refused.stderr
 
 
+@needs_nvcc
+def test_check_warns_about_undeclared_sass_and_refuses_it_when_exact(kernels, tmp_path: Path) -> None:  # noqa: F811
+    wheel = make_wheel(
+        tmp_path, "gpu_pkg", "1.0.0", TAG, extra_files={"gpu_pkg/_k.so": kernels["sm80_sm90"].read_bytes()}
+    )
+    warned = run_cli("check", str(wheel), "--gpu-archs", "9.0")
+    assert warned.returncode == 0, warned.stderr
+    assert "[gpu-arch] warning: gpu_pkg/_k.so carries SASS for sm_80, which the cell does not declare" in (
+        warned.stderr
+    )
+    refused = run_cli("check", str(wheel), "--gpu-archs", "9.0", "--gpu-archs-policy", "exact", "--json")
+    assert refused.returncode == 1
+    [finding] = json.loads(refused.stdout)["findings"]
+    assert finding["severity"] == "error" and "carries SASS for sm_80" in finding["message"]
+
+
 # ---- spec keys ----
 
 

@@ -83,7 +83,9 @@ def test_tag_version_mismatch_is_refused_before_anything_is_built(tmp_path: Path
     git(project, "tag", "v1.3.0")
     code, report, stderr = release_json(str(project))
     assert code == 1
-    assert report["error"].startswith("version mismatch: tag v1.3.0 says 1.3.0 but pyproject.toml says 1.2.0")
+    assert report["error"].startswith(
+        "version mismatch: tag v1.3.0 (version.tag 'v{version}') says 1.3.0 but pyproject.toml (version.file) says 1.2.0"
+    )
     assert "wheelflow: release failed: version mismatch" in stderr
     # Prefect logs the failed task and flow run; for an error written for the user, without a traceback.
     assert "Task run failed with exception: VersionError(" in stderr and "Traceback" not in stderr

@@ -194,6 +194,7 @@ def test_expanded_table_lists_each_cell_as_built(tmp_path) -> None:
         "build-requires": [],
         "gpu": False,
         "gpu-archs": ["sm_90"],
+        "gpu-archs-policy": "at-least",
         "timeout": 900.0,
     }
     ruled = parse_spec(

@@ -36,14 +36,17 @@ def test_tag_version_mismatch_is_refused(tmp_path: Path) -> None:
     with pytest.raises(VersionError) as err:
         resolve_version(load_spec(project))
     assert str(err.value) == (
-        "version mismatch: tag v1.3.0 says 1.3.0 but pyproject.toml says 1.2.0; "
-        "fix: make the tag, the version file and --version agree before releasing"
+        "version mismatch: tag v1.3.0 (version.tag 'v{version}') says 1.3.0 but pyproject.toml (version.file) "
+        "says 1.2.0; fix: make the tag, the version file and --version agree before releasing (version.tag "
+        "'v{version}' reads the tag; a post-release re-tag of an unchanged version, e.g. v1.2.0.post1, is accepted)"
     )
 
 
 def test_requested_version_must_agree_with_the_file(tmp_path: Path) -> None:
     project = tagged_project(tmp_path, "1.2.0", None)
-    with pytest.raises(VersionError, match=r"^version mismatch: --version says 2\.0 but pyproject\.toml says 1\.2\.0"):
+    with pytest.raises(
+        VersionError, match=r"^version mismatch: --version says 2\.0 but pyproject\.toml \(version\.file\) says 1\.2\.0"
+    ):
         resolve_version(load_spec(project), "2.0")
 
 
@@ -71,3 +74,59 @@ def test_tag_of_this_version_elsewhere_than_head_is_refused(tmp_path: Path) -> N
 def test_normalised_versions_compare_equal(tmp_path: Path) -> None:
     project = tagged_project(tmp_path, "1.2.0rc1", "v1.2.0-rc.1")
     assert resolve_version(load_spec(project)).version == "1.2.0rc1"
+
+
+# ---- post-release re-tags: an upstream release tagged again, its version file unchanged ----
+
+
+def test_a_post_release_retag_of_an_unchanged_version_releases_the_tags_version(tmp_path: Path) -> None:
+    project = tagged_project(tmp_path, "1.2.0", "v1.2.0.post1")
+    resolved = resolve_version(load_spec(project))
+    assert (resolved.version, resolved.tag) == ("1.2.0.post1", "v1.2.0.post1")
+    assert resolved.sources == {"tag v1.2.0.post1": "1.2.0.post1", "pyproject.toml": "1.2.0 (re-tagged as 1.2.0.post1)"}
+    assert resolve_version(load_spec(project), "1.2.0.post1").version == "1.2.0.post1"
+    with pytest.raises(
+        VersionError, match=r"^version mismatch: --version says 1\.2\.0 but tag v1\.2\.0\.post1 \(version\.tag"
+    ):
+        resolve_version(load_spec(project), "1.2.0")
+
+
+def test_a_retag_spelled_with_a_dash_is_a_post_release_too(tmp_path: Path) -> None:
+    project = tagged_project(tmp_path, "1.2.0", "v1.2.0-1")  # PEP 440 reads 1.2.0-1 as 1.2.0.post1
+    assert resolve_version(load_spec(project)).version == "1.2.0.post1"
+
+
+def test_the_retag_supersedes_the_original_tag_on_the_same_commit(tmp_path: Path) -> None:
+    project = tagged_project(tmp_path, "1.2.0", "v1.2.0")
+    git(project, "tag", "-a", "v1.2.0.post1", "-m", "re-tag")
+    git(project, "tag", "-a", "v1.2.0.post2", "-m", "re-tag again")
+    resolved = resolve_version(load_spec(project))
+    assert (resolved.version, resolved.tag) == ("1.2.0.post2", "v1.2.0.post2")
+
+
+def test_a_retag_on_a_later_commit_over_the_unchanged_file(tmp_path: Path) -> None:
+    project = tagged_project(tmp_path, "1.2.0", "v1.2.0")
+    (project / "FIX").write_text("a packaging fix, the version file unchanged\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "packaging fix")
+    git(project, "tag", "-a", "v1.2.0.post1", "-m", "re-tag")
+    resolved = resolve_version(load_spec(project))
+    assert (resolved.version, resolved.tag) == ("1.2.0.post1", "v1.2.0.post1")
+
+
+@pytest.mark.case(
+    "bad input",
+    "a post-release tag over another version than the version file's",
+    "refused before the build, naming version.tag and the re-tag it would accept",
+)
+def test_a_post_tag_of_another_version_is_still_a_mismatch_naming_version_tag(tmp_path: Path) -> None:
+    for file_version, tag in (
+        ("1.2.0", "v1.3.0.post1"),
+        ("1.2.0.post1", "v1.2.0.post2"),
+        ("1.2.0", "v1.2.0.post1.dev1"),
+    ):
+        project = tagged_project(tmp_path / tag, file_version, tag)
+        with pytest.raises(VersionError) as err:
+            resolve_version(load_spec(project))
+        assert f"version mismatch: tag {tag} (version.tag 'v{{version}}') says" in str(err.value)
+        assert "a post-release re-tag of an unchanged version, e.g. v" in str(err.value)

@@ -436,16 +436,17 @@ def held_alone(key: str, *, timeout: float = 1800.0, log: Callable[[str], None] 
 
     with get_client(sync_client=True) as client:
         try:  # read first: creating one that exists makes the server log an IntegrityError traceback
-            client.read_global_concurrency_limit_by_name(key)
+            held = slot_taken(client.read_global_concurrency_limit_by_name(key))
         except ObjectNotFound:
+            held = False
             try:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=key, limit=1))
             except ObjectAlreadyExists:  # another run created it in between
                 pass
     with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(concurrency(key, occupy=1, timeout_seconds=1, strict=True, lease_duration=LEASE))
-        except TimeoutError:
+        # Whether to wait is read from the limit, not probed with a short acquisition: a probe that
+        # times out makes Prefect's slot service log "failed to process item" at ERROR on every wait.
+        if held:
             holder = parse_holder(read_variable(holder_variable))
             dead = dead_reason(holder) if holder else None
             if holder and dead:
@@ -455,18 +456,17 @@ def held_alone(key: str, *, timeout: float = 1800.0, log: Callable[[str], None] 
                 )
             else:
                 log(
-                    f"waiting up to {timeout:g} s for {holder.describe() if holder else 'flow run (unknown)'}, which holds {key}"
+                    f"waiting up to {timeout:g} s for {holder.describe() if holder else 'flow run (unknown)'}, "
+                    f"which holds {key}"
                 )
-            try:
-                stack.enter_context(
-                    concurrency(key, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE)
-                )
-            except TimeoutError:
-                still = parse_holder(read_variable(holder_variable))
-                raise ReleaseBusy(
-                    f"{key} is still held by {still.describe() if still else 'flow run (unknown)'} "
-                    f"after {timeout:g} s; fix: wait for that run to end (or cancel it), then re-run"
-                ) from None
+        try:
+            stack.enter_context(concurrency(key, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE))
+        except TimeoutError:
+            still = parse_holder(read_variable(holder_variable))
+            raise ReleaseBusy(
+                f"{key} is still held by {still.describe() if still else 'flow run (unknown)'} "
+                f"after {timeout:g} s; fix: wait for that run to end (or cancel it), then re-run"
+            ) from None
         me = str(flow_run.get_id())
         left_behind = parse_holder(read_variable(holder_variable))
         if left_behind is not None and left_behind.flow_run != me:
@@ -501,6 +501,11 @@ def _crash_dead_holder(holder: Any, key: str, me: str, log: Callable[[str], None
     except (ValueError, ObjectNotFound):
         pass
     log(f"{holder.describe()} held {key} and never let go; its lease lapsed: taking over")
+
+
+def slot_taken(limit: Any) -> bool:
+    """A global concurrency limit (Prefect's response) has no free slot: the next holder would wait."""
+    return bool(limit.active) and limit.active_slots >= limit.limit
 
 
 # -- server-side alerting: Prefect Automations ---------------------------------------------------

@@ -4,7 +4,9 @@ Two questions per wheel, answered from the files alone (no GPU, no import):
 
 - GPU architectures: every shared object with device code carries SASS for each architecture the
   cell declares (``gpu-archs``, or its TORCH_CUDA_ARCH_LIST); a wheel whose shared objects have no
-  device code at all while architectures are declared was built without CUDA. PTX is reported
+  device code at all while architectures are declared was built without CUDA. SASS for architectures
+  nobody declared (a hard-coded ``-gencode`` list that overrides TORCH_CUDA_ARCH_LIST) is a warning
+  that says what it costs, or a refusal with ``gpu-archs-policy = "exact"``. PTX is reported
   (``gpu_arch_rows``), never refused: it is how a wheel reaches GPUs newer than its SASS.
 - Symbols: every shared object's undefined dynamic symbols resolve against what it loads from the
   wheel, the runtime (the pinned torch's ``lib/``) and the system (see ``elfsymbols``). The missing
@@ -29,9 +31,9 @@ from pathlib import Path, PurePosixPath
 
 from elftools.common.exceptions import ELFError
 
-from wheelflow.checks.devicecode import device_code, missing_archs
-from wheelflow.checks.elfsymbols import Unresolved, demangle, is_elf, resolve
-from wheelflow.config.gpuarch import ArchSpec, DeviceCode, describe
+from wheelflow.checks.devicecode import device_code, missing_archs, undeclared_archs
+from wheelflow.checks.elfsymbols import Unresolved, demangle, is_elf, resolve, runtime_reach
+from wheelflow.config.gpuarch import DEFAULT_ARCH_POLICY, ArchSpec, DeviceCode, arch_sort_key, describe
 from wheelflow.core.distributions import Distribution, Finding
 from wheelflow.core.errors import CheckError, RuntimeInstallError
 
@@ -72,9 +74,14 @@ def _extract_shared_objects(wheel: Path, tmp: Path) -> list[tuple[str, Path]]:
 
 
 def arch_findings(
-    wheel: Path, objects: Sequence[tuple[str, Path]], declared: ArchSpec, cuobjdump: Path | None = None
+    wheel: Path,
+    objects: Sequence[tuple[str, Path]],
+    declared: ArchSpec,
+    cuobjdump: Path | None = None,
+    policy: str = DEFAULT_ARCH_POLICY,
 ) -> list[Finding]:
-    """Missing declared architectures per shared object; no device code anywhere is refused too."""
+    """Missing declared architectures per shared object; no device code anywhere is refused too.
+    SASS for undeclared architectures is a warning, or with ``policy`` "exact" a refusal."""
     codes = {member: device_code(path, cuobjdump) for member, path in objects}
     with_code = {member: code for member, code in codes.items() if code}
     if objects and not with_code:
@@ -100,7 +107,48 @@ def arch_findings(
                     "or drop them from the cell's gpu-archs",
                 )
             )
+        extra = undeclared_finding(wheel.name, member, code, declared, policy)
+        if extra is not None:
+            findings.append(extra)
     return findings
+
+
+def undeclared_finding(
+    filename: str, member: str, code: DeviceCode, declared: ArchSpec, policy: str = DEFAULT_ARCH_POLICY
+) -> Finding | None:
+    """SASS for architectures the cell does not declare: a warning naming the likely cause and what it
+    costs (nvcc compiles each architecture of each ``.cu`` file separately, so device-code compile time
+    grows with the number of targets), or a refusal under ``gpu-archs-policy = "exact"``. None when
+    the shared object carries no undeclared SASS."""
+    extra = undeclared_archs(code, declared)
+    if not extra:
+        return None
+    built = len(code.sass) + len(code.ptx)
+    wanted = len(code.sass & declared.sass) + len(code.ptx & declared.ptx)
+    undeclared_ptx = sorted(code.ptx - declared.ptx, key=arch_sort_key)
+    plural = "architecture" if len(extra) == 1 else "architectures"
+    cost = f"{len(extra)} extra {plural}" + (f" and PTX {', '.join(undeclared_ptx)}" if undeclared_ptx else "")
+    if wanted:
+        cost += f": {built} device-code targets compiled for {wanted} declared, about {built / wanted:.3g}× the device-code compile time"
+    said = (
+        f"{member} carries SASS for {', '.join(extra)}, which the cell does not declare "
+        f"(declared: {describe(declared.sass | declared.ptx)}); likely cause: a hard-coded -gencode in setup.py "
+        f"overrides TORCH_CUDA_ARCH_LIST (torch then adds no flags of its own); cost: {cost}"
+    )
+    if policy == "exact":
+        return Finding(
+            filename,
+            "gpu-arch",
+            f"{said}; fix: remove the hard-coded -gencode flags so TORCH_CUDA_ARCH_LIST decides, "
+            'or declare these architectures in gpu-archs, or set gpu-archs-policy = "at-least" to only warn',
+        )
+    return Finding(
+        filename,
+        "gpu-arch",
+        f"{said}; fix: remove the hard-coded -gencode flags so TORCH_CUDA_ARCH_LIST decides, "
+        'or declare these architectures in gpu-archs (gpu-archs-policy = "exact" refuses such wheels)',
+        warning=True,
+    )
 
 
 def symbol_findings(
@@ -113,19 +161,30 @@ def symbol_findings(
             Finding(
                 wheel.name,
                 "abi-library" if problem.libraries else "abi-symbol",
-                f"{member} would not load against {label}: {_explain(problem)}; "
-                "fix: build against the same runtime (pin it in build-requires) or ship "
-                "the library in the wheel",
+                f"{member} would not load against {label}: {_explain(problem)}; fix: {_fix(problem, label)}",
             )
         )
     return findings
 
 
+def _fix(problem: Unresolved, label: str) -> str:
+    if problem.libraries:
+        return (
+            f"add the package that ships it to {label}'s requirements in abi.runtimes (runtimes are installed "
+            "with their dependencies, as users get them), or ship it in the wheel (the repair step)"
+        )
+    return (
+        f"build the wheel against the torch {label} pins (the same version in the build environment), "
+        "or point abi.cell-runtime at the runtime it was built for"
+    )
+
+
 def _unresolved(objects: Sequence[tuple[str, Path]], runtime: Sequence[Path]) -> list[tuple[str, Unresolved]]:
     results = []
+    reach = runtime_reach(runtime) if objects else []
     for member, path in objects:
         try:
-            problem = resolve(path, runtime)
+            problem = resolve(path, reach)
         except (ELFError, ValueError) as exc:  # a truncated or foreign ELF: the loader would refuse it too
             problem = Unresolved(path, libraries=(f"<unreadable ELF: {exc}>",))
         if problem:
@@ -151,27 +210,31 @@ def abi_findings(
     runtimes: Runtimes | None = None,
     *,
     cuobjdump: Path | None = None,
+    arch_policy: str = DEFAULT_ARCH_POLICY,
 ) -> list[Finding]:
     """The ABI gate for the wheels of one cell: declared GPU architectures (None: not checked) and
     symbol resolution against every runtime in ``runtimes`` (None or empty: not checked; a runtime
-    with no directories checks against the wheel and the system libraries alone). Sdists are skipped."""
+    with no directories checks against the wheel and the system libraries alone). SASS for undeclared
+    architectures is a warning finding, a refusal when ``arch_policy`` is "exact". Sdists are skipped."""
     findings: list[Finding] = []
     for dist in dists:
         wheel = dist.path if isinstance(dist, Distribution) else Path(dist)
         if not wheel.name.endswith(".whl"):
             continue
         try:
-            findings += _wheel_findings(wheel, archs, runtimes or {}, cuobjdump)
+            findings += _wheel_findings(wheel, archs, runtimes or {}, cuobjdump, arch_policy)
         except CheckError as exc:  # only unpacking raises it: the file is no zip
             findings.append(Finding(wheel.name, "archive", str(exc).split(": ", 1)[-1]))
     return findings
 
 
-def _wheel_findings(wheel: Path, archs: ArchSpec | None, runtimes: Runtimes, cuobjdump: Path | None) -> list[Finding]:
+def _wheel_findings(
+    wheel: Path, archs: ArchSpec | None, runtimes: Runtimes, cuobjdump: Path | None, arch_policy: str
+) -> list[Finding]:
     findings: list[Finding] = []
     with unpacked(wheel) as objects:
         if archs is not None:
-            findings += arch_findings(wheel, objects, archs, cuobjdump)
+            findings += arch_findings(wheel, objects, archs, cuobjdump, arch_policy)
         for label, libdirs in runtimes.items():
             findings += symbol_findings(wheel, objects, libdirs, label)
     return findings
@@ -214,10 +277,14 @@ def gpu_arch_rows(wheels: Iterable[Path], cuobjdump: Path | None = None) -> list
 
 
 def install_runtime(requirements: Sequence[str], dest: Path, pip_args: Sequence[str] = ()) -> list[Path]:
-    """Install ``requirements`` (e.g. ``["torch==2.9.1"]``) without their dependencies into ``dest`` and
-    return the directories holding their shared libraries: a runtime for ``abi_findings``.
-    pip's own configuration picks the index, as for every other install wheelflow runs. A ``dest``
-    that already holds exactly these requirements is reused (a torch wheel is hundreds of MB)."""
+    """Install ``requirements`` (e.g. ``["torch==2.9.1"]``) with their dependencies into ``dest``, as a
+    user's ``pip install`` would, and return the directories holding their shared libraries: a runtime
+    for ``abi_findings``. A CUDA torch finds libcudart and the other CUDA libraries in the nvidia-*
+    wheels it depends on (``nvidia/*/lib``, through its RPATH), so a runtime without its dependencies
+    refuses correct wheels. pip's own configuration picks the index, as for every other install
+    wheelflow runs (``pip_args`` add to it; ``--no-deps`` there installs the requirements alone). A
+    ``dest`` that already holds exactly these requirements is reused (a CUDA torch with its libraries
+    is gigabytes)."""
     marker = dest / ".wheelflow-runtime"
     wanted = "\n".join(requirements) + "\n"
     if marker.is_file() and marker.read_text() == wanted:
@@ -231,7 +298,6 @@ def install_runtime(requirements: Sequence[str], dest: Path, pip_args: Sequence[
         "pip",
         "install",
         "--quiet",
-        "--no-deps",
         "--disable-pip-version-check",
         "--target",
         str(dest),
@@ -243,12 +309,14 @@ def install_runtime(requirements: Sequence[str], dest: Path, pip_args: Sequence[
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeInstallError(
             f"cannot install the ABI check's runtime {' '.join(requirements)}: {last}; "
-            "fix: check the pins in the spec's abi.runtimes and that the index serves them"
+            "fix: check the pins in the spec's abi.runtimes and that the index (abi.pip-args, pip's configuration) "
+            "serves them and their dependencies"
         )
     marker.write_text(wanted)
     return library_dirs(dest)
 
 
 def library_dirs(root: Path) -> list[Path]:
-    """The directories under ``root`` that hold ``lib*.so*`` files (torch/lib, nvidia/*/lib), sorted."""
+    """The directories under ``root`` that hold ``lib*.so*`` files (torch/lib, nvidia/*/lib, the CUDA
+    library wheels' folders), sorted."""
     return sorted({path.parent for path in root.rglob("lib*.so*") if path.is_file()})

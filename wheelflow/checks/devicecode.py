@@ -101,3 +101,9 @@ def missing_archs(found: DeviceCode, declared: ArchSpec) -> list[str]:
     """Declared architectures without their exact SASS (or PTX) in ``found``, sorted by SM number."""
     missing = (declared.sass - found.sass) | (declared.ptx - found.ptx)
     return sorted(missing, key=arch_sort_key)
+
+
+def undeclared_archs(found: DeviceCode, declared: ArchSpec) -> list[str]:
+    """SASS in ``found`` for architectures ``declared`` does not name, sorted by SM number: device code
+    nobody asked for (each one compiled separately, for every ``.cu`` file)."""
+    return sorted(found.sass - declared.sass, key=arch_sort_key)

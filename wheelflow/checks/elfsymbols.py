@@ -3,7 +3,9 @@
 The loader searches one global scope: the object's DT_NEEDED libraries, breadth first, each
 located by soname. A library is looked for in the wheel itself (RUNPATH/RPATH entries relative to
 ``$ORIGIN``), then in the runtime's library directories (for a torch extension: the pinned torch's
-``lib/``, loaded by ``import torch`` before the extension), then, for the libraries the manylinux
+``lib/``, loaded by ``import torch`` before the extension, and the folders those libraries reach
+through their own ``$ORIGIN`` RPATH, such as the CUDA library wheels' ``nvidia/cu13/lib``: see
+``runtime_reach``), then, for the libraries the manylinux
 policy lets every wheel assume (glibc, libstdc++, libgcc_s, ...), in this machine's own copies
 (``ldconfig -p``, then the standard directories). Anything else a wheel needs must come from the
 wheel or the runtime. Absolute RUNPATH entries are ignored: they name the build machine's
@@ -29,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection, GNUVerSymSection
@@ -220,6 +223,41 @@ def locate(
         if path.is_file() and is_elf(path):
             return path
     return None
+
+
+def runtime_reach(libdirs: Sequence[Path]) -> list[Path]:
+    """``libdirs`` and the folders their libraries reach through ``$ORIGIN`` RUNPATH/RPATH entries, in
+    that order. ``import torch`` loads torch/lib's libraries, which find libcudart and the other CUDA
+    libraries of the nvidia-* wheels through their RPATH (``$ORIGIN/../../nvidia/cu13/lib``); an
+    extension's own reference to libcudart.so.13 is then met by the library already loaded. So a
+    runtime given as torch/lib alone still reaches the CUDA libraries installed beside it."""
+    found: dict[Path, None] = dict.fromkeys(Path(d) for d in libdirs)
+    for directory in list(found):
+        if not directory.is_dir():
+            continue
+        for library in sorted(directory.glob("lib*.so*")):
+            if not library.is_file() or not is_elf(library):
+                continue
+            for entry in _origin_runpath(library):
+                reached = Path(entry.replace("${ORIGIN}", str(library.parent)).replace("$ORIGIN", str(library.parent)))
+                if reached.is_dir():
+                    found.setdefault(reached.resolve(), None)
+    return list(found)
+
+
+def _origin_runpath(path: Path) -> list[str]:
+    """The ``$ORIGIN``-relative RUNPATH (else RPATH) entries of ``path``, reading its dynamic section only."""
+    try:
+        with path.open("rb") as handle:
+            dynamic = ELFFile(handle).get_section_by_name(".dynamic")
+            if not isinstance(dynamic, DynamicSection):
+                return []
+            runpath = [t.runpath for t in dynamic.iter_tags("DT_RUNPATH")] or [
+                t.rpath for t in dynamic.iter_tags("DT_RPATH")
+            ]
+    except (ELFError, OSError, ValueError):
+        return []
+    return [entry for value in runpath for entry in value.split(":") if "ORIGIN" in entry]
 
 
 def resolve(

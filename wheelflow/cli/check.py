@@ -11,7 +11,8 @@ from wheelflow.checks.abi import abi_findings, compat_grid
 from wheelflow.checks.audits import audit_files, audit_target, preflight
 from wheelflow.checks.devicecode import find_cuobjdump
 from wheelflow.cli.common import add_json, add_spec, load_spec_arg, out_console, parse_pairs, say, split_pairs
-from wheelflow.config.gpuarch import ArchSpec, declared_archs, parse_archs
+from wheelflow.config.gpuarch import ARCH_POLICIES, DEFAULT_ARCH_POLICY, ArchSpec, declared_archs, parse_archs
+from wheelflow.config.matrix import Cell
 from wheelflow.config.spec import INDEX_ALIASES, ReleaseSpec, Target
 from wheelflow.core.distributions import blocking, describe, kind_of
 from wheelflow.core.errors import SpecError
@@ -37,6 +38,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         metavar="ARCHS",
         help="the ABI gate: device code every shared object must "
         'carry, e.g. "sm_80,sm_90" or "8.0;9.0+PTX" (default: the --cell\'s gpu-archs with --spec)',
+    )
+    parser.add_argument(
+        "--gpu-archs-policy",
+        choices=ARCH_POLICIES,
+        help="the ABI gate: SASS for architectures not declared is a warning (at-least) or refused (exact) "
+        "(default: the --cell's gpu-archs-policy with --spec, else at-least)",
     )
     parser.add_argument(
         "--runtime",
@@ -73,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             )
         findings += audit_target(dists, limits_for(target), target.name)
     archs = parse_archs(args.gpu_archs, "--gpu-archs") if args.gpu_archs else cell_archs(spec, cell)
+    policy = args.gpu_archs_policy or cell_arch_policy(spec, cell)
     runtimes = {
         label: [Path(d) for d in dirs.split(":") if d]
         for label, dirs in split_pairs(args.runtime, "--runtime", "torch-2.9=/venv/torch/lib")
@@ -86,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                     "pass LABEL=DIR[:DIR] with existing library folders",
                 )
     if archs is not None or runtimes:
-        findings += abi_findings(dists, archs, runtimes, cuobjdump=find_cuobjdump())
+        findings += abi_findings(dists, archs, runtimes, cuobjdump=find_cuobjdump(), arch_policy=policy)
     if args.json:
         print(
             json.dumps(
@@ -121,7 +129,18 @@ def run(args: argparse.Namespace) -> int:
 
 def cell_archs(spec: ReleaseSpec | None, values: dict[str, str]) -> ArchSpec | None:
     """The declared architectures of the one cell of the spec's matrix that --cell names, if any."""
+    cell = _the_cell(spec, values)
+    return declared_archs(cell.gpu_archs, cell.env) if cell is not None else None
+
+
+def cell_arch_policy(spec: ReleaseSpec | None, values: dict[str, str]) -> str:
+    """The gpu-archs-policy of the one cell --cell names, else the default."""
+    cell = _the_cell(spec, values)
+    return cell.gpu_archs_policy if cell is not None else DEFAULT_ARCH_POLICY
+
+
+def _the_cell(spec: ReleaseSpec | None, values: dict[str, str]) -> Cell | None:
     if spec is None or spec.matrix is None or not values:
         return None
     matching = [c for c in spec.matrix.cells if all(c.values.get(k) == v for k, v in values.items())]
-    return declared_archs(matching[0].gpu_archs, matching[0].env) if len(matching) == 1 else None
+    return matching[0] if len(matching) == 1 else None

@@ -19,6 +19,10 @@ from dataclasses import dataclass
 
 from wheelflow.core.errors import SpecError
 
+# ``gpu-archs-policy``: "at-least" warns about SASS for undeclared architectures, "exact" refuses it.
+ARCH_POLICIES = ("at-least", "exact")
+DEFAULT_ARCH_POLICY = "at-least"
+
 _NAME_RE = re.compile(r"^(sm|compute)_(\d{2,3})([af]?)$")
 _TORCH_RE = re.compile(r"^(\d+)\.(\d)([af]?)(\+PTX)?$", re.IGNORECASE)
 

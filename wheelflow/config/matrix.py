@@ -11,6 +11,7 @@ env = { TORCH_CUDA_ARCH_LIST = "9.0" }
 build-requires = ["torch=={torch}"]
 local-version = "cu{cuda_nodot}"
 gpu-archs = "8.0;9.0+PTX"                 # or ["sm_80", "sm_90", "compute_90"]: the ABI gate checks them
+gpu-archs-policy = "exact"                # undeclared SASS refused (default "at-least": a warning)
 gpu = false
 timeout = 3600
 concurrency = 4
@@ -34,7 +35,7 @@ import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from annotated_types import Gt, Le, MinLen
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -53,8 +54,8 @@ from pydantic import (
     model_validator,
 )
 
-from wheelflow.config.gpuarch import parse_archs
-from wheelflow.config.spectypes import EnvTable, Expect, SpecModel, Text, problem, spec_error
+from wheelflow.config.gpuarch import ARCH_POLICIES, DEFAULT_ARCH_POLICY, parse_archs
+from wheelflow.config.spectypes import EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
 from wheelflow.core.deadline import MAX_SECONDS
 from wheelflow.core.errors import SpecError
 
@@ -81,6 +82,7 @@ class Cell:
     gpu: bool = False
     timeout: float = DEFAULT_TIMEOUT
     gpu_archs: str | tuple[str, ...] | None = None  # declared device code, rendered: the ABI gate's reference
+    gpu_archs_policy: str = DEFAULT_ARCH_POLICY  # "exact": SASS for undeclared architectures is refused
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,11 @@ GpuArchs = Annotated[
         "a list of architectures or a TORCH_CUDA_ARCH_LIST string",
         'write e.g. gpu-archs = ["sm_80", "sm_90"] or "8.0;9.0+PTX"',
     ),
+]
+
+ArchPolicy = Annotated[
+    Literal["at-least", "exact"],
+    OneOf("gpu-archs-policy", ARCH_POLICIES, 'use "at-least" (the default: a warning) or "exact" (a refusal)'),
 ]
 
 
@@ -202,6 +209,12 @@ class MatrixTable(SpecModel):
         description="GPU architectures every shared object of the cell's wheel must carry device code for, "
         'checked before upload: ["sm_80", "compute_90"] or "8.0;9.0+PTX"; templates. Default: the '
         "cell's TORCH_CUDA_ARCH_LIST, else not checked.",
+    )
+    gpu_archs_policy: ArchPolicy = Field(
+        DEFAULT_ARCH_POLICY,
+        description="What the ABI gate does with SASS for architectures the cell does not declare (gpu-archs, "
+        'else TORCH_CUDA_ARCH_LIST), as a hard-coded -gencode list in setup.py leaves it: "at-least" warns, '
+        'naming the likely cause and the compile time it costs; "exact" refuses the wheel.',
     )
     timeout: CellTimeout = Field(
         DEFAULT_TIMEOUT, description="Seconds per cell; the container is stopped and removed after."
@@ -305,6 +318,7 @@ class MatrixTable(SpecModel):
             gpu=self.gpu,
             timeout=float(self.timeout),
             gpu_archs=_rendered_archs(self.gpu_archs, values),
+            gpu_archs_policy=self.gpu_archs_policy,
         )
 
 

@@ -180,7 +180,11 @@ def _mount(mount: str) -> str:
 class VersionSource(SpecModel):
     """``[tool.wheelflow.version]``: where the release version comes from."""
 
-    tag: Text | None = Field("v{version}", description="Git tag pattern; {version} appears once, e.g. v{version}.")
+    tag: Text | None = Field(
+        "v{version}",
+        description="Git tag pattern; {version} appears once, e.g. v{version}. A tag that says the version "
+        "file's version plus .postN (v1.2.0.post1 over 1.2.0: an upstream re-tag) releases that post-release.",
+    )
     file: Text | None = Field(None, description="File inside the project holding __version__, relative to it.")
 
     @field_validator("tag")
@@ -540,8 +544,9 @@ class AbiTable(SpecModel):
         Expect("a table of label = list of pip requirements", 'write e.g. runtimes = { torch-2-9 = ["torch==2.9.1"] }'),
     ] = Field(
         default_factory=dict,
-        description="Label -> pip requirements installed without dependencies as one runtime "
-        '(e.g. { torch-2-9 = ["torch==2.9.1"] }): the compatibility grid\'s columns.',
+        description="Label -> pip requirements installed with their dependencies as one runtime "
+        '(e.g. { torch-2-9 = ["torch==2.9.1"] }), so that a CUDA torch brings the CUDA library wheels '
+        "(nvidia-*) it loads: the compatibility grid's columns.",
     )
     cell_runtime: Annotated[Text, Expect("a string", 'write e.g. cell-runtime = "torch-{torch}"')] | None = Field(
         None,
@@ -550,7 +555,11 @@ class AbiTable(SpecModel):
     )
     pip_args: Annotated[
         tuple[Text, ...], Expect("a list of strings", 'write e.g. pip-args = ["--only-binary", ":all:"]')
-    ] = Field((), description="Extra arguments for the pip that installs the runtimes (an index URL, for instance).")
+    ] = Field(
+        (),
+        description="Extra arguments for the pip that installs the runtimes (an index URL, for instance; "
+        "--no-deps installs the requirements alone, without the libraries they load).",
+    )
 
 
 class ChecksTable(SpecModel):
@@ -868,6 +877,7 @@ def expanded_table(spec: ReleaseSpec) -> list[dict[str, Any]]:
             "build-requires": list(cell.build_requires),
             "gpu": cell.gpu,
             "gpu-archs": list(cell.gpu_archs) if isinstance(cell.gpu_archs, tuple) else cell.gpu_archs,
+            "gpu-archs-policy": cell.gpu_archs_policy,
             "timeout": cell.timeout,
         }
         for cell in spec.matrix.cells

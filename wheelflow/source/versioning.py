@@ -87,11 +87,14 @@ def resolve_version(spec: ReleaseSpec, requested: str | None = None) -> Resolved
     tag_regex = tag_pattern_regex(spec.version.tag) if spec.version.tag else None
     if tag_regex is not None:
         head_tags = (_git(project, "tag", "--points-at", "HEAD") or "").split()
+        matching = {}
         for tag in sorted(head_tags):
             match = tag_regex.match(tag)
             if match:
-                candidates[f"tag {tag}"] = parse_version(match.group("version"), f"tag {tag}")
-                head_tag = tag
+                matching[tag] = parse_version(match.group("version"), f"tag {tag}")
+        for tag, value in superseding(matching).items():
+            candidates[f"tag {tag}"] = value
+            head_tag = tag
 
     if spec.version.file:
         path = project / spec.version.file
@@ -103,12 +106,22 @@ def resolve_version(spec: ReleaseSpec, requested: str | None = None) -> Resolved
             f"{spec.version.tag!r} and no version file is set; fix: pass --version, tag HEAD, or set version.file"
         )
 
+    sources_said: dict[str, str] = {}
+    written = candidates.get(spec.version.file) if spec.version.file else None
+    if head_tag is not None and written is not None and is_post_retag(candidates[f"tag {head_tag}"], written):
+        # The tag re-releases the file's version: the release is the tag's version (1.2.0.post1),
+        # stamped into the build through WHEELFLOW_RELEASE_VERSION; the file keeps saying 1.2.0.
+        candidates[spec.version.file] = candidates[f"tag {head_tag}"]
+        sources_said[spec.version.file] = f"{written} (re-tagged as {candidates[spec.version.file]})"
+
     (first_source, first), *rest = candidates.items()
     for source, value in rest:
         if value != first:
             raise VersionError(
-                f"version mismatch: {first_source} says {first} but {source} says {value}; "
-                "fix: make the tag, the version file and --version agree before releasing"
+                f"version mismatch: {_named(first_source, spec)} says {first} but {_named(source, spec)} says {value}; "
+                "fix: make the tag, the version file and --version agree before releasing (version.tag "
+                f"{spec.version.tag!r} reads the tag; a post-release re-tag of an unchanged version, e.g. "
+                f"{_example_retag(spec, candidates)}, is accepted)"
             )
 
     version = str(first)
@@ -129,10 +142,47 @@ def resolve_version(spec: ReleaseSpec, requested: str | None = None) -> Resolved
     return ResolvedVersion(
         version=version,
         tag=head_tag,
-        sources={source: str(value) for source, value in candidates.items()},
+        sources={source: sources_said.get(source, str(value)) for source, value in candidates.items()},
         commit_time=commit_time(project, commit) if commit else None,
         commit=commit,
     )
+
+
+def is_post_retag(tagged: Version, written: Version) -> bool:
+    """The tag says the version file's version plus a post-release segment (``v1.2.0.post1``, or
+    ``v1.2.0-1``, which PEP 440 reads as 1.2.0.post1) over a file that has none: an upstream re-tag of
+    an unchanged release. Its files must carry another version than the first release's, because an
+    index never takes the same filename twice."""
+    if tagged.post is None or tagged.dev is not None or tagged.local is not None or written.post is not None:
+        return False
+    return Version(tagged.base_version) == written
+
+
+def superseding(tags: dict[str, Version]) -> dict[str, Version]:
+    """The tags at one commit without those a post-release re-tag supersedes: v1.2.0 and v1.2.0.post1
+    on the same commit release 1.2.0.post1 (the highest post-release of that version)."""
+    return {
+        tag: value
+        for tag, value in tags.items()
+        if not any(
+            other.post is not None and other > value and other.base_version == value.base_version
+            for other in tags.values()
+        )
+    }
+
+
+def _named(source: str, spec: ReleaseSpec) -> str:
+    """A candidate's source with the spec key it comes from: "tag v1.3.0 (version.tag 'v{version}')"."""
+    if source.startswith("tag "):
+        return f"{source} (version.tag {spec.version.tag!r})"
+    if source == spec.version.file:
+        return f"{source} (version.file)"
+    return source
+
+
+def _example_retag(spec: ReleaseSpec, candidates: dict[str, Version]) -> str:
+    base = candidates.get(spec.version.file or "") or next(iter(candidates.values()))
+    return (spec.version.tag or "v{version}").format(version=f"{base.base_version}.post1")
 
 
 def development_version(spec: ReleaseSpec, now: datetime) -> ResolvedVersion:
