@@ -79,7 +79,8 @@ def main() -> int:
         prepared_build(project, sys.executable, identity, setup, home=root / "home", scratch=root, log=lines.append)
         cold = build("cold")
         kernel = project / "csrc" / "saxpy.cu"
-        kernel.write_text(kernel.read_text() + "\n// the next version changes this kernel\n")
+        # code, not a comment: the preprocessor drops comments and ccache would rightly hit
+        kernel.write_text(kernel.read_text() + "\n__device__ float next_version_scale(float x) { return 3.0f * x; }\n")
         one = build("one .cu")
         print(f"one .cu / cold = {one / cold:.2f} (goal <= 0.3)")
     return 0
