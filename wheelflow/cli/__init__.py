@@ -24,12 +24,13 @@ from wheelflow.cli import (
     release,
     schema,
     serve,
+    server,
     status,
     trigger,
     verify,
 )
 from wheelflow.cli.common import say
-from wheelflow.core.errors import WheelflowError
+from wheelflow.core.errors import ServerUnavailable, WheelflowError
 
 COMMANDS = (
     release,
@@ -44,6 +45,7 @@ COMMANDS = (
     approve,
     serve,
     automations,
+    server,
     schema,
 )
 
@@ -52,24 +54,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wheelflow", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
-        command.add_parser(commands).set_defaults(run=command.run)
+        command.add_parser(commands).set_defaults(
+            run=command.run, needs_prefect=getattr(command, "NEEDS_PREFECT", False)
+        )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Without PREFECT_API_URL, Prefect runs a temporary server on SQLite for this one command. Its
-    # telemetry heartbeat then races the release for SQLite's write lock and prints "database is
-    # locked" tracebacks on runs that succeed; a throwaway server has nothing worth reporting. A
-    # user's own setting wins, and a real server (PREFECT_API_URL) is not started by us at all.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        try:
+            return args.run(args)
+        except Exception as exc:
+            if args.needs_prefect and (lost := _server_gone(exc)):
+                raise lost from None
+            raise
     except WheelflowError as exc:
         if getattr(args, "json", False):
             print(json.dumps({"ok": False, "error": str(exc)}, indent=2))
         say(f"wheelflow: error: {exc}")
         return exc.exit_code
+
+
+def _server_gone(exc: BaseException) -> ServerUnavailable | None:
+    """A Prefect server that stopped answering (beyond the client's retries), or Prefect's temporary
+    server that did not start in time, as one line instead of a traceback."""
+    import httpx
+
+    url = os.environ.get("PREFECT_API_URL") or "Prefect's temporary server"
+    if isinstance(exc, httpx.TransportError):
+        return ServerUnavailable(
+            f"the Prefect server at {url} did not answer ({type(exc).__name__}: {exc})",
+            "start it (`wheelflow server status` for the local one) or point PREFECT_API_URL at a running server, "
+            "then run the command again",
+        )
+    if isinstance(exc, RuntimeError) and "ephemeral Prefect API server" in str(exc):
+        return ServerUnavailable(
+            f"Prefect's temporary server did not start in time ({exc})",
+            "unset WHEELFLOW_EPHEMERAL to use the home's local server, or raise WHEELFLOW_SERVER_START_TIMEOUT",
+        )
+    return None
 
 
 if __name__ == "__main__":

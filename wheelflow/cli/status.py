@@ -7,10 +7,12 @@ import json
 from typing import Any
 from uuid import UUID
 
-from wheelflow.cli.common import add_json, say
+from wheelflow.cli.common import add_json, connect_prefect, say
 from wheelflow.core.errors import SpecError
 from wheelflow.ops.orchestration import RunOutcome
 from wheelflow.ops.runhistory import describe_attempts
+
+NEEDS_PREFECT = True  # main() connects to a Prefect server first (see common.connect_prefect)
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -28,9 +30,10 @@ def parse_run_id(text: str) -> UUID:
 
 
 def run(args: argparse.Namespace) -> int:
+    run_id = parse_run_id(args.run_id)
+    connect_prefect()
     from wheelflow.adapters.prefect_api import read_flow_run, run_histories
 
-    run_id = parse_run_id(args.run_id)
     flow_run = read_flow_run(run_id)
     # A finished flow run's last task states reach the API a moment after it ends: let them settle.
     finished = flow_run.state is not None and flow_run.state.is_final()

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     BAD_INPUT = 2  # bad input (spec, option, parameter): refused before anything was done
     CANCELLED = 3  # the run was Cancelled or Crashed
     TIMED_OUT = 4  # waiting for the run timed out; the run goes on
+    NO_SERVER = 5  # no Prefect server could start or answer: nothing was done
 
 
 EXIT_CODES: dict[int, str] = {
@@ -29,6 +30,7 @@ EXIT_CODES: dict[int, str] = {
     ExitCode.BAD_INPUT: "bad input: nothing was done",
     ExitCode.CANCELLED: "the run was cancelled or crashed",
     ExitCode.TIMED_OUT: "waiting timed out; the run goes on",
+    ExitCode.NO_SERVER: "no Prefect server could start or answer: nothing was done",
 }
 
 
@@ -182,6 +184,18 @@ class ReleaseBusy(WheelflowError):
 
 class OrchestrationError(WheelflowError):
     transient = False
+
+
+class ServerUnavailable(WheelflowError):
+    """No Prefect server could start or answer (port taken, disk full, read-only home, a crash, a
+    server that stays away): one line with why and the fix, exit code 5, nothing was done."""
+
+    transient = True
+    exit_code = ExitCode.NO_SERVER
+
+    def __init__(self, problem: str, fix: str) -> None:
+        self.problem, self.fix = problem, fix
+        super().__init__(f"{problem}; fix: {fix}")
 
 
 class ArtifactStoreError(WheelflowError):
