@@ -46,6 +46,16 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def busy_cpus():
+    """Two CPU-bound processes that keep both cores of a 2-core machine busy for the test's length."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    yield burners
+    for proc in burners:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
 def index(tmp_path: Path):
     """A real pypiserver on loopback; uploads need the htpasswd user."""
     htpasswd = tmp_path / "htpasswd"

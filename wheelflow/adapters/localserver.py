@@ -408,6 +408,9 @@ def _spawn(folder: Path, port: int) -> subprocess.Popen[bytes]:
             "PREFECT_SERVER_ANALYTICS_ENABLED": os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
         }
     )
+    # Concurrency leases (the one-release-at-a-time lock) on disk, not in the server's memory: a
+    # restarted server still knows who holds what.
+    env.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", "prefect.server.concurrency.lease_storage.filesystem")
     with _opened(folder / "server.log", "ab") as log:
         try:
             return subprocess.Popen(
