@@ -163,3 +163,20 @@ def test_a_server_that_crashes_at_startup_is_one_line(tmp_path: Path, home: Path
     line = assert_one_line(result, contains="the local Prefect server exited with code ")
     assert str(folder / "server.log") in line
     assert read_state(folder) is None  # nothing stale left for the next command to wait for
+
+
+@pytest.mark.case(
+    "fault",
+    "machine's CPUs saturated at first contact (two CPU-bound processes, no Prefect server configured)",
+    "the home's server gets its generous deadline: the release is verified and its output ends with the UI link",
+)
+def test_first_contact_on_a_saturated_machine_releases_and_links_the_run(tmp_path: Path, home: Path, busy_cpus) -> None:
+    env = laptop_env(tmp_path, home)
+    result = wheelflow("release", str(make_project(tmp_path / "p")), "--builder", "local", "--json", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["ok"] and {f["status"] for f in report["files"]} == {"verified"}
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"see it in the Prefect UI: http://127.0.0.1:{env['WHEELFLOW_SERVER_PORT']}/runs/flow-run/{report['flow_run_id']}"
+    )
