@@ -14,7 +14,7 @@ from wheelflow.core.errors import UploadError, WheelflowError
 from wheelflow.core.report import FAILED, NOT_RUN, PASSED, Check
 from wheelflow.flows.context import ReleaseContext
 from wheelflow.flows.futures import settled
-from wheelflow.flows.stages import Publication, Publisher, Stage, note_upload, proven, user_install_checks
+from wheelflow.flows.stages import Publication, Publisher, Stage, note_uploads, proven, user_install_checks
 from wheelflow.index.indexes import Endpoints
 from wheelflow.index.localindex import open_index
 from wheelflow.index.simple_api import ServedFile, inherited_from
@@ -92,16 +92,24 @@ class IndexPublisher:
                     )
                     for d in dists
                 ]
-                for dist, future in zip(dists, futures):
+                landed: list[Distribution] = []  # settled, not yet recorded
+                for n, (dist, future) in enumerate(zip(dists, futures)):
                     entry, step = ctx.report.file(dist.filename, target), steps[dist.filename]
                     outcome, failed = settled(future, lambda message: UploadError(message or "upload failed"))
                     if failed is not None:
                         entry.upload, step.status, step.detail = "failed", FAILED, str(failed)
                         failure = failure or failed
+                    else:
+                        entry.upload = step.detail = outcome
+                        step.status = PASSED
+                        landed.append(dist)
+                    # Recorded as soon as this thread would otherwise wait: together with every upload
+                    # that landed meanwhile (one read and one write of the record, not one per file).
+                    if landed and (n + 1 == len(futures) or not futures[n + 1].wrapped_future.done()):
+                        note_uploads(ctx, landed, stage.target)
+                        landed = []
+                    if failed is not None:
                         continue
-                    entry.upload = step.detail = outcome
-                    step.status = PASSED
-                    note_upload(ctx, dist, stage.target)
                     publication.transaction.on_rollback_hooks.append(
                         rollback_hook(
                             stage.target,

@@ -35,10 +35,24 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh $WHEELFLOW_HOME per test."""
+    """A fresh $WHEELFLOW_HOME per test; a local Prefect server a command started under it is stopped after."""
     path = tmp_path / "wheelflow-home"
     monkeypatch.setenv("WHEELFLOW_HOME", str(path))
-    return path
+    yield path
+    from wheelflow.adapters.localserver import stop_server
+
+    if (path / "prefect" / "server.json").exists():
+        stop_server(path)
+
+
+@pytest.fixture
+def busy_cpus():
+    """Two CPU-bound processes that keep both cores of a 2-core machine busy for the test's length."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    yield burners
+    for proc in burners:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture

@@ -258,11 +258,11 @@ def test_path_traversing_names_are_refused(tmp_path: Path) -> None:
 
 @pytest.mark.case(
     "fault",
-    "the Prefect server is restarted while a release runs",
-    "the run carries on once the server is back and ends verified",
+    "Prefect server restarted mid-release under load (two CPU-bound processes beside it)",
+    "the client retries with backoff while the server is away: the run carries on and ends verified",
 )
 def test_a_prefect_server_restart_mid_release_carries_on_and_ends_verified(
-    tmp_path: Path, home: Path, index, index_credentials
+    tmp_path: Path, home: Path, index, index_credentials, busy_cpus
 ) -> None:
     import subprocess
     import sys

@@ -320,17 +320,24 @@ def test_a_dirty_checkout_is_refused_before_the_build_and_allow_dirty_labels_it(
 @pytest.mark.case(
     "fault",
     "no Prefect server configured (the README's first command on a laptop)",
-    "Prefect's temporary SQLite server runs it, twice: stderr carries no traceback",
+    "the home's own Prefect server is started once and reused: both runs verified, no traceback, "
+    "each output ends with the run's UI link",
 )
 def test_a_release_without_a_prefect_server_prints_no_traceback(tmp_path: Path, home: Path) -> None:
     import os
     import subprocess
     import sys
 
+    from wheelflow.adapters.localserver import read_state, state_dir
+    from wheelflow.index.localindex import free_port
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # nothing configured, as on a laptop
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    port = free_port()
+    env["WHEELFLOW_SERVER_PORT"] = str(port)  # a free port, not Prefect's 4200 that another test run may hold
     project = make_project(tmp_path / "proj")
-    for run in ("first", "second"):  # the second finds the release's concurrency limit already made
+    pids = []
+    for run in ("first", "second"):  # the second finds the server running, and the release's concurrency limit made
         done = subprocess.run(
             [str(Path(sys.executable).with_name("wheelflow")), "release", str(project), "--builder", "local"],
             capture_output=True,
@@ -344,3 +351,11 @@ def test_a_release_without_a_prefect_server_prints_no_traceback(tmp_path: Path, 
         # heartbeat raced the run for SQLite's write lock ("database is locked"), and re-creating the
         # release's concurrency limit logged an IntegrityError.
         assert "Traceback" not in done.stderr and "database is locked" not in done.stderr, (run, done.stderr[-3000:])
+        last = done.stderr.strip().splitlines()[-1]
+        assert re.fullmatch(
+            rf"see it in the Prefect UI: http://127\.0\.0\.1:{port}/runs/flow-run/[0-9a-f-]{{36}}", last
+        )
+        assert ("starting the local Prefect server" in done.stderr) == (run == "first")
+        pids.append(read_state(state_dir(home)).pid)
+    assert pids[0] == pids[1]  # one server for the home, reused
+    assert (state_dir(home) / "prefect.db").exists()  # SQLite under the home

@@ -407,6 +407,12 @@ def serve_deployments(deployments: list[Any]) -> None:
 #: Seconds a held slot outlives a holder that died without letting go (a killed runner): the holder
 #: renews its lease while it lives, so this bounds only how long a dead one blocks the next run.
 LEASE = 60.0
+#: strict: an unknown limit raises instead of not limiting. A lease that cannot be renewed (the server
+#: restarted and forgot it, or was away longer than the lease) is logged, not fatal: with Prefect's
+#: default, the lease thread cancelled the running task, and a release whose build outlived a server
+#: restart ended with a bare CancelledError. Losing the slot then is the same as a run that started
+#: during the outage: uploads still read what is served first, and other bytes under our names stop them.
+HOLD: dict[str, Any] = {"strict": True, "lease_duration": LEASE, "raise_on_lease_renewal_failure": False}
 
 
 @contextlib.contextmanager
@@ -460,7 +466,7 @@ def held_alone(key: str, *, timeout: float = 1800.0, log: Callable[[str], None] 
                     f"which holds {key}"
                 )
         try:
-            stack.enter_context(concurrency(key, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=LEASE))
+            stack.enter_context(concurrency(key, occupy=1, timeout_seconds=timeout, **HOLD))
         except TimeoutError:
             still = parse_holder(read_variable(holder_variable))
             raise ReleaseBusy(

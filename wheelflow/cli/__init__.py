@@ -25,13 +25,14 @@ from wheelflow.cli import (
     release,
     schema,
     serve,
+    server,
     setup,
     status,
     trigger,
     verify,
 )
 from wheelflow.cli.common import say
-from wheelflow.core.errors import ExitCode, WheelflowError
+from wheelflow.core.errors import ExitCode, ServerUnavailable, WheelflowError
 from wheelflow.core.home import ensure_home
 from wheelflow.core.secretenv import hide_secrets
 
@@ -63,6 +64,7 @@ COMMANDS = (
     setup,
     doctor,
     automations,
+    server,
     schema,
 )
 
@@ -74,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="wheelflow", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
-        command.add_parser(commands).set_defaults(run=command.run)
+        command.add_parser(commands).set_defaults(
+            run=command.run, needs_prefect=getattr(command, "NEEDS_PREFECT", False)
+        )
     return parser
 
 
@@ -103,12 +107,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         as_json = getattr(args, "json", False)
         if args.command in USES_HOME:
             ensure_home()  # a home that cannot be written: one line naming it, before any flow run
-        return args.run(args)
+        try:
+            return args.run(args)
+        except Exception as exc:
+            if getattr(args, "needs_prefect", False) and (lost := _server_gone(exc)):
+                raise lost from None
+            raise
     except WheelflowError as exc:
         if as_json:
             print(json.dumps({"ok": False, "error": str(exc), "exit_code": int(exc.exit_code)}, indent=2))
         say(f"wheelflow: error: {exc}")
         return exc.exit_code
+
+
+def _server_gone(exc: BaseException) -> ServerUnavailable | None:
+    """A Prefect server that stopped answering (beyond the client's retries), or Prefect's temporary
+    server that did not start in time, as one line instead of a traceback."""
+    import httpx
+
+    url = os.environ.get("PREFECT_API_URL") or "Prefect's temporary server"
+    if isinstance(exc, httpx.TransportError):
+        return ServerUnavailable(
+            f"the Prefect server at {url} did not answer ({type(exc).__name__}: {exc})",
+            "start it (`wheelflow server status` for the local one) or point PREFECT_API_URL at a running server, "
+            "then run the command again",
+        )
+    if isinstance(exc, RuntimeError) and "ephemeral Prefect API server" in str(exc):
+        return ServerUnavailable(
+            f"Prefect's temporary server did not start in time ({exc})",
+            "unset WHEELFLOW_EPHEMERAL to use the home's local server, or raise WHEELFLOW_SERVER_START_TIMEOUT",
+        )
+    return None
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from wheelflow.cli.common import say
+from wheelflow.cli.common import connect_prefect, say
 from wheelflow.cli.status import parse_run_id
+
+NEEDS_PREFECT = True  # main() connects to a Prefect server first (see common.connect_prefect)
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -20,9 +22,10 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    run_id = parse_run_id(args.run_id)
+    connect_prefect()
     from wheelflow.adapters.prefect_api import resume_with_decision
 
-    run_id = parse_run_id(args.run_id)
     resume_with_decision(run_id, approve=not args.reject, reason=args.reason)
     say(
         f"wheelflow: {'rejected' if args.reject else 'approved'} flow run {run_id}"

@@ -7,10 +7,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from wheelflow.cli.common import say, seconds
+from wheelflow.cli.common import connect_prefect, say, seconds
 from wheelflow.deployments import MONITOR_INTERVAL, NIGHTLY_INTERVAL
 from wheelflow.ops.alerts import configured_channels
 from wheelflow.ops.automations import HEARTBEAT_ENV, Windows, automation_destinations, wheelflow_automations
+
+NEEDS_PREFECT = True  # main() connects to a Prefect server first (see common.connect_prefect)
 
 
 def add_window_options(parser: argparse.ArgumentParser) -> None:
@@ -86,5 +88,6 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    connect_prefect()
     install(args, monitor_interval=args.monitor_interval)
     return 0

@@ -9,11 +9,13 @@ from typing import Any
 
 from rich.table import Table
 
-from wheelflow.cli.common import add_json, out_console, parse_pairs, report_outcome
+from wheelflow.cli.common import add_json, connect_prefect, out_console, parse_pairs, report_outcome, say_ui_link
 from wheelflow.config.spec import load_spec
 from wheelflow.core.errors import SpecError
 from wheelflow.core.home import wheelflow_home
 from wheelflow.source.versioning import version_option
+
+NEEDS_PREFECT = True  # main() connects to a Prefect server first (see common.connect_prefect)
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.since is not None:
         version_option(args.since, "--since")
 
+    connect_prefect()  # after the input is checked: a bad spec never waits for a server
     from wheelflow.flows.backfill import backfill
 
     state = backfill(
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     )
     run_id = str(state.state_details.flow_run_id)
     crashed = {"ok": False, "name": spec.name, "flow_run_id": run_id, "rows": [], "verdict": ""}
-    return report_outcome(
+    code = report_outcome(
         state,
         wheelflow_home() / "reports" / f"backfill-{run_id}.json",
         crashed,
@@ -80,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         show=print_summary,
         what="backfill",
     )
+    say_ui_link(run_id)
+    return code
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,9 +12,11 @@ from typing import Any
 
 from rich.console import Console
 
+from wheelflow.adapters import localserver
 from wheelflow.config.spec import ReleaseSpec, load_spec
 from wheelflow.core.deadline import finite_seconds
 from wheelflow.core.errors import SpecError, UsageError
+from wheelflow.core.home import wheelflow_home
 
 err_console = Console(stderr=True)
 out_console = Console()
@@ -110,3 +113,33 @@ def report_outcome(
         say(f"wheelflow: {what} failed: {report.get('error') or state.message}")
         return 1
     return 0
+
+
+def connect_prefect() -> str:
+    """Point this process at a Prefect server before Prefect is imported; returns the mode.
+
+    A user's ``PREFECT_API_URL`` (environment or active profile) always wins. ``WHEELFLOW_EPHEMERAL=1``
+    keeps Prefect's temporary in-process server, with its startup deadline raised. Otherwise the
+    home's own background server is reused, or started once (see :mod:`wheelflow.adapters.localserver`).
+    Prefect's client retries long enough to bridge a server restart in every mode."""
+    mode = localserver.connection_mode(os.environ)
+    timeout = localserver.start_timeout(os.environ)
+    for key, value in localserver.client_defaults(mode, timeout).items():
+        os.environ.setdefault(key, value)
+    if mode == "local":
+        state = localserver.ensure_server(
+            wheelflow_home(), timeout=timeout, port=localserver.requested_port(os.environ), say=say
+        )
+        os.environ["PREFECT_API_URL"] = state.api_url
+    return mode
+
+
+def say_ui_link(flow_run_id: str) -> None:
+    """The run's page in the Prefect UI, once per run, last (stderr: ``--json`` keeps stdout JSON).
+    Nothing with Prefect's temporary server: it is gone when the command ends."""
+    from wheelflow.adapters.prefect_api import ui_url
+
+    link = ui_url(flow_run_id) if localserver.connection_mode(os.environ) != "ephemeral" else None
+    if link:
+        sys.stdout.flush()
+        say(f"see it in the Prefect UI: {link}")

@@ -8,11 +8,13 @@ from typing import Any
 
 from rich.table import Table
 
-from wheelflow.cli.common import add_json, out_console, report_outcome
+from wheelflow.cli.common import add_json, connect_prefect, out_console, report_outcome, say_ui_link
 from wheelflow.config.spec import load_spec
 from wheelflow.core.home import wheelflow_home
 from wheelflow.source.gitauth import refuse_url_credentials
 from wheelflow.source.versioning import version_option
+
+NEEDS_PREFECT = True  # main() connects to a Prefect server first (see common.connect_prefect)
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     for name in args.to or []:
         spec.target(name)
 
+    connect_prefect()  # after the input is checked: a bad spec never waits for a server
     from wheelflow.flows.release import release
 
     state = release(
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         "checks": [],
         "error": state.message,
     }
-    return report_outcome(
+    code = report_outcome(
         state,
         wheelflow_home() / "reports" / f"{flow_run_id}.json",
         crashed,
@@ -89,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         show=print_report,
         what="release",
     )
+    say_ui_link(flow_run_id)
+    return code
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from wheelflow.cli.automations import add_window_options, install
-from wheelflow.cli.common import say, seconds
+from wheelflow.cli.common import connect_prefect, say, seconds
 from wheelflow.core.errors import SpecError
+
+NEEDS_PREFECT = True  # main() connects to a Prefect server first (see common.connect_prefect)
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -39,6 +41,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    connect_prefect()
     from wheelflow.adapters.prefect_api import read_variable, serve_deployments
     from wheelflow.deployments import PROJECTS_VARIABLE, project_deployments, waiting_for_configuration
 

@@ -8,10 +8,12 @@ import json
 from typing import Any
 from uuid import UUID
 
-from wheelflow.cli.common import add_json, say
+from wheelflow.cli.common import add_json, connect_prefect, say
 from wheelflow.core.errors import SpecError
 from wheelflow.ops.orchestration import EXIT_RUNNING, run_status
 from wheelflow.ops.runhistory import describe_attempts
+
+NEEDS_PREFECT = True  # main() connects to a Prefect server first (see common.connect_prefect)
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -33,11 +35,12 @@ def parse_run_id(text: str) -> UUID:
 
 
 def run(args: argparse.Namespace) -> int:
+    run_id = parse_run_id(args.run_id)
+    connect_prefect()
     from prefect.client.orchestration import get_client
 
     from wheelflow.adapters.prefect_api import read_flow_run, release_verdict, run_histories, ui_url
 
-    run_id = parse_run_id(args.run_id)
     flow_run = read_flow_run(run_id)
     state = flow_run.state
     # A finished flow run's last task states reach the API a moment after it ends: let them settle.

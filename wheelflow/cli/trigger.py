@@ -14,10 +14,12 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
-from wheelflow.cli.common import add_json, say, seconds, split_pairs
+from wheelflow.cli.common import add_json, connect_prefect, say, seconds, split_pairs
 from wheelflow.ops.orchestration import EXIT_CANCELLED, RunOutcome, coerce_parameters, run_reason
 from wheelflow.source.gitauth import refuse_url_credentials
 from wheelflow.source.versioning import version_option
+
+NEEDS_PREFECT = True  # main() connects to a Prefect server first (see common.connect_prefect)
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -62,6 +64,7 @@ def signals_cancel() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    connect_prefect()
     from prefect.client.orchestration import get_client
 
     from wheelflow.adapters.prefect_api import (

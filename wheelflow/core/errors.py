@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     CANCELLED = 3  # the run was Cancelled or Crashed
     TIMED_OUT = 4  # waiting for the run timed out; the run goes on
     RUNNING = 5  # status: the run has not finished yet (Scheduled, Pending, Running, Paused): ask again later
+    NO_SERVER = 6  # no Prefect server could start or answer: nothing was done
 
 
 EXIT_CODES: dict[int, str] = {
@@ -31,6 +32,7 @@ EXIT_CODES: dict[int, str] = {
     ExitCode.CANCELLED: "the run was cancelled or crashed",
     ExitCode.TIMED_OUT: "waiting timed out; the run goes on",
     ExitCode.RUNNING: "the run has not finished yet: ask again later",
+    ExitCode.NO_SERVER: "no Prefect server could start or answer: nothing was done",
 }
 
 
@@ -229,6 +231,18 @@ class ReleaseBusy(WheelflowError):
 
 class OrchestrationError(WheelflowError):
     transient = False
+
+
+class ServerUnavailable(WheelflowError):
+    """No Prefect server could start or answer (port taken, disk full, read-only home, a crash, a
+    server that stays away): one line with why and the fix, exit code 6, nothing was done."""
+
+    transient = True
+    exit_code = ExitCode.NO_SERVER
+
+    def __init__(self, problem: str, fix: str) -> None:
+        self.problem, self.fix = problem, fix
+        super().__init__(f"{problem}; fix: {fix}")
 
 
 class ArtifactStoreError(WheelflowError):

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from wheelflow.core import redaction
-from wheelflow.core.childenv import child_env
 from wheelflow.core.credentials import Credentials
 from wheelflow.core.errors import HashMismatchError, IndexReadError, UploadError
 from wheelflow.core.redaction import redact_url
@@ -72,28 +68,19 @@ def run_twine_upload(
 ) -> UploadAnswer | None:
     """One upload attempt; None on success, else the index's answer.
 
-    The credentials of this one target travel in this one process's environment, which is
-    otherwise the allow-listed one (no other target's credentials, no PREFECT_API_KEY)."""
-    env = child_env(
-        extra={
-            "TWINE_USERNAME": credentials.username if credentials else "wheelflow",
-            "TWINE_PASSWORD": credentials.password if credentials else "unused",
-        }
-    )
+    In this process (see :mod:`wheelflow.index._twine_upload`): the credentials of this one target
+    go to this one request, never to an environment another process could read."""
+    from wheelflow.index._twine_upload import NotPrepared, upload_once
+
+    username, password = (credentials.username, credentials.password) if credentials else ("wheelflow", "unused")
     secrets = [credentials.password] if credentials else []
-    cmd = [sys.executable, "-m", "wheelflow.index._twine_upload", str(path), upload_url]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return UploadAnswer(None, f"no answer within {timeout:.0f} s")
-    marker = next((row for row in reversed(proc.stdout.splitlines()) if row.startswith("WHEELFLOW-ANSWER ")), None)
-    if marker is None:  # twine failed before talking to the index (unreadable file or metadata)
-        last = next((row for row in reversed((proc.stdout + proc.stderr).splitlines()) if row.strip()), "twine failed")
+        answer = upload_once(path, upload_url, username, password, timeout)
+    except NotPrepared as exc:  # twine failed before talking to the index (unreadable file or metadata)
         raise UploadError(
-            f"upload of {path.name}: twine could not prepare it: {redact(_ANSI_RE.sub('', last).strip(), secrets)}",
+            f"upload of {path.name}: twine could not prepare it: {redact(_ANSI_RE.sub('', str(exc)).strip(), secrets)}",
             transient=False,
-        )
-    answer = json.loads(marker.split(" ", 1)[1])
+        ) from None
     if answer["status"] == 200:
         return None
     text_lines = answer["text"].strip().splitlines()

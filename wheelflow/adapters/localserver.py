@@ -1,0 +1,483 @@
+"""One local Prefect server per ``$WHEELFLOW_HOME``, started by the first command that needs it.
+
+Without ``PREFECT_API_URL``, Prefect would start a temporary server inside each command and give it
+20 s to answer: on a busy machine it does not, and the command dies with a traceback before any work
+starts. Instead the first command starts ``prefect server start`` in the background (its own session,
+SQLite and logs under ``$WHEELFLOW_HOME/prefect``), waits for ``/api/health`` with a generous deadline
+(``WHEELFLOW_SERVER_START_TIMEOUT``, default 180 s), and records its PID and port; later commands find
+it answering and reuse it, so its UI keeps every run. A PID that is gone, or that now belongs to
+another program, and a server that no longer answers are stale: replaced. A lock file makes two
+commands that start at once start one server.
+
+This module imports no Prefect: it runs Prefect's CLI as a child process and reads its health over
+HTTP. Everything that can go wrong before a server answers (port taken, disk full, a home that cannot
+be written, a server that exits) is a :class:`ServerUnavailable`: one line with why and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from wheelflow.core.errors import ServerUnavailable, SpecError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_START_TIMEOUT = 180.0  # ~15 s idle on 2 cores; minutes while builds keep both cores busy
+PREFERRED_PORT = 4200  # Prefect's own default, when free; otherwise any free port
+MIN_FREE_BYTES = 100 * 1024 * 1024  # the server's SQLite database and its migrations need room
+# Prefect's client retries a request 2, 4, 8, ... s apart (with jitter): 7 retries bridge about 4 min of
+# a server that restarts or is away (Prefect's default of 5 bridges about 1 min, less than a restart
+# takes on a busy machine).
+CLIENT_MAX_RETRIES = 7
+POLL = 0.25  # how often a waiting command looks again (at the health endpoint, the lock, a process)
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """What ``server.json`` records about the home's server."""
+
+    pid: int
+    port: int
+    started_at: float
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+# -- which Prefect a command talks to ------------------------------------------------------------
+
+
+def user_api_url(environ: Mapping[str, str]) -> str | None:
+    """The user's own Prefect server: ``PREFECT_API_URL`` from the environment or the active Prefect
+    profile. It always wins over anything wheelflow would start."""
+    if environ.get("PREFECT_API_URL", "").strip():
+        return environ["PREFECT_API_URL"].strip()
+    prefect_home = Path(environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    profiles = Path(environ.get("PREFECT_PROFILES_PATH") or prefect_home / "profiles.toml").expanduser()
+    try:
+        data = tomllib.loads(profiles.read_text())
+    except (OSError, ValueError):
+        return None
+    active = environ.get("PREFECT_PROFILE") or data.get("active")
+    profile = data.get("profiles", {}).get(active, {}) if isinstance(active, str) else {}
+    url = profile.get("PREFECT_API_URL") if isinstance(profile, dict) else None
+    return url.strip() if isinstance(url, str) and url.strip() else None
+
+
+def connection_mode(environ: Mapping[str, str]) -> str:
+    """``user`` (the user's PREFECT_API_URL), ``ephemeral`` (WHEELFLOW_EPHEMERAL=1: Prefect's temporary
+    server inside the command) or ``local`` (the home's own background server)."""
+    if user_api_url(environ):
+        return "user"
+    if environ.get("WHEELFLOW_EPHEMERAL", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "ephemeral"
+    return "local"
+
+
+def start_timeout(environ: Mapping[str, str]) -> float:
+    """``WHEELFLOW_SERVER_START_TIMEOUT``: how long a command waits for a server to answer."""
+    raw = environ.get("WHEELFLOW_SERVER_START_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_START_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise SpecError(
+            "WHEELFLOW_SERVER_START_TIMEOUT", f"{raw!r} is not a positive number of seconds", "write e.g. 300"
+        )
+    return value
+
+
+def requested_port(environ: Mapping[str, str]) -> int | None:
+    """``WHEELFLOW_SERVER_PORT``: the port the home's server must use (default: a free one)."""
+    raw = environ.get("WHEELFLOW_SERVER_PORT", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise SpecError("WHEELFLOW_SERVER_PORT", f"{raw!r} is not a TCP port", "write e.g. 4200, or unset it")
+    return int(raw)
+
+
+def client_defaults(mode: str, timeout: float) -> dict[str, str]:
+    """The Prefect settings a command sets unless the user set them (``os.environ.setdefault``)."""
+    defaults = {
+        # The telemetry heartbeat raced runs for SQLite's write lock ("database is locked" tracebacks
+        # on releases that succeeded); a local server has nothing worth reporting.
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_CLIENT_MAX_RETRIES": str(CLIENT_MAX_RETRIES),
+    }
+    if mode == "ephemeral":
+        defaults["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = str(int(timeout))
+    return defaults
+
+
+# -- the state files and what they say ------------------------------------------------------------
+
+
+def state_dir(home: Path) -> Path:
+    """The server's PREFECT_HOME: its SQLite database, log, PID and state files."""
+    return home / "prefect"
+
+
+def read_state(folder: Path) -> ServerState | None:
+    try:
+        data = json.loads((folder / "server.json").read_text())
+        return ServerState(pid=int(data["pid"]), port=int(data["port"]), started_at=float(data["started_at"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_state(folder: Path, state: ServerState) -> None:
+    tmp = folder / "server.json.tmp"
+    tmp.write_text(json.dumps(asdict(state)))
+    tmp.replace(folder / "server.json")
+    # Prefect's own `prefect server stop` (with PREFECT_HOME=this folder) reads its PID file.
+    (folder / "server.pid").write_text(str(state.pid))
+
+
+def forget_state(folder: Path) -> None:
+    for name in ("server.json", "server.pid"):
+        (folder / name).unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: existing is all we can tell
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def is_prefect_server(pid: int) -> bool:
+    """The PID runs ``prefect server start`` (not a program that was given a reused PID)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return pid_alive(pid)  # no /proc: trust the PID
+    return b"prefect" in b" ".join(argv) and b"server" in argv and b"start" in argv
+
+
+def answers(api_url: str, timeout: float = 2.0) -> bool:
+    """``/api/health`` says true."""
+    try:
+        return httpx.get(f"{api_url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def any_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def classify(
+    state: ServerState | None,
+    *,
+    alive: Callable[[int], bool] = pid_alive,
+    is_server: Callable[[int], bool] = is_prefect_server,
+    answering: Callable[[str], bool] = answers,
+) -> str:
+    """What the recorded server is now: ``absent`` (nothing recorded), ``running`` (its process runs
+    Prefect's server and answers), ``starting`` (its process runs the server, which does not answer
+    yet) or ``stale`` (the PID is gone or belongs to another program: replace it)."""
+    if state is None:
+        return "absent"
+    if not alive(state.pid) or not is_server(state.pid):
+        return "stale"
+    return "running" if answering(state.api_url) else "starting"
+
+
+# -- the lock -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def locked(path: Path, timeout: float) -> Iterator[None]:
+    """An exclusive lock on ``path`` (flock: released when the holder exits, however it exits), so that
+    two commands starting at once start one server; waits up to ``timeout`` seconds for it."""
+    with _opened(path, "a") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ServerUnavailable(
+                        f"another wheelflow command has been starting the local Prefect server for more than "
+                        f"{timeout:.0f} s (lock {path})",
+                        "wait for it and run the command again, or raise WHEELFLOW_SERVER_START_TIMEOUT",
+                    ) from None
+                time.sleep(POLL)  # polling the lock another process holds, bounded by the deadline
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _opened(path: Path, mode: str) -> Iterator[object]:
+    try:
+        handle = open(path, mode)  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise unwritable(path.parent, exc) from None
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+# -- why a server cannot start, and the fix -------------------------------------------------------
+
+
+def unwritable(folder: Path, exc: OSError) -> ServerUnavailable:
+    """An OSError while preparing the server's folder, as one line with the fix."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return disk_full(folder)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return read_only(folder, exc.strerror or str(exc))
+    return ServerUnavailable(
+        f"cannot prepare the local Prefect server's folder {folder}: {exc.strerror or exc}",
+        "set WHEELFLOW_HOME to a writable folder, or PREFECT_API_URL to a running Prefect server",
+    )
+
+
+def read_only(folder: Path, why: str) -> ServerUnavailable:
+    return ServerUnavailable(
+        f"the local Prefect server cannot write its database under {folder} ({why})",
+        "make that folder writable, set WHEELFLOW_HOME to a writable folder, "
+        "or set PREFECT_API_URL to a running Prefect server",
+    )
+
+
+def disk_full(folder: Path, free: int | None = None) -> ServerUnavailable:
+    room = f" (only {free // 1024} KiB free)" if free is not None else ""
+    return ServerUnavailable(
+        f"the local Prefect server cannot start: the disk holding {folder} is full{room}",
+        f"free at least {MIN_FREE_BYTES // 2**20} MiB there, or set WHEELFLOW_HOME to a folder on another disk",
+    )
+
+
+def port_taken(port: int) -> ServerUnavailable:
+    return ServerUnavailable(
+        f"the local Prefect server cannot listen on 127.0.0.1:{port}: another program holds that port",
+        "stop that program, or set WHEELFLOW_SERVER_PORT to a free port (unset, wheelflow picks one)",
+    )
+
+
+def diagnose(log_tail: str, code: int | None, folder: Path, port: int) -> ServerUnavailable:
+    """A server process that exited before it answered: why, from its log, and the fix."""
+    text = log_tail.lower()
+    if "address already in use" in text or "already in use" in text:
+        return port_taken(port)
+    if "no space left on device" in text or "database or disk is full" in text:
+        return disk_full(folder)
+    for marker in ("readonly database", "read-only file system", "permission denied", "unable to open database"):
+        if marker in text:
+            return read_only(folder, marker)
+    lines = [line.strip() for line in log_tail.splitlines() if line.strip()]
+    last = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "no output")
+    return ServerUnavailable(
+        f"the local Prefect server exited with code {code} before it answered: {last[:300]}",
+        f"read its log {folder / 'server.log'}; `wheelflow server stop` then run the command again, "
+        "or set PREFECT_API_URL to a running Prefect server (WHEELFLOW_EPHEMERAL=1: Prefect's temporary one)",
+    )
+
+
+def _log_tail(folder: Path, size: int = 6000) -> str:
+    try:
+        with open(folder / "server.log", "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - size))
+            return log.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+# -- start, reuse, stop ---------------------------------------------------------------------------
+
+
+def ensure_server(
+    home: Path,
+    *,
+    timeout: float = DEFAULT_START_TIMEOUT,
+    port: int | None = None,
+    say: Callable[[str], None] = lambda line: None,
+) -> ServerState:
+    """The home's server, answering: reused when it runs, started (once, under the lock) when it does
+    not, replaced when it is stale. Raises :class:`ServerUnavailable` with why and the fix."""
+    folder = state_dir(home)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise unwritable(folder, exc) from None
+    state = read_state(folder)
+    if classify(state) == "running":  # the common case, without waiting for the lock
+        assert state is not None
+        return state
+    deadline = time.monotonic() + timeout
+    with locked(folder / "server.lock", timeout):
+        state = read_state(folder)
+        status = classify(state)
+        if state is not None and status == "running":
+            return state
+        if state is not None and status == "starting":  # another command started it and has given up waiting
+            say(f"waiting for the local Prefect server (pid {state.pid}) to answer on port {state.port}")
+            return _wait_until_answering(state, None, folder, deadline, timeout)
+        if state is not None:
+            say(f"the local Prefect server recorded in {folder} (pid {state.pid}) is gone: starting a new one")
+            forget_state(folder)
+        chosen = _choose_port(port, state)
+        free = shutil.disk_usage(folder).free
+        if free < MIN_FREE_BYTES:
+            raise disk_full(folder, free)
+        say(
+            f"starting the local Prefect server for {home} on port {chosen} "
+            f"(once: later commands reuse it; `wheelflow server stop` stops it)"
+        )
+        proc = _spawn(folder, chosen)
+        state = ServerState(pid=proc.pid, port=chosen, started_at=time.time())
+        try:
+            write_state(folder, state)
+        except OSError as exc:
+            _kill_group(proc.pid)
+            raise unwritable(folder, exc) from None
+        return _wait_until_answering(state, proc, folder, deadline, timeout)
+
+
+def _choose_port(requested: int | None, previous: ServerState | None) -> int:
+    if requested is not None:
+        if not port_free(requested):
+            raise port_taken(requested)
+        return requested
+    for candidate in (previous.port if previous else None, PREFERRED_PORT):
+        if candidate and port_free(candidate):
+            return candidate  # the same address as before (links stay valid), else Prefect's default
+    return any_free_port()
+
+
+def _spawn(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(
+        {
+            "PREFECT_HOME": str(folder),  # SQLite database, profiles, everything under the home
+            "PREFECT_SERVER_ANALYTICS_ENABLED": os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+        }
+    )
+    # Concurrency leases (the one-release-at-a-time lock) on disk, not in the server's memory: a
+    # restarted server still knows who holds what.
+    env.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", "prefect.server.concurrency.lease_storage.filesystem")
+    with _opened(folder / "server.log", "ab") as log:
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                env=env,
+                cwd=folder,
+                stdin=subprocess.DEVNULL,
+                stdout=log,  # type: ignore[arg-type]
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives this command; Ctrl-C in the terminal does not reach it
+            )
+        except OSError as exc:
+            raise unwritable(folder, exc) from None
+
+
+def _wait_until_answering(
+    state: ServerState, proc: subprocess.Popen[bytes] | None, folder: Path, deadline: float, timeout: float
+) -> ServerState:
+    while True:
+        if answers(state.api_url):
+            return state
+        code = proc.poll() if proc is not None else (None if pid_alive(state.pid) else -1)
+        if code is not None:
+            forget_state(folder)
+            raise diagnose(_log_tail(folder), code, folder, state.port)
+        if time.monotonic() >= deadline:
+            raise ServerUnavailable(
+                f"the local Prefect server (pid {state.pid}, port {state.port}) did not answer within {timeout:.0f} s; "
+                "it is still starting",
+                "run the command again when the machine is less busy (it reuses that server), or raise "
+                f"WHEELFLOW_SERVER_START_TIMEOUT; its log: {folder / 'server.log'}",
+            )
+        time.sleep(POLL)  # polling the server's health endpoint, bounded by the deadline
+
+
+def server_status(home: Path) -> dict[str, object]:
+    """What ``wheelflow server status`` shows."""
+    folder = state_dir(home)
+    state = read_state(folder)
+    status = classify(state)
+    info: dict[str, object] = {"status": "stopped" if status == "absent" else status, "home": str(home)}
+    if state is not None:
+        info.update(pid=state.pid, port=state.port, api_url=state.api_url, ui_url=state.ui_url)
+    info["log"] = str(folder / "server.log")
+    return info
+
+
+def stop_server(home: Path, grace: float = 30.0) -> dict[str, object]:
+    """Stop the home's server (SIGTERM to its process group, SIGKILL after ``grace`` s); forget it."""
+    folder = state_dir(home)
+    state = read_state(folder)
+    status = classify(state)
+    if state is not None and status in ("running", "starting"):
+        _kill_group(state.pid, grace)
+    if state is not None:
+        forget_state(folder)
+    return {"status": "stopped", "was": "stopped" if status == "absent" else status, "home": str(home)}
+
+
+def _kill_group(pid: int, grace: float = 30.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + grace
+        while pid_alive(pid) and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # our own child: reap it, or it stays a zombie
+            time.sleep(POLL)  # polling for the process to exit, bounded by the grace period
+        if not pid_alive(pid):
+            return
