@@ -161,6 +161,7 @@ def test_a_server_that_crashes_at_startup_is_one_line(tmp_path: Path, home: Path
     env = laptop_env(tmp_path, home)
     result = wheelflow("release", str(make_project(tmp_path / "p")), "--json", env=env)
     line = assert_one_line(result, contains="the local Prefect server exited with code ")
+    assert "file is not a database" in line  # the server's own error, not only "startup failed"
     assert str(folder / "server.log") in line
     assert read_state(folder) is None  # nothing stale left for the next command to wait for
 
