@@ -161,6 +161,7 @@ def test_a_server_that_crashes_at_startup_is_one_line(tmp_path: Path, home: Path
     env = laptop_env(tmp_path, home)
     result = wheelflow("release", str(make_project(tmp_path / "p")), "--json", env=env)
     line = assert_one_line(result, contains="the local Prefect server exited with code ")
+    assert "file is not a database" in line  # the server's own error, not only "startup failed"
     assert str(folder / "server.log") in line
     assert read_state(folder) is None  # nothing stale left for the next command to wait for
 
@@ -180,3 +181,18 @@ def test_first_contact_on_a_saturated_machine_releases_and_links_the_run(tmp_pat
     assert result.stderr.strip().splitlines()[-1] == (
         f"see it in the Prefect UI: http://127.0.0.1:{env['WHEELFLOW_SERVER_PORT']}/runs/flow-run/{report['flow_run_id']}"
     )
+
+
+@pytest.mark.case(
+    "fault",
+    "PREFECT_API_URL names a server that does not answer (release, status)",
+    "one line naming the URL and the fix, also under --json, exit 5, no traceback; nothing is started instead",
+)
+def test_a_users_server_that_does_not_answer_is_one_line(tmp_path: Path, home: Path) -> None:
+    port = free_port()  # nothing listens there
+    env = laptop_env(tmp_path, home, PREFECT_API_URL=f"http://127.0.0.1:{port}/api")
+    for args in (("release", str(make_project(tmp_path / "p"))), ("status", "3f2b6a3e-0000-4000-8000-000000000000")):
+        result = wheelflow(*args, "--json", env=env)
+        line = assert_one_line(result, contains=f"the Prefect server at http://127.0.0.1:{port}/api did not answer")
+        assert "point PREFECT_API_URL at a running server" in line
+    assert not state_dir(home).exists()  # the user's setting wins: no local server was started

@@ -168,7 +168,11 @@ def test_a_port_held_by_another_program_is_named_with_the_fix(tmp_path: Path) ->
         ("OSError: [Errno 28] No space left on device", "is full"),
         ("sqlite3.OperationalError: attempt to write a readonly database", "cannot write its database"),
         ("sqlite3.OperationalError: unable to open database file", "cannot write its database"),
-        ("sqlalchemy.exc.DatabaseError: file is not a database\n", "exited with code 3 before it answered: "),
+        (
+            "sqlalchemy.exc.DatabaseError: (sqlite3.DatabaseError) file is not a database\n"
+            "ERROR:    Application startup failed. Exiting.\n",
+            "exited with code 3 before it answered: sqlalchemy.exc.DatabaseError: (sqlite3.DatabaseError) file is not",
+        ),
     ],
 )
 def test_a_server_that_exits_is_diagnosed_from_its_log(tmp_path: Path, log: str, expected: str) -> None:

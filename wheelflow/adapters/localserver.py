@@ -21,6 +21,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -320,7 +321,11 @@ def diagnose(log_tail: str, code: int | None, folder: Path, port: int) -> Server
         if marker in text:
             return read_only(folder, marker)
     lines = [line.strip() for line in log_tail.splitlines() if line.strip()]
-    last = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "no output")
+    # The exception that ended it (a traceback's last line, e.g. "sqlalchemy.exc.DatabaseError: ..."), else
+    # the last line that says error, else the last line.
+    raised = [line for line in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception)\b.*:", line)]
+    said = [line for line in lines if "error" in line.lower()]
+    last = (raised or said or lines or ["no output"])[-1]
     return ServerUnavailable(
         f"the local Prefect server exited with code {code} before it answered: {last[:300]}",
         f"read its log {folder / 'server.log'}; `wheelflow server stop` then run the command again, "

@@ -126,7 +126,7 @@ def _server_gone(exc: BaseException) -> ServerUnavailable | None:
     import httpx
 
     url = os.environ.get("PREFECT_API_URL") or "Prefect's temporary server"
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, httpx.TransportError) or (isinstance(exc, RuntimeError) and "Failed to reach API" in str(exc)):
         return ServerUnavailable(
             f"the Prefect server at {url} did not answer ({type(exc).__name__}: {exc})",
             "start it (`wheelflow server status` for the local one) or point PREFECT_API_URL at a running server, "
