@@ -186,7 +186,7 @@ def test_first_contact_on_a_saturated_machine_releases_and_links_the_run(tmp_pat
 @pytest.mark.case(
     "fault",
     "PREFECT_API_URL names a server that does not answer (release, status)",
-    "one line naming the URL and the fix, also under --json, exit 5, no traceback; nothing is started instead",
+    "one line naming the URL and the fix, also under --json, exit 6, no traceback; nothing is started instead",
 )
 def test_a_users_server_that_does_not_answer_is_one_line(tmp_path: Path, home: Path) -> None:
     port = free_port()  # nothing listens there
