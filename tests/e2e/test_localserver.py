@@ -66,7 +66,7 @@ def test_two_commands_at_once_start_one_server_and_a_killed_one_is_replaced(tmp_
 
 
 def assert_one_line(result: subprocess.CompletedProcess[str], *, contains: str) -> str:
-    """Exit code 5, one line on stderr with why and the fix, the same in the --json object, no traceback."""
+    """Exit code 6 (ExitCode.NO_SERVER), one line on stderr with why and the fix, the same in the --json object, no traceback."""
     assert result.returncode == 6, (result.returncode, result.stderr[-3000:])
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
     lines = result.stderr.strip().splitlines()
