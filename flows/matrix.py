@@ -210,18 +210,22 @@ class SdistSource:
 
 
 def sdist_verdict(ctx: ReleaseContext, sdist: SdistSource, outcome: CellOutcome) -> CellOutcome:
-    """The checklist row for the sdist cell; a failure names the tracked files the sdist lacks."""
+    """The checklist row for the sdist cell. A failed build is blamed on the sdist only when the sdist
+    lacks tracked files (named, headers first); any other failure (a timeout, a compile error the tree
+    has too) stays the cell's own error."""
+    name = outcome.cell.name
     if outcome.wheel is not None:
-        ctx.report.add("sdist builds", True, f"cell {outcome.cell.name} built its wheel from {sdist.dist.filename}")
+        ctx.report.add("sdist builds", True, f"cell {name} built its wheel from {sdist.dist.filename}")
         return replace(outcome, from_sdist=True)
     missing = missing_from_sdist(ctx.source.path, sdist.folder, source_files(ctx.source.path, ctx.home))
-    lacks = f"; the sdist lacks {', '.join(missing[:8])}" + (
-        f" and {len(missing) - 8} more" if len(missing) > 8 else ""
-    )
+    if not missing:
+        ctx.report.add("sdist builds", False, f"not proven: cell {name}, which builds from the sdist, failed")
+        return replace(outcome, from_sdist=True)
+    more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+    said = (outcome.error or "the build failed").removeprefix(f"cell {name}: ")
     error = (
-        f"{sdist.dist.filename} does not build (cell {outcome.cell.name}: {outcome.error})"
-        + (lacks if missing else "")
-        + '; fix: include the files in the sdist (MANIFEST.in, e.g. "include csrc/*.h"), '
+        f"cell {name}: {sdist.dist.filename} does not build: the sdist lacks {', '.join(missing[:8])}{more} "
+        f'({said}); fix: include them in the sdist (MANIFEST.in, e.g. "include csrc/*.h"), '
         'or drop "sdist" from artifacts'
     )
     ctx.report.add("sdist builds", False, error)

@@ -73,7 +73,7 @@ def assert_one_line(result: subprocess.CompletedProcess[str], *, contains: str) 
     assert lines[-1].startswith("wheelflow: error: ") and "; fix: " in lines[-1], result.stderr[-3000:]
     assert contains in lines[-1], lines[-1]
     report = json.loads(result.stdout)
-    assert report == {"ok": False, "error": lines[-1].removeprefix("wheelflow: error: ")}
+    assert report == {"ok": False, "error": lines[-1].removeprefix("wheelflow: error: "), "exit_code": 6}
     return lines[-1]
 
 
