@@ -135,7 +135,8 @@ def test_a_full_artifact_directory_fails_clearly_and_uploads_nothing(
     (project / "pyproject.toml").write_text(text)
     result = run_cli("release", str(project), "--json")
     assert result.returncode == 1
-    error = result.stderr.strip().splitlines()[-1]
+    # the error line, then the UI link of the failed run
+    error = [line for line in result.stderr.strip().splitlines() if line.startswith("wheelflow:")][-1]
     assert "No space left on device" in error
     assert f"fix: free space on the disk of {small_disk / 'home'}" in error
     assert list(index.packages.iterdir()) == []

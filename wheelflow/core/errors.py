@@ -209,7 +209,12 @@ def retries_exhausted(exc: BaseException, attempts: int) -> RetriesExhausted:
     elif isinstance(exc, IndexReadError):
         fix = "check that the index answers at that URL (open it in a browser or with curl), then re-run"
     elif isinstance(exc, InfrastructureError):
-        fix = "check the runner (Docker daemon, disk, images: `wheelflow doctor`), then re-run"
+        # the runner's own fix (start dockerd, build the images) says more than a generic one
+        fix = (
+            text.split("; fix: ", 1)[1]
+            if "; fix: " in text
+            else ("check the runner (Docker daemon, disk, images: `wheelflow doctor`), then re-run")
+        )
     else:
         fix = "the failure persisted through every retry: check the service it names is reachable, then re-run"
     return RetriesExhausted(attempts, text, fix)
