@@ -65,15 +65,16 @@ def test_two_commands_at_once_start_one_server_and_a_killed_one_is_replaced(tmp_
     assert json.loads(wheelflow("server", "status", "--json", env=env).stdout)["status"] == "stopped"
 
 
-def assert_one_line(result: subprocess.CompletedProcess[str], *, contains: str) -> str:
-    """Exit code 6 (ExitCode.NO_SERVER), one line on stderr with why and the fix, the same in the --json object, no traceback."""
-    assert result.returncode == 6, (result.returncode, result.stderr[-3000:])
+def assert_one_line(result: subprocess.CompletedProcess[str], *, contains: str, code: int = 6) -> str:
+    """Exit ``code`` (default 6, ExitCode.NO_SERVER), one line on stderr with why and the fix, the same in
+    the --json object, no traceback."""
+    assert result.returncode == code, (result.returncode, result.stderr[-3000:])
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("wheelflow: error: ") and "; fix: " in lines[-1], result.stderr[-3000:]
     assert contains in lines[-1], lines[-1]
     report = json.loads(result.stdout)
-    assert report == {"ok": False, "error": lines[-1].removeprefix("wheelflow: error: "), "exit_code": 6}
+    assert report == {"ok": False, "error": lines[-1].removeprefix("wheelflow: error: "), "exit_code": code}
     return lines[-1]
 
 
@@ -98,7 +99,7 @@ def test_a_port_another_program_holds_is_one_line(tmp_path: Path, home: Path) ->
 @pytest.mark.case(
     "fault",
     "no Prefect server can start: WHEELFLOW_HOME cannot be written (a non-root user, chmod 555)",
-    "one line naming the folder and the fix, also under --json, exit 6, no traceback",
+    "refused before any server starts: one line naming the folder and the fix, also under --json, exit 2",
 )
 def test_a_home_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     nobody = 65534
@@ -123,8 +124,9 @@ def test_a_home_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
             timeout=600,
             cwd=root,
         )
-        line = assert_one_line(result, contains=f"cannot write its database under {home / 'prefect'}")
-        assert "set WHEELFLOW_HOME to a writable folder" in line
+        # the home is checked before anything starts (a bad-input refusal, exit 2), so no server is tried
+        line = assert_one_line(result, contains=f"cannot write wheelflow's home {home}", code=2)
+        assert "point WHEELFLOW_HOME at a writable folder" in line
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
