@@ -104,8 +104,10 @@ def test_an_sdist_that_cannot_build_is_refused_naming_the_missing_header(
     assert "the sdist lacks csrc/torch_ext.h" in report["error"] and "MANIFEST.in" in report["error"]
     assert report["files"] == [] or all(f["upload"] != "uploaded" for f in report["files"])
     # the build's own log (a compiler error, setuptools' traceback) is in the task log above; the
-    # last word is wheelflow's one line
-    last = [line for line in stderr.splitlines() if line.strip()][-1]
+    # last word is wheelflow's one line, then the failed run's UI link
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("see it in the Prefect UI: ")
+    last = lines[-2]
     assert last.startswith("wheelflow: release failed: ") and "csrc/torch_ext.h" in last and "MANIFEST.in" in last
 
 

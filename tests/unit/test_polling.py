@@ -117,3 +117,25 @@ def test_a_malformed_listing_fails_at_once_and_a_silent_index_is_retried() -> No
 
     statuses, _ = poll_until_served(flaky, {A.filename: "aaa"}, 60, clock=time.clock, sleep=time.sleep)
     assert [s.status for s in statuses] == ["verified"] and time.sleeps == [0.25]
+
+
+def test_a_read_cut_off_by_the_deadline_leaves_the_last_listing_standing() -> None:
+    """A slow index under load: the read in flight when the deadline passes does not turn "B is not
+    served" into "the index did not answer"; the listing read before it is the verdict."""
+    from wheelflow.core.errors import IndexReadError
+
+    time = FakeTime()
+    reads = 0
+
+    def slow_second_read() -> list[ServedFile]:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            return [A]
+        time.now = 10.0  # this read used up the rest of the deadline
+        raise IndexReadError("cannot read http://i/simple/a/: ReadTimeout")
+
+    statuses, _ = poll_until_served(
+        slow_second_read, {A.filename: "aaa", B.filename: "bbb"}, 10, clock=time.clock, sleep=time.sleep
+    )
+    assert {s.filename: s.status for s in statuses} == {A.filename: "verified", B.filename: "missing"}

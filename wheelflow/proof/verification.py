@@ -268,7 +268,11 @@ def poll_until_served(
                     return last
                 on_wait(f"not served yet: {', '.join(missing)}; reading again in {delay:.1f} s")
             except IndexReadError as exc:
-                if not exc.transient or deadline.expired:
+                if not exc.transient:
+                    raise
+                if deadline.expired:  # the deadline ran out mid-read: an earlier listing stands
+                    if last is not None:
+                        return last
                     raise
                 error = exc
                 on_wait(f"index not readable yet ({exc}); retrying")
