@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 
 from wheelflow.builds.builders.docker import RUN_LABEL, remove_containers
 from wheelflow.core.distributions import Distribution
-from wheelflow.core.errors import WheelflowError
+from wheelflow.core.errors import ReleaseStepFailed, WheelflowError
 from wheelflow.core.home import wheelflow_home
 from wheelflow.core.report import ReleaseReport
 from wheelflow.flows.abigate import abi_gate, wheels_of_cells
@@ -98,7 +98,8 @@ def release(
     except WheelflowError as exc:
         report.error = str(exc)
         get_run_logger().error(str(exc))
-        raise
+        # the final state message (the run's header in the UI, `status`, `trigger`) names the step
+        raise ReleaseStepFailed(report.failed_step() or "release", exc) from exc
     finally:
         if report.builder == "docker":
             remove_containers({RUN_LABEL: str(report.flow_run_id)})  # whatever a timeout or cancellation left
@@ -138,7 +139,10 @@ def publish_report(report: ReleaseReport, home) -> None:
     """The checklist table and markdown summary as Prefect artifacts, and the JSON under $WHEELFLOW_HOME."""
     if report.error and not any(c.status == "failed" for c in report.checks):
         report.add("release", False, report.error)
-    key = artifact_key(report.name or "unknown")
+    report.save(home / "reports")
+    if report.name is None:  # it failed before the project was known: its error is the run's state message
+        return
+    key = artifact_key(report.name)
     create_table_artifact(
         key=key, table=report.table_rows(), description=f"Release checklist: {report.name} {report.version}"
     )
@@ -154,4 +158,3 @@ def publish_report(report: ReleaseReport, home) -> None:
             description=f"Wheel matrix ({report.builder} builder)",
         )
     create_markdown_artifact(key=f"{key}-summary", markdown=report.markdown(), description="Release summary")
-    report.save(home / "reports")

@@ -230,6 +230,16 @@ class CellUnbuildable(WheelflowError):
     """This builder cannot build this cell on this runner (e.g. no such interpreter)."""
 
 
+class ReleaseStepFailed(WheelflowError):
+    """A release stopped at one step: the run's final state message names the step and its error
+    (the Prefect UI shows it in the run's header); the step's own error is ``__cause__``."""
+
+    def __init__(self, step: str, error: WheelflowError) -> None:
+        self.step, self.error = step, error
+        self.exit_code = error.exit_code
+        super().__init__(f"{step} failed: {error}")
+
+
 class ReleaseBusy(WheelflowError):
     """Another run of the same release still holds it after the wait."""
 
@@ -276,7 +286,7 @@ class ApprovalError(WheelflowError):
     """Rejected, or nobody decided in time: the release stops before the gated target."""
 
 
-class EnvCreationError(RuntimeError):
+class EnvCreationError(WheelflowError):
     """The environment could not be created (an interpreter that does not run, a full disk)."""
 
 

@@ -153,18 +153,24 @@ class ReleaseReport:
 
     def file_rows(self) -> list[dict[str, str]]:
         """One row per file and target: what was uploaded and what proves it is served."""
+        # the outcome first: the UI's table cuts its right side, and a 64-character digest is the
+        # widest column
         return [
             {
-                "name": self.name or "",
-                "version": self.version or "",
                 "file": f.filename,
                 "target": f.target,
-                "sha256": f.sha256,
                 "upload": f.upload,
-                "served": f.status,
+                "proof": f.status,
+                "sha256": f.sha256,
+                "name": self.name or "",
+                "version": self.version or "",
             }
             for f in self.files
         ]
+
+    def failed_step(self) -> str | None:
+        """The step the release stopped at: its first failed check."""
+        return next((c.check for c in self.checks if c.status == FAILED), None)
 
     def table_rows(self) -> list[dict[str, str]]:
         return redact_value(
