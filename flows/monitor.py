@@ -95,6 +95,15 @@ def notice_alert(notice: Notice, run_url: str | None) -> Alert:
     )
 
 
+def watched_spec(spec_file: str) -> ReleaseSpec:
+    """The spec of a watched project, read as ``wheelflow monitor --spec`` reads it: a standalone spec
+    or a pyproject.toml, without the project's files (only names, artifacts, matrix and tags count)."""
+    path = Path(spec_file)
+    if path.name == "pyproject.toml":
+        return load_spec(path.parent, project_files=False)
+    return load_spec(path.parent, path, project_files=False)
+
+
 def expected_files(spec: ReleaseSpec) -> tuple[str, ...]:
     local = [c.local_version for c in spec.matrix.cells] if spec.matrix else []
     return expectations_from_spec(spec.artifacts, local)
@@ -135,7 +144,7 @@ def sync_monitor(
     watched = configured_projects(projects)
     results: list[VersionStatus] = []
     for project in watched:
-        spec = load_spec(Path(project.spec).parent, Path(project.spec)) if project.spec else None
+        spec = watched_spec(project.spec) if project.spec else None
         expect = tuple(project.expect) or (expected_files(spec) if spec else DEFAULT_EXPECT)
         tags = list_release_tags(project.repo, tuple(project.tag_patterns))
         if not tags:

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -286,6 +287,36 @@ def test_as_of_replays_the_incident_from_todays_data(incident_history: Path, ind
         "1.1.0": (LATE, 780.0, False),
         "1.2.0": (INCOMPLETE, 1.0, False),
     }
+
+
+def test_a_standalone_spec_is_monitored_without_the_project_and_a_log_keeps_whole_urls(
+    incident_history: Path, index, home: Path, tmp_path: Path
+) -> None:
+    """The spec of a project you don't control names its version file, which is not here: the monitor
+    never reads the version, so it is not looked up. Its table in a log (not a terminal) cuts nothing."""
+    from flows.monitor import watched_spec
+
+    spec = tmp_path / "specs" / "tiny-pkg.toml"
+    spec.parent.mkdir()
+    spec.write_text(
+        textwrap.dedent("""
+        name = "tiny-pkg"
+        artifacts = ["sdist", "wheel"]
+        [version]
+        file = "src/tiny_pkg/__init__.py"
+        tag = "v{version}"
+        """)
+    )
+    assert watched_spec(str(spec)).name == "tiny-pkg"  # what the monitor flow reads
+    result = run_cli(
+        "monitor", "--repo", str(incident_history), "--project", "tiny-pkg", "--index", index.simple_url,
+        "--spec", str(spec), "--as-of", "2024-01-02T00:00:00Z",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1] == "version | index | status | lag (h) | missing"
+    assert lines[2] == f"1.0.0 | {index.simple_url} | ok | 3.0 | ", lines
+    assert "…" not in result.stdout
 
 
 def test_a_served_file_differing_from_the_release_manifest_is_a_hash_mismatch(

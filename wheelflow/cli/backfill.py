@@ -9,7 +9,15 @@ from typing import Any
 
 from rich.table import Table
 
-from wheelflow.cli.common import add_json, connect_prefect, out_console, parse_pairs, report_outcome, say_ui_link
+from wheelflow.cli.common import (
+    add_json,
+    connect_prefect,
+    out_console,
+    parse_pairs,
+    report_outcome,
+    say_ui_link,
+    show_table,
+)
 from wheelflow.config.spec import load_spec
 from wheelflow.core.errors import SpecError
 from wheelflow.core.home import wheelflow_home
@@ -94,6 +102,6 @@ def print_summary(summary: dict[str, Any]) -> None:
     for row in summary["rows"]:
         style = "red" if row["state"] == "failed" else "green" if row["state"] == "backfilled" else None
         table.add_row(*(row[c] for c in ("version", "cell", "target", "state", "file", "detail")), style=style)
-    out_console.print(table)
+    show_table(table)
     if summary.get("verdict"):
         out_console.print(summary["verdict"])

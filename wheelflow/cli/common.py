@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from wheelflow.adapters import localserver
 from wheelflow.config.spec import ReleaseSpec, load_spec
@@ -25,6 +26,24 @@ out_console = Console()
 def say(line: str) -> None:
     """One line on stderr, never wrapped: errors must be greppable and copyable."""
     print(line, file=sys.stderr, flush=True)
+
+
+def show_table(table: Table) -> None:
+    """Print ``table`` on stdout without ever cutting a cell: on a terminal as Rich draws it, long
+    cells folded onto more lines; elsewhere (a CI log, a pipe) as plain lines, the title, the
+    header, then one row per line, columns separated by `` | ``. A URL or file name in a log is
+    copied from there, so it must be whole."""
+    if out_console.is_terminal:
+        for column in table.columns:
+            column.overflow = "fold"
+        out_console.print(table)
+        return
+    if table.title:
+        print(str(table.title))
+    print(" | ".join(str(c.header) for c in table.columns))
+    for row in zip(*(c.cells for c in table.columns)):
+        print(" | ".join(str(cell) for cell in row))
+    sys.stdout.flush()
 
 
 def add_json(parser: argparse.ArgumentParser, what: str = "the result") -> None:
@@ -49,14 +68,15 @@ def add_spec(parser: argparse.ArgumentParser, *, project_option: bool = True) ->
         )
 
 
-def load_spec_arg(spec: str | None, project: str | None) -> ReleaseSpec:
-    """The spec named by ``--spec``/``--project``: see :func:`add_spec`."""
+def load_spec_arg(spec: str | None, project: str | None, *, project_files: bool = True) -> ReleaseSpec:
+    """The spec named by ``--spec``/``--project``: see :func:`add_spec`. ``project_files=False``:
+    see :func:`wheelflow.config.spec.load_spec`."""
     spec_path = Path(spec) if spec else None  # a file: a directory is refused, naming --spec
     if project is not None:
-        return load_spec(Path(project), spec_path)
+        return load_spec(Path(project), spec_path, project_files=project_files)
     if spec_path is not None and spec_path.name == "pyproject.toml":
-        return load_spec(spec_path.absolute().parent)
-    return load_spec(Path.cwd(), spec_path)
+        return load_spec(spec_path.absolute().parent, project_files=project_files)
+    return load_spec(Path.cwd(), spec_path, project_files=project_files)
 
 
 def seconds(option: str, *, allow_zero: bool = False, unit: str = "seconds") -> Callable[[str], float]:

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from wheelflow.builds.builders.docker import docker_client
 from wheelflow.builds.images import ensure_images
-from wheelflow.cli.common import err_console, out_console
+from wheelflow.cli.common import err_console, show_table
 from wheelflow.core.home import wheelflow_home
 
 
@@ -35,5 +35,5 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("")
     for tag, what in outcome.items():
         table.add_row(tag, what)
-    out_console.print(table)
+    show_table(table)
     return 0

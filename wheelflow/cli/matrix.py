@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from wheelflow.cli.common import add_json, out_console
+from wheelflow.cli.common import add_json, show_table
 from wheelflow.config.spec import expanded_table, load_spec
 
 
@@ -38,5 +38,5 @@ def run(args: argparse.Namespace) -> int:
             row["local-version"] or "",
             " ".join(f"{k}={v}" for k, v in row["env"].items()),
         )
-    out_console.print(table)
+    show_table(table)
     return 0

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from wheelflow.cli.common import add_json, load_spec_arg, out_console, say, seconds
+from wheelflow.cli.common import add_json, load_spec_arg, say, seconds, show_table
 from wheelflow.core.errors import SpecError
 from wheelflow.core.home import wheelflow_home
 from wheelflow.index.indexes import resolve_endpoints
@@ -42,8 +42,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--spec",
         metavar="FILE",
-        help="a spec TOML (or a project's pyproject.toml) for the expected "
-        "files and tag pattern; paths in it are relative to the current directory",
+        help="a spec TOML (standalone, as `release --spec` takes, or a project's pyproject.toml) for the "
+        "expected files and tag pattern; the project's files need not be here",
     )
     parser.add_argument(
         "--tag-pattern",
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     patterns, expect = tuple(args.tag_pattern), tuple(args.expect)
     cells = ()
     if args.spec:
-        spec = load_spec_arg(args.spec, None)
+        spec = load_spec_arg(args.spec, None, project_files=False)  # the monitor never reads the version
         patterns = patterns or ((spec.version.tag,) if spec.version.tag else ())
         cells = spec.matrix.cells if spec.matrix else ()
         local = [c.local_version for c in cells]
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
                 else ("yellow" if row["status"] != "ok" else None)
             )
             table.add_row(*(row.get(c, "") for c in columns), style=style)
-        out_console.print(table)
+        show_table(table)
     problems = [r for r in results if r.problem]
     if problems:
         say(

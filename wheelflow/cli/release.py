@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
-from wheelflow.cli.common import add_json, connect_prefect, out_console, report_outcome, say_ui_link
+from wheelflow.cli.common import add_json, connect_prefect, out_console, report_outcome, say_ui_link, show_table
 from wheelflow.config.spec import load_spec
 from wheelflow.core.home import wheelflow_home
 from wheelflow.source.gitauth import refuse_url_credentials
@@ -102,19 +102,19 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_column(column)
     for f in report["files"]:
         table.add_row(f["filename"], f["target"], f["upload"], f["status"], f["sha256"][:16] + "…")
-    out_console.print(table)
+    show_table(table)
     checks = Table(title="checks")
     for column in ("check", "status", "detail"):
         checks.add_column(column)
     for c in report["checks"]:
         checks.add_row(c["check"], c["status"], c["detail"])
-    out_console.print(checks)
+    show_table(checks)
     if report.get("cells"):
         cells = Table(title=f"wheel matrix ({report.get('builder')} builder)")
         for column in ("cell", "wheel", "state", "smoke"):
             cells.add_column(column)
         for c in report["cells"]:
             cells.add_row(c["cell"], c["wheel"] or "", c["state"] + (" (cached)" if c["cached"] else ""), c["smoke"])
-        out_console.print(cells)
+        show_table(cells)
     verdict = "[green]released and verified[/green]" if report["ok"] else "[red]FAILED[/red]"
     out_console.print(verdict)

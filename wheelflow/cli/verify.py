@@ -14,7 +14,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from rich.table import Table
 
-from wheelflow.cli.common import add_json, add_spec, err_console, load_spec_arg, out_console, say, seconds
+from wheelflow.cli.common import add_json, add_spec, err_console, load_spec_arg, out_console, say, seconds, show_table
 from wheelflow.config.spec import INDEX_ALIASES
 from wheelflow.core.deadline import Deadline
 from wheelflow.core.errors import DeadlineExceeded, SpecError
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             table.add_column(column)
         for f in result_json["files"]:
             table.add_row(f["filename"], f["sha256"] or "", f["status"])
-        out_console.print(table)
+        show_table(table)
         if install:
             out_console.print(install["message"], markup=False)
     if not statuses:

@@ -743,8 +743,12 @@ class ReleaseSpec:
         raise SpecError("--to", f"unknown target {name!r}", f"use one of: {known}")
 
 
-def load_spec(project_dir: str | Path, spec_file: str | Path | None = None) -> ReleaseSpec:
-    """Read and validate the spec for the project at ``project_dir``."""
+def load_spec(
+    project_dir: str | Path, spec_file: str | Path | None = None, *, project_files: bool = True
+) -> ReleaseSpec:
+    """Read and validate the spec for the project at ``project_dir``. ``project_files=False``: the
+    project's files are not here and not needed (the monitor reads only the name, artifacts, matrix
+    and tag pattern), so paths in the spec (``version.file``) are not looked up."""
     project = Path(project_dir)
     if not project.is_dir():
         raise SpecError("PATH", f"{str(project)!r} is not a directory", "pass the released project's directory")
@@ -762,17 +766,28 @@ def load_spec(project_dir: str | Path, spec_file: str | Path | None = None) -> R
                 f"no [tool.wheelflow] table in {project / 'pyproject.toml'}",
                 "add one, or pass a standalone spec file with --spec",
             )
-    return parse_spec(table, project, default_name=pyproject.get("project", {}).get("name"), prefix=prefix)
+    return parse_spec(
+        table,
+        project,
+        default_name=pyproject.get("project", {}).get("name"),
+        prefix=prefix,
+        project_files=project_files,
+    )
 
 
 def parse_spec(
-    table: Mapping[str, Any], project_dir: Path, *, default_name: str | None = None, prefix: str = "tool.wheelflow"
+    table: Mapping[str, Any],
+    project_dir: Path,
+    *,
+    default_name: str | None = None,
+    prefix: str = "tool.wheelflow",
+    project_files: bool = True,
 ) -> ReleaseSpec:
     if not isinstance(table, Mapping):
         raise SpecError(prefix, f"{table!r} is not a table", "write it as a table")
     data = {"name": default_name, **table}
     try:
-        spec = SpecTable.model_validate(data, context={"project_dir": project_dir})
+        spec = SpecTable.model_validate(data, context={"project_dir": project_dir if project_files else None})
     except ValidationError as exc:
         raise spec_error(exc, prefix) from None
     assert spec.name is not None  # refused by its validator otherwise
