@@ -214,6 +214,22 @@ def docker_images():
     client.close()
 
 
+def wheelflow_code_remote(root: Path) -> Path:
+    """wheelflow's code as workers fetch it (prefect.yaml's git_clone pull step): a git repository
+    holding this working tree's tracked and untracked, not ignored, files as one commit on `main`."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    subprocess.run(["git", "init", "--quiet", "-b", "main", str(root)], check=True, capture_output=True)
+    git(root, "add", "-A")
+    git(root, "commit", "--quiet", "-m", "wheelflow under test")
+    return root
+
+
 def stop_processes(*procs: subprocess.Popen, grace: float = 30) -> None:
     """Stop Prefect processes the way Prefect asks: SIGTERM for a graceful stop, a second SIGTERM
     (which its signal handlers turn into SIGKILL) when the graceful one has not ended within ``grace``."""

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from cistep import WORKFLOW, ci_step, tagged_repository, workflow
 from conftest import (
     INDEX_PASSWORD,
     INDEX_USER,
@@ -72,12 +73,14 @@ def test_prefect_deploy_all_registers_the_six_deployments_as_deployments_code_de
             assert crons["sync-monitor/sync-monitor"] == ["*/15 * * * *"] and crons["release/nightly"] == ["0 3 * * *"]
             assert crons["upstream-check/upstream-check"] == ["0 6 * * *"]
             assert deployments["release/nightly"].parameters["dev"] is True
-            # Workers clone the code; the token's template is stored, never its value.
+            # Workers clone the code; the names of the Variables and the token's block are stored, never a value.
             (pull,) = deployments["release/release"].pull_steps
-            assert (
-                pull["prefect.deployments.steps.git_clone"]["access_token"]
-                == "{{ prefect.blocks.secret.wheelflow-git-token }}"
-            )
+            assert pull["wheelflow.deployments.pull.clone_wheelflow"] == {
+                "id": "clone-wheelflow",
+                "repository_variable": "wheelflow_code_repository",
+                "ref_variable": "wheelflow_code_ref",
+                "token_block": "wheelflow-git-token",
+            }
             # The UI form: typed and described parameters.
             schema = deployments["release/release"].parameter_openapi_schema["properties"]
             assert schema["project"]["type"] == "string" and "git URL" in schema["project"]["description"]
@@ -332,53 +335,9 @@ def test_a_release_on_a_postgresql_backed_prefect_server(
 
 # -- the CI example's shell step, run as GitHub Actions would run it --------------------------------
 
-WORKFLOW = REPO / "examples" / "ci" / "github-actions-release.yml"
-
-
-def _workflow() -> dict:
-    import yaml
-
-    return yaml.safe_load(WORKFLOW.read_text())
-
-
-def _run_step(**github: str) -> tuple[list[str], dict[str, str]]:
-    """The workflow's one `run:` step as a command line and environment: GitHub's bash invocation, the
-    step's env with secrets resolved from this test's server, and the GITHUB_* variables of a tag push."""
-    (job,) = _workflow()["jobs"].values()
-    (step,) = [s for s in job["steps"] if "run" in s]
-    assert "${{" not in step["run"]  # expressions are resolved before the shell: the script reads only env
-    secrets = {"PREFECT_API_URL": os.environ["PREFECT_API_URL"], "PREFECT_API_KEY": ""}
-    env = {
-        key: secrets[value.split("secrets.")[1].rstrip(" }")] if "secrets." in str(value) else str(value)
-        for key, value in step["env"].items()
-    }
-    path = os.environ["PATH"]
-    return ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], {"PATH": path, **env, **github}
-
-
-def _tagged_repository(root: Path, staging, version: str, smoke: str | None = None) -> dict[str, str]:
-    """A bare repository at SERVER/owner/ci-pkg.git holding tag v{version}; GITHUB_* variables of its push."""
-    work = make_project(root / "work", name="ci-pkg", version=version, index_url=staging.simple_url)
-    if smoke:
-        text = (work / "pyproject.toml").read_text()
-        line = [row for row in text.splitlines() if row.startswith("smoke = ")][0]
-        (work / "pyproject.toml").write_text(text.replace(line, f"smoke = {json.dumps(smoke)}"))
-    subprocess.run(["git", "init", "-q", str(work)], check=True)
-    git(work, "add", "-A")
-    git(work, "commit", "-q", "-m", "release")
-    git(work, "tag", f"v{version}")
-    bare = root / "server" / "owner" / "ci-pkg.git"
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
-    return {
-        "GITHUB_SERVER_URL": f"file://{root / 'server'}",
-        "GITHUB_REPOSITORY": "owner/ci-pkg",
-        "GITHUB_REF_NAME": f"v{version}",
-        "GITHUB_REF": f"refs/tags/v{version}",
-    }
-
 
 def test_the_ci_example_s_timeouts_let_the_script_report_and_cancel() -> None:
-    (job,) = _workflow()["jobs"].values()
+    (job,) = workflow()["jobs"].values()
     (step,) = [s for s in job["steps"] if "run" in s]
     assert int(step["env"]["WAIT_SECONDS"]) + 5 * 60 <= job["timeout-minutes"] * 60
     assert "pip install" not in WORKFLOW.read_text()  # a trigger-only job installs nothing
@@ -387,7 +346,7 @@ def test_the_ci_example_s_timeouts_let_the_script_report_and_cancel() -> None:
 def test_the_ci_example_releases_the_pushed_tag_with_curl_only(served, staging, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
 
-    command, env = _run_step(**_tagged_repository(tmp_path, staging, "1.0"))
+    command, env = ci_step(**tagged_repository(tmp_path, staging, "1.0"))
     env["POLL_SECONDS"] = "1"
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -411,8 +370,8 @@ def test_the_ci_example_releases_the_pushed_tag_with_curl_only(served, staging, 
 def test_cancelling_the_ci_job_cancels_the_flow_run(served, staging, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
 
-    command, env = _run_step(
-        **_tagged_repository(tmp_path, staging, "2.0", smoke="python -c 'import time; time.sleep(600)'")
+    command, env = ci_step(
+        **tagged_repository(tmp_path, staging, "2.0", smoke="python -c 'import time; time.sleep(600)'")
     )
     env["POLL_SECONDS"] = "1"
     out = tmp_path / "stdout"
@@ -442,7 +401,8 @@ def test_the_pull_step_clones_the_code_at_the_configured_ref(prefect_api, tmp_pa
 
     import yaml
     from prefect.blocks.system import Secret
-    from prefect.deployments.steps.core import run_steps
+    from prefect.client.orchestration import get_client
+    from prefect.deployments.steps.core import StepExecutionError, run_steps
     from prefect.variables import Variable
 
     work = tmp_path / "code"
@@ -458,5 +418,17 @@ def test_the_pull_step_clones_the_code_at_the_configured_ref(prefect_api, tmp_pa
     Variable.set("wheelflow_code_ref", "v2", overwrite=True)
     Secret(value="").save("wheelflow-git-token", overwrite=True)  # a public repository: no token
     monkeypatch.chdir(tmp_path)
-    output = asyncio.run(run_steps(yaml.safe_load((REPO / "prefect.yaml").read_text())["pull"]))
+    steps = yaml.safe_load((REPO / "prefect.yaml").read_text())["pull"]
+    output = asyncio.run(run_steps(steps))
     assert (Path(output["directory"]) / "marker").read_text() == "v2\n"  # the tag, not the branch's head
+
+    # Without the block (a server nobody ran `wheelflow setup` on), the step says which and how to fix it.
+    with get_client(sync_client=True) as client:
+        client.delete_block_document(client.read_block_document_by_name("wheelflow-git-token", "secret").id)
+    with pytest.raises(StepExecutionError) as failed:
+        asyncio.run(run_steps(steps))
+    assert str(failed.value.__cause__) == (
+        "crashed before its first task: the Secret block wheelflow-git-token does not exist; fix: run `wheelflow "
+        "setup --code-repository URL --code-ref REF` against this server (it makes an empty one for a public "
+        "repository; --git-token-env VAR for a private one)"
+    )

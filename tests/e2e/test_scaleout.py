@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from conftest import REPO, stop_processes
+from conftest import stop_processes, wheelflow_code_remote
 from gitserver import AuthGitServer
 from projects import make_matrix_project
 from webservers import MotoS3
@@ -47,18 +46,7 @@ def test_two_machines_clone_their_code_and_the_project_and_share_an_s3_store(
         check=True,
         capture_output=True,
     )
-    # wheelflow's code as the workers fetch it: a git remote holding this working tree as one commit.
-    code = tmp_path / "wheelflow-code"
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True, capture_output=True, text=True
-    ).stdout.split("\0")
-    for name in filter(None, files):
-        if (REPO / name).is_file():
-            (code / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, code / name)
-    _git("init", "--quiet", "-b", "main", cwd=code)
-    _git("add", "-A", cwd=code)
-    _git("commit", "--quiet", "-m", "wheelflow under test", cwd=code)
+    code = wheelflow_code_remote(tmp_path / "wheelflow-code")
     # Deployed from a separate process, as an operator would (`deploy` runs its own event loop thread,
     # which sees Prefect's settings from the environment, not this test session's temporary ones).
     subprocess.run(

@@ -39,6 +39,21 @@ def test_status_json_carries_the_flow_run_state_message_and_reason_without_tasks
     assert status["tasks"] == [] and status["exit_code"] == ExitCode.CANCELLED
 
 
+def test_a_run_that_crashed_in_its_pull_step_is_explained_by_its_first_logged_error() -> None:
+    """The worker's state message says only that the process exited; the run's ERROR logs say why."""
+    worker = "Flow run infrastructure exited with non-zero status code 1."
+    logged = [
+        "Block not found: 'wheelflow-git-token'",
+        "Unexpected exception encountered when trying to load flow",
+    ]
+    status = run_status("abc", "brave-fox", "Crashed", "CRASHED", worker, [], error_logs=logged[::-1])
+    assert status["reason"] == "crashed before its first task: Block not found: 'wheelflow-git-token'"
+    assert status["message"] == worker
+    # a run whose tasks ran is explained by its tasks, never by a stray log line
+    tasks = [{"name": "resolve-version", "state": "Completed", "history": []}]
+    assert run_status("a", "n", "Crashed", "CRASHED", worker, tasks, error_logs=logged)["reason"] == worker
+
+
 def test_status_reason_names_the_failed_task_and_its_last_error() -> None:
     tasks = [
         {"name": "build-sdist", "state": "Completed", "history": []},

@@ -152,6 +152,48 @@ def _retry_logs(client: Any, task_run_ids: list[UUID]) -> dict[UUID, list[str]]:
     return found
 
 
+def crash_before_start(flow_run_id: UUID | str, message: str) -> None:
+    """Mark a flow run Crashed with ``message``, and log it, from the process that runs it, before its
+    flow is loaded (a pull step). Written synchronously: the process exits right after, before
+    Prefect's log queue would ship anything, and the worker's own "process exited" crash then meets a
+    final state and leaves the message alone."""
+    from datetime import datetime, timezone
+
+    from prefect.client.schemas.actions import LogCreate
+    from prefect.states import Crashed
+
+    run_id = UUID(str(flow_run_id))
+    with get_client(sync_client=True) as client:
+        client.create_logs(
+            [
+                LogCreate(
+                    name="wheelflow.pull",
+                    level=40,
+                    message=message,
+                    timestamp=datetime.now(timezone.utc),
+                    flow_run_id=run_id,
+                )
+            ]
+        )
+        client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+
+
+def error_logs(client: Any, flow_run_id: UUID | str) -> list[str]:
+    """The flow run's ERROR log lines, oldest first, each its first line: for a run that crashed before
+    its first task (a pull step that could not clone, a missing block), they say why, while the state
+    message the worker writes says only that the process exited."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterLevel
+    from prefect.client.schemas.sorting import LogSort
+
+    logs = client.read_logs(
+        log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[UUID(str(flow_run_id))]), level=LogFilterLevel(ge_=40)
+        ),
+        sort=LogSort.TIMESTAMP_ASC,
+    )
+    return [log.message.strip().splitlines()[0] for log in logs if log.message and log.message.strip()]
+
+
 def flow_run_tree(client: Any, flow_run_id: UUID) -> list[Any]:
     """The flow run and its subflow runs, depth first."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     connect_prefect()
     from prefect.client.orchestration import get_client
 
-    from wheelflow.adapters.prefect_api import read_flow_run, release_verdict, run_histories, ui_url
+    from wheelflow.adapters.prefect_api import error_logs, read_flow_run, release_verdict, run_histories, ui_url
 
     flow_run = read_flow_run(run_id)
     state = flow_run.state
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     histories = run_histories(run_id, settle=10.0 if finished else 0.0)
     with get_client(sync_client=True) as client:
         failed_checks = release_verdict(client, run_id)["failed_checks"]
+        errors = error_logs(client, run_id) if finished and not histories else []
     status = run_status(
         str(run_id),
         flow_run.name,
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         [h.json() for h in histories],
         failed_checks,
         ui_url(str(run_id)),
+        errors,
     )
     exit_code = status["exit_code"]
     if args.json:

@@ -69,10 +69,12 @@ def run(args: argparse.Namespace) -> int:
 
     from wheelflow.adapters.prefect_api import (
         cancel_run,
+        error_logs,
         find_deployment,
         follow_run,
         release_verdict,
         start_run,
+        task_histories,
         ui_url,
     )
 
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         flow_run = start_run(client, deployment, parameters, args.deployment)
         url = ui_url(str(flow_run.id))
         say(f"wheelflow: started {flow_run.name} ({flow_run.id}) of {args.deployment}" + (f": {url}" if url else ""))
-        state, timed_out, verdict = flow_run.state, False, None
+        state, timed_out, verdict, reason = flow_run.state, False, None, None
         if args.wait:
 
             def on_state(name: str, message: str | None) -> None:
@@ -107,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
                 return EXIT_CANCELLED
             if not timed_out:
                 verdict = release_verdict(client, flow_run.id)
+                if state is not None and state.is_final() and not state.is_completed():
+                    tasks = [h.json() for h in task_histories(client, flow_run.id)]
+                    errors = error_logs(client, flow_run.id) if not tasks else []
+                    reason = run_reason(state.name, state.message, tasks, verdict["failed_checks"], errors)
     outcome = RunOutcome(
         str(flow_run.id),
         args.deployment,
@@ -118,9 +124,8 @@ def run(args: argparse.Namespace) -> int:
     message = state.message if state else None
     exit_code = outcome.exit_code if args.wait else 0  # without --wait: started, no verdict yet
     if verdict is not None:
-        print_verdict(verdict, message)
+        print_verdict(verdict, reason or message)
     if args.json:
-        reason = run_reason(outcome.state, message, [], (verdict or {}).get("failed_checks", [])) if verdict else None
         print(
             json.dumps(
                 {

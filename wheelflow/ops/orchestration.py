@@ -149,11 +149,20 @@ def deployment_not_found(name: str, known: list[str]) -> SpecError:
     return SpecError("DEPLOYMENT", f"no deployment {name!r} on this Prefect server", fix)
 
 
+# What Prefect logs around the real error of a flow that could not load: never the reason itself.
+_ENGINE_WRAPPERS = ("Unexpected exception encountered when trying to load flow", "Engine execution exited")
+
+
 def run_reason(
-    state_name: str | None, message: str | None, tasks: list[dict[str, Any]], failed_checks: list[dict[str, Any]]
+    state_name: str | None,
+    message: str | None,
+    tasks: list[dict[str, Any]],
+    failed_checks: list[dict[str, Any]],
+    error_logs: list[str] | None = None,
 ) -> str | None:
     """Why a flow run ended as it did, in one line: the failed release check, else the failed task
-    and its last error, else the run's own state message (e.g. a crash before its first task)."""
+    and its last error, else, for a run that ended before its first task (a pull step that could not
+    clone, a missing block), the first error it logged, else the run's own state message."""
     if state_name in (None, "Completed"):
         return None
     for check in failed_checks:
@@ -162,6 +171,10 @@ def run_reason(
         if task.get("state") in ("Failed", "Crashed", "TimedOut"):
             errors = [h.get("message") for h in task.get("history", []) if h.get("message")]
             return f"{task['name']}: {task['state']}" + (f": {' '.join(errors[-1].split())}" if errors else "")
+    logged = [line for line in error_logs or [] if not line.startswith(_ENGINE_WRAPPERS)]
+    if not tasks and logged and state_name in ("Crashed", "Failed"):
+        prefix, first = f"{state_name.lower()} before its first task: ", " ".join(logged[0].split())
+        return first if first.startswith(prefix) else prefix + first  # wheelflow's pull step says it already
     return " ".join(message.split()) if message else None
 
 
@@ -174,6 +187,7 @@ def run_status(
     tasks: list[dict[str, Any]],
     failed_checks: list[dict[str, Any]] | None = None,
     url: str | None = None,
+    error_logs: list[str] | None = None,
 ) -> dict[str, Any]:
     """``wheelflow status --json``: the flow run's own state, message and reason beside its tasks, and
     the exit code the command ends with (so that a run that failed before its first task still says why)."""
@@ -185,7 +199,7 @@ def run_status(
         "state_type": outcome.state_type,
         "final": outcome.exit_code != EXIT_RUNNING,
         "message": " ".join(message.split()) if message else None,
-        "reason": run_reason(state_name, message, tasks, failed_checks or []),
+        "reason": run_reason(state_name, message, tasks, failed_checks or [], error_logs),
         "url": url,
         "exit_code": int(outcome.exit_code),
         "failed_checks": failed_checks or [],

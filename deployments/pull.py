@@ -1,0 +1,60 @@
+"""prefect.yaml's pull step: a worker fetches wheelflow's flows from the repository and ref in the
+Prefect Variables, with the token in the Secret block, as Prefect's git_clone step would, but reads
+them itself so that a missing Variable or block, or a clone that fails, ends the run with a state
+message saying which and how to fix it. With Prefect's own step and templates, such a run crashed
+with "process exited with status code 1" and the reason was only in the worker's stdout."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from wheelflow.core.errors import WheelflowError
+from wheelflow.ops.doctor import CODE_VARIABLES, GIT_TOKEN_BLOCK
+
+SETUP = "run `wheelflow setup --code-repository URL --code-ref REF` against this server"
+
+
+class PullStepFailed(WheelflowError):
+    """The worker could not fetch wheelflow's code: the run ends before its first task."""
+
+
+def clone_wheelflow(
+    repository_variable: str = CODE_VARIABLES[0],
+    ref_variable: str = CODE_VARIABLES[1],
+    token_block: str = GIT_TOKEN_BLOCK,
+) -> dict[str, Any]:
+    """Clone wheelflow's code for this flow run; returns git_clone's output (``directory``)."""
+    from prefect.deployments.steps import git_clone
+
+    from wheelflow.adapters.prefect_api import crash_before_start, read_secret, read_variable
+
+    token = ""
+    try:
+        repository, ref = (read_variable(name) for name in (repository_variable, ref_variable))
+        for name, value in ((repository_variable, repository), (ref_variable, ref)):
+            if not value:
+                raise PullStepFailed(f"the Prefect Variable {name} is not set; fix: {SETUP}")
+        try:
+            token = read_secret(token_block) or ""
+        except WheelflowError:
+            raise PullStepFailed(
+                f"the Secret block {token_block} does not exist; fix: {SETUP} (it makes an empty one for a public "
+                "repository; --git-token-env VAR for a private one)"
+            ) from None
+        try:
+            return git_clone(repository=str(repository), branch=str(ref), access_token=str(token) or None)
+        except Exception as exc:
+            problem = " ".join(str(exc).split()) or type(exc).__name__
+            raise PullStepFailed(
+                f"cannot fetch wheelflow's code at {ref!r}: {problem}; fix: check the Variables {repository_variable} "
+                f"and {ref_variable} (a tag or branch of that repository) and the token in {token_block}"
+            ) from exc
+    except PullStepFailed as exc:
+        message = f"crashed before its first task: {exc}"
+        if token:
+            message = message.replace(str(token), "***")  # a token is never written back, not even in an error
+        run_id = os.environ.get("PREFECT__FLOW_RUN_ID")  # set in the process that runs the flow
+        if run_id:
+            crash_before_start(run_id, message)
+        raise PullStepFailed(message) from None
