@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import INDEX_PASSWORD, INDEX_USER, WebhookReceiver, git, make_project, run_cli, wait_for
+from projects import make_matrix_project
 
 HEARTBEAT = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY's minimum
 ZOMBIE_WINDOW = 35  # a little over one heartbeat period: the test's kill is the only silence
@@ -251,6 +252,60 @@ def test_a_cancelled_release_alerts_exactly_once(prefect_api, index, receiver, t
         alerts = _no_second_alert(receiver, run_id, dedup)
     assert [a["event"] for a in alerts] == ["release-failed"], alerts  # the hook's rich alert, once
     assert "cancel" in alerts[0]["summary"]
+
+
+def _timed_out_project(root: Path, index) -> Path:
+    """A one-cell matrix whose build takes 60 s under a 2 s cell timeout (local builder)."""
+    project = make_matrix_project(root, cells=1, concurrency=1, seconds=60)
+    text = (project / "pyproject.toml").read_text().replace("concurrency = 1", "concurrency = 1\ntimeout = 2")
+    text = text.replace("[tool.wheelflow]\n", '[tool.wheelflow]\nbuilder = "local"\n')
+    (project / "pyproject.toml").write_text(
+        text + f'\n[tool.wheelflow.targets.staging]\nindex = "{index.simple_url}"\nverify-timeout = 5\n'
+    )
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "release")
+    git(project, "tag", "v1.0.0")
+    return project
+
+
+def _unapproved_project(root: Path, index) -> Path:
+    """Staging, then production behind a manual approval nobody gives within 3 s."""
+    project = make_project(root, index_url=index.simple_url)
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(
+        text.replace("[tool.wheelflow]\n", '[tool.wheelflow]\napproval = "manual"\napproval-timeout = 3\n')
+        + f'\n[tool.wheelflow.targets.production]\nindex = "{index.simple_url}"\nverify-timeout = 5\n'
+    )
+    return project
+
+
+@pytest.mark.case(
+    "fault",
+    "a release ends badly without crashing: a cell stopped by its timeout; an approval nobody gives in time",
+    "exactly one alert each: the hook's, naming the timeout; the automation stays quiet",
+)
+@pytest.mark.parametrize("how", ["timed out", "paused too long"])
+def test_a_timed_out_or_unapproved_release_alerts_exactly_once(
+    prefect_api, index, receiver, tmp_path: Path, how: str
+) -> None:
+    if how == "timed out":
+        project, expected = _timed_out_project(tmp_path / "slow-build", index), "stopped by its 2 s timeout"
+    else:
+        project, expected = (
+            _unapproved_project(tmp_path / "unapproved", index),
+            "no decision to publish to production within 3 s",
+        )
+    dedup = 20
+    env = {"WHEELFLOW_PRODUCTION_USERNAME": INDEX_USER, "WHEELFLOW_PRODUCTION_PASSWORD": INDEX_PASSWORD}
+    with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", str(dedup), env=env):
+        run_id = _start_release(project)
+        wait_for(lambda: _run_state(run_id).is_final(), 300, "the release to end")
+        assert _run_state(run_id).name == "Failed"
+        wait_for(lambda: _alerts_about(receiver, run_id), 60, "the hook's alert")
+        alerts = _no_second_alert(receiver, run_id, dedup)
+    assert [a["event"] for a in alerts] == ["release-failed"], alerts  # the hook's rich alert, once
+    assert expected in alerts[0]["summary"], alerts[0]["summary"]
 
 
 @pytest.mark.case(
