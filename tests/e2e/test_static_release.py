@@ -151,3 +151,56 @@ def test_a_failing_later_stage_leaves_the_static_index_byte_identical(
         rolled = {(f["target"], f["filename"]): (f["upload"], f["status"]) for f in report["files"]}
         assert rolled[("wheels", "tiny_pkg-1.0.0-py3-none-any.whl")] == ("rolled back", "removed")
         assert done["rolled back wheels"]["status"] == "passed"
+
+
+@pytest.mark.case(
+    "fault",
+    "a release rejected at its approval while others published to the same static store",
+    "its rollback takes out only its own entries and files: the others stay listed, installable and byte-proven",
+)
+def test_a_rejected_release_rolls_back_only_its_own_entries_from_a_shared_store(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api
+) -> None:
+    from conftest import make_project
+    from test_promotion import finish, paused_run, start_release
+
+    store = tmp_path / "store"
+
+    def wheels_target(name: str, version: str, then_staging: bool) -> Path:
+        extra = f'\n[tool.wheelflow.targets.wheels]\nkind = "static"\nstore-url = "{store.as_uri()}"\n'
+        extra += f'public-url = "{nginx.url}"\n'
+        if then_staging:  # A: the store first, then staging behind an approval nobody gives
+            extra += f'\n[tool.wheelflow.targets.staging]\nindex = "{index.simple_url}"\nverify-timeout = 10\n'
+        project = make_project(tmp_path / f"{name}-{version}", name=name, version=version, extra=extra)
+        text = (project / "pyproject.toml").read_text()
+        if then_staging:
+            text = text.replace("[tool.wheelflow]\n", '[tool.wheelflow]\napproval = "manual"\napproval-timeout = 600\n')
+        (project / "pyproject.toml").write_text(text)
+        return project
+
+    with Nginx(tmp_path / "nginx", root=store) as nginx:
+        first = wheels_target("tiny-pkg", "1.0.0", then_staging=True)
+        proc = start_release(first)
+        run_id = paused_run(first, proc)  # A published to the store and waits
+        for name, version in (("tiny-pkg", "1.1.0"), ("other-pkg", "2.0.0")):  # A' and B, while A waits
+            code, report, stderr = release_json(str(wheels_target(name, version, then_staging=False)))
+            assert code == 0, stderr[-3000:]
+        assert run_cli("approve", run_id, "--reject", "--reason", "not this one").returncode == 0
+        code, report, stderr = finish(proc)
+        assert code == 1 and "rejected: not this one" in report["error"], stderr[-3000:]
+
+        listed = (store / "tiny-pkg" / "index.html").read_text()
+        assert "tiny_pkg-1.1.0" in listed and "tiny_pkg-1.0.0" not in listed
+        assert not list(store.rglob("tiny_pkg-1.0.0*"))  # A's files are gone, not left unlisted
+        assert 'href="other-pkg/"' in (store / "index.html").read_text()  # the root page kept B
+        for name, version in (("tiny-pkg", "1.1.0"), ("other-pkg", "2.0.0")):
+            proven = run_cli("verify", f"{name}=={version}", "--index", nginx.url, "--no-install")
+            assert proven.returncode == 0, proven.stderr[-2000:]  # downloaded from nginx and hashed
+            where = tmp_path / f"venv-{name}"
+            venv.create(where, with_pip=False)
+            installed = subprocess.run(
+                [str(UV), "pip", "install", "--no-cache", "--python", str(where / "bin" / "python"),
+                 "--index-url", nginx.url, f"{name}=={version}"],
+                capture_output=True, text=True, env=installer_env(),
+            )  # fmt: skip
+            assert installed.returncode == 0, installed.stderr[-2000:]
