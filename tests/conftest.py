@@ -34,6 +34,23 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
+def fresh_prefect_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A Prefect server of this test's own (SQLite under the returned home), nobody has set up: no pools,
+    Variables, blocks or deployments; this process and the commands it starts use it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    prefect_home = tmp_path / "prefect-home"
+    prefect_home.mkdir()
+    proc, url = start_prefect_server(prefect_home)
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url, prefect_home
+    finally:
+        stop_processes(proc)
+
+
+@pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh $WHEELFLOW_HOME per test; a local Prefect server a command started under it is stopped after."""
     path = tmp_path / "wheelflow-home"

@@ -5,11 +5,17 @@ file wheelflow wrote is searched for them."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import INDEX_PASSWORD, git, make_project, run_cli
 from faultproxy import FaultProxy, Rule
+
+from wheelflow.core.redaction import encodings
 
 WEBHOOK_TOKEN = "T0KEN-w3bh00k-s3cret"  # in the webhook fixture's URL
 SMTP_PASSWORD = "smtp-pa55word-s3cret"
@@ -103,3 +109,68 @@ def test_no_secret_in_any_log_artifact_report_state_or_file(
     for secret in (INDEX_PASSWORD, WEBHOOK_TOKEN, SMTP_PASSWORD, API_KEY):
         leaks = [t[max(0, t.find(secret) - 80) : t.find(secret) + 80] for t in texts if secret in t]
         assert leaks == [], f"{secret[:6]}… leaked: {leaks[:3]}"
+
+
+# Code we do not control hunting for credentials on the same host, as a setup.py and as the smoke
+# command of a real release: every process's start environment and command line, and wheelflow's
+# own /proc entries, each dump kept for the test to search (an attacker would send it elsewhere).
+HUNTER = """
+import glob, os, sys
+out = {dumps!r}
+os.makedirs(out, exist_ok=True)
+found, refused = [], []
+for path in glob.glob("/proc/[0-9]*/environ") + glob.glob("/proc/[0-9]*/cmdline"):
+    try:
+        with open(path, "rb") as f:
+            found.append(path.encode() + b"\\n" + f.read())
+    except OSError:
+        refused.append(path)
+with open(os.path.join(out, f"{{os.getpid()}}.dump"), "wb") as f:
+    f.write(b"\\n".join(found))
+with open(os.path.join(out, f"{{os.getpid()}}.refused"), "w") as f:
+    f.write("\\n".join(refused))
+print(f"hunter read {{len(found)}} /proc entries, refused {{len(refused)}}", file=sys.stderr)
+"""
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv drops root's capabilities")
+@pytest.mark.case(
+    "secret",
+    "a setup.py and a smoke command of a real release, run without capabilities as in most CI, read "
+    "/proc/*/environ and /proc/*/cmdline",
+    "no credential in anything they read, nor in the output, the home or the Prefect database, in any encoding",
+)
+def test_a_release_s_setup_py_and_smoke_command_find_no_credential_in_proc(
+    tmp_path: Path, index, fresh_prefect_server, monkeypatch
+) -> None:
+    _, prefect_home = fresh_prefect_server
+    home = tmp_path / "wheelflow-home"
+    dumps = tmp_path / "dumps"
+    hunter = tmp_path / "hunter.py"
+    hunter.write_text(HUNTER.format(dumps=str(dumps)))
+    project = make_project(tmp_path / "proj", index_url=index.simple_url, smoke=f"python {hunter}")
+    (project / "setup.py").write_text(f"exec(open({str(hunter)!r}).read())\nfrom setuptools import setup\nsetup()\n")
+    secrets = {
+        "WHEELFLOW_STAGING_USERNAME": "releaser",
+        "WHEELFLOW_STAGING_PASSWORD": INDEX_PASSWORD,
+        "WHEELFLOW_SMTP_PASSWORD": SMTP_PASSWORD,
+        "PREFECT_API_KEY": API_KEY,
+    }
+    release = subprocess.run(
+        [shutil.which("setpriv"), "--bounding-set=-all", "--inh-caps=-all",
+         str(Path(sys.executable).with_name("wheelflow")), "release", str(project), "--builder", "local", "--json"],
+        env={**os.environ, **secrets, "WHEELFLOW_HOME": str(home)},
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert release.returncode == 0, release.stderr[-3000:]
+    assert len(list(dumps.glob("*.dump"))) >= 2  # the build backend and the smoke command both hunted
+    assert "hunter read " in release.stderr or "hunter read " in json.dumps(
+        _everything_prefect_recorded([json.loads(release.stdout)["flow_run_id"]])
+    )
+    places = {p: p.read_bytes() for p in dumps.glob("*.dump")}
+    places |= {p: p.read_bytes() for root in (home, prefect_home) for p in root.rglob("*") if p.is_file()}
+    places[Path("stdout+stderr")] = (release.stdout + release.stderr).encode()
+    for secret in (INDEX_PASSWORD, SMTP_PASSWORD, API_KEY):
+        for form in (secret, *encodings(secret)):
+            leaks = [str(p) for p, data in places.items() if form.encode() in data]
+            assert leaks == [], f"{form[:8]}… readable in {leaks[:3]}"

@@ -16,29 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from cistep import ci_step, tagged_repository
-from conftest import INDEX_PASSWORD, INDEX_USER, run_cli, start_prefect_server, stop_processes, wheelflow_code_remote
-
-
-@pytest.fixture
-def fresh_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A Prefect server nobody has set up: no pools, Variables, blocks or deployments."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    home = tmp_path / "prefect-home"
-    home.mkdir()
-    proc, url = start_prefect_server(home)
-    monkeypatch.setenv("PREFECT_API_URL", url)
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
-    finally:
-        stop_processes(proc)
+from conftest import INDEX_PASSWORD, INDEX_USER, run_cli, stop_processes, wheelflow_code_remote
 
 
 def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_the_first_task(
-    fresh_server: str, tmp_path: Path, index
+    fresh_prefect_server, tmp_path: Path, index
 ) -> None:
     from prefect.variables import Variable
 
