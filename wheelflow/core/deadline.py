@@ -86,7 +86,7 @@ class Deadline:
     def exceeded(self, action: str, url: str) -> DeadlineExceeded:
         return DeadlineExceeded(
             f"cannot {action} {redact_url(url)}: no complete answer after {self.elapsed():.1f} s "
-            f"(the deadline was {self.at - self.started:.0f} s); fix: check that the index is up, or allow more "
+            f"(the deadline was {_seconds(self.at - self.started)} s); fix: check that the index is up, or allow more "
             "time (--timeout, verify-timeout)"
         )
 
@@ -98,3 +98,8 @@ class Deadline:
             yield self
         finally:
             _current.reset(token)
+
+
+def _seconds(value: float) -> str:
+    """A deadline as people wrote it: 10, 1800, 0.5 (not 0)."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
