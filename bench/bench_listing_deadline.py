@@ -31,7 +31,11 @@ def listing(files: int) -> bytes:
         name = f"big_pkg-1.0.{n}-cp311-cp311-manylinux_2_28_x86_64.whl"
         digest = hashlib.sha256(name.encode()).hexdigest()
         entries.append(
-            {"filename": name, "url": f"/files/{digest[:2]}/{digest[2:4]}/{digest}/{name}", "hashes": {"sha256": digest}}
+            {
+                "filename": name,
+                "url": f"/files/{digest[:2]}/{digest[2:4]}/{digest}/{name}",
+                "hashes": {"sha256": digest},
+            }
         )
     return json.dumps({"meta": {"api-version": "1.0"}, "name": "big-pkg", "files": entries}).encode()
 

@@ -156,7 +156,17 @@ def main() -> int:
         action="store_true",
         help="only compare smoke environments (before, pip fallback, uv) on crafted wheels",
     )
+    parser.add_argument(
+        "--build-installer",
+        choices=("uv", "pip"),
+        default="uv",
+        help="who fills each isolated build environment (pip: as before `--installer uv`)",
+    )
     args = parser.parse_args()
+    if args.build_installer == "pip":
+        import wheelflow.builds.builders.local as local_builder
+
+        local_builder.isolated_env_installer = lambda: []
 
     if args.smoke_only:
         from wheelcraft import make_wheel

@@ -94,6 +94,7 @@ def build_cell(
         "builder": chosen.kind,
         "smoke": smoke.state,
         "smoke_message": smoke.message,
+        "smoke_torch": smoke.torch,
         "runner": runner,
         "platform": build.platform,
         "unrepaired_sha256": build.unrepaired_sha256,

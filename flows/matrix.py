@@ -121,8 +121,8 @@ def cell_row(outcome: CellOutcome) -> CellReport:
         row.compiler_cache = f"{hits} of {compiles} compiles hit"
     if outcome.smoke is not None:
         row.smoke = outcome.smoke.message if outcome.smoke.state == "skipped" else outcome.smoke.state
-        if "; torch " in outcome.smoke.message:  # the torch the smoke test loaded
-            row.torch = outcome.smoke.message.rsplit("; torch ", 1)[1].split(":")[0]
+        if outcome.smoke.torch:  # the torch the smoke test loaded
+            row.torch = outcome.smoke.torch
             row.smoke = f"{row.smoke} (torch {row.torch})"
         if outcome.smoke.state == "failed":
             row.error = outcome.smoke.message
@@ -312,7 +312,7 @@ def fetched_outcome(cell: Cell, run: Any, store: str, directory) -> CellOutcome:
         cached=record["cached"],
         attempts=record["attempts"],
         duration=record["duration"],
-        smoke=SmokeResult(record["smoke"], record["smoke_message"]),
+        smoke=SmokeResult(record["smoke"], record["smoke_message"], record.get("smoke_torch")),
         runner=record["runner"],
         image=cell.image,
         platform=record.get("platform"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from wheelflow.builds.buildenv import BuildSetup
+from wheelflow.builds.buildenv import BuildSetup, build_setup
 from wheelflow.builds.building import BuildResult, build_distributions
 from wheelflow.config.spec import ReleaseSpec
 from wheelflow.core.home import wheelflow_home
@@ -80,12 +80,7 @@ def release_build_setup(spec: ReleaseSpec) -> tuple[BuildSetup | None, dict[str,
         return None, {}
     cells = spec.matrix.cells if spec.matrix is not None else ()
     cell = next((c for c in cells if c.name == spec.sdist_cell), cells[0] if cells else None)
-    values = cell.values if cell is not None else {}
-    setup = BuildSetup(
-        requires=spec.cell_build_requires(values),
-        isolation=spec.build_isolation,
-        pins=cell.build_requires if cell is not None else (),
-        compiler_cache=False,
-        installer=read_installer_config(),
+    setup = build_setup(
+        spec.build_requires, spec.build_isolation, cell, compiler_cache=False, installer=read_installer_config()
     )
     return setup, dict(cell.env) if cell is not None else {}

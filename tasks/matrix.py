@@ -8,10 +8,10 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.runtime import task_run
 
-from wheelflow.builds.buildenv import BuildSetup
+from wheelflow.builds.buildenv import BuildSetup, build_setup
 from wheelflow.builds.builders import Builder, SmokeResult, SmokeSetup
 from wheelflow.builds.cells import CellBuild, build_cell_wheel
-from wheelflow.config.matrix import Cell, render_template
+from wheelflow.config.matrix import Cell
 from wheelflow.config.repairoptions import RepairOptions
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.installerconfig import read_installer_config
@@ -40,10 +40,10 @@ class CellJob:
 
     def setup(self, cell: Cell) -> BuildSetup:
         """The cell's build environment: build.requires rendered for it, its pins, this machine's installer config."""
-        return BuildSetup(
-            requires=tuple(render_template(r, cell.values, ("build", "requires")) for r in self.build_requires),
-            isolation=self.build_isolation,
-            pins=cell.build_requires,
+        return build_setup(
+            self.build_requires,
+            self.build_isolation,
+            cell,
             compiler_cache=self.compiler_cache,
             installer=read_installer_config(),
         )

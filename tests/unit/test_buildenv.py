@@ -154,8 +154,19 @@ def test_build_requires_render_per_cell(tmp_path: Path) -> None:
     spec = parse_spec(
         {"name": "x", "matrix": MATRIX, "build": {"requires": ["torch=={torch}"], "isolation": False}}, tmp_path
     )
-    assert spec.cell_build_requires(spec.matrix.cells[0].values) == ("torch==2.14.1",)
-    assert spec.build_isolation is False
+    from wheelflow.builds.buildenv import build_setup
+    from wheelflow.core.installerconfig import InstallerConfig
+
+    cell = spec.matrix.cells[0]
+    setup = build_setup(
+        spec.build_requires, spec.build_isolation, cell, compiler_cache=True, installer=InstallerConfig()
+    )
+    assert (setup.requires, setup.isolation, setup.pins, setup.prepared) == (
+        ("torch==2.14.1",),
+        False,
+        cell.build_requires,
+        True,
+    )
 
 
 @pytest.mark.parametrize(

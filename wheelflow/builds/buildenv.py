@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wheelflow.config.matrix import Cell, render_template
 from wheelflow.core.errors import BuildError, EnvCreationError
 from wheelflow.core.installerconfig import InstallerConfig
 from wheelflow.core.pyenvs import PyEnv, create_env, installer_env
@@ -59,6 +60,22 @@ class BuildSetup:
     def prepared(self) -> bool:
         """True when wheelflow makes the environment (extra packages, or no isolation)."""
         return bool(self.requires) or not self.isolation
+
+
+def build_setup(
+    requires: Sequence[str], isolation: bool, cell: Cell | None, *, compiler_cache: bool, installer: InstallerConfig
+) -> BuildSetup:
+    """The build environment of ``cell`` (None: a project without a matrix): ``build.requires``
+    rendered with its axis values, ``build.isolation``, its pins, and this machine's installer
+    configuration. The one place a BuildSetup is made, for the cells and the sdist alike."""
+    values = cell.values if cell is not None else {}
+    return BuildSetup(
+        requires=tuple(render_template(r, values, ("build", "requires")) for r in requires),
+        isolation=isolation,
+        pins=cell.build_requires if cell is not None else (),
+        compiler_cache=compiler_cache,
+        installer=installer,
+    )
 
 
 def build_system_requires(project: Path) -> tuple[str, ...]:

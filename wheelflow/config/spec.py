@@ -717,10 +717,6 @@ class ReleaseSpec:
     compiler_cache: str = "auto"  # build.compiler-cache
     abi: AbiTable = AbiTable()
 
-    def cell_build_requires(self, values: Mapping[str, str]) -> tuple[str, ...]:
-        """build.requires rendered for a cell's axis values."""
-        return tuple(render_template(r, values, ("build", "requires")) for r in self.build_requires)
-
     def cell_runtime(self, values: Mapping[str, str]) -> str | None:
         """The runtime label a cell's wheels must load against (validated to exist), or None."""
         template = self.abi.cell_runtime

@@ -34,6 +34,7 @@ PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 class SmokeResult:
     state: str  # passed, failed, skipped
     message: str  # one line
+    torch: str | None = None  # the torch version the smoke environment loaded, when it had one
 
 
 @dataclass(frozen=True)

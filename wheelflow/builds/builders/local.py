@@ -127,6 +127,12 @@ def interpreter_identity(interpreter: str) -> str:
     return f"local:{out.stdout.strip()}"
 
 
+def isolated_env_installer() -> list[str]:
+    """pypa/build's option for the installer of an isolated build environment: uv where it is present
+    (an environment in a fraction of a second), else pip's default (seconds per cell)."""
+    return ["--installer", "uv"] if find_uv() else []
+
+
 class LocalBuilder:
     kind = "local"
 
@@ -171,7 +177,7 @@ class LocalBuilder:
                     info["torch"] = prepared.torch
                     log(f"cell {cell.name}: building against torch {prepared.torch}")
             else:
-                python, frontend = interpreter, ["--installer", "uv"] if find_uv() else []
+                python, frontend = interpreter, isolated_env_installer()
                 if frontend:  # pypa/build finds uv on PATH: environments in milliseconds, not seconds
                     build_env["PATH"] = f"{Path(find_uv()).parent}{os.pathsep}{build_env.get('PATH', '')}"
             if cache is not None:
@@ -250,6 +256,8 @@ class LocalBuilder:
         on = f"; torch {torch}" if torch else ""
         if code != 0:
             return SmokeResult(
-                FAILED, f"smoke command failed on {wheel.name} (exit {code}){on}: {(tail[-1] if tail else '')[:200]}"
+                FAILED,
+                f"smoke command failed on {wheel.name} (exit {code}){on}: {(tail[-1] if tail else '')[:200]}",
+                torch,
             )
-        return SmokeResult(PASSED, f"installed {wheel.name} with {pyenv.installer}; smoke ok{on}")
+        return SmokeResult(PASSED, f"installed {wheel.name} with {pyenv.installer}; smoke ok{on}", torch)
