@@ -9,6 +9,7 @@ The home's Prefect server is stopped after each attempt (``wheelflow server stop
 
     python bench/first_contact.py                 # 5 attempts, 2 CPU-bound processes beside them
     python bench/first_contact.py --runs 1 --keep  # one attempt; keep its folder (the log is in it)
+    python bench/first_contact.py --runs 1 --no-docker  # a machine without a Docker engine
 
 This is the issue's "done when" check, not a timed test: it prints each attempt's wall time for the
 record, and exits 0 only when every attempt passed.
@@ -37,13 +38,15 @@ def main_command(readme: Path) -> str:
     return block.split("```sh", 1)[1].split("```", 1)[0].strip()
 
 
-def attempt(command: str, keep: bool) -> tuple[bool, float, str, Path]:
+def attempt(command: str, keep: bool, no_docker: bool = False) -> tuple[bool, float, str, Path]:
     root = Path(tempfile.mkdtemp(prefix="wheelflow-first-contact-"))
     clone, home = root / "clone", root / "home"
     home.mkdir()
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "WHEELFLOW_", "VIRTUAL_ENV"))}
     env["HOME"] = str(home)
+    if no_docker:
+        env["DOCKER_HOST"] = f"unix://{root}/no-docker.sock"
     log = root / "output.log"
     started = time.monotonic()
     with open(log, "wb") as out:
@@ -65,14 +68,18 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--burners", type=int, default=2, help="CPU-bound processes beside the command")
     parser.add_argument("--keep", action="store_true", help="keep each attempt's folder (failed ones are always kept)")
+    parser.add_argument(
+        "--no-docker", action="store_true", help="DOCKER_HOST points at nothing: a laptop without a Docker engine"
+    )
     args = parser.parse_args()
     command = main_command(REPO / "README.md")
-    print(f"{datetime.date.today()}, {os.cpu_count()} CPUs, {args.burners} CPU-bound processes: {command}")
+    docker = ", Docker unreachable" if args.no_docker else ""
+    print(f"{datetime.date.today()}, {os.cpu_count()} CPUs, {args.burners} CPU-bound processes{docker}: {command}")
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.burners)]
     passed = 0
     try:
         for n in range(1, args.runs + 1):
-            ok, took, detail, root = attempt(command, args.keep)
+            ok, took, detail, root = attempt(command, args.keep, args.no_docker)
             passed += ok
             print(
                 f"attempt {n}: {'passed' if ok else 'FAILED'} in {took:.0f} s: {detail}" + ("" if ok else f" ({root})")
