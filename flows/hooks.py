@@ -14,11 +14,12 @@ from wheelflow.ops.alerts import Alert, configured_channels, send_alert
 from wheelflow.ops.runhistory import describe_attempts
 
 
-def failed_task_attempts(flow_run_id) -> tuple[list[str], list[dict]]:
-    """The failed tasks of this run with each attempt (time and error), read back from the Prefect API."""
+def failed_task_attempts(flow_run_id, settle: float = 10.0) -> tuple[list[str], list[dict]]:
+    """The failed tasks of this run with each attempt (time and error), read back from the Prefect API.
+    ``settle``: how long to wait for task states still on their way to the server."""
     try:
         APILogWorker.drain_all(timeout=5)  # the retried attempts' errors are in this run's logs, maybe still queued
-        histories = run_histories(flow_run_id, settle=10.0)
+        histories = run_histories(flow_run_id, settle=settle)
     except Exception as exc:  # the alert must go out even when the API cannot be read
         return [f"(retry history unavailable: {type(exc).__name__})"], []
     lines, failed = [], []
@@ -39,7 +40,9 @@ def alert_release_problem(flow, flow_run, state) -> None:
     project = report.get("name") or str(flow_run.parameters.get("project"))
     error = report.get("error") or state.message or state.name
     summary = f"release of {project} {report.get('version') or ''} {state.name.lower()}: {error}"
-    attempt_lines, task_runs = failed_task_attempts(flow_run.id)
+    # A cancelled or crashed run's tasks were killed mid-run: their states never become final, so
+    # waiting for them only delays the alert past the automation's dedup window (a second page).
+    attempt_lines, task_runs = failed_task_attempts(flow_run.id, settle=10.0 if state.is_failed() else 0.0)
     lines = [f"failed step: {c['check']}: {c['detail']}" for c in failed]
     lines += [f"failed cell: {c['cell']}" for c in failed_cells]
     lines += attempt_lines

@@ -136,7 +136,7 @@ def _alerts_about(receiver: WebhookReceiver, run_id: str) -> list[dict]:
     "the server marks the run Crashed within the heartbeat window; exactly one alert",
 )
 def test_a_killed_worker_s_run_becomes_crashed_and_alerts_once(prefect_api, index, receiver, tmp_path: Path) -> None:
-    project = _slow_project(tmp_path / "slow", index)
+    project = _slow_project(tmp_path / "slow", index, "1.0.1")
     with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", "10") as proc:
         run_id = _start_release(project)
         # Killed only once the server has the run's first heartbeat: that is what a silence is measured from.
@@ -194,9 +194,11 @@ def test_a_failed_release_alerts_exactly_once(prefect_api, index, receiver, tmp_
     assert _events("wheelflow.alert.sent", f"prefect.flow-run.{run_id}")
 
 
-def _slow_project(root: Path, index) -> Path:
-    """A release that stays Running (its smoke test sleeps) until something ends it."""
-    project = make_project(root, index_url=index.simple_url)
+def _slow_project(root: Path, index, version: str) -> Path:
+    """A release that stays Running (its smoke test sleeps) until something ends it. Each test releases
+    its own version: a run killed or cancelled by an earlier test may hold its version's lock until the
+    lease lapses, and a run waiting for it would measure that wait, not what the test is about."""
+    project = make_project(root, version=version, index_url=index.simple_url)
     text = (project / "pyproject.toml").read_text()
     smoke = [line for line in text.splitlines() if line.startswith("smoke = ")][0]
     (project / "pyproject.toml").write_text(
@@ -221,7 +223,7 @@ def _no_second_alert(receiver: WebhookReceiver, run_id: str, window: float) -> l
 )
 @pytest.mark.parametrize("how", ["api", "sigterm"])
 def test_a_cancelled_release_alerts_exactly_once(prefect_api, index, receiver, tmp_path: Path, how: str) -> None:
-    project = _slow_project(tmp_path / "slow", index)
+    project = _slow_project(tmp_path / "slow", index, {"api": "1.0.2", "sigterm": "1.0.3"}[how])
     dedup = 20
     with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", str(dedup)):
         if how == "api":  # what the UI's Cancel and `prefect flow-run cancel` do
