@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# import-linter 2.16 needs Python 3.11: on the 3.10 floor the layers go unchecked (CI checks them on 3.11)
+pytest.importorskip("importlinter", reason="import-linter is installed on Python 3.11 and later")
 
 
 def _tool():
