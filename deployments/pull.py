@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from wheelflow.core.errors import WheelflowError
+from wheelflow.core.redaction import register_secret
 from wheelflow.ops.doctor import CODE_VARIABLES, GIT_TOKEN_BLOCK
 
 SETUP = "run `wheelflow setup --code-repository URL --code-ref REF` against this server"
@@ -24,37 +25,44 @@ def clone_wheelflow(
     ref_variable: str = CODE_VARIABLES[1],
     token_block: str = GIT_TOKEN_BLOCK,
 ) -> dict[str, Any]:
-    """Clone wheelflow's code for this flow run; returns git_clone's output (``directory``)."""
-    from prefect.deployments.steps import git_clone
+    """Clone wheelflow's code for this flow run; returns git_clone's output (``directory``). When it
+    cannot, the run is marked Crashed with the reason before the process exits."""
+    from wheelflow.adapters.prefect_api import crash_before_start
 
-    from wheelflow.adapters.prefect_api import crash_before_start, read_secret, read_variable
-
-    token = ""
     try:
-        repository, ref = (read_variable(name) for name in (repository_variable, ref_variable))
-        for name, value in ((repository_variable, repository), (ref_variable, ref)):
-            if not value:
-                raise PullStepFailed(f"the Prefect Variable {name} is not set; fix: {SETUP}")
-        try:
-            token = read_secret(token_block) or ""
-        except WheelflowError:
-            raise PullStepFailed(
-                f"the Secret block {token_block} does not exist; fix: {SETUP} (it makes an empty one for a public "
-                "repository; --git-token-env VAR for a private one)"
-            ) from None
-        try:
-            return git_clone(repository=str(repository), branch=str(ref), access_token=str(token) or None)
-        except Exception as exc:
-            problem = " ".join(str(exc).split()) or type(exc).__name__
-            raise PullStepFailed(
-                f"cannot fetch wheelflow's code at {ref!r}: {problem}; fix: check the Variables {repository_variable} "
-                f"and {ref_variable} (a tag or branch of that repository) and the token in {token_block}"
-            ) from exc
+        return _fetch_code(repository_variable, ref_variable, token_block)
     except PullStepFailed as exc:
         message = f"crashed before its first task: {exc}"
-        if token:
-            message = message.replace(str(token), "***")  # a token is never written back, not even in an error
         run_id = os.environ.get("PREFECT__FLOW_RUN_ID")  # set in the process that runs the flow
         if run_id:
             crash_before_start(run_id, message)
         raise PullStepFailed(message) from None
+
+
+def _fetch_code(repository_variable: str, ref_variable: str, token_block: str) -> dict[str, Any]:
+    """git_clone at the Variables' repository and ref with the block's token; PullStepFailed naming
+    what is missing or what git said, and the fix."""
+    from prefect.deployments.steps import git_clone
+
+    from wheelflow.adapters.prefect_api import read_secret, read_variable
+
+    repository, ref = read_variable(repository_variable), read_variable(ref_variable)
+    for name, value in ((repository_variable, repository), (ref_variable, ref)):
+        if not value:
+            raise PullStepFailed(f"the Prefect Variable {name} is not set; fix: {SETUP}")
+    try:
+        token = str(read_secret(token_block) or "")
+    except WheelflowError:
+        raise PullStepFailed(
+            f"the Secret block {token_block} does not exist; fix: {SETUP} (it makes an empty one for a public "
+            "repository; --git-token-env VAR for a private one)"
+        ) from None
+    register_secret(token)  # masked in every message and log line from here on, whatever git prints
+    try:
+        return git_clone(repository=str(repository), branch=str(ref), access_token=token or None)
+    except Exception as exc:
+        problem = " ".join(str(exc).split()) or type(exc).__name__
+        raise PullStepFailed(
+            f"cannot fetch wheelflow's code at {ref!r}: {problem}; fix: check the Variables {repository_variable} "
+            f"and {ref_variable} (a tag or branch of that repository) and the token in {token_block}"
+        ) from exc
