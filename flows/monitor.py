@@ -14,7 +14,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from wheelflow.adapters.prefect_api import PrefectVariableStore, read_variable, ui_url
-from wheelflow.config.spec import ReleaseSpec, load_spec
+from wheelflow.config.spec import ReleaseSpec, load_spec_file
 from wheelflow.core.errors import MonitorFoundProblems, NothingToMonitor
 from wheelflow.core.redaction import redact_url
 from wheelflow.ops.alerts import Alert
@@ -98,10 +98,7 @@ def notice_alert(notice: Notice, run_url: str | None) -> Alert:
 def watched_spec(spec_file: str) -> ReleaseSpec:
     """The spec of a watched project, read as ``wheelflow monitor --spec`` reads it: a standalone spec
     or a pyproject.toml, without the project's files (only names, artifacts, matrix and tags count)."""
-    path = Path(spec_file)
-    if path.name == "pyproject.toml":
-        return load_spec(path.parent, project_files=False)
-    return load_spec(path.parent, path, project_files=False)
+    return load_spec_file(spec_file, Path(spec_file).parent, project_files=False)
 
 
 def expected_files(spec: ReleaseSpec) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from wheelflow.adapters import localserver
-from wheelflow.config.spec import ReleaseSpec, load_spec
+from wheelflow.config.spec import ReleaseSpec, load_spec, load_spec_file
 from wheelflow.core.deadline import finite_seconds
 from wheelflow.core.errors import SpecError, UsageError
 from wheelflow.core.home import wheelflow_home
@@ -74,9 +74,9 @@ def load_spec_arg(spec: str | None, project: str | None, *, project_files: bool 
     spec_path = Path(spec) if spec else None  # a file: a directory is refused, naming --spec
     if project is not None:
         return load_spec(Path(project), spec_path, project_files=project_files)
-    if spec_path is not None and spec_path.name == "pyproject.toml":
-        return load_spec(spec_path.absolute().parent, project_files=project_files)
-    return load_spec(Path.cwd(), spec_path, project_files=project_files)
+    if spec_path is None:
+        return load_spec(Path.cwd(), project_files=project_files)
+    return load_spec_file(spec_path, Path.cwd(), project_files=project_files)
 
 
 def seconds(option: str, *, allow_zero: bool = False, unit: str = "seconds") -> Callable[[str], float]:

@@ -771,6 +771,15 @@ def load_spec(
     )
 
 
+def load_spec_file(spec_file: str | Path, project_dir: str | Path, *, project_files: bool = True) -> ReleaseSpec:
+    """The spec in ``spec_file``: a project's pyproject.toml (its folder is the project), or a
+    standalone spec for the project at ``project_dir``."""
+    path = Path(spec_file)
+    if path.name == "pyproject.toml":
+        return load_spec(path.absolute().parent, project_files=project_files)
+    return load_spec(project_dir, path, project_files=project_files)
+
+
 def parse_spec(
     table: Mapping[str, Any],
     project_dir: Path,
