@@ -165,8 +165,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.build_installer == "pip":
         import wheelflow.builds.builders.local as local_builder
+        import wheelflow.builds.building as building
 
         local_builder.isolated_env_installer = lambda: []
+        building.isolated_env_installer = lambda: []
 
     if args.smoke_only:
         from wheelcraft import make_wheel

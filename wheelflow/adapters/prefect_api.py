@@ -79,7 +79,36 @@ def write_record(key: str, value: Any, description: str) -> None:
 def write_variable(name: str, value: Any, tags: tuple[str, ...] = ()) -> None:
     from prefect.variables import Variable
 
-    Variable.set(name, value, tags=list(tags), overwrite=True)
+    without_waiting(lambda: Variable.set(name, value, tags=list(tags), overwrite=True))
+
+
+#: Answers a write gets at once when it meets another writer (SQLite answers "database is locked" as 503).
+TRANSIENT_STATUSES = frozenset({503})
+
+
+def without_waiting(call: Callable[[], Any], *, within: float = 1.0) -> Any:
+    """``call`` (one API request or a few), first with Prefect's client retries off and retried at once
+    on a transient refusal for up to ``within`` seconds, then as usual. A write that meets another one
+    on a SQLite server is refused with 503 in milliseconds and goes through moments later; Prefect's
+    client waits 2 s before its first retry, which made a one-minute release wait for its own lock
+    record. The usual retries (minutes, see ``localserver.CLIENT_MAX_RETRIES``) still outlive a
+    server restart."""
+    import httpx
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    deadline, pause = time.monotonic() + within, 0.01
+    while time.monotonic() < deadline:
+        try:
+            with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
+                return call()
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code not in TRANSIENT_STATUSES:
+                raise
+        except httpx.TransportError:
+            break  # the server is away: the client's own backoff is the right pace
+        time.sleep(pause)  # backoff between attempts: the other writer holds SQLite's lock for milliseconds
+        pause = min(0.1, 2 * pause)
+    return call()
 
 
 # -- the approval form -----------------------------------------------------------------------------
@@ -380,10 +409,15 @@ def follow_run(
     *,
     timeout: float | None,
     on_state: Callable[[str, str | None], None],
-    poll: float = 1.0,
+    poll: float = 0.25,
+    later: float = 2.0,
 ) -> tuple[Any, bool]:
-    """Report each new state until the run is final (paused runs are waited for); (state, timed_out)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+    """Report each new state until the run is final (paused runs are waited for); (state, timed_out).
+
+    The API is read every ``poll`` seconds for the first minute, then every ``later`` seconds: a short
+    run is seen ending within a fraction of a second, an hour-long one costs the server little."""
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
     last = None
     while True:
         run = client.read_flow_run(flow_run_id)
@@ -395,7 +429,8 @@ def follow_run(
             return state, False
         if deadline is not None and time.monotonic() >= deadline:
             return state, True
-        time.sleep(poll)  # the API has no push channel for a CLI; poll it
+        # the API has no push channel for a CLI; poll it
+        time.sleep(poll if time.monotonic() - started < 60 else later)
 
 
 def resume_with_decision(run_id: UUID, approve: bool, reason: str) -> None:

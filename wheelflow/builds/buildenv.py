@@ -32,7 +32,7 @@ from pathlib import Path
 from wheelflow.config.matrix import Cell, render_template
 from wheelflow.core.errors import BuildError, EnvCreationError
 from wheelflow.core.installerconfig import InstallerConfig
-from wheelflow.core.pyenvs import PyEnv, create_env, installer_env
+from wheelflow.core.pyenvs import PyEnv, create_env, find_uv, installer_env
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -111,6 +111,17 @@ def environment_key(interpreter_identity: str, requirements: Sequence[str], setu
 def _digest(constraint: str) -> str:
     path = Path(constraint)
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else constraint
+
+
+def isolated_env_installer() -> list[str]:
+    """pypa/build's option for the installer of an isolated build environment: uv where it is present
+    (an environment in a fraction of a second), else pip's default (seconds per build)."""
+    return ["--installer", "uv"] if find_uv() else []
+
+
+def uv_on_path(env: Mapping[str, str]) -> str:
+    """``env``'s PATH with uv's folder first: pypa/build looks for uv on PATH."""
+    return f"{Path(find_uv() or 'uv').parent}{os.pathsep}{env.get('PATH', '')}"
 
 
 def installer_variables(setup: BuildSetup, pins_folder: Path) -> dict[str, str]:

@@ -26,10 +26,19 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from wheelflow import __version__
-from wheelflow.builds.buildenv import BuildSetup, missing_module, missing_module_fix, prepared_build
+from wheelflow.builds.buildenv import (
+    BuildSetup,
+    installer_variables,
+    isolated_env_installer,
+    missing_module,
+    missing_module_fix,
+    prepared_build,
+    uv_on_path,
+)
 from wheelflow.core.childenv import child_env
 from wheelflow.core.distributions import Distribution, describe, sha256_of
 from wheelflow.core.errors import BuildError
+from wheelflow.core.installerconfig import read_installer_config
 from wheelflow.core.redaction import LineRedactor
 from wheelflow.core.reproducible import normalise_sdist, normalise_wheel, prefix_map_env
 from wheelflow.source.export import Source, prepare_source, source_identity
@@ -187,6 +196,11 @@ def _build(
         )
         build = [prepared.python, "-m", "build", "--no-isolation", "--outdir", str(outdir)]
         env = {**env, **prepared.env}
+    elif frontend := isolated_env_installer():  # uv fills each isolated environment, from pip's configuration
+        build += frontend
+        variables = installer_variables(setup, workdir / ".pins") if setup else read_installer_config().uv_env()
+        env = {**env, **variables}
+        env["PATH"] = uv_on_path(env)
     epoch = int(env["SOURCE_DATE_EPOCH"])
     if "sdist" in artifacts:
         _run_build([*build, "--sdist", str(tree)], env, what=what, home=home, log=log)

@@ -18,9 +18,11 @@ from wheelflow.builds.buildenv import (
     BuildSetup,
     compiler_cache,
     installer_variables,
+    isolated_env_installer,
     missing_module,
     missing_module_fix,
     prepared_build,
+    uv_on_path,
     write_build_info,
 )
 from wheelflow.builds.builders import (
@@ -43,7 +45,7 @@ from wheelflow.config.matrix import Cell
 from wheelflow.config.repairoptions import RepairOptions
 from wheelflow.core.childenv import child_env
 from wheelflow.core.errors import BuildError, CellUnbuildable, EnvCreationError
-from wheelflow.core.pyenvs import create_env, find_uv, installer_env
+from wheelflow.core.pyenvs import create_env, installer_env
 from wheelflow.core.redaction import LineRedactor
 from wheelflow.core.reproducible import prefix_map_env
 from wheelflow.source.export import source_files
@@ -127,12 +129,6 @@ def interpreter_identity(interpreter: str) -> str:
     return f"local:{out.stdout.strip()}"
 
 
-def isolated_env_installer() -> list[str]:
-    """pypa/build's option for the installer of an isolated build environment: uv where it is present
-    (an environment in a fraction of a second), else pip's default (seconds per cell)."""
-    return ["--installer", "uv"] if find_uv() else []
-
-
 class LocalBuilder:
     kind = "local"
 
@@ -179,7 +175,7 @@ class LocalBuilder:
             else:
                 python, frontend = interpreter, isolated_env_installer()
                 if frontend:  # pypa/build finds uv on PATH: environments in milliseconds, not seconds
-                    build_env["PATH"] = f"{Path(find_uv()).parent}{os.pathsep}{build_env.get('PATH', '')}"
+                    build_env["PATH"] = uv_on_path(build_env)
             if cache is not None:
                 build_env.update(cache.env(copy))
                 build_env["PATH"] = f"{cache.wrappers}{os.pathsep}{build_env.get('PATH', '')}"
