@@ -78,11 +78,11 @@ def dry_builder():
     class DryBuilder(LocalBuilder):
         kind = "local"
 
-        def build(self, cell, source, out, env, log, labels) -> None:
+        def build(self, cell, source, out, env, log, labels, setup=None) -> None:
             make_wheel(out, name="bench_cell", version=env["WHEELFLOW_VERSION"])
             log(f"cell {cell.name}: dry build (crafted wheel)")
 
-        def smoke(self, cell, wheel, smoke, log, labels):
+        def smoke(self, cell, wheel, smoke, log, labels, setup=None):
             return SmokeResult(PASSED, "dry run: no smoke test")
 
     return DryBuilder()
