@@ -164,11 +164,9 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.build_installer == "pip":
-        import wheelflow.builds.builders.local as local_builder
-        import wheelflow.builds.building as building
+        import wheelflow.builds.buildenv as buildenv
 
-        local_builder.isolated_env_installer = lambda: []
-        building.isolated_env_installer = lambda: []
+        buildenv.find_uv = lambda: None  # isolated build environments as pypa/build makes them by default
 
     if args.smoke_only:
         from wheelcraft import make_wheel

@@ -113,15 +113,14 @@ def _digest(constraint: str) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else constraint
 
 
-def isolated_env_installer() -> list[str]:
-    """pypa/build's option for the installer of an isolated build environment: uv where it is present
-    (an environment in a fraction of a second), else pip's default (seconds per build)."""
-    return ["--installer", "uv"] if find_uv() else []
-
-
-def uv_on_path(env: Mapping[str, str]) -> str:
-    """``env``'s PATH with uv's folder first: pypa/build looks for uv on PATH."""
-    return f"{Path(find_uv() or 'uv').parent}{os.pathsep}{env.get('PATH', '')}"
+def isolated_frontend(env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """pypa/build's options for an isolated build environment, and ``env`` to run it with: uv fills
+    the environment where present (a fraction of a second; seconds with pip), and pypa/build finds it
+    on PATH; else pip's default and ``env`` as it is."""
+    uv = find_uv()
+    if uv is None:
+        return [], dict(env)
+    return ["--installer", "uv"], {**env, "PATH": f"{Path(uv).parent}{os.pathsep}{env.get('PATH', '')}"}
 
 
 def installer_variables(setup: BuildSetup, pins_folder: Path) -> dict[str, str]:

@@ -29,11 +29,10 @@ from wheelflow import __version__
 from wheelflow.builds.buildenv import (
     BuildSetup,
     installer_variables,
-    isolated_env_installer,
+    isolated_frontend,
     missing_module,
     missing_module_fix,
     prepared_build,
-    uv_on_path,
 )
 from wheelflow.core.childenv import child_env
 from wheelflow.core.distributions import Distribution, describe, sha256_of
@@ -196,11 +195,11 @@ def _build(
         )
         build = [prepared.python, "-m", "build", "--no-isolation", "--outdir", str(outdir)]
         env = {**env, **prepared.env}
-    elif frontend := isolated_env_installer():  # uv fills each isolated environment, from pip's configuration
-        build += frontend
-        variables = installer_variables(setup, workdir / ".pins") if setup else read_installer_config().uv_env()
-        env = {**env, **variables}
-        env["PATH"] = uv_on_path(env)
+    else:
+        frontend, env = isolated_frontend(env)
+        if frontend:  # uv fills each isolated environment: with pip's configuration, which uv does not read
+            build += frontend
+            env.update(installer_variables(setup, workdir / ".pins") if setup else read_installer_config().uv_env())
     epoch = int(env["SOURCE_DATE_EPOCH"])
     if "sdist" in artifacts:
         _run_build([*build, "--sdist", str(tree)], env, what=what, home=home, log=log)

@@ -18,11 +18,10 @@ from wheelflow.builds.buildenv import (
     BuildSetup,
     compiler_cache,
     installer_variables,
-    isolated_env_installer,
+    isolated_frontend,
     missing_module,
     missing_module_fix,
     prepared_build,
-    uv_on_path,
     write_build_info,
 )
 from wheelflow.builds.builders import (
@@ -173,9 +172,8 @@ class LocalBuilder:
                     info["torch"] = prepared.torch
                     log(f"cell {cell.name}: building against torch {prepared.torch}")
             else:
-                python, frontend = interpreter, isolated_env_installer()
-                if frontend:  # pypa/build finds uv on PATH: environments in milliseconds, not seconds
-                    build_env["PATH"] = uv_on_path(build_env)
+                python = interpreter
+                frontend, build_env = isolated_frontend(build_env)
             if cache is not None:
                 build_env.update(cache.env(copy))
                 build_env["PATH"] = f"{cache.wrappers}{os.pathsep}{build_env.get('PATH', '')}"
