@@ -170,6 +170,65 @@ def test_a_killed_worker_s_run_becomes_crashed_and_alerts_once(prefect_api, inde
 
 @pytest.mark.case(
     "fault",
+    "a worker is killed with SIGKILL mid-release, then the automations are installed again (what the crash "
+    "message tells the user to do), with the same options or a changed zombie window",
+    "the run is still marked Crashed and exactly one alert arrives: an unchanged automation is left alone, a "
+    "changed one is re-armed for the run it was waiting on",
+)
+@pytest.mark.parametrize("reinstall", ["same options", "changed zombie window"])
+def test_installing_the_automations_again_mid_zombie_still_crashes_the_run_and_alerts_once(
+    prefect_api, index, receiver, tmp_path: Path, reinstall: str
+) -> None:
+    project = _slow_project(
+        tmp_path / "slow", index, {"same options": "1.0.4", "changed zombie window": "1.0.5"}[reinstall]
+    )
+    zombie_window = {"same options": ZOMBIE_WINDOW, "changed zombie window": ZOMBIE_WINDOW + 5}[reinstall]
+    with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", "10") as proc:
+        run_id = _start_release(project)
+        wait_for(
+            lambda: _events("prefect.flow-run.heartbeat", f"prefect.flow-run.{run_id}"),
+            120,
+            "the run's first heartbeat",
+        )
+        for pid in [proc.pid, *_descendants(proc.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # a short-lived child that ended meanwhile
+        proc.wait()
+    reinstalled = run_cli(
+        "automations",
+        "install",
+        "--zombie-window",
+        str(zombie_window),
+        "--alert-dedup-window",
+        "10",
+        env={"WHEELFLOW_ALERT_WEBHOOK": receiver.url, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT)},
+    )
+    assert reinstalled.returncode == 0, reinstalled.stderr[-3000:]
+    installed_at = time.monotonic()
+    if reinstall == "same options":
+        assert "wheelflow-zombie-runs (unchanged)" in reinstalled.stderr, reinstalled.stderr
+        assert "(updated" not in reinstalled.stderr and "(created" not in reinstalled.stderr
+    else:
+        assert "wheelflow-zombie-runs (updated, re-armed for 1 run(s))" in reinstalled.stderr, reinstalled.stderr
+    assert _run_state(run_id).name == "Running"
+
+    crashed = wait_for(
+        lambda: (s := _run_state(run_id)).name == "Crashed" and s,
+        zombie_window + 30,
+        "the zombie automation to mark the run Crashed",
+    )
+    assert f"no heartbeat for {zombie_window} s" in crashed.message
+    (alert,) = wait_for(lambda: _alerts_about(receiver, run_id), 40, "the server's alert")
+    assert _no_second_alert(receiver, run_id, 10) == [alert]
+    assert time.monotonic() - installed_at < zombie_window + 10 + 45  # window + dedup + evaluation
+    assert alert["source"] == "prefect-automation" and "crashed" in alert["summary"]
+    assert f"({run_id})" in alert["text"]
+
+
+@pytest.mark.case(
+    "fault",
     "a release fails with the server-side automation installed too",
     "exactly one alert: the rich one from the run's hook; the automation stays quiet",
 )

@@ -9,6 +9,7 @@ Prefect server. ``PREFECT_API_URL`` and ``PREFECT_API_KEY`` name the server, as 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -186,25 +187,33 @@ def crash_before_start(flow_run_id: UUID | str, message: str) -> None:
     flow is loaded (a pull step). Written synchronously: the process exits right after, before
     Prefect's log queue would ship anything, and the worker's own "process exited" crash then meets a
     final state and leaves the message alone."""
-    from datetime import datetime, timezone
-
-    from prefect.client.schemas.actions import LogCreate
     from prefect.states import Crashed
 
     run_id = UUID(str(flow_run_id))
+    log_to_flow_run(run_id, message, level=40)
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+
+
+def log_to_flow_run(flow_run_id: UUID | str, message: str, *, level: int = 20) -> None:
+    """One log line in the flow run's log, written at once: a pull step runs before Prefect's run
+    logger exists, and its process may exit before a queued line would be shipped."""
+    from datetime import datetime, timezone
+
+    from prefect.client.schemas.actions import LogCreate
+
     with get_client(sync_client=True) as client:
         client.create_logs(
             [
                 LogCreate(
                     name="wheelflow.pull",
-                    level=40,
+                    level=level,
                     message=message,
                     timestamp=datetime.now(timezone.utc),
-                    flow_run_id=run_id,
+                    flow_run_id=UUID(str(flow_run_id)),
                 )
             ]
         )
-        client.set_flow_run_state(run_id, Crashed(message=message), force=True)
 
 
 def error_logs(client: Any, flow_run_id: UUID | str) -> list[str]:
@@ -614,7 +623,7 @@ def _trigger_of(spec: Any) -> Any:
 
     return EventTrigger(
         posture=Posture(spec.posture),
-        after=set(spec.after),
+        after=set(spec.opened_by),
         expect=set(spec.expect),
         match=dict(spec.match),
         match_related=dict(spec.match_related),
@@ -640,21 +649,166 @@ def _actions_of(spec: Any, blocks: list[UUID]) -> list[Any]:
     return [SendNotification(block_document_id=block, subject=spec.subject, body=spec.body) for block in blocks]
 
 
-def install_automations(specs: list[Any], destinations: list[Any]) -> list[str]:
-    """Make the server's ``wheelflow-*`` automations exactly ``specs`` (see wheelflow/automations.py),
-    notifying through one block per destination: created or updated by name, so running it twice
-    changes nothing; wheelflow automations and alert blocks no longer described are deleted.
-    Returns the automation names."""
+def _canonical(value: Any) -> Any:
+    """A JSON value with its lists in one order: the server keeps a trigger's sets (``after``,
+    ``expect``, ``for_each``) as lists in no particular order."""
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in sorted(value.items())}
+    if isinstance(value, list):
+        return sorted((_canonical(item) for item in value), key=lambda item: json.dumps(item, sort_keys=True))
+    return value
+
+
+def automation_definition(automation: Any) -> Any:
+    """What an automation does (name, trigger, actions...), comparable between the one the server
+    stores and the one wheelflow wants: the ids the server assigns are left out."""
+    from prefect.automations import AutomationCore
+
+    data = automation.model_dump(mode="json", include=set(AutomationCore.model_fields))
+    data.get("trigger", {}).pop("id", None)
+    return _canonical(data)
+
+
+def _stored_automations(client: Any) -> list[dict[str, Any]]:
+    """The server's automations as it answers them: the client's models drop each trigger's id."""
+    response = client.request("POST", "/automations/filter", json={"sort": None, "limit": None, "offset": 0})
+    response.raise_for_status()
+    return response.json()
+
+
+def sync_automation(client: Any, core: Any, stored: list[dict[str, Any]]) -> str:
+    """Make the server's automation named ``core.name`` (among ``stored``, as the server answers them)
+    do what ``core`` describes, and say what that took: ``created``, ``unchanged`` or ``updated``.
+
+    Why it leaves an unchanged one alone: the server keeps a proactive trigger's pending windows (a run
+    whose heartbeats stopped, a failure awaiting its alert) per trigger id, and an update that brings a
+    new trigger id drops them, so a re-run of ``setup`` right after a crash silenced that crash's alert.
+    For the same reason a changed automation is sent with its stored trigger's id: its pending windows
+    still fire."""
+    from prefect.events.schemas.automations import Automation
+
+    same_name = [automation for automation in stored if automation["name"] == core.name]
+    if not same_name:
+        client.create_automation(core)
+        return "created"
+    current, *duplicates = same_name
+    for duplicate in duplicates:
+        client.delete_automation(UUID(duplicate["id"]))
+    if automation_definition(Automation.model_validate(current)) == automation_definition(core):
+        return "unchanged"
+    body = core.model_dump(mode="json", exclude_unset=True)  # as the client's update_automation sends it
+    body["trigger"]["id"] = current["trigger"]["id"]
+    response = client.request("PUT", "/automations/{id}", path_params={"id": current["id"]}, json=body)
+    response.raise_for_status()
+    return "updated"
+
+
+def _has_event(client: Any, name: str, flow_run_id: Any) -> bool:
+    response = client.request(
+        "POST",
+        "/events/filter",
+        json={
+            "filter": {"event": {"name": [name]}, "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]}},
+            "limit": 1,
+        },
+    )
+    response.raise_for_status()
+    return bool(response.json()["events"])
+
+
+def _runs_awaiting(client: Any, spec: Any) -> list[tuple[Any, str]]:
+    """The runs (and their flow's name) whose window ``spec``'s automation had open before its update:
+    see ``AutomationSpec.rearm``."""
+    from datetime import datetime, timedelta, timezone
+
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateName,
+    )
+
+    from wheelflow.ops.automations import ALERT_AWAITED_AFTER, ALERT_SENT_EVENT, FLOWS, HEARTBEAT_EVENT
+
+    if spec.rearm == "heartbeating":
+        flows, states, clue, wanted = FLOWS, ("Running",), HEARTBEAT_EVENT, True
+    else:
+        flows, states, clue, wanted = ("release",), ALERT_AWAITED_AFTER, ALERT_SENT_EVENT, False
+    names = {
+        flow.id: flow.name for flow in client.read_flows(flow_filter=FlowFilter(name=FlowFilterName(any_=list(flows))))
+    }
+    if not names:
+        return []
+    runs = client.read_flow_runs(
+        flow_filter=FlowFilter(name=FlowFilterName(any_=list(flows))),
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=list(states)))),
+    )
+    since = datetime.now(timezone.utc) - timedelta(seconds=spec.within)
+    awaiting = []
+    for run in runs:
+        if spec.rearm == "awaiting-alert" and (run.state is None or run.state.timestamp < since):
+            continue  # its window had closed already: the old automation alerted, or the hook did
+        if _has_event(client, clue, run.id) == wanted:
+            awaiting.append((run, names.get(run.flow_id, "")))
+    return awaiting
+
+
+def rearm_windows(client: Any, spec: Any) -> int:
+    """Open the updated automation's window again for each run the old one was waiting on (the server
+    gives an updated automation new trigger ids, which drops the open windows): a worker that died
+    before ``setup`` was re-run still has its run marked Crashed, a crash still alerts once. Returns
+    how many runs."""
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    from wheelflow.ops.automations import rearm_event
+
+    awaiting = _runs_awaiting(client, spec)
+    for run, flow_name in awaiting:
+        emit_event(
+            event=rearm_event(spec.name),
+            resource={"prefect.resource.id": f"prefect.flow-run.{run.id}", "prefect.resource.name": run.name},
+            related=[
+                {
+                    "prefect.resource.id": f"prefect.flow.{run.flow_id}",
+                    "prefect.resource.role": "flow",
+                    "prefect.resource.name": flow_name,
+                },
+                *(
+                    [
+                        {
+                            "prefect.resource.id": f"prefect.deployment.{run.deployment_id}",
+                            "prefect.resource.role": "deployment",
+                        }
+                    ]
+                    if run.deployment_id
+                    else []
+                ),
+            ],
+        )
+    if awaiting:
+        EventsWorker.drain_all(timeout=10)
+    return len(awaiting)
+
+
+def install_automations(specs: list[Any], destinations: list[Any]) -> dict[str, str]:
+    """Make the server's ``wheelflow-*`` automations exactly ``specs`` (see wheelflow/ops/automations.py),
+    notifying through one block per destination (saved by name, so its id stays): each is created,
+    left unchanged or updated (see ``sync_automation``); wheelflow automations and alert blocks no
+    longer described are deleted. Returns each automation's name and what was done to it."""
     from prefect.automations import AutomationCore
 
     from wheelflow.ops.automations import PREFIX
 
     blocks = [_save_destination(d, f"{ALERT_BLOCK_PREFIX}{i}-{d.kind}") for i, d in enumerate(destinations)]
+    done: dict[str, str] = {}
     with get_client(sync_client=True) as client:
         wanted = {spec.name for spec in specs}
-        for automation in client.read_automations():
-            if automation.name.startswith(PREFIX) and automation.name not in wanted:
-                client.delete_automation(automation.id)
+        stored = _stored_automations(client)
+        for automation in stored:
+            if automation["name"].startswith(PREFIX) and automation["name"] not in wanted:
+                client.delete_automation(UUID(automation["id"]))
         for spec in specs:
             core = AutomationCore(
                 name=spec.name,
@@ -663,18 +817,16 @@ def install_automations(specs: list[Any], destinations: list[Any]) -> list[str]:
                 trigger=_trigger_of(spec),
                 actions=_actions_of(spec, blocks),
             )
-            existing = client.read_automations_by_name(spec.name)
-            if existing:
-                client.update_automation(existing[0].id, core)
-                for duplicate in existing[1:]:
-                    client.delete_automation(duplicate.id)
-            else:
-                client.create_automation(core)
+            done[spec.name] = sync_automation(client, core, stored)
+            if done[spec.name] == "updated" and spec.rearm:
+                rearmed = rearm_windows(client, spec)
+                if rearmed:
+                    done[spec.name] += f", re-armed for {rearmed} run(s)"
         kept = set(blocks)
         for document in client.read_block_documents(include_secrets=False):
             if document.name and document.name.startswith(ALERT_BLOCK_PREFIX) and document.id not in kept:
                 client.delete_block_document(document.id)  # an old destination's secret URL goes with it
-    return [spec.name for spec in specs]
+    return done
 
 
 def emit_alert_sent(flow_run: Any, flow_name: str, delivered: int) -> None:
@@ -757,6 +909,49 @@ def ensure_secret(name: str, value: str | None) -> str:
         return "kept"
     Secret(value="").save(name, overwrite=True)
     return "created empty"
+
+
+class PullSteps:
+    """A deployment's pull steps where Prefect's RunnerDeployment expects its code storage: what a
+    worker runs before the flow. ``wheelflow setup`` registers the deployments itself with these,
+    as ``prefect deploy`` would from prefect.yaml, without needing a checkout or its current folder."""
+
+    def __init__(self, steps: list[dict[str, Any]]) -> None:
+        self.steps = steps
+
+    def to_pull_step(self) -> list[dict[str, Any]]:
+        return self.steps
+
+    def set_base_path(self, path: Any) -> None:
+        pass  # nothing is pulled where the deployment is registered
+
+    @property
+    def pull_interval(self) -> int | None:
+        return None
+
+    @property
+    def destination(self) -> Any:
+        from pathlib import Path
+
+        return Path(".")
+
+    async def pull_code(self) -> None:
+        pass
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PullSteps) and other.steps == self.steps
+
+
+def register_deployments(deployments: list[Any], pull_steps: list[dict[str, Any]]) -> list[str]:
+    """Register (create or update) each RunnerDeployment on its work pool with ``pull_steps``; their
+    full names. Schedules are replaced by the given ones (their active flags are set afterwards by
+    ``finish_registration``)."""
+    names = []
+    for deployment in deployments:
+        deployment.storage = PullSteps(pull_steps)
+        deployment.apply()
+        names.append(deployment.full_name)
+    return names
 
 
 def finish_registration(names: list[str], schedules_active: dict[str, bool]) -> None:

@@ -61,22 +61,25 @@ def install(args: argparse.Namespace, *, monitor_interval: float | None) -> list
         silent={"sync-monitor": monitor_interval or MONITOR_INTERVAL, "nightly": NIGHTLY_INTERVAL},
     )
     destinations, unreachable = automation_destinations(configured_channels(read_secret=read_secret))
-    names = install_automations(wheelflow_automations(windows, notify=bool(destinations)), destinations)
+    done = install_automations(wheelflow_automations(windows, notify=bool(destinations)), destinations)
     where = (
         ", ".join(str(d) for d in destinations)
         or "nowhere: no WHEELFLOW_ALERT_WEBHOOK / _SLACK_WEBHOOK / _DISCORD_WEBHOOK"
     )
     say(
-        f"wheelflow: automations {', '.join(names)}; server-side alerts go to {where}"
+        f"wheelflow: automations {', '.join(f'{name} ({what})' for name, what in done.items())}; "
+        f"server-side alerts go to {where}"
         + (f" ({', '.join(unreachable)}: only from the release hook)" if unreachable else "")
     )
-    return names
+    return list(done)
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("automations", help="register wheelflow's Prefect Automations (server-side alerts)")
     actions = parser.add_subparsers(dest="action", required=True)
-    install_parser = actions.add_parser("install", help="create or update them by name (idempotent)")
+    install_parser = actions.add_parser(
+        "install", help="create them, or update those whose definition changed (pending alerts still fire)"
+    )
     add_window_options(install_parser)
     install_parser.add_argument(
         "--monitor-interval",

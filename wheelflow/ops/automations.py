@@ -40,6 +40,14 @@ FINAL_STATES = ("Completed", *PROBLEM_STATES)
 #: A run cancelled before it ever ran goes straight to Cancelled: it did nothing, and pages nobody.
 ALERT_AWAITED_AFTER = ("Failed", "Crashed", "TimedOut", "Cancelling")
 MINIMUM_WINDOW = 10.0  # Prefect refuses proactive triggers with a shorter window
+#: Sent by ``install`` about each run a changed automation was waiting on: the server gives an updated
+#: automation new trigger ids, which drops the windows the old ones had open; this event opens them again.
+REARM_EVENT_PREFIX = "wheelflow.automation.rearmed."
+
+
+def rearm_event(automation: str) -> str:
+    """The event that opens ``automation``'s window again for one run (see ``AutomationSpec.rearm``)."""
+    return REARM_EVENT_PREFIX + automation.removeprefix(PREFIX)
 
 
 def flow_run_events(*states: str) -> list[str]:
@@ -80,6 +88,16 @@ class AutomationSpec:
     for_each: tuple[str, ...] = ()
     subject: str = ""
     body: str = ""
+    #: Which runs an updated automation was waiting on, to open their windows again: "heartbeating"
+    #: (unfinished runs that sent a heartbeat: a dead one is then still marked Crashed), "awaiting-alert"
+    #: (release runs that ended badly within the window with no alert sent yet: one alert still comes),
+    #: or "" (a lost window only delays the alert by up to one window).
+    rearm: str = ""
+
+    @property
+    def opened_by(self) -> tuple[str, ...]:
+        """The events that open a window: ``after``, plus the re-arm event of an automation that has one."""
+        return (*self.after, rearm_event(self.name)) if self.rearm else self.after
 
 
 _RUN = {"prefect.resource.id": "prefect.flow-run.*"}
@@ -111,6 +129,7 @@ def wheelflow_automations(
             match=_RUN,
             match_related=_OUR_FLOWS,
             for_each=("prefect.resource.id",),
+            rearm="heartbeating",
         )
     ]
     if not notify:
@@ -132,6 +151,7 @@ def wheelflow_automations(
             for_each=("prefect.resource.id",),
             subject="release run {{ flow_run.name }} {{ flow_run.state.name | lower }} (no alert from the run itself)",
             body=_RUN_LINES,
+            rearm="awaiting-alert",
         )
     )
     for state, limit in (("Running", windows.running_limit), ("Paused", windows.paused_limit)):
