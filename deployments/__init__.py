@@ -22,6 +22,19 @@ MONITOR_INTERVAL = 900.0  # seconds between MONITOR_CRON's runs: the silent-moni
 NIGHTLY_INTERVAL = 86400.0  # NIGHTLY_CRON's period
 
 
+#: What a worker runs before each flow (prefect.yaml's ``pull`` section says the same): clone wheelflow at
+#: the ref in a Prefect Variable and run that code (deployments/pull.py).
+PULL_STEPS = [
+    {
+        "wheelflow.deployments.pull.clone_wheelflow": {
+            "id": "clone-wheelflow",
+            "repository_variable": "wheelflow_code_repository",
+            "ref_variable": "wheelflow_code_ref",
+            "token_block": "wheelflow-git-token",
+        }
+    }
+]
+
 PROJECTS_VARIABLE = "wheelflow-monitor-projects"  # flows/monitor.py reads it when no projects are passed
 
 
@@ -51,13 +64,18 @@ def project_deployments(
     monitored: list[dict[str, Any]] | None = None,
     monitor_interval: float | None = None,
     inactive: Collection[str] = (),
+    module_entrypoints: bool = False,
 ) -> list[Any]:
     """RunnerDeployments of release, nightly, sync-monitor, backfill, upstream-check and build-cell. ``monitored`` gives the
     sync monitor its projects (default: none, so it reads the Prefect Variable wheelflow-monitor-projects,
     and fails saying what to configure while that is unset); ``monitor_interval`` (seconds) replaces
     its cron schedule; the deployments named in ``inactive`` get their schedules switched off
-    (:func:`waiting_for_configuration`)."""
+    (:func:`waiting_for_configuration`). ``module_entrypoints``: entrypoints name modules
+    (``wheelflow.flows.release.release``) rather than files relative to the current folder, for
+    deployments that workers run from the code their pull step fetched, wherever setup ran.
+    """
     from prefect.schedules import Cron, Interval
+    from prefect.types.entrypoint import EntrypointType
 
     from wheelflow.flows.backfill import backfill
     from wheelflow.flows.build_cell import build_cell
@@ -71,14 +89,17 @@ def project_deployments(
         if monitor_interval
         else Cron(MONITOR_CRON, timezone="UTC", active=monitor_active)
     )
+    entrypoint_type = EntrypointType.MODULE_PATH if module_entrypoints else EntrypointType.FILE_PATH
     return [
         release.to_deployment(
+            entrypoint_type=entrypoint_type,
             name="release",
             work_pool_name=CONTROL_POOL,
             parameters={"project": DEMO_PROJECT},
             description="Build, check, upload and verify a release; parameters are typed in the run form.",
         ),
         release.to_deployment(
+            entrypoint_type=entrypoint_type,
             name="nightly",
             work_pool_name=CONTROL_POOL,
             parameters={"project": DEMO_PROJECT, "dev": True},
@@ -86,6 +107,7 @@ def project_deployments(
             description="Nightly development build (next micro + .devYYYYMMDDHHMM), published to the first target only.",
         ),
         sync_monitor.to_deployment(
+            entrypoint_type=entrypoint_type,
             name="sync-monitor",
             work_pool_name=CONTROL_POOL,
             schedules=[monitor_schedule],
@@ -93,12 +115,14 @@ def project_deployments(
             description="Compare release tags with what the indexes serve; alert once per incident.",
         ),
         backfill.to_deployment(
+            entrypoint_type=entrypoint_type,
             name="backfill",
             work_pool_name=CONTROL_POOL,
             parameters={"project": DEMO_PROJECT},
             description="Build, upload and prove the matrix cells released versions lack; files served stay untouched.",
         ),
         upstream_check.to_deployment(
+            entrypoint_type=entrypoint_type,
             name="upstream-check",
             work_pool_name=CONTROL_POOL,
             parameters={"project": DEMO_PROJECT},
@@ -106,6 +130,7 @@ def project_deployments(
             description="Axis values the index serves that no matrix cell covers (a new torch): a table and an alert.",
         ),
         build_cell.to_deployment(
+            entrypoint_type=entrypoint_type,
             name="build-cell",
             work_pool_name=GPU_POOL,
             description="Build and smoke-test one matrix cell on a GPU runner; the wheel goes to the artifact store.",

@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from wheelflow.builds.builders.docker import RUN_LABEL, remove_containers
+from wheelflow.core.codeversion import describe_code
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.errors import ReleaseStepFailed, WheelflowError
 from wheelflow.core.home import wheelflow_home
@@ -69,6 +70,7 @@ def release(
     """
     home = wheelflow_home()
     report = ReleaseReport(project=project, flow_run_id=flow_run.get_id())
+    get_run_logger().info(f"run by {describe_code(report.code)}")
     try:
         ctx = prepare(
             report,

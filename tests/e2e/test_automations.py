@@ -225,6 +225,8 @@ def test_installing_the_automations_again_mid_zombie_still_crashes_the_run_and_a
     assert time.monotonic() - installed_at < zombie_window + 10 + 45  # window + dedup + evaluation
     assert alert["source"] == "prefect-automation" and "crashed" in alert["summary"]
     assert f"({run_id})" in alert["text"]
+    # the run's page, at the address the installing command reached the server (the server itself knows none)
+    assert f"flow run page: {prefect_api.removesuffix('/api')}/runs/flow-run/{run_id}" in alert["text"]
 
 
 @pytest.mark.case(

@@ -271,7 +271,7 @@ def test_string_parameters_stay_strings_and_the_verdict_names_each_file(served, 
         ("str_pkg-1.0.tar.gz", "staging", "uploaded"),
     }
     assert "wheelflow: str-pkg 1.0:" in stderr
-    assert "wheelflow:   str_pkg-1.0-py3-none-any.whl → staging: uploaded, served: verified" in stderr
+    assert "wheelflow:   str_pkg-1.0-py3-none-any.whl → staging: uploaded, proof: verified, sha256 " in stderr
 
 
 @pytest.mark.case(

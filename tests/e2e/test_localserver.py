@@ -51,6 +51,11 @@ def test_two_commands_at_once_start_one_server_and_a_killed_one_is_replaced(tmp_
     status = json.loads(wheelflow("server", "status", "--json", env=env).stdout)
     assert status["status"] == "running" and status["pid"] == pid
     assert status["ui_url"] == f"http://127.0.0.1:{env['WHEELFLOW_SERVER_PORT']}"
+    # the UI in a browser reads its data from PREFECT_UI_API_URL: set, it works on any port
+    server_env = dict(
+        line.split("=", 1) for line in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in line
+    )
+    assert server_env["PREFECT_UI_API_URL"] == f"http://127.0.0.1:{env['WHEELFLOW_SERVER_PORT']}/api"
 
     os.killpg(pid, signal.SIGKILL)  # the server dies without a word; its PID file stays behind
     assert read_state(state_dir(home)).pid == pid
@@ -62,6 +67,7 @@ def test_two_commands_at_once_start_one_server_and_a_killed_one_is_replaced(tmp_
 
     stopped = wheelflow("server", "stop", env=env)
     assert stopped.returncode == 0 and not pid_alive(new_pid)
+    assert f"(pid {new_pid}, port {env['WHEELFLOW_SERVER_PORT']})" in stopped.stdout
     assert json.loads(wheelflow("server", "status", "--json", env=env).stdout)["status"] == "stopped"
 
 

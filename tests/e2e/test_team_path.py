@@ -1,11 +1,15 @@
-"""The team path exactly as docs/deployments-and-ci.md tells it, on a fresh Prefect server:
-`wheelflow setup`, `wheelflow doctor`, a process worker on the control pool that fetches wheelflow's
-code with prefect.yaml's pull step, and releases triggered by the example CI step (curl only).
+"""The team path exactly as README and docs/deployments-and-ci.md tell it, on a fresh Prefect server,
+from the README's install (`pip install .`, not editable, into a virtual environment of its own):
+`wheelflow setup` run inside a wheelflow checkout, `wheelflow doctor`, a process worker on the control
+pool that fetches wheelflow's code with the pull step, and releases triggered by the example CI step
+(curl only).
 
 The first trigger meets a typo in the code ref: the worker's run crashes in its pull step, before its
-first task, and `status` and `trigger` say why (the worker's own state message says only that a
-process exited). Once the Variable is corrected, as prefect.yaml's comment says to, the same step
-releases the tag and exits 0. GitHub is the one part that cannot exist here: its runner is this
+first task, and `status` and `trigger` say why; `setup` is run again while the server waits for the
+run's own alert, and exactly one alert still arrives. A branch whose flows/context.py raises at import
+then fails the run: the run executes the wheelflow it pulled, all of it, not the worker's installed
+copy. Once the Variable names main, the same step releases the tag and exits 0, and the run's summary
+names the commit that ran it. GitHub is the one part that cannot exist here: its runner is this
 machine's bash with the GITHUB_* variables of a tag push, its server a bare repository on disk."""
 
 from __future__ import annotations
@@ -14,20 +18,119 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
+import pytest
 from cistep import ci_step, tagged_repository
-from conftest import INDEX_PASSWORD, INDEX_USER, run_cli, stop_processes, wheelflow_code_remote
+from conftest import (
+    INDEX_PASSWORD,
+    INDEX_USER,
+    WebhookReceiver,
+    git,
+    stop_processes,
+    wait_for,
+    wheelflow_code_remote,
+)
+
+DEDUP = 60  # long enough for `setup` to run again inside it on a loaded machine
 
 
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtual environment where wheelflow is installed as the README says (`pip install .`): a wheel
+    of this working tree, not an editable install. Its dependencies come from the test environment (a
+    .pth file added after the install: pip sees no other wheelflow)."""
+    root = tmp_path_factory.mktemp("readme-install")
+    tree = wheelflow_code_remote(root / "tree")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(root / "dist"),
+            str(tree),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    (wheel,) = (root / "dist").glob("wheelflow-*.whl")
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True)
+    (site,) = (venv / "lib").glob("python*/site-packages")
+    (site / "test-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    for program in Path(sys.executable).parent.iterdir():  # the dependencies' programs (uv, twine...)
+        if not (venv / "bin" / program.name).exists():
+            (venv / "bin" / program.name).symlink_to(program)
+    return venv / "bin"
+
+
+def _cli(bin_dir: Path, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(bin_dir / "wheelflow"), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+def _run_logs(run_id: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    return "\n".join(log.message for log in logs)
+
+
+def _broken_branch(code: Path) -> str:
+    """A branch of wheelflow's code whose flows/release.py prints a marker and whose flows/context.py
+    raises at import: the worker's installed copy has neither."""
+    git(code, "checkout", "-q", "-b", "broken")
+    release = code / "flows" / "release.py"
+    release.write_text(release.read_text() + '\nprint("MARKER-from-the-broken-branch", flush=True)\n')
+    context = code / "flows" / "context.py"
+    context.write_text(context.read_text() + '\nraise RuntimeError("context of the broken branch")\n')
+    git(code, "commit", "-q", "-am", "broken")
+    git(code, "checkout", "-q", "main")
+    return git(code, "rev-parse", "main").strip()
+
+
+@pytest.mark.case(
+    "fault",
+    "the team path from `pip install .`: setup run inside a checkout, a crash before the first task with setup "
+    "run again inside the alert window, a code ref whose flows/context.py raises at import",
+    "setup works from any folder; exactly one alert for the crash; the raising ref fails the run (it runs the "
+    "code it pulled, all of it); the released run's summary names the commit that ran it",
+)
 def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_the_first_task(
-    fresh_prefect_server, tmp_path: Path, index
+    fresh_prefect_server, tmp_path: Path, index, installed: Path
 ) -> None:
+    from prefect.client.orchestration import get_client
     from prefect.variables import Variable
 
     code = wheelflow_code_remote(tmp_path / "wheelflow-code")
-    setup = run_cli("setup", "--code-repository", code.as_uri(), "--code-ref", "mian", "--no-automations")
+    main_commit = _broken_branch(code)
+    receiver = WebhookReceiver()
+    alerting = {"WHEELFLOW_ALERT_WEBHOOK": receiver.url}
+    setup_args = ("setup", "--code-repository", code.as_uri(), "--code-ref", "mian", "--alert-dedup-window", str(DEDUP))
+    # Inside a checkout, whose wheelflow/ folder lacks flows/ (pyproject maps it from the top level).
+    shadow = subprocess.run(
+        [str(installed / "python"), "-c", "import wheelflow.flows.release"], cwd=code, capture_output=True, text=True
+    )
+    assert shadow.returncode == 0, shadow.stderr[-2000:]
+    setup = _cli(installed, *setup_args, cwd=code, env=alerting)
     assert setup.returncode == 0, setup.stderr[-3000:]
+    with get_client(sync_client=True) as client:
+        release = client.read_deployment_by_name("release/release")
+    assert release.entrypoint == "wheelflow.flows.release.release" and release.work_pool_name == "wheelflow-control"
 
     machine = tmp_path / "control-machine"
     machine.mkdir()
@@ -39,7 +142,7 @@ def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_
         "PREFECT_WORKER_QUERY_SECONDS": "1",
     }
     doctor = subprocess.run(
-        [str(Path(sys.executable).with_name("wheelflow")), "doctor", "--pool", "wheelflow-control", "--json"],
+        [str(installed / "wheelflow"), "doctor", "--pool", "wheelflow-control", "--json"],
         env=worker_env,
         capture_output=True,
         text=True,
@@ -49,7 +152,7 @@ def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_
     assert doctor.returncode == 0 and not missing, doctor.stdout[-3000:] + doctor.stderr[-2000:]
     log = open(tmp_path / "worker.log", "wb")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "wheelflow-control"],
+        [str(installed / "python"), "-m", "prefect", "worker", "start", "--pool", "wheelflow-control"],
         env=worker_env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -61,10 +164,14 @@ def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_
         crashed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         assert crashed.returncode == 3, crashed.stdout[-3000:] + crashed.stderr[-3000:]  # CRASHED
         run_id = crashed.stdout.split("started flow run ")[1].split()[0]
-        status = run_cli("status", run_id, "--json")
+        # What the crash tells the user to do, while the server waits for the run's own alert (none comes).
+        again = _cli(installed, *setup_args, cwd=tmp_path, env=alerting)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "wheelflow-release-problem (unchanged)" in again.stderr, again.stderr
+        assert [a for a in receiver.received if run_id in json.dumps(a)] == []  # setup ran inside the window
+        status = _cli(installed, "status", run_id, "--json", cwd=tmp_path)
         verdict = json.loads(status.stdout)
         assert status.returncode == 3 and verdict["state"] == "Crashed" and verdict["tasks"] == []
-        # the state message the server keeps, not only a log line: the UI's header shows it too
         assert verdict["message"].startswith(
             "crashed before its first task: cannot fetch wheelflow's code at 'mian': Failed to clone repository"
         ), verdict
@@ -72,14 +179,35 @@ def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_
         assert verdict["reason"] == verdict["message"]
         assert "crashed before its first task: cannot fetch wheelflow's code at 'mian'" in crashed.stdout  # the CI log
         assert list(index.packages.iterdir()) == []
+        (alert,) = wait_for(
+            lambda: [a for a in receiver.received if run_id in json.dumps(a)], DEDUP + 60, "the crash's one alert"
+        )
+        assert alert["source"] == "prefect-automation" and "crashed" in alert["summary"]
 
-        Variable.set("wheelflow_code_ref", "main", overwrite=True)  # "edit it in the UI", as prefect.yaml says
+        Variable.set("wheelflow_code_ref", "broken", overwrite=True)  # "edit it in the UI", as prefect.yaml says
+        broken = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert broken.returncode in (1, 3), broken.stdout[-3000:] + broken.stderr[-3000:]  # not released
+        broken_id = broken.stdout.split("started flow run ")[1].split()[0]
+        logs = _run_logs(broken_id)
+        assert 'RuntimeError("context of the broken branch")' in logs, logs[-3000:]
+        assert "MARKER-from-the-broken-branch" not in (tmp_path / "worker.log").read_text()
+        assert "this worker's installed wheelflow 0.1.0" in logs and "differs from it" in logs, logs[-3000:]
+        assert list(index.packages.iterdir()) == []
+
+        Variable.set("wheelflow_code_ref", "main", overwrite=True)
         released = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         assert released.returncode == 0, released.stdout[-3000:] + released.stderr[-3000:]
         run_id = released.stdout.split("started flow run ")[1].split()[0]
         assert f"flow run {run_id}: Completed" in released.stdout
-        status = json.loads(run_cli("status", run_id, "--json").stdout)
+        status = json.loads(_cli(installed, "status", run_id, "--json", cwd=tmp_path).stdout)
         assert status["exit_code"] == 0 and status["tasks"], status
+        assert "the same as this worker's installed copy" in _run_logs(run_id)
+        with get_client(sync_client=True) as client:
+            (summary,) = [
+                a for a in client.read_artifacts() if a.key == "release-ci-pkg-summary" and str(a.flow_run_id) == run_id
+            ]
+        assert f"wheelflow 0.1.0 at commit {main_commit[:12]} (ref main, fetched by the worker)" in summary.data
     finally:
         stop_processes(worker)
+        receiver.close()
     assert sorted(p.name for p in index.packages.iterdir()) == ["ci_pkg-1.0-py3-none-any.whl", "ci_pkg-1.0.tar.gz"]

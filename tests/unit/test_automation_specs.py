@@ -31,3 +31,15 @@ def test_the_zombie_detector_stops_watching_a_run_that_ends_or_is_being_cancelle
     spec = _spec("wheelflow-zombie-runs")
     for state in ("Completed", "Failed", "Crashed", "TimedOut", "Cancelled", "Cancelling"):
         assert f"prefect.flow-run.{state}" in spec.expect
+
+
+def test_server_side_alerts_link_the_run_s_page_at_the_address_install_reached_the_ui() -> None:
+    """The server's own ui_url filter knows the UI only when PREFECT_UI_URL is set on the server."""
+    (problem,) = [
+        s
+        for s in wheelflow_automations(Windows(), env={}, ui_base="http://ci-prefect:4201/")
+        if s.name == "wheelflow-release-problem"
+    ]
+    assert problem.body.endswith("flow run page: http://ci-prefect:4201/runs/flow-run/{{ flow_run.id }}")
+    (fallback,) = [s for s in wheelflow_automations(Windows(), env={}) if s.name == "wheelflow-release-problem"]
+    assert "flow_run|ui_url" in fallback.body

@@ -179,3 +179,35 @@ def test_a_server_that_exits_is_diagnosed_from_its_log(tmp_path: Path, log: str,
     err = localserver.diagnose(log, 3, tmp_path, 4200)
     assert expected in str(err) and "; fix: " in str(err) and "\n" not in str(err)
     assert err.exit_code == ExitCode.NO_SERVER
+
+
+def test_stop_says_what_it_stopped_and_the_next_start_takes_the_same_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """UI links and a PREFECT_UI_API_URL someone set name the port: a restart keeps it."""
+    import argparse
+
+    from wheelflow.cli import server
+
+    monkeypatch.setenv("WHEELFLOW_HOME", str(tmp_path))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    folder = localserver.state_dir(tmp_path)
+    folder.mkdir(parents=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # a process that looks like `prefect server start` and never answers: a server still starting
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "prefect", "server", "start"], start_new_session=True
+    )
+    localserver.write_state(folder, ServerState(pid=sleeper.pid, port=port, started_at=time.time()))
+
+    assert server.run(argparse.Namespace(action="stop", json=False)) == 0
+    assert sleeper.wait(30) is not None
+    out = capsys.readouterr().out
+    assert f"(pid {sleeper.pid}, port {port})" in out and f"starts it on port {port} again" in out
+    assert localserver.read_state(folder) is None and localserver.last_port(folder) == port
+    assert localserver._choose_port(None, localserver.last_port(folder)) == port
+
+    assert server.run(argparse.Namespace(action="stop", json=False)) == 0
+    assert "no local Prefect server was running" in capsys.readouterr().out

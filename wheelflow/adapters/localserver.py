@@ -166,6 +166,15 @@ def forget_state(folder: Path) -> None:
         (folder / name).unlink(missing_ok=True)
 
 
+def last_port(folder: Path) -> int | None:
+    """The port the home's last server listened on (kept by ``stop_server``), so that the next start
+    takes it again and UI links and a PREFECT_UI_API_URL someone set keep working."""
+    try:
+        return int((folder / "server.port").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def pid_alive(pid: int) -> bool:
     """The process exists and is not a zombie."""
     try:
@@ -376,7 +385,7 @@ def ensure_server(
         if state is not None:
             say(f"the local Prefect server recorded in {folder} (pid {state.pid}) is gone: starting a new one")
             forget_state(folder)
-        chosen = _choose_port(port, state)
+        chosen = _choose_port(port, state.port if state else last_port(folder))
         free = shutil.disk_usage(folder).free
         if free < MIN_FREE_BYTES:
             raise disk_full(folder, free)
@@ -394,12 +403,12 @@ def ensure_server(
         return _wait_until_answering(state, proc, folder, deadline, timeout)
 
 
-def _choose_port(requested: int | None, previous: ServerState | None) -> int:
+def _choose_port(requested: int | None, previous: int | None) -> int:
     if requested is not None:
         if not port_free(requested):
             raise port_taken(requested)
         return requested
-    for candidate in (previous.port if previous else None, PREFERRED_PORT):
+    for candidate in (previous, PREFERRED_PORT):
         if candidate and port_free(candidate):
             return candidate  # the same address as before (links stay valid), else Prefect's default
     return any_free_port()
@@ -416,6 +425,10 @@ def _spawn(folder: Path, port: int) -> subprocess.Popen[bytes]:
     # Concurrency leases (the one-release-at-a-time lock) on disk, not in the server's memory: a
     # restarted server still knows who holds what.
     env.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", "prefect.server.concurrency.lease_storage.filesystem")
+    # The UI in the browser asks PREFECT_UI_API_URL for its data: without it, a server on another port
+    # than 4200 shows an empty UI. PREFECT_UI_URL gives the server's own alert templates the run's link.
+    env.setdefault("PREFECT_UI_API_URL", f"http://127.0.0.1:{port}/api")
+    env.setdefault("PREFECT_UI_URL", f"http://127.0.0.1:{port}")
     with _opened(folder / "server.log", "ab") as log:
         try:
             return subprocess.Popen(
@@ -464,15 +477,23 @@ def server_status(home: Path) -> dict[str, object]:
 
 
 def stop_server(home: Path, grace: float = 30.0) -> dict[str, object]:
-    """Stop the home's server (SIGTERM to its process group, SIGKILL after ``grace`` s); forget it."""
+    """Stop the home's server (SIGTERM to its process group, SIGKILL after ``grace`` s); forget its
+    process but keep its port for the next start. Says what it stopped (``pid``, ``port``)."""
     folder = state_dir(home)
     state = read_state(folder)
     status = classify(state)
+    info: dict[str, object] = {
+        "status": "stopped",
+        "was": "stopped" if status == "absent" else status,
+        "home": str(home),
+    }
     if state is not None and status in ("running", "starting"):
         _kill_group(state.pid, grace)
+        info.update(pid=state.pid, port=state.port)
     if state is not None:
+        (folder / "server.port").write_text(str(state.port))
         forget_state(folder)
-    return {"status": "stopped", "was": "stopped" if status == "absent" else status, "home": str(home)}
+    return info
 
 
 def _kill_group(pid: int, grace: float = 30.0) -> None:

@@ -307,10 +307,16 @@ def read_flow_run(run_id: UUID) -> Any:
 # -- starting and following deployment runs --------------------------------------------------------
 
 
-def ui_url(flow_run_id: str) -> str | None:
+def ui_base_url() -> str | None:
+    """The Prefect UI's address as this process reaches it: PREFECT_UI_URL, else derived from
+    PREFECT_API_URL."""
     from prefect.settings import PREFECT_UI_URL
 
-    base = PREFECT_UI_URL.value()
+    return PREFECT_UI_URL.value() or None
+
+
+def ui_url(flow_run_id: str) -> str | None:
+    base = ui_base_url()
     return f"{base}/runs/flow-run/{flow_run_id}" if base else None
 
 

@@ -5,6 +5,7 @@ and zombie-run detection, see wheelflow/automations.py) on the server PREFECT_AP
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from wheelflow.cli.common import connect_prefect, say, seconds
@@ -49,9 +50,11 @@ def add_window_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def install(args: argparse.Namespace, *, monitor_interval: float | None) -> list[str]:
-    """Register the automations the options describe; one line says what and where it notifies."""
-    from wheelflow.adapters.prefect_api import install_automations, read_secret
+def plan(args: argparse.Namespace, *, monitor_interval: float | None) -> Callable[[], list[str]]:
+    """Read what the options and the alert channels describe, changing nothing (a channel that cannot
+    be read fails here), and return what installs it: ``setup`` checks every input before it changes
+    anything."""
+    from wheelflow.adapters.prefect_api import install_automations, read_secret, ui_base_url
 
     windows = Windows(
         dedup=args.alert_dedup_window,
@@ -61,17 +64,27 @@ def install(args: argparse.Namespace, *, monitor_interval: float | None) -> list
         silent={"sync-monitor": monitor_interval or MONITOR_INTERVAL, "nightly": NIGHTLY_INTERVAL},
     )
     destinations, unreachable = automation_destinations(configured_channels(read_secret=read_secret))
-    done = install_automations(wheelflow_automations(windows, notify=bool(destinations)), destinations)
-    where = (
-        ", ".join(str(d) for d in destinations)
-        or "nowhere: no WHEELFLOW_ALERT_WEBHOOK / _SLACK_WEBHOOK / _DISCORD_WEBHOOK"
-    )
-    say(
-        f"wheelflow: automations {', '.join(f'{name} ({what})' for name, what in done.items())}; "
-        f"server-side alerts go to {where}"
-        + (f" ({', '.join(unreachable)}: only from the release hook)" if unreachable else "")
-    )
-    return list(done)
+    specs = wheelflow_automations(windows, notify=bool(destinations), ui_base=ui_base_url())
+
+    def apply() -> list[str]:
+        done = install_automations(specs, destinations)
+        where = (
+            ", ".join(str(d) for d in destinations)
+            or "nowhere: no WHEELFLOW_ALERT_WEBHOOK / _SLACK_WEBHOOK / _DISCORD_WEBHOOK"
+        )
+        say(
+            f"wheelflow: automations {', '.join(f'{name} ({what})' for name, what in done.items())}; "
+            f"server-side alerts go to {where}"
+            + (f" ({', '.join(unreachable)}: only from the release hook)" if unreachable else "")
+        )
+        return list(done)
+
+    return apply
+
+
+def install(args: argparse.Namespace, *, monitor_interval: float | None) -> list[str]:
+    """Register the automations the options describe; one line says what and where it notifies."""
+    return plan(args, monitor_interval=monitor_interval)()
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

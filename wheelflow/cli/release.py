@@ -98,10 +98,10 @@ def run(args: argparse.Namespace) -> int:
 
 def print_report(report: dict[str, Any]) -> None:
     table = Table(title=f"{report.get('name')} {report.get('version')} (flow run {report.get('flow_run_id')})")
-    for column in ("file", "target", "upload", "served", "sha256"):
+    for column in ("file", "target", "upload", "proof", "sha256"):  # the layout of every files table
         table.add_column(column)
     for f in report["files"]:
-        table.add_row(f["filename"], f["target"], f["upload"], f["status"], f["sha256"][:16] + "…")
+        table.add_row(f["filename"], f["target"], f["upload"], f["status"], f["sha256"])
     show_table(table)
     checks = Table(title="checks")
     for column in ("check", "status", "detail"):

@@ -41,6 +41,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
     elif info["status"] in ("running", "starting"):
         print(f"{info['status']}: pid {info['pid']}, {info['ui_url']} (home {info['home']}, log {info['log']})")
+    elif args.action == "stop" and info.get("pid"):
+        print(
+            f"stopped: the local Prefect server of {info['home']} (pid {info['pid']}, port {info['port']}); "
+            f"`wheelflow server start` starts it on port {info['port']} again"
+        )
+    elif args.action == "stop":
+        print(f"stopped: no local Prefect server was running for {info['home']}")
     else:
         print(f"{info['status']}: no local Prefect server runs for {info['home']}")
     if info.get("note"):

@@ -1,33 +1,47 @@
 """``wheelflow setup``: the team path in one command, against the server PREFECT_API_URL names.
 
-Creates the two process work pools, the Variables and the Secret block that prefect.yaml's pull step
-reads, registers the deployments with ``prefect deploy --all`` and then makes their parameter schemas
-strict (as ``wheelflow serve`` does), turns on the schedules that are configured, and installs the
-automations. Running it again changes only what differs.
+Creates the two process work pools, the Variables and the Secret block that the workers' pull step
+reads, registers the deployments itself (as ``wheelflow serve`` does, from the installed package: no
+checkout, any folder) with strict parameter schemas and the pull step, turns on the schedules that are
+configured, and installs the automations. Running it again changes only what differs.
+
+Every input is checked before anything changes; when a later step fails, the error names the step and
+everything it had already changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from wheelflow.cli.automations import add_window_options, install
+from wheelflow.cli.automations import add_window_options, plan
 from wheelflow.cli.common import say
-from wheelflow.core.errors import SpecError
+from wheelflow.core.errors import SpecError, WheelflowError
 from wheelflow.ops.doctor import CODE_VARIABLES, GIT_TOKEN_BLOCK, POOLS
 
-DEPLOYMENTS = (
-    "release/release",
-    "release/nightly",
-    "sync-monitor/sync-monitor",
-    "backfill/backfill",
-    "upstream-check/upstream-check",
-    "build-cell/build-cell",
-)
+
+class SetupIncomplete(WheelflowError):
+    """A step of setup failed after earlier ones changed the server: says which, and what they changed."""
+
+
+class ServerChanges:
+    """What setup has changed on the server so far, so that a step that fails can say it."""
+
+    def __init__(self) -> None:
+        self.changed: list[str] = []
+
+    def step(self, what: str, change: Callable[[], Any]) -> Any:
+        """``change()``; when it raises, SetupIncomplete naming ``what``, the error and every change so far."""
+        try:
+            return change()
+        except Exception as exc:
+            done = "; ".join(self.changed) or "nothing"
+            raise SetupIncomplete(
+                f"setup stopped at {what}: {exc}; already changed on the server: {done}; fix: run setup again "
+                "once the cause is fixed (it changes only what differs)"
+            ) from exc
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -49,11 +63,6 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="environment variable holding the token for a private code repository (default: an empty "
         "token, for a public one; an existing token is kept)",
     )
-    parser.add_argument(
-        "--prefect-yaml",
-        metavar="FILE",
-        help="the prefect.yaml to deploy (default: the one beside this wheelflow's source)",
-    )
     parser.add_argument("--no-automations", action="store_true", help="do not install the automations")
     parser.add_argument(
         "--monitor-interval", type=float, metavar="S", help="sync-monitor's interval for the silent-monitor alert"
@@ -62,60 +71,62 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _prefect_yaml(given: str | None) -> Path:
-    path = Path(given) if given else Path(__file__).resolve().parents[2] / "prefect.yaml"
-    if not path.is_file():
-        raise SpecError(
-            "--prefect-yaml",
-            f"{path} does not exist",
-            "run setup from a wheelflow checkout, or pass the prefect.yaml of one",
-        )
-    return path
-
-
 def run(args: argparse.Namespace) -> int:
     from wheelflow.adapters.prefect_api import (
         ensure_process_pool,
         ensure_secret,
         finish_registration,
         read_variable,
+        register_deployments,
         server_problem,
         write_variable,
     )
-    from wheelflow.deployments import PROJECTS_VARIABLE, waiting_for_configuration
+    from wheelflow.deployments import PROJECTS_VARIABLE, PULL_STEPS, project_deployments, waiting_for_configuration
     from wheelflow.source.gitauth import refuse_url_credentials
 
+    # Every input first: nothing changes on the server until all of them are good.
     refuse_url_credentials(args.code_repository, "--code-repository")
+    if not args.code_ref.strip():
+        raise SpecError("--code-ref", "is empty", "give the tag or branch workers check out, e.g. --code-ref main")
     token = None
     if args.git_token_env:
         token = os.environ.get(args.git_token_env)
         if token is None:
             raise SpecError("--git-token-env", f"{args.git_token_env} is not set", f"export {args.git_token_env}=TOKEN")
-    prefect_yaml = _prefect_yaml(args.prefect_yaml)
     problem = server_problem() if os.environ.get("PREFECT_API_URL") else "PREFECT_API_URL is not set"
     if problem:
         raise SpecError("PREFECT_API_URL", problem, "export PREFECT_API_URL=http://SERVER:4200/api")
-    for pool in POOLS:
-        say(f"wheelflow: work pool {pool}: {'created' if ensure_process_pool(pool) else 'exists'}")
-    for name, value in zip(CODE_VARIABLES, (args.code_repository, args.code_ref)):
-        write_variable(name, value)
-        say(f"wheelflow: Variable {name} = {value}")
-    say(f"wheelflow: Secret block {GIT_TOKEN_BLOCK}: {ensure_secret(GIT_TOKEN_BLOCK, token)}")
-    deploy = subprocess.run(
-        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-        cwd=prefect_yaml.parent,
-        capture_output=True,
-        text=True,
-    )
-    if deploy.returncode != 0:
-        last = next((line for line in reversed((deploy.stdout + deploy.stderr).splitlines()) if line.strip()), "")
-        raise SpecError("prefect deploy --all", f"failed: {last.strip()}", f"fix {prefect_yaml} and run setup again")
     waiting = waiting_for_configuration(None, read_variable(PROJECTS_VARIABLE))
-    finish_registration(list(DEPLOYMENTS), {"sync-monitor": "sync-monitor" not in waiting})
-    say(f"wheelflow: deployments {', '.join(DEPLOYMENTS)} registered; unknown parameters are refused")
+    deployments = project_deployments(inactive=waiting, module_entrypoints=True)
+    automations = None if args.no_automations else plan(args, monitor_interval=args.monitor_interval)
+
+    changes = ServerChanges()
+    step, changed = changes.step, changes.changed
+
+    for pool in POOLS:
+        created = step(f"work pool {pool}", lambda pool=pool: ensure_process_pool(pool))
+        if created:
+            changed.append(f"work pool {pool} created")
+        say(f"wheelflow: work pool {pool}: {'created' if created else 'exists'}")
+    for name, value in zip(CODE_VARIABLES, (args.code_repository, args.code_ref)):
+        if step(f"Variable {name}", lambda name=name: read_variable(name)) != value:
+            step(f"Variable {name}", lambda name=name, value=value: write_variable(name, value))
+            changed.append(f"Variable {name} set")
+        say(f"wheelflow: Variable {name} = {value}")
+    secret = step(f"Secret block {GIT_TOKEN_BLOCK}", lambda: ensure_secret(GIT_TOKEN_BLOCK, token))
+    if secret != "kept":
+        changed.append(f"Secret block {GIT_TOKEN_BLOCK} {secret}")
+    say(f"wheelflow: Secret block {GIT_TOKEN_BLOCK}: {secret}")
+    names = step("registering the deployments", lambda: register_deployments(deployments, PULL_STEPS))
+    changed.append(f"deployments {', '.join(names)} registered")
+    step(
+        "making the deployments' parameters strict",
+        lambda: finish_registration(names, {"sync-monitor": "sync-monitor" not in waiting}),
+    )
+    say(f"wheelflow: deployments {', '.join(names)} registered; unknown parameters are refused")
     for name, what in waiting.items():
         say(f"wheelflow: {name}: schedule registered inactive until configured: {what}")
-    if not args.no_automations:
-        install(args, monitor_interval=args.monitor_interval)
+    if automations is not None:
+        step("installing the automations", automations)
     say("wheelflow: next, on each worker machine: wheelflow doctor, then prefect worker start --pool POOL")
     return 0

@@ -150,7 +150,8 @@ def print_verdict(verdict: dict[str, Any], message: str | None) -> None:
         say(f"wheelflow: {files[0]['name']} {files[0]['version']}:")
     for f in files:
         proof = f.get("proof") or f.get("served")  # "served": the column's name before 2026-12-04
-        say(f"wheelflow:   {f['file']} → {f['target']}: {f['upload']}, served: {proof}")
+        # file, target, upload, proof, sha256: the order of every files table
+        say(f"wheelflow:   {f['file']} → {f['target']}: {f['upload']}, proof: {proof}, sha256 {f.get('sha256', '?')}")
     for check in verdict["failed_checks"]:
         say(f"wheelflow: failed: {check['check']}: {' '.join(check['detail'].split())}")
     if not files and not verdict["failed_checks"] and message:

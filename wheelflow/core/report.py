@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wheelflow.core.codeversion import describe_code, running_wheelflow
 from wheelflow.core.redaction import redact, redact_value
 
 PASSED, FAILED, NOT_RUN = "passed", "failed", "not run"
@@ -114,6 +115,7 @@ class ReleaseReport:
     cells: list[CellReport] = field(default_factory=list)
     runbook: list[str] = field(default_factory=list)  # what a person must do for files that stayed published
     source: dict[str, Any] | None = None  # what was built: the release commit's export, or a directory
+    code: dict[str, str] = field(default_factory=running_wheelflow)  # the wheelflow that ran it
 
     def add(self, check: str, passed: bool, detail: str = "") -> None:
         self.checks.append(Check(check, PASSED if passed else FAILED, detail))
@@ -148,6 +150,7 @@ class ReleaseReport:
                 "cells": [c.json() for c in self.cells],
                 "runbook": self.runbook,
                 "source": self.source,
+                "wheelflow": self.code,
             }
         )
 
@@ -183,11 +186,13 @@ class ReleaseReport:
         lines = [
             f"# Release {title}: {verdict}",
             "",
-            "| file | target | sha256 | upload | served |",
+            f"Run by {describe_code(self.code)}.",
+            "",
+            "| file | target | upload | proof | sha256 |",  # the one files-table layout (see file_rows)
             "|---|---|---|---|---|",
         ]
         for f in self.files:
-            lines.append(f"| `{f.filename}` | {f.target} | `{f.sha256[:16]}…` | {f.upload} | {f.status} |")
+            lines.append(f"| `{f.filename}` | {f.target} | {f.upload} | {f.status} | `{f.sha256}` |")
         if self.cells:
             lines += [
                 "",

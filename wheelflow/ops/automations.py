@@ -107,12 +107,22 @@ _RUN_LINES = (
     "deployment: {{ deployment.name if deployment else '(none)' }}\n"
     "project: {{ flow_run.parameters.get('project', '') }}\n"
     "state: {{ flow_run.state.name }}: {{ flow_run.state.message or '' }}\n"
-    "{% set page = flow_run|ui_url %}{% if page %}flow run page: {{ page }}{% endif %}"
 )
+#: The server's own ui_url filter knows the UI only when PREFECT_UI_URL is set on the server (rarely):
+#: the fallback when ``install`` knows no UI address either.
+_SERVER_UI_LINK = "{% set page = flow_run|ui_url %}{% if page %}flow run page: {{ page }}{% endif %}"
+
+
+def run_lines(ui_base: str | None) -> str:
+    """The alert's body: the run, its deployment, project and state, and a link to its page in the UI
+    at ``ui_base`` (the address ``install`` reaches the UI at), else wherever the server thinks it is."""
+    if ui_base:
+        return _RUN_LINES + f"flow run page: {ui_base.rstrip('/')}/runs/flow-run/{{{{ flow_run.id }}}}"
+    return _RUN_LINES + _SERVER_UI_LINK
 
 
 def wheelflow_automations(
-    windows: Windows, *, notify: bool = True, env: Mapping[str, str] | None = None
+    windows: Windows, *, notify: bool = True, env: Mapping[str, str] | None = None, ui_base: str | None = None
 ) -> list[AutomationSpec]:
     """Every automation wheelflow registers. With ``notify=False`` (no destination configured) only
     the zombie detector, which acts on runs and needs none."""
@@ -150,7 +160,7 @@ def wheelflow_automations(
             match_related={"prefect.resource.role": "flow", "prefect.resource.name": "release"},
             for_each=("prefect.resource.id",),
             subject="release run {{ flow_run.name }} {{ flow_run.state.name | lower }} (no alert from the run itself)",
-            body=_RUN_LINES,
+            body=run_lines(ui_base),
             rearm="awaiting-alert",
         )
     )
@@ -169,7 +179,7 @@ def wheelflow_automations(
                 match_related=_OUR_FLOWS,
                 for_each=("prefect.resource.id",),
                 subject=f"{{{{ flow.name }}}} run {{{{ flow_run.name }}}} {state} for more than {limit:.0f} s",
-                body=_RUN_LINES,
+                body=run_lines(ui_base),
             )
         )
     for deployment, interval in windows.silent.items():
