@@ -1,6 +1,6 @@
-"""wheelflow's deployments as code: what ``wheelflow serve`` serves, and what ``prefect deploy --all``
-registers from prefect.yaml (a test keeps the two equal: names, entrypoints, pools, schedules,
-parameters).
+"""wheelflow's deployments as code: what ``wheelflow serve`` serves, what ``wheelflow setup`` registers
+for workers (module entrypoints, the pull step), and what ``prefect deploy --all`` registers from
+prefect.yaml (a test keeps the last two equal: names, entrypoints, pools, schedules, parameters).
 
 Work pools: ``wheelflow-control`` (process pool: release, nightly, sync-monitor, backfill and upstream-check orchestrate and
 upload; they need git, Docker access and index credentials, no GPU) and ``wheelflow-gpu`` (one

@@ -42,6 +42,7 @@ def test_a_checkout_staged_in_its_installed_shape_imports_every_subpackage_from_
     checkout = _checkout(tmp_path / "clone", "pulled")
     staged = stage_importable(checkout)
     assert stage_importable(checkout) == staged  # again over the last one: rebuilt, not refused
+    assert (checkout / "flows" / "release.py").is_file()  # the old links were removed, not followed
     probe = subprocess.run(
         [
             sys.executable,

@@ -961,7 +961,7 @@ def register_deployments(deployments: list[Any], pull_steps: list[dict[str, Any]
 
 
 def finish_registration(names: list[str], schedules_active: dict[str, bool]) -> None:
-    """After ``prefect deploy``: each deployment refuses unknown parameter names (as served ones do),
+    """After registering (``setup``, ``prefect deploy``): each deployment refuses unknown parameter names (as served ones do),
     and the named deployments' schedules are switched on or off."""
     with get_client(sync_client=True) as client:
         for name in names:

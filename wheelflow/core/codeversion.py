@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -75,8 +76,7 @@ def stage_importable(checkout: Path) -> Path:
     root = checkout / STAGED
     package = root / PACKAGE
     if root.exists():
-        for link in sorted(root.rglob("*"), reverse=True):
-            link.unlink() if link.is_symlink() or link.is_file() else link.rmdir()
+        shutil.rmtree(root)  # unlinks the links, never follows them into the checkout
     package.mkdir(parents=True)
     for entry in dirs[PACKAGE].iterdir():
         if entry.name != "__pycache__":

@@ -105,7 +105,7 @@ def diagnose(probes: Probes, pool: str | None = None) -> list[Finding]:
             Finding(
                 f"Variable {name}",
                 bool(value),
-                f"{value}" if value else "not set: the pull step of prefect.yaml cannot clone wheelflow's code",
+                f"{value}" if value else "not set: the workers' pull step cannot clone wheelflow's code",
                 "wheelflow setup --code-repository URL --code-ref REF",
             )
         )
