@@ -130,6 +130,22 @@ def _alerts_about(receiver: WebhookReceiver, run_id: str) -> list[dict]:
     return [a for a in receiver.received if run_id in json.dumps(a)]
 
 
+def _kill_after_first_heartbeat(proc: subprocess.Popen, run_id: str) -> None:
+    """SIGKILL the serving process and the flow run's process (a dead machine), once the server has the
+    run's first heartbeat: that is what a silence is measured from."""
+    wait_for(
+        lambda: _events("prefect.flow-run.heartbeat", f"prefect.flow-run.{run_id}"),
+        120,
+        "the run's first heartbeat",
+    )
+    for pid in [proc.pid, *_descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # a short-lived child (git, pip) that ended meanwhile
+    proc.wait()
+
+
 @pytest.mark.case(
     "fault",
     "the worker running a release is killed with SIGKILL",
@@ -139,18 +155,7 @@ def test_a_killed_worker_s_run_becomes_crashed_and_alerts_once(prefect_api, inde
     project = _slow_project(tmp_path / "slow", index, "1.0.1")
     with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", "10") as proc:
         run_id = _start_release(project)
-        # Killed only once the server has the run's first heartbeat: that is what a silence is measured from.
-        wait_for(
-            lambda: _events("prefect.flow-run.heartbeat", f"prefect.flow-run.{run_id}"),
-            120,
-            "the run's first heartbeat",
-        )
-        for pid in [proc.pid, *_descendants(proc.pid)]:  # the worker and the flow run's process: a dead machine
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # a short-lived child (git, pip) that ended meanwhile
-        proc.wait()
+        _kill_after_first_heartbeat(proc, run_id)
         killed_at = time.monotonic()
         assert _run_state(run_id).name == "Running"  # nobody left to say otherwise
 
@@ -185,17 +190,7 @@ def test_installing_the_automations_again_mid_zombie_still_crashes_the_run_and_a
     zombie_window = {"same options": ZOMBIE_WINDOW, "changed zombie window": ZOMBIE_WINDOW + 5}[reinstall]
     with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", "10") as proc:
         run_id = _start_release(project)
-        wait_for(
-            lambda: _events("prefect.flow-run.heartbeat", f"prefect.flow-run.{run_id}"),
-            120,
-            "the run's first heartbeat",
-        )
-        for pid in [proc.pid, *_descendants(proc.pid)]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # a short-lived child that ended meanwhile
-        proc.wait()
+        _kill_after_first_heartbeat(proc, run_id)
     reinstalled = run_cli(
         "automations",
         "install",
