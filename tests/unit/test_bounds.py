@@ -84,5 +84,139 @@ def test_a_remote_store_is_keyed_by_its_normalised_url(spellings: list[str], loc
 
 
 def test_remote_stores_that_differ_stay_apart() -> None:
-    urls = ["s3://bucket/whl", "s3://other/whl", "s3://bucket/whl2", "http://example.org:8080/x", "http://example.org/x"]
+    urls = [
+        "s3://bucket/whl",
+        "s3://other/whl",
+        "s3://bucket/whl2",
+        "http://example.org:8080/x",
+        "http://example.org/x",
+    ]
     assert len({site(url).lock_name for url in urls}) == len(urls)
+
+
+# -- templates are plain names ------------------------------------------------------------------
+
+MATRIX = '\n[tool.wheelflow.matrix]\naxes = { python = ["3.11"], cuda = ["13.0"] }\n'
+
+
+def spec_with(tmp_path: Path, extra: str, smoke: str | None = None) -> Path:
+    return make_project(tmp_path / "p", extra=extra, smoke=smoke)
+
+
+def refused(argv: list[str], capsys: pytest.CaptureFixture[str], *needles: str) -> str:
+    """``argv`` (plain and with --json) exits 2 with one line holding each needle, and no long line."""
+    for as_json in (False, True):
+        assert main([*argv, "--json"] if as_json else argv) == ExitCode.BAD_INPUT
+        line, out = one_line(capsys)
+        for needle in needles:
+            assert needle in line, line
+        assert len(line) < 1000, line[:300]
+        if as_json:
+            shown = json.loads(out)
+            assert shown["ok"] is False and shown["exit_code"] == ExitCode.BAD_INPUT
+            assert len(out) < 2000
+    return line
+
+
+TEMPLATES = {
+    "env value with a width": (MATRIX + 'env = { A = "{python:>50000000}" }\n', "matrix.env.A"),
+    "local-version with a width": (MATRIX + 'local-version = "cu{cuda_nodot:>100000000}"\n', "matrix.local-version"),
+    "local-version, a MemoryError's width": (MATRIX + 'local-version = "{cuda:>4000000000}"\n', "local-version"),
+    "a conversion": (MATRIX + 'image = "img:{python!r}"\n', "matrix.image"),
+    "an attribute": (MATRIX + 'env = { A = "{python.__class__}" }\n', "matrix.env.A"),
+    "build.requires": (MATRIX + '\n[tool.wheelflow.build]\nrequires = ["torch=={python:099999999}"]\n', "requires"),
+    "install-commands": (
+        '\n[tool.wheelflow.targets.staging]\nindex = "http://127.0.0.1:9/simple/"\n'
+        'install-commands = ["pip install {name}=={version:>99999999} --index-url {index}"]\n',
+        "install-commands",
+    ),
+    "version.tag": (None, "version.tag"),
+    "a static layout": (
+        '\n[tool.wheelflow.targets.wheels]\nkind = "static"\nstore-url = "file:///tmp/x"\n'
+        'public-url = "http://127.0.0.1:9/"\nlayout = "{local_version:>99999999}"\n',
+        "layout",
+    ),
+    "repair.command": (
+        '\n[tool.wheelflow.repair]\ncommand = "auditwheel repair -w {dest_dir:>99999999} {wheel}"\n',
+        "repair",
+    ),
+}
+
+
+@pytest.mark.case(
+    "bad input",
+    "a template field with a format spec or conversion ({arch:>50000000}, {arch!r}) in matrix env, "
+    "local-version, build.requires, install-commands, version.tag, a static layout or repair.command",
+    "refused when the spec is read: exit 2, one short line naming the key and the fix (plain {name} fields), "
+    "also under --json; nothing rendered, no MemoryError",
+)
+@pytest.mark.parametrize("where", TEMPLATES)
+def test_template_fields_are_plain_names(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    extra, key = TEMPLATES[where]
+    project = spec_with(tmp_path, extra or "")
+    if extra is None:
+        text = (project / "pyproject.toml").read_text()
+        (project / "pyproject.toml").write_text(
+            text.replace('tag = "v{version}"', 'tag = "v{version}{version:>99999999}"')
+        )
+    line = refused(["matrix", str(project)], capsys, key, "fix:")
+    assert "plain" in line  # says what a field may be
+
+
+def test_plain_fields_still_render(tmp_path: Path, capsys: pytest.CaptureFixture[str], home: Path) -> None:
+    project = spec_with(tmp_path, MATRIX + 'local-version = "cu{cuda_nodot}"\nenv = { A = "{python}-{{literal}}" }\n')
+    assert main(["matrix", str(project), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    cell = shown["cells"][0] if "cells" in shown else shown[0]
+    assert "cu130" in json.dumps(cell) and "3.11-{literal}" in json.dumps(cell)
+
+
+# -- commands and environment values have size limits ------------------------------------------
+
+
+@pytest.mark.case(
+    "bad input",
+    "a 200 KB smoke command, a 100 KB environment value (build.env, matrix env, docker.env) or install command",
+    "refused when the spec is read, before anything is built or uploaded: exit 2, one short line naming the key "
+    "and the limit, also under --json (never `Argument list too long` after the upload)",
+)
+@pytest.mark.parametrize(
+    ("extra", "smoke", "key"),
+    [
+        ("", "python -c 'pass' " + "#" * 200_000, "tool.wheelflow.smoke"),
+        ('\n[tool.wheelflow.build]\nenv = { BIG = "' + "x" * 100_000 + '" }\n', None, "build.env.BIG"),
+        (MATRIX + 'env = { BIG = "' + "x" * 100_000 + '" }\n', None, "matrix.env.BIG"),
+        ('\n[tool.wheelflow.docker]\nenv = { BIG = "' + "x" * 100_000 + '" }\n', None, "docker.env.BIG"),
+        (
+            '\n[tool.wheelflow.targets.staging]\nindex = "http://127.0.0.1:9/simple/"\n'
+            'install-commands = ["pip install {name}=={version} --index-url {index} ' + "x" * 100_000 + '"]\n',
+            None,
+            "install-commands",
+        ),
+    ],
+    ids=["smoke", "build.env", "matrix.env", "docker.env", "install-commands"],
+)
+def test_commands_and_environment_values_are_bounded(
+    extra: str,
+    smoke: str | None,
+    key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    home: Path,
+    no_flow_run: None,
+) -> None:
+    project = spec_with(tmp_path, extra, smoke=smoke)
+    refused(["matrix", str(project)], capsys, key, "over the limit of 32,768")
+    refused(["release", str(project)], capsys, key, "over the limit of 32,768")
+
+
+def test_a_rendered_environment_value_is_bounded_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    long_axis = "1" + "0" * 20_000
+    project = spec_with(
+        tmp_path, f'\n[tool.wheelflow.matrix]\naxes = {{ n = ["{long_axis}"] }}\nenv = {{ BIG = "{{n}}{{n}}" }}\n'
+    )
+    refused(["matrix", str(project)], capsys, "matrix.env.BIG", "renders for")

@@ -84,10 +84,16 @@ def expectation_regex(pattern: str, name: str, version: str) -> re.Pattern[str]:
         parsed = list(string.Formatter().parse(pattern))
     except ValueError as exc:
         raise SpecError("--expect", f"{pattern!r}: {exc}", "use {name}, {version}, * and ? only") from None
-    for literal, placeholder, _spec, _conv in parsed:
+    for literal, placeholder, spec, conversion in parsed:
         parts.append("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in literal))
         if placeholder is None:
             continue
+        if spec or conversion:
+            raise SpecError(
+                "--expect",
+                f"{pattern[:80]!r}: {{{placeholder}}} has a format spec or conversion",
+                "use plain {name} and {version}",
+            )
         if placeholder == "name":
             parts.append("[-_.]+".join(re.escape(p) for p in re.split(r"[-_.]+", name)))
         elif placeholder == "version":
