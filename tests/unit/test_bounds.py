@@ -5,6 +5,7 @@ refusal is one line naming the field and the fix, exit 2, before anything starts
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 from pathlib import Path
@@ -103,9 +104,9 @@ def spec_with(tmp_path: Path, extra: str, smoke: str | None = None) -> Path:
     return make_project(tmp_path / "p", extra=extra, smoke=smoke)
 
 
-def refused(argv: list[str], capsys: pytest.CaptureFixture[str], *needles: str) -> str:
+def refused(argv: list[str], capsys: pytest.CaptureFixture[str], *needles: str, json_too: bool = True) -> str:
     """``argv`` (plain and with --json) exits 2 with one line holding each needle, and no long line."""
-    for as_json in (False, True):
+    for as_json in (False, True) if json_too else (False,):
         assert main([*argv, "--json"] if as_json else argv) == ExitCode.BAD_INPUT
         line, out = one_line(capsys)
         for needle in needles:
@@ -220,3 +221,44 @@ def test_a_rendered_environment_value_is_bounded_too(
         tmp_path, f'\n[tool.wheelflow.matrix]\naxes = {{ n = ["{long_axis}"] }}\nenv = {{ BIG = "{{n}}{{n}}" }}\n'
     )
     refused(["matrix", str(project)], capsys, "matrix.env.BIG", "renders for")
+
+
+# -- an approval reason is capped ---------------------------------------------------------------
+
+
+@pytest.mark.case(
+    "bad input",
+    "a 10 MiB approval reason (`wheelflow approve --reason`)",
+    "refused before the server is asked: exit 2, one short line naming --reason and the 4,096-character limit, "
+    "also under --json",
+)
+def test_an_over_long_reason_is_refused_on_the_command_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, home: Path
+) -> None:
+    import wheelflow.cli.approve
+
+    def no_server() -> None:
+        raise AssertionError("the server was asked about an over-long reason")
+
+    monkeypatch.setattr(wheelflow.cli.approve, "connect_prefect", no_server)
+    run_id = "0b7d4c36-4d5a-4c2e-9a57-7c2d1c3e1f00"
+    reason = "r" * (10 * 1024 * 1024)
+    refused(["approve", run_id, "--reject", "--reason", reason], capsys, "--reason", "4,096", "fix:", json_too=False)
+
+
+@pytest.mark.case(
+    "bad input",
+    "a 10 MiB approval reason given through the Prefect UI's form or the API",
+    "cut to 4,096 characters with a marker saying how much was cut, before the report, logs and alert see it",
+)
+def test_an_over_long_reason_from_the_form_is_cut_with_a_marker() -> None:
+    from wheelflow.adapters.prefect_api import Decision
+
+    reason = "because " + "r" * (10 * 1024 * 1024)
+    decision = Decision(approve=False, reason=reason)
+    assert len(decision.reason) == 4096
+    assert decision.reason.startswith("because rrr")
+    kept, cut = re.fullmatch(r"(because r+) \[cut: ([\d,]+) more characters\]", decision.reason).groups()
+    assert len(kept) + int(cut.replace(",", "")) == len(reason)
+    assert Decision(approve=True, reason="looks good").reason == "looks good"
+    assert Decision(approve=True, reason="x" * 4096).reason == "x" * 4096
