@@ -262,3 +262,218 @@ def test_an_over_long_reason_from_the_form_is_cut_with_a_marker() -> None:
     assert len(kept) + int(cut.replace(",", "")) == len(reason)
     assert Decision(approve=True, reason="looks good").reason == "looks good"
     assert Decision(approve=True, reason="x" * 4096).reason == "x" * 4096
+
+
+# -- over-long paths and URLs, deep nesting -----------------------------------------------------
+
+LONG_NAME = "a" * 300  # one path component over NAME_MAX (255 bytes)
+
+
+@pytest.mark.case(
+    "bad input",
+    "a path component over 255 characters (release PATH, release --spec, check FILE, matrix --spec, "
+    "monitor --repo, backfill PATH, verify --expect)",
+    "exit 2, one short line naming the option and the 255-byte limit, also under --json; no `File name too long`",
+)
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["release", "/tmp/" + LONG_NAME], "PATH"),
+        (["release", "{project}", "--spec", "/tmp/" + LONG_NAME + "/spec.toml"], "--spec"),
+        (["check", "/tmp/" + LONG_NAME + ".whl"], "FILE"),
+        (["matrix", "--spec", "/tmp/" + LONG_NAME], "--spec"),
+        (["matrix", "/tmp/" + LONG_NAME], "PATH"),
+        (["monitor", "--repo", "/tmp/" + LONG_NAME, "--project", "p", "--index", "local"], "--repo"),
+        (["backfill", "/tmp/" + LONG_NAME], "PATH"),
+        (["verify", "x==1", "--index", "http://127.0.0.1:9/simple/", "--expect", "/tmp/" + LONG_NAME], "--expect"),
+        (["release", "/tmp/" + "b/" * 2100], "PATH"),  # over PATH_MAX (4,096 bytes) in all
+    ],
+    ids=[
+        "release",
+        "release --spec",
+        "check",
+        "matrix --spec",
+        "matrix",
+        "monitor --repo",
+        "backfill",
+        "verify --expect",
+        "release PATH_MAX",
+    ],
+)
+def test_an_over_long_path_is_one_line(
+    argv: list[str], option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], home: Path, no_flow_run: None
+) -> None:
+    project = str(make_project(tmp_path / "p"))
+    refused([a.replace("{project}", project) for a in argv], capsys, f": {option}: ", "over the limit", "fix:")
+
+
+@pytest.mark.case(
+    "bad input",
+    "a 100 KB `verify NAME==VERSION`, or a 100 KB --index URL (verify, monitor)",
+    "exit 2, one short line naming the argument and the limit, also under --json; no httpx.InvalidURL traceback",
+)
+@pytest.mark.parametrize(
+    ("argv", "key"),
+    [
+        (["verify", "a" * 100_000 + "==1", "--index", "http://127.0.0.1:9/simple/"], "NAME==VERSION"),
+        (["verify", "x==1", "--index", "http://127.0.0.1:9/" + "a" * 100_000], "--index"),
+        (["monitor", "--repo", "r", "--project", "p", "--index", "http://127.0.0.1:9/" + "a/" * 50_000], "--index"),
+        (["monitor", "--repo", "https://example.org/" + "a" * 100_000, "--project", "p", "--index", "local"], "--repo"),
+    ],
+    ids=["verify pin", "verify --index", "monitor --index", "monitor --repo URL"],
+)
+def test_an_over_long_url_is_one_line(
+    argv: list[str], key: str, capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    refused(argv, capsys, f": {key}: ", "over the limit", "fix:")
+
+
+def test_an_over_long_index_url_in_the_spec_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    extra = f'\n[tool.wheelflow.targets.staging]\nindex = "http://127.0.0.1:9/{"a" * 10_000}"\n'
+    refused(["matrix", str(spec_with(tmp_path, extra))], capsys, "targets.staging.index", "8,192")
+
+
+@pytest.mark.case(
+    "bad input",
+    "a spec nested 50,000 deep (arrays or inline tables), or 100 deep",
+    "exit 2, one line naming the spec file and the nesting limit, also under --json; no RecursionError",
+)
+@pytest.mark.parametrize(
+    "value",
+    ["[" * 50_000 + "]" * 50_000, "{a=" * 50_000 + "1" + "}" * 50_000, "[" * 100 + "]" * 100],
+    ids=["50,000 arrays", "50,000 inline tables", "100 arrays"],
+)
+@pytest.mark.parametrize("where", ["--spec", "pyproject.toml"])
+def test_a_deeply_nested_spec_is_one_line(
+    value: str, where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    project = make_project(tmp_path / "p")
+    if where == "--spec":
+        spec = tmp_path / "spec.toml"
+        spec.write_text(f"[tool.wheelflow]\nname = {value}\n")
+        argv = ["matrix", str(project), "--spec", str(spec)]
+    else:
+        spec = project / "pyproject.toml"
+        spec.write_text(spec.read_text() + f"\n[tool.deep]\nx = {value}\n")
+        argv = ["matrix", str(project)]
+    refused(argv, capsys, str(spec), "nest more than 32 deep", "fix:")
+
+
+# -- validated before anything starts -----------------------------------------------------------
+
+
+@pytest.mark.case(
+    "bad input",
+    "`backfill --cells nope=1` (an axis the matrix lacks) or `--cells python=2.7` (a value no cell has)",
+    "exit 2, one line naming --cells and the axes or values to use, before a flow run exists (also under --json)",
+)
+@pytest.mark.parametrize(
+    ("cells", "needle"), [("nope=1", "unknown axis 'nope'"), ("python=2.7", "no cell has python=2.7")]
+)
+def test_backfill_cells_are_validated_before_a_flow_run(
+    cells: str,
+    needle: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    home: Path,
+    no_flow_run: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import wheelflow.cli.backfill
+
+    def no_server() -> None:
+        raise AssertionError("a server was asked about bad --cells")
+
+    monkeypatch.setattr(wheelflow.cli.backfill, "connect_prefect", no_server)
+    project = spec_with(tmp_path, MATRIX)
+    refused(["backfill", str(project), "--cells", cells], capsys, "--cells", needle, "fix:")
+
+
+@pytest.mark.case(
+    "bad input",
+    "`verify --spec DIR` or a --spec that does not exist, with an --index URL that needs no spec",
+    "exit 2, one line naming --spec (or the file) and the fix, also under --json; never silently ignored",
+)
+@pytest.mark.parametrize("spec", ["a folder", "a missing file"])
+def test_verify_refuses_a_spec_it_cannot_read(
+    spec: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    path = tmp_path if spec == "a folder" else tmp_path / "nope.toml"
+    line = refused(
+        ["verify", "x==1.0", "--index", "http://127.0.0.1:9/simple/", "--spec", str(path)], capsys, str(path)
+    )
+    assert "is a directory" in line or "file not found" in line
+
+
+@pytest.mark.case(
+    "bad input",
+    "`monitor --grace 31536000` (hours: 3,600 years) or 8,761 hours",
+    "exit 2, one line naming --grace and the limit of 8,760 hours (a year), also under --json",
+)
+@pytest.mark.parametrize("grace", ["31536000", "8761"])
+def test_grace_is_at_most_a_year_of_hours(grace: str, capsys: pytest.CaptureFixture[str], home: Path) -> None:
+    refused(
+        ["monitor", "--repo", "r", "--project", "p", "--index", "local", "--grace", grace],
+        capsys,
+        "--grace",
+        "at most 8760",
+    )
+
+
+def test_a_year_of_grace_is_accepted() -> None:
+    from wheelflow.cli.common import seconds
+
+    assert seconds("--grace", allow_zero=True, unit="hours")("8760") == 8760.0
+    assert seconds("--timeout")("31536000") == 31536000.0  # seconds keep their own limit
+
+
+@pytest.mark.case(
+    "bad input",
+    "WHEELFLOW_HOME read-only for a command that talks to the home's Prefect server "
+    "(server start, status, approve, trigger, automations)",
+    "exit 2 like every other command (was 6 for server start): one line naming the folder and the fix, "
+    "before any server is started",
+)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["server", "start"],
+        ["status", "0b7d4c36-4d5a-4c2e-9a57-7c2d1c3e1f00"],
+        ["approve", "0b7d4c36-4d5a-4c2e-9a57-7c2d1c3e1f00"],
+        ["trigger", "release"],
+        ["automations", "install"],
+    ],
+    ids=lambda argv: " ".join(argv[:1] if argv[0] != "server" else argv),
+)
+def test_every_command_exits_2_on_a_read_only_home(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import tempfile
+
+    from wheelflow.adapters import localserver
+
+    home = tmp_path / "ro-home"
+    home.mkdir()
+    if os.geteuid() != 0:
+        home.chmod(0o500)
+    else:  # root writes anywhere: the file system answers as a read-only mount would
+
+        def read_only(*args: object, **kwargs: object) -> None:
+            raise OSError(30, "Read-only file system", str(home / ".write-check-x"))
+
+        monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+
+    def no_server(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a server was started on a read-only home")
+
+    monkeypatch.setattr(localserver, "ensure_server", no_server)
+    for name in ("PREFECT_API_URL", "WHEELFLOW_EPHEMERAL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    monkeypatch.setenv("WHEELFLOW_HOME", str(home))
+    json_too = argv[0] in ("server", "status", "trigger")
+    line = refused(argv, capsys, f"cannot write wheelflow's home {home}", "WHEELFLOW_HOME", json_too=json_too)
+    assert line.startswith("wheelflow: error: ")

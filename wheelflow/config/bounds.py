@@ -9,7 +9,10 @@ as ``Argument list too long`` after an upload.
 
 from __future__ import annotations
 
+import os
 import string
+
+from wheelflow.core.errors import SpecError
 
 #: The longest command the spec may give (a smoke command, an install command), in bytes.
 MAX_COMMAND = 32 * 1024
@@ -58,3 +61,56 @@ def template_fields(template: str) -> list[str]:
             raise TemplateRefused(f"{quoted(template)}: field {quoted(field)} is not a plain name")
         names.append(name)
     return names
+
+
+#: The longest file name (one path component) and path Linux takes, in bytes (NAME_MAX, PATH_MAX).
+MAX_NAME = 255
+MAX_PATH = 4096
+#: The longest URL read or given (an index, a repository); httpx itself stops at 64 KiB with a traceback.
+MAX_URL = 8192
+#: The longest NAME==VERSION pin (the name goes into an index's URL).
+MAX_PIN = 512
+#: How deep tables and lists may nest in a spec (the real ones nest 4 deep).
+MAX_NESTING = 32
+
+
+def path_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot name a file on Linux (a component over 255 bytes, or over 4,096 in all),
+    or None: refused up front in one line instead of ``OSError: File name too long`` from deep inside."""
+    text = os.fsencode(path)
+    if len(text) > MAX_PATH:
+        return f"the path {quoted(os.fsdecode(text))} is {len(text):,} bytes, over the limit of {MAX_PATH:,}"
+    longest = max(text.split(b"/"), key=len)
+    if len(longest) > MAX_NAME:
+        return (
+            f"{quoted(os.fsdecode(longest))} in the path is a name of {len(longest):,} bytes, "
+            f"over the limit of {MAX_NAME} for one file name"
+        )
+    return None
+
+
+def check_path(path: str | os.PathLike[str], key: str) -> None:
+    """Refuse a path no file can have, naming ``key`` (the option or spec key that gave it)."""
+    if problem := path_problem(path):
+        raise SpecError(key, problem, "give an existing path")
+
+
+def check_url(url: str, key: str) -> None:
+    """Refuse a URL (or an index name) over :data:`MAX_URL` characters, naming ``key``."""
+    if len(url) > MAX_URL:
+        raise SpecError(key, f"{quoted(url)} is over the limit of {MAX_URL:,} characters", "give the index's URL")
+
+
+def nesting_problem(value: object) -> str | None:
+    """Why ``value`` (a parsed TOML table) nests too deep for the spec, or None. Iterative: a deep
+    value must not exhaust the stack that is checking it."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return f"tables and lists nest more than {MAX_NESTING} deep"
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return None

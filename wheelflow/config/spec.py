@@ -37,7 +37,17 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from wheelflow.config.bounds import MAX_COMMAND, TemplateRefused, quoted, template_fields, too_long
+from wheelflow.config.bounds import (
+    MAX_COMMAND,
+    MAX_NESTING,
+    MAX_URL,
+    TemplateRefused,
+    check_path,
+    nesting_problem,
+    quoted,
+    template_fields,
+    too_long,
+)
 from wheelflow.config.matrix import Matrix, MatrixTable, render_template
 from wheelflow.config.repairoptions import RepairOptions, check_command
 from wheelflow.config.spectypes import ByteSize, EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
@@ -121,6 +131,8 @@ ApprovalTimeout = Annotated[
 
 
 def _check_url(url: str) -> str:
+    if len(url) > MAX_URL:
+        raise problem(f"{quoted(url)} is over the limit of {MAX_URL:,} characters", "give the index's URL")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise problem(
@@ -764,6 +776,7 @@ def load_spec(
     project's files are not here and not needed (the monitor reads only the name, artifacts, matrix
     and tag pattern), so paths in the spec (``version.file``) are not looked up."""
     project = Path(project_dir)
+    check_path(project, "PATH")
     if not project.is_dir():
         raise SpecError("PATH", f"{str(project)!r} is not a directory", "pass the released project's directory")
     pyproject = _read_toml(project / "pyproject.toml") if (project / "pyproject.toml").is_file() else {}
@@ -865,14 +878,20 @@ def env_prefix(target_name: str) -> str:
     return "WHEELFLOW_" + re.sub(r"[^A-Z0-9]", "_", target_name.upper())
 
 
+NESTING_FIX = "write the spec's tables as docs/spec-reference.md shows them"
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
+    check_path(path, "--spec")
     if path.exists() and not path.is_file():
         what = "a directory" if path.is_dir() else "not a regular file"
         raise SpecError(
             "--spec", f"{str(path)!r} is {what}", "name the spec file itself, e.g. --spec DIR/pyproject.toml"
         )
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:  # the TOML reader recurses once per level: 50,000 levels exhaust the stack
+        raise SpecError(str(path), f"tables and lists nest more than {MAX_NESTING} deep", NESTING_FIX) from None
     except FileNotFoundError:
         raise SpecError(str(path), "file not found", "check the path given with --spec") from None
     except UnicodeDecodeError:
@@ -881,6 +900,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SpecError(str(path), f"cannot be read ({exc.strerror})", "check the path given with --spec") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(str(path), f"invalid TOML ({exc})", "fix the TOML syntax") from None
+    if problem := nesting_problem(table):
+        raise SpecError(str(path), problem, NESTING_FIX)
+    return table
 
 
 SCHEMA_FILE = "wheelflow.schema.json"
