@@ -477,3 +477,31 @@ def test_every_command_exits_2_on_a_read_only_home(
     json_too = argv[0] in ("server", "status", "trigger")
     line = refused(argv, capsys, f"cannot write wheelflow's home {home}", "WHEELFLOW_HOME", json_too=json_too)
     assert line.startswith("wheelflow: error: ")
+
+
+def test_an_over_long_version_file_in_the_spec_names_its_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    project = spec_with(tmp_path, "")
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(text.replace('file = "pyproject.toml"', f'file = "{LONG_NAME}/v.py"'))
+    refused(["matrix", str(project)], capsys, "version.file", "over the limit of 255")
+
+
+@pytest.mark.case(
+    "bad input",
+    "a path too long for a file name that no option or spec check caught (OSError ENAMETOOLONG inside a command)",
+    "exit 2, one short line naming the path, also under --json; no traceback",
+)
+def test_a_file_name_too_long_anywhere_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    import errno
+
+    import wheelflow.cli.matrix
+
+    def deep_inside(args: object) -> int:
+        raise OSError(errno.ENAMETOOLONG, "File name too long", "/tmp/" + LONG_NAME)
+
+    monkeypatch.setattr(wheelflow.cli.matrix, "run", deep_inside)
+    refused(["matrix", "."], capsys, "is too long for a file name", "fix:")

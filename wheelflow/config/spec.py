@@ -44,6 +44,7 @@ from wheelflow.config.bounds import (
     TemplateRefused,
     check_path,
     nesting_problem,
+    path_problem,
     quoted,
     template_fields,
     too_long,
@@ -227,6 +228,8 @@ class VersionSource(SpecModel):
         project = (info.context or {}).get("project_dir")
         if file is None or project is None:
             return file
+        if reason := path_problem(project / file):
+            raise problem(reason, "give a path relative to the project")
         if not (project / file).resolve().is_relative_to(project.resolve()):
             raise problem(f"{file!r} points outside the project", "give a path inside the project, relative to it")
         if not (project / file).is_file():
