@@ -213,6 +213,11 @@ def test_commands_and_environment_values_are_bounded(
     refused(["release", str(project)], capsys, key, "over the limit of 32,768")
 
 
+def test_a_smoke_command_on_the_command_line_is_bounded(capsys: pytest.CaptureFixture[str], home: Path) -> None:
+    argv = ["verify", "x==1", "--index", "http://127.0.0.1:9/simple/", "--smoke", "python -c pass " + "#" * 200_000]
+    refused(argv, capsys, "--smoke", "over the limit of 32,768")
+
+
 def test_a_rendered_environment_value_is_bounded_too(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], home: Path
 ) -> None:

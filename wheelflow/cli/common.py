@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from wheelflow.adapters import localserver
-from wheelflow.config.bounds import check_path, check_url
+from wheelflow.config.bounds import MAX_COMMAND, check_path, check_url, too_long
 from wheelflow.config.spec import ReleaseSpec, load_spec, load_spec_file
 from wheelflow.core.deadline import finite_seconds
 from wheelflow.core.errors import SpecError, UsageError
@@ -110,6 +110,19 @@ def path_argument(option: str) -> Callable[[str], str]:
         return text
 
     parse.__name__ = "path"  # argparse names the type in its own messages
+    return parse
+
+
+def command_argument(option: str) -> Callable[[str], str]:
+    """An argparse ``type`` for a shell command option (``--smoke``): at most 32 KiB, as in the spec,
+    so it is refused here and never by the kernel (``Argument list too long``) after the work is done."""
+
+    def parse(text: str) -> str:
+        if problem := too_long(text, MAX_COMMAND):
+            raise UsageError(option, problem, "put a long command in a script and run that")
+        return text
+
+    parse.__name__ = "command"
     return parse
 
 

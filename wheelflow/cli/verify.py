@@ -17,6 +17,7 @@ from rich.table import Table
 from wheelflow.cli.common import (
     add_json,
     add_spec,
+    command_argument,
     err_console,
     load_spec_arg,
     location_argument,
@@ -66,7 +67,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "served, its bytes downloaded and hashed); a path that does not exist is an error (repeatable)",
     )
     parser.add_argument("--no-install", action="store_true", help="skip the install into a fresh virtualenv")
-    parser.add_argument("--smoke", help="command run in the virtualenv after installing")
+    parser.add_argument(
+        "--smoke", type=command_argument("--smoke"), help="command run in the virtualenv after installing"
+    )
     parser.add_argument(
         "--timeout",
         type=seconds("--timeout"),
