@@ -510,3 +510,17 @@ def test_a_file_name_too_long_anywhere_is_one_line(
 
     monkeypatch.setattr(wheelflow.cli.matrix, "run", deep_inside)
     refused(["matrix", "."], capsys, "is too long for a file name", "fix:")
+
+
+def test_a_static_store_is_one_index_in_the_upload_record_whatever_its_spelling(tmp_path: Path) -> None:
+    from wheelflow.config.spec import load_spec
+    from wheelflow.flows.stages import index_key
+
+    store = tmp_path / "x" / "store"
+    store.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(store)
+    keys = set()
+    for i, url in enumerate([store.as_uri(), f"{tmp_path}/./link", f"/{tmp_path}/x/store/"]):
+        extra = f'\n[tool.wheelflow.targets.wheels]\nkind = "static"\nstore-url = "{url}"\npublic-url = "http://127.0.0.1:9/"\n'
+        keys.add(index_key(load_spec(make_project(tmp_path / f"p{i}", extra=extra)).target("wheels")))
+    assert keys == {str(store.resolve())}
