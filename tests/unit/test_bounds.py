@@ -6,36 +6,16 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-import types
 from pathlib import Path
 
 import pytest
 from conftest import make_project
+from test_inputs import no_flow_run, one_line  # noqa: F401 - the fixture (used by name) and helper test_inputs has
 
 from wheelflow.cli import main
 from wheelflow.core.errors import ExitCode
 from wheelflow.index.staticindex import store_location
 from wheelflow.index.staticsite import StaticSite
-
-
-@pytest.fixture
-def no_flow_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any flow run started fails the test: bad input must be refused before one exists."""
-
-    def refuse(**_: object) -> None:
-        raise AssertionError("a flow run was started for bad input")
-
-    for module, name in (("wheelflow.flows.release", "release"), ("wheelflow.flows.backfill", "backfill")):
-        monkeypatch.setitem(sys.modules, module, types.SimpleNamespace(**{name: refuse}))
-
-
-def one_line(capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
-    out, err = capsys.readouterr()
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err[:2000]
-    assert "Traceback" not in err + out
-    return lines[0], out
 
 
 def site(store_url: str) -> StaticSite:
@@ -199,6 +179,7 @@ def test_plain_fields_still_render(tmp_path: Path, capsys: pytest.CaptureFixture
     ],
     ids=["smoke", "build.env", "matrix.env", "docker.env", "install-commands"],
 )
+@pytest.mark.usefixtures("no_flow_run")
 def test_commands_and_environment_values_are_bounded(
     extra: str,
     smoke: str | None,
@@ -206,7 +187,6 @@ def test_commands_and_environment_values_are_bounded(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     home: Path,
-    no_flow_run: None,
 ) -> None:
     project = spec_with(tmp_path, extra, smoke=smoke)
     refused(["matrix", str(project)], capsys, key, "over the limit of 32,768")
@@ -305,8 +285,9 @@ LONG_NAME = "a" * 300  # one path component over NAME_MAX (255 bytes)
         "release PATH_MAX",
     ],
 )
+@pytest.mark.usefixtures("no_flow_run")
 def test_an_over_long_path_is_one_line(
-    argv: list[str], option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], home: Path, no_flow_run: None
+    argv: list[str], option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], home: Path
 ) -> None:
     project = str(make_project(tmp_path / "p"))
     refused([a.replace("{project}", project) for a in argv], capsys, f": {option}: ", "over the limit", "fix:")
@@ -377,13 +358,13 @@ def test_a_deeply_nested_spec_is_one_line(
 @pytest.mark.parametrize(
     ("cells", "needle"), [("nope=1", "unknown axis 'nope'"), ("python=2.7", "no cell has python=2.7")]
 )
+@pytest.mark.usefixtures("no_flow_run")
 def test_backfill_cells_are_validated_before_a_flow_run(
     cells: str,
     needle: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     home: Path,
-    no_flow_run: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import wheelflow.cli.backfill
