@@ -505,3 +505,13 @@ def test_a_static_store_is_one_index_in_the_upload_record_whatever_its_spelling(
         extra = f'\n[tool.wheelflow.targets.wheels]\nkind = "static"\nstore-url = "{url}"\npublic-url = "http://127.0.0.1:9/"\n'
         keys.add(index_key(load_spec(make_project(tmp_path / f"p{i}", extra=extra)).target("wheels")))
     assert keys == {str(store.resolve())}
+
+
+def test_monitor_expect_patterns_name_plain_fields() -> None:
+    from wheelflow.core.errors import SpecError
+    from wheelflow.ops.monitor import expectation_regex
+
+    for pattern in ("{name:>99999999}-{version}.tar.gz", "{name}-{version!r}.tar.gz"):
+        with pytest.raises(SpecError, match="--expect: .* has a format spec or conversion"):
+            expectation_regex(pattern, "tiny-pkg", "1.0")
+    assert expectation_regex("{name}-{version}.tar.gz", "tiny-pkg", "1.0").match("tiny_pkg-1.0.tar.gz")

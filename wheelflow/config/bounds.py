@@ -95,10 +95,17 @@ def check_path(path: str | os.PathLike[str], key: str) -> None:
         raise SpecError(key, problem, "give an existing path")
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` (or an index name) is too long to be one, or None: over :data:`MAX_URL` characters."""
+    if len(url) <= MAX_URL:
+        return None
+    return f"{quoted(url)} is over the limit of {MAX_URL:,} characters"
+
+
 def check_url(url: str, key: str) -> None:
     """Refuse a URL (or an index name) over :data:`MAX_URL` characters, naming ``key``."""
-    if len(url) > MAX_URL:
-        raise SpecError(key, f"{quoted(url)} is over the limit of {MAX_URL:,} characters", "give the index's URL")
+    if problem := url_problem(url):
+        raise SpecError(key, problem, "give the URL itself, without data appended")
 
 
 def nesting_problem(value: object) -> str | None:

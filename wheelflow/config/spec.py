@@ -40,7 +40,6 @@ from pydantic.json_schema import SkipJsonSchema
 from wheelflow.config.bounds import (
     MAX_COMMAND,
     MAX_NESTING,
-    MAX_URL,
     TemplateRefused,
     check_path,
     nesting_problem,
@@ -48,6 +47,7 @@ from wheelflow.config.bounds import (
     quoted,
     template_fields,
     too_long,
+    url_problem,
 )
 from wheelflow.config.matrix import Matrix, MatrixTable, render_template
 from wheelflow.config.repairoptions import RepairOptions, check_command
@@ -132,8 +132,8 @@ ApprovalTimeout = Annotated[
 
 
 def _check_url(url: str) -> str:
-    if len(url) > MAX_URL:
-        raise problem(f"{quoted(url)} is over the limit of {MAX_URL:,} characters", "give the index's URL")
+    if reason := url_problem(url):
+        raise problem(reason, "give the index's URL")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise problem(

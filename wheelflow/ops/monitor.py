@@ -34,6 +34,7 @@ import httpx
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from wheelflow.config.bounds import quoted
 from wheelflow.config.matrix import Cell
 from wheelflow.core.errors import SpecError
 from wheelflow.core.redaction import redact_url
@@ -91,7 +92,7 @@ def expectation_regex(pattern: str, name: str, version: str) -> re.Pattern[str]:
         if spec or conversion:
             raise SpecError(
                 "--expect",
-                f"{pattern[:80]!r}: {{{placeholder}}} has a format spec or conversion",
+                f"{quoted(pattern)}: {{{placeholder}}} has a format spec or conversion",
                 "use plain {name} and {version}",
             )
         if placeholder == "name":
