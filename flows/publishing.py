@@ -80,7 +80,11 @@ def uploads_on_record(ctx: ReleaseContext) -> dict[str, dict[str, dict]]:
         filename: {"sha256": sha256, "flow_run_id": None}
         for filename, sha256 in (read_manifest(ctx.home, ctx.spec.name, ctx.version) or {}).items()
     }
-    return {index_key(t): {**local, **recorded.get(index_key(t), {})} for t in ctx.targets}
+    # A static store's uploads recorded before its key was its location are under the URL as spelled.
+    return {
+        index_key(t): {**local, **recorded.get(t.store_url or index_key(t), {}), **recorded.get(index_key(t), {})}
+        for t in ctx.targets
+    }
 
 
 def open_stage(

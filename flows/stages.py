@@ -17,7 +17,7 @@ from prefect.transactions import Transaction
 
 from wheelflow.adapters.prefect_api import read_record, write_record
 from wheelflow.builds.builders.local import find_interpreter
-from wheelflow.config.spec import Target
+from wheelflow.config.spec import LOCAL_STORE, Target
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.errors import CellUnbuildable, VerificationError
 from wheelflow.core.report import FAILED, NOT_RUN, PASSED, Check
@@ -25,6 +25,7 @@ from wheelflow.flows.context import ReleaseContext
 from wheelflow.flows.futures import settled
 from wheelflow.index.indexes import Endpoints
 from wheelflow.index.simple_api import ServedFile
+from wheelflow.index.staticindex import store_location
 from wheelflow.ops.monitor import manifest_variable, record_upload
 from wheelflow.proof.installchecks import install_commands, plan, runtimes
 from wheelflow.proof.verification import VERIFIED
@@ -81,7 +82,10 @@ class Publication:
 
 
 def index_key(target: Target) -> str:
-    """What identifies a target's index in the upload record: its configured index or store URL."""
+    """What identifies a target's index in the upload record: its configured index, or its static
+    store's one location (two spellings of one store are one index, as they are one lock)."""
+    if target.store_url is not None and target.store_url != LOCAL_STORE:
+        return store_location(target.store_url)
     return target.index or target.store_url or target.name
 
 

@@ -204,3 +204,74 @@ def test_a_rejected_release_rolls_back_only_its_own_entries_from_a_shared_store(
                 capture_output=True, text=True, env=installer_env(),
             )  # fmt: skip
             assert installed.returncode == 0, installed.stderr[-2000:]
+
+
+@pytest.mark.case(
+    "fault",
+    "two releases to one static store at once, the store spelled two ways (a file:// URL and a symlink to it)",
+    "one lock: the second waits for the first, then publishes; both projects end listed on the root page",
+)
+def test_one_store_spelled_two_ways_is_one_lock_and_both_projects_stay_listed(
+    tmp_path: Path, home: Path, prefect_api
+) -> None:
+    import contextvars
+    import os
+    import sys
+    import threading
+
+    from conftest import make_project
+
+    from wheelflow.adapters.prefect_api import held_alone
+    from wheelflow.core.distributions import Distribution, sha256_of
+    from wheelflow.index.staticindex import publish_static
+    from wheelflow.index.staticsite import StaticSite
+
+    store = tmp_path / "x" / "store"
+    store.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(store)
+    with EmbeddedStaticServer(store) as server:
+        # B releases to the store through the symlink, spelled as a plain path with a dot segment.
+        extra = (
+            f'\n[tool.wheelflow.targets.wheels]\nkind = "static"\nstore-url = "{tmp_path}/./link"\n'
+            f'public-url = "{server.url}"\n'
+        )
+        project_b = make_project(tmp_path / "b", name="other-pkg", version="2.0.0", extra=extra)
+        # A (this test) publishes first, holding the lock its own spelling names: file:///.../x/store.
+        site_a = StaticSite("wheels", store.as_uri(), server.url, "{local_version}", "every-subindex", 10.0)
+        sdist_a = tmp_path / "tiny_pkg-1.0.0.tar.gz"
+        subprocess.run(
+            [sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp_path), str(make_project(tmp_path / "a"))],
+            check=True,
+            capture_output=True,
+        )
+        waited = threading.Event()
+        lines: list[str] = []
+        with held_alone(site_a.lock_name):
+            proc = subprocess.Popen(
+                [str(Path(sys.executable).with_name("wheelflow")), "release", str(project_b), "--json"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=os.environ.copy(),
+            )
+
+            def read_stderr() -> None:
+                for line in proc.stderr:  # type: ignore[union-attr]
+                    lines.append(line)
+                    if "which holds static-index:" in line:
+                        waited.set()
+
+            reader = threading.Thread(target=contextvars.copy_context().run, args=(read_stderr,))
+            reader.start()
+            while not waited.is_set() and proc.poll() is None:
+                waited.wait(1)  # until B says it waits for our lock, or ends (without waiting: two locks)
+            assert waited.is_set(), "B did not wait for the store's lock:\n" + "".join(lines)[-3000:]
+            publish_static(
+                [Distribution(sdist_a, "sdist", sha256_of(sdist_a))], store_url=site_a.store_url, public_url=server.url
+            )
+        out, _ = proc.communicate(timeout=600)
+        reader.join(60)
+        assert proc.returncode == 0, "".join(lines)[-3000:]
+        root = (store / "index.html").read_text()
+        assert 'href="tiny-pkg/"' in root and 'href="other-pkg/"' in root  # neither project's entry was lost
+        assert json.loads(out)["ok"] is True

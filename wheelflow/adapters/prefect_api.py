@@ -12,14 +12,15 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.input import RunInput
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from wheelflow.core.errors import CredentialsError, ReleaseBusy, SpecError
+from wheelflow.ops.approval import cap_reason
 from wheelflow.ops.incidents import VARIABLE_PREFIX, Incident, variable_name
 from wheelflow.ops.orchestration import deployment_not_found, strict_schema
 from wheelflow.ops.runhistory import TaskHistory, entry_from_state, retry_errors
@@ -119,7 +120,10 @@ class Decision(RunInput):
     """What a person answers when a release pauses before a gated target."""
 
     approve: bool = Field(description="Publish this release to the next target?")
-    reason: str = Field(default="", description="Why: recorded in the release report and alert")
+    # Cut, not refused: the form has already been answered when the run reads it (the CLI refuses instead).
+    reason: Annotated[str, AfterValidator(cap_reason)] = Field(
+        default="", description="Why: recorded in the release report and alert (at most 4,096 characters)"
+    )
 
 
 # -- incidents as Prefect Variables ----------------------------------------------------------------

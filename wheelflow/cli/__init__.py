@@ -8,6 +8,7 @@ Errors a user can cause are :class:`~wheelflow.core.errors.WheelflowError`: one 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -32,7 +33,8 @@ from wheelflow.cli import (
     verify,
 )
 from wheelflow.cli.common import say
-from wheelflow.core.errors import ExitCode, ServerUnavailable, WheelflowError
+from wheelflow.config.bounds import quoted
+from wheelflow.core.errors import ExitCode, ServerUnavailable, UsageError, WheelflowError
 from wheelflow.core.home import ensure_home
 from wheelflow.core.secretenv import hide_secrets
 
@@ -113,11 +115,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             if getattr(args, "needs_prefect", False) and (lost := _server_gone(exc)):
                 raise lost from None
             raise
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        # A path option or spec value no check caught: still one line naming the path, exit 2.
+        error: WheelflowError = UsageError(
+            "a path", f"{quoted(str(exc.filename or ''))} is too long for a file name", "give an existing path"
+        )
+        return _refused(error, as_json)
     except WheelflowError as exc:
-        if as_json:
-            print(json.dumps({"ok": False, "error": str(exc), "exit_code": int(exc.exit_code)}, indent=2))
-        say(f"wheelflow: error: {exc}")
-        return exc.exit_code
+        return _refused(exc, as_json)
+
+
+def _refused(exc: WheelflowError, as_json: bool) -> int:
+    """``exc`` as the user sees it: one line on stderr (and one JSON object on stdout with ``--json``)."""
+    if as_json:
+        print(json.dumps({"ok": False, "error": str(exc), "exit_code": int(exc.exit_code)}, indent=2))
+    say(f"wheelflow: error: {exc}")
+    return exc.exit_code
 
 
 def _server_gone(exc: BaseException) -> ServerUnavailable | None:

@@ -7,6 +7,8 @@ from typing import Any
 
 from wheelflow.cli.common import connect_prefect, say
 from wheelflow.cli.status import parse_run_id
+from wheelflow.core.errors import UsageError
+from wheelflow.ops.approval import reason_too_long
 
 NEEDS_PREFECT = True  # main() connects to a Prefect server first (see common.connect_prefect)
 
@@ -17,12 +19,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--reject", action="store_true", help="refuse: the release fails and the next target gets nothing"
     )
-    parser.add_argument("--reason", default="", help="why; recorded in the report and alert")
+    parser.add_argument("--reason", default="", help="why (at most 4,096 characters); recorded in the report and alert")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     run_id = parse_run_id(args.run_id)
+    if problem := reason_too_long(args.reason):
+        raise UsageError("--reason", problem, "say why in a few lines; link to a longer text")
     connect_prefect()
     from wheelflow.adapters.prefect_api import resume_with_decision
 

@@ -14,6 +14,7 @@ from wheelflow.cli.common import (
     connect_prefect,
     out_console,
     parse_pairs,
+    path_argument,
     report_outcome,
     say_ui_link,
     show_table,
@@ -28,10 +29,13 @@ NEEDS_PREFECT = True  # main() connects to a Prefect server first (see common.co
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("backfill", help="build and publish the matrix cells that released versions lack")
-    parser.add_argument("path", help="the project (a git repository whose tags are the releases)")
+    parser.add_argument(
+        "path", type=path_argument("PATH"), help="the project (a git repository whose tags are the releases)"
+    )
     parser.add_argument(
         "--spec",
         metavar="FILE",
+        type=path_argument("--spec"),
         help="a standalone spec TOML whose matrix is to be completed "
         "(default: [tool.wheelflow] in PATH/pyproject.toml); paths in it are relative to PATH",
     )
@@ -60,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
     for name in args.to or []:
         spec.target(name)
     cells = parse_pairs(args.cells, "--cells", "torch=2.9.1")
+    if cells:  # an axis or value no cell has is refused here (exit 2), not by the flow run after it exists
+        from wheelflow.ops.backfill import select_cells
+
+        if spec.matrix is None:
+            raise SpecError("--cells", "the spec has no matrix, so no cells", "drop --cells")
+        select_cells(spec.matrix.cells, cells)
     versions = [v.strip() for v in args.versions.split(",") if v.strip()] if args.versions else None
     if args.versions is not None and not versions:
         raise SpecError("--versions", f"{args.versions!r} names no version", "write e.g. --versions 1.0.0,1.1.0")

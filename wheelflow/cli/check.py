@@ -10,7 +10,16 @@ from typing import Any
 from wheelflow.checks.abi import abi_findings, compat_grid
 from wheelflow.checks.audits import audit_files, audit_target, preflight
 from wheelflow.checks.devicecode import find_cuobjdump
-from wheelflow.cli.common import add_json, add_spec, load_spec_arg, out_console, parse_pairs, say, split_pairs
+from wheelflow.cli.common import (
+    add_json,
+    add_spec,
+    load_spec_arg,
+    out_console,
+    parse_pairs,
+    path_argument,
+    say,
+    split_pairs,
+)
 from wheelflow.config.gpuarch import ARCH_POLICIES, DEFAULT_ARCH_POLICY, ArchSpec, declared_archs, parse_archs
 from wheelflow.config.matrix import Cell
 from wheelflow.config.spec import INDEX_ALIASES, ReleaseSpec, Target
@@ -21,7 +30,7 @@ from wheelflow.index.indexes import limits_for
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("check", help="audit built files without uploading (the release flow's own checks)")
-    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.add_argument("files", nargs="+", metavar="FILE", type=path_argument("FILE"))
     add_spec(parser)
     parser.add_argument(
         "--target", help="also apply this target's rules (size limit, budget, local versions, platform tags)"

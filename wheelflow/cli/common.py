@@ -14,10 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from wheelflow.adapters import localserver
+from wheelflow.config.bounds import MAX_COMMAND, check_path, check_url, too_long
 from wheelflow.config.spec import ReleaseSpec, load_spec, load_spec_file
 from wheelflow.core.deadline import finite_seconds
 from wheelflow.core.errors import SpecError, UsageError
-from wheelflow.core.home import wheelflow_home
+from wheelflow.core.home import ensure_home, wheelflow_home
 
 err_console = Console(stderr=True)
 out_console = Console()
@@ -56,6 +57,7 @@ def add_spec(parser: argparse.ArgumentParser, *, project_option: bool = True) ->
     parser.add_argument(
         "--spec",
         metavar="FILE",
+        type=path_argument("--spec"),
         help="a standalone spec TOML, or a pyproject.toml with "
         "[tool.wheelflow] (default: the project's pyproject.toml); paths in it are relative to the project",
     )
@@ -63,6 +65,7 @@ def add_spec(parser: argparse.ArgumentParser, *, project_option: bool = True) ->
         parser.add_argument(
             "--project",
             metavar="DIR",
+            type=path_argument("--project"),
             help="the project the spec describes (default: the folder of "
             "a pyproject.toml given as --spec, else the current directory)",
         )
@@ -91,6 +94,51 @@ def seconds(option: str, *, allow_zero: bool = False, unit: str = "seconds") -> 
             raise UsageError(option, exc.problem, exc.fix or f"give e.g. {option} 60") from None
 
     parse.__name__ = "seconds"  # argparse names the type in its own messages
+    return parse
+
+
+def path_argument(option: str) -> Callable[[str], str]:
+    """An argparse ``type`` for a path option: a path no file can have (a name over 255 bytes, or
+    over 4,096 in all) is a UsageError naming the option (exit 2, one line, also under ``--json``),
+    not ``OSError: File name too long`` from wherever it is first opened."""
+
+    def parse(text: str) -> str:
+        try:
+            check_path(text, option)
+        except SpecError as exc:
+            raise UsageError(option, exc.problem, "give an existing path") from None
+        return text
+
+    parse.__name__ = "path"  # argparse names the type in its own messages
+    return parse
+
+
+def command_argument(option: str) -> Callable[[str], str]:
+    """An argparse ``type`` for a shell command option (``--smoke``): at most 32 KiB, as in the spec,
+    so it is refused here and never by the kernel (``Argument list too long``) after the work is done."""
+
+    def parse(text: str) -> str:
+        if problem := too_long(text, MAX_COMMAND):
+            raise UsageError(option, problem, "put a long command in a script and run that")
+        return text
+
+    parse.__name__ = "command"
+    return parse
+
+
+def location_argument(option: str) -> Callable[[str], str]:
+    """An argparse ``type`` for an option that takes a URL, a path or a name (``--index``, ``--repo``):
+    at most 8,192 characters; a path (no ``://``) also as :func:`path_argument` checks it."""
+    as_path = path_argument(option)
+
+    def parse(text: str) -> str:
+        try:
+            check_url(text, option)
+        except SpecError as exc:
+            raise UsageError(option, exc.problem, exc.fix or "give a shorter URL") from None
+        return text if "://" in text else as_path(text)
+
+    parse.__name__ = "location"
     return parse
 
 
@@ -147,6 +195,9 @@ def connect_prefect() -> str:
     for key, value in localserver.client_defaults(mode, timeout).items():
         os.environ.setdefault(key, value)
     if mode == "local":
+        # The home's server keeps its database there: a home that cannot be written is bad input
+        # (exit 2, one line naming the folder), as for every command that uses the home.
+        ensure_home()
         state = localserver.ensure_server(
             wheelflow_home(), timeout=timeout, port=localserver.requested_port(os.environ), say=say
         )

@@ -9,14 +9,21 @@ from typing import Any
 
 from rich.table import Table
 
-from wheelflow.cli.common import add_json, show_table
+from wheelflow.cli.common import add_json, path_argument, show_table
 from wheelflow.config.spec import expanded_table, load_spec
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("matrix", help="show the expanded wheel matrix (axes, include/exclude, rules)")
-    parser.add_argument("path", nargs="?", default=".", help="the project (default: the current directory)")
-    parser.add_argument("--spec", metavar="FILE", help="a standalone spec TOML; paths in it are relative to PATH")
+    parser.add_argument(
+        "path", nargs="?", default=".", type=path_argument("PATH"), help="the project (default: the current directory)"
+    )
+    parser.add_argument(
+        "--spec",
+        metavar="FILE",
+        type=path_argument("--spec"),
+        help="a standalone spec TOML; paths in it are relative to PATH",
+    )
     add_json(parser, "one object per cell")
     return parser
 

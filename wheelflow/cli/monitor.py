@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from wheelflow.cli.common import add_json, load_spec_arg, say, seconds, show_table
+from wheelflow.cli.common import add_json, load_spec_arg, location_argument, path_argument, say, seconds, show_table
 from wheelflow.core.errors import SpecError
 from wheelflow.core.home import wheelflow_home
 from wheelflow.index.indexes import resolve_endpoints
@@ -26,10 +26,19 @@ from wheelflow.source.gittags import DEFAULT_TAG_PATTERNS
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("monitor", help="compare a repository's release tags with what an index serves")
-    parser.add_argument("--repo", required=True, help="git URL or local path whose tags are the releases")
+    parser.add_argument(
+        "--repo",
+        required=True,
+        type=location_argument("--repo"),
+        help="git URL or local path whose tags are the releases",
+    )
     parser.add_argument("--project", required=True, help="distribution name on the index")
     parser.add_argument(
-        "--index", action="append", required=True, help="pypi, testpypi, local, or a Simple API URL (repeatable)"
+        "--index",
+        action="append",
+        required=True,
+        type=location_argument("--index"),
+        help="pypi, testpypi, local, or a Simple API URL (repeatable)",
     )
     parser.add_argument(
         "--expect",
@@ -42,6 +51,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--spec",
         metavar="FILE",
+        type=path_argument("--spec"),
         help="a spec TOML (standalone, as `release --spec` takes, or a project's pyproject.toml) for the "
         "expected files and tag pattern; the project's files need not be here",
     )

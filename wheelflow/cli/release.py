@@ -8,7 +8,15 @@ from typing import Any
 
 from rich.table import Table
 
-from wheelflow.cli.common import add_json, connect_prefect, out_console, report_outcome, say_ui_link, show_table
+from wheelflow.cli.common import (
+    add_json,
+    connect_prefect,
+    out_console,
+    path_argument,
+    report_outcome,
+    say_ui_link,
+    show_table,
+)
 from wheelflow.config.spec import load_spec
 from wheelflow.core.home import wheelflow_home
 from wheelflow.source.gitauth import refuse_url_credentials
@@ -19,10 +27,11 @@ NEEDS_PREFECT = True  # main() connects to a Prefect server first (see common.co
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("release", help="build, check, upload and verify a release (a Prefect flow run)")
-    parser.add_argument("path", help="the project to release")
+    parser.add_argument("path", type=path_argument("PATH"), help="the project to release")
     parser.add_argument(
         "--spec",
         metavar="FILE",
+        type=path_argument("--spec"),
         help="a standalone spec TOML (default: [tool.wheelflow] in "
         "PATH/pyproject.toml); paths in it are relative to PATH",
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 from wheelflow.adapters import localserver
 from wheelflow.cli.common import add_json, say
-from wheelflow.core.home import wheelflow_home
+from wheelflow.core.home import ensure_home, wheelflow_home
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     home = wheelflow_home()
     if args.action == "start":
+        ensure_home()  # a home that cannot be written: exit 2 naming it, as every other command (not 6)
         state = localserver.ensure_server(
             home,
             timeout=localserver.start_timeout(os.environ),

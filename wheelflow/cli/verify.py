@@ -14,8 +14,21 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from rich.table import Table
 
-from wheelflow.cli.common import add_json, add_spec, err_console, load_spec_arg, out_console, say, seconds, show_table
-from wheelflow.config.spec import INDEX_ALIASES
+from wheelflow.cli.common import (
+    add_json,
+    add_spec,
+    command_argument,
+    err_console,
+    load_spec_arg,
+    location_argument,
+    out_console,
+    path_argument,
+    say,
+    seconds,
+    show_table,
+)
+from wheelflow.config.bounds import MAX_PIN, quoted
+from wheelflow.config.spec import INDEX_ALIASES, ReleaseSpec
 from wheelflow.core.deadline import Deadline
 from wheelflow.core.errors import DeadlineExceeded, SpecError
 from wheelflow.core.home import wheelflow_home
@@ -39,18 +52,24 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("verify", help="check that an index serves a release (read-only)")
     parser.add_argument("requirement", metavar="NAME==VERSION")
     parser.add_argument(
-        "--index", required=True, help="local, pypi, testpypi, a target from the spec, or a Simple API URL"
+        "--index",
+        required=True,
+        type=location_argument("--index"),
+        help="local, pypi, testpypi, a target from the spec, or a Simple API URL",
     )
     parser.add_argument(
         "--expect",
         action="append",
         default=[],
         metavar="FILE",
+        type=path_argument("--expect"),
         help="path of a built file (its bytes are proven) or a bare wheel/sdist name (only that it is "
         "served, its bytes downloaded and hashed); a path that does not exist is an error (repeatable)",
     )
     parser.add_argument("--no-install", action="store_true", help="skip the install into a fresh virtualenv")
-    parser.add_argument("--smoke", help="command run in the virtualenv after installing")
+    parser.add_argument(
+        "--smoke", type=command_argument("--smoke"), help="command run in the virtualenv after installing"
+    )
     parser.add_argument(
         "--timeout",
         type=seconds("--timeout"),
@@ -69,6 +88,10 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def parse_pin(text: str) -> tuple[str, str]:
+    if len(text) > MAX_PIN:  # the name goes into the index's URL: 100 KB of it made httpx's InvalidURL traceback
+        raise SpecError(
+            "NAME==VERSION", f"{quoted(text)} is over the limit of {MAX_PIN} characters", "write it as name==1.2.3"
+        )
     try:
         req = Requirement(text)
     except InvalidRequirement:
@@ -79,11 +102,11 @@ def parse_pin(text: str) -> tuple[str, str]:
     return req.name, specs[0].version
 
 
-def index_endpoints(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+def index_endpoints(args: argparse.Namespace, spec: ReleaseSpec | None) -> contextlib.AbstractContextManager:
     """The index to read: an alias, a URL, or a target of the spec (the embedded one runs while open)."""
     if args.index in INDEX_ALIASES or "://" in args.index:
         return open_index(args.index)
-    return open_index(load_spec_arg(args.spec, args.project).target(args.index))
+    return open_index((spec or load_spec_arg(None, None)).target(args.index))
 
 
 def _settled(
@@ -109,8 +132,11 @@ def run(args: argparse.Namespace) -> int:
     name, raw_version = parse_pin(args.requirement)
     version = str(parse_version(raw_version, "NAME==VERSION"))
     expected = expected_from_paths(args.expect)
+    # A spec given is read at once, whatever the index: a missing file or a folder is refused (exit 2),
+    # never ignored because this --index happens not to need it.
+    spec = load_spec_arg(args.spec, args.project) if args.spec or args.project else None
 
-    with index_endpoints(args) as endpoints:
+    with index_endpoints(args, spec) as endpoints:
         deadline = Deadline.after(args.timeout if args.timeout is not None else endpoints.verify_timeout)
         progress = (lambda message: None) if args.json else (lambda message: err_console.print(message, markup=False))
         reasons: list[str] = []
@@ -134,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
                     f"verify of {name} {version} on {endpoints.name}: no time left for the install "
                     f"within --timeout {args.timeout:g} s; fix: give a longer --timeout"
                 )
-            dependencies = load_spec_arg(args.spec, args.project).dependencies if args.spec or args.project else "pypi"
+            dependencies = spec.dependencies if spec is not None else "pypi"
             result = install_and_smoke(
                 name,
                 version,

@@ -31,7 +31,6 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -54,6 +53,7 @@ from pydantic import (
     model_validator,
 )
 
+from wheelflow.config.bounds import MAX_ENV_VALUE, TemplateRefused, quoted, template_fields, too_long
 from wheelflow.config.gpuarch import ARCH_POLICIES, DEFAULT_ARCH_POLICY, parse_archs
 from wheelflow.config.spectypes import EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
 from wheelflow.core.deadline import MAX_SECONDS
@@ -303,16 +303,24 @@ class MatrixTable(SpecModel):
         local = render(self.local_version) or None  # renders empty: this cell builds the plain wheel (a JIT build)
         if local is not None and not _LOCAL_RE.match(local):
             raise problem(
-                f"renders to {local!r} for {cell_name(values)}, not a PEP 440 local label",
+                f"renders to {quoted(local)} for {cell_name(values)[:80]}, not a PEP 440 local label",
                 "use letters, digits and dots, e.g. cu{cuda_nodot}",
                 key="local-version",
             )
+        env = {k: _render(v, values) for k, v in self.env.items()}
+        for name, value in env.items():
+            if reason := too_long(value, MAX_ENV_VALUE):
+                raise problem(
+                    f"renders for {cell_name(values)[:80]} to {reason}",
+                    "keep an environment value short (pass a file's path instead of its content)",
+                    key=("env", name),
+                )
         return Cell(
             name=cell_name(values),
             values=values,
             image=render(self.image),
             runtime_image=render(self.runtime_image),
-            env={k: _render(v, values) for k, v in self.env.items()},
+            env=env,
             build_requires=tuple(_render(r, values) for r in self.build_requires),
             local_version=local,
             gpu=self.gpu,
@@ -461,13 +469,13 @@ def _check_template(text: str, axes: list[str], key: tuple[str, ...]) -> None:
     """Templates see every axis as {axis} and {axis_nodot}; any other name is refused up front."""
     allowed = set(axes) | {f"{a}_nodot" for a in axes}
     try:
-        names = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
-    except ValueError as exc:
-        raise problem(f"{text!r} is not a valid template ({exc})", "use {axis} placeholders", key=key) from None
+        names = template_fields(text)
+    except TemplateRefused as exc:
+        raise problem(str(exc), "use plain {axis} placeholders, e.g. {python} or {cuda_nodot}", key=key) from None
     for name in names:
         if name not in allowed:
             raise problem(
-                f"template {text!r} names unknown axis {name!r}",
+                f"template {quoted(text)} names unknown axis {name!r}",
                 f"use one of {', '.join(axes)} (or AXIS_nodot)",
                 key=key,
             )

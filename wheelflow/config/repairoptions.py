@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wheelflow.config.bounds import MAX_COMMAND, TemplateRefused, quoted, template_fields, too_long
 from wheelflow.core.errors import RepairError
 
 COMMAND_FIELDS = ("{wheel}", "{dest_dir}")
@@ -21,13 +22,15 @@ class RepairOptions:
 
 def check_command(command: str) -> None:
     """A repair command names {wheel} and {dest_dir} and no other placeholder."""
-    missing = [field for field in COMMAND_FIELDS if field not in command]
+    fix = 'fix: write e.g. "auditwheel repair -w {dest_dir} {wheel}"'
+    if reason := too_long(command, MAX_COMMAND):
+        raise RepairError(f"repair.command {reason}; fix: shorten it (or run a script)")
     try:
-        command.format(wheel="w", dest_dir="d")
-    except (KeyError, IndexError, ValueError):
-        missing = missing or ["only {wheel} and {dest_dir}"]
-    if missing:
+        fields = template_fields(command)  # plain names only: {wheel:>99999999} would render 100 MB
+    except TemplateRefused as exc:
+        raise RepairError(f"repair.command {exc}; {fix}") from None
+    missing = [field for field in COMMAND_FIELDS if field.strip("{}") not in fields]
+    if missing or set(fields) - {field.strip("{}") for field in COMMAND_FIELDS}:
         raise RepairError(
-            f"repair.command {command!r} must use {' and '.join(missing)}; "
-            'fix: write e.g. "auditwheel repair -w {dest_dir} {wheel}"'
+            f"repair.command {quoted(command)} must use {' and '.join(missing) or 'only {wheel} and {dest_dir}'}; {fix}"
         )

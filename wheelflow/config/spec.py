@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import string
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -38,6 +37,18 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from wheelflow.config.bounds import (
+    MAX_COMMAND,
+    MAX_NESTING,
+    TemplateRefused,
+    check_path,
+    nesting_problem,
+    path_problem,
+    quoted,
+    template_fields,
+    too_long,
+    url_problem,
+)
 from wheelflow.config.matrix import Matrix, MatrixTable, render_template
 from wheelflow.config.repairoptions import RepairOptions, check_command
 from wheelflow.config.spectypes import ByteSize, EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
@@ -121,6 +132,8 @@ ApprovalTimeout = Annotated[
 
 
 def _check_url(url: str) -> str:
+    if reason := url_problem(url):
+        raise problem(reason, "give the index's URL")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise problem(
@@ -137,24 +150,33 @@ def _check_url(url: str) -> str:
 
 def _install_command(command: str) -> str:
     """An install command as users type it: `pip install` and a requirement; {name}, {version}, {index}."""
+    if reason := too_long(command, MAX_COMMAND):
+        raise problem(reason, "shorten the command")
     try:
         words = shlex.split(command)
     except ValueError as exc:
-        raise problem(f"{command!r} is not a command line ({exc})", "quote it as a shell would") from None
+        raise problem(f"{quoted(command)} is not a command line ({exc})", "quote it as a shell would") from None
     if words[:2] != ["pip", "install"] or len(words) < 3:
         raise problem(
-            f"{command!r} does not start with `pip install` and a requirement",
+            f"{quoted(command)} does not start with `pip install` and a requirement",
             'write e.g. "pip install {name}=={version} --index-url {index}" (uv runs it as `uv pip install`)',
         )
     try:
-        fields = {field for _, field, _, _ in string.Formatter().parse(command) if field}
-    except ValueError as exc:
-        raise problem(f"{command!r} has a stray brace ({exc})", "use only {name}, {version} and {index}") from None
+        fields = set(template_fields(command))
+    except TemplateRefused as exc:
+        raise problem(str(exc), "use only plain {name}, {version} and {index}") from None
     unknown = fields - {"name", "version", "index"}
     if unknown:
-        raise problem(f"{command!r} uses {{{sorted(unknown)[0]}}}", "use only {name}, {version} and {index}")
+        raise problem(f"{quoted(command)} uses {{{sorted(unknown)[0]}}}", "use only {name}, {version} and {index}")
     if any(urlsplit(w).username or urlsplit(w).password for w in words if "://" in w):
         raise problem("credentials never go in the spec", "give the index URL without user:password")
+    return command
+
+
+def _bounded_command(command: str) -> str:
+    """A command the spec gives to a shell: bounded, so it is refused here, not by the kernel after an upload."""
+    if reason := too_long(command, MAX_COMMAND):
+        raise problem(reason, "put a long smoke test in a script in the project (or the package) and run that")
     return command
 
 
@@ -190,8 +212,14 @@ class VersionSource(SpecModel):
     @field_validator("tag")
     @classmethod
     def _tag_holds_the_version(cls, tag: str | None) -> str | None:
-        if tag is not None and tag.count("{version}") != 1:
-            raise problem(f"{tag!r} must contain {{version}} exactly once", 'write e.g. "v{version}"')
+        if tag is None:
+            return tag
+        try:
+            fields = template_fields(tag)
+        except TemplateRefused as exc:
+            raise problem(str(exc), 'write e.g. "v{version}"') from None
+        if fields != ["version"]:
+            raise problem(f"{quoted(tag)} must contain {{version}} exactly once", 'write e.g. "v{version}"')
         return tag
 
     @field_validator("file")
@@ -200,6 +228,8 @@ class VersionSource(SpecModel):
         project = (info.context or {}).get("project_dir")
         if file is None or project is None:
             return file
+        if reason := path_problem(project / file):
+            raise problem(reason, "give a path relative to the project")
         if not (project / file).resolve().is_relative_to(project.resolve()):
             raise problem(f"{file!r} points outside the project", "give a path inside the project, relative to it")
         if not (project / file).is_file():
@@ -622,7 +652,10 @@ class SpecTable(SpecModel):
 
     name: Text | None = Field(None, description="Distribution name; default: [project].name.")
     artifacts: ArtifactKinds = Field(ARTIFACT_KINDS, description="What is built.")
-    smoke: Text | None = Field(None, description="Command run after `pip install` of the release, in a fresh venv.")
+    smoke: Annotated[Text, AfterValidator(_bounded_command)] | None = Field(
+        None,
+        description="Command run after `pip install` of the release, in a fresh venv (at most 32 KiB).",
+    )
     version: VersionSource = Field(default_factory=VersionSource, description="Where the version comes from.")
     build: BuildTable = Field(default_factory=BuildTable, description="The build's environment.")
     repair: RepairTable = Field(default_factory=RepairTable, description="The repair step after each cell's build.")
@@ -746,6 +779,7 @@ def load_spec(
     project's files are not here and not needed (the monitor reads only the name, artifacts, matrix
     and tag pattern), so paths in the spec (``version.file``) are not looked up."""
     project = Path(project_dir)
+    check_path(project, "PATH")
     if not project.is_dir():
         raise SpecError("PATH", f"{str(project)!r} is not a directory", "pass the released project's directory")
     pyproject = _read_toml(project / "pyproject.toml") if (project / "pyproject.toml").is_file() else {}
@@ -847,14 +881,20 @@ def env_prefix(target_name: str) -> str:
     return "WHEELFLOW_" + re.sub(r"[^A-Z0-9]", "_", target_name.upper())
 
 
+NESTING_FIX = "write the spec's tables as docs/spec-reference.md shows them"
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
+    check_path(path, "--spec")
     if path.exists() and not path.is_file():
         what = "a directory" if path.is_dir() else "not a regular file"
         raise SpecError(
             "--spec", f"{str(path)!r} is {what}", "name the spec file itself, e.g. --spec DIR/pyproject.toml"
         )
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:  # the TOML reader recurses once per level: 50,000 levels exhaust the stack
+        raise SpecError(str(path), f"tables and lists nest more than {MAX_NESTING} deep", NESTING_FIX) from None
     except FileNotFoundError:
         raise SpecError(str(path), "file not found", "check the path given with --spec") from None
     except UnicodeDecodeError:
@@ -863,6 +903,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SpecError(str(path), f"cannot be read ({exc.strerror})", "check the path given with --spec") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(str(path), f"invalid TOML ({exc})", "fix the TOML syntax") from None
+    if problem := nesting_problem(table):
+        raise SpecError(str(path), problem, NESTING_FIX)
+    return table
 
 
 SCHEMA_FILE = "wheelflow.schema.json"

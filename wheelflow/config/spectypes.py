@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, core_schema
 
+from wheelflow.config.bounds import MAX_ENV_VALUE, too_long
 from wheelflow.core.errors import SpecError
 from wheelflow.core.sizes import parse_size
 
@@ -165,6 +166,10 @@ def _text_values(table: Any) -> Any:
     for key, value in table.items():
         if not isinstance(value, str):
             raise problem(f"{value!r} is not a string", f'quote it: {key} = "{value}"', key=str(key))
+        if reason := too_long(value, MAX_ENV_VALUE):
+            raise problem(
+                reason, "keep an environment value short (pass a file's path instead of its content)", key=str(key)
+            )
     return table
 
 

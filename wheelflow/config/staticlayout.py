@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import string
 from urllib.parse import urlsplit
 
+from wheelflow.config.bounds import TemplateRefused, quoted, template_fields
 from wheelflow.core.errors import StaticIndexError
 from wheelflow.core.redaction import redact_url
 
@@ -35,15 +35,13 @@ def check_public_url(url: str, key: str = "public-url") -> None:
 def check_layout(layout: str) -> None:
     """A layout names only known fields and yields a relative path below the store root."""
     try:
-        fields = {name for _text, name, _spec, _conv in string.Formatter().parse(layout) if name is not None}
-    except ValueError as exc:
-        raise StaticIndexError(
-            f"layout {layout!r} is not a template ({exc}); fix: write e.g. {DEFAULT_LAYOUT!r}"
-        ) from None
+        fields = set(template_fields(layout))  # plain names: {local_version:>99999999} would render 100 MB
+    except TemplateRefused as exc:
+        raise StaticIndexError(f"layout {exc}; fix: write e.g. {DEFAULT_LAYOUT!r}") from None
     unknown = fields - set(LAYOUT_FIELDS)
     if unknown or not fields:
         raise StaticIndexError(
-            f"layout {layout!r} must name {{local_version}} and no other field "
+            f"layout {quoted(layout)} must name {{local_version}} and no other field "
             f"({', '.join(sorted(unknown)) or 'none named'}); fix: write e.g. {DEFAULT_LAYOUT!r}"
         )
     sample = layout.format(local_version="cu130")

@@ -24,6 +24,7 @@ from wheelflow.core.redaction import redact_url
 #: The longest time budget accepted anywhere (a year): longer is a typo, and a socket timeout built from
 #: it would overflow.
 MAX_SECONDS = 365 * 24 * 3600.0
+_UNIT_SECONDS = {"seconds": 1.0, "minutes": 60.0, "hours": 3600.0}
 
 
 def finite_seconds(value: object, field: str, *, allow_zero: bool = False, unit: str = "seconds") -> float:
@@ -37,8 +38,9 @@ def finite_seconds(value: object, field: str, *, allow_zero: bool = False, unit:
     if isinstance(value, bool) or not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
         kind = "a finite number" + (" ≥ 0" if allow_zero else " > 0")
         raise SpecError(field, f"{value!r} is not {kind} of {unit}", f"give e.g. {field} 60")
-    if number > MAX_SECONDS:
-        raise SpecError(field, f"{value!r} {unit} is longer than a year", f"give at most {MAX_SECONDS:.0f}")
+    most = MAX_SECONDS / _UNIT_SECONDS.get(unit, 1.0)  # a year in the option's own unit: 8,760 hours
+    if number > most:
+        raise SpecError(field, f"{value!r} {unit} is longer than a year", f"give at most {most:.0f}")
     return number
 
 

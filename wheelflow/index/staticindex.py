@@ -27,7 +27,9 @@ from __future__ import annotations
 import email.parser
 import hashlib
 import html
+import os
 import posixpath
+import re
 import uuid
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -35,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from wheelflow.checks.audits import read_metadata
 from wheelflow.config.staticlayout import DEFAULT_LAYOUT, check_layout, check_public_url, check_store_url
@@ -99,6 +101,42 @@ def subindex_for(filename: str, layout: str = DEFAULT_LAYOUT) -> str:
         raise StaticIndexError(f"{filename} is not a wheel or sdist filename; fix: publish built distributions")
     local = parsed[1].local
     return layout.format(local_version=local) if local else ""
+
+
+#: Schemes whose store is a folder on this machine (fsspec's local file system).
+_LOCAL_PROTOCOLS = (None, "file", "local")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def store_location(store_url: str) -> str:
+    """The one name of the store ``store_url`` writes to, whatever its spelling: what its lock and
+    identity are keyed by. Two spellings of one store under two locks would let two releases merge
+    its root page at once, and one project's entry would be lost.
+
+    A folder on this machine (a plain path, ``file://``, ``local://``) is its resolved real path:
+    ``file:///x/store``, a symlink to it, ``/x/./store`` and ``//x/store`` are one store. Any other
+    URL is normalised: scheme and host lowercased, a default port dropped, dot segments and
+    duplicate or trailing slashes removed."""
+    from fsspec.core import split_protocol
+    from fsspec.implementations.local import LocalFileSystem
+
+    protocol, _path = split_protocol(store_url)
+    if protocol in _LOCAL_PROTOCOLS:
+        # fsspec's own reading of the URL (file://x/store is relative, as where fsspec writes it)
+        return os.path.realpath(LocalFileSystem._strip_protocol(store_url))
+    parts = urlsplit(store_url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    netloc = f"[{host}]" if ":" in host else host
+    try:
+        port = parts.port
+    except ValueError:  # not a number: kept as written (the store says so where it is opened)
+        netloc, port = parts.netloc.lower(), None
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        netloc += f":{port}"
+    path = posixpath.normpath(re.sub("/+", "/", parts.path)) if parts.path else ""
+    path = "" if path in ("/", ".") else path
+    return urlunsplit((scheme, netloc, path, parts.query, ""))
 
 
 def join_url(base: str, *parts: str) -> str:

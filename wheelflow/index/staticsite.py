@@ -24,7 +24,7 @@ from wheelflow.core.credentials import secret_block_value
 from wheelflow.core.errors import CredentialsError
 from wheelflow.index.indexes import PRIVATE_VERIFY_TIMEOUT, Endpoints
 from wheelflow.index.simple_api import ServedFile, read_served
-from wheelflow.index.staticindex import join_url, subindex_for
+from wheelflow.index.staticindex import join_url, store_location, subindex_for
 
 EMBEDDED_DIR = "static"  # $WHEELFLOW_HOME/static: the embedded static index's store
 
@@ -46,9 +46,10 @@ class StaticSite:
 
     @property
     def lock_name(self) -> str:
-        """One writer per store at a time: every project on a store shares its root page. A digest,
-        because Prefect's names refuse '/'."""
-        return "static-index:" + hashlib.sha256(self.store_url.rstrip("/").encode()).hexdigest()[:16]
+        """One writer per store at a time: every project on a store shares its root page. Keyed by the
+        store's one location (:func:`store_location`), never by how this spec spells its URL: two
+        spellings of one store are one lock. A digest, because Prefect's names refuse '/'."""
+        return "static-index:" + hashlib.sha256(store_location(self.store_url).encode()).hexdigest()[:16]
 
     def endpoints(self) -> Endpoints:
         """The root index as a read-only index (nothing is uploaded to a static target)."""

@@ -34,6 +34,7 @@ import httpx
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from wheelflow.config.bounds import quoted
 from wheelflow.config.matrix import Cell
 from wheelflow.core.errors import SpecError
 from wheelflow.core.redaction import redact_url
@@ -84,10 +85,16 @@ def expectation_regex(pattern: str, name: str, version: str) -> re.Pattern[str]:
         parsed = list(string.Formatter().parse(pattern))
     except ValueError as exc:
         raise SpecError("--expect", f"{pattern!r}: {exc}", "use {name}, {version}, * and ? only") from None
-    for literal, placeholder, _spec, _conv in parsed:
+    for literal, placeholder, spec, conversion in parsed:
         parts.append("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in literal))
         if placeholder is None:
             continue
+        if spec or conversion:
+            raise SpecError(
+                "--expect",
+                f"{quoted(pattern)}: {{{placeholder}}} has a format spec or conversion",
+                "use plain {name} and {version}",
+            )
         if placeholder == "name":
             parts.append("[-_.]+".join(re.escape(p) for p in re.split(r"[-_.]+", name)))
         elif placeholder == "version":
