@@ -61,7 +61,6 @@ def test_an_upload_that_is_never_answered_ends_by_upload_timeout(
     error = json.loads(result.stdout)["error"]
     line = next(x for x in result.stderr.splitlines() if x.startswith("wheelflow: release failed"))
     assert error in line
-    assert "target 'staging'" in error
     assert "no complete answer within the upload deadline (2 s)" in error
     assert "raise upload-timeout (now 2 s) of [tool.wheelflow.targets.staging]" in error
     assert server.requests >= 2  # retried after the index was read back

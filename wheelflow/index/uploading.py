@@ -96,7 +96,6 @@ def run_twine_upload(
 def upload_failure(filename: str, upload_url: str, answer: UploadAnswer, target: str | None = None) -> UploadError:
     action, fix = classify(answer)
     status = f"HTTP {answer.status} " if answer.status else ""
-    where = f"target {target!r} ({redact_url(upload_url)})" if target else redact_url(upload_url)
     deadline_fix = None
     if answer.deadline is not None:
         deadline_fix = fix = (
@@ -105,7 +104,7 @@ def upload_failure(filename: str, upload_url: str, answer: UploadAnswer, target:
             f"of [tool.wheelflow.targets.{target or 'NAME'}]"
         )
     return UploadError(
-        f"upload of {filename} to {where} failed: {status}{answer.reason}; fix: {fix}",
+        f"upload of {filename} to {redact_url(upload_url)} failed: {status}{answer.reason}; fix: {fix}",
         transient=action == CHECK_THEN_RETRY,
         status=answer.status,
         deadline_fix=deadline_fix,
