@@ -56,17 +56,17 @@ def stopped_by_signals() -> Iterator[None]:
         yield
         return
     cancel.reset()
-    with cancel.stopping_on_signals(grace=GRACE, on_overrun=_record_now, exit_code=int(ExitCode.CANCELLED)):
+    context = FlowRunContext.get()  # here: the grace timer's thread does not see this run's context
+    flow_run_id = context.flow_run.id if context and context.flow_run else None
+
+    def record_now(reason: str) -> None:
+        """The last resort when the run did not end within its grace: mark it Cancelled before the exit."""
+        if flow_run_id is not None:
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(flow_run_id, Cancelled(message=cancel_message(reason)), force=True)
+
+    with cancel.stopping_on_signals(grace=GRACE, on_overrun=record_now, exit_code=int(ExitCode.CANCELLED)):
         yield
-
-
-def _record_now(reason: str) -> None:
-    """The last resort when the run did not end within its grace: mark it Cancelled before the exit."""
-    context = FlowRunContext.get()
-    if context is None or context.flow_run is None:
-        return
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(context.flow_run.id, Cancelled(message=cancel_message(reason)), force=True)
 
 
 def cancelled_state(reason: str) -> State[Any]:

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import make_project, run_cli, wait_for
+from conftest import INDEX_PASSWORD, INDEX_USER, make_project, run_cli, wait_for
 from stalling import StallingServer
 
 GUARD = 300  # seconds: a guard against a hang, not a timing assert
@@ -141,6 +141,36 @@ def test_sigint_during_a_hanging_build_cancels_the_run_and_ends_the_build(
         proc.kill()
         proc.communicate()
     assert _processes_with(token) == []
+
+
+@pytest.mark.case(
+    "fault",
+    "SIGTERM while the release waits for a person's approval before production",
+    "the release stops at once: exit 3, the run Cancelled with the reason, production untouched",
+)
+def test_sigterm_while_waiting_for_approval_cancels_the_run(
+    tmp_path: Path, home: Path, index, prefect_api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_promotion import paused_run, promotion_project
+
+    from wheelflow.index.localindex import PypiServer
+
+    for target in ("STAGING", "PRODUCTION"):
+        monkeypatch.setenv(f"WHEELFLOW_{target}_USERNAME", INDEX_USER)
+        monkeypatch.setenv(f"WHEELFLOW_{target}_PASSWORD", INDEX_PASSWORD)
+    with PypiServer(tmp_path / "production", index.htpasswd, log_file=tmp_path / "production.log") as production:
+        project = promotion_project(
+            tmp_path / "p", (index.simple_url, index.url), (production.simple_url, production.url)
+        )
+        proc = _release(project)
+        try:
+            paused_run(project, proc, timeout=GUARD)  # waiting for a decision
+            proc.send_signal(signal.SIGTERM)
+            _assert_cancelled(proc, "SIGTERM")
+        finally:
+            proc.kill()
+            proc.communicate()
+        assert list(production.packages.iterdir()) == []
 
 
 # -- the rollback waits for sibling checks; the first cause is reported ---------------------------------

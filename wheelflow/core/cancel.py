@@ -137,7 +137,10 @@ def kill_children() -> list[int]:
     with _lock:
         spared = set(_spared)
     own_group = os.getpgrp()
-    spared_groups = {os.getpgid(pid) for pid in spared if _alive(pid)}
+    spared_groups = set()
+    for pid in spared:
+        with contextlib.suppress(OSError):  # one that ended meanwhile
+            spared_groups.add(os.getpgid(pid))
     found = descendants(exclude=spared)
     for pid, group in found.items():
         with contextlib.suppress(OSError):
@@ -145,14 +148,6 @@ def kill_children() -> list[int]:
                 os.killpg(group, signal.SIGKILL)
             os.kill(pid, signal.SIGKILL)
     return sorted(found)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
 
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
