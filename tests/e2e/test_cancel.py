@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,7 @@ def test_sigint_during_a_hanging_build_cancels_the_run_and_ends_the_build(
     tmp_path: Path, home: Path, index, index_credentials, prefect_api
 ) -> None:
     project = make_project(tmp_path / "p", index_url=index.url + "simple/")
-    marker, token = tmp_path / "building", f"wheelflow-test-compiler-{tmp_path.name}"
+    marker, token = tmp_path / "building", f"wheelflow-test-compiler-{uuid.uuid4().hex}"
     (project / "hang_backend.py").write_text(HANGING_BACKEND.format(token=token, marker=str(marker)))
     pyproject = (project / "pyproject.toml").read_text()
     (project / "pyproject.toml").write_text(
