@@ -9,16 +9,17 @@ import logging
 from prefect.logging.handlers import APILogWorker
 
 from wheelflow.adapters.prefect_api import emit_alert_sent, read_secret, run_histories, ui_url
+from wheelflow.core.deadline import Deadline
 from wheelflow.core.home import wheelflow_home
 from wheelflow.ops.alerts import Alert, configured_channels, send_alert
 from wheelflow.ops.runhistory import describe_attempts
 
 
-def failed_task_attempts(flow_run_id, settle: float = 10.0) -> tuple[list[str], list[dict]]:
+def failed_task_attempts(flow_run_id, settle: float = 10.0, drain: float = 5.0) -> tuple[list[str], list[dict]]:
     """The failed tasks of this run with each attempt (time and error), read back from the Prefect API.
-    ``settle``: how long to wait for task states still on their way to the server."""
+    ``settle``: how long to wait for task states still on their way to the server; ``drain``: for the logs."""
     try:
-        APILogWorker.drain_all(timeout=5)  # the retried attempts' errors are in this run's logs, maybe still queued
+        APILogWorker.drain_all(timeout=drain)  # the retried attempts' errors are in this run's logs, maybe still queued
         histories = run_histories(flow_run_id, settle=settle)
     except Exception as exc:  # the alert must go out even when the API cannot be read
         return [f"(retry history unavailable: {type(exc).__name__})"], []
@@ -31,8 +32,9 @@ def failed_task_attempts(flow_run_id, settle: float = 10.0) -> tuple[list[str], 
     return lines, failed
 
 
-def alert_release_problem(flow, flow_run, state) -> None:
-    """on_failure / on_crashed / on_cancellation hook of the release flow."""
+def alert_release_problem(flow, flow_run, state, deadline: Deadline | None = None) -> None:
+    """on_failure / on_crashed / on_cancellation hook of the release flow. ``deadline``: when all of it
+    must be done (a cancelled run's), else the alert's own (WHEELFLOW_ALERT_TIMEOUT)."""
     report_path = wheelflow_home() / "reports" / f"{flow_run.id}.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     failed = [c for c in report.get("checks", []) if c["status"] == "failed"]
@@ -42,7 +44,11 @@ def alert_release_problem(flow, flow_run, state) -> None:
     summary = f"release of {project} {report.get('version') or ''} {state.name.lower()}: {error}"
     # A cancelled or crashed run's tasks were killed mid-run: their states never become final, so
     # waiting for them only delays the alert past the automation's dedup window (a second page).
-    attempt_lines, task_runs = failed_task_attempts(flow_run.id, settle=10.0 if state.is_failed() else 0.0)
+    attempt_lines, task_runs = failed_task_attempts(
+        flow_run.id,
+        settle=10.0 if state.is_failed() else 0.0,
+        drain=5.0 if deadline is None else min(5.0, deadline.remaining() / 2),
+    )
     lines = [f"failed step: {c['check']}: {c['detail']}" for c in failed]
     lines += [f"failed cell: {c['cell']}" for c in failed_cells]
     lines += attempt_lines
@@ -65,7 +71,10 @@ def alert_release_problem(flow, flow_run, state) -> None:
         lines=tuple(lines),
     )
     delivered = send_alert(
-        alert, configured_channels(read_secret=read_secret), log=logging.getLogger("wheelflow.ops.alerts").warning
+        alert,
+        configured_channels(read_secret=read_secret),
+        log=logging.getLogger("wheelflow.ops.alerts").warning,
+        deadline=deadline,
     )
     if delivered:  # the server's release-problem automation then stays quiet: one alert per problem
         emit_alert_sent(flow_run, flow.name, delivered)

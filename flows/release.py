@@ -11,12 +11,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from wheelflow.builds.builders.docker import RUN_LABEL, remove_containers
+from wheelflow.core.cancel import RunCancelled
 from wheelflow.core.codeversion import describe_code
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.errors import ReleaseStepFailed, WheelflowError
 from wheelflow.core.home import wheelflow_home
 from wheelflow.core.report import ReleaseReport
 from wheelflow.flows.abigate import abi_gate, wheels_of_cells
+from wheelflow.flows.cancelling import cancelled_state, stopped_by_signals
 from wheelflow.flows.context import ReleaseContext, one_release_at_a_time, prepare
 from wheelflow.flows.hooks import alert_release_problem
 from wheelflow.flows.matrix import build
@@ -71,41 +73,52 @@ def release(
     home = wheelflow_home()
     report = ReleaseReport(project=project, flow_run_id=flow_run.get_id())
     get_run_logger().info(f"run by {describe_code(report.code)}")
-    try:
-        ctx = prepare(
-            report,
-            home,
-            project=project,
-            spec_file=spec_file,
-            version=version,
-            to=to,
-            ref=ref,
-            dev=dev,
-            builder=builder,
-            approval=approval,
-            cell_deployment=cell_deployment,
-            artifact_store=artifact_store,
-            git_secret=git_secret,
-            allow_dirty=allow_dirty,
-        )
-        with one_release_at_a_time(ctx):
-            dists, versions = build(ctx)
-            check(ctx, dists, versions)
-            with publishing(ctx, dists) as publication:
-                for stage in publication.stages:
-                    gate(ctx, stage)
-                    upload(ctx, publication, stage)
-                    prove(ctx, stage)
-            record(ctx, dists)
-    except WheelflowError as exc:
-        report.error = str(exc)
-        get_run_logger().error(str(exc))
-        # the final state message (the run's header in the UI, `status`, `trigger`) names the step
-        raise ReleaseStepFailed(report.failed_step() or "release", exc) from exc
-    finally:
-        if report.builder == "docker":
-            remove_containers({RUN_LABEL: str(report.flow_run_id)})  # whatever a timeout or cancellation left
-        publish_report(report, home)
+    cancelled: RunCancelled | None = None
+    with stopped_by_signals():  # SIGTERM, SIGINT: RunCancelled wherever the run is
+        try:
+            try:
+                ctx = prepare(
+                    report,
+                    home,
+                    project=project,
+                    spec_file=spec_file,
+                    version=version,
+                    to=to,
+                    ref=ref,
+                    dev=dev,
+                    builder=builder,
+                    approval=approval,
+                    cell_deployment=cell_deployment,
+                    artifact_store=artifact_store,
+                    git_secret=git_secret,
+                    allow_dirty=allow_dirty,
+                )
+                with one_release_at_a_time(ctx):
+                    dists, versions = build(ctx)
+                    check(ctx, dists, versions)
+                    with publishing(ctx, dists) as publication:
+                        for stage in publication.stages:
+                            gate(ctx, stage)
+                            upload(ctx, publication, stage)
+                            prove(ctx, stage)
+                    record(ctx, dists)
+            except WheelflowError as exc:
+                report.error = str(exc)
+                get_run_logger().error(str(exc))
+                # the final state message (the run's header in the UI, `status`, `trigger`) names the step
+                raise ReleaseStepFailed(report.failed_step() or "release", exc) from exc
+            except RunCancelled as exc:
+                cancelled = exc
+                report.error = f"cancelled: {exc.reason}"
+                get_run_logger().error("the release was cancelled: %s", exc.reason)
+            finally:
+                if report.builder == "docker":
+                    remove_containers({RUN_LABEL: str(report.flow_run_id)})  # whatever a timeout or cancellation left
+                publish_report(report, home)
+        except RunCancelled as exc:  # one that landed in the finally block above
+            cancelled = exc
+        if cancelled is not None:
+            return cancelled_state(cancelled.reason)  # type: ignore[return-value]
     return report.to_json()
 
 

@@ -22,7 +22,7 @@ from wheelflow.core.distributions import Distribution
 from wheelflow.core.errors import CellUnbuildable, VerificationError
 from wheelflow.core.report import FAILED, NOT_RUN, PASSED, Check
 from wheelflow.flows.context import ReleaseContext
-from wheelflow.flows.futures import settled
+from wheelflow.flows.futures import all_settled, outside_transaction
 from wheelflow.index.indexes import Endpoints
 from wheelflow.index.simple_api import ServedFile
 from wheelflow.index.staticindex import store_location
@@ -144,11 +144,13 @@ def user_install_checks(ctx: ReleaseContext, stage: Stage, served: list[ServedFi
     )
     pythons = [c.values["python"] for c in ctx.spec.matrix.cells if "python" in c.values] if ctx.spec.matrix else []
     runs = []
-    with ThreadPoolTaskRunner(max_workers=INSTALL_CHECKS_AT_ONCE) as runner:  # separate environments: independent
+    # outside the release's transaction: a check that fails must not roll the release back (removing
+    # the files) while its siblings still install them; the rollback comes once all have settled
+    with outside_transaction(), ThreadPoolTaskRunner(max_workers=INSTALL_CHECKS_AT_ONCE) as runner:
         for check in plan(commands, runtimes(pythons)):
             row = Check(check.title(stage.target.name), NOT_RUN)
             ctx.report.checks.append(row)
-            try:  # asked here, not in the task: a task that fails inside the transaction rolls it back
+            try:
                 interpreter = find_interpreter(check.python)
             except CellUnbuildable as exc:
                 row.detail = str(exc)
@@ -169,15 +171,14 @@ def user_install_checks(ctx: ReleaseContext, stage: Stage, served: list[ServedFi
                     ),
                 )
             )
-        failures: list[BaseException] = []
-        for row, future in runs:
-            outcome, failed = settled(
-                future, lambda message: VerificationError(message or "install check did not complete")
-            )
-            if failed is not None:
-                row.status, row.detail = FAILED, str(failed)
-                failures.append(failed)
-            else:
-                row.status, row.detail = PASSED, outcome
-    if failures:
-        raise failures[0]
+        outcomes, first_failure = all_settled(
+            [future for _, future in runs],
+            lambda message: VerificationError(message or "install check did not complete"),
+        )
+    for (row, _), (outcome, failed) in zip(runs, outcomes):
+        if failed is not None:
+            row.status, row.detail = FAILED, str(failed)
+        else:
+            row.status, row.detail = PASSED, outcome
+    if first_failure is not None:
+        raise first_failure  # the first in time: the others may have failed because of it

@@ -13,6 +13,7 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.tasks import exponential_backoff
 
+from wheelflow.core import cancel
 from wheelflow.core.errors import WheelflowError, retries_exhausted
 
 NETWORK_RETRIES = 4
@@ -24,7 +25,10 @@ def only_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect retry condition: retry unless the failure is a non-transient WheelflowError.
 
     A retry is announced as a WARNING log line naming the attempt and its error: Prefect's own
-    AwaitingRetry state carries no message, so this line is what the UI shows of why it retried."""
+    AwaitingRetry state carries no message, so this line is what the UI shows of why it retried.
+    Nothing is retried once the run is asked to stop (SIGTERM, SIGINT)."""
+    if cancel.requested():
+        return False
     try:
         state.result()
     except Exception as exc:  # unexpected errors (OSError, timeouts) are treated as infrastructure trouble

@@ -66,6 +66,8 @@ def upload_file(dist: Distribution, target: Target, endpoints: Endpoints, name: 
         credentials_for(target, wheelflow_home(), read_secret),
         read_served=lambda: read_target(endpoints, name, version),
         log=logger.info,
+        timeout=target.upload_timeout,
+        target=target.name,
     )
     logger.info("%s → %s: %s", dist.filename, target.name, outcome)
     return outcome

@@ -17,7 +17,7 @@ from wheelflow.adapters import localserver
 from wheelflow.config.bounds import MAX_COMMAND, check_path, check_url, too_long
 from wheelflow.config.spec import ReleaseSpec, load_spec, load_spec_file
 from wheelflow.core.deadline import finite_seconds
-from wheelflow.core.errors import SpecError, UsageError
+from wheelflow.core.errors import ExitCode, SpecError, UsageError
 from wheelflow.core.home import ensure_home, wheelflow_home
 
 err_console = Console(stderr=True)
@@ -168,7 +168,8 @@ def report_outcome(
     what: str,
 ) -> int:
     """A flow run's JSON report (``fallback`` when the run ended before writing one), as JSON or as
-    ``show`` prints it; exit 1, saying why, unless the run completed and its report says ok."""
+    ``show`` prints it; exit 1, saying why, unless the run completed and its report says ok (3 when
+    it was cancelled)."""
     report = json.loads(path.read_text()) if path.exists() else fallback
     report["ok"] = bool(report.get("ok")) and state.is_completed()
     if not state.is_completed():
@@ -177,6 +178,9 @@ def report_outcome(
         print(json.dumps(report, indent=2))
     else:
         show(report)
+    if state.is_cancelled():
+        say(f"wheelflow: {what} {state.message or 'cancelled'}")
+        return ExitCode.CANCELLED
     if not report["ok"]:
         say(f"wheelflow: {what} failed: {report.get('error') or state.message}")
         return 1

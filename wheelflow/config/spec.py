@@ -89,7 +89,7 @@ _SECRET_KEYS = {"password", "token", "username", "api-token", "api_token"}
 # (s3fs: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) or they come from credentials = "prefect-secret:BLOCK".
 _SECRET_OPTION_WORDS = ("key", "secret", "token", "password", "credential", "passwd")
 _STATIC_ONLY = ("store-url", "public-url", "layout", "shared-files", "storage-options")
-_INDEX_ONLY = ("index", "upload-url", "upload-concurrency")
+_INDEX_ONLY = ("index", "upload-url", "upload-concurrency", "upload-timeout")
 
 
 def _kinds(choices: tuple[str, ...], example: str) -> Any:
@@ -122,6 +122,14 @@ VerifyTimeout = Annotated[
     Expect("a finite positive number of seconds, at most a year", "write e.g. verify-timeout = 120"),
 ]
 UploadConcurrency = Annotated[StrictInt, Gt(0), Expect("a positive integer", "write e.g. upload-concurrency = 4")]
+UploadTimeout = Annotated[
+    StrictFloat,
+    Gt(0),
+    Le(MAX_SECONDS),
+    AllowInfNan(False),
+    Expect("a finite positive number of seconds, at most a year", "write e.g. upload-timeout = 600"),
+]
+DEFAULT_UPLOAD_TIMEOUT = 600.0  # one attempt of a 100 MB wheel at 2 Mbit/s: about 400 s
 DEFAULT_UPLOAD_CONCURRENCY = 4  # the public index's users are asked not to flood it: 4 at once is polite
 ApprovalTimeout = Annotated[
     StrictInt,
@@ -274,6 +282,11 @@ class Target(SpecModel):
     )
     upload_concurrency: UploadConcurrency = Field(
         DEFAULT_UPLOAD_CONCURRENCY, description="Files uploaded to this target at once (the first file goes alone)."
+    )
+    upload_timeout: UploadTimeout = Field(
+        DEFAULT_UPLOAD_TIMEOUT,
+        description="Seconds one upload attempt may take in all, whatever the index does (one that never "
+        "answers, or answers a byte at a time); then the index is read back and the upload retried.",
     )
     install_commands: Annotated[
         tuple[Annotated[str, AfterValidator(_install_command)], ...],

@@ -134,9 +134,12 @@ class IndexRedirectError(IndexReadError):
 class UploadError(WheelflowError):
     """An upload failed. ``transient`` says whether retrying may help."""
 
-    def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, transient: bool, status: int | None = None, deadline_fix: str | None = None
+    ) -> None:
         self.transient = transient
         self.status = status
+        self.deadline_fix = deadline_fix  # the attempt ran out of its upload-timeout: what to change
         super().__init__(message)
 
 
@@ -201,7 +204,9 @@ def retries_exhausted(exc: BaseException, attempts: int) -> RetriesExhausted:
     """What a retried step says when its last attempt failed the way the earlier ones did: the
     attempts, the last error without its retry advice, and what a person does now."""
     text = str(exc) if isinstance(exc, WheelflowError) else f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, UploadError):
+    if isinstance(exc, UploadError) and exc.deadline_fix:
+        fix = exc.deadline_fix
+    elif isinstance(exc, UploadError):
         fix = (
             "the index kept failing: check that it is up and accepts uploads, then re-run the release "
             "(files already served are found and not uploaded again)"

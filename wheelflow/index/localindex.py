@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from wheelflow.config.spec import Target
+from wheelflow.core import cancel
 from wheelflow.core.childenv import child_env
 from wheelflow.core.credentials import Credentials
 from wheelflow.core.home import wheelflow_home
@@ -90,6 +91,7 @@ class PypiServer:
         ]
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env())
+        cancel.spare(self._proc.pid)  # a cancelled release's rollback still reads and removes through it
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
@@ -114,6 +116,8 @@ class PypiServer:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        if self._proc:
+            cancel.unspare(self._proc.pid)
         self._proc = None
 
     def __enter__(self) -> PypiServer:

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from wheelflow.core import redaction
+from wheelflow.config.spec import DEFAULT_UPLOAD_TIMEOUT
+from wheelflow.core import cancel, redaction
 from wheelflow.core.credentials import Credentials
 from wheelflow.core.errors import HashMismatchError, IndexReadError, UploadError
 from wheelflow.core.redaction import redact_url
@@ -20,6 +21,7 @@ _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 class UploadAnswer:
     status: int | None  # None: no HTTP answer (connection error, timeout)
     reason: str
+    deadline: float | None = None  # the attempt's deadline in seconds, when it ran out (no complete answer)
 
 
 def redact(text: str, secrets: list[str]) -> str:
@@ -64,9 +66,10 @@ def classify(answer: UploadAnswer) -> tuple[str, str]:
 
 
 def run_twine_upload(
-    path: Path, upload_url: str, credentials: Credentials | None, timeout: float = 900
+    path: Path, upload_url: str, credentials: Credentials | None, timeout: float = DEFAULT_UPLOAD_TIMEOUT
 ) -> UploadAnswer | None:
-    """One upload attempt; None on success, else the index's answer.
+    """One upload attempt, ended within ``timeout`` seconds whatever the server does; None on success,
+    else the index's answer.
 
     In this process (see :mod:`wheelflow.index._twine_upload`): the credentials of this one target
     go to this one request, never to an environment another process could read."""
@@ -83,18 +86,28 @@ def run_twine_upload(
         ) from None
     if answer["status"] == 200:
         return None
+    if (stopped := cancel.requested()) is not None:  # no retry, no read-back: the run is ending
+        raise UploadError(f"upload of {path.name} stopped: {stopped}", transient=False)
     text_lines = answer["text"].strip().splitlines()
     reason = answer["reason"] or (text_lines[0] if text_lines else "no reason given")
-    return UploadAnswer(answer["status"], redact(reason, secrets))
+    return UploadAnswer(answer["status"], redact(reason, secrets), timeout if answer.get("deadline") else None)
 
 
-def upload_failure(filename: str, upload_url: str, answer: UploadAnswer) -> UploadError:
+def upload_failure(filename: str, upload_url: str, answer: UploadAnswer, target: str | None = None) -> UploadError:
     action, fix = classify(answer)
     status = f"HTTP {answer.status} " if answer.status else ""
+    deadline_fix = None
+    if answer.deadline is not None:
+        deadline_fix = fix = (
+            "check that the index answers uploads, then re-run the release (files already served are not "
+            f"uploaded again); a large file or a slow link needs more: raise upload-timeout (now {answer.deadline:g} s) "
+            f"of [tool.wheelflow.targets.{target or 'NAME'}]"
+        )
     return UploadError(
         f"upload of {filename} to {redact_url(upload_url)} failed: {status}{answer.reason}; fix: {fix}",
         transient=action == CHECK_THEN_RETRY,
         status=answer.status,
+        deadline_fix=deadline_fix,
     )
 
 
@@ -105,17 +118,21 @@ def publish_file(
     credentials: Credentials | None,
     read_served: Callable[[], list[ServedFile]],
     log: Callable[[str], None] = print,
+    *,
+    timeout: float = DEFAULT_UPLOAD_TIMEOUT,
+    target: str | None = None,
 ) -> str:
     """Upload one file and return "uploaded" or "already present"; raise UploadError otherwise.
 
     An error answer does not prove the file is absent: a 5xx can come after the index stored it,
     and "already exists" after an earlier attempt landed. So the index is read before deciding:
-    the same bytes served means done; other bytes under that name is a hard error.
+    the same bytes served means done; other bytes under that name is a hard error. An attempt that
+    ran out of ``timeout`` (the target's upload-timeout) is read back the same way: its fate is unknown.
     """
-    answer = run_twine_upload(path, upload_url, credentials)
+    answer = run_twine_upload(path, upload_url, credentials, timeout)
     if answer is None:
         return "uploaded"
-    failure = upload_failure(path.name, upload_url, answer)
+    failure = upload_failure(path.name, upload_url, answer, target)
     if classify(answer)[0] == HARD:
         raise failure
     try:

@@ -10,6 +10,9 @@ come from the environment, or from a Prefect Secret block when the variable's va
 - ``WHEELFLOW_ALERT_EMAIL_TO`` (comma-separated) with ``WHEELFLOW_SMTP_HOST`` and optionally
   ``WHEELFLOW_SMTP_PORT`` (25), ``WHEELFLOW_SMTP_FROM``, ``WHEELFLOW_SMTP_USERNAME``,
   ``WHEELFLOW_SMTP_PASSWORD``, ``WHEELFLOW_SMTP_STARTTLS`` (1 to upgrade the connection).
+- ``WHEELFLOW_ALERT_TIMEOUT``: seconds an alert may take in all, every channel and retry included
+  (default 30). A receiver that never answers, or answers one byte every few seconds, never holds a
+  run (a failure hook, the monitor) longer: what has not been delivered by then counts as failed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import email.policy
 import random
 import smtplib
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -26,12 +30,16 @@ from typing import Any
 import httpx
 
 from wheelflow.core import secretenv
+from wheelflow.core.deadline import Deadline, finite_seconds
+from wheelflow.core.errors import SpecError
 from wheelflow.core.redaction import redact, redact_value, register_secret, register_url
 
 WEBHOOK_ENV = "WHEELFLOW_ALERT_WEBHOOK"
 SLACK_ENV = "WHEELFLOW_ALERT_SLACK_WEBHOOK"
 DISCORD_ENV = "WHEELFLOW_ALERT_DISCORD_WEBHOOK"
 EMAIL_TO_ENV = "WHEELFLOW_ALERT_EMAIL_TO"
+TIMEOUT_ENV = "WHEELFLOW_ALERT_TIMEOUT"
+DEFAULT_ALERT_TIMEOUT = 30.0
 SECRET_PREFIX = "prefect-secret:"
 
 
@@ -115,10 +123,14 @@ def post_json(
     first_delay: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
     timeout: float = 10.0,
+    deadline: Deadline | None = None,
 ) -> bool:
-    """POST with retries on 5xx, 429 and connection errors; True once the receiver accepted it."""
+    """POST with retries on 5xx, 429 and connection errors; True once the receiver accepted it.
+    ``timeout`` bounds each read; ``deadline`` the whole (no retry starts after it, no backoff runs past
+    it; a read in progress is left behind by :func:`within`)."""
     delay = first_delay
-    with httpx.Client(timeout=timeout) as client:
+    deadline = deadline or Deadline.after(DEFAULT_ALERT_TIMEOUT)
+    with httpx.Client(timeout=min(timeout, max(deadline.remaining(), 0.1))) as client:
         for attempt in range(attempts):
             try:
                 response = client.post(url, json=payload)
@@ -128,9 +140,11 @@ def post_json(
                     return False  # refused for good: retrying will not help
             except httpx.HTTPError:
                 pass
-            if attempt + 1 < attempts:
-                sleep(delay * (1 + random.random() * 0.5))  # backoff with jitter
-                delay *= 2
+            pause = delay * (1 + random.random() * 0.5)  # backoff with jitter
+            if attempt + 1 >= attempts or pause >= deadline.remaining():
+                return False
+            sleep(pause)
+            delay *= 2
     return False
 
 
@@ -141,7 +155,9 @@ def send_email(
     attempts: int = 3,
     sleep: Callable[[float], None] = time.sleep,
     timeout: float = 10.0,
+    deadline: Deadline | None = None,
 ) -> bool:
+    deadline = deadline or Deadline.after(DEFAULT_ALERT_TIMEOUT)
     smtp = channel.smtp
     # RFC 5322's hard line limit: a subject with a long index URL stays on one line, unfolded.
     message = EmailMessage(policy=email.policy.SMTP.clone(max_line_length=998))
@@ -152,7 +168,8 @@ def send_email(
     delay = 1.0
     for attempt in range(attempts):
         try:
-            with smtplib.SMTP(smtp["host"], int(smtp.get("port", "25")), timeout=timeout) as server:
+            read_timeout = min(timeout, max(deadline.remaining(), 0.1))
+            with smtplib.SMTP(smtp["host"], int(smtp.get("port", "25")), timeout=read_timeout) as server:
                 if smtp.get("starttls") in ("1", "true", "yes"):
                     server.starttls()
                 if smtp.get("username"):
@@ -160,31 +177,80 @@ def send_email(
                 server.send_message(message)
             return True
         except (OSError, smtplib.SMTPException):
-            if attempt + 1 < attempts:
-                sleep(delay * (1 + random.random() * 0.5))
-                delay *= 2
+            pause = delay * (1 + random.random() * 0.5)
+            if attempt + 1 >= attempts or pause >= deadline.remaining():
+                return False
+            sleep(pause)
+            delay *= 2
     return False
 
 
-def deliver(channel: Channel, alert: Alert) -> bool:
+def deliver(channel: Channel, alert: Alert, deadline: Deadline | None = None) -> bool:
     if channel.kind == "email":
-        return send_email(channel, alert)
+        return send_email(channel, alert, deadline=deadline)
     if channel.kind == "slack":
-        return post_json(channel.target, {"text": alert.text()})
+        return post_json(channel.target, {"text": alert.text()}, deadline=deadline)
     if channel.kind == "discord":
-        return post_json(channel.target, {"content": alert.text()[:2000]})  # Discord's message limit
-    return post_json(channel.target, alert.payload())
+        # Discord's message limit
+        return post_json(channel.target, {"content": alert.text()[:2000]}, deadline=deadline)
+    return post_json(channel.target, alert.payload(), deadline=deadline)
 
 
-def send_alert(alert: Alert, channels: list[Channel], log: Callable[[str], None] = print) -> int:
-    """Send to every channel (see :func:`configured_channels`); returns how many accepted it.
-    Names channels by kind only."""
-    delivered = [channel.kind for channel in channels if deliver(channel, alert)]
+def alert_timeout(env: Mapping[str, str] | None = None, log: Callable[[str], None] = print) -> float:
+    """``WHEELFLOW_ALERT_TIMEOUT`` in seconds (default 30). A bad value is said and the default used:
+    it is read when something already went wrong, and the alert must still go out."""
+    env = secretenv.environ() if env is None else env
+    value = env.get(TIMEOUT_ENV)
+    if not value:
+        return DEFAULT_ALERT_TIMEOUT
+    try:
+        return finite_seconds(value, TIMEOUT_ENV)
+    except SpecError as exc:
+        log(f"{exc}; using {DEFAULT_ALERT_TIMEOUT:g} s")
+        return DEFAULT_ALERT_TIMEOUT
+
+
+def within(deadline: Deadline, work: list[Callable[[], bool]]) -> list[bool]:
+    """Run each of ``work`` at once, each in a thread of its own; the results that came by ``deadline``
+    (False for the others, which are left to end on their own: daemon threads never keep a process alive).
+    Sockets' timeouts are per read: a receiver that drips one byte every few seconds never trips them."""
+    results = [False] * len(work)
+    done = threading.Semaphore(0)
+
+    def run(index: int) -> None:
+        try:
+            results[index] = bool(work[index]())
+        except Exception:
+            results[index] = False
+        finally:
+            done.release()
+
+    for index in range(len(work)):
+        threading.Thread(target=run, args=(index,), name="wheelflow-alert", daemon=True).start()
+    finished = 0
+    while finished < len(work) and done.acquire(timeout=deadline.remaining()):
+        finished += 1
+    return list(results)  # a copy: a late thread changes nothing now
+
+
+def send_alert(
+    alert: Alert,
+    channels: list[Channel],
+    log: Callable[[str], None] = print,
+    *,
+    deadline: Deadline | None = None,
+) -> int:
+    """Send to every channel at once (see :func:`configured_channels`) within ``deadline`` (default:
+    :func:`alert_timeout` from now); returns how many accepted it by then. Names channels by kind only."""
+    deadline = deadline or Deadline.after(alert_timeout(log=log))
+    accepted = within(deadline, [lambda c=channel: deliver(c, alert, deadline) for channel in channels])
+    delivered = [channel.kind for channel, ok in zip(channels, accepted) if ok]
     if channels:
         failed = len(channels) - len(delivered)
+        late = " (the alert deadline passed)" if failed and deadline.expired else ""
         log(
             f"alert {alert.event!r} delivered to {len(delivered)} of {len(channels)} channel(s)"
             + (f" ({', '.join(delivered)})" if delivered else "")
-            + (f"; {failed} failed" if failed else "")
+            + (f"; {failed} failed{late}" if failed else "")
         )
     return len(delivered)
