@@ -1,6 +1,6 @@
 """The source to release: a local project as it is, or a git URL (or repository) at a ref.
 
-A URL never carries credentials (see :mod:`wheelflow.source.gitauth`): they reach git through askpass.
+A URL never carries credentials (see :mod:`wheelflow.source.gitauth`): they reach git through its credential helper, from an inherited pipe.
 """
 
 from __future__ import annotations
