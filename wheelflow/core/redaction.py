@@ -244,7 +244,8 @@ class LineRedactor:
         return iter(redact("\n".join(pending)).split("\n") if pending else ())
 
 
-#: Query parameters that carry a credential in the URLs people paste (forges, object stores, webhooks).
+#: Query parameters that carry a credential in the URLs people paste (forges, object stores, webhooks);
+#: in a fragment (``#token=...``) too.
 SECRET_QUERY_PARAMETERS = (
     "access_token",
     "private_token",
@@ -269,7 +270,7 @@ SECRET_QUERY_PARAMETERS = (
 #: A URL's userinfo: ``scheme://USERINFO@`` (``git+https://`` and every other scheme included).
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s@'\"<>?#]+)@")
 _QUERY_SECRET = re.compile(
-    r"(?P<name>[?&;](?:" + "|".join(re.escape(n) for n in SECRET_QUERY_PARAMETERS) + r")=)(?P<value>[^&#\s'\"<>]+)",
+    r"(?P<name>[?&;#](?:" + "|".join(re.escape(n) for n in SECRET_QUERY_PARAMETERS) + r")=)(?P<value>[^&#\s'\"<>]+)",
     re.IGNORECASE,
 )
 #: The scp form of a git remote, ``USER@host:path`` (no scheme): its user is masked unless it is ``git``.
@@ -300,7 +301,8 @@ def mask_url_credentials(text: str) -> str:
 
 def url_credentials(url: str) -> list[str]:
     """What in ``url`` is a credential, by kind (empty when none): "user:password", "a user name in
-    an http(s) URL", "a token in the query (?token=)", "a user name in scp form"."""
+    an http(s) URL", "a token in the query (?token=)" or in the fragment (#token=), "a user name in
+    scp form"."""
     found = []
     scp = _SCP.match(url) if "://" not in url else None
     if scp:
@@ -320,6 +322,9 @@ def url_credentials(url: str) -> list[str]:
     query = _QUERY_SECRET.search("?" + parts.query) if parts.query else None
     if query:
         found.append(f"a credential in the query ({query['name'].lstrip('?&;')})")
+    fragment = _QUERY_SECRET.search("#" + parts.fragment) if parts.fragment else None
+    if fragment:
+        found.append(f"a credential in the fragment ({fragment['name'].lstrip('#&;')})")
     return found
 
 
