@@ -304,3 +304,31 @@ def test_release_of_a_url_with_credentials_is_refused_with_exit_2(tmp_path: Path
     assert result.returncode == 2
     assert "ghp-secret-token-1234" not in result.stdout + result.stderr
     assert "WHEELFLOW_GIT_PASSWORD" in result.stderr and json.loads(result.stdout)["ok"] is False
+
+
+@pytest.mark.case(
+    "secret",
+    "a worker's pull step clones wheelflow's code from a private repository with the token block",
+    "the token in no command line (Prefect's git_clone puts it in git's -c url...insteadOf) and no start environment",
+)
+def test_the_pull_step_s_clone_keeps_the_token_out_of_git_s_command_line(tmp_path: Path, git_home: Path) -> None:
+    from wheelflow.source.checkout import clone_code
+    from wheelflow.source.gitauth import TOKEN_USERNAME
+
+    repos = tmp_path / "repos"
+    name = _private_repo(repos)
+    with AuthGitServer(repos, TOKEN_USERNAME, TOKEN) as srv:
+        environments = EnvironmentSampler()
+        srv.on_authorised = environments
+        workdir = tmp_path / "worker"
+        workdir.mkdir()
+        clone = clone_code(srv.url + name, "v1.0.0", TOKEN, workdir)
+        assert clone == workdir / "project-v1.0.0"
+        assert (clone / "pyproject.toml").read_text().startswith("[project]")
+        authorised = srv.authorised
+        assert clone_code(srv.url + name, "v1.0.0", TOKEN, workdir) == clone  # a later run fetches again
+        assert srv.authorised > authorised
+    assert any(c.startswith("git") and "project.git" in c for c in environments.seen)
+    assert environments.showing == []
+    stored = [p for p in (clone / ".git").rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert stored == [] and not (git_home / ".git-credentials").exists()
