@@ -328,6 +328,10 @@ def test_the_pull_step_s_clone_keeps_the_token_out_of_git_s_command_line(tmp_pat
         authorised = srv.authorised
         assert clone_code(srv.url + name, "v1.0.0", TOKEN, workdir) == clone  # a later run fetches again
         assert srv.authorised > authorised
+        with pytest.raises(GitError) as missing:  # a ref that does not exist: git's reason, the token masked
+            clone_code(srv.url + name, "mian", TOKEN, workdir)
+    assert str(missing.value).startswith(f"Failed to clone repository '{srv.url + name}': git clone failed: ")
+    assert "mian" in str(missing.value) and TOKEN not in str(missing.value)
     assert any(c.startswith("git") and "project.git" in c for c in environments.seen)
     assert environments.showing == []
     stored = [p for p in (clone / ".git").rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]

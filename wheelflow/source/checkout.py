@@ -75,5 +75,8 @@ def clone_code(repository: str, ref: str, token: str | None, parent: Path) -> Pa
         _git("checkout", "--quiet", "--force", "--detach", "FETCH_HEAD", cwd=destination)
     else:
         args = ("clone", "--quiet", "--depth", "1", "--branch", ref, repository, str(destination))
-        _git(*args, credentials=credentials)
+        try:
+            _git(*args, credentials=credentials)
+        except GitError as exc:  # worded as Prefect's git_clone words it: run states and docs quote it
+            raise GitError(f"Failed to clone repository {redact_url(repository)!r}: {exc}") from None
     return destination
