@@ -113,3 +113,54 @@ def test_the_entry_point_and_python_dash_m_reach_the_cli_with_the_secrets_in_mem
         assert result.returncode == 0, result.stderr[-2000:]
         report = json.loads(result.stdout)
         assert report == {"held": secret, "masked": "x *** y", "in_start": False}
+
+
+@pytest.mark.case(
+    "secret",
+    "`wheelflow setup --git-token-env GIT_TOKEN` with the token in a secret-named variable",
+    "found after the start-over (held in memory), not reported as unset",
+)
+def test_setup_finds_its_token_variable_after_the_start_over(tmp_path: Path) -> None:
+    env = {**os.environ, "MY_GIT_TOKEN": "ghp-token-for-setup", "WHEELFLOW_HOME": str(tmp_path / "home")}
+    env.pop("PREFECT_API_URL", None)
+    wheelflow = str(Path(sys.executable).with_name("wheelflow"))
+    argv = [wheelflow, "setup", "--code-repository", "https://127.0.0.1:9/w.git", "--code-ref", "main"]
+    result = subprocess.run([*argv, "--git-token-env", "MY_GIT_TOKEN"], env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "MY_GIT_TOKEN is not set" not in result.stderr and "PREFECT_API_URL" in result.stderr, result.stderr
+
+
+def test_serve_hands_the_held_secrets_down_to_its_children_only(tmp_path: Path) -> None:
+    """`serve` runs each flow run as a child with its environment: the child finds the credentials
+    there (as under a worker), while serve's own start environment stays without them."""
+    probe = textwrap.dedent("""
+        import json, subprocess, sys
+        import wheelflow.cli
+        from wheelflow.core import secretenv
+
+        def main(argv=None):
+            secretenv.hide_secrets(sys.argv[1:])
+            secretenv.hand_down_to_children()
+            child = subprocess.run(
+                [sys.executable, "-c", "import os; print(os.environ.get('WHEELFLOW_STAGING_PASSWORD'))"],
+                capture_output=True, text=True,
+            ).stdout.strip()
+            own = open("/proc/self/environ", "rb").read()
+            print(json.dumps({"child": child, "own": b"WHEELFLOW_STAGING_PASSWORD" in own}))
+            return 0
+
+        wheelflow.cli.main = main
+        """)
+    (tmp_path / "sitecustomize.py").write_text(probe)
+    secret = f"wf-secret-{uuid.uuid4().hex}"
+    env = {**os.environ, "WHEELFLOW_STAGING_PASSWORD": secret, "PYTHONPATH": str(tmp_path)}
+    env.pop("WHEELFLOW_SECRETS_FD", None)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("wheelflow")), "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) == {"child": secret, "own": False}

@@ -17,6 +17,7 @@ from typing import Any
 
 from wheelflow.cli.automations import add_window_options, install
 from wheelflow.cli.common import say
+from wheelflow.core import secretenv
 from wheelflow.core.errors import SpecError
 from wheelflow.ops.doctor import CODE_VARIABLES, GIT_TOKEN_BLOCK, POOLS
 
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_url_credentials(args.code_repository, "--code-repository")
     token = None
     if args.git_token_env:
-        token = os.environ.get(args.git_token_env)
+        token = secretenv.environ().get(args.git_token_env)  # a secret's name: held in memory since the start-over
         if token is None:
             raise SpecError("--git-token-env", f"{args.git_token_env} is not set", f"export {args.git_token_env}=TOKEN")
     prefect_yaml = _prefect_yaml(args.prefect_yaml)

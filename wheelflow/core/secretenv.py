@@ -38,7 +38,15 @@ from wheelflow.core.startover import (
     take_secrets,
 )
 
-__all__ = ["SECRETS_FD_ENV", "environ", "hide_secrets", "is_secret_name", "make_non_dumpable", "receive_secrets"]
+__all__ = [
+    "SECRETS_FD_ENV",
+    "environ",
+    "hand_down_to_children",
+    "hide_secrets",
+    "is_secret_name",
+    "make_non_dumpable",
+    "receive_secrets",
+]
 
 #: Secrets that libraries in this process read from os.environ themselves (Prefect's client, cloud
 #: storage through fsspec): set there, in memory. Every other one stays out of os.environ altogether.
@@ -49,6 +57,14 @@ _held: dict[str, str] = {}
 def environ() -> Mapping[str, str]:
     """The environment as wheelflow's own readers see it: the secrets held in memory over ``os.environ``."""
     return collections.ChainMap(_held, os.environ)  # type: ignore[arg-type]
+
+
+def hand_down_to_children() -> None:
+    """The held secrets back in ``os.environ``, in memory, for a process whose children read them
+    from their own environment: ``serve``, where Prefect starts each flow run as a child with this
+    process's ``os.environ`` (flow runs read their targets' credentials there, as they do under a
+    worker). This process's /proc/<pid>/environ still does not show them; its children's does."""
+    os.environ.update(_held)
 
 
 def receive_secrets() -> bool:
