@@ -145,8 +145,7 @@ def _mask_split(text: str, secrets: tuple[str, ...]) -> str:
     flat = text.replace("\r", "").replace("\n", "")
     if not any(secret in flat for secret in secrets):  # the common case, without indexing every character
         return text
-    keep = [i for i, c in enumerate(text) if c not in "\r\n"]
-    flat = "".join(text[i] for i in keep)
+    keep = [i for i, c in enumerate(text) if c not in "\r\n"]  # flat[k] is text[keep[k]]
     masked = [False] * len(text)
     for secret in secrets:
         start = flat.find(secret)
