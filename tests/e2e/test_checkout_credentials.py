@@ -255,6 +255,20 @@ def test_a_password_with_a_line_break_is_refused(bad: str) -> None:
 
 
 @pytest.mark.case(
+    "bad input",
+    "WHEELFLOW_GIT_PASSWORD of 100 KB",
+    "refused naming the variable, before git starts (the pipe would not take it unread)",
+)
+def test_a_password_too_long_for_the_pipe_is_refused() -> None:
+    from wheelflow.core.credentials import Credentials
+    from wheelflow.source.gitauth import run_git
+
+    with pytest.raises(SpecError) as raised:
+        run_git(["ls-remote", "http://127.0.0.1:9/x.git"], credentials=Credentials(USER, "x" * 100_000))
+    assert "WHEELFLOW_GIT_PASSWORD" in str(raised.value) and "x" * 100 not in str(raised.value)
+
+
+@pytest.mark.case(
     "secret",
     "`wheelflow monitor --repo` a private git repository, with WHEELFLOW_GIT_PASSWORD in its environment",
     "the running monitor (started over) and every git child (git-remote-http, index-pack) hold no "

@@ -64,8 +64,8 @@ def checkout(
 def clone_code(repository: str, ref: str, token: str | None, parent: Path) -> Path:
     """A shallow clone of ``repository`` at the branch or tag ``ref`` under ``parent``, named as
     Prefect's git_clone step names it (REPO-REF), fetched again when it is there. ``token`` reaches
-    git through its credential helper only: Prefect's own step puts it in git's command line
-    (``-c url.https://TOKEN@host/.insteadOf=...``), which every user of the host can read."""
+    git through its credential helper only: Prefect's own step puts it in the clone URL on git's
+    command line (``git clone https://TOKEN@host/...``), which every user of the host can read."""
     refuse_url_credentials(repository, "repository")
     credentials = Credentials(TOKEN_USERNAME, token) if token else None
     name = repository.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git") or "code"

@@ -26,6 +26,7 @@ from wheelflow.core.childenv import child_env
 from wheelflow.core.credentials import Credentials, secret_block_credentials
 from wheelflow.core.errors import SpecError
 from wheelflow.core.redaction import redact_url, register_secret, url_credentials
+from wheelflow.core.startover import PIPE_LIMIT
 
 USERNAME_ENV = "WHEELFLOW_GIT_USERNAME"
 PASSWORD_ENV = "WHEELFLOW_GIT_PASSWORD"
@@ -78,13 +79,17 @@ def credential_helper(fd: int) -> str:
 
 def credential_answer(credentials: Credentials) -> bytes:
     """What the helper prints: git's credential protocol, one ``key=value`` a line. A value with a
-    line break or NUL could add keys of its own, and is refused."""
+    line break or NUL could add keys of its own, and is refused; so is one too long for the pipe
+    to hold before git reads it."""
     for name, value in ((USERNAME_ENV, credentials.username), (PASSWORD_ENV, credentials.password)):
         if "\n" in value or "\r" in value or "\0" in value:
             raise SpecError(
                 name, "contains a line break or NUL, which git's credential protocol cannot carry", "remove it"
             )
-    return f"username={credentials.username}\npassword={credentials.password}\n".encode()
+    answer = f"username={credentials.username}\npassword={credentials.password}\n".encode()
+    if len(answer) > PIPE_LIMIT:
+        raise SpecError(PASSWORD_ENV, f"is {len(answer)} bytes long, more than git credentials take", "check its value")
+    return answer
 
 
 def git_command(args: Sequence[str], credential_fd: int | None = None) -> list[str]:
