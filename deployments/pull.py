@@ -1,6 +1,7 @@
 """prefect.yaml's pull step: a worker fetches wheelflow's flows from the repository and ref in the
-Prefect Variables, with the token in the Secret block, as Prefect's git_clone step would, but reads
-them itself so that a missing Variable or block, or a clone that fails, ends the run with a state
+Prefect Variables, with the token in the Secret block, as Prefect's git_clone step would, but clones
+them itself (the token reaches git through a credential helper, never git's command line, where
+Prefect's step puts it) and so that a missing Variable or block, or a clone that fails, ends the run with a state
 message saying which and how to fix it. With Prefect's own step and templates, such a run crashed
 with "process exited with status code 1" and the reason was only in the worker's stdout.
 
@@ -22,6 +23,7 @@ from typing import Any
 from wheelflow.core.errors import WheelflowError
 from wheelflow.core.redaction import register_secret
 from wheelflow.ops.doctor import CODE_VARIABLES, GIT_TOKEN_BLOCK
+from wheelflow.source.checkout import clone_code
 
 SETUP = "run `wheelflow setup --code-repository URL --code-ref REF` against this server"
 
@@ -35,7 +37,7 @@ def clone_wheelflow(
     ref_variable: str = CODE_VARIABLES[1],
     token_block: str = GIT_TOKEN_BLOCK,
 ) -> dict[str, Any]:
-    """Clone wheelflow's code for this flow run; returns git_clone's output (``directory``). When it
+    """Clone wheelflow's code for this flow run; returns what git_clone would (``directory``). When it
     cannot, the run is marked Crashed with the reason before the process exits."""
     from wheelflow.adapters.prefect_api import crash_before_start
 
@@ -57,10 +59,8 @@ def clone_wheelflow(
 
 
 def _fetch_code(repository_variable: str, ref_variable: str, token_block: str) -> tuple[dict[str, Any], str, str]:
-    """git_clone at the Variables' repository and ref with the block's token (its output, the ref and the
-    token); PullStepFailed naming what is missing or what git said, and the fix."""
-    from prefect.deployments.steps import git_clone
-
+    """A clone at the Variables' repository and ref with the block's token (what git_clone would return:
+    ``directory``; the ref; the token); PullStepFailed naming what is missing or what git said, and the fix."""
     from wheelflow.adapters.prefect_api import read_secret, read_variable
 
     repository, ref = read_variable(repository_variable), read_variable(ref_variable)
@@ -76,7 +76,8 @@ def _fetch_code(repository_variable: str, ref_variable: str, token_block: str) -
         ) from None
     register_secret(token)  # masked in every message and log line from here on, whatever git prints
     try:
-        return git_clone(repository=str(repository), branch=str(ref), access_token=token or None), str(ref), token
+        directory = clone_code(str(repository), str(ref), token or None, Path.cwd())
+        return {"directory": str(directory.relative_to(Path.cwd()))}, str(ref), token
     except Exception as exc:
         problem = " ".join(str(exc).split()) or type(exc).__name__
         raise PullStepFailed(

@@ -90,8 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # locked" tracebacks on runs that succeed; a throwaway server has nothing worth reporting. A
     # user's own setting wins, and a real server (PREFECT_API_URL) is not started by us at all.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if argv is None:  # the `wheelflow` command itself: secrets leave the start environment first
-        hide_secrets(sys.argv[1:])
+    if argv is None:  # a command line: the console command started over already (wheelflow.launcher);
+        hide_secrets(sys.argv[1:])  # entered any other way, the secrets leave the start environment now
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in argv  # before parsing: an option refused by its type is shown the same way
     try:

@@ -9,6 +9,7 @@ import shutil
 from typing import Any
 
 from wheelflow.cli.common import add_json, say
+from wheelflow.core import secretenv
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         pool_exists=pool_exists,
         variable=read_variable,
         secret_block_exists=secret_block_exists,
-        env=os.environ,
+        env=secretenv.environ(),  # the credentials it looks for were taken out of os.environ at the start-over
         # Without PREFECT_API_URL, Prefect would start a throwaway server of its own: nothing to check there.
         server=lambda: server_problem() if os.environ.get("PREFECT_API_URL") else "PREFECT_API_URL is not set",
     )

@@ -9,6 +9,7 @@ from typing import Any
 
 from wheelflow.cli.automations import add_window_options, install
 from wheelflow.cli.common import connect_prefect, say, seconds
+from wheelflow.core import secretenv
 from wheelflow.core.errors import SpecError
 
 NEEDS_PREFECT = True  # main() connects to a Prefect server first (see common.connect_prefect)
@@ -42,6 +43,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     connect_prefect()
+    # Each served flow run is a child process with this one's environment, and reads its credentials there.
+    secretenv.hand_down_to_children()
     from wheelflow.adapters.prefect_api import read_variable, serve_deployments
     from wheelflow.deployments import PROJECTS_VARIABLE, project_deployments, waiting_for_configuration
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from wheelflow.cli.automations import add_window_options, plan
 from wheelflow.cli.common import say
+from wheelflow.core import secretenv
 from wheelflow.core.errors import SpecError, WheelflowError
 from wheelflow.ops.doctor import CODE_VARIABLES, GIT_TOKEN_BLOCK, POOLS
 
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError("--code-ref", "is empty", "give the tag or branch workers check out, e.g. --code-ref main")
     token = None
     if args.git_token_env:
-        token = os.environ.get(args.git_token_env)
+        token = secretenv.environ().get(args.git_token_env)  # a secret's name: held in memory since the start-over
         if token is None:
             raise SpecError("--git-token-env", f"{args.git_token_env} is not set", f"export {args.git_token_env}=TOKEN")
     problem = server_problem() if os.environ.get("PREFECT_API_URL") else "PREFECT_API_URL is not set"

@@ -55,7 +55,7 @@ from wheelflow.config.spectypes import ByteSize, EnvTable, Expect, OneOf, SpecMo
 from wheelflow.core.childenv import pass_env_problem
 from wheelflow.core.deadline import MAX_SECONDS
 from wheelflow.core.errors import SpecError, WheelflowError
-from wheelflow.core.redaction import redact_url
+from wheelflow.core.redaction import redact_url, url_credentials
 
 try:
     import tomllib
@@ -152,6 +152,12 @@ def _check_url(url: str) -> str:
         raise problem(
             f"{redact_url(url)!r} embeds credentials",
             "remove them from the URL and use the target's credentials source",
+        )
+    in_query = [kind for kind in url_credentials(url) if "query" in kind or "fragment" in kind]
+    if in_query:  # a token there would be printed wherever the URL is
+        raise problem(
+            f"{redact_url(url)!r} carries {in_query[0]}",
+            "remove it from the URL and use the target's credentials source",
         )
     return url
 

@@ -31,27 +31,59 @@ _secrets: tuple[str, ...] = ()  # longest first, so a secret containing another 
 _installed = False
 
 
-#: The shortest piece of a secret masked at the end or start of a line when the secret is split
-#: across two lines: shorter pieces match ordinary text too often.
+#: The shortest piece of a secret masked when the secret is split across lines: shorter pieces
+#: match ordinary text too often.
 MIN_SPLIT_PART = 3
+#: Pieces found anywhere in their lines (not only where a line ends or starts) are looked for in
+#: secrets (and their encodings) of at least this length: in a shorter one, 3-letter pieces are
+#: ordinary words ("sec" in one line, "ret" in the next).
+MIN_SPLIT_SECRET = 10
+#: The lines a split secret may spread over, first piece to last (other lines between included);
+#: :class:`LineRedactor` holds this many lines less one back.
+SPLIT_WINDOW = 5
+#: The shortest stable inner part of a secret's encoding inside a longer base64/base32 stream
+#: that is masked: shorter runs of those alphabets occur by chance.
+MIN_STREAM_ENCODING = 8
+
+
+def _inner_encodings(raw: bytes, group: int, encode: Any) -> set[str]:
+    """The part of ``encode(stream)`` that is the same whatever bytes surround ``raw`` in the stream,
+    for each offset of ``raw`` modulo the encoding's group size (3 bytes for base64, 5 for base32):
+    the encoding of the whole groups ``raw`` fills alone. Base64 of an environment dump holds a
+    secret at offset 1 or 2 two times in three, where the secret's own base64 is not found."""
+    found = set()
+    for offset in range(group):
+        skip = (group - offset) % group  # the bytes that share a group with what comes before
+        whole = raw[skip:]
+        whole = whole[: len(whole) // group * group]
+        if whole:
+            found.add(encode(whole).decode())
+    return {v for v in found if len(v) >= MIN_STREAM_ENCODING}
 
 
 def encodings(value: str) -> set[str]:
     """The common encodings of a secret code might print to get it past exact-text masking: base64
-    (standard and URL-safe, with and without padding), URL-encoding, hex (either case), reversed."""
+    (standard and URL-safe, with and without padding, alone or inside a longer stream at any
+    offset), base32 (alone or inside a stream), URL-encoding, hex (either case), reversed."""
     raw = value.encode()
     b64 = base64.b64encode(raw).decode()
     b64url = base64.urlsafe_b64encode(raw).decode()
+    b32 = base64.b32encode(raw).decode()
     found = {
         b64,
         b64.rstrip("="),
         b64url,
         b64url.rstrip("="),
+        b32,
+        b32.rstrip("="),
         quote(value, safe=""),
         quote_plus(value, safe=""),
         raw.hex(),
         raw.hex().upper(),
         value[::-1],
+        *_inner_encodings(raw, 3, base64.b64encode),
+        *_inner_encodings(raw, 3, base64.urlsafe_b64encode),
+        *_inner_encodings(raw, 5, base64.b32encode),
     }
     return {v for v in found if v != value and len(v) >= MIN_SECRET_LENGTH}
 
@@ -100,16 +132,20 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
             text = text.replace(secret, MASK)
     if "\n" in text and secrets:
         text = _mask_split(text, secrets)
+        text = "\n".join(_mask_pieces(text.split("\n"), secrets))
     if "@" in text or "=" in text:
         text = mask_url_credentials(text)
     return text
 
 
 def _mask_split(text: str, secrets: tuple[str, ...]) -> str:
-    """Mask a secret printed across line breaks (``print(s[:5]); print(s[5:])``): the text is read
-    with its line breaks taken out, and each line's piece of a secret found there becomes ``***``."""
-    keep = [i for i, c in enumerate(text) if c not in "\r\n"]
-    flat = "".join(text[i] for i in keep)
+    """Mask a secret printed across consecutive line breaks (``print(s[:5]); print(s[5:])``, pieces of
+    any length): the text is read with its line breaks taken out, and each line's piece of a secret
+    found there becomes ``***``."""
+    flat = text.replace("\r", "").replace("\n", "")
+    if not any(secret in flat for secret in secrets):  # the common case, without indexing every character
+        return text
+    keep = [i for i, c in enumerate(text) if c not in "\r\n"]  # flat[k] is text[keep[k]]
     masked = [False] * len(text)
     for secret in secrets:
         start = flat.find(secret)
@@ -132,27 +168,83 @@ def _mask_split(text: str, secrets: tuple[str, ...]) -> str:
     return "".join(out)
 
 
+def _longest_prefix_in(secret: str, line: str) -> int:
+    """The length of the longest start of ``secret`` found in ``line`` (0 when under MIN_SPLIT_PART)."""
+    if secret[:MIN_SPLIT_PART] not in line:
+        return 0
+    low, high = MIN_SPLIT_PART, len(secret)  # secret[:low] is in line; a longer start is only if a shorter one is
+    while low < high:
+        middle = (low + high + 1) // 2
+        if secret[:middle] in line:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _shortest_suffix_in(secret: str, line: str) -> int:
+    """Where the longest end of ``secret`` found in ``line`` starts (len(secret) when under MIN_SPLIT_PART)."""
+    return len(secret) - _longest_prefix_in(secret[::-1], line[::-1])
+
+
+def _mask_pieces(lines: list[str], secrets: tuple[str, ...]) -> list[str]:
+    """Mask a secret printed in two or three pieces on lines at most SPLIT_WINDOW apart, each piece
+    anywhere in its line and other lines between (``print("a", s[:6]); print("noise");
+    print("b", s[6:12]); print(s[12:])``): the first piece is a start of the secret in one line, the
+    last an end of it in a later line, and what lies between them, if anything, is in a line between."""
+    lines = list(lines)
+    whole = "\n".join(lines)
+    for secret in secrets:
+        if len(secret) < MIN_SPLIT_SECRET or secret[:MIN_SPLIT_PART] not in whole:
+            continue
+        starts = [_longest_prefix_in(secret, line) for line in lines]
+        if not any(starts):
+            continue
+        ends = [_shortest_suffix_in(secret, line) for line in lines]
+        pieces: list[tuple[int, str]] = []
+        for first, start in enumerate(starts):
+            if not start:
+                continue
+            for last in range(first + 1, min(len(lines), first + SPLIT_WINDOW)):
+                end = ends[last]
+                if end == len(secret):
+                    continue
+                if end <= start:  # two pieces: the start in one line, the rest in another
+                    pieces += [(first, secret[:start]), (last, secret[end:])]
+                    continue
+                cut = min(start, end - MIN_SPLIT_PART)  # a middle piece of at least MIN_SPLIT_PART
+                if cut < MIN_SPLIT_PART:
+                    continue
+                between = next((i for i in range(first + 1, last) if secret[cut:end] in lines[i]), None)
+                if between is not None:
+                    pieces += [(first, secret[:start]), (between, secret[cut:end]), (last, secret[end:])]
+        for index, piece in sorted(pieces, key=lambda p: len(p[1]), reverse=True):
+            lines[index] = lines[index].replace(piece, MASK)
+    return lines
+
+
 class LineRedactor:
-    """Redacts a stream of output lines, holding one line back so that a secret split across two
-    lines is masked in both: ``feed`` returns the lines ready to show, ``close`` the last one."""
+    """Redacts a stream of output lines, holding SPLIT_WINDOW - 1 lines back so that a secret split
+    over lines near each other is masked in each of them: ``feed`` returns the lines ready to show,
+    ``close`` the rest."""
 
     def __init__(self) -> None:
-        self._pending: str | None = None
+        self._pending: list[str] = []
 
     def feed(self, line: str) -> Iterator[str]:
-        if self._pending is None:
-            self._pending = line
+        self._pending.append(line)
+        if len(self._pending) < SPLIT_WINDOW:
             return iter(())
-        joined = redact(self._pending + "\n" + line)
-        ready, _, self._pending = joined.partition("\n")
-        return iter((ready,))
+        self._pending = redact("\n".join(self._pending)).split("\n")
+        return iter((self._pending.pop(0),))
 
     def close(self) -> Iterator[str]:
-        pending, self._pending = self._pending, None
-        return iter(() if pending is None else (redact(pending),))
+        pending, self._pending = self._pending, []
+        return iter(redact("\n".join(pending)).split("\n") if pending else ())
 
 
-#: Query parameters that carry a credential in the URLs people paste (forges, object stores, webhooks).
+#: Query parameters that carry a credential in the URLs people paste (forges, object stores, webhooks);
+#: in a fragment (``#token=...``) too.
 SECRET_QUERY_PARAMETERS = (
     "access_token",
     "private_token",
@@ -177,7 +269,7 @@ SECRET_QUERY_PARAMETERS = (
 #: A URL's userinfo: ``scheme://USERINFO@`` (``git+https://`` and every other scheme included).
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s@'\"<>?#]+)@")
 _QUERY_SECRET = re.compile(
-    r"(?P<name>[?&;](?:" + "|".join(re.escape(n) for n in SECRET_QUERY_PARAMETERS) + r")=)(?P<value>[^&#\s'\"<>]+)",
+    r"(?P<name>[?&;#](?:" + "|".join(re.escape(n) for n in SECRET_QUERY_PARAMETERS) + r")=)(?P<value>[^&#\s'\"<>]+)",
     re.IGNORECASE,
 )
 #: The scp form of a git remote, ``USER@host:path`` (no scheme): its user is masked unless it is ``git``.
@@ -208,7 +300,8 @@ def mask_url_credentials(text: str) -> str:
 
 def url_credentials(url: str) -> list[str]:
     """What in ``url`` is a credential, by kind (empty when none): "user:password", "a user name in
-    an http(s) URL", "a token in the query (?token=)", "a user name in scp form"."""
+    an http(s) URL", "a token in the query (?token=)" or in the fragment (#token=), "a user name in
+    scp form"."""
     found = []
     scp = _SCP.match(url) if "://" not in url else None
     if scp:
@@ -228,6 +321,9 @@ def url_credentials(url: str) -> list[str]:
     query = _QUERY_SECRET.search("?" + parts.query) if parts.query else None
     if query:
         found.append(f"a credential in the query ({query['name'].lstrip('?&;')})")
+    fragment = _QUERY_SECRET.search("#" + parts.fragment) if parts.fragment else None
+    if fragment:
+        found.append(f"a credential in the fragment ({fragment['name'].lstrip('#&;')})")
     return found
 
 

@@ -16,7 +16,7 @@ from wheelflow.config.spec import Target, env_prefix
 from wheelflow.core import secretenv
 from wheelflow.core.credentials import Credentials, secret_block_credentials
 from wheelflow.core.errors import CredentialsError, SpecError
-from wheelflow.core.redaction import redact_url, register_secret
+from wheelflow.core.redaction import redact_url, register_secret, url_credentials
 
 #: Default verification deadlines (seconds). The public index's Simple API sits behind a CDN that
 #: caches pages for about ten minutes, so reading a fresh upload back can take that long.
@@ -77,6 +77,21 @@ def resolve_endpoints(
             "--index",
             f"{redact_url(index)!r} embeds credentials",
             "remove them from the URL and use the target's credentials source",
+        )
+    if parts.query or parts.fragment or index.rstrip().endswith(("?", "#")):
+        # A token there would be printed wherever the URL is, and the project's path cannot follow it.
+        found = [kind for kind in url_credentials(index) if "query" in kind or "fragment" in kind]
+        raise SpecError(
+            "--index",
+            f"{redact_url(index)!r} "
+            + (f"carries {found[0]}" if found else "has a query or fragment, where the project's path cannot follow"),
+            "give the Simple API URL alone (…/simple/)"
+            + (
+                " and the token through the target's credentials source "
+                '(credentials = "env": WHEELFLOW_<TARGET>_PASSWORD, or "prefect-secret:BLOCK")'
+                if found
+                else ""
+            ),
         )
     simple = index if index.endswith("/") else index + "/"
     return Endpoints(

@@ -1,6 +1,6 @@
 """The source to release: a local project as it is, or a git URL (or repository) at a ref.
 
-A URL never carries credentials (see :mod:`wheelflow.source.gitauth`): they reach git through askpass.
+A URL never carries credentials (see :mod:`wheelflow.source.gitauth`): they reach git through its credential helper, from an inherited pipe.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from wheelflow.core.credentials import Credentials
 from wheelflow.core.errors import GitError
 from wheelflow.core.redaction import redact_url
-from wheelflow.source.gitauth import git_credentials, refuse_url_credentials
+from wheelflow.source.gitauth import TOKEN_USERNAME, git_credentials, refuse_url_credentials
 from wheelflow.source.gittags import _git
 
 
@@ -58,3 +59,24 @@ def checkout(
         raise error from None
     _git("clean", "-xdfq", cwd=clone)
     return clone
+
+
+def clone_code(repository: str, ref: str, token: str | None, parent: Path) -> Path:
+    """A shallow clone of ``repository`` at the branch or tag ``ref`` under ``parent``, named as
+    Prefect's git_clone step names it (REPO-REF), fetched again when it is there. ``token`` reaches
+    git through its credential helper only: Prefect's own step puts it in the clone URL on git's
+    command line (``git clone https://TOKEN@host/...``), which every user of the host can read."""
+    refuse_url_credentials(repository, "repository")
+    credentials = Credentials(TOKEN_USERNAME, token) if token else None
+    name = repository.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git") or "code"
+    destination = parent / f"{name}-{ref.replace('/', '-')}"
+    if (destination / ".git").exists():
+        _git("fetch", "--quiet", "--depth", "1", "--force", "origin", ref, cwd=destination, credentials=credentials)
+        _git("checkout", "--quiet", "--force", "--detach", "FETCH_HEAD", cwd=destination)
+    else:
+        args = ("clone", "--quiet", "--depth", "1", "--branch", ref, repository, str(destination))
+        try:
+            _git(*args, credentials=credentials)
+        except GitError as exc:  # worded as Prefect's git_clone words it: run states and docs quote it
+            raise GitError(f"Failed to clone repository {redact_url(repository)!r}: {exc}") from None
+    return destination

@@ -1,19 +1,23 @@
-"""Credentials for git remotes: handed to git through GIT_ASKPASS, never in a URL.
+"""Credentials for git remotes: handed to git through a credential helper reading an inherited pipe,
+never in a URL and never in an environment.
 
 A URL with ``user:token@`` ends up in ``.git/config`` of the clone, in ``ps`` while git runs, in
 flow run parameters and in error messages. So such a URL is refused, and credentials come from
-``WHEELFLOW_GIT_USERNAME`` / ``WHEELFLOW_GIT_PASSWORD`` (or a Prefect Secret block): they are put
-in the environment of the one git process that needs them, whose askpass helper (a script that
-holds no secret) prints them when git asks. Git's credential helpers are switched off for that
-process, so no helper stores them on disk either.
+``WHEELFLOW_GIT_USERNAME`` / ``WHEELFLOW_GIT_PASSWORD`` (or a Prefect Secret block). An environment
+variable would sit in the start environment (``/proc/<pid>/environ``) of git and of every process
+git starts (``git-remote-http``, ``index-pack``) for as long as each lives. Instead the answer git's
+credential protocol expects (``username=...``/``password=...``) is written into a pipe whose read
+end the one git process inherits, and git's only credential helper (:func:`credential_helper`, a
+shell function that holds no secret) reads it from there when git asks: the pipe is then empty.
+Git's other credential helpers are switched off for that process, so no helper stores the
+credentials on disk either.
 """
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
-from collections.abc import Callable, Mapping
+import os
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from wheelflow.core.childenv import child_env
 from wheelflow.core.credentials import Credentials, secret_block_credentials
 from wheelflow.core.errors import SpecError
 from wheelflow.core.redaction import redact_url, register_secret, url_credentials
+from wheelflow.core.startover import PIPE_LIMIT
 
 USERNAME_ENV = "WHEELFLOW_GIT_USERNAME"
 PASSWORD_ENV = "WHEELFLOW_GIT_PASSWORD"
@@ -29,15 +34,6 @@ PASSWORD_ENV = "WHEELFLOW_GIT_PASSWORD"
 TOKEN_USERNAME = "x-access-token"
 #: What git over SSH needs from the environment (an agent's socket, a custom ssh command): no secrets.
 SSH_VARIABLES = ("SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "GIT_SSH")
-
-_ASKPASS = """#!/bin/sh
-# wheelflow's GIT_ASKPASS helper: answers git's prompts from this process's environment.
-case "$1" in
-  [Uu]sername*) printf '%s\\n' "$WHEELFLOW_GIT_USERNAME" ;;
-  *) printf '%s\\n' "$WHEELFLOW_GIT_PASSWORD" ;;
-esac
-"""
-_askpass_path: Path | None = None
 
 
 def refuse_url_credentials(url: str, key: str = "project") -> None:
@@ -74,34 +70,57 @@ def git_credentials(
     return credentials
 
 
-def git_command(args: tuple[str, ...] | list[str], credentials: Credentials | None) -> list[str]:
-    """``git ARGS``; with credentials, with git's credential helpers off (none may store them)."""
-    helpers_off = ["-c", "credential.helper="] if credentials else []
-    return ["git", *helpers_off, *args]
+def credential_helper(fd: int) -> str:
+    """git's credential helper for one git process: on ``get`` it prints what is waiting on the
+    inherited descriptor ``fd`` (the credentials, once); on ``store`` and ``erase`` it reads git's
+    request and keeps nothing."""
+    return f'!f() {{ if [ "$1" = get ]; then cat /dev/fd/{fd}; else cat >/dev/null; fi; }}; f'
 
 
-def git_env(credentials: Credentials | None) -> dict[str, str]:
-    """The environment of one git process: allow-listed, never prompting on a terminal, and with
-    credentials, the askpass helper and the two variables it reads."""
-    env = child_env(extra={"GIT_TERMINAL_PROMPT": "0"}, pass_env=SSH_VARIABLES)
-    if credentials is not None:
-        env.update(
-            {
-                "GIT_ASKPASS": str(_askpass_script()),
-                USERNAME_ENV: credentials.username,
-                PASSWORD_ENV: credentials.password,
-            }
+def credential_answer(credentials: Credentials) -> bytes:
+    """What the helper prints: git's credential protocol, one ``key=value`` a line. A value with a
+    line break or NUL could add keys of its own, and is refused; so is one too long for the pipe
+    to hold before git reads it."""
+    for name, value in ((USERNAME_ENV, credentials.username), (PASSWORD_ENV, credentials.password)):
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise SpecError(
+                name, "contains a line break or NUL, which git's credential protocol cannot carry", "remove it"
+            )
+    answer = f"username={credentials.username}\npassword={credentials.password}\n".encode()
+    if len(answer) > PIPE_LIMIT:
+        raise SpecError(PASSWORD_ENV, f"is {len(answer)} bytes long, more than git credentials take", "check its value")
+    return answer
+
+
+def git_command(args: Sequence[str], credential_fd: int | None = None) -> list[str]:
+    """``git ARGS``; with a credential descriptor, with git's configured credential helpers off (none
+    may store the credentials) and :func:`credential_helper` as the only one."""
+    if credential_fd is None:
+        return ["git", *args]
+    return ["git", "-c", "credential.helper=", "-c", f"credential.helper={credential_helper(credential_fd)}", *args]
+
+
+def git_env() -> dict[str, str]:
+    """The environment of one git process: allow-listed (no secret in it), never prompting on a terminal."""
+    return child_env(extra={"GIT_TERMINAL_PROMPT": "0"}, pass_env=SSH_VARIABLES)
+
+
+def run_git(
+    args: Sequence[str], cwd: Path | None = None, credentials: Credentials | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``git ARGS`` with the allow-listed environment, its output captured; ``credentials``
+    reach it through the credential helper and an inherited pipe only."""
+    if credentials is None:
+        return subprocess.run(git_command(args), capture_output=True, text=True, cwd=cwd, env=git_env())
+    answer = credential_answer(credentials)
+    read, write = os.pipe()
+    try:
+        os.write(write, answer)  # a few hundred bytes: the pipe holds them until git's helper reads
+    finally:
+        os.close(write)
+    try:
+        return subprocess.run(
+            git_command(args, read), capture_output=True, text=True, cwd=cwd, env=git_env(), pass_fds=(read,)
         )
-    return env
-
-
-def _askpass_script() -> Path:
-    global _askpass_path
-    if _askpass_path is None or not _askpass_path.is_file():
-        directory = Path(tempfile.mkdtemp(prefix="wheelflow-askpass-"))
-        atexit.register(shutil.rmtree, directory, ignore_errors=True)
-        path = directory / "askpass"
-        path.write_text(_ASKPASS)
-        path.chmod(0o700)
-        _askpass_path = path
-    return _askpass_path
+    finally:
+        os.close(read)

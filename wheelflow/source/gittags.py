@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +17,7 @@ from packaging.version import InvalidVersion, Version
 from wheelflow.core.credentials import Credentials
 from wheelflow.core.errors import GitError
 from wheelflow.core.redaction import redact
-from wheelflow.source.gitauth import git_command, git_credentials, git_env, refuse_url_credentials
+from wheelflow.source.gitauth import git_credentials, refuse_url_credentials, run_git
 
 DEFAULT_TAG_PATTERNS = ("v{version}", "{version}")
 
@@ -31,10 +30,8 @@ class ReleaseTag:
 
 
 def _git(*args: str, cwd: Path | None = None, credentials: Credentials | None = None) -> str:
-    """Run git with the allow-listed environment; ``credentials`` reach it through askpass only."""
-    proc = subprocess.run(
-        git_command(args, credentials), capture_output=True, text=True, cwd=cwd, env=git_env(credentials)
-    )
+    """Run git with the allow-listed environment; ``credentials`` reach it through its credential helper only."""
+    proc = run_git(args, cwd=cwd, credentials=credentials)
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode
         raise GitError(f"git {args[0]} failed: {redact(str(last))}")

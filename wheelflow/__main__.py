@@ -1,0 +1,7 @@
+"""``python -m wheelflow``: the same as the ``wheelflow`` command (the start-over first)."""
+
+import sys
+
+from wheelflow.launcher import main
+
+sys.exit(main())
