@@ -145,8 +145,16 @@ def test_a_commit_without_its_tag_is_not_released_as_a_final_version(tmp_path: P
         assert str(err.value) == (
             f"HEAD {git(project, 'rev-parse', 'HEAD')[:12]} has no tag matching version.tag 'v{{version}}', and a "
             "final release is built from its tagged commit; fix: tag it (git tag v1.2.0, then push the tag) and "
-            "release again, or release a development build with --dev"
+            "release again, or release a development build with --dev (version.require-tag = false releases "
+            "untagged commits)"
         )
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(
+        text.replace('file = "pyproject.toml"', 'file = "pyproject.toml"\nrequire-tag = false')
+    )
+    git(project, "commit", "-qam", "untagged commits release too")
+    assert resolve_version(load_spec(project)).version == "1.2.0"  # the opt-out, as examples/hello-cuda sets it
+    git(project, "checkout", "-q", "HEAD~1")
     git(project, "tag", "v1.2.0")  # lightweight tags count as well
     assert resolve_version(load_spec(project)).tag == "v1.2.0"
 
