@@ -47,20 +47,25 @@ def platform_tag_findings(wheel: Path) -> list[Finding]:
             frozenset(),
             disable_isa_ext_check=True,
             allow_graft=True,
+            # No library paths of this machine: the verdict rests on what the wheel's own ELF files
+            # need (their version references), not on which CUDA or torch libraries this runner has.
+            args_ldpaths="",
         )
     except AuditwheelError:  # no ELF in it (a pure wheel under a platform tag), or tags auditwheel cannot read
         return []
     finally:
         quiet.level = level
     allowed = info.sym_policy
-    findings = []
+    promises = {}  # one finding per policy, however many of its aliases the filename names
     for claimed in claimed_manylinux(wheel.name):
         try:
             promised = info.policies.get_policy_by_name(claimed)
         except LookupError:  # a tag newer than this auditwheel knows: it cannot be judged here
             continue
-        if promised.priority <= allowed.priority:
-            continue
+        if promised.priority > allowed.priority:
+            promises.setdefault(promised.name, promised)
+    findings = []
+    for name, promised in sorted(promises.items()):
         beyond = _versions_beyond(info.versioned_symbols, promised.symbol_versions)
         needs = ", ".join(f"{version} ({library})" for library, version in beyond[:3]) or "newer symbol versions"
         members = _members_needing(wheel, {version for _, version in beyond}) if beyond else []
@@ -70,20 +75,18 @@ def platform_tag_findings(wheel: Path) -> list[Finding]:
             Finding(
                 wheel.name,
                 "platform-tag",
-                f"{where or 'its shared objects'} {verb} {needs}, more than its tag {claimed} promises "
-                f"(auditwheel: these symbol versions allow "
-                f"{allowed.name} at best); pip installs it on older systems, where the import fails; "
-                f"fix: build it in a {_family(claimed)} image (older glibc and compilers), "
-                f"or tag it {allowed.name} (auditwheel repair --plat {allowed.name})",
+                f"{where or 'its shared objects'} {verb} {needs}, more than its tag {name} promises "
+                f"(auditwheel: these symbol versions allow {allowed.name} at best); pip installs it on older "
+                f"systems, where the import fails; fix: build it in a {_family(name)} image (older glibc and "
+                f"compilers), or tag it {allowed.name} (auditwheel repair --plat {allowed.name})",
             )
         )
     return findings
 
 
 def _family(tag: str) -> str:
-    """``manylinux_2_17_x86_64`` → ``manylinux_2_17``; a legacy alias as it is (``manylinux2014``)."""
-    parts = tag.split("_")
-    return "_".join(parts[:3]) if len(parts) > 3 and parts[1].isdigit() else parts[0]
+    """``manylinux_2_17_x86_64`` → ``manylinux_2_17``."""
+    return "_".join(tag.split("_")[:3])
 
 
 def _versions_beyond(needed: dict[str, set[str]], allowed: dict[str, frozenset[str]]) -> list[tuple[str, str]]:
