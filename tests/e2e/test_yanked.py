@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -56,3 +57,35 @@ def test_verify_fails_naming_the_yank(yanked_index: str, home: Path) -> None:
         "installers skip it, so its users do not get it; fix: release a new version (e.g. a .post1); an index never "
         "takes the same file again"
     )
+
+
+@pytest.mark.case(
+    "fault",
+    "a re-run of a release whose wheel the target now lists as yanked",
+    "refused before any upload naming the yank; nothing is written to the target again",
+)
+def test_a_release_refuses_its_own_file_listed_as_yanked(tmp_path: Path, home: Path, prefect_api) -> None:
+    from conftest import make_project
+    from webservers import Nginx
+
+    store = tmp_path / "store"
+    with Nginx(tmp_path / "nginx", root=store) as nginx:
+        extra = f'\n[tool.wheelflow.targets.wheels]\nkind = "static"\nstore-url = "{store.as_uri()}"\n'
+        project = make_project(tmp_path / "proj", extra=extra + f'public-url = "{nginx.url}"\n')
+        first = run_cli("release", str(project), "--json")
+        assert first.returncode == 0, first.stderr[-3000:]
+        page = store / "tiny-pkg" / "index.html"
+        wheel = "tiny_pkg-1.0.0-py3-none-any.whl"
+        text = page.read_text()
+        assert f">{wheel}</a>" in text
+        # Yanked by a person since (the static index keeps the attribute when it merges pages).
+        page.write_text(re.sub(rf"<a (?=[^>]*{re.escape(wheel)})", '<a data-yanked="superseded" ', text))
+        assert page.read_text().count('data-yanked="superseded"') == 1
+        before = {p: p.read_bytes() for p in store.rglob("*") if p.is_file()}
+
+        again = run_cli("release", str(project), "--json")
+        assert again.returncode == 1, again.stderr[-3000:]
+        report = json.loads(again.stdout)
+        assert f"wheels: {wheel} is yanked on this index (reason: superseded)" in report["error"], report["error"]
+        assert {f["filename"]: f["status"] for f in report["files"] if f["filename"] == wheel} == {wheel: "yanked"}
+        assert {p: p.read_bytes() for p in store.rglob("*") if p.is_file()} == before  # nothing written again
