@@ -363,3 +363,24 @@ def test_check_command_fails_on_a_traversal_entry(tmp_path: Path) -> None:
         "package_data or extension path that is absolute or climbs out with '..'); every entry must stay inside the "
         "install folder"
     ]
+
+
+def test_a_duplicate_entry_and_a_record_that_is_not_csv_are_one_finding_each(tmp_path: Path) -> None:
+    wheel = wheel_with(tmp_path, {})
+    with zipfile.ZipFile(wheel, "a") as zf, pytest.warns(UserWarning, match="Duplicate name"):
+        zf.writestr(f"{DIST_INFO}/RECORD", "tiny_pkg/__init__.py,,0\n")  # a second RECORD: which one counts?
+    assert findings_of(wheel) == [
+        f"{wheel.name}: [entry-path] entry '{DIST_INFO}/RECORD' appears twice; installers keep one of them; fix: "
+        "rebuild it"
+    ]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    wheel = make_wheel(broken)
+    with zipfile.ZipFile(wheel) as zf:
+        entries = {i.filename: zf.read(i) for i in zf.infolist()}
+    entries[f"{DIST_INFO}/RECORD"] = b"tiny_pkg/__init__.py," + b"x" * 200_000 + b",1\n"  # over csv's field limit
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    [finding] = findings_of(wheel)
+    assert finding.startswith(f"{wheel.name}: [record] {DIST_INFO}/RECORD is not valid CSV ("), finding

@@ -142,7 +142,10 @@ def _cap_metadata(name: str, size: int) -> None:
 
 def _record_findings(filename: str, record: str, text: str, read: dict[str, tuple[str, int]]) -> list[Finding]:
     """Every entry read is in RECORD with its sha256 and size, and RECORD lists nothing else."""
-    listed = {row[0]: row for row in csv.reader(io.StringIO(text)) if row}
+    try:
+        listed = {row[0]: row for row in csv.reader(io.StringIO(text)) if row}
+    except csv.Error as exc:
+        return [Finding(filename, "record", f"{record} is not valid CSV ({exc}); fix: rebuild it")]
     unsigned = {record, record + ".jws", record + ".p7s"}
     for member, (digest, size) in read.items():
         if member in unsigned:
@@ -154,7 +157,7 @@ def _record_findings(filename: str, record: str, text: str, read: dict[str, tupl
                     filename, "record", f"{member} is not listed in RECORD; fix: rebuild instead of editing the wheel"
                 )
             ]
-        if len(row) < 3 or row[1] != digest or (row[2] and row[2] != str(size)):
+        if len(row) < 3 or row[1] != digest or (row[2] and row[2].strip() != str(size)):
             return [
                 Finding(
                     filename,
