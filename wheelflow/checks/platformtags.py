@@ -38,7 +38,8 @@ def platform_tag_findings(wheel: Path) -> list[Finding]:
     except ImportError:  # auditwheel installs on Linux only; a manylinux wheel is checked where it runs
         return []
     quiet = logging.getLogger("auditwheel")
-    level, quiet.level = quiet.level, logging.ERROR  # its per-library warnings are not the user's business here
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its per-library warnings are not the user's business here
     try:
         info = analyze_wheel_abi(
             get_wheel_libc(wheel.name),
@@ -53,8 +54,16 @@ def platform_tag_findings(wheel: Path) -> list[Finding]:
         )
     except AuditwheelError:  # no ELF in it (a pure wheel under a platform tag), or tags auditwheel cannot read
         return []
+    except (ELFError, ValueError, OSError) as exc:  # a truncated or foreign shared object: no loader takes it
+        return [
+            Finding(
+                wheel.name,
+                "platform-tag",
+                f"auditwheel cannot analyse its shared objects ({exc}), so its tag cannot be proven; fix: rebuild it",
+            )
+        ]
     finally:
-        quiet.level = level
+        quiet.setLevel(level)
     allowed = info.sym_policy
     promises = {}  # one finding per policy, however many of its aliases the filename names
     for claimed in claimed_manylinux(wheel.name):
