@@ -301,8 +301,11 @@ def test_an_sdist_member_leaving_the_folder_is_one_line(
     assert not Path("/tmp/tiny_pkg-abs.txt").exists() and not (tmp_path / "outside.txt").exists()
 
 
-def test_an_sdist_link_inside_its_folder_passes_the_gate(tmp_path: Path) -> None:
-    assert findings_of(sdist_with(tmp_path, _member("tiny_pkg-1.0.0/README", link="PKG-INFO"))) == []
+def test_an_sdist_link_inside_its_folder_passes_the_gate_and_unpacks(tmp_path: Path) -> None:
+    sdist = sdist_with(tmp_path, _member("tiny_pkg-1.0.0/README", link="PKG-INFO"))
+    assert findings_of(sdist) == []
+    top = unpack_sdist(sdist, tmp_path / "unpacked")  # as pypa/build unpacked it before: the link kept
+    assert (top / "README").is_symlink() and (top / "README").read_text().startswith("Metadata-Version")
 
 
 # ---- platform tags: auditwheel's analysis ----

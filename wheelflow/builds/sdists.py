@@ -9,6 +9,7 @@ import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from wheelflow.checks.archives import escapes, link_leaves
 from wheelflow.core.archivelimits import UnpackBudget, UnpackLimitExceeded, count_members
 from wheelflow.core.errors import BuildError
 
@@ -20,7 +21,7 @@ _SOURCE_SUFFIXES = (".h", ".hpp", ".hh", ".cuh", ".inl", ".cu", ".c", ".cc", ".c
 
 def unpack_sdist(sdist: Path, dest: Path) -> Path:
     """Unpack ``sdist`` (a .tar.gz) into ``dest`` once; returns its top folder. Members that would land
-    outside ``dest`` (absolute paths, ``..``, links), an archive that unpacks past its budget (a
+    outside ``dest`` (absolute paths, ``..``, links out of the sdist), an archive that unpacks past its budget (a
     compression bomb, see ``archivelimits``) and one that cannot be read are refused in one line
     (BuildError), before anything is written."""
     done = dest / ".wheelflow-unpacked"
@@ -31,10 +32,11 @@ def unpack_sdist(sdist: Path, dest: Path) -> Path:
     try:
         with tarfile.open(sdist, "r:gz") as archive:
             members = _safe_members(sdist, archive)
-            # The members were checked above; the data filter is a second lock on the same door.
+            # The members were checked above (links inside the sdist are kept, as pip keeps them); the
+            # data filter is a second lock on the same door.
             archive.extractall(
                 staging,
-                members=[m for m in members if m.isfile() or m.isdir()],
+                members=[m for m in members if m.isfile() or m.isdir() or m.issym() or m.islnk()],
                 **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}),
             )
         tops = {PurePosixPath(m.name).parts[0] for m in members if m.name}
@@ -63,8 +65,7 @@ def _safe_members(sdist: Path, archive: tarfile.TarFile) -> list[tarfile.TarInfo
         for member in archive:
             members.append(member)
             count_members(len(members))
-            parts = PurePosixPath(member.name).parts
-            if member.name.startswith("/") or ".." in parts or member.issym() or member.islnk():
+            if escapes(member.name) or ((member.issym() or member.islnk()) and link_leaves(member)):
                 raise BuildError(f"{sdist.name}: member {member.name!r} leaves the archive; fix: rebuild the sdist")
             budget.take(member.size, member.name)
     except UnpackLimitExceeded as exc:

@@ -171,6 +171,14 @@ def _record_findings(filename: str, record: str, text: str, read: dict[str, tupl
     return []
 
 
+def link_leaves(member: tarfile.TarInfo) -> bool:
+    """A tar link whose target is absolute or climbs above the archive's root."""
+    target = member.linkname
+    # a symbolic link's target is relative to its folder, a hard link's to the archive's root
+    resolved = PurePosixPath(member.name).parent / target if member.issym() else PurePosixPath(target)
+    return target.startswith(("/", "\\")) or bool(_DRIVE.match(target)) or _climbs_out(resolved)
+
+
 def _tar_member_problem(member: tarfile.TarInfo) -> Finding | None:
     name = member.name
     why = escapes(name)
@@ -179,11 +187,10 @@ def _tar_member_problem(member: tarfile.TarInfo) -> Finding | None:
             "", "entry-path", f"member {name!r} {why}: unpacking it writes outside the build folder; {_PATH_FIX}"
         )
     if member.issym() or member.islnk():
-        target = member.linkname
-        # a symbolic link's target is relative to its folder, a hard link's to the archive's root
-        resolved = PurePosixPath(name).parent / target if member.issym() else PurePosixPath(target)
-        if target.startswith(("/", "\\")) or _DRIVE.match(target) or _climbs_out(resolved):
-            return Finding("", "entry-link", f"member {name!r} is a link to {target!r}, outside the sdist; {_LINK_FIX}")
+        if link_leaves(member):
+            return Finding(
+                "", "entry-link", f"member {name!r} is a link to {member.linkname!r}, outside the sdist; {_LINK_FIX}"
+            )
         return None
     if not (member.isreg() or member.isdir()):
         return Finding("", "entry-link", f"member {name!r} is not a regular file or folder; {_LINK_FIX}")
