@@ -387,3 +387,22 @@ def test_a_duplicate_entry_and_a_record_that_is_not_csv_are_one_finding_each(tmp
             zf.writestr(name, data)
     [finding] = findings_of(wheel)
     assert finding.startswith(f"{wheel.name}: [record] {DIST_INFO}/RECORD is not valid CSV ("), finding
+
+
+@pytest.mark.case(
+    "bad input",
+    "a wheel whose zip directory understates an entry's unpacked size",
+    "refused: the gate reads the bytes themselves, never the sizes the archive declares",
+)
+def test_an_entry_whose_declared_size_lies_is_refused(tmp_path: Path) -> None:
+    wheel = wheel_with(tmp_path, {})
+    with zipfile.ZipFile(wheel, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("tiny_pkg/zeros.bin", bytes(8 * MiB))
+    data = bytearray(wheel.read_bytes())
+    entry = data.rindex(b"PK\x01\x02")  # the last central directory record: zeros.bin's
+    assert data[entry + 46 : entry + 46 + 18] == b"tiny_pkg/zeros.bin"
+    data[entry + 24 : entry + 28] = (100).to_bytes(4, "little")  # "100 bytes unpacked"
+    wheel.write_bytes(bytes(data))
+    assert zipfile.ZipFile(wheel).getinfo("tiny_pkg/zeros.bin").file_size == 100
+    [finding] = findings_of(wheel)
+    assert finding.startswith(f"{wheel.name}: [archive] cannot be read (Bad CRC-32 for file 'tiny_pkg/zeros.bin')")
