@@ -15,6 +15,7 @@ Rewriting an archive changes none of its files' bytes, so a wheel's RECORD stays
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import stat
@@ -23,7 +24,7 @@ import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from wheelflow.core.archivelimits import UnpackBudget, UnpackLimitExceeded, count_members
@@ -41,6 +42,20 @@ def canonical_mode(mode: int, *, is_dir: bool = False) -> int:
 _UNREADABLE = (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
 
 
+@contextlib.contextmanager
+def _one_line_errors(path: Path, what: str) -> Iterator[None]:
+    """A compression bomb or a broken archive met while rewriting ``path``: one BuildError line naming
+    it and the fix, never a traceback."""
+    try:
+        yield
+    except UnpackLimitExceeded as exc:
+        raise BuildError(f"{path.name}: {exc}") from None
+    except _UNREADABLE as exc:
+        raise BuildError(
+            f"{path.name} cannot be read as {what} ({exc}); fix: check what the build backend wrote"
+        ) from None
+
+
 def normalise_sdist(path: Path, epoch: int) -> None:
     """Rewrite a .tar.gz sdist: entries sorted by name, mtimes clamped to ``epoch``, owner 0/0 with
     empty names, modes 0644/0755, gzip header without a file name and with mtime 0.
@@ -48,7 +63,7 @@ def normalise_sdist(path: Path, epoch: int) -> None:
     Streamed through files next to it in blocks, never held whole: a compression bomb is refused
     (BuildError) once it unpacks past its budget (see ``archivelimits``)."""
     budget = UnpackBudget(path.stat().st_size)
-    try:
+    with _one_line_errors(path, "a .tar.gz sdist"):
         with tempfile.TemporaryDirectory(prefix=".normalising-", dir=path.parent) as scratch:
             plain = Path(scratch, "plain.tar")  # sorting needs random access: a gzip stream only reads forward
             with gzip.open(path, "rb") as packed, plain.open("wb") as out:
@@ -75,12 +90,6 @@ def normalise_sdist(path: Path, epoch: int) -> None:
                         entry.uname = entry.gname = ""
                         out.addfile(entry, source.extractfile(member) if member.isreg() else None)
             os.replace(rewritten, path)
-    except UnpackLimitExceeded as exc:
-        raise BuildError(f"{path.name}: {exc}") from None
-    except _UNREADABLE as exc:
-        raise BuildError(
-            f"{path.name} cannot be read as a .tar.gz sdist ({exc}); fix: check what the build backend wrote"
-        ) from None
 
 
 def _wheel_entry_is_canonical(info: zipfile.ZipInfo, date_time: tuple[int, ...]) -> bool:
@@ -98,28 +107,23 @@ def normalise_wheel(path: Path, epoch: int) -> bool:
     budget = UnpackBudget(path.stat().st_size)
     temporary = path.with_name(f".{path.name}.normalising")
     try:
-        with zipfile.ZipFile(path) as source:
-            infos = source.infolist()
-            count_members(len(infos))
-            if all(_wheel_entry_is_canonical(info, date_time) for info in infos):
-                return False
-            with zipfile.ZipFile(temporary, "w") as out:
-                for info in infos:
-                    entry = zipfile.ZipInfo(info.filename, date_time=date_time)
-                    entry.compress_type = info.compress_type
-                    entry.create_system = 3  # unix: the mode bits below are read
-                    entry.external_attr = (stat.S_IFREG | canonical_mode(info.external_attr >> 16)) << 16
-                    entry.file_size = info.file_size  # only decides whether the entry needs zip64 headers
-                    with source.open(info) as data, out.open(entry, "w") as sink:
-                        for block in budget.blocks(data, info.filename):
-                            sink.write(block)
-        os.replace(temporary, path)
-    except UnpackLimitExceeded as exc:
-        raise BuildError(f"{path.name}: {exc}") from None
-    except _UNREADABLE as exc:
-        raise BuildError(
-            f"{path.name} cannot be read as a wheel ({exc}); fix: check what the build backend wrote"
-        ) from None
+        with _one_line_errors(path, "a wheel"):
+            with zipfile.ZipFile(path) as source:
+                infos = source.infolist()
+                count_members(len(infos))
+                if all(_wheel_entry_is_canonical(info, date_time) for info in infos):
+                    return False
+                with zipfile.ZipFile(temporary, "w") as out:
+                    for info in infos:
+                        entry = zipfile.ZipInfo(info.filename, date_time=date_time)
+                        entry.compress_type = info.compress_type
+                        entry.create_system = 3  # unix: the mode bits below are read
+                        entry.external_attr = (stat.S_IFREG | canonical_mode(info.external_attr >> 16)) << 16
+                        entry.file_size = info.file_size  # only decides whether the entry needs zip64 headers
+                        with source.open(info) as data, out.open(entry, "w") as sink:
+                            for block in budget.blocks(data, info.filename):
+                                sink.write(block)
+            os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
     return True
