@@ -27,6 +27,7 @@ from wheelflow.core.errors import (
     HashMismatchError,
     PublishError,
     UploadError,
+    VerificationError,
     WheelflowError,
 )
 from wheelflow.core.report import FileReport
@@ -37,7 +38,7 @@ from wheelflow.index.removal import runbook as rollback_runbook
 from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, download_sha256
 from wheelflow.ops.approval import approval_key, needs_person
 from wheelflow.ops.monitor import manifest_variable, read_manifest
-from wheelflow.proof.verification import HASH_MISMATCH, VERIFIED, compare
+from wheelflow.proof.verification import HASH_MISMATCH, VERIFIED, YANKED, compare
 from wheelflow.tasks.check import check_target_rules
 
 
@@ -130,6 +131,12 @@ def read_present(
             f"{target}: {clash.describe()}{known}; fix: indexes never replace a file: "
             "release a new version (e.g. a .post1)"
         )
+    yanked = [s for s in statuses if s.status == YANKED]  # ours, yanked earlier: never uploaded again
+    for status in yanked:
+        ctx.report.file(status.filename, target).status = YANKED
+    if yanked:
+        ctx.report.add(f"no yanked files on {target}", False, yanked[0].describe())
+        raise VerificationError(f"{target}: {yanked[0].describe()}")
     return {s.filename for s in statuses if s.status == VERIFIED} | {c.filename for c in ours}
 
 

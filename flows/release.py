@@ -127,7 +127,8 @@ def check(ctx: ReleaseContext, dists: list[Distribution], versions: dict[str, st
     refuse_unrouted(ctx, dists)
     strict = ctx.spec.strict_checks
     with ctx.report.step(
-        "checked", f"filenames, versions, METADATA, RECORD, twine check{' (strict)' if strict else ''}"
+        "checked",
+        f"every entry read (paths, links, size), RECORD, filenames, versions, METADATA, platform tags, twine check{' (strict)' if strict else ''}",
     ) as step:
         step.detail = check_release_files(dists, ctx.spec.name, versions, ctx.spec.artifacts, strict) or step.detail
     abi_gate(ctx.spec, ctx.home, ctx.report, wheels_of_cells(ctx.report, dists, ctx.spec.name))

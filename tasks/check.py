@@ -40,7 +40,10 @@ def check_release_files(
     _raise_on(blocking(findings), "built files fail their checks")
     for finding in findings:
         get_run_logger().warning(str(finding))
-    get_run_logger().info("checked %d file(s): filenames, METADATA, RECORD, twine check", len(dists))
+    get_run_logger().info(
+        "checked %d file(s): every entry read (paths, links, size), RECORD, filenames, METADATA, platform tags, twine check",
+        len(dists),
+    )
     return warnings_line(findings)
 
 

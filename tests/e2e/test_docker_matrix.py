@@ -37,6 +37,7 @@ def hello_spec(
         [version]
         tag = "hello-cuda-v{{version}}"
         file = "src/hello_cuda/_version.py"
+        require-tag = false  # released from wheelflow's own, untagged, commits
 
         [matrix]
         axes = {{ python = {json.dumps(pythons)}, arch = {json.dumps(archs)} }}

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
+
+from wheelflow.core.deadline import Deadline
 from wheelflow.index.simple_api import ServedFile
 from wheelflow.proof.verification import poll_until_served as poll
+from wheelflow.proof.verification import prove_files
 
 # These listings are fakes (their URLs are not real): the index they stand for serves exactly the
 # bytes it lists. Downloads over real sockets are tested in test_byte_proof.py.
@@ -139,3 +143,33 @@ def test_a_read_cut_off_by_the_deadline_leaves_the_last_listing_standing() -> No
         slow_second_read, {A.filename: "aaa", B.filename: "bbb"}, 10, clock=time.clock, sleep=time.sleep
     )
     assert {s.filename: s.status for s in statuses} == {A.filename: "verified", B.filename: "missing"}
+
+
+@pytest.mark.case(
+    "fault",
+    "every file the index lists is yanked (PEP 592 data-yanked / yanked)",
+    "never verified: the proof fails at once naming the yank and its reason",
+)
+def test_a_yanked_file_is_never_verified_and_ends_the_wait_at_once() -> None:
+    time = FakeTime()
+    downloads: list[str] = []
+    statuses, _ = poll(
+        lambda: [ServedFile(A.filename, "u", "aaa", yanked=True, yanked_reason="broken  build\nplease upgrade")],
+        {A.filename: "aaa"},
+        600,
+        clock=time.clock,
+        sleep=time.sleep,
+        download=lambda served, deadline: downloads.append(served.filename) or served.sha256,
+    )
+    [status] = statuses
+    assert status.status == "yanked" and time.sleeps == [] and downloads == []
+    assert status.describe() == (
+        "a-1.0-py3-none-any.whl is yanked on this index (reason: broken build please upgrade): installers skip it, "
+        "so its users do not get it; fix: release a new version (e.g. a .post1); an index never takes the same "
+        "file again"
+    )
+    # Proving every listed file (verify without --expect) says the same.
+    [status] = prove_files(
+        [ServedFile(B.filename, "u", "bbb", yanked=True)], {}, lambda s, d: "bbb", deadline=Deadline.after(5)
+    )
+    assert status.status == "yanked"

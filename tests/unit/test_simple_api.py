@@ -35,7 +35,9 @@ def test_html_links_resolve_relative_to_the_page_and_carry_sha256() -> None:
     assert served.filename == WHEEL
     assert served.url == f"http://127.0.0.1:9/packages/{WHEEL}"
     assert served.sha256 == SHA
-    assert served.yanked
+    assert served.yanked and served.yanked_reason == ""
+    (reasoned,) = parse_html_page(html.replace('data-yanked=""', 'data-yanked="wrong  ABI"'), "http://h/simple/x/")
+    assert reasoned.yanked_reason == "wrong ABI"
 
 
 class _NegotiatingIndex(BaseHTTPRequestHandler):

@@ -130,3 +130,34 @@ def test_a_post_tag_of_another_version_is_still_a_mismatch_naming_version_tag(tm
             resolve_version(load_spec(project))
         assert f"version mismatch: tag {tag} (version.tag 'v{{version}}') says" in str(err.value)
         assert "a post-release re-tag of an unchanged version, e.g. v" in str(err.value)
+
+
+@pytest.mark.case(
+    "bad input",
+    "a commit with no tag released as a final version while version.tag is set",
+    "refused before the build, naming the tag to create and --dev",
+)
+def test_a_commit_without_its_tag_is_not_released_as_a_final_version(tmp_path: Path) -> None:
+    project = tagged_project(tmp_path, "1.2.0", None)
+    for requested in (None, "1.2.0"):
+        with pytest.raises(VersionError) as err:
+            resolve_version(load_spec(project), requested)
+        assert str(err.value) == (
+            f"HEAD {git(project, 'rev-parse', 'HEAD')[:12]} has no tag matching version.tag 'v{{version}}', and a "
+            "final release is built from its tagged commit; fix: tag it (git tag v1.2.0, then push the tag) and "
+            "release again, or release a development build with --dev (version.require-tag = false releases "
+            "untagged commits)"
+        )
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(
+        text.replace('file = "pyproject.toml"', 'file = "pyproject.toml"\nrequire-tag = false')
+    )
+    git(project, "commit", "-qam", "untagged commits release too")
+    assert resolve_version(load_spec(project)).version == "1.2.0"  # the opt-out, as examples/hello-cuda sets it
+    git(project, "checkout", "-q", "HEAD~1")
+    git(project, "tag", "v1.2.0")  # lightweight tags count as well
+    assert resolve_version(load_spec(project)).tag == "v1.2.0"
+
+
+def test_a_project_not_under_git_has_no_tag_to_ask_for(tmp_path: Path) -> None:
+    assert resolve_version(load_spec(make_project(tmp_path / "plain", version="1.2.0"))).version == "1.2.0"

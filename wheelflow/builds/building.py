@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tarfile
 import tempfile
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +33,7 @@ from wheelflow.builds.buildenv import (
     missing_module_fix,
     prepared_build,
 )
+from wheelflow.builds.sdists import unpack_sdist
 from wheelflow.core.childenv import child_env
 from wheelflow.core.distributions import Distribution, describe, sha256_of
 from wheelflow.core.errors import BuildError
@@ -157,14 +157,6 @@ def _run_build(cmd: list[str], env: Mapping[str, str], *, what: str, home: Path,
         )
 
 
-def _unpack_sdist(sdist: Path, destination: Path) -> Path:
-    """The sdist's single top directory, unpacked under ``destination``."""
-    with tarfile.open(sdist) as tar:
-        tar.extractall(destination, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-    (top,) = [p for p in destination.iterdir() if p.is_dir()]
-    return top
-
-
 def _build(
     source: Source,
     artifacts: tuple[str, ...],
@@ -206,7 +198,7 @@ def _build(
         (sdist,) = outdir.glob("*.tar.gz")
         normalise_sdist(sdist, epoch)
         if "wheel" in artifacts:
-            tree = _unpack_sdist(sdist, workdir / "unpacked")
+            tree = unpack_sdist(sdist, workdir / "unpacked")  # one line for a hostile member
     if "wheel" in artifacts:
         _run_build(
             [*build, "--wheel", str(tree)], {**env, **prefix_map_env(str(tree), env)}, what=what, home=home, log=log

@@ -6,8 +6,11 @@ from __future__ import annotations
 import shutil
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path, PurePosixPath
 
+from wheelflow.checks.archives import escapes, link_leaves
+from wheelflow.core.archivelimits import UnpackBudget, UnpackLimitExceeded, count_members
 from wheelflow.core.errors import BuildError
 
 #: Files users keep out of an sdist on purpose; never named as missing.
@@ -18,7 +21,9 @@ _SOURCE_SUFFIXES = (".h", ".hpp", ".hh", ".cuh", ".inl", ".cu", ".c", ".cc", ".c
 
 def unpack_sdist(sdist: Path, dest: Path) -> Path:
     """Unpack ``sdist`` (a .tar.gz) into ``dest`` once; returns its top folder. Members that would land
-    outside ``dest`` (absolute paths, ``..``, links) are refused."""
+    outside ``dest`` (absolute paths, ``..``, links out of the sdist), an archive that unpacks past its budget (a
+    compression bomb, see ``archivelimits``) and one that cannot be read are refused in one line
+    (BuildError), before anything is written."""
     done = dest / ".wheelflow-unpacked"
     if done.is_file():
         return dest / done.read_text().strip()
@@ -26,24 +31,46 @@ def unpack_sdist(sdist: Path, dest: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=dest.parent))
     try:
         with tarfile.open(sdist, "r:gz") as archive:
-            members = archive.getmembers()
-            for member in members:
-                parts = PurePosixPath(member.name).parts
-                if member.name.startswith("/") or ".." in parts or member.issym() or member.islnk():
-                    raise BuildError(f"{sdist.name}: member {member.name!r} leaves the archive; fix: rebuild the sdist")
-            archive.extractall(staging, members=[m for m in members if m.isfile() or m.isdir()])
+            members = _safe_members(sdist, archive)
+            # The members were checked above (links inside the sdist are kept, as pip keeps them); the
+            # data filter is a second lock on the same door.
+            archive.extractall(
+                staging,
+                members=[m for m in members if m.isfile() or m.isdir() or m.issym() or m.islnk()],
+                **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}),
+            )
         tops = {PurePosixPath(m.name).parts[0] for m in members if m.name}
         if len(tops) != 1:
             raise BuildError(f"{sdist.name}: expected one top folder, found {len(tops)}; fix: build it with pypa/build")
         if dest.exists():
             shutil.rmtree(dest)
         staging.rename(dest)
+    except (tarfile.TarError, zlib.error, EOFError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BuildError(f"{sdist.name} cannot be read as a .tar.gz ({exc}); fix: rebuild the sdist") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     top = tops.pop()
     done.write_text(top)
     return dest / top
+
+
+def _safe_members(sdist: Path, archive: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """The archive's members, read one header at a time: each name stays inside, the count and the
+    sizes they unpack to stay within budget (a tar member unpacks to exactly its size)."""
+    budget = UnpackBudget(sdist.stat().st_size)
+    members = []
+    try:
+        for member in archive:
+            members.append(member)
+            count_members(len(members))
+            if escapes(member.name) or ((member.issym() or member.islnk()) and link_leaves(member)):
+                raise BuildError(f"{sdist.name}: member {member.name!r} leaves the archive; fix: rebuild the sdist")
+            budget.take(member.size, member.name)
+    except UnpackLimitExceeded as exc:
+        raise BuildError(f"{sdist.name}: {exc}") from None
+    return members
 
 
 def missing_from_sdist(project: Path, unpacked: Path, tracked: list[str]) -> list[str]:

@@ -4,16 +4,13 @@ Each rule comes from a real release incident: a wheel renamed to a CUDA variant 
 still says another version (pip discards it as "inconsistent version"); a torch pin that differs
 from the torch the wheel was built against (ABI errors at import); a second sdist; a file over the
 index's size limit; a project running out of its size budget halfway through a matrix; a wheel
-whose RECORD does not match its contents.
+whose RECORD does not match its contents; a wheel entry ``../../x`` that RECORD lists with its right
+hash and pip writes outside site-packages; a manylinux_2_17 wheel whose extension needs glibc 2.34.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
 import email.parser
-import hashlib
-import io
 import tarfile
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -25,6 +22,8 @@ from packaging.tags import Tag
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from wheelflow.checks.archives import ARCHIVE_RULES, audit_archive
+from wheelflow.checks.platformtags import platform_tag_findings
 from wheelflow.core.distributions import Distribution, Finding, kind_of, parse_filename
 from wheelflow.core.sizes import human_size
 
@@ -96,50 +95,6 @@ def audit_metadata(path: Path) -> list[Finding]:
             )
         )
     return findings
-
-
-def _record_digest(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-
-
-def audit_record(path: Path) -> list[Finding]:
-    """Every file in the wheel is in RECORD with its sha256 and size, and nothing else is."""
-    if not path.name.endswith(".whl"):
-        return []
-    with zipfile.ZipFile(path) as zf:
-        records = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/RECORD")]
-        if not records:
-            return [
-                Finding(path.name, "record", "has no .dist-info/RECORD; fix: rebuild it with a standard build backend")
-            ]
-        rows = list(csv.reader(io.StringIO(zf.read(records[0]).decode())))
-        listed = {row[0]: row for row in rows if row}
-        unsigned = {records[0], records[0] + ".jws", records[0] + ".p7s"}
-        for member in zf.namelist():
-            if member.endswith("/") or member in unsigned:
-                continue
-            row = listed.pop(member, None)
-            if row is None:
-                return [
-                    Finding(
-                        path.name,
-                        "record",
-                        f"{member} is not listed in RECORD; fix: rebuild instead of editing the wheel",
-                    )
-                ]
-            data = zf.read(member)
-            if len(row) < 3 or row[1] != _record_digest(data) or (row[2] and int(row[2]) != len(data)):
-                return [
-                    Finding(
-                        path.name,
-                        "record",
-                        f"{member} does not match its RECORD hash; fix: rebuild instead of editing the wheel",
-                    )
-                ]
-        missing = [name for name in listed if name not in unsigned]
-        if missing:
-            return [Finding(path.name, "record", f"RECORD lists {missing[0]}, which the wheel lacks; fix: rebuild it")]
-    return []
 
 
 def audit_cell(path: Path, cell: Mapping[str, str]) -> list[Finding]:
@@ -266,7 +221,10 @@ def audit_target(
 
 
 def audit_files(paths: Iterable[Path], cell: Mapping[str, str] | None = None) -> list[Finding]:
-    """The per-file audits: metadata matches the filename, RECORD matches the contents, cell pins and tags."""
+    """The per-file audits. First every entry is read (``archives``): names inside the install folder,
+    no links, the unpacked size within budget, RECORD matching the contents; a file refused there is
+    read by nothing else. Then metadata matches the filename, cell pins and tags, and a manylinux tag
+    is one its binaries honour (``platformtags``: auditwheel's analysis)."""
     findings: list[Finding] = []
     for path in paths:
         if kind_of(path.name) is None:
@@ -274,8 +232,17 @@ def audit_files(paths: Iterable[Path], cell: Mapping[str, str] | None = None) ->
                 Finding(path.name, "filename", "is neither a wheel nor an sdist; fix: pass built distributions")
             )
             continue
-        findings += audit_metadata(path) + audit_record(path) + audit_cell(path, cell or {})
+        read = audit_archive(path)
+        findings += read
+        if unreadable(read):
+            continue
+        findings += audit_metadata(path) + audit_cell(path, cell or {}) + platform_tag_findings(path)
     return findings
+
+
+def unreadable(findings: Iterable[Finding]) -> set[str]:
+    """The files the archive audit refused: nothing else may read them (no ABI gate, no twine check)."""
+    return {f.filename for f in findings if f.rule in ARCHIVE_RULES and not f.warning}
 
 
 def preflight(
@@ -287,7 +254,8 @@ def preflight(
     cell: Mapping[str, str] | None = None,
     strict: bool = False,
 ) -> list[Finding]:
-    """Everything checked before any upload, per file: `wheelflow check` and the release flow both run this.
+    """The pre-upload gate: everything checked before any upload, per file. `wheelflow check`, the
+    release flow and backfill all run this one function (``audit_files`` reads every entry first).
 
     twine check's warnings come back as warning findings (``strict``: as failures).
 
@@ -319,5 +287,6 @@ def preflight(
                 )
             )
     findings += audit_files([d.path for d in dists], cell)
-    findings += twine_check([d.path for d in dists if kind_of(d.filename)], strict=strict)
+    refused = unreadable(findings)
+    findings += twine_check([d.path for d in dists if kind_of(d.filename) and d.filename not in refused], strict=strict)
     return findings

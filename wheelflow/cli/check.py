@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from wheelflow.checks.abi import abi_findings, compat_grid
-from wheelflow.checks.audits import audit_files, audit_target, preflight
+from wheelflow.checks.audits import audit_files, audit_target, preflight, unreadable
 from wheelflow.checks.devicecode import find_cuobjdump
 from wheelflow.cli.common import (
     add_json,
@@ -102,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
                     f"{label}: {str(folder)!r} is not a folder",
                     "pass LABEL=DIR[:DIR] with existing library folders",
                 )
+    readable = [d for d in dists if d.filename not in unreadable(findings)]  # refused entries: never unpacked
     if archs is not None or runtimes:
-        findings += abi_findings(dists, archs, runtimes, cuobjdump=find_cuobjdump(), arch_policy=policy)
+        findings += abi_findings(readable, archs, runtimes, cuobjdump=find_cuobjdump(), arch_policy=policy)
     if args.json:
         print(
             json.dumps(
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
                         }
                         for f in findings
                     ],
-                    "grid": [row for d in dists if d.kind == "wheel" for row in compat_grid(d.path, runtimes)]
+                    "grid": [row for d in readable if d.kind == "wheel" for row in compat_grid(d.path, runtimes)]
                     if runtimes
                     else [],
                 },

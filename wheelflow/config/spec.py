@@ -222,6 +222,12 @@ class VersionSource(SpecModel):
         "file's version plus .postN (v1.2.0.post1 over 1.2.0: an upstream re-tag) releases that post-release.",
     )
     file: Text | None = Field(None, description="File inside the project holding __version__, relative to it.")
+    require_tag: bool = Field(
+        True,
+        description="A final release of a committed project is built only from a commit carrying its tag "
+        "(version.tag); an untagged HEAD is refused. false: untagged commits release too (e.g. an example kept "
+        "inside another project's repository, whose commits are not its releases). --dev never needs a tag.",
+    )
 
     @field_validator("tag")
     @classmethod

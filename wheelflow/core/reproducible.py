@@ -15,15 +15,20 @@ Rewriting an archive changes none of its files' bytes, so a wheel's RECORD stays
 
 from __future__ import annotations
 
+import contextlib
 import gzip
-import io
 import os
 import stat
 import tarfile
+import tempfile
 import time
 import zipfile
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+from wheelflow.core.archivelimits import UnpackBudget, UnpackLimitExceeded, count_members
+from wheelflow.core.errors import BuildError
 
 ZIP_EPOCH = 315532800  # 1980-01-01: a zip entry cannot be older
 
@@ -33,33 +38,58 @@ def canonical_mode(mode: int, *, is_dir: bool = False) -> int:
     return 0o755 if is_dir or mode & 0o111 else 0o644
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.normalising")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+#: What reading a broken archive raises (a bad gzip stream is an OSError; a truncated one an EOFError).
+_UNREADABLE = (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
+
+
+@contextlib.contextmanager
+def _one_line_errors(path: Path, what: str) -> Iterator[None]:
+    """A compression bomb or a broken archive met while rewriting ``path``: one BuildError line naming
+    it and the fix, never a traceback."""
+    try:
+        yield
+    except UnpackLimitExceeded as exc:
+        raise BuildError(f"{path.name}: {exc}") from None
+    except _UNREADABLE as exc:
+        raise BuildError(
+            f"{path.name} cannot be read as {what} ({exc}); fix: check what the build backend wrote"
+        ) from None
 
 
 def normalise_sdist(path: Path, epoch: int) -> None:
     """Rewrite a .tar.gz sdist: entries sorted by name, mtimes clamped to ``epoch``, owner 0/0 with
-    empty names, modes 0644/0755, gzip header without a file name and with mtime 0."""
-    tar_bytes = io.BytesIO()
-    with (
-        tarfile.open(path, "r:gz") as source,
-        tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as out,
-    ):
-        for member in sorted(source.getmembers(), key=lambda m: m.name):
-            entry = tarfile.TarInfo(member.name)
-            entry.type, entry.linkname, entry.size = member.type, member.linkname, member.size
-            entry.mode = 0o777 if member.issym() else canonical_mode(member.mode, is_dir=member.isdir())
-            entry.mtime = min(int(member.mtime), epoch)
-            entry.uid = entry.gid = 0
-            entry.uname = entry.gname = ""
-            out.addfile(entry, source.extractfile(member) if member.isreg() else None)
-    compressed = io.BytesIO()
-    # filename="" keeps gzip from writing the tar's name; mtime=0 keeps it from writing the time.
-    with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=9) as gz:
-        gz.write(tar_bytes.getvalue())
-    _replace_atomically(path, compressed.getvalue())
+    empty names, modes 0644/0755, gzip header without a file name and with mtime 0.
+
+    Streamed through files next to it in blocks, never held whole: a compression bomb is refused
+    (BuildError) once it unpacks past its budget (see ``archivelimits``)."""
+    budget = UnpackBudget(path.stat().st_size)
+    with _one_line_errors(path, "a .tar.gz sdist"):
+        with tempfile.TemporaryDirectory(prefix=".normalising-", dir=path.parent) as scratch:
+            plain = Path(scratch, "plain.tar")  # sorting needs random access: a gzip stream only reads forward
+            with gzip.open(path, "rb") as packed, plain.open("wb") as out:
+                for block in budget.blocks(packed, "the tar in it"):
+                    out.write(block)
+            rewritten = Path(scratch, "normalised.tar.gz")
+            with tarfile.open(plain, "r:") as source:
+                members = []
+                for member in source:
+                    members.append(member)
+                    count_members(len(members))
+                # filename="" keeps gzip from writing the tar's name; mtime=0 keeps it from writing the time.
+                with (
+                    rewritten.open("wb") as raw,
+                    gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz,
+                    tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as out,
+                ):
+                    for member in sorted(members, key=lambda m: m.name):
+                        entry = tarfile.TarInfo(member.name)
+                        entry.type, entry.linkname, entry.size = member.type, member.linkname, member.size
+                        entry.mode = 0o777 if member.issym() else canonical_mode(member.mode, is_dir=member.isdir())
+                        entry.mtime = min(int(member.mtime), epoch)
+                        entry.uid = entry.gid = 0
+                        entry.uname = entry.gname = ""
+                        out.addfile(entry, source.extractfile(member) if member.isreg() else None)
+            os.replace(rewritten, path)
 
 
 def _wheel_entry_is_canonical(info: zipfile.ZipInfo, date_time: tuple[int, ...]) -> bool:
@@ -69,21 +99,33 @@ def _wheel_entry_is_canonical(info: zipfile.ZipInfo, date_time: tuple[int, ...])
 
 def normalise_wheel(path: Path, epoch: int) -> bool:
     """Give every wheel entry the time ``epoch`` and mode 0644/0755, keeping the entry order and the
-    bytes of every file; returns whether the wheel had to be rewritten."""
+    bytes of every file; returns whether the wheel had to be rewritten.
+
+    Entries are copied in blocks, never read whole: a compression bomb is refused (BuildError) once
+    it unpacks past its budget (see ``archivelimits``)."""
     date_time = time.gmtime(max(epoch, ZIP_EPOCH))[:6]
-    with zipfile.ZipFile(path) as source:
-        infos = source.infolist()
-        if all(_wheel_entry_is_canonical(info, date_time) for info in infos):
-            return False
-        rewritten = io.BytesIO()
-        with zipfile.ZipFile(rewritten, "w") as out:
-            for info in infos:
-                entry = zipfile.ZipInfo(info.filename, date_time=date_time)
-                entry.compress_type = info.compress_type
-                entry.create_system = 3  # unix: the mode bits below are read
-                entry.external_attr = (stat.S_IFREG | canonical_mode(info.external_attr >> 16)) << 16
-                out.writestr(entry, source.read(info))
-    _replace_atomically(path, rewritten.getvalue())
+    budget = UnpackBudget(path.stat().st_size)
+    temporary = path.with_name(f".{path.name}.normalising")
+    try:
+        with _one_line_errors(path, "a wheel"):
+            with zipfile.ZipFile(path) as source:
+                infos = source.infolist()
+                count_members(len(infos))
+                if all(_wheel_entry_is_canonical(info, date_time) for info in infos):
+                    return False
+                with zipfile.ZipFile(temporary, "w") as out:
+                    for info in infos:
+                        entry = zipfile.ZipInfo(info.filename, date_time=date_time)
+                        entry.compress_type = info.compress_type
+                        entry.create_system = 3  # unix: the mode bits below are read
+                        entry.external_attr = (stat.S_IFREG | canonical_mode(info.external_attr >> 16)) << 16
+                        entry.file_size = info.file_size  # only decides whether the entry needs zip64 headers
+                        with source.open(info) as data, out.open(entry, "w") as sink:
+                            for block in budget.blocks(data, info.filename):
+                                sink.write(block)
+            os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return True
 
 

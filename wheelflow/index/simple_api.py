@@ -54,7 +54,8 @@ class ServedFile:
     url: str
     sha256: str | None
     upload_time: str | None = None  # PEP 700, where the index provides it
-    yanked: bool = False
+    yanked: bool = False  # PEP 592: installers skip it unless pinned exactly; never "verified"
+    yanked_reason: str = ""  # the reason the index gives, if any (one line, shortened)
 
 
 def inherited_from(simple_url: str, file_url: str) -> str | None:
@@ -180,9 +181,15 @@ def parse_json_page(payload: Any, page_url: str, deadline: Deadline | None = Non
                 sha256=_sha256(entry.hashes.get("sha256"), filename, page_url, form),
                 upload_time=entry.upload_time,
                 yanked=entry.yanked is not False,  # a string is the reason it was yanked
+                yanked_reason=_reason(entry.yanked),
             )
         )
     return unique_files(files, page_url, deadline)
+
+
+def _reason(yanked: object) -> str:
+    """A yank's reason as one short line (it is the index's text, shown to the user)."""
+    return " ".join(yanked.split())[:200] if isinstance(yanked, str) else ""
 
 
 class _AnchorParser(HTMLParser):
@@ -230,6 +237,7 @@ def parse_html_page(text: str, page_url: str, deadline: Deadline | None = None) 
                 url=urlunsplit(parts._replace(fragment="")),
                 sha256=_sha256(sha256, filename, page_url, form),
                 yanked="data-yanked" in attrs,
+                yanked_reason=_reason(attrs.get("data-yanked")),
             )
         )
     return unique_files(files, page_url, deadline)
@@ -496,6 +504,13 @@ def read_served(
     return [
         f
         if f.sha256
-        else ServedFile(f.filename, f.url, download_sha256(client, f.url, deadline=deadline), f.upload_time, f.yanked)
+        else ServedFile(
+            f.filename,
+            f.url,
+            download_sha256(client, f.url, deadline=deadline),
+            f.upload_time,
+            f.yanked,
+            f.yanked_reason,
+        )
         for f in files
     ]

@@ -47,6 +47,9 @@ from wheelflow.proof.installsource import dependency_source, install_command, re
 # VERIFIED is given only after a download: the served bytes hash to the built file's sha256.
 # LISTED: the listing names the file (with the expected sha256, if it gives one); not downloaded yet.
 VERIFIED, SERVED, MISSING, HASH_MISMATCH, LISTED = "verified", "served", "missing", "hash-mismatch", "listed"
+# YANKED: the listing marks the file yanked (PEP 592: data-yanked / "yanked"): installers skip it, so it is
+# never verified, and waiting does not change it.
+YANKED = "yanked"
 #: Downloads at once during a proof: enough to overlap latency, gentle on an index.
 DEFAULT_CONCURRENCY = 4
 
@@ -61,6 +64,7 @@ class FileStatus:
     status: str
     served_sha256: str | None = None  # downloaded, once the file was downloaded; else as listed
     listed_sha256: str | None = None
+    yanked_reason: str = ""
 
     def describe(self) -> str:
         if self.status == MISSING:
@@ -78,6 +82,13 @@ class FileStatus:
             return f"{self.filename} downloaded, sha256 {self.served_sha256}"
         if self.status == LISTED:
             return f"{self.filename} is listed (not downloaded)"
+        if self.status == YANKED:
+            reason = " ".join(self.yanked_reason.split())[:200]  # the index's text: one line, short
+            why = f" (reason: {reason})" if reason else ""
+            return (
+                f"{self.filename} is yanked on this index{why}: installers skip it, so its users do not get "
+                "it; fix: release a new version (e.g. a .post1); an index never takes the same file again"
+            )
         return f"{self.filename} {self.status}"
 
 
@@ -87,7 +98,7 @@ def _lower(sha256: str | None) -> str | None:
 
 def compare_listing(expected: Mapping[str, str | None], served: list[ServedFile]) -> list[FileStatus]:
     """What the listing alone says about each expected file (sha256 None: only presence is expected):
-    MISSING, HASH_MISMATCH (final: a served filename never changes its bytes), or LISTED."""
+    MISSING, YANKED or HASH_MISMATCH (final: a served filename never changes its bytes), or LISTED."""
     by_name = {s.filename: s for s in served}
     statuses = []
     for filename, sha256 in expected.items():
@@ -96,7 +107,9 @@ def compare_listing(expected: Mapping[str, str | None], served: list[ServedFile]
             statuses.append(FileStatus(filename, want, MISSING))
             continue
         listed = _lower(found.sha256)
-        if want is not None and listed is not None and listed != want:
+        if found.yanked:
+            statuses.append(FileStatus(filename, want, YANKED, listed, listed, found.yanked_reason))
+        elif want is not None and listed is not None and listed != want:
             statuses.append(FileStatus(filename, want, HASH_MISMATCH, listed, listed))
         else:
             statuses.append(FileStatus(filename, want, LISTED, listed, listed))
@@ -260,7 +273,7 @@ def poll_until_served(
                 statuses = _prove_listed(served, expected, download, proofs, deadline, concurrency)
                 last, error = (statuses, served), None
                 missing = [s.filename for s in statuses if s.status == MISSING]
-                if not missing or any(s.status == HASH_MISMATCH for s in statuses) or deadline.expired:
+                if not missing or any(s.status in (HASH_MISMATCH, YANKED) for s in statuses) or deadline.expired:
                     return last
                 reason = settled(served) if settled is not None else None
                 if reason:

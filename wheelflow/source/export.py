@@ -16,6 +16,9 @@ new file is released once it is committed (or ``git add``-ed, for a dirty build)
 
 A directory that is not under git is copied without VCS metadata, build outputs, ``*.egg-info`` and
 ``$WHEELFLOW_HOME``.
+
+A file that is a Git LFS pointer (git-lfs absent, or the object not pulled) is refused, naming it:
+otherwise the release ships the pointer's few lines of text in place of the file.
 """
 
 from __future__ import annotations
@@ -240,12 +243,33 @@ def _export_commit(project: Path, commit: str, home: Path, epoch: int) -> Path:
                         f"({member.linkname}); fix: make it a relative link inside the project"
                     )
                 _extract(tar, member, staging, epoch)
+                refuse_lfs_pointer(staging / member.name, member.name, f"commit {commit[:12]}")
         return _publish(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
         archive.unlink(missing_ok=True)
+
+
+#: How a Git LFS pointer file begins (the current spec, and the one it was first published under).
+_LFS_POINTER_STARTS = (b"version https://git-lfs.github.com/spec/", b"version https://hawser.github.com/spec/")
+_LFS_POINTER_MAX = 1024  # the spec keeps pointers under 1024 bytes
+
+
+def refuse_lfs_pointer(path: Path, name: str, where: str) -> None:
+    """SourceError when the file at ``path`` (``name`` in the project) is a Git LFS pointer: git-lfs did
+    not put the real file there, and the release would ship the pointer's few lines of text instead."""
+    if path.is_symlink() or not path.is_file() or path.stat().st_size >= _LFS_POINTER_MAX:
+        return
+    head = path.read_bytes()
+    if head.startswith(_LFS_POINTER_STARTS) and b"\noid sha256:" in head:
+        raise SourceError(
+            f"{name} in {where} is a Git LFS pointer ({len(head)} bytes of text), not the file it stands for: "
+            "git-lfs did not fetch it, and the release would ship the pointer; fix: install git-lfs and run "
+            "`git lfs pull` where the release runs, or mark the file `export-ignore` in .gitattributes if the "
+            "release does not need it"
+        )
 
 
 def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, epoch: int) -> None:
@@ -269,6 +293,8 @@ def _copy_files(project: Path, files: list[str], home: Path, name: str, epoch: i
     final = home / "sources" / name
     if final.is_dir():  # named by the files' digest: the same files
         return final
+    for file in files:
+        refuse_lfs_pointer(project / file, file, str(project))
     staging = _staging(final)
     try:
         copy_tree(project, files, staging, epoch)

@@ -135,6 +135,15 @@ def resolve_version(spec: ReleaseSpec, requested: str | None = None) -> Resolved
                 f"version mismatch: tag {expected_tag} points at {tagged.strip()[:12]}, not at HEAD {head.strip()[:12]}; "
                 "fix: check out the tagged commit, or release another version"
             )
+        if spec.version.require_tag and head and _git(project, "rev-parse", "--verify", "--quiet", "HEAD:./"):
+            # A committed project with version.tag set releases tagged commits only: an untagged commit
+            # released as a final version could never be told apart from the real release later.
+            raise VersionError(
+                f"HEAD {head.strip()[:12]} has no tag matching version.tag {spec.version.tag!r}, and a final "
+                f"release is built from its tagged commit; fix: tag it (git tag {expected_tag}, then push the "
+                "tag) and release again, or release a development build with --dev (version.require-tag = false "
+                "releases untagged commits)"
+            )
 
     # The tag's commit is HEAD here (a tag elsewhere was refused above); naming it keeps the build on
     # exactly what was tagged even if HEAD moves before the source is exported.
