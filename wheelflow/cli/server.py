@@ -17,7 +17,9 @@ from wheelflow.core.home import wheelflow_home
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser(
-        "server", help="start, show or stop the local Prefect server of $WHEELFLOW_HOME (used without PREFECT_API_URL)"
+        "server",
+        help="start, show or stop the local Prefect server of $WHEELFLOW_HOME (used without PREFECT_API_URL); "
+        "list or stop --all: every home's server of this user",
     )
     parser.add_argument("action", choices=["start", "status", "stop", "list"])
     parser.add_argument(
