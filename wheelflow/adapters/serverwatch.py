@@ -132,11 +132,11 @@ class Watchdog:
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - we have no threads
         )
         self.register()
+        idle = f"after {self.idle_timeout:g} s without an API request or a run in progress, or " * (
+            self.idle_timeout > 0
+        )
         self.say(
-            f"started the Prefect server (pid {child.pid}, port {self.port}); it stops after "
-            + (f"{self.idle_timeout:g} s without an API request or a run in progress" if self.idle_timeout > 0 else "")
-            + (" or " if self.idle_timeout > 0 else "")
-            + "when its home is deleted"
+            f"started the Prefect server (pid {child.pid}, port {self.port}); it stops {idle}when its home is deleted"
         )
         try:
             return self._watch(child)
@@ -239,8 +239,20 @@ class Watchdog:
         return self._wait_for(child)
 
     def _wait_for(self, child: subprocess.Popen[bytes]) -> int:
+        """Wait for the stopping server, reading its last output meanwhile (a full pipe would block it);
+        SIGKILL after STOP_GRACE seconds."""
+        assert child.stdout is not None
+        fd, pending = child.stdout.fileno(), b""
+        deadline = time.monotonic() + STOP_GRACE
+        while time.monotonic() < deadline:
+            if _select([fd], max(0.0, deadline - time.monotonic()))[0]:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                pending = self._forward(pending + chunk)
+        self._forward(pending, final=True)
         try:
-            child.wait(STOP_GRACE)
+            child.wait(5)
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
