@@ -42,7 +42,7 @@ def test_an_idle_server_stops_itself_but_not_during_a_run_and_the_next_command_r
     tmp_path: Path, home: Path
 ) -> None:
     env = laptop_env(tmp_path, home, WHEELFLOW_SERVER_IDLE_TIMEOUT="3")
-    first = start(env)
+    first = start({**env, "WHEELFLOW_SERVER_PORT": str(free_port())})  # not 4200, which another run may want
     api, log = first["api_url"], state_dir(home) / "server.log"
 
     # a flow run in progress, as the engine reports one (a flow, a run in state Running), then quiet
@@ -64,7 +64,7 @@ def test_an_idle_server_stops_itself_but_not_during_a_run_and_the_next_command_r
     assert f"the next command starts it again on port {first['port']}" in said
     assert json.loads(wheelflow("server", "status", "--json", env=env).stdout)["status"] == "stopped"
 
-    again = start(env)
+    again = start(env)  # no WHEELFLOW_SERVER_PORT now: the port the stopped server recorded
     assert again["status"] == "running" and again["pid"] != first["pid"]
     assert again["port"] == first["port"]  # UI links and bookmarks keep working
 
