@@ -40,10 +40,10 @@ def test_the_idle_timeout_defaults_to_hours_and_zero_means_never() -> None:
 
 @pytest.mark.case(
     "bad input",
-    "WHEELFLOW_SERVER_IDLE_TIMEOUT is not a number of seconds (abc, -5, inf)",
+    "WHEELFLOW_SERVER_IDLE_TIMEOUT is not a number of seconds (abc, -5, nan)",
     "one line naming the variable and the fix, exit 2; no server is started",
 )
-@pytest.mark.parametrize("bad", ["abc", "-5", "inf", "nan"])
+@pytest.mark.parametrize("bad", ["abc", "-5", "nan"])
 def test_an_idle_timeout_that_is_not_seconds_is_refused_before_a_server_starts(
     bad: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -106,39 +106,38 @@ def connection_mode(environ: Mapping[str, str]) -> str:
     return "local"
 
 
-def start_timeout(environ: Mapping[str, str]) -> float:
-    """``WHEELFLOW_SERVER_START_TIMEOUT``: how long a command waits for a server to answer."""
-    raw = environ.get("WHEELFLOW_SERVER_START_TIMEOUT", "").strip()
+def _seconds(environ: Mapping[str, str], name: str, default: float, *, zero_ok: bool, fix: str) -> float:
+    """A number of seconds from the environment variable ``name`` (``default`` when unset)."""
+    raw = environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_START_TIMEOUT
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if value <= 0:
-        raise SpecError(
-            "WHEELFLOW_SERVER_START_TIMEOUT", f"{raw!r} is not a positive number of seconds", "write e.g. 300"
-        )
+    if (not value >= 0) if zero_ok else value <= 0:
+        kind = "a number of seconds" if zero_ok else "a positive number of seconds"
+        raise SpecError(name, f"{raw!r} is not {kind}", fix)
     return value
+
+
+def start_timeout(environ: Mapping[str, str]) -> float:
+    """``WHEELFLOW_SERVER_START_TIMEOUT``: how long a command waits for a server to answer."""
+    return _seconds(
+        environ, "WHEELFLOW_SERVER_START_TIMEOUT", DEFAULT_START_TIMEOUT, zero_ok=False, fix="write e.g. 300"
+    )
 
 
 def idle_timeout(environ: Mapping[str, str]) -> float:
     """``WHEELFLOW_SERVER_IDLE_TIMEOUT``: seconds without an API request or a run in progress after which
     the home's server stops itself (``0``: never)."""
-    raw = environ.get("WHEELFLOW_SERVER_IDLE_TIMEOUT", "").strip()
-    if not raw:
-        return DEFAULT_IDLE_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise SpecError(
-            "WHEELFLOW_SERVER_IDLE_TIMEOUT",
-            f"{raw!r} is not a number of seconds",
-            "write e.g. 10800 (3 h), or 0 to keep the server running until `wheelflow server stop`",
-        )
-    return value
+    return _seconds(
+        environ,
+        "WHEELFLOW_SERVER_IDLE_TIMEOUT",
+        DEFAULT_IDLE_TIMEOUT,
+        zero_ok=True,
+        fix="write e.g. 10800 (3 h), or 0 to keep the server running until `wheelflow server stop`",
+    )
 
 
 def requested_port(environ: Mapping[str, str]) -> int | None:
@@ -334,7 +333,7 @@ def _read_entry(path: Path) -> RegistryEntry | None:
 def running_servers(registry: Path) -> list[RegistryEntry]:
     """The home servers that run now, by home; entries of servers that are gone are removed."""
     entries = []
-    for path in sorted(registry.glob("*.json")) if registry.is_dir() else []:
+    for path in registry.glob("*.json") if registry.is_dir() else []:
         entry = _read_entry(path)
         if entry is None or not pid_alive(entry.pid) or not is_prefect_server(entry.pid):
             path.unlink(missing_ok=True)
