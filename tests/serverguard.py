@@ -4,7 +4,8 @@ Every home a test makes may start its own Prefect server (the first command with
 does). The ``home`` fixture stops its own; this guard is the net under everything else: at the start it
 gives the run a registry of its own (``XDG_RUNTIME_DIR``, inherited by every command the tests start),
 and at the end it looks for home servers still running, in that registry and among the processes (a
-watchdog whose home lies under this run's temporary folder, whatever environment started it). It stops
+watchdog whose home, or a Prefect server whose working folder, lies under this run's temporary folder,
+whatever environment started it). It stops
 them and fails the run, naming each. conftest.py calls :func:`configure` and :func:`finish`; a pytest
 run of its own can load it with ``-p serverguard``.
 """
@@ -30,22 +31,27 @@ def configure(config: pytest.Config) -> None:
     os.environ["XDG_RUNTIME_DIR"] = str(run_dir)
 
 
-def watchdogs_under(root: Path) -> dict[int, str]:
-    """The PIDs of home-server watchdogs whose home is ``root`` or below it, with that home."""
+def servers_under(root: Path) -> dict[int, str]:
+    """Home-server processes of homes at or below ``root``, with their home: watchdogs by their
+    ``--home`` argument, and Prefect servers by their working folder (a home's ``prefect`` folder), so
+    that a server whose watchdog was killed is found too."""
     found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(proc / "cwd"))
         except OSError:
             continue
-        if WATCHDOG_MODULE not in argv or b"--home" not in argv:
+        if WATCHDOG_MODULE in argv and b"--home" in argv:
+            home = Path(os.fsdecode(argv[argv.index(b"--home") + 1]))
+        elif b"prefect" in b" ".join(argv) and b"server" in argv and b"start" in argv:
+            home = cwd.parent  # the server runs in its home's `prefect` folder
+        else:
             continue
-        home = os.fsdecode(argv[argv.index(b"--home") + 1])
-        if Path(home) == root or Path(root) in Path(home).parents:
-            if localserver.pid_alive(int(proc.name)):
-                found[int(proc.name)] = home
+        if (home == root or root in home.parents) and localserver.pid_alive(int(proc.name)):
+            found[int(proc.name)] = str(home)
     return found
 
 
@@ -53,7 +59,7 @@ def leftover_servers(registry: Path, run_root: Path | None) -> dict[int, str]:
     """Home servers of this run that still run: pid -> home."""
     left = {entry.pid: entry.home for entry in localserver.running_servers(registry)}
     if run_root is not None:
-        left.update(watchdogs_under(run_root))
+        left.update(servers_under(run_root))
     return left
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -64,9 +66,18 @@ def test_an_idle_server_stops_itself_but_not_during_a_run_and_the_next_command_r
     assert f"the next command starts it again on port {first['port']}" in said
     assert json.loads(wheelflow("server", "status", "--json", env=env).stdout)["status"] == "stopped"
 
-    again = start(env)  # no WHEELFLOW_SERVER_PORT now: the port the stopped server recorded
+    # no WHEELFLOW_SERVER_PORT now: the port the stopped server recorded; this one never stops when idle
+    again = start({**env, "WHEELFLOW_SERVER_IDLE_TIMEOUT": "0"})
     assert again["status"] == "running" and again["pid"] != first["pid"]
     assert again["port"] == first["port"]  # UI links and bookmarks keep working
+
+    # its watchdog killed without a word: the kernel stops the Prefect server it ran (no unwatched server)
+    (server_pid,) = re.findall(
+        r"started the Prefect server \(pid (\d+), port \d+\); it stops when its home", log.read_text()
+    )
+    assert pid_alive(int(server_pid))
+    os.kill(again["pid"], signal.SIGKILL)
+    wait_for(lambda: not pid_alive(int(server_pid)), 120, "the unwatched Prefect server to stop")
 
 
 def test_server_list_and_stop_all_cover_every_home_and_a_deleted_home_takes_its_server_along(

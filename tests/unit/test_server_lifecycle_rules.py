@@ -135,8 +135,9 @@ def test_server_list_and_stop_all_cover_every_home_and_keep_each_port(
 
 
 def test_a_test_run_that_leaves_a_home_server_running_fails_and_stops_it(tmp_path: Path) -> None:
-    """The guard conftest.py installs: a pytest run of its own leaks two servers (one registered, one only
-    found among the processes by its home); the run fails naming both, and neither runs after it."""
+    """The guard conftest.py installs: a pytest run of its own leaks three servers (one registered, one
+    watchdog and one Prefect server found among the processes by their home); the run fails naming each,
+    and none runs after it."""
     pids = tmp_path / "pids"
     (tmp_path / "inner").mkdir()
     (tmp_path / "inner" / "test_leak.py").write_text(
@@ -158,7 +159,13 @@ def test_a_test_run_that_leaves_a_home_server_running_fails_and_stops_it(tmp_pat
                 registry, localserver.RegistryEntry("/elsewhere/home", registered, 1, time.time(), time.time())
             )
             unregistered = leak("-m", "wheelflow.adapters.serverwatch", "--home", str(tmp_path / "home"))
-            Path({str(pids)!r}).write_text(f"{{registered}} {{unregistered}}")
+            (tmp_path / "home" / "prefect").mkdir(parents=True)
+            unwatched = subprocess.Popen(  # a server whose watchdog is gone: found by its working folder
+                [sys.executable, "-c", "import time; time.sleep(300)", "-m", "prefect", "server", "start"],
+                cwd=tmp_path / "home" / "prefect",
+                start_new_session=True,
+            ).pid
+            Path({str(pids)!r}).write_text(f"{{registered}} {{unregistered}} {{unwatched}}")
         """)
     )
     result = subprocess.run(
@@ -173,7 +180,7 @@ def test_a_test_run_that_leaves_a_home_server_running_fails_and_stops_it(tmp_pat
     try:
         assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:] + result.stderr[-3000:]
         assert "1 passed" in result.stdout
-        assert "2 home server(s) outlived this test run" in result.stdout
+        assert "3 home server(s) outlived this test run" in result.stdout
         for pid in leaked:
             assert f"(pid {pid}) still ran at the end of the run" in result.stdout
             assert not localserver.pid_alive(pid)
