@@ -34,6 +34,8 @@ from pathlib import Path
 
 import httpx
 
+from wheelflow.adapters import localserver
+
 # A request line as uvicorn's access log writes it: `127.0.0.1:53422 - "POST /api/flow_runs/ HTTP/1.1" 201`;
 # a websocket as uvicorn.error announces it: `127.0.0.1:53430 - "WebSocket /api/events/in" [accepted]`.
 REQUEST = re.compile(r'"(?:[A-Z]+ \S+ HTTP/[\d.]+|WebSocket \S+)"')
@@ -84,9 +86,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 class Watchdog:
     def __init__(self, args: argparse.Namespace) -> None:
-        from wheelflow.adapters import localserver
-
-        self.ls = localserver
         self.home = Path(args.home)
         self.folder = localserver.state_dir(self.home)
         self.port: int = args.port
@@ -107,9 +106,9 @@ class Watchdog:
 
     def register(self) -> None:
         with contextlib.suppress(OSError):
-            self.ls.register(
+            localserver.register(
                 self.registry,
-                self.ls.RegistryEntry(
+                localserver.RegistryEntry(
                     home=str(self.home),
                     pid=os.getpid(),
                     port=self.port,
@@ -142,7 +141,7 @@ class Watchdog:
             return self._watch(child)
         finally:
             with contextlib.suppress(OSError):
-                self.ls.unregister(self.registry, self.home, os.getpid())
+                localserver.unregister(self.registry, self.home, os.getpid())
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self.stopping = True
@@ -206,10 +205,10 @@ class Watchdog:
         if self.last_request != before:
             fcntl.flock(self.lock.fileno(), fcntl.LOCK_UN)
             return False
-        state = self.ls.read_state(self.folder)
+        state = localserver.read_state(self.folder)
         if state is not None and state.pid == os.getpid():
             (self.folder / "server.port").write_text(str(self.port))
-            self.ls.forget_state(self.folder)  # commands from now on start a new server (after our lock)
+            localserver.forget_state(self.folder)  # commands from now on start a new server (after our lock)
         return True
 
     def _forward(self, data: bytes, final: bool = False) -> bytes:
