@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import serverguard
 
 from wheelflow.index.localindex import PypiServer, ensure_htpasswd, free_port
 
@@ -356,6 +357,7 @@ CASES_FILE = REPO / ".wheelflow-cases.json"  # written by a test run; tools/case
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "case(kind, what, expected): a fault or bad input listed in docs/faults.md")
     config._wheelflow_cases = {}  # type: ignore[attr-defined]
+    serverguard.configure(config)  # no home server of this run outlives it (checked at its end)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -394,6 +396,7 @@ def _short(value: object) -> str:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    serverguard.finish(session)
     cases = getattr(session.config, "_wheelflow_cases", {})
     if cases:
         import json

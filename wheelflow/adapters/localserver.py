@@ -9,6 +9,12 @@ it answering and reuse it, so its UI keeps every run. A PID that is gone, or tha
 another program, and a server that no longer answers are stale: replaced. A lock file makes two
 commands that start at once start one server.
 
+The server stops itself (see :mod:`wheelflow.adapters.serverwatch`, the watchdog that runs it): after
+``WHEELFLOW_SERVER_IDLE_TIMEOUT`` seconds (default 3 h, ``0`` = never) without an API request or a run in
+progress, and when its home is deleted. The next command starts it again on the port it had. Every
+running server of this user is listed in a registry (``wheelflow server list``, ``server stop --all``):
+``$XDG_RUNTIME_DIR/wheelflow/servers``, else ``~/.cache/wheelflow/servers``.
+
 This module imports no Prefect: it runs Prefect's CLI as a child process and reads its health over
 HTTP. Everything that can go wrong before a server answers (port taken, disk full, a home that cannot
 be written, a server that exits) is a :class:`ServerUnavailable`: one line with why and the fix.
@@ -19,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -48,6 +55,7 @@ MIN_FREE_BYTES = 100 * 1024 * 1024  # the server's SQLite database and its migra
 # a server that restarts or is away (Prefect's default of 5 bridges about 1 min, less than a restart
 # takes on a busy machine).
 CLIENT_MAX_RETRIES = 7
+DEFAULT_IDLE_TIMEOUT = 3 * 3600.0  # as Gradle's daemon: a working day keeps it, a forgotten checkout does not
 POLL = 0.25  # how often a waiting command looks again (at the health endpoint, the lock, a process)
 
 
@@ -98,20 +106,38 @@ def connection_mode(environ: Mapping[str, str]) -> str:
     return "local"
 
 
-def start_timeout(environ: Mapping[str, str]) -> float:
-    """``WHEELFLOW_SERVER_START_TIMEOUT``: how long a command waits for a server to answer."""
-    raw = environ.get("WHEELFLOW_SERVER_START_TIMEOUT", "").strip()
+def _seconds(environ: Mapping[str, str], name: str, default: float, *, zero_ok: bool, fix: str) -> float:
+    """A number of seconds from the environment variable ``name`` (``default`` when unset)."""
+    raw = environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_START_TIMEOUT
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if value <= 0:
-        raise SpecError(
-            "WHEELFLOW_SERVER_START_TIMEOUT", f"{raw!r} is not a positive number of seconds", "write e.g. 300"
-        )
+    if (not value >= 0) if zero_ok else value <= 0:
+        kind = "a number of seconds" if zero_ok else "a positive number of seconds"
+        raise SpecError(name, f"{raw!r} is not {kind}", fix)
     return value
+
+
+def start_timeout(environ: Mapping[str, str]) -> float:
+    """``WHEELFLOW_SERVER_START_TIMEOUT``: how long a command waits for a server to answer."""
+    return _seconds(
+        environ, "WHEELFLOW_SERVER_START_TIMEOUT", DEFAULT_START_TIMEOUT, zero_ok=False, fix="write e.g. 300"
+    )
+
+
+def idle_timeout(environ: Mapping[str, str]) -> float:
+    """``WHEELFLOW_SERVER_IDLE_TIMEOUT``: seconds without an API request or a run in progress after which
+    the home's server stops itself (``0``: never)."""
+    return _seconds(
+        environ,
+        "WHEELFLOW_SERVER_IDLE_TIMEOUT",
+        DEFAULT_IDLE_TIMEOUT,
+        zero_ok=True,
+        fix="write e.g. 10800 (3 h), or 0 to keep the server running until `wheelflow server stop`",
+    )
 
 
 def requested_port(environ: Mapping[str, str]) -> int | None:
@@ -191,7 +217,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def is_prefect_server(pid: int) -> bool:
-    """The PID runs ``prefect server start`` (not a program that was given a reused PID)."""
+    """The PID runs ``prefect server start`` (not a program that was given a reused PID); the watchdog
+    that runs it has that command in its own arguments."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except FileNotFoundError:
@@ -240,6 +267,94 @@ def classify(
     if not alive(state.pid) or not is_server(state.pid):
         return "stale"
     return "running" if answering(state.api_url) else "starting"
+
+
+# -- the per-user registry of running home servers -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One running home server, as its watchdog registers it."""
+
+    home: str
+    pid: int
+    port: int
+    started_at: float
+    last_request_at: float
+
+    def idle_for(self, now: float | None = None) -> float:
+        return max(0.0, (time.time() if now is None else now) - self.last_request_at)
+
+
+def registry_dir(environ: Mapping[str, str]) -> Path:
+    """Where this user's running home servers are listed: ``$XDG_RUNTIME_DIR/wheelflow/servers`` (gone
+    at logout, as the servers are), else ``$XDG_CACHE_HOME`` or ``~/.cache``."""
+    runtime = environ.get("XDG_RUNTIME_DIR", "").strip()
+    if runtime:
+        return Path(runtime) / "wheelflow" / "servers"
+    cache = environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+    return Path(cache) / "wheelflow" / "servers"
+
+
+def _entry_path(registry: Path, home: Path | str) -> Path:
+    return registry / (hashlib.sha256(str(home).encode()).hexdigest()[:20] + ".json")
+
+
+def register(registry: Path, entry: RegistryEntry) -> None:
+    registry.mkdir(parents=True, exist_ok=True)
+    path = _entry_path(registry, entry.home)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(entry)))
+    tmp.replace(path)
+
+
+def unregister(registry: Path, home: Path | str, pid: int) -> None:
+    """Remove the home's entry if it is still this PID's (a newer server may have replaced it)."""
+    path = _entry_path(registry, home)
+    entry = _read_entry(path)
+    if entry is None or entry.pid == pid:
+        path.unlink(missing_ok=True)
+
+
+def _read_entry(path: Path) -> RegistryEntry | None:
+    try:
+        data = json.loads(path.read_text())
+        return RegistryEntry(
+            home=str(data["home"]),
+            pid=int(data["pid"]),
+            port=int(data["port"]),
+            started_at=float(data["started_at"]),
+            last_request_at=float(data["last_request_at"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def running_servers(registry: Path) -> list[RegistryEntry]:
+    """The home servers that run now, by home; entries of servers that are gone are removed."""
+    entries = []
+    for path in registry.glob("*.json") if registry.is_dir() else []:
+        entry = _read_entry(path)
+        if entry is None or not pid_alive(entry.pid) or not is_prefect_server(entry.pid):
+            path.unlink(missing_ok=True)
+            continue
+        entries.append(entry)
+    return sorted(entries, key=lambda e: e.home)
+
+
+def stop_all(registry: Path, grace: float = 30.0) -> list[dict[str, object]]:
+    """Stop every running home server of the registry (each keeps its port for its next start)."""
+    stopped = []
+    for entry in running_servers(registry):
+        home = Path(entry.home)
+        state = read_state(state_dir(home))
+        if state is not None and state.pid == entry.pid:
+            stop_server(home, grace)
+        else:  # its home is gone or records another server: stop it by its PID
+            _kill_group(entry.pid, grace)
+        _entry_path(registry, home).unlink(missing_ok=True)
+        stopped.append({"home": entry.home, "pid": entry.pid, "port": entry.port})
+    return stopped
 
 
 # -- the lock -------------------------------------------------------------------------------------
@@ -361,9 +476,12 @@ def ensure_server(
     timeout: float = DEFAULT_START_TIMEOUT,
     port: int | None = None,
     say: Callable[[str], None] = lambda line: None,
+    idle: float | None = None,
 ) -> ServerState:
     """The home's server, answering: reused when it runs, started (once, under the lock) when it does
-    not, replaced when it is stale. Raises :class:`ServerUnavailable` with why and the fix."""
+    not, replaced when it is stale. A started one stops itself after ``idle`` seconds without use
+    (default: ``WHEELFLOW_SERVER_IDLE_TIMEOUT``). Raises :class:`ServerUnavailable` with why and the fix."""
+    idle = idle_timeout(os.environ) if idle is None else idle
     folder = state_dir(home)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -393,7 +511,7 @@ def ensure_server(
             f"starting the local Prefect server for {home} on port {chosen} "
             f"(once: later commands reuse it; `wheelflow server stop` stops it)"
         )
-        proc = _spawn(folder, chosen)
+        proc = _spawn(home, chosen, idle)
         state = ServerState(pid=proc.pid, port=chosen, started_at=time.time())
         try:
             write_state(folder, state)
@@ -414,7 +532,9 @@ def _choose_port(requested: int | None, previous: int | None) -> int:
     return any_free_port()
 
 
-def _spawn(folder: Path, port: int) -> subprocess.Popen[bytes]:
+def _spawn(home: Path, port: int, idle: float) -> subprocess.Popen[bytes]:
+    """The watchdog (the recorded PID, leader of its own session) running ``prefect server start``."""
+    folder = state_dir(home)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(
         {
@@ -429,10 +549,22 @@ def _spawn(folder: Path, port: int) -> subprocess.Popen[bytes]:
     # than 4200 shows an empty UI. PREFECT_UI_URL gives the server's own alert templates the run's link.
     env.setdefault("PREFECT_UI_API_URL", f"http://127.0.0.1:{port}/api")
     env.setdefault("PREFECT_UI_URL", f"http://127.0.0.1:{port}")
+    # uvicorn's access lines (INFO) tell the watchdog that a request came; Prefect's own server loggers
+    # stay at the level they had (default WARNING).
+    level = env.get("PREFECT_SERVER_LOGGING_LEVEL", "WARNING").upper()
+    env.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_SERVER_LEVEL", level)
+    env.setdefault("PREFECT_LOGGING_LOGGERS_FASTAPI_LEVEL", level)
+    if level not in ("DEBUG", "TRACE"):
+        env["PREFECT_SERVER_LOGGING_LEVEL"] = "INFO"
+    server = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    watchdog = [
+        *(sys.executable, "-m", "wheelflow.adapters.serverwatch", "--home", str(home), "--port", str(port)),
+        *("--idle-timeout", f"{idle:g}", "--registry", str(registry_dir(os.environ)), "--"),
+    ]
     with _opened(folder / "server.log", "ab") as log:
         try:
             return subprocess.Popen(
-                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                [*watchdog, *server],
                 env=env,
                 cwd=folder,
                 stdin=subprocess.DEVNULL,

@@ -1,27 +1,87 @@
-"""``wheelflow server start|status|stop``: the home's local Prefect server (see adapters/localserver.py)."""
+"""``wheelflow server start|status|stop|list``: the home's local Prefect server (see adapters/localserver.py);
+``list`` and ``stop --all``: every home server of this user."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import time
 from typing import Any
 
 from wheelflow.adapters import localserver
 from wheelflow.cli.common import add_json, say
+from wheelflow.core.errors import UsageError
 from wheelflow.core.home import ensure_home, wheelflow_home
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser(
-        "server", help="start, show or stop the local Prefect server of $WHEELFLOW_HOME (used without PREFECT_API_URL)"
+        "server",
+        help="start, show or stop the local Prefect server of $WHEELFLOW_HOME (used without PREFECT_API_URL); "
+        "list or stop --all: every home's server of this user",
     )
-    parser.add_argument("action", choices=["start", "status", "stop"])
+    parser.add_argument("action", choices=["start", "status", "stop", "list"])
+    parser.add_argument(
+        "--all", action="store_true", help="with stop: stop the servers of all this user's homes (see `server list`)"
+    )
     add_json(parser, "the server's state")
     return parser
 
 
+def idle_words(seconds: float) -> str:
+    """``idle for`` as a person reads it: 42 s, 12 min, 2 h 05 min."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min"
+    return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:02.0f} min"
+
+
+def run_all(action: str, as_json: bool) -> int:
+    """``server list`` and ``server stop --all``: every running server in this user's registry."""
+    registry = localserver.registry_dir(os.environ)
+    if action == "stop":
+        stopped = localserver.stop_all(registry)
+        if as_json:
+            print(json.dumps({"stopped": stopped}, indent=2))
+        for server in [] if as_json else stopped:
+            print(f"stopped: the local Prefect server of {server['home']} (pid {server['pid']}, port {server['port']})")
+        if not as_json and not stopped:
+            print("stopped: no home's local Prefect server was running")
+        return 0
+    now = time.time()
+    servers = [
+        {
+            "home": e.home,
+            "port": e.port,
+            "pid": e.pid,
+            "idle_for_s": round(e.idle_for(now), 1),
+            "ui_url": f"http://127.0.0.1:{e.port}",
+        }
+        for e in localserver.running_servers(registry)
+    ]
+    if as_json:
+        print(json.dumps({"servers": servers}, indent=2))
+    elif not servers:
+        print("no home's local Prefect server is running")
+    else:
+        rows = [("HOME", "PORT", "PID", "IDLE FOR")] + [
+            (s["home"], str(s["port"]), str(s["pid"]), idle_words(float(s["idle_for_s"]))) for s in servers
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3])
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.action == "list" or (args.action == "stop" and getattr(args, "all", False)):
+        return run_all(args.action, args.json)
+    if getattr(args, "all", False):
+        raise UsageError(
+            "--all", f"applies to `server stop` and `server list`, not `server {args.action}`", "drop --all"
+        )
     home = wheelflow_home()
     if args.action == "start":
         ensure_home()  # a home that cannot be written: exit 2 naming it, as every other command (not 6)
@@ -30,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             timeout=localserver.start_timeout(os.environ),
             port=localserver.requested_port(os.environ),
             say=say,
+            idle=localserver.idle_timeout(os.environ),
         )
         info: dict[str, Any] = localserver.server_status(home) | {"pid": state.pid, "port": state.port}
     elif args.action == "status":
