@@ -170,6 +170,7 @@ def build_cells_here(ctx: ReleaseContext, builder: Builder, sdist: SdistSource |
         repair=spec.repair,
         build_requires=spec.build_requires,
         build_isolation=spec.build_isolation,
+        build_network=spec.build_network,
         compiler_cache=spec.compiler_cache != "off",
         sdist_cell=sdist.cell if sdist else None,
         sdist_project=str(sdist.folder) if sdist else None,

@@ -33,6 +33,7 @@ from wheelflow.config.matrix import Cell, render_template
 from wheelflow.core.errors import BuildError, EnvCreationError
 from wheelflow.core.installerconfig import InstallerConfig
 from wheelflow.core.pyenvs import PyEnv, create_env, find_uv, installer_env
+from wheelflow.core.redaction import redact
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,6 +56,7 @@ class BuildSetup:
     pins: tuple[str, ...] = ()  # the cell's pins (matrix build-requires), as constraints
     compiler_cache: bool = True  # build.compiler-cache = "auto"
     installer: InstallerConfig = field(default_factory=InstallerConfig)
+    network: bool = False  # build.network: the compile may reach the network
 
     @property
     def prepared(self) -> bool:
@@ -63,7 +65,13 @@ class BuildSetup:
 
 
 def build_setup(
-    requires: Sequence[str], isolation: bool, cell: Cell | None, *, compiler_cache: bool, installer: InstallerConfig
+    requires: Sequence[str],
+    isolation: bool,
+    cell: Cell | None,
+    *,
+    compiler_cache: bool,
+    installer: InstallerConfig,
+    network: bool = False,
 ) -> BuildSetup:
     """The build environment of ``cell`` (None: a project without a matrix): ``build.requires``
     rendered with its axis values, ``build.isolation``, its pins, and this machine's installer
@@ -75,6 +83,7 @@ def build_setup(
         pins=cell.build_requires if cell is not None else (),
         compiler_cache=compiler_cache,
         installer=installer,
+        network=network,
     )
 
 
@@ -176,6 +185,7 @@ class PreparedBuild:
     python: str  # the interpreter that runs ``python -m build --no-isolation``
     env: dict[str, str]  # the installer variables its installs used
     torch: str | None  # the torch it holds, if any
+    environment: PyEnv | None = None  # a fresh one (``setup.isolation``): the backend's own requirements go in
 
 
 def prepared_build(
@@ -191,7 +201,66 @@ def prepared_build(
     with environment_lock(path):
         pyenv, variables = prepare_environment(path, interpreter, requirements, setup, log)
     torch = installed_version(pyenv.python, "torch", {**installer_env(path), **variables})
-    return PreparedBuild(str(pyenv.python), variables, torch)
+    return PreparedBuild(str(pyenv.python), variables, torch, pyenv if setup.isolation else None)
+
+
+# Asks the backend what else it needs (PEP 517's get_requires_for_build_*) without building: run in
+# the sandbox, since the backend runs the project's setup.py to answer.
+_REQUIRES_PROBE = (
+    "import json, sys\n"
+    "from build import ProjectBuilder\n"
+    "asked = ProjectBuilder(sys.argv[1]).get_requires_for_build(sys.argv[2])\n"
+    "print('wheelflow-build-requires ' + json.dumps(sorted(asked)))\n"
+)
+
+
+def install_backend_requires(
+    prepared: PreparedBuild, tree: Path, distribution: str, env: Mapping[str, str], *, log, writable: Sequence[Path]
+) -> None:
+    """Fill a fresh build environment with what the backend asks for ``distribution`` ("wheel" or
+    "sdist") beyond ``[build-system] requires``, as an isolated build would: the backend answers in
+    the sandbox without network, the installer then installs with network, outside it. The compile
+    that follows finds everything it needs without the network."""
+    if prepared.environment is None:
+        return  # a shared environment (isolation = false) is what the spec made it, as with --no-build-isolation
+    from wheelflow.core.sandbox import run_step
+
+    lines: list[str] = []
+    done = run_step(
+        [prepared.python, "-c", _REQUIRES_PROBE, str(tree), distribution],
+        env=env,
+        cwd=tree,
+        on_line=lines.append,
+        writable=writable,
+        network=False,
+    )
+    answers = [line.split(" ", 1)[1] for line in lines if line.startswith("wheelflow-build-requires ")]
+    if done.code != 0 or not answers:
+        for line in lines[-20:]:
+            log(redact(line))  # the backend may print its environment
+        raise BuildError(
+            f"the build backend could not say what it needs to build a {distribution} "
+            f"(exit {done.code}): {(lines[-1] if lines else 'no output')[:200]}; fix: see the build log above",
+            log_tail="\n".join(lines[-40:]),
+        )
+    asked = json.loads(answers[-1])
+    if not asked:
+        return
+    pyenv = prepared.environment
+    log(f"build environment: installing what the backend asks for: {', '.join(asked)}")
+    installed = subprocess.run(
+        pyenv.install_command(*asked),
+        capture_output=True,
+        text=True,
+        env={**installer_env(pyenv.path), **prepared.env},
+        check=False,
+    )
+    if installed.returncode != 0:
+        last = [line for line in (installed.stderr + installed.stdout).splitlines() if line.strip()]
+        raise BuildError(
+            f"the build environment could not install {', '.join(asked)}: "
+            f"{(last[-1] if last else f'exit {installed.returncode}')[:300]}; fix: check the project's build backend"
+        )
 
 
 def installed_version(python: Path, distribution: str, env: Mapping[str, str]) -> str | None:
