@@ -17,14 +17,15 @@ from wheelflow.core.sandbox import BWRAP, SESSION, run_step_captured
 
 needs_bwrap = pytest.mark.skipif(sandbox.protection() != BWRAP, reason="bwrap cannot make namespaces here")
 MODES = [pytest.param(BWRAP, marks=needs_bwrap), SESSION]
+SLEEPER = "import time; time.sleep(3600)"  # a process that lives until killed; its marker is its argument
 
 
 def _daemon_script(marker: str, ready: Path) -> str:
-    """A step that starts a setsid daemon (``sleep`` with a marker in its command line), waits until it
-    runs, and exits: what a hostile setup.py does to outlive its build."""
+    """A step that starts a setsid daemon (a sleeper with a marker in its command line) and exits:
+    what a hostile setup.py does to outlive its build."""
     return (
         "import subprocess, sys, os\n"
-        f"d = subprocess.Popen(['sleep', '3600', {marker!r}], start_new_session=True)\n"
+        f"d = subprocess.Popen([sys.executable, '-c', {SLEEPER!r}, {marker!r}], start_new_session=True)\n"
         f"open({str(ready)!r}, 'w').write(str(d.pid))\n"
         "print('daemon started', flush=True)\n"
     )
@@ -76,7 +77,7 @@ def test_a_daemon_that_leaves_the_session_and_keeps_the_marker_is_killed_too(tmp
         "if os.fork() == 0:\n"
         "    os.setsid()\n"
         "    if os.fork() == 0:\n"
-        f"        os.execvp('sleep', ['sleep', '3600', {marker!r}])\n"
+        f"        os.execv(sys.executable, [sys.executable, '-c', {SLEEPER!r}, {marker!r}])\n"
         "    os._exit(0)\n"
         "os.wait()\n"
     )
@@ -172,7 +173,7 @@ def test_a_step_past_its_timeout_is_stopped_with_everything_it_started(tmp_path:
     marker = f"wheelflow-test-timeout-{os.getpid()}-{mode}"
     script = (
         "import subprocess, sys\n"
-        f"subprocess.Popen(['sleep', '3600', {marker!r}], start_new_session=True)\n"
+        f"subprocess.Popen([sys.executable, '-c', {SLEEPER!r}, {marker!r}], start_new_session=True)\n"
         "print('waiting', flush=True)\n"
         "import time; time.sleep(3600)\n"
     )
@@ -204,3 +205,41 @@ def test_without_bwrap_the_protection_is_the_session(monkeypatch: pytest.MonkeyP
         assert "session kill only" in sandbox.protection_label(SESSION)
     finally:
         sandbox.protection.cache_clear()
+
+
+@needs_bwrap
+def test_a_step_sees_the_host_s_devices(tmp_path: Path) -> None:
+    """A smoke test on a GPU cell opens /dev/nvidia*: the sandbox has the host's /dev, not a minimal one."""
+    minimal = {"null", "zero", "full", "random", "urandom", "tty", "console", "ptmx", "pts", "shm", "fd", "core"}
+    minimal |= {"stdin", "stdout", "stderr", "mqueue", "hugepages"}
+    host = sorted(set(os.listdir("/dev")) - minimal)
+    if not host:
+        pytest.skip("this host has no device beyond a minimal /dev")
+    result, output = run_step_captured(
+        [sys.executable, "-c", "import os; print(*sorted(os.listdir('/dev')))"], env=dict(os.environ), cwd=tmp_path
+    )
+    assert result.code == 0, output
+    assert set(host) <= set(output.split())
+
+
+def test_without_namespaces_a_survivor_holding_the_output_pipe_does_not_hold_the_step(tmp_path: Path) -> None:
+    """What remains without namespaces: a process that leaves the session and clears its environment
+    survives the step. The step still returns when its main process ends (no wait for an EOF the
+    survivor holds back), with the output printed until then."""
+    marker = f"wheelflow-test-survivor-{os.getpid()}"
+    script = (
+        "import os, sys\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        f"    os.execve(sys.executable, [sys.executable, '-c', {SLEEPER!r}, {marker!r}], {{}})\n"
+        "print('main done', flush=True)\n"
+    )
+    try:
+        result, output = run_step_captured(
+            [sys.executable, "-c", script], env=dict(os.environ), cwd=tmp_path, timeout=120, mode=SESSION
+        )
+        assert result.code == 0 and not result.timed_out
+        assert "main done" in output
+    finally:
+        for pid in _running_with(marker):
+            os.kill(pid, 9)

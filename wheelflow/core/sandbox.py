@@ -78,7 +78,9 @@ def _namespace_args(*, network: bool) -> list[str]:
         "--ro-bind",
         "/",
         "/",
-        "--dev",
+        # the host's devices: a smoke test on a GPU cell needs /dev/nvidia*, which a minimal /dev lacks
+        "--dev-bind",
+        "/dev",
         "/dev",
         "--proc",
         "/proc",
