@@ -86,8 +86,9 @@ def judge_cells(ctx: ReleaseContext, outcomes: list[CellOutcome]) -> list[CellOu
     """The report's cell rows from the outcomes; a failed build, then a failed smoke test, fails the release."""
     report, total = ctx.report, len(outcomes)
     report.cells = [cell_row(o) for o in outcomes]
+    in_container = "docker container" + ("" if ctx.spec.build_network else " (the compile without network)")
     for row in report.cells:  # a container isolates a Docker cell; a remote runner says its own in its log
-        row.sandbox = {"local": report.sandbox, "docker": "docker container"}.get(report.builder or "")
+        row.sandbox = {"local": report.sandbox, "docker": in_container}.get(report.builder or "")
     built = [o for o in outcomes if o.wheel is not None]
     failed = [o for o in outcomes if o.wheel is None]
     runners = {o.runner for o in outcomes if o.runner}

@@ -42,11 +42,10 @@ while time.monotonic() < deadline:
     time.sleep(0.05)  # the attacker's polling, not the test's
 """
 
-# Starts the daemon (keeping the build's output pipe open), then fetches a prebuilt module instead
-# of compiling one, as setup.py files that guess a release asset's URL do.
-SETUP_PY = """
-import subprocess, sys, urllib.request
-subprocess.Popen([sys.executable, {daemon!r}, {drop!r}], start_new_session=True)
+# Fetches a prebuilt module instead of compiling one, as setup.py files that guess a release asset's
+# URL do (a template: format it with url=...).
+DOWNLOAD_INSTEAD_OF_COMPILE = """
+import urllib.request
 direct = urllib.request.build_opener(urllib.request.ProxyHandler({{}}))
 try:
     prebuilt = direct.open({url!r}, timeout=20).read()
@@ -58,12 +57,17 @@ except OSError as exc:
 from setuptools import setup
 setup()
 """
+# First starts the daemon, which keeps the build's output pipe open.
+SETUP_PY = (
+    "import subprocess, sys\nsubprocess.Popen([sys.executable, {daemon!r}, {drop!r}], start_new_session=True)\n"
+    + DOWNLOAD_INSTEAD_OF_COMPILE
+)
 
 
 class PrebuiltServer:
     """A loopback HTTP server that serves a "prebuilt" file and counts the requests it gets."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", shown: str | None = None) -> None:
         self.requests: list[str] = []
         server = self
 
@@ -79,10 +83,10 @@ class PrebuiltServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/prebuilt.py"
+        self.url = f"http://{shown or host}:{self._httpd.server_address[1]}/prebuilt.py"
 
     def close(self) -> None:
         self._httpd.shutdown()
@@ -139,5 +143,55 @@ def test_a_hostile_setup_py_finds_no_secret_leaves_no_process_and_ships_no_downl
     assert INDEX_PASSWORD.encode() not in found and b"PASSWORD=" not in found
     published = sorted((tmp_path / "served").rglob("*.whl"))
     assert [p.name for p in published] == ["tiny_pkg-1.0.0-py3-none-any.whl"]
+    with zipfile.ZipFile(published[0]) as wheel:
+        assert not [n for n in wheel.namelist() if n.endswith("prebuilt.py")]
+
+
+def _docker_gateway() -> str | None:
+    """This host's address on Docker's default bridge, which a container on it reaches."""
+    import fcntl
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            packed = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", b"docker0"))  # SIOCGIFADDR
+        except OSError:
+            return None
+    return socket.inet_ntoa(packed[20:24])
+
+
+@pytest.mark.case(
+    "fault",
+    "in the Docker builder, a setup.py downloads a prebuilt file from a server this host offers on "
+    "Docker's bridge instead of compiling",
+    "the download fails (the compile's container has no network) and the published wheel is the one compiled",
+)
+def test_the_docker_builder_compiles_without_network(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api, docker_images
+) -> None:
+    gateway = _docker_gateway()
+    if gateway is None:
+        pytest.skip("no docker0 bridge on this host")
+    prebuilt = PrebuiltServer(host="0.0.0.0", shown=gateway)
+    try:
+        project = make_project(
+            tmp_path / "proj",
+            index_url=index.simple_url,
+            extra=(
+                "\n[tool.wheelflow.matrix]\naxes = { python = ['3.11'] }\n"
+                "image = 'wheelflow/builder:py{python}'\nruntime-image = 'wheelflow/runtime:py{python}'\n"
+            ),
+        )
+        (project / "setup.py").write_text(DOWNLOAD_INSTEAD_OF_COMPILE.format(url=prebuilt.url))
+        result = run_cli("release", str(project), "--builder", "docker", "--json")
+    finally:
+        prebuilt.close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the compile without network" in result.stderr
+    assert "hostile setup.py: download failed" in result.stderr
+    assert prebuilt.requests == []
+    published = sorted((tmp_path / "served").rglob("*.whl"))
+    assert len(published) == 1
     with zipfile.ZipFile(published[0]) as wheel:
         assert not [n for n in wheel.namelist() if n.endswith("prebuilt.py")]
