@@ -195,3 +195,23 @@ def test_the_docker_builder_compiles_without_network(
     assert len(published) == 1
     with zipfile.ZipFile(published[0]) as wheel:
         assert not [n for n in wheel.namelist() if n.endswith("prebuilt.py")]
+
+
+def test_build_network_true_gives_the_compile_its_network(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api
+) -> None:
+    """The spec's way out for a build that must download while it compiles: the same download works."""
+    prebuilt = PrebuiltServer()
+    try:
+        project = make_project(
+            tmp_path / "proj", index_url=index.simple_url, extra="\n[tool.wheelflow.build]\nnetwork = true\n"
+        )
+        (project / "setup.py").write_text(DOWNLOAD_INSTEAD_OF_COMPILE.format(url=prebuilt.url))
+        result = run_cli("release", str(project), "--builder", "local", "--json")
+    finally:
+        prebuilt.close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "hostile setup.py: shipped the downloaded file" in result.stderr
+    assert prebuilt.requests  # reached
+    if sandbox.protection() == sandbox.BWRAP:
+        assert json.loads(result.stdout)["sandbox"] == "bwrap (pid namespace)"
