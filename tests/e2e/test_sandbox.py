@@ -215,3 +215,47 @@ def test_build_network_true_gives_the_compile_its_network(
     assert prebuilt.requests  # reached
     if sandbox.protection() == sandbox.BWRAP:
         assert json.loads(result.stdout)["sandbox"] == "bwrap (pid namespace)"
+
+
+# An in-tree backend that asks for one more package for a wheel (PEP 517's get_requires_for_build_wheel),
+# as some backends ask for cmake or ninja, and needs it while it builds.
+ASKING_BACKEND = """
+from setuptools import build_meta as _setuptools
+from setuptools.build_meta import *  # noqa: F403
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return [*_setuptools.get_requires_for_build_wheel(config_settings), "wheel"]
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    import wheel  # noqa: F401  (fails here unless what was asked for was installed before the compile)
+
+    return _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
+"""
+
+
+@pytest.mark.parametrize("builder", ["local", "docker"])
+def test_what_the_backend_asks_for_is_installed_before_the_compile_without_network(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api, builder: str, request: pytest.FixtureRequest
+) -> None:
+    extra = ""
+    if builder == "docker":
+        request.getfixturevalue("docker_images")
+        extra = (
+            "\n[tool.wheelflow.matrix]\naxes = { python = ['3.11'] }\n"
+            "image = 'wheelflow/builder:py{python}'\nruntime-image = 'wheelflow/runtime:py{python}'\n"
+        )
+    project = make_project(tmp_path / "proj", index_url=index.simple_url, extra=extra)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            'build-backend = "setuptools.build_meta"', 'build-backend = "backend"\nbackend-path = ["_build"]'
+        )
+    )
+    (project / "_build").mkdir()
+    (project / "_build" / "backend.py").write_text(ASKING_BACKEND)
+    (project / "MANIFEST.in").write_text("graft _build\n")  # the wheel is built from the sdist too
+    result = run_cli("release", str(project), "--builder", builder, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list((tmp_path / "served").rglob("*.whl"))) == 1

@@ -32,8 +32,9 @@ from pathlib import Path
 from wheelflow.config.matrix import Cell, render_template
 from wheelflow.core.errors import BuildError, EnvCreationError
 from wheelflow.core.installerconfig import InstallerConfig
-from wheelflow.core.pyenvs import PyEnv, create_env, find_uv, installer_env
+from wheelflow.core.pyenvs import PyEnv, create_env, installer_env
 from wheelflow.core.redaction import redact
+from wheelflow.core.sandbox import run_step
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -122,16 +123,6 @@ def _digest(constraint: str) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else constraint
 
 
-def isolated_frontend(env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
-    """pypa/build's options for an isolated build environment, and ``env`` to run it with: uv fills
-    the environment where present (a fraction of a second; seconds with pip), and pypa/build finds it
-    on PATH; else pip's default and ``env`` as it is."""
-    uv = find_uv()
-    if uv is None:
-        return [], dict(env)
-    return ["--installer", "uv"], {**env, "PATH": f"{Path(uv).parent}{os.pathsep}{env.get('PATH', '')}"}
-
-
 def installer_variables(setup: BuildSetup, pins_folder: Path) -> dict[str, str]:
     """The installer configuration with the cell's pins, for pip and uv alike."""
     config = setup.installer.with_pins(setup.pins, pins_folder)
@@ -204,14 +195,25 @@ def prepared_build(
     return PreparedBuild(str(pyenv.python), variables, torch, pyenv if setup.isolation else None)
 
 
-# Asks the backend what else it needs (PEP 517's get_requires_for_build_*) without building: run in
-# the sandbox, since the backend runs the project's setup.py to answer.
-_REQUIRES_PROBE = (
+#: Asks the backend what it needs besides what is installed (PEP 517's get_requires_for_build_*,
+#: pypa/build's dependency check) without building; run without network (the sandbox, a container
+#: with no network), since the backend runs the project's setup.py to answer. Prints the missing
+#: requirements as JSON after BACKEND_REQUIRES_LINE and exits with BACKEND_ASKS_MORE when there are any.
+BACKEND_REQUIRES_LINE = "wheelflow-backend-requires "
+BACKEND_ASKS_MORE = 42
+BACKEND_REQUIRES_PROBE = (
     "import json, sys\n"
     "from build import ProjectBuilder\n"
-    "asked = ProjectBuilder(sys.argv[1]).get_requires_for_build(sys.argv[2])\n"
-    "print('wheelflow-build-requires ' + json.dumps(sorted(asked)))\n"
+    "unmet = sorted({chain[0] for chain in ProjectBuilder(sys.argv[1]).check_dependencies(sys.argv[2])})\n"
+    f"print({BACKEND_REQUIRES_LINE!r} + json.dumps(unmet), flush=True)\n"
+    f"sys.exit({BACKEND_ASKS_MORE} if unmet else 0)\n"
 )
+
+
+def backend_requires(lines: Sequence[str]) -> list[str] | None:
+    """The requirements the probe's output names, or None when it printed no answer."""
+    answers = [line[len(BACKEND_REQUIRES_LINE) :] for line in lines if line.startswith(BACKEND_REQUIRES_LINE)]
+    return json.loads(answers[-1]) if answers else None
 
 
 def install_backend_requires(
@@ -223,19 +225,17 @@ def install_backend_requires(
     that follows finds everything it needs without the network."""
     if prepared.environment is None:
         return  # a shared environment (isolation = false) is what the spec made it, as with --no-build-isolation
-    from wheelflow.core.sandbox import run_step
-
     lines: list[str] = []
     done = run_step(
-        [prepared.python, "-c", _REQUIRES_PROBE, str(tree), distribution],
+        [prepared.python, "-c", BACKEND_REQUIRES_PROBE, str(tree), distribution],
         env=env,
         cwd=tree,
         on_line=lines.append,
         writable=writable,
         network=False,
     )
-    answers = [line.split(" ", 1)[1] for line in lines if line.startswith("wheelflow-build-requires ")]
-    if done.code != 0 or not answers:
+    asked = backend_requires(lines)
+    if done.code not in (0, BACKEND_ASKS_MORE) or asked is None:
         for line in lines[-20:]:
             log(redact(line))  # the backend may print its environment
         raise BuildError(
@@ -243,7 +243,6 @@ def install_backend_requires(
             f"(exit {done.code}): {(lines[-1] if lines else 'no output')[:200]}; fix: see the build log above",
             log_tail="\n".join(lines[-40:]),
         )
-    asked = json.loads(answers[-1])
     if not asked:
         return
     pyenv = prepared.environment

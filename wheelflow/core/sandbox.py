@@ -120,13 +120,36 @@ def _processes() -> Iterator[int]:
             yield int(entry)
 
 
-def _session_of(pid: int) -> int | None:
+def _stat_field(pid: int, index: int) -> int | None:
+    """A number from /proc/PID/stat after the command name: 1 the parent, 3 the session."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return int(fields[3]) if len(fields) > 3 else None  # state, ppid, pgrp, session
+    return int(fields[index]) if len(fields) > index else None
+
+
+def _session_of(pid: int) -> int | None:
+    return _stat_field(pid, 3)
+
+
+def _stop(proc: subprocess.Popen, mode: str) -> None:
+    """Stop a step now, with everything it started, and return when all of it is gone. Under bwrap its
+    namespace's first process (bwrap's child) is killed: the kernel then ends every process of the
+    namespace before that one's end is reported, and bwrap exits with it. Killing bwrap itself would
+    return at once while the namespace still ends (--die-with-parent), a moment later."""
+    if mode == BWRAP:
+        inits = [pid for pid in _processes() if _stat_field(pid, 1) == proc.pid]
+        for pid in inits:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if inits:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(60)  # bounded: the kernel's tear-down of the namespace
+                return
+    proc.kill()
+    proc.wait()
 
 
 def _carries(pid: int, marker: str) -> bool:
@@ -207,8 +230,7 @@ def run_step(
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 outcome["timed_out"] = True
-                proc.kill()  # under bwrap, --die-with-parent takes the namespace down with it
-                proc.wait()
+                _stop(proc, mode)
             if mode != BWRAP:
                 kill_session(proc.pid, marker)
         finally:
@@ -251,7 +273,7 @@ def run_step(
             feed(b"", final=True)
     finally:
         if proc.poll() is None:  # the reader itself failed (on_line raised): the step ends with it
-            proc.kill()
+            _stop(proc, mode)
         waiter.join()
         proc.stdout.close()
         os.close(wake_read)

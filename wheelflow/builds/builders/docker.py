@@ -17,7 +17,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wheelflow.builds.buildenv import BuildSetup, requirements_for
+from wheelflow.builds.buildenv import (
+    BACKEND_ASKS_MORE,
+    BACKEND_REQUIRES_PROBE,
+    BuildSetup,
+    backend_requires,
+    requirements_for,
+)
 from wheelflow.builds.builders import FAILED, PASSED, SKIPPED, BatchedLog, Log, SmokeResult, SmokeSetup
 from wheelflow.builds.building import first_error_line
 from wheelflow.builds.repair import RepairedWheel, repair_command, repair_wheel, shown
@@ -31,29 +37,19 @@ from wheelflow.core.reproducible import prefix_map_env
 
 MANAGED_LABEL = "org.wheelflow.managed"
 # The build in two containers (build.network = false): requirements installed with network into an
-# environment under /out, the compile in a container without network. The second asks the backend
-# what more it needs (PEP 517's get_requires_for_build_wheel, without network) and stops with
-# BACKEND_ASKS_MORE, naming it in /out, when that is not installed yet.
+# environment under /out, the compile in a container without network. The second first asks the
+# backend what more it needs and stops with BACKEND_ASKS_MORE, naming it in BACKEND_REQUIRES, when
+# that is not installed yet.
 BUILD_ENV = "/out/.wheelflow-build-env"
-BACKEND_ASKS_MORE = 42
+BACKEND_REQUIRES = ".wheelflow-backend-requires"  # in the cell's output folder, /out in the container
 OFFLINE_REQUIREMENTS = (
     f"set -eu; /opt/wheelflow/bin/python -m venv {BUILD_ENV} && "
     f"{BUILD_ENV}/bin/pip install --quiet --disable-pip-version-check -r /out/.wheelflow-build-requirements.txt"
 )
-OFFLINE_BACKEND_REQUIREMENTS = (
-    f"set -eu; {BUILD_ENV}/bin/pip install --quiet --disable-pip-version-check -r /out/.wheelflow-backend-requires.txt"
-)
-_UNMET = (
-    "import sys\n"
-    "from build import ProjectBuilder\n"
-    "unmet = sorted({d[0] for d in ProjectBuilder(sys.argv[1]).check_dependencies('wheel')})\n"
-    "open('/out/.wheelflow-backend-requires.txt', 'w').write(''.join(r + '\\n' for r in unmet))\n"
-    f"sys.exit({BACKEND_ASKS_MORE} if unmet else 0)\n"
-)
 OFFLINE_BUILD = (
     "set -eu; mkdir -p /tmp/src; cd /src && tar --exclude=./.git --exclude=./build --exclude=./dist "
     "--exclude=./.wheelflow -cf - . | tar -C /tmp/src -xf - && "
-    f"{BUILD_ENV}/bin/python -c {shlex.quote(_UNMET)} /tmp/src && "
+    f"{BUILD_ENV}/bin/python -c {shlex.quote(BACKEND_REQUIRES_PROBE)} /tmp/src wheel > /out/{BACKEND_REQUIRES} && "
     f"exec {BUILD_ENV}/bin/python -m build --wheel --no-isolation --outdir /out /tmp/src"
 )
 RUN_LABEL = "org.wheelflow.run"
@@ -321,8 +317,12 @@ class DockerBuilder:
         if code != 0:
             return code, tail
         code, tail = run(["/bin/sh", "-c", OFFLINE_BUILD], "build", setup.network)
-        if code == BACKEND_ASKS_MORE:
-            code, tail = run(["/bin/sh", "-c", OFFLINE_BACKEND_REQUIREMENTS], "build-requires", True)
+        asked = (
+            backend_requires((out / BACKEND_REQUIRES).read_text().splitlines()) if code == BACKEND_ASKS_MORE else None
+        )
+        if asked:
+            install = f"{BUILD_ENV}/bin/pip install --quiet --disable-pip-version-check " + shlex.join(asked)
+            code, tail = run(["/bin/sh", "-c", install], "build-requires", True)
             if code != 0:
                 return code, tail
             code, tail = run(["/bin/sh", "-c", OFFLINE_BUILD], "build", setup.network)
