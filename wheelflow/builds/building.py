@@ -213,9 +213,15 @@ def _build(
     if "sdist" in artifacts:
         install_backend_requires(prepared, tree, "sdist", env, log=log, writable=writable)
         _run_build(
-            [*build, "--sdist", str(tree)], env, what=what, home=home, log=log, tree=tree, writable=writable,
+            [*build, "--sdist", str(tree)],
+            env,
+            what=what,
+            home=home,
+            log=log,
+            tree=tree,
+            writable=writable,
             network=network,
-        )  # fmt: skip
+        )
         (sdist,) = outdir.glob("*.tar.gz")
         normalise_sdist(sdist, epoch)
         if "wheel" in artifacts:
