@@ -186,8 +186,7 @@ class LocalBuilder:
                 build_env["PATH"] = f"{cache.wrappers}{os.pathsep}{build_env.get('PATH', '')}"
                 writable += [cache.directory, cache.wrappers]
             install_backend_requires(prepared, copy, "wheel", build_env, log=log, writable=writable)
-            info["sandbox"] = protection_label(protection(), network=setup.network)
-            log(f"cell {cell.name}: sandbox: {info['sandbox']}")
+            log(f"cell {cell.name}: sandbox: {protection_label(protection(), network=setup.network)}")
             # The copy's path is random: compilers record it as "." instead.
             with Progress(f"cell {cell.name}", log) as progress:
                 code, tail = _stream(
