@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import INDEX_PASSWORD, make_project, run_cli
+from conftest import INDEX_PASSWORD, make_project, run_cli, running_with
 
 from wheelflow.core import sandbox
 
@@ -64,6 +64,13 @@ SETUP_PY = (
 )
 
 
+# One cell, built by the Docker builder in the images `wheelflow images` makes.
+DOCKER_MATRIX = (
+    "\n[tool.wheelflow.matrix]\naxes = { python = ['3.11'] }\n"
+    "image = 'wheelflow/builder:py{python}'\nruntime-image = 'wheelflow/runtime:py{python}'\n"
+)
+
+
 class PrebuiltServer:
     """A loopback HTTP server that serves a "prebuilt" file and counts the requests it gets."""
 
@@ -93,19 +100,6 @@ class PrebuiltServer:
         self._httpd.server_close()
 
 
-def _processes_running(script: Path) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    if str(script).encode() in cmdline.read():
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
-
-
 @pytest.mark.skipif(sandbox.protection() != sandbox.BWRAP, reason="bwrap cannot make namespaces here")
 @pytest.mark.case(
     "secret",
@@ -124,10 +118,10 @@ def test_a_hostile_setup_py_finds_no_secret_leaves_no_process_and_ships_no_downl
         project = make_project(tmp_path / "proj", index_url=index.simple_url)
         (project / "setup.py").write_text(SETUP_PY.format(daemon=str(daemon), drop=str(drop), url=prebuilt.url))
         result = run_cli("release", str(project), "--builder", "local", "--json")
-        survivors = _processes_running(daemon)  # right as the release returns: each build's daemon is gone
+        survivors = running_with(str(daemon))  # right as the release returns: each build's daemon is gone
     finally:
         prebuilt.close()
-        for pid in _processes_running(daemon):  # a failing run must not leave the hunt going on
+        for pid in running_with(str(daemon)):  # a failing run must not leave the hunt going on
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -178,10 +172,7 @@ def test_the_docker_builder_compiles_without_network(
         project = make_project(
             tmp_path / "proj",
             index_url=index.simple_url,
-            extra=(
-                "\n[tool.wheelflow.matrix]\naxes = { python = ['3.11'] }\n"
-                "image = 'wheelflow/builder:py{python}'\nruntime-image = 'wheelflow/runtime:py{python}'\n"
-            ),
+            extra=DOCKER_MATRIX,
         )
         (project / "setup.py").write_text(DOWNLOAD_INSTEAD_OF_COMPILE.format(url=prebuilt.url))
         result = run_cli("release", str(project), "--builder", "docker", "--json")
@@ -242,10 +233,7 @@ def test_what_the_backend_asks_for_is_installed_before_the_compile_without_netwo
     extra = ""
     if builder == "docker":
         request.getfixturevalue("docker_images")
-        extra = (
-            "\n[tool.wheelflow.matrix]\naxes = { python = ['3.11'] }\n"
-            "image = 'wheelflow/builder:py{python}'\nruntime-image = 'wheelflow/runtime:py{python}'\n"
-        )
+        extra = DOCKER_MATRIX
     project = make_project(tmp_path / "proj", index_url=index.simple_url, extra=extra)
     pyproject = project / "pyproject.toml"
     pyproject.write_text(

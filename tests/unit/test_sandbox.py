@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import running_with
 
 from wheelflow.core import sandbox
 from wheelflow.core.sandbox import BWRAP, SESSION, run_step_captured
@@ -29,20 +30,6 @@ def _daemon_script(marker: str, ready: Path) -> str:
         f"open({str(ready)!r}, 'w').write(str(d.pid))\n"
         "print('daemon started', flush=True)\n"
     )
-
-
-def _running_with(marker: str) -> list[int]:
-    """Host processes whose command line holds ``marker``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    if marker.encode() in cmdline.read():
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
 
 
 @pytest.mark.case(
@@ -65,7 +52,7 @@ def test_a_setsid_daemon_does_not_outlive_its_step(tmp_path: Path, mode: str) ->
     assert result.code == 0 and not result.timed_out
     assert "daemon started" in output
     assert (tmp_path / "ready").is_file()  # the daemon was started
-    assert _running_with(marker) == []
+    assert running_with(marker) == []
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -85,7 +72,7 @@ def test_a_daemon_that_leaves_the_session_and_keeps_the_marker_is_killed_too(tmp
         [sys.executable, "-c", script], env=dict(os.environ), cwd=tmp_path, timeout=120, mode=mode
     )
     assert result.code == 0
-    assert _running_with(marker) == []
+    assert running_with(marker) == []
 
 
 @needs_bwrap
@@ -182,7 +169,7 @@ def test_a_step_past_its_timeout_is_stopped_with_everything_it_started(tmp_path:
     )
     assert result.timed_out
     assert "waiting" in output
-    assert _running_with(marker) == []
+    assert running_with(marker) == []
 
 
 def test_output_is_passed_line_by_line_with_the_last_unterminated_line(tmp_path: Path) -> None:
@@ -241,5 +228,5 @@ def test_without_namespaces_a_survivor_holding_the_output_pipe_does_not_hold_the
         assert result.code == 0 and not result.timed_out
         assert "main done" in output
     finally:
-        for pid in _running_with(marker):
+        for pid in running_with(marker):
             os.kill(pid, 9)

@@ -209,11 +209,12 @@ def _build(
     env = {**env, **prepared.env}
     writable = [workdir, outdir]
     log(f"sandbox: {protection_label(protection(), network=network)}")
-    epoch = int(env["SOURCE_DATE_EPOCH"])
-    if "sdist" in artifacts:
-        install_backend_requires(prepared, tree, "sdist", env, log=log, writable=writable)
+
+    def run_backend(distribution: str, tree: Path, env: Mapping[str, str]) -> None:
+        """What the backend asks for installed (with network), then pypa/build in the sandbox."""
+        install_backend_requires(prepared, tree, distribution, env, log=log, writable=writable)
         _run_build(
-            [*build, "--sdist", str(tree)],
+            [*build, f"--{distribution}", str(tree)],
             env,
             what=what,
             home=home,
@@ -222,22 +223,16 @@ def _build(
             writable=writable,
             network=network,
         )
+
+    epoch = int(env["SOURCE_DATE_EPOCH"])
+    if "sdist" in artifacts:
+        run_backend("sdist", tree, env)
         (sdist,) = outdir.glob("*.tar.gz")
         normalise_sdist(sdist, epoch)
         if "wheel" in artifacts:
             tree = _unpack_sdist(sdist, workdir / "unpacked")
     if "wheel" in artifacts:
-        install_backend_requires(prepared, tree, "wheel", env, log=log, writable=writable)
-        _run_build(
-            [*build, "--wheel", str(tree)],
-            {**env, **prefix_map_env(str(tree), env)},
-            what=what,
-            home=home,
-            log=log,
-            tree=tree,
-            writable=writable,
-            network=network,
-        )
+        run_backend("wheel", tree, {**env, **prefix_map_env(str(tree), env)})
         for wheel in outdir.glob("*.whl"):
             normalise_wheel(wheel, epoch)
 
