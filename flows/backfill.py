@@ -283,6 +283,7 @@ def build_missing(
         run_label=str(report.flow_run_id),
         source_date_epoch=exported.date_epoch,
         repair=spec.repair,
+        build_network=spec.build_network,
     )
     unbuildable: list[CellOutcome] = []
     buildable: list[Cell] = []

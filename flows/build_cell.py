@@ -73,6 +73,7 @@ def build_cell(
         repair=spec.repair,
         build_requires=spec.build_requires,
         build_isolation=spec.build_isolation,
+        build_network=spec.build_network,
         compiler_cache=spec.compiler_cache != "off",
     )
     build, attempts = build_matrix_cell(chosen, cells[cell], job)

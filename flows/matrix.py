@@ -27,6 +27,7 @@ from wheelflow.core.distributions import Distribution, describe
 from wheelflow.core.errors import BuildError, CellUnbuildable, CheckError, InfrastructureError
 from wheelflow.core.overlap import overlap_builds_and_smokes
 from wheelflow.core.report import CellReport
+from wheelflow.core.sandbox import protection, protection_label
 from wheelflow.flows.context import ReleaseContext, RemoteCells
 from wheelflow.flows.futures import settled
 from wheelflow.index import artifactstore
@@ -59,6 +60,9 @@ def build(ctx: ReleaseContext) -> tuple[list[Distribution], dict[str, str]]:
     kinds = spec.artifacts if spec.matrix is None else tuple(k for k in spec.artifacts if k == "sdist")
     builds_cells = spec.matrix is not None and "wheel" in spec.artifacts
     builder = matrix_builder(ctx) if builds_cells and not ctx.remote else None  # chosen and checked first
+    # what contains the build backends, smoke commands and install checks this machine runs
+    report.sandbox = protection_label(protection(), network=spec.build_network)
+    get_run_logger().info("sandbox: %s", report.sandbox)
     dists: list[Distribution] = []
     if kinds:
         with report.step("built" if spec.matrix is None else "built sdist") as step:
@@ -82,6 +86,9 @@ def judge_cells(ctx: ReleaseContext, outcomes: list[CellOutcome]) -> list[CellOu
     """The report's cell rows from the outcomes; a failed build, then a failed smoke test, fails the release."""
     report, total = ctx.report, len(outcomes)
     report.cells = [cell_row(o) for o in outcomes]
+    in_container = "docker container" + ("" if ctx.spec.build_network else " (the compile without network)")
+    for row in report.cells:  # a container isolates a Docker cell; a remote runner says its own in its log
+        row.sandbox = {"local": report.sandbox, "docker": in_container}.get(report.builder or "")
     built = [o for o in outcomes if o.wheel is not None]
     failed = [o for o in outcomes if o.wheel is None]
     runners = {o.runner for o in outcomes if o.runner}
@@ -170,6 +177,7 @@ def build_cells_here(ctx: ReleaseContext, builder: Builder, sdist: SdistSource |
         repair=spec.repair,
         build_requires=spec.build_requires,
         build_isolation=spec.build_isolation,
+        build_network=spec.build_network,
         compiler_cache=spec.compiler_cache != "off",
         sdist_cell=sdist.cell if sdist else None,
         sdist_project=str(sdist.folder) if sdist else None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from prefect import get_run_logger, task
 
 from wheelflow.builds.buildenv import BuildSetup, build_setup
@@ -54,6 +56,8 @@ def build_release_files(
     from ``source`` (default: the project directory as it is, see ``build_distributions``)."""
     logger = get_run_logger()
     setup, cell_env = release_build_setup(spec)
+    # build.network: the compile reaches the network only when the spec allows it
+    setup = replace(setup or BuildSetup(installer=read_installer_config()), network=spec.build_network)
     result = build_distributions(
         source or spec.project_dir,
         name=spec.name,

@@ -33,6 +33,7 @@ class CellJob:
     repair: RepairOptions | None = None  # the spec's repair step; None: wheels are published as built
     build_requires: tuple[str, ...] = ()  # build.requires, templates over the cell's axes
     build_isolation: bool = True  # build.isolation
+    build_network: bool = False  # build.network
     compiler_cache: bool = True  # build.compiler-cache = "auto"
     sdist_cell: str | None = None  # this cell builds from the unpacked sdist (proving the sdist builds)
     sdist_project: str | None = None
@@ -46,6 +47,7 @@ class CellJob:
             cell,
             compiler_cache=self.compiler_cache,
             installer=read_installer_config(),
+            network=self.build_network,
         )
 
     def source_of(self, cell: Cell) -> tuple[str, str]:

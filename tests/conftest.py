@@ -163,6 +163,21 @@ def git(repo: Path, *args: str, date: str | None = None) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
 
 
+def running_with(text: str) -> list[int]:
+    """This host's processes whose command line holds ``text`` (a marker a test gave a process it
+    expects gone)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    if text.encode() in cmdline.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """The installed `wheelflow` command, as a user runs it."""
     sibling = Path(sys.executable).with_name("wheelflow")  # this interpreter's, even in an unactivated venv

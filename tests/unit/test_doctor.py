@@ -3,6 +3,7 @@ run without either (fakes stand for a worker machine and a Prefect server, which
 
 from __future__ import annotations
 
+from wheelflow.core.sandbox import BWRAP, SESSION
 from wheelflow.ops.doctor import Probes, diagnose, missing
 
 
@@ -16,6 +17,7 @@ def _probes(**changes) -> Probes:
         secret_block_exists=lambda name: True,
         env={"PREFECT_API_URL": "http://127.0.0.1:4200/api", "WHEELFLOW_STAGING_PASSWORD": "x"},
         server=lambda: None,
+        sandbox=lambda: BWRAP,
     )
     return Probes(**{**ready, **changes})
 
@@ -59,3 +61,11 @@ def test_one_pool_when_the_worker_serves_one() -> None:
     findings = diagnose(_probes(pool_exists=lambda name: name == "wheelflow-control"), "wheelflow-gpu")
     (lacking,) = missing(findings)
     assert lacking.check == "work pool wheelflow-gpu" and "prefect work-pool create wheelflow-gpu" in lacking.fix
+
+
+def test_doctor_names_the_protection_build_backends_run_under() -> None:
+    contained = {f.check: f for f in diagnose(_probes())}["sandbox"]
+    assert contained.ok and "bwrap (pid+net namespace)" in contained.line()
+    fallback = {f.check: f for f in diagnose(_probes(sandbox=lambda: SESSION))}["sandbox"]
+    assert not fallback.ok and not fallback.required  # a warning: the session kill still applies
+    assert "session kill only" in fallback.line() and "apt-get install bubblewrap" in fallback.line()

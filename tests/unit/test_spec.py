@@ -158,3 +158,18 @@ def test_typed_values_are_refused_in_one_line_naming_the_nested_key(tmp_path: Pa
     with pytest.raises(SpecError) as err:
         parse_spec({"name": "x", **table}, tmp_path)
     assert str(err.value) == message
+
+
+@pytest.mark.case(
+    "bad input", "build.network that is not a boolean", "one line naming the key and the fix; default: no network"
+)
+def test_build_network_is_a_boolean_off_by_default(tmp_path: Path) -> None:
+    assert load_spec(make_project(tmp_path / "default")).build_network is False
+    allowed = make_project(tmp_path / "allowed", extra="\n[tool.wheelflow.build]\nnetwork = true\n")
+    assert load_spec(allowed).build_network is True
+    wrong = make_project(tmp_path / "wrong", extra='\n[tool.wheelflow.build]\nnetwork = "yes"\n')
+    with pytest.raises(SpecError) as err:
+        load_spec(wrong)
+    assert str(err.value) == (
+        "spec error: tool.wheelflow.build.network: 'yes' is not true or false; fix: write network = true or false"
+    )

@@ -32,7 +32,9 @@ from pathlib import Path
 from wheelflow.config.matrix import Cell, render_template
 from wheelflow.core.errors import BuildError, EnvCreationError
 from wheelflow.core.installerconfig import InstallerConfig
-from wheelflow.core.pyenvs import PyEnv, create_env, find_uv, installer_env
+from wheelflow.core.pyenvs import PyEnv, create_env, installer_env
+from wheelflow.core.redaction import redact
+from wheelflow.core.sandbox import run_step
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,6 +57,7 @@ class BuildSetup:
     pins: tuple[str, ...] = ()  # the cell's pins (matrix build-requires), as constraints
     compiler_cache: bool = True  # build.compiler-cache = "auto"
     installer: InstallerConfig = field(default_factory=InstallerConfig)
+    network: bool = False  # build.network: the compile may reach the network
 
     @property
     def prepared(self) -> bool:
@@ -63,7 +66,13 @@ class BuildSetup:
 
 
 def build_setup(
-    requires: Sequence[str], isolation: bool, cell: Cell | None, *, compiler_cache: bool, installer: InstallerConfig
+    requires: Sequence[str],
+    isolation: bool,
+    cell: Cell | None,
+    *,
+    compiler_cache: bool,
+    installer: InstallerConfig,
+    network: bool = False,
 ) -> BuildSetup:
     """The build environment of ``cell`` (None: a project without a matrix): ``build.requires``
     rendered with its axis values, ``build.isolation``, its pins, and this machine's installer
@@ -75,6 +84,7 @@ def build_setup(
         pins=cell.build_requires if cell is not None else (),
         compiler_cache=compiler_cache,
         installer=installer,
+        network=network,
     )
 
 
@@ -111,16 +121,6 @@ def environment_key(interpreter_identity: str, requirements: Sequence[str], setu
 def _digest(constraint: str) -> str:
     path = Path(constraint)
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else constraint
-
-
-def isolated_frontend(env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
-    """pypa/build's options for an isolated build environment, and ``env`` to run it with: uv fills
-    the environment where present (a fraction of a second; seconds with pip), and pypa/build finds it
-    on PATH; else pip's default and ``env`` as it is."""
-    uv = find_uv()
-    if uv is None:
-        return [], dict(env)
-    return ["--installer", "uv"], {**env, "PATH": f"{Path(uv).parent}{os.pathsep}{env.get('PATH', '')}"}
 
 
 def installer_variables(setup: BuildSetup, pins_folder: Path) -> dict[str, str]:
@@ -176,6 +176,7 @@ class PreparedBuild:
     python: str  # the interpreter that runs ``python -m build --no-isolation``
     env: dict[str, str]  # the installer variables its installs used
     torch: str | None  # the torch it holds, if any
+    environment: PyEnv | None = None  # a fresh one (``setup.isolation``): the backend's own requirements go in
 
 
 def prepared_build(
@@ -191,7 +192,74 @@ def prepared_build(
     with environment_lock(path):
         pyenv, variables = prepare_environment(path, interpreter, requirements, setup, log)
     torch = installed_version(pyenv.python, "torch", {**installer_env(path), **variables})
-    return PreparedBuild(str(pyenv.python), variables, torch)
+    return PreparedBuild(str(pyenv.python), variables, torch, pyenv if setup.isolation else None)
+
+
+#: Asks the backend what it needs besides what is installed (PEP 517's get_requires_for_build_*,
+#: pypa/build's dependency check) without building; run without network (the sandbox, a container
+#: with no network), since the backend runs the project's setup.py to answer. Prints the missing
+#: requirements as JSON after BACKEND_REQUIRES_LINE and exits with BACKEND_ASKS_MORE when there are any.
+BACKEND_REQUIRES_LINE = "wheelflow-backend-requires "
+BACKEND_ASKS_MORE = 42
+BACKEND_REQUIRES_PROBE = (
+    "import json, sys\n"
+    "from build import ProjectBuilder\n"
+    "unmet = sorted({chain[0] for chain in ProjectBuilder(sys.argv[1]).check_dependencies(sys.argv[2])})\n"
+    f"print({BACKEND_REQUIRES_LINE!r} + json.dumps(unmet), flush=True)\n"
+    f"sys.exit({BACKEND_ASKS_MORE} if unmet else 0)\n"
+)
+
+
+def backend_requires(lines: Sequence[str]) -> list[str] | None:
+    """The requirements the probe's output names, or None when it printed no answer."""
+    answers = [line[len(BACKEND_REQUIRES_LINE) :] for line in lines if line.startswith(BACKEND_REQUIRES_LINE)]
+    return json.loads(answers[-1]) if answers else None
+
+
+def install_backend_requires(
+    prepared: PreparedBuild, tree: Path, distribution: str, env: Mapping[str, str], *, log, writable: Sequence[Path]
+) -> None:
+    """Fill a fresh build environment with what the backend asks for ``distribution`` ("wheel" or
+    "sdist") beyond ``[build-system] requires``, as an isolated build would: the backend answers in
+    the sandbox without network, the installer then installs with network, outside it. The compile
+    that follows finds everything it needs without the network."""
+    if prepared.environment is None:
+        return  # a shared environment (isolation = false) is what the spec made it, as with --no-build-isolation
+    lines: list[str] = []
+    done = run_step(
+        [prepared.python, "-c", BACKEND_REQUIRES_PROBE, str(tree), distribution],
+        env=env,
+        cwd=tree,
+        on_line=lines.append,
+        writable=writable,
+        network=False,
+    )
+    asked = backend_requires(lines)
+    if done.code not in (0, BACKEND_ASKS_MORE) or asked is None:
+        for line in lines[-20:]:
+            log(redact(line))  # the backend may print its environment
+        raise BuildError(
+            f"the build backend could not say what it needs to build a {distribution} "
+            f"(exit {done.code}): {(lines[-1] if lines else 'no output')[:200]}; fix: see the build log above",
+            log_tail="\n".join(lines[-40:]),
+        )
+    if not asked:
+        return
+    pyenv = prepared.environment
+    log(f"build environment: installing what the backend asks for: {', '.join(asked)}")
+    installed = subprocess.run(
+        pyenv.install_command(*asked),
+        capture_output=True,
+        text=True,
+        env={**installer_env(pyenv.path), **prepared.env},
+        check=False,
+    )
+    if installed.returncode != 0:
+        last = [line for line in (installed.stderr + installed.stdout).splitlines() if line.strip()]
+        raise BuildError(
+            f"the build environment could not install {', '.join(asked)}: "
+            f"{(last[-1] if last else f'exit {installed.returncode}')[:300]}; fix: check the project's build backend"
+        )
 
 
 def installed_version(python: Path, distribution: str, env: Mapping[str, str]) -> str | None:

@@ -13,7 +13,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -27,8 +26,7 @@ from packaging.utils import canonicalize_name
 from wheelflow import __version__
 from wheelflow.builds.buildenv import (
     BuildSetup,
-    installer_variables,
-    isolated_frontend,
+    install_backend_requires,
     missing_module,
     missing_module_fix,
     prepared_build,
@@ -40,6 +38,7 @@ from wheelflow.core.errors import BuildError
 from wheelflow.core.installerconfig import read_installer_config
 from wheelflow.core.redaction import LineRedactor
 from wheelflow.core.reproducible import normalise_sdist, normalise_wheel, prefix_map_env
+from wheelflow.core.sandbox import protection, protection_label, run_step
 from wheelflow.source.export import Source, prepare_source, source_identity
 
 MANIFEST = "manifest.json"
@@ -134,24 +133,34 @@ def build_fix(tail: deque[str] | list[str], home: Path) -> str:
     return "see the build log above"
 
 
-def _run_build(cmd: list[str], env: Mapping[str, str], *, what: str, home: Path, log: Callable[[str], None]) -> None:
+def _run_build(
+    cmd: list[str],
+    env: Mapping[str, str],
+    *,
+    what: str,
+    home: Path,
+    log: Callable[[str], None],
+    tree: Path,
+    writable: Sequence[Path],
+    network: bool,
+) -> None:
+    """The build frontend in the sandbox (:mod:`wheelflow.core.sandbox`), in ``tree``."""
     log("$ " + " ".join(cmd))
     tail: deque[str] = deque(maxlen=40)
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env), text=True, errors="replace"
-    )
-    assert proc.stdout is not None
     lines = LineRedactor()  # the build may print its environment (passed tokens included), even split up
-    for raw in proc.stdout:
+
+    def on_line(raw: str) -> None:
         for line in lines.feed(raw.rstrip()):
             tail.append(line)
             log(line)
+
+    result = run_step(cmd, env=env, cwd=tree, on_line=on_line, writable=writable, network=network)
     for line in lines.close():
         tail.append(line)
         log(line)
-    if proc.wait() != 0:
+    if result.code != 0:
         raise BuildError(
-            f"build of {what} failed (exit {proc.returncode}): {first_error_line(tail)[:200]}; "
+            f"build of {what} failed (exit {result.code}): {first_error_line(tail)[:200]}; "
             f"fix: {build_fix(tail, home)}",
             log_tail="\n".join(tail),
         )
@@ -174,35 +183,48 @@ def _build(
     unpacked at a known path, which proves the sdist builds and lets compilers drop that path."""
     tree = workdir / "src"
     shutil.copytree(source.path, tree, symlinks=True)
-    build = [sys.executable, "-m", "build", "--outdir", str(outdir)]
-    if setup is not None and setup.prepared:  # build.requires / build.isolation: a setup.py importing torch
-        prepared = prepared_build(
-            tree,
-            sys.executable,
-            f"{sys.version} {sysconfig.get_platform()}",
-            setup,
+    setup = setup or BuildSetup(installer=read_installer_config())
+    network = setup.network
+    # Requirements go into a build environment with network first; the backend then builds in the
+    # sandbox, without network unless build.network allows it (a build.requires / build.isolation
+    # spec prepares the same way, e.g. for a setup.py importing torch).
+    prepared = prepared_build(
+        tree,
+        sys.executable,
+        f"{sys.version} {sysconfig.get_platform()}",
+        setup,
+        home=home,
+        scratch=workdir,
+        log=log,
+    )
+    build = [prepared.python, "-m", "build", "--no-isolation", "--outdir", str(outdir)]
+    env = {**env, **prepared.env}
+    writable = [workdir, outdir]
+    log(f"sandbox: {protection_label(protection(), network=network)}")
+
+    def run_backend(distribution: str, tree: Path, env: Mapping[str, str]) -> None:
+        """What the backend asks for installed (with network), then pypa/build in the sandbox."""
+        install_backend_requires(prepared, tree, distribution, env, log=log, writable=writable)
+        _run_build(
+            [*build, f"--{distribution}", str(tree)],
+            env,
+            what=what,
             home=home,
-            scratch=workdir,
             log=log,
+            tree=tree,
+            writable=writable,
+            network=network,
         )
-        build = [prepared.python, "-m", "build", "--no-isolation", "--outdir", str(outdir)]
-        env = {**env, **prepared.env}
-    else:
-        frontend, env = isolated_frontend(env)
-        if frontend:  # uv fills each isolated environment: with pip's configuration, which uv does not read
-            build += frontend
-            env.update(installer_variables(setup, workdir / ".pins") if setup else read_installer_config().uv_env())
+
     epoch = int(env["SOURCE_DATE_EPOCH"])
     if "sdist" in artifacts:
-        _run_build([*build, "--sdist", str(tree)], env, what=what, home=home, log=log)
+        run_backend("sdist", tree, env)
         (sdist,) = outdir.glob("*.tar.gz")
         normalise_sdist(sdist, epoch)
         if "wheel" in artifacts:
             tree = unpack_sdist(sdist, workdir / "unpacked")  # one line for a hostile member
     if "wheel" in artifacts:
-        _run_build(
-            [*build, "--wheel", str(tree)], {**env, **prefix_map_env(str(tree), env)}, what=what, home=home, log=log
-        )
+        run_backend("wheel", tree, {**env, **prefix_map_env(str(tree), env)})
         for wheel in outdir.glob("*.whl"):
             normalise_wheel(wheel, epoch)
 

@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from wheelflow.adapters.prefect_api import pool_exists, read_variable, secret_block_exists, server_problem
     from wheelflow.builds.builders.docker import daemon_answers
     from wheelflow.core.home import wheelflow_home
+    from wheelflow.core.sandbox import protection
     from wheelflow.ops.doctor import Probes, diagnose, missing
 
     def free_gib() -> float:
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         env=secretenv.environ(),  # the credentials it looks for were taken out of os.environ at the start-over
         # Without PREFECT_API_URL, Prefect would start a throwaway server of its own: nothing to check there.
         server=lambda: server_problem() if os.environ.get("PREFECT_API_URL") else "PREFECT_API_URL is not set",
+        sandbox=protection,
     )
     findings = diagnose(probes, args.pool)
     if args.json:

@@ -567,6 +567,12 @@ class BuildTable(SpecModel):
         "(its requirements and pins), made once with uv and reused by later builds and runs, as "
         "`pip install --no-build-isolation` users build.",
     )
+    network: StrictBool = Field(
+        False,
+        description="false: the build backend (the compile) runs without network, in its own network namespace "
+        "where bubblewrap is available; its requirements are installed before, with network. true: a build that "
+        "must download while it compiles may.",
+    )
     sdist_cell: Annotated[Text, Expect("a cell name", 'write e.g. sdist-cell = "py3.11-torch2.14"')] | None = Field(
         None,
         description="The matrix cell that builds its wheel from the released sdist (proving the sdist "
@@ -771,6 +777,7 @@ class ReleaseSpec:
     repair: RepairOptions | None = None  # None: wheels are published as built
     build_requires: tuple[str, ...] = ()  # build.requires: templates over the matrix axes
     build_isolation: bool = True  # build.isolation
+    build_network: bool = False  # build.network: the compile may reach the network
     sdist_cell: str | None = None  # build.sdist-cell: None = the first cell
     compiler_cache: str = "auto"  # build.compiler-cache
     abi: AbiTable = AbiTable()
@@ -872,6 +879,7 @@ def parse_spec(
         repair=spec.repair.options(),
         build_requires=spec.build.requires,
         build_isolation=spec.build.isolation,
+        build_network=spec.build.network,
         sdist_cell=spec.build.sdist_cell,
         compiler_cache=spec.build.compiler_cache,
         abi=spec.abi,

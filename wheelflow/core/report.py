@@ -56,6 +56,7 @@ class CellReport:
     torch: str | None = None  # the torch the build and the smoke test ran with, when the cell has one
     compiler_cache: str | None = None  # "3 of 4 compiles hit"
     from_sdist: bool = False  # built from the released sdist, not the source tree
+    sandbox: str | None = None  # what contained its build and smoke test (wheelflow.core.sandbox)
 
     def json(self) -> dict[str, Any]:
         return redact_value(
@@ -77,6 +78,7 @@ class CellReport:
                 "torch": self.torch,
                 "compiler_cache": self.compiler_cache,
                 "from_sdist": self.from_sdist,
+                "sandbox": self.sandbox,
             }
         )
 
@@ -97,6 +99,7 @@ class CellReport:
                 "torch": self.torch or "",
                 "built from": "sdist" if self.from_sdist else "source tree",
                 "compiler cache": self.compiler_cache or "",
+                "sandbox": self.sandbox or "",
             }
         )
 
@@ -116,6 +119,7 @@ class ReleaseReport:
     runbook: list[str] = field(default_factory=list)  # what a person must do for files that stayed published
     source: dict[str, Any] | None = None  # what was built: the release commit's export, or a directory
     code: dict[str, str] = field(default_factory=running_wheelflow)  # the wheelflow that ran it
+    sandbox: str | None = None  # what contained the code of the project run here (wheelflow.core.sandbox)
 
     def add(self, check: str, passed: bool, detail: str = "") -> None:
         self.checks.append(Check(check, PASSED if passed else FAILED, detail))
@@ -151,6 +155,7 @@ class ReleaseReport:
                 "runbook": self.runbook,
                 "source": self.source,
                 "wheelflow": self.code,
+                "sandbox": self.sandbox,
             }
         )
 

@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from wheelflow.core.sandbox import BWRAP, protection_label
+
 POOLS = ("wheelflow-control", "wheelflow-gpu")
 CODE_VARIABLES = ("wheelflow_code_repository", "wheelflow_code_ref")
 GIT_TOKEN_BLOCK = "wheelflow-git-token"
@@ -42,6 +44,7 @@ class Probes:
     secret_block_exists: Callable[[str], bool]
     env: Mapping[str, str]
     server: Callable[[], str | None]  # None when the Prefect server answers, else why not
+    sandbox: Callable[[], str]  # what contains build backends here: sandbox.BWRAP or sandbox.SESSION
 
 
 def diagnose(probes: Probes, pool: str | None = None) -> list[Finding]:
@@ -76,6 +79,18 @@ def diagnose(probes: Probes, pool: str | None = None) -> list[Finding]:
             bool(nvcc),
             f"nvcc at {nvcc} (CUDA_HOME {cuda})" if nvcc else "nvcc not on PATH",
             "install the CUDA toolkit and put its bin/ on PATH (only GPU workers build CUDA wheels)",
+            required=False,
+        )
+    )
+    contained = probes.sandbox()
+    findings.append(
+        Finding(
+            "sandbox",
+            contained == BWRAP,
+            f"build backends, smoke commands and install checks run under {protection_label(contained, network=False)}",
+            "install bubblewrap (apt-get install bubblewrap) and let this user make namespaces "
+            "(unprivileged user namespaces, or root with its capabilities); without it a process that leaves "
+            "a build's session and clears its environment can outlive the build",
             required=False,
         )
     )

@@ -15,7 +15,6 @@ import json
 import re
 import shlex
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from wheelflow.core.distributions import parse_filename
 from wheelflow.core.errors import EnvCreationError
 from wheelflow.core.pyenvs import PIP, UV, create_env, installer_env
 from wheelflow.core.redaction import redact, redact_url
+from wheelflow.core.sandbox import run_step_captured
 from wheelflow.index.simple_api import ServedFile
 from wheelflow.proof.verification import InstallResult, pip_failure
 
@@ -134,21 +134,17 @@ def run_install_check(
             else ["--no-deps", "--no-cache", "--verbose"]
         )
         log("$ " + shown)
-        try:
-            proc = subprocess.run(
-                pyenv.install_command(*own, *check.args),
-                capture_output=True,
-                text=True,
-                env=installer_env(),
-                timeout=timeout,
-                cwd=root,
-            )
-        except subprocess.TimeoutExpired:
+        # An installer that finds only the sdist builds it, running the project's setup.py: in the
+        # sandbox, with the network an install needs, writing only its own folder.
+        step, output = run_step_captured(
+            pyenv.install_command(*own, *check.args), env=installer_env(), cwd=root, writable=[root], timeout=timeout
+        )
+        if step.timed_out:
             return InstallResult(False, None, f"{shown} did not finish within {timeout:.0f} s")
-        output = redact((proc.stdout + proc.stderr).strip())
+        output = redact(output.strip())
         chosen = selected_file(check.installer, output, report, name)
         if chosen is not None and not chosen.endswith(".whl"):
-            outcome = "and failed" if proc.returncode != 0 else "and installed that"
+            outcome = "and failed" if step.code != 0 else "and installed that"
             return InstallResult(
                 False,
                 chosen,
@@ -157,7 +153,7 @@ def run_install_check(
                 "or correct the install command",
                 output[-3000:],
             )
-        if proc.returncode != 0:
+        if step.code != 0:
             return InstallResult(False, None, f"{shown} failed: {pip_failure(output)[:300]}", output[-3000:])
         if chosen is None or chosen not in {s.filename for s in served}:
             return InstallResult(

@@ -34,6 +34,7 @@ from wheelflow.core.distributions import parse_filename, sha256_of
 from wheelflow.core.errors import IndexReadError, UsageError
 from wheelflow.core.pyenvs import installer_env
 from wheelflow.core.redaction import redact
+from wheelflow.core.sandbox import protection, protection_label, run_step_captured
 from wheelflow.index.simple_api import (
     READ_TIMEOUT,
     ServedFile,
@@ -433,22 +434,22 @@ def install_and_smoke(
         if not smoke:
             return InstallResult(True, filename, f"installed {filename}", output[-3000:])
         smoke_env = installer_env(venv)
-        log(f"$ {smoke}")
-        try:
-            run = subprocess.run(
-                ["/bin/sh", "-c", smoke], capture_output=True, text=True, env=smoke_env, cwd=root, timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
+        log(f"$ {smoke} (sandbox: {protection_label(protection())})")
+        # Code we do not control: in the sandbox, where nothing it starts outlives it
+        run, smoke_output = run_step_captured(
+            ["/bin/sh", "-c", smoke], env=smoke_env, cwd=root, writable=[root], timeout=timeout
+        )
+        if run.timed_out:
             return InstallResult(False, filename, f"smoke command did not finish within {timeout:.0f} s")
-        smoke_output = redact((run.stdout + run.stderr).strip())  # it may print its environment
+        smoke_output = redact(smoke_output.strip())  # it may print its environment
         for line in smoke_output.splitlines()[-20:]:
             log(line)
-        if run.returncode != 0:
+        if run.code != 0:
             last = smoke_output.splitlines()[-1] if smoke_output else ""
             return InstallResult(
                 False,
                 filename,
-                f"smoke command failed on {filename} (exit {run.returncode}): {last[:300]}",
+                f"smoke command failed on {filename} (exit {run.code}): {last[:300]}",
                 smoke_output[-3000:],
             )
         torch = loaded_torch(python, smoke_env)

@@ -1,6 +1,8 @@
 """The Docker builder: one container per cell, from the cell's pinned image, with the Docker SDK.
 
-The source is mounted read-only and copied inside; the wheel comes out through a bind mount;
+The source is mounted read-only and copied inside; the wheel comes out through a bind mount; the
+requirements are installed by a container with network, and the compile runs in one without
+(``build.network = true`` keeps the image's own isolated build, with network);
 container output is streamed line by line to the task log. Every container carries wheelflow's
 labels, is removed after success, failure or timeout, and ``remove_containers`` clears whatever a
 cancelled run left behind.
@@ -8,13 +10,20 @@ cancelled run left behind.
 
 from __future__ import annotations
 
+import shlex
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wheelflow.builds.buildenv import BuildSetup, requirements_for
+from wheelflow.builds.buildenv import (
+    BACKEND_ASKS_MORE,
+    BACKEND_REQUIRES_PROBE,
+    BuildSetup,
+    backend_requires,
+    requirements_for,
+)
 from wheelflow.builds.builders import FAILED, PASSED, SKIPPED, BatchedLog, Log, SmokeResult, SmokeSetup
 from wheelflow.builds.building import first_error_line
 from wheelflow.builds.repair import RepairedWheel, repair_command, repair_wheel, shown
@@ -27,14 +36,21 @@ from wheelflow.core.redaction import LineRedactor
 from wheelflow.core.reproducible import prefix_map_env
 
 MANAGED_LABEL = "org.wheelflow.managed"
-#: The build when wheelflow prepares its environment: the image's own build-cell script, with the
-#: requirements installed first and pypa/build's isolation off.
-PREPARED_BUILD = (
+# The build in two containers (build.network = false): requirements installed with network into an
+# environment under /out, the compile in a container without network. The second first asks the
+# backend what more it needs and stops with BACKEND_ASKS_MORE, naming it in BACKEND_REQUIRES, when
+# that is not installed yet.
+BUILD_ENV = "/out/.wheelflow-build-env"
+BACKEND_REQUIRES = ".wheelflow-backend-requires"  # in the cell's output folder, /out in the container
+OFFLINE_REQUIREMENTS = (
+    f"set -eu; /opt/wheelflow/bin/python -m venv {BUILD_ENV} && "
+    f"{BUILD_ENV}/bin/pip install --quiet --disable-pip-version-check -r /out/.wheelflow-build-requirements.txt"
+)
+OFFLINE_BUILD = (
     "set -eu; mkdir -p /tmp/src; cd /src && tar --exclude=./.git --exclude=./build --exclude=./dist "
     "--exclude=./.wheelflow -cf - . | tar -C /tmp/src -xf - && "
-    "/opt/wheelflow/bin/pip install --quiet -r /out/.wheelflow-build-requirements.txt && "
-    "rm /out/.wheelflow-build-requirements.txt && "
-    "exec /opt/wheelflow/bin/python -m build --wheel --no-isolation --outdir /out /tmp/src"
+    f"{BUILD_ENV}/bin/python -c {shlex.quote(BACKEND_REQUIRES_PROBE)} /tmp/src wheel > /out/{BACKEND_REQUIRES} && "
+    f"exec {BUILD_ENV}/bin/python -m build --wheel --no-isolation --outdir /out /tmp/src"
 )
 RUN_LABEL = "org.wheelflow.run"
 CELL_LABEL = "org.wheelflow.cell"
@@ -178,8 +194,10 @@ class DockerBuilder:
         log: Log,
         gpu: bool,
         role: str,
+        network: bool = True,
     ) -> tuple[int | None, deque[str]]:
-        """Run a container to completion (None: stopped by the timeout); it is always removed."""
+        """Run a container to completion (None: stopped by the timeout); it is always removed.
+        ``network``: False runs it with no network at all (network_mode "none")."""
         import docker
         import requests
 
@@ -191,7 +209,7 @@ class DockerBuilder:
             environment=dict(env),
             device_requests=device_requests,
             labels={MANAGED_LABEL: "true", CELL_LABEL: cell.name, ROLE_LABEL: role, **labels},
-            network_mode="bridge",
+            network_mode="bridge" if network else "none",
         )
         tail: deque[str] = deque(maxlen=40)
 
@@ -240,13 +258,6 @@ class DockerBuilder:
         setup: BuildSetup | None = None,
     ) -> None:
         setup = setup or BuildSetup()
-        command = ["wheelflow-build-cell"]
-        if setup.prepared:
-            # Each container is a fresh environment: the requirements are installed into the image's
-            # venv, and the build runs there without isolation (build.requires, build.isolation).
-            requirements = out / ".wheelflow-build-requirements.txt"
-            requirements.write_text("\n".join(requirements_for(source, setup)) + "\n")
-            command = ["/bin/sh", "-c", PREPARED_BUILD]
         client = docker_client(timeout=max(60.0, cell.timeout + 30))
         try:
             image = self._image(client, cell)
@@ -264,8 +275,21 @@ class DockerBuilder:
                 build_env["PIP_CONSTRAINT"] = "/out/" + Path(build_env["PIP_CONSTRAINT"]).name
             # Compiling needs no GPU: ask for one only where the runner has it.
             gpu = cell.gpu and gpu_on_runner(client)
-            log(f"cell {cell.name}: building in {cell.image} ({image.short_id}){' with a GPU' if gpu else ''}")
-            code, tail = self._run(client, cell, image, command, volumes, build_env, labels, log, gpu=gpu, role="build")
+            where = f"{cell.image} ({image.short_id}){' with a GPU' if gpu else ''}"
+
+            def run(command: list[str], role: str, network: bool) -> tuple[int | None, deque[str]]:
+                return self._run(
+                    client, cell, image, command, volumes, build_env, labels, log, gpu=gpu, role=role, network=network
+                )
+
+            if setup.network and not setup.prepared:  # build.network = true: the image's own isolated build
+                log(f"cell {cell.name}: building in {where}, with network (build.network)")
+                code, tail = run(["wheelflow-build-cell"], "build", True)
+            else:
+                log(
+                    f"cell {cell.name}: building in {where}; the compile {'with' if setup.network else 'without'} network"
+                )
+                code, tail = self._build_offline(source, out, setup, run)
         finally:
             client.close()
         if code is None:
@@ -278,6 +302,31 @@ class DockerBuilder:
                 f"cell {cell.name}: build failed (exit {code}): {first_error_line(tail)[:200]}",
                 log_tail="\n".join(tail),
             )
+
+    @staticmethod
+    def _build_offline(
+        source: Path, out: Path, setup: BuildSetup, run: Callable[[list[str], str, bool], tuple[int | None, deque[str]]]
+    ) -> tuple[int | None, deque[str]]:
+        """The build requirements installed into an environment under /out by a container with
+        network, then the compile in a container without (network_mode "none", unless build.network
+        = true, with build.requires or isolation = false); what the backend asks
+        for beyond them is installed in between, with network, and the compile tried once more."""
+        requirements = out / ".wheelflow-build-requirements.txt"
+        requirements.write_text("\n".join(requirements_for(source, setup)) + "\n")
+        code, tail = run(["/bin/sh", "-c", OFFLINE_REQUIREMENTS], "build-requires", True)
+        if code != 0:
+            return code, tail
+        code, tail = run(["/bin/sh", "-c", OFFLINE_BUILD], "build", setup.network)
+        asked = (
+            backend_requires((out / BACKEND_REQUIRES).read_text().splitlines()) if code == BACKEND_ASKS_MORE else None
+        )
+        if asked:
+            install = f"{BUILD_ENV}/bin/pip install --quiet --disable-pip-version-check " + shlex.join(asked)
+            code, tail = run(["/bin/sh", "-c", install], "build-requires", True)
+            if code != 0:
+                return code, tail
+            code, tail = run(["/bin/sh", "-c", OFFLINE_BUILD], "build", setup.network)
+        return code, tail
 
     def repair(
         self, cell: Cell, wheel: Path, dest_dir: Path, options: RepairOptions, log: Log, labels: Mapping[str, str]

@@ -5,11 +5,9 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,8 +15,8 @@ from pathlib import Path
 from wheelflow.builds.buildenv import (
     BuildSetup,
     compiler_cache,
+    install_backend_requires,
     installer_variables,
-    isolated_frontend,
     missing_module,
     missing_module_fix,
     prepared_build,
@@ -47,6 +45,7 @@ from wheelflow.core.errors import BuildError, CellUnbuildable, EnvCreationError
 from wheelflow.core.pyenvs import create_env, installer_env
 from wheelflow.core.redaction import LineRedactor
 from wheelflow.core.reproducible import prefix_map_env
+from wheelflow.core.sandbox import SESSION, protection, protection_label, run_step
 from wheelflow.source.export import source_files
 
 
@@ -69,37 +68,47 @@ def gpu_answers() -> bool:
 
 
 def _stream(
-    cmd: list[str], env: Mapping[str, str], cwd: Path, log: Log, timeout: float, progress: Progress | None = None
+    cmd: list[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    log: Log,
+    timeout: float,
+    progress: Progress | None = None,
+    *,
+    writable: Sequence[Path] = (),
+    network: bool = True,
+    mode: str | None = None,
 ) -> tuple[int, deque[str]]:
-    """Run ``cmd``, logging its output in batches; (exit code, last lines). -9 with no signal from
-    outside means the timeout stopped it (``_TIMED_OUT``)."""
+    """Run ``cmd`` in the sandbox (:mod:`wheelflow.core.sandbox`; ``cwd`` and ``writable`` writable),
+    logging its output in batches; (exit code, last lines). ``_TIMED_OUT`` when the timeout stopped it."""
     tail: deque[str] = deque(maxlen=40)
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env), cwd=cwd, text=True, errors="replace"
-    )
-    assert proc.stdout is not None
-    killer = threading.Timer(timeout, proc.kill)  # the output loop would not notice a silent hang
-    killer.start()
+    lines = LineRedactor()  # a build or smoke command may print its environment, even split up
 
-    def emit(line: str) -> None:
-        tail.append(line)
-        batch(line)
-        if progress is not None:
-            progress.line(line)
+    with BatchedLog(log) as batch:
 
-    try:
-        with BatchedLog(log) as batch:
-            lines = LineRedactor()  # a build or smoke command may print its environment, even split up
-            for raw in proc.stdout:
-                for line in lines.feed(raw.rstrip()):
-                    emit(line)
-            for line in lines.close():
+        def emit(line: str) -> None:
+            tail.append(line)
+            batch(line)
+            if progress is not None:
+                progress.line(line)
+
+        def on_line(raw: str) -> None:
+            for line in lines.feed(raw.rstrip()):
                 emit(line)
-        code = proc.wait()
-    finally:
-        timed_out = not killer.is_alive() and proc.returncode == -signal.SIGKILL
-        killer.cancel()
-    return (_TIMED_OUT if timed_out else code), tail
+
+        result = run_step(
+            cmd,
+            env=env,
+            cwd=cwd,
+            on_line=on_line,
+            writable=[cwd, *writable],
+            network=network,
+            timeout=timeout,
+            mode=mode,
+        )
+        for line in lines.close():
+            emit(line)
+    return (_TIMED_OUT if result.timed_out else result.code), tail
 
 
 _TIMED_OUT = -1000
@@ -163,20 +172,21 @@ class LocalBuilder:
         try:
             build_env = child_env(extra=env, pass_env=self.pass_env)
             build_env.update(installer_variables(setup, out / ".installer"))
-            if setup.prepared:
-                prepared = prepared_build(
-                    copy, interpreter, interpreter_identity(interpreter), setup, home=home, scratch=out, log=log
-                )
-                python, frontend = prepared.python, ["--no-isolation"]
-                if prepared.torch:
-                    info["torch"] = prepared.torch
-                    log(f"cell {cell.name}: building against torch {prepared.torch}")
-            else:
-                python = interpreter
-                frontend, build_env = isolated_frontend(build_env)
+            # Requirements go in with network first; the compile then runs without (build.network).
+            prepared = prepared_build(
+                copy, interpreter, interpreter_identity(interpreter), setup, home=home, scratch=out, log=log
+            )
+            python, frontend = prepared.python, ["--no-isolation"]
+            if prepared.torch:
+                info["torch"] = prepared.torch
+                log(f"cell {cell.name}: building against torch {prepared.torch}")
+            writable = [copy, out]
             if cache is not None:
                 build_env.update(cache.env(copy))
                 build_env["PATH"] = f"{cache.wrappers}{os.pathsep}{build_env.get('PATH', '')}"
+                writable += [cache.directory, cache.wrappers]
+            install_backend_requires(prepared, copy, "wheel", build_env, log=log, writable=writable)
+            log(f"cell {cell.name}: sandbox: {protection_label(protection(), network=setup.network)}")
             # The copy's path is random: compilers record it as "." instead.
             with Progress(f"cell {cell.name}", log) as progress:
                 code, tail = _stream(
@@ -186,6 +196,8 @@ class LocalBuilder:
                     log,
                     cell.timeout,
                     progress,
+                    writable=writable,
+                    network=setup.network,
                 )
             if cache is not None:
                 hits, compiles = cache.hit_rate()
@@ -237,7 +249,10 @@ class LocalBuilder:
                 return SmokeResult(FAILED, f"no environment for the smoke test of {wheel.name}: {exc}")
             # the build's installer configuration and the cell's pins: the torch it built against
             env = {**installer_env(pyenv.path), **installer_variables(setup.build, Path(root) / "pins")}
-            code, tail = _stream(pyenv.install_command("--quiet", str(wheel)), env, Path(root), log, cell.timeout)
+            # the installer is ours, not the project's: its own session, and the machine's caches
+            code, tail = _stream(
+                pyenv.install_command("--quiet", str(wheel)), env, Path(root), log, cell.timeout, mode=SESSION
+            )
             if code != 0:
                 return SmokeResult(
                     FAILED, f"{pyenv.installer} install {wheel.name} failed: {first_error_line(tail)[:200]}"
