@@ -33,7 +33,6 @@ from wheelflow.config.matrix import Cell, render_template
 from wheelflow.core.errors import BuildError, EnvCreationError
 from wheelflow.core.installerconfig import InstallerConfig
 from wheelflow.core.pyenvs import PyEnv, create_env, installer_env
-from wheelflow.core.redaction import redact
 from wheelflow.core.sandbox import run_step
 
 if sys.version_info >= (3, 11):
@@ -236,13 +235,14 @@ def install_backend_requires(
     )
     asked = backend_requires(lines)
     if done.code not in (0, BACKEND_ASKS_MORE) or asked is None:
-        for line in lines[-20:]:
-            log(redact(line))  # the backend may print its environment
-        raise BuildError(
-            f"the build backend could not say what it needs to build a {distribution} "
-            f"(exit {done.code}): {(lines[-1] if lines else 'no output')[:200]}; fix: see the build log above",
-            log_tail="\n".join(lines[-40:]),
+        # The backend failed before it could answer: it runs the project's setup.py, which fails the same
+        # way in the build that follows. That build's own error (the compile's first error line, a
+        # missing module and its fix) says more than "could not say what it needs" would.
+        log(
+            f"build environment: the backend could not say what it needs (exit {done.code}); "
+            "building with what [build-system] requires, the build's own error follows if it fails"
         )
+        return
     if not asked:
         return
     pyenv = prepared.environment
