@@ -73,6 +73,21 @@ def _safe_members(sdist: Path, archive: tarfile.TarFile) -> list[tarfile.TarInfo
     return members
 
 
+def sdist_version(sdist: Path) -> str | None:
+    """The version an sdist's PKG-INFO states (None when it has none), read without unpacking it."""
+    import email
+
+    try:
+        with tarfile.open(sdist, "r:gz") as archive:
+            for member in archive:
+                if member.isfile() and len(PurePosixPath(member.name).parts) == 2 and member.name.endswith("/PKG-INFO"):
+                    handle = archive.extractfile(member)
+                    return email.message_from_binary_file(handle)["Version"] if handle else None
+    except (tarfile.TarError, zlib.error, EOFError) as exc:
+        raise BuildError(f"{sdist.name} cannot be read as a .tar.gz ({exc}); fix: rebuild the sdist") from None
+    return None
+
+
 def missing_from_sdist(project: Path, unpacked: Path, tracked: list[str]) -> list[str]:
     """The project's tracked files the sdist lacks, sources a compile reads first (headers, kernels)."""
     missing = [

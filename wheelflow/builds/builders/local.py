@@ -13,13 +13,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from wheelflow.builds.buildenv import (
+    NO_COMPILER_CACHE_FIX,
     BuildSetup,
     compiler_cache,
     install_backend_requires,
     installer_variables,
     missing_module,
     missing_module_fix,
+    planned_version,
     prepared_build,
+    refuse_other_version,
     write_build_info,
 )
 from wheelflow.builds.builders import (
@@ -187,6 +190,13 @@ class LocalBuilder:
                 writable += [cache.directory, cache.wrappers]
             install_backend_requires(prepared, copy, "wheel", build_env, log=log, writable=writable)
             log(f"cell {cell.name}: sandbox: {protection_label(protection(), network=setup.network)}")
+            if env.get("WHEELFLOW_VERSION"):  # a mismatch is refused in seconds, not after the compile
+                planned = planned_version(
+                    python, copy, build_env, scratch=out, log=log, writable=writable, network=setup.network
+                )
+                refuse_other_version(planned, env["WHEELFLOW_VERSION"], f"cell {cell.name}")
+                if planned:
+                    log(f"cell {cell.name}: the build will produce version {planned}")
             # The copy's path is random: compilers record it as "." instead.
             with Progress(f"cell {cell.name}", log) as progress:
                 code, tail = _stream(
