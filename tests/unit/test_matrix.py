@@ -238,6 +238,20 @@ def test_many_failed_cells_are_one_short_line_grouped_by_error() -> None:
     assert len(line) <= SUMMARY_LIMIT and line.endswith("…")
 
 
+def test_a_shortened_summary_cuts_the_detail_and_keeps_every_fix_whole() -> None:
+    from wheelflow.builds.cells import SUMMARY_LIMIT, summarize_failures
+
+    fix = 'fix: include them in the sdist (MANIFEST.in, e.g. "include csrc/*.h"), or drop "sdist" from artifacts'
+    sdist = f"cell c1: pkg-1.0.tar.gz does not build: the sdist lacks {'csrc/kernel.cuh, ' * 30}csrc/a.h ({'y' * 200}); {fix}"
+    other = "cell c2: build failed (exit 1): " + "z" * 300 + "; fix: see the build log above"
+    line = summarize_failures([("c1", sdist), ("c2", other)], 2)
+    assert len(line) <= SUMMARY_LIMIT
+    assert line.startswith("2 of 2 cells failed: c1: pkg-1.0.tar.gz does not build: the sdist lacks csrc/kernel.cuh")
+    assert f"…; {fix}" in line
+    assert line.endswith("; fix: see the build log above") or line.endswith("1 more error(s) in the report")
+    assert "…" not in line.split("; fix: ")[-1]
+
+
 def _huge_matrix_project(root) -> None:
     """A project whose matrix has four axes of 100 values: 100⁴ = 10⁸ combinations."""
     root.mkdir(parents=True, exist_ok=True)

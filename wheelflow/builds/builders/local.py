@@ -117,6 +117,11 @@ def _stream(
 _TIMED_OUT = -1000
 
 
+def _compiled(out: Path) -> bool:
+    """The build left a platform wheel: something was compiled."""
+    return any(not wheel.name.endswith("-any.whl") for wheel in out.glob("*.whl"))
+
+
 # Asked once per interpreter and process, not once per cell: a 500-cell matrix has one or a few
 # interpreters, and each question is an interpreter start (~50 ms).
 @functools.cache
@@ -209,6 +214,8 @@ class LocalBuilder:
                     writable=writable,
                     network=setup.network,
                 )
+            if cache is None and setup.compiler_cache and code == 0 and _compiled(out):
+                log(f"cell {cell.name}: compiled without a compiler cache (no ccache on PATH); {NO_COMPILER_CACHE_FIX}")
             if cache is not None:
                 hits, compiles = cache.hit_rate()
                 if compiles:
