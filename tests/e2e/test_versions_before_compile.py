@@ -131,3 +131,32 @@ def test_a_cell_is_refused_before_it_compiles_and_names_the_version_it_would_bui
         "re-tags 1.2.0"
     )
     assert not any(COMPILING in line for line in log)
+
+
+@pytest.mark.case(
+    "bad input",
+    "wheelflow release of a post-release tag over a build that stamps the version file's version",
+    "refused when the sdist is built, before any wheel, in one line with the fix (exit 1)",
+)
+def test_a_release_of_a_re_tag_is_refused_at_the_sdist_before_any_wheel(
+    tmp_path: Path, home: Path, index, index_credentials, prefect_api
+) -> None:
+    import json
+
+    from conftest import git, make_project, run_cli
+
+    project = make_project(tmp_path / "proj", version="1.2.0", index_url=index.simple_url)
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "release")
+    git(project, "tag", "v1.2.0.post2")
+    result = run_cli("release", str(project), "--json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert report["error"].startswith(
+        "sdist tiny_pkg-1.2.0.tar.gz: its PKG-INFO says version 1.2.0, the release is 1.2.0.post2; the release "
+        "1.2.0.post2 re-tags 1.2.0"
+    )
+    assert "fix: make the build stamp WHEELFLOW_RELEASE_VERSION" in report["error"]
+    assert "Traceback" not in result.stderr
+    assert list(home.rglob("*.whl")) == [] and list(index.packages.iterdir()) == []
