@@ -160,3 +160,52 @@ def test_a_release_of_a_re_tag_is_refused_at_the_sdist_before_any_wheel(
     assert "fix: make the build stamp WHEELFLOW_RELEASE_VERSION" in report["error"]
     assert "Traceback" not in result.stderr
     assert list(home.rglob("*.whl")) == [] and list(index.packages.iterdir()) == []
+
+
+@pytest.mark.case(
+    "bad input",
+    "a Docker cell whose build would stamp another version",
+    "refused in its container before the compile, naming both versions",
+)
+def test_a_docker_cell_is_refused_before_it_compiles(tmp_path: Path, home: Path, docker_images) -> None:
+    from wheelflow.builds.builders.docker import DockerBuilder
+
+    project = version_file_project(tmp_path / "p", stamps_release_version=False)
+    log: list[str] = []
+    with pytest.raises(BuildError) as refused:
+        build_cell_wheel(
+            DockerBuilder(),
+            Cell("c1", {"python": "3.11"}, image="wheelflow/builder:py3.11", runtime_image="wheelflow/runtime:py3.11"),
+            project=project,
+            source_digest="tree-1",
+            name="retag-pkg",
+            version="1.2.0.post2",
+            build_env={},
+            home=home,
+            log=log.append,
+            labels={},
+        )
+    assert str(refused.value).startswith("cell c1: the build would produce version 1.2.0, the release is 1.2.0.post2")
+    assert not any(COMPILING in line for line in log)
+
+
+def test_a_docker_cell_that_stamps_the_release_version_builds(tmp_path: Path, home: Path, docker_images) -> None:
+    from wheelflow.builds.builders.docker import DockerBuilder
+
+    project = version_file_project(tmp_path / "p", stamps_release_version=True)
+    log: list[str] = []
+    built = build_cell_wheel(
+        DockerBuilder(),
+        Cell("c1", {"python": "3.11"}, image="wheelflow/builder:py3.11", runtime_image="wheelflow/runtime:py3.11"),
+        project=project,
+        source_digest="tree-1",
+        name="retag-pkg",
+        version="1.2.0.post2",
+        build_env={},
+        home=home,
+        log=log.append,
+        labels={},
+    )
+    assert built.wheel.filename == "retag_pkg-1.2.0.post2-py3-none-any.whl"
+    assert any(COMPILING in line for line in log)
+    assert not (built.wheel.path.parent / ".wheelflow-planned-version").exists()

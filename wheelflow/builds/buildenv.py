@@ -272,7 +272,10 @@ def install_backend_requires(
 #: prepare_metadata_for_build_wheel (pypa/build's ProjectBuilder.prepare; setuptools runs setup.py's
 #: metadata step only). Prints the version after PLANNED_VERSION_LINE; prints nothing when the backend
 #: has no such hook (a fallback would build the wheel, which is what this check must not wait for).
+#: Given a third argument (the wanted version), it exits with PLANNED_OTHER when the two differ: a
+#: container stops there, before the compile, and the builder reads the line to say why.
 PLANNED_VERSION_LINE = "wheelflow-planned-version "
+PLANNED_OTHER = 43
 PLANNED_VERSION_PROBE = (
     "import email, os, sys\n"
     "from build import ProjectBuilder\n"
@@ -281,7 +284,16 @@ PLANNED_VERSION_PROBE = (
     "with open(os.path.join(path, 'METADATA'), 'rb') as handle:\n"
     "    version = email.message_from_binary_file(handle)['Version']\n"
     f"print({PLANNED_VERSION_LINE!r} + str(version), flush=True)\n"
+    "if len(sys.argv) > 3 and sys.argv[3]:\n"
+    "    from packaging.version import Version\n"
+    f"    sys.exit({PLANNED_OTHER} if Version(str(version)) != Version(sys.argv[3]) else 0)\n"
 )
+
+
+def planned_line(lines: Sequence[str]) -> str | None:
+    """The version the probe's output names, or None when it printed none."""
+    said = [line[len(PLANNED_VERSION_LINE) :].strip() for line in lines if line.startswith(PLANNED_VERSION_LINE)]
+    return said[-1] if said else None
 
 
 def planned_version(
@@ -303,15 +315,15 @@ def planned_version(
         )
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    said = [line[len(PLANNED_VERSION_LINE) :].strip() for line in lines if line.startswith(PLANNED_VERSION_LINE)]
-    if done.code != 0 or not said:
+    said = planned_line(lines)
+    if done.code != 0 or said is None:
         log(
             "the build backend did not say its version before the build"
             + (f" (exit {done.code}: {redact(lines[-1])[:200]})" if done.code != 0 and lines else "")
             + "; the built files are checked instead"
         )
         return None
-    return said[-1]
+    return said
 
 
 def refuse_other_version(
