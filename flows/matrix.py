@@ -183,12 +183,20 @@ def build_cells_here(ctx: ReleaseContext, builder: Builder, sdist: SdistSource |
         sdist_project=str(sdist.folder) if sdist else None,
         sdist_digest=f"sdist-{sdist.dist.sha256}" if sdist else None,
     )
+    started: dict[str, float] = {}  # a failed build's row says how long it ran too
+
+    def start_build(runner: ThreadPoolTaskRunner, cell: Cell) -> Any:
+        started[cell.name] = time.monotonic()
+        return runner.submit(build_matrix_cell, {"builder": builder, "cell": cell, "job": job})
+
     with ThreadPoolTaskRunner(max_workers=matrix.concurrency) as runner:
         outcomes = overlap_builds_and_smokes(
             matrix.cells,
             matrix.concurrency,
-            build=lambda cell: runner.submit(build_matrix_cell, {"builder": builder, "cell": cell, "job": job}),
-            built=lambda cell, future: built_outcome(cell, future, image_of(builder, cell)),
+            build=lambda cell: start_build(runner, cell),
+            built=lambda cell, future: built_outcome(
+                cell, future, image_of(builder, cell), time.monotonic() - started[cell.name]
+            ),
             ok=lambda outcome: outcome.wheel is not None,
             smoke=lambda outcome: runner.submit(
                 smoke_matrix_cell,
@@ -251,11 +259,13 @@ def preflight(builder: Builder, cells: tuple[Cell, ...], ctx: ReleaseContext) ->
             raise BuildError(f"cell {cell.name} cannot be built by the {builder.kind} builder: {exc}") from None
 
 
-def built_outcome(cell: Cell, future: Any, image: str | None) -> CellOutcome:
+def built_outcome(cell: Cell, future: Any, image: str | None, elapsed: float = 0.0) -> CellOutcome:
+    """``elapsed``: the seconds since the build was submitted, the duration of a build that failed."""
     outcome, failure = settled(future, lambda message: BuildError(message or "the build did not complete"))
     if failure is not None:
         # The attempt count travels with the error: the server records task states a moment later.
-        return CellOutcome(cell, error=str(failure), attempts=getattr(failure, "attempts", None) or 1, image=image)
+        attempts = getattr(failure, "attempts", None) or 1
+        return CellOutcome(cell, error=str(failure), attempts=attempts, image=image, duration=elapsed)
     build, attempts = outcome
     return CellOutcome(
         cell,

@@ -181,3 +181,20 @@ def test_bad_build_keys_are_refused_naming_the_key(tmp_path: Path, build: dict, 
     with pytest.raises(SpecError) as raised:
         parse_spec({"name": "x", "matrix": MATRIX, "build": build}, tmp_path)
     assert message in str(raised.value)
+
+
+def test_missing_files_are_named_headers_then_kernels_then_python_then_the_rest(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    tracked = ["MANIFEST.in", "a_helpers.py", "csrc/attn.cu", "csrc/zz.cuh", "csrc/ops.cpp", "include/api.h"]
+    for name in tracked:
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("x")
+    unpacked = unpack_sdist(_sdist(tmp_path / "ext-1.0.tar.gz", {"ext-1.0/setup.py": "x"}), tmp_path / "unpacked")
+    assert missing_from_sdist(project, unpacked, tracked) == [
+        "csrc/zz.cuh",
+        "include/api.h",
+        "csrc/attn.cu",
+        "csrc/ops.cpp",
+        "a_helpers.py",
+        "MANIFEST.in",
+    ]

@@ -2,14 +2,24 @@
 and a spec reference that says what wheelflow.schema.json says.
 
 No servers and no wheelflow import: files are read and the reference is rendered by
-tools/spec_reference.py, loaded from the repository by path.
+tools/spec_reference.py, loaded from the repository by path. The TOML blocks are validated by
+wheelflow's spec loader in one child interpreter (what ``wheelflow matrix --spec FILE`` loads).
+
+Every ```toml block of every page is parsed. One that holds a ``[tool.wheelflow]`` table, or is a
+standalone spec (no ``[tool]`` table), is a spec and must load. A block shown on purpose as what
+wheelflow refuses says so on the line right above its fence: ``<!-- not a valid spec: WHY -->``
+(it must then fail to load, so that the marker cannot go stale).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from types import ModuleType
 
@@ -139,3 +149,84 @@ def test_every_relative_link_leads_somewhere(page: Path) -> None:
         elif anchor and destination.suffix == ".md" and anchor not in anchors(destination):
             broken.append(f"{target}: no heading with anchor #{anchor} in {destination.name}")
     assert broken == [], f"{page.relative_to(REPO)}: broken links: {broken}"
+
+
+# -- TOML blocks ---------------------------------------------------------------------------------------
+
+TOML_FENCE = re.compile(r"^\s{0,3}```toml\s*$")
+COUNTER_EXAMPLE = re.compile(r"^\s*<!--\s*not a valid spec:.*-->\s*$")
+
+
+def toml_blocks() -> list[tuple[str, str, bool]]:
+    """(page:line, text, marked as a counter-example) of every ```toml block of every page."""
+    blocks = []
+    for page in pages():
+        lines = page.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines):
+            if not TOML_FENCE.match(line):
+                continue
+            end = next(n for n in range(number + 1, len(lines)) if FENCE.match(lines[n]))
+            marked = number > 0 and bool(COUNTER_EXAMPLE.match(lines[number - 1]))
+            name = f"{page.relative_to(REPO).as_posix()}:{number + 1}"
+            blocks.append((name, "\n".join(lines[number + 1 : end]) + "\n", marked))
+    return blocks
+
+
+#: Loads each block as wheelflow loads a spec file; prints {block: error or null}, "not a spec" for
+#: TOML that holds no spec (a [tool] table without wheelflow's).
+VALIDATE = textwrap.dedent("""
+    import json, sys, tempfile
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    from pathlib import Path
+    from wheelflow.config.spec import load_spec
+    verdicts = {}
+    with tempfile.TemporaryDirectory() as folder:
+        project = Path(folder)
+        (project / "pyproject.toml").write_text('[project]\\nname = "docs-example"\\n')
+        for name, text in json.load(sys.stdin).items():
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
+                verdicts[name] = f"invalid TOML: {exc}"
+                continue
+            if "tool" in data and "wheelflow" not in data["tool"]:
+                verdicts[name] = "not a spec"
+                continue
+            spec_file = project / "spec.toml"
+            spec_file.write_text(text)
+            try:
+                load_spec(project, spec_file, project_files=False)
+                verdicts[name] = None
+            except Exception as exc:
+                verdicts[name] = str(exc)
+    print(json.dumps(verdicts))
+""")
+
+
+@functools.cache
+def spec_verdicts() -> dict[str, str | None]:
+    blocks = {name: text for name, text, _ in toml_blocks()}
+    done = subprocess.run(
+        [sys.executable, "-c", VALIDATE], input=json.dumps(blocks), capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_every_page_with_toml_is_covered() -> None:
+    covered = {name.rsplit(":", 1)[0] for name, _, _ in toml_blocks()}
+    with_toml = {p.relative_to(REPO).as_posix() for p in pages() if "```toml" in p.read_text(encoding="utf-8")}
+    assert covered == with_toml and "docs/abi-backfill-upstream.md" in covered
+
+
+@pytest.mark.parametrize(("name", "text", "marked"), toml_blocks(), ids=[b[0] for b in toml_blocks()])
+def test_every_toml_block_parses_and_every_spec_in_it_loads(name: str, text: str, marked: bool) -> None:
+    verdict = spec_verdicts()[name]
+    assert not (verdict or "").startswith("invalid TOML"), f"{name}: {verdict}"
+    if marked:
+        assert verdict not in (None, "not a spec"), f"{name} is marked as a counter-example but loads"
+    else:
+        assert verdict in (None, "not a spec"), f"{name}: {verdict}"

@@ -53,7 +53,10 @@ def test_a_machine_without_git_disk_or_server_says_so_and_stops_before_server_ch
     warnings = [f.line() for f in findings if not f.ok and not f.required]
     assert warnings == [
         "warning: CUDA toolkit: nvcc not on PATH; fix: install the CUDA toolkit and put its bin/ on "
-        "PATH (only GPU workers build CUDA wheels)"
+        "PATH (only GPU workers build CUDA wheels)",
+        "warning: compiler cache: ccache not on PATH: every build compiles every file again; fix: install "
+        "ccache (apt-get install ccache) on the machines that compile; the local builder then compiles C, C++ "
+        'and nvcc through it ([tool.wheelflow.build] compiler-cache = "auto")',
     ]
 
 
@@ -69,3 +72,8 @@ def test_doctor_names_the_protection_build_backends_run_under() -> None:
     fallback = {f.check: f for f in diagnose(_probes(sandbox=lambda: SESSION))}["sandbox"]
     assert not fallback.ok and not fallback.required  # a warning: the session kill still applies
     assert "session kill only" in fallback.line() and "apt-get install bubblewrap" in fallback.line()
+
+
+def test_doctor_says_whether_a_compiler_cache_is_there() -> None:
+    there = {f.check: f for f in diagnose(_probes())}["compiler cache"]
+    assert there.ok and there.detail.startswith("ccache at /usr/bin/ccache")

@@ -238,6 +238,20 @@ def test_many_failed_cells_are_one_short_line_grouped_by_error() -> None:
     assert len(line) <= SUMMARY_LIMIT and line.endswith("…")
 
 
+def test_a_shortened_summary_cuts_the_detail_and_keeps_every_fix_whole() -> None:
+    from wheelflow.builds.cells import SUMMARY_LIMIT, summarize_failures
+
+    fix = 'fix: include them in the sdist (MANIFEST.in, e.g. "include csrc/*.h"), or drop "sdist" from artifacts'
+    sdist = f"cell c1: pkg-1.0.tar.gz does not build: the sdist lacks {'csrc/kernel.cuh, ' * 30}csrc/a.h ({'y' * 200}); {fix}"
+    other = "cell c2: build failed (exit 1): " + "z" * 300 + "; fix: see the build log above"
+    line = summarize_failures([("c1", sdist), ("c2", other)], 2)
+    assert len(line) <= SUMMARY_LIMIT
+    assert line.startswith("2 of 2 cells failed: c1: pkg-1.0.tar.gz does not build: the sdist lacks csrc/kernel.cuh")
+    assert f"…; {fix}" in line
+    assert line.endswith("; fix: see the build log above") or line.endswith("1 more error(s) in the report")
+    assert "…" not in line.split("; fix: ")[-1]
+
+
 def _huge_matrix_project(root) -> None:
     """A project whose matrix has four axes of 100 values: 100⁴ = 10⁸ combinations."""
     root.mkdir(parents=True, exist_ok=True)
@@ -309,3 +323,48 @@ def test_a_huge_matrix_is_refused_in_constant_memory(command: str, tmp_path) -> 
     assert len(lines) == 1 and "more than max-cells (256)" in lines[0], result.stderr
     if "--json" in words:
         assert json.loads(result.stdout)["error"] in lines[0]
+
+
+def test_the_cli_cell_table_has_the_columns_the_docs_describe() -> None:
+    from wheelflow.cli.release import CELL_COLUMNS, cell_columns
+    from wheelflow.core.report import CellReport
+
+    docs = (REPO / "docs" / "matrix-and-builders.md").read_text()
+    for column in ("torch", "built from", "compiler cache"):
+        assert f"cell table's `{column}` column" in docs
+        assert column in CELL_COLUMNS
+    row = CellReport("c1", state="built", wheel="p-1.0-cp311-cp311-linux_x86_64.whl", duration=42.04)
+    row.torch, row.from_sdist, row.compiler_cache, row.smoke = "2.14.1+cu130", True, "1 of 2 compiles hit", "passed"
+    assert dict(zip(CELL_COLUMNS, cell_columns(row.json()))) == {
+        "cell": "c1",
+        "wheel": "p-1.0-cp311-cp311-linux_x86_64.whl",
+        "state": "built",
+        "duration": "42.0 s",
+        "smoke": "passed",
+        "torch": "2.14.1+cu130",
+        "built from": "sdist",
+        "compiler cache": "1 of 2 compiles hit",
+    }
+
+
+def test_a_failed_cell_reports_how_long_its_build_ran() -> None:
+    from wheelflow.config.matrix import Cell
+    from wheelflow.flows.matrix import built_outcome
+
+    class FailedState:
+        message = "failed"
+
+        def result(self, raise_on_failure: bool = True):
+            return RuntimeError("cell c1: the sdist lacks csrc/a.h")
+
+        def is_completed(self) -> bool:
+            return False
+
+    class FailedFuture:  # a Prefect future whose task raised (no task runs here)
+        state = FailedState()
+
+        def wait(self) -> None:
+            pass
+
+    outcome = built_outcome(Cell("c1", {}), FailedFuture(), None, 61.5)
+    assert outcome.wheel is None and outcome.duration == 61.5

@@ -29,6 +29,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.version import InvalidVersion, Version
+
 from wheelflow.config.matrix import Cell, render_template
 from wheelflow.core.errors import BuildError, EnvCreationError
 from wheelflow.core.installerconfig import InstallerConfig
@@ -45,6 +47,10 @@ LEGACY_REQUIRES = ("setuptools>=40.8.0",)
 BUILD_INFO = ".wheelflow-build.json"  # written next to the wheel: what the build ran with
 COMPILERS = ("cc", "gcc", "c++", "g++", "clang", "clang++")
 NVCC = Path("/usr/local/cuda/bin/nvcc")
+NO_COMPILER_CACHE_FIX = (
+    "fix: install ccache (apt-get install ccache) on the machines that compile; the local builder then compiles "
+    'C, C++ and nvcc through it ([tool.wheelflow.build] compiler-cache = "auto")'
+)
 
 
 @dataclass(frozen=True)
@@ -260,6 +266,90 @@ def install_backend_requires(
             f"the build environment could not install {', '.join(asked)}: "
             f"{(last[-1] if last else f'exit {installed.returncode}')[:300]}; fix: check the project's build backend"
         )
+
+
+#: Asks the backend which version the wheel build will produce, without compiling: PEP 517's
+#: prepare_metadata_for_build_wheel (pypa/build's ProjectBuilder.prepare; setuptools runs setup.py's
+#: metadata step only). Prints the version after PLANNED_VERSION_LINE; prints nothing when the backend
+#: has no such hook (a fallback would build the wheel, which is what this check must not wait for).
+#: Given a third argument (the wanted version), it exits with PLANNED_OTHER when the two differ: a
+#: container stops there, before the compile, and the builder reads the line to say why.
+PLANNED_VERSION_LINE = "wheelflow-planned-version "
+PLANNED_OTHER = 43
+PLANNED_VERSION_PROBE = (
+    "import email, os, sys\n"
+    "from build import ProjectBuilder\n"
+    "path = ProjectBuilder(sys.argv[1]).prepare('wheel', sys.argv[2])\n"
+    "if path is None: sys.exit(0)\n"
+    "with open(os.path.join(path, 'METADATA'), 'rb') as handle:\n"
+    "    version = email.message_from_binary_file(handle)['Version']\n"
+    f"print({PLANNED_VERSION_LINE!r} + str(version), flush=True)\n"
+    "if len(sys.argv) > 3 and sys.argv[3]:\n"
+    "    from packaging.version import Version\n"
+    f"    sys.exit({PLANNED_OTHER} if Version(str(version)) != Version(sys.argv[3]) else 0)\n"
+)
+
+
+def planned_line(lines: Sequence[str]) -> str | None:
+    """The version the probe's output names, or None when it printed none."""
+    said = [line[len(PLANNED_VERSION_LINE) :].strip() for line in lines if line.startswith(PLANNED_VERSION_LINE)]
+    return said[-1] if said else None
+
+
+def planned_version(
+    python: str, tree: Path, env: Mapping[str, str], *, scratch: Path, log, writable: Sequence[Path], network: bool
+) -> str | None:
+    """The version a wheel build of ``tree`` will produce, read from the backend's metadata hook in
+    the sandbox before anything compiles; None when the backend cannot say (no hook, or the hook
+    failed: the build then fails with its own error, and the built files are checked as before)."""
+    out = Path(tempfile.mkdtemp(prefix=".planned-metadata-", dir=scratch))
+    lines: list[str] = []
+    try:
+        done = run_step(
+            [python, "-c", PLANNED_VERSION_PROBE, str(tree), str(out)],
+            env=env,
+            cwd=tree,
+            on_line=lines.append,
+            writable=[*writable, out],
+            network=network,
+        )
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    said = planned_line(lines)
+    if done.code != 0 or said is None:
+        log(
+            "the build backend did not say its version before the build"
+            + (f" (exit {done.code}: {redact(lines[-1])[:200]})" if done.code != 0 and lines else "")
+            + "; the built files are checked instead"
+        )
+        return None
+    return said
+
+
+def refuse_other_version(
+    planned: str | None, wanted: str, what: str, said: str = "the build would produce version"
+) -> None:
+    """A build that would produce another version than the release's is refused before it compiles,
+    in one line naming both and the fix. A post-release re-tag (release 1.2.0.post2 over a build that
+    stamps its version file's 1.2.0) is refused the same way: its files must carry the tag's version."""
+    if planned is None:
+        return
+    try:
+        if Version(planned) == Version(wanted):
+            return
+        retag = Version(wanted).post is not None and Version(planned) == Version(Version(wanted).base_version)
+    except InvalidVersion:
+        retag = False
+    how = (
+        f"the release {wanted} re-tags {planned}, and its files must carry {wanted} (an index never takes a "
+        f"filename twice); fix: make the build stamp WHEELFLOW_RELEASE_VERSION (e.g. in setup.py, "
+        f'version=os.environ.get("WHEELFLOW_RELEASE_VERSION", <the file\'s version>)), or release {planned} '
+        "from its own tag"
+        if retag
+        else "fix: make the build read WHEELFLOW_RELEASE_VERSION, or make the tag, the version file and "
+        "--version say what the build stamps"
+    )
+    raise BuildError(f"{what}: {said} {planned}, the release is {wanted}; {how}")
 
 
 def installed_version(python: Path, distribution: str, env: Mapping[str, str]) -> str | None:

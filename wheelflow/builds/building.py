@@ -29,9 +29,11 @@ from wheelflow.builds.buildenv import (
     install_backend_requires,
     missing_module,
     missing_module_fix,
+    planned_version,
     prepared_build,
+    refuse_other_version,
 )
-from wheelflow.builds.sdists import unpack_sdist
+from wheelflow.builds.sdists import sdist_version, unpack_sdist
 from wheelflow.core.childenv import child_env
 from wheelflow.core.distributions import Distribution, describe, sha256_of
 from wheelflow.core.errors import BuildError
@@ -174,6 +176,7 @@ def _build(
     env: dict[str, str],
     *,
     what: str,
+    version: str,
     home: Path,
     log: Callable[[str], None],
     setup: BuildSetup | None = None,
@@ -203,8 +206,14 @@ def _build(
     log(f"sandbox: {protection_label(protection(), network=network)}")
 
     def run_backend(distribution: str, tree: Path, env: Mapping[str, str]) -> None:
-        """What the backend asks for installed (with network), then pypa/build in the sandbox."""
+        """What the backend asks for installed (with network), then pypa/build in the sandbox; a wheel
+        build that would produce another version than the release's is refused before it compiles."""
         install_backend_requires(prepared, tree, distribution, env, log=log, writable=writable)
+        if distribution == "wheel":
+            planned = planned_version(
+                prepared.python, tree, env, scratch=workdir, log=log, writable=writable, network=network
+            )
+            refuse_other_version(planned, version, what)
         _run_build(
             [*build, f"--{distribution}", str(tree)],
             env,
@@ -220,6 +229,8 @@ def _build(
     if "sdist" in artifacts:
         run_backend("sdist", tree, env)
         (sdist,) = outdir.glob("*.tar.gz")
+        # checked like the wheels, and before any of them compiles
+        refuse_other_version(sdist_version(sdist), version, f"sdist {sdist.name}", "its PKG-INFO says version")
         normalise_sdist(sdist, epoch)
         if "wheel" in artifacts:
             tree = unpack_sdist(sdist, workdir / "unpacked")  # one line for a hostile member
@@ -275,7 +286,16 @@ def build_distributions(
     log(f"source: {source.description}")
     try:
         _build(
-            source, artifacts, staging, workdir, build_env, what=f"{name} {version}", home=home, log=log, setup=setup
+            source,
+            artifacts,
+            staging,
+            workdir,
+            build_env,
+            what=f"{name} {version}",
+            version=version,
+            home=home,
+            log=log,
+            setup=setup,
         )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

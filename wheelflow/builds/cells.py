@@ -216,5 +216,37 @@ def summarize_failures(failures: list[tuple[str, str]], total: int) -> str:
         f"{cells[0]}" + (f" and {len(cells) - 1} more" if len(cells) > 1 else "") + f": {error}"
         for error, cells in sorted(groups.items(), key=lambda item: -len(item[1]))
     ]
-    line = f"{len(failures)} of {total} cells failed: " + "; ".join(parts)
-    return line if len(line) <= SUMMARY_LIMIT else line[: SUMMARY_LIMIT - 1] + "…"
+    head = f"{len(failures)} of {total} cells failed: "
+    line = head + "; ".join(parts)
+    if len(line) <= SUMMARY_LIMIT:
+        return line
+    # Too long: each group's detail is cut in the middle, never its fix; groups that still do not
+    # fit are counted (the report lists every cell's error in full).
+    shown: list[str] = []
+    for index, part in enumerate(parts):
+        rest = len(parts) - index - 1
+        more = f"; {rest} more error(s) in the report" if rest else ""
+        room = SUMMARY_LIMIT - len(head + "; ".join([*shown, ""])) - len(more)
+        cut = keep_fix(part, room)
+        if cut is None:
+            return head + "; ".join(shown) + f"; {len(parts) - index} more error(s) in the report"
+        shown.append(cut)
+    return head + "; ".join(shown)
+
+
+#: What is kept of a message's detail when its fix must stay whole.
+_MIN_DETAIL = 60
+
+
+def keep_fix(message: str, limit: int) -> str | None:
+    """``message`` within ``limit`` characters, cut in its detail (``…``) and never in its ``fix:``;
+    None when even the fix with a short detail does not fit."""
+    if len(message) <= limit:
+        return message
+    detail, sep, fix = message.rpartition("; fix: ")
+    if not sep:
+        detail, fix = message, ""
+    keep = limit - len(sep) - len(fix) - 1
+    if keep < min(_MIN_DETAIL, len(detail)):
+        return None
+    return detail[:keep].rstrip() + "…" + sep + fix

@@ -15,8 +15,13 @@ from wheelflow.core.errors import BuildError
 
 #: Files users keep out of an sdist on purpose; never named as missing.
 _NOT_SOURCE_PREFIXES = (".git", ".github/", ".gitlab", ".pre-commit", ".readthedocs", ".ci/", "docs/", "tests/")
-#: Sources a compile reads: named first when the sdist lacks them.
-_SOURCE_SUFFIXES = (".h", ".hpp", ".hh", ".cuh", ".inl", ".cu", ".c", ".cc", ".cpp", ".cxx", ".pyx", ".pxd", ".py")
+#: Sources a compile reads, in the order the missing ones are named (docs/matrix-and-builders.md:
+#: "headers and kernels first"): headers, then kernels and C/C++ sources, then Cython and Python.
+_SOURCE_ORDER = (
+    (".h", ".hpp", ".hh", ".cuh", ".inl"),
+    (".cu", ".c", ".cc", ".cpp", ".cxx"),
+    (".pyx", ".pxd", ".py"),
+)
 
 
 def unpack_sdist(sdist: Path, dest: Path) -> Path:
@@ -73,11 +78,31 @@ def _safe_members(sdist: Path, archive: tarfile.TarFile) -> list[tarfile.TarInfo
     return members
 
 
+def sdist_version(sdist: Path) -> str | None:
+    """The version an sdist's PKG-INFO states (None when it has none), read without unpacking it."""
+    import email
+
+    try:
+        with tarfile.open(sdist, "r:gz") as archive:
+            for member in archive:
+                if member.isfile() and len(PurePosixPath(member.name).parts) == 2 and member.name.endswith("/PKG-INFO"):
+                    handle = archive.extractfile(member)
+                    return email.message_from_binary_file(handle)["Version"] if handle else None
+    except (tarfile.TarError, zlib.error, EOFError) as exc:
+        raise BuildError(f"{sdist.name} cannot be read as a .tar.gz ({exc}); fix: rebuild the sdist") from None
+    return None
+
+
 def missing_from_sdist(project: Path, unpacked: Path, tracked: list[str]) -> list[str]:
-    """The project's tracked files the sdist lacks, sources a compile reads first (headers, kernels)."""
+    """The project's tracked files the sdist lacks: headers first, then kernels and other sources, then
+    Python files, then the rest; alphabetical within each."""
     missing = [
         name
         for name in tracked
         if not name.startswith(_NOT_SOURCE_PREFIXES) and not (unpacked / name).exists() and (project / name).is_file()
     ]
-    return sorted(missing, key=lambda name: (not name.endswith(_SOURCE_SUFFIXES), name))
+    return sorted(missing, key=lambda name: (_source_rank(name), name))
+
+
+def _source_rank(name: str) -> int:
+    return next((rank for rank, suffixes in enumerate(_SOURCE_ORDER) if name.endswith(suffixes)), len(_SOURCE_ORDER))

@@ -120,10 +120,28 @@ def print_report(report: dict[str, Any]) -> None:
     show_table(checks)
     if report.get("cells"):
         cells = Table(title=f"wheel matrix ({report.get('builder')} builder)")
-        for column in ("cell", "wheel", "state", "smoke"):
+        for column in CELL_COLUMNS:
             cells.add_column(column)
         for c in report["cells"]:
-            cells.add_row(c["cell"], c["wheel"] or "", c["state"] + (" (cached)" if c["cached"] else ""), c["smoke"])
+            cells.add_row(*cell_columns(c))
         show_table(cells)
     verdict = "[green]released and verified[/green]" if report["ok"] else "[red]FAILED[/red]"
     out_console.print(verdict)
+
+
+#: The cell table's columns, as docs/matrix-and-builders.md describes them.
+CELL_COLUMNS = ("cell", "wheel", "state", "duration", "smoke", "torch", "built from", "compiler cache")
+
+
+def cell_columns(cell: dict) -> tuple[str, ...]:
+    """One row of the cell table from a cell's JSON (``CellReport.json``)."""
+    return (
+        cell["cell"],
+        cell.get("wheel") or "",
+        cell["state"] + (" (cached)" if cell.get("cached") else ""),
+        f"{cell.get('duration') or 0.0:.1f} s",
+        cell.get("smoke") or "",
+        cell.get("torch") or "",
+        "sdist" if cell.get("from_sdist") else "source tree",
+        cell.get("compiler_cache") or "",
+    )

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from wheelflow.builds.buildenv import NO_COMPILER_CACHE_FIX
 from wheelflow.core.sandbox import BWRAP, protection_label
 
 POOLS = ("wheelflow-control", "wheelflow-gpu")
@@ -79,6 +80,18 @@ def diagnose(probes: Probes, pool: str | None = None) -> list[Finding]:
             bool(nvcc),
             f"nvcc at {nvcc} (CUDA_HOME {cuda})" if nvcc else "nvcc not on PATH",
             "install the CUDA toolkit and put its bin/ on PATH (only GPU workers build CUDA wheels)",
+            required=False,
+        )
+    )
+    ccache = probes.which("ccache")
+    findings.append(
+        Finding(
+            "compiler cache",
+            ccache is not None,
+            f"ccache at {ccache}: a rebuild recompiles only the changed files"
+            if ccache
+            else "ccache not on PATH: every build compiles every file again",
+            NO_COMPILER_CACHE_FIX.removeprefix("fix: "),
             required=False,
         )
     )

@@ -20,8 +20,12 @@ from typing import Any
 from wheelflow.builds.buildenv import (
     BACKEND_ASKS_MORE,
     BACKEND_REQUIRES_PROBE,
+    PLANNED_OTHER,
+    PLANNED_VERSION_PROBE,
     BuildSetup,
     backend_requires,
+    planned_line,
+    refuse_other_version,
     requirements_for,
 )
 from wheelflow.builds.builders import FAILED, PASSED, SKIPPED, BatchedLog, Log, SmokeResult, SmokeSetup
@@ -42,6 +46,7 @@ MANAGED_LABEL = "org.wheelflow.managed"
 # that is not installed yet.
 BUILD_ENV = "/out/.wheelflow-build-env"
 BACKEND_REQUIRES = ".wheelflow-backend-requires"  # in the cell's output folder, /out in the container
+PLANNED_VERSION = ".wheelflow-planned-version"  # the version the build will produce, ditto
 OFFLINE_REQUIREMENTS = (
     f"set -eu; /opt/wheelflow/bin/python -m venv {BUILD_ENV} && "
     f"{BUILD_ENV}/bin/pip install --quiet --disable-pip-version-check -r /out/.wheelflow-build-requirements.txt"
@@ -50,6 +55,10 @@ OFFLINE_BUILD = (
     "set -eu; mkdir -p /tmp/src; cd /src && tar --exclude=./.git --exclude=./build --exclude=./dist "
     "--exclude=./.wheelflow -cf - . | tar -C /tmp/src -xf - && "
     f"{BUILD_ENV}/bin/python -c {shlex.quote(BACKEND_REQUIRES_PROBE)} /tmp/src wheel > /out/{BACKEND_REQUIRES} && "
+    # the version the build will produce, before the compile: another one than WHEELFLOW_VERSION stops
+    # here (a probe that fails otherwise leaves the verdict to the build and the checks of its files)
+    f"{{ {BUILD_ENV}/bin/python -c {shlex.quote(PLANNED_VERSION_PROBE)} /tmp/src /tmp/.wheelflow-metadata "
+    f'"${{WHEELFLOW_VERSION:-}}" > /out/{PLANNED_VERSION} || [ $? -ne {PLANNED_OTHER} ] || exit {PLANNED_OTHER}; }} && '
     f"exec {BUILD_ENV}/bin/python -m build --wheel --no-isolation --outdir /out /tmp/src"
 )
 RUN_LABEL = "org.wheelflow.run"
@@ -297,6 +306,12 @@ class DockerBuilder:
                 f"cell {cell.name}: build stopped by its {cell.timeout:.0f} s timeout and its container "
                 "removed; fix: raise matrix.timeout"
             )
+        planned = out / PLANNED_VERSION
+        if code == PLANNED_OTHER and planned.is_file():
+            refuse_other_version(
+                planned_line(planned.read_text().splitlines()), env["WHEELFLOW_VERSION"], f"cell {cell.name}"
+            )
+        planned.unlink(missing_ok=True)
         if code != 0:
             raise BuildError(
                 f"cell {cell.name}: build failed (exit {code}): {first_error_line(tail)[:200]}",

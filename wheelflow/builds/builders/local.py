@@ -13,13 +13,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from wheelflow.builds.buildenv import (
+    NO_COMPILER_CACHE_FIX,
     BuildSetup,
     compiler_cache,
     install_backend_requires,
     installer_variables,
     missing_module,
     missing_module_fix,
+    planned_version,
     prepared_build,
+    refuse_other_version,
     write_build_info,
 )
 from wheelflow.builds.builders import (
@@ -114,6 +117,11 @@ def _stream(
 _TIMED_OUT = -1000
 
 
+def _compiled(out: Path) -> bool:
+    """The build left a platform wheel: something was compiled."""
+    return any(not wheel.name.endswith("-any.whl") for wheel in out.glob("*.whl"))
+
+
 # Asked once per interpreter and process, not once per cell: a 500-cell matrix has one or a few
 # interpreters, and each question is an interpreter start (~50 ms).
 @functools.cache
@@ -187,6 +195,13 @@ class LocalBuilder:
                 writable += [cache.directory, cache.wrappers]
             install_backend_requires(prepared, copy, "wheel", build_env, log=log, writable=writable)
             log(f"cell {cell.name}: sandbox: {protection_label(protection(), network=setup.network)}")
+            if env.get("WHEELFLOW_VERSION"):  # a mismatch is refused in seconds, not after the compile
+                planned = planned_version(
+                    python, copy, build_env, scratch=out, log=log, writable=writable, network=setup.network
+                )
+                refuse_other_version(planned, env["WHEELFLOW_VERSION"], f"cell {cell.name}")
+                if planned:
+                    log(f"cell {cell.name}: the build will produce version {planned}")
             # The copy's path is random: compilers record it as "." instead.
             with Progress(f"cell {cell.name}", log) as progress:
                 code, tail = _stream(
@@ -199,6 +214,8 @@ class LocalBuilder:
                     writable=writable,
                     network=setup.network,
                 )
+            if cache is None and setup.compiler_cache and code == 0 and _compiled(out):
+                log(f"cell {cell.name}: compiled without a compiler cache (no ccache on PATH); {NO_COMPILER_CACHE_FIX}")
             if cache is not None:
                 hits, compiles = cache.hit_rate()
                 if compiles:
