@@ -330,12 +330,13 @@ def _read_entry(path: Path) -> RegistryEntry | None:
         return None
 
 
-def running_servers(registry: Path) -> list[RegistryEntry]:
-    """The home servers that run now, by home; entries of servers that are gone are removed."""
+def running_servers(registry: Path, is_server: Callable[[int], bool] = is_prefect_server) -> list[RegistryEntry]:
+    """The home servers (or, with ``is_server``, the home indexes) that run now, by home; entries of
+    those that are gone are removed."""
     entries = []
     for path in registry.glob("*.json") if registry.is_dir() else []:
         entry = _read_entry(path)
-        if entry is None or not pid_alive(entry.pid) or not is_prefect_server(entry.pid):
+        if entry is None or not pid_alive(entry.pid) or not is_server(entry.pid):
             path.unlink(missing_ok=True)
             continue
         entries.append(entry)
