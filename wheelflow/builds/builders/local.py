@@ -105,6 +105,7 @@ def _stream(
             network=network,
             timeout=timeout,
             mode=mode,
+            on_start=progress.watch if progress is not None else None,
         )
         for line in lines.close():
             emit(line)
