@@ -90,3 +90,9 @@ def test_progress_names_the_units_compiling_now_from_the_process_tree(tmp_path: 
         step.join(60)
     assert result and result[0].code == 0  # type: ignore[attr-defined]
     assert progress.report().endswith("compiling nothing right now; 2 of 2 units done")
+
+
+def test_progress_adds_the_compiler_caches_hits_so_far(tmp_path: Path) -> None:
+    progress = Progress("cell t", lambda line: None, every=3600, cached=lambda: (2, 5))
+    progress.watch(os.getpid())  # this test's own tree: no compiler runs under it
+    assert progress.report().endswith("compiling nothing right now; 0 units done, compiler cache: 2 of 5 compiles hit")

@@ -205,10 +205,18 @@ class Progress:
     are read from its process tree (compilers' command lines in /proc: ninja's buffered output names
     files that ended long ago), and units seen running before that run no more count as done; the total
     comes from ninja's ``[n/N]`` lines where it prints them. Without a PID, the unit last seen in the
-    output. Feed it each output line; use as a context manager around the build."""
+    output. ``cached``: the compiler cache's (hits, compiles) so far, added to the line when it has any.
+    Feed it each output line; use as a context manager around the build."""
 
-    def __init__(self, what: str, log: Log, every: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self._what, self._log, self._every, self._clock = what, log, every, clock
+    def __init__(
+        self,
+        what: str,
+        log: Log,
+        every: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        cached: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
+        self._what, self._log, self._every, self._clock, self._cached = what, log, every, clock, cached
         self._started = clock()
         self._unit: str | None = None
         self._root: int | None = None
@@ -255,7 +263,9 @@ class Progress:
         units = f", compiling {', '.join(running)}" if running else ", compiling nothing right now"
         total = f" of {self._total}" if self._total else ""
         noun = "unit" if (self._total or done) == 1 else "units"
-        return f"{self._what}: building for {self.elapsed:.0f} s{units}; {done}{total} {noun} done"
+        hits, compiles = self._cached() if self._cached is not None else (0, 0)
+        cache = f", compiler cache: {hits} of {compiles} compiles hit" if compiles else ""
+        return f"{self._what}: building for {self.elapsed:.0f} s{units}; {done}{total} {noun} done{cache}"
 
     def _beat(self) -> None:
         next_line = self._clock() + self._every

@@ -189,7 +189,7 @@ class LocalBuilder:
             install_backend_requires(prepared, copy, "wheel", build_env, log=log, writable=writable)
             log(f"cell {cell.name}: sandbox: {protection_label(protection(), network=setup.network)}")
             # The copy's path is random: compilers record it as "." instead.
-            with Progress(f"cell {cell.name}", log) as progress:
+            with Progress(f"cell {cell.name}", log, cached=cache.hit_rate if cache else None) as progress:
                 code, tail = _stream(
                     [python, "-m", "build", "--wheel", *frontend, "--outdir", str(out), str(copy)],
                     {**build_env, **prefix_map_env(str(copy), build_env)},
