@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from wheelflow.builds.builders import Progress, compile_unit_of
-from wheelflow.core.sandbox import BWRAP, SESSION, protection, run_step
+from wheelflow.builds.builders.local import _stream
+from wheelflow.core.sandbox import BWRAP, SESSION, protection
 
 FAKE_NVCC = """#!{python}
 # a compiler that says it started, then works until the test lets it finish
@@ -65,14 +66,15 @@ def test_progress_names_the_units_compiling_now_from_the_process_tree(tmp_path: 
     result: list[object] = []
     step = threading.Thread(
         target=lambda: result.append(
-            run_step(
+            _stream(  # the local builder's way to run a build: it hands the PID to the progress
                 ["sh", "-c", build],
-                env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_FLAGS": str(flags)},
-                cwd=work,
-                on_line=lambda line: None,
+                {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_FLAGS": str(flags)},
+                work,
+                lambda text: None,
+                600,
+                progress,
                 writable=[flags],
                 mode=mode,
-                on_start=progress.watch,
             )
         )
     )
@@ -88,7 +90,7 @@ def test_progress_names_the_units_compiling_now_from_the_process_tree(tmp_path: 
         (flags / "release-a").touch()
         (flags / "release-b").touch()
         step.join(60)
-    assert result and result[0].code == 0  # type: ignore[attr-defined]
+    assert result and result[0][0] == 0  # type: ignore[index]
     assert progress.report().endswith("compiling nothing right now; 2 of 2 units done")
 
 
