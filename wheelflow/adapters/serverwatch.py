@@ -247,10 +247,15 @@ class Watchdog:
         """Take the index's in-use lock for good: a command that comes now waits for us to exit, then
         starts a new index. False when a command holds it."""
         try:
-            self.in_use = open(self.folder / IN_USE_LOCK, "a")  # noqa: SIM115 - released when we exit
-            fcntl.flock(self.in_use.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            handle = open(self.folder / IN_USE_LOCK, "a")  # noqa: SIM115 - kept (and locked) until we exit
         except OSError:
             return False
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self.in_use = handle
         return True
 
     def _forward(self, data: bytes, final: bool = False) -> bytes:
