@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,11 +33,12 @@ from typing import Any, TextIO
 import httpx
 
 from wheelflow.config.spec import Target
-from wheelflow.core import cancel
+from wheelflow.core import cancel, homeservices
 from wheelflow.core.childenv import child_env
 from wheelflow.core.credentials import Credentials
-from wheelflow.core.errors import ServerUnavailable, SpecError
+from wheelflow.core.errors import ServerUnavailable
 from wheelflow.core.home import wheelflow_home
+from wheelflow.core.homeservices import idle_timeout, kill_group, port_free
 from wheelflow.core.redaction import register_secret
 from wheelflow.index.indexes import (
     PRIVATE_VERIFY_TIMEOUT,
@@ -168,36 +168,13 @@ class PypiServer:
 
 WATCHDOG_MODULE = "wheelflow.adapters.serverwatch"
 IN_USE_LOCK = "in-use.lock"  # the watchdog's name for it too (serverwatch.IN_USE_LOCK)
-DEFAULT_IDLE_TIMEOUT = 3 * 3600.0  # the home's Prefect server's default (adapters/localserver.py)
 START_TIMEOUT = 120.0  # pypiserver answers within a second or two; minutes while builds keep the cores busy
 POLL = 0.1
 
 
-def idle_timeout(environ: Mapping[str, str]) -> float:
-    """``WHEELFLOW_SERVER_IDLE_TIMEOUT``, the variable the home's Prefect server reads too (``0``: never)."""
-    raw = environ.get("WHEELFLOW_SERVER_IDLE_TIMEOUT", "").strip()
-    if not raw:
-        return DEFAULT_IDLE_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise SpecError(
-            "WHEELFLOW_SERVER_IDLE_TIMEOUT",
-            f"{raw!r} is not a number of seconds",
-            "write e.g. 10800 (3 h), or 0 to keep the server running until `wheelflow server stop`",
-        )
-    return value
-
-
 def registry_dir(environ: Mapping[str, str]) -> Path:
     """Where this user's running home indexes are listed, beside the home servers' registry."""
-    runtime = environ.get("XDG_RUNTIME_DIR", "").strip()
-    if runtime:
-        return Path(runtime) / "wheelflow" / "indexes"
-    cache = environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
-    return Path(cache) / "wheelflow" / "indexes"
+    return homeservices.registry_dir(environ, "indexes")
 
 
 @dataclass(frozen=True)
@@ -254,16 +231,6 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @contextlib.contextmanager
 def _flock(path: Path, kind: int, timeout: float, what: str) -> Iterator[TextIO]:
     """``kind`` (LOCK_SH, LOCK_EX) on ``path``, waiting up to ``timeout`` s; held until the block ends."""
@@ -300,7 +267,7 @@ def ensure_index(home: Path, htpasswd: Path, *, timeout: float = START_TIMEOUT) 
             return _wait_until_answering(state, folder, deadline)
         _forget_index_state(folder)
         port = _last_port(folder)
-        port = port if port is not None and _port_free(port) else free_port()
+        port = port if port is not None and port_free(port) else free_port()
         command = [
             *(sys.executable, "-m", WATCHDOG_MODULE, "--home", str(home)),
             *("--port", str(port), "--idle-timeout", f"{idle_timeout(os.environ):g}"),
@@ -384,16 +351,7 @@ def stop_index(home: Path, grace: float = 30.0) -> dict[str, object]:
 
 
 def kill_index_group(pid: int, grace: float = 30.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-        deadline = time.monotonic() + grace
-        while is_index_watchdog(pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)  # our own child: reap it, or it stays a zombie
-            time.sleep(POLL)  # polling for the process to exit, bounded by the grace period
-        if not is_index_watchdog(pid):
-            return
+    kill_group(pid, grace, alive=is_index_watchdog)
 
 
 class LocalIndex:
