@@ -20,6 +20,8 @@ from wheelflow.index.localindex import open_index
 from wheelflow.index.simple_api import ServedFile, inherited_from
 from wheelflow.index.staticindex import StaticPublication, subindex_for
 from wheelflow.index.staticsite import StaticSite, open_static
+from wheelflow.proof.installchecks import needs_dependencies, user_install_command
+from wheelflow.proof.installsource import dependency_source
 from wheelflow.tasks.static import (
     publish_static_files,
     read_static,
@@ -139,6 +141,15 @@ class IndexPublisher:
             )
         if any(d.filename.endswith(".whl") for d in stage.files):  # an sdist-only target is its users' source fallback
             user_install_checks(ctx, stage, served, [stage.endpoints.simple_url])
+        ctx.report.install.append(
+            user_install_command(
+                ctx.spec.name,
+                ctx.version,
+                stage.endpoints.simple_url,
+                dependency_source(ctx.spec.dependencies).index_url,
+                needs_dependencies(d.path for d in stage.files),
+            )
+        )
 
     def still_served(self, ctx: ReleaseContext, stage: Stage, filenames: list[str]) -> set[str]:
         return {s.filename for s in read_target(stage.endpoints, ctx.spec.name, ctx.version)}

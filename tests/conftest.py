@@ -53,14 +53,36 @@ def fresh_prefect_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh $WHEELFLOW_HOME per test; a local Prefect server a command started under it is stopped after."""
+    """A fresh $WHEELFLOW_HOME per test; a local Prefect server or index a command started under it is
+    stopped after."""
     path = tmp_path / "wheelflow-home"
     monkeypatch.setenv("WHEELFLOW_HOME", str(path))
     yield path
     from wheelflow.adapters.localserver import stop_server
+    from wheelflow.index.localindex import stop_index
 
     if (path / "prefect" / "server.json").exists():
         stop_server(path)
+    if (path / "index" / "server.json").exists():
+        stop_index(path)
+
+
+@pytest.fixture(autouse=True)
+def stop_indexes_of_test_homes(request: pytest.FixtureRequest):
+    """The home index a release to ``index = "local"`` leaves running (it stays up for the user's
+    `pip install`) is stopped after the test, when its home lies in the test's temporary folder; the
+    serverguard catches any other."""
+    if "tmp_path" not in request.fixturenames:
+        yield
+        return
+    tmp_path = request.getfixturevalue("tmp_path")  # now: it is torn down before this fixture
+    yield
+    from wheelflow.adapters.localserver import running_servers
+    from wheelflow.index.localindex import is_index_watchdog, registry_dir, stop_index
+
+    for entry in running_servers(registry_dir(os.environ), is_server=is_index_watchdog):
+        if tmp_path in Path(entry.home).parents or Path(entry.home) == tmp_path:
+            stop_index(Path(entry.home))
 
 
 @pytest.fixture

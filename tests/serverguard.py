@@ -1,11 +1,13 @@
-"""No home Prefect server of a test run outlives it.
+"""No home Prefect server, and no home index, of a test run outlives it.
 
 Every home a test makes may start its own Prefect server (the first command without PREFECT_API_URL
 does). The ``home`` fixture stops its own; this guard is the net under everything else: at the start it
 gives the run a registry of its own (``XDG_RUNTIME_DIR``, inherited by every command the tests start),
 and at the end it looks for home servers still running, in that registry and among the processes (a
 watchdog whose home, or a Prefect server whose working folder, lies under this run's temporary folder,
-whatever environment started it). It stops
+whatever environment started it). Home indexes (pypiserver under a watchdog, see
+wheelflow/index/localindex.py) are looked for the same way: in the indexes' registry, by their
+watchdog's ``--home``, and a pypiserver by its working folder (a home's ``index`` folder). It stops
 them and fails the run, naming each. conftest.py calls :func:`configure` and :func:`finish`; a pytest
 run of its own can load it with ``-p serverguard``.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from wheelflow.adapters import localserver
+from wheelflow.index import localindex
 
 WATCHDOG_MODULE = b"wheelflow.adapters.serverwatch"
 
@@ -48,6 +51,8 @@ def servers_under(root: Path) -> dict[int, str]:
             home = Path(os.fsdecode(argv[argv.index(b"--home") + 1]))
         elif b"prefect" in b" ".join(argv) and b"server" in argv and b"start" in argv:
             home = cwd.parent  # the server runs in its home's `prefect` folder
+        elif any(arg.endswith(b"pypi-server") for arg in argv[:2]) and cwd.name == "index":
+            home = cwd.parent  # a home index's pypiserver runs in its home's `index` folder
         else:
             continue
         if (home == root or root in home.parents) and localserver.pid_alive(int(proc.name)):
@@ -58,6 +63,9 @@ def servers_under(root: Path) -> dict[int, str]:
 def leftover_servers(registry: Path, run_root: Path | None) -> dict[int, str]:
     """Home servers of this run that still run: pid -> home."""
     left = {entry.pid: entry.home for entry in localserver.running_servers(registry)}
+    index_registry = registry.parent / "indexes"  # localindex.registry_dir beside localserver.registry_dir
+    for entry in localserver.running_servers(index_registry, is_server=localindex.is_index_watchdog):
+        left[entry.pid] = entry.home
     if run_root is not None:
         left.update(servers_under(run_root))
     return left
@@ -77,10 +85,14 @@ def finish(session: pytest.Session) -> None:
     left = leftover_servers(registry, run_root)
     if left:
         localserver.stop_all(registry)  # those it lists, each through its home (keeps its port)
+        for entry in localserver.running_servers(registry.parent / "indexes", is_server=localindex.is_index_watchdog):
+            localindex.stop_index(Path(entry.home))
     for pid, home in left.items():
         if localserver.pid_alive(pid):
             localserver._kill_group(pid, grace=30)
-        _report(config, f"wheelflow: the Prefect server of home {home} (pid {pid}) still ran at the end of the run")
+        _report(
+            config, f"wheelflow: a server (Prefect or index) of home {home} (pid {pid}) still ran at the end of the run"
+        )
     if left:
         _report(config, f"wheelflow: {len(left)} home server(s) outlived this test run: stopped now; the run fails")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

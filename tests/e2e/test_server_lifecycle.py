@@ -116,7 +116,7 @@ def test_server_list_and_stop_all_cover_every_home_and_a_deleted_home_takes_its_
         assert stopped.returncode == 0, stopped.stderr[-2000:]
         assert [s["pid"] for s in json.loads(stopped.stdout)["stopped"]] == [servers[0]["pid"]]
         assert not pid_alive(servers[0]["pid"])
-        assert json.loads(wheelflow("server", "list", "--json", env=envs[0]).stdout) == {"servers": []}
+        assert json.loads(wheelflow("server", "list", "--json", env=envs[0]).stdout) == {"servers": [], "indexes": []}
         assert (state_dir(home) / "server.port").read_text() == str(servers[0]["port"])  # kept for its next start
     finally:
         if other.exists():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -127,7 +128,7 @@ def test_server_list_and_stop_all_cover_every_home_and_keep_each_port(
             assert localserver.read_state(localserver.state_dir(home)) is None
             assert localserver.last_port(localserver.state_dir(home)) == port
         assert server.run(argparse.Namespace(action="list", json=True, all=False)) == 0
-        assert json.loads(capsys.readouterr().out) == {"servers": []}
+        assert json.loads(capsys.readouterr().out) == {"servers": [], "indexes": []}
     finally:
         for proc in procs:
             proc.kill()
@@ -188,3 +189,43 @@ def test_a_test_run_that_leaves_a_home_server_running_fails_and_stops_it(tmp_pat
         for pid in leaked:
             if localserver.pid_alive(pid):
                 os.killpg(pid, 9)
+
+
+def test_a_test_run_that_leaves_a_home_index_running_fails_and_stops_it(tmp_path: Path) -> None:
+    """The guard covers home indexes too: a pytest run of its own starts the real index of a home outside
+    its temporary folder (found through the indexes' registry) and leaves it running; the run fails naming
+    it, and it runs no more."""
+    from wheelflow.index.localindex import is_index_watchdog, read_index_state
+
+    home = tmp_path / "outside-home"
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "inner" / "test_leak.py").write_text(
+        textwrap.dedent(f"""
+        from pathlib import Path
+        from wheelflow.index.localindex import LocalIndex
+
+        def test_leaves_the_index_running():
+            with LocalIndex(Path({str(home)!r})):
+                pass
+        """)
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "serverguard", "-p", "no:cacheprovider", "-q", "test_leak.py"],
+        cwd=tmp_path / "inner",
+        env={**os.environ, "PYTHONPATH": str(TESTS)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout[-3000:] + result.stderr[-3000:]
+    found = re.search(rf"of home {re.escape(str(home))} \(pid (\d+)\) still ran at the end of the run", result.stdout)
+    pid = int(found.group(1)) if found else None
+    try:
+        assert result.returncode == pytest.ExitCode.TESTS_FAILED, output
+        assert pid is not None, output
+        assert not is_index_watchdog(pid)
+        assert read_index_state(home / "index") is None  # stopped through its home: its port is kept
+        assert (home / "index" / "server.port").exists()
+    finally:
+        if pid is not None and is_index_watchdog(pid):
+            os.killpg(pid, 9)

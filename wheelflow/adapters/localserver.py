@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -41,7 +40,15 @@ from pathlib import Path
 
 import httpx
 
+from wheelflow.core import homeservices
 from wheelflow.core.errors import ServerUnavailable, SpecError
+from wheelflow.core.homeservices import (
+    idle_timeout,
+    kill_group,
+    pid_alive,
+    port_free,
+    seconds_from_env,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,7 +62,6 @@ MIN_FREE_BYTES = 100 * 1024 * 1024  # the server's SQLite database and its migra
 # a server that restarts or is away (Prefect's default of 5 bridges about 1 min, less than a restart
 # takes on a busy machine).
 CLIENT_MAX_RETRIES = 7
-DEFAULT_IDLE_TIMEOUT = 3 * 3600.0  # as Gradle's daemon: a working day keeps it, a forgotten checkout does not
 POLL = 0.25  # how often a waiting command looks again (at the health endpoint, the lock, a process)
 
 
@@ -106,37 +112,10 @@ def connection_mode(environ: Mapping[str, str]) -> str:
     return "local"
 
 
-def _seconds(environ: Mapping[str, str], name: str, default: float, *, zero_ok: bool, fix: str) -> float:
-    """A number of seconds from the environment variable ``name`` (``default`` when unset)."""
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if (not value >= 0) if zero_ok else value <= 0:
-        kind = "a number of seconds" if zero_ok else "a positive number of seconds"
-        raise SpecError(name, f"{raw!r} is not {kind}", fix)
-    return value
-
-
 def start_timeout(environ: Mapping[str, str]) -> float:
     """``WHEELFLOW_SERVER_START_TIMEOUT``: how long a command waits for a server to answer."""
-    return _seconds(
+    return seconds_from_env(
         environ, "WHEELFLOW_SERVER_START_TIMEOUT", DEFAULT_START_TIMEOUT, zero_ok=False, fix="write e.g. 300"
-    )
-
-
-def idle_timeout(environ: Mapping[str, str]) -> float:
-    """``WHEELFLOW_SERVER_IDLE_TIMEOUT``: seconds without an API request or a run in progress after which
-    the home's server stops itself (``0``: never)."""
-    return _seconds(
-        environ,
-        "WHEELFLOW_SERVER_IDLE_TIMEOUT",
-        DEFAULT_IDLE_TIMEOUT,
-        zero_ok=True,
-        fix="write e.g. 10800 (3 h), or 0 to keep the server running until `wheelflow server stop`",
     )
 
 
@@ -201,21 +180,6 @@ def last_port(folder: Path) -> int | None:
         return None
 
 
-def pid_alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: existing is all we can tell
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 def is_prefect_server(pid: int) -> bool:
     """The PID runs ``prefect server start`` (not a program that was given a reused PID); the watchdog
     that runs it has that command in its own arguments."""
@@ -234,16 +198,6 @@ def answers(api_url: str, timeout: float = 2.0) -> bool:
         return httpx.get(f"{api_url}/health", timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def any_free_port() -> int:
@@ -289,11 +243,7 @@ class RegistryEntry:
 def registry_dir(environ: Mapping[str, str]) -> Path:
     """Where this user's running home servers are listed: ``$XDG_RUNTIME_DIR/wheelflow/servers`` (gone
     at logout, as the servers are), else ``$XDG_CACHE_HOME`` or ``~/.cache``."""
-    runtime = environ.get("XDG_RUNTIME_DIR", "").strip()
-    if runtime:
-        return Path(runtime) / "wheelflow" / "servers"
-    cache = environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
-    return Path(cache) / "wheelflow" / "servers"
+    return homeservices.registry_dir(environ, "servers")
 
 
 def _entry_path(registry: Path, home: Path | str) -> Path:
@@ -330,12 +280,13 @@ def _read_entry(path: Path) -> RegistryEntry | None:
         return None
 
 
-def running_servers(registry: Path) -> list[RegistryEntry]:
-    """The home servers that run now, by home; entries of servers that are gone are removed."""
+def running_servers(registry: Path, is_server: Callable[[int], bool] = is_prefect_server) -> list[RegistryEntry]:
+    """The home servers (or, with ``is_server``, the home indexes) that run now, by home; entries of
+    those that are gone are removed."""
     entries = []
     for path in registry.glob("*.json") if registry.is_dir() else []:
         entry = _read_entry(path)
-        if entry is None or not pid_alive(entry.pid) or not is_prefect_server(entry.pid):
+        if entry is None or not pid_alive(entry.pid) or not is_server(entry.pid):
             path.unlink(missing_ok=True)
             continue
         entries.append(entry)
@@ -629,13 +580,4 @@ def stop_server(home: Path, grace: float = 30.0) -> dict[str, object]:
 
 
 def _kill_group(pid: int, grace: float = 30.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-        deadline = time.monotonic() + grace
-        while pid_alive(pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)  # our own child: reap it, or it stays a zombie
-            time.sleep(POLL)  # polling for the process to exit, bounded by the grace period
-        if not pid_alive(pid):
-            return
+    kill_group(pid, grace)

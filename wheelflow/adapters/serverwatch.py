@@ -15,6 +15,11 @@ the server, on its own, when
 While it runs it keeps an entry in the per-user registry (``wheelflow server list``), with the time of
 the last API request; the entry goes when it exits. If the watchdog itself is killed, the server gets
 SIGTERM from the kernel (``PR_SET_PDEATHSIG``) rather than running on unwatched.
+
+With ``--service index`` it runs the home's embedded package index (pypiserver, started by
+:mod:`wheelflow.index.localindex`) the same way: its folder is the home's ``index``, its log
+``pypiserver.log``, pypiserver writes each request as an access line of the same shape, and instead of
+runs in progress it stays up while a command holds the index (a shared lock on ``index/in-use.lock``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ OWN_REQUEST = "wheelflow-watchdog=1"  # in the query string of the watchdog's ow
 IN_PROGRESS = ["PENDING", "RUNNING", "PAUSED", "CANCELLING"]  # a flow run the server must stay up for
 STOP_GRACE = 30.0  # seconds the server gets to stop after SIGTERM before SIGKILL
 LOG_PREFIX = "wheelflow watchdog: "
+SERVICES = ("prefect", "index")
+RESPONSE = "wheelflow-response "  # how the index's pypiserver starts its response lines: not kept in the log
+IN_USE_LOCK = "in-use.lock"  # the index: every command using it holds a shared lock on this file
 
 
 def is_request(line: str) -> bool:
@@ -84,10 +92,27 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def index_in_use(folder: Path) -> int:
+    """1 when a command holds the index (a shared lock on its in-use file), else 0."""
+    try:
+        with open(folder / IN_USE_LOCK, "a") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 1
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return 0
+    except OSError:
+        return 0  # a folder that is gone: the home-deleted check stops the index
+
+
 class Watchdog:
     def __init__(self, args: argparse.Namespace) -> None:
         self.home = Path(args.home)
-        self.folder = localserver.state_dir(self.home)
+        self.service: str = getattr(args, "service", "prefect")
+        self.is_index = self.service == "index"
+        self.folder = self.home / "index" if self.is_index else localserver.state_dir(self.home)
+        self.what = "the local index" if self.is_index else "the Prefect server"
         self.port: int = args.port
         self.idle_timeout: float = args.idle_timeout
         self.registry = Path(args.registry)
@@ -97,8 +122,10 @@ class Watchdog:
         self.last_request = time.time()
         self.recorded_request = 0.0
         self.stopping = False
-        self.serving = False  # the idle clock starts when the server says it answers
-        self.log = open(self.folder / "server.log", "ab", buffering=0)  # noqa: SIM115 - lives as long as we do
+        # the idle clock starts when the server says it answers; pypiserver answers within a second
+        self.serving = self.is_index
+        log_name = "pypiserver.log" if self.is_index else "server.log"
+        self.log = open(self.folder / log_name, "ab", buffering=0)  # noqa: SIM115 - lives as long as we do
 
     def say(self, line: str) -> None:
         with contextlib.suppress(OSError):
@@ -131,12 +158,9 @@ class Watchdog:
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - we have no threads
         )
         self.register()
-        idle = f"after {self.idle_timeout:g} s without an API request or a run in progress, or " * (
-            self.idle_timeout > 0
-        )
-        self.say(
-            f"started the Prefect server (pid {child.pid}, port {self.port}); it stops {idle}when its home is deleted"
-        )
+        work = "a command using it" if self.is_index else "a run in progress"
+        idle = f"after {self.idle_timeout:g} s without an API request or {work}, or " * (self.idle_timeout > 0)
+        self.say(f"started {self.what} (pid {child.pid}, port {self.port}); it stops {idle}when its home is deleted")
         try:
             return self._watch(child)
         finally:
@@ -166,27 +190,35 @@ class Watchdog:
                 continue
             next_look = time.monotonic() + interval
             if folder_identity(self.folder) != self.identity:
-                self.say(f"the home {self.home} is gone: stopping the Prefect server (pid {child.pid})")
+                self.say(f"the home {self.home} is gone: stopping {self.what} (pid {child.pid})")
                 return self._stop(child)
             if self.last_request - self.recorded_request >= interval:
                 self.register()  # `server list`'s "idle for"
             idle = time.time() - self.last_request
             if self.idle_timeout <= 0 or not self.serving or idle < self.idle_timeout:
                 continue
-            count = runs_in_progress(f"http://127.0.0.1:{self.port}/api")
+            count = self.work_in_progress()
             if count:
-                self.say(f"idle for {idle:.0f} s but {count} run(s) in progress: staying up")
+                work = "a command uses it" if self.is_index else f"{count} run(s) in progress"
+                self.say(f"idle for {idle:.0f} s but {work}: staying up")
                 self.last_request = time.time()
             elif count is None:
                 self.say(f"idle for {idle:.0f} s but the server does not say whether runs are in progress: staying up")
                 self.last_request = time.time()
             elif self._idle_under_lock(fd):
+                work = "no command using it" if self.is_index else "no run in progress"
                 self.say(
-                    f"no API request and no run in progress for {idle:.0f} s "
-                    f"(WHEELFLOW_SERVER_IDLE_TIMEOUT={self.idle_timeout:g}): stopping the Prefect server; "
+                    f"no API request and {work} for {idle:.0f} s "
+                    f"(WHEELFLOW_SERVER_IDLE_TIMEOUT={self.idle_timeout:g}): stopping {self.what}; "
                     f"the next command starts it again on port {self.port}"
                 )
                 return self._stop(child)
+
+    def work_in_progress(self) -> int | None:
+        """What keeps an idle server up: flow runs in progress (Prefect), commands holding the index."""
+        if self.is_index:
+            return index_in_use(self.folder)
+        return runs_in_progress(f"http://127.0.0.1:{self.port}/api")
 
     def _idle_under_lock(self, fd: int) -> bool:
         """Take the home's start lock (a command starting the server waits for it, then starts a new one on
@@ -202,13 +234,28 @@ class Watchdog:
             if not chunk:
                 break
             self._forward(chunk)
-        if self.last_request != before:
+        if self.last_request != before or (self.is_index and not self._hold_index()):
             fcntl.flock(self.lock.fileno(), fcntl.LOCK_UN)
             return False
         state = localserver.read_state(self.folder)
         if state is not None and state.pid == os.getpid():
             (self.folder / "server.port").write_text(str(self.port))
             localserver.forget_state(self.folder)  # commands from now on start a new server (after our lock)
+        return True
+
+    def _hold_index(self) -> bool:
+        """Take the index's in-use lock for good: a command that comes now waits for us to exit, then
+        starts a new index. False when a command holds it."""
+        try:
+            handle = open(self.folder / IN_USE_LOCK, "a")  # noqa: SIM115 - kept (and locked) until we exit
+        except OSError:
+            return False
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self.in_use = handle
         return True
 
     def _forward(self, data: bytes, final: bool = False) -> bytes:
@@ -221,6 +268,8 @@ class Watchdog:
             line = raw.decode(errors="replace")
             if not self.serving and SERVING in line:
                 self.serving, self.last_request = True, time.time()
+            if line.startswith(RESPONSE):
+                continue
             if REQUEST.search(line):
                 if OWN_REQUEST not in line:
                     self.last_request = time.time()
@@ -255,7 +304,7 @@ class Watchdog:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-        self.say(f"the Prefect server (pid {child.pid}) stopped")
+        self.say(f"{self.what} (pid {child.pid}) stopped")
         return 0
 
 
@@ -272,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--idle-timeout", type=float, required=True)
     parser.add_argument("--registry", required=True)
+    parser.add_argument("--service", choices=SERVICES, default="prefect")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command and args.command[0] == "--":

@@ -127,6 +127,10 @@ def print_report(report: dict[str, Any]) -> None:
         show_table(cells)
     verdict = "[green]released and verified[/green]" if report["ok"] else "[red]FAILED[/red]"
     out_console.print(verdict)
+    if report["ok"] and report.get("install"):  # the last lines: what a user does next
+        out_console.print("install it with:", highlight=False)
+        for command in report["install"]:
+            out_console.print(command, highlight=False, markup=False, soft_wrap=True)
 
 
 #: The cell table's columns, as docs/matrix-and-builders.md describes them.

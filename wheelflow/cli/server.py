@@ -1,5 +1,6 @@
-"""``wheelflow server start|status|stop|list``: the home's local Prefect server (see adapters/localserver.py);
-``list`` and ``stop --all``: every home server of this user."""
+"""``wheelflow server start|status|stop|list``: the home's local Prefect server (see adapters/localserver.py)
+and, for ``status``, ``stop``, ``list`` and ``stop --all``, the home's embedded index (index/localindex.py),
+which lives the same way; ``list`` and ``stop --all``: every home server and index of this user."""
 
 from __future__ import annotations
 
@@ -7,19 +8,22 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from wheelflow.adapters import localserver
 from wheelflow.cli.common import add_json, say
 from wheelflow.core.errors import UsageError
 from wheelflow.core.home import ensure_home, wheelflow_home
+from wheelflow.index import localindex
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser(
         "server",
         help="start, show or stop the local Prefect server of $WHEELFLOW_HOME (used without PREFECT_API_URL); "
-        "list or stop --all: every home's server of this user",
+        "status and stop also show and stop the home's local index; "
+        "list or stop --all: every home's server and index of this user",
     )
     parser.add_argument("action", choices=["start", "status", "stop", "list"])
     parser.add_argument(
@@ -41,12 +45,16 @@ def idle_words(seconds: float) -> str:
 def run_all(action: str, as_json: bool) -> int:
     """``server list`` and ``server stop --all``: every running server in this user's registry."""
     registry = localserver.registry_dir(os.environ)
+    index_registry = localindex.registry_dir(os.environ)
     if action == "stop":
         stopped = localserver.stop_all(registry)
+        indexes = stop_all_indexes(index_registry)
         if as_json:
-            print(json.dumps({"stopped": stopped}, indent=2))
+            print(json.dumps({"stopped": stopped, "stopped_indexes": indexes}, indent=2))
         for server in [] if as_json else stopped:
             print(f"stopped: the local Prefect server of {server['home']} (pid {server['pid']}, port {server['port']})")
+        for index in [] if as_json else indexes:
+            print(f"stopped: the local index of {index['home']} (pid {index['pid']}, port {index['port']})")
         if not as_json and not stopped:
             print("stopped: no home's local Prefect server was running")
         return 0
@@ -61,9 +69,20 @@ def run_all(action: str, as_json: bool) -> int:
         }
         for e in localserver.running_servers(registry)
     ]
+    indexes = [
+        {
+            "home": e.home,
+            "port": e.port,
+            "pid": e.pid,
+            "idle_for_s": round(e.idle_for(now), 1),
+            "simple_url": f"http://127.0.0.1:{e.port}/simple/",
+        }
+        for e in localserver.running_servers(index_registry, is_server=localindex.is_index_watchdog)
+    ]
     if as_json:
-        print(json.dumps({"servers": servers}, indent=2))
-    elif not servers:
+        print(json.dumps({"servers": servers, "indexes": indexes}, indent=2))
+        return 0
+    if not servers:
         print("no home's local Prefect server is running")
     else:
         rows = [("HOME", "PORT", "PID", "IDLE FOR")] + [
@@ -72,7 +91,24 @@ def run_all(action: str, as_json: bool) -> int:
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         for row in rows:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3])
+    for index in indexes:
+        idle = idle_words(float(index["idle_for_s"]))  # type: ignore[arg-type]
+        print(f"local index of {index['home']}: {index['simple_url']} (pid {index['pid']}, idle for {idle})")
     return 0
+
+
+def stop_all_indexes(registry: Path) -> list[dict[str, object]]:
+    """Stop every running home index of the registry (each keeps its port for its next start)."""
+    stopped = []
+    for entry in localserver.running_servers(registry, is_server=localindex.is_index_watchdog):
+        state = localindex.read_index_state(Path(entry.home) / "index")
+        if state is not None and state.pid == entry.pid:
+            localindex.stop_index(Path(entry.home))
+        else:  # its home is gone or records another index: stop it by its PID
+            localindex.kill_index_group(entry.pid)
+        localserver.unregister(registry, entry.home, entry.pid)
+        stopped.append({"home": entry.home, "pid": entry.pid, "port": entry.port})
+    return stopped
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,9 +130,9 @@ def run(args: argparse.Namespace) -> int:
         )
         info: dict[str, Any] = localserver.server_status(home) | {"pid": state.pid, "port": state.port}
     elif args.action == "status":
-        info = localserver.server_status(home)
+        info = localserver.server_status(home) | {"index": localindex.index_status(home)}
     else:
-        info = localserver.stop_server(home)
+        info = localserver.stop_server(home) | {"index": localindex.stop_index(home)}
     if localserver.user_api_url(os.environ):
         info["note"] = "PREFECT_API_URL is set: commands use that server, not this one"
     if args.json:
@@ -112,6 +148,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped: no local Prefect server was running for {info['home']}")
     else:
         print(f"{info['status']}: no local Prefect server runs for {info['home']}")
+    index = info.get("index") if not args.json else None
+    if isinstance(index, dict) and index.get("pid") and args.action == "stop":
+        print(
+            f"stopped: the local index of {index['home']} (pid {index['pid']}, port {index['port']}); "
+            f"the next command that uses it starts it on port {index['port']} again"
+        )
+    elif isinstance(index, dict) and index["status"] in ("running", "starting"):
+        print(f"local index {index['status']}: pid {index['pid']}, {index['simple_url']} (log {index['log']})")
+    elif isinstance(index, dict) and args.action == "status":
+        print(f"local index stopped: none runs for {index['home']}")
     if info.get("note"):
         say(f"wheelflow: note: {info['note']}")
     return 0 if args.action != "status" or info["status"] in ("running", "stopped") else 1

@@ -120,6 +120,7 @@ class ReleaseReport:
     source: dict[str, Any] | None = None  # what was built: the release commit's export, or a directory
     code: dict[str, str] = field(default_factory=running_wheelflow)  # the wheelflow that ran it
     sandbox: str | None = None  # what contained the code of the project run here (wheelflow.core.sandbox)
+    install: list[str] = field(default_factory=list)  # the command a user pastes, per index target proven
 
     def add(self, check: str, passed: bool, detail: str = "") -> None:
         self.checks.append(Check(check, PASSED if passed else FAILED, detail))
@@ -156,6 +157,7 @@ class ReleaseReport:
                 "source": self.source,
                 "wheelflow": self.code,
                 "sandbox": self.sandbox,
+                "install": self.install,
             }
         )
 
@@ -214,6 +216,8 @@ class ReleaseReport:
             lines += ["", "## Rollback runbook", "", "```", *self.runbook, "```"]
         lines += ["", "| check | result | detail |", "|---|---|---|"]
         lines += [f"| {c.check} | {_ICON[c.status]} {c.status} | {c.detail} |" for c in self.checks]
+        if self.ok and self.install:  # last: what a user does next
+            lines += ["", "## Install", "", "```", *self.install, "```"]
         return redact("\n".join(lines) + "\n")
 
     def save(self, directory: Path) -> Path:

@@ -189,12 +189,14 @@ def run_step(
     network: bool = True,
     timeout: float | None = None,
     mode: str | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> StepResult:
     """Run ``cmd`` contained (``mode``: BWRAP or SESSION, default this machine's ``protection()``),
     passing each line of its output (stdout and stderr together) to ``on_line``. ``writable``: the
     folders it may write besides a private temporary folder (its TMPDIR, removed after);
     ``network``: False gives it none (under BWRAP). Returns once the step and everything it started
-    are gone."""
+    are gone. ``on_start`` gets the step's PID as seen from here (under BWRAP: bwrap's; the step's
+    processes are its descendants in this /proc)."""
     mode = mode or protection()
     scratch = Path(tempfile.mkdtemp(prefix="wheelflow-step-"))
     marker = secrets.token_hex(8)
@@ -217,6 +219,8 @@ def run_step(
         os.close(wake_write)
         shutil.rmtree(scratch, ignore_errors=True)
         raise
+    if on_start is not None:
+        on_start(proc.pid)
     if mode != BWRAP:
         with _LIVE_LOCK:
             _LIVE_SESSIONS[proc.pid] = marker

@@ -65,6 +65,29 @@ def install_commands(
     return [(pinned, "--index-url", simple_url), *[(pinned, "--index-url", sub) for sub in sub_indexes]]
 
 
+def needs_dependencies(wheels: Iterable[Path]) -> bool:
+    """A wheel of the release requires another project (Requires-Dist outside an extra)."""
+    from wheelflow.checks.audits import read_metadata  # checks sit below proof; imported where used
+
+    for wheel in wheels:
+        metadata = read_metadata(wheel) if wheel.name.endswith(".whl") else None
+        for line in (metadata.get_all("Requires-Dist") or []) if metadata else []:
+            if "extra ==" not in line.replace('extra=="', 'extra == "'):
+                return True
+    return False
+
+
+def user_install_command(
+    name: str, version: str, simple_url: str, dependency_index: str | None, needs_deps: bool
+) -> str:
+    """The command a user pastes to install this release from the target: the target's index first and
+    only, plus the configured dependency index where the release requires other projects."""
+    words = ["pip", "install", "--index-url", simple_url]
+    if needs_deps and dependency_index and dependency_index.rstrip("/") != simple_url.rstrip("/"):
+        words += ["--extra-index-url", dependency_index]
+    return shlex.join([*words, f"{name}=={version}"])
+
+
 def runtimes(pythons: Iterable[str]) -> tuple[str | None, ...]:
     """The Pythons the release's wheels are for (the matrix's python axis), else this interpreter."""
     return tuple(sorted(set(pythons), key=lambda p: tuple(int(x) for x in re.findall(r"\d+", p)))) or (None,)

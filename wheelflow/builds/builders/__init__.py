@@ -152,17 +152,78 @@ class BatchedLog:
 
 
 _COMPILE_UNIT = re.compile(r"(?:^|\s)(?:-c\s+)?(\S+\.(?:cu|cpp|cxx|cc|c|cuh))(?:\s|$)")
+_SOURCE = re.compile(r"\.(?:cu|cpp|cxx|cc|c|C|c\+\+)$")
+_NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]")
+#: programs whose source argument is a compile unit: the drivers, and the compilers proper they run
+COMPILERS = frozenset(
+    {"nvcc", "cicc", "cudafe++", "cc1", "cc1plus", "gcc", "g++", "cc", "c++", "clang", "clang++", "ccache", "sccache"}
+)
+#: interpreters a compiler wrapper script runs under: the script's own name is the compiler's
+_INTERPRETERS = frozenset({"sh", "bash", "dash", "python", "python3", "perl", "env"})
+SAMPLE_EVERY = 2.0  # seconds between looks at the build's processes (a /proc scan: milliseconds)
+
+
+def project_path(unit: str) -> str:
+    """The build's private copy of the source named as the project has it."""
+    return unit.split("wheelflow-src-", 1)[1].split("/", 1)[-1] if "wheelflow-src-" in unit else unit
+
+
+def compile_unit_of(argv: list[str]) -> str | None:
+    """The source file a compiler process works on, from its command line; None for other processes
+    and for a compiler's temporary intermediate files (nvcc's ``tmpxft_*``, preprocessed ``.ii``)."""
+    if not argv:
+        return None
+    program = Path(argv[0]).name
+    args = argv[1:]
+    if program.rstrip("0123456789.") in _INTERPRETERS and len(argv) > 1:  # `sh /wrappers/nvcc -c a.cu`
+        program, args = Path(argv[1]).name, argv[2:]
+    if program not in COMPILERS and not re.fullmatch(r"(?:[\w.-]+-)?(?:gcc|g\+\+|c\+\+)(?:-\d+)?", program):
+        return None
+    sources = [a for a in args if _SOURCE.search(a) and not a.startswith("-") and "tmpxft" not in a]
+    return project_path(sources[-1]) if sources else None
+
+
+def compile_units_under(root: int) -> list[str]:
+    """The compile units the processes under ``root`` work on now (read from /proc, not from output)."""
+    from wheelflow.core.cancel import descendants  # the process tree, as cancellation walks it
+
+    units = set()
+    for pid in descendants(root):
+        try:
+            argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+        except OSError:  # it ended meanwhile
+            continue
+        if (unit := compile_unit_of(argv)) is not None:
+            units.add(unit)
+    return sorted(units)
 
 
 class Progress:
-    """A long build is never silent: every ``every`` seconds, the elapsed time and the compile unit
-    last seen in its output (``cell X: building for 600 s, compiling csrc/attn.cu``), also while the
-    build prints nothing. Feed it each output line; use as a context manager around the build."""
+    """A long build is never silent: every ``every`` seconds, the elapsed time and the compile units
+    running at that moment (``cell X: building for 600 s, compiling csrc/attn.cu, csrc/gemm.cu; 3 of 12
+    units done``), also while the build prints nothing. Once :meth:`watch` got the build's PID, the units
+    are read from its process tree (compilers' command lines in /proc: ninja's buffered output names
+    files that ended long ago), and units seen running before that run no more count as done; the total
+    comes from ninja's ``[n/N]`` lines where it prints them. Without a PID, the unit last seen in the
+    output. ``cached``: the compiler cache's (hits, compiles) so far, added to the line when it has any.
+    Feed it each output line; use as a context manager around the build."""
 
-    def __init__(self, what: str, log: Log, every: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self._what, self._log, self._every, self._clock = what, log, every, clock
+    def __init__(
+        self,
+        what: str,
+        log: Log,
+        every: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        cached: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
+        self._what, self._log, self._every, self._clock, self._cached = what, log, every, clock, cached
         self._started = clock()
         self._unit: str | None = None
+        self._root: int | None = None
+        self._running: list[str] = []
+        self._seen: set[str] = set()
+        self._total: int | None = None
+        self._sampled = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"progress {what}", daemon=True)
 
@@ -170,19 +231,50 @@ class Progress:
     def elapsed(self) -> float:
         return self._clock() - self._started
 
+    def watch(self, pid: int) -> None:
+        """The build's root process: from now on, units are read from its descendants."""
+        self._root = pid
+
+    def sample(self) -> list[str]:
+        """Look at the build's processes now: the units running, remembered as seen."""
+        if self._root is None:
+            return []
+        running = compile_units_under(self._root)
+        with self._sampled:
+            self._running = running
+            self._seen.update(running)
+        return running
+
     def line(self, text: str) -> None:
+        if (step := _NINJA_STEP.match(text.lstrip())) is not None:
+            self._total = int(step.group(2))
         if ("-c " in text or text.lstrip().startswith("[")) and (found := _COMPILE_UNIT.findall(text)):
             unit = found[-1]
             # the build's private copy of the source: name the file as the project has it
             self._unit = unit.split("wheelflow-src-", 1)[1].split("/", 1)[-1] if "wheelflow-src-" in unit else unit
 
     def report(self) -> str:
-        unit = f", compiling {self._unit}" if self._unit else ""
-        return f"{self._what}: building for {self.elapsed:.0f} s{unit}"
+        if self._root is None:
+            unit = f", compiling {self._unit}" if self._unit else ""
+            return f"{self._what}: building for {self.elapsed:.0f} s{unit}"
+        running = self.sample()
+        with self._sampled:
+            done = len(self._seen - set(running))
+        units = f", compiling {', '.join(running)}" if running else ", compiling nothing right now"
+        total = f" of {self._total}" if self._total else ""
+        noun = "unit" if (self._total or done) == 1 else "units"
+        hits, compiles = self._cached() if self._cached is not None else (0, 0)
+        cache = f", compiler cache: {hits} of {compiles} compiles hit" if compiles else ""
+        return f"{self._what}: building for {self.elapsed:.0f} s{units}; {done}{total} {noun} done{cache}"
 
     def _beat(self) -> None:
-        while not self._stop.wait(self._every):
-            self._log(self.report())
+        next_line = self._clock() + self._every
+        while not self._stop.wait(max(0.0, min(SAMPLE_EVERY, next_line - self._clock()))):
+            if self._clock() >= next_line:
+                self._log(self.report())
+                next_line = self._clock() + self._every
+            else:
+                self.sample()  # between lines: units that start and end within 30 s still count as done
 
     def __enter__(self) -> Progress:
         self._thread.start()

@@ -108,6 +108,7 @@ def _stream(
             network=network,
             timeout=timeout,
             mode=mode,
+            on_start=progress.watch if progress is not None else None,
         )
         for line in lines.close():
             emit(line)
@@ -203,7 +204,7 @@ class LocalBuilder:
                 if planned:
                     log(f"cell {cell.name}: the build will produce version {planned}")
             # The copy's path is random: compilers record it as "." instead.
-            with Progress(f"cell {cell.name}", log) as progress:
+            with Progress(f"cell {cell.name}", log, cached=cache.hit_rate if cache else None) as progress:
                 code, tail = _stream(
                     [python, "-m", "build", "--wheel", *frontend, "--outdir", str(out), str(copy)],
                     {**build_env, **prefix_map_env(str(copy), build_env)},

@@ -1,0 +1,100 @@
+"""Progress names the compile units running now, read from the build's process tree (issue 34, item 4)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from wheelflow.builds.builders import Progress, compile_unit_of
+from wheelflow.builds.builders.local import _stream
+from wheelflow.core.sandbox import BWRAP, SESSION, protection
+
+FAKE_NVCC = """#!{python}
+# a compiler that says it started, then works until the test lets it finish
+import os, sys, time
+from pathlib import Path
+unit = next(a for a in sys.argv[1:] if a.endswith(".cu"))
+flags = Path(os.environ["FAKE_FLAGS"])
+name = Path(unit).stem
+(flags / f"started-{{name}}").touch()
+while not (flags / f"release-{{name}}").exists():
+    time.sleep(0.02)  # the fake compile's work
+"""
+
+
+def until(condition, what: str, seconds: float = 60.0):
+    """Poll the condition the test waits for (bounded), never a fixed time."""
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return value
+
+
+def test_a_compilers_command_line_names_its_unit_and_not_its_temporary_files() -> None:
+    assert compile_unit_of(["/usr/local/cuda/bin/nvcc", "-c", "/tmp/wheelflow-src-x1/csrc/a.cu", "-o", "a.o"]) == (
+        "csrc/a.cu"
+    )
+    assert compile_unit_of(["/usr/lib/gcc/x86_64-linux-gnu/12/cc1plus", "-quiet", "csrc/b.cpp", "-o", "/tmp/b.s"]) == (
+        "csrc/b.cpp"
+    )
+    assert compile_unit_of(["/bin/sh", "/wrappers/x86_64-linux-gnu-g++-12", "-c", "c.cc"]) == "c.cc"
+    assert compile_unit_of(["cc1plus", "-quiet", "/tmp/tmpxft_0001_00000000-6_a.cudafe1.cpp"]) is None
+    assert compile_unit_of(["ninja", "-v", "build.ninja"]) is None
+    assert compile_unit_of(["python3", "setup.py", "bdist_wheel"]) is None
+
+
+@pytest.mark.parametrize("mode", [SESSION, BWRAP])
+def test_progress_names_the_units_compiling_now_from_the_process_tree(tmp_path: Path, mode: str) -> None:
+    if mode == BWRAP and protection() != BWRAP:
+        pytest.skip("bubblewrap cannot run here")
+    bin_dir, flags, work = tmp_path / "bin", tmp_path / "flags", tmp_path / "work"
+    for folder in (bin_dir, flags, work):
+        folder.mkdir()
+    nvcc = bin_dir / "nvcc"
+    nvcc.write_text(FAKE_NVCC.format(python=sys.executable))
+    nvcc.chmod(0o755)
+    lines: list[str] = []
+    progress = Progress("cell t", lines.append, every=3600)  # the test asks for the line itself
+    # ninja prints nothing until the end: the output names no unit
+    build = "nvcc -c csrc/a.cu -o a.o & nvcc -c csrc/b.cu -o b.o & wait"
+    result: list[object] = []
+    step = threading.Thread(
+        target=lambda: result.append(
+            _stream(  # the local builder's way to run a build: it hands the PID to the progress
+                ["sh", "-c", build],
+                {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_FLAGS": str(flags)},
+                work,
+                lambda text: None,
+                600,
+                progress,
+                writable=[flags],
+                mode=mode,
+            )
+        )
+    )
+    step.start()
+    try:
+        until(lambda: (flags / "started-a").exists() and (flags / "started-b").exists(), "both compiles to start")
+        assert progress.report().endswith("compiling csrc/a.cu, csrc/b.cu; 0 units done")
+        progress.line("[1/2] nvcc -c csrc/a.cu -o a.o")  # ninja's count, where it prints one
+        (flags / "release-a").touch()
+        until(lambda: progress.sample() == ["csrc/b.cu"], "a.cu's compiler to exit")
+        assert progress.report().endswith("compiling csrc/b.cu; 1 of 2 units done")
+    finally:
+        (flags / "release-a").touch()
+        (flags / "release-b").touch()
+        step.join(60)
+    assert result and result[0][0] == 0  # type: ignore[index]
+    assert progress.report().endswith("compiling nothing right now; 2 of 2 units done")
+
+
+def test_progress_adds_the_compiler_caches_hits_so_far(tmp_path: Path) -> None:
+    progress = Progress("cell t", lambda line: None, every=3600, cached=lambda: (2, 5))
+    progress.watch(os.getpid())  # this test's own tree: no compiler runs under it
+    assert progress.report().endswith("compiling nothing right now; 0 units done, compiler cache: 2 of 5 compiles hit")
