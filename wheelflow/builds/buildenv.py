@@ -35,6 +35,7 @@ from wheelflow.config.matrix import Cell, render_template
 from wheelflow.core.errors import BuildError, EnvCreationError
 from wheelflow.core.installerconfig import InstallerConfig
 from wheelflow.core.pyenvs import PyEnv, create_env, installer_env
+from wheelflow.core.redaction import redact
 from wheelflow.core.sandbox import run_step
 
 if sys.version_info >= (3, 11):
