@@ -366,9 +366,36 @@ def start_run(client: Any, deployment: Any, parameters: dict[str, Any], deployme
 
 
 def cancel_run(client: Any, flow_run_id: UUID, reason: str) -> None:
+    """Ask the run to stop, as the UI's Cancel does: not forced, so the server's rules apply. A run
+    that has not started (Scheduled, no process yet) goes straight to Cancelled and pages nobody; a
+    forced Cancelling left it Cancelling with no runner to end it, and the release-problem automation
+    paged for a run that did nothing."""
     from prefect.states import Cancelling
 
-    client.set_flow_run_state(flow_run_id, Cancelling(message=reason), force=True)
+    client.set_flow_run_state(flow_run_id, Cancelling(message=reason))
+
+
+def read_cancel_reason(flow_run_id: Any) -> str:
+    """Why the run was cancelled, read from its states (see :func:`wheelflow.ops.orchestration.cancel_reason`)."""
+    from wheelflow.ops.orchestration import NO_CANCEL_REASON, cancel_reason
+
+    try:
+        with get_client(sync_client=True) as client:
+            states = client.read_flow_run_states(flow_run_id)
+    except Exception:  # an alert must go out even when the API cannot be read
+        return NO_CANCEL_REASON
+    return cancel_reason([(s.type.value, s.message) for s in states])
+
+
+def final_message(client: Any, flow_run_id: UUID, state: Any) -> str | None:
+    """A run's final message as people should read it: a cancelled run's is the reason its canceller
+    gave (see :func:`wheelflow.ops.orchestration.cancel_reason`), else the state's own message."""
+    from wheelflow.ops.orchestration import cancel_reason
+
+    if state is None or not state.is_cancelled():
+        return state.message if state is not None else None
+    states = client.read_flow_run_states(flow_run_id)
+    return cancel_reason([(s.type.value, s.message) for s in states])
 
 
 def strict_parameters(client: Any, deployment: Any) -> None:
