@@ -54,3 +54,24 @@ def test_serve_help_makes_no_claim_of_a_demo_default_for_monitor_projects(capsys
         pass
     text = " ".join(capsys.readouterr().out.split())
     assert "hello-cuda" not in text and "registered inactive" in text
+
+
+def test_a_schedule_registered_inactive_gets_no_silent_schedule_alert(monkeypatch) -> None:
+    """An inactive schedule finishes no run by design: a 'finished no run in 2 days' page for the
+    nightly nobody configured would be noise."""
+    import wheelflow.adapters.prefect_api as prefect_api
+    from wheelflow.cli import build_parser
+    from wheelflow.cli.automations import plan
+
+    installed: list[str] = []
+    monkeypatch.setattr(
+        prefect_api, "install_automations", lambda specs, dests: installed.extend(s.name for s in specs) or {}
+    )
+    monkeypatch.setenv("WHEELFLOW_ALERT_WEBHOOK", "http://127.0.0.1:9/hook")
+    args = build_parser().parse_args(["automations", "install"])
+    plan(args, monitor_interval=None, inactive=waiting_for_configuration(None, None))()
+    assert "wheelflow-release-problem" in installed
+    assert not [name for name in installed if name.startswith("wheelflow-silent-")]
+    installed.clear()
+    plan(args, monitor_interval=None)()
+    assert {"wheelflow-silent-sync-monitor", "wheelflow-silent-nightly"} <= set(installed)
