@@ -95,9 +95,11 @@ def cancelled_state(reason: str) -> State[Any]:
     flow to return: Prefect then ends the run Cancelled with that message. Under a runner, only the
     Cancelled state: the runner marks the run and runs the cancellation hook (the alert, from the report
     this run wrote) once this process has ended; a second alert from here would page twice."""
-    message = cancel_message(reason)
+    by_runner = runner_managed()
+    # under a runner, the canceller's own words: they are what `status` and `trigger` show for the run
+    message = reason if by_runner else cancel_message(reason)
     context = FlowRunContext.get()
-    if context is not None and context.flow_run is not None and not runner_managed():
+    if context is not None and context.flow_run is not None and not by_runner:
         state = Cancelling(message=message)
         try:
             with get_client(sync_client=True) as client:

@@ -21,6 +21,7 @@ from prefect.transactions import transaction
 from wheelflow.adapters.prefect_api import Decision, read_record
 from wheelflow.config.routing import routed
 from wheelflow.config.spec import Target
+from wheelflow.core.cancel import RunCancelled
 from wheelflow.core.distributions import Distribution, describe
 from wheelflow.core.errors import (
     ApprovalError,
@@ -61,7 +62,7 @@ def publishing(ctx: ReleaseContext, dists: list[Distribution]) -> Iterator[Publi
                     confirm_published(ctx, dists)
                 except UploadError as exc:
                     upload_failure = exc  # the index refused or did not answer: what landed stays
-        except WheelflowError:
+        except (WheelflowError, RunCancelled):  # a cancelled release ends like a failed one: rolled back, accounted for
             account_for_rollback(ctx, stages)
             raise
         if upload_failure is not None:
