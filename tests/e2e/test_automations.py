@@ -353,7 +353,7 @@ def test_a_release_cancelled_before_it_started_pages_nobody(prefect_api, index, 
             proc.kill()
     run_id = out.read_text().split("(", 1)[1].split(")", 1)[0]
     wait_for(lambda: _run_state(run_id).name == "Cancelled", 30, "the server to cancel the run")
-    assert _no_second_alert(receiver, run_id, dedup) == []  # a forced Cancelling opened the automation's window
+    assert _no_second_alert(receiver, run_id, dedup) == []  # what docs/deployments-and-ci.md promises
 
 
 def _timed_out_project(root: Path, index) -> Path:

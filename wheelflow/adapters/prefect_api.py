@@ -366,13 +366,11 @@ def start_run(client: Any, deployment: Any, parameters: dict[str, Any], deployme
 
 
 def cancel_run(client: Any, flow_run_id: UUID, reason: str) -> None:
-    """Ask the run to stop, as the UI's Cancel does: not forced, so the server's rules apply. A run
-    that has not started (Scheduled, no process yet) goes straight to Cancelled and pages nobody; a
-    forced Cancelling left it Cancelling with no runner to end it, and the release-problem automation
-    paged for a run that did nothing."""
+    """Ask the run to stop with ``reason`` (what `status` and the alert then give). Forced, as before;
+    the server still ends a run that has no process yet (Scheduled) Cancelled at once."""
     from prefect.states import Cancelling
 
-    client.set_flow_run_state(flow_run_id, Cancelling(message=reason))
+    client.set_flow_run_state(flow_run_id, Cancelling(message=reason), force=True)
 
 
 def read_cancel_reason(flow_run_id: Any) -> str:
