@@ -282,17 +282,38 @@ def test_a_cancelled_release_alerts_exactly_once(prefect_api, index, receiver, t
     project = _slow_project(tmp_path / "slow", index, {"api": "1.0.2", "sigterm": "1.0.3"}[how])
     dedup = 20
     with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", str(dedup)):
-        if how == "api":  # what the UI's Cancel and `prefect flow-run cancel` do
-            run_id = _start_release(project)
-            wait_for(lambda: _run_state(run_id).name == "Running", 300, "the release to run")
-            wait_for(
-                lambda: list(index.packages.iterdir()), 300, "the upload to staging"
-            )  # cancelled in its smoke test
-            from prefect.client.orchestration import get_client
-            from prefect.states import Cancelling
+        if how == "api":  # what the UI's Cancel and `prefect flow-run cancel` do, while CI follows the run
+            exe = str(Path(sys.executable).with_name("wheelflow"))
+            follower_out, follower_err = tmp_path / "follower.json", tmp_path / "follower.log"
+            with open(follower_out, "w") as stdout, open(follower_err, "w") as stderr:
+                follower = subprocess.Popen(
+                    [exe, "trigger", "release", "--param", f"project={project}", "--wait", "--json"],
+                    stdout=stdout,
+                    stderr=stderr,
+                )
+            try:
+                wait_for(lambda: ": Running" in follower_err.read_text(), 300, "the release to run")
+                run_id = follower_err.read_text().split("(", 1)[1].split(")", 1)[0]
+                wait_for(
+                    lambda: list(index.packages.iterdir()), 300, "the upload to staging"
+                )  # cancelled in its smoke test
+                from prefect.client.orchestration import get_client
+                from prefect.states import Cancelling
 
-            with get_client(sync_client=True) as client:
-                client.set_flow_run_state(run_id, Cancelling(message="cancelled from the UI"), force=True)
+                with get_client(sync_client=True) as client:
+                    client.set_flow_run_state(run_id, Cancelling(message="cancelled from the UI"), force=True)
+                assert follower.wait(120) == 3
+            finally:
+                if follower.poll() is None:
+                    follower.kill()
+            # trigger --wait ends with the canceller's reason, not the killed smoke test's crash
+            followed = json.loads(follower_out.read_text())
+            assert (followed["state"], followed["message"], followed["reason"]) == (
+                "Cancelled",
+                "cancelled from the UI",
+                "cancelled from the UI",
+            ), followed
+            assert "Cancelled: cancelled from the UI" in follower_err.read_text()
         else:  # the CI job running `wheelflow trigger --wait` is cancelled
             exe = str(Path(sys.executable).with_name("wheelflow"))
             out = tmp_path / "trigger.log"
