@@ -140,3 +140,27 @@ def test_files_whose_target_passed_its_smoke_test_are_published_and_proven() -> 
         "published, proven: a.whl on staging",
         "published, not proven: a.whl on production",
     ]
+
+
+def test_files_a_rollback_could_not_remove_are_reported_published_not_proven() -> None:
+    """An index that keeps what the rollback asked it to remove: the report says what stays, and that
+    nothing proved it (the release ended before its install + smoke test on that target)."""
+    from flows.publishing import account_for_rollback
+    from wheelflow.core.report import FileReport, ReleaseReport
+
+    report = ReleaseReport(project="p", name="hello", version="1.0.0")
+    report.files = [
+        FileReport("hello-1.0.0.tar.gz", "0" * 64, "staging", "sdist", upload="uploaded", status="verified"),
+        FileReport("hello-1.0.0-py3-none-any.whl", "1" * 64, "staging", "wheel", upload="uploaded", status="verified"),
+    ]
+    report.add("install + smoke on staging", False, "cancelled: cancelled from the UI")
+    keeps_the_wheel = SimpleNamespace(still_served=lambda ctx, stage, files: {"hello-1.0.0-py3-none-any.whl"})
+    stage = SimpleNamespace(
+        target=SimpleNamespace(name="staging"), publisher=keeps_the_wheel, endpoints=SimpleNamespace(public=False)
+    )
+    ctx = SimpleNamespace(report=report, spec=SimpleNamespace(name="hello"), version="1.0.0")
+    account_for_rollback(ctx, [stage])
+    assert report.file("hello-1.0.0.tar.gz", "staging").upload == "rolled back"
+    [kept] = [c for c in report.checks if c.check == "rolled back staging" and c.status == "failed"]
+    assert kept.detail == "still served (published, not proven): hello-1.0.0-py3-none-any.whl"
+    assert any("hello-1.0.0-py3-none-any.whl" in line for line in report.runbook)
