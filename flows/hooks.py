@@ -11,6 +11,7 @@ from prefect.logging.handlers import APILogWorker
 from wheelflow.adapters.prefect_api import emit_alert_sent, read_cancel_reason, read_secret, run_histories, ui_url
 from wheelflow.core.deadline import Deadline
 from wheelflow.core.home import wheelflow_home
+from wheelflow.core.report import proven_targets
 from wheelflow.ops.alerts import Alert, configured_channels, send_alert
 from wheelflow.ops.runhistory import describe_attempts
 
@@ -36,17 +37,15 @@ def still_published(report: dict) -> list[str]:
     """What this unfinished release left published, file by file: proven (served with its sha256, and
     its target's install + smoke test passed) or "published, not proven" (e.g. cancelled during the
     smoke test). Rolled-back files are not listed: they are gone."""
-    proven_targets = {
-        c["check"].removeprefix("install + smoke on ")
-        for c in report.get("checks", [])
-        if c["check"].startswith("install + smoke on ") and c["status"] == "passed"
-    }
+    proven = proven_targets((c["check"], c["status"]) for c in report.get("checks", []))
     lines = []
     for f in report.get("files", []):
         if f.get("upload") not in ("uploaded", "already present"):
             continue
-        proven = f.get("status") == "verified" and f["target"] in proven_targets
-        lines.append(f"{'published, proven' if proven else 'published, not proven'}: {f['filename']} on {f['target']}")
+        label = (
+            "published, proven" if f.get("status") == "verified" and f["target"] in proven else "published, not proven"
+        )
+        lines.append(f"{label}: {f['filename']} on {f['target']}")
     return lines
 
 

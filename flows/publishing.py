@@ -31,7 +31,7 @@ from wheelflow.core.errors import (
     VerificationError,
     WheelflowError,
 )
-from wheelflow.core.report import PASSED, FileReport
+from wheelflow.core.report import FileReport, proven_targets
 from wheelflow.flows.context import ReleaseContext
 from wheelflow.flows.stages import Publication, Stage, index_key
 from wheelflow.flows.targets import publisher_for
@@ -283,7 +283,7 @@ def account_for_rollback(ctx: ReleaseContext, stages: list[Stage]) -> None:
             report.add(f"rolled back {target}", True, "removed " + ", ".join(removed))
         if stayed:
             # a release that ended before its proof on this target (failed or cancelled) leaves these unproven
-            proven = any(c.check == f"install + smoke on {target}" and c.status == PASSED for c in report.checks)
+            proven = target in proven_targets((c.check, c.status) for c in report.checks)
             label = "published, proven" if proven else "published, not proven"
             report.add(f"rolled back {target}", False, f"still served ({label}): " + ", ".join(stayed))
             report.runbook += rollback_runbook(ctx.spec.name, ctx.version, target, stayed, stage.endpoints.public)

@@ -373,27 +373,30 @@ def cancel_run(client: Any, flow_run_id: UUID, reason: str) -> None:
     client.set_flow_run_state(flow_run_id, Cancelling(message=reason), force=True)
 
 
-def read_cancel_reason(flow_run_id: Any) -> str:
+def run_cancel_reason(client: Any, flow_run_id: Any) -> str:
     """Why the run was cancelled, read from its states (see :func:`wheelflow.ops.orchestration.cancel_reason`)."""
-    from wheelflow.ops.orchestration import NO_CANCEL_REASON, cancel_reason
+    from wheelflow.ops.orchestration import cancel_reason
+
+    return cancel_reason([(s.type.value, s.message) for s in client.read_flow_run_states(flow_run_id)])
+
+
+def read_cancel_reason(flow_run_id: Any) -> str:
+    """:func:`run_cancel_reason` for a hook: never raises, as the alert must go out whatever the API does."""
+    from wheelflow.ops.orchestration import NO_CANCEL_REASON
 
     try:
         with get_client(sync_client=True) as client:
-            states = client.read_flow_run_states(flow_run_id)
-    except Exception:  # an alert must go out even when the API cannot be read
+            return run_cancel_reason(client, flow_run_id)
+    except Exception:
         return NO_CANCEL_REASON
-    return cancel_reason([(s.type.value, s.message) for s in states])
 
 
 def final_message(client: Any, flow_run_id: UUID, state: Any) -> str | None:
     """A run's final message as people should read it: a cancelled run's is the reason its canceller
-    gave (see :func:`wheelflow.ops.orchestration.cancel_reason`), else the state's own message."""
-    from wheelflow.ops.orchestration import cancel_reason
-
+    gave, else the state's own message."""
     if state is None or not state.is_cancelled():
         return state.message if state is not None else None
-    states = client.read_flow_run_states(flow_run_id)
-    return cancel_reason([(s.type.value, s.message) for s in states])
+    return run_cancel_reason(client, flow_run_id)
 
 
 def strict_parameters(client: Any, deployment: Any) -> None:
