@@ -39,7 +39,10 @@ PROJECTS_VARIABLE = "wheelflow-monitor-projects"  # flows/monitor.py reads it wh
 
 
 def waiting_for_configuration(
-    monitored: list[dict[str, Any]] | None, projects_variable: Any, upstream_packages: Any = None
+    monitored: list[dict[str, Any]] | None,
+    projects_variable: Any,
+    upstream_packages: Any = None,
+    nightly_project: str | None = None,
 ) -> dict[str, str]:
     """The scheduled deployments that would fail on every run as configured, each with what to set.
     They are registered with their schedule inactive (the same cron), so nothing fails on a schedule
@@ -50,6 +53,12 @@ def waiting_for_configuration(
             f"set the Prefect Variable {PROJECTS_VARIABLE} (a JSON list of projects: name, repo, indexes) "
             "or pass `wheelflow serve --monitor-projects FILE`, then run `wheelflow setup` (or restart serve) "
             "to activate its schedule"
+        )
+    if not nightly_project or nightly_project == DEMO_PROJECT:
+        # its default project is wheelflow's own demo: on a schedule it would publish that to the first target
+        waiting["nightly"] = (
+            "set its `project` parameter (the path or git URL of the project to build every night) on the "
+            "deployment in the Prefect UI, then turn its schedule on there"
         )
     if not upstream_packages:
         waiting["upstream-check"] = (
@@ -103,7 +112,7 @@ def project_deployments(
             name="nightly",
             work_pool_name=CONTROL_POOL,
             parameters={"project": DEMO_PROJECT, "dev": True},
-            schedules=[Cron(NIGHTLY_CRON, timezone="UTC")],
+            schedules=[Cron(NIGHTLY_CRON, timezone="UTC", active="nightly" not in inactive)],
             description="Nightly development build (next micro + .devYYYYMMDDHHMM), published to the first target only.",
         ),
         sync_monitor.to_deployment(

@@ -21,6 +21,7 @@ from prefect.transactions import transaction
 from wheelflow.adapters.prefect_api import Decision, read_record
 from wheelflow.config.routing import routed
 from wheelflow.config.spec import Target
+from wheelflow.core.cancel import RunCancelled
 from wheelflow.core.distributions import Distribution, describe
 from wheelflow.core.errors import (
     ApprovalError,
@@ -30,7 +31,7 @@ from wheelflow.core.errors import (
     VerificationError,
     WheelflowError,
 )
-from wheelflow.core.report import FileReport
+from wheelflow.core.report import FileReport, proven_targets
 from wheelflow.flows.context import ReleaseContext
 from wheelflow.flows.stages import Publication, Stage, index_key
 from wheelflow.flows.targets import publisher_for
@@ -61,7 +62,7 @@ def publishing(ctx: ReleaseContext, dists: list[Distribution]) -> Iterator[Publi
                     confirm_published(ctx, dists)
                 except UploadError as exc:
                     upload_failure = exc  # the index refused or did not answer: what landed stays
-        except WheelflowError:
+        except (WheelflowError, RunCancelled):  # a cancelled release ends like a failed one: rolled back, accounted for
             account_for_rollback(ctx, stages)
             raise
         if upload_failure is not None:
@@ -281,5 +282,8 @@ def account_for_rollback(ctx: ReleaseContext, stages: list[Stage]) -> None:
         if removed:
             report.add(f"rolled back {target}", True, "removed " + ", ".join(removed))
         if stayed:
-            report.add(f"rolled back {target}", False, "still served: " + ", ".join(stayed))
+            # a release that ended before its proof on this target (failed or cancelled) leaves these unproven
+            proven = target in proven_targets((c.check, c.status) for c in report.checks)
+            label = "published, proven" if proven else "published, not proven"
+            report.add(f"rolled back {target}", False, f"still served ({label}): " + ", ".join(stayed))
             report.runbook += rollback_runbook(ctx.spec.name, ctx.version, target, stayed, stage.endpoints.public)

@@ -18,7 +18,7 @@ from wheelflow.core.errors import ReleaseStepFailed, WheelflowError
 from wheelflow.core.home import wheelflow_home
 from wheelflow.core.report import ReleaseReport
 from wheelflow.flows.abigate import abi_gate, wheels_of_cells
-from wheelflow.flows.cancelling import cancelled_state, stopped_by_signals
+from wheelflow.flows.cancelling import cancelled_state, reason_given, stopped_by_signals
 from wheelflow.flows.context import ReleaseContext, one_release_at_a_time, prepare
 from wheelflow.flows.hooks import alert_release_problem
 from wheelflow.flows.matrix import build
@@ -108,9 +108,9 @@ def release(
                 # the final state message (the run's header in the UI, `status`, `trigger`) names the step
                 raise ReleaseStepFailed(report.failed_step() or "release", exc) from exc
             except RunCancelled as exc:
-                cancelled = exc
-                report.error = f"cancelled: {exc.reason}"
-                get_run_logger().error("the release was cancelled: %s", exc.reason)
+                cancelled = RunCancelled(reason_given(exc.reason))
+                report.error = f"cancelled: {cancelled.reason}"
+                get_run_logger().error("the release was cancelled: %s", cancelled.reason)
             finally:
                 if report.builder == "docker":
                     remove_containers({RUN_LABEL: str(report.flow_run_id)})  # whatever a timeout or cancellation left

@@ -11,7 +11,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from wheelflow.config.spec import Target
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.errors import UploadError, WheelflowError
-from wheelflow.core.report import FAILED, NOT_RUN, PASSED, Check
+from wheelflow.core.report import FAILED, NOT_RUN, PASSED, SMOKE_CHECK_PREFIX, Check
 from wheelflow.flows.context import ReleaseContext
 from wheelflow.flows.futures import settled
 from wheelflow.flows.stages import Publication, Publisher, Stage, note_uploads, proven, user_install_checks
@@ -135,7 +135,7 @@ class IndexPublisher:
             lambda: verify_served(stage.endpoints, ctx.spec.name, ctx.version, stage.files),
             lambda dist, _: f"downloaded, sha256 {dist.sha256[:16]}… matches",
         )
-        with report.step(f"install + smoke on {target}") as step:
+        with report.step(f"{SMOKE_CHECK_PREFIX}{target}") as step:
             step.detail = install_and_smoke_test(
                 stage.endpoints, ctx.spec.name, ctx.version, served, ctx.spec.smoke, ctx.spec.dependencies
             )
@@ -219,7 +219,7 @@ class StaticPublisher:
         with_wheels = [sub for sub, files in listings.items() if any(f.filename.endswith(".whl") for f in files)]
         for subindex in with_wheels or [""]:  # an index of sdists only is installed from its root (a source build)
             endpoints = site.subindex_endpoints(subindex)
-            with report.step(f"install + smoke on {endpoints.name}") as step:
+            with report.step(f"{SMOKE_CHECK_PREFIX}{endpoints.name}") as step:
                 step.detail = install_and_smoke_test(
                     endpoints,
                     ctx.spec.name,

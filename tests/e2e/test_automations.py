@@ -282,14 +282,38 @@ def test_a_cancelled_release_alerts_exactly_once(prefect_api, index, receiver, t
     project = _slow_project(tmp_path / "slow", index, {"api": "1.0.2", "sigterm": "1.0.3"}[how])
     dedup = 20
     with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", str(dedup)):
-        if how == "api":  # what the UI's Cancel and `prefect flow-run cancel` do
-            run_id = _start_release(project)
-            wait_for(lambda: _run_state(run_id).name == "Running", 300, "the release to run")
-            from prefect.client.orchestration import get_client
-            from prefect.states import Cancelling
+        if how == "api":  # what the UI's Cancel and `prefect flow-run cancel` do, while CI follows the run
+            exe = str(Path(sys.executable).with_name("wheelflow"))
+            follower_out, follower_err = tmp_path / "follower.json", tmp_path / "follower.log"
+            with open(follower_out, "w") as stdout, open(follower_err, "w") as stderr:
+                follower = subprocess.Popen(
+                    [exe, "trigger", "release", "--param", f"project={project}", "--wait", "--json"],
+                    stdout=stdout,
+                    stderr=stderr,
+                )
+            try:
+                wait_for(lambda: ": Running" in follower_err.read_text(), 300, "the release to run")
+                run_id = follower_err.read_text().split("(", 1)[1].split(")", 1)[0]
+                wait_for(
+                    lambda: list(index.packages.iterdir()), 300, "the upload to staging"
+                )  # cancelled in its smoke test
+                from prefect.client.orchestration import get_client
+                from prefect.states import Cancelling
 
-            with get_client(sync_client=True) as client:
-                client.set_flow_run_state(run_id, Cancelling(message="cancelled from the UI"), force=True)
+                with get_client(sync_client=True) as client:
+                    client.set_flow_run_state(run_id, Cancelling(message="cancelled from the UI"), force=True)
+                assert follower.wait(120) == 3
+            finally:
+                if follower.poll() is None:
+                    follower.kill()
+            # trigger --wait ends with the canceller's reason, not the killed smoke test's crash
+            followed = json.loads(follower_out.read_text())
+            assert (followed["state"], followed["message"], followed["reason"]) == (
+                "Cancelled",
+                "cancelled from the UI",
+                "cancelled from the UI",
+            ), followed
+            assert "Cancelled: cancelled from the UI" in follower_err.read_text()
         else:  # the CI job running `wheelflow trigger --wait` is cancelled
             exe = str(Path(sys.executable).with_name("wheelflow"))
             out = tmp_path / "trigger.log"
@@ -299,6 +323,7 @@ def test_a_cancelled_release_alerts_exactly_once(prefect_api, index, receiver, t
                 )
             try:
                 wait_for(lambda: ": Running" in out.read_text(), 300, "the release to run")
+                wait_for(lambda: list(index.packages.iterdir()), 300, "the upload to staging")
                 proc.send_signal(signal.SIGTERM)
                 assert proc.wait(60) == 3
             finally:
@@ -309,7 +334,47 @@ def test_a_cancelled_release_alerts_exactly_once(prefect_api, index, receiver, t
         wait_for(lambda: _alerts_about(receiver, run_id), 60, "the hook's alert")
         alerts = _no_second_alert(receiver, run_id, dedup)
     assert [a["event"] for a in alerts] == ["release-failed"], alerts  # the hook's rich alert, once
-    assert "cancel" in alerts[0]["summary"]
+    reason = {"api": "cancelled from the UI", "sigterm": "cancelled by wheelflow trigger (SIGTERM)"}[how]
+    # the reason its canceller gave, not the crash of the smoke test the cancel interrupted
+    assert f"cancelled: {reason}" in alerts[0]["summary"], alerts[0]["summary"]
+    assert "termination signal" not in alerts[0]["summary"]
+    # a cancelled release ends like a failed one: what it uploaded to staging is rolled back
+    report = json.loads((tmp_path / "home" / "reports" / f"{run_id}.json").read_text())
+    assert report["files"] and {f["upload"] for f in report["files"]} == {"rolled back"}, report["files"]
+    assert sorted(p.name for p in index.packages.iterdir()) == []
+    assert not [line for line in alerts[0]["lines"] if line.startswith("published")]  # nothing stays published
+    status = run_cli("status", run_id, "--json")
+    assert status.returncode == 3, status.stderr[-2000:]
+    verdict = json.loads(status.stdout)
+    assert (verdict["state"], verdict["message"], verdict["reason"]) == ("Cancelled", reason, reason)
+
+
+@pytest.mark.case(
+    "fault",
+    "the CI job running `wheelflow trigger --wait` is cancelled while its run is still Scheduled (no runner yet)",
+    "the run goes straight to Cancelled and pages nobody: neither the hook nor the automation",
+)
+def test_a_release_cancelled_before_it_started_pages_nobody(prefect_api, index, receiver, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p", version="1.0.6", index_url=index.simple_url)
+    dedup = 20
+    with serving(tmp_path, receiver, "--only", "release", "--alert-dedup-window", str(dedup)):
+        pass  # registers the release deployment and the automations; once it stops, no runner picks the run up
+    exe = str(Path(sys.executable).with_name("wheelflow"))
+    out = tmp_path / "trigger.log"
+    with open(out, "w") as log:
+        proc = subprocess.Popen(
+            [exe, "trigger", "release", "--param", f"project={project}", "--wait"], stdout=log, stderr=log
+        )
+    try:
+        wait_for(lambda: ": Scheduled" in out.read_text(), 120, "trigger to follow the scheduled run")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run_id = out.read_text().split("(", 1)[1].split(")", 1)[0]
+    wait_for(lambda: _run_state(run_id).name == "Cancelled", 30, "the server to cancel the run")
+    assert _no_second_alert(receiver, run_id, dedup) == []  # what docs/deployments-and-ci.md promises
 
 
 def _timed_out_project(root: Path, index) -> Path:

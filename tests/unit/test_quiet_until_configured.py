@@ -14,11 +14,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_unconfigured_deployments_are_named_with_what_to_set() -> None:
     waiting = waiting_for_configuration(None, None)
-    assert set(waiting) == {"sync-monitor", "upstream-check"}
+    assert set(waiting) == {"sync-monitor", "upstream-check", "nightly"}
+    assert "`project`" in waiting["nightly"]
     assert PROJECTS_VARIABLE in waiting["sync-monitor"] and "--monitor-projects" in waiting["sync-monitor"]
     assert "packages" in waiting["upstream-check"]
     assert "sync-monitor" not in waiting_for_configuration([{"name": "p"}], None)
     assert "sync-monitor" not in waiting_for_configuration(None, [{"name": "p"}])
+    assert "nightly" not in waiting_for_configuration(None, None, nightly_project="/srv/projects/ext")
 
 
 def test_their_schedules_are_registered_inactive_with_the_same_cron() -> None:
@@ -26,7 +28,8 @@ def test_their_schedules_are_registered_inactive_with_the_same_cron() -> None:
     schedules = {name: [(s.schedule.cron, s.active) for s in d.schedules] for name, d in deployments.items()}
     assert schedules["sync-monitor"] == [("*/15 * * * *", False)]
     assert schedules["upstream-check"] == [("0 6 * * *", False)]
-    assert schedules["nightly"] == [("0 3 * * *", True)]
+    # nightly's default project is wheelflow's own demo: on a schedule it would release it (issue 33)
+    assert schedules["nightly"] == [("0 3 * * *", False)]
     configured = {d.name: d for d in project_deployments(monitored=[{"name": "p"}])}
     assert [s.active for s in configured["sync-monitor"].schedules] == [True]
 
@@ -38,7 +41,7 @@ def test_prefect_yaml_registers_them_inactive_too() -> None:
     declared = {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
     assert [s.get("active", True) for s in declared["sync-monitor"]["schedules"]] == [False]
     assert [s.get("active", True) for s in declared["upstream-check"]["schedules"]] == [False]
-    assert [s.get("active", True) for s in declared["nightly"]["schedules"]] == [True]
+    assert [s.get("active", True) for s in declared["nightly"]["schedules"]] == [False]
 
 
 def test_serve_help_makes_no_claim_of_a_demo_default_for_monitor_projects(capsys) -> None:
@@ -51,3 +54,24 @@ def test_serve_help_makes_no_claim_of_a_demo_default_for_monitor_projects(capsys
         pass
     text = " ".join(capsys.readouterr().out.split())
     assert "hello-cuda" not in text and "registered inactive" in text
+
+
+def test_a_schedule_registered_inactive_gets_no_silent_schedule_alert(monkeypatch) -> None:
+    """An inactive schedule finishes no run by design: a 'finished no run in 2 days' page for the
+    nightly nobody configured would be noise."""
+    import wheelflow.adapters.prefect_api as prefect_api
+    from wheelflow.cli import build_parser
+    from wheelflow.cli.automations import plan
+
+    installed: list[str] = []
+    monkeypatch.setattr(
+        prefect_api, "install_automations", lambda specs, dests: installed.extend(s.name for s in specs) or {}
+    )
+    monkeypatch.setenv("WHEELFLOW_ALERT_WEBHOOK", "http://127.0.0.1:9/hook")
+    args = build_parser().parse_args(["automations", "install"])
+    plan(args, monitor_interval=None, inactive=waiting_for_configuration(None, None))()
+    assert "wheelflow-release-problem" in installed
+    assert not [name for name in installed if name.startswith("wheelflow-silent-")]
+    installed.clear()
+    plan(args, monitor_interval=None)()
+    assert {"wheelflow-silent-sync-monitor", "wheelflow-silent-nightly"} <= set(installed)

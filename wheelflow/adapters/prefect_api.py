@@ -366,9 +366,37 @@ def start_run(client: Any, deployment: Any, parameters: dict[str, Any], deployme
 
 
 def cancel_run(client: Any, flow_run_id: UUID, reason: str) -> None:
+    """Ask the run to stop with ``reason`` (what `status` and the alert then give). Forced, as before;
+    the server still ends a run that has no process yet (Scheduled) Cancelled at once."""
     from prefect.states import Cancelling
 
     client.set_flow_run_state(flow_run_id, Cancelling(message=reason), force=True)
+
+
+def run_cancel_reason(client: Any, flow_run_id: Any) -> str:
+    """Why the run was cancelled, read from its states (see :func:`wheelflow.ops.orchestration.cancel_reason`)."""
+    from wheelflow.ops.orchestration import cancel_reason
+
+    return cancel_reason([(s.type.value, s.message) for s in client.read_flow_run_states(flow_run_id)])
+
+
+def read_cancel_reason(flow_run_id: Any) -> str:
+    """:func:`run_cancel_reason` for a hook: never raises, as the alert must go out whatever the API does."""
+    from wheelflow.ops.orchestration import NO_CANCEL_REASON
+
+    try:
+        with get_client(sync_client=True) as client:
+            return run_cancel_reason(client, flow_run_id)
+    except Exception:
+        return NO_CANCEL_REASON
+
+
+def final_message(client: Any, flow_run_id: UUID, state: Any) -> str | None:
+    """A run's final message as people should read it: a cancelled run's is the reason its canceller
+    gave, else the state's own message."""
+    if state is None or not state.is_cancelled():
+        return state.message if state is not None else None
+    return run_cancel_reason(client, flow_run_id)
 
 
 def strict_parameters(client: Any, deployment: Any) -> None:

@@ -5,7 +5,7 @@ and zombie-run detection, see wheelflow/automations.py) on the server PREFECT_AP
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from wheelflow.cli.common import connect_prefect, say, seconds
@@ -50,7 +50,9 @@ def add_window_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def plan(args: argparse.Namespace, *, monitor_interval: float | None) -> Callable[[], list[str]]:
+def plan(
+    args: argparse.Namespace, *, monitor_interval: float | None, inactive: Collection[str] = ()
+) -> Callable[[], list[str]]:
     """Read what the options and the alert channels describe, changing nothing (a channel that cannot
     be read fails here), and return what installs it: ``setup`` checks every input before it changes
     anything."""
@@ -61,7 +63,15 @@ def plan(args: argparse.Namespace, *, monitor_interval: float | None) -> Callabl
         running_limit=args.running_limit,
         paused_limit=args.paused_limit,
         zombie=args.zombie_window,
-        silent={"sync-monitor": monitor_interval or MONITOR_INTERVAL, "nightly": NIGHTLY_INTERVAL},
+        # a schedule registered inactive (waiting for its configuration) cannot go silent: no page for it
+        silent={
+            name: interval
+            for name, interval in (
+                ("sync-monitor", monitor_interval or MONITOR_INTERVAL),
+                ("nightly", NIGHTLY_INTERVAL),
+            )
+            if name not in inactive
+        },
     )
     destinations, unreachable = automation_destinations(configured_channels(read_secret=read_secret))
     specs = wheelflow_automations(windows, notify=bool(destinations), ui_base=ui_base_url())
@@ -82,9 +92,9 @@ def plan(args: argparse.Namespace, *, monitor_interval: float | None) -> Callabl
     return apply
 
 
-def install(args: argparse.Namespace, *, monitor_interval: float | None) -> list[str]:
+def install(args: argparse.Namespace, *, monitor_interval: float | None, inactive: Collection[str] = ()) -> list[str]:
     """Register the automations the options describe; one line says what and where it notifies."""
-    return plan(args, monitor_interval=monitor_interval)()
+    return plan(args, monitor_interval=monitor_interval, inactive=inactive)()
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.only or name in args.only:
             say(f"wheelflow: {name}: schedule registered inactive until configured: {what}")
     if not args.no_automations:
-        install(args, monitor_interval=args.monitor_interval)
+        install(args, monitor_interval=args.monitor_interval, inactive=waiting)
     say(f"wheelflow: serving {', '.join(d.name for d in deployments)} (Ctrl-C to stop)")
     serve_deployments(deployments)
     return 0

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError("PREFECT_API_URL", problem, "export PREFECT_API_URL=http://SERVER:4200/api")
     waiting = waiting_for_configuration(None, read_variable(PROJECTS_VARIABLE))
     deployments = project_deployments(inactive=waiting, module_entrypoints=True)
-    automations = None if args.no_automations else plan(args, monitor_interval=args.monitor_interval)
+    automations = None if args.no_automations else plan(args, monitor_interval=args.monitor_interval, inactive=waiting)
 
     changes = ServerChanges()
     step, changed = changes.step, changes.changed

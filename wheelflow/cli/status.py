@@ -39,7 +39,14 @@ def run(args: argparse.Namespace) -> int:
     connect_prefect()
     from prefect.client.orchestration import get_client
 
-    from wheelflow.adapters.prefect_api import error_logs, read_flow_run, release_verdict, run_histories, ui_url
+    from wheelflow.adapters.prefect_api import (
+        error_logs,
+        final_message,
+        read_flow_run,
+        release_verdict,
+        run_histories,
+        ui_url,
+    )
 
     flow_run = read_flow_run(run_id)
     state = flow_run.state
@@ -49,12 +56,13 @@ def run(args: argparse.Namespace) -> int:
     with get_client(sync_client=True) as client:
         failed_checks = release_verdict(client, run_id)["failed_checks"]
         errors = error_logs(client, run_id) if finished and not histories else []
+        message = final_message(client, run_id, state)
     status = run_status(
         str(run_id),
         flow_run.name,
         state.name if state else None,
         state.type.value if state else None,
-        state.message if state else None,
+        message,
         [h.json() for h in histories],
         failed_checks,
         ui_url(str(run_id)),

@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from wheelflow.adapters.prefect_api import (
         cancel_run,
         error_logs,
+        final_message,
         find_deployment,
         follow_run,
         release_verdict,
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         url = ui_url(str(flow_run.id))
         say(f"wheelflow: started {flow_run.name} ({flow_run.id}) of {args.deployment}" + (f": {url}" if url else ""))
         state, timed_out, verdict, reason = flow_run.state, False, None, None
+        message = state.message if state is not None else None
         if args.wait:
 
             def on_state(name: str, message: str | None) -> None:
@@ -107,12 +109,14 @@ def run(args: argparse.Namespace) -> int:
                 say(f"wheelflow: {exc} received: cancelling flow run {flow_run.id}")
                 cancel_run(client, flow_run.id, f"cancelled by wheelflow trigger ({exc})")
                 return EXIT_CANCELLED
+            message = state.message if state is not None else None
             if not timed_out:
+                message = final_message(client, flow_run.id, state)
                 verdict = release_verdict(client, flow_run.id)
                 if state is not None and state.is_final() and not state.is_completed():
                     tasks = [h.json() for h in task_histories(client, flow_run.id)]
                     errors = error_logs(client, flow_run.id) if not tasks else []
-                    reason = run_reason(state.name, state.message, tasks, verdict["failed_checks"], errors)
+                    reason = run_reason(state.name, message, tasks, verdict["failed_checks"], errors)
     outcome = RunOutcome(
         str(flow_run.id),
         args.deployment,
@@ -121,10 +125,11 @@ def run(args: argparse.Namespace) -> int:
         url,
         timed_out,
     )
-    message = state.message if state else None
     exit_code = outcome.exit_code if args.wait else 0  # without --wait: started, no verdict yet
     if verdict is not None:
         print_verdict(verdict, reason or message)
+    if args.wait and state is not None and state.is_cancelled() and reason:
+        say(f"wheelflow: {flow_run.name} Cancelled: {reason}")  # the canceller's reason, not a killed task's crash
     if args.json:
         print(
             json.dumps(

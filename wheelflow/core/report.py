@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,19 @@ class CellReport:
                 "sandbox": self.sandbox or "",
             }
         )
+
+
+SMOKE_CHECK_PREFIX = "install + smoke on "  # the check that proves a target (flows/targets.py names it)
+
+
+def proven_targets(checks: Iterable[tuple[str, str]]) -> set[str]:
+    """The targets whose install + smoke test passed, from (check, status) pairs: a file still served
+    on any other target after a failed or cancelled release is "published, not proven"."""
+    return {
+        name.removeprefix(SMOKE_CHECK_PREFIX)
+        for name, status in checks
+        if name.startswith(SMOKE_CHECK_PREFIX) and status == PASSED
+    }
 
 
 @dataclass

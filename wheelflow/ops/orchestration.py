@@ -153,6 +153,28 @@ def deployment_not_found(name: str, known: list[str]) -> SpecError:
 _ENGINE_WRAPPERS = ("Unexpected exception encountered when trying to load flow", "Engine execution exited")
 
 
+#: What Prefect itself writes on a cancel (its runner's final Cancelled state, its engine, a cancel that
+#: gave none): they say nothing about why, so the reason is looked for in an earlier state.
+PREFECT_CANCEL_MESSAGES = frozenset(
+    {"", "Flow run was cancelled.", "Flow run was cancelled successfully.", "Cancelling flow run"}
+)
+NO_CANCEL_REASON = "cancelled through the Prefect API or UI (no reason given)"
+
+
+def cancel_reason(states: list[tuple[str, str | None]]) -> str:
+    """Why a run was cancelled, from its states oldest first (type, message): the message of the last
+    Cancelling or Cancelled state that says more than Prefect's own words. A runner ends every run it
+    cancels with "Flow run was cancelled successfully.", which hides the reason the canceller gave
+    (``trigger``'s "cancelled by wheelflow trigger (SIGTERM)", a UI user's, ``wheelflow release``'s)."""
+    for state_type, message in reversed(states):
+        if (
+            state_type in ("CANCELLING", "CANCELLED")
+            and " ".join((message or "").split()) not in PREFECT_CANCEL_MESSAGES
+        ):
+            return " ".join(str(message).split())
+    return NO_CANCEL_REASON
+
+
 def run_reason(
     state_name: str | None,
     message: str | None,
@@ -165,6 +187,9 @@ def run_reason(
     clone, a missing block), the first error it logged, else the run's own state message."""
     if state_name in (None, "Completed"):
         return None
+    if state_name == "Cancelled" and message:
+        # the cancel's reason (see cancel_reason), not the crash of the task the cancel interrupted
+        return " ".join(message.split())
     for check in failed_checks:
         return f"{check['check']}: {' '.join(str(check['detail']).split())}"
     for task in tasks:
