@@ -349,6 +349,17 @@ def deployment_names(client: Any) -> list[str]:
     return [f"{flows.get(d.flow_id, '?')}/{d.name}" for d in client.read_deployments()]
 
 
+def schedules_switched_on() -> dict[str, bool]:
+    """Each deployment on the server that has schedules (by deployment name): whether any of them is
+    switched on. Off: registered inactive until configured, or turned off in the UI."""
+    with get_client(sync_client=True) as client:
+        return {
+            deployment.name: any(schedule.active for schedule in schedules)
+            for deployment in client.read_deployments()
+            if (schedules := client.read_deployment_schedules(deployment.id))
+        }
+
+
 def start_run(client: Any, deployment: Any, parameters: dict[str, Any], deployment_name: str) -> Any:
     """A flow run of ``deployment`` (as :func:`find_deployment` read it); the server refuses bad parameters."""
     from prefect.exceptions import PrefectHTTPStatusError

@@ -114,6 +114,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from wheelflow.adapters.prefect_api import read_variable, schedules_switched_on
+    from wheelflow.deployments import PROJECTS_VARIABLE, waiting_for_configuration
+
     connect_prefect()
-    install(args, monitor_interval=args.monitor_interval)
+    # The same silent alerts serve and setup install: none for a schedule that is switched off on the
+    # server, nor for one not registered there yet that serve and setup would register switched off.
+    switched_on = schedules_switched_on()
+    waiting = waiting_for_configuration(None, read_variable(PROJECTS_VARIABLE))
+    inactive = {name for name, on in switched_on.items() if not on} | {n for n in waiting if n not in switched_on}
+    install(args, monitor_interval=args.monitor_interval, inactive=inactive)
     return 0
