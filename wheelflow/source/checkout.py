@@ -5,6 +5,7 @@ A URL never carries credentials (see :mod:`wheelflow.source.gitauth`): they reac
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -39,8 +40,16 @@ def checkout(
     refuse_url_credentials(project)
     credentials = git_credentials(git_secret, read_secret=read_secret) if is_git_url(project) else None
     clone = home / "checkouts" / hashlib.sha256(project.encode()).hexdigest()[:16]
+    clone.parent.mkdir(parents=True, exist_ok=True)
+    # Cells of one release on one runner check out the same clone at once: one would fetch into the
+    # other's half-made clone ("not a git repository"). One at a time per clone.
+    with open(clone.with_name(clone.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _checked_out(project, ref, clone, credentials)
+
+
+def _checked_out(project: str, ref: str | None, clone: Path, credentials: Credentials | None) -> Path:
     if not (clone / ".git").exists():
-        clone.parent.mkdir(parents=True, exist_ok=True)
         try:
             _git("clone", "--quiet", project, str(clone), credentials=credentials)
         except GitError:
