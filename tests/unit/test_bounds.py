@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_project
-from test_inputs import no_flow_run, one_line  # noqa: F401 - the fixture (used by name) and helper test_inputs has
+from test_inputs import no_flow_run, one_line, read_only_home  # noqa: F401 - the fixture (used by name) and helper test_inputs has
 
 from wheelflow.cli import main
 from wheelflow.core.errors import ExitCode
@@ -436,21 +436,9 @@ def test_a_year_of_grace_is_accepted() -> None:
 def test_every_command_exits_2_on_a_read_only_home(
     argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import os
-    import tempfile
-
     from wheelflow.adapters import localserver
 
-    home = tmp_path / "ro-home"
-    home.mkdir()
-    if os.geteuid() != 0:
-        home.chmod(0o500)
-    else:  # root writes anywhere: the file system answers as a read-only mount would
-
-        def read_only(*args: object, **kwargs: object) -> None:
-            raise OSError(30, "Read-only file system", str(home / ".write-check-x"))
-
-        monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    home = read_only_home(tmp_path, monkeypatch)
 
     def no_server(*args: object, **kwargs: object) -> None:
         raise AssertionError("a server was started on a read-only home")

@@ -121,6 +121,25 @@ def test_spec_option_must_be_a_file(
     assert f"--spec: '{tmp_path}' is a directory; fix:" in line
 
 
+def read_only_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home folder that cannot be written: mode 0500, or for root (who writes anywhere) a file system
+    that answers wheelflow's write check as a read-only mount would."""
+    import os
+    import tempfile
+
+    home = tmp_path / "ro-home"
+    home.mkdir()
+    if os.geteuid() != 0:
+        home.chmod(0o500)
+    else:
+
+        def read_only(*args: object, **kwargs: object) -> None:
+            raise OSError(30, "Read-only file system", str(home / ".write-check-x"))
+
+        monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    return home
+
+
 @pytest.mark.case(
     "bad input",
     "WHEELFLOW_HOME cannot be written (a file, read-only)",
@@ -132,19 +151,7 @@ def test_home_that_cannot_be_written_is_named(
 ) -> None:
     blocker = tmp_path / "blocker"
     if where == "the home is read-only":
-        import os
-        import tempfile
-
-        home = tmp_path / "ro-home"
-        home.mkdir()
-        if os.geteuid() != 0:
-            home.chmod(0o500)
-        else:  # root writes anywhere: the file system answers as a read-only mount would
-
-            def read_only(*args: object, **kwargs: object) -> None:
-                raise OSError(30, "Read-only file system", str(home / ".write-check-x"))
-
-            monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+        home = read_only_home(tmp_path, monkeypatch)
     else:
         blocker.write_text("")
         home = blocker if where == "the home is a file" else blocker / "home"
