@@ -45,7 +45,7 @@ from wheelflow.flows.abigate import abi_gate
 from wheelflow.flows.context import ReleaseContext
 from wheelflow.flows.matrix import CellOutcome, built_outcome
 from wheelflow.flows.publishing import prove, publishing, upload
-from wheelflow.index.localindex import credentials_for, open_index
+from wheelflow.flows.targets import publisher_for
 from wheelflow.index.simple_api import READ_TIMEOUT, download_sha256
 from wheelflow.ops.backfill import Gap, find_gap, released_versions, select_cells
 from wheelflow.ops.monitor import read_manifest, write_manifest
@@ -55,7 +55,7 @@ from wheelflow.source.gittags import ReleaseTag
 from wheelflow.source.versioning import ResolvedVersion
 from wheelflow.tasks.check import check_release_files
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
-from wheelflow.tasks.upload import read_served_files
+from wheelflow.tasks.upload import read_target_files
 
 PRESENT, BACKFILLED, FAILED, NOT_ROUTED = "present", "backfilled", "failed", "not routed"
 
@@ -115,7 +115,7 @@ def backfill(
     chosen = select_cells(spec.matrix.cells, cells or {})
     targets = tuple(spec.target(name) for name in (to or [t.name for t in spec.targets] or ["local"]))
     for target in targets:
-        credentials_for(target, home, read_secret)  # missing credentials stop us before any build
+        publisher_for(target).check_credentials(target, home, read_secret)  # missing ones stop us before any build
     rows: list[Row] = []
     try:
         for tag in tags:
@@ -215,8 +215,8 @@ def backfill_version(
 def read_gap(spec: ReleaseSpec, target: Target, version: str, cells: list[Cell], home: Path) -> Gap:
     """The target's cells of ``version``; each present wheel downloaded and hashed against the listing
     (and the release manifest), so that "nothing missing" is a proven result."""
-    with open_index(target, home) as endpoints:
-        served = read_served_files(endpoints, spec.name, version)
+    with publisher_for(target).reader(target, home, read_secret, project=spec.name) as reader:
+        served = read_target_files(reader, spec.name, version)
         gap = find_gap(version, target, cells, served)
         manifest = read_manifest(home, spec.name, version) or {}
         mismatched: dict[str, str] = {}

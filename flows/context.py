@@ -14,7 +14,6 @@ from wheelflow.config.spec import ReleaseSpec, Target, load_spec
 from wheelflow.core.errors import SpecError
 from wheelflow.core.report import ReleaseReport
 from wheelflow.index.artifactstore import default_store
-from wheelflow.index.localindex import credentials_for
 from wheelflow.source.checkout import checkout, is_git_url
 from wheelflow.source.export import Source
 from wheelflow.source.versioning import ResolvedVersion
@@ -68,7 +67,8 @@ def prepare(
 ) -> ReleaseContext:
     """Check out the project, read its spec, resolve the version, the release commit's source and the
     targets; stop before any build when the version's sources disagree, the working tree differs from
-    the commit (unless ``allow_dirty``), or a target's credentials are missing."""
+    the commit (unless ``allow_dirty``). Each target's credentials are then checked by its publisher
+    (``publishing.check_credentials``), still before the build."""
     spec = load_spec(checkout(project, ref, home, git_secret=git_secret, read_secret=read_secret), spec_file)
     report.name = spec.name
     targets = tuple(spec.target(name) for name in (to or [t.name for t in spec.targets] or ["local"]))
@@ -84,8 +84,6 @@ def prepare(
         source = prepare_release_source(spec, resolved, allow_dirty)
         step.detail = source.description
     report.source = source.json()
-    for target in targets:
-        credentials_for(target, home, read_secret)  # missing credentials stop us before the build
     remote = (
         RemoteCells(
             cell_deployment,

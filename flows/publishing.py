@@ -18,7 +18,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
-from wheelflow.adapters.prefect_api import Decision, read_record
+from wheelflow.adapters.prefect_api import Decision, read_record, read_secret
 from wheelflow.config.routing import routed
 from wheelflow.config.spec import Target
 from wheelflow.core.cancel import RunCancelled
@@ -31,11 +31,10 @@ from wheelflow.core.errors import (
     VerificationError,
     WheelflowError,
 )
-from wheelflow.core.report import FileReport, proven_targets
+from wheelflow.core.report import FileReport, UploadOutcome, proven_targets
 from wheelflow.flows.context import ReleaseContext
-from wheelflow.flows.stages import Publication, Stage, index_key
+from wheelflow.flows.stages import ReleaseTransaction, Stage
 from wheelflow.flows.targets import publisher_for
-from wheelflow.index.removal import runbook as rollback_runbook
 from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, download_sha256
 from wheelflow.ops.approval import approval_key, needs_person
 from wheelflow.ops.monitor import manifest_variable, read_manifest
@@ -44,7 +43,7 @@ from wheelflow.tasks.check import check_target_rules
 
 
 @contextlib.contextmanager
-def publishing(ctx: ReleaseContext, dists: list[Distribution]) -> Iterator[Publication]:
+def publishing(ctx: ReleaseContext, dists: list[Distribution]) -> Iterator[ReleaseTransaction]:
     """Open every target (the embedded index runs while open), read what each already serves, and
     hold the release's transaction around the stages; afterwards, every file must be published."""
     report = ctx.report
@@ -58,7 +57,8 @@ def publishing(ctx: ReleaseContext, dists: list[Distribution]) -> Iterator[Publi
         try:
             with transaction() as txn:
                 try:
-                    yield Publication(stages, txn)
+                    yield ReleaseTransaction(stages, txn)
+                    finalize(ctx, stages)
                     confirm_published(ctx, dists)
                 except UploadError as exc:
                     upload_failure = exc  # the index refused or did not answer: what landed stays
@@ -74,6 +74,12 @@ def publishing(ctx: ReleaseContext, dists: list[Distribution]) -> Iterator[Publi
             raise upload_failure
 
 
+def check_credentials(ctx: ReleaseContext) -> None:
+    """Every target's credentials read once, by its publisher: a missing one stops the release before the build."""
+    for target in ctx.targets:
+        publisher_for(target).check_credentials(target, ctx.home, read_secret)
+
+
 def uploads_on_record(ctx: ReleaseContext) -> dict[str, dict[str, dict]]:
     """index → filename → {sha256, flow_run_id} of what runs of this release uploaded: the record on
     the Prefect server (every runner sees it); this home's manifest stands for every index it lacks."""
@@ -82,9 +88,10 @@ def uploads_on_record(ctx: ReleaseContext) -> dict[str, dict[str, dict]]:
         filename: {"sha256": sha256, "flow_run_id": None}
         for filename, sha256 in (read_manifest(ctx.home, ctx.spec.name, ctx.version) or {}).items()
     }
-    # A static store's uploads recorded before its key was its location are under the URL as spelled.
+    # Each publisher names its record keys, older spellings first: the current key's entries win.
+    keys = {t.name: publisher_for(t).record_keys(t) for t in ctx.targets}
     return {
-        index_key(t): {**local, **recorded.get(t.store_url or index_key(t), {}), **recorded.get(index_key(t), {})}
+        keys[t.name][-1]: {**local, **{f: e for key in keys[t.name] for f, e in recorded.get(key, {}).items()}}
         for t in ctx.targets
     }
 
@@ -94,7 +101,8 @@ def open_stage(
 ) -> Stage:
     """A target's stage, opened by its kind's publisher (what must run while it is open runs in ``targets``)."""
     publisher = publisher_for(target)
-    return Stage(position, target, publisher, publisher.open(ctx, targets, target), routed(dists, target))
+    publisher.open(ctx, targets, target)
+    return Stage(position, target, publisher, routed(dists, target))
 
 
 def read_present(
@@ -108,7 +116,7 @@ def read_present(
     earlier run of this release uploaded (then those served bytes become the release's file: a
     rebuild on another runner may differ). Other bytes under one of our names, or a target rule
     broken, is refused."""
-    target, on_record = stage.target.name, on_record[index_key(stage.target)]
+    target, on_record = stage.target.name, on_record[stage.publisher.record_keys(stage.target)[-1]]
     served = own_files(ctx, stage, stage.publisher.read_served(ctx, stage))
     check_target_rules(stage.files, stage.target, served)
     statuses = compare({d.filename: d.sha256 for d in stage.files}, served)
@@ -227,7 +235,7 @@ def gate(ctx: ReleaseContext, stage: Stage) -> None:
         step.detail = f"approved: {reason}"
 
 
-def upload(ctx: ReleaseContext, publication: Publication, stage: Stage) -> None:
+def upload(ctx: ReleaseContext, publication: ReleaseTransaction, stage: Stage) -> None:
     """Put what the target lacks there (uploads, or a static index's files and pages), each write adding
     its rollback hook to the release's transaction."""
     stage.publisher.publish(ctx, publication, stage)
@@ -236,6 +244,13 @@ def upload(ctx: ReleaseContext, publication: Publication, stage: Stage) -> None:
 def prove(ctx: ReleaseContext, stage: Stage) -> None:
     """Every routed file is served with its sha256, then installs from the target and passes the smoke test."""
     stage.publisher.prove(ctx, stage)
+
+
+def finalize(ctx: ReleaseContext, stages: list[Stage]) -> None:
+    """Once every stage is proven: each target makes what it was given visible (a no-op for today's kinds),
+    still inside the release's transaction, so that a failure rolls every target back."""
+    for stage in stages:
+        stage.publisher.finalize(ctx, stage)
 
 
 def refuse_unrouted(ctx: ReleaseContext, dists: list[Distribution]) -> None:
@@ -252,7 +267,7 @@ def refuse_unrouted(ctx: ReleaseContext, dists: list[Distribution]) -> None:
 def confirm_published(ctx: ReleaseContext, dists: list[Distribution]) -> None:
     """The last word: every built file was uploaded (or already there) and verified on every target it was routed to."""
     for entry in ctx.report.files:
-        if entry.upload not in ("uploaded", "already present") or entry.status != VERIFIED:
+        if entry.upload not in UploadOutcome.published() or entry.status != VERIFIED:
             raise PublishError(
                 f"built but not published: {entry.filename} on {entry.target} "
                 f"(upload: {entry.upload}, served: {entry.status})"
@@ -267,7 +282,7 @@ def account_for_rollback(ctx: ReleaseContext, stages: list[Stage]) -> None:
     report = ctx.report
     for stage in stages:
         target = stage.target.name
-        uploaded = [f.filename for f in report.files if f.target == target and f.upload == "uploaded"]
+        uploaded = [f.filename for f in report.files if f.target == target and f.upload == UploadOutcome.UPLOADED]
         if not uploaded:
             continue
         try:
@@ -278,7 +293,7 @@ def account_for_rollback(ctx: ReleaseContext, stages: list[Stage]) -> None:
         stayed = [f for f in uploaded if f in still]
         for filename in removed:
             entry = report.file(filename, target)
-            entry.upload, entry.status = "rolled back", "removed"
+            entry.upload, entry.status = UploadOutcome.ROLLED_BACK, "removed"
         if removed:
             report.add(f"rolled back {target}", True, "removed " + ", ".join(removed))
         if stayed:
@@ -286,4 +301,4 @@ def account_for_rollback(ctx: ReleaseContext, stages: list[Stage]) -> None:
             proven = target in proven_targets((c.check, c.status) for c in report.checks)
             label = "published, proven" if proven else "published, not proven"
             report.add(f"rolled back {target}", False, f"still served ({label}): " + ", ".join(stayed))
-            report.runbook += rollback_runbook(ctx.spec.name, ctx.version, target, stayed, stage.endpoints.public)
+            report.runbook += stage.publisher.rollback_runbook(ctx, stage, stayed)

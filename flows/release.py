@@ -22,7 +22,7 @@ from wheelflow.flows.cancelling import cancelled_state, reason_given, stopped_by
 from wheelflow.flows.context import ReleaseContext, one_release_at_a_time, prepare
 from wheelflow.flows.hooks import alert_release_problem
 from wheelflow.flows.matrix import build
-from wheelflow.flows.publishing import gate, prove, publishing, refuse_unrouted, upload
+from wheelflow.flows.publishing import check_credentials, gate, prove, publishing, refuse_unrouted, upload
 from wheelflow.ops.monitor import write_manifest
 from wheelflow.tasks.check import check_release_files
 
@@ -93,6 +93,7 @@ def release(
                     git_secret=git_secret,
                     allow_dirty=allow_dirty,
                 )
+                check_credentials(ctx)  # missing credentials stop us before the build
                 with one_release_at_a_time(ctx):
                     dists, versions = build(ctx)
                     check(ctx, dists, versions)

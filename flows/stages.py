@@ -10,22 +10,23 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.transactions import Transaction
 
 from wheelflow.adapters.prefect_api import read_record, write_record
 from wheelflow.builds.builders.local import find_interpreter
-from wheelflow.config.spec import LOCAL_STORE, Target
+from wheelflow.checks.audits import Limits
+from wheelflow.config.spec import Target
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.errors import CellUnbuildable, VerificationError
-from wheelflow.core.report import FAILED, NOT_RUN, PASSED, Check
+from wheelflow.core.report import FAILED, NOT_RUN, PASSED, Check, UploadOutcome
 from wheelflow.flows.context import ReleaseContext
 from wheelflow.flows.futures import all_settled, outside_transaction
-from wheelflow.index.indexes import Endpoints
+from wheelflow.index.readers import TargetReader
 from wheelflow.index.simple_api import ServedFile
-from wheelflow.index.staticindex import store_location
 from wheelflow.ops.monitor import manifest_variable, record_upload
 from wheelflow.proof.installchecks import install_commands, plan, runtimes
 from wheelflow.proof.verification import VERIFIED
@@ -37,9 +38,32 @@ INSTALL_CHECKS_AT_ONCE = 4  # fresh environments, each a few processes: more wou
 
 
 class Publisher(Protocol):
-    """One kind of target: how it is opened, read, written, proven and read back after a rollback."""
+    """One kind of target, everything that differs between kinds: how it is opened, read, written, proven,
+    finalized and read back after a rollback; its credentials, the key its uploads are recorded under,
+    its default rules, the runbook for files a rollback could not take back, and how users point an
+    installer at it. Registered once, by kind, in ``flows/targets.py`` (:data:`PUBLISHERS`); callers
+    never branch on the kind. A publisher is made per target and release run: it may keep what
+    :meth:`open` found (its domain client's endpoints, a site) for the later steps."""
 
-    def open(self, ctx: ReleaseContext, targets: contextlib.ExitStack, target: Target) -> Endpoints:
+    #: what follows the install command's requirement to read this kind: "--index-url" (a Simple API)
+    install_option: str
+
+    def check_credentials(self, target: Target, home: Path, read_secret: Callable[[str], Any] | None) -> None:
+        """Read the target's credentials once, before any build: a missing one is refused here."""
+
+    def record_keys(self, target: Target) -> tuple[str, ...]:
+        """Where the upload record keeps this target's uploads: older spellings first, the current key last."""
+
+    def limits(self, target: Target) -> Limits:
+        """The target's rules (file size, budget, local versions, manylinux), with the kind's defaults."""
+
+    def reader(
+        self, target: Target, home: Path, read_secret: Callable[[str], Any] | None = None, project: str | None = None
+    ) -> contextlib.AbstractContextManager[TargetReader]:
+        """A read-only view of the target (backfill, verify): nothing is written; its embedded server runs
+        while open. With ``project``, every place that lists the project is read."""
+
+    def open(self, ctx: ReleaseContext, targets: contextlib.ExitStack, target: Target) -> None:
         """Open the target for the release (what must run while it is open runs in ``targets``)."""
 
     def read_served(self, ctx: ReleaseContext, stage: Stage) -> list[ServedFile]:
@@ -48,14 +72,23 @@ class Publisher(Protocol):
     def inherited(self, stage: Stage, served: list[ServedFile]) -> dict[str, str]:
         """filename → the index it is inherited from, for files the target serves but does not own."""
 
-    def publish(self, ctx: ReleaseContext, publication: Publication, stage: Stage) -> None:
-        """Put what the target lacks there, each write adding its rollback hook to the transaction."""
+    def publish(self, ctx: ReleaseContext, publication: ReleaseTransaction, stage: Stage) -> None:
+        """Put what the target lacks there, each write adding its rollback hook to the transaction. Each
+        file's outcome is recorded through :class:`PublishBookkeeping`; a failure after some files landed
+        raises :class:`~wheelflow.core.errors.UploadError`, which keeps them."""
 
     def prove(self, ctx: ReleaseContext, stage: Stage) -> None:
         """Every routed file served with its sha256, installed from the target and smoke-tested."""
 
+    def finalize(self, ctx: ReleaseContext, stage: Stage) -> None:
+        """Make what was published visible, once every stage is proven (a draft published); a no-op for
+        a kind whose files are visible as soon as they are written."""
+
     def still_served(self, ctx: ReleaseContext, stage: Stage, filenames: list[str]) -> set[str]:
         """Which of ``filenames`` the target still serves (after the rollback hooks ran)."""
+
+    def rollback_runbook(self, ctx: ReleaseContext, stage: Stage, stayed: list[str]) -> list[str]:
+        """What a person does about ``stayed``: files the rollback could not take back from the target."""
 
 
 @dataclass
@@ -65,7 +98,6 @@ class Stage:
     position: int
     target: Target
     publisher: Publisher
-    endpoints: Endpoints
     files: list[Distribution]
     present: set[str] = field(default_factory=set)
 
@@ -75,26 +107,62 @@ class Stage:
 
 
 @dataclass
-class Publication:
+class ReleaseTransaction:
+    """The release's stages and the one transaction their writes' rollback hooks join."""
+
     stages: list[Stage]
     transaction: Transaction
     uploading: UploadInProgress = field(default_factory=UploadInProgress)
 
 
-def index_key(target: Target) -> str:
-    """What identifies a target's index in the upload record: its configured index, or its static
-    store's one location (two spellings of one store are one index, as they are one lock)."""
-    if target.store_url is not None and target.store_url != LOCAL_STORE:
-        return store_location(target.store_url)
-    return target.index or target.store_url or target.name
+class PublishBookkeeping:
+    """What every publisher records for a file it publishes, in one place: the checklist row "uploaded
+    FILE to TARGET", the file's :class:`UploadOutcome`, and the upload record on the Prefect server for
+    what landed. ``rows_upfront``: every file's row is added now, so the checklist keeps the files'
+    order whatever order they settle in; otherwise each row is added as its file settles."""
+
+    def __init__(self, ctx: ReleaseContext, stage: Stage, *, rows_upfront: bool = True) -> None:
+        self.ctx, self.stage = ctx, stage
+        self.rows: dict[str, Check] = {}
+        self.unrecorded: list[Distribution] = []
+        if rows_upfront:
+            for dist in stage.files:
+                self._row(dist)
+
+    def already_present(self, dist: Distribution, detail: str) -> None:
+        """Served with our bytes before this run wrote it: not written again."""
+        self._settle(dist, UploadOutcome.ALREADY_PRESENT, PASSED, detail)
+
+    def written(self, dist: Distribution, outcome: UploadOutcome, detail: str) -> None:
+        """Written by this run (or found landed by a retry): on the upload record at the next :meth:`record`."""
+        self._settle(dist, outcome, PASSED, detail)
+        self.unrecorded.append(dist)
+
+    def record(self) -> None:
+        """Put what was written since the last call on the upload record (one read and one write for all:
+        500 files recorded one by one cost 100 s after the uploads themselves were done)."""
+        note_uploads(self.ctx, self.unrecorded, self.stage)
+        self.unrecorded = []
+
+    def failed(self, dist: Distribution, detail: str | None = None) -> None:
+        """Not written; ``detail`` (the failure) fills its checklist row, when it has one."""
+        self.ctx.report.file(dist.filename, self.stage.target.name).upload = UploadOutcome.FAILED
+        if detail is not None:
+            self._row(dist).status, self._row(dist).detail = FAILED, detail
+
+    def _settle(self, dist: Distribution, outcome: UploadOutcome, status: str, detail: str) -> None:
+        self.ctx.report.file(dist.filename, self.stage.target.name).upload = outcome
+        row = self._row(dist)
+        row.status, row.detail = status, detail
+
+    def _row(self, dist: Distribution) -> Check:
+        if dist.filename not in self.rows:
+            self.rows[dist.filename] = row = Check(f"uploaded {dist.filename} to {self.stage.target.name}", NOT_RUN)
+            self.ctx.report.checks.append(row)
+        return self.rows[dist.filename]
 
 
-def note_upload(ctx: ReleaseContext, dist: Distribution, target: Target) -> None:
-    """Record the upload on the Prefect server at once: a run killed after it still counts it."""
-    note_uploads(ctx, [dist], target)
-
-
-def note_uploads(ctx: ReleaseContext, dists: list[Distribution], target: Target) -> None:
+def note_uploads(ctx: ReleaseContext, dists: list[Distribution], stage: Stage) -> None:
     """Record uploads that landed together in one read and one write of the record (500 files recorded
     one by one cost 100 s after the uploads themselves were done)."""
     if not dists:
@@ -106,7 +174,7 @@ def note_uploads(ctx: ReleaseContext, dists: list[Distribution], target: Target)
             record,
             name=ctx.spec.name,
             version=ctx.version,
-            index=index_key(target),
+            index=stage.publisher.record_keys(stage.target)[-1],
             filename=dist.filename,
             sha256=dist.sha256,
             flow_run_id=str(ctx.report.flow_run_id),
@@ -140,7 +208,12 @@ def user_install_checks(ctx: ReleaseContext, stage: Stage, served: list[ServedFi
     if not index_urls:
         return
     commands = install_commands(
-        stage.target.install_commands, ctx.spec.name, ctx.version, index_urls[0], index_urls[1:]
+        stage.target.install_commands,
+        ctx.spec.name,
+        ctx.version,
+        index_urls[0],
+        index_urls[1:],
+        option=stage.publisher.install_option,
     )
     pythons = [c.values["python"] for c in ctx.spec.matrix.cells if "python" in c.values] if ctx.spec.matrix else []
     runs = []

@@ -8,12 +8,13 @@ import httpx
 from prefect import get_run_logger, task
 
 from wheelflow.adapters.prefect_api import read_secret
-from wheelflow.config.spec import Target
+from wheelflow.config.spec import IndexTarget
 from wheelflow.core.distributions import Distribution, parse_filename, sha256_of
 from wheelflow.core.errors import HashMismatchError, UploadError
 from wheelflow.core.home import wheelflow_home
 from wheelflow.index.indexes import Endpoints
 from wheelflow.index.localindex import credentials_for
+from wheelflow.index.readers import TargetReader
 from wheelflow.index.removal import remove_version
 from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, read_served
 from wheelflow.index.uploading import publish_file
@@ -41,6 +42,23 @@ def read_served_files(endpoints: Endpoints, name: str, version: str) -> list[Ser
 
 
 @task(
+    name="read-served",
+    task_run_name="read-served[{reader.name}]",
+    retries=NETWORK_RETRIES,
+    retry_delay_seconds=NETWORK_BACKOFF,
+    retry_jitter_factor=NETWORK_JITTER,
+    retry_condition_fn=only_transient,
+)
+@gives_up
+def read_target_files(reader: TargetReader, name: str, version: str) -> list[ServedFile]:
+    """What a target serves of a version, through its kind's read-only view (any kind of target)."""
+    with httpx.Client(timeout=READ_TIMEOUT) as client:
+        served = reader.read(client, name, version)
+    get_run_logger().info("%s serves %d file(s) of %s %s", reader.name, len(served), name, version)
+    return served
+
+
+@task(
     name="upload-file",
     task_run_name="upload[{dist.filename}→{target.name}]",
     retries=NETWORK_RETRIES,
@@ -49,7 +67,7 @@ def read_served_files(endpoints: Endpoints, name: str, version: str) -> list[Ser
     retry_condition_fn=only_transient,
 )
 @gives_up
-def upload_file(dist: Distribution, target: Target, endpoints: Endpoints, name: str, version: str) -> str:
+def upload_file(dist: Distribution, target: IndexTarget, endpoints: Endpoints, name: str, version: str) -> str:
     """Returns "uploaded" or "already present". Credentials are read here, never passed around."""
     logger = get_run_logger()
     if endpoints.upload_url is None:
@@ -83,7 +101,7 @@ class UploadInProgress:
 
 
 def rollback_hook(
-    target: Target,
+    target: IndexTarget,
     endpoints: Endpoints,
     name: str,
     filename: str,

@@ -135,8 +135,13 @@ class Table:
         return f"[[{self.path}]]" if self.array else f"[{self.path}]"
 
     @property
+    def kind(self) -> str | None:
+        """The ``kind`` this table is for, when tables of one path differ by kind (targets)."""
+        return self.node.get("properties", {}).get("kind", {}).get("const")
+
+    @property
     def heading(self) -> str:
-        return code(self.header)
+        return code(self.header) + (f" with kind = {code(toml_value(self.kind))}" if self.kind else "")
 
     @property
     def anchor(self) -> str:
@@ -161,6 +166,8 @@ def child_refs(prop: dict[str, Any], path: str) -> list[tuple[str, str, bool]]:
     extra = prop.get("additionalProperties")
     if isinstance(extra, dict) and "$ref" in extra:
         found.append((resolve(extra["$ref"]), f"{path}.NAME", False))
+    for branch in extra.get("oneOf", []) if isinstance(extra, dict) else []:  # one table per kind
+        found.append((resolve(branch["$ref"]), f"{path}.NAME", False))
     for branch in prop.get("anyOf", []):
         found.extend(child_refs(branch, path))
     return found
@@ -220,6 +227,11 @@ def type_text(node: dict[str, Any], by_name: dict[str, Table]) -> str:
         if isinstance(extra, dict) and "$ref" in extra:
             table = by_name[resolve(extra["$ref"])]
             text = f"tables [{code(table.header)}]({table.anchor})"
+        elif isinstance(extra, dict) and "oneOf" in extra:
+            kinds = [by_name[resolve(branch["$ref"])] for branch in extra["oneOf"]]
+            text = "tables, one model per `kind`: " + ", ".join(
+                f"[{code(toml_value(t.kind))}]({t.anchor})" for t in kinds
+            )
         elif isinstance(extra, dict):
             text = f"table of name → {type_text(extra, by_name)}"
         else:

@@ -13,7 +13,7 @@ from conftest import git, run_cli
 from faultproxy import FaultProxy
 
 from wheelflow.config.matrix import parse_matrix
-from wheelflow.config.spec import Target
+from wheelflow.config.spec import parse_target
 from wheelflow.core.distributions import sha256_of
 from wheelflow.core.errors import SpecError
 from wheelflow.index.simple_api import ServedFile
@@ -184,9 +184,7 @@ def test_a_cell_is_present_only_with_its_version_label_and_python() -> None:
 def test_a_target_lacks_only_the_cells_routed_to_it() -> None:
     cells = _cells(["1", "2"])
     served = [ServedFile("cellpkg-1.0+c1-cp311-cp311-linux_x86_64.whl", "http://x/a", None)]
-    gap = find_gap(
-        "1.0", Target.model_validate({"name": "cu1", "index": "local", "local-versions": ["c1"]}), cells, served
-    )
+    gap = find_gap("1.0", parse_target({"name": "cu1", "index": "local", "local-versions": ["c1"]}), cells, served)
     assert list(gap.present) == ["py3.11-n1"] and [c.name for c in gap.missing] == ["py3.12-n1"]
     assert gap.not_routed == ("py3.11-n2", "py3.12-n2")
 

@@ -95,14 +95,14 @@ def test_uploading_redact_still_masks_its_own_list_and_the_registry() -> None:
 
 
 def test_credentials_are_registered_when_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from wheelflow.config.spec import Target
+    from wheelflow.config.spec import IndexTarget
     from wheelflow.index.indexes import load_credentials
     from wheelflow.index.localindex import LocalIndex
 
     password = _secret("staging")
     monkeypatch.setenv("WHEELFLOW_STAGING_PASSWORD", password)
     assert redact(password) == password
-    load_credentials(Target(name="staging", index="http://127.0.0.1:9/simple/"))
+    load_credentials(IndexTarget(name="staging", index="http://127.0.0.1:9/simple/"))
     assert redact(password) == MASK
     local = LocalIndex(tmp_path).credentials().password
     assert redact(local) == MASK

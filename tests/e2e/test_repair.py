@@ -16,7 +16,7 @@ from wheelcraft import make_wheel
 from wheelflow.builds.repair import repair_wheel
 from wheelflow.checks.audits import audit_files, audit_target
 from wheelflow.config.repairoptions import RepairOptions
-from wheelflow.config.spec import Target
+from wheelflow.config.spec import IndexTarget
 from wheelflow.core.distributions import describe, sha256_of
 from wheelflow.core.errors import RepairError
 from wheelflow.index.indexes import limits_for
@@ -30,7 +30,7 @@ needs_nvcc = pytest.mark.skipif(
     not (CUDA / "bin" / "nvcc").exists() or CUDA_LIB is None,
     reason="needs the CUDA toolkit at /usr/local/cuda (nvcc and libcudart.so)",
 )
-PYPI = limits_for(Target(name="pypi", index="pypi"))
+PYPI = limits_for(IndexTarget(name="pypi", index="pypi"))
 
 
 def build_wheel(project: Path, out: Path, env: dict[str, str] | None = None) -> Path:

@@ -483,7 +483,7 @@ def test_a_file_name_too_long_anywhere_is_one_line(
 
 def test_a_static_store_is_one_index_in_the_upload_record_whatever_its_spelling(tmp_path: Path) -> None:
     from wheelflow.config.spec import load_spec
-    from wheelflow.flows.stages import index_key
+    from wheelflow.flows.targets import index_key
 
     store = tmp_path / "x" / "store"
     store.mkdir(parents=True)

@@ -154,10 +154,13 @@ def test_files_a_rollback_could_not_remove_are_reported_published_not_proven() -
         FileReport("hello-1.0.0-py3-none-any.whl", "1" * 64, "staging", "wheel", upload="uploaded", status="verified"),
     ]
     report.add("install + smoke on staging", False, "cancelled: cancelled from the UI")
-    keeps_the_wheel = SimpleNamespace(still_served=lambda ctx, stage, files: {"hello-1.0.0-py3-none-any.whl"})
-    stage = SimpleNamespace(
-        target=SimpleNamespace(name="staging"), publisher=keeps_the_wheel, endpoints=SimpleNamespace(public=False)
+    from wheelflow.index.removal import runbook
+
+    keeps_the_wheel = SimpleNamespace(
+        still_served=lambda ctx, stage, files: {"hello-1.0.0-py3-none-any.whl"},
+        rollback_runbook=lambda ctx, stage, stayed: runbook("hello", "1.0.0", "staging", stayed, False),
     )
+    stage = SimpleNamespace(target=SimpleNamespace(name="staging"), publisher=keeps_the_wheel)
     ctx = SimpleNamespace(report=report, spec=SimpleNamespace(name="hello"), version="1.0.0")
     account_for_rollback(ctx, [stage])
     assert report.file("hello-1.0.0.tar.gz", "staging").upload == "rolled back"

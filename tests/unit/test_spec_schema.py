@@ -33,7 +33,7 @@ def test_every_key_is_named_as_written_and_described() -> None:
     jsonschema.Draft202012Validator.check_schema(schema)
     assert "approval-timeout" in schema["properties"]
     assert {"upload-url", "verify-timeout", "max-file-size", "local-versions"} <= set(
-        schema["$defs"]["Target"]["properties"]
+        schema["$defs"]["IndexTarget"]["properties"]
     )
     tables = [schema, *schema["$defs"].values()]
     for table in tables:

@@ -22,7 +22,7 @@ from wheelflow.cli.common import (
 )
 from wheelflow.config.gpuarch import ARCH_POLICIES, DEFAULT_ARCH_POLICY, ArchSpec, declared_archs, parse_archs
 from wheelflow.config.matrix import Cell
-from wheelflow.config.spec import INDEX_ALIASES, ReleaseSpec, Target
+from wheelflow.config.spec import INDEX_ALIASES, IndexTarget, ReleaseSpec, Target
 from wheelflow.core.distributions import blocking, describe, kind_of
 from wheelflow.core.errors import SpecError
 from wheelflow.index.indexes import limits_for
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         if spec is not None:
             target = spec.target(args.target)
         elif args.target in INDEX_ALIASES:
-            target = Target(name=args.target, index=args.target)
+            target: Target = IndexTarget(name=args.target, index=args.target)
         else:
             raise SpecError(
                 "--target",

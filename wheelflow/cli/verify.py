@@ -32,9 +32,8 @@ from wheelflow.config.spec import INDEX_ALIASES, ReleaseSpec
 from wheelflow.core.deadline import Deadline
 from wheelflow.core.errors import DeadlineExceeded, SpecError
 from wheelflow.core.home import wheelflow_home
-from wheelflow.index.indexes import PRIVATE_POLL_CAP, PUBLIC_POLL_CAP
-from wheelflow.index.localindex import open_index
-from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, read_served
+from wheelflow.index.readers import TargetReader, read_index
+from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile
 from wheelflow.ops.monitor import UploadTimes
 from wheelflow.proof.verification import (
     MISSING,
@@ -102,11 +101,18 @@ def parse_pin(text: str) -> tuple[str, str]:
     return req.name, specs[0].version
 
 
-def index_endpoints(args: argparse.Namespace, spec: ReleaseSpec | None) -> contextlib.AbstractContextManager:
-    """The index to read: an alias, a URL, or a target of the spec (the embedded one runs while open)."""
+def target_reader(
+    args: argparse.Namespace, spec: ReleaseSpec | None, name: str
+) -> contextlib.AbstractContextManager[TargetReader]:
+    """The target to read, read-only: an index alias, a URL, or a target of the spec of any kind, through
+    its publisher's reader (the embedded index or store runs while open)."""
     if args.index in INDEX_ALIASES or "://" in args.index:
-        return open_index(args.index)
-    return open_index((spec or load_spec_arg(None, None)).target(args.index))
+        return read_index(args.index)
+    from wheelflow.adapters.prefect_api import read_secret  # Prefect is imported only where it is used
+    from wheelflow.flows.targets import publisher_for
+
+    target = (spec or load_spec_arg(None, None)).target(args.index)
+    return publisher_for(target).reader(target, wheelflow_home(), read_secret, project=name)
 
 
 def _settled(
@@ -128,6 +134,10 @@ def _settled(
     return settled
 
 
+def ok_to_install(statuses: list, args: argparse.Namespace) -> bool:
+    return bool(statuses) and all(s.status in (VERIFIED, SERVED) for s in statuses) and not args.no_install
+
+
 def run(args: argparse.Namespace) -> int:
     name, raw_version = parse_pin(args.requirement)
     version = str(parse_version(raw_version, "NAME==VERSION"))
@@ -136,20 +146,21 @@ def run(args: argparse.Namespace) -> int:
     # never ignored because this --index happens not to need it.
     spec = load_spec_arg(args.spec, args.project) if args.spec or args.project else None
 
-    with index_endpoints(args, spec) as endpoints:
-        deadline = Deadline.after(args.timeout if args.timeout is not None else endpoints.verify_timeout)
+    with target_reader(args, spec, name) as reader:
+        deadline = Deadline.after(args.timeout if args.timeout is not None else reader.verify_timeout)
         progress = (lambda message: None) if args.json else (lambda message: err_console.print(message, markup=False))
         reasons: list[str] = []
         with httpx.Client(timeout=READ_TIMEOUT) as client:
-            settled = None if args.wait else _settled(client, endpoints.simple_url, endpoints.verify_timeout, reasons)
+            settled = None if args.wait else _settled(client, reader.simple_urls[0], reader.verify_timeout, reasons)
             statuses, served = poll_until_served(
-                lambda: read_served(client, endpoints.simple_url, name, version, deadline=deadline),
+                lambda: reader.read(client, name, version, deadline=deadline),
                 expected,
                 deadline,
                 on_wait=progress,
-                max_delay=PUBLIC_POLL_CAP if endpoints.public else PRIVATE_POLL_CAP,
+                max_delay=reader.poll_cap,
                 settled=settled,
             )
+            install_url = reader.install_url(client, name, version) if ok_to_install(statuses, args) else None
         ok = bool(statuses) and all(s.status in (VERIFIED, SERVED) for s in statuses)
         install: dict[str, Any] | None = None
         if ok and not args.no_install:
@@ -157,14 +168,15 @@ def run(args: argparse.Namespace) -> int:
             budget = deadline.remaining() if args.timeout is not None else 900
             if budget <= 0:
                 raise DeadlineExceeded(
-                    f"verify of {name} {version} on {endpoints.name}: no time left for the install "
+                    f"verify of {name} {version} on {reader.name}: no time left for the install "
                     f"within --timeout {args.timeout:g} s; fix: give a longer --timeout"
                 )
             dependencies = spec.dependencies if spec is not None else "pypi"
+            assert install_url is not None
             result = install_and_smoke(
                 name,
                 version,
-                endpoints.simple_url,
+                install_url,
                 served,
                 smoke=args.smoke,
                 log=progress,
@@ -178,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         "ok": ok,
         "name": canonicalize_name(name),
         "version": version,
-        "index": endpoints.name,
+        "index": reader.name,
         "files": [
             {"filename": s.filename, "sha256": s.served_sha256 or s.sha256, "status": s.status} for s in statuses
         ],
@@ -187,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result_json, indent=2))
     else:
-        table = Table(title=f"{name} {version} on {endpoints.name}")
+        table = Table(title=f"{name} {version} on {reader.name}")
         for column in ("file", "sha256", "status"):
             table.add_column(column)
         for f in result_json["files"]:
@@ -196,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         if install:
             out_console.print(install["message"], markup=False)
     if not statuses:
-        say(f"wheelflow: verify failed: {name} {version}: no file is served on {endpoints.name}")
+        say(f"wheelflow: verify failed: {name} {version}: no file is served on {reader.name}")
     for s in statuses:
         if s.status not in (VERIFIED, SERVED):
             why = f"; {reasons[0]}; fix: upload it, or pass --wait" if reasons and s.status == MISSING else ""

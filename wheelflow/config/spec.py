@@ -9,6 +9,7 @@ regenerate it with ``python -m wheelflow.config.spec``).
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import shlex
@@ -24,11 +25,11 @@ from pydantic import (
     AfterValidator,
     AllowInfNan,
     BeforeValidator,
-    ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
     StrictInt,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
@@ -51,7 +52,18 @@ from wheelflow.config.bounds import (
 )
 from wheelflow.config.matrix import Matrix, MatrixTable, render_template
 from wheelflow.config.repairoptions import RepairOptions, check_command
-from wheelflow.config.spectypes import ByteSize, EnvTable, Expect, OneOf, SpecModel, Text, problem, spec_error
+from wheelflow.config.spectypes import (
+    SPEC_ERROR,
+    ByteSize,
+    EnvTable,
+    Expect,
+    OneOf,
+    SpecModel,
+    Text,
+    generic_wording,
+    problem,
+    spec_error,
+)
 from wheelflow.core.childenv import pass_env_problem
 from wheelflow.core.deadline import MAX_SECONDS
 from wheelflow.core.errors import SpecError, WheelflowError
@@ -68,14 +80,12 @@ RoutableKind = Literal["sdist", "wheel", "plain-wheel", "variant-wheel"]
 Builder = Literal["docker", "local"]
 ApprovalPolicy = Literal["manual", "auto", "auto-if-staging-verified"]
 IndexAlias = Literal["local", "pypi", "testpypi"]
-TargetKind = Literal["index", "static"]
 SharedFiles = Literal["every-subindex", "root"]
 ARTIFACT_KINDS: tuple[str, ...] = get_args(ArtifactKind)
 ROUTABLE_KINDS: tuple[str, ...] = get_args(RoutableKind)
 BUILDERS: tuple[str, ...] = get_args(Builder)
 APPROVAL_POLICIES: tuple[str, ...] = get_args(ApprovalPolicy)
 INDEX_ALIASES: tuple[str, ...] = get_args(IndexAlias)
-TARGET_KINDS: tuple[str, ...] = get_args(TargetKind)
 SHARED_FILES: tuple[str, ...] = get_args(SharedFiles)
 #: A built-in target: a static index under $WHEELFLOW_HOME served on loopback while the release runs.
 STATIC_DEMO = "static-demo"
@@ -88,8 +98,6 @@ _SECRET_KEYS = {"password", "token", "username", "api-token", "api_token"}
 # Storage options are written in the spec, so they never hold a secret: fsspec reads keys itself
 # (s3fs: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) or they come from credentials = "prefect-secret:BLOCK".
 _SECRET_OPTION_WORDS = ("key", "secret", "token", "password", "credential", "passwd")
-_STATIC_ONLY = ("store-url", "public-url", "layout", "shared-files", "storage-options")
-_INDEX_ONLY = ("index", "upload-url", "upload-concurrency", "upload-timeout")
 
 
 def _kinds(choices: tuple[str, ...], example: str) -> Any:
@@ -258,28 +266,12 @@ class VersionSource(SpecModel):
 
 
 class Target(SpecModel):
-    """``[tool.wheelflow.targets.NAME]``: an index that receives (some of) the release's files."""
-
-    # What check_keys enforces, in the schema's words: an index target names its index, a static one its store.
-    model_config = ConfigDict(
-        **SpecModel.model_config,
-        json_schema_extra={
-            "if": {"properties": {"kind": {"const": "static"}}, "required": ["kind"]},
-            "then": {"required": ["store-url"], "not": {"anyOf": [{"required": [key]} for key in _INDEX_ONLY]}},
-            "else": {"required": ["index"], "not": {"anyOf": [{"required": [key]} for key in _STATIC_ONLY]}},
-        },
-    )
+    """``[tool.wheelflow.targets.NAME]``: what every kind of target shares. Each kind is one model below
+    (its own keys and rules), registered in :data:`TARGET_MODELS`; the spec reads a target as the model its
+    ``kind`` names (:data:`TargetTable`)."""
 
     name: SkipJsonSchema[str]  # the table's key in the spec
-    kind: Annotated[TargetKind, OneOf("target kind", TARGET_KINDS)] = Field(
-        "index",
-        description='"index": a PyPI-protocol index wheelflow uploads to; "static": a PEP 503 index '
-        "wheelflow writes itself (store-url) and installers read (public-url).",
-    )
-    index: Text | None = Field(
-        None, description='An alias ("local", "pypi", "testpypi") or a Simple API URL (kind = "index").'
-    )
-    upload_url: Text | None = Field(None, description="Upload (legacy API) URL; default: the index's own.")
+    kind: str
     credentials: Annotated[
         Text,
         WithJsonSchema({"anyOf": [{"enum": ["env", "none"]}, {"type": "string", "pattern": "^prefect-secret:.+$"}]}),
@@ -291,14 +283,6 @@ class Target(SpecModel):
     artifacts: RoutableKinds = Field(ARTIFACT_KINDS, description="Kinds of files this target receives.")
     verify_timeout: VerifyTimeout | None = Field(
         None, description="Seconds to wait for the index to list the files; default: the index's."
-    )
-    upload_concurrency: UploadConcurrency = Field(
-        DEFAULT_UPLOAD_CONCURRENCY, description="Files uploaded to this target at once (the first file goes alone)."
-    )
-    upload_timeout: UploadTimeout = Field(
-        DEFAULT_UPLOAD_TIMEOUT,
-        description="Seconds one upload attempt may take in all, whatever the index does (one that never "
-        "answers, or answers a byte at a time); then the index is read back and the upload retried.",
     )
     install_commands: Annotated[
         tuple[Annotated[str, AfterValidator(_install_command)], ...],
@@ -325,8 +309,119 @@ class Target(SpecModel):
         tuple[Annotated[str, MinLen(1)], ...],
         Expect("a list of label patterns", 'write e.g. local-versions = ["cu130*"]'),
     ] = Field((), description='Variant wheels routed here, by local label pattern, e.g. ["cu130*"].')
-    store_url: Text | None = Field(
-        None,
+
+    @classmethod
+    def check_keys(cls, table: dict[str, Any]) -> None:
+        secret = _SECRET_KEYS.intersection(table)
+        if secret:
+            env = env_prefix(str(table.get("name", "")))
+            raise problem(
+                "credentials never go in the spec",
+                f'remove it and set {env}_USERNAME/{env}_PASSWORD, or credentials = "prefect-secret:BLOCK"',
+                key=sorted(secret)[0],
+            )
+        # A key of another kind's model, named as such (before the unknown-key check's did-you-mean).
+        own = {f.alias or n for n, f in cls.model_fields.items()}
+        for key in table:
+            if key in own:
+                continue
+            owner = next((k for k, model in TARGET_MODELS.items() if key in _keys_of(model)), None)
+            if owner is not None:
+                raise problem(f"is for kind = {owner!r}".replace("'", '"'), cls.wrong_key_fix(owner), key=key)
+        cls.check_required(table)
+
+    @classmethod
+    def wrong_key_fix(cls, owner: str) -> str:
+        """The fix for a key of kind ``owner`` in a target of this kind."""
+        return f'add kind = "{owner}", or remove it'
+
+    @classmethod
+    def check_required(cls, table: dict[str, Any]) -> None:
+        """This kind's keys that must be given, refused with the fix (before the generic "missing")."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_needs_no_credentials(cls, table: Any) -> Any:
+        if not isinstance(table, dict) or "credentials" in table or not cls.local(table):
+            return table
+        return {**table, "credentials": "none"}
+
+    @classmethod
+    def local(cls, table: dict[str, Any]) -> bool:
+        """Whether the table names this machine's own embedded index or store (then no credentials)."""
+        return False
+
+    @model_validator(mode="after")
+    def _credentials_source(self) -> Target:
+        source = self.credentials
+        if source not in ("env", "none") and not (source.startswith("prefect-secret:") and source != "prefect-secret:"):
+            env = env_prefix(self.name)
+            raise problem(
+                f"{source!r} is not a credentials source",
+                f'use "env" ({env}_USERNAME/{env}_PASSWORD), "prefect-secret:BLOCK" or "none"',
+                key="credentials",
+            )
+        return self
+
+    @property
+    def public_index(self) -> bool:
+        """Whether the target is the public index (or its test instance), whose rules are the defaults."""
+        return False
+
+
+def _keys_of(model: type[SpecModel]) -> set[str]:
+    return {f.alias or n for n, f in model.model_fields.items()}
+
+
+class IndexTarget(Target):
+    """``kind = "index"`` (the default): a PyPI-protocol index wheelflow uploads to."""
+
+    kind: Literal["index"] = Field(  # an unknown kind is refused before (_known_kind), listing every kind
+        "index",
+        description='"index" (the default kind): a PyPI-protocol index wheelflow uploads to.',
+    )
+    index: Text = Field(description='An alias ("local", "pypi", "testpypi") or a Simple API URL (kind = "index").')
+    upload_url: Text | None = Field(None, description="Upload (legacy API) URL; default: the index's own.")
+    upload_concurrency: UploadConcurrency = Field(
+        DEFAULT_UPLOAD_CONCURRENCY, description="Files uploaded to this target at once (the first file goes alone)."
+    )
+    upload_timeout: UploadTimeout = Field(
+        DEFAULT_UPLOAD_TIMEOUT,
+        description="Seconds one upload attempt may take in all, whatever the index does (one that never "
+        "answers, or answers a byte at a time); then the index is read back and the upload retried.",
+    )
+
+    @classmethod
+    def check_required(cls, table: dict[str, Any]) -> None:
+        if "index" not in table:
+            raise problem("missing", 'set index = "local", "pypi", "testpypi" or a Simple API URL', key="index")
+
+    @classmethod
+    def local(cls, table: dict[str, Any]) -> bool:
+        return table.get("index") == "local"
+
+    @field_validator("index")
+    @classmethod
+    def _alias_or_url(cls, index: str) -> str:
+        return index if index in INDEX_ALIASES else _check_url(index)
+
+    @field_validator("upload_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        return url if url is None else _check_url(url)
+
+    @property
+    def public_index(self) -> bool:
+        return self.index in ("pypi", "testpypi")
+
+
+class StaticTarget(Target):
+    """``kind = "static"``: a PEP 503 index wheelflow writes itself (store-url) and installers read (public-url)."""
+
+    kind: Literal["static"] = Field(
+        description='"static": a PEP 503 index wheelflow writes itself (store-url) and installers read (public-url).'
+    )
+    store_url: Text = Field(
         description='kind = "static": fsspec URL the index is written to (file:///srv/whl, s3://bucket/whl), '
         'or "local" for the embedded one under $WHEELFLOW_HOME.',
     )
@@ -352,54 +447,24 @@ class Target(SpecModel):
     )
 
     @classmethod
-    def check_keys(cls, table: dict[str, Any]) -> None:
-        secret = _SECRET_KEYS.intersection(table)
-        if secret:
-            env = env_prefix(str(table.get("name", "")))
+    def wrong_key_fix(cls, owner: str) -> str:
+        return "a static target is written at store-url and read at public-url"
+
+    @classmethod
+    def check_required(cls, table: dict[str, Any]) -> None:
+        if "store-url" not in table:
             raise problem(
-                "credentials never go in the spec",
-                f'remove it and set {env}_USERNAME/{env}_PASSWORD, or credentials = "prefect-secret:BLOCK"',
-                key=sorted(secret)[0],
+                "missing", 'set store-url = "s3://bucket/whl" (or "file:///srv/whl", or "local")', key="store-url"
             )
-        if table.get("kind", "index") not in TARGET_KINDS:
-            raise problem(f"unknown target kind {table['kind']!r}", 'use "index", "static"', key="kind")
-        if table.get("kind") == "static":
-            wrong = [key for key in _INDEX_ONLY if key in table]
-            if wrong:
-                raise problem(
-                    'is for kind = "index"',
-                    "a static target is written at store-url and read at public-url",
-                    key=wrong[0],
-                )
-            if "store-url" not in table:
-                raise problem(
-                    "missing", 'set store-url = "s3://bucket/whl" (or "file:///srv/whl", or "local")', key="store-url"
-                )
-            return
-        wrong = [key for key in _STATIC_ONLY if key in table]
-        if wrong:
-            raise problem('is for kind = "static"', 'add kind = "static", or remove it', key=wrong[0])
-        if "index" not in table:
-            raise problem("missing", 'set index = "local", "pypi", "testpypi" or a Simple API URL', key="index")
 
-    @model_validator(mode="before")
     @classmethod
-    def _local_needs_no_credentials(cls, table: Any) -> Any:
-        if not isinstance(table, dict) or "credentials" in table:
-            return table
-        if table.get("index") == "local" or table.get("store-url") == LOCAL_STORE:
-            return {**table, "credentials": "none"}
-        return table
-
-    @field_validator("index")
-    @classmethod
-    def _alias_or_url(cls, index: str | None) -> str | None:
-        return index if index is None or index in INDEX_ALIASES else _check_url(index)
+    def local(cls, table: dict[str, Any]) -> bool:
+        return table.get("store-url") == LOCAL_STORE
 
     @field_validator("store_url")
     @classmethod
-    def _store_url(cls, url: str | None) -> str | None:
-        if url is None or url == LOCAL_STORE:
+    def _store_url(cls, url: str) -> str:
+        if url == LOCAL_STORE:
             return url
         from wheelflow.config.staticlayout import check_store_url  # staticindex reads this module's helpers
 
@@ -437,24 +502,11 @@ class Target(SpecModel):
                 )
         return options
 
-    @field_validator("upload_url")
-    @classmethod
-    def _http_url(cls, url: str | None) -> str | None:
-        return url if url is None else _check_url(url)
-
     @model_validator(mode="after")
-    def _credentials_source(self) -> Target:
-        source = self.credentials
-        if source not in ("env", "none") and not (source.startswith("prefect-secret:") and source != "prefect-secret:"):
-            env = env_prefix(self.name)
-            raise problem(
-                f"{source!r} is not a credentials source",
-                f'use "env" ({env}_USERNAME/{env}_PASSWORD), "prefect-secret:BLOCK" or "none"',
-                key="credentials",
-            )
-        if self.kind == "static" and self.store_url != LOCAL_STORE and self.public_url is None:
+    def _public_url_as_the_store_needs(self) -> StaticTarget:
+        if self.store_url != LOCAL_STORE and self.public_url is None:
             raise problem("missing", "set public-url to the http(s) URL installers read store-url at", key="public-url")
-        if self.kind == "static" and self.store_url == LOCAL_STORE and self.public_url is not None:
+        if self.store_url == LOCAL_STORE and self.public_url is not None:
             raise problem(
                 'is set by wheelflow for store-url = "local"',
                 "remove it (the embedded index is served on loopback while the release runs)",
@@ -462,9 +514,66 @@ class Target(SpecModel):
             )
         return self
 
-    @property
-    def is_static(self) -> bool:
-        return self.kind == "static"
+
+#: target ``kind`` → its model: a new kind of target is one model here (and its publisher in flows/targets.py).
+TARGET_MODELS: dict[str, type[Target]] = {"index": IndexTarget, "static": StaticTarget}
+TARGET_KINDS: tuple[str, ...] = tuple(TARGET_MODELS)
+DEFAULT_TARGET_KIND = "index"
+
+
+def _known_kind(table: Any) -> Any:
+    """The table with its kind (default "index"), refused in one line when no model is registered for it."""
+    if not isinstance(table, dict):
+        return table
+    kind = table.get("kind", DEFAULT_TARGET_KIND)
+    if kind not in TARGET_MODELS:
+        close = difflib.get_close_matches(str(kind), TARGET_KINDS, n=1)
+        choices = "use " + ", ".join(f'"{k}"' for k in TARGET_KINDS)
+        raise problem(
+            f"unknown target kind {kind!r}", f"did you mean {close[0]!r}? ({choices})" if close else choices, key="kind"
+        )
+    return {**table, "kind": kind}
+
+
+@dataclass(frozen=True)
+class _KindTagHidden:
+    """The union's errors as if the kind's model stood alone: pydantic puts the kind's tag in each error's
+    location (targets.w.static.store-url), which is no key of the spec."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_wrap_validator_function(self._validate, handler(source))
+
+    def _validate(self, value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = tuple(str(p) for p in first["loc"] if not isinstance(p, int))
+            if loc and loc[0] in TARGET_MODELS:
+                loc = loc[1:]
+            if first["type"] == SPEC_ERROR:
+                raise problem(first["ctx"]["problem"], first["ctx"]["fix"], key=loc + first["ctx"]["key"]) from None
+            text, fix = generic_wording(first["type"], first.get("input"), loc[-1] if loc else "the target")
+            raise problem(text, fix, key=loc) from None
+
+
+#: A target as the spec reads it: the model its ``kind`` names.
+TargetTable = Annotated[
+    IndexTarget | StaticTarget,
+    Field(discriminator="kind"),
+    _KindTagHidden(),
+    BeforeValidator(_known_kind),
+]
+
+
+_TARGET_ADAPTER: TypeAdapter[Target] = TypeAdapter(TargetTable)
+
+
+def parse_target(table: Mapping[str, Any]) -> Target:
+    """One target table (with its ``name``) read as its kind's model."""
+    return _TARGET_ADAPTER.validate_python(dict(table))
 
 
 def _reworded(check: Any, value: str) -> None:
@@ -690,7 +799,7 @@ class SpecTable(SpecModel):
     version: VersionSource = Field(default_factory=VersionSource, description="Where the version comes from.")
     build: BuildTable = Field(default_factory=BuildTable, description="The build's environment.")
     repair: RepairTable = Field(default_factory=RepairTable, description="The repair step after each cell's build.")
-    targets: Annotated[dict[str, Target], BeforeValidator(_usable_target_names)] = Field(
+    targets: Annotated[dict[str, TargetTable], BeforeValidator(_usable_target_names)] = Field(
         default_factory=dict,
         description="Indexes published to, in order; an approval gate before each after the first.",
     )
@@ -796,10 +905,10 @@ class ReleaseSpec:
                 return target
         if name in INDEX_ALIASES:
             # An alias used directly: every artifact goes there, credentials from the environment.
-            return Target(name=name, index=name)
+            return IndexTarget(name=name, index=name)
         if name == STATIC_DEMO:
             # The documented demo: a static index under $WHEELFLOW_HOME, served on loopback during the release.
-            return Target.model_validate({"name": name, "kind": "static", "store-url": LOCAL_STORE})
+            return parse_target({"name": name, "kind": "static", "store-url": LOCAL_STORE})
         known = ", ".join([t.name for t in self.targets] + list(INDEX_ALIASES) + [STATIC_DEMO])
         raise SpecError("--to", f"unknown target {name!r}", f"use one of: {known}")
 

@@ -185,7 +185,7 @@ def spec_error(exc: ValidationError, prefix: str) -> SpecError:
     value = error.get("input")
     if error["type"] == SPEC_ERROR:
         return SpecError(_join(prefix, loc + list(ctx["key"])), ctx["problem"], ctx["fix"])
-    problem_text, fix = _generic(error["type"], value, loc[-1] if loc else prefix)
+    problem_text, fix = generic_wording(error["type"], value, loc[-1] if loc else prefix)
     return SpecError(_join(prefix, loc), problem_text, fix)
 
 
@@ -202,7 +202,7 @@ _KINDS = {
 }
 
 
-def _generic(kind: str, value: Any, key: str) -> tuple[str, str | None]:
+def generic_wording(kind: str, value: Any, key: str) -> tuple[str, str | None]:
     """Wording for pydantic's own error types, where no field gave its own."""
     if kind == "missing":
         return "missing", f"set {key}"

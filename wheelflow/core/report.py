@@ -10,6 +10,7 @@ import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,23 @@ from wheelflow.core.redaction import redact, redact_value
 
 PASSED, FAILED, NOT_RUN = "passed", "failed", "not run"
 _ICON = {PASSED: "✅", FAILED: "❌", NOT_RUN: "➖"}
+
+
+class UploadOutcome(str, Enum):
+    """What publishing did with one file on one target (a string: the report and its readers see the value)."""
+
+    UPLOADED = "uploaded"
+    ALREADY_PRESENT = "already present"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled back"
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+    @classmethod
+    def published(cls) -> tuple[UploadOutcome, ...]:
+        """The outcomes that leave the file on the target as the release's own."""
+        return (cls.UPLOADED, cls.ALREADY_PRESENT)
 
 
 @dataclass
@@ -33,7 +51,7 @@ class FileReport:
     sha256: str
     target: str
     kind: str
-    upload: str = NOT_RUN  # uploaded, already present, failed, not run
+    upload: str = NOT_RUN  # an UploadOutcome, or not run
     status: str = NOT_RUN  # verified, missing, hash-mismatch, not run
 
 

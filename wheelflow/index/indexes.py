@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from wheelflow.checks.audits import Limits
-from wheelflow.config.spec import Target, env_prefix
+from wheelflow.config.spec import IndexTarget, Target, env_prefix
 from wheelflow.core import secretenv
 from wheelflow.core.credentials import Credentials, secret_block_credentials
 from wheelflow.core.errors import CredentialsError, SpecError
@@ -99,7 +99,7 @@ def resolve_endpoints(
     )
 
 
-def endpoints_for_target(target: Target) -> Endpoints:
+def endpoints_for_target(target: IndexTarget) -> Endpoints:
     return resolve_endpoints(
         target.index, upload_url=target.upload_url, verify_timeout=target.verify_timeout, name=target.name
     )
@@ -111,7 +111,7 @@ PUBLIC_MAX_FILE_SIZE = 100 * 10**6
 
 def limits_for(target: Target) -> Limits:
     """The target's rules, with the public index's own as defaults for pypi and testpypi."""
-    public = target.index in ("pypi", "testpypi")
+    public = target.public_index
     return Limits(
         max_file_size=target.max_file_size or (PUBLIC_MAX_FILE_SIZE if public else None),
         project_budget=target.project_budget,

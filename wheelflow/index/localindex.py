@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from wheelflow.config.spec import Target
+from wheelflow.config.spec import IndexTarget
 from wheelflow.core import cancel, homeservices
 from wheelflow.core.childenv import child_env
 from wheelflow.core.credentials import Credentials
@@ -405,24 +405,19 @@ class LocalIndex:
 
 
 def credentials_for(
-    target: Target, home: Path | None = None, read_secret: Callable[[str], Any] | None = None
+    target: IndexTarget, home: Path | None = None, read_secret: Callable[[str], Any] | None = None
 ) -> Credentials | None:
-    """Credentials of a target; the embedded index's own are generated under $WHEELFLOW_HOME. A static
-    target has none: its store's options are read (and a missing Secret block refused) here, then dropped."""
-    if target.is_static:
-        from wheelflow.index.staticsite import storage_options_for  # staticsite builds on this module's neighbours
-
-        storage_options_for(target, read_secret)
-        return None
+    """Credentials of an index target; the embedded index's own are generated under $WHEELFLOW_HOME.
+    (A static target's are its store's options: :func:`wheelflow.index.staticsite.storage_options_for`.)"""
     if target.index == "local":
         return LocalIndex(home).credentials()
     return load_credentials(target, read_secret)
 
 
-def open_index(index: str | Target, home: Path | None = None) -> contextlib.AbstractContextManager[Endpoints]:
-    """The endpoints of an index alias, a Simple API URL or a spec's target, as a context: the
+def open_index(index: str | IndexTarget, home: Path | None = None) -> contextlib.AbstractContextManager[Endpoints]:
+    """The endpoints of an index alias, a Simple API URL or a spec's index target, as a context: the
     embedded index (``local``) runs while it is open."""
-    target = index if isinstance(index, Target) else None
+    target = index if isinstance(index, IndexTarget) else None
     if (target.index if target else index) == "local":
         return LocalIndex(home)
     return contextlib.nullcontext(endpoints_for_target(target) if target else resolve_endpoints(index))

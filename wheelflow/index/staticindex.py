@@ -497,3 +497,17 @@ def _write_or_delete(store: _Store, path: str, title: str, anchors: list[Anchor]
     content = render_page(title, anchors)
     if content != current:
         store.write_bytes(path, content, _HTML)
+
+
+def project_subindexes(store_url: str, name: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """Every sub-index of the store with a page for project ``name`` ("" is the root index), root first:
+    a read-only look at the store (listing, never writing), for callers that know no filename in advance."""
+    from packaging.utils import canonicalize_name
+
+    store = _Store(store_url, storage_options)
+    project = canonicalize_name(name)
+    root = store.full("").rstrip("/")
+    with _storage_errors(store_url, f"list the pages of {project}"):
+        pages = store.fs.glob(f"{root}/**/{project}/{PAGE}") if store.fs.exists(root) else []
+    found = {posixpath.relpath(posixpath.dirname(posixpath.dirname(p)), root) for p in pages}
+    return sorted("" if sub == "." else sub for sub in found)

@@ -38,7 +38,7 @@ from wheelflow.config.bounds import quoted
 from wheelflow.config.matrix import Cell
 from wheelflow.core.errors import SpecError
 from wheelflow.core.redaction import redact_url
-from wheelflow.index.localindex import open_index
+from wheelflow.index.readers import read_index
 from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
 from wheelflow.source.gittags import ReleaseTag, local_repository, release_tags
 
@@ -394,7 +394,8 @@ def check_one_index(
 ) -> list[VersionStatus]:
     with contextlib.ExitStack() as stack:
         client = client or stack.enter_context(httpx.Client(timeout=READ_TIMEOUT))
-        simple_url = stack.enter_context(open_index(index, home)).simple_url
+        # an index given by alias or URL, read-only through the index kind's reader
+        simple_url = stack.enter_context(read_index(index, home)).simple_urls[0]
         return check_index(
             client,
             project=project,

@@ -55,14 +55,20 @@ class InstallCheck:
 
 
 def install_commands(
-    commands: Sequence[str], name: str, version: str, simple_url: str, sub_indexes: Iterable[str] = ()
+    commands: Sequence[str],
+    name: str,
+    version: str,
+    simple_url: str,
+    sub_indexes: Iterable[str] = (),
+    option: str = "--index-url",
 ) -> list[tuple[str, ...]]:
     """Each install command's words after ``pip install``, placeholders filled in. Default: the pinned
-    release from the target's index, and from each variant sub-index it serves."""
+    release from the target's index, and from each variant sub-index it serves; ``option`` is how the
+    target's kind is pointed at (``--index-url`` for a Simple API, ``--find-links`` for a page of links)."""
     if commands:
         return [tuple(shlex.split(c.format(name=name, version=version, index=simple_url)))[2:] for c in commands]
     pinned = f"{name}=={version}"
-    return [(pinned, "--index-url", simple_url), *[(pinned, "--index-url", sub) for sub in sub_indexes]]
+    return [(pinned, option, simple_url), *[(pinned, option, sub) for sub in sub_indexes]]
 
 
 def needs_dependencies(wheels: Iterable[Path]) -> bool:
