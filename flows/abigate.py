@@ -2,7 +2,11 @@
 index is read or written. Each cell's wheels must carry device code for the cell's declared GPU
 architectures, and load against the cell's runtime (``abi.cell-runtime``); the grid against every
 configured runtime is a table artifact, whatever it says. SASS for undeclared architectures is a
-warning in the checklist row (a refusal under ``gpu-archs-policy = "exact"``)."""
+warning in the checklist row (a refusal under ``gpu-archs-policy = "exact"``).
+
+After each upload, the install done the way users install resolves torch as users get it: where that
+is another release than the cell's build torch, the wheel is checked against that torch's libraries
+too and the report flags it (``abi.users-torch = "same"`` fails the release): ``install_as_users_get``."""
 
 from __future__ import annotations
 
@@ -13,7 +17,10 @@ from wheelflow.config.gpuarch import DEFAULT_ARCH_POLICY, declared_archs
 from wheelflow.config.spec import ReleaseSpec
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.report import ReleaseReport
+from wheelflow.index.indexes import Endpoints
+from wheelflow.index.simple_api import ServedFile
 from wheelflow.tasks.check import check_abi, install_abi_runtime
+from wheelflow.tasks.verify import install_and_smoke_test
 
 
 def abi_gate(
@@ -55,3 +62,17 @@ def wheels_of_cells(report: ReleaseReport, dists: Sequence[Distribution], name: 
     if not report.cells:
         return {name: [d for d in dists if d.kind == "wheel"]}
     return {row.cell: [by_file[row.wheel]] for row in report.cells if row.wheel in by_file}
+
+
+def install_as_users_get(
+    spec: ReleaseSpec, report: ReleaseReport, endpoints: Endpoints, version: str, served: list[ServedFile]
+) -> str:
+    """The install + smoke check on one target, comparing the torch it resolved with each wheel's
+    build torch (the cell rows'); what it flags goes into the report (JSON, checklist, run page).
+    Returns the checklist row's detail."""
+    built = {row.wheel: row.torch for row in report.cells if row.wheel and row.torch}
+    detail, flags = install_and_smoke_test(
+        endpoints, spec.name, version, served, spec.smoke, spec.dependencies, built, spec.abi.users_torch
+    )
+    report.flags += [flag for flag in flags if flag not in report.flags]
+    return detail

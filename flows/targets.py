@@ -16,6 +16,7 @@ from wheelflow.config.spec import LOCAL_STORE, TARGET_MODELS, IndexTarget, Stati
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.errors import UploadError, WheelflowError
 from wheelflow.core.report import SMOKE_CHECK_PREFIX, UploadOutcome
+from wheelflow.flows.abigate import install_as_users_get
 from wheelflow.flows.context import ReleaseContext
 from wheelflow.flows.futures import settled
 from wheelflow.flows.stages import PublishBookkeeping, Publisher, ReleaseTransaction, Stage, proven, user_install_checks
@@ -36,7 +37,7 @@ from wheelflow.tasks.static import (
 )
 from wheelflow.tasks.static import read_static as read_static_listing
 from wheelflow.tasks.upload import read_served_files, read_target, rollback_hook, upload_file
-from wheelflow.tasks.verify import install_and_smoke_test, verify_served
+from wheelflow.tasks.verify import verify_served
 
 
 class IndexPublisher:
@@ -154,9 +155,7 @@ class IndexPublisher:
             lambda dist, _: f"downloaded, sha256 {dist.sha256[:16]}… matches",
         )
         with report.step(f"{SMOKE_CHECK_PREFIX}{target}") as step:
-            step.detail = install_and_smoke_test(
-                self.endpoints, ctx.spec.name, ctx.version, served, ctx.spec.smoke, ctx.spec.dependencies
-            )
+            step.detail = install_as_users_get(ctx.spec, report, self.endpoints, ctx.version, served)
         if any(d.filename.endswith(".whl") for d in stage.files):  # an sdist-only target is its users' source fallback
             user_install_checks(ctx, stage, served, [self.endpoints.simple_url])
         ctx.report.install.append(
@@ -271,14 +270,7 @@ class StaticPublisher:
         for subindex in with_wheels or [""]:  # an index of sdists only is installed from its root (a source build)
             endpoints = site.subindex_endpoints(subindex)
             with report.step(f"{SMOKE_CHECK_PREFIX}{endpoints.name}") as step:
-                step.detail = install_and_smoke_test(
-                    endpoints,
-                    ctx.spec.name,
-                    ctx.version,
-                    listings.get(subindex, []),
-                    ctx.spec.smoke,
-                    ctx.spec.dependencies,
-                )
+                step.detail = install_as_users_get(ctx.spec, report, endpoints, ctx.version, listings.get(subindex, []))
         served = list({f.filename: f for files in listings.values() for f in files}.values())
         user_install_checks(ctx, stage, served, [site.subindex_endpoints(sub).simple_url for sub in with_wheels])
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 from prefect import get_run_logger, task
 
+from wheelflow.checks.userstorch import FLAG
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.errors import HashMismatchError, VerificationError
 from wheelflow.core.home import wheelflow_home
@@ -62,22 +63,28 @@ def install_and_smoke_test(
     served: list[ServedFile],
     smoke: str | None,
     dependencies: str = "pypi",
-) -> str:
-    """``dependencies``: the spec's install.dependencies (where pip resolves them)."""
+    built_torch: dict[str, str] | None = None,
+    users_torch: str = FLAG,
+) -> tuple[str, tuple[str, ...]]:
+    """``dependencies``: the spec's install.dependencies (where pip resolves them); ``built_torch``:
+    each wheel's build torch, compared with the torch the install resolved (``users_torch``: the
+    spec's abi.users-torch). Returns the one line and the flags for the report (logged as warnings)."""
     logger = get_run_logger()
-    return verdict(
-        endpoints.name,
-        install_and_smoke(
-            name,
-            version,
-            endpoints.simple_url,
-            served,
-            smoke=smoke,
-            workdir=scratch(),
-            log=logger.info,
-            dependencies=dependencies,
-        ),
+    result = install_and_smoke(
+        name,
+        version,
+        endpoints.simple_url,
+        served,
+        smoke=smoke,
+        workdir=scratch(),
+        log=logger.info,
+        dependencies=dependencies,
+        built_torch=built_torch,
+        users_torch=users_torch,
     )
+    for flag in result.flags:
+        logger.warning("%s: %s", endpoints.name, flag)
+    return verdict(endpoints.name, result), result.flags
 
 
 @task(name="install-check", task_run_name="install[{target}|{check.installer}|{check.runtime}]", retries=0)

@@ -435,3 +435,38 @@ def test_the_check_task_refuses_by_name_and_leaves_its_tables(
     [grid_table] = [a for a in artifacts if a.key == "abi-grid-py3-11-torch1"]
     rows = json.loads(grid_table.data) if isinstance(grid_table.data, str) else grid_table.data
     assert [(r["runtime"], r["loads"]) for r in rows] == [("torch-v1", "yes"), ("torch-v2", "no")]
+
+
+# ---- the torch users get (the install check's environment) ----
+
+
+def _installed(venv: Path, c10_dir: Path, ext: Path) -> Path:
+    """A venv as the install check leaves it: gpu_pkg installed (with its RECORD) beside a torch whose
+    lib/ holds ``c10_dir``'s libc10.so."""
+    site = venv / "lib" / "python3.11" / "site-packages"
+    (site / "gpu_pkg").mkdir(parents=True)
+    (site / "torch" / "lib").mkdir(parents=True)
+    shutil.copy(ext, site / "gpu_pkg" / "_ext.so")
+    shutil.copy(c10_dir / "libc10.so", site / "torch" / "lib" / "libc10.so")
+    (site / "gpu_pkg" / "__init__.py").write_text("")
+    (site / "gpu_pkg-1.0.0.dist-info").mkdir()
+    (site / "gpu_pkg-1.0.0.dist-info" / "RECORD").write_text(
+        "gpu_pkg/__init__.py,,\ngpu_pkg/_ext.so,,\ngpu_pkg-1.0.0.dist-info/RECORD,,\n"
+    )
+    return venv
+
+
+def test_the_wheel_as_installed_is_checked_against_the_torch_users_get(tmp_path: Path, c10: dict[str, Path]) -> None:
+    from wheelflow.proof.verification import users_torch_problem
+
+    wheel = "gpu_pkg-1.0.0-cp311-cp311-linux_x86_64.whl"
+    same_abi = _installed(tmp_path / "v1", c10["v1"], c10["ext"])
+    assert users_torch_problem(same_abi, "gpu-pkg", wheel, "2.14.0", "2.14.1+cu130 (CUDA 13.0)") is None
+    # Users got a torch whose libc10.so dropped c10::foo(int): what they would meet at import.
+    other_abi = _installed(tmp_path / "v2", c10["v2"], c10["ext"])
+    said = users_torch_problem(other_abi, "gpu-pkg", wheel, "2.14.0", "2.15.0+cu132 (CUDA 13.2)")
+    assert said == (
+        f"{wheel} would not load with the torch users get (torch 2.15.0+cu132 (CUDA 13.2); built for 2.14.0): "
+        "gpu_pkg/_ext.so: undefined symbol c10::foo(int) (_ZN3c103fooEi); fix: pin torch==2.14.0 in the "
+        "wheel's metadata, or publish a cell for torch 2.15.0"
+    )

@@ -41,12 +41,15 @@ def dependency_index(wheel_cache: Path, tmp_path_factory: pytest.TempPathFactory
         yield server.url + "simple/"
 
 
-def torch_ext_project(root: Path, dependency_index: str, *, version: str = "0.1.0", manifest: bool = True) -> Path:
-    """A git repository of examples/torch-ext, tagged as its spec asks."""
+def torch_ext_project(
+    root: Path, dependency_index: str, *, version: str = "0.1.0", manifest: bool = True, torch: str = TORCH_VERSION
+) -> Path:
+    """A git repository of examples/torch-ext (its one cell built for ``torch``), tagged as its spec asks."""
     project = root / "torch-ext"
     shutil.copytree(REPO / "examples" / "torch-ext", project, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     pyproject = project / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text() + f'\n[tool.wheelflow.install]\ndependencies = "{dependency_index}"\n')
+    text = pyproject.read_text().replace(f'torch = ["{TORCH_VERSION}"]', f'torch = ["{torch}"]')
+    pyproject.write_text(text + f'\n[tool.wheelflow.install]\ndependencies = "{dependency_index}"\n')
     if not manifest:
         (project / "MANIFEST.in").unlink()
     init = project / "torch_ext" / "__init__.py"
@@ -130,3 +133,57 @@ def test_the_next_version_recompiles_only_what_changed(
     assert code == 0, stderr[-3000:]
     hits, compiles = (int(n) for n in again["cells"][0]["compiler_cache"].split(" compiles hit")[0].split(" of "))
     assert compiles >= 3 and hits == compiles - 1, again["cells"][0]
+
+
+@pytest.mark.case(
+    "release",
+    "users resolve another torch than the cell's build torch (cell 2.14.0; torch==2.14.* gives users 2.14.1)",
+    'flagged in the report, its checklist and the run page, checked against that torch\'s libraries; abi.users-torch = "same" fails it',
+)
+def test_users_who_get_another_torch_are_told_and_same_refuses(
+    tmp_path: Path, home: Path, prefect_api, wheel_cache: Path, dependency_index: str
+) -> None:
+    # Two real releases of torch: 2.14.0 shares every nvidia-* wheel with 2.14.1, so the cache holds
+    # one more torch wheel (downloaded once per machine). The dependency index serves both; the
+    # wheel's Requires-Dist (torch==2.14.*) lets users resolve the newest, 2.14.1.
+    torch_wheels("2.14.0")
+    project = torch_ext_project(tmp_path, dependency_index, torch="2.14.0")
+    code, report, stderr = release(project, wheel_cache)
+    assert code == 0, stderr[-4000:]
+    (cell,) = report["cells"]
+    assert cell["wheel"].startswith("torch_ext-0.1.0+cu130torch2140-") and cell["torch"].startswith("2.14.0+cu130")
+    told = "users who `pip install torch-ext` get torch 2.14.1 (CUDA 13.0); this wheel was built for 2.14.0; fix: pin torch==2.14.0"
+    (flag,) = report["flags"]
+    assert flag.startswith(told) and "publish a cell for torch 2.14.1" in flag
+    detail = {c["check"]: c for c in report["checks"]}["install + smoke on local"]["detail"]
+    assert "smoke ok; torch 2.14.1+cu130 (CUDA 13.0); warning: " + told in detail
+    # The ABI gate's symbol check ran against the libraries of the torch users got (2.14.1 keeps the ABI).
+    assert "its shared objects load against torch 2.14.1's libraries as installed" in detail
+    # The run page (the release's markdown artifact) shows it above its tables.
+    page = run_page(report["flow_run_id"])
+    assert page.index(f"> ⚠️ {told}") < page.index("| file | target |")
+
+    # The next version under abi.users-torch = "same": the same torch users get is now a failure.
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + '\n[tool.wheelflow.abi]\nusers-torch = "same"\n')
+    init = project / "torch_ext" / "__init__.py"
+    init.write_text(init.read_text().replace('__version__ = "0.1.0"', '__version__ = "0.1.1"'))
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "commit", "-qam", "users must get the build's torch"], check=True)
+    subprocess.run([*git, "tag", "torch-ext-v0.1.1"], check=True)
+    code, refused, stderr = release(project, wheel_cache)
+    assert code == 1, stderr[-3000:]
+    assert told in refused["error"] and 'abi.users-torch = "same" refuses this' in refused["error"]
+    assert {c["check"]: c for c in refused["checks"]}["install + smoke on local"]["status"] == "failed"
+
+
+def run_page(flow_run_id: str) -> str:
+    """The release summary artifact of a flow run: its page in the Prefect UI."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return next(a.data for a in artifacts if a.key and a.key.endswith("-summary"))

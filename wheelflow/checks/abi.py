@@ -167,6 +167,19 @@ def symbol_findings(
     return findings
 
 
+def installed_objects(site_packages: Path, dist_info: Path) -> list[tuple[str, Path]]:
+    """The ELF shared objects an installed distribution put into ``site_packages`` (from its RECORD):
+    (path as installed, file) pairs, for ``symbol_findings`` on a wheel as its users installed it."""
+    record = dist_info / "RECORD"
+    found = []
+    for line in record.read_text(encoding="utf-8").splitlines() if record.is_file() else []:
+        relative = PurePosixPath(line.split(",", 1)[0])
+        path = site_packages.joinpath(*relative.parts)
+        if _SHARED_OBJECT.search(relative.name) and ".." not in relative.parts and path.is_file() and is_elf(path):
+            found.append((str(relative), path))
+    return found
+
+
 def _fix(problem: Unresolved, label: str) -> str:
     if problem.libraries:
         return (
@@ -238,6 +251,11 @@ def _wheel_findings(
         for label, libdirs in runtimes.items():
             findings += symbol_findings(wheel, objects, libdirs, label)
     return findings
+
+
+def unresolved_lines(objects: Sequence[tuple[str, Path]], runtime: Sequence[Path]) -> list[str]:
+    """``member: why`` for each shared object that would not load against ``runtime``."""
+    return [f"{member}: {_explain(problem)}" for member, problem in _unresolved(objects, runtime)]
 
 
 def compat_grid(wheel: Path, runtimes: Runtimes) -> list[dict[str, str]]:

@@ -125,6 +125,8 @@ def print_report(report: dict[str, Any]) -> None:
         for c in report["cells"]:
             cells.add_row(*cell_columns(c))
         show_table(cells)
+    for flag in report.get("flags") or []:  # what users should know though nothing failed
+        out_console.print(f"warning: {flag}", highlight=False, markup=False, soft_wrap=True)
     verdict = "[green]released and verified[/green]" if report["ok"] else "[red]FAILED[/red]"
     out_console.print(verdict)
     if report["ok"] and report.get("install"):  # the last lines: what a user does next

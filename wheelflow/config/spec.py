@@ -702,6 +702,13 @@ class BuildTable(SpecModel):
         return tuple(dict.fromkeys(names))
 
 
+#: ``abi.users-torch``: what a users' torch other than the build's does (wheelflow.checks.userstorch)
+UsersTorchPolicy = Annotated[
+    Literal["flag", "same"],
+    OneOf("users-torch policy", ("flag", "same"), 'use "flag" (the default: a warning) or "same" (a failure)'),
+]
+
+
 class AbiTable(SpecModel):
     """``[tool.wheelflow.abi]``: the runtimes the ABI gate resolves each wheel's symbols against.
 
@@ -729,6 +736,13 @@ class AbiTable(SpecModel):
         (),
         description="Extra arguments for the pip that installs the runtimes (an index URL, for instance; "
         "--no-deps installs the requirements alone, without the libraries they load).",
+    )
+    users_torch: UsersTorchPolicy = Field(
+        "flag",
+        description="What the install check after upload does when the torch its install resolved (the one "
+        'users get with `pip install NAME`) is another release than the cell\'s build torch: "flag" (the '
+        'default) says so in the report, the checklist and the run page; "same" fails the release. Either '
+        "way the wheel is also checked against that torch's libraries (a symbol it lacks fails).",
     )
 
 

@@ -152,6 +152,8 @@ class ReleaseReport:
     code: dict[str, str] = field(default_factory=running_wheelflow)  # the wheelflow that ran it
     sandbox: str | None = None  # what contained the code of the project run here (wheelflow.core.sandbox)
     install: list[str] = field(default_factory=list)  # the command a user pastes, per index target proven
+    # what users should know though nothing failed, e.g. the torch they get is not the one built for
+    flags: list[str] = field(default_factory=list)
 
     def add(self, check: str, passed: bool, detail: str = "") -> None:
         self.checks.append(Check(check, PASSED if passed else FAILED, detail))
@@ -189,6 +191,7 @@ class ReleaseReport:
                 "wheelflow": self.code,
                 "sandbox": self.sandbox,
                 "install": self.install,
+                "flags": self.flags,
             }
         )
 
@@ -226,6 +229,8 @@ class ReleaseReport:
             "",
             f"Run by {describe_code(self.code)}.",
             "",
+            *[f"> ⚠️ {flag}" for flag in self.flags],  # before the tables: the UI shows the top first
+            *([""] if self.flags else []),
             "| file | target | upload | proof | sha256 |",  # the one files-table layout (see file_rows)
             "|---|---|---|---|---|",
         ]

@@ -28,6 +28,8 @@ import httpx
 from packaging.utils import canonicalize_name
 
 from wheelflow.builds.builders import loaded_torch
+from wheelflow.checks.abi import installed_objects, library_dirs, unresolved_lines
+from wheelflow.checks.userstorch import FLAG, torch_release, users_torch_finding
 from wheelflow.core.childenv import child_env
 from wheelflow.core.deadline import Deadline
 from wheelflow.core.distributions import parse_filename, sha256_of
@@ -348,6 +350,8 @@ class InstallResult:
     installed: str | None  # filename pip installed
     message: str  # one line
     output_tail: str = ""
+    torch: str | None = None  # the torch the install resolved, "2.15.0+cu132 (CUDA 13.2)", where it has one
+    flags: tuple[str, ...] = ()  # what users should know though nothing failed (the torch they get)
 
 
 def pip_failure(output: str) -> str:
@@ -377,12 +381,17 @@ def install_and_smoke(
     cache_dir: Path | None = None,
     timeout: float = 900,
     log: Callable[[str], None] = print,
+    built_torch: Mapping[str, str] | None = None,
+    users_torch: str = FLAG,
 ) -> InstallResult:
     """``uv pip install`` of the release into a fresh venv, then the smoke command.
 
     The release file comes from the index under test, pinned by URL and sha256; its dependencies
     from ``dependencies`` (:mod:`wheelflow.proof.installsource`), through uv's cache in ``cache_dir``
-    (default: $WHEELFLOW_HOME/cache/uv)."""
+    (default: $WHEELFLOW_HOME/cache/uv). The torch the install resolved is recorded; where
+    ``built_torch`` (wheel filename -> its cell's build torch) names another release for the installed
+    wheel, that is flagged (refused with ``users_torch`` "same") and the wheel's shared objects, as
+    installed, must resolve against that torch's libraries (:func:`users_torch_problem`)."""
     from wheelflow.core.home import wheelflow_home  # localindex starts indexes, which read this module's callers
 
     source = dependency_source(dependencies)
@@ -431,9 +440,23 @@ def install_and_smoke(
                 filename,
                 f"pip installed {filename} with sha256 {sha256}, the index lists {by_name[filename].sha256}",
             )
-        if not smoke:
-            return InstallResult(True, filename, f"installed {filename}", output[-3000:])
         smoke_env = installer_env(venv)
+        torch = loaded_torch(python, smoke_env)  # the torch users of this index get with the release
+        on = f"; torch {torch}" if torch else ""
+        built = (built_torch or {}).get(filename)
+        flag = users_torch_finding(name, filename, built, torch, users_torch)
+        refused = users_torch_problem(venv, name, filename, built, torch) if flag else None
+        if refused:
+            return InstallResult(False, filename, refused, torch=torch)
+        if flag and not flag.warning:  # abi.users-torch = "same"
+            return InstallResult(False, filename, flag.message, torch=torch)
+        flags = (flag.message,) if flag else ()
+        flagged = "".join(
+            f"; warning: {f}; its shared objects load against torch {torch_release(torch)}'s libraries as installed"
+            for f in flags
+        )
+        if not smoke:
+            return InstallResult(True, filename, f"installed {filename}{on}{flagged}", output[-3000:], torch, flags)
         log(f"$ {smoke} (sandbox: {protection_label(protection())})")
         # Code we do not control: in the sandbox, where nothing it starts outlives it
         run, smoke_output = run_step_captured(
@@ -452,11 +475,30 @@ def install_and_smoke(
                 f"smoke command failed on {filename} (exit {run.code}): {last[:300]}",
                 smoke_output[-3000:],
             )
-        torch = loaded_torch(python, smoke_env)
-        on = f"; torch {torch}" if torch else ""  # the torch users of this index get with the release
-        return InstallResult(True, filename, f"installed {filename}; smoke ok{on}", smoke_output[-3000:])
+        return InstallResult(
+            True, filename, f"installed {filename}; smoke ok{on}{flagged}", smoke_output[-3000:], torch, flags
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def users_torch_problem(venv: Path, name: str, filename: str, built: str | None, users: str | None) -> str | None:
+    """The ABI gate's symbol check against the torch users get: ``name``'s shared objects, as installed
+    in ``venv``, resolved against the libraries installed beside them (that torch's ``lib/`` and the
+    nvidia-* wheels it pulled). Why it would not load (one line with the fix), or None."""
+    for site_packages in venv.glob("lib/python*/site-packages"):
+        wanted = canonicalize_name(name)
+        for dist_info in site_packages.glob("*.dist-info"):
+            if canonicalize_name(dist_info.name.removesuffix(".dist-info").rsplit("-", 1)[0]) != wanted:
+                continue
+            why = unresolved_lines(installed_objects(site_packages, dist_info), library_dirs(site_packages))
+            if why:
+                return (
+                    f"{filename} would not load with the torch users get (torch {users}; built for "
+                    f"{torch_release(built)}): {'; '.join(why)}; fix: pin torch=={torch_release(built)} in the "
+                    f"wheel's metadata, or publish a cell for torch {torch_release(users)}"
+                )
+    return None
 
 
 def _installed_file(venv: Path, name: str) -> tuple[str, str | None] | None:
