@@ -193,7 +193,10 @@ class GitHubStub:
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, name=f"github-stub-{role}", daemon=True)
+        # A short poll: close() waits for four servers to notice their shutdown.
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"github-stub-{role}", daemon=True
+        )
         thread.start()
         return server, thread
 
