@@ -19,7 +19,7 @@ uploads host (``uploads_url``; a release's ``upload_url`` points there)
     POST   /repos/{owner}/{repo}/releases/{id}/assets?name=  201; 422 already_exists for a taken name
 download host (``download_url``: the ``browser_download_url``s, as github.com)
     GET    /{owner}/{repo}/releases/download/{tag}/{name}   302 to the storage host; 404 while a draft
-storage host (``storage_url``): the bytes.
+storage host (``storage_url``): the bytes (GET, and HEAD as uv sends before downloading).
 
 Every answer carries the ``X-RateLimit-*`` headers; assets carry ``digest: "sha256:..."`` and a
 ``state`` ("starter" until an upload completes). Writes and drafts need ``Authorization: Bearer TOKEN``.
@@ -189,7 +189,7 @@ class GitHubStub:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a deadline, a fault): nothing to answer
 
-            do_GET = do_POST = do_PATCH = do_DELETE = _handle
+            do_GET = do_HEAD = do_POST = do_PATCH = do_DELETE = _handle
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
@@ -231,7 +231,8 @@ class GitHubStub:
             handler.send_header(name, value)
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
-        handler.wfile.write(body)
+        if handler.command != "HEAD":
+            handler.wfile.write(body)
 
     def _rate_headers(self, remaining: int = 4999, reset_in: int = 3600) -> dict[str, str]:
         return {
@@ -416,6 +417,8 @@ class GitHubStub:
         handler.send_header("Content-Type", asset.content_type or "application/octet-stream")
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
+        if handler.command == "HEAD":  # uv asks before it downloads
+            return
         if self.slow_download is None:
             handler.wfile.write(data)
             return
