@@ -389,6 +389,8 @@ class GitHubStub:
     def _download(self, handler: BaseHTTPRequestHandler) -> None:
         path = urlsplit(handler.path).path
         prefix = f"/{self.repository}/releases/download/"
+        if path.startswith("/repos/"):  # the web host is not the API: a misconfigured api-url gets a page
+            return self._send(handler, 200, body=b"<html>sign in</html>", headers={"Content-Type": "text/html"})
         if path.startswith("/loop"):
             return self._send(handler, 302, None, {"Location": f"{self.storage_url}/loop"})
         tag, _, name = path.removeprefix(prefix).partition("/")

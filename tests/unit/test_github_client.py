@@ -306,6 +306,22 @@ def test_a_refused_token_is_one_line_without_the_token(stub) -> None:
     assert refused.value.exit_code == ExitCode.FAILED and isinstance(refused.value, WheelflowError)
 
 
+@pytest.mark.case(
+    "bad input",
+    "the GitHub API URL points at GitHub's web host (an HTML page, not the REST API)",
+    "one line naming the URL and the API URL to give instead",
+)
+def test_an_api_url_that_is_not_the_api_is_one_line() -> None:
+    with GitHubStub(REPO) as stub:  # not the fixture: this api-url sends the token to the web host on purpose
+        gh = GitHubReleases(REPO, TOKEN, api_url=stub.download_url, uploads_url=stub.uploads_url, sleep=_no_wait)
+        with pytest.raises(ReleaseAssetError) as wrong:
+            gh.release_for_tag(TAG)
+    assert one_line_with_fix(wrong.value) == (
+        f"{stub.download_url}/repos/{REPO}/releases/tags/{TAG} did not answer with a release as GitHub's REST API "
+        "does; fix: check the API URL (https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise)"
+    )
+
+
 def test_listings_follow_the_link_header_and_drafts_are_found_past_the_first_page(tmp_path: Path) -> None:
     with GitHubStub(REPO, per_page_max=2) as stub:
         for i in range(5):

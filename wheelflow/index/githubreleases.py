@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
@@ -70,7 +70,8 @@ PER_PAGE = 100
 DEFAULT_DEADLINE = 3600.0
 READ_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 CHUNK = 1 << 20
-_HALF_MADE = ("starter", "new")  # asset states of an upload that never completed
+_HALF_MADE = ("starter", "new")
+T = TypeVar("T")  # asset states of an upload that never completed
 
 
 @dataclass(frozen=True)
@@ -319,12 +320,7 @@ class GitHubReleases:
         params: dict[str, Any] | None = {"per_page": PER_PAGE}
         for _page in range(MAX_PAGES):
             response = self._request("GET", url, params=params)
-            items = response.json()
-            if not isinstance(items, list):
-                raise ReleaseAssetError(
-                    f"GitHub answered GET {redact_url(url)} with {type(items).__name__}, not a list; "
-                    "fix: check the API URL (it must be GitHub's REST API)"
-                )
+            items = _parsed(response, url, "a list", _as_list)
             yield from items
             following = response.links.get("next", {}).get("url")
             if not following:
@@ -347,10 +343,10 @@ class GitHubReleases:
         that may push)."""
         response = self._request("GET", f"{self._repo_url}/releases/tags/{quote(tag, safe='')}", tolerate=(404,))
         if response.status_code == 200:
-            return Release.from_api(response.json())
+            return _parsed(response, response.request.url, "a release", Release.from_api)
         for item in self._pages(f"{self._repo_url}/releases"):
             if isinstance(item, dict) and item.get("tag_name") == tag:
-                return Release.from_api(item)
+                return _parsed(item, f"{self._repo_url}/releases", "a release", Release.from_api)
         return None
 
     def draft_for_tag(
@@ -376,7 +372,7 @@ class GitHubReleases:
             tolerate=(422,),
         )
         if response.status_code == 201:
-            return Release.from_api(response.json()), True
+            return _parsed(response, f"{self._repo_url}/releases", "a release", Release.from_api), True
         raced = self.release_for_tag(tag)  # another run created it between our read and our create
         if raced is not None and (raced.draft or allow_published):
             return raced, False
@@ -385,7 +381,7 @@ class GitHubReleases:
     def publish(self, release: Release) -> Release:
         """The draft made visible to users (``draft: false``)."""
         response = self._request("PATCH", f"{self._repo_url}/releases/{release.id}", json={"draft": False})
-        published = Release.from_api(response.json())
+        published = _parsed(response, f"{self._repo_url}/releases/{release.id}", "a release", Release.from_api)
         if published.draft:
             raise ReleaseAssetError(
                 f"GitHub kept release {release.tag_name} of {self.repository} a draft after publishing it; "
@@ -401,7 +397,8 @@ class GitHubReleases:
     # --- assets -----------------------------------------------------------------------------
 
     def assets(self, release: Release) -> list[Asset]:
-        return [Asset.from_api(item) for item in self._pages(f"{self._repo_url}/releases/{release.id}/assets")]
+        url = f"{self._repo_url}/releases/{release.id}/assets"
+        return [_parsed(item, url, "an asset", Asset.from_api) for item in self._pages(url)]
 
     def asset_named(self, release: Release, name: str) -> Asset | None:
         return next((a for a in self.assets(release) if a.name == name), None)
@@ -463,7 +460,7 @@ class GitHubReleases:
                 last = f"no answer ({type(exc).__name__})"
             else:
                 if response.status_code == 201:
-                    return UploadOutcome(Asset.from_api(response.json()), "uploaded")
+                    return UploadOutcome(_parsed(response, target, "an asset", Asset.from_api), "uploaded")
                 if (limit := self._rate_limit_wait(response)) is not None:
                     self._waited(*limit, target)
                     continue
@@ -620,6 +617,24 @@ class GitHubReleases:
             if current is not None and current.id == release.id and current.draft and self.delete_release(release):
                 removed.append(f"release {release.tag_name}")
         return removed
+
+
+def _parsed(answer: httpx.Response | Any, url: object, what: str, make: Callable[[Any], T]) -> T:
+    """``make`` applied to GitHub's JSON answer (a response, or one item of a listing); anything else
+    (an HTML page, a payload without the keys the API documents) is one line naming the URL."""
+    try:
+        return make(answer.json() if isinstance(answer, httpx.Response) else answer)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ReleaseAssetError(
+            f"{redact_url(str(url))} did not answer with {what} as GitHub's REST API does; fix: check the API URL "
+            "(https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise)"
+        ) from None
+
+
+def _as_list(payload: Any) -> list[Any]:
+    if not isinstance(payload, list):
+        raise TypeError("not a list")
+    return payload
 
 
 def _content_type(name: str) -> str:
