@@ -113,7 +113,8 @@ class GitHubStub:
     # --- faults and fixtures ----------------------------------------------------------------
 
     def rate_limit(self, kind: str = "primary", *, status: int = 403, seconds: int = 1, times: int = 1) -> None:
-        """The next ``times`` API or upload requests answer a rate limit of ``kind`` ("primary" or "secondary")."""
+        """The next ``times`` API or upload requests answer a rate limit of ``kind``: "primary",
+        "secondary" (with Retry-After) or "secondary-bare" (403 and the message only)."""
         with self._lock:
             self._limits += [(kind, status, seconds)] * times
 
@@ -253,8 +254,8 @@ class GitHubStub:
         if kind == "primary":
             headers = self._rate_headers(remaining=0, reset_in=seconds)
             message = "API rate limit exceeded for user ID 1."
-        else:
-            headers = {**self._rate_headers(), "Retry-After": str(seconds)}
+        else:  # "secondary", with a Retry-After; "secondary-bare": the message alone, as GitHub also answers
+            headers = self._rate_headers() | ({"Retry-After": str(seconds)} if kind == "secondary" else {})
             message = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
         self._send(handler, status, {"message": message, "documentation_url": "https://docs.github.com/rest"}, headers)
         return True

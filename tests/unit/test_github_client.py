@@ -93,6 +93,23 @@ def test_draft_is_created_once_reused_after_and_a_re_upload_is_already_present(s
     assert TOKEN not in repr(gh)
 
 
+def test_a_re_run_finds_its_assets_in_one_listing_and_uploads_nothing(stub, tmp_path: Path) -> None:
+    gh = client(stub)
+    release, _ = gh.draft_for_tag(TAG)
+    paths = [wheel(tmp_path, f"w{i}-1.0-py3-none-any.whl") for i in range(3)]
+    for path in paths[:2]:
+        gh.upload(release, path)
+    stub.add_asset(stub.release(TAG), paths[2].name, b"half", state="starter")  # an earlier run's broken upload
+    before = len(stub.seen)
+    present = gh.already_there(release, {p.name: file_sha256(p) for p in paths})
+    assert sorted(present) == [p.name for p in paths[:2]]
+    assert [(s.host, s.method) for s in stub.seen[before:]] == [("api", "GET"), ("api", "DELETE")]
+    assert stub.asset_names(TAG) == [p.name for p in paths[:2]]
+    stub.add_asset(stub.release(TAG), paths[2].name, b"someone else's")
+    with pytest.raises(HashMismatchError, match="another file under our name"):
+        gh.already_there(release, {paths[2].name: file_sha256(paths[2])})
+
+
 def test_publish_makes_the_release_visible_and_users_download_the_same_bytes(stub, tmp_path: Path) -> None:
     gh = client(stub)
     release, _ = gh.draft_for_tag(TAG)
@@ -245,6 +262,8 @@ def test_rate_limits_are_waited_out_only_within_the_deadline(stub, tmp_path: Pat
     assert len(waits) == 2 and 29 <= waits[0] <= 32 and waits[1] == 5.0
     stub.rate_limit("secondary", seconds=7)  # on the uploads host too
     assert gh.upload(release, wheel(tmp_path)).outcome == "uploaded" and waits[2] == 7.0
+    stub.rate_limit("secondary-bare")  # no header at all: GitHub asks for at least a minute
+    assert gh.release_for_tag(TAG) is not None and waits[3] == 60.0
 
     short = client(stub, seconds=60.0, waits=waits)
     stub.rate_limit("primary", seconds=3600)
@@ -252,7 +271,7 @@ def test_rate_limits_are_waited_out_only_within_the_deadline(stub, tmp_path: Pat
         short.release_for_tag(TAG)
     message = one_line_with_fix(limited.value)
     assert re.search(r"GitHub's rate limit for octo/flash asks to wait 36\d\d s \(until \d\d:\d\d:\d\d UTC\)", message)
-    assert "more than the 60 s left of the release's deadline" in message and len(waits) == 3
+    assert "more than the 60 s left of the release's deadline" in message and len(waits) == 4
 
 
 @pytest.mark.case(

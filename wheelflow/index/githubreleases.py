@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ from wheelflow.core.errors import (
     VerificationError,
 )
 from wheelflow.core.redaction import redact_url, register_secret
+from wheelflow.index.simple_api import _Watchdog  # the index reader's deadline guard, shared
 
 API_VERSION = "2022-11-28"
 DEFAULT_API_URL = "https://api.github.com"
@@ -70,7 +71,6 @@ PER_PAGE = 100
 DEFAULT_DEADLINE = 3600.0
 READ_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 CHUNK = 1 << 20
-_HALF_MADE = ("starter", "new")
 T = TypeVar("T")  # asset states of an upload that never completed
 
 
@@ -495,17 +495,36 @@ class GitHubReleases:
         found = self.asset_named(release, name)
         if found is None:
             return None
-        if found.state in _HALF_MADE or found.state != "uploaded":
+        if found.state != "uploaded":  # "starter"/"new": an upload that never completed
             self.delete_asset(found)
             return None
-        served = found.digest or self.download_sha256(found)
+        self._check_ours(release, found, sha256)
+        return UploadOutcome(found, "already present")
+
+    def _check_ours(self, release: Release, asset: Asset, sha256: str) -> None:
+        served = asset.digest or self.download_sha256(asset)
         if served != sha256:
             raise HashMismatchError(
-                f"release {release.tag_name} of {self.repository} already has an asset {name} with sha256 {served}, "
-                f"the built file has {sha256}; fix: that is another file under our name: delete the asset on GitHub "
-                "if it is wrong, or release a new version"
+                f"release {release.tag_name} of {self.repository} already has an asset {asset.name} with sha256 "
+                f"{served}, the built file has {sha256}; fix: that is another file under our name: delete the asset "
+                "on GitHub if it is wrong, or release a new version"
             )
-        return UploadOutcome(found, "already present")
+
+    def already_there(self, release: Release, wanted: Mapping[str, str]) -> dict[str, Asset]:
+        """The files of ``wanted`` (name -> sha256) the release already holds with those bytes, read in
+        one listing, so that a re-run uploads none of them. A half-made asset under a wanted name is
+        deleted (it is uploaded again); another file under a wanted name stops (HashMismatchError)."""
+        present: dict[str, Asset] = {}
+        for asset in self.assets(release):
+            sha256 = wanted.get(asset.name)
+            if sha256 is None:
+                continue
+            if asset.state != "uploaded":
+                self.delete_asset(asset)
+                continue
+            self._check_ours(release, asset, sha256)
+            present[asset.name] = asset
+        return present
 
     # --- downloads --------------------------------------------------------------------------
 
@@ -525,41 +544,45 @@ class GitHubReleases:
         assert self.deadline is not None and self.client is not None
         chain = [url]
         digest = hashlib.sha256()
-        while True:
-            hop = chain[-1]
-            headers = self._headers(hop, accept) if token else {"Accept": accept, "User-Agent": "wheelflow"}
-            headers["Accept-Encoding"] = "identity"
-            try:
-                self.deadline.check("download", url)
-                with self.client.stream("GET", hop, headers=headers, timeout=self._timeout()) as response:
-                    if response.is_redirect:
-                        chain.append(self._redirect(chain, response.headers.get("location", "")))
-                        continue
-                    if response.status_code >= 400:
-                        raise ReleaseAssetError(
-                            f"cannot download {redact_url(url)}: HTTP {response.status_code}"
-                            + (f" at {redact_url(hop)}" if hop != url else "")
-                            + "; fix: check that the asset exists and the release is published (users get the same answer)",
-                            status=response.status_code,
-                        )
-                    with contextlib.ExitStack() as files:
-                        sink = files.enter_context(open(to, "wb")) if to is not None else None
-                        for chunk in response.iter_raw():
-                            digest.update(chunk)
-                            if sink is not None:
-                                sink.write(chunk)
-                            self.deadline.check("download", url)
-                    return digest.hexdigest()
-            except httpx.HTTPError as exc:
-                if self.deadline.expired:
+        # The watchdog shuts the socket at the deadline: a host dripping its headers wakes us at once.
+        with _Watchdog(self.deadline) as watchdog:
+            while True:
+                hop = chain[-1]
+                headers = self._headers(hop, accept) if token else {"Accept": accept, "User-Agent": "wheelflow"}
+                headers |= {"Accept-Encoding": "identity", "Connection": "close"}
+                try:
+                    self.deadline.check("download", url)
+                    with self.client.stream(
+                        "GET", hop, headers=headers, timeout=self._timeout(), extensions={"trace": watchdog.trace}
+                    ) as response:
+                        if response.is_redirect:
+                            chain.append(self._redirect(chain, response.headers.get("location", "")))
+                            continue
+                        if response.status_code >= 400:
+                            raise ReleaseAssetError(
+                                f"cannot download {redact_url(url)}: HTTP {response.status_code}"
+                                + (f" at {redact_url(hop)}" if hop != url else "")
+                                + "; fix: check that the asset exists and the release is published (users get the same answer)",
+                                status=response.status_code,
+                            )
+                        with contextlib.ExitStack() as files:
+                            sink = files.enter_context(open(to, "wb")) if to is not None else None
+                            for chunk in response.iter_raw():
+                                digest.update(chunk)
+                                if sink is not None:
+                                    sink.write(chunk)
+                                self.deadline.check("download", url)
+                        return digest.hexdigest()
+                except httpx.HTTPError as exc:
+                    if self.deadline.expired:
+                        raise self._download_deadline(url) from None
+                    raise ReleaseAssetError(
+                        f"cannot download {redact_url(url)}: {type(exc).__name__}; fix: check that GitHub's download "
+                        "host answers, then re-run",
+                        transient=True,
+                    ) from None
+                except DeadlineExceeded:
                     raise self._download_deadline(url) from None
-                raise ReleaseAssetError(
-                    f"cannot download {redact_url(url)}: {type(exc).__name__}; fix: check that GitHub's download "
-                    "host answers, then re-run",
-                    transient=True,
-                ) from None
-            except DeadlineExceeded:
-                raise self._download_deadline(url) from None
 
     def _download_deadline(self, url: str) -> DeadlineExceeded:
         assert self.deadline is not None
