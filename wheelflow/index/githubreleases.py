@@ -248,7 +248,8 @@ class GitHubReleases:
         attempt = 0
         while True:
             attempt += 1
-            self.deadline.check(f"{method} GitHub release API at", url)
+            if self.deadline.expired:
+                raise self._deadline_error(method, url)
             try:
                 response = self.client.request(
                     method, url, json=json, params=params, headers=self._headers(url), timeout=self._timeout()
@@ -440,7 +441,8 @@ class GitHubReleases:
         assert self.deadline is not None and self.client is not None
         last = ""
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
-            self.deadline.check("upload to", target)
+            if self.deadline.expired:
+                raise self._deadline_error("POST", target)
             headers = {
                 **self._headers(target),
                 "Content-Type": _content_type(name),
@@ -486,7 +488,8 @@ class GitHubReleases:
         assert self.deadline is not None
         with path.open("rb") as f:
             for chunk in iter(lambda: f.read(CHUNK), b""):
-                self.deadline.check("upload to", url)
+                if self.deadline.expired:  # raised through httpx's body iteration, as it is
+                    raise self._deadline_error("POST", url)
                 yield chunk
 
     def _existing(self, release: Release, name: str, sha256: str) -> UploadOutcome | None:
