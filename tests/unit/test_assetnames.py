@@ -9,6 +9,7 @@ from wheelflow.config.assetnames import (
     DEFAULT_ASSET_URL,
     FLASH_ATTENTION_GUESSED_NAME,
     GUESSED_NAME_KEY,
+    check_repository,
     check_template,
     guessed_url,
     render,
@@ -90,3 +91,20 @@ def test_a_cxx11abi_value_that_is_no_boolean_is_refused() -> None:
         "spec error: guessed-name (axis cxx11abi): value 'maybe' is neither true nor false; "
         'fix: give the cxx11abi axis values such as ["TRUE", "FALSE"]'
     )
+
+
+@pytest.mark.case(
+    "bad input",
+    "a GitHub repository that is not OWNER/REPO ('octo', 'a/b/c', 'octo/..')",
+    "exit 2, one line naming the key and an example",
+)
+def test_a_repository_that_is_not_owner_slash_repo_is_refused() -> None:
+    assert check_repository("Dao-AILab/flash-attention", "repository") == "Dao-AILab/flash-attention"
+    for bad in ("octo", "octo/flash/extra", "octo/..", "-octo/flash", "octo/fl ash", 3):
+        with pytest.raises(SpecError) as refused:
+            check_repository(bad, "targets.github.repository")
+        assert str(refused.value) == (
+            f"spec error: targets.github.repository: {str(bad)!r} is not a GitHub OWNER/REPO; "
+            'fix: write e.g. repository = "Dao-AILab/flash-attention"'
+        )
+        assert refused.value.exit_code == ExitCode.BAD_INPUT

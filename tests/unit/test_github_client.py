@@ -359,3 +359,18 @@ def test_listings_follow_the_link_header_and_drafts_are_found_past_the_first_pag
 def test_the_uploads_host_follows_the_api_url() -> None:
     assert uploads_base("https://api.github.com") == "https://uploads.github.com"
     assert uploads_base("https://ghe.example.com/api/v3/") == "https://ghe.example.com/api/uploads"
+
+
+@pytest.mark.case(
+    "secret",
+    "a GitHub token that is empty or holds a newline or spaces (a pasted file)",
+    "refused before any request: one line with the fix, the token in no message",
+)
+def test_a_token_with_a_newline_is_refused_before_any_request(stub) -> None:
+    for token in ("", "ghp_pastedWithItsNewline00000000000000\n", "Bearer ghp_x"):
+        with pytest.raises(CredentialsError) as refused:
+            client(stub, token=token)
+        message = one_line_with_fix(refused.value)
+        assert message.startswith("GitHub release of octo/flash: the token is empty or holds spaces")
+        assert token.strip() == "" or token.strip() not in message
+    assert stub.seen == []

@@ -25,6 +25,7 @@ No Prefect, no HTTP: the publisher renders, the index layer proves what the URL 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 
 from packaging.utils import canonicalize_name
@@ -51,6 +52,8 @@ DERIVED_PLACEHOLDERS = {
     "torch_minor": "torch",
     "cxx11abi": "cxx11abi",
 }
+#: GitHub's own rules: an owner is 1-39 letters, digits or inner hyphens; a repository 1-100 letters, digits, ., - or _.
+_REPOSITORY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?/[A-Za-z0-9._-]{1,100}")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -88,6 +91,19 @@ def check_template(template: str, key: str, axes: Iterable[str]) -> list[str]:
             f"{hint}known placeholders: {', '.join('{' + k + '}' for k in known)}",
         )
     return names
+
+
+def check_repository(value: object, key: str) -> str:
+    """``value`` if it is a GitHub ``OWNER/REPO``, else a SpecError naming ``key`` (it goes into API
+    paths and the asset URL: ``..`` or a third segment would name another resource)."""
+    text = value if isinstance(value, str) else ""
+    if not _REPOSITORY.fullmatch(text) or text.split("/")[1] in (".", ".."):
+        raise SpecError(
+            key,
+            f"{quoted(str(value))} is not a GitHub OWNER/REPO",
+            'write e.g. repository = "Dao-AILab/flash-attention"',
+        )
+    return text
 
 
 def wheel_name(project: str) -> str:

@@ -35,6 +35,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
+from wheelflow.config.assetnames import check_repository
 from wheelflow.core.deadline import Deadline
 from wheelflow.core.errors import (
     CredentialsError,
@@ -71,7 +72,7 @@ PER_PAGE = 100
 DEFAULT_DEADLINE = 3600.0
 READ_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 CHUNK = 1 << 20
-T = TypeVar("T")  # asset states of an upload that never completed
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,12 @@ class GitHubReleases:
     log: Callable[[str], None] = field(default=lambda _line: None, repr=False)
 
     def __post_init__(self) -> None:
+        check_repository(self.repository, "repository")
+        if not self.token or any(c.isspace() or not c.isprintable() or not c.isascii() for c in self.token):
+            raise CredentialsError(
+                f"GitHub release of {self.repository}: the token is empty or holds spaces or control characters; "
+                "fix: give the target's token as the single line GitHub shows (fine-grained: Contents read and write)"
+            )
         register_secret(self.token)
         self.api_url = self.api_url.rstrip("/")
         self.uploads_url = (self.uploads_url or uploads_base(self.api_url)).rstrip("/")
