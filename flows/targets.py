@@ -18,6 +18,7 @@ from wheelflow.core.errors import UploadError, WheelflowError
 from wheelflow.core.report import SMOKE_CHECK_PREFIX, UploadOutcome
 from wheelflow.flows.context import ReleaseContext
 from wheelflow.flows.futures import settled
+from wheelflow.flows.githubrelease import GitHubReleasePublisher
 from wheelflow.flows.stages import PublishBookkeeping, Publisher, ReleaseTransaction, Stage, proven, user_install_checks
 from wheelflow.index.indexes import Endpoints, limits_for
 from wheelflow.index.localindex import credentials_for, open_index
@@ -315,6 +316,7 @@ class StaticPublisher:
 PUBLISHERS: dict[str, Callable[[], Publisher]] = {
     "index": IndexPublisher,
     "static": StaticPublisher,
+    "github-release": GitHubReleasePublisher,
 }
 assert set(PUBLISHERS) == set(TARGET_MODELS), "every kind of target has one model and one publisher"
 

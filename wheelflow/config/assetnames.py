@@ -34,6 +34,10 @@ from wheelflow.config.bounds import TemplateRefused, quoted, template_fields
 from wheelflow.core.errors import SpecError
 
 ASSET_URL_KEY = "asset-url"
+#: GitHub's REST API (GitHub Enterprise: https://HOST/api/v3).
+DEFAULT_API_URL = "https://api.github.com"
+#: The find-links page's asset name when the spec says only find-links-page = true.
+FIND_LINKS_PAGE = "index.html"
 GUESSED_NAME_KEY = "guessed-name"
 #: Where github.com serves a release's assets (GitHub Enterprise: https://HOST/OWNER/REPO/releases/download/...).
 DEFAULT_ASSET_URL = "https://github.com/{repository}/releases/download/v{version}/{wheel}"

@@ -14,12 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from wheelflow.config.assetnames import FIND_LINKS_PAGE
 from wheelflow.core.errors import StaticIndexError
 from wheelflow.core.redaction import redact_url
 from wheelflow.index.staticindex import render_page
 
 #: The conventional name of the page when it is published as an asset beside the wheels.
-PAGE_NAME = "index.html"
+PAGE_NAME = FIND_LINKS_PAGE
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 

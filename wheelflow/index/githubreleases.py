@@ -35,7 +35,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
-from wheelflow.config.assetnames import check_repository
+from wheelflow.config.assetnames import DEFAULT_API_URL, check_repository
 from wheelflow.core.deadline import Deadline
 from wheelflow.core.errors import (
     CredentialsError,
@@ -50,7 +50,6 @@ from wheelflow.core.redaction import redact_url, register_secret
 from wheelflow.index.simple_api import _Watchdog  # the index reader's deadline guard, shared
 
 API_VERSION = "2022-11-28"
-DEFAULT_API_URL = "https://api.github.com"
 ACCEPT_JSON = "application/vnd.github+json"
 ACCEPT_BYTES = "application/octet-stream"
 #: GitHub: "each file included in a release must be under 2 GiB".
@@ -641,13 +640,17 @@ class GitHubReleases:
                 + "; fix: delete the asset and re-run the release; if it persists, report it to GitHub"
             )
 
-    def rollback(self, release: Release, uploaded: list[Asset], *, created: bool) -> list[str]:
+    def rollback(
+        self, release: Release, uploaded: list[Asset], *, created: bool, published_by_run: bool = False
+    ) -> list[str]:
         """Undo one run: delete the assets it uploaded, and the release when the run created it and it
-        is still a draft. Returns what was deleted (names, then ``release TAG``)."""
+        is still a draft (or the run itself published it: a check after publishing failed, and the
+        release would stay empty). Returns what was deleted (names, then ``release TAG``)."""
         removed = [a.name for a in uploaded if self.delete_asset(a)]
         if created:
             current = self.release_for_tag(release.tag_name)
-            if current is not None and current.id == release.id and current.draft and self.delete_release(release):
+            ours = current is not None and current.id == release.id and (current.draft or published_by_run)
+            if ours and self.delete_release(release):
                 removed.append(f"release {release.tag_name}")
         return removed
 
