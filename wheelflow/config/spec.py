@@ -101,11 +101,11 @@ _SECRET_KEYS = {"password", "token", "username", "api-token", "api_token"}
 _SECRET_OPTION_WORDS = ("key", "secret", "token", "password", "credential", "passwd")
 
 
-def _kinds(choices: tuple[str, ...], example: str) -> Any:
+def _artifact_kinds(choices: tuple[str, ...], example: str) -> Any:
     """A list of artifact kinds (one kind alone is a list of one), each named once."""
-    kind = Annotated[Literal[choices], OneOf("artifact kind", choices)]  # type: ignore[valid-type]
+    artifact_kind = Annotated[Literal[choices], OneOf("artifact kind", choices)]  # type: ignore[valid-type]
     return Annotated[
-        tuple[kind, ...],
+        tuple[artifact_kind, ...],
         MinLen(1),
         AfterValidator(lambda kinds: tuple(dict.fromkeys(kinds))),
         BeforeValidator(lambda value: [value] if isinstance(value, str) else value),
@@ -121,8 +121,8 @@ def _kinds(choices: tuple[str, ...], example: str) -> Any:
     ]
 
 
-ArtifactKinds = _kinds(ARTIFACT_KINDS, '["sdist", "wheel"]')
-RoutableKinds = _kinds(ROUTABLE_KINDS, '["sdist", "plain-wheel"]')
+ArtifactKinds = _artifact_kinds(ARTIFACT_KINDS, '["sdist", "wheel"]')
+RoutableKinds = _artifact_kinds(ROUTABLE_KINDS, '["sdist", "plain-wheel"]')
 VerifyTimeout = Annotated[
     StrictFloat,
     Gt(0),
