@@ -91,7 +91,7 @@ class GitHubReleasePublisher:
     def inherited(self, stage: Stage, served: list[ServedFile]) -> dict[str, str]:
         return {}  # a release holds only its own assets
 
-    def publish(self, ctx: ReleaseContext, publication: ReleaseTransaction, stage: Stage) -> None:
+    def publish(self, ctx: ReleaseContext, release_txn: ReleaseTransaction, stage: Stage) -> None:
         """Upload what the release lacks to its draft (created, or found and reused), then the find-links
         page; a re-run whose files and page are all there writes nothing."""
         target, gh, state = self._target(stage.target), self.gh, self.state
@@ -117,7 +117,7 @@ class GitHubReleasePublisher:
             "(its users then see the new assets appear one by one)",
         )
         state.release, state.created = release, created
-        publication.transaction.on_rollback_hooks.append(release_rollback_hook(gh, state))
+        release_txn.transaction.on_rollback_hooks.append(release_rollback_hook(gh, state))
         try:
             for dist in stage.missing:
                 try:
