@@ -21,7 +21,7 @@ from wheelflow.config.assetnames import guessed_url
 from wheelflow.config.routing import routes_label
 from wheelflow.config.spec import GitHubReleaseTarget, Target
 from wheelflow.core.errors import WheelflowError
-from wheelflow.core.report import UploadOutcome
+from wheelflow.core.report import SMOKE_CHECK_PREFIX, UploadOutcome
 from wheelflow.flows.context import ReleaseContext
 from wheelflow.flows.stages import PublishBookkeeping, ReleaseTransaction, Stage, proven, user_install_checks
 from wheelflow.index.githubreleases import MAX_ASSET_BYTES, Asset, GitHubReleases, Release
@@ -35,9 +35,11 @@ from wheelflow.index.githubtarget import (
     release_tag,
     served_files,
 )
+from wheelflow.index.indexes import PRIVATE_VERIFY_TIMEOUT, Endpoints
 from wheelflow.index.simple_api import ServedFile
 from wheelflow.ops.backfill import serves_cell
 from wheelflow.tasks.github import ReleaseState, prove_assets, publish_release, release_rollback_hook, upload_asset
+from wheelflow.tasks.verify import install_and_smoke_test
 
 
 class GitHubReleasePublisher:
@@ -173,10 +175,14 @@ class GitHubReleasePublisher:
                 self.state.published = True
                 step.detail = f"the draft made visible to users once its {len(stage.files)} asset(s) were proven"
         self._prove_guessed_urls(ctx, stage, target)
+        served = [ServedFile(d.filename, self.assets[d.filename].browser_download_url, d.sha256) for d in stage.files]
+        page_url = self.page[0] if self.page is not None else self.gh.repository
+        with ctx.report.step(f"{SMOKE_CHECK_PREFIX}{target.name}") as step:  # from the users' download URLs
+            endpoints = Endpoints(target.name, page_url, None, False, target.verify_timeout or PRIVATE_VERIFY_TIMEOUT)
+            step.detail = install_and_smoke_test(
+                endpoints, ctx.spec.name, ctx.version, served, ctx.spec.smoke, ctx.spec.dependencies
+            )
         if self.page is not None and any(d.filename.endswith(".whl") for d in stage.files):
-            served = [
-                ServedFile(d.filename, self.assets[d.filename].browser_download_url, d.sha256) for d in stage.files
-            ]
             user_install_checks(ctx, stage, served, [self.page[0]])
 
     def still_served(self, ctx: ReleaseContext, stage: Stage, filenames: list[str]) -> set[str]:

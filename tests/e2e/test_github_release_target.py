@@ -136,6 +136,7 @@ def test_a_release_to_github_publishes_the_draft_after_every_proof_and_a_rerun_u
                 f"{stub.download_url}/{OWNER_REPO}/releases/download/v{VERSION}/tiny_pkg-{VERSION}+cu{cuda}"
                 in rows[0]["detail"]
             )
+        assert done["install + smoke on gh"]["status"] == "passed"  # from the users' download URLs
         installs = [c for name, c in done.items() if name.startswith("install check on gh: ")]
         assert {c["detail"].split()[0] for c in installs} == {"pip", "uv"}
         assert all(c["status"] == "passed" for c in installs), installs
@@ -196,6 +197,7 @@ def test_hello_cuda_to_a_github_release_in_the_flash_attention_shape(tmp_path: P
         assert code == 0, stderr[-3000:]
         assert {(f["upload"], f["status"]) for f in report["files"]} == {("uploaded", "verified")}
         done = checks(report)
+        assert done["install + smoke on gh"]["status"] == "passed"
         guessed = [c for name, c in done.items() if name.startswith("guessed URL of ")]
         assert len(guessed) == 2 and all(c["status"] == "passed" for c in guessed), guessed
         installs = [c for name, c in done.items() if name.startswith("install check on gh: ")]
