@@ -151,6 +151,16 @@ def test_a_release_to_github_publishes_the_draft_after_every_proof_and_a_rerun_u
         assert {f["upload"] for f in again["files"]} == {"already present"}
         rerun = stub.seen[before:]
         assert not [s for s in rerun if s.host == "uploads" or s.method in ("DELETE", "POST", "PATCH")], rerun
+
+        # wheelflow verify reads the target through its reader: the release's assets, downloaded and hashed.
+        verified = run_cli(
+            "verify", f"{NAME}=={VERSION}", "--index", "gh", "--project", str(project), "--json",
+            env={"WHEELFLOW_GH_TOKEN": TOKEN},
+        )  # fmt: skip
+        assert verified.returncode == 0, verified.stderr[-3000:]
+        result = json.loads(verified.stdout)
+        assert {f["filename"]: f["status"] for f in result["files"]} == dict.fromkeys(wheels, "served")
+        assert result["install"]["ok"]
         token_kept_to_github(stub.seen)
 
 
