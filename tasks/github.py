@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from wheelflow.core.distributions import Distribution
 from wheelflow.core.errors import HashMismatchError, WheelflowError
@@ -19,8 +20,11 @@ from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRI
 from wheelflow.tasks.verify import HashMismatchFailed, ServedCheckFailed
 
 
+# No cache key for these tasks: their client holds an open connection pool and the token, which must
+# never be hashed or persisted as a task input.
 @task(
     name="upload-asset",
+    cache_policy=NO_CACHE,
     task_run_name="upload-asset[{name}→{release.tag_name}]",
     retries=NETWORK_RETRIES,
     retry_delay_seconds=NETWORK_BACKOFF,
@@ -35,7 +39,7 @@ def upload_asset(gh: GitHubReleases, release: Release, path: Path, sha256: str, 
     return done
 
 
-@task(name="prove-assets", task_run_name="prove-assets[{release.tag_name}]", retries=0)
+@task(name="prove-assets", task_run_name="prove-assets[{release.tag_name}]", retries=0, cache_policy=NO_CACHE)
 def prove_assets(gh: GitHubReleases, release: Release, assets: dict[str, Asset], dists: list[Distribution]) -> None:
     """Each asset downloaded through the API and hashed, and compared with GitHub's ``digest`` where it
     gives one: every file's status, then the first failure (ServedCheckFailed with all statuses)."""
@@ -62,7 +66,7 @@ def prove_assets(gh: GitHubReleases, release: Release, assets: dict[str, Asset],
     get_run_logger().info("%d asset(s) of %s downloaded and hashed", len(dists), release.tag_name)
 
 
-@task(name="publish-release", task_run_name="publish-release[{release.tag_name}]", retries=0)
+@task(name="publish-release", task_run_name="publish-release[{release.tag_name}]", retries=0, cache_policy=NO_CACHE)
 def publish_release(gh: GitHubReleases, release: Release) -> Release:
     """The draft made visible to users, once every asset is proven."""
     published = gh.publish(release)

@@ -214,3 +214,39 @@ def test_hello_cuda_to_a_github_release_in_the_flash_attention_shape(tmp_path: P
         assert installs and all(c["status"] == "passed" for c in installs), installs
         assert not stub.release("v0.1.0").draft
         token_kept_to_github(stub.seen)
+
+
+def test_the_monitor_flags_a_release_without_wheels_and_a_version_the_public_index_lacks(
+    tmp_path: Path, home: Path, prefect_api, index, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed's incident: wheels on GitHub Releases, the public index behind, nothing comparing the two.
+    The sync monitor reads the spec's github-release target through its reader (the release's assets)
+    beside an index (pypiserver stands in for the public index)."""
+    from test_monitor import make_tagged_repo
+
+    from flows.monitor import MonitoredProject, sync_monitor
+
+    repo = make_tagged_repo(
+        tmp_path / "repo", {"v1.0.0": ("2024-01-01T00:00:00Z", True), "v1.1.0": ("2024-02-01T00:00:00Z", True)}
+    )
+    with GitHubStub(OWNER_REPO) as stub:
+        complete = stub.add_release("v1.0.0", draft=False)
+        for cuda in ("124", "130"):  # every cell of the matrix
+            stub.add_asset(complete, f"tiny_pkg-1.0.0+cu{cuda}-py3-none-any.whl", b"wheel bytes " + cuda.encode())
+        stub.add_asset(stub.add_release("v1.1.0", draft=False), "index.html", b"<html></html>")  # no wheels
+        spec = tmp_path / "tiny-pkg.toml"
+        spec.write_text(
+            'name = "tiny-pkg"\nartifacts = ["wheel"]\n[version]\ntag = "v{version}"\nfile = "src/tiny_pkg/__init__.py"\n'
+            + (MATRIX + github_target(stub, GUESSED)).replace("[tool.wheelflow.", "[")
+        )
+        monkeypatch.setenv("WHEELFLOW_GH_TOKEN", TOKEN)
+        project = MonitoredProject(
+            name=NAME, repo=str(repo), indexes=["gh", index.simple_url], spec=str(spec), grace_hours=24
+        )
+        state = sync_monitor(projects=[project], return_state=True)
+    assert state.is_failed()
+    problems = state.message.split("not served as expected: ", 1)[1]
+    assert f"{NAME} 1.1.0@gh missing" in problems  # a tag whose release lacks wheels
+    assert f"{NAME} 1.0.0@{index.simple_url} missing" in problems  # on GitHub, not on the index
+    assert f"{NAME} 1.0.0@gh" not in problems
+    token_kept_to_github(stub.seen)
