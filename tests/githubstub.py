@@ -28,7 +28,7 @@ Faults a test switches on: ``fail_uploads`` (the next N uploads read the body, l
 and answer 502), ``redirect_loop`` (downloads redirect in a loop), ``slow_download`` (storage drips one
 byte per that many seconds), ``rate_limit(...)`` (primary: 403/429 with ``X-RateLimit-Remaining: 0`` and
 ``X-RateLimit-Reset``; secondary: 403 with ``Retry-After``), ``corrupt`` (asset names whose bytes
-differ from their digest). ``seen`` records every request: host, method, path and query, and its
+differ from their digest), ``digests = False`` (no ``digest`` field, as older servers). ``seen`` records every request: host, method, path and query, and its
 ``Authorization`` header, so a test can show where the token went.
 """
 
@@ -84,6 +84,7 @@ class GitHubStub:
         self.redirect_loop = False
         self.slow_download: float | None = None
         self.corrupt: set[str] = set()
+        self.digests = True  # False: assets without ``digest``, as GitHub before 2025 and older Enterprise servers
         self._limits: list[tuple[str, int, int]] = []  # (kind, status, seconds) for the next API requests
         self._ids = iter(range(1000, 10**9))
         self._lock = threading.Lock()
@@ -165,7 +166,7 @@ class GitHubStub:
             "state": asset.state,
             "content_type": asset.content_type,
             "size": len(asset.data),
-            "digest": f"sha256:{hashlib.sha256(asset.data).hexdigest()}" if uploaded else None,
+            "digest": f"sha256:{hashlib.sha256(asset.data).hexdigest()}" if uploaded and self.digests else None,
             "url": f"{self.api_url}/repos/{self.repository}/releases/assets/{asset.id}",
             "browser_download_url": (
                 f"{self.download_url}/{self.repository}/releases/download/{quote(release.tag_name)}/{quote(asset.name)}"
