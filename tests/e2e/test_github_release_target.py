@@ -252,3 +252,45 @@ def test_the_monitor_flags_a_release_without_wheels_and_a_version_the_public_ind
     assert f"{NAME} 1.0.0@{index.simple_url} missing" in problems  # on GitHub, not on the index
     assert f"{NAME} 1.0.0@gh" not in problems
     token_kept_to_github(stub.seen)
+
+
+@pytest.mark.case(
+    "fault",
+    "github-release: the tag's draft already holds another file under one of the release's asset names",
+    "the release stops before any upload, naming the file and both sha256; the other file stays",
+)
+def test_another_file_under_our_asset_name_stops_the_release_before_any_upload(
+    tmp_path: Path, home: Path, prefect_api
+) -> None:
+    with GitHubStub(OWNER_REPO) as stub:
+        draft = stub.add_release(f"v{VERSION}", draft=True)
+        foreign = f"tiny_pkg-{VERSION}+cu124-py3-none-any.whl"
+        stub.add_asset(draft, foreign, b"someone else's wheel")
+        project = variant_project(tmp_path / "p", github_target(stub, GUESSED))
+        code, report, _stderr = release(project)
+        assert code != 0
+        assert foreign in report["error"] and "\n" not in report["error"] and "fix:" in report["error"]
+        assert not [s for s in stub.seen if s.host == "uploads"]  # nothing uploaded
+        assert stub.asset_names(f"v{VERSION}") == [foreign] and stub.release(f"v{VERSION}").draft
+        token_kept_to_github(stub.seen)
+
+
+@pytest.mark.case(
+    "fault",
+    "github-release: GitHub answers 502 mid-upload (the half-made asset stays in state starter) and rate-limits",
+    "the half-made asset is deleted and uploaded again, the rate limit waited out within the deadline; "
+    "the release ends verified",
+)
+def test_a_5xx_mid_upload_and_a_rate_limit_are_ridden_out(tmp_path: Path, home: Path, prefect_api) -> None:
+    with GitHubStub(OWNER_REPO) as stub:
+        project = variant_project(tmp_path / "p", github_target(stub, GUESSED))
+        stub.fail_uploads = 1
+        stub.rate_limit("secondary", seconds=1, times=1)
+        code, report, stderr = release(project)
+        assert code == 0, stderr[-3000:]
+        assert {(f["upload"], f["status"]) for f in report["files"]} == {("uploaded", "verified")}
+        names = stub.asset_names(f"v{VERSION}")
+        assert sorted(names) == sorted(set(names))  # one asset per name: the half-made one was deleted
+        assert all(a.state == "uploaded" for a in stub.assets.values())
+        assert [s for s in stub.seen if s.method == "DELETE"]  # the half-made asset
+        token_kept_to_github(stub.seen)
