@@ -294,3 +294,23 @@ def test_a_5xx_mid_upload_and_a_rate_limit_are_ridden_out(tmp_path: Path, home: 
         assert all(a.state == "uploaded" for a in stub.assets.values())
         assert [s for s in stub.seen if s.method == "DELETE"]  # the half-made asset
         token_kept_to_github(stub.seen)
+
+
+@pytest.mark.case(
+    "fault",
+    "github-release: a check after publishing fails on a draft an earlier run left (found, not created)",
+    "the run's assets are deleted and the release is a draft again (users never keep a release that failed "
+    "its proof); the earlier run's asset stays",
+)
+def test_a_found_draft_published_by_a_failing_run_is_a_draft_again(tmp_path: Path, home: Path, prefect_api) -> None:
+    with GitHubStub(OWNER_REPO) as stub:
+        draft = stub.add_release(f"v{VERSION}", draft=True)
+        stub.add_asset(draft, "NOTES.txt", b"left by an earlier run")
+        wrong = "{name}-{version}+cuda{cuda_nodot}-py3-none-any.whl"
+        project = variant_project(tmp_path / "p", github_target(stub, wrong))
+        code, report, _stderr = release(project)
+        assert code != 0 and "guesses" in report["error"]
+        again = stub.release(f"v{VERSION}")
+        assert again is not None and again.id == draft.id and again.draft
+        assert stub.asset_names(f"v{VERSION}") == ["NOTES.txt"]
+        token_kept_to_github(stub.seen)

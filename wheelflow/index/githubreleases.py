@@ -645,8 +645,14 @@ class GitHubReleases:
     ) -> list[str]:
         """Undo one run: delete the assets it uploaded, and the release when the run created it and it
         is still a draft (or the run itself published it: a check after publishing failed, and the
-        release would stay empty). Returns what was deleted (names, then ``release TAG``)."""
+        release would stay empty); a draft the run found and published is made a draft again. Returns
+        what was undone (names, then ``release TAG``)."""
         removed = [a.name for a in uploaded if self.delete_asset(a)]
+        if not created and published_by_run:  # a draft found and published by this run: a draft again
+            current = self.release_for_tag(release.tag_name)
+            if current is not None and current.id == release.id and not current.draft:
+                self._request("PATCH", f"{self._repo_url}/releases/{release.id}", json={"draft": True})
+                removed.append(f"publication of release {release.tag_name} (a draft again)")
         if created:
             current = self.release_for_tag(release.tag_name)
             ours = current is not None and current.id == release.id and (current.draft or published_by_run)
