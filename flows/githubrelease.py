@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from wheelflow.adapters.prefect_api import read_secret
 from wheelflow.checks.audits import Limits
 from wheelflow.config.assetnames import guessed_url
 from wheelflow.config.routing import routes_label
@@ -76,8 +77,6 @@ class GitHubReleasePublisher:
         return read_github_release(self._target(target), home, read_secret)
 
     def open(self, ctx: ReleaseContext, targets: contextlib.ExitStack, target: Target) -> None:
-        from wheelflow.adapters.prefect_api import read_secret
-
         token = github_token(self._target(target), read_secret)
         self._gh = targets.enter_context(open_releases(self._target(target), token))
 
@@ -130,7 +129,12 @@ class GitHubReleasePublisher:
                 self.assets[dist.filename] = done.asset
                 if done.outcome == "uploaded":
                     state.uploaded[dist.filename] = done.asset
-                    bookkeeping.written(dist, UploadOutcome.UPLOADED, f"uploaded to the draft of release {tag}")
+                    where = (
+                        f"the draft of release {tag}"
+                        if release.draft
+                        else f"release {tag} (published: add-to-published)"
+                    )
+                    bookkeeping.written(dist, UploadOutcome.UPLOADED, f"uploaded to {where}")
                 else:
                     bookkeeping.written(dist, UploadOutcome.ALREADY_PRESENT, f"already an asset of release {tag}")
             if not page_current:

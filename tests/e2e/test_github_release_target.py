@@ -227,6 +227,7 @@ def test_the_monitor_flags_a_release_without_wheels_and_a_version_the_public_ind
     from test_monitor import make_tagged_repo
 
     from flows.monitor import MonitoredProject, sync_monitor
+    from wheelflow.adapters.prefect_api import PrefectVariableStore
 
     repo = make_tagged_repo(
         tmp_path / "repo", {"v1.0.0": ("2024-01-01T00:00:00Z", True), "v1.1.0": ("2024-02-01T00:00:00Z", True)}
@@ -245,7 +246,12 @@ def test_the_monitor_flags_a_release_without_wheels_and_a_version_the_public_ind
         project = MonitoredProject(
             name=NAME, repo=str(repo), indexes=["gh", index.simple_url], spec=str(spec), grace_hours=24
         )
-        state = sync_monitor(projects=[project], return_state=True)
+        try:
+            state = sync_monitor(projects=[project], return_state=True)
+        finally:  # the incidents it opened are closed: the Prefect server is shared with later tests
+            store = PrefectVariableStore()
+            watched = ("gh", index.simple_url)
+            store.save({k: i for k, i in store.load().items() if not (i.project == NAME and i.index in watched)})
     assert state.is_failed()
     problems = state.message.split("not served as expected: ", 1)[1]
     assert f"{NAME} 1.1.0@gh missing" in problems  # a tag whose release lacks wheels
