@@ -28,6 +28,7 @@ from wheelflow.flows.stages import PublishBookkeeping, ReleaseTransaction, Stage
 from wheelflow.index.githubreleases import MAX_ASSET_BYTES, Asset, GitHubReleases, Release
 from wheelflow.index.githubtarget import (
     ReleaseAssetsReader,
+    complete_assets,
     github_token,
     open_releases,
     page_bytes,
@@ -84,10 +85,8 @@ class GitHubReleasePublisher:
         """The release's assets (a draft's too: the token sees it), sha256 from GitHub's digest."""
         gh, target = self.gh, self._target(stage.target)
         self.state.release = gh.release_for_tag(release_tag(target, ctx.version))
-        if self.state.release is None:
-            return []
-        self.assets = {a.name: a for a in gh.assets(self.state.release) if a.state == "uploaded"}
-        return served_files(gh, self.state.release, [d.filename for d in stage.files])
+        self.assets = complete_assets(gh, self.state.release)
+        return served_files(gh, self.assets.values(), [d.filename for d in stage.files])
 
     def inherited(self, stage: Stage, served: list[ServedFile]) -> dict[str, str]:
         return {}  # a release holds only its own assets
@@ -191,7 +190,7 @@ class GitHubReleasePublisher:
 
     def still_served(self, ctx: ReleaseContext, stage: Stage, filenames: list[str]) -> set[str]:
         release = self.gh.release_for_tag(release_tag(self._target(stage.target), ctx.version))
-        return {f.filename for f in served_files(self.gh, release)} & set(filenames)
+        return set(complete_assets(self.gh, release)) & set(filenames)
 
     def rollback_runbook(self, ctx: ReleaseContext, stage: Stage, stayed: list[str]) -> list[str]:
         target = self._target(stage.target)

@@ -76,19 +76,22 @@ def release_tag(target: GitHubReleaseTarget, version: str) -> str:
     return target.tag.format(version=version)
 
 
-def served_files(gh: GitHubReleases, release: Release | None, wanted: Iterable[str] = ()) -> list[ServedFile]:
-    """The release's complete assets as served files: sha256 from GitHub's ``digest``, else (for the
-    ``wanted`` names only) from the bytes downloaded through the API; the URL is the users' one."""
+def complete_assets(gh: GitHubReleases, release: Release | None) -> dict[str, Asset]:
+    """name -> asset of the release's complete assets (none when there is no release): a half-made
+    upload (state "starter") is no file, the next upload replaces it."""
     if release is None:
-        return []
+        return {}
+    return {a.name: a for a in gh.assets(release) if a.state == "uploaded"}
+
+
+def served_files(gh: GitHubReleases, assets: Iterable[Asset], wanted: Iterable[str] = ()) -> list[ServedFile]:
+    """Assets as served files: sha256 from GitHub's ``digest``, else (for the ``wanted`` names only) from
+    the bytes downloaded through the API; the URL is the users' one."""
     wanted = set(wanted)
-    served = []
-    for asset in gh.assets(release):
-        if asset.state != "uploaded":  # a half-made upload is no file: the next upload replaces it
-            continue
-        sha256 = asset.digest or (gh.download_sha256(asset) if asset.name in wanted else None)
-        served.append(ServedFile(asset.name, asset.browser_download_url, sha256))
-    return served
+    return [
+        ServedFile(a.name, a.browser_download_url, a.digest or (gh.download_sha256(a) if a.name in wanted else None))
+        for a in assets
+    ]
 
 
 def page_bytes(
@@ -136,17 +139,15 @@ class ReleaseAssetsReader(TargetReader):
     ) -> list[ServedFile]:
         assert self.gh is not None and self.target is not None
         release = self.gh.release_for_tag(release_tag(self.target, version))
-        return [f for f in served_files(self.gh, release) if f.filename != self.target.page_name]
+        assets = complete_assets(self.gh, release)
+        return [f for f in served_files(self.gh, assets.values()) if f.filename != self.target.page_name]
 
     def install_url(self, client: httpx.Client, name: str, version: str) -> str:
         """The release's find-links page (installers read it with ``--find-links``)."""
         assert self.gh is not None and self.target is not None
         release = self.gh.release_for_tag(release_tag(self.target, version))
-        page = self.target.page_name
-        for file in served_files(self.gh, release):
-            if file.filename == page:
-                return file.url
-        return self.simple_urls[0]
+        page = complete_assets(self.gh, release).get(self.target.page_name or "")
+        return page.browser_download_url if page is not None else self.simple_urls[0]
 
 
 @contextlib.contextmanager
