@@ -44,7 +44,7 @@ from wheelflow.core.report import ReleaseReport
 from wheelflow.flows.abigate import abi_gate
 from wheelflow.flows.context import ReleaseContext
 from wheelflow.flows.matrix import CellOutcome, built_outcome
-from wheelflow.flows.publishing import prove, publishing, upload
+from wheelflow.flows.publishing import prove_stage, publish_stage, publishing
 from wheelflow.flows.targets import publisher_for
 from wheelflow.index.simple_api import READ_TIMEOUT, download_sha256
 from wheelflow.ops.backfill import Gap, find_gap, released_versions, select_cells
@@ -55,7 +55,7 @@ from wheelflow.source.gittags import ReleaseTag
 from wheelflow.source.versioning import ResolvedVersion
 from wheelflow.tasks.check import check_release_files
 from wheelflow.tasks.matrix import CellJob, build_matrix_cell, smoke_matrix_cell
-from wheelflow.tasks.upload import read_target_files
+from wheelflow.tasks.target_reading import read_target_files
 
 PRESENT, BACKFILLED, FAILED, NOT_ROUTED = "present", "backfilled", "failed", "not routed"
 
@@ -183,10 +183,10 @@ def backfill_version(
             continue
         ctx = ReleaseContext(spec, resolved, (target,), home, report, builder, "auto", exported)
         try:
-            with publishing(ctx, dists) as publication:
-                for stage in publication.stages:
-                    upload(ctx, publication, stage)
-                    prove(ctx, stage)
+            with publishing(ctx, dists) as release_txn:
+                for stage in release_txn.stages:
+                    publish_stage(ctx, release_txn, stage)
+                    prove_stage(ctx, stage)
         except WheelflowError as exc:
             rows += [
                 Row(version, c.name, gap.target, FAILED, built[c.name].filename, f"publishing failed: {exc}")

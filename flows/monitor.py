@@ -13,15 +13,24 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from wheelflow.adapters.prefect_api import PrefectVariableStore, read_variable, ui_url
+from wheelflow.adapters.prefect_api import PrefectVariableStore, read_secret, read_variable, ui_url
 from wheelflow.config.spec import ReleaseSpec, load_spec_file
 from wheelflow.core.errors import MonitorFoundProblems, NothingToMonitor
+from wheelflow.core.home import wheelflow_home
 from wheelflow.core.redaction import redact_url
+from wheelflow.flows.targets import publisher_for
 from wheelflow.ops.alerts import Alert
 from wheelflow.ops.incidents import OPENED, RESOLVED, Notice, plan_notices
 from wheelflow.ops.monitor import DEFAULT_EXPECT, VersionStatus, expectations_from_spec, name_missing_cells, table_rows
 from wheelflow.source.gittags import DEFAULT_TAG_PATTERNS
-from wheelflow.tasks.monitor import check_index, deliver_alert, list_release_tags, trigger_backfill, trigger_release
+from wheelflow.tasks.monitor import (
+    check_index,
+    check_target,
+    deliver_alert,
+    list_release_tags,
+    trigger_backfill,
+    trigger_release,
+)
 
 
 class MonitoredProject(BaseModel):
@@ -29,7 +38,11 @@ class MonitoredProject(BaseModel):
 
     name: str = Field(description="Distribution name on the index")
     repo: str = Field(description="Git URL or local path whose tags are the releases")
-    indexes: list[str] = Field(default=["pypi"], description="Index aliases (pypi, testpypi, local) or Simple API URLs")
+    indexes: list[str] = Field(
+        default=["pypi"],
+        description="Index aliases (pypi, testpypi, local), Simple API URLs, or targets of the project's spec "
+        "(any kind: a github-release target's release assets)",
+    )
     expect: list[str] = Field(
         default_factory=list,
         description="Expected file patterns, e.g. "
@@ -150,8 +163,16 @@ def sync_monitor(
                 f"{', '.join(project.tag_patterns)}: nothing was checked; fix: set the project's "
                 "tag_patterns to the form of its release tags (e.g. v{version})"
             )
+        targets = {t.name: t for t in spec.targets} if spec else {}
         for index in project.indexes:
-            served = check_index(project.name, index, tags, expect, seen_at, project.grace_hours)
+            if index in targets:  # a target of the spec, of any kind, read through its kind's reader
+                target = targets[index]
+                with publisher_for(target).reader(
+                    target, wheelflow_home(), read_secret, project=project.name
+                ) as reader:
+                    served = check_target(project.name, reader, tags, expect, seen_at, project.grace_hours)
+            else:
+                served = check_index(project.name, index, tags, expect, seen_at, project.grace_hours)
             results += name_missing_cells(served, spec.matrix.cells) if spec and spec.matrix else served
 
     run_url = ui_url(str(flow_run.get_id()))

@@ -58,7 +58,7 @@ def publishing(ctx: ReleaseContext, dists: list[Distribution]) -> Iterator[Relea
             with transaction() as txn:
                 try:
                     yield ReleaseTransaction(stages, txn)
-                    finalize(ctx, stages)
+                    finalize_stages(ctx, stages)
                     confirm_published(ctx, dists)
                 except UploadError as exc:
                     upload_failure = exc  # the index refused or did not answer: what landed stays
@@ -235,18 +235,18 @@ def gate(ctx: ReleaseContext, stage: Stage) -> None:
         step.detail = f"approved: {reason}"
 
 
-def upload(ctx: ReleaseContext, publication: ReleaseTransaction, stage: Stage) -> None:
+def publish_stage(ctx: ReleaseContext, release_txn: ReleaseTransaction, stage: Stage) -> None:
     """Put what the target lacks there (uploads, or a static index's files and pages), each write adding
     its rollback hook to the release's transaction."""
-    stage.publisher.publish(ctx, publication, stage)
+    stage.publisher.publish(ctx, release_txn, stage)
 
 
-def prove(ctx: ReleaseContext, stage: Stage) -> None:
+def prove_stage(ctx: ReleaseContext, stage: Stage) -> None:
     """Every routed file is served with its sha256, then installs from the target and passes the smoke test."""
     stage.publisher.prove(ctx, stage)
 
 
-def finalize(ctx: ReleaseContext, stages: list[Stage]) -> None:
+def finalize_stages(ctx: ReleaseContext, stages: list[Stage]) -> None:
     """Once every stage is proven: each target makes what it was given visible (a no-op for today's kinds),
     still inside the release's transaction, so that a failure rolls every target back."""
     for stage in stages:

@@ -22,7 +22,7 @@ from wheelflow.flows.cancelling import cancelled_state, reason_given, stopped_by
 from wheelflow.flows.context import ReleaseContext, one_release_at_a_time, prepare
 from wheelflow.flows.hooks import alert_release_problem
 from wheelflow.flows.matrix import build
-from wheelflow.flows.publishing import check_credentials, gate, prove, publishing, refuse_unrouted, upload
+from wheelflow.flows.publishing import check_credentials, gate, prove_stage, publish_stage, publishing, refuse_unrouted
 from wheelflow.ops.monitor import write_manifest
 from wheelflow.tasks.check import check_release_files
 
@@ -97,11 +97,11 @@ def release(
                 with one_release_at_a_time(ctx):
                     dists, versions = build(ctx)
                     check(ctx, dists, versions)
-                    with publishing(ctx, dists) as publication:
-                        for stage in publication.stages:
+                    with publishing(ctx, dists) as release_txn:
+                        for stage in release_txn.stages:
                             gate(ctx, stage)
-                            upload(ctx, publication, stage)
-                            prove(ctx, stage)
+                            publish_stage(ctx, release_txn, stage)
+                            prove_stage(ctx, stage)
                     record(ctx, dists)
             except WheelflowError as exc:
                 report.error = str(exc)

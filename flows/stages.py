@@ -30,7 +30,7 @@ from wheelflow.index.simple_api import ServedFile
 from wheelflow.ops.monitor import manifest_variable, record_upload
 from wheelflow.proof.installchecks import install_commands, plan, runtimes
 from wheelflow.proof.verification import VERIFIED
-from wheelflow.tasks.upload import UploadInProgress
+from wheelflow.tasks.index_upload import UploadInProgress
 from wheelflow.tasks.verify import ServedCheckFailed, install_check
 
 T = TypeVar("T")
@@ -72,7 +72,7 @@ class Publisher(Protocol):
     def inherited(self, stage: Stage, served: list[ServedFile]) -> dict[str, str]:
         """filename → the index it is inherited from, for files the target serves but does not own."""
 
-    def publish(self, ctx: ReleaseContext, publication: ReleaseTransaction, stage: Stage) -> None:
+    def publish(self, ctx: ReleaseContext, release_txn: ReleaseTransaction, stage: Stage) -> None:
         """Put what the target lacks there, each write adding its rollback hook to the transaction. Each
         file's outcome is recorded through :class:`PublishBookkeeping`; a failure after some files landed
         raises :class:`~wheelflow.core.errors.UploadError`, which keeps them."""

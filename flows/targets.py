@@ -19,16 +19,18 @@ from wheelflow.core.report import SMOKE_CHECK_PREFIX, UploadOutcome
 from wheelflow.flows.abigate import install_as_users_get
 from wheelflow.flows.context import ReleaseContext
 from wheelflow.flows.futures import settled
+from wheelflow.flows.githubrelease import GitHubReleasePublisher
 from wheelflow.flows.stages import PublishBookkeeping, Publisher, ReleaseTransaction, Stage, proven, user_install_checks
 from wheelflow.index.indexes import Endpoints, limits_for
 from wheelflow.index.localindex import credentials_for, open_index
 from wheelflow.index.readers import TargetReader, read_index, read_static
 from wheelflow.index.removal import runbook as index_runbook
 from wheelflow.index.simple_api import ServedFile, inherited_from
-from wheelflow.index.staticindex import StaticPublication, store_location, subindex_for
+from wheelflow.index.staticindex import StaticIndexWrite, store_location, subindex_for
 from wheelflow.index.staticsite import StaticSite, open_static, storage_options_for
 from wheelflow.proof.installchecks import needs_dependencies, user_install_command
 from wheelflow.proof.installsource import dependency_source
+from wheelflow.tasks.index_upload import read_index_files, read_served_files, rollback_hook, upload_file
 from wheelflow.tasks.static import (
     publish_static_files,
     read_static_files,
@@ -36,7 +38,6 @@ from wheelflow.tasks.static import (
     verify_static,
 )
 from wheelflow.tasks.static import read_static as read_static_listing
-from wheelflow.tasks.upload import read_served_files, read_target, rollback_hook, upload_file
 from wheelflow.tasks.verify import verify_served
 
 
@@ -74,7 +75,7 @@ class IndexPublisher:
         # a devpi index serves its bases' files too; an upload to the index is its own file
         return {f.filename: home for f in served if (home := inherited_from(self.endpoints.simple_url, f.url))}
 
-    def publish(self, ctx: ReleaseContext, publication: ReleaseTransaction, stage: Stage) -> None:
+    def publish(self, ctx: ReleaseContext, release_txn: ReleaseTransaction, stage: Stage) -> None:
         """Upload what the target lacks, up to the target's upload-concurrency files at once; each upload
         is recorded and adds its rollback hook to the release's transaction. The checklist keeps the
         files' order."""
@@ -88,12 +89,12 @@ class IndexPublisher:
         first, rest = stage.missing[:1], stage.missing[1:]
         for batch, limit in ((first, 1), (rest, target.upload_concurrency)):
             if batch:
-                self._upload_batch(ctx, publication, stage, batch, limit, bookkeeping)
+                self._upload_batch(ctx, release_txn, stage, batch, limit, bookkeeping)
 
     def _upload_batch(
         self,
         ctx: ReleaseContext,
-        publication: ReleaseTransaction,
+        release_txn: ReleaseTransaction,
         stage: Stage,
         dists: list[Distribution],
         limit: int,
@@ -102,7 +103,7 @@ class IndexPublisher:
         """Upload ``dists``, at most ``limit`` at a time; record each outcome as it lands (one writer: this
         thread), then raise the first failure."""
         failure: BaseException | None = None
-        publication.uploading.active = True
+        release_txn.uploading.active = True
         try:
             with ThreadPoolTaskRunner(max_workers=limit) as runner:
                 futures = [
@@ -131,18 +132,18 @@ class IndexPublisher:
                         bookkeeping.record()
                     if failed is not None:
                         continue
-                    publication.transaction.on_rollback_hooks.append(
+                    release_txn.transaction.on_rollback_hooks.append(
                         rollback_hook(
                             stage.target,
                             self.endpoints,
                             ctx.spec.name,
                             dist.filename,
                             sorted(stage.present),
-                            publication.uploading,
+                            release_txn.uploading,
                         )
                     )
         finally:
-            publication.uploading.active = False
+            release_txn.uploading.active = False
         if failure is not None:
             raise failure
 
@@ -172,7 +173,7 @@ class IndexPublisher:
         """Nothing: an upload is served as soon as it lands."""
 
     def still_served(self, ctx: ReleaseContext, stage: Stage, filenames: list[str]) -> set[str]:
-        return {s.filename for s in read_target(self.endpoints, ctx.spec.name, ctx.version)}
+        return {s.filename for s in read_index_files(self.endpoints, ctx.spec.name, ctx.version)}
 
     def rollback_runbook(self, ctx: ReleaseContext, stage: Stage, stayed: list[str]) -> list[str]:
         return index_runbook(ctx.spec.name, ctx.version, stage.target.name, stayed, self.endpoints.public)
@@ -197,7 +198,7 @@ class StaticPublisher:
 
     def __init__(self) -> None:
         self.site: StaticSite | None = None
-        self.publication: StaticPublication | None = None  # what this run wrote (to prove and to roll back)
+        self.written: StaticIndexWrite | None = None  # what this run wrote (to prove and to roll back)
 
     def check_credentials(self, target: Target, home: Path, read_secret: Callable[[str], Any] | None) -> None:
         # its store's options are read (and a missing Secret block refused) here, then dropped
@@ -226,14 +227,14 @@ class StaticPublisher:
     def inherited(self, stage: Stage, served: list[ServedFile]) -> dict[str, str]:
         return {}  # a static index serves only what was written to it
 
-    def publish(self, ctx: ReleaseContext, publication: ReleaseTransaction, stage: Stage) -> None:
+    def publish(self, ctx: ReleaseContext, release_txn: ReleaseTransaction, stage: Stage) -> None:
         """Write the routed files and pages (files listed already are kept as they are), and add the
         rollback hook to the release's transaction."""
         target, site = stage.target.name, self._site
         bookkeeping = PublishBookkeeping(ctx, stage, rows_upfront=False)  # rows once the store is written
         with ctx.report.step(f"published to {target} (static index)") as step:
             try:
-                self.publication = written = publish_static_files(stage.files, stage.target, site)
+                self.written = written = publish_static_files(stage.files, stage.target, site)
             except WheelflowError:
                 for dist in stage.missing:
                     bookkeeping.failed(dist)
@@ -243,7 +244,7 @@ class StaticPublisher:
                 f"under the lock {site.lock_name}; read at {site.simple_url()}"
             )
         if written.pages or written.added:
-            publication.transaction.on_rollback_hooks.append(static_rollback_hook(stage.target, site, written))
+            release_txn.transaction.on_rollback_hooks.append(static_rollback_hook(stage.target, site, written))
         for dist in stage.files:
             where = subindex_for(dist.filename, site.layout) or "the root index"
             if dist.filename in stage.present:
@@ -255,7 +256,7 @@ class StaticPublisher:
     def prove(self, ctx: ReleaseContext, stage: Stage) -> None:
         """Each sub-index lists its files with their sha256 and serves their bytes (downloaded and hashed);
         then the release installs from each sub-index that lists a wheel, as its users would."""
-        report, site, written = ctx.report, self._site, self.publication
+        report, site, written = ctx.report, self._site, self.written
         if written is None:
             raise WheelflowError(f"{stage.target.name}: nothing was published to prove; fix: publish before proving")
 
@@ -307,6 +308,7 @@ class StaticPublisher:
 PUBLISHERS: dict[str, Callable[[], Publisher]] = {
     "index": IndexPublisher,
     "static": StaticPublisher,
+    "github-release": GitHubReleasePublisher,
 }
 assert set(PUBLISHERS) == set(TARGET_MODELS), "every kind of target has one model and one publisher"
 

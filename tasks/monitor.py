@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import httpx
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from wheelflow.adapters.prefect_api import read_secret
 from wheelflow.core.home import wheelflow_home
 from wheelflow.core.redaction import redact_url
+from wheelflow.index.readers import TargetReader
+from wheelflow.index.simple_api import READ_TIMEOUT
 from wheelflow.ops.alerts import Alert, configured_channels, send_alert
-from wheelflow.ops.monitor import VersionStatus, check_one_index, read_tags
+from wheelflow.ops.monitor import VersionStatus, check_one_index, check_reader, read_tags
 from wheelflow.source.gittags import ReleaseTag
 from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, gives_up, only_transient
 
@@ -43,6 +47,37 @@ def check_index(
     project: str, index: str, tags: list[ReleaseTag], expect: tuple[str, ...], as_of: datetime, grace_hours: float
 ) -> list[VersionStatus]:
     results = check_one_index(project, index, tags, expect, as_of, timedelta(hours=grace_hours), wheelflow_home())
+    log_problems(project, index, results)
+    return results
+
+
+# no cache key: the reader holds an open client (and a token), which must not be hashed or persisted
+@task(name="check-target", task_run_name="check[{reader.name}]", cache_policy=NO_CACHE)
+def check_target(
+    project: str,
+    reader: TargetReader,
+    tags: list[ReleaseTag],
+    expect: tuple[str, ...],
+    as_of: datetime,
+    grace_hours: float,
+) -> list[VersionStatus]:
+    """A target of the project's spec, of any kind, read through its reader (a GitHub release's assets)."""
+    with httpx.Client(timeout=READ_TIMEOUT) as client:
+        results = check_reader(
+            client,
+            reader,
+            project=project,
+            tags=tags,
+            expect=expect,
+            manifest_home=wheelflow_home(),
+            as_of=as_of,
+            grace=timedelta(hours=grace_hours),
+        )
+    log_problems(project, reader.name, results)
+    return results
+
+
+def log_problems(project: str, index: str, results: list[VersionStatus]) -> None:
     logger = get_run_logger()
     for result in results:
         if result.status != "ok":
@@ -55,7 +90,6 @@ def check_index(
                 " (overdue)" if result.overdue else "",
                 f"; missing: {', '.join(result.missing)}" if result.missing else "",
             )
-    return results
 
 
 @task(name="send-alert", task_run_name="alert[{alert.event}:{alert.project}]")

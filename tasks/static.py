@@ -12,7 +12,7 @@ from wheelflow.config.spec import Target
 from wheelflow.core.distributions import Distribution
 from wheelflow.index.indexes import PRIVATE_POLL_CAP
 from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, download_sha256, read_served
-from wheelflow.index.staticindex import StaticPublication, publish_static, rollback_static
+from wheelflow.index.staticindex import StaticIndexWrite, publish_static, rollback_static
 from wheelflow.index.staticsite import StaticSite, read_listed, storage_options_for
 from wheelflow.proof.verification import HASH_MISMATCH, VERIFIED, FileStatus, poll_until_served
 from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, gives_up, only_transient
@@ -49,7 +49,7 @@ def read_static_files(site: StaticSite, name: str, version: str, filenames: list
     retry_condition_fn=only_transient,
 )
 @gives_up
-def publish_static_files(dists: list[Distribution], target: Target, site: StaticSite) -> StaticPublication:
+def publish_static_files(dists: list[Distribution], target: Target, site: StaticSite) -> StaticIndexWrite:
     """Write files, sidecars, project pages, root pages, under the store's lock (pages are read,
     merged and written back: two writers at once would lose one's entries). Credentials are read here."""
     logger = get_run_logger()
@@ -66,7 +66,7 @@ def publish_static_files(dists: list[Distribution], target: Target, site: Static
     return publication
 
 
-def static_rollback_hook(target: Target, site: StaticSite, publication: StaticPublication):
+def static_rollback_hook(target: Target, site: StaticSite, publication: StaticIndexWrite):
     """A rollback hook for the release's transaction: this run's entries taken out of the pages as
     they are now (other releases' entries published since stay), this run's files and sidecars
     deleted, under the same lock as the publication."""
@@ -87,7 +87,7 @@ def static_rollback_hook(target: Target, site: StaticSite, publication: StaticPu
 
 @task(name="verify-static", task_run_name="verify-static[{site.name}]", retries=0)  # polls to its own deadline
 def verify_static(
-    site: StaticSite, publication: StaticPublication, name: str, version: str, dists: list[Distribution]
+    site: StaticSite, publication: StaticIndexWrite, name: str, version: str, dists: list[Distribution]
 ) -> dict[str, list[ServedFile]]:
     """Each sub-index lists each of its files with the built sha256 (polled: a CDN may lag), then each
     file is downloaded from the public URL and hashed: listed is not served. Returns each sub-index's listing."""

@@ -201,3 +201,54 @@ def test_cells_filters_name_the_axes_and_values_to_use() -> None:
         select_cells(cells, {"torch": "2.9"})
     with pytest.raises(SpecError, match=r"^spec error: --cells: no cell has n=3; fix: use one of 1, 2$"):
         select_cells(cells, {"n": "3"})
+
+
+def test_backfill_and_verify_read_a_static_target_through_its_reader(tmp_path: Path, home: Path, prefect_api) -> None:
+    """A static target (the home's store, served on loopback) is read like any target: backfill finds the
+    one missing cell in the variant sub-indexes, builds and writes only it; verify proves every file.
+    Both used to assume an index and crashed with a TypeError on a static target."""
+    from flows.release import release
+
+    static = '[tool.wheelflow.targets.staging]\nkind = "static"\nstore-url = "local"\nverify-timeout = 10\n'
+
+    def write_static_project(values: list[str]) -> Path:
+        write_project(project, "unused", values, "1.0.0")
+        pyproject = project / "pyproject.toml"
+        text = pyproject.read_text()
+        pyproject.write_text(text[: text.index("[tool.wheelflow.targets.staging]")] + static)
+        return project
+
+    project = tmp_path / "cellpkg"
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    write_static_project(["1", "2"])
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "release 1.0.0")
+    git(project, "tag", "v1.0.0")
+    state = release(project=str(project), return_state=True)
+    assert state.is_completed(), state.message
+
+    write_static_project(["1", "2", "3"])  # the matrix grows a third value
+    git(project, "commit", "-qam", "matrix: n=3")
+    code, summary, stderr = backfill_json(project)
+    assert code == 0, stderr[-3000:]
+    assert [(r["cell"], r["state"]) for r in summary["rows"]] == [
+        ("n1", "present"),
+        ("n2", "present"),
+        ("n3", "backfilled"),
+    ]
+    store = home / "static"
+    assert sorted(p.name for p in store.rglob("cellpkg-*.whl")) == [
+        f"cellpkg-1.0.0+c{n}-py3-none-any.whl" for n in (1, 2, 3)
+    ]
+
+    result = run_cli(
+        "verify", "cellpkg==1.0.0", "--index", "staging", "--spec", str(project / "pyproject.toml"), "--no-install",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    verified = json.loads(result.stdout)
+    assert verified["index"] == "staging"
+    assert sorted((f["filename"], f["status"]) for f in verified["files"]) == [
+        (f"cellpkg-1.0.0+c{n}-py3-none-any.whl", "served")
+        for n in (1, 2, 3)  # downloaded, hashed as listed
+    ]

@@ -19,7 +19,7 @@ from wheelflow.config.staticlayout import check_layout
 from wheelflow.core.distributions import describe, parse_filename
 from wheelflow.core.errors import StaticIndexError, VerificationError
 from wheelflow.index.simple_api import list_project_files
-from wheelflow.index.staticindex import StaticPublication, publish_static, rollback_static, subindex_for
+from wheelflow.index.staticindex import StaticIndexWrite, publish_static, rollback_static, subindex_for
 
 UV = Path(sys.executable).with_name("uv")
 
@@ -55,7 +55,7 @@ def served(tmp_path: Path):
         yield store, nginx
 
 
-def check_served(publication: StaticPublication, client: httpx.Client) -> None:
+def check_served(publication: StaticIndexWrite, client: httpx.Client) -> None:
     """Read every sub-index back at ``public_url`` with the Simple API reader: each file this run
     publishes is listed there with its sha256. Raises VerificationError naming the first that is not."""
     by_name = {f.filename: f for f in publication.files}

@@ -1,7 +1,8 @@
 """Every registered kind of target, through its publisher, against a real server: open, read, publish,
 prove, finalize, read back through its read-only reader, roll back, and read back again.
 
-pypiserver stands in for an index; moto's S3 behind nginx for a static index. A kind registered in
+pypiserver stands in for an index; moto's S3 behind nginx for a static index; tests/githubstub.py (a
+stand-in following GitHub's REST API 2022-11-28) for a GitHub release. A kind registered in
 ``flows/targets.py`` without a server here fails ``test_every_registered_kind_has_a_server_here``.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import INDEX_PASSWORD, INDEX_USER, make_project
+from githubstub import TOKEN, GitHubStub
 from prefect import flow
 from prefect.transactions import transaction
 from webservers import MotoS3, Nginx
@@ -62,10 +64,27 @@ def static_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
                 """)
 
 
+@contextlib.contextmanager
+def github_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The stand-in GitHub (tests/githubstub.py: REST API 2022-11-28; GitHub itself is unreachable here)."""
+    with GitHubStub("octo/tiny") as stub:
+        monkeypatch.setenv("WHEELFLOW_STAGING_TOKEN", TOKEN)
+        yield textwrap.dedent(f"""
+            [tool.wheelflow.targets.staging]
+            kind = "github-release"
+            repository = "octo/tiny"
+            api-url = "{stub.api_url}"
+            uploads-url = "{stub.uploads_url}"
+            asset-url = "{stub.download_url}/{{repository}}/releases/download/v{{version}}/{{wheel}}"
+            verify-timeout = 10
+            """)
+
+
 #: kind → a real server for it, giving the spec's target table (named staging)
 SERVERS: dict[str, Callable[[Path, pytest.MonkeyPatch], contextlib.AbstractContextManager[str]]] = {
     "index": index_server,
     "static": static_server,
+    "github-release": github_server,
 }
 
 

@@ -10,12 +10,12 @@ import pytest
 from wheelcraft import make_sdist, make_wheel
 
 from wheelflow.core.distributions import describe
-from wheelflow.index.staticindex import StaticPublication, parse_anchors, publish_static, rollback_static
+from wheelflow.index.staticindex import StaticIndexWrite, parse_anchors, publish_static, rollback_static
 
 PUBLIC = "http://127.0.0.1:9/"
 
 
-def publish(store: Path, out: Path, name: str, version: str) -> StaticPublication:
+def publish(store: Path, out: Path, name: str, version: str) -> StaticIndexWrite:
     out.mkdir(parents=True)
     dists = [
         describe(make_wheel(out, name=name, version=f"{version}+sm90")),
@@ -30,7 +30,7 @@ def listing(store: Path, page: str) -> dict[str, str]:
     return {a[""]: a["href"] for a in parse_anchors(path.read_bytes())} if path.exists() else {}
 
 
-def assert_served(store: Path, publication: StaticPublication) -> None:
+def assert_served(store: Path, publication: StaticIndexWrite) -> None:
     """Every file of ``publication`` is listed on its pages and its bytes hash to the listed sha256."""
     for f in publication.files:
         project = f.path.split("/")[-2]

@@ -13,6 +13,7 @@ from conftest import REPO, make_project
 
 from wheelflow.config.spec import TARGET_MODELS, IndexTarget, StaticTarget, Target, load_spec, parse_target
 from wheelflow.core.errors import SpecError
+from wheelflow.flows.githubrelease import GitHubReleasePublisher
 from wheelflow.flows.stages import Publisher
 from wheelflow.flows.targets import PUBLISHERS, IndexPublisher, StaticPublisher, index_key, publisher_for
 
@@ -73,7 +74,7 @@ def test_every_publisher_implements_the_whole_interface() -> None:
         publisher = make()
         missing = [name for name in sorted(wanted) if not hasattr(publisher, name)]
         assert missing == [], f"{kind}: {missing}"
-        assert isinstance(publisher, (IndexPublisher, StaticPublisher))
+        assert isinstance(publisher, (IndexPublisher, StaticPublisher, GitHubReleasePublisher))
 
 
 def test_each_target_is_read_as_its_kinds_model_and_published_by_its_publisher() -> None:
@@ -111,6 +112,6 @@ def test_an_unknown_kind_lists_the_registered_kinds_with_the_closest_one(tmp_pat
         load_spec(project)
     assert str(info.value) == (
         "spec error: tool.wheelflow.targets.w.kind: unknown target kind 'statik'; "
-        'fix: did you mean \'static\'? (use "index", "static")'
+        'fix: did you mean \'static\'? (use "index", "static", "github-release")'
     )
     assert info.value.exit_code == 2

@@ -24,7 +24,7 @@ from packaging.version import InvalidVersion, Version
 
 from wheelflow.checks.archives import ARCHIVE_RULES, audit_archive
 from wheelflow.checks.platformtags import platform_tag_findings
-from wheelflow.core.distributions import Distribution, Finding, kind_of, parse_filename
+from wheelflow.core.distributions import Distribution, Finding, artifact_kind_of, parse_filename
 from wheelflow.core.sizes import human_size
 
 
@@ -227,7 +227,7 @@ def audit_files(paths: Iterable[Path], cell: Mapping[str, str] | None = None) ->
     is one its binaries honour (``platformtags``: auditwheel's analysis)."""
     findings: list[Finding] = []
     for path in paths:
-        if kind_of(path.name) is None:
+        if artifact_kind_of(path.name) is None:
             findings.append(
                 Finding(path.name, "filename", "is neither a wheel nor an sdist; fix: pass built distributions")
             )
@@ -277,16 +277,18 @@ def preflight(
             findings += check_filenames(group, group_name, group_version, ())
         except InvalidVersion:
             findings.append(Finding(group[0].filename, "version", f"{group_version!r} is not a PEP 440 version"))
-    for kind in artifacts:  # across the release: the sdist and the variant wheels differ in version
-        if not any(d.kind == kind for d in dists):
+    for artifact_kind in artifacts:  # across the release: the sdist and the variant wheels differ in version
+        if not any(d.kind == artifact_kind for d in dists):
             findings.append(
                 Finding(
-                    f"<{kind}>",
+                    f"<{artifact_kind}>",
                     "missing-artifact",
-                    f"the spec asks for a {kind} but none was built; fix: check the build log",
+                    f"the spec asks for a {artifact_kind} but none was built; fix: check the build log",
                 )
             )
     findings += audit_files([d.path for d in dists], cell)
     refused = unreadable(findings)
-    findings += twine_check([d.path for d in dists if kind_of(d.filename) and d.filename not in refused], strict=strict)
+    findings += twine_check(
+        [d.path for d in dists if artifact_kind_of(d.filename) and d.filename not in refused], strict=strict
+    )
     return findings

@@ -23,7 +23,7 @@ from wheelflow.cli.common import (
 from wheelflow.config.gpuarch import ARCH_POLICIES, DEFAULT_ARCH_POLICY, ArchSpec, declared_archs, parse_archs
 from wheelflow.config.matrix import Cell
 from wheelflow.config.spec import INDEX_ALIASES, IndexTarget, ReleaseSpec, Target
-from wheelflow.core.distributions import blocking, describe, kind_of
+from wheelflow.core.distributions import artifact_kind_of, blocking, describe
 from wheelflow.core.errors import SpecError
 from wheelflow.index.indexes import limits_for
 
@@ -73,9 +73,11 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise SpecError("FILE", f"{str(path)!r} does not exist", "pass the paths of built wheels and sdists")
     spec = load_spec_arg(args.spec, args.project) if args.spec or args.project else None
-    dists = [describe(p) for p in paths if kind_of(p.name)]
+    dists = [describe(p) for p in paths if artifact_kind_of(p.name)]
     findings = preflight(dists, name=spec.name if spec else None, cell=cell, strict=bool(spec and spec.strict_checks))
-    findings += audit_files([p for p in paths if not kind_of(p.name)])  # names the files that are no distribution
+    findings += audit_files(
+        [p for p in paths if not artifact_kind_of(p.name)]
+    )  # names the files that are no distribution
     if args.target:
         if spec is not None:
             target = spec.target(args.target)

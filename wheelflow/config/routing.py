@@ -23,14 +23,14 @@ def routes(dist: Distribution, target: Target) -> bool:
     return routes_label(dist.kind, local_label(dist) if dist.kind == "wheel" else None, target)
 
 
-def routes_label(kind: str, label: str | None, target: Target) -> bool:
-    """Whether a file of this kind ("sdist"/"wheel") and local label goes to ``target``."""
-    kinds = target.artifacts
-    if kind == "sdist":
-        return "sdist" in kinds
+def routes_label(artifact_kind: str, label: str | None, target: Target) -> bool:
+    """Whether a file of this artifact kind ("sdist"/"wheel") and local label goes to ``target``."""
+    wanted = target.artifacts
+    if artifact_kind == "sdist":
+        return "sdist" in wanted
     if label is None:
-        return "wheel" in kinds or "plain-wheel" in kinds
-    if not ("wheel" in kinds or "variant-wheel" in kinds):
+        return "wheel" in wanted or "plain-wheel" in wanted
+    if not ("wheel" in wanted or "variant-wheel" in wanted):
         return False
     return not target.local_versions or any(fnmatchcase(label, pattern) for pattern in target.local_versions)
 

@@ -38,6 +38,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from wheelflow.config import assetnames
 from wheelflow.config.bounds import (
     MAX_COMMAND,
     MAX_NESTING,
@@ -100,11 +101,11 @@ _SECRET_KEYS = {"password", "token", "username", "api-token", "api_token"}
 _SECRET_OPTION_WORDS = ("key", "secret", "token", "password", "credential", "passwd")
 
 
-def _kinds(choices: tuple[str, ...], example: str) -> Any:
+def _artifact_kinds(choices: tuple[str, ...], example: str) -> Any:
     """A list of artifact kinds (one kind alone is a list of one), each named once."""
-    kind = Annotated[Literal[choices], OneOf("artifact kind", choices)]  # type: ignore[valid-type]
+    artifact_kind = Annotated[Literal[choices], OneOf("artifact kind", choices)]  # type: ignore[valid-type]
     return Annotated[
-        tuple[kind, ...],
+        tuple[artifact_kind, ...],
         MinLen(1),
         AfterValidator(lambda kinds: tuple(dict.fromkeys(kinds))),
         BeforeValidator(lambda value: [value] if isinstance(value, str) else value),
@@ -120,8 +121,8 @@ def _kinds(choices: tuple[str, ...], example: str) -> Any:
     ]
 
 
-ArtifactKinds = _kinds(ARTIFACT_KINDS, '["sdist", "wheel"]')
-RoutableKinds = _kinds(ROUTABLE_KINDS, '["sdist", "plain-wheel"]')
+ArtifactKinds = _artifact_kinds(ARTIFACT_KINDS, '["sdist", "wheel"]')
+RoutableKinds = _artifact_kinds(ROUTABLE_KINDS, '["sdist", "plain-wheel"]')
 VerifyTimeout = Annotated[
     StrictFloat,
     Gt(0),
@@ -317,7 +318,7 @@ class Target(SpecModel):
             env = env_prefix(str(table.get("name", "")))
             raise problem(
                 "credentials never go in the spec",
-                f'remove it and set {env}_USERNAME/{env}_PASSWORD, or credentials = "prefect-secret:BLOCK"',
+                f'remove it and set {cls.credentials_env(env)}, or credentials = "prefect-secret:BLOCK"',
                 key=sorted(secret)[0],
             )
         # A key of another kind's model, named as such (before the unknown-key check's did-you-mean).
@@ -329,6 +330,11 @@ class Target(SpecModel):
             if owner is not None:
                 raise problem(f"is for kind = {owner!r}".replace("'", '"'), cls.wrong_key_fix(owner), key=key)
         cls.check_required(table)
+
+    @classmethod
+    def credentials_env(cls, prefix: str) -> str:
+        """The environment variables ``credentials = "env"`` reads for this kind (``prefix``: WHEELFLOW_<TARGET>)."""
+        return f"{prefix}_USERNAME/{prefix}_PASSWORD"
 
     @classmethod
     def wrong_key_fix(cls, owner: str) -> str:
@@ -367,6 +373,10 @@ class Target(SpecModel):
     def public_index(self) -> bool:
         """Whether the target is the public index (or its test instance), whose rules are the defaults."""
         return False
+
+    def check_against_matrix(self, axes: tuple[str, ...]) -> None:
+        """The kind's templates over the matrix's ``axes``, checked when the spec is read: a SpecError naming
+        the key (nothing to check by default)."""
 
 
 def _keys_of(model: type[SpecModel]) -> set[str]:
@@ -515,8 +525,158 @@ class StaticTarget(Target):
         return self
 
 
+class GitHubReleaseTarget(Target):
+    """``kind = "github-release"``: wheels as assets of the GitHub release of the version's tag, published
+    from a draft once every asset is proven (the flash-attention family's shape; docs/github-releases.md)."""
+
+    kind: Literal["github-release"] = Field(
+        description='"github-release": assets of the GitHub release of the version\'s tag (a draft, published '
+        "once every asset is proven)."
+    )
+    credentials: Annotated[
+        Text,
+        WithJsonSchema({"anyOf": [{"enum": ["env"]}, {"type": "string", "pattern": "^prefect-secret:.+$"}]}),
+    ] = Field(
+        "env",
+        description='kind = "github-release": "env" (the token in WHEELFLOW_<TARGET>_TOKEN) or '
+        '"prefect-secret:BLOCK" (a Secret block holding the token).',
+    )
+    repository: Text = Field(description='kind = "github-release": the GitHub repository, "OWNER/REPO".')
+    api_url: Text = Field(
+        assetnames.DEFAULT_API_URL,
+        description='kind = "github-release": GitHub\'s REST API; GitHub Enterprise: "https://HOST/api/v3".',
+    )
+    uploads_url: Text | None = Field(
+        None,
+        description='kind = "github-release": where assets are uploaded; default: the one of api-url '
+        "(GitHub's uploads host, or https://HOST/api/uploads for GitHub Enterprise).",
+    )
+    tag: Text = Field(
+        "v{version}", description='kind = "github-release": the release\'s tag, a template over {version}.'
+    )
+    asset_url: Text = Field(
+        assetnames.DEFAULT_ASSET_URL,
+        description='kind = "github-release": where users download an asset, a template over {repository}, '
+        "{version}, {name}, {wheel} and the matrix axes (GitHub Enterprise: https://HOST/{repository}/...).",
+    )
+    guessed_name: Text | None = Field(
+        None,
+        description='kind = "github-release": the asset name a project\'s setup.py guesses for a cell (e.g. '
+        "flash-attention's \"" + assetnames.FLASH_ATTENTION_GUESSED_NAME + "\"); after publishing, each cell's "
+        "guessed URL (asset-url with {wheel} this name) must serve that cell's wheel. Unset: not checked.",
+    )
+    find_links_page: StrictBool | Annotated[str, MinLen(1)] = Field(
+        True,
+        description='kind = "github-release": publish a --find-links page listing every asset with its sha256 '
+        '(true: as asset "index.html"; a name: as that asset; false: none). The install checks use it.',
+    )
+    add_to_published: StrictBool = Field(
+        False,
+        description='kind = "github-release": an already published release of the tag gets new assets (its '
+        "users see them appear one by one); default: refused, release a new version.",
+    )
+
+    @classmethod
+    def credentials_env(cls, prefix: str) -> str:
+        return f"{prefix}_TOKEN"
+
+    @classmethod
+    def wrong_key_fix(cls, owner: str) -> str:
+        return "a github-release target publishes to repository, as release assets"
+
+    @classmethod
+    def check_required(cls, table: dict[str, Any]) -> None:
+        if "repository" not in table:
+            raise problem(
+                "missing", 'set repository = "OWNER/REPO", e.g. "Dao-AILab/flash-attention"', key="repository"
+            )
+
+    @field_validator("repository")
+    @classmethod
+    def _owner_repo(cls, repository: str) -> str:
+        try:
+            return assetnames.check_repository(repository, "repository")
+        except SpecError as exc:
+            raise problem(exc.problem, exc.fix) from None
+
+    @field_validator("api_url", "uploads_url")
+    @classmethod
+    def _api_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        if reason := url_problem(url):
+            raise problem(reason, "give GitHub's API URL")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+            raise problem(
+                f"{redact_url(url)!r} is not a plain http(s) URL",
+                'give e.g. api-url = "https://github.example.com/api/v3" (the token comes from the credentials source)',
+            )
+        if parts.query or parts.fragment:
+            raise problem(f"{redact_url(url)!r} carries a query or fragment", "give the API's base URL only")
+        return url
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, tag: str) -> str:
+        try:
+            names = template_fields(tag)
+        except TemplateRefused as exc:
+            raise problem(str(exc), 'write e.g. tag = "v{version}"') from None
+        if names != ["version"] or any(c.isspace() for c in tag):
+            raise problem(
+                f"template {quoted(tag)} must name {{version}} once and nothing else", 'write e.g. tag = "v{version}"'
+            )
+        return tag
+
+    @field_validator("asset_url")
+    @classmethod
+    def _asset_url(cls, url: str) -> str:
+        if urlsplit(url).scheme not in ("http", "https") or "{wheel}" not in url:
+            raise problem(
+                f"{quoted(url)} is not an http(s) URL template naming {{wheel}}",
+                f'write e.g. asset-url = "{assetnames.DEFAULT_ASSET_URL}"',
+            )
+        return url
+
+    @field_validator("find_links_page")
+    @classmethod
+    def _page_name(cls, page: bool | str) -> bool | str:
+        if isinstance(page, str) and (page in (".", "..") or not re.fullmatch(r"[A-Za-z0-9._-]+\.html?", page)):
+            raise problem(f"{quoted(page)} is not a page's file name", 'write e.g. find-links-page = "index.html"')
+        return page
+
+    @model_validator(mode="after")
+    def _a_token_is_needed(self) -> GitHubReleaseTarget:
+        if self.credentials == "none":
+            env = env_prefix(self.name)
+            raise problem(
+                "GitHub needs a token to create a draft and upload assets",
+                f'remove it and export {env}_TOKEN, or set credentials = "prefect-secret:BLOCK"',
+                key="credentials",
+            )
+        return self
+
+    def check_against_matrix(self, axes: tuple[str, ...]) -> None:
+        templates = {assetnames.ASSET_URL_KEY: self.asset_url, assetnames.GUESSED_NAME_KEY: self.guessed_name}
+        for key, template in templates.items():
+            if template is not None:
+                assetnames.check_template(template, key, axes)
+
+    @property
+    def page_name(self) -> str | None:
+        """The find-links page's asset name, or None when none is published."""
+        if self.find_links_page is False:
+            return None
+        return assetnames.FIND_LINKS_PAGE if self.find_links_page is True else self.find_links_page
+
+
 #: target ``kind`` → its model: a new kind of target is one model here (and its publisher in flows/targets.py).
-TARGET_MODELS: dict[str, type[Target]] = {"index": IndexTarget, "static": StaticTarget}
+TARGET_MODELS: dict[str, type[Target]] = {
+    "index": IndexTarget,
+    "static": StaticTarget,
+    "github-release": GitHubReleaseTarget,
+}
 TARGET_KINDS: tuple[str, ...] = tuple(TARGET_MODELS)
 DEFAULT_TARGET_KIND = "index"
 
@@ -561,7 +721,7 @@ class _KindTagHidden:
 
 #: A target as the spec reads it: the model its ``kind`` names.
 TargetTable = Annotated[
-    IndexTarget | StaticTarget,
+    IndexTarget | StaticTarget | GitHubReleaseTarget,
     Field(discriminator="kind"),
     _KindTagHidden(),
     BeforeValidator(_known_kind),
@@ -857,6 +1017,18 @@ class SpecTable(SpecModel):
                 f"use one of: {', '.join(c.name for c in cells) or 'no cells (there is no matrix)'}",
                 key=("build", "sdist-cell"),
             )
+        return self
+
+    @model_validator(mode="after")
+    def _target_templates_fit_the_matrix(self) -> SpecTable:
+        """A target's templates over the matrix (a github-release target's asset-url, guessed-name) name
+        only placeholders the matrix gives, checked before anything is built."""
+        axes = tuple(self.matrix.matrix.axes) if self.matrix is not None else ()
+        for name, target in self.targets.items():
+            try:
+                target.check_against_matrix(axes)
+            except SpecError as exc:
+                raise problem(exc.problem, exc.fix, key=("targets", name, exc.key)) from None
         return self
 
     @model_validator(mode="after")

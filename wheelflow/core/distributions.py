@@ -26,7 +26,7 @@ from wheelflow.core.childenv import child_env
 @dataclass(frozen=True)
 class Distribution:
     path: Path
-    kind: str  # "sdist" or "wheel"
+    kind: str  # the artifact kind: "sdist" or "wheel"
     sha256: str
 
     @property
@@ -64,7 +64,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def kind_of(filename: str) -> str | None:
+def artifact_kind_of(filename: str) -> str | None:
     if filename.endswith(".whl"):
         return "wheel"
     if filename.endswith(".tar.gz") or filename.endswith(".zip"):
@@ -78,7 +78,7 @@ def parse_filename(filename: str) -> tuple[NormalizedName, Version] | None:
         if filename.endswith(".whl"):
             name, version, _build, _tags = parse_wheel_filename(filename)
             return name, version
-        if kind_of(filename) == "sdist":
+        if artifact_kind_of(filename) == "sdist":
             return parse_sdist_filename(filename)
     except (InvalidWheelFilename, InvalidSdistFilename):
         return None
@@ -86,10 +86,10 @@ def parse_filename(filename: str) -> tuple[NormalizedName, Version] | None:
 
 
 def describe(path: Path) -> Distribution:
-    kind = kind_of(path.name)
-    if kind is None:
+    artifact_kind = artifact_kind_of(path.name)
+    if artifact_kind is None:
         raise ValueError(f"{path.name} is neither a wheel nor an sdist")
-    return Distribution(path=path, kind=kind, sha256=sha256_of(path))
+    return Distribution(path=path, kind=artifact_kind, sha256=sha256_of(path))
 
 
 def check_filenames(
@@ -142,13 +142,13 @@ def check_filenames(
                 sdists[1].filename, "one-sdist", "a second sdist for this version; indexes accept only one per release"
             )
         )
-    for kind in artifacts:
-        if not any(d.kind == kind for d in dists):
+    for artifact_kind in artifacts:
+        if not any(d.kind == artifact_kind for d in dists):
             findings.append(
                 Finding(
-                    f"<{kind}>",
+                    f"<{artifact_kind}>",
                     "missing-artifact",
-                    f"the spec asks for a {kind} but none was built; fix: check the build log",
+                    f"the spec asks for a {artifact_kind} but none was built; fix: check the build log",
                 )
             )
     return findings

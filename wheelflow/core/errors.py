@@ -313,3 +313,17 @@ class BackfillFailed(WheelflowError):
 
 class NothingToBackfill(WheelflowError):
     """No released version matched: nothing was checked, so the run must not end green."""
+
+
+class ReleaseAssetError(WheelflowError):
+    """A GitHub release or one of its assets could not be read, written, deleted or proven.
+    ``transient`` says whether retrying may help (a 5xx may; a refused token or a full asset may not)."""
+
+    def __init__(self, message: str, *, transient: bool = False, status: int | None = None) -> None:
+        self.transient = transient
+        self.status = status
+        super().__init__(message)
+
+
+class RateLimited(ReleaseAssetError):
+    """GitHub's rate limit (primary or secondary) asks for a longer wait than the deadline leaves."""

@@ -50,7 +50,7 @@ class FileReport:
     filename: str
     sha256: str
     target: str
-    kind: str
+    kind: str  # the file's artifact kind: sdist or wheel (the report's JSON key)
     upload: str = NOT_RUN  # an UploadOutcome, or not run
     status: str = NOT_RUN  # verified, missing, hash-mismatch, not run
 

@@ -65,7 +65,7 @@ class StaticFile:
 
 
 @dataclass(frozen=True)
-class StaticPublication:
+class StaticIndexWrite:
     """What one publish_static call did, enough to verify it and to undo it exactly.
 
     Holds no credentials: rollback_static takes the storage options again.
@@ -356,7 +356,7 @@ def publish_static(
     layout: str = DEFAULT_LAYOUT,
     shared_files: str = "every-subindex",
     storage_options: Mapping[str, Any] | None = None,
-) -> StaticPublication:
+) -> StaticIndexWrite:
     """Publish ``dists`` to the static index at ``store_url``, read by installers at ``public_url``.
 
     Files already listed with the same sha256 are kept as they are (a re-run publishes nothing new);
@@ -429,7 +429,7 @@ def publish_static(
     listed: dict[str, list[str]] = {}
     for (subindex, _project), group in page_entries.items():
         listed.setdefault(subindex, []).extend(e.file.filename for e in group)
-    return StaticPublication(
+    return StaticIndexWrite(
         store_url=store_url,
         public_url=public_url,
         files=tuple(e.file for e in entries),
@@ -440,7 +440,7 @@ def publish_static(
     )
 
 
-def rollback_static(publication: StaticPublication, *, storage_options: Mapping[str, Any] | None = None) -> None:
+def rollback_static(publication: StaticIndexWrite, *, storage_options: Mapping[str, Any] | None = None) -> None:
     """Undo a publication by taking out exactly what it put in, from the pages as they are *now*:
     other releases may have published to the same store since (an approval can wait an hour), and
     their entries stay. Old bytes are never written back.

@@ -38,7 +38,7 @@ from wheelflow.config.bounds import quoted
 from wheelflow.config.matrix import Cell
 from wheelflow.core.errors import SpecError
 from wheelflow.core.redaction import redact_url
-from wheelflow.index.readers import read_index
+from wheelflow.index.readers import TargetReader, read_index
 from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, download_sha256, files_for_version, list_project_files
 from wheelflow.source.gittags import ReleaseTag, local_repository, release_tags
 
@@ -376,6 +376,43 @@ def name_missing_cells(results: list[VersionStatus], cells: Sequence[Cell]) -> l
         else r
         for r in results
     ]
+
+
+def check_reader(
+    client: httpx.Client,
+    reader: TargetReader,
+    *,
+    project: str,
+    tags: list[ReleaseTag],
+    expect: tuple[str, ...] = DEFAULT_EXPECT,
+    manifest_home: Path | None = None,
+    as_of: datetime | None = None,
+    grace: timedelta = DEFAULT_GRACE,
+) -> list[VersionStatus]:
+    """Every tag made at or before ``as_of``, assessed against what a spec's target of any kind serves
+    for its version, read through the kind's reader (a GitHub release: its assets). Upload times are
+    not read there: a served file counts as present, a missing one is missing."""
+    as_of = as_of or datetime.now(timezone.utc)
+    results = []
+    for tag in tags:
+        if tag.time > as_of:
+            continue
+        served = reader.read(client, project, tag.version)
+        manifest = read_manifest(manifest_home, project, tag.version) if manifest_home else None
+        results.append(
+            assess(
+                project=project,
+                index=reader.name,
+                tag=tag,
+                served=served,
+                times={},
+                expect=expect,
+                manifest=manifest,
+                as_of=as_of,
+                grace=grace,
+            )
+        )
+    return results
 
 
 def read_tags(repo: str, patterns: tuple[str, ...], home: Path) -> list[ReleaseTag]:

@@ -1,4 +1,5 @@
-"""Read what a target serves, and upload the files it lacks."""
+"""An index target's tasks: read what it serves, upload the files it lacks, and the rollback hook
+that removes this run's uploads."""
 
 from __future__ import annotations
 
@@ -14,14 +15,13 @@ from wheelflow.core.errors import HashMismatchError, UploadError
 from wheelflow.core.home import wheelflow_home
 from wheelflow.index.indexes import Endpoints
 from wheelflow.index.localindex import credentials_for
-from wheelflow.index.readers import TargetReader
 from wheelflow.index.removal import remove_version
 from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile, read_served
 from wheelflow.index.uploading import publish_file
 from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, gives_up, only_transient
 
 
-def read_target(endpoints: Endpoints, name: str, version: str) -> list[ServedFile]:
+def read_index_files(endpoints: Endpoints, name: str, version: str) -> list[ServedFile]:
     with httpx.Client(timeout=READ_TIMEOUT) as client:
         return read_served(client, endpoints.simple_url, name, version)
 
@@ -36,25 +36,8 @@ def read_target(endpoints: Endpoints, name: str, version: str) -> list[ServedFil
 )
 @gives_up
 def read_served_files(endpoints: Endpoints, name: str, version: str) -> list[ServedFile]:
-    served = read_target(endpoints, name, version)
+    served = read_index_files(endpoints, name, version)
     get_run_logger().info("%s serves %d file(s) of %s %s", endpoints.name, len(served), name, version)
-    return served
-
-
-@task(
-    name="read-served",
-    task_run_name="read-served[{reader.name}]",
-    retries=NETWORK_RETRIES,
-    retry_delay_seconds=NETWORK_BACKOFF,
-    retry_jitter_factor=NETWORK_JITTER,
-    retry_condition_fn=only_transient,
-)
-@gives_up
-def read_target_files(reader: TargetReader, name: str, version: str) -> list[ServedFile]:
-    """What a target serves of a version, through its kind's read-only view (any kind of target)."""
-    with httpx.Client(timeout=READ_TIMEOUT) as client:
-        served = reader.read(client, name, version)
-    get_run_logger().info("%s serves %d file(s) of %s %s", reader.name, len(served), name, version)
     return served
 
 
@@ -82,7 +65,7 @@ def upload_file(dist: Distribution, target: IndexTarget, endpoints: Endpoints, n
         dist.sha256,
         endpoints.upload_url,
         credentials_for(target, wheelflow_home(), read_secret),
-        read_served=lambda: read_target(endpoints, name, version),
+        read_served=lambda: read_index_files(endpoints, name, version),
         log=logger.info,
         timeout=target.upload_timeout,
         target=target.name,
