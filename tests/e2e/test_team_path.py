@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -28,12 +29,16 @@ from conftest import (
     INDEX_USER,
     WebhookReceiver,
     git,
+    kill_process_tree,
+    make_project,
     stop_processes,
     wait_for,
     wheelflow_code_remote,
 )
 
 DEDUP = 60  # long enough for `setup` to run again inside it on a loaded machine
+HEARTBEAT = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY's minimum, on the worker
+ZOMBIE = 35  # a little over one heartbeat period: the test's kill is the only silence
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +125,17 @@ def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_
     main_commit = _broken_branch(code)
     receiver = WebhookReceiver()
     alerting = {"WHEELFLOW_ALERT_WEBHOOK": receiver.url}
-    setup_args = ("setup", "--code-repository", code.as_uri(), "--code-ref", "mian", "--alert-dedup-window", str(DEDUP))
+    setup_args = (
+        "setup",
+        "--code-repository",
+        code.as_uri(),
+        "--code-ref",
+        "mian",
+        "--alert-dedup-window",
+        str(DEDUP),
+        "--zombie-window",
+        str(ZOMBIE),
+    )
     # Inside a checkout, whose wheelflow/ folder lacks flows/ (pyproject maps it from the top level).
     shadow = subprocess.run(
         [str(installed / "python"), "-c", "import wheelflow.flows.release"], cwd=code, capture_output=True, text=True
@@ -140,6 +155,7 @@ def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_
         "WHEELFLOW_STAGING_USERNAME": INDEX_USER,
         "WHEELFLOW_STAGING_PASSWORD": INDEX_PASSWORD,
         "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT),
     }
     doctor = subprocess.run(
         [str(installed / "wheelflow"), "doctor", "--pool", "wheelflow-control", "--json"],
@@ -207,7 +223,78 @@ def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_
                 a for a in client.read_artifacts() if a.key == "release-ci-pkg-summary" and str(a.flow_run_id) == run_id
             ]
         assert f"wheelflow 0.1.0 at commit {main_commit[:12]} (ref main, fetched by the worker)" in summary.data
+        assert sorted(p.name for p in index.packages.iterdir()) == [
+            "ci_pkg-1.0-py3-none-any.whl",
+            "ci_pkg-1.0.tar.gz",
+        ]
+
+        # The worker's machine dies mid-release (SIGKILL: worker and run), and `setup` is run again while
+        # the run still shows Running, a zombie to be: the server still marks it Crashed within the
+        # zombie window, and exactly one alert arrives (a re-run of setup used to disarm the automations).
+        slow = _slow_project(tmp_path / "slow", index)
+        started = _cli(installed, "trigger", "release", "--param", f"project={slow}", "--json", cwd=tmp_path)
+        assert started.returncode == 0, started.stderr[-3000:]
+        zombie_id = json.loads(started.stdout)["flow_run_id"]
+        wait_for(lambda: _heartbeats(zombie_id), 300, "the release's first heartbeat on the worker")
+        kill_process_tree(worker)
+        again = _cli(installed, *setup_args[:4], "main", *setup_args[5:], cwd=tmp_path, env=alerting)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "wheelflow-zombie-runs (unchanged)" in again.stderr, again.stderr
+        assert _state(zombie_id).name == "Running"  # setup ran while the run was a zombie to be
+        set_up_at = time.monotonic()
+        crashed = wait_for(
+            lambda: (s := _state(zombie_id)).name == "Crashed" and s, ZOMBIE + 30, "the run to be marked Crashed"
+        )
+        assert f"no heartbeat for {ZOMBIE} s" in crashed.message, crashed.message
+        (alert,) = wait_for(lambda: _alerts_about(receiver, zombie_id), DEDUP + 60, "the zombie's one alert")
+        assert time.monotonic() - set_up_at < ZOMBIE + DEDUP + 45  # window + dedup + evaluation
+        assert alert["source"] == "prefect-automation" and "crashed" in alert["summary"]
+        # the automation would notify again once its window had passed and the server evaluated it
+        # (every 5 s): there is no event for "decided not to fire", so watch the receiver until then
+        deadline = time.monotonic() + DEDUP + 15
+        while time.monotonic() < deadline and len(_alerts_about(receiver, zombie_id)) == 1:
+            time.sleep(0.5)  # watching for a second alert up to the automation's deadline
+        assert _alerts_about(receiver, zombie_id) == [alert]
     finally:
         stop_processes(worker)
         receiver.close()
-    assert sorted(p.name for p in index.packages.iterdir()) == ["ci_pkg-1.0-py3-none-any.whl", "ci_pkg-1.0.tar.gz"]
+
+
+def _slow_project(root: Path, index) -> Path:
+    """A release that stays Running (its smoke test sleeps) until something ends it."""
+    project = make_project(root, name="slow-pkg", version="2.0.0", index_url=index.simple_url)
+    text = (project / "pyproject.toml").read_text()
+    smoke = [line for line in text.splitlines() if line.startswith("smoke = ")][0]
+    (project / "pyproject.toml").write_text(
+        text.replace(smoke, '''smoke = "python -c 'import time; time.sleep(600)'"''')
+    )
+    return project
+
+
+def _heartbeats(run_id: str) -> list[dict]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        answer = client.request(
+            "POST",
+            "/events/filter",
+            json={
+                "filter": {
+                    "event": {"name": ["prefect.flow-run.heartbeat"]},
+                    "resource": {"id": [f"prefect.flow-run.{run_id}"]},
+                },
+                "limit": 5,
+            },
+        )
+    return answer.json()["events"]
+
+
+def _state(run_id: str):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id).state
+
+
+def _alerts_about(receiver: WebhookReceiver, run_id: str) -> list[dict]:
+    return [a for a in receiver.received if run_id in json.dumps(a)]
