@@ -15,9 +15,9 @@ CHROMIUM = ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=15
 
 
 class _VisibleText(HTMLParser):
-    """Text outside <script>, <style> and tooltips (role="tooltip", or a class naming one: shown on hover)."""
+    """Text outside <title>, <script>, <style> and tooltips (role="tooltip", or a class naming one: shown on hover)."""
 
-    HIDDEN_TAGS = {"script", "style", "template", "noscript"}
+    HIDDEN_TAGS = {"title", "script", "style", "template", "noscript"}  # <title>: the browser tab, not the page
     VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
     def __init__(self) -> None:

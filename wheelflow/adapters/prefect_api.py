@@ -24,6 +24,7 @@ from wheelflow.ops.approval import cap_reason
 from wheelflow.ops.incidents import VARIABLE_PREFIX, Incident, variable_name
 from wheelflow.ops.orchestration import deployment_not_found, strict_schema
 from wheelflow.ops.runhistory import TaskHistory, entry_from_state, retry_errors
+from wheelflow.ops.verdict import verdict_run_name
 
 # -- Secret blocks ---------------------------------------------------------------------------------
 
@@ -1028,6 +1029,21 @@ def mark_rolled_back(flow_run_id: Any, task_run_names: list[str], settle: float 
             return sorted(r.name for r in completed)
     except Exception:
         return []
+
+
+def name_run_after_verdict(flow_run_id: Any, verdict: str) -> str | None:
+    """Rename the flow run after its verdict (what the UI's run header and run lists show without
+    hovering; see wheelflow.ops.verdict); its new name, or None when the API could not be written.
+    Never raises: the alert that follows must go out."""
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(flow_run_id)
+            name = verdict_run_name(run.name, verdict)
+            if name != run.name:
+                client.update_flow_run(flow_run_id, name=name)
+            return name
+    except Exception:
+        return None
 
 
 def registered_deployments(full_names: list[str]) -> dict[str, tuple[dict[str, Any], bool | None]]:
