@@ -9,7 +9,9 @@ first task, and `status` and `trigger` say why; `setup` is run again while the s
 run's own alert, and exactly one alert still arrives. A branch whose flows/context.py raises at import
 then fails the run: the run executes the wheelflow it pulled, all of it, not the worker's installed
 copy. Once the Variable names main, the same step releases the tag and exits 0, and the run's summary
-names the commit that ran it. GitHub is the one part that cannot exist here: its runner is this
+names the commit that ran it. Last, the worker's machine dies mid-release (SIGKILL) and `setup` is
+run again while the run still shows Running: the server marks it Crashed within the zombie window and
+exactly one alert arrives. GitHub is the one part that cannot exist here: its runner is this
 machine's bash with the GITHUB_* variables of a tag push, its server a bare repository on disk."""
 
 from __future__ import annotations
@@ -111,9 +113,11 @@ def _broken_branch(code: Path) -> str:
 @pytest.mark.case(
     "fault",
     "the team path from `pip install .`: setup run inside a checkout, a crash before the first task with setup "
-    "run again inside the alert window, a code ref whose flows/context.py raises at import",
+    "run again inside the alert window, a code ref whose flows/context.py raises at import, then the worker "
+    "killed (SIGKILL) mid-release and setup run again while the run still shows Running",
     "setup works from any folder; exactly one alert for the crash; the raising ref fails the run (it runs the "
-    "code it pulled, all of it); the released run's summary names the commit that ran it",
+    "code it pulled, all of it); the released run's summary names the commit that ran it; the killed run is "
+    "marked Crashed within the zombie window and pages exactly once",
 )
 def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_the_first_task(
     fresh_prefect_server, tmp_path: Path, index, installed: Path
@@ -195,10 +199,9 @@ def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_
         assert verdict["reason"] == verdict["message"]
         assert "crashed before its first task: cannot fetch wheelflow's code at 'mian'" in crashed.stdout  # the CI log
         assert list(index.packages.iterdir()) == []
-        (alert,) = wait_for(
-            lambda: [a for a in receiver.received if run_id in json.dumps(a)], DEDUP + 60, "the crash's one alert"
-        )
-        assert alert["source"] == "prefect-automation" and "crashed" in alert["summary"]
+        crash_id = run_id
+        (crash_alert,) = wait_for(lambda: _alerts_about(receiver, crash_id), DEDUP + 60, "the crash's one alert")
+        assert crash_alert["source"] == "prefect-automation" and "crashed" in crash_alert["summary"]
 
         Variable.set("wheelflow_code_ref", "broken", overwrite=True)  # "edit it in the UI", as prefect.yaml says
         broken = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -255,6 +258,8 @@ def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_
         while time.monotonic() < deadline and len(_alerts_about(receiver, zombie_id)) == 1:
             time.sleep(0.5)  # watching for a second alert up to the automation's deadline
         assert _alerts_about(receiver, zombie_id) == [alert]
+        # minutes after its window closed, the crash before the first task still paged once
+        assert _alerts_about(receiver, crash_id) == [crash_alert]
     finally:
         stop_processes(worker)
         receiver.close()

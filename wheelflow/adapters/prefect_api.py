@@ -997,7 +997,7 @@ class PullSteps:
 ROLLED_BACK = "Rolled back"
 
 
-def mark_rolled_back(flow_run_id: Any, task_run_names: list[str], settle: float = 30.0) -> list[str]:
+def mark_rolled_back(flow_run_id: Any, task_run_names: list[str], settle: float = 10.0) -> list[str]:
     """Move these Completed task runs of the flow run (uploads whose files the rollback removed) to a
     Cancelled state named "Rolled back", so that the run graph stops drawing them green; the names
     it marked. Task states reach the server through events: a run not recorded Completed yet is
