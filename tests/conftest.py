@@ -111,6 +111,10 @@ def index_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WHEELFLOW_STAGING_PASSWORD", INDEX_PASSWORD)
 
 
+#: A smoke test that keeps its release Running until something ends it (a kill, a cancel).
+SLEEPING_SMOKE = "python -c 'import time; time.sleep(600)'"
+
+
 def make_project(
     root: Path,
     name: str = "tiny-pkg",

@@ -29,6 +29,7 @@ from cistep import ci_step, tagged_repository
 from conftest import (
     INDEX_PASSWORD,
     INDEX_USER,
+    SLEEPING_SMOKE,
     WebhookReceiver,
     git,
     kill_process_tree,
@@ -234,7 +235,7 @@ def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_
         # The worker's machine dies mid-release (SIGKILL: worker and run), and `setup` is run again while
         # the run still shows Running, a zombie to be: the server still marks it Crashed within the
         # zombie window, and exactly one alert arrives (a re-run of setup used to disarm the automations).
-        slow = _slow_project(tmp_path / "slow", index)
+        slow = make_project(tmp_path / "slow", "slow-pkg", "2.0.0", index_url=index.simple_url, smoke=SLEEPING_SMOKE)
         started = _cli(installed, "trigger", "release", "--param", f"project={slow}", "--json", cwd=tmp_path)
         assert started.returncode == 0, started.stderr[-3000:]
         zombie_id = json.loads(started.stdout)["flow_run_id"]
@@ -263,17 +264,6 @@ def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_
     finally:
         stop_processes(worker)
         receiver.close()
-
-
-def _slow_project(root: Path, index) -> Path:
-    """A release that stays Running (its smoke test sleeps) until something ends it."""
-    project = make_project(root, name="slow-pkg", version="2.0.0", index_url=index.simple_url)
-    text = (project / "pyproject.toml").read_text()
-    smoke = [line for line in text.splitlines() if line.startswith("smoke = ")][0]
-    (project / "pyproject.toml").write_text(
-        text.replace(smoke, '''smoke = "python -c 'import time; time.sleep(600)'"''')
-    )
-    return project
 
 
 def _heartbeats(run_id: str) -> list[dict]:
