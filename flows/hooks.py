@@ -8,7 +8,14 @@ import logging
 
 from prefect.logging.handlers import APILogWorker
 
-from wheelflow.adapters.prefect_api import emit_alert_sent, read_cancel_reason, read_secret, run_histories, ui_url
+from wheelflow.adapters.prefect_api import (
+    emit_alert_sent,
+    name_run_after_verdict,
+    read_cancel_reason,
+    read_secret,
+    run_histories,
+    ui_url,
+)
 from wheelflow.core.deadline import Deadline
 from wheelflow.core.home import wheelflow_home
 from wheelflow.core.report import proven_targets
@@ -69,6 +76,9 @@ def alert_release_problem(flow, flow_run, state, deadline: Deadline | None = Non
         # the process was gone before it wrote why (or the state says only Prefect's "Flow run was
         # cancelled."): the reason its canceller gave, from the run's states
         error = f"cancelled: {read_cancel_reason(flow_run.id)}"
+    if state.is_failed() and failed:
+        # the UI shows a state's message only on hover: the run's name (its header, run lists) says it
+        name_run_after_verdict(flow_run.id, f"{failed[0]['check']} failed: {error}")
     summary = f"release of {project} {report.get('version') or ''} {state.name.lower()}: {error}"
     # A cancelled or crashed run's tasks were killed mid-run: their states never become final, so
     # waiting for them only delays the alert past the automation's dedup window (a second page).

@@ -18,7 +18,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
-from wheelflow.adapters.prefect_api import Decision, read_record, read_secret
+from wheelflow.adapters.prefect_api import Decision, mark_rolled_back, read_record, read_secret
 from wheelflow.config.routing import routed
 from wheelflow.config.spec import Target
 from wheelflow.core.cancel import RunCancelled
@@ -40,6 +40,7 @@ from wheelflow.ops.approval import approval_key, needs_person
 from wheelflow.ops.monitor import manifest_variable, read_manifest
 from wheelflow.proof.verification import HASH_MISMATCH, VERIFIED, YANKED, compare
 from wheelflow.tasks.check import check_target_rules
+from wheelflow.tasks.index_upload import upload_task_run_name
 
 
 @contextlib.contextmanager
@@ -296,6 +297,8 @@ def account_for_rollback(ctx: ReleaseContext, stages: list[Stage]) -> None:
             entry.upload, entry.status = UploadOutcome.ROLLED_BACK, "removed"
         if removed:
             report.add(f"rolled back {target}", True, "removed " + ", ".join(removed))
+            # the run graph draws their upload tasks Completed (green): mark them rolled back
+            mark_rolled_back(flow_run.get_id(), [upload_task_run_name(f, target) for f in removed])
         if stayed:
             # a release that ended before its proof on this target (failed or cancelled) leaves these unproven
             proven = target in proven_targets((c.check, c.status) for c in report.checks)

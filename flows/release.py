@@ -106,7 +106,7 @@ def release(
             except WheelflowError as exc:
                 report.error = str(exc)
                 get_run_logger().error(str(exc))
-                # the final state message (the run's header in the UI, `status`, `trigger`) names the step
+                # the final state message (`status`, `trigger`, the alert; the UI on hover) names the step
                 raise ReleaseStepFailed(report.failed_step() or "release", exc) from exc
             except RunCancelled as exc:
                 cancelled = RunCancelled(reason_given(exc.reason))

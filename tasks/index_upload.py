@@ -41,9 +41,14 @@ def read_served_files(endpoints: Endpoints, name: str, version: str) -> list[Ser
     return served
 
 
+def upload_task_run_name(filename: str, target: str) -> str:
+    """The name of the task run that uploads ``filename`` to ``target`` (what the rollback marks)."""
+    return f"upload[{filename}→{target}]"
+
+
 @task(
     name="upload-file",
-    task_run_name="upload[{dist.filename}→{target.name}]",
+    task_run_name="upload[{dist.filename}→{target.name}]",  # upload_task_run_name's, as Prefect formats it
     retries=NETWORK_RETRIES,
     retry_delay_seconds=NETWORK_BACKOFF,
     retry_jitter_factor=NETWORK_JITTER,

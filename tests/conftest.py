@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,10 @@ def index(tmp_path: Path):
 def index_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WHEELFLOW_STAGING_USERNAME", INDEX_USER)
     monkeypatch.setenv("WHEELFLOW_STAGING_PASSWORD", INDEX_PASSWORD)
+
+
+#: A smoke test that keeps its release Running until something ends it (a kill, a cancel).
+SLEEPING_SMOKE = "python -c 'import time; time.sleep(600)'"
 
 
 def make_project(
@@ -302,6 +307,28 @@ def stop_processes(*procs: subprocess.Popen, grace: float = 30) -> None:
                 proc.wait()
 
 
+def kill_process_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc`` and every process below it (a machine that died: a worker and its flow runs)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [proc.pid], [proc.pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # a short-lived child (git, pip) that ended meanwhile
+    proc.wait()
+
+
 def start_prefect_server(
     home: Path, env_extra: dict[str, str] | None = None, port: int | None = None
 ) -> tuple[subprocess.Popen, str]:
@@ -313,6 +340,8 @@ def start_prefect_server(
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_URL": "",
+        # its UI asks the API at this address (by default the default port's): a UI page renders
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
         **(env_extra or {}),
     }
     log = open(home / "server.log", "ab")

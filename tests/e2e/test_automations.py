@@ -19,7 +19,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import INDEX_PASSWORD, INDEX_USER, WebhookReceiver, git, make_project, run_cli, wait_for
+from conftest import (
+    INDEX_PASSWORD,
+    INDEX_USER,
+    SLEEPING_SMOKE,
+    WebhookReceiver,
+    git,
+    kill_process_tree,
+    make_project,
+    run_cli,
+    wait_for,
+)
 from projects import make_matrix_project
 
 HEARTBEAT = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY's minimum
@@ -40,22 +50,6 @@ def remove_automations_afterwards(prefect_api):
     from wheelflow.adapters.prefect_api import install_automations
 
     install_automations([], [])
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 @contextmanager
@@ -138,12 +132,7 @@ def _kill_after_first_heartbeat(proc: subprocess.Popen, run_id: str) -> None:
         120,
         "the run's first heartbeat",
     )
-    for pid in [proc.pid, *_descendants(proc.pid)]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # a short-lived child (git, pip) that ended meanwhile
-    proc.wait()
+    kill_process_tree(proc)
 
 
 @pytest.mark.case(
@@ -254,13 +243,7 @@ def _slow_project(root: Path, index, version: str) -> Path:
     """A release that stays Running (its smoke test sleeps) until something ends it. Each test releases
     its own version: a run killed or cancelled by an earlier test may hold its version's lock until the
     lease lapses, and a run waiting for it would measure that wait, not what the test is about."""
-    project = make_project(root, version=version, index_url=index.simple_url)
-    text = (project / "pyproject.toml").read_text()
-    smoke = [line for line in text.splitlines() if line.startswith("smoke = ")][0]
-    (project / "pyproject.toml").write_text(
-        text.replace(smoke, '''smoke = "python -c 'import time; time.sleep(600)'"''')
-    )
-    return project
+    return make_project(root, version=version, index_url=index.simple_url, smoke=SLEEPING_SMOKE)
 
 
 def _no_second_alert(receiver: WebhookReceiver, run_id: str, window: float) -> list[dict]:

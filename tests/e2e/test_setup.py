@@ -45,15 +45,57 @@ def test_setup_prepares_the_server_for_workers_and_doctor_agrees(prefect_api, tm
             ]
             assert server_checks and all(f["ok"] for f in server_checks), server_checks
         finally:  # other modules serve deployments under these names
-            for name in (
-                "release/release",
-                "release/nightly",
-                "sync-monitor/sync-monitor",
-                "backfill/backfill",
-                "upstream-check/upstream-check",
-                "build-cell/build-cell",
-            ):
-                try:
-                    client.delete_deployment(client.read_deployment_by_name(name).id)
-                except Exception:
-                    pass  # not registered: nothing to remove
+            _remove_deployments(client)
+
+
+DEPLOYMENTS = (
+    "release/release",
+    "release/nightly",
+    "sync-monitor/sync-monitor",
+    "backfill/backfill",
+    "upstream-check/upstream-check",
+    "build-cell/build-cell",
+)
+
+
+def _remove_deployments(client) -> None:
+    for name in DEPLOYMENTS:
+        try:
+            client.delete_deployment(client.read_deployment_by_name(name).id)
+        except Exception:
+            pass  # not registered: nothing to remove
+
+
+def test_setup_run_again_keeps_a_configured_nightly_and_says_so(prefect_api, tmp_path) -> None:
+    """Issue 33: a re-run of setup put nightly back to wheelflow's demo project and switched its
+    schedule off; it keeps what was configured on the server now (as a person does it in the UI)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    setup = ("setup", "--code-repository", "file:///srv/git/wheelflow.git", "--no-automations")
+    with get_client(sync_client=True) as client:
+        try:
+            first = run_cli(*setup)
+            assert first.returncode == 0, first.stderr[-3000:]
+            nightly = client.read_deployment_by_name("release/nightly")
+            (schedule,) = client.read_deployment_schedules(nightly.id)
+            assert nightly.parameters["project"] == "examples/hello-cuda" and not schedule.active
+            assert "wheelflow: nightly: schedule registered inactive until configured" in first.stderr
+            # what the waiting line tells a person to do in the UI
+            client.update_deployment(
+                nightly.id, DeploymentUpdate(parameters={"project": str(tmp_path / "ext"), "dev": True})
+            )
+            client.update_deployment_schedule(nightly.id, schedule.id, active=True)
+
+            again = run_cli(*setup)
+            assert again.returncode == 0, again.stderr[-3000:]
+            assert "wheelflow: nightly: kept the parameters set on the server: project" in again.stderr, again.stderr
+            assert "nightly: schedule registered inactive" not in again.stderr
+            nightly = client.read_deployment_by_name("release/nightly")
+            assert nightly.parameters == {"project": str(tmp_path / "ext"), "dev": True}
+            assert [s.active for s in client.read_deployment_schedules(nightly.id)] == [True]
+            release = client.read_deployment_by_name("release/release")
+            assert release.parameters == {"project": "examples/hello-cuda"}  # untouched: nothing says kept
+            assert "release: kept" not in again.stderr
+        finally:  # other modules serve deployments under these names
+            _remove_deployments(client)

@@ -9,7 +9,9 @@ first task, and `status` and `trigger` say why; `setup` is run again while the s
 run's own alert, and exactly one alert still arrives. A branch whose flows/context.py raises at import
 then fails the run: the run executes the wheelflow it pulled, all of it, not the worker's installed
 copy. Once the Variable names main, the same step releases the tag and exits 0, and the run's summary
-names the commit that ran it. GitHub is the one part that cannot exist here: its runner is this
+names the commit that ran it. Last, the worker's machine dies mid-release (SIGKILL) and `setup` is
+run again while the run still shows Running: the server marks it Crashed within the zombie window and
+exactly one alert arrives. GitHub is the one part that cannot exist here: its runner is this
 machine's bash with the GITHUB_* variables of a tag push, its server a bare repository on disk."""
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -26,14 +29,19 @@ from cistep import ci_step, tagged_repository
 from conftest import (
     INDEX_PASSWORD,
     INDEX_USER,
+    SLEEPING_SMOKE,
     WebhookReceiver,
     git,
+    kill_process_tree,
+    make_project,
     stop_processes,
     wait_for,
     wheelflow_code_remote,
 )
 
 DEDUP = 60  # long enough for `setup` to run again inside it on a loaded machine
+HEARTBEAT = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY's minimum, on the worker
+ZOMBIE = 35  # a little over one heartbeat period: the test's kill is the only silence
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +114,11 @@ def _broken_branch(code: Path) -> str:
 @pytest.mark.case(
     "fault",
     "the team path from `pip install .`: setup run inside a checkout, a crash before the first task with setup "
-    "run again inside the alert window, a code ref whose flows/context.py raises at import",
+    "run again inside the alert window, a code ref whose flows/context.py raises at import, then the worker "
+    "killed (SIGKILL) mid-release and setup run again while the run still shows Running",
     "setup works from any folder; exactly one alert for the crash; the raising ref fails the run (it runs the "
-    "code it pulled, all of it); the released run's summary names the commit that ran it",
+    "code it pulled, all of it); the released run's summary names the commit that ran it; the killed run is "
+    "marked Crashed within the zombie window and pages exactly once",
 )
 def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_the_first_task(
     fresh_prefect_server, tmp_path: Path, index, installed: Path
@@ -120,7 +130,17 @@ def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_
     main_commit = _broken_branch(code)
     receiver = WebhookReceiver()
     alerting = {"WHEELFLOW_ALERT_WEBHOOK": receiver.url}
-    setup_args = ("setup", "--code-repository", code.as_uri(), "--code-ref", "mian", "--alert-dedup-window", str(DEDUP))
+    setup_args = (
+        "setup",
+        "--code-repository",
+        code.as_uri(),
+        "--code-ref",
+        "mian",
+        "--alert-dedup-window",
+        str(DEDUP),
+        "--zombie-window",
+        str(ZOMBIE),
+    )
     # Inside a checkout, whose wheelflow/ folder lacks flows/ (pyproject maps it from the top level).
     shadow = subprocess.run(
         [str(installed / "python"), "-c", "import wheelflow.flows.release"], cwd=code, capture_output=True, text=True
@@ -140,6 +160,7 @@ def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_
         "WHEELFLOW_STAGING_USERNAME": INDEX_USER,
         "WHEELFLOW_STAGING_PASSWORD": INDEX_PASSWORD,
         "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT),
     }
     doctor = subprocess.run(
         [str(installed / "wheelflow"), "doctor", "--pool", "wheelflow-control", "--json"],
@@ -179,10 +200,9 @@ def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_
         assert verdict["reason"] == verdict["message"]
         assert "crashed before its first task: cannot fetch wheelflow's code at 'mian'" in crashed.stdout  # the CI log
         assert list(index.packages.iterdir()) == []
-        (alert,) = wait_for(
-            lambda: [a for a in receiver.received if run_id in json.dumps(a)], DEDUP + 60, "the crash's one alert"
-        )
-        assert alert["source"] == "prefect-automation" and "crashed" in alert["summary"]
+        crash_id = run_id
+        (crash_alert,) = wait_for(lambda: _alerts_about(receiver, crash_id), DEDUP + 60, "the crash's one alert")
+        assert crash_alert["source"] == "prefect-automation" and "crashed" in crash_alert["summary"]
 
         Variable.set("wheelflow_code_ref", "broken", overwrite=True)  # "edit it in the UI", as prefect.yaml says
         broken = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -207,7 +227,69 @@ def test_the_readme_team_path_releases_a_pushed_tag_and_explains_a_crash_before_
                 a for a in client.read_artifacts() if a.key == "release-ci-pkg-summary" and str(a.flow_run_id) == run_id
             ]
         assert f"wheelflow 0.1.0 at commit {main_commit[:12]} (ref main, fetched by the worker)" in summary.data
+        assert sorted(p.name for p in index.packages.iterdir()) == [
+            "ci_pkg-1.0-py3-none-any.whl",
+            "ci_pkg-1.0.tar.gz",
+        ]
+
+        # The worker's machine dies mid-release (SIGKILL: worker and run), and `setup` is run again while
+        # the run still shows Running, a zombie to be: the server still marks it Crashed within the
+        # zombie window, and exactly one alert arrives (a re-run of setup used to disarm the automations).
+        slow = make_project(tmp_path / "slow", "slow-pkg", "2.0.0", index_url=index.simple_url, smoke=SLEEPING_SMOKE)
+        started = _cli(installed, "trigger", "release", "--param", f"project={slow}", "--json", cwd=tmp_path)
+        assert started.returncode == 0, started.stderr[-3000:]
+        zombie_id = json.loads(started.stdout)["flow_run_id"]
+        wait_for(lambda: _heartbeats(zombie_id), 300, "the release's first heartbeat on the worker")
+        kill_process_tree(worker)
+        again = _cli(installed, *setup_args[:4], "main", *setup_args[5:], cwd=tmp_path, env=alerting)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "wheelflow-zombie-runs (unchanged)" in again.stderr, again.stderr
+        assert _state(zombie_id).name == "Running"  # setup ran while the run was a zombie to be
+        set_up_at = time.monotonic()
+        crashed = wait_for(
+            lambda: (s := _state(zombie_id)).name == "Crashed" and s, ZOMBIE + 30, "the run to be marked Crashed"
+        )
+        assert f"no heartbeat for {ZOMBIE} s" in crashed.message, crashed.message
+        (alert,) = wait_for(lambda: _alerts_about(receiver, zombie_id), DEDUP + 60, "the zombie's one alert")
+        assert time.monotonic() - set_up_at < ZOMBIE + DEDUP + 45  # window + dedup + evaluation
+        assert alert["source"] == "prefect-automation" and "crashed" in alert["summary"]
+        # the automation would notify again once its window had passed and the server evaluated it
+        # (every 5 s): there is no event for "decided not to fire", so watch the receiver until then
+        deadline = time.monotonic() + DEDUP + 15
+        while time.monotonic() < deadline and len(_alerts_about(receiver, zombie_id)) == 1:
+            time.sleep(0.5)  # watching for a second alert up to the automation's deadline
+        assert _alerts_about(receiver, zombie_id) == [alert]
+        # minutes after its window closed, the crash before the first task still paged once
+        assert _alerts_about(receiver, crash_id) == [crash_alert]
     finally:
         stop_processes(worker)
         receiver.close()
-    assert sorted(p.name for p in index.packages.iterdir()) == ["ci_pkg-1.0-py3-none-any.whl", "ci_pkg-1.0.tar.gz"]
+
+
+def _heartbeats(run_id: str) -> list[dict]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        answer = client.request(
+            "POST",
+            "/events/filter",
+            json={
+                "filter": {
+                    "event": {"name": ["prefect.flow-run.heartbeat"]},
+                    "resource": {"id": [f"prefect.flow-run.{run_id}"]},
+                },
+                "limit": 5,
+            },
+        )
+    return answer.json()["events"]
+
+
+def _state(run_id: str):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id).state
+
+
+def _alerts_about(receiver: WebhookReceiver, run_id: str) -> list[dict]:
+    return [a for a in receiver.received if run_id in json.dumps(a)]

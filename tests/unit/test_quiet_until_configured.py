@@ -75,3 +75,28 @@ def test_a_schedule_registered_inactive_gets_no_silent_schedule_alert(monkeypatc
     installed.clear()
     plan(args, monitor_interval=None)()
     assert {"wheelflow-silent-sync-monitor", "wheelflow-silent-nightly"} <= set(installed)
+
+
+def test_a_re_run_of_setup_keeps_what_users_configured_on_the_deployments() -> None:
+    """Issue 33: `setup` run again registered the shipped deployments over the configured ones: nightly
+    went back to the demo project with its schedule off. Now the server's values win, for parameters
+    the flow still takes, and a schedule a person switched is kept (sync-monitor follows its Variable)."""
+    from wheelflow.deployments.configured import Registered, changed_by_user, kept_parameters, schedules_off
+
+    shipped = {"project": "examples/hello-cuda", "dev": True}
+    nightly = Registered({"project": "/srv/projects/ext", "dev": True, "renamed_away": 1}, schedule_on=True)
+    kept = kept_parameters(shipped, {"project", "dev", "version"}, nightly)
+    assert kept == {"project": "/srv/projects/ext", "dev": True}
+    assert changed_by_user(shipped, kept) == ["project"]
+    assert kept_parameters(shipped, {"project", "dev"}, None) == shipped  # not on the server yet
+
+    waiting, kept_off = schedules_off({"nightly": nightly}, None)
+    assert "nightly" not in waiting and "nightly" not in kept_off  # configured and switched on: stays on
+    assert set(waiting) == {"sync-monitor", "upstream-check"}
+
+    switched_off = Registered({"project": "/srv/projects/ext"}, schedule_on=False)
+    waiting, kept_off = schedules_off({"nightly": switched_off, "sync-monitor": Registered({}, False)}, [{"n": 1}])
+    assert "kept off" in kept_off["nightly"] and "nightly" not in waiting
+    assert "sync-monitor" not in kept_off  # its Variable is set: setup switches it on
+    demo = Registered({"project": "examples/hello-cuda"}, schedule_on=True)
+    assert "nightly" in schedules_off({"nightly": demo}, None)[0]  # the demo project stays waiting

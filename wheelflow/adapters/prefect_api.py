@@ -24,6 +24,7 @@ from wheelflow.ops.approval import cap_reason
 from wheelflow.ops.incidents import VARIABLE_PREFIX, Incident, variable_name
 from wheelflow.ops.orchestration import deployment_not_found, strict_schema
 from wheelflow.ops.runhistory import TaskHistory, entry_from_state, retry_errors
+from wheelflow.ops.verdict import verdict_run_name
 
 # -- Secret blocks ---------------------------------------------------------------------------------
 
@@ -989,6 +990,84 @@ class PullSteps:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PullSteps) and other.steps == self.steps
+
+
+#: The state name a rolled-back upload's task run ends in: not Completed (drawn green in the run
+#: graph as if the file were published) but Cancelled, named for what happened.
+ROLLED_BACK = "Rolled back"
+
+
+def mark_rolled_back(flow_run_id: Any, task_run_names: list[str], settle: float = 10.0) -> list[str]:
+    """Move these Completed task runs of the flow run (uploads whose files the rollback removed) to a
+    Cancelled state named "Rolled back", so that the run graph stops drawing them green; the names
+    it marked. Task states reach the server through events: a run not recorded Completed yet is
+    waited for up to ``settle`` seconds. Never raises: the release's own rollback must go on."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
+    from prefect.states import Cancelled
+
+    wanted = set(task_run_names)
+    if not wanted:
+        return []
+    try:
+        with get_client(sync_client=True) as client:
+            deadline = time.monotonic() + settle
+            while True:
+                runs = client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                    task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=sorted(wanted))),
+                )
+                completed = [r for r in runs if r.state is not None and r.state.is_completed()]
+                if {r.name for r in completed} >= wanted or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)  # the server records task states from events: eventually consistent
+            for run in completed:
+                client.set_task_run_state(
+                    run.id,
+                    Cancelled(name=ROLLED_BACK, message="uploaded, then removed by the release's rollback"),
+                    force=True,
+                )
+            return sorted(r.name for r in completed)
+    except Exception:
+        return []
+
+
+def name_run_after_verdict(flow_run_id: Any, verdict: str) -> str | None:
+    """Rename the flow run after its verdict (what the UI's run header and run lists show without
+    hovering; see wheelflow.ops.verdict); its new name, or None when the API could not be written.
+    Never raises: the alert that follows must go out."""
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(flow_run_id)
+            name = verdict_run_name(run.name, verdict)
+            if name != run.name:
+                client.update_flow_run(flow_run_id, name=name)
+            return name
+    except Exception:
+        return None
+
+
+def registered_deployments(full_names: list[str]) -> dict[str, tuple[dict[str, Any], bool | None]]:
+    """The named deployments ("release/nightly") the server already has, by deployment name: their
+    parameters as set there (the UI's edits included) and whether any of their schedules is on (None:
+    they have none). What a re-registration must not undo."""
+    from prefect.exceptions import ObjectNotFound
+
+    found: dict[str, tuple[dict[str, Any], bool | None]] = {}
+    with get_client(sync_client=True) as client:
+        for full_name in full_names:
+            try:
+                deployment = client.read_deployment_by_name(full_name)
+            except ObjectNotFound:
+                continue
+            schedules = client.read_deployment_schedules(deployment.id)
+            on = any(s.active for s in schedules) if schedules else None
+            found[deployment.name] = (dict(deployment.parameters or {}), on)
+    return found
+
+
+def parameter_names(deployment: Any) -> set[str]:
+    """The parameter names a RunnerDeployment's flow takes."""
+    return set(deployment._parameter_openapi_schema.properties)
 
 
 def register_deployments(deployments: list[Any], pull_steps: list[dict[str, Any]]) -> list[str]:

@@ -77,12 +77,15 @@ def run(args: argparse.Namespace) -> int:
         ensure_process_pool,
         ensure_secret,
         finish_registration,
+        parameter_names,
         read_variable,
         register_deployments,
+        registered_deployments,
         server_problem,
         write_variable,
     )
-    from wheelflow.deployments import PROJECTS_VARIABLE, PULL_STEPS, project_deployments, waiting_for_configuration
+    from wheelflow.deployments import PROJECTS_VARIABLE, PULL_STEPS, project_deployments
+    from wheelflow.deployments.configured import Registered, changed_by_user, kept_parameters, schedules_off
     from wheelflow.source.gitauth import refuse_url_credentials
 
     # Every input first: nothing changes on the server until all of them are good.
@@ -97,9 +100,26 @@ def run(args: argparse.Namespace) -> int:
     problem = server_problem() if os.environ.get("PREFECT_API_URL") else "PREFECT_API_URL is not set"
     if problem:
         raise SpecError("PREFECT_API_URL", problem, "export PREFECT_API_URL=http://SERVER:4200/api")
-    waiting = waiting_for_configuration(None, read_variable(PROJECTS_VARIABLE))
-    deployments = project_deployments(inactive=waiting, module_entrypoints=True)
-    automations = None if args.no_automations else plan(args, monitor_interval=args.monitor_interval, inactive=waiting)
+    # A re-run keeps what users configured on the deployments (nightly's project, a schedule switched
+    # on or off in the UI): registering the shipped ones again must not reset them to the demo project.
+    shipped = project_deployments(module_entrypoints=True)
+    registered = {
+        name: Registered(parameters, on)
+        for name, (parameters, on) in registered_deployments([d.full_name for d in shipped]).items()
+    }
+    waiting, kept_off = schedules_off(registered, read_variable(PROJECTS_VARIABLE))
+    deployments = project_deployments(inactive={**waiting, **kept_off}, module_entrypoints=True)
+    kept: dict[str, list[str]] = {}
+    for deployment in deployments:
+        defaults = dict(deployment.parameters)
+        deployment.parameters = kept_parameters(defaults, parameter_names(deployment), registered.get(deployment.name))
+        if changed := changed_by_user(defaults, deployment.parameters):
+            kept[deployment.name] = changed
+    automations = (
+        None
+        if args.no_automations
+        else plan(args, monitor_interval=args.monitor_interval, inactive={**waiting, **kept_off})
+    )
 
     changes = ServerChanges()
     step, changed = changes.step, changes.changed
@@ -125,8 +145,12 @@ def run(args: argparse.Namespace) -> int:
         lambda: finish_registration(names, {"sync-monitor": "sync-monitor" not in waiting}),
     )
     say(f"wheelflow: deployments {', '.join(names)} registered; unknown parameters are refused")
+    for name, names_kept in kept.items():
+        say(f"wheelflow: {name}: kept the parameters set on the server: {', '.join(names_kept)}")
     for name, what in waiting.items():
         say(f"wheelflow: {name}: schedule registered inactive until configured: {what}")
+    for name, why in kept_off.items():
+        say(f"wheelflow: {name}: schedule {why}")
     if automations is not None:
         step("installing the automations", automations)
     say("wheelflow: next, on each worker machine: wheelflow doctor, then prefect worker start --pool POOL")

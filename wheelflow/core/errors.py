@@ -237,7 +237,7 @@ class CellUnbuildable(WheelflowError):
 
 class ReleaseStepFailed(WheelflowError):
     """A release stopped at one step: the run's final state message names the step and its error
-    (the Prefect UI shows it in the run's header); the step's own error is ``__cause__``."""
+    (`status`, `trigger`, the alert; the Prefect UI on hover); the step's own error is ``__cause__``."""
 
     def __init__(self, step: str, error: WheelflowError) -> None:
         self.step, self.error = step, error
