@@ -55,6 +55,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: ``pypi-server`` with direct lookups for a download and an upload's check (wheelflow.index.freshdir):
+#: pypiserver's own walk of the whole folder per request made a 2,000-file release spend minutes there.
+FRESH_DIR_PYPISERVER = (sys.executable, "-m", "wheelflow.index.freshdir")
+
+
 def pypiserver_executable() -> str:
     sibling = Path(sys.executable).with_name("pypi-server")  # the one installed with wheelflow
     return str(sibling) if sibling.exists() else shutil.which("pypi-server") or "pypi-server"
@@ -76,7 +81,7 @@ def pypiserver_command(packages: Path, htpasswd: Path | None, port: int, *, log_
         else []
     )
     return [
-        pypiserver_executable(),
+        *FRESH_DIR_PYPISERVER,
         "run",
         "-p",
         str(port),
