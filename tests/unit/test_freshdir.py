@@ -25,6 +25,9 @@ def packages(tmp_path: Path) -> Path:
     (root / ".dot-1.0.tar.gz").write_bytes(b"no")
     (root / "notes.txt").write_bytes(b"not a package")
     (tmp_path / "outside-1.0.tar.gz").write_bytes(b"outside")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "linked-1.0.tar.gz").write_bytes(b"linked")
+    (root / "link").symlink_to(tmp_path / "elsewhere")  # a linked folder: pypiserver's walk does not enter it
     return root
 
 
@@ -32,13 +35,21 @@ def test_lookups_answer_as_pypiservers_own_walk(packages: Path) -> None:
     from pypiserver.backend import all_listed_files, listdir
 
     served = {p.relfn_unix for p in listdir(packages)}
-    for name in [WHEEL, "sub/other-2.0.tar.gz", ".hidden/secret-1.0.tar.gz", ".dot-1.0.tar.gz", "notes.txt"]:
+    names = [WHEEL, "sub/other-2.0.tar.gz", ".hidden/secret-1.0.tar.gz", ".dot-1.0.tar.gz", "notes.txt"]
+    for name in [*names, "link/linked-1.0.tar.gz"]:
         assert (served_file([packages], name) is not None) == (name in served), name
     assert served_file([packages], "../outside-1.0.tar.gz") is None
     assert served_file([packages], "missing-1.0.tar.gz") is None
 
     listed = {p.name for p in all_listed_files(packages)}
-    for name in [WHEEL, "other-2.0.tar.gz", "secret-1.0.tar.gz", ".dot-1.0.tar.gz", "missing-1.0.tar.gz"]:
+    for name in [
+        WHEEL,
+        "other-2.0.tar.gz",
+        "secret-1.0.tar.gz",
+        ".dot-1.0.tar.gz",
+        "missing-1.0.tar.gz",
+        "linked-1.0.tar.gz",
+    ]:
         assert has_file(packages, name) == (name in listed), name
 
 

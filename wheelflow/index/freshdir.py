@@ -32,8 +32,10 @@ def served_file(roots: Iterable[Path | str], filename: str) -> Path | None:
     if guess_pkgname_and_version(parts[-1]) is None:
         return None
     for root in roots:
-        path = Path(root).resolve().joinpath(*parts)
-        if path.is_file():
+        base = Path(root).resolve()
+        path = base.joinpath(*parts)
+        folders = [base.joinpath(*parts[:i]) for i in range(1, len(parts))]
+        if path.is_file() and not any(folder.is_symlink() for folder in folders):  # its walk skips linked folders
             return path
     return None
 
