@@ -22,6 +22,7 @@ A Prefect server of its own is started for the run (SQLite, on loopback).
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import resource
 import statistics
@@ -195,6 +196,7 @@ def main() -> int:
         started = time.perf_counter()
         state = release(project=str(project), version="1.0.0", builder="local", return_state=True)
         wall = time.perf_counter() - started
+        ended_at = datetime.datetime.now(datetime.timezone.utc)
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if not state.is_completed():
             print(f"release failed: {state.message}", file=sys.stderr)
@@ -216,6 +218,8 @@ def main() -> int:
     matrix_wall = (
         max(r.end_time for r in cells) - min(r.start_time for r in cells if r.name.startswith("build["))
     ).total_seconds()
+    checks = [r for r in runs if r.name.startswith(("verify-served[", "install-and-smoke[", "install[")) and r.end_time]
+    after_checks = (ended_at - max(r.end_time for r in checks)).total_seconds() if checks else 0.0
     if len(cells) < 2 * args.cells:
         print(f"note: {2 * args.cells - len(cells)} build/smoke task runs had no end time on the server yet")
     print(
@@ -224,7 +228,8 @@ def main() -> int:
     )
     print(
         f"phases (first start to last end): build {build_wall:.1f} s, smoke {smoke_wall:.1f} s "
-        f"(overlapping: matrix {matrix_wall:.1f} s), upload {upload_wall:.1f} s, prove {prove_wall:.1f} s"
+        f"(overlapping: matrix {matrix_wall:.1f} s), upload {upload_wall:.1f} s, prove {prove_wall:.1f} s, "
+        f"after the last check (artifacts, report) {after_checks:.1f} s"
     )
     print(f"sum of task run times: builds {build_sum:.1f} s, smokes {smoke_sum:.1f} s")
     if args.dry:

@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
 from wheelflow.adapters.prefect_api import Decision, mark_rolled_back, read_record, read_secret
-from wheelflow.config.routing import routed
+from wheelflow.config.routing import routed, routes
 from wheelflow.config.spec import Target
 from wheelflow.core.cancel import RunCancelled
 from wheelflow.core.distributions import Distribution, describe
@@ -257,7 +257,7 @@ def finalize_stages(ctx: ReleaseContext, stages: list[Stage]) -> None:
 def refuse_unrouted(ctx: ReleaseContext, dists: list[Distribution]) -> None:
     """A built file that no target takes would be built but never published: refuse up front."""
     for dist in dists:
-        if not any(dist in routed(dists, t) for t in ctx.targets):
+        if not any(routes(dist, t) for t in ctx.targets):  # per file: routed(dists, t) per file was quadratic
             raise PublishError(
                 f"built but not published: {dist.filename} is routed to no target "
                 f'({", ".join(t.name for t in ctx.targets)}); fix: add "{dist.kind}" to a target\'s artifacts, '

@@ -28,6 +28,7 @@ class Rule:
     path_prefix: str = ""  # only requests whose path starts with this
     delay: float = 0.0  # forward, but answer only after this many seconds (a slow index)
     body_contains: bytes = b""  # only requests whose body holds these bytes (e.g. one upload's file name)
+    retry_after: str = ""  # the fault's Retry-After header (clients that honour it wait this long)
 
 
 class FaultProxy:
@@ -105,6 +106,8 @@ class FaultProxy:
                     proxy.seen.append((self.command, self.path, status))
                 self.send_response(status, rule.body if rule and rule.body else None)
                 self.send_header("content-type", ctype)
+                if rule is not None and rule.retry_after:
+                    self.send_header("retry-after", rule.retry_after)
                 if rule is None:  # what installers' caches revalidate with
                     for name in ("etag", "last-modified"):
                         if name in upstream.headers:
@@ -117,7 +120,7 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST = do_HEAD = _handle
+            do_GET = do_POST = do_HEAD = do_PATCH = do_PUT = do_DELETE = _handle
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -25,6 +25,7 @@ from wheelflow.adapters import localserver
 from wheelflow.index import localindex
 
 WATCHDOG_MODULE = b"wheelflow.adapters.serverwatch"
+FRESH_DIR = b"wheelflow.index.freshdir"  # a home index's pypiserver: python -m wheelflow.index.freshdir
 
 
 def configure(config: pytest.Config) -> None:
@@ -51,7 +52,7 @@ def servers_under(root: Path) -> dict[int, str]:
             home = Path(os.fsdecode(argv[argv.index(b"--home") + 1]))
         elif b"prefect" in b" ".join(argv) and b"server" in argv and b"start" in argv:
             home = cwd.parent  # the server runs in its home's `prefect` folder
-        elif any(arg.endswith(b"pypi-server") for arg in argv[:2]) and cwd.name == "index":
+        elif (any(arg.endswith(b"pypi-server") for arg in argv[:2]) or FRESH_DIR in argv) and cwd.name == "index":
             home = cwd.parent  # a home index's pypiserver runs in its home's `index` folder
         else:
             continue

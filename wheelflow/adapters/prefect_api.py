@@ -9,6 +9,7 @@ Prefect server. ``PREFECT_API_URL`` and ``PREFECT_API_KEY`` name the server, as 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -89,6 +90,32 @@ def write_variable(name: str, value: Any, tags: tuple[str, ...] = ()) -> None:
 TRANSIENT_STATUSES = frozenset({503})
 
 
+#: Set while :func:`without_waiting` makes its own quick attempts: Prefect's client skips its pause then.
+_NO_CLIENT_PAUSE: contextvars.ContextVar[bool] = contextvars.ContextVar("wheelflow_no_client_pause", default=False)
+
+
+class _ClientClock:
+    """``prefect.client.base``'s ``time`` module, except that ``sleep`` returns at once while
+    ``_NO_CLIENT_PAUSE`` is set. Prefect's sync client sleeps its back-off after a 503 even when no retry
+    is left (PREFECT_CLIENT_MAX_RETRIES=0 still slept 2 s, or the answer's Retry-After, before handing the
+    503 back), so "retried at once" waited 2 s all the same. Everywhere else it sleeps as before."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        if not _NO_CLIENT_PAUSE.get():
+            time.sleep(seconds)
+
+
+def _skip_client_pauses_where_asked() -> None:
+    import prefect.client.base
+
+    if not isinstance(prefect.client.base.time, _ClientClock):
+        prefect.client.base.time = _ClientClock()  # type: ignore[assignment]
+
+
 def without_waiting(call: Callable[[], Any], *, within: float = 1.0) -> Any:
     """``call`` (one API request or a few), first with Prefect's client retries off and retried at once
     on a transient refusal for up to ``within`` seconds, then as usual. A write that meets another one
@@ -99,11 +126,16 @@ def without_waiting(call: Callable[[], Any], *, within: float = 1.0) -> Any:
     import httpx
     from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
+    _skip_client_pauses_where_asked()
     deadline, pause = time.monotonic() + within, 0.01
     while time.monotonic() < deadline:
         try:
             with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
-                return call()
+                asked = _NO_CLIENT_PAUSE.set(True)
+                try:
+                    return call()
+                finally:
+                    _NO_CLIENT_PAUSE.reset(asked)
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code not in TRANSIENT_STATUSES:
                 raise
@@ -532,9 +564,55 @@ def serve_deployments(deployments: list[Any]) -> None:
         for deployment_id in ids:
             strict_parameters(client, client.read_deployment(deployment_id))
     try:
-        asyncio.run(runner.start())
+        asyncio.run(_run_served(runner))
     except (KeyboardInterrupt, TerminationSignal):
         pass
+
+
+async def _run_served(runner: Any) -> None:
+    """``runner.start()``, and each flow run created for the runner's deployments (``trigger``, the
+    UI, a schedule) submitted as soon as the server announces it, not at the runner's next poll
+    (``PREFECT_RUNNER_POLL_FREQUENCY``: 10 s by default, a median 5 s wait per triggered release).
+    The submission is the runner's own (Pending, then its process; the run's states and retries as
+    before); the poll goes on as the fallback when the event stream is away."""
+    import asyncio
+
+    wake = asyncio.create_task(_submit_when_scheduled(runner))
+    try:
+        await runner.start()
+    finally:
+        wake.cancel()
+
+
+async def _submit_when_scheduled(runner: Any, *, reconnect_after: float = 5.0) -> None:
+    """Ask ``runner`` for its scheduled runs on each ``prefect.flow-run.Scheduled`` event."""
+    import asyncio
+    import logging
+
+    from prefect.events.clients import get_events_subscriber
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+    from prefect.settings import PREFECT_API_URL
+    from prefect.types._datetime import now
+
+    if not PREFECT_API_URL.value():  # no server of its own to listen to: a second temporary one would start
+        return
+    while True:
+        try:
+            # only events from now on: the server would otherwise replay the last ones first
+            wanted = EventFilter(
+                occurred=EventOccurredFilter(since=now("UTC")),
+                event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
+            )
+            async with get_events_subscriber(filter=wanted) as events:
+                async for _ in events:
+                    if runner.started and not runner.stopping:
+                        # the runner's own query and submission: runs it already submits are skipped there
+                        await runner._get_and_submit_flow_runs()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the stream is a shortcut; the runner's poll still starts every run
+            logging.getLogger("wheelflow").debug("flow run events unavailable (%s); polling only", exc)
+        await asyncio.sleep(reconnect_after)  # the server restarting: try the stream again later
 
 
 # -- one release at a time --------------------------------------------------------------------------
@@ -602,7 +680,8 @@ def held_alone(key: str, *, timeout: float = 1800.0, log: Callable[[str], None] 
                     f"which holds {key}"
                 )
         try:
-            stack.enter_context(concurrency(key, occupy=1, timeout_seconds=timeout, **HOLD))
+            if held or not stack.enter_context(_free_slot(key)):
+                stack.enter_context(concurrency(key, occupy=1, timeout_seconds=timeout, **HOLD))
         except TimeoutError:
             still = parse_holder(read_variable(holder_variable))
             raise ReleaseBusy(
@@ -621,6 +700,45 @@ def held_alone(key: str, *, timeout: float = 1800.0, log: Callable[[str], None] 
                 write_variable(holder_variable, RELEASED)
             except Exception as exc:  # the server is away: the next holder takes this for a dead one
                 log(f"could not record that {key} was let go ({type(exc).__name__})")
+
+
+@contextlib.contextmanager
+def _free_slot(key: str) -> Iterator[bool]:
+    """Take ``key``'s free slot with one request of our own, holding it (lease renewed, released on
+    exit) for the block; yields False, holding nothing, when another holder has it (Prefect's
+    ``concurrency`` then waits for it). Prefect's slot service sends the same request, but a 503 from
+    a SQLite server that is writing the run's task states ("database is locked", milliseconds) made
+    its client sleep 2 s before the retry, in most releases; here it is retried at once."""
+    import httpx
+    from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
+    from prefect.concurrency._events import emit_concurrency_acquisition_events, emit_concurrency_release_events
+    from prefect.concurrency._leases import maintain_concurrency_lease
+
+    with get_client(sync_client=True) as client:
+        try:
+            response = without_waiting(
+                lambda: client.increment_concurrency_slots_with_lease(
+                    names=[key], slots=1, mode="concurrency", lease_duration=LEASE
+                )
+            )
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 423:  # 423 Locked: the slot is taken
+                raise
+            response = None
+    taken = ConcurrencyLimitWithLeaseResponse.model_validate(response.json()) if response is not None else None
+    if taken is None or not taken.limits:  # taken, or deleted since we read it (Prefect's strict path says so)
+        yield False
+        return
+    events = emit_concurrency_acquisition_events(taken.limits, 1)
+    try:
+        with maintain_concurrency_lease(
+            taken.lease_id, LEASE, raise_on_lease_renewal_failure=HOLD["raise_on_lease_renewal_failure"]
+        ):
+            yield True
+    finally:
+        with get_client(sync_client=True) as client:
+            without_waiting(lambda: client.release_concurrency_slots_with_lease(taken.lease_id))
+        emit_concurrency_release_events(taken.limits, 1, events)
 
 
 def _crash_dead_holder(holder: Any, key: str, me: str, log: Callable[[str], None]) -> None:

@@ -9,29 +9,12 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import json
 import os
 import sys
 from collections.abc import Sequence
 
-from wheelflow.cli import (
-    approve,
-    automations,
-    backfill,
-    check,
-    doctor,
-    images,
-    matrix,
-    monitor,
-    release,
-    schema,
-    serve,
-    server,
-    setup,
-    status,
-    trigger,
-    verify,
-)
 from wheelflow.cli.common import say
 from wheelflow.config.bounds import quoted
 from wheelflow.core.errors import ExitCode, ServerUnavailable, UsageError, WheelflowError
@@ -51,33 +34,40 @@ class Parser(argparse.ArgumentParser):
         raise ArgumentsRefused(f"{self.prog}: {message}")
 
 
-COMMANDS = (
-    release,
-    backfill,
-    verify,
-    check,
-    matrix,
-    images,
-    monitor,
-    trigger,
-    status,
-    approve,
-    serve,
-    setup,
-    doctor,
-    automations,
-    server,
-    schema,
+#: Each command's module (``wheelflow.cli.<name>``), in the order ``--help`` lists them.
+COMMAND_NAMES = (
+    "release",
+    "backfill",
+    "verify",
+    "check",
+    "matrix",
+    "images",
+    "monitor",
+    "trigger",
+    "status",
+    "approve",
+    "serve",
+    "setup",
+    "doctor",
+    "automations",
+    "server",
+    "schema",
 )
+
 
 #: The commands that keep state under $WHEELFLOW_HOME (checked writable before they start).
 USES_HOME = frozenset({"release", "backfill", "verify", "check", "monitor", "images", "serve"})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The command line's parser: with the command named in ``argv``, only that command's (its
+    module alone is imported: ``trigger`` and ``status`` in CI need neither the builders nor the
+    checks); else every command's, for ``--help`` and for a refusal that lists them."""
+    named = next((a for a in argv if not a.startswith("-")), None)
     parser = Parser(prog="wheelflow", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in COMMANDS:
+    for name in (named,) if named in COMMAND_NAMES else COMMAND_NAMES:
+        command = importlib.import_module(f"wheelflow.cli.{name}")
         command.add_parser(commands).set_defaults(
             run=command.run, needs_prefect=getattr(command, "NEEDS_PREFECT", False)
         )
@@ -96,11 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     as_json = "--json" in argv  # before parsing: an option refused by its type is shown the same way
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args = build_parser(argv).parse_args(argv)
         except ArgumentsRefused as exc:
-            names = {c.__name__.rsplit(".", 1)[-1] for c in COMMANDS}
             command = next((a for a in argv if not a.startswith("-")), None)
-            fix = f"see `wheelflow {command} --help`" if command in names else "see `wheelflow --help`"
+            fix = f"see `wheelflow {command} --help`" if command in COMMAND_NAMES else "see `wheelflow --help`"
             error = f"usage error: {exc}; fix: {fix}"
             if as_json:
                 print(json.dumps({"ok": False, "error": error, "exit_code": int(ExitCode.BAD_INPUT)}, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import subprocess
@@ -72,6 +73,7 @@ def artifact_kind_of(filename: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=8192)  # asked of each file by every check and route; a release has thousands
 def parse_filename(filename: str) -> tuple[NormalizedName, Version] | None:
     """(normalised name, version) from a wheel or sdist filename, or None if it does not parse."""
     try:

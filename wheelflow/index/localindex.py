@@ -19,7 +19,6 @@ import fcntl
 import json
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -55,9 +54,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def pypiserver_executable() -> str:
-    sibling = Path(sys.executable).with_name("pypi-server")  # the one installed with wheelflow
-    return str(sibling) if sibling.exists() else shutil.which("pypi-server") or "pypi-server"
+#: ``pypi-server`` with direct lookups for a download and an upload's check (wheelflow.index.freshdir):
+#: pypiserver's own walk of the whole folder per request made a 2,000-file release spend minutes there.
+FRESH_DIR_PYPISERVER = (sys.executable, "-m", "wheelflow.index.freshdir")
 
 
 def pypiserver_command(packages: Path, htpasswd: Path | None, port: int, *, log_requests: bool = False) -> list[str]:
@@ -76,7 +75,7 @@ def pypiserver_command(packages: Path, htpasswd: Path | None, port: int, *, log_
         else []
     )
     return [
-        pypiserver_executable(),
+        *FRESH_DIR_PYPISERVER,
         "run",
         "-p",
         str(port),
