@@ -50,6 +50,28 @@ def test_a_rewritten_wheel_keeps_a_correct_record(tmp_path: Path) -> None:
     assert {i.date_time for i in infos.values()} == {(2026, 3, 1, 12, 0, 0)}
 
 
+def test_a_repaired_wheels_directory_entries_get_the_commit_time_and_stay_directories(tmp_path: Path) -> None:
+    """auditwheel's repair writes the wheel again, with directory entries and the time of day: two
+    fresh homes repaired the same built wheel into two wheels that differed in entry times only."""
+    wheel = tmp_path / "tiny_pkg-1.0.0-cp311-cp311-manylinux_2_34_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        folder = zipfile.ZipInfo("tiny_pkg/", date_time=(2026, 12, 7, 7, 4, 52))
+        folder.external_attr = (0o40775 << 16) | 0x10
+        zf.writestr(folder, b"")
+        module = zipfile.ZipInfo("tiny_pkg/_core.so", date_time=(2026, 12, 7, 7, 4, 52))
+        module.external_attr = 0o100775 << 16
+        zf.writestr(module, b"\x7fELF")
+
+    assert normalise_wheel(wheel, COMMIT_EPOCH) is True
+    assert normalise_wheel(wheel, COMMIT_EPOCH) is False
+    with zipfile.ZipFile(wheel) as zf:
+        infos = {i.filename: i for i in zf.infolist()}
+        assert zf.read("tiny_pkg/_core.so") == b"\x7fELF"
+    assert infos["tiny_pkg/"].is_dir() and oct(infos["tiny_pkg/"].external_attr >> 16) == "0o40755"
+    assert oct(infos["tiny_pkg/_core.so"].external_attr >> 16) == "0o100755"
+    assert {i.date_time for i in infos.values()} == {(2026, 3, 1, 12, 0, 0)}
+
+
 SOURCE = '#include <stdio.h>\nint main(void) { printf("%s\\n", __FILE__); return 0; }\n'
 KERNEL = (
     '#include <cstdio>\n__global__ void k(float *x) { x[0] = 1; }\nint main() { std::printf("%s\\n", __FILE__); }\n'

@@ -92,9 +92,16 @@ def normalise_sdist(path: Path, epoch: int) -> None:
             os.replace(rewritten, path)
 
 
+def _canonical_wheel_mode(info: zipfile.ZipInfo) -> int:
+    """A directory entry (auditwheel's repair writes them) stays a directory; every other entry is a
+    regular file, 0644 or 0755."""
+    if info.is_dir():
+        return stat.S_IFDIR | 0o755
+    return stat.S_IFREG | canonical_mode(info.external_attr >> 16)
+
+
 def _wheel_entry_is_canonical(info: zipfile.ZipInfo, date_time: tuple[int, ...]) -> bool:
-    mode = info.external_attr >> 16
-    return info.date_time == date_time and mode == stat.S_IFREG | canonical_mode(mode)
+    return info.date_time == date_time and info.external_attr >> 16 == _canonical_wheel_mode(info)
 
 
 def normalise_wheel(path: Path, epoch: int) -> bool:
@@ -118,7 +125,7 @@ def normalise_wheel(path: Path, epoch: int) -> bool:
                         entry = zipfile.ZipInfo(info.filename, date_time=date_time)
                         entry.compress_type = info.compress_type
                         entry.create_system = 3  # unix: the mode bits below are read
-                        entry.external_attr = (stat.S_IFREG | canonical_mode(info.external_attr >> 16)) << 16
+                        entry.external_attr = _canonical_wheel_mode(info) << 16 | (0x10 if info.is_dir() else 0)
                         entry.file_size = info.file_size  # only decides whether the entry needs zip64 headers
                         with source.open(info) as data, out.open(entry, "w") as sink:
                             for block in budget.blocks(data, info.filename):

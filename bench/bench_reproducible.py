@@ -1,0 +1,131 @@
+"""Benchmark: are compiled wheels byte-identical when two fresh homes build the same commit?
+
+Builds one cell of an example twice with the local builder, each time as a release does (the same
+SOURCE_DATE_EPOCH, the spec's repair step), but from a fresh WHEELFLOW_HOME and a copy of the project
+at another path, then prints both wheels' sha256 and, when they differ, which files inside differ
+(``diffoscope`` shows how, when it is installed).
+
+    python bench/bench_reproducible.py --example hello-cuda [--cell NAME]
+    python bench/bench_reproducible.py --example torch-ext [--wheels DIR] [--keep DIR]
+
+torch-ext builds against torch 2.14.1 from DIR (default: ~/.cache/wheelflow-tests/wheels; filled with
+pip download when torch is missing), for sm_90 only (its spec's TORCH_CUDA_ARCH_LIST). Needs nvcc at
+/usr/local/cuda; torch-ext also needs ninja.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+EPOCH = 1767225600  # 2026-01-01: what a release takes from the commit's time
+
+
+def build_in_fresh_home(example: str, root: Path, label: str, cell_name: str | None) -> tuple[Path, float]:
+    """One cell's wheel, built as a release builds it, from a fresh home and a copy of the project."""
+    from wheelflow.builds.builders.local import LocalBuilder
+    from wheelflow.builds.cells import build_cell_wheel
+    from wheelflow.config.spec import load_spec
+    from wheelflow.tasks.matrix import CellJob
+
+    home = root / f"home-{label}"
+    os.environ["WHEELFLOW_HOME"] = str(home)
+    # another path for each copy: what the compilers record must not depend on it
+    project = root / f"checkout-{label}-{'x' * (3 if label == 'a' else 11)}" / example
+    shutil.copytree(REPO / "examples" / example, project, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    spec = load_spec(project)
+    cells = [c for c in spec.matrix.cells if cell_name in (None, c.name)]
+    cell = cells[-1]
+    job = CellJob(
+        str(project),
+        "bench",
+        spec.name,
+        "0.1.0",
+        dict(spec.build_env),
+        str(home),
+        "bench",
+        EPOCH,
+        repair=spec.repair,
+        build_requires=spec.build_requires,
+        build_isolation=spec.build_isolation,
+    )
+    lines: list[str] = []
+    started = time.perf_counter()
+    try:
+        built = build_cell_wheel(
+            LocalBuilder(),
+            cell,
+            project=project,
+            source_digest="bench",
+            name=spec.name,
+            version="0.1.0",
+            build_env=job.build_env,
+            home=home,
+            log=lines.append,
+            labels={},
+            source_date_epoch=EPOCH,
+            repair=spec.repair,
+            setup=job.setup(cell),
+        )
+    except Exception:
+        print("\n".join(lines[-40:]), file=sys.stderr)
+        raise
+    return built.wheel.path, time.perf_counter() - started
+
+
+def differing_members(a: Path, b: Path) -> list[str]:
+    with zipfile.ZipFile(a) as za, zipfile.ZipFile(b) as zb:
+        names = sorted(set(za.namelist()) | set(zb.namelist()))
+        return [n for n in names if n not in za.namelist() or n not in zb.namelist() or za.read(n) != zb.read(n)]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--example", choices=["hello-cuda", "torch-ext"], default="hello-cuda")
+    parser.add_argument("--cell", default=None, help="the cell to build (default: the last one)")
+    parser.add_argument("--wheels", type=Path, default=None, help="torch wheels (torch-ext)")
+    parser.add_argument("--keep", type=Path, default=None, help="copy both wheels here")
+    args = parser.parse_args()
+    if args.example == "torch-ext":
+        from torchcache import torch_wheels
+
+        os.environ["PIP_FIND_LINKS"] = str(torch_wheels(cache=args.wheels))
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {args.example}, two fresh homes")
+    with tempfile.TemporaryDirectory(prefix="bench-repro-") as tmp:
+        root = Path(tmp)
+        wheels = []
+        for label in ("a", "b"):
+            wheel, took = build_in_fresh_home(args.example, root, label, args.cell)
+            print(f"home {label}: {wheel.name} sha256={sha256(wheel)} ({took:.0f} s)")
+            wheels.append(wheel)
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(wheel, args.keep / f"{label}-{wheel.name}")
+        a, b = wheels
+        if sha256(a) == sha256(b):
+            print("same sha256: byte-identical")
+            return 0
+        print(f"differ: {', '.join(differing_members(a, b)) or 'the archives only (same members)'}")
+        if shutil.which("diffoscope"):
+            shown = subprocess.run(["diffoscope", "--text", "-", str(a), str(b)], capture_output=True, text=True)
+            print(shown.stdout[-6000:])
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
