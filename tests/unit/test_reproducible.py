@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from wheelflow.core.reproducible import normalise_wheel, prefix_map_env
+from wheelflow.core.reproducible import BUILD_ENV_AS, normalise_wheel, prefix_map_env
 
 COMMIT_EPOCH = 1772366400  # 2026-03-01T12:00:00Z
 
@@ -103,6 +103,32 @@ def test_gcc_objects_from_two_directories_are_identical_with_the_prefix_maps(tmp
         # setuptools passes $CFLAGS to the compiler; here they are given on the command line.
         objects.append(compile_in(directory, [gcc, "-g", "-O2", *flags], "hello.c", SOURCE, dict(os.environ)))
         assert str(directory).encode() not in objects[-1]
+    assert objects[0] == objects[1]
+
+
+HEADER = "static inline const char *where_header(void) { return __FILE__; }\n"
+
+
+def test_headers_of_a_build_environment_in_two_homes_are_recorded_alike(tmp_path: Path) -> None:
+    """torch's headers put their own path in the extension (``__FILE__`` in its INTERNAL ASSERT
+    messages), and the prepared build environment lives in the home: two fresh homes built torch-ext
+    into two .so files that differed in those paths only."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc on this machine")
+    objects = []
+    for home in ("home-a", "elsewhere/home-b"):
+        build_env = tmp_path / home / "build-envs" / "0123abcd"
+        (build_env / "include").mkdir(parents=True)
+        (build_env / "include" / "where.h").write_text(HEADER)
+        directory = tmp_path / home / "checkout"
+        flags = prefix_map_env(str(directory), os.environ, build_env=str(build_env))["CFLAGS"].split()
+        source = '#include "where.h"\nconst char *where(void) { return where_header(); }\n'
+        objects.append(
+            compile_in(directory, [gcc, "-O2", f"-I{build_env}/include", *flags], "ext.c", source, dict(os.environ))
+        )
+        assert str(build_env).encode() not in objects[-1]
+        assert f"{BUILD_ENV_AS}/include/where.h".encode() in objects[-1]
     assert objects[0] == objects[1]
 
 

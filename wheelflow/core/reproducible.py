@@ -136,13 +136,22 @@ def normalise_wheel(path: Path, epoch: int) -> bool:
     return True
 
 
-def prefix_map_env(build_dir: str, env: Mapping[str, str], *, to: str = ".") -> dict[str, str]:
-    """Compiler flags that record ``build_dir`` as ``to`` in objects and debug info, appended to
-    what ``env`` already sets (gcc/clang through CFLAGS/CXXFLAGS, nvcc's host compiler through
-    NVCC_APPEND_FLAGS): two builds in two directories then produce the same binaries."""
-    mapping = f"{build_dir}={to}"
-    flags = f"-ffile-prefix-map={mapping} -fdebug-prefix-map={mapping}"
-    nvcc = f"-Xcompiler -ffile-prefix-map={mapping} -Xcompiler -fdebug-prefix-map={mapping}"
+#: What a prepared build environment's path is recorded as: compilers write the full path of each
+#: header that uses ``__FILE__`` (torch's INTERNAL ASSERT messages do), and that environment lives
+#: under the home, whose path differs from one home to the next.
+BUILD_ENV_AS = "/build-env"
+
+
+def prefix_map_env(
+    build_dir: str, env: Mapping[str, str], *, to: str = ".", build_env: str | None = None
+) -> dict[str, str]:
+    """Compiler flags that record ``build_dir`` as ``to`` (and the build environment ``build_env``,
+    when given, as ``BUILD_ENV_AS``) in objects and debug info, appended to what ``env`` already sets
+    (gcc/clang through CFLAGS/CXXFLAGS, nvcc's host compiler through NVCC_APPEND_FLAGS): two builds
+    in two directories, from two homes, then produce the same binaries."""
+    maps = [f"{build_dir}={to}"] + ([f"{build_env}={BUILD_ENV_AS}"] if build_env else [])
+    flags = " ".join(f"-ffile-prefix-map={m} -fdebug-prefix-map={m}" for m in maps)
+    nvcc = " ".join(f"-Xcompiler -ffile-prefix-map={m} -Xcompiler -fdebug-prefix-map={m}" for m in maps)
     return {
         name: f"{env[name]} {value}" if env.get(name) else value
         for name, value in (("CFLAGS", flags), ("CXXFLAGS", flags), ("NVCC_APPEND_FLAGS", nvcc))
