@@ -6,7 +6,7 @@ at another path, then prints both wheels' sha256 and, when they differ, which fi
 (``diffoscope`` shows how, when it is installed).
 
     python bench/bench_reproducible.py --example hello-cuda [--cell NAME]
-    python bench/bench_reproducible.py --example torch-ext [--wheels DIR] [--keep DIR]
+    python bench/bench_reproducible.py --example torch-ext [--wheels DIR] [--keep DIR] [--env MAX_JOBS=2]
 
 torch-ext builds against torch 2.14.1 from DIR (default: ~/.cache/wheelflow-tests/wheels; filled with
 pip download when torch is missing), for sm_90 only (its spec's TORCH_CUDA_ARCH_LIST). Needs nvcc at
@@ -29,59 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-EPOCH = 1767225600  # 2026-01-01: what a release takes from the commit's time
-
-
-def build_in_fresh_home(example: str, root: Path, label: str, cell_name: str | None) -> tuple[Path, float]:
-    """One cell's wheel, built as a release builds it, from a fresh home and a copy of the project."""
-    from wheelflow.builds.builders.local import LocalBuilder
-    from wheelflow.builds.cells import build_cell_wheel
-    from wheelflow.config.spec import load_spec
-    from wheelflow.tasks.matrix import CellJob
-
-    home = root / f"home-{label}"
-    os.environ["WHEELFLOW_HOME"] = str(home)
-    # another path for each copy: what the compilers record must not depend on it
-    project = root / f"checkout-{label}-{'x' * (3 if label == 'a' else 11)}" / example
-    shutil.copytree(REPO / "examples" / example, project, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    spec = load_spec(project)
-    cells = [c for c in spec.matrix.cells if cell_name in (None, c.name)]
-    cell = cells[-1]
-    job = CellJob(
-        str(project),
-        "bench",
-        spec.name,
-        "0.1.0",
-        dict(spec.build_env),
-        str(home),
-        "bench",
-        EPOCH,
-        repair=spec.repair,
-        build_requires=spec.build_requires,
-        build_isolation=spec.build_isolation,
-    )
-    lines: list[str] = []
-    started = time.perf_counter()
-    try:
-        built = build_cell_wheel(
-            LocalBuilder(),
-            cell,
-            project=project,
-            source_digest="bench",
-            name=spec.name,
-            version="0.1.0",
-            build_env=job.build_env,
-            home=home,
-            log=lines.append,
-            labels={},
-            source_date_epoch=EPOCH,
-            repair=spec.repair,
-            setup=job.setup(cell),
-        )
-    except Exception:
-        print("\n".join(lines[-40:]), file=sys.stderr)
-        raise
-    return built.wheel.path, time.perf_counter() - started
+from freshbuild import build_cell_in_fresh_home  # noqa: E402  (tests/, on the path above)
 
 
 def differing_members(a: Path, b: Path) -> list[str]:
@@ -100,6 +48,7 @@ def main() -> int:
     parser.add_argument("--cell", default=None, help="the cell to build (default: the last one)")
     parser.add_argument("--wheels", type=Path, default=None, help="torch wheels (torch-ext)")
     parser.add_argument("--keep", type=Path, default=None, help="copy both wheels here")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the cell (e.g. MAX_JOBS=2)")
     args = parser.parse_args()
     if args.example == "torch-ext":
         from torchcache import torch_wheels
@@ -110,7 +59,15 @@ def main() -> int:
         root = Path(tmp)
         wheels = []
         for label in ("a", "b"):
-            wheel, took = build_in_fresh_home(args.example, root, label, args.cell)
+            extra_env = dict(item.split("=", 1) for item in args.env)
+            lines: list[str] = []
+            try:
+                wheel, took = build_cell_in_fresh_home(
+                    args.example, root, label, cell_name=args.cell, extra_env=extra_env, log=lines
+                )
+            except Exception:
+                print("\n".join(lines[-40:]), file=sys.stderr)
+                raise
             print(f"home {label}: {wheel.name} sha256={sha256(wheel)} ({took:.0f} s)")
             wheels.append(wheel)
             if args.keep:
