@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from wheelflow.core import sandbox
 from wheelflow.core.reproducible import BUILD_ENV_AS, normalise_wheel, prefix_map_env
 
 COMMIT_EPOCH = 1772366400  # 2026-03-01T12:00:00Z
@@ -142,3 +143,26 @@ def test_nvcc_records_no_build_directory_with_the_prefix_maps(tmp_path: Path) ->
     env = {**os.environ, **prefix_map_env(str(directory), os.environ)}
     compiled = compile_in(directory, [nvcc, "-g", "-O2", "-arch=sm_80"], "kernel.cu", KERNEL, env)
     assert b"kernel.cu" in compiled and str(directory).encode() not in compiled
+
+
+def test_nvcc_debug_objects_from_two_sandboxed_builds_are_identical(tmp_path: Path) -> None:
+    """A debug build (``-g``) keeps the path of nvcc's temporary file (``$TMPDIR/tmpxft_<pid>_…``)
+    in the object. Under bwrap each build sees its private temporary folder at one path, and nvcc
+    starts under the same PID in its namespace: two builds at two paths give the same object."""
+    nvcc = shutil.which("nvcc") or next((p for p in ["/usr/local/cuda/bin/nvcc"] if Path(p).exists()), None)
+    if nvcc is None:
+        pytest.skip("no CUDA toolkit on this machine")
+    if sandbox.protection() != sandbox.BWRAP:
+        pytest.skip("bwrap cannot make namespaces here")
+    objects = []
+    for where in ("first/checkout", "somewhere/else/entirely"):
+        directory = tmp_path / where
+        directory.mkdir(parents=True)
+        (directory / "kernel.cu").write_text(KERNEL)
+        env = {**os.environ, **prefix_map_env(str(directory), os.environ)}
+        cmd = [nvcc, "-g", "-O2", "-arch=sm_80", "-c", str(directory / "kernel.cu"), "-o", str(directory / "out.o")]
+        result, output = sandbox.run_step_captured(cmd, env=env, cwd=directory, writable=[directory], network=False)
+        assert result.code == 0, output
+        objects.append((directory / "out.o").read_bytes())
+    assert f"{sandbox.SCRATCH_INSIDE}/tmpxft_".encode() in objects[0]
+    assert objects[0] == objects[1]
