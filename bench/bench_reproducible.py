@@ -16,30 +16,18 @@ pip download when torch is missing), for sm_90 only (its spec's TORCH_CUDA_ARCH_
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from freshbuild import build_cell_in_fresh_home  # noqa: E402  (tests/, on the path above)
-
-
-def differing_members(a: Path, b: Path) -> list[str]:
-    with zipfile.ZipFile(a) as za, zipfile.ZipFile(b) as zb:
-        names = sorted(set(za.namelist()) | set(zb.namelist()))
-        return [n for n in names if n not in za.namelist() or n not in zb.namelist() or za.read(n) != zb.read(n)]
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from freshbuild import build_cell_in_fresh_home, differing_members, sha256  # noqa: E402  (tests/, on the path above)
 
 
 def main() -> int:

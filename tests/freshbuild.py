@@ -10,9 +10,11 @@ torch through pip's configuration (``PIP_FIND_LINKS`` pointing at tests/torchcac
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,3 +78,14 @@ def build_cell_in_fresh_home(
         setup=job.setup(cell),
     )
     return built.wheel.path, time.perf_counter() - started
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def differing_members(a: Path, b: Path) -> list[str]:
+    """The members of two wheels whose bytes differ, or that only one of them has."""
+    with zipfile.ZipFile(a) as za, zipfile.ZipFile(b) as zb:
+        names = sorted(set(za.namelist()) | set(zb.namelist()))
+        return [n for n in names if n not in za.namelist() or n not in zb.namelist() or za.read(n) != zb.read(n)]

@@ -5,7 +5,6 @@ What made them differ, and what still can, is in docs/reproducible-builds.md."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import zipfile
@@ -64,7 +63,7 @@ def test_two_fresh_homes_build_torch_ext_to_the_same_sha256(tmp_path: Path, monk
     cache. Its headers put their own path into the .so; under two homes that path differs. A whole
     release from each home (sdist, upload, install check) doubles the time and adds nothing here:
     hello-cuda's test above covers the release's other files."""
-    from freshbuild import build_cell_in_fresh_home
+    from freshbuild import build_cell_in_fresh_home, differing_members, sha256
     from torchcache import torch_wheels
 
     monkeypatch.setenv("PIP_FIND_LINKS", str(torch_wheels()))  # as a machine's pip.conf would add it
@@ -72,16 +71,3 @@ def test_two_fresh_homes_build_torch_ext_to_the_same_sha256(tmp_path: Path, monk
     wheels = [build_cell_in_fresh_home("torch-ext", tmp_path, label)[0] for label in ("a", "b")]
     assert [w.name for w in wheels] == [wheels[0].name] * 2 and "manylinux" in wheels[0].name
     assert [sha256(w) for w in wheels] == [sha256(wheels[0])] * 2, differing_members(*wheels)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def differing_members(a: Path, b: Path) -> list[str]:
-    with zipfile.ZipFile(a) as za, zipfile.ZipFile(b) as zb:
-        return sorted(
-            n
-            for n in set(za.namelist()) | set(zb.namelist())
-            if n not in za.namelist() or n not in zb.namelist() or za.read(n) != zb.read(n)
-        )
