@@ -16,7 +16,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -230,3 +232,133 @@ def test_every_toml_block_parses_and_every_spec_in_it_loads(name: str, text: str
         assert verdict not in (None, "not a spec"), f"{name} is marked as a counter-example but loads"
     else:
         assert verdict in (None, "not a spec"), f"{name}: {verdict}"
+
+
+# -- shell blocks --------------------------------------------------------------------------------------
+
+ANY_FENCE = re.compile(r"^\s{0,3}(```|~~~)\s*([\w+-]*)")
+#: Fences whose text is shell: parsed by ``bash -n``. A ```console block is a transcript: only its
+#: ``$ `` lines are commands.
+SHELL = {"sh", "bash", "shell", "console"}
+#: wheelflow commands that need no server, network, Docker or build: run from the repository root.
+RUN_OFFLINE = {"schema", "matrix"}
+
+
+def fenced_blocks() -> list[tuple[str, str, str]]:
+    """(page:line, language, text) of every fenced block of every page."""
+    blocks = []
+    for page in pages():
+        lines = page.read_text(encoding="utf-8").splitlines()
+        number = 0
+        while number < len(lines):
+            opening = ANY_FENCE.match(lines[number])
+            if not opening:
+                number += 1
+                continue
+            end = next(n for n in range(number + 1, len(lines)) if FENCE.match(lines[n]))
+            name = f"{page.relative_to(REPO).as_posix()}:{number + 1}"
+            blocks.append((name, opening.group(2), "\n".join(lines[number + 1 : end]) + "\n"))
+            number = end + 1
+    return blocks
+
+
+def shell_blocks() -> list[tuple[str, str]]:
+    """(page:line, the commands) of every shell block."""
+    found = []
+    for name, language, text in fenced_blocks():
+        if language not in SHELL:
+            continue
+        if language == "console":
+            text = "".join(line[2:] + "\n" for line in text.splitlines() if line.startswith("$ "))
+        found.append((name, text))
+    return found
+
+
+def wheelflow_commands(text: str) -> list[list[str]]:
+    """Every ``wheelflow ...`` (or ``.venv/bin/wheelflow ...``) command of a shell block, as argv
+    without the program: split at ``&&``, ``||``, ``;``, ``|`` and ``&``, comments dropped."""
+    commands = []
+    for line in text.replace("\\\n", " ").splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        command: list[str] = []
+        for token in [*lexer, ";"]:
+            if token and set(token) <= set("&|;"):
+                while command and re.match(r"^\w+=", command[0]):  # VAR=value before the program
+                    command.pop(0)
+                if command and Path(command[0]).name == "wheelflow":
+                    commands.append(command[1:])
+                command = []
+            else:
+                command.append(token)
+    return commands
+
+
+#: Parses each command line with wheelflow's own parser; prints {line: refusal or null}.
+PARSE = textwrap.dedent("""
+    import contextlib, io, json, sys
+    from wheelflow.cli import build_parser
+    verdicts = {}
+    for argv in json.load(sys.stdin):
+        refused = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(refused), contextlib.redirect_stdout(io.StringIO()):
+                build_parser().parse_args(argv)
+            verdicts[" ".join(argv)] = None
+        except (Exception, SystemExit) as exc:
+            verdicts[" ".join(argv)] = str(exc) or refused.getvalue().strip()
+    print(json.dumps(verdicts))
+""")
+
+
+def test_every_fenced_block_names_its_language() -> None:
+    """So that no shell block escapes the checks below: a synopsis or a listing says ```text."""
+    unnamed = [name for name, language, _ in fenced_blocks() if not language]
+    assert unnamed == [], f"fenced blocks without a language (```sh, ```console, ```text, ...): {unnamed}"
+
+
+def test_every_page_with_shell_is_covered() -> None:
+    covered = {name.rsplit(":", 1)[0] for name, _ in shell_blocks()}
+    with_shell = {name.rsplit(":", 1)[0] for name, language, _ in fenced_blocks() if language in SHELL}
+    assert covered == with_shell and "README.md" in covered
+
+
+@pytest.mark.parametrize(("name", "text"), shell_blocks(), ids=[b[0] for b in shell_blocks()])
+def test_every_shell_block_parses(name: str, text: str) -> None:
+    done = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{name}: bash -n: {done.stderr.strip()}"
+
+
+def test_every_wheelflow_command_in_the_docs_is_one_wheelflow_accepts() -> None:
+    commands = [(name, argv) for name, text in shell_blocks() for argv in wheelflow_commands(text)]
+    assert len(commands) >= 5
+    done = subprocess.run(
+        [sys.executable, "-c", PARSE],
+        input=json.dumps([argv for _, argv in commands]),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    verdicts = json.loads(done.stdout)
+    refused = {name: f"wheelflow {' '.join(argv)}: {verdicts[' '.join(argv)]}" for name, argv in commands}
+    assert {name: why for name, why in refused.items() if not why.endswith(": None")} == {}
+
+
+def test_the_docs_commands_that_run_offline_succeed(tmp_path: Path) -> None:
+    """``wheelflow schema``, ``wheelflow matrix ...``: run as written, from the repository root."""
+    runnable = [argv for _, text in shell_blocks() for argv in wheelflow_commands(text) if argv[0] in RUN_OFFLINE]
+    assert {argv[0] for argv in runnable} == RUN_OFFLINE
+    wheelflow = Path(sys.executable).with_name("wheelflow")
+    for argv in runnable:
+        done = subprocess.run(
+            [str(wheelflow), *argv],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "WHEELFLOW_HOME": str(tmp_path / "home")},
+            timeout=120,
+        )
+        assert done.returncode == 0, f"wheelflow {' '.join(argv)}: {done.stderr.strip()[-500:]}"

@@ -156,6 +156,8 @@ def build_cell_wheel(
             if repaired.repaired:
                 wheels[0].unlink()
                 final = repaired.path.replace(staging / repaired.path.name)
+                if source_date_epoch is not None:  # the repair rewrote the archive with the time of day
+                    normalise_wheel(final, source_date_epoch)
                 unrepaired = {"wheel": built.filename, "sha256": built.sha256}
                 log(f"cell {cell.name}: repaired {built.filename} -> {final.name}")
         dist = describe(final)

@@ -92,9 +92,16 @@ def normalise_sdist(path: Path, epoch: int) -> None:
             os.replace(rewritten, path)
 
 
+def _canonical_wheel_mode(info: zipfile.ZipInfo) -> int:
+    """A directory entry (auditwheel's repair writes them) stays a directory; every other entry is a
+    regular file, 0644 or 0755."""
+    if info.is_dir():
+        return stat.S_IFDIR | 0o755
+    return stat.S_IFREG | canonical_mode(info.external_attr >> 16)
+
+
 def _wheel_entry_is_canonical(info: zipfile.ZipInfo, date_time: tuple[int, ...]) -> bool:
-    mode = info.external_attr >> 16
-    return info.date_time == date_time and mode == stat.S_IFREG | canonical_mode(mode)
+    return info.date_time == date_time and info.external_attr >> 16 == _canonical_wheel_mode(info)
 
 
 def normalise_wheel(path: Path, epoch: int) -> bool:
@@ -118,7 +125,7 @@ def normalise_wheel(path: Path, epoch: int) -> bool:
                         entry = zipfile.ZipInfo(info.filename, date_time=date_time)
                         entry.compress_type = info.compress_type
                         entry.create_system = 3  # unix: the mode bits below are read
-                        entry.external_attr = (stat.S_IFREG | canonical_mode(info.external_attr >> 16)) << 16
+                        entry.external_attr = _canonical_wheel_mode(info) << 16 | (0x10 if info.is_dir() else 0)
                         entry.file_size = info.file_size  # only decides whether the entry needs zip64 headers
                         with source.open(info) as data, out.open(entry, "w") as sink:
                             for block in budget.blocks(data, info.filename):
@@ -129,13 +136,22 @@ def normalise_wheel(path: Path, epoch: int) -> bool:
     return True
 
 
-def prefix_map_env(build_dir: str, env: Mapping[str, str], *, to: str = ".") -> dict[str, str]:
-    """Compiler flags that record ``build_dir`` as ``to`` in objects and debug info, appended to
-    what ``env`` already sets (gcc/clang through CFLAGS/CXXFLAGS, nvcc's host compiler through
-    NVCC_APPEND_FLAGS): two builds in two directories then produce the same binaries."""
-    mapping = f"{build_dir}={to}"
-    flags = f"-ffile-prefix-map={mapping} -fdebug-prefix-map={mapping}"
-    nvcc = f"-Xcompiler -ffile-prefix-map={mapping} -Xcompiler -fdebug-prefix-map={mapping}"
+#: What a prepared build environment's path is recorded as: compilers write the full path of each
+#: header that uses ``__FILE__`` (torch's INTERNAL ASSERT messages do), and that environment lives
+#: under the home, whose path differs from one home to the next.
+BUILD_ENV_AS = "/build-env"
+
+
+def prefix_map_env(
+    build_dir: str, env: Mapping[str, str], *, to: str = ".", build_env: str | None = None
+) -> dict[str, str]:
+    """Compiler flags that record ``build_dir`` as ``to`` (and the build environment ``build_env``,
+    when given, as ``BUILD_ENV_AS``) in objects and debug info, appended to what ``env`` already sets
+    (gcc/clang through CFLAGS/CXXFLAGS, nvcc's host compiler through NVCC_APPEND_FLAGS): two builds
+    in two directories, from two homes, then produce the same binaries."""
+    maps = [f"{build_dir}={to}"] + ([f"{build_env}={BUILD_ENV_AS}"] if build_env else [])
+    flags = " ".join(f"-ffile-prefix-map={m} -fdebug-prefix-map={m}" for m in maps)
+    nvcc = " ".join(f"-Xcompiler -ffile-prefix-map={m} -Xcompiler -fdebug-prefix-map={m}" for m in maps)
     return {
         name: f"{env[name]} {value}" if env.get(name) else value
         for name, value in (("CFLAGS", flags), ("CXXFLAGS", flags), ("NVCC_APPEND_FLAGS", nvcc))

@@ -90,13 +90,32 @@ def _namespace_args(*, network: bool) -> list[str]:
     ]
 
 
-def wrap(cmd: Sequence[str], *, writable: Sequence[Path], network: bool, mode: str) -> list[str]:
-    """``cmd`` as it runs under ``mode``: inside bwrap's namespaces with ``writable`` bound read-write."""
+#: Where a step sees its private temporary folder under bwrap, whichever folder holds it here: nvcc
+#: compiles from temporary files whose path a debug build (``-g``) keeps in the object, so a path that
+#: differs per step would make two builds of one commit differ (docs/reproducible-builds.md).
+SCRATCH_INSIDE = Path("/tmp/wheelflow-step")
+
+
+def _scratch_mount_point() -> Path | None:
+    """SCRATCH_INSIDE, made here as an empty folder for bwrap to mount over (bwrap cannot create it
+    in the read-only root), or None where it cannot be a folder."""
+    with contextlib.suppress(OSError):
+        SCRATCH_INSIDE.mkdir(mode=0o755, exist_ok=True)
+    return SCRATCH_INSIDE if SCRATCH_INSIDE.is_dir() and not SCRATCH_INSIDE.is_symlink() else None
+
+
+def wrap(
+    cmd: Sequence[str], *, writable: Sequence[Path], network: bool, mode: str, scratch: Path | None = None
+) -> list[str]:
+    """``cmd`` as it runs under ``mode``: inside bwrap's namespaces with ``writable`` bound read-write,
+    and ``scratch`` (when given) read-write at SCRATCH_INSIDE."""
     if mode != BWRAP:
         return list(cmd)
     binds: list[str] = []
     for folder in dict.fromkeys(str(Path(w).resolve()) for w in writable):
         binds += ["--bind", folder, folder]
+    if scratch is not None:
+        binds += ["--bind", str(scratch), str(SCRATCH_INSIDE)]
     return [shutil.which("bwrap") or BWRAP, *_namespace_args(network=network), *binds, "--", *cmd]
 
 
@@ -193,20 +212,30 @@ def run_step(
 ) -> StepResult:
     """Run ``cmd`` contained (``mode``: BWRAP or SESSION, default this machine's ``protection()``),
     passing each line of its output (stdout and stderr together) to ``on_line``. ``writable``: the
-    folders it may write besides a private temporary folder (its TMPDIR, removed after);
+    folders it may write besides a private temporary folder (its TMPDIR, removed after; under BWRAP
+    always seen at SCRATCH_INSIDE);
     ``network``: False gives it none (under BWRAP). Returns once the step and everything it started
     are gone. ``on_start`` gets the step's PID as seen from here (under BWRAP: bwrap's; the step's
     processes are its descendants in this /proc)."""
     mode = mode or protection()
     scratch = Path(tempfile.mkdtemp(prefix="wheelflow-step-"))
     marker = secrets.token_hex(8)
-    child_env = {**env, "TMPDIR": str(scratch), "TEMP": str(scratch), "TMP": str(scratch)}
+    # Under bwrap the step sees its temporary folder at one path, build after build (see SCRATCH_INSIDE).
+    mount_point = _scratch_mount_point() if mode == BWRAP else None
+    seen_as = str(mount_point or scratch)
+    child_env = {**env, "TMPDIR": seen_as, "TEMP": seen_as, "TMP": seen_as}
     if mode != BWRAP:
         child_env[STEP_MARKER] = marker
     wake_read, wake_write = os.pipe()
     try:
         proc = subprocess.Popen(
-            wrap(cmd, writable=[*writable, scratch], network=network, mode=mode),
+            wrap(
+                cmd,
+                writable=writable if mount_point else [*writable, scratch],
+                network=network,
+                mode=mode,
+                scratch=scratch if mount_point else None,
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

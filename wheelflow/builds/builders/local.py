@@ -203,11 +203,14 @@ class LocalBuilder:
                 refuse_other_version(planned, env["WHEELFLOW_VERSION"], f"cell {cell.name}")
                 if planned:
                     log(f"cell {cell.name}: the build will produce version {planned}")
-            # The copy's path is random: compilers record it as "." instead.
+            # The copy's path is random, and the prepared environment's lies in the home: compilers
+            # record them as "." and BUILD_ENV_AS instead (torch's headers put their paths in the .so).
+            environment = Path(python).parent.parent if python != interpreter else None
+            recorded_as = prefix_map_env(str(copy), build_env, build_env=str(environment) if environment else None)
             with Progress(f"cell {cell.name}", log, cached=cache.hit_rate if cache else None) as progress:
                 code, tail = _stream(
                     [python, "-m", "build", "--wheel", *frontend, "--outdir", str(out), str(copy)],
-                    {**build_env, **prefix_map_env(str(copy), build_env)},
+                    {**build_env, **recorded_as},
                     copy,
                     log,
                     cell.timeout,
