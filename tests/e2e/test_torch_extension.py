@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import REPO, run_cli
+from githubstub import TOKEN, GitHubStub
 from torchcache import TORCH as TORCH_VERSION
 from torchcache import torch_wheels
 
@@ -42,14 +45,22 @@ def dependency_index(wheel_cache: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def torch_ext_project(
-    root: Path, dependency_index: str, *, version: str = "0.1.0", manifest: bool = True, torch: str = TORCH_VERSION
+    root: Path,
+    dependency_index: str,
+    *,
+    version: str = "0.1.0",
+    manifest: bool = True,
+    torch: str = TORCH_VERSION,
+    edit: Callable[[str], str] | None = None,
 ) -> Path:
-    """A git repository of examples/torch-ext (its one cell built for ``torch``), tagged as its spec asks."""
+    """A git repository of examples/torch-ext (its one cell built for ``torch``), tagged as its spec asks;
+    ``edit`` rewrites its pyproject.toml before the tagged commit."""
     project = root / "torch-ext"
     shutil.copytree(REPO / "examples" / "torch-ext", project, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     pyproject = project / "pyproject.toml"
     text = pyproject.read_text().replace(f'torch = ["{TORCH_VERSION}"]', f'torch = ["{torch}"]')
-    pyproject.write_text(text + f'\n[tool.wheelflow.install]\ndependencies = "{dependency_index}"\n')
+    text += f'\n[tool.wheelflow.install]\ndependencies = "{dependency_index}"\n'
+    pyproject.write_text(edit(text) if edit is not None else text)
     if not manifest:
         (project / "MANIFEST.in").unlink()
     init = project / "torch_ext" / "__init__.py"
@@ -187,3 +198,94 @@ def run_page(flow_run_id: str) -> str:
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
     return next(a.data for a in artifacts if a.key and a.key.endswith("-summary"))
+
+
+#: The flash-attention family's guessed name: the cell's CUDA major, torch minor and C++ ABI. GitHub asset
+#: names are case-sensitive and setuptools lowercases a local version label (cxx11abiTRUE becomes
+#: cxx11abitrue in the wheel's name), so the name guessed here takes the ABI as the axis spells it
+#: ({cxx11abi_nodot}: "true"), where flash-attention's setup.py renames its wheels to say TRUE.
+TORCH_GUESSED = "{name}-{version}+cu{cuda_major}torch{torch_minor}cxx11abi{cxx11abi_nodot}-{py}-{py}-linux_x86_64.whl"
+
+
+def flash_attention_shape(stub: GitHubStub) -> Callable[[str], str]:
+    """torch-ext's spec as the flash-attention family ships: plain linux_x86_64 wheels (no repair) labelled
+    with the CUDA major, torch minor and C++ ABI, on the local index and as assets of a GitHub release."""
+
+    def edit(text: str) -> str:
+        axes = f'axes = {{ python = ["3.11"], torch = ["{TORCH_VERSION}"], cuda = ["13.0"] }}'
+        assert axes in text and 'local-version = "cu{cuda_nodot}torch{torch_nodot}"' in text
+        text = text.replace(axes, axes[:-2] + ', cxx11abi = ["true"] }')
+        # local-version renders axes only: the one cell's CUDA major and torch minor are written out
+        torch_minor = ".".join(TORCH_VERSION.split(".")[:2])
+        text = text.replace(
+            'local-version = "cu{cuda_nodot}torch{torch_nodot}"',
+            f'local-version = "cu13torch{torch_minor}cxx11abi{{cxx11abi}}"',
+        )
+        return text + textwrap.dedent(f"""
+            [tool.wheelflow.repair]
+            enabled = false
+
+            [tool.wheelflow.targets.local]
+            index = "local"
+
+            [tool.wheelflow.targets.gh]
+            kind = "github-release"
+            repository = "octo/torch-ext"
+            api-url = "{stub.api_url}"
+            uploads-url = "{stub.uploads_url}"
+            tag = "torch-ext-v{{version}}"
+            asset-url = "{stub.download_url}/{{repository}}/releases/download/torch-ext-v{{version}}/{{wheel}}"
+            guessed-name = "{TORCH_GUESSED}"
+            artifacts = ["wheel"]
+            """)
+
+    return edit
+
+
+def test_torch_extension_to_a_github_release_in_the_flash_attention_shape(
+    tmp_path: Path, home: Path, prefect_api, wheel_cache: Path, dependency_index: str
+) -> None:
+    """One compile, two targets: the local index gets the sdist and the wheel, the GitHub release (the
+    stand-in of tests/githubstub.py) the wheel as an asset at the URL a flash-attention-style setup.py
+    guesses; the draft is published only after every proof; pip installs it from the find-links page
+    with the cell's torch."""
+    with GitHubStub("octo/torch-ext") as stub:
+        project = torch_ext_project(tmp_path, dependency_index, edit=flash_attention_shape(stub))
+        result = run_cli(
+            "release", str(project), "--to", "local", "--to", "gh", "--builder", "local", "--json",
+            env={"PIP_FIND_LINKS": str(wheel_cache), "WHEELFLOW_GH_TOKEN": TOKEN}, timeout=1800,
+        )  # fmt: skip
+        report = json.loads(result.stdout) if result.stdout.strip() else {}
+        assert result.returncode == 0, result.stderr[-4000:]
+        wheel = f"torch_ext-0.1.0+cu13torch{TORCH_VERSION.rsplit('.', 1)[0]}cxx11abitrue-cp311-cp311-linux_x86_64.whl"
+        (cell,) = report["cells"]
+        assert cell["wheel"] == wheel
+        rows = {(f["filename"], f["target"]): f for f in report["files"]}
+        assert {(f["upload"], f["status"]) for f in rows.values()} == {("uploaded", "verified")}
+        assert set(rows) == {(wheel, "local"), ("torch_ext-0.1.0.tar.gz", "local"), (wheel, "gh")}
+        tag = "torch-ext-v0.1.0"
+        assert set(stub.asset_names(tag)) == {wheel, "index.html"}
+        assert not stub.release(tag).draft
+
+        # Published only once every asset (and the page) was downloaded through the API and hashed;
+        # the users' download host was asked only after.
+        seen = list(stub.seen)
+        publish = next(i for i, s in enumerate(seen) if s.method == "PATCH")
+        proofs = [i for i, s in enumerate(seen) if s.host == "api" and "/releases/assets/" in s.target]
+        assert len(proofs) >= 2 and max(proofs) < publish
+        assert min(i for i, s in enumerate(seen) if s.host == "download") > publish
+
+        checks = {c["check"]: c for c in report["checks"]}
+        (guessed,) = [c for name, c in checks.items() if name.startswith("guessed URL of ")]
+        assert guessed["status"] == "passed", guessed
+        assert f"{stub.download_url}/octo/torch-ext/releases/download/{tag}/{wheel} serves" in guessed["detail"]
+        installs = [c for name, c in checks.items() if name.startswith("install check on gh: ")]
+        pip = [c for c in installs if c["detail"].split()[0] == "pip"]
+        assert pip and all(c["status"] == "passed" for c in installs), installs
+        assert all("--find-links" in name for name in checks if name.startswith("install check on gh: "))
+        # From the users' download URLs, with the cell's torch (the smoke test loads it).
+        assert checks["install + smoke on gh"]["status"] == "passed"
+        assert f"torch {TORCH_VERSION}+cu130" in checks["install + smoke on gh"]["detail"]
+        for request in seen:  # the token went to the API and uploads hosts only
+            assert TOKEN not in request.target
+            assert request.host in ("api", "uploads") or request.authorization is None, request
