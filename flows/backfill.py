@@ -147,6 +147,12 @@ def backfill_version(
     version = tag.version
     gaps = [read_gap(spec, target, version, cells, home) for target in targets]
     rows = [row for gap in gaps for row in gap_rows(gap)]
+    # A target that refuses new files (a published github release without add-to-published) fails its
+    # missing cells now: building them first would cost the compile (hours for a CUDA matrix) for nothing.
+    rows += [
+        Row(version, c.name, gap.target, FAILED, detail=gap.refused) for gap in gaps if gap.refused for c in gap.missing
+    ]
+    gaps = [gap if gap.refused is None else replace(gap, missing=()) for gap in gaps]
     wanted = [c for c in cells if any(c in gap.missing for gap in gaps)]
     if not wanted:
         return rows
@@ -218,6 +224,7 @@ def read_gap(spec: ReleaseSpec, target: Target, version: str, cells: list[Cell],
     with publisher_for(target).reader(target, home, read_secret, project=spec.name) as reader:
         served = read_target_files(reader, spec.name, version)
         gap = find_gap(version, target, cells, served)
+        refused = reader.refuses_new_files(spec.name, version) if gap.missing else None
         manifest = read_manifest(home, spec.name, version) or {}
         mismatched: dict[str, str] = {}
         with httpx.Client(timeout=READ_TIMEOUT) as client:
@@ -227,7 +234,8 @@ def read_gap(spec: ReleaseSpec, target: Target, version: str, cells: list[Cell],
                 if expected and digest != expected:
                     mismatched[cell] = f"{file.filename} is served with sha256 {digest}, expected {expected}"
     # Other bytes under a cell's name are a failed row, never rebuilt over.
-    return replace(gap, present={c: f for c, f in gap.present.items() if c not in mismatched}, mismatched=mismatched)
+    present = {c: f for c, f in gap.present.items() if c not in mismatched}
+    return replace(gap, present=present, mismatched=mismatched, refused=refused)
 
 
 def gap_rows(gap: Gap) -> list[Row]:

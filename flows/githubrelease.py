@@ -29,6 +29,7 @@ from wheelflow.flows.stages import PublishBookkeeping, ReleaseTransaction, Stage
 from wheelflow.index.githubreleases import MAX_ASSET_BYTES, Asset, GitHubReleases, Release
 from wheelflow.index.githubtarget import (
     ReleaseAssetsReader,
+    add_to_published_fix,
     complete_assets,
     github_token,
     open_releases,
@@ -113,8 +114,7 @@ class GitHubReleasePublisher:
             tag,
             name=f"{ctx.spec.name} {ctx.version}",
             allow_published=target.add_to_published,
-            published_fix=f"release a new version, or set add-to-published = true on target {target.name} "
-            "(its users then see the new assets appear one by one)",
+            published_fix=add_to_published_fix(target.name),
         )
         state.release, state.created = release, created
         release_txn.transaction.on_rollback_hooks.append(release_rollback_hook(gh, state))

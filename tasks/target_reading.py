@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from wheelflow.index.readers import TargetReader
 from wheelflow.index.simple_api import READ_TIMEOUT, ServedFile
@@ -17,6 +18,9 @@ from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRI
     retry_delay_seconds=NETWORK_BACKOFF,
     retry_jitter_factor=NETWORK_JITTER,
     retry_condition_fn=only_transient,
+    # A reader holds a live client (a GitHub release's reader: a lock and a session): Prefect's default
+    # cache policy cannot hash it and logged an ERROR with a traceback into every backfill's output.
+    cache_policy=NO_CACHE,
 )
 @gives_up
 def read_target_files(reader: TargetReader, name: str, version: str) -> list[ServedFile]:

@@ -146,6 +146,14 @@ def uploads_base(api_url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path.removesuffix('/v3')}/uploads"
 
 
+def published_refusal(tag: str, repository: str, fix: str = "") -> str:
+    """Why assets are not added to a release already published: one line with ``fix``."""
+    return (
+        f"release {tag} of {repository} is already published: assets added now would appear to its users one by "
+        "one; fix: " + (fix or "release a new version, or allow adding assets to a published release")
+    )
+
+
 @dataclass
 class GitHubReleases:
     """One repository's releases, spoken to with one token under one deadline.
@@ -365,11 +373,7 @@ class GitHubReleases:
         found = self.release_for_tag(tag)
         if found is not None:
             if not found.draft and not allow_published:
-                raise ReleaseAssetError(
-                    f"release {tag} of {self.repository} is already published: assets added now would appear to its "
-                    "users one by one; fix: "
-                    + (published_fix or "release a new version, or allow adding assets to a published release"),
-                )
+                raise ReleaseAssetError(published_refusal(tag, self.repository, published_fix))
             return found, False
         response = self._request(
             "POST",

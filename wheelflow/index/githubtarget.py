@@ -23,7 +23,7 @@ from wheelflow.core.deadline import Deadline
 from wheelflow.core.errors import CredentialsError, VerificationError, WheelflowError
 from wheelflow.core.redaction import register_secret
 from wheelflow.index.findlinks import Link, find_links_page
-from wheelflow.index.githubreleases import DEFAULT_DEADLINE, Asset, GitHubReleases, Release
+from wheelflow.index.githubreleases import DEFAULT_DEADLINE, Asset, GitHubReleases, Release, published_refusal
 from wheelflow.index.indexes import PRIVATE_VERIFY_TIMEOUT
 from wheelflow.index.readers import TargetReader
 from wheelflow.index.simple_api import ServedFile
@@ -120,6 +120,14 @@ def prove_guessed_url(gh: GitHubReleases, url: str, cell: str, filename: str, sh
     return served
 
 
+def add_to_published_fix(target_name: str) -> str:
+    """The fix for a published release that may not take new assets (release and backfill say the same)."""
+    return (
+        f"release a new version, or set add-to-published = true on target {target_name} "
+        "(its users then see the new assets appear one by one)"
+    )
+
+
 @dataclass(frozen=True)
 class ReleaseAssetsReader(TargetReader):
     """A github-release target, read-only: the assets of the release of a version's tag (a draft too,
@@ -141,6 +149,16 @@ class ReleaseAssetsReader(TargetReader):
         release = self.gh.release_for_tag(release_tag(self.target, version))
         assets = complete_assets(self.gh, release)
         return [f for f in served_files(self.gh, assets.values()) if f.filename != self.target.page_name]
+
+    def refuses_new_files(self, name: str, version: str) -> str | None:
+        """A published release takes new assets only with add-to-published (its users would see them
+        appear one by one); a draft, or no release yet, takes them."""
+        assert self.gh is not None and self.target is not None
+        tag = release_tag(self.target, version)
+        release = self.gh.release_for_tag(tag)
+        if release is None or release.draft or self.target.add_to_published:
+            return None
+        return published_refusal(tag, self.target.repository, add_to_published_fix(self.target.name))
 
     def install_url(self, client: httpx.Client, name: str, version: str) -> str:
         """The release's find-links page (installers read it with ``--find-links``)."""

@@ -54,6 +54,11 @@ class TargetReader:
                 files.setdefault(served.filename, served)
         return list(files.values())
 
+    def refuses_new_files(self, name: str, version: str) -> str | None:
+        """Why the target takes no new file for ``version`` (one line with its fix), else None: backfill
+        asks before building, so a refusal costs no compile."""
+        return None
+
     def install_url(self, client: httpx.Client, name: str, version: str) -> str:
         """Where a user installs the version from: the first index that lists a wheel of it, else the root."""
         if len(self.simple_urls) == 1:

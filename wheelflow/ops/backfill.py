@@ -38,6 +38,7 @@ class Gap:
     missing: tuple[Cell, ...]
     not_routed: tuple[str, ...]  # cells this target never receives
     mismatched: Mapping[str, str] = field(default_factory=dict)  # cell name -> served bytes differ (why)
+    refused: str | None = None  # why the target takes no new file for this version: its missing cells are not built
 
 
 def released_versions(
