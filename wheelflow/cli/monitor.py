@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from wheelflow.cli.common import add_json, load_spec_arg, location_argument, path_argument, say, seconds, show_table
+from wheelflow.config.spec import Target
 from wheelflow.core.errors import SpecError
 from wheelflow.core.home import wheelflow_home
 from wheelflow.index.indexes import resolve_endpoints
+from wheelflow.index.readers import TargetReader
 from wheelflow.ops.monitor import (
     DEFAULT_EXPECT,
     check_one_index,
+    check_one_reader,
     expectations_from_spec,
     name_missing_cells,
     read_tags,
@@ -38,7 +43,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         action="append",
         required=True,
         type=location_argument("--index"),
-        help="pypi, testpypi, local, or a Simple API URL (repeatable)",
+        help="pypi, testpypi, local, a Simple API URL, or with --spec a target of the spec, of any kind (e.g. "
+        "a github-release target: its release assets) (repeatable)",
     )
     parser.add_argument(
         "--expect",
@@ -84,31 +90,43 @@ def parse_instant(text: str, option: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
+def spec_target_reader(target: Target, home: Path, project: str) -> contextlib.AbstractContextManager[TargetReader]:
+    from wheelflow.adapters.prefect_api import read_secret  # Prefect is imported only where it is used
+    from wheelflow.flows.targets import publisher_for
+
+    return publisher_for(target).reader(target, home, read_secret, project=project)
+
+
 def run(args: argparse.Namespace) -> int:
     as_of = parse_instant(args.as_of, "--as-of") if args.as_of else datetime.now(timezone.utc)
     if args.grace < 0:
         raise SpecError("--grace", f"{args.grace} is negative", "give the grace period in hours, 0 or more")
     patterns, expect = tuple(args.tag_pattern), tuple(args.expect)
-    cells = ()
+    cells: tuple = ()
+    targets: dict[str, Target] = {}
     if args.spec:
         spec = load_spec_arg(args.spec, None, project_files=False)  # the monitor never reads the version
         patterns = patterns or ((spec.version.tag,) if spec.version.tag else ())
         cells = spec.matrix.cells if spec.matrix else ()
         local = [c.local_version for c in cells]
         expect = expect or expectations_from_spec(spec.artifacts, local)
+        targets = {t.name: t for t in spec.targets}
     for pattern in patterns:
         if pattern.count("{version}") != 1:
             raise SpecError("--tag-pattern", f"{pattern!r} must contain {{version}} once", "write e.g. v{version}")
     for index in args.index:
-        if index != "local":
+        if index != "local" and index not in targets:
             resolve_endpoints(index)  # a bad --index is refused before anything is read
     home = wheelflow_home()
     tags = read_tags(args.repo, patterns or DEFAULT_TAG_PATTERNS, home)
     results = []
+    grace = timedelta(hours=args.grace)
     for index in args.index:
-        results += check_one_index(
-            args.project, index, tags, expect or DEFAULT_EXPECT, as_of, timedelta(hours=args.grace), home
-        )
+        if index in targets:  # a target of the spec, read through its kind's reader, as the sync monitor does
+            with spec_target_reader(targets[index], home, args.project) as reader:
+                results += check_one_reader(args.project, reader, tags, expect or DEFAULT_EXPECT, as_of, grace, home)
+        else:
+            results += check_one_index(args.project, index, tags, expect or DEFAULT_EXPECT, as_of, grace, home)
     results = name_missing_cells(results, cells)
     if args.json:
         keys = ("version", "tag", "tag_time", "first_upload_time", "lag_hours", "status", "missing", "missing_cells")

@@ -419,6 +419,22 @@ def read_tags(repo: str, patterns: tuple[str, ...], home: Path) -> list[ReleaseT
     return release_tags(local_repository(repo, home / "git"), patterns)
 
 
+def check_one_reader(
+    project: str,
+    reader: TargetReader,
+    tags: list[ReleaseTag],
+    expect: tuple[str, ...],
+    as_of: datetime,
+    grace: timedelta,
+    home: Path,
+) -> list[VersionStatus]:
+    """A spec's target of any kind (a GitHub release: its assets), read through its kind's reader."""
+    with httpx.Client(timeout=READ_TIMEOUT) as client:
+        return check_reader(
+            client, reader, project=project, tags=tags, expect=expect, manifest_home=home, as_of=as_of, grace=grace
+        )
+
+
 def check_one_index(
     project: str,
     index: str,
