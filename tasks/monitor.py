@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -12,9 +11,8 @@ from wheelflow.adapters.prefect_api import read_secret
 from wheelflow.core.home import wheelflow_home
 from wheelflow.core.redaction import redact_url
 from wheelflow.index.readers import TargetReader
-from wheelflow.index.simple_api import READ_TIMEOUT
 from wheelflow.ops.alerts import Alert, configured_channels, send_alert
-from wheelflow.ops.monitor import VersionStatus, check_one_index, check_reader, read_tags
+from wheelflow.ops.monitor import VersionStatus, check_one_index, check_one_reader, read_tags
 from wheelflow.source.gittags import ReleaseTag
 from wheelflow.tasks.retry import NETWORK_BACKOFF, NETWORK_JITTER, NETWORK_RETRIES, gives_up, only_transient
 
@@ -62,17 +60,7 @@ def check_target(
     grace_hours: float,
 ) -> list[VersionStatus]:
     """A target of the project's spec, of any kind, read through its reader (a GitHub release's assets)."""
-    with httpx.Client(timeout=READ_TIMEOUT) as client:
-        results = check_reader(
-            client,
-            reader,
-            project=project,
-            tags=tags,
-            expect=expect,
-            manifest_home=wheelflow_home(),
-            as_of=as_of,
-            grace=timedelta(hours=grace_hours),
-        )
+    results = check_one_reader(project, reader, tags, expect, as_of, timedelta(hours=grace_hours), wheelflow_home())
     log_problems(project, reader.name, results)
     return results
 
