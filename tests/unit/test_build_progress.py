@@ -47,6 +47,13 @@ def test_a_compilers_command_line_names_its_unit_and_not_its_temporary_files() -
     assert compile_unit_of(["/bin/sh", "/wrappers/x86_64-linux-gnu-g++-12", "-c", "c.cc"]) == "c.cc"
     assert compile_unit_of(["cc1plus", "-quiet", "/tmp/tmpxft_0001_00000000-6_a.cudafe1.cpp"]) is None
     assert compile_unit_of(["ninja", "-v", "build.ninja"]) is None
+    # gcc 11+ names the source once more, and its extension alone, after the real one (seen in a Docker build)
+    cc1 = ["/usr/lib/gcc/x86_64-linux-gnu/12/cc1", "-quiet", "-I", "csrc", "csrc/_core.c", "-quiet", "-dumpdir"]
+    cc1 += ["build/temp/csrc/", "-dumpbase", "_core.c", "-dumpbase-ext", ".c", "-fPIC", "-o", "/tmp/ccy3EIqn.s"]
+    assert compile_unit_of(cc1) == "csrc/_core.c"
+    preprocess = ["cc1plus", "-E", "-include", "cuda_runtime.h", "csrc/saxpy_kernel.cu", "-o", "/tmp/x.ii"]
+    preprocess += ["-dumpbase", "tmpxft_00000010_00000000-5_saxpy_kernel.cpp4.cu", "-dumpbase-ext", ".cu"]
+    assert compile_unit_of(preprocess) == "csrc/saxpy_kernel.cu"
     assert compile_unit_of(["python3", "setup.py", "bdist_wheel"]) is None
 
 

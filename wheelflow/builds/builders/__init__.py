@@ -160,6 +160,11 @@ COMPILERS = frozenset(
 )
 #: interpreters a compiler wrapper script runs under: the script's own name is the compiler's
 _INTERPRETERS = frozenset({"sh", "bash", "dash", "python", "python3", "perl", "env"})
+#: compiler options whose value is the next argument, never the unit: gcc 11+ passes cc1 `-dumpbase
+#: a.cpp -dumpbase-ext .cpp` after the real source
+_OPTIONS_WITH_A_VALUE = frozenset(
+    {"-o", "-dumpbase", "-dumpbase-ext", "-dumpdir", "-MF", "-MT", "-MQ", "-include", "-imacros", "-x", "-aux-info"}
+)
 SAMPLE_EVERY = 2.0  # seconds between looks at the build's processes (a /proc scan: milliseconds)
 
 
@@ -182,7 +187,15 @@ def compile_unit_of(argv: Sequence[str], build_dir: str | None = None) -> str | 
         program, args = Path(argv[1]).name, argv[2:]
     if program not in COMPILERS and not re.fullmatch(r"(?:[\w.-]+-)?(?:gcc|g\+\+|c\+\+)(?:-\d+)?", program):
         return None
-    sources = [a for a in args if _SOURCE.search(a) and not a.startswith("-") and "tmpxft" not in a]
+    sources = [
+        a
+        for before, a in zip(["", *args], args, strict=False)
+        if _SOURCE.search(a)
+        and not a.startswith("-")
+        and not Path(a).name.startswith(".")
+        and before not in _OPTIONS_WITH_A_VALUE
+        and "tmpxft" not in a
+    ]
     return project_path(sources[-1], build_dir) if sources else None
 
 

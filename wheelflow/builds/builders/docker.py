@@ -148,8 +148,11 @@ def container_processes(container: Any) -> Callable[[], list[list[str]]]:
     import docker
     import requests
 
-    container.reload()
-    pid = int((container.attrs.get("State") or {}).get("Pid") or 0)
+    try:
+        container.reload()
+        pid = int((container.attrs.get("State") or {}).get("Pid") or 0)
+    except (docker.errors.DockerException, requests.exceptions.RequestException):  # the run's wait says why
+        pid = 0
     if pid and _runs_in_this_pid_namespace(pid, container.id):
         return lambda: commands_under(pid, include_root=True) if _runs_in_this_pid_namespace(pid, container.id) else []
 
