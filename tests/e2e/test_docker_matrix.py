@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -265,3 +266,61 @@ def test_an_explicit_docker_builder_without_its_image_fails_before_building(
         "or build/pull that image, or use --builder local"
     )
     assert not [c for c in report["checks"] if c["check"].startswith("built")]  # not even the sdist
+
+
+SLOW_COMPILE_SETUP = """
+import subprocess
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+
+class compile_then_build_py(build_py):  # only the wheel's build compiles, not the backend's probes
+    def run(self):
+        subprocess.run(["tools/nvcc", "-c", "/tmp/src/csrc/a.cu", "-o", "a.o"], check=True)
+        super().run()
+
+
+setup(name="slowcompile", version="0.1.0", py_modules=["slowcompile"], cmdclass={"build_py": compile_then_build_py})
+"""
+# a compiler that prints nothing and works until the test lets it finish (through the /out mount)
+FAKE_NVCC = "#!/bin/sh\ntouch /out/started\nwhile [ ! -e /out/release ]; do sleep 0.1; done\n"
+
+
+def test_docker_progress_lines_name_the_unit_compiling_in_the_container(tmp_path: Path, docker_images) -> None:
+    source, out = tmp_path / "slowcompile", tmp_path / "out"
+    (source / "tools").mkdir(parents=True)
+    (source / "csrc").mkdir()
+    out.mkdir()
+    (source / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+    )
+    (source / "setup.py").write_text(SLOW_COMPILE_SETUP)
+    (source / "slowcompile.py").write_text("")
+    (source / "csrc" / "a.cu").write_text("__global__ void k() {}\n")
+    (source / "tools" / "nvcc").write_text(FAKE_NVCC)
+    (source / "tools" / "nvcc").chmod(0o755)
+    cell = Cell(name="py3.11", values={"python": "3.11"}, image="wheelflow/builder:py3.11", timeout=600)
+    lines: list[str] = []
+    done: list[BaseException | None] = []
+
+    def build() -> None:
+        try:
+            DockerBuilder(progress_every=0.5).build(cell, source, out, {}, lines.append, {"org.wheelflow.run": "t"})
+            done.append(None)
+        except BaseException as exc:  # handed to the test's thread
+            done.append(exc)
+
+    builder = threading.Thread(target=build)
+    builder.start()
+    wanted = re.compile(r"cell py3\.11: building for \d+ s, compiling csrc/a\.cu; 0 units done")
+    try:
+        deadline = time.monotonic() + 480
+        while not any(wanted.fullmatch(line) for batch in list(lines) for line in batch.splitlines()):
+            assert not done and time.monotonic() < deadline, "\n".join(lines)[-3000:]
+            time.sleep(0.1)  # polling the build's log for the progress line, bounded by the deadline
+    finally:
+        (out / "release").touch()
+        builder.join(120)
+    assert done == [None], "\n".join(lines)[-3000:]
+    assert (out / "started").exists() and list(out.glob("slowcompile-0.1.0-*.whl"))
+    assert leftover_containers(docker_images) == []

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from wheelflow.builds.builders import Progress, compile_unit_of
+from wheelflow.builds.builders import Progress, compile_unit_of, compile_units_in
+from wheelflow.builds.builders.docker import commands_from_top
 from wheelflow.builds.builders.local import _stream
 from wheelflow.core.sandbox import BWRAP, SESSION, protection
 
@@ -46,6 +47,13 @@ def test_a_compilers_command_line_names_its_unit_and_not_its_temporary_files() -
     assert compile_unit_of(["/bin/sh", "/wrappers/x86_64-linux-gnu-g++-12", "-c", "c.cc"]) == "c.cc"
     assert compile_unit_of(["cc1plus", "-quiet", "/tmp/tmpxft_0001_00000000-6_a.cudafe1.cpp"]) is None
     assert compile_unit_of(["ninja", "-v", "build.ninja"]) is None
+    # gcc 11+ names the source once more, and its extension alone, after the real one (seen in a Docker build)
+    cc1 = ["/usr/lib/gcc/x86_64-linux-gnu/12/cc1", "-quiet", "-I", "csrc", "csrc/_core.c", "-quiet", "-dumpdir"]
+    cc1 += ["build/temp/csrc/", "-dumpbase", "_core.c", "-dumpbase-ext", ".c", "-fPIC", "-o", "/tmp/ccy3EIqn.s"]
+    assert compile_unit_of(cc1) == "csrc/_core.c"
+    preprocess = ["cc1plus", "-E", "-include", "cuda_runtime.h", "csrc/saxpy_kernel.cu", "-o", "/tmp/x.ii"]
+    preprocess += ["-dumpbase", "tmpxft_00000010_00000000-5_saxpy_kernel.cpp4.cu", "-dumpbase-ext", ".cu"]
+    assert compile_unit_of(preprocess) == "csrc/saxpy_kernel.cu"
     assert compile_unit_of(["python3", "setup.py", "bdist_wheel"]) is None
 
 
@@ -98,3 +106,43 @@ def test_progress_adds_the_compiler_caches_hits_so_far(tmp_path: Path) -> None:
     progress = Progress("cell t", lambda line: None, every=3600, cached=lambda: (2, 5))
     progress.watch(os.getpid())  # this test's own tree: no compiler runs under it
     assert progress.report().endswith("compiling nothing right now; 0 units done, compiler cache: 2 of 5 compiles hit")
+
+
+def test_one_function_reads_the_units_from_a_process_list_for_both_builders() -> None:
+    # A container's processes, as its build copies the source to /tmp/src and compiles there.
+    processes = [
+        ["/out/.wheelflow-build-env/bin/python", "-m", "build", "--wheel", "/tmp/src"],
+        ["/usr/local/cuda/bin/nvcc", "-c", "/tmp/src/csrc/a.cu", "-o", "/tmp/src/build/a.o"],
+        ["/usr/local/cuda/bin/cicc", "--orig_src_file_name", "/tmp/src/csrc/a.cu", "/tmp/tmpxft_01_a.cpp1.ii"],
+        ["/usr/lib/gcc/x86_64-linux-gnu/12/cc1plus", "-quiet", "csrc/b.cpp", "-o", "/tmp/b.s"],
+        ["ninja", "-v"],
+    ]
+    assert compile_units_in(processes, "/tmp/src") == ["csrc/a.cu", "csrc/b.cpp"]
+    assert compile_units_in(processes) == ["/tmp/src/csrc/a.cu", "csrc/b.cpp"]  # no build folder: kept as named
+
+
+def test_progress_names_the_units_of_a_watched_process_list_and_counts_the_ended_ones_done() -> None:
+    running = [
+        ["nvcc", "-c", "/tmp/src/csrc/a.cu", "-o", "a.o"],
+        ["/bin/sh", "/tmp/src/tools/g++", "-c", "/tmp/src/csrc/b.cpp"],
+    ]
+    progress = Progress("cell py3.11", lambda line: None, every=3600)
+    progress.watch_processes(lambda: list(running), build_dir="/tmp/src")
+    progress.line("[1/9] nvcc -c /tmp/src/csrc/a.cu -o a.o")
+    assert progress.report().endswith("compiling csrc/a.cu, csrc/b.cpp; 0 of 9 units done")
+    running.pop(0)
+    assert progress.report().endswith("compiling csrc/b.cpp; 1 of 9 units done")
+    running.clear()
+    assert progress.report().endswith("compiling nothing right now; 2 of 9 units done")
+
+
+def test_docker_tops_answer_is_read_as_command_lines() -> None:
+    top = {
+        "Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
+        "Processes": [
+            ["root", "10", "1", "0", "12:30", "?", "00:00:00", "/bin/sh -c cd /src && python -m build"],
+            ["root", "11", "10", "9", "12:30", "?", "00:00:03", "/usr/local/cuda/bin/nvcc -c /tmp/src/csrc/a.cu"],
+        ],
+    }
+    assert compile_units_in(commands_from_top(top), "/tmp/src") == ["csrc/a.cu"]
+    assert commands_from_top({"Titles": ["PID"], "Processes": [["10"]]}) == []  # no command column: none

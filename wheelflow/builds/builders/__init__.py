@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -160,15 +160,23 @@ COMPILERS = frozenset(
 )
 #: interpreters a compiler wrapper script runs under: the script's own name is the compiler's
 _INTERPRETERS = frozenset({"sh", "bash", "dash", "python", "python3", "perl", "env"})
+#: compiler options whose value is the next argument, never the unit: gcc 11+ passes cc1 `-dumpbase
+#: a.cpp -dumpbase-ext .cpp` after the real source
+_OPTIONS_WITH_A_VALUE = frozenset(
+    {"-o", "-dumpbase", "-dumpbase-ext", "-dumpdir", "-MF", "-MT", "-MQ", "-include", "-imacros", "-x", "-aux-info"}
+)
 SAMPLE_EVERY = 2.0  # seconds between looks at the build's processes (a /proc scan: milliseconds)
 
 
-def project_path(unit: str) -> str:
-    """The build's private copy of the source named as the project has it."""
+def project_path(unit: str, build_dir: str | None = None) -> str:
+    """The build's private copy of the source named as the project has it (``build_dir``: where a
+    container builds its copy, /tmp/src, stripped too)."""
+    if build_dir and unit.startswith(build_dir.rstrip("/") + "/"):
+        return unit[len(build_dir.rstrip("/")) + 1 :]
     return unit.split("wheelflow-src-", 1)[1].split("/", 1)[-1] if "wheelflow-src-" in unit else unit
 
 
-def compile_unit_of(argv: list[str]) -> str | None:
+def compile_unit_of(argv: Sequence[str], build_dir: str | None = None) -> str | None:
     """The source file a compiler process works on, from its command line; None for other processes
     and for a compiler's temporary intermediate files (nvcc's ``tmpxft_*``, preprocessed ``.ii``)."""
     if not argv:
@@ -179,30 +187,49 @@ def compile_unit_of(argv: list[str]) -> str | None:
         program, args = Path(argv[1]).name, argv[2:]
     if program not in COMPILERS and not re.fullmatch(r"(?:[\w.-]+-)?(?:gcc|g\+\+|c\+\+)(?:-\d+)?", program):
         return None
-    sources = [a for a in args if _SOURCE.search(a) and not a.startswith("-") and "tmpxft" not in a]
-    return project_path(sources[-1]) if sources else None
+    sources = [
+        a
+        for before, a in zip(["", *args], args, strict=False)
+        if _SOURCE.search(a)
+        and not a.startswith("-")
+        and not Path(a).name.startswith(".")
+        and before not in _OPTIONS_WITH_A_VALUE
+        and "tmpxft" not in a
+    ]
+    return project_path(sources[-1], build_dir) if sources else None
+
+
+def compile_units_in(commands: Iterable[Sequence[str]], build_dir: str | None = None) -> list[str]:
+    """The compile units a list of processes (their command lines) works on, each once, sorted: the
+    one reading of a build's processes for both builders (local: /proc; Docker: /proc or `docker top`)."""
+    return sorted({unit for argv in commands if (unit := compile_unit_of(argv, build_dir)) is not None})
+
+
+def commands_under(root: int, *, include_root: bool = False) -> list[list[str]]:
+    """The command lines of the processes under ``root`` (and of ``root`` itself with ``include_root``),
+    read from /proc now; a process that ended meanwhile is left out."""
+    from wheelflow.core.cancel import descendants  # the process tree, as cancellation walks it
+
+    commands = []
+    for pid in [root, *descendants(root)] if include_root else descendants(root):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # it ended meanwhile
+            continue
+        commands.append([a.decode(errors="replace") for a in raw.split(b"\0") if a])
+    return commands
 
 
 def compile_units_under(root: int) -> list[str]:
     """The compile units the processes under ``root`` work on now (read from /proc, not from output)."""
-    from wheelflow.core.cancel import descendants  # the process tree, as cancellation walks it
-
-    units = set()
-    for pid in descendants(root):
-        try:
-            argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
-        except OSError:  # it ended meanwhile
-            continue
-        if (unit := compile_unit_of(argv)) is not None:
-            units.add(unit)
-    return sorted(units)
+    return compile_units_in(commands_under(root))
 
 
 class Progress:
     """A long build is never silent: every ``every`` seconds, the elapsed time and the compile units
     running at that moment (``cell X: building for 600 s, compiling csrc/attn.cu, csrc/gemm.cu; 3 of 12
-    units done``), also while the build prints nothing. Once :meth:`watch` got the build's PID, the units
-    are read from its process tree (compilers' command lines in /proc: ninja's buffered output names
+    units done``), also while the build prints nothing. Once :meth:`watch` got the build's PID (or
+    :meth:`watch_processes` a container's process list), the units are read from its process tree (compilers' command lines in /proc: ninja's buffered output names
     files that ended long ago), and units seen running before that run no more count as done; the total
     comes from ninja's ``[n/N]`` lines where it prints them. Without a PID, the unit last seen in the
     output. ``cached``: the compiler cache's (hits, compiles) so far, added to the line when it has any.
@@ -219,7 +246,8 @@ class Progress:
         self._what, self._log, self._every, self._clock, self._cached = what, log, every, clock, cached
         self._started = clock()
         self._unit: str | None = None
-        self._root: int | None = None
+        self._processes: Callable[[], Iterable[Sequence[str]]] | None = None
+        self._build_dir: str | None = None
         self._running: list[str] = []
         self._seen: set[str] = set()
         self._total: int | None = None
@@ -233,13 +261,20 @@ class Progress:
 
     def watch(self, pid: int) -> None:
         """The build's root process: from now on, units are read from its descendants."""
-        self._root = pid
+        self.watch_processes(lambda: commands_under(pid))
+
+    def watch_processes(self, processes: Callable[[], Iterable[Sequence[str]]], build_dir: str | None = None) -> None:
+        """From now on, units are read from ``processes()``: the command lines of the build's processes
+        now (a container's, for the Docker builder); ``build_dir``: the path its copy of the source has
+        there, left out of the units' names."""
+        self._build_dir = build_dir
+        self._processes = processes
 
     def sample(self) -> list[str]:
         """Look at the build's processes now: the units running, remembered as seen."""
-        if self._root is None:
+        if self._processes is None:
             return []
-        running = compile_units_under(self._root)
+        running = compile_units_in(self._processes(), self._build_dir)
         with self._sampled:
             self._running = running
             self._seen.update(running)
@@ -254,7 +289,7 @@ class Progress:
             self._unit = unit.split("wheelflow-src-", 1)[1].split("/", 1)[-1] if "wheelflow-src-" in unit else unit
 
     def report(self) -> str:
-        if self._root is None:
+        if self._processes is None:
             unit = f", compiling {self._unit}" if self._unit else ""
             return f"{self._what}: building for {self.elapsed:.0f} s{unit}"
         running = self.sample()

@@ -3,7 +3,9 @@
 The source is mounted read-only and copied inside; the wheel comes out through a bind mount; the
 requirements are installed by a container with network, and the compile runs in one without
 (``build.network = true`` keeps the image's own isolated build, with network);
-container output is streamed line by line to the task log. Every container carries wheelflow's
+container output is streamed line by line to the task log; every 30 s a progress line names the compile
+units running in the build container at that moment (read from its processes, as the local builder
+does, not from its buffered output). Every container carries wheelflow's
 labels, is removed after success, failure or timeout, and ``remove_containers`` clears whatever a
 cancelled run left behind.
 """
@@ -28,7 +30,17 @@ from wheelflow.builds.buildenv import (
     refuse_other_version,
     requirements_for,
 )
-from wheelflow.builds.builders import FAILED, PASSED, SKIPPED, BatchedLog, Log, SmokeResult, SmokeSetup
+from wheelflow.builds.builders import (
+    FAILED,
+    PASSED,
+    SKIPPED,
+    BatchedLog,
+    Log,
+    Progress,
+    SmokeResult,
+    SmokeSetup,
+    commands_under,
+)
 from wheelflow.builds.building import first_error_line
 from wheelflow.builds.repair import RepairedWheel, repair_command, repair_wheel, shown
 from wheelflow.config.matrix import Cell
@@ -108,6 +120,51 @@ def remove_containers(labels: Mapping[str, str]) -> int:
     return len(containers)
 
 
+def commands_from_top(top: Mapping[str, Any]) -> list[list[str]]:
+    """The command lines in ``docker top``'s answer (the daemon's ``ps -ef``: the arguments come
+    joined by spaces, and are split at them again)."""
+    titles = list(top.get("Titles") or [])
+    column = next((titles.index(t) for t in ("CMD", "COMMAND", "ARGS") if t in titles), None)
+    if column is None:
+        return []
+    return [row[column].split() for row in top.get("Processes") or [] if len(row) > column]
+
+
+def _runs_in_this_pid_namespace(pid: int, container_id: str) -> bool:
+    """The container's init process is this host's ``pid`` (the daemon shares our PID namespace, as it
+    does unless wheelflow itself runs in a container or talks to a remote daemon): its cgroup names
+    the container."""
+    try:
+        return container_id in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+
+
+def container_processes(container: Any) -> Callable[[], list[list[str]]]:
+    """How to read a started container's processes' command lines, for :class:`Progress`: from this
+    host's /proc under the container's init process where it is visible here (its processes live in
+    a child PID namespace: exact arguments, no API call), else with ``docker top``. A container that
+    has ended has none."""
+    import docker
+    import requests
+
+    try:
+        container.reload()
+        pid = int((container.attrs.get("State") or {}).get("Pid") or 0)
+    except (docker.errors.DockerException, requests.exceptions.RequestException):  # the run's wait says why
+        pid = 0
+    if pid and _runs_in_this_pid_namespace(pid, container.id):
+        return lambda: commands_under(pid, include_root=True) if _runs_in_this_pid_namespace(pid, container.id) else []
+
+    def top() -> list[list[str]]:
+        try:
+            return commands_from_top(container.top())
+        except (docker.errors.DockerException, requests.exceptions.RequestException):  # ended, or removed
+            return []
+
+    return top
+
+
 class _NoAuditwheelInImage(Exception):
     """The cell's image lacks /opt/wheelflow/bin/auditwheel."""
 
@@ -115,9 +172,12 @@ class _NoAuditwheelInImage(Exception):
 class DockerBuilder:
     kind = "docker"
 
-    def __init__(self, options: DockerOptions | None = None, pass_env: Sequence[str] = ()) -> None:
+    def __init__(
+        self, options: DockerOptions | None = None, pass_env: Sequence[str] = (), progress_every: float = 30.0
+    ) -> None:
         self.options = options or DockerOptions()
         self.pass_env = tuple(pass_env)  # build.pass-env: variables of this runner the build may see
+        self.progress_every = progress_every  # seconds between a long build's progress lines
 
     def _image(self, client: Any, cell: Cell, which: str = "image") -> Any:
         import docker
@@ -204,9 +264,11 @@ class DockerBuilder:
         gpu: bool,
         role: str,
         network: bool = True,
+        progress: Progress | None = None,
     ) -> tuple[int | None, deque[str]]:
         """Run a container to completion (None: stopped by the timeout); it is always removed.
-        ``network``: False runs it with no network at all (network_mode "none")."""
+        ``network``: False runs it with no network at all (network_mode "none"). ``progress``: fed the
+        output lines, and watching the container's processes once it runs."""
         import docker
         import requests
 
@@ -234,6 +296,8 @@ class DockerBuilder:
                         for text in redactor.feed(line.decode(errors="replace").rstrip()):
                             tail.append(text)
                             batch(text)
+                            if progress is not None:
+                                progress.line(text)
                 if buffer:
                     for text in redactor.feed(buffer.decode(errors="replace")):
                         tail.append(text)
@@ -244,6 +308,8 @@ class DockerBuilder:
 
         try:
             container.start()
+            if progress is not None:
+                progress.watch_processes(container_processes(container), build_dir=CONTAINER_BUILD_DIR)
             reader = threading.Thread(target=pump, daemon=True)
             reader.start()
             try:
@@ -286,19 +352,33 @@ class DockerBuilder:
             gpu = cell.gpu and gpu_on_runner(client)
             where = f"{cell.image} ({image.short_id}){' with a GPU' if gpu else ''}"
 
-            def run(command: list[str], role: str, network: bool) -> tuple[int | None, deque[str]]:
-                return self._run(
-                    client, cell, image, command, volumes, build_env, labels, log, gpu=gpu, role=role, network=network
-                )
+            with Progress(f"cell {cell.name}", log, every=self.progress_every) as progress:
 
-            if setup.network and not setup.prepared:  # build.network = true: the image's own isolated build
-                log(f"cell {cell.name}: building in {where}, with network (build.network)")
-                code, tail = run(["wheelflow-build-cell"], "build", True)
-            else:
-                log(
-                    f"cell {cell.name}: building in {where}; the compile {'with' if setup.network else 'without'} network"
-                )
-                code, tail = self._build_offline(source, out, setup, run)
+                def run(command: list[str], role: str, network: bool) -> tuple[int | None, deque[str]]:
+                    return self._run(
+                        client,
+                        cell,
+                        image,
+                        command,
+                        volumes,
+                        build_env,
+                        labels,
+                        log,
+                        gpu=gpu,
+                        role=role,
+                        network=network,
+                        progress=progress if role == "build" else None,
+                    )
+
+                if setup.network and not setup.prepared:  # build.network = true: the image's own isolated build
+                    log(f"cell {cell.name}: building in {where}, with network (build.network)")
+                    code, tail = run(["wheelflow-build-cell"], "build", True)
+                else:
+                    log(
+                        f"cell {cell.name}: building in {where}; the compile "
+                        f"{'with' if setup.network else 'without'} network"
+                    )
+                    code, tail = self._build_offline(source, out, setup, run)
         finally:
             client.close()
         if code is None:
