@@ -126,3 +126,33 @@ def test_looking_up_a_file_report_follows_the_list() -> None:
     assert report.file("a.whl", "mirror").sha256 == "3"
     report.files = [FileReport("b.whl", "4", "prod", "wheel")]
     assert report.file("a.whl", "prod") is None and report.file("b.whl", "prod").sha256 == "4"
+
+
+class CountingList(list):
+    """A report's files that count how often they are walked through."""
+
+    walks = 0
+
+    def __iter__(self):
+        CountingList.walks += 1
+        return super().__iter__()
+
+
+def test_confirming_every_file_published_walks_the_report_a_fixed_number_of_times() -> None:
+    """A scan of every file entry per built file was quadratic after the last check (2,000 files: 4 million
+    comparisons); a file that reached no target is still named."""
+    from wheelflow.core.errors import PublishError
+    from wheelflow.flows.publishing import confirm_published
+    from wheelflow.proof.verification import VERIFIED
+
+    ctx, _, dists = release(300)
+    for entry in ctx.report.files:
+        entry.upload, entry.status = stages.UploadOutcome.UPLOADED, VERIFIED
+    ctx.report.files = CountingList(ctx.report.files)
+    CountingList.walks = 0
+    confirm_published(ctx, dists)
+    assert CountingList.walks <= 2
+
+    stray = Distribution(Path("demo-1.0.tar.gz"), "sdist", "f" * 64)
+    with pytest.raises(PublishError, match="demo-1.0.tar.gz reached no target"):
+        confirm_published(ctx, [*dists, stray])
