@@ -156,3 +156,25 @@ def test_confirming_every_file_published_walks_the_report_a_fixed_number_of_time
     stray = Distribution(Path("demo-1.0.tar.gz"), "sdist", "f" * 64)
     with pytest.raises(PublishError, match="demo-1.0.tar.gz reached no target"):
         confirm_published(ctx, [*dists, stray])
+
+
+def test_the_report_is_redacted_once_for_its_file_and_the_flows_result(monkeypatch, tmp_path: Path) -> None:
+    """After the last check the report was turned into redacted JSON twice (saved, then returned): the
+    costliest part of the report for a 2,000-file release. The flow returns what was saved."""
+    import json
+
+    import wheelflow.flows.release as release_flow
+
+    monkeypatch.setattr(release_flow, "create_table_artifact", lambda **kwargs: None)
+    monkeypatch.setattr(release_flow, "create_markdown_artifact", lambda **kwargs: None)
+    calls = []
+    to_json = ReleaseReport.to_json
+    monkeypatch.setattr(ReleaseReport, "to_json", lambda self: calls.append(1) or to_json(self))
+    ctx, _, _ = release(3)
+    ctx.report.name, ctx.report.version = "demo", "1.0"
+
+    published = release_flow.publish_report(ctx.report, tmp_path)
+
+    assert len(calls) == 1
+    assert published == json.loads((tmp_path / "reports" / "run-2.json").read_text())
+    assert [f["filename"] for f in published["files"]] == [f.filename for f in ctx.report.files]

@@ -265,8 +265,9 @@ class ReleaseReport:
             lines += ["", "## Install", "", "```", *self.install, "```"]
         return redact("\n".join(lines) + "\n")
 
-    def save(self, directory: Path) -> Path:
+    def save(self, directory: Path, as_json: dict[str, Any] | None = None) -> Path:
+        """The report as JSON under ``directory``; ``as_json``: its :meth:`to_json`, when the caller has it."""
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{self.flow_run_id or 'no-run'}.json"
-        path.write_text(json.dumps(self.to_json(), indent=2))
+        path.write_text(json.dumps(self.to_json() if as_json is None else as_json, indent=2))
         return path
