@@ -4,7 +4,7 @@ records every step, and the failure hook alerts people when the run does not end
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -74,6 +74,7 @@ def release(
     report = ReleaseReport(project=project, flow_run_id=flow_run.get_id())
     get_run_logger().info(f"run by {describe_code(report.code)}")
     cancelled: RunCancelled | None = None
+    published: dict[str, Any] = {}
     with stopped_by_signals():  # SIGTERM, SIGINT: RunCancelled wherever the run is
         try:
             try:
@@ -115,12 +116,12 @@ def release(
             finally:
                 if report.builder == "docker":
                     remove_containers({RUN_LABEL: str(report.flow_run_id)})  # whatever a timeout or cancellation left
-                publish_report(report, home)
+                published = publish_report(report, home)
         except RunCancelled as exc:  # one that landed in the finally block above
             cancelled = exc
         if cancelled is not None:
             return cancelled_state(cancelled.reason)  # type: ignore[return-value]
-    return report.to_json()
+    return published
 
 
 def check(ctx: ReleaseContext, dists: list[Distribution], versions: dict[str, str]) -> None:
@@ -152,13 +153,15 @@ def artifact_key(name: str) -> str:
     return f"release-{name}".lower().replace("_", "-").replace(".", "-")
 
 
-def publish_report(report: ReleaseReport, home) -> None:
-    """The checklist table and markdown summary as Prefect artifacts, and the JSON under $WHEELFLOW_HOME."""
+def publish_report(report: ReleaseReport, home) -> dict[str, Any]:
+    """The checklist table and markdown summary as Prefect artifacts, and the JSON under $WHEELFLOW_HOME,
+    which is returned: the flow's result (redacting it is most of its cost, so it is done once)."""
     if report.error and not any(c.status == "failed" for c in report.checks):
         report.add("release", False, report.error)
-    report.save(home / "reports")
+    published = report.to_json()
+    report.save(home / "reports", published)
     if report.name is None:  # it failed before the project was known: its error is the run's state message
-        return
+        return published
     key = artifact_key(report.name)
     create_table_artifact(
         key=key, table=report.table_rows(), description=f"Release checklist: {report.name} {report.version}"
@@ -175,3 +178,4 @@ def publish_report(report: ReleaseReport, home) -> None:
             description=f"Wheel matrix ({report.builder} builder)",
         )
     create_markdown_artifact(key=f"{key}-summary", markdown=report.markdown(), description="Release summary")
+    return published

@@ -154,6 +154,11 @@ class ReleaseReport:
     install: list[str] = field(default_factory=list)  # the command a user pastes, per index target proven
     # what users should know though nothing failed, e.g. the torch they get is not the one built for
     flags: list[str] = field(default_factory=list)
+    # (files, its length, (filename, target) → entry): file() looked each one up by scanning every
+    # entry, 2 lookups per file made a 2,000-file release quadratic; rebuilt when files is replaced or grows
+    _file_index: tuple[list[FileReport], int, dict[tuple[str, str], FileReport]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def add(self, check: str, passed: bool, detail: str = "") -> None:
         self.checks.append(Check(check, PASSED if passed else FAILED, detail))
@@ -172,7 +177,11 @@ class ReleaseReport:
         entry.status = PASSED
 
     def file(self, filename: str, target: str) -> FileReport | None:
-        return next((f for f in self.files if f.filename == filename and f.target == target), None)
+        index = self._file_index
+        if index is None or index[0] is not self.files or index[1] != len(self.files):
+            by_key = {(f.filename, f.target): f for f in reversed(self.files)}  # reversed: the first entry wins
+            self._file_index = index = (self.files, len(self.files), by_key)
+        return index[2].get((filename, target))
 
     def to_json(self) -> dict[str, Any]:
         return redact_value(
@@ -256,8 +265,9 @@ class ReleaseReport:
             lines += ["", "## Install", "", "```", *self.install, "```"]
         return redact("\n".join(lines) + "\n")
 
-    def save(self, directory: Path) -> Path:
+    def save(self, directory: Path, as_json: dict[str, Any] | None = None) -> Path:
+        """The report as JSON under ``directory``; ``as_json``: its :meth:`to_json`, when the caller has it."""
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{self.flow_run_id or 'no-run'}.json"
-        path.write_text(json.dumps(self.to_json(), indent=2))
+        path.write_text(json.dumps(self.to_json() if as_json is None else as_json, indent=2))
         return path

@@ -201,24 +201,29 @@ def manifest_variable(name: str, version: str) -> str:
     return "wheelflow-manifest-" + hashlib.sha256(f"{canonicalize_name(name)}=={version}".encode()).hexdigest()[:24]
 
 
-def record_upload(
+def record_uploads(
     manifest: dict[str, Any] | None,
     *,
     name: str,
     version: str,
     index: str,
-    filename: str,
-    sha256: str,
+    files: dict[str, str],
     flow_run_id: str,
 ) -> dict[str, Any]:
-    """The release's upload record with one more file on one more index (``index``: the target's
-    configured index, so one record serves every runner releasing to it). The first upload of a file
-    to an index stays its record: indexes never replace a file."""
-    manifest = {"name": name, "version": version, "uploads": {}, **(manifest or {})}
-    on_index = dict(manifest["uploads"].get(index, {}))
-    on_index.setdefault(filename, {"sha256": sha256, "flow_run_id": flow_run_id})
-    manifest["uploads"] = {**manifest["uploads"], index: on_index}
-    return manifest
+    """The release's upload record with ``files`` (filename → sha256) on one more index (``index``: the
+    target's configured index, so one record serves every runner releasing to it). The first upload of
+    a file to an index stays its record: indexes never replace a file.
+
+    ``manifest`` is updated in place and returned (a new record when None): its caller owns it. A
+    batch costs its own files, not the record's size: copying the record per file made recording the
+    uploads of a 2,000-file release quadratic."""
+    record = manifest if manifest is not None else {}
+    record.setdefault("name", name)
+    record.setdefault("version", version)
+    on_index = record.setdefault("uploads", {}).setdefault(index, {})
+    for filename, sha256 in files.items():
+        on_index.setdefault(filename, {"sha256": sha256, "flow_run_id": flow_run_id})
+    return record
 
 
 # -- assessment -----------------------------------------------------------------------------------
