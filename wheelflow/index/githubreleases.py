@@ -28,7 +28,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
@@ -234,7 +234,7 @@ class GitHubReleases:
         """Wait ``seconds`` if the deadline leaves that long, else one line naming the wait and the fix."""
         assert self.deadline is not None
         if seconds >= self.deadline.remaining():
-            until = datetime.fromtimestamp(time.time() + seconds, UTC).strftime("%H:%M:%S UTC")
+            until = datetime.fromtimestamp(time.time() + seconds, timezone.utc).strftime("%H:%M:%S UTC")
             raise RateLimited(
                 f"GitHub's {what} for {self.repository} asks to wait {seconds:.0f} s (until {until}) before "
                 f"{redact_url(url)}, more than the {self.deadline.remaining():.0f} s left of the release's deadline; "
