@@ -41,13 +41,15 @@ from wheelflow.core.errors import (
     CredentialsError,
     DeadlineExceeded,
     HashMismatchError,
-    IndexRedirectError,
     RateLimited,
     ReleaseAssetError,
     VerificationError,
 )
 from wheelflow.core.redaction import redact_url, register_secret
-from wheelflow.index.simple_api import _Watchdog  # the index reader's deadline guard, shared
+from wheelflow.index.simple_api import (  # the index reader's deadline guard and redirect checks, shared
+    _redirect_target,
+    _Watchdog,
+)
 
 API_VERSION = "2022-11-28"
 ACCEPT_JSON = "application/vnd.github+json"
@@ -606,26 +608,14 @@ class GitHubReleases:
 
     @staticmethod
     def _redirect(chain: list[str], location: str) -> str:
-        target = urljoin(chain[-1], location.strip())
-        parts = urlsplit(target)
-        first = redact_url(chain[0])
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise IndexRedirectError(
-                f"cannot download {first}: it redirects to {redact_url(target)!r}, not an http(s) URL; "
-                "fix: check the API URL"
-            )
-        if target in chain:
-            loop = " → ".join(redact_url(u) for u in chain[chain.index(target) :] + [target])
-            raise IndexRedirectError(
-                f"cannot download {first}: it redirects in a loop ({loop}); fix: check the download host, "
-                "then re-run the release"
-            )
-        if len(chain) > MAX_REDIRECTS:
-            raise IndexRedirectError(
-                f"cannot download {first}: more than {MAX_REDIRECTS} redirects (last to {redact_url(target)}); "
-                "fix: check the download host, then re-run the release"
-            )
-        return target
+        return _redirect_target(
+            chain,
+            location,
+            "download",
+            limit=MAX_REDIRECTS,
+            scheme_fix="check the API URL",
+            loop_fix="check the download host, then re-run the release",
+        )
 
     def prove(self, asset: Asset, sha256: str, *, as_user: bool = False) -> None:
         """The asset is the built file: GitHub's ``digest`` (when given) and the downloaded bytes both

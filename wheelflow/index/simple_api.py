@@ -370,23 +370,30 @@ def _get(
             ) from None
 
 
-def _redirect_target(chain: list[str], location: str, action: str) -> str:
-    """Where a redirect leads, checked: http(s), not seen before in this read, within MAX_REDIRECTS."""
+def _redirect_target(
+    chain: list[str],
+    location: str,
+    action: str,
+    *,
+    limit: int = MAX_REDIRECTS,
+    scheme_fix: str = "check the index URL (an index never sends a client elsewhere than http(s))",
+    loop_fix: str = "check the index URL",
+) -> str:
+    """Where a redirect leads, checked: http(s), not seen before in this read, within ``limit``.
+    The fixes name what the caller's user can change (an index URL, GitHub's API URL or download host)."""
     target = urljoin(chain[-1], location.strip())
     parts = urlsplit(target)
     first = redact_url(chain[0])
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise IndexRedirectError(
-            f"cannot {action} {first}: it redirects to {redact_url(target)!r}, not an http(s) URL; "
-            "fix: check the index URL (an index never sends a client elsewhere than http(s))"
+            f"cannot {action} {first}: it redirects to {redact_url(target)!r}, not an http(s) URL; fix: {scheme_fix}"
         )
     if target in chain:
         loop = " → ".join(redact_url(u) for u in chain[chain.index(target) :] + [target])
-        raise IndexRedirectError(f"cannot {action} {first}: it redirects in a loop ({loop}); fix: check the index URL")
-    if len(chain) > MAX_REDIRECTS:
+        raise IndexRedirectError(f"cannot {action} {first}: it redirects in a loop ({loop}); fix: {loop_fix}")
+    if len(chain) > limit:
         raise IndexRedirectError(
-            f"cannot {action} {first}: more than {MAX_REDIRECTS} redirects (last to {redact_url(target)}); "
-            "fix: check the index URL"
+            f"cannot {action} {first}: more than {limit} redirects (last to {redact_url(target)}); fix: {loop_fix}"
         )
     return target
 
