@@ -230,3 +230,33 @@ def test_without_namespaces_a_survivor_holding_the_output_pipe_does_not_hold_the
     finally:
         for pid in running_with(marker):
             os.kill(pid, 9)
+
+
+@pytest.mark.parametrize("ending", ["exits", "times out"])
+def test_without_namespaces_the_session_is_killed_before_its_id_can_be_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """The fallback kills the step's session by its id, the main process's PID. Were the main process
+    reaped first, on a busy machine another program could get that PID (and lead a session of that
+    id) before the kill: the kill would hit it. So the main process is reaped only after the kill."""
+    states: list[str] = []
+    kill = sandbox.kill_session
+
+    def recording_kill(session: int, marker: str) -> None:
+        stat = Path(f"/proc/{session}/stat").read_text()  # raises if the PID were already free
+        states.append(stat.rpartition(")")[2].split()[0])
+        kill(session, marker)
+
+    monkeypatch.setattr(sandbox, "kill_session", recording_kill)
+    script = "import time; time.sleep(3600)" if ending == "times out" else "print('done')"
+    result, _ = run_step_captured(
+        [sys.executable, "-c", script],
+        env=dict(os.environ),
+        cwd=tmp_path,
+        timeout=5 if ending == "times out" else 120,
+        mode=SESSION,
+    )
+    assert result.timed_out == (ending == "times out")
+    assert result.code == (-9 if ending == "times out" else 0)
+    # at the kill, the main process was still there: an unreaped zombie, or alive until the timeout's kill
+    assert len(states) == 1 and states[0] in (("Z",) if ending == "exits" else ("S", "R"))

@@ -109,6 +109,8 @@ def test_server_list_and_stop_all_cover_every_home_and_keep_each_port(
         localserver.write_state(folder, ServerState(pid=proc.pid, port=port, started_at=time.time()))
         localserver.register(registry, RegistryEntry(str(home), proc.pid, port, time.time(), time.time() - 125))
     try:
+        # (a fake server ended by something else would be missing from the list for that reason)
+        assert [proc.poll() for proc in procs] == [None, None], "a fake server ended before the list"
         assert server.run(argparse.Namespace(action="list", json=True, all=False)) == 0
         listed = json.loads(capsys.readouterr().out)["servers"]
         assert [(s["home"], s["port"], s["pid"]) for s in listed] == [

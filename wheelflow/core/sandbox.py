@@ -25,6 +25,7 @@ import contextlib
 import functools
 import os
 import secrets
+import select
 import selectors
 import shutil
 import signal
@@ -180,13 +181,45 @@ def _carries(pid: int, marker: str) -> bool:
 
 
 def step_processes(session: int, marker: str) -> list[int]:
-    """The processes of a fallback step: those of its session, and those carrying its marker."""
+    """The processes of a fallback step: those of its session, and those carrying its marker. The
+    session's leader (the step's main process, whose PID is the session's id) is not listed: it is
+    killed with the session's group, and an ended one stays unreaped until the kill is done."""
     own = os.getpid()
-    return [pid for pid in _processes() if pid != own and (_session_of(pid) == session or _carries(pid, marker))]
+    return [
+        pid
+        for pid in _processes()
+        if pid not in (own, session) and (_session_of(pid) == session or _carries(pid, marker))
+    ]
+
+
+def _wait_unreaped(proc: subprocess.Popen, timeout: float | None) -> bool:
+    """Wait up to ``timeout`` seconds for the step's main process to end, leaving it unreaped (a
+    zombie). True once it has ended. While the zombie is there its PID, which is the id of the step's
+    session and process group, cannot be given to another process, so the session kill that follows
+    cannot hit an unrelated program that got a reused PID (on a busy machine the PIDs wrap within
+    minutes)."""
+    if timeout is not None:
+        try:
+            handle = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):  # no pidfd here: wait, reaping (the old way)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        try:
+            if not select.select([handle], [], [], timeout)[0]:
+                return False
+        finally:
+            os.close(handle)
+    with contextlib.suppress(ChildProcessError):  # reaped meanwhile (by the fallback above)
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    return True
 
 
 def kill_session(session: int, marker: str) -> None:
-    """SIGKILL every process of the step until none is left (a fork loop makes new ones meanwhile)."""
+    """SIGKILL every process of the step until none is left (a fork loop makes new ones meanwhile).
+    Called while the session's leader is alive or unreaped, so that ``session`` is still the step's."""
     with contextlib.suppress(OSError):
         os.killpg(session, signal.SIGKILL)
     for _ in range(50):  # each round kills what the last one missed; a bound, not a wait
@@ -259,13 +292,18 @@ def run_step(
         """Wait for the main process (killing it at the timeout), make sure nothing of the step is
         left, then wake the reader: it stops at this, not at an EOF."""
         try:
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                outcome["timed_out"] = True
-                _stop(proc, mode)
-            if mode != BWRAP:
-                kill_session(proc.pid, marker)
+            if mode == BWRAP:
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    outcome["timed_out"] = True
+                    _stop(proc, mode)
+            else:
+                outcome["timed_out"] = not _wait_unreaped(proc, timeout)
+                kill_session(proc.pid, marker)  # the main process too, when the timeout stopped it
+                with _LIVE_LOCK:
+                    _LIVE_SESSIONS.pop(proc.pid, None)
+                proc.wait()  # reaped only now: see _wait_unreaped
         finally:
             os.write(wake_write, b"x")
 
