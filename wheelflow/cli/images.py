@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -10,7 +17,12 @@ from rich.table import Table
 from wheelflow.builds.builders.docker import docker_client
 from wheelflow.builds.images import ensure_images
 from wheelflow.cli.common import err_console, show_table
+from wheelflow.core.errors import InfrastructureError
 from wheelflow.core.home import wheelflow_home
+
+#: How long a second `wheelflow images` waits for one already making the images (a cold run takes a
+#: few minutes; the images are the daemon's, shared by every home).
+LOCK_WAIT = 3600.0
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -21,15 +33,54 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def say(line: str) -> None:
+    err_console.print(line, markup=False, highlight=False)
+
+
+@contextlib.contextmanager
+def one_maker_at_a_time(lock: Path, wait: float) -> Iterator[None]:
+    """Held by one `wheelflow images` of this user at a time: the images are the daemon's, and two
+    commands making the same tag at once fail each other. A second one waits, then finds them made."""
+    with open(lock, "a+") as handle:
+        deadline = time.monotonic() + wait
+        said = False
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise InfrastructureError(
+                        f"images: another `wheelflow images` has been making the images for more than {wait:.0f} s "
+                        f"(lock {lock}); fix: wait for it to end, then run `wheelflow images` again"
+                    ) from None
+                if not said:
+                    say("waiting for another `wheelflow images` that is making the images…")
+                    said = True
+                time.sleep(1.0)  # polling the lock, bounded by the deadline (flock has no timeout)
+        yield
+
+
 def run(args: argparse.Namespace) -> int:
+    import docker
+
     client = docker_client()
-    with err_console.status("making images (debootstrap takes about a minute per base image)…"):
-        outcome = ensure_images(
-            client,
-            mirror=args.mirror,
-            cache=wheelflow_home() / "debootstrap-cache",
-            log=lambda line: err_console.print(line, markup=False, highlight=False),
-        )
+    lock = Path(tempfile.gettempdir()) / f"wheelflow-images-{os.getuid()}.lock"
+    try:
+        with (
+            one_maker_at_a_time(lock, LOCK_WAIT),
+            err_console.status("making images (debootstrap takes about a minute per base image)…"),
+        ):
+            outcome = ensure_images(client, mirror=args.mirror, cache=wheelflow_home() / "debootstrap-cache", log=say)
+    except (RuntimeError, docker.errors.DockerException) as exc:
+        # debootstrap's, docker import's or the build's own words, then one line with the fix
+        first, _, detail = str(exc).partition("\n")
+        for line in detail.splitlines():
+            say(line)
+        raise InfrastructureError(
+            f"images: {first.strip().rstrip(':')}; fix: see the output above, then run `wheelflow images` again "
+            "(images already made are kept)"
+        ) from None
     table = Table(title="wheelflow images")
     table.add_column("image")
     table.add_column("")
