@@ -22,9 +22,11 @@ A Prefect server of its own is started for the run (SQLite, on loopback).
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import os
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -174,12 +176,16 @@ def main() -> int:
 
         out = Path(tempfile.mkdtemp(prefix="wheelflow-bench-smoke-"))
         wheels = [make_wheel(out, name="bench_cell", version=f"1.0.0+c{n}") for n in range(args.smoke_sample)]
-        print_smoke_times(wheels, "python -c 'import bench_cell'")
+        try:
+            print_smoke_times(wheels, "python -c 'import bench_cell'")
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
         return 0
 
     from conftest import start_prefect_server
 
     work = Path(tempfile.mkdtemp(prefix="wheelflow-bench-scale-"))
+    atexit.register(shutil.rmtree, work, True)  # after the smoke timings, which read its wheels
     (work / "prefect").mkdir()
     server, api = start_prefect_server(work / "prefect")
     os.environ.update(PREFECT_API_URL=api, WHEELFLOW_HOME=str(work / "home"))
@@ -206,9 +212,12 @@ def main() -> int:
     finally:
         from prefect.logging.handlers import APILogWorker
 
+        from wheelflow.index.localindex import stop_index
+
         APILogWorker.drain_all()  # the run's last logs reach the server before it stops
         server.terminate()
         server.wait(30)
+        stop_index(work / "home")  # the release's local index stays up for users; a bench's need not
 
     build_wall, build_sum = phase(runs, "build[")
     smoke_wall, smoke_sum = phase(runs, "smoke[")
