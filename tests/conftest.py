@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -165,6 +167,17 @@ def make_project(
     return root
 
 
+@contextlib.contextmanager
+def exclusive(lock: Path):
+    """Held by one process of the machine at a time (the workers of a ``-n`` run, or two runs)."""
+    with open(lock, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def wait_for(condition, timeout: float, what: str):
     """Poll until ``condition()`` returns something truthy (a server, a process, a file), or fail
     after ``timeout`` seconds naming ``what``; returns that value."""
@@ -265,7 +278,8 @@ def docker_images():
 
     if not daemon_answers():
         pytest.skip("no Docker daemon answers: .ci/run installs and starts dockerd before the suite")
-    result = run_cli("images", timeout=1800)
+    with exclusive(Path(tempfile.gettempdir()) / "wheelflow-test-images.lock"):  # one maker across workers
+        result = run_cli("images", timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     import docker
 
@@ -426,13 +440,28 @@ def pytest_configure(config: pytest.Config) -> None:
     serverguard.configure(config)  # no home server of this run outlives it (checked at its end)
 
 
+#: e2e files that run one after another in one worker under ``-n`` (pytest-xdist): the torch
+#: extension's compiles share examples/torch-ext's build tree and ccache, and each takes both cores.
+SERIAL_GROUPS = {
+    "test_torch_extension.py": "torch-ext",
+    "test_torch_ext_abi.py": "torch-ext",
+    "test_reproducible_builds.py": "torch-ext",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """tests/unit (no servers, seconds) and tests/e2e (real servers) are marked by their folder, so
-    ``-m unit`` / ``-m e2e`` select them wherever the run starts."""
+    ``-m unit`` / ``-m e2e`` select them wherever the run starts. Under ``-n N --dist loadgroup`` an e2e
+    file's tests stay together in one worker (its module fixtures are set up once), as do the files
+    of SERIAL_GROUPS."""
     for item in items:
-        folder = Path(str(item.path)).parent.name
+        path = Path(str(item.path))
+        folder = path.parent.name
         if folder in ("unit", "e2e"):
             item.add_marker(folder)
+        if folder == "e2e" and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(SERIAL_GROUPS.get(path.name, path.stem)))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -469,5 +498,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
         # Merged with earlier runs, so that running one module keeps the others' rows; a full run
         # refreshes every row.
-        previous = json.loads(CASES_FILE.read_text()) if CASES_FILE.exists() else {}
-        CASES_FILE.write_text(json.dumps({**previous, **cases}, indent=1, sort_keys=True))
+        with exclusive(CASES_FILE.with_name(CASES_FILE.name + ".lock")):  # the workers of one `-n` run
+            previous = json.loads(CASES_FILE.read_text()) if CASES_FILE.exists() else {}
+            CASES_FILE.write_text(json.dumps({**previous, **cases}, indent=1, sort_keys=True))

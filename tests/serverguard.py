@@ -14,6 +14,7 @@ run of its own can load it with ``-p serverguard``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from wheelflow.index import localindex
 
 WATCHDOG_MODULE = b"wheelflow.adapters.serverwatch"
 FRESH_DIR = b"wheelflow.index.freshdir"  # a home index's pypiserver: python -m wheelflow.index.freshdir
+LEAKS_FILE = "wheelflow-leaked-servers.txt"  # a worker's finding, in its temporary folder
 
 
 def configure(config: pytest.Config) -> None:
@@ -96,6 +98,13 @@ def finish(session: pytest.Session) -> None:
         )
     if left:
         _report(config, f"wheelflow: {len(left)} home server(s) outlived this test run: stopped now; the run fails")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if run_root is not None:  # for the controller of a `-n` run, whose exit status this worker's is not
+            with contextlib.suppress(OSError):
+                (run_root / LEAKS_FILE).write_text(f"{len(left)} home server(s) outlived worker {run_root.name}\n")
+    # The workers of a `-n` run (pytest-xdist) have their temporary folders under the controller's.
+    for leaks in sorted(run_root.glob(f"*/{LEAKS_FILE}")) if run_root is not None else []:
+        _report(config, f"wheelflow: {leaks.read_text().strip()}: stopped there; the run fails")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     previous = getattr(config, "_wheelflow_previous_runtime_dir", None)
     if previous is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from wheelflow.builds.builders.docker import MANAGED_LABEL, ROLE_LABEL, DockerBuilder
+from wheelflow.builds.builders.docker import MANAGED_LABEL, ROLE_LABEL, RUN_LABEL, DockerBuilder
 from wheelflow.config.matrix import Cell
 from wheelflow.core.errors import InfrastructureError
 
@@ -60,8 +60,16 @@ def release(
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
 
 
-def leftover_containers(client) -> list:
-    return client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=true"})
+def leftover_containers(client, root: Path, role: str | None = None) -> list:
+    """wheelflow's containers (of ``role``) that this test's builds made: those mounting a folder under
+    ``root`` (the test's temporary folder, which holds its home and work folders). Tests run in
+    parallel (``-n``): another test's containers, running meanwhile, are not this one's leftovers."""
+    labels = [f"{MANAGED_LABEL}=true", *([f"{ROLE_LABEL}={role}"] if role else [])]
+    return [
+        container
+        for container in client.containers.list(all=True, filters={"label": labels})
+        if any(Path(mount.get("Source", "/")).is_relative_to(root) for mount in container.attrs.get("Mounts", []))
+    ]
 
 
 def test_two_pythons_build_in_containers_with_the_kernel_and_a_rerun_is_all_cached(
@@ -90,7 +98,7 @@ def test_two_pythons_build_in_containers_with_the_kernel_and_a_rerun_is_all_cach
             device_code = zf.read(ext)
         assert b"saxpy_kernel" in device_code and b"sm_90" in device_code  # compiled by nvcc in the container
     assert all(f["status"] == "verified" for f in report["files"]) and len(report["files"]) == 3
-    assert leftover_containers(docker_images) == []
+    assert leftover_containers(docker_images, tmp_path) == []
 
     since = int(time.time()) - 1
     code, again, stderr = release(spec)
@@ -104,11 +112,15 @@ def test_two_pythons_build_in_containers_with_the_kernel_and_a_rerun_is_all_cach
             since=since,
             until=until,
             decode=True,
-            filters={"type": "container", "event": "create", "label": [f"{ROLE_LABEL}=build"]},
+            filters={
+                "type": "container",
+                "event": "create",
+                "label": [f"{ROLE_LABEL}=build", f"{RUN_LABEL}={again['flow_run_id']}"],  # this release's
+            },
         )
     )
     assert builds == []  # cached cells start no build container
-    assert leftover_containers(docker_images) == []
+    assert leftover_containers(docker_images, tmp_path) == []
 
 
 def test_a_failing_cell_fails_the_release_by_name_while_the_other_completes(
@@ -124,7 +136,7 @@ def test_a_failing_cell_fails_the_release_by_name_while_the_other_completes(
     assert "cell py3.11-archbogus: build failed (exit 1)" in failed["error"]
     assert report["error"].startswith("1 of 2 cells failed: py3.11-archbogus: build failed")
     assert not (home / "index" / "packages").exists() or not any((home / "index" / "packages").iterdir())
-    assert leftover_containers(docker_images) == []
+    assert leftover_containers(docker_images, tmp_path) == []
 
 
 def test_a_build_stopped_by_its_timeout_leaves_no_container(
@@ -138,7 +150,7 @@ def test_a_build_stopped_by_its_timeout_leaves_no_container(
     assert cell["error"] == (
         "cell py3.11-arch90: build stopped by its 2 s timeout and its container removed; fix: raise matrix.timeout"
     )
-    assert leftover_containers(docker_images) == []
+    assert leftover_containers(docker_images, tmp_path) == []
 
 
 def test_a_stopped_daemon_is_a_clear_error_after_retries_and_no_success(
@@ -210,13 +222,13 @@ def test_a_daemon_lost_mid_build_fails_the_release_clearly(
     )
     try:
         deadline = time.monotonic() + 300
-        while not docker_images.containers.list(filters={"label": [f"{MANAGED_LABEL}=true", f"{ROLE_LABEL}=build"]}):
+        while not leftover_containers(docker_images, tmp_path, role="build"):  # this release's, running
             assert proc.poll() is None and time.monotonic() < deadline, "no build container started"
             time.sleep(0.2)  # polling the real daemon for the build container, bounded by the deadline
         relay.cut()
         out, _ = proc.communicate(timeout=600)
     finally:
-        for container in leftover_containers(docker_images):  # the cut-off release could not remove it
+        for container in leftover_containers(docker_images, tmp_path):  # the cut-off release could not remove it
             container.remove(force=True)
     report = json.loads(out)
     assert proc.returncode == 1 and not report["ok"]
@@ -323,4 +335,4 @@ def test_docker_progress_lines_name_the_unit_compiling_in_the_container(tmp_path
         builder.join(120)
     assert done == [None], "\n".join(lines)[-3000:]
     assert (out / "started").exists() and list(out.glob("slowcompile-0.1.0-*.whl"))
-    assert leftover_containers(docker_images) == []
+    assert leftover_containers(docker_images, tmp_path) == []

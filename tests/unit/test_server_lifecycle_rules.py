@@ -137,10 +137,11 @@ def test_server_list_and_stop_all_cover_every_home_and_keep_each_port(
             proc.wait()
 
 
-def test_a_test_run_that_leaves_a_home_server_running_fails_and_stops_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "two workers (-n 2)"])
+def test_a_test_run_that_leaves_a_home_server_running_fails_and_stops_it(tmp_path: Path, workers: list[str]) -> None:
     """The guard conftest.py installs: a pytest run of its own leaks three servers (one registered, one
     watchdog and one Prefect server found among the processes by their home); the run fails naming each,
-    and none runs after it."""
+    and none runs after it. Under pytest-xdist the worker that found them makes the whole run fail."""
     pids = tmp_path / "pids"
     (tmp_path / "inner").mkdir()
     (tmp_path / "inner" / "test_leak.py").write_text(
@@ -172,7 +173,7 @@ def test_a_test_run_that_leaves_a_home_server_running_fails_and_stops_it(tmp_pat
         """)
     )
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "serverguard", "-p", "no:cacheprovider", "-q", "test_leak.py"],
+        [sys.executable, "-m", "pytest", "-p", "serverguard", "-p", "no:cacheprovider", "-q", *workers, "test_leak.py"],
         cwd=tmp_path / "inner",
         env={**os.environ, "PYTHONPATH": str(TESTS)},
         capture_output=True,
@@ -183,9 +184,13 @@ def test_a_test_run_that_leaves_a_home_server_running_fails_and_stops_it(tmp_pat
     try:
         assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout[-3000:] + result.stderr[-3000:]
         assert "1 passed" in result.stdout
-        assert "3 home server(s) outlived this test run" in result.stdout
+        if workers:  # the worker's own lines stay in the worker; the controller says which one found them
+            assert re.search(r"home server\(s\) outlived worker popen-gw\d: stopped there", result.stdout)
+        else:
+            assert "3 home server(s) outlived this test run" in result.stdout
+            for pid in leaked:
+                assert f"(pid {pid}) still ran at the end of the run" in result.stdout
         for pid in leaked:
-            assert f"(pid {pid}) still ran at the end of the run" in result.stdout
             assert not localserver.pid_alive(pid)
     finally:
         for pid in leaked:
