@@ -10,6 +10,7 @@ The cache is ``$WHEELFLOW_TEST_WHEELS`` or ``~/.cache/wheelflow-tests/wheels``; 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -27,8 +28,13 @@ def torch_wheels(version: str = TORCH, cache: Path | None = None) -> Path:
     """The folder holding torch ``version`` and every dependency wheel it needs on this Python; when it
     lacks torch, ``pip download`` (pip's own configuration picks the index) fills it first."""
     cache = cache or wheel_cache()
-    if not any(cache.glob(f"torch-{version}-*.whl")):
-        cache.mkdir(parents=True, exist_ok=True)
+    if any(cache.glob(f"torch-{version}-*.whl")):
+        return cache
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".filling.lock", "a") as lock:  # two test runs (or workers) fill it once
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if any(cache.glob(f"torch-{version}-*.whl")):  # the other one filled it meanwhile
+            return cache
         done = subprocess.run(
             [
                 sys.executable,
