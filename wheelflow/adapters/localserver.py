@@ -315,24 +315,16 @@ def stop_all(registry: Path, grace: float = 30.0) -> list[dict[str, object]]:
 def locked(path: Path, timeout: float) -> Iterator[None]:
     """An exclusive lock on ``path`` (flock: released when the holder exits, however it exits), so that
     two commands starting at once start one server; waits up to ``timeout`` seconds for it."""
-    with _opened(path, "a") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise ServerUnavailable(
-                        f"another wheelflow command has been starting the local Prefect server for more than "
-                        f"{timeout:.0f} s (lock {path})",
-                        "wait for it and run the command again, or raise WHEELFLOW_SERVER_START_TIMEOUT",
-                    ) from None
-                time.sleep(POLL)  # polling the lock another process holds, bounded by the deadline
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def too_long() -> ServerUnavailable:
+        return ServerUnavailable(
+            f"another wheelflow command has been starting the local Prefect server for more than "
+            f"{timeout:.0f} s (lock {path})",
+            "wait for it and run the command again, or raise WHEELFLOW_SERVER_START_TIMEOUT",
+        )
+
+    with _opened(path, "a") as handle, homeservices.flock_waiting(handle, fcntl.LOCK_EX, timeout, too_long, poll=POLL):
+        yield
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ import contextlib
 import fcntl
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from wheelflow.builds.images import ensure_images
 from wheelflow.cli.common import err_console, show_table
 from wheelflow.core.errors import InfrastructureError
 from wheelflow.core.home import wheelflow_home
+from wheelflow.core.homeservices import flock_waiting
 
 #: How long a second `wheelflow images` waits for one already making the images (a cold run takes a
 #: few minutes; the images are the daemon's, shared by every home).
@@ -41,23 +41,17 @@ def say(line: str) -> None:
 def one_maker_at_a_time(lock: Path, wait: float) -> Iterator[None]:
     """Held by one `wheelflow images` of this user at a time: the images are the daemon's, and two
     commands making the same tag at once fail each other. A second one waits, then finds them made."""
-    with open(lock, "a+") as handle:
-        deadline = time.monotonic() + wait
-        said = False
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise InfrastructureError(
-                        f"images: another `wheelflow images` has been making the images for more than {wait:.0f} s "
-                        f"(lock {lock}); fix: wait for it to end, then run `wheelflow images` again"
-                    ) from None
-                if not said:
-                    say("waiting for another `wheelflow images` that is making the images…")
-                    said = True
-                time.sleep(1.0)  # polling the lock, bounded by the deadline (flock has no timeout)
+
+    def too_long() -> InfrastructureError:
+        return InfrastructureError(
+            f"images: another `wheelflow images` has been making the images for more than {wait:.0f} s "
+            f"(lock {lock}); fix: wait for it to end, then run `wheelflow images` again"
+        )
+
+    def waiting() -> None:
+        say("waiting for another `wheelflow images` that is making the images…")
+
+    with open(lock, "a+") as handle, flock_waiting(handle, fcntl.LOCK_EX, wait, too_long, poll=1.0, on_wait=waiting):
         yield
 
 

@@ -6,12 +6,14 @@ these plain functions (the index layer may not import the adapters)."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import IO
 
 from wheelflow.core.errors import SpecError
 
@@ -93,3 +95,35 @@ def kill_group(pid: int, grace: float = 30.0, alive: Callable[[int], bool] = pid
             time.sleep(POLL)  # polling for the process to exit, bounded by the grace period
         if not alive(pid):
             return
+
+
+@contextlib.contextmanager
+def flock_waiting(
+    handle: IO[str],
+    kind: int,
+    timeout: float,
+    too_long: Callable[[], Exception],
+    *,
+    poll: float = POLL,
+    on_wait: Callable[[], None] | None = None,
+) -> Iterator[None]:
+    """``kind`` (``fcntl.LOCK_EX`` or ``LOCK_SH``) on the open file ``handle``, held until the block ends.
+    flock itself would wait forever, so it is polled: past ``timeout`` seconds, ``too_long()`` (one line
+    saying who holds it and the fix) is raised; ``on_wait()`` is called once, when another holds it."""
+    deadline = time.monotonic() + timeout
+    waiting = False
+    while True:
+        try:
+            fcntl.flock(handle.fileno(), kind | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise too_long() from None
+            if on_wait is not None and not waiting:
+                on_wait()
+            waiting = True
+            time.sleep(poll)  # polling a lock another process holds, bounded by the deadline
+    try:
+        yield
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

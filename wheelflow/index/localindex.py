@@ -234,23 +234,15 @@ def _answers(url: str) -> bool:
 def _flock(path: Path, kind: int, timeout: float, what: str) -> Iterator[TextIO]:
     """``kind`` (LOCK_SH, LOCK_EX) on ``path``, waiting up to ``timeout`` s; held until the block ends."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), kind | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise ServerUnavailable(
-                        f"the local index under {path.parent} is busy ({what}) for more than {timeout:.0f} s",
-                        "run the command again, or `wheelflow server stop` and run it again",
-                    ) from None
-                time.sleep(POLL)  # polling a lock another process holds, bounded by the deadline
-        try:
-            yield handle
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def too_long() -> ServerUnavailable:
+        return ServerUnavailable(
+            f"the local index under {path.parent} is busy ({what}) for more than {timeout:.0f} s",
+            "run the command again, or `wheelflow server stop` and run it again",
+        )
+
+    with open(path, "a") as handle, homeservices.flock_waiting(handle, kind, timeout, too_long, poll=POLL):
+        yield handle
 
 
 def ensure_index(home: Path, htpasswd: Path, *, timeout: float = START_TIMEOUT) -> IndexState:
